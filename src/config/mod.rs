@@ -1,0 +1,739 @@
+//! Dataflow config: TOML → raw structs → validated [`Plan`].
+//!
+//! Loading collects *every* problem (unknown keys, wrong types, bad units,
+//! unknown columns in expressions, expressions that do not type-check,
+//! missing files) as [`Diagnostic`]s with file, line, column and key path,
+//! then fails once. The CLI prints them and exits with code 78.
+
+pub mod diagnostic;
+pub mod interp;
+pub mod raw;
+pub mod spans;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use diagnostic::{ConfigErrors, Diagnostic};
+use diagnostic::{did_you_mean, file_diag, line_col};
+use raw::*;
+use spans::SpanIndex;
+
+use crate::value::expr::{ColType, Expr, Scope};
+
+/// Owner teams an action can be routed to.
+pub const OWNERS: &[&str] = &["maintenance", "operations", "engineering", "energy", "production", "management"];
+/// Kinds of action.
+pub const ACTION_TYPES: &[&str] = &[
+    "operational_change",
+    "maintenance_work",
+    "setpoint_review",
+    "procurement",
+    "capex",
+    "further_study",
+];
+/// What kind of value is at stake.
+pub const VALUE_CATEGORIES: &[&str] = &[
+    "energy_cost",
+    "downtime_risk",
+    "quality_impact",
+    "compliance_risk",
+    "production_loss",
+];
+/// Columns a rule may group by.
+pub const GROUP_COLUMNS: &[&str] = &["site", "line", "asset", "tag", "kind"];
+/// Output tables of the Parquet sink.
+pub const TABLES: &[&str] = &["aggregates", "actions", "dead_letter"];
+
+/// A validated dataflow, ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub currency: String,
+    pub sources: Vec<SourcePlan>,
+    pub context: ContextPlan,
+    pub window: WindowPlan,
+    pub metrics: Vec<MetricPlan>,
+    pub rules: Vec<RulePlan>,
+    pub sink: ParquetPlan,
+}
+
+#[derive(Clone, Debug)]
+pub enum SourcePlan {
+    Replay(ReplayPlan),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    pub id: String,
+    pub path: PathBuf,
+    pub format: ReplayFormat,
+    pub batch_rows: usize,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ContextPlan {
+    pub assets: PathBuf,
+    pub tariff: PathBuf,
+    pub production: Option<PathBuf>,
+    pub maintenance: Option<PathBuf>,
+    /// Extra `assets.csv` columns beyond the required ones, with inferred types.
+    pub asset_extra: Vec<(String, ColType)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QualityPolicy {
+    /// Keep good, uncertain and bad samples.
+    KeepAll,
+    /// Drop bad samples; uncertain ones count (workload v1).
+    DropBad,
+    /// Keep only good samples.
+    GoodOnly,
+}
+
+#[derive(Clone, Debug)]
+pub struct WindowPlan {
+    pub size_ms: i64,
+    pub lateness_ms: i64,
+    pub retention_ms: i64,
+    pub max_future_ms: i64,
+    pub quality: QualityPolicy,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricPlan {
+    pub name: String,
+    pub expr: String,
+    pub result: ColType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agg {
+    Sum,
+    Mean,
+    Min,
+    Max,
+}
+
+#[derive(Clone, Debug)]
+pub struct MeasurePlan {
+    pub name: String,
+    pub agg: Agg,
+    pub expr: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RulePlan {
+    pub id: String,
+    pub description: Option<String>,
+    pub filter: Option<String>,
+    pub group_by: Vec<String>,
+    pub period_ms: i64,
+    pub measures: Vec<MeasurePlan>,
+    pub condition: String,
+    pub owner: String,
+    pub action_type: String,
+    pub value_category: String,
+    pub value: String,
+    pub severity_medium: f64,
+    pub severity_high: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParquetPlan {
+    pub id: String,
+    pub path: PathBuf,
+    pub tables: Vec<String>,
+    pub roll_rows: u64,
+    pub roll_bytes: u64,
+    pub roll_interval_ms: u64,
+    pub row_group_rows: usize,
+}
+
+impl Plan {
+    /// The scope of per-window row expressions, before any metric.
+    pub fn row_scope(&self) -> Scope {
+        row_scope(&self.context.asset_extra)
+    }
+
+    /// The row scope with every metric appended.
+    pub fn metric_scope(&self) -> Scope {
+        let mut s = self.row_scope();
+        for m in &self.metrics {
+            s.push(&m.name, m.result);
+        }
+        s
+    }
+
+    /// The longest rule period (windows are retracted a period at a time).
+    pub fn max_period_ms(&self) -> i64 {
+        self.rules.iter().map(|r| r.period_ms).max().unwrap_or(self.window.size_ms).max(self.window.size_ms)
+    }
+}
+
+/// Fixed per-window columns, in slot order (see [`crate::engine`] for how rows are laid out).
+pub const WINDOW_COLUMNS: &[(&str, ColType)] = &[
+    ("tag", ColType::Str),
+    ("asset", ColType::Str),
+    ("site", ColType::Str),
+    ("line", ColType::Str),
+    ("kind", ColType::Str),
+    ("standby_kw", ColType::Num),
+    ("window_start", ColType::Num),
+    ("window_end", ColType::Num),
+    ("hour", ColType::Num),
+    ("count", ColType::Num),
+    ("mean", ColType::Num),
+    ("min", ColType::Num),
+    ("max", ColType::Num),
+    ("first", ColType::Num),
+    ("last", ColType::Num),
+    ("price_per_kwh", ColType::Num),
+    ("producing", ColType::Bool),
+    ("in_maintenance", ColType::Bool),
+];
+
+pub fn row_scope(extra: &[(String, ColType)]) -> Scope {
+    let mut s = Scope::default();
+    for (n, t) in WINDOW_COLUMNS {
+        s.push(n, *t);
+    }
+    for (n, t) in extra {
+        s.push(n, *t);
+    }
+    s
+}
+
+/// Required `assets.csv` columns.
+pub const ASSET_COLUMNS: &[&str] = &["tag", "asset", "site", "line", "kind", "standby_kw"];
+
+struct Loader<'a> {
+    file: &'a Path,
+    text: &'a str,
+    spans: SpanIndex,
+    diags: Vec<Diagnostic>,
+    base_dir: PathBuf,
+}
+
+impl Loader<'_> {
+    fn at(&mut self, path: &str, message: String, hint: Option<String>) {
+        let span = self.spans.lookup(path);
+        self.push(path, span, message, hint);
+    }
+
+    fn at_value(&mut self, path: &str, message: String, hint: Option<String>) {
+        let span = self.spans.value(path);
+        self.push(path, span, message, hint);
+    }
+
+    fn push(&mut self, path: &str, span: std::ops::Range<usize>, message: String, hint: Option<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.diags.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key_path: path.to_string(),
+            message,
+            hint,
+            span,
+        });
+    }
+
+    /// Deserializes `value` (found at `path`) into `T`, reporting every unknown key
+    /// and the first type error.
+    fn de<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value, known: &[&str]) -> Option<T> {
+        let mut unknown = Vec::new();
+        let mut track = serde_path_to_error::Track::new();
+        let result = {
+            let de = serde_path_to_error::Deserializer::new(value, &mut track);
+            serde_ignored::deserialize(de, |p| unknown.push(p.to_string()))
+        };
+        for u in unknown {
+            let full = spans::join(path, &normalise_path(&u));
+            let leaf = full.rsplit(['.', '[']).next().unwrap_or("").to_string();
+            let parent = parent_of(&full);
+            let hint = did_you_mean(&leaf, known_for(&parent, path, known));
+            let where_ = if parent.is_empty() { "the top level".to_string() } else { format!("`{parent}`") };
+            self.at(&full, format!("unknown key `{leaf}` in {where_}"), hint);
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = spans::join(path, &normalise_path(&track.path().to_string()));
+                let msg = e.to_string();
+                if let Some(field) = msg.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
+                    let full = spans::join(&inner, field);
+                    let span = self.spans.lookup(&inner);
+                    let target = if inner.is_empty() { "the top level".to_string() } else { format!("`{inner}`") };
+                    self.push(&full, span, format!("missing key `{field}` in {target}"), None);
+                } else {
+                    let msg = msg.replace("invalid type: ", "wrong type: ");
+                    self.at_value(&inner, msg, None);
+                }
+                None
+            }
+        }
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let pb = PathBuf::from(p);
+        if pb.is_absolute() {
+            pb
+        } else {
+            self.base_dir.join(pb)
+        }
+    }
+
+    fn file_exists(&mut self, key: &str, p: &str) -> PathBuf {
+        let pb = self.resolve_path(p);
+        if !pb.is_file() {
+            self.at_value(
+                key,
+                format!("file `{}` does not exist", pb.display()),
+                Some("paths are relative to the working directory; `${VAR}` reads the environment".into()),
+            );
+        }
+        pb
+    }
+
+    fn duration(&mut self, key: &str, s: &str) -> Option<i64> {
+        match units::parse_duration_ms(s) {
+            Ok(v) => Some(v as i64),
+            Err(e) => {
+                self.at_value(key, e, Some(units::DURATION_HINT.into()));
+                None
+            }
+        }
+    }
+
+    fn one_of(&mut self, key: &str, got: &str, allowed: &[&str], what: &str) {
+        if !allowed.contains(&got) {
+            let hint = did_you_mean(got, allowed.iter().copied())
+                .unwrap_or_else(|| format!("one of: {}", allowed.join(", ")));
+            self.at_value(key, format!("unknown {what} `{got}`"), Some(hint));
+        }
+    }
+
+    fn expr(&mut self, key: &str, src: &str, scope: &Scope, want: Option<ColType>) -> Option<ColType> {
+        match Expr::compile(src, scope, want) {
+            Ok(e) => Some(e.result),
+            Err(e) => {
+                self.at_value(key, e.message, e.hint);
+                None
+            }
+        }
+    }
+}
+
+/// `a.b.0.c` (serde paths) → `a.b[0].c`.
+fn normalise_path(p: &str) -> String {
+    if p == "." || p == "?" {
+        return String::new();
+    }
+    let mut out = String::new();
+    for seg in p.split('.') {
+        if seg.is_empty() || seg == "?" {
+            continue;
+        }
+        if seg.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn parent_of(path: &str) -> String {
+    match path.rfind('.') {
+        Some(i) => path[..i].to_string(),
+        None => match path.rfind('[') {
+            Some(i) => path[..i].to_string(),
+            None => String::new(),
+        },
+    }
+}
+
+/// Known keys of the struct at `parent`, for did-you-mean hints.
+fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str> {
+    const CONTEXT: &[&str] = &["assets", "tariff", "production", "maintenance"];
+    const TABLE: &[&str] = &["path"];
+    const ACTION: &[&str] = &["owner", "action_type", "value_category", "value", "severity"];
+    const SEVERITY: &[&str] = &["medium", "high"];
+    const RULE: &[&str] = &["id", "description", "where", "group_by", "period", "measures", "condition", "action"];
+    const WINDOW: &[&str] = &["size", "allowed_lateness", "quality", "retention", "max_future"];
+    let rel = parent.strip_prefix(base).unwrap_or(parent).trim_start_matches('.');
+    let last = rel.rsplit('.').next().unwrap_or("");
+    let v: &[&str] = match (base, rel) {
+        (_, "") => known,
+        ("", "context") => CONTEXT,
+        ("", "window") => WINDOW,
+        _ if rel.starts_with("context.") => TABLE,
+        _ if base.starts_with("rules") && last == "action" => ACTION,
+        _ if base.starts_with("rules") && last == "severity" => SEVERITY,
+        _ if base.starts_with("rules") => RULE,
+        _ => known,
+    };
+    v.to_vec()
+}
+
+const TOP_KEYS: &[&str] = &["name", "description", "currency", "sources", "context", "window", "metrics", "rules", "sinks"];
+const REPLAY_KEYS: &[&str] = &["type", "id", "path", "format", "batch_rows", "poll_interval"];
+const PARQUET_KEYS: &[&str] = &["type", "id", "path", "tables", "roll_rows", "roll_size", "roll_interval", "row_group_rows"];
+
+/// Loads and validates a dataflow file with the process environment.
+pub fn load(file: &Path) -> Result<Plan, ConfigErrors> {
+    load_with_env(file, &|k| std::env::var(k).ok())
+}
+
+/// Loads and validates a dataflow file; `env` resolves `${VAR}` references.
+pub fn load_with_env(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigErrors> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors {
+                diagnostics: vec![file_diag(file, format!("cannot read dataflow file: {e}"), None)],
+                sources: vec![],
+            })
+        }
+    };
+    let result = validate_text(file, &text, env);
+    result.map_err(|diagnostics| ConfigErrors {
+        diagnostics,
+        sources: vec![(file.to_path_buf(), text.clone())],
+    })
+}
+
+fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Vec<Diagnostic>> {
+    let mut l = Loader {
+        file,
+        text,
+        spans: SpanIndex::default(),
+        diags: Vec::new(),
+        base_dir: std::env::current_dir().unwrap_or_default(),
+    };
+    let doc = match toml::de::DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            l.push("", span, format!("invalid TOML: {}", e.message().trim()), None);
+            return Err(l.diags);
+        }
+    };
+    let mut interp_errors = Vec::new();
+    let mut spans = SpanIndex::default();
+    let table = spans::convert(&doc, &mut spans, env, &mut interp_errors);
+    l.spans = spans;
+    for (p, e) in interp_errors {
+        l.at_value(&p, e, Some("set it, or give a default: `${VAR:-default}`".into()));
+    }
+
+    let raw: Option<RawDataflow> = l.de("", toml::Value::Table(table), TOP_KEYS);
+    let Some(raw) = raw else { return Err(l.diags) };
+
+    // Sources.
+    let mut sources = Vec::new();
+    let mut ids = Vec::<String>::new();
+    if raw.sources.is_empty() {
+        l.at("sources", "a dataflow needs at least one source".into(), None);
+    }
+    for (i, v) in raw.sources.into_iter().enumerate() {
+        let key = format!("sources[{i}]");
+        let Some(ty) = take_type(&mut l, &key, &v, &["replay"], "source type") else { continue };
+        if ty == "replay" {
+            if let Some(r) = l.de::<RawReplay>(&key, strip_type(v), REPLAY_KEYS) {
+                if ids.contains(&r.id) {
+                    l.at_value(&format!("{key}.id"), format!("duplicate source id `{}`", r.id), None);
+                }
+                ids.push(r.id.clone());
+                let format = match r.format.as_deref() {
+                    Some("csv") => ReplayFormat::Csv,
+                    Some("parquet") => ReplayFormat::Parquet,
+                    Some(other) => {
+                        l.one_of(&format!("{key}.format"), other, &["csv", "parquet"], "replay format");
+                        ReplayFormat::Csv
+                    }
+                    None if r.path.ends_with(".parquet") => ReplayFormat::Parquet,
+                    None => ReplayFormat::Csv,
+                };
+                let path = l.file_exists(&format!("{key}.path"), &r.path);
+                let poll = match &r.poll_interval {
+                    Some(s) => l.duration(&format!("{key}.poll_interval"), s).unwrap_or(200),
+                    None => 200,
+                };
+                sources.push(SourcePlan::Replay(ReplayPlan {
+                    id: r.id,
+                    path,
+                    format,
+                    batch_rows: r.batch_rows.unwrap_or(8192).max(1),
+                    poll_interval_ms: poll as u64,
+                }));
+            }
+        }
+    }
+
+    // Context tables.
+    let assets = l.file_exists("context.assets.path", &raw.context.assets.path);
+    let tariff = l.file_exists("context.tariff.path", &raw.context.tariff.path);
+    let production = raw
+        .context
+        .production
+        .as_ref()
+        .map(|t| l.file_exists("context.production.path", &t.path));
+    let maintenance = raw
+        .context
+        .maintenance
+        .as_ref()
+        .map(|t| l.file_exists("context.maintenance.path", &t.path));
+    let mut asset_extra = Vec::new();
+    if assets.is_file() {
+        match crate::sources::context::asset_header(&assets) {
+            Ok(extra) => asset_extra = extra,
+            Err(e) => l.at_value("context.assets.path", e, None),
+        }
+    }
+    if tariff.is_file() {
+        if let Err(e) = crate::sources::context::load_tariff(&tariff) {
+            l.at_value("context.tariff.path", e, None);
+        }
+    }
+
+    // Window.
+    let w = &raw.window;
+    let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
+    if size_ms <= 0 {
+        l.at_value("window.size", "window size must be positive".into(), None);
+    }
+    let lateness_ms = l.duration("window.allowed_lateness", &w.allowed_lateness).unwrap_or(0);
+    let retention_ms = match &w.retention {
+        Some(s) => l.duration("window.retention", s).unwrap_or(3_600_000),
+        None => 3_600_000,
+    };
+    if size_ms > 0 && retention_ms % size_ms != 0 {
+        l.at_value(
+            "window.retention",
+            format!("retention must be a multiple of the window size ({size_ms} ms)"),
+            None,
+        );
+    }
+    let max_future_ms = match &w.max_future {
+        Some(s) => l.duration("window.max_future", s).unwrap_or(86_400_000),
+        None => 86_400_000,
+    };
+    let quality = match w.quality.as_deref().unwrap_or("drop_bad") {
+        "keep_all" => QualityPolicy::KeepAll,
+        "drop_bad" => QualityPolicy::DropBad,
+        "good_only" => QualityPolicy::GoodOnly,
+        other => {
+            l.one_of("window.quality", other, &["keep_all", "drop_bad", "good_only"], "quality policy");
+            QualityPolicy::DropBad
+        }
+    };
+
+    // Metrics, each seeing the ones before it.
+    let mut scope = row_scope(&asset_extra);
+    let mut metrics = Vec::new();
+    for (name, v) in raw.metrics.iter() {
+        let key = format!("metrics.{name}");
+        let Some(src) = v.as_str() else {
+            l.at_value(&key, format!("wrong type: {}, expected an expression string", v.type_str()), None);
+            continue;
+        };
+        if scope.slot(name).is_some() {
+            l.at(&key, format!("metric `{name}` shadows a column of the same name"), Some("pick another name".into()));
+            continue;
+        }
+        let result = l.expr(&key, src, &scope, None).unwrap_or(ColType::Num);
+        scope.push(name, result);
+        metrics.push(MetricPlan {
+            name: name.clone(),
+            expr: src.to_string(),
+            result,
+        });
+    }
+
+    // Rules.
+    let mut rules = Vec::new();
+    let mut rule_ids = Vec::<String>::new();
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let key = format!("rules[{i}]");
+        if rule_ids.contains(&r.id) {
+            l.at_value(&format!("{key}.id"), format!("duplicate rule id `{}`", r.id), None);
+        }
+        rule_ids.push(r.id.clone());
+        if let Some(f) = &r.filter {
+            l.expr(&format!("{key}.where"), f, &scope, Some(ColType::Bool));
+        }
+        for (j, g) in r.group_by.iter().enumerate() {
+            l.one_of(&format!("{key}.group_by[{j}]"), g, GROUP_COLUMNS, "group column");
+        }
+        let period_ms = l.duration(&format!("{key}.period"), &r.period).unwrap_or(3_600_000);
+        if size_ms > 0 && period_ms % size_ms != 0 {
+            l.at_value(&format!("{key}.period"), "period must be a multiple of the window size".into(), None);
+        }
+        let mut measures = Vec::new();
+        let mut mscope = Scope::default();
+        mscope.push("windows", ColType::Num);
+        for (name, v) in r.measures.iter() {
+            let mkey = format!("{key}.measures.{name}");
+            let spec = v.as_table().filter(|t| t.len() == 1);
+            let Some((agg_name, src)) = spec.and_then(|t| t.iter().next()) else {
+                l.at_value(&mkey, "a measure is one aggregate of an expression".into(), Some("write e.g. `{ sum = \"waste_kwh\" }` (sum, mean, min or max)".into()));
+                continue;
+            };
+            let agg = match agg_name.as_str() {
+                "sum" => Agg::Sum,
+                "mean" => Agg::Mean,
+                "min" => Agg::Min,
+                "max" => Agg::Max,
+                other => {
+                    l.one_of(&format!("{mkey}.{other}"), other, &["sum", "mean", "min", "max"], "aggregate");
+                    continue;
+                }
+            };
+            let Some(src) = src.as_str() else {
+                l.at_value(&format!("{mkey}.{agg_name}"), "wrong type: expected an expression string".into(), None);
+                continue;
+            };
+            l.expr(&format!("{mkey}.{agg_name}"), src, &scope, Some(ColType::Num));
+            mscope.push(name, ColType::Num);
+            measures.push(MeasurePlan {
+                name: name.clone(),
+                agg,
+                expr: src.to_string(),
+            });
+        }
+        l.expr(&format!("{key}.condition"), &r.condition, &mscope, Some(ColType::Bool));
+        let a = &r.action;
+        l.one_of(&format!("{key}.action.owner"), &a.owner, OWNERS, "owner");
+        l.one_of(&format!("{key}.action.action_type"), &a.action_type, ACTION_TYPES, "action type");
+        l.one_of(&format!("{key}.action.value_category"), &a.value_category, VALUE_CATEGORIES, "value category");
+        l.expr(&format!("{key}.action.value"), &a.value, &mscope, Some(ColType::Num));
+        let (medium, high) = a.severity.as_ref().map(|s| (s.medium, s.high)).unwrap_or((10.0, 100.0));
+        rules.push(RulePlan {
+            id: r.id,
+            description: r.description,
+            filter: r.filter,
+            group_by: r.group_by,
+            period_ms,
+            measures,
+            condition: r.condition,
+            owner: a.owner.clone(),
+            action_type: a.action_type.clone(),
+            value_category: a.value_category.clone(),
+            value: a.value.clone(),
+            severity_medium: medium,
+            severity_high: high,
+        });
+    }
+
+    // Sinks: exactly one Parquet sink for now.
+    let mut sink = None;
+    if raw.sinks.len() != 1 {
+        l.at("sinks", format!("exactly one sink is supported, found {}", raw.sinks.len()), None);
+    }
+    for (i, v) in raw.sinks.into_iter().enumerate() {
+        let key = format!("sinks[{i}]");
+        let Some(ty) = take_type(&mut l, &key, &v, &["parquet"], "sink type") else { continue };
+        if ty == "parquet" {
+            if let Some(p) = l.de::<RawParquetSink>(&key, strip_type(v), PARQUET_KEYS) {
+                let tables = p.tables.clone().unwrap_or_else(|| TABLES.iter().map(|s| s.to_string()).collect());
+                for (j, t) in tables.iter().enumerate() {
+                    l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
+                }
+                let roll_bytes = match &p.roll_size {
+                    Some(s) => match units::parse_size_bytes(s) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            l.at_value(&format!("{key}.roll_size"), e, Some(units::SIZE_HINT.into()));
+                            0
+                        }
+                    },
+                    None => 128 << 20,
+                };
+                let roll_interval_ms = match &p.roll_interval {
+                    Some(s) => l.duration(&format!("{key}.roll_interval"), s).unwrap_or(0) as u64,
+                    None => 300_000,
+                };
+                sink = Some(ParquetPlan {
+                    id: p.id,
+                    path: l.resolve_path(&p.path),
+                    tables,
+                    roll_rows: p.roll_rows.unwrap_or(5_000_000),
+                    roll_bytes,
+                    roll_interval_ms,
+                    row_group_rows: p.row_group_rows.unwrap_or(131_072).max(1),
+                });
+            }
+        }
+    }
+
+    if !l.diags.is_empty() {
+        return Err(l.diags);
+    }
+    Ok(Plan {
+        file: file.to_path_buf(),
+        name: raw.name,
+        description: raw.description,
+        currency: raw.currency.unwrap_or_else(|| "EUR".into()),
+        sources,
+        context: ContextPlan {
+            assets,
+            tariff,
+            production,
+            maintenance,
+            asset_extra,
+        },
+        window: WindowPlan {
+            size_ms,
+            lateness_ms,
+            retention_ms,
+            max_future_ms,
+            quality,
+        },
+        metrics,
+        rules,
+        sink: sink.expect("a sink was validated above"),
+    })
+}
+
+fn take_type(l: &mut Loader<'_>, key: &str, v: &toml::Value, allowed: &[&str], what: &str) -> Option<String> {
+    let Some(t) = v.as_table() else {
+        l.at_value(key, format!("wrong type: {}, expected a table", v.type_str()), None);
+        return None;
+    };
+    match t.get("type").and_then(|t| t.as_str()) {
+        Some(ty) if allowed.contains(&ty) => Some(ty.to_string()),
+        Some(ty) => {
+            l.one_of(&format!("{key}.type"), ty, allowed, what);
+            None
+        }
+        None => {
+            l.at(key, format!("missing key `type` in `{key}`"), Some(format!("one of: {}", allowed.join(", "))));
+            None
+        }
+    }
+}
+
+fn strip_type(v: toml::Value) -> toml::Value {
+    match v {
+        toml::Value::Table(mut t) => {
+            t.remove("type");
+            toml::Value::Table(t)
+        }
+        other => other,
+    }
+}

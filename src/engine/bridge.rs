@@ -1,0 +1,195 @@
+//! The bridge between tokio-side sources and timely workers.
+//!
+//! Sources call [`Ingest`] from their own (tokio blocking-pool) threads; it
+//! turns their batches into a totally ordered stream of [`WorkerMsg`]s on one
+//! bounded channel per worker, and unparks the worker after each send. A full
+//! channel blocks the *source*, never a worker: that is the backpressure.
+//!
+//! # Time
+//! Timely time is a `u64`: the global watermark in epoch milliseconds, rounded
+//! down to the window size (the *epoch*). A row is sent at the epoch of the
+//! watermark at its arrival, so "on time" means "time < window end" exactly.
+//! Context changes between two epochs take the next free millisecond after the
+//! current time (an epoch has `size - 1` of them), so they flush at once
+//! without closing any window.
+
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+
+use crate::model::{AssetRow, Sample, F64};
+use crate::sources::context::Interval;
+
+/// A change to one context table: rows with +1 (insert) or −1 (retract).
+#[derive(Clone, Debug)]
+pub enum ContextChange {
+    Assets(Vec<(AssetRow, isize)>),
+    Tariff(Vec<((u32, F64), isize)>),
+    Production(Vec<(Interval, isize)>),
+    Maintenance(Vec<(Interval, isize)>),
+}
+
+/// What a worker receives, in order.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Rows to send at `time` (after advancing to it).
+    Samples { time: u64, rows: Vec<Sample> },
+    /// Advance every input to `time`.
+    Advance(u64),
+    /// Apply a context change at `time` (worker 0 only).
+    Context { time: u64, change: ContextChange },
+    /// No more input: close the inputs and drain.
+    End,
+}
+
+struct State {
+    time: u64,
+    rr: usize,
+    /// Latest epoch per source; `None` once the source has ended.
+    source_epochs: Vec<Option<u64>>,
+    ended: bool,
+}
+
+/// Orders and distributes source output to the workers.
+pub struct Ingest {
+    state: Mutex<State>,
+    senders: Vec<SyncSender<WorkerMsg>>,
+    threads: Mutex<Vec<Option<Thread>>>,
+    epoch_ms: u64,
+}
+
+impl Ingest {
+    /// A bridge for `workers` workers and `sources` sources; returns one receiver per worker.
+    pub fn new(workers: usize, sources: usize, epoch_ms: u64, capacity: usize) -> (Arc<Ingest>, Vec<Receiver<WorkerMsg>>) {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let ingest = Ingest {
+            state: Mutex::new(State {
+                time: 0,
+                rr: 0,
+                source_epochs: vec![Some(0); sources],
+                ended: sources == 0,
+            }),
+            senders,
+            threads: Mutex::new(vec![None; workers]),
+            epoch_ms: epoch_ms.max(1),
+        };
+        (Arc::new(ingest), receivers)
+    }
+
+    /// The epoch (timely time) of an event-time watermark.
+    pub fn epoch_of(&self, watermark_ms: i64) -> u64 {
+        let w = watermark_ms.max(0) as u64;
+        w - w % self.epoch_ms
+    }
+
+    /// Registers worker `index`'s thread so sends can unpark it.
+    pub fn register_worker(&self, index: usize, thread: Thread) {
+        if let Ok(mut t) = self.threads.lock() {
+            t[index] = Some(thread);
+        }
+    }
+
+    fn send(&self, worker: usize, msg: WorkerMsg) {
+        // A closed receiver means the worker is gone (shutting down); nothing to do.
+        let _ = self.senders[worker].send(msg);
+        if let Ok(t) = self.threads.lock() {
+            if let Some(th) = &t[worker] {
+                th.unpark();
+            }
+        }
+    }
+
+    fn broadcast_advance(&self, time: u64) {
+        for w in 0..self.senders.len() {
+            self.send(w, WorkerMsg::Advance(time));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Advances the global time to the minimum epoch over live sources.
+    fn advance(&self, st: &mut State) {
+        let min = st.source_epochs.iter().flatten().min().copied();
+        if let Some(m) = min {
+            if m > st.time {
+                st.time = m;
+                self.broadcast_advance(m);
+            }
+        }
+    }
+
+    /// Source `source` delivers `rows` whose arrival watermark epoch is `epoch`.
+    pub fn samples(&self, source: usize, epoch: u64, rows: Vec<Sample>) {
+        let mut st = self.lock();
+        if st.ended {
+            return;
+        }
+        if let Some(e) = st.source_epochs[source].as_mut() {
+            *e = (*e).max(epoch);
+        }
+        self.advance(&mut st);
+        if rows.is_empty() {
+            return;
+        }
+        let w = st.rr % self.senders.len();
+        st.rr += 1;
+        let time = st.time;
+        self.send(w, WorkerMsg::Samples { time, rows });
+    }
+
+    /// Applies a context change now (at the next free time inside the current epoch).
+    pub fn context(&self, change: ContextChange) {
+        let mut st = self.lock();
+        if st.ended {
+            return;
+        }
+        let next = st.time + 1;
+        if next % self.epoch_ms != 0 {
+            st.time = next;
+            for w in 1..self.senders.len() {
+                self.send(w, WorkerMsg::Advance(next));
+            }
+        }
+        let time = st.time;
+        self.send(0, WorkerMsg::Context { time, change });
+    }
+
+    /// Source `source` has ended; when all have, the workers are told to finish.
+    pub fn end_source(&self, source: usize) {
+        let mut st = self.lock();
+        st.source_epochs[source] = None;
+        if st.source_epochs.iter().all(|e| e.is_none()) {
+            self.finish_locked(&mut st);
+        } else {
+            self.advance(&mut st);
+        }
+    }
+
+    /// Tells every worker to finish (idempotent).
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        self.finish_locked(&mut st);
+    }
+
+    fn finish_locked(&self, st: &mut State) {
+        if !st.ended {
+            st.ended = true;
+            for w in 0..self.senders.len() {
+                self.send(w, WorkerMsg::End);
+            }
+        }
+    }
+
+    /// The current global time.
+    pub fn time(&self) -> u64 {
+        self.lock().time
+    }
+}

@@ -1,0 +1,336 @@
+//! The only module that names timely and differential-dataflow.
+//!
+//! # Dataflow
+//! ```text
+//! samples ─exchange(tag)─► window (timely op) ─► windows: (tag, WindowAgg) collection
+//!   ⋈ assets (tag)  ⋈ tariff (UTC hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
+//!   ─► enriched windows (+ derived metrics) ─► aggregates sink
+//!                                            └► rules: reduce per (rule, group, period) ─► actions sink
+//! ```
+//! Context tables are differential inputs fed by worker 0; every other input
+//! only advances. Sinks hand finished rows to the Parquet writer over a
+//! channel: no worker does file I/O.
+//!
+//! # Workers
+//! Each worker drains its own bounded channel from the [`bridge::Ingest`],
+//! pauses intake while the output probe lags more than two epochs behind the
+//! input (timely has no backpressure of its own), and parks when idle.
+
+pub mod bridge;
+pub mod output;
+pub mod window;
+
+use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::AsCollection;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+use crate::config::Plan;
+use crate::model::{ActionRow, AssetRow, Enriched, Sample, TagId, F64};
+use crate::sinks::SinkBatch;
+use crate::sources::context::Interval;
+use crate::value::rules::Compiled;
+use bridge::{ContextChange, WorkerMsg};
+pub use bridge::Ingest;
+use output::Versioned;
+pub use window::Geometry;
+
+impl Versioned for Enriched {
+    type Key = (TagId, i64);
+    fn key(&self) -> Self::Key {
+        (self.tag, self.win.window_start)
+    }
+    fn key_hash(&self) -> u64 {
+        (self.tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.win.window_start as u64
+    }
+    fn end(&self) -> i64 {
+        self.win.window_end
+    }
+    fn withdrawn(&self) -> Option<Self> {
+        None
+    }
+}
+
+impl Versioned for ActionRow {
+    type Key = String;
+    fn key(&self) -> Self::Key {
+        self.action_id.clone()
+    }
+    fn key_hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.action_id.as_bytes())
+    }
+    fn end(&self) -> i64 {
+        self.period_end
+    }
+    fn withdrawn(&self) -> Option<Self> {
+        let mut w = self.clone();
+        w.status = "withdrawn".to_string();
+        Some(w)
+    }
+}
+
+/// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
+#[derive(Default)]
+pub struct TagRegistry {
+    map: std::sync::RwLock<std::collections::HashMap<String, TagId>>,
+}
+
+impl TagRegistry {
+    pub fn intern(&self, tag: &str) -> TagId {
+        if let Some(id) = self.get(tag) {
+            return id;
+        }
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let n = m.len() as TagId;
+        *m.entry(tag.to_string()).or_insert(n)
+    }
+
+    pub fn get(&self, tag: &str) -> Option<TagId> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(tag).copied()
+    }
+
+    /// A read view for looking up many tags at once.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, TagId>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The context every worker 0 starts with, inserted at time 0.
+#[derive(Clone, Default)]
+pub struct InitialContext {
+    pub assets: Vec<AssetRow>,
+    pub tariff: Vec<(u32, F64)>,
+    pub production: Vec<Interval>,
+    pub maintenance: Vec<Interval>,
+}
+
+struct Inputs {
+    samples: InputHandle<u64, CapacityContainerBuilder<Vec<Sample>>>,
+    assets: InputSession<u64, (TagId, AssetRow), isize>,
+    tariff: InputSession<u64, (u32, F64), isize>,
+    production: InputSession<u64, Interval, isize>,
+    maintenance: InputSession<u64, Interval, isize>,
+}
+
+impl Inputs {
+    fn advance(&mut self, t: u64) {
+        if t > *self.samples.time() {
+            self.samples.advance_to(t);
+            self.assets.advance_to(t);
+            self.tariff.advance_to(t);
+            self.production.advance_to(t);
+            self.maintenance.advance_to(t);
+            self.assets.flush();
+            self.tariff.flush();
+            self.production.flush();
+            self.maintenance.flush();
+        }
+    }
+
+    fn apply(&mut self, change: ContextChange, tags: &TagRegistry) {
+        match change {
+            ContextChange::Assets(rows) => {
+                for (a, r) in rows {
+                    let id = tags.intern(&a.tag);
+                    self.assets.update((id, a), r);
+                }
+            }
+            ContextChange::Tariff(rows) => rows.into_iter().for_each(|(x, r)| self.tariff.update(x, r)),
+            ContextChange::Production(rows) => rows.into_iter().for_each(|(x, r)| self.production.update(x, r)),
+            ContextChange::Maintenance(rows) => rows.into_iter().for_each(|(x, r)| self.maintenance.update(x, r)),
+        }
+    }
+}
+
+/// Window starts covered by an interval: `start <= ws < end`.
+fn covered(iv: &Interval, size: i64) -> Vec<((String, i64), ())> {
+    let first = (iv.start_ms + size - 1).div_euclid(size) * size;
+    (0..)
+        .map(|i| first + i * size)
+        .take_while(|ws| *ws < iv.end_ms)
+        .map(|ws| ((iv.key.clone(), ws), ()))
+        .collect()
+}
+
+/// Everything a run needs besides the plan.
+pub struct EngineArgs {
+    pub workers: usize,
+    pub receivers: Vec<Receiver<WorkerMsg>>,
+    pub ingest: Arc<Ingest>,
+    pub tags: Arc<TagRegistry>,
+    pub initial: InitialContext,
+    pub sink: Sender<SinkBatch>,
+    pub geometry: Geometry,
+}
+
+/// Runs the dataflow on `workers` threads until the ingest says `End` and
+/// every output is flushed.
+pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
+    let EngineArgs {
+        workers,
+        receivers,
+        ingest,
+        tags,
+        initial,
+        sink,
+        geometry: geo,
+    } = args;
+    let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
+    let sink = Arc::new(Mutex::new(sink));
+    let initial = Arc::new(initial);
+    let config = if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
+            return;
+        };
+        ingest.register_worker(index, std::thread::current());
+        let compiled = Rc::new(Compiled::new(&plan));
+        let tx_agg = sink.lock().map(|s| s.clone()).ok();
+        let tx_act = tx_agg.clone();
+        let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
+        let probe = ProbeHandle::new();
+        let window_name = format!("window:{}", plan.name);
+
+        let (assets, tariff, production, maintenance) = worker.dataflow::<u64, _, _>(|scope| {
+            let stream = samples.to_stream(scope);
+            let windows = window::window(stream, geo, &window_name).as_collection();
+            let (assets_in, assets) = scope.new_collection::<(TagId, AssetRow), isize>();
+            let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
+            let (prod_in, prod) = scope.new_collection::<Interval, isize>();
+            let (maint_in, maint) = scope.new_collection::<Interval, isize>();
+            let size = geo.size_ms;
+
+            let priced = windows
+                .join(assets)
+                .map(|(tag, (win, asset))| ((win.window_start.div_euclid(3_600_000).rem_euclid(24)) as u32, (tag, win, asset)))
+                .join(tariff)
+                .map(|(_hour, ((tag, win, asset), price))| {
+                    let key = (asset.line.clone(), win.window_start);
+                    (
+                        key,
+                        Enriched {
+                            tag,
+                            win,
+                            asset,
+                            price_per_kwh: price,
+                            producing: false,
+                            in_maintenance: false,
+                            metrics: Vec::new(),
+                        },
+                    )
+                });
+            let running = prod.flat_map(move |iv| covered(&iv, size)).distinct().map(|(k, ())| k);
+            let producing = priced.clone().semijoin(running.clone()).map(|(_, mut e)| {
+                e.producing = true;
+                e
+            });
+            let idle = priced.antijoin(running).map(|(_, e)| e);
+            let by_asset = producing.concat(idle).map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
+            let down = maint.flat_map(move |iv| covered(&iv, size)).distinct().map(|(k, ())| k);
+            let in_maint = by_asset.clone().semijoin(down.clone()).map(|(_, mut e)| {
+                e.in_maintenance = true;
+                e
+            });
+            let c1 = compiled.clone();
+            let enriched = in_maint.concat(by_asset.antijoin(down).map(|(_, e)| e)).map(move |mut e| {
+                c1.derive(&mut e);
+                e
+            });
+
+            let c2 = compiled.clone();
+            let c3 = compiled.clone();
+            let actions = enriched
+                .clone()
+                .flat_map(move |e| c2.contributions(&e))
+                .reduce(move |key, inputs, out| {
+                    if let Some(a) = c3.action(key, inputs) {
+                        out.push((a, 1isize));
+                    }
+                })
+                .map(|(_, a)| a);
+
+            let enriched = enriched.inner.probe_with(&probe);
+            let actions = actions.inner.probe_with(&probe);
+            output::revisions(enriched, "sink:aggregates", geo, move |rows| {
+                if let Some(tx) = &tx_agg {
+                    let _ = tx.send(SinkBatch::Aggregates(rows));
+                }
+            });
+            output::revisions(actions, "sink:actions", geo, move |rows| {
+                if let Some(tx) = &tx_act {
+                    let _ = tx.send(SinkBatch::Actions(rows));
+                }
+            });
+            (assets_in, tariff_in, prod_in, maint_in)
+        });
+
+        let mut inputs = Inputs {
+            samples,
+            assets,
+            tariff,
+            production,
+            maintenance,
+        };
+        if index == 0 {
+            let init = initial.as_ref().clone();
+            inputs.apply(ContextChange::Assets(init.assets.into_iter().map(|a| (a, 1)).collect()), &tags);
+            inputs.apply(ContextChange::Tariff(init.tariff.into_iter().map(|a| (a, 1)).collect()), &tags);
+            inputs.apply(ContextChange::Production(init.production.into_iter().map(|a| (a, 1)).collect()), &tags);
+            inputs.apply(ContextChange::Maintenance(init.maintenance.into_iter().map(|a| (a, 1)).collect()), &tags);
+        }
+        let max_lag = 2 * geo.size_ms as u64;
+        loop {
+            let mut progressed = false;
+            let mut finished = false;
+            let now = *inputs.samples.time();
+            if !probe.less_than(&now.saturating_sub(max_lag)) {
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(WorkerMsg::Samples { time, mut rows }) => {
+                            inputs.advance(time);
+                            inputs.samples.send_batch(&mut rows);
+                        }
+                        Ok(WorkerMsg::Advance(t)) => inputs.advance(t),
+                        Ok(WorkerMsg::Context { time, change }) => {
+                            inputs.advance(time);
+                            inputs.apply(change, &tags);
+                            inputs.assets.flush();
+                            inputs.tariff.flush();
+                            inputs.production.flush();
+                            inputs.maintenance.flush();
+                        }
+                        Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => {
+                            finished = true;
+                            break;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                    }
+                    progressed = true;
+                }
+            }
+            if finished {
+                break;
+            }
+            worker.step_or_park(if progressed { Some(Duration::ZERO) } else { Some(Duration::from_millis(5)) });
+        }
+        drop(inputs);
+        while worker.step_or_park(Some(Duration::from_millis(1))) {}
+    })
+    .map_err(|e| format!("cannot start workers: {e}"))?;
+    let results = guards.join();
+    for r in results {
+        r.map_err(|e| format!("a worker failed: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `revisions`: turns a differential collection into versioned output rows.
+//!
+//! For every key (a window's `(tag, window_start)`, an action's id) the sink
+//! operator waits until a time is complete, consolidates the updates at that
+//! time, and emits the surviving `+1` rows with the key's next `revision`
+//! (0 first, +1 per correction). A key whose rows were only retracted either
+//! aged out of retention (then its revision state is dropped silently) or was
+//! withdrawn (an action whose condition no longer holds: emitted once with
+//! status `withdrawn`). Keys are exchanged so one worker owns each key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::window::Geometry;
+
+/// A row type the sink can version.
+pub trait Versioned: Clone + Ord + 'static {
+    type Key: Hash + Eq + Clone + 'static;
+    fn key(&self) -> Self::Key;
+    fn key_hash(&self) -> u64;
+    /// End of the row's window or period (for aging out).
+    fn end(&self) -> i64;
+    /// What to emit when the row is retracted without replacement inside retention.
+    fn withdrawn(&self) -> Option<Self>;
+}
+
+/// Attaches revisions and hands complete rows to `emit` (which must not block).
+pub fn revisions<'s, D, F>(stream: Stream<'s, u64, Vec<(D, u64, isize)>>, name: &str, geo: Geometry, mut emit: F)
+where
+    D: Versioned + timely::ExchangeData,
+    F: FnMut(Vec<(D, i64)>) + 'static,
+{
+    let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
+    let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
+    let mut revision: HashMap<D::Key, i64> = HashMap::new();
+    stream.sink(exchange, name, move |(input, frontier)| {
+        input.for_each_stamp(|_stamp, data| {
+            for batch in data {
+                for (d, t, r) in batch.drain(..) {
+                    pending.entry(t).or_default().push((d, r));
+                }
+            }
+        });
+        while let Some((&t, _)) = pending.first_key_value() {
+            if frontier.less_equal(&t) {
+                break;
+            }
+            let mut updates = pending.remove(&t).unwrap_or_default();
+            updates.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut consolidated: Vec<(D, isize)> = Vec::with_capacity(updates.len());
+            for (d, r) in updates {
+                match consolidated.last_mut() {
+                    Some((last, lr)) if *last == d => *lr += r,
+                    _ => consolidated.push((d, r)),
+                }
+            }
+            consolidated.retain(|(_, r)| *r != 0);
+            let mut by_key: HashMap<D::Key, (Vec<D>, Option<D>)> = HashMap::new();
+            let mut order = Vec::new();
+            for (d, r) in consolidated {
+                let k = d.key();
+                let entry = by_key.entry(k.clone()).or_insert_with(|| {
+                    order.push(k);
+                    (Vec::new(), None)
+                });
+                if r > 0 {
+                    entry.0.push(d);
+                } else {
+                    entry.1 = Some(d);
+                }
+            }
+            let mut out = Vec::new();
+            for k in order {
+                let (pos, neg) = by_key.remove(&k).unwrap_or_default();
+                if !pos.is_empty() {
+                    for d in pos {
+                        let rev = revision.entry(k.clone()).or_insert(-1);
+                        *rev += 1;
+                        out.push((d, *rev));
+                    }
+                } else if let Some(old) = neg {
+                    if geo.retract_at(old.end()) <= t as i64 {
+                        revision.remove(&k);
+                    } else if let Some(w) = old.withdrawn() {
+                        let rev = revision.entry(k.clone()).or_insert(-1);
+                        *rev += 1;
+                        out.push((w, *rev));
+                    }
+                }
+            }
+            if !out.is_empty() {
+                emit(out);
+            }
+        }
+    });
+}

@@ -1,0 +1,3 @@
+//! Generators of test and benchmark inputs.
+
+pub mod workload;

@@ -1,0 +1,262 @@
+//! `plantflow` command line: run, validate, gen, demo.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use plantflow::config;
+use plantflow::gen::workload;
+use plantflow::run::{run, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "plantflow", version, about = "Stream processing value layer for industrial plants")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a dataflow until its sources end (or, with --follow, until stopped).
+    Run {
+        /// The dataflow file (TOML).
+        dataflow: PathBuf,
+        /// Dataflow worker threads.
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Tail replay files and watch context files for changes until SIGINT/SIGTERM.
+        #[arg(long)]
+        follow: bool,
+        /// Print the summary as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check dataflow files and report every problem (exit 78 on any).
+    Validate {
+        #[arg(required = true)]
+        dataflows: Vec<PathBuf>,
+    },
+    /// Generate inputs.
+    Gen {
+        #[command(subcommand)]
+        what: GenCommand,
+    },
+    /// Generate a small plant workload, run the reference dataflow on it, and show the results.
+    Demo {
+        /// Where the Parquet lake goes.
+        #[arg(long, default_value = "plantflow-demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        tags: usize,
+        #[arg(long, default_value_t = 7200)]
+        seconds: u64,
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenCommand {
+    /// Workload v1 files (samples, assets, tariff, production).
+    Workload {
+        #[arg(long, default_value_t = 2000)]
+        tags: usize,
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            dataflow,
+            workers,
+            follow,
+            json,
+        } => {
+            let plan = match config::load(&dataflow) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{}", e.render());
+                    return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+                }
+            };
+            let currency = plan.currency.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            match run(
+                plan,
+                RunOptions {
+                    workers,
+                    follow,
+                    stop: Some(stop),
+                },
+            ) {
+                Ok(summary) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "rows_read": summary.rows_read,
+                                "rows_accepted": summary.rows_accepted,
+                                "dropped_quality": summary.dropped_quality,
+                                "late_rows": summary.late_rows,
+                                "dead_letters": summary.dead_letters,
+                                "windows": summary.windows,
+                                "corrections": summary.corrections,
+                                "actions": summary.report.actions.len(),
+                                "files": summary.report.files.len(),
+                                "elapsed_s": summary.elapsed.as_secs_f64(),
+                                "peak_rss_bytes": plantflow::run::peak_rss_bytes(),
+                            })
+                        );
+                    } else {
+                        print!("{}", summary.render(&currency));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { dataflows } => {
+            let mut bad = false;
+            for d in &dataflows {
+                match config::load(d) {
+                    Ok(p) => println!(
+                        "{}: ok ({} source{}, {} metric{}, {} rule{})",
+                        d.display(),
+                        p.sources.len(),
+                        if p.sources.len() == 1 { "" } else { "s" },
+                        p.metrics.len(),
+                        if p.metrics.len() == 1 { "" } else { "s" },
+                        p.rules.len(),
+                        if p.rules.len() == 1 { "" } else { "s" }
+                    ),
+                    Err(e) => {
+                        eprintln!("{}", e.render());
+                        bad = true;
+                    }
+                }
+            }
+            if bad {
+                ExitCode::from(plantflow::EXIT_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Gen {
+            what: GenCommand::Workload { tags, seconds, seed, out },
+        } => {
+            let params = workload::Params {
+                tags,
+                seconds,
+                seed,
+                ..workload::Params::default()
+            };
+            match workload::generate(&params, &out) {
+                Ok(m) => {
+                    println!(
+                        "wrote {} rows ({} tags x {} s, {} out of order, {} bad) to {}",
+                        m.rows,
+                        tags,
+                        seconds,
+                        m.out_of_order_rows,
+                        m.bad_rows,
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo {
+            out,
+            tags,
+            seconds,
+            workers,
+        } => demo(&out, tags, seconds, workers),
+    }
+}
+
+fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
+    let input = std::env::temp_dir().join(format!("plantflow-demo-input-{}", std::process::id()));
+    let params = workload::Params {
+        tags,
+        seconds,
+        seed: 42,
+        ..workload::Params::default()
+    };
+    println!("plantflow demo: generating {tags} tags x {seconds} s of plant data into {}", input.display());
+    if let Err(e) = workload::generate(&params, &input) {
+        eprintln!("error: cannot write the demo workload: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let dataflow = input.join("workload_v1.toml");
+    if let Err(e) = std::fs::write(&dataflow, plantflow::WORKLOAD_V1_TOML) {
+        eprintln!("error: cannot write {}: {e}", dataflow.display());
+        return ExitCode::FAILURE;
+    }
+    let out_abs = std::env::current_dir().map(|d| d.join(out)).unwrap_or_else(|_| out.to_path_buf());
+    let (in_s, out_s) = (input.display().to_string(), out_abs.display().to_string());
+    let env = move |k: &str| match k {
+        "INPUT_DIR" => Some(in_s.clone()),
+        "OUT_DIR" => Some(out_s.clone()),
+        _ => std::env::var(k).ok(),
+    };
+    let plan = match config::load_with_env(&dataflow, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+        }
+    };
+    println!("running dataflow `{}` (dataflows/workload_v1.toml) on {workers} workers\n", plan.name);
+    let currency = plan.currency.clone();
+    let result = run(
+        plan,
+        RunOptions {
+            workers,
+            follow: false,
+            stop: None,
+        },
+    );
+    let _ = std::fs::remove_dir_all(&input);
+    match result {
+        Ok(s) => {
+            print!("{}", s.render(&currency));
+            let root = out_abs.display();
+            println!("\nQuery the lake with DuckDB (pip install duckdb):");
+            println!(
+                "  duckdb -c \"SELECT owner, action_type, count(*) AS actions, round(sum(value), 2) AS value FROM (SELECT * FROM read_parquet('{root}/actions/**/*.parquet', hive_partitioning=true) QUALIFY revision = max(revision) OVER (PARTITION BY action_id)) GROUP BY ALL\""
+            );
+            println!(
+                "  duckdb -c \"SELECT asset, sum(energy_kwh) AS kwh, sum(cost) AS cost, sum(waste_kwh) AS waste_kwh FROM read_parquet('{root}/aggregates/**/*.parquet', hive_partitioning=true) GROUP BY asset ORDER BY waste_kwh DESC LIMIT 10\""
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Running a validated [`Plan`]: wires sources, the engine, context watchers
+//! and the Parquet writer together, handles signals, and reports a summary.
+//!
+//! # Shutdown
+//! A run ends when every source has ended (replay without `--follow`), or on
+//! the first SIGINT/SIGTERM: sources stop reading, the engine closes every
+//! open window, sinks flush, and every file is committed before exit 0. A
+//! second signal exits at once with code 130 (in-progress files stay hidden).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{Plan, SourcePlan};
+use crate::engine::bridge::ContextChange;
+use crate::engine::{self, EngineArgs, Geometry, Ingest, InitialContext, TagRegistry};
+use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
+use crate::sources::context::{load_assets, load_intervals, load_tariff};
+use crate::sources::normalize::SourceCtx;
+use crate::stats::Stats;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub workers: usize,
+    /// Tail replay files and watch context files until stopped.
+    pub follow: bool,
+    /// Stop flag shared with the caller (signals, tests).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+    pub dropped_quality: u64,
+    pub late_rows: u64,
+    pub windows: u64,
+    pub corrections: u64,
+    pub dead_letters: BTreeMap<String, u64>,
+    pub report: WriterReport,
+    pub out_dir: PathBuf,
+    pub elapsed: Duration,
+    pub workers: usize,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Window geometry of a plan: retraction buckets are the lcm of all periods.
+pub fn geometry(plan: &Plan) -> Geometry {
+    let mut p = plan.window.size_ms;
+    for r in &plan.rules {
+        p = p / gcd(p, r.period_ms) * r.period_ms;
+    }
+    Geometry {
+        size_ms: plan.window.size_ms,
+        period_ms: p,
+        retention_ms: plan.window.retention_ms,
+    }
+}
+
+fn diff<T: Ord + Clone>(old: &[T], new: &[T]) -> Vec<(T, isize)> {
+    let mut a = old.to_vec();
+    let mut b = new.to_vec();
+    a.sort();
+    b.sort();
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push((x.clone(), -1));
+                i += 1;
+            }
+            (Some(x), None) => {
+                out.push((x.clone(), -1));
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push((y.clone(), 1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
+    let c = &plan.context;
+    Ok(InitialContext {
+        assets: load_assets(&c.assets, &c.asset_extra)?,
+        tariff: load_tariff(&c.tariff)?,
+        production: match &c.production {
+            Some(p) => load_intervals(p, "line")?,
+            None => Vec::new(),
+        },
+        maintenance: match &c.maintenance {
+            Some(p) => load_intervals(p, "asset")?,
+            None => Vec::new(),
+        },
+    })
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Polls the context files and applies their changes as differences.
+fn watch_context(plan: Arc<Plan>, mut current: InitialContext, ingest: Arc<Ingest>, tags: Arc<TagRegistry>, stop: Arc<AtomicBool>) {
+    let c = &plan.context;
+    let files: Vec<PathBuf> = [Some(c.assets.clone()), Some(c.tariff.clone()), c.production.clone(), c.maintenance.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut seen: Vec<Option<SystemTime>> = files.iter().map(|f| mtime(f)).collect();
+    let mut sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).collect();
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        for (i, f) in files.iter().enumerate() {
+            let m = mtime(f);
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            if m == seen[i] && size == sizes[i] {
+                continue;
+            }
+            seen[i] = m;
+            sizes[i] = size;
+            let result = if *f == c.assets {
+                load_assets(f, &c.asset_extra).map(|new| {
+                    for a in &new {
+                        tags.intern(&a.tag);
+                    }
+                    let d = diff(&current.assets, &new);
+                    current.assets = new;
+                    ContextChange::Assets(d)
+                })
+            } else if *f == c.tariff {
+                load_tariff(f).map(|new| {
+                    let d = diff(&current.tariff, &new);
+                    current.tariff = new;
+                    ContextChange::Tariff(d)
+                })
+            } else if Some(f) == c.production.as_ref() {
+                load_intervals(f, "line").map(|new| {
+                    let d = diff(&current.production, &new);
+                    current.production = new;
+                    ContextChange::Production(d)
+                })
+            } else {
+                load_intervals(f, "asset").map(|new| {
+                    let d = diff(&current.maintenance, &new);
+                    current.maintenance = new;
+                    ContextChange::Maintenance(d)
+                })
+            };
+            match result {
+                Ok(change) => {
+                    tracing::info!(file = %f.display(), "context changed; correcting affected outputs");
+                    ingest.context(change);
+                }
+                Err(e) => tracing::error!(file = %f.display(), "context reload failed, keeping the previous version: {e}"),
+            }
+        }
+    }
+}
+
+/// Runs a plan to completion (or until stopped).
+pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
+    let started = Instant::now();
+    let plan = Arc::new(plan);
+    let workers = opts.workers.max(1);
+    let stats = Arc::new(Stats::default());
+    let stop = opts.stop.clone().unwrap_or_default();
+    let initial = load_initial(&plan)?;
+    let tags = Arc::new(TagRegistry::default());
+    for a in &initial.assets {
+        tags.intern(&a.tag);
+    }
+    let geo = geometry(&plan);
+    let (ingest, receivers) = Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("plantflow-io")
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+
+    let writer = ParquetWriter::new(plan.sink.clone(), &plan.name, &plan.currency, plan.metrics.clone(), stats.clone());
+    let writer_task = rt.spawn_blocking(move || run_writer(sink_rx, writer));
+
+    // Signals: the first stops sources, the second exits at once.
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let mut signals = 0;
+            loop {
+                #[cfg(unix)]
+                {
+                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        return;
+                    }
+                }
+                signals += 1;
+                if signals == 1 {
+                    eprintln!("plantflow: stopping (closing windows and committing files; signal again to abort)");
+                    stop.store(true, Relaxed);
+                } else {
+                    eprintln!("plantflow: aborted");
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+
+    let mut source_tasks = Vec::new();
+    for (i, s) in plan.sources.iter().enumerate() {
+        let SourcePlan::Replay(r) = s;
+        let ctx = SourceCtx {
+            index: i,
+            id: r.id.clone(),
+            ingest: ingest.clone(),
+            tags: tags.clone(),
+            sink: sink_tx.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            window: plan.window.clone(),
+            geometry: geo,
+            follow: opts.follow,
+        };
+        let r = r.clone();
+        source_tasks.push(rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx)));
+    }
+    let watcher = if opts.follow {
+        let (p, init, ing, t, s) = (plan.clone(), initial.clone(), ingest.clone(), tags.clone(), stop.clone());
+        Some(rt.spawn_blocking(move || watch_context(p, init, ing, t, s)))
+    } else {
+        None
+    };
+
+    let engine_result = engine::run(
+        plan.clone(),
+        EngineArgs {
+            workers,
+            receivers,
+            ingest: ingest.clone(),
+            tags: tags.clone(),
+            initial,
+            sink: sink_tx.clone(),
+            geometry: geo,
+        },
+    );
+    stop.store(true, Relaxed);
+    ingest.finish();
+    drop(sink_tx);
+    let mut source_errors = Vec::new();
+    for t in source_tasks {
+        match rt.block_on(t) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => source_errors.push(e),
+            Err(e) => source_errors.push(format!("a source task failed: {e}")),
+        }
+    }
+    if let Some(w) = watcher {
+        let _ = rt.block_on(w);
+    }
+    let report = rt
+        .block_on(writer_task)
+        .map_err(|e| format!("the writer task failed: {e}"))??;
+    rt.shutdown_timeout(Duration::from_millis(100));
+    engine_result?;
+    if let Some(e) = source_errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(RunSummary {
+        rows_read: Stats::get(&stats.rows_read),
+        rows_accepted: Stats::get(&stats.rows_accepted),
+        dropped_quality: Stats::get(&stats.dropped_quality),
+        late_rows: Stats::get(&stats.late_rows),
+        windows: Stats::get(&stats.windows),
+        corrections: Stats::get(&stats.corrections),
+        dead_letters: stats.dead_letters(),
+        report,
+        out_dir: plan.sink.path.clone(),
+        elapsed: started.elapsed(),
+        workers,
+    })
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl RunSummary {
+    /// The human summary printed after a run.
+    pub fn render(&self, currency: &str) -> String {
+        let mut s = String::new();
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        s.push_str(&format!(
+            "rows in        {:>12}  ({:.0} rows/s, {} worker{}, {:.2} s)\n",
+            self.rows_read,
+            self.rows_read as f64 / secs,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" },
+            secs
+        ));
+        s.push_str(&format!("  accepted     {:>12}\n", self.rows_accepted));
+        s.push_str(&format!("  bad quality  {:>12}  (dropped by the quality policy)\n", self.dropped_quality));
+        s.push_str(&format!("  late         {:>12}  (after their window closed: corrections)\n", self.late_rows));
+        let dead: u64 = self.dead_letters.values().sum();
+        s.push_str(&format!("  dead letters {:>12}\n", dead));
+        for (reason, n) in &self.dead_letters {
+            s.push_str(&format!("    {reason}: {n}\n"));
+        }
+        s.push_str(&format!("windows        {:>12}  (+{} corrected revisions)\n", self.windows, self.corrections));
+        let open: Vec<_> = self.report.actions.values().filter(|(a, _)| a.status != "withdrawn").collect();
+        let total: f64 = open.iter().map(|(a, _)| a.value.0).sum();
+        s.push_str(&format!("actions        {:>12}  (value at stake {total:.2} {currency})\n", open.len()));
+        let mut by_owner: BTreeMap<(&str, &str), (usize, f64)> = BTreeMap::new();
+        for (a, _) in &open {
+            let e = by_owner.entry((a.owner.as_str(), a.action_type.as_str())).or_default();
+            e.0 += 1;
+            e.1 += a.value.0;
+        }
+        for ((owner, action), (n, v)) in by_owner {
+            s.push_str(&format!("  {owner:<12} {action:<20} {n:>5} actions  {v:>10.2} {currency}\n"));
+        }
+        let mut top: Vec<_> = open.clone();
+        top.sort_by(|a, b| b.0.value.cmp(&a.0.value));
+        for (a, _) in top.iter().take(5) {
+            s.push_str(&format!(
+                "    {} {} {} {:.2} {currency} ({})\n",
+                chrono::DateTime::from_timestamp_millis(a.period_start)
+                    .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default(),
+                a.asset,
+                a.rule,
+                a.value.0,
+                a.severity
+            ));
+        }
+        if let Some(rss) = peak_rss_bytes() {
+            s.push_str(&format!("peak memory    {:>9.1} MiB\n", rss as f64 / (1 << 20) as f64));
+        }
+        s.push_str(&format!(
+            "output         {} ({} files)\n",
+            self.out_dir.display(),
+            self.report.files.len()
+        ));
+        s
+    }
+}

@@ -1,0 +1,14 @@
+//! Sinks: where finished rows go. The engine hands [`SinkBatch`]es to a
+//! writer task over a channel; writers own all file I/O.
+
+pub mod parquet;
+
+use crate::model::{ActionRow, DeadLetter, Enriched};
+
+/// Finished rows for one output table, with revisions where the table has them.
+#[derive(Debug)]
+pub enum SinkBatch {
+    Aggregates(Vec<(Enriched, i64)>),
+    Actions(Vec<(ActionRow, i64)>),
+    DeadLetters(Vec<DeadLetter>),
+}

@@ -1,0 +1,433 @@
+//! `parquet`: partitioned, atomic, rolling Parquet tables.
+//!
+//! Layout: `<path>/<table>/date=YYYY-MM-DD/part-<run>-<seq>.parquet` (Hive
+//! partitions, zstd, timestamps as TIMESTAMP(ms, UTC)). A file is written as
+//! a hidden `.part-….parquet.inprogress` beside its final name and renamed
+//! when complete, so readers globbing `*.parquet` never see half a file.
+//! Files roll on row count, size, or age (`roll_rows`, `roll_size`,
+//! `roll_interval`); everything open is committed at shutdown.
+//!
+//! The writer runs on a tokio blocking thread, never on a timely worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::SinkBatch;
+use crate::config::{MetricPlan, ParquetPlan};
+use crate::model::{ActionRow, DeadLetter, Enriched, Scalar};
+use crate::stats::Stats;
+use crate::value::expr::ColType;
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Schema of the `aggregates` table for a dataflow's metrics.
+pub fn aggregates_schema(metrics: &[MetricPlan]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("site", DataType::Utf8, false),
+        Field::new("line", DataType::Utf8, false),
+        Field::new("asset", DataType::Utf8, false),
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("window_start", ts_type(), false),
+        Field::new("window_end", ts_type(), false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("mean", DataType::Float64, false),
+        Field::new("min", DataType::Float64, false),
+        Field::new("max", DataType::Float64, false),
+        Field::new("first", DataType::Float64, false),
+        Field::new("last", DataType::Float64, false),
+        Field::new("price_per_kwh", DataType::Float64, false),
+        Field::new("producing", DataType::Boolean, false),
+        Field::new("in_maintenance", DataType::Boolean, false),
+    ];
+    for m in metrics {
+        let t = match m.result {
+            ColType::Bool => DataType::Boolean,
+            ColType::Str => DataType::Utf8,
+            ColType::Num => DataType::Float64,
+        };
+        fields.push(Field::new(&m.name, t, true));
+    }
+    fields.push(Field::new("revision", DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of the `actions` table.
+pub fn actions_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("line"),
+        s("asset"),
+        s("owner"),
+        s("action_type"),
+        s("value_category"),
+        Field::new("value", DataType::Float64, false),
+        s("currency"),
+        s("severity"),
+        Field::new("period_start", ts_type(), false),
+        Field::new("period_end", ts_type(), false),
+        s("status"),
+        s("evidence"),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+/// Schema of the `dead_letter` table.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("received_at", ts_type(), false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+}
+
+fn date_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+fn ts_col(vals: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = TimestampMillisecondBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish().with_timezone("UTC"))
+}
+
+fn str_col<'a>(vals: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+fn f64_col(vals: impl Iterator<Item = f64>) -> ArrayRef {
+    let mut b = Float64Builder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+fn i64_col(vals: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = Int64Builder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+fn bool_col(vals: impl Iterator<Item = bool>) -> ArrayRef {
+    let mut b = BooleanBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+fn aggregates_batch(schema: &SchemaRef, rows: &[&(Enriched, i64)], metrics: &[MetricPlan]) -> Result<RecordBatch, String> {
+    let mut cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(e, _)| e.asset.site.as_str())),
+        str_col(rows.iter().map(|(e, _)| e.asset.line.as_str())),
+        str_col(rows.iter().map(|(e, _)| e.asset.asset.as_str())),
+        str_col(rows.iter().map(|(e, _)| e.asset.tag.as_str())),
+        str_col(rows.iter().map(|(e, _)| e.asset.kind.as_str())),
+        ts_col(rows.iter().map(|(e, _)| e.win.window_start)),
+        ts_col(rows.iter().map(|(e, _)| e.win.window_end)),
+        i64_col(rows.iter().map(|(e, _)| e.win.count)),
+        f64_col(rows.iter().map(|(e, _)| e.win.mean.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.min.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.max.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.first.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.last.0)),
+        f64_col(rows.iter().map(|(e, _)| e.price_per_kwh.0)),
+        bool_col(rows.iter().map(|(e, _)| e.producing)),
+        bool_col(rows.iter().map(|(e, _)| e.in_maintenance)),
+    ];
+    for (i, m) in metrics.iter().enumerate() {
+        let col: ArrayRef = match m.result {
+            ColType::Bool => {
+                let mut b = BooleanBuilder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Bool(x)) => b.append_value(*x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            ColType::Str => {
+                let mut b = StringBuilder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Str(x)) => b.append_value(x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            ColType::Num => {
+                let mut b = Float64Builder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Num(x)) => b.append_value(x.0),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        cols.push(col);
+    }
+    cols.push(i64_col(rows.iter().map(|(_, r)| *r)));
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building an aggregates batch: {e}"))
+}
+
+fn actions_batch(schema: &SchemaRef, rows: &[&(ActionRow, i64)], dataflow: &str, currency: &str) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(a, _)| a.action_id.as_str())),
+        str_col(rows.iter().map(|_| dataflow)),
+        str_col(rows.iter().map(|(a, _)| a.rule.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.site.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.line.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.asset.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.owner.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.action_type.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.value_category.as_str())),
+        f64_col(rows.iter().map(|(a, _)| a.value.0)),
+        str_col(rows.iter().map(|_| currency)),
+        str_col(rows.iter().map(|(a, _)| a.severity.as_str())),
+        ts_col(rows.iter().map(|(a, _)| a.period_start)),
+        ts_col(rows.iter().map(|(a, _)| a.period_end)),
+        str_col(rows.iter().map(|(a, _)| a.status.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.evidence.as_str())),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building an actions batch: {e}"))
+}
+
+fn dead_letter_batch(schema: &SchemaRef, rows: &[&DeadLetter]) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|d| d.source.as_str())),
+        ts_col(rows.iter().map(|d| d.received_at)),
+        str_col(rows.iter().map(|d| d.reason.as_str())),
+        str_col(rows.iter().map(|d| d.raw.as_str())),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a dead_letter batch: {e}"))
+}
+
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    rows: u64,
+    opened: Instant,
+}
+
+/// What the writer did, for the run summary.
+#[derive(Debug, Default, Clone)]
+pub struct WriterReport {
+    pub files: Vec<PathBuf>,
+    pub rows: BTreeMap<String, u64>,
+    /// Latest revision of every action seen.
+    pub actions: BTreeMap<String, (ActionRow, i64)>,
+}
+
+/// Writes the three tables under `plan.path`.
+pub struct ParquetWriter {
+    plan: ParquetPlan,
+    dataflow: String,
+    currency: String,
+    metrics: Vec<MetricPlan>,
+    run_id: String,
+    seq: u64,
+    open: HashMap<(String, String), OpenFile>,
+    schemas: HashMap<String, SchemaRef>,
+    report: WriterReport,
+    stats: Arc<Stats>,
+}
+
+impl ParquetWriter {
+    pub fn new(plan: ParquetPlan, dataflow: &str, currency: &str, metrics: Vec<MetricPlan>, stats: Arc<Stats>) -> ParquetWriter {
+        let mut schemas = HashMap::new();
+        schemas.insert("aggregates".to_string(), aggregates_schema(&metrics));
+        schemas.insert("actions".to_string(), actions_schema());
+        schemas.insert("dead_letter".to_string(), dead_letter_schema());
+        ParquetWriter {
+            plan,
+            dataflow: dataflow.to_string(),
+            currency: currency.to_string(),
+            metrics,
+            run_id: format!("{}-{}", crate::model::now_ms(), std::process::id()),
+            seq: 0,
+            open: HashMap::new(),
+            schemas,
+            report: WriterReport::default(),
+            stats,
+        }
+    }
+
+    fn enabled(&self, table: &str) -> bool {
+        self.plan.tables.iter().any(|t| t == table)
+    }
+
+    /// Writes one batch of rows, partitioned by date.
+    pub fn write(&mut self, batch: SinkBatch) -> Result<(), String> {
+        match batch {
+            SinkBatch::Aggregates(rows) => {
+                self.stats.add_aggregates(&rows);
+                if !self.enabled("aggregates") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&(Enriched, i64)>> = BTreeMap::new();
+                for r in &rows {
+                    parts.entry(date_of(r.0.win.window_start)).or_default().push(r);
+                }
+                for (date, rs) in parts {
+                    let b = aggregates_batch(&self.schemas["aggregates"], &rs, &self.metrics)?;
+                    self.append("aggregates", &date, b)?;
+                }
+            }
+            SinkBatch::Actions(rows) => {
+                for r in &rows {
+                    let e = self.report.actions.entry(r.0.action_id.clone()).or_insert_with(|| r.clone());
+                    if r.1 >= e.1 {
+                        *e = r.clone();
+                    }
+                }
+                if !self.enabled("actions") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&(ActionRow, i64)>> = BTreeMap::new();
+                for r in &rows {
+                    parts.entry(date_of(r.0.period_start)).or_default().push(r);
+                }
+                for (date, rs) in parts {
+                    let b = actions_batch(&self.schemas["actions"], &rs, &self.dataflow, &self.currency)?;
+                    self.append("actions", &date, b)?;
+                }
+            }
+            SinkBatch::DeadLetters(rows) => {
+                if !self.enabled("dead_letter") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
+                for r in &rows {
+                    parts.entry(date_of(r.received_at)).or_default().push(r);
+                }
+                for (date, rs) in parts {
+                    let b = dead_letter_batch(&self.schemas["dead_letter"], &rs)?;
+                    self.append("dead_letter", &date, b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, table: &str, date: &str, batch: RecordBatch) -> Result<(), String> {
+        let key = (table.to_string(), date.to_string());
+        if !self.open.contains_key(&key) {
+            let f = self.create(table, date)?;
+            self.open.insert(key.clone(), f);
+        }
+        let n = batch.num_rows() as u64;
+        *self.report.rows.entry(table.to_string()).or_default() += n;
+        let f = self.open.get_mut(&key).expect("inserted above");
+        f.writer.write(&batch).map_err(|e| format!("writing {}: {e}", f.tmp.display()))?;
+        f.rows += n;
+        let size = (f.writer.bytes_written() + f.writer.in_progress_size()) as u64;
+        if f.rows >= self.plan.roll_rows || size >= self.plan.roll_bytes {
+            self.commit(&key)?;
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, table: &str, date: &str) -> Result<OpenFile, String> {
+        let dir = self.plan.path.join(table).join(format!("date={date}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        self.seq += 1;
+        let name = format!("part-{}-{:05}.parquet", self.run_id, self.seq);
+        let target = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.inprogress"));
+        let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(self.plan.row_group_rows))
+            .build();
+        let writer = ArrowWriter::try_new(file, self.schemas[table].clone(), Some(props))
+            .map_err(|e| format!("cannot start {}: {e}", tmp.display()))?;
+        Ok(OpenFile {
+            writer,
+            tmp,
+            target,
+            rows: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    fn commit(&mut self, key: &(String, String)) -> Result<(), String> {
+        if let Some(f) = self.open.remove(key) {
+            f.writer.close().map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
+            std::fs::rename(&f.tmp, &f.target)
+                .map_err(|e| format!("renaming {} to {}: {e}", f.tmp.display(), f.target.display()))?;
+            self.report.files.push(f.target);
+        }
+        Ok(())
+    }
+
+    /// Commits files older than `roll_interval`.
+    pub fn roll_aged(&mut self) -> Result<(), String> {
+        if self.plan.roll_interval_ms == 0 {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(self.plan.roll_interval_ms);
+        let aged: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, f)| f.opened.elapsed() >= limit)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in aged {
+            self.commit(&k)?;
+        }
+        Ok(())
+    }
+
+    /// Commits everything still open.
+    pub fn finish(mut self) -> Result<WriterReport, String> {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.commit(&k)?;
+        }
+        Ok(self.report)
+    }
+
+    /// The output root.
+    pub fn root(&self) -> &Path {
+        &self.plan.path
+    }
+}
+
+/// The writer loop: runs until every sender is gone, then commits all files.
+pub fn run_writer(rx: Receiver<SinkBatch>, mut writer: ParquetWriter) -> Result<WriterReport, String> {
+    let tick = Duration::from_millis(100);
+    loop {
+        match rx.recv_timeout(tick) {
+            Ok(batch) => writer.write(batch)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        writer.roll_aged()?;
+    }
+    writer.finish()
+}

@@ -1,0 +1,12 @@
+//! Sources: async producers that read the outside world (read-only) and hand
+//! normalised samples to the engine's [`Ingest`](crate::engine::Ingest).
+//!
+//! - [`replay`]: CSV or Parquet files of `ts,tag,value,quality`, optionally followed (tailed).
+//! - [`context`]: context tables (assets, tariff, production, maintenance) from CSV.
+//!
+//! Every bad record becomes a `dead_letter` row with a reason and a counter
+//! increment; nothing panics on input.
+
+pub mod context;
+pub mod normalize;
+pub mod replay;

@@ -1,0 +1,194 @@
+//! Turns raw rows into [`Sample`]s: parse, check, intern the tag, apply the
+//! quality policy, track the watermark, and cut batches at epoch boundaries.
+//!
+//! # Lateness
+//! The watermark is `max event time seen − allowed_lateness`. A row whose
+//! window already closed (its end ≤ the watermark epoch) is still sent: the
+//! engine turns it into a correction. A row whose window has already left
+//! state (`retention`) cannot be corrected any more and is dead-lettered.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::config::{QualityPolicy, WindowPlan};
+use crate::engine::{Geometry, Ingest, TagRegistry};
+use crate::model::{now_ms, DeadLetter, Quality, Sample};
+use crate::sinks::SinkBatch;
+use crate::stats::Stats;
+
+/// Earliest plausible event time: 2000-01-01T00:00:00Z.
+const MIN_TS: i64 = 946_684_800_000;
+
+/// What a source needs to hand over rows.
+#[derive(Clone)]
+pub struct SourceCtx {
+    pub index: usize,
+    pub id: String,
+    pub ingest: Arc<Ingest>,
+    pub tags: Arc<TagRegistry>,
+    pub sink: Sender<SinkBatch>,
+    pub stats: Arc<Stats>,
+    pub stop: Arc<AtomicBool>,
+    pub window: WindowPlan,
+    pub geometry: Geometry,
+    pub follow: bool,
+}
+
+impl SourceCtx {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+}
+
+/// Per-source normaliser state.
+pub struct Normalizer {
+    ctx: SourceCtx,
+    max_ts: Option<i64>,
+    epoch: u64,
+    batch: Vec<Sample>,
+    batch_rows: usize,
+    dead: Vec<DeadLetter>,
+    now: i64,
+}
+
+impl Normalizer {
+    pub fn new(ctx: SourceCtx, batch_rows: usize) -> Normalizer {
+        Normalizer {
+            ctx,
+            max_ts: None,
+            epoch: 0,
+            batch: Vec::with_capacity(batch_rows),
+            batch_rows,
+            dead: Vec::new(),
+            now: now_ms(),
+        }
+    }
+
+    pub fn ctx(&self) -> &SourceCtx {
+        &self.ctx
+    }
+
+    /// Records a bad row.
+    pub fn reject(&mut self, reason: &str, raw: impl Into<String>) {
+        self.ctx.stats.rows_read.fetch_add(1, Relaxed);
+        self.ctx.stats.dead_letter(reason);
+        self.dead.push(DeadLetter {
+            source: self.ctx.id.clone(),
+            received_at: now_ms(),
+            reason: reason.to_string(),
+            raw: raw.into(),
+        });
+        if self.dead.len() >= 1024 {
+            self.flush_dead();
+        }
+    }
+
+    /// Parses and accepts one text row.
+    pub fn text_row(&mut self, ts: &str, tag: &str, value: &str, quality: &str, raw: &dyn Fn() -> String) {
+        let Some(ts) = parse_ts(ts) else {
+            return self.reject("invalid timestamp", raw());
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            return self.reject("non-numeric value", raw());
+        };
+        let q = quality.trim();
+        let quality = if q.is_empty() { Some(0) } else { q.parse::<u64>().ok() };
+        let Some(quality) = quality.and_then(Quality::from_code) else {
+            return self.reject("invalid quality", raw());
+        };
+        self.row(ts, tag.trim(), value, quality, raw);
+    }
+
+    /// Checks and accepts one typed row.
+    pub fn row(&mut self, ts: i64, tag: &str, value: f64, quality: Quality, raw: &dyn Fn() -> String) {
+        if !value.is_finite() {
+            return self.reject("value is NaN or infinite", raw());
+        }
+        let Some(tag) = self.ctx.tags.get(tag) else {
+            return self.reject("unknown tag", raw());
+        };
+        let w = &self.ctx.window;
+        if !(MIN_TS..=self.now + w.max_future_ms).contains(&ts) {
+            return self.reject("timestamp out of range", raw());
+        }
+        if let Some(m) = self.max_ts {
+            if ts > m + w.max_future_ms {
+                return self.reject("timestamp far ahead of the stream", raw());
+            }
+        }
+        let keep = match (w.quality, quality) {
+            (QualityPolicy::KeepAll, _) => true,
+            (QualityPolicy::DropBad, q) => q != Quality::Bad,
+            (QualityPolicy::GoodOnly, q) => q == Quality::Good,
+        };
+        if !keep {
+            self.ctx.stats.rows_read.fetch_add(1, Relaxed);
+            self.ctx.stats.dropped_quality.fetch_add(1, Relaxed);
+            return;
+        }
+        let max = self.max_ts.map_or(ts, |m| m.max(ts));
+        self.max_ts = Some(max);
+        let epoch = self.ctx.ingest.epoch_of(max - w.lateness_ms);
+        if epoch > self.epoch {
+            self.flush();
+            self.epoch = epoch;
+        }
+        let geo = self.ctx.geometry;
+        let end = geo.start_of(ts) + geo.size_ms;
+        if geo.retract_at(end) <= self.epoch as i64 {
+            return self.reject("later than retention", raw());
+        }
+        if self.epoch as i64 >= end {
+            self.ctx.stats.late_rows.fetch_add(1, Relaxed);
+        }
+        self.ctx.stats.rows_read.fetch_add(1, Relaxed);
+        self.ctx.stats.rows_accepted.fetch_add(1, Relaxed);
+        self.batch.push(Sample { tag, ts, value, quality });
+        if self.batch.len() >= self.batch_rows {
+            self.flush();
+        }
+    }
+
+    /// Hands the current batch to the engine.
+    pub fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
+            self.ctx.ingest.samples(self.ctx.index, self.epoch, rows);
+        }
+        self.flush_dead();
+    }
+
+    fn flush_dead(&mut self) {
+        if !self.dead.is_empty() {
+            let _ = self.ctx.sink.send(SinkBatch::DeadLetters(std::mem::take(&mut self.dead)));
+        }
+    }
+
+    /// Flushes and tells the engine this source is done.
+    pub fn end(mut self) {
+        self.flush();
+        self.ctx.ingest.end_source(self.ctx.index);
+    }
+}
+
+/// Epoch milliseconds, or RFC 3339.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_ts("1767596100032"), Some(1_767_596_100_032));
+        assert_eq!(parse_ts("2026-01-05T07:35:00.032Z"), Some(1_767_598_500_032));
+        assert_eq!(parse_ts("yesterday"), None);
+    }
+}

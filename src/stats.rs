@@ -1,0 +1,48 @@
+//! Run counters: what came in, what was dropped or dead-lettered and why,
+//! what went out. Shared by sources, the engine's sinks and the writer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::model::Enriched;
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub rows_read: AtomicU64,
+    pub rows_accepted: AtomicU64,
+    pub dropped_quality: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub windows: AtomicU64,
+    pub corrections: AtomicU64,
+    dead: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn dead_letter(&self, reason: &str) {
+        let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        *d.entry(reason.to_string()).or_default() += 1;
+    }
+
+    pub fn dead_letters(&self) -> BTreeMap<String, u64> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn dead_total(&self) -> u64 {
+        self.dead_letters().values().sum()
+    }
+
+    pub fn add_aggregates(&self, rows: &[(Enriched, i64)]) {
+        for (_, rev) in rows {
+            if *rev == 0 {
+                self.windows.fetch_add(1, Relaxed);
+            } else {
+                self.corrections.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}
