@@ -277,8 +277,11 @@ impl Loader<'_> {
                     let target = if inner.is_empty() { "the top level".to_string() } else { format!("`{inner}`") };
                     self.push(&full, span, format!("missing key `{field}` in {target}"), None);
                 } else {
-                    let msg = msg.replace("invalid type: ", "wrong type: ");
-                    self.at_value(&inner, msg, None);
+                    let first = msg.lines().next().unwrap_or("").trim().to_string();
+                    let msg = first.replace("invalid type: ", "wrong type: ");
+                    let leaf = inner.rsplit('.').next().unwrap_or("");
+                    let hint = DURATION_KEYS.contains(&leaf).then(|| units::DURATION_HINT.to_string());
+                    self.at_value(&inner, msg, hint);
                 }
                 None
             }
@@ -369,27 +372,29 @@ fn parent_of(path: &str) -> String {
 
 /// Known keys of the struct at `parent`, for did-you-mean hints.
 fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str> {
-    const CONTEXT: &[&str] = &["assets", "tariff", "production", "maintenance"];
     const TABLE: &[&str] = &["path"];
     const ACTION: &[&str] = &["owner", "action_type", "value_category", "value", "severity"];
     const SEVERITY: &[&str] = &["medium", "high"];
-    const RULE: &[&str] = &["id", "description", "where", "group_by", "period", "measures", "condition", "action"];
-    const WINDOW: &[&str] = &["size", "allowed_lateness", "quality", "retention", "max_future"];
-    let rel = parent.strip_prefix(base).unwrap_or(parent).trim_start_matches('.');
-    let last = rel.rsplit('.').next().unwrap_or("");
-    let v: &[&str] = match (base, rel) {
-        (_, "") => known,
-        ("", "context") => CONTEXT,
-        ("", "window") => WINDOW,
-        _ if rel.starts_with("context.") => TABLE,
-        _ if base.starts_with("rules") && last == "action" => ACTION,
-        _ if base.starts_with("rules") && last == "severity" => SEVERITY,
-        _ if base.starts_with("rules") => RULE,
-        _ => known,
+    let last = parent.rsplit('.').next().unwrap_or("");
+    let v: &[&str] = if parent == base {
+        known
+    } else if base == "context" {
+        TABLE
+    } else if last == "action" {
+        ACTION
+    } else if last == "severity" {
+        SEVERITY
+    } else {
+        known
     };
     v.to_vec()
 }
 
+const CONTEXT_KEYS: &[&str] = &["assets", "tariff", "production", "maintenance"];
+const WINDOW_KEYS: &[&str] = &["size", "allowed_lateness", "quality", "retention", "max_future"];
+const RULE_KEYS: &[&str] = &["id", "description", "where", "group_by", "period", "measures", "condition", "action"];
+/// Keys whose values are durations, for hints on type errors.
+const DURATION_KEYS: &[&str] = &["size", "allowed_lateness", "retention", "max_future", "period", "poll_interval", "roll_interval"];
 const TOP_KEYS: &[&str] = &["name", "description", "currency", "sources", "context", "window", "metrics", "rules", "sinks"];
 const REPLAY_KEYS: &[&str] = &["type", "id", "path", "format", "batch_rows", "poll_interval"];
 const PARQUET_KEYS: &[&str] = &["type", "id", "path", "tables", "roll_rows", "roll_size", "roll_interval", "row_group_rows"];
@@ -486,18 +491,16 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     }
 
     // Context tables.
-    let assets = l.file_exists("context.assets.path", &raw.context.assets.path);
-    let tariff = l.file_exists("context.tariff.path", &raw.context.tariff.path);
-    let production = raw
-        .context
-        .production
-        .as_ref()
-        .map(|t| l.file_exists("context.production.path", &t.path));
-    let maintenance = raw
-        .context
-        .maintenance
-        .as_ref()
-        .map(|t| l.file_exists("context.maintenance.path", &t.path));
+    let ctx: Option<RawContext> = l.de("context", raw.context, CONTEXT_KEYS);
+    let (assets, tariff, production, maintenance) = match &ctx {
+        Some(c) => (
+            l.file_exists("context.assets.path", &c.assets.path),
+            l.file_exists("context.tariff.path", &c.tariff.path),
+            c.production.as_ref().map(|t| l.file_exists("context.production.path", &t.path)),
+            c.maintenance.as_ref().map(|t| l.file_exists("context.maintenance.path", &t.path)),
+        ),
+        None => (PathBuf::new(), PathBuf::new(), None, None),
+    };
     let mut asset_extra = Vec::new();
     if assets.is_file() {
         match crate::sources::context::asset_header(&assets) {
@@ -512,7 +515,13 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     }
 
     // Window.
-    let w = &raw.window;
+    let w: RawWindow = l.de("window", raw.window, WINDOW_KEYS).unwrap_or(RawWindow {
+        size: "1m".into(),
+        allowed_lateness: "0s".into(),
+        quality: None,
+        retention: None,
+        max_future: None,
+    });
     let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
     if size_ms <= 0 {
         l.at_value("window.size", "window size must be positive".into(), None);
@@ -570,6 +579,7 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     let mut rule_ids = Vec::<String>::new();
     for (i, r) in raw.rules.into_iter().enumerate() {
         let key = format!("rules[{i}]");
+        let Some(r) = l.de::<RawRule>(&key, r, RULE_KEYS) else { continue };
         if rule_ids.contains(&r.id) {
             l.at_value(&format!("{key}.id"), format!("duplicate rule id `{}`", r.id), None);
         }

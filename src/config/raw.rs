@@ -14,12 +14,12 @@ pub struct RawDataflow {
     #[serde(default)]
     pub currency: Option<String>,
     pub sources: Vec<toml::Value>,
-    pub context: RawContext,
-    pub window: RawWindow,
+    pub context: toml::Value,
+    pub window: toml::Value,
     #[serde(default)]
     pub metrics: toml::Table,
     #[serde(default)]
-    pub rules: Vec<RawRule>,
+    pub rules: Vec<toml::Value>,
     pub sinks: Vec<toml::Value>,
 }
 
