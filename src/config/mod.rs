@@ -302,7 +302,7 @@ impl Loader<'_> {
         if !pb.is_file() {
             self.at_value(
                 key,
-                format!("file `{}` does not exist", pb.display()),
+                format!("file `{p}` does not exist"),
                 Some("paths are relative to the working directory; `${VAR}` reads the environment".into()),
             );
         }
@@ -611,6 +611,7 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
                 "max" => Agg::Max,
                 other => {
                     l.one_of(&format!("{mkey}.{other}"), other, &["sum", "mean", "min", "max"], "aggregate");
+                    mscope.push(name, ColType::Num);
                     continue;
                 }
             };
@@ -692,6 +693,7 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     }
 
     if !l.diags.is_empty() {
+        l.diags.sort_by_key(|d| d.span.start);
         return Err(l.diags);
     }
     Ok(Plan {

@@ -1,0 +1,544 @@
+//! End-to-end tests: real dataflows, real files, Parquet read back and
+//! compared with independent oracles (DuckDB's expected output for the
+//! fixture, and from-scratch recomputations written here).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// The expected aggregates of the fixture (DuckDB oracle), keyed by (tag, window_start).
+fn expected_aggregates() -> HashMap<(String, i64), Agg> {
+    let mut r = csv::Reader::from_path(fixture_dir().join("expected/aggregates.csv")).unwrap();
+    let mut m = HashMap::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let f = |i: usize| rec[i].parse::<f64>().unwrap();
+        m.insert(
+            (rec[0].to_string(), rec[1].parse().unwrap()),
+            Agg {
+                count: rec[2].parse().unwrap(),
+                mean: f(3),
+                min: f(4),
+                max: f(5),
+                energy_kwh: f(6),
+                cost: f(7),
+                producing: &rec[8] == "true",
+                waste_kwh: f(9),
+                price: f64::NAN,
+                revision: 0,
+            },
+        );
+    }
+    m
+}
+
+fn assert_aggregates_equal(got: &HashMap<(String, i64), Agg>, want: &HashMap<(String, i64), Agg>) {
+    let mut gk: Vec<_> = got.keys().collect();
+    let mut wk: Vec<_> = want.keys().collect();
+    gk.sort();
+    wk.sort();
+    assert_eq!(gk, wk, "aggregate keys differ");
+    for (k, w) in want {
+        let g = &got[k];
+        assert_eq!(g.count, w.count, "count of {k:?}");
+        assert_eq!(g.producing, w.producing, "producing of {k:?}");
+        assert_close(g.mean, w.mean, &format!("mean of {k:?}"));
+        assert_close(g.min, w.min, &format!("min of {k:?}"));
+        assert_close(g.max, w.max, &format!("max of {k:?}"));
+        assert_close(g.energy_kwh, w.energy_kwh, &format!("energy of {k:?}"));
+        assert_close(g.cost, w.cost, &format!("cost of {k:?}"));
+        assert_close(g.waste_kwh, w.waste_kwh, &format!("waste of {k:?}"));
+    }
+}
+
+#[test]
+fn fixture_matches_duckdb_oracle() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(&dataflow("workload_v1.toml"), &fixture_dir(), out.path(), 1);
+    assert_eq!(summary.rows_read, 90_000);
+    assert_eq!(summary.dropped_quality, 77, "the manifest lists 77 bad rows");
+    assert_eq!(summary.windows, 1500);
+
+    let got = latest_aggregates(out.path());
+    assert_aggregates_equal(&got, &expected_aggregates());
+
+    let actions = latest_actions(out.path());
+    let mut r = csv::Reader::from_path(fixture_dir().join("expected/actions.csv")).unwrap();
+    let mut n = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let key = (rec[0].to_string(), rec[1].parse::<i64>().unwrap());
+        let a = actions.get(&key).unwrap_or_else(|| panic!("missing action {key:?}"));
+        assert_close(a.value, rec[3].parse().unwrap(), "waste_cost");
+        assert_close(a.evidence["measures"]["waste_kwh"].as_f64().unwrap(), rec[2].parse().unwrap(), "waste_kwh");
+        assert_eq!((a.owner.as_str(), a.action_type.as_str(), a.value_category.as_str()), ("operations", "operational_change", "energy_cost"));
+        n += 1;
+    }
+    assert_eq!(actions.len(), n, "no actions beyond the oracle's");
+    // Files are committed: no in-progress file is left anywhere.
+    let leftovers = walk_all(out.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".inprogress")).count();
+    assert_eq!(leftovers, 0);
+}
+
+fn walk_all(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_all(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_workers_equal_one() {
+    let (o1, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(&dataflow("workload_v1.toml"), &fixture_dir(), o1.path(), 1);
+    run(&dataflow("workload_v1.toml"), &fixture_dir(), o2.path(), 2);
+    let (a1, a2) = (latest_aggregates(o1.path()), latest_aggregates(o2.path()));
+    assert_eq!(a1.len(), 1500);
+    assert_aggregates_equal(&a2, &a1);
+    let (x1, x2) = (latest_actions(o1.path()), latest_actions(o2.path()));
+    assert_eq!(x1.len(), x2.len());
+    for (k, a) in &x1 {
+        let b = &x2[k];
+        assert_eq!(a.action_id, b.action_id);
+        assert_eq!(a.revision, b.revision, "same revision history for {k:?}");
+        assert_close(b.value, a.value, "action value");
+    }
+}
+
+#[test]
+fn parquet_replay_matches_csv_replay() {
+    use arrow::array::{Float64Array, Int64Array, StringArray, UInt8Array};
+    use std::sync::Arc;
+    let input = tempfile::tempdir().unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.path().join(f)).unwrap();
+    }
+    let mut r = csv::Reader::from_path(fixture_dir().join("samples.csv")).unwrap();
+    let (mut ts, mut tag, mut val, mut q) = (vec![], vec![], vec![], vec![]);
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        ts.push(rec[0].parse::<i64>().unwrap());
+        tag.push(rec[1].to_string());
+        val.push(rec[2].parse::<f64>().unwrap());
+        q.push(rec[3].parse::<u8>().unwrap());
+    }
+    let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![
+        ("ts", Arc::new(Int64Array::from(ts)) as arrow::array::ArrayRef),
+        ("tag", Arc::new(StringArray::from(tag)) as _),
+        ("value", Arc::new(Float64Array::from(val)) as _),
+        ("quality", Arc::new(UInt8Array::from(q)) as _),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(input.path().join("samples.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap().replace("samples.csv", "samples.parquet");
+    let df = input.path().join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run(&df, input.path(), out.path(), 1);
+    assert_eq!(s.rows_read, 90_000);
+    assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());
+}
+
+// ---------------------------------------------------------------------------
+// Seeded oracle: out-of-order and very late rows vs a from-scratch recomputation.
+
+struct Case {
+    assets: Vec<(String, String, String, f64)>, // tag, asset, line, standby
+    runs: Vec<(String, i64, i64)>,
+    rows: Vec<(i64, String, f64, u8)>, // in arrival order
+}
+
+const PRICES: [(u32, u32, f64); 4] = [(0, 7, 0.08), (7, 17, 0.22), (17, 21, 0.3), (21, 24, 0.12)];
+
+fn price_at(ms: i64) -> f64 {
+    let h = (ms.div_euclid(3_600_000)).rem_euclid(24) as u32;
+    PRICES.iter().find(|(a, b, _)| *a <= h && h < *b).unwrap().2
+}
+
+fn make_case(seed: u64) -> Case {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    // 06:40 UTC: crosses the 07:00 tariff change and an hour boundary.
+    let start = 1_767_595_200_000 + 6 * 3_600_000 + 40 * 60_000 - 1_767_595_200_000 % 86_400_000;
+    let mut assets = Vec::new();
+    for a in 0..4 {
+        let line = format!("site1/line{}", a % 2 + 1);
+        for sig in ["power_kw", "aux_kw"] {
+            assets.push((format!("{line}/comp{a}/{sig}"), format!("{line}/comp{a}"), line.clone(), 2.0 + a as f64));
+        }
+    }
+    let runs = vec![
+        ("site1/line1".to_string(), start + 5 * 60_000 + 17_000, start + 17 * 60_000),
+        ("site1/line2".to_string(), start + 20 * 60_000, start + 40 * 60_000 + 500),
+    ];
+    // Generate in event order, then give each row an arrival time.
+    let mut events = Vec::new();
+    for s in 0..(40 * 60) {
+        for (i, (tag, _, _, _)) in assets.iter().enumerate() {
+            let ts = start + s * 1000 + (i as i64 * 97) % 1000;
+            let base = if tag.ends_with("power_kw") { 10.0 + 10.0 * (i % 3) as f64 } else { 1.0 };
+            let roll: f64 = rng.random();
+            let (value, q) = if roll < 0.01 { (1.0e6, 2u8) } else if roll < 0.03 { (base * 1.1, 1) } else { (base + rng.random_range(-1.0..1.0), 0) };
+            let late: f64 = rng.random();
+            let delay = if late < 0.02 {
+                rng.random_range(10_000..600_000) // minutes late: beyond allowed lateness
+            } else if late < 0.03 {
+                rng.random_range(1..5_000)
+            } else {
+                0
+            };
+            events.push((ts + delay, ts, tag.clone(), value, q));
+        }
+    }
+    events.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    let rows = events.into_iter().map(|(_, ts, tag, v, q)| (ts, tag, v, q)).collect();
+    Case { assets, runs, rows }
+}
+
+fn write_case(c: &Case, dir: &Path) {
+    let mut f = std::fs::File::create(dir.join("samples.csv")).unwrap();
+    writeln!(f, "ts,tag,value,quality").unwrap();
+    for (ts, tag, v, q) in &c.rows {
+        writeln!(f, "{ts},{tag},{v},{q}").unwrap();
+    }
+    let mut f = std::fs::File::create(dir.join("assets.csv")).unwrap();
+    writeln!(f, "tag,asset,site,line,kind,standby_kw").unwrap();
+    for (tag, asset, line, sb) in &c.assets {
+        writeln!(f, "{tag},{asset},site1,{line},compressor,{sb}").unwrap();
+    }
+    let mut f = std::fs::File::create(dir.join("tariff.csv")).unwrap();
+    writeln!(f, "start_hour,end_hour,price_per_kwh").unwrap();
+    for (a, b, p) in PRICES {
+        writeln!(f, "{a},{b},{p}").unwrap();
+    }
+    let mut f = std::fs::File::create(dir.join("production.csv")).unwrap();
+    writeln!(f, "line,start_ms,end_ms").unwrap();
+    for (l, a, b) in &c.runs {
+        writeln!(f, "{l},{a},{b}").unwrap();
+    }
+}
+
+/// Batch recomputation of workload v1 over all rows, independent of the engine.
+fn oracle(c: &Case) -> (HashMap<(String, i64), Agg>, HashMap<(String, i64), f64>) {
+    let mut acc: BTreeMap<(String, i64), (i64, f64, f64, f64)> = BTreeMap::new();
+    for (ts, tag, v, q) in &c.rows {
+        if *q == 2 {
+            continue;
+        }
+        let ws = ts.div_euclid(60_000) * 60_000;
+        let e = acc.entry((tag.clone(), ws)).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+        e.0 += 1;
+        e.1 += v;
+        e.2 = e.2.min(*v);
+        e.3 = e.3.max(*v);
+    }
+    let mut aggs = HashMap::new();
+    let mut waste: HashMap<(String, i64), (f64, f64)> = HashMap::new();
+    for ((tag, ws), (n, sum, min, max)) in acc {
+        let (_, asset, line, standby) = c.assets.iter().find(|a| a.0 == tag).unwrap();
+        let mean = sum / n as f64;
+        let energy = mean / 60.0;
+        let producing = c.runs.iter().any(|(l, a, b)| l == line && *a <= ws && ws < *b);
+        let w = if !producing && mean > *standby { energy } else { 0.0 };
+        let price = price_at(ws);
+        let hour = ws.div_euclid(3_600_000) * 3_600_000;
+        let e = waste.entry((asset.clone(), hour)).or_default();
+        e.0 += w;
+        e.1 += w * price;
+        aggs.insert(
+            (tag, ws),
+            Agg {
+                count: n,
+                mean,
+                min,
+                max,
+                energy_kwh: energy,
+                cost: energy * price,
+                producing,
+                waste_kwh: w,
+                price,
+                revision: 0,
+            },
+        );
+    }
+    let actions = waste.into_iter().filter(|(_, (w, _))| *w > 1.0).map(|(k, (_, cost))| (k, cost)).collect();
+    (aggs, actions)
+}
+
+#[test]
+fn late_rows_correct_windows_and_actions_seeded() {
+    for seed in [1u64, 2, 3] {
+        let c = make_case(seed);
+        let input = tempfile::tempdir().unwrap();
+        write_case(&c, input.path());
+        let (want_aggs, want_actions) = oracle(&c);
+        for workers in [1, 2] {
+            let out = tempfile::tempdir().unwrap();
+            let s = run(&dataflow("workload_v1.toml"), input.path(), out.path(), workers);
+            assert!(s.late_rows > 10, "seed {seed}: the case must contain very late rows, got {}", s.late_rows);
+            assert!(s.corrections > 0, "seed {seed}: late rows must produce corrections");
+            assert_eq!(s.dead_letters.values().sum::<u64>(), 0, "nothing is dropped within retention");
+            let all = all_aggregates(out.path());
+            assert!(all.iter().any(|(_, a)| a.revision > 0));
+            assert_aggregates_equal(&latest_aggregates(out.path()), &want_aggs);
+            let got = latest_actions(out.path());
+            let mut gk: Vec<_> = got.keys().cloned().collect();
+            let mut wk: Vec<_> = want_actions.keys().cloned().collect();
+            gk.sort();
+            wk.sort();
+            assert_eq!(gk, wk, "seed {seed}, {workers} workers: action keys");
+            for (k, v) in &want_actions {
+                assert_close(got[k].value, *v, &format!("seed {seed}: action {k:?}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: counted, dead-lettered with a reason, never a panic.
+
+#[test]
+fn bad_rows_go_to_dead_letter_with_reasons() {
+    let input = tempfile::tempdir().unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.path().join(f)).unwrap();
+    }
+    let tag = "site1/line1/comp01/power_kw";
+    let t0 = 1_767_596_100_000i64;
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..120 {
+        s.push_str(&format!("{},{tag},10.0,0\n", t0 + i * 1000));
+    }
+    let bad = [
+        (format!("{t0},{tag},10.0"), "malformed row (3 fields, expected 4)"),
+        (format!("{t0},no/such/tag,10.0,0"), "unknown tag"),
+        (format!("{t0},{tag},ten,0"), "non-numeric value"),
+        (format!("{t0},{tag},NaN,0"), "value is NaN or infinite"),
+        (format!("{t0},{tag},inf,0"), "value is NaN or infinite"),
+        (format!("{},{tag},10.0,0", t0 + 400 * 86_400_000), "timestamp out of range"),
+        (format!("12,{tag},10.0,0"), "timestamp out of range"),
+        (format!("soon,{tag},10.0,0"), "invalid timestamp"),
+        (format!("{t0},{tag},10.0,excellent"), "invalid quality"),
+    ];
+    for (line, _) in &bad {
+        s.push_str(line);
+        s.push('\n');
+    }
+    std::fs::write(input.path().join("samples.csv"), s).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(&dataflow("workload_v1.toml"), input.path(), out.path(), 1);
+    assert_eq!(summary.rows_accepted, 120);
+    assert_eq!(summary.dead_letters.values().sum::<u64>(), bad.len() as u64);
+    let mut got = dead_letters(out.path());
+    got.sort();
+    let mut want: Vec<(String, String)> = bad.iter().map(|(l, r)| (r.to_string(), l.clone())).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let aggs = latest_aggregates(out.path());
+    assert_eq!(aggs.len(), 2, "two good windows");
+    assert!(aggs.values().all(|a| a.count == 60 && a.mean == 10.0));
+}
+
+// ---------------------------------------------------------------------------
+// Config errors: exact text, exit code 78.
+
+fn render_errors(file: &str) -> String {
+    let err = plantflow::config::load_with_env(Path::new(file), &|_| None).expect_err("config must be rejected");
+    err.render()
+}
+
+#[test]
+fn config_errors_are_all_reported_verbatim() {
+    let text = render_errors("tests/fixtures/config/bad_keys.toml");
+    let expected = r#"error: unknown key `sise` in `window`
+"#;
+    let _ = expected;
+    let want_parts = [
+        "error: file `tests/fixtures/workload_v1_small/missing.csv` does not exist\n --> tests/fixtures/config/bad_keys.toml:7:8\n  |\n7 | path = \"tests/fixtures/workload_v1_small/missing.csv\"\n  |        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ key `sources[0].path`\n  |\n  = help: paths are relative to the working directory; `${VAR}` reads the environment",
+        "error: unknown key `batch_size` in `sources[0]`\n --> tests/fixtures/config/bad_keys.toml:8:1\n  |\n8 | batch_size = 10\n  | ^^^^^^^^^^ key `sources[0].batch_size`\n  |\n  = help: did you mean `batch_rows`?",
+        "error: unknown key `sise` in `window`\n  --> tests/fixtures/config/bad_keys.toml:17:1\n   |\n17 | sise = \"1m\"\n   | ^^^^ key `window.sise`\n   |\n   = help: did you mean `size`?",
+        "error: wrong type: integer `5`, expected a string\n  --> tests/fixtures/config/bad_keys.toml:18:20\n   |\n18 | allowed_lateness = 5\n   |                    ^ key `window.allowed_lateness`\n   |\n   = help: write a number with a unit: `500ms`, `5s`, `1m`, `2h` or `1d`",
+        "error: expression `mean / 60` does not type-check: `div` is not defined for double and int\n  --> tests/fixtures/config/bad_keys.toml:21:14\n   |\n21 | energy_kwh = \"mean / 60\"\n   |              ^^^^^^^^^^^ key `metrics.energy_kwh`\n   |\n   = help: numbers are doubles: write `60.0`, not `60` (CEL does not mix int and double)",
+        "error: unknown column `price_per_kwhh` in expression `energy_kwh * price_per_kwhh`\n  --> tests/fixtures/config/bad_keys.toml:22:8\n   |\n22 | cost = \"energy_kwh * price_per_kwhh\"\n   |        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ key `metrics.cost`\n   |\n   = help: did you mean `price_per_kwh`?",
+        "error: unknown owner `operatoins`\n  --> tests/fixtures/config/bad_keys.toml:30:20\n   |\n30 | action = { owner = \"operatoins\", action_type = \"operational_change\", value_category = \"energy_cost\", value = \"waste\" }\n   |                    ^^^^^^^^^^^^ key `rules[0].action.owner`\n   |\n   = help: did you mean `operations`?",
+    ];
+    let want = format!("{}\n\nerror: 7 problems found; nothing was run", want_parts.join("\n\n"));
+    assert_eq!(text, want);
+}
+
+#[test]
+fn config_type_and_unit_errors_name_the_key() {
+    let text = render_errors("tests/fixtures/config/bad_types.toml");
+    for part in [
+        "error: unknown source type `kafka`\n --> tests/fixtures/config/bad_types.toml:4:8",
+        "error: `1 fortnight` has an unknown unit\n  --> tests/fixtures/config/bad_types.toml:14:8",
+        "error: unknown quality policy `drop_bad_ones`\n  --> tests/fixtures/config/bad_types.toml:16:11",
+        "   = help: did you mean `drop_bad`?",
+        "error: unknown group column `building`\n  --> tests/fixtures/config/bad_types.toml:24:22",
+        "error: unknown aggregate `total`\n  --> tests/fixtures/config/bad_types.toml:27:32",
+        "error: expression `waste * 2.0` gives a number, expected a bool\n  --> tests/fixtures/config/bad_types.toml:26:13",
+        "error: environment variable `PLANTFLOW_TEST_UNSET_VAR` is not set\n  --> tests/fixtures/config/bad_types.toml:33:8",
+        "error: 8 problems found; nothing was run",
+    ] {
+        assert!(text.contains(part), "missing:\n{part}\n--- in ---\n{text}");
+    }
+}
+
+#[test]
+fn cli_exit_codes() {
+    let out = Command::new(PLANTFLOW).args(["validate", "tests/fixtures/config/bad_keys.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("7 problems found"));
+    let out = Command::new(PLANTFLOW)
+        .args(["run", "tests/fixtures/config/bad_types.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let out = Command::new(PLANTFLOW)
+        .args(["validate", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------
+// --follow: tailing, live context edits and late rows become new revisions;
+// SIGTERM closes windows, commits files and exits 0.
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn follow_mode_corrects_on_context_edit_and_late_rows() {
+    let input = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = input.path();
+    std::fs::write(dir.join("assets.csv"), "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\na/l1/m2/power_kw,a/l1/m2,a,a/l1,motor,1.0\n").unwrap();
+    std::fs::write(dir.join("tariff.csv"), "start_hour,end_hour,price_per_kwh\n0,7,0.08\n7,17,0.22\n17,21,0.3\n21,24,0.12\n").unwrap();
+    std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    let t0: i64 = 1_767_607_200_000; // 2026-01-05 10:00 UTC, price 0.22
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..150 {
+        for (m, v) in [("m1", 30.0), ("m2", 60.0)] {
+            s.push_str(&format!("{},a/l1/{m}/power_kw,{v},0\n", t0 + i * 1000));
+        }
+    }
+    std::fs::write(dir.join("samples.csv"), s).unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap().replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"");
+    let df = dir.join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let mut child = Command::new(PLANTFLOW)
+        .args(["run", "--follow"])
+        .arg(&df)
+        .env("INPUT_DIR", dir)
+        .env("OUT_DIR", out.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Windows [0,60s) and [60s,120s) close: the watermark is at 145 s.
+    let first = wait_for("the first two windows", || {
+        let a = latest_aggregates(out.path());
+        (a.len() == 4).then_some(a)
+    });
+    for ((tag, _), a) in &first {
+        assert_eq!(a.revision, 0);
+        assert_eq!(a.price, 0.22);
+        let kw = if tag.contains("m1") { 30.0 } else { 60.0 };
+        assert_close(a.cost, kw / 60.0 * 0.22, "cost at the old price");
+    }
+
+    // Edit the tariff: every window in hour 10 is re-priced as a new revision.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(dir.join("tariff.csv"), "start_hour,end_hour,price_per_kwh\n0,7,0.08\n7,17,0.5\n17,21,0.3\n21,24,0.12\n").unwrap();
+    let repriced = wait_for("re-priced revisions", || {
+        let a = latest_aggregates(out.path());
+        (a.len() == 4 && a.values().all(|x| x.revision == 1)).then_some(a)
+    });
+    for ((tag, _), a) in &repriced {
+        let kw = if tag.contains("m1") { 30.0 } else { 60.0 };
+        assert_close(a.cost, kw / 60.0 * 0.5, "cost at the new price");
+    }
+    // Exactly the affected rows: one new revision each, nothing else.
+    assert_eq!(all_aggregates(out.path()).len(), 8);
+
+    // A row a minute and a half late corrects its window as revision 2.
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("samples.csv")).unwrap();
+    writeln!(f, "{},a/l1/m1/power_kw,90.0,0", t0 + 30_500).unwrap();
+    drop(f);
+    let corrected = wait_for("the late-row correction", || {
+        let a = latest_aggregates(out.path());
+        a.get(&("a/l1/m1/power_kw".to_string(), t0)).filter(|x| x.revision == 2).cloned()
+    });
+    assert_eq!(corrected.count, 61);
+    assert_close(corrected.mean, (60.0 * 30.0 + 90.0) / 61.0, "corrected mean");
+
+    // SIGTERM: the open window [120s,180s) is closed and flushed, exit 0.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let fin = latest_aggregates(out.path());
+    assert_eq!(fin.len(), 6, "the last window is closed at shutdown");
+    assert_eq!(fin[&("a/l1/m2/power_kw".to_string(), t0 + 120_000)].count, 30);
+    let leftovers = walk_all(out.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".inprogress")).count();
+    assert_eq!(leftovers, 0, "nothing half-written is left");
+}
+
+// ---------------------------------------------------------------------------
+// Generator: deterministic and shaped like WORKLOAD.md.
+
+#[test]
+fn generator_is_deterministic_and_sized() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = plantflow::gen::workload::Params {
+        tags: 40,
+        seconds: 300,
+        seed: 11,
+        ..Default::default()
+    };
+    let m = plantflow::gen::workload::generate(&p, a.path()).unwrap();
+    plantflow::gen::workload::generate(&p, b.path()).unwrap();
+    for f in ["samples.csv", "assets.csv", "production.csv", "tariff.csv"] {
+        assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f} differs");
+    }
+    assert_eq!(m.rows, 40 * 300);
+    let lines = std::fs::read_to_string(a.path().join("samples.csv")).unwrap().lines().count();
+    assert_eq!(lines as u64, m.rows + 1);
+    assert!(m.out_of_order_rows > 0 && m.max_lateness_ms < 5_000);
+    // The generated workload runs clean: nothing dead-lettered, nothing late.
+    let out = tempfile::tempdir().unwrap();
+    let s = run(&dataflow("workload_v1.toml"), a.path(), out.path(), 1);
+    assert_eq!(s.rows_read, m.rows);
+    assert_eq!(s.dropped_quality, m.bad_rows);
+    assert_eq!(s.late_rows, 0);
+    assert_eq!(s.windows, 40 * 5);
+}
