@@ -12,7 +12,11 @@ use plantflow::gen::workload;
 use plantflow::run::{run, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "plantflow", version, about = "Stream processing value layer for industrial plants")]
+#[command(
+    name = "plantflow",
+    version,
+    about = "Stream processing value layer for industrial plants"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,8 +78,12 @@ enum GenCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -161,7 +169,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Gen {
-            what: GenCommand::Workload { tags, seconds, seed, out },
+            what:
+                GenCommand::Workload {
+                    tags,
+                    seconds,
+                    seed,
+                    out,
+                },
         } => {
             let params = workload::Params {
                 tags,
@@ -205,7 +219,10 @@ fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
         seed: 42,
         ..workload::Params::default()
     };
-    println!("plantflow demo: generating {tags} tags x {seconds} s of plant data into {}", input.display());
+    println!(
+        "plantflow demo: generating {tags} tags x {seconds} s of plant data into {}",
+        input.display()
+    );
     if let Err(e) = workload::generate(&params, &input) {
         eprintln!("error: cannot write the demo workload: {e}");
         return ExitCode::FAILURE;
@@ -216,7 +233,9 @@ fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
         eprintln!("error: cannot write {}: {e}", dataflow.display());
         return ExitCode::FAILURE;
     }
-    let out_abs = std::env::current_dir().map(|d| d.join(out)).unwrap_or_else(|_| out.to_path_buf());
+    let out_abs = std::env::current_dir()
+        .map(|d| d.join(out))
+        .unwrap_or_else(|_| out.to_path_buf());
     let (in_s, out_s) = (input.display().to_string(), out_abs.display().to_string());
     let env = move |k: &str| match k {
         "INPUT_DIR" => Some(in_s.clone()),
@@ -230,7 +249,10 @@ fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
             return ExitCode::from(plantflow::EXIT_CONFIG as u8);
         }
     };
-    println!("running dataflow `{}` (dataflows/workload_v1.toml) on {workers} workers\n", plan.name);
+    println!(
+        "running dataflow `{}` (dataflows/workload_v1.toml) on {workers} workers\n",
+        plan.name
+    );
     let currency = plan.currency.clone();
     let result = run(
         plan,

@@ -120,14 +120,28 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Polls the context files and applies their changes as differences.
-fn watch_context(plan: Arc<Plan>, mut current: InitialContext, ingest: Arc<Ingest>, tags: Arc<TagRegistry>, stop: Arc<AtomicBool>) {
+fn watch_context(
+    plan: Arc<Plan>,
+    mut current: InitialContext,
+    ingest: Arc<Ingest>,
+    tags: Arc<TagRegistry>,
+    stop: Arc<AtomicBool>,
+) {
     let c = &plan.context;
-    let files: Vec<PathBuf> = [Some(c.assets.clone()), Some(c.tariff.clone()), c.production.clone(), c.maintenance.clone()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let files: Vec<PathBuf> = [
+        Some(c.assets.clone()),
+        Some(c.tariff.clone()),
+        c.production.clone(),
+        c.maintenance.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut seen: Vec<Option<SystemTime>> = files.iter().map(|f| mtime(f)).collect();
-    let mut sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).collect();
+    let mut sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .collect();
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
         for (i, f) in files.iter().enumerate() {
@@ -171,7 +185,9 @@ fn watch_context(plan: Arc<Plan>, mut current: InitialContext, ingest: Arc<Inges
                     tracing::info!(file = %f.display(), "context changed; correcting affected outputs");
                     ingest.context(change);
                 }
-                Err(e) => tracing::error!(file = %f.display(), "context reload failed, keeping the previous version: {e}"),
+                Err(e) => {
+                    tracing::error!(file = %f.display(), "context reload failed, keeping the previous version: {e}")
+                }
             }
         }
     }
@@ -190,7 +206,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         tags.intern(&a.tag);
     }
     let geo = geometry(&plan);
-    let (ingest, receivers) = Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);
+    let (ingest, receivers) =
+        Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);
     let (sink_tx, sink_rx) = std::sync::mpsc::channel();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +217,13 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
 
-    let writer = ParquetWriter::new(plan.sink.clone(), &plan.name, &plan.currency, plan.metrics.clone(), stats.clone());
+    let writer = ParquetWriter::new(
+        plan.sink.clone(),
+        &plan.name,
+        &plan.currency,
+        plan.metrics.clone(),
+        stats.clone(),
+    );
     let writer_task = rt.spawn_blocking(move || run_writer(sink_rx, writer));
 
     // Signals: the first stops sources, the second exits at once.
@@ -257,7 +280,13 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         source_tasks.push(rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx)));
     }
     let watcher = if opts.follow {
-        let (p, init, ing, t, s) = (plan.clone(), initial.clone(), ingest.clone(), tags.clone(), stop.clone());
+        let (p, init, ing, t, s) = (
+            plan.clone(),
+            initial.clone(),
+            ingest.clone(),
+            tags.clone(),
+            stop.clone(),
+        );
         Some(rt.spawn_blocking(move || watch_context(p, init, ing, t, s)))
     } else {
         None
@@ -334,25 +363,46 @@ impl RunSummary {
             secs
         ));
         s.push_str(&format!("  accepted     {:>12}\n", self.rows_accepted));
-        s.push_str(&format!("  bad quality  {:>12}  (dropped by the quality policy)\n", self.dropped_quality));
-        s.push_str(&format!("  late         {:>12}  (after their window closed: corrections)\n", self.late_rows));
+        s.push_str(&format!(
+            "  bad quality  {:>12}  (dropped by the quality policy)\n",
+            self.dropped_quality
+        ));
+        s.push_str(&format!(
+            "  late         {:>12}  (after their window closed: corrections)\n",
+            self.late_rows
+        ));
         let dead: u64 = self.dead_letters.values().sum();
         s.push_str(&format!("  dead letters {:>12}\n", dead));
         for (reason, n) in &self.dead_letters {
             s.push_str(&format!("    {reason}: {n}\n"));
         }
-        s.push_str(&format!("windows        {:>12}  (+{} corrected revisions)\n", self.windows, self.corrections));
-        let open: Vec<_> = self.report.actions.values().filter(|(a, _)| a.status != "withdrawn").collect();
+        s.push_str(&format!(
+            "windows        {:>12}  (+{} corrected revisions)\n",
+            self.windows, self.corrections
+        ));
+        let open: Vec<_> = self
+            .report
+            .actions
+            .values()
+            .filter(|(a, _)| a.status != "withdrawn")
+            .collect();
         let total: f64 = open.iter().map(|(a, _)| a.value.0).sum();
-        s.push_str(&format!("actions        {:>12}  (value at stake {total:.2} {currency})\n", open.len()));
+        s.push_str(&format!(
+            "actions        {:>12}  (value at stake {total:.2} {currency})\n",
+            open.len()
+        ));
         let mut by_owner: BTreeMap<(&str, &str), (usize, f64)> = BTreeMap::new();
         for (a, _) in &open {
-            let e = by_owner.entry((a.owner.as_str(), a.action_type.as_str())).or_default();
+            let e = by_owner
+                .entry((a.owner.as_str(), a.action_type.as_str()))
+                .or_default();
             e.0 += 1;
             e.1 += a.value.0;
         }
         for ((owner, action), (n, v)) in by_owner {
-            s.push_str(&format!("  {owner:<12} {action:<20} {n:>5} actions  {v:>10.2} {currency}\n"));
+            s.push_str(&format!(
+                "  {owner:<12} {action:<20} {n:>5} actions  {v:>10.2} {currency}\n"
+            ));
         }
         let mut top: Vec<_> = open.clone();
         top.sort_by(|a, b| b.0.value.cmp(&a.0.value));
@@ -369,7 +419,10 @@ impl RunSummary {
             ));
         }
         if let Some(rss) = peak_rss_bytes() {
-            s.push_str(&format!("peak memory    {:>9.1} MiB\n", rss as f64 / (1 << 20) as f64));
+            s.push_str(&format!(
+                "peak memory    {:>9.1} MiB\n",
+                rss as f64 / (1 << 20) as f64
+            ));
         }
         s.push_str(&format!(
             "output         {} ({} files)\n",

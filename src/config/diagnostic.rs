@@ -33,16 +33,22 @@ impl Diagnostic {
         };
         let path = self.file.display().to_string();
         let mut group = if source.is_empty() || self.span.start >= source.len() {
-            Level::ERROR
-                .primary_title(self.message.as_str())
-                .element(Origin::path(path.as_str()).line(self.line).char_column(self.column))
+            Level::ERROR.primary_title(self.message.as_str()).element(
+                Origin::path(path.as_str())
+                    .line(self.line)
+                    .char_column(self.column),
+            )
         } else {
             let end = self.span.end.min(source.len()).max(self.span.start);
             Level::ERROR.primary_title(self.message.as_str()).element(
                 Snippet::source(source)
                     .path(path.as_str())
                     .fold(true)
-                    .annotation(AnnotationKind::Primary.span(self.span.start..end).label(label.as_str())),
+                    .annotation(
+                        AnnotationKind::Primary
+                            .span(self.span.start..end)
+                            .label(label.as_str()),
+                    ),
             )
         };
         if let Some(h) = &self.hint {
@@ -115,7 +121,10 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 /// The closest of `candidates` to `got`, phrased as a hint.
-pub fn did_you_mean<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    got: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(got, c);

@@ -56,10 +56,16 @@ mod tests {
 
     #[test]
     fn expands_and_defaults() {
-        assert_eq!(interpolate("${INPUT_DIR}/a.csv", &env).unwrap(), "/data/in/a.csv");
+        assert_eq!(
+            interpolate("${INPUT_DIR}/a.csv", &env).unwrap(),
+            "/data/in/a.csv"
+        );
         assert_eq!(interpolate("${OUT_DIR:-out}/x", &env).unwrap(), "out/x");
         assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
-        assert_eq!(interpolate("cost $$5 and $x", &env).unwrap(), "cost $5 and $x");
+        assert_eq!(
+            interpolate("cost $$5 and $x", &env).unwrap(),
+            "cost $5 and $x"
+        );
         assert_eq!(
             interpolate("${NOPE}", &env).unwrap_err(),
             "environment variable `NOPE` is not set"

@@ -15,15 +15,22 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use diagnostic::{ConfigErrors, Diagnostic};
 use diagnostic::{did_you_mean, file_diag, line_col};
+pub use diagnostic::{ConfigErrors, Diagnostic};
 use raw::*;
 use spans::SpanIndex;
 
 use crate::value::expr::{ColType, Expr, Scope};
 
 /// Owner teams an action can be routed to.
-pub const OWNERS: &[&str] = &["maintenance", "operations", "engineering", "energy", "production", "management"];
+pub const OWNERS: &[&str] = &[
+    "maintenance",
+    "operations",
+    "engineering",
+    "energy",
+    "production",
+    "management",
+];
 /// Kinds of action.
 pub const ACTION_TYPES: &[&str] = &[
     "operational_change",
@@ -177,7 +184,12 @@ impl Plan {
 
     /// The longest rule period (windows are retracted a period at a time).
     pub fn max_period_ms(&self) -> i64 {
-        self.rules.iter().map(|r| r.period_ms).max().unwrap_or(self.window.size_ms).max(self.window.size_ms)
+        self.rules
+            .iter()
+            .map(|r| r.period_ms)
+            .max()
+            .unwrap_or(self.window.size_ms)
+            .max(self.window.size_ms)
     }
 }
 
@@ -236,7 +248,13 @@ impl Loader<'_> {
         self.push(path, span, message, hint);
     }
 
-    fn push(&mut self, path: &str, span: std::ops::Range<usize>, message: String, hint: Option<String>) {
+    fn push(
+        &mut self,
+        path: &str,
+        span: std::ops::Range<usize>,
+        message: String,
+        hint: Option<String>,
+    ) {
         let (line, column) = line_col(self.text, span.start);
         self.diags.push(Diagnostic {
             file: self.file.to_path_buf(),
@@ -251,7 +269,12 @@ impl Loader<'_> {
 
     /// Deserializes `value` (found at `path`) into `T`, reporting every unknown key
     /// and the first type error.
-    fn de<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value, known: &[&str]) -> Option<T> {
+    fn de<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: toml::Value,
+        known: &[&str],
+    ) -> Option<T> {
         let mut unknown = Vec::new();
         let mut track = serde_path_to_error::Track::new();
         let result = {
@@ -263,7 +286,11 @@ impl Loader<'_> {
             let leaf = full.rsplit(['.', '[']).next().unwrap_or("").to_string();
             let parent = parent_of(&full);
             let hint = did_you_mean(&leaf, known_for(&parent, path, known));
-            let where_ = if parent.is_empty() { "the top level".to_string() } else { format!("`{parent}`") };
+            let where_ = if parent.is_empty() {
+                "the top level".to_string()
+            } else {
+                format!("`{parent}`")
+            };
             self.at(&full, format!("unknown key `{leaf}` in {where_}"), hint);
         }
         match result {
@@ -271,16 +298,30 @@ impl Loader<'_> {
             Err(e) => {
                 let inner = spans::join(path, &normalise_path(&track.path().to_string()));
                 let msg = e.to_string();
-                if let Some(field) = msg.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
+                if let Some(field) = msg
+                    .strip_prefix("missing field `")
+                    .and_then(|s| s.split('`').next())
+                {
                     let full = spans::join(&inner, field);
                     let span = self.spans.lookup(&inner);
-                    let target = if inner.is_empty() { "the top level".to_string() } else { format!("`{inner}`") };
-                    self.push(&full, span, format!("missing key `{field}` in {target}"), None);
+                    let target = if inner.is_empty() {
+                        "the top level".to_string()
+                    } else {
+                        format!("`{inner}`")
+                    };
+                    self.push(
+                        &full,
+                        span,
+                        format!("missing key `{field}` in {target}"),
+                        None,
+                    );
                 } else {
                     let first = msg.lines().next().unwrap_or("").trim().to_string();
                     let msg = first.replace("invalid type: ", "wrong type: ");
                     let leaf = inner.rsplit('.').next().unwrap_or("");
-                    let hint = DURATION_KEYS.contains(&leaf).then(|| units::DURATION_HINT.to_string());
+                    let hint = DURATION_KEYS
+                        .contains(&leaf)
+                        .then(|| units::DURATION_HINT.to_string());
                     self.at_value(&inner, msg, hint);
                 }
                 None
@@ -303,7 +344,10 @@ impl Loader<'_> {
             self.at_value(
                 key,
                 format!("file `{p}` does not exist"),
-                Some("paths are relative to the working directory; `${VAR}` reads the environment".into()),
+                Some(
+                    "paths are relative to the working directory; `${VAR}` reads the environment"
+                        .into(),
+                ),
             );
         }
         pb
@@ -327,7 +371,13 @@ impl Loader<'_> {
         }
     }
 
-    fn expr(&mut self, key: &str, src: &str, scope: &Scope, want: Option<ColType>) -> Option<ColType> {
+    fn expr(
+        &mut self,
+        key: &str,
+        src: &str,
+        scope: &Scope,
+        want: Option<ColType>,
+    ) -> Option<ColType> {
         match Expr::compile(src, scope, want) {
             Ok(e) => Some(e.result),
             Err(e) => {
@@ -373,7 +423,13 @@ fn parent_of(path: &str) -> String {
 /// Known keys of the struct at `parent`, for did-you-mean hints.
 fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str> {
     const TABLE: &[&str] = &["path"];
-    const ACTION: &[&str] = &["owner", "action_type", "value_category", "value", "severity"];
+    const ACTION: &[&str] = &[
+        "owner",
+        "action_type",
+        "value_category",
+        "value",
+        "severity",
+    ];
     const SEVERITY: &[&str] = &["medium", "high"];
     let last = parent.rsplit('.').next().unwrap_or("");
     let v: &[&str] = if parent == base {
@@ -391,13 +447,62 @@ fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str>
 }
 
 const CONTEXT_KEYS: &[&str] = &["assets", "tariff", "production", "maintenance"];
-const WINDOW_KEYS: &[&str] = &["size", "allowed_lateness", "quality", "retention", "max_future"];
-const RULE_KEYS: &[&str] = &["id", "description", "where", "group_by", "period", "measures", "condition", "action"];
+const WINDOW_KEYS: &[&str] = &[
+    "size",
+    "allowed_lateness",
+    "quality",
+    "retention",
+    "max_future",
+];
+const RULE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "where",
+    "group_by",
+    "period",
+    "measures",
+    "condition",
+    "action",
+];
 /// Keys whose values are durations, for hints on type errors.
-const DURATION_KEYS: &[&str] = &["size", "allowed_lateness", "retention", "max_future", "period", "poll_interval", "roll_interval"];
-const TOP_KEYS: &[&str] = &["name", "description", "currency", "sources", "context", "window", "metrics", "rules", "sinks"];
-const REPLAY_KEYS: &[&str] = &["type", "id", "path", "format", "batch_rows", "poll_interval"];
-const PARQUET_KEYS: &[&str] = &["type", "id", "path", "tables", "roll_rows", "roll_size", "roll_interval", "row_group_rows"];
+const DURATION_KEYS: &[&str] = &[
+    "size",
+    "allowed_lateness",
+    "retention",
+    "max_future",
+    "period",
+    "poll_interval",
+    "roll_interval",
+];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "currency",
+    "sources",
+    "context",
+    "window",
+    "metrics",
+    "rules",
+    "sinks",
+];
+const REPLAY_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "path",
+    "format",
+    "batch_rows",
+    "poll_interval",
+];
+const PARQUET_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "path",
+    "tables",
+    "roll_rows",
+    "roll_size",
+    "roll_interval",
+    "row_group_rows",
+];
 
 /// Loads and validates a dataflow file with the process environment.
 pub fn load(file: &Path) -> Result<Plan, ConfigErrors> {
@@ -405,12 +510,19 @@ pub fn load(file: &Path) -> Result<Plan, ConfigErrors> {
 }
 
 /// Loads and validates a dataflow file; `env` resolves `${VAR}` references.
-pub fn load_with_env(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigErrors> {
+pub fn load_with_env(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigErrors> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
             return Err(ConfigErrors {
-                diagnostics: vec![file_diag(file, format!("cannot read dataflow file: {e}"), None)],
+                diagnostics: vec![file_diag(
+                    file,
+                    format!("cannot read dataflow file: {e}"),
+                    None,
+                )],
                 sources: vec![],
             })
         }
@@ -422,7 +534,11 @@ pub fn load_with_env(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     })
 }
 
-fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Vec<Diagnostic>> {
+fn validate_text(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, Vec<Diagnostic>> {
     let mut l = Loader {
         file,
         text,
@@ -434,7 +550,12 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
         Ok(d) => d,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            l.push("", span, format!("invalid TOML: {}", e.message().trim()), None);
+            l.push(
+                "",
+                span,
+                format!("invalid TOML: {}", e.message().trim()),
+                None,
+            );
             return Err(l.diags);
         }
     };
@@ -443,7 +564,11 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     let table = spans::convert(&doc, &mut spans, env, &mut interp_errors);
     l.spans = spans;
     for (p, e) in interp_errors {
-        l.at_value(&p, e, Some("set it, or give a default: `${VAR:-default}`".into()));
+        l.at_value(
+            &p,
+            e,
+            Some("set it, or give a default: `${VAR:-default}`".into()),
+        );
     }
 
     let raw: Option<RawDataflow> = l.de("", toml::Value::Table(table), TOP_KEYS);
@@ -453,22 +578,37 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     let mut sources = Vec::new();
     let mut ids = Vec::<String>::new();
     if raw.sources.is_empty() {
-        l.at("sources", "a dataflow needs at least one source".into(), None);
+        l.at(
+            "sources",
+            "a dataflow needs at least one source".into(),
+            None,
+        );
     }
     for (i, v) in raw.sources.into_iter().enumerate() {
         let key = format!("sources[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["replay"], "source type") else { continue };
+        let Some(ty) = take_type(&mut l, &key, &v, &["replay"], "source type") else {
+            continue;
+        };
         if ty == "replay" {
             if let Some(r) = l.de::<RawReplay>(&key, strip_type(v), REPLAY_KEYS) {
                 if ids.contains(&r.id) {
-                    l.at_value(&format!("{key}.id"), format!("duplicate source id `{}`", r.id), None);
+                    l.at_value(
+                        &format!("{key}.id"),
+                        format!("duplicate source id `{}`", r.id),
+                        None,
+                    );
                 }
                 ids.push(r.id.clone());
                 let format = match r.format.as_deref() {
                     Some("csv") => ReplayFormat::Csv,
                     Some("parquet") => ReplayFormat::Parquet,
                     Some(other) => {
-                        l.one_of(&format!("{key}.format"), other, &["csv", "parquet"], "replay format");
+                        l.one_of(
+                            &format!("{key}.format"),
+                            other,
+                            &["csv", "parquet"],
+                            "replay format",
+                        );
                         ReplayFormat::Csv
                     }
                     None if r.path.ends_with(".parquet") => ReplayFormat::Parquet,
@@ -476,7 +616,9 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
                 };
                 let path = l.file_exists(&format!("{key}.path"), &r.path);
                 let poll = match &r.poll_interval {
-                    Some(s) => l.duration(&format!("{key}.poll_interval"), s).unwrap_or(200),
+                    Some(s) => l
+                        .duration(&format!("{key}.poll_interval"), s)
+                        .unwrap_or(200),
                     None => 200,
                 };
                 sources.push(SourcePlan::Replay(ReplayPlan {
@@ -496,8 +638,12 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
         Some(c) => (
             l.file_exists("context.assets.path", &c.assets.path),
             l.file_exists("context.tariff.path", &c.tariff.path),
-            c.production.as_ref().map(|t| l.file_exists("context.production.path", &t.path)),
-            c.maintenance.as_ref().map(|t| l.file_exists("context.maintenance.path", &t.path)),
+            c.production
+                .as_ref()
+                .map(|t| l.file_exists("context.production.path", &t.path)),
+            c.maintenance
+                .as_ref()
+                .map(|t| l.file_exists("context.maintenance.path", &t.path)),
         ),
         None => (PathBuf::new(), PathBuf::new(), None, None),
     };
@@ -515,18 +661,22 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     }
 
     // Window.
-    let w: RawWindow = l.de("window", raw.window, WINDOW_KEYS).unwrap_or(RawWindow {
-        size: "1m".into(),
-        allowed_lateness: "0s".into(),
-        quality: None,
-        retention: None,
-        max_future: None,
-    });
+    let w: RawWindow = l
+        .de("window", raw.window, WINDOW_KEYS)
+        .unwrap_or(RawWindow {
+            size: "1m".into(),
+            allowed_lateness: "0s".into(),
+            quality: None,
+            retention: None,
+            max_future: None,
+        });
     let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
     if size_ms <= 0 {
         l.at_value("window.size", "window size must be positive".into(), None);
     }
-    let lateness_ms = l.duration("window.allowed_lateness", &w.allowed_lateness).unwrap_or(0);
+    let lateness_ms = l
+        .duration("window.allowed_lateness", &w.allowed_lateness)
+        .unwrap_or(0);
     let retention_ms = match &w.retention {
         Some(s) => l.duration("window.retention", s).unwrap_or(3_600_000),
         None => 3_600_000,
@@ -547,7 +697,12 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
         "drop_bad" => QualityPolicy::DropBad,
         "good_only" => QualityPolicy::GoodOnly,
         other => {
-            l.one_of("window.quality", other, &["keep_all", "drop_bad", "good_only"], "quality policy");
+            l.one_of(
+                "window.quality",
+                other,
+                &["keep_all", "drop_bad", "good_only"],
+                "quality policy",
+            );
             QualityPolicy::DropBad
         }
     };
@@ -558,11 +713,22 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     for (name, v) in raw.metrics.iter() {
         let key = format!("metrics.{name}");
         let Some(src) = v.as_str() else {
-            l.at_value(&key, format!("wrong type: {}, expected an expression string", v.type_str()), None);
+            l.at_value(
+                &key,
+                format!(
+                    "wrong type: {}, expected an expression string",
+                    v.type_str()
+                ),
+                None,
+            );
             continue;
         };
         if scope.slot(name).is_some() {
-            l.at(&key, format!("metric `{name}` shadows a column of the same name"), Some("pick another name".into()));
+            l.at(
+                &key,
+                format!("metric `{name}` shadows a column of the same name"),
+                Some("pick another name".into()),
+            );
             continue;
         }
         let result = l.expr(&key, src, &scope, None).unwrap_or(ColType::Num);
@@ -579,20 +745,37 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     let mut rule_ids = Vec::<String>::new();
     for (i, r) in raw.rules.into_iter().enumerate() {
         let key = format!("rules[{i}]");
-        let Some(r) = l.de::<RawRule>(&key, r, RULE_KEYS) else { continue };
+        let Some(r) = l.de::<RawRule>(&key, r, RULE_KEYS) else {
+            continue;
+        };
         if rule_ids.contains(&r.id) {
-            l.at_value(&format!("{key}.id"), format!("duplicate rule id `{}`", r.id), None);
+            l.at_value(
+                &format!("{key}.id"),
+                format!("duplicate rule id `{}`", r.id),
+                None,
+            );
         }
         rule_ids.push(r.id.clone());
         if let Some(f) = &r.filter {
             l.expr(&format!("{key}.where"), f, &scope, Some(ColType::Bool));
         }
         for (j, g) in r.group_by.iter().enumerate() {
-            l.one_of(&format!("{key}.group_by[{j}]"), g, GROUP_COLUMNS, "group column");
+            l.one_of(
+                &format!("{key}.group_by[{j}]"),
+                g,
+                GROUP_COLUMNS,
+                "group column",
+            );
         }
-        let period_ms = l.duration(&format!("{key}.period"), &r.period).unwrap_or(3_600_000);
+        let period_ms = l
+            .duration(&format!("{key}.period"), &r.period)
+            .unwrap_or(3_600_000);
         if size_ms > 0 && period_ms % size_ms != 0 {
-            l.at_value(&format!("{key}.period"), "period must be a multiple of the window size".into(), None);
+            l.at_value(
+                &format!("{key}.period"),
+                "period must be a multiple of the window size".into(),
+                None,
+            );
         }
         let mut measures = Vec::new();
         let mut mscope = Scope::default();
@@ -601,7 +784,11 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
             let mkey = format!("{key}.measures.{name}");
             let spec = v.as_table().filter(|t| t.len() == 1);
             let Some((agg_name, src)) = spec.and_then(|t| t.iter().next()) else {
-                l.at_value(&mkey, "a measure is one aggregate of an expression".into(), Some("write e.g. `{ sum = \"waste_kwh\" }` (sum, mean, min or max)".into()));
+                l.at_value(
+                    &mkey,
+                    "a measure is one aggregate of an expression".into(),
+                    Some("write e.g. `{ sum = \"waste_kwh\" }` (sum, mean, min or max)".into()),
+                );
                 continue;
             };
             let agg = match agg_name.as_str() {
@@ -610,16 +797,30 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
                 "min" => Agg::Min,
                 "max" => Agg::Max,
                 other => {
-                    l.one_of(&format!("{mkey}.{other}"), other, &["sum", "mean", "min", "max"], "aggregate");
+                    l.one_of(
+                        &format!("{mkey}.{other}"),
+                        other,
+                        &["sum", "mean", "min", "max"],
+                        "aggregate",
+                    );
                     mscope.push(name, ColType::Num);
                     continue;
                 }
             };
             let Some(src) = src.as_str() else {
-                l.at_value(&format!("{mkey}.{agg_name}"), "wrong type: expected an expression string".into(), None);
+                l.at_value(
+                    &format!("{mkey}.{agg_name}"),
+                    "wrong type: expected an expression string".into(),
+                    None,
+                );
                 continue;
             };
-            l.expr(&format!("{mkey}.{agg_name}"), src, &scope, Some(ColType::Num));
+            l.expr(
+                &format!("{mkey}.{agg_name}"),
+                src,
+                &scope,
+                Some(ColType::Num),
+            );
             mscope.push(name, ColType::Num);
             measures.push(MeasurePlan {
                 name: name.clone(),
@@ -627,13 +828,37 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
                 expr: src.to_string(),
             });
         }
-        l.expr(&format!("{key}.condition"), &r.condition, &mscope, Some(ColType::Bool));
+        l.expr(
+            &format!("{key}.condition"),
+            &r.condition,
+            &mscope,
+            Some(ColType::Bool),
+        );
         let a = &r.action;
         l.one_of(&format!("{key}.action.owner"), &a.owner, OWNERS, "owner");
-        l.one_of(&format!("{key}.action.action_type"), &a.action_type, ACTION_TYPES, "action type");
-        l.one_of(&format!("{key}.action.value_category"), &a.value_category, VALUE_CATEGORIES, "value category");
-        l.expr(&format!("{key}.action.value"), &a.value, &mscope, Some(ColType::Num));
-        let (medium, high) = a.severity.as_ref().map(|s| (s.medium, s.high)).unwrap_or((10.0, 100.0));
+        l.one_of(
+            &format!("{key}.action.action_type"),
+            &a.action_type,
+            ACTION_TYPES,
+            "action type",
+        );
+        l.one_of(
+            &format!("{key}.action.value_category"),
+            &a.value_category,
+            VALUE_CATEGORIES,
+            "value category",
+        );
+        l.expr(
+            &format!("{key}.action.value"),
+            &a.value,
+            &mscope,
+            Some(ColType::Num),
+        );
+        let (medium, high) = a
+            .severity
+            .as_ref()
+            .map(|s| (s.medium, s.high))
+            .unwrap_or((10.0, 100.0));
         rules.push(RulePlan {
             id: r.id,
             description: r.description,
@@ -654,14 +879,23 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     // Sinks: exactly one Parquet sink for now.
     let mut sink = None;
     if raw.sinks.len() != 1 {
-        l.at("sinks", format!("exactly one sink is supported, found {}", raw.sinks.len()), None);
+        l.at(
+            "sinks",
+            format!("exactly one sink is supported, found {}", raw.sinks.len()),
+            None,
+        );
     }
     for (i, v) in raw.sinks.into_iter().enumerate() {
         let key = format!("sinks[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["parquet"], "sink type") else { continue };
+        let Some(ty) = take_type(&mut l, &key, &v, &["parquet"], "sink type") else {
+            continue;
+        };
         if ty == "parquet" {
             if let Some(p) = l.de::<RawParquetSink>(&key, strip_type(v), PARQUET_KEYS) {
-                let tables = p.tables.clone().unwrap_or_else(|| TABLES.iter().map(|s| s.to_string()).collect());
+                let tables = p
+                    .tables
+                    .clone()
+                    .unwrap_or_else(|| TABLES.iter().map(|s| s.to_string()).collect());
                 for (j, t) in tables.iter().enumerate() {
                     l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
                 }
@@ -669,7 +903,11 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
                     Some(s) => match units::parse_size_bytes(s) {
                         Ok(b) => b,
                         Err(e) => {
-                            l.at_value(&format!("{key}.roll_size"), e, Some(units::SIZE_HINT.into()));
+                            l.at_value(
+                                &format!("{key}.roll_size"),
+                                e,
+                                Some(units::SIZE_HINT.into()),
+                            );
                             0
                         }
                     },
@@ -722,9 +960,19 @@ fn validate_text(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) 
     })
 }
 
-fn take_type(l: &mut Loader<'_>, key: &str, v: &toml::Value, allowed: &[&str], what: &str) -> Option<String> {
+fn take_type(
+    l: &mut Loader<'_>,
+    key: &str,
+    v: &toml::Value,
+    allowed: &[&str],
+    what: &str,
+) -> Option<String> {
     let Some(t) = v.as_table() else {
-        l.at_value(key, format!("wrong type: {}, expected a table", v.type_str()), None);
+        l.at_value(
+            key,
+            format!("wrong type: {}, expected a table", v.type_str()),
+            None,
+        );
         return None;
     };
     match t.get("type").and_then(|t| t.as_str()) {
@@ -734,7 +982,11 @@ fn take_type(l: &mut Loader<'_>, key: &str, v: &toml::Value, allowed: &[&str], w
             None
         }
         None => {
-            l.at(key, format!("missing key `type` in `{key}`"), Some(format!("one of: {}", allowed.join(", "))));
+            l.at(
+                key,
+                format!("missing key `type` in `{key}`"),
+                Some(format!("one of: {}", allowed.join(", "))),
+            );
             None
         }
     }

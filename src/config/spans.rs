@@ -32,7 +32,10 @@ impl SpanIndex {
 
     /// The value's span for a path (falls back like [`lookup`](Self::lookup)).
     pub fn value(&self, path: &str) -> Range<usize> {
-        self.values.get(path).cloned().unwrap_or_else(|| self.lookup(path))
+        self.values
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| self.lookup(path))
     }
 }
 
@@ -92,13 +95,17 @@ fn convert_value(
             let parsed = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).unwrap_or(0);
             toml::Value::Integer(parsed)
         }
-        DeValue::Float(f) => toml::Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
+        DeValue::Float(f) => {
+            toml::Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN))
+        }
         DeValue::Boolean(b) => toml::Value::Boolean(*b),
         DeValue::Datetime(d) => toml::Value::Datetime(*d),
         DeValue::Array(a) => toml::Value::Array(
             a.iter()
                 .enumerate()
-                .map(|(i, item)| convert_value(item, &format!("{path}[{i}]"), index, lookup, errors))
+                .map(|(i, item)| {
+                    convert_value(item, &format!("{path}[{i}]"), index, lookup, errors)
+                })
                 .collect(),
         ),
         DeValue::Table(t) => toml::Value::Table(convert_table(t, path, index, lookup, errors)),

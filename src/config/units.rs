@@ -4,7 +4,9 @@
 /// Parses a duration string into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: u64 = num
         .replace('_', "")
@@ -25,7 +27,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 /// Parses a size string into bytes.
 pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: u64 = num
         .replace('_', "")
@@ -45,7 +49,8 @@ pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
 }
 
 pub const DURATION_HINT: &str = "write a number with a unit: `500ms`, `5s`, `1m`, `2h` or `1d`";
-pub const SIZE_HINT: &str = "write a number with a unit: `64KiB`, `128MiB`, `1GiB` (or plain bytes)";
+pub const SIZE_HINT: &str =
+    "write a number with a unit: `64KiB`, `128MiB`, `1GiB` (or plain bytes)";
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,10 @@
 //!
 //! # Time
 //! Timely time is a `u64`: the global watermark in epoch milliseconds, rounded
-//! down to the window size (the *epoch*). A row is sent at the epoch of the
-//! watermark at its arrival, so "on time" means "time < window end" exactly.
+//! down to the window size, plus one (the *epoch*). A row is sent at the epoch
+//! of the watermark at its arrival, so "on time" means "time < window end"
+//! exactly, and a window emitted at its end time is complete once the input
+//! reaches the epoch just after it.
 //! Context changes between two epochs take the next free millisecond after the
 //! current time (an epoch has `size - 1` of them), so they flush at once
 //! without closing any window.
@@ -48,6 +50,8 @@ struct State {
     /// Latest epoch per source; `None` once the source has ended.
     source_epochs: Vec<Option<u64>>,
     ended: bool,
+    /// Updates were sent at `time` since it was last advanced.
+    dirty: bool,
 }
 
 /// Orders and distributes source output to the workers.
@@ -60,7 +64,12 @@ pub struct Ingest {
 
 impl Ingest {
     /// A bridge for `workers` workers and `sources` sources; returns one receiver per worker.
-    pub fn new(workers: usize, sources: usize, epoch_ms: u64, capacity: usize) -> (Arc<Ingest>, Vec<Receiver<WorkerMsg>>) {
+    pub fn new(
+        workers: usize,
+        sources: usize,
+        epoch_ms: u64,
+        capacity: usize,
+    ) -> (Arc<Ingest>, Vec<Receiver<WorkerMsg>>) {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..workers {
@@ -74,6 +83,7 @@ impl Ingest {
                 rr: 0,
                 source_epochs: vec![Some(0); sources],
                 ended: sources == 0,
+                dirty: false,
             }),
             senders,
             threads: Mutex::new(vec![None; workers]),
@@ -82,10 +92,12 @@ impl Ingest {
         (Arc::new(ingest), receivers)
     }
 
-    /// The epoch (timely time) of an event-time watermark.
+    /// The epoch (timely time) of an event-time watermark: one past the last
+    /// window boundary it passed, so that the windows ending at that boundary
+    /// (emitted at the boundary time) are complete as soon as the input gets here.
     pub fn epoch_of(&self, watermark_ms: i64) -> u64 {
         let w = watermark_ms.max(0) as u64;
-        w - w % self.epoch_ms
+        w - w % self.epoch_ms + 1
     }
 
     /// Registers worker `index`'s thread so sends can unpark it.
@@ -121,6 +133,7 @@ impl Ingest {
         if let Some(m) = min {
             if m > st.time {
                 st.time = m;
+                st.dirty = false;
                 self.broadcast_advance(m);
             }
         }
@@ -142,24 +155,41 @@ impl Ingest {
         let w = st.rr % self.senders.len();
         st.rr += 1;
         let time = st.time;
+        st.dirty = true;
         self.send(w, WorkerMsg::Samples { time, rows });
     }
 
-    /// Applies a context change now (at the next free time inside the current epoch).
+    /// Applies a context change now, at the current time, then moves to the
+    /// next free time inside the epoch so the corrections it causes complete.
     pub fn context(&self, change: ContextChange) {
         let mut st = self.lock();
         if st.ended {
             return;
         }
+        let time = st.time;
+        self.send(0, WorkerMsg::Context { time, change });
+        st.dirty = true;
+        self.settle_locked(&mut st);
+    }
+
+    /// Completes the current time when updates were sent at it: advances one
+    /// millisecond (never onto a window boundary), so corrections from late
+    /// rows or context changes flush while the source is idle.
+    pub fn settle(&self) {
+        let mut st = self.lock();
+        self.settle_locked(&mut st);
+    }
+
+    fn settle_locked(&self, st: &mut State) {
+        if st.ended || !st.dirty {
+            return;
+        }
         let next = st.time + 1;
         if next % self.epoch_ms != 0 {
             st.time = next;
-            for w in 1..self.senders.len() {
-                self.send(w, WorkerMsg::Advance(next));
-            }
+            st.dirty = false;
+            self.broadcast_advance(next);
         }
-        let time = st.time;
-        self.send(0, WorkerMsg::Context { time, change });
     }
 
     /// Source `source` has ended; when all have, the workers are told to finish.

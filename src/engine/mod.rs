@@ -36,8 +36,8 @@ use crate::model::{ActionRow, AssetRow, Enriched, Sample, TagId, F64};
 use crate::sinks::SinkBatch;
 use crate::sources::context::Interval;
 use crate::value::rules::Compiled;
-use bridge::{ContextChange, WorkerMsg};
 pub use bridge::Ingest;
+use bridge::{ContextChange, WorkerMsg};
 use output::Versioned;
 pub use window::Geometry;
 
@@ -92,7 +92,11 @@ impl TagRegistry {
     }
 
     pub fn get(&self, tag: &str) -> Option<TagId> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(tag).copied()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tag)
+            .copied()
     }
 
     /// A read view for looking up many tags at once.
@@ -141,9 +145,15 @@ impl Inputs {
                     self.assets.update((id, a), r);
                 }
             }
-            ContextChange::Tariff(rows) => rows.into_iter().for_each(|(x, r)| self.tariff.update(x, r)),
-            ContextChange::Production(rows) => rows.into_iter().for_each(|(x, r)| self.production.update(x, r)),
-            ContextChange::Maintenance(rows) => rows.into_iter().for_each(|(x, r)| self.maintenance.update(x, r)),
+            ContextChange::Tariff(rows) => {
+                rows.into_iter().for_each(|(x, r)| self.tariff.update(x, r))
+            }
+            ContextChange::Production(rows) => rows
+                .into_iter()
+                .for_each(|(x, r)| self.production.update(x, r)),
+            ContextChange::Maintenance(rows) => rows
+                .into_iter()
+                .for_each(|(x, r)| self.maintenance.update(x, r)),
         }
     }
 }
@@ -181,7 +191,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         sink,
         geometry: geo,
     } = args;
-    let receivers = Arc::new(Mutex::new(receivers.into_iter().map(Some).collect::<Vec<_>>()));
+    let receivers = Arc::new(Mutex::new(
+        receivers.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let sink = Arc::new(Mutex::new(sink));
     let initial = Arc::new(initial);
     let config = if workers <= 1 {
@@ -213,7 +225,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
 
             let priced = windows
                 .join(assets)
-                .map(|(tag, (win, asset))| ((win.window_start.div_euclid(3_600_000).rem_euclid(24)) as u32, (tag, win, asset)))
+                .map(|(tag, (win, asset))| {
+                    (
+                        (win.window_start.div_euclid(3_600_000).rem_euclid(24)) as u32,
+                        (tag, win, asset),
+                    )
+                })
                 .join(tariff)
                 .map(|(_hour, ((tag, win, asset), price))| {
                     let key = (asset.line.clone(), win.window_start);
@@ -230,23 +247,33 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         },
                     )
                 });
-            let running = prod.flat_map(move |iv| covered(&iv, size)).distinct().map(|(k, ())| k);
+            let running = prod
+                .flat_map(move |iv| covered(&iv, size))
+                .distinct()
+                .map(|(k, ())| k);
             let producing = priced.clone().semijoin(running.clone()).map(|(_, mut e)| {
                 e.producing = true;
                 e
             });
             let idle = priced.antijoin(running).map(|(_, e)| e);
-            let by_asset = producing.concat(idle).map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
-            let down = maint.flat_map(move |iv| covered(&iv, size)).distinct().map(|(k, ())| k);
+            let by_asset = producing
+                .concat(idle)
+                .map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
+            let down = maint
+                .flat_map(move |iv| covered(&iv, size))
+                .distinct()
+                .map(|(k, ())| k);
             let in_maint = by_asset.clone().semijoin(down.clone()).map(|(_, mut e)| {
                 e.in_maintenance = true;
                 e
             });
             let c1 = compiled.clone();
-            let enriched = in_maint.concat(by_asset.antijoin(down).map(|(_, e)| e)).map(move |mut e| {
-                c1.derive(&mut e);
-                e
-            });
+            let enriched = in_maint
+                .concat(by_asset.antijoin(down).map(|(_, e)| e))
+                .map(move |mut e| {
+                    c1.derive(&mut e);
+                    e
+                });
 
             let c2 = compiled.clone();
             let c3 = compiled.clone();
@@ -284,10 +311,22 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         };
         if index == 0 {
             let init = initial.as_ref().clone();
-            inputs.apply(ContextChange::Assets(init.assets.into_iter().map(|a| (a, 1)).collect()), &tags);
-            inputs.apply(ContextChange::Tariff(init.tariff.into_iter().map(|a| (a, 1)).collect()), &tags);
-            inputs.apply(ContextChange::Production(init.production.into_iter().map(|a| (a, 1)).collect()), &tags);
-            inputs.apply(ContextChange::Maintenance(init.maintenance.into_iter().map(|a| (a, 1)).collect()), &tags);
+            inputs.apply(
+                ContextChange::Assets(init.assets.into_iter().map(|a| (a, 1)).collect()),
+                &tags,
+            );
+            inputs.apply(
+                ContextChange::Tariff(init.tariff.into_iter().map(|a| (a, 1)).collect()),
+                &tags,
+            );
+            inputs.apply(
+                ContextChange::Production(init.production.into_iter().map(|a| (a, 1)).collect()),
+                &tags,
+            );
+            inputs.apply(
+                ContextChange::Maintenance(init.maintenance.into_iter().map(|a| (a, 1)).collect()),
+                &tags,
+            );
         }
         let max_lag = 2 * geo.size_ms as u64;
         loop {
@@ -322,7 +361,11 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             if finished {
                 break;
             }
-            worker.step_or_park(if progressed { Some(Duration::ZERO) } else { Some(Duration::from_millis(5)) });
+            worker.step_or_park(if progressed {
+                Some(Duration::ZERO)
+            } else {
+                Some(Duration::from_millis(5))
+            });
         }
         drop(inputs);
         while worker.step_or_park(Some(Duration::from_millis(1))) {}

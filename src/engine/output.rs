@@ -29,8 +29,12 @@ pub trait Versioned: Clone + Ord + 'static {
 }
 
 /// Attaches revisions and hands complete rows to `emit` (which must not block).
-pub fn revisions<'s, D, F>(stream: Stream<'s, u64, Vec<(D, u64, isize)>>, name: &str, geo: Geometry, mut emit: F)
-where
+pub fn revisions<'s, D, F>(
+    stream: Stream<'s, u64, Vec<(D, u64, isize)>>,
+    name: &str,
+    geo: Geometry,
+    mut emit: F,
+) where
     D: Versioned + timely::ExchangeData,
     F: FnMut(Vec<(D, i64)>) + 'static,
 {

@@ -97,118 +97,136 @@ impl Geometry {
 type Update = ((TagId, WindowAgg), u64, isize);
 
 /// Builds the window operator over a stream of samples.
-pub fn window<'s>(samples: Stream<'s, u64, Vec<Sample>>, geo: Geometry, name: &str) -> Stream<'s, u64, Vec<Update>> {
+pub fn window<'s>(
+    samples: Stream<'s, u64, Vec<Sample>>,
+    geo: Geometry,
+    name: &str,
+) -> Stream<'s, u64, Vec<Update>> {
     let exchange = Exchange::new(|s: &Sample| s.tag as u64);
-    samples.unary_frontier::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(exchange, name, move |cap, _info| {
-        let mut cap = Some(cap);
-        // Open windows by end time.
-        let mut open: BTreeMap<i64, HashMap<TagId, Acc>> = BTreeMap::new();
-        // Late rows by their time, processed once the frontier reaches it.
-        let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
-        // Emitted windows that may still be corrected, and their expiry.
-        let mut closed: HashMap<(TagId, i64), Acc> = HashMap::new();
-        let mut expiry: BTreeMap<i64, Vec<(TagId, i64)>> = BTreeMap::new();
+    samples.unary_frontier::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(
+        exchange,
+        name,
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            // Open windows by end time.
+            let mut open: BTreeMap<i64, HashMap<TagId, Acc>> = BTreeMap::new();
+            // Late rows by their time, processed once the frontier reaches it.
+            let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+            // Emitted windows that may still be corrected, and their expiry.
+            let mut closed: HashMap<(TagId, i64), Acc> = HashMap::new();
+            let mut expiry: BTreeMap<i64, Vec<(TagId, i64)>> = BTreeMap::new();
 
-        move |(input, frontier), output| {
-            input.for_each_stamp(|stamp, data| {
-                let t = stamp.least().copied().unwrap_or(0);
-                for batch in data {
-                    for s in batch.drain(..) {
-                        let start = geo.start_of(s.ts);
-                        let end = start + geo.size_ms;
-                        if (t as i64) < end {
-                            open.entry(end)
+            move |(input, frontier), output| {
+                input.for_each_stamp(|stamp, data| {
+                    let t = stamp.least().copied().unwrap_or(0);
+                    for batch in data {
+                        for s in batch.drain(..) {
+                            let start = geo.start_of(s.ts);
+                            let end = start + geo.size_ms;
+                            if (t as i64) < end {
+                                open.entry(end)
+                                    .or_default()
+                                    .entry(s.tag)
+                                    .and_modify(|a| a.add(&s))
+                                    .or_insert_with(|| Acc::new(&s));
+                            } else {
+                                late.entry(t).or_default().push(s);
+                            }
+                        }
+                    }
+                });
+
+                let Some(c) = cap.as_mut() else { return };
+                let f = frontier.frontier().iter().min().copied();
+                let done = |time: u64| f.is_none_or(|f| time <= f);
+
+                // Events in time order: window closes at their end, late rows at their time,
+                // expiries at theirs. Closes before late rows of the same time.
+                loop {
+                    let next_close = open.keys().next().copied().filter(|e| done(*e as u64));
+                    let next_late = late.keys().next().copied().filter(|t| done(*t));
+                    let (close_first, time) = match (next_close, next_late) {
+                        (Some(e), Some(t)) if (e as u64) <= t => (true, e as u64),
+                        (Some(e), None) => (true, e as u64),
+                        (_, Some(t)) => (false, t),
+                        (None, None) => break,
+                    };
+                    let at = c.delayed(&time.max(*c.time()));
+                    let tt = *at.time();
+                    let mut session = output.session(&at);
+                    if close_first {
+                        let end = time as i64;
+                        let windows = open.remove(&end).unwrap_or_default();
+                        let start = end - geo.size_ms;
+                        let mut keys: Vec<_> = windows.into_iter().collect();
+                        keys.sort_by_key(|(tag, _)| *tag);
+                        for (tag, acc) in keys {
+                            session.give(((tag, acc.agg(start, geo.size_ms)), tt, 1));
+                            expiry
+                                .entry(geo.retract_at(end))
                                 .or_default()
-                                .entry(s.tag)
-                                .and_modify(|a| a.add(&s))
-                                .or_insert_with(|| Acc::new(&s));
-                        } else {
-                            late.entry(t).or_default().push(s);
+                                .push((tag, start));
+                            closed.insert((tag, start), acc);
+                        }
+                    } else {
+                        let rows = late.remove(&time).unwrap_or_default();
+                        let mut before: BTreeMap<(TagId, i64), Option<WindowAgg>> = BTreeMap::new();
+                        for s in &rows {
+                            let start = geo.start_of(s.ts);
+                            let key = (s.tag, start);
+                            before.entry(key).or_insert_with(|| {
+                                closed.get(&key).map(|a| a.agg(start, geo.size_ms))
+                            });
+                            match closed.get_mut(&key) {
+                                Some(acc) => acc.add(s),
+                                None => {
+                                    closed.insert(key, Acc::new(s));
+                                    expiry
+                                        .entry(geo.retract_at(start + geo.size_ms))
+                                        .or_default()
+                                        .push(key);
+                                }
+                            }
+                        }
+                        for ((tag, start), old) in before {
+                            if let Some(old) = old {
+                                session.give(((tag, old), tt, -1));
+                            }
+                            let new = closed[&(tag, start)].agg(start, geo.size_ms);
+                            session.give(((tag, new), tt, 1));
                         }
                     }
                 }
-            });
 
-            let Some(c) = cap.as_mut() else { return };
-            let f = frontier.frontier().iter().min().copied();
-            let done = |time: u64| f.is_none_or(|f| time <= f);
-
-            // Events in time order: window closes at their end, late rows at their time,
-            // expiries at theirs. Closes before late rows of the same time.
-            loop {
-                let next_close = open.keys().next().copied().filter(|e| done(*e as u64));
-                let next_late = late.keys().next().copied().filter(|t| done(*t));
-                let (close_first, time) = match (next_close, next_late) {
-                    (Some(e), Some(t)) if (e as u64) <= t => (true, e as u64),
-                    (Some(e), None) => (true, e as u64),
-                    (_, Some(t)) => (false, t),
-                    (None, None) => break,
-                };
-                let at = c.delayed(&time.max(*c.time()));
-                let tt = *at.time();
-                let mut session = output.session(&at);
-                if close_first {
-                    let end = time as i64;
-                    let windows = open.remove(&end).unwrap_or_default();
-                    let start = end - geo.size_ms;
-                    let mut keys: Vec<_> = windows.into_iter().collect();
-                    keys.sort_by_key(|(tag, _)| *tag);
-                    for (tag, acc) in keys {
-                        session.give(((tag, acc.agg(start, geo.size_ms)), tt, 1));
-                        expiry.entry(geo.retract_at(end)).or_default().push((tag, start));
-                        closed.insert((tag, start), acc);
-                    }
-                } else {
-                    let rows = late.remove(&time).unwrap_or_default();
-                    let mut before: BTreeMap<(TagId, i64), Option<WindowAgg>> = BTreeMap::new();
-                    for s in &rows {
-                        let start = geo.start_of(s.ts);
-                        let key = (s.tag, start);
-                        before
-                            .entry(key)
-                            .or_insert_with(|| closed.get(&key).map(|a| a.agg(start, geo.size_ms)));
-                        match closed.get_mut(&key) {
-                            Some(acc) => acc.add(s),
-                            None => {
-                                closed.insert(key, Acc::new(s));
-                                expiry.entry(geo.retract_at(start + geo.size_ms)).or_default().push(key);
+                match f {
+                    Some(f) => {
+                        // Retract windows past retention (only while input continues).
+                        while let Some((&at, _)) = expiry.first_key_value() {
+                            if at as u64 > f {
+                                break;
+                            }
+                            let keys = expiry.remove(&at).unwrap_or_default();
+                            let when = c.delayed(&(at as u64).max(*c.time()));
+                            let mut session = output.session(&when);
+                            for (tag, start) in keys {
+                                if let Some(acc) = closed.remove(&(tag, start)) {
+                                    session.give((
+                                        (tag, acc.agg(start, geo.size_ms)),
+                                        *when.time(),
+                                        -1,
+                                    ));
+                                }
                             }
                         }
-                    }
-                    for ((tag, start), old) in before {
-                        if let Some(old) = old {
-                            session.give(((tag, old), tt, -1));
+                        if f > *c.time() {
+                            c.downgrade(&f);
                         }
-                        let new = closed[&(tag, start)].agg(start, geo.size_ms);
-                        session.give(((tag, new), tt, 1));
+                    }
+                    None => {
+                        cap = None;
                     }
                 }
             }
-
-            match f {
-                Some(f) => {
-                    // Retract windows past retention (only while input continues).
-                    while let Some((&at, _)) = expiry.first_key_value() {
-                        if at as u64 > f {
-                            break;
-                        }
-                        let keys = expiry.remove(&at).unwrap_or_default();
-                        let when = c.delayed(&(at as u64).max(*c.time()));
-                        let mut session = output.session(&when);
-                        for (tag, start) in keys {
-                            if let Some(acc) = closed.remove(&(tag, start)) {
-                                session.give(((tag, acc.agg(start, geo.size_ms)), *when.time(), -1));
-                            }
-                        }
-                    }
-                    if f > *c.time() {
-                        c.downgrade(&f);
-                    }
-                }
-                None => {
-                    cap = None;
-                }
-            }
-        }
-    })
+        },
+    )
 }

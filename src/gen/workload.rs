@@ -95,7 +95,11 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
     for i in 0..p.tags {
         let a = i / 2;
         let power = i % 2 == 0;
-        let name = format!("{}/{}", assets[a].name, if power { "power_kw" } else { "aux_kw" });
+        let name = format!(
+            "{}/{}",
+            assets[a].name,
+            if power { "power_kw" } else { "aux_kw" }
+        );
         let phase = rng.random_range(0..1000);
         tags.push((a, power, name, phase));
     }
@@ -106,7 +110,11 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
         let asset = &assets[*a];
         let site = lines[asset.line].split('/').next().unwrap_or("site1");
         let kind = KINDS[(*a * 7 + p.seed as usize) % KINDS.len()];
-        writeln!(w, "{name},{},{site},{},{kind},{:.3}", asset.name, lines[asset.line], asset.standby_kw)?;
+        writeln!(
+            w,
+            "{name},{},{site},{},{kind},{:.3}",
+            asset.name, lines[asset.line], asset.standby_kw
+        )?;
     }
     w.flush()?;
 

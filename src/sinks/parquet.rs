@@ -16,7 +16,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -135,7 +138,11 @@ fn bool_col(vals: impl Iterator<Item = bool>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-fn aggregates_batch(schema: &SchemaRef, rows: &[&(Enriched, i64)], metrics: &[MetricPlan]) -> Result<RecordBatch, String> {
+fn aggregates_batch(
+    schema: &SchemaRef,
+    rows: &[&(Enriched, i64)],
+    metrics: &[MetricPlan],
+) -> Result<RecordBatch, String> {
     let mut cols: Vec<ArrayRef> = vec![
         str_col(rows.iter().map(|(e, _)| e.asset.site.as_str())),
         str_col(rows.iter().map(|(e, _)| e.asset.line.as_str())),
@@ -190,10 +197,16 @@ fn aggregates_batch(schema: &SchemaRef, rows: &[&(Enriched, i64)], metrics: &[Me
         cols.push(col);
     }
     cols.push(i64_col(rows.iter().map(|(_, r)| *r)));
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building an aggregates batch: {e}"))
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an aggregates batch: {e}"))
 }
 
-fn actions_batch(schema: &SchemaRef, rows: &[&(ActionRow, i64)], dataflow: &str, currency: &str) -> Result<RecordBatch, String> {
+fn actions_batch(
+    schema: &SchemaRef,
+    rows: &[&(ActionRow, i64)],
+    dataflow: &str,
+    currency: &str,
+) -> Result<RecordBatch, String> {
     let cols: Vec<ArrayRef> = vec![
         str_col(rows.iter().map(|(a, _)| a.action_id.as_str())),
         str_col(rows.iter().map(|_| dataflow)),
@@ -213,7 +226,8 @@ fn actions_batch(schema: &SchemaRef, rows: &[&(ActionRow, i64)], dataflow: &str,
         str_col(rows.iter().map(|(a, _)| a.evidence.as_str())),
         i64_col(rows.iter().map(|(_, r)| *r)),
     ];
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building an actions batch: {e}"))
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an actions batch: {e}"))
 }
 
 fn dead_letter_batch(schema: &SchemaRef, rows: &[&DeadLetter]) -> Result<RecordBatch, String> {
@@ -223,7 +237,8 @@ fn dead_letter_batch(schema: &SchemaRef, rows: &[&DeadLetter]) -> Result<RecordB
         str_col(rows.iter().map(|d| d.reason.as_str())),
         str_col(rows.iter().map(|d| d.raw.as_str())),
     ];
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a dead_letter batch: {e}"))
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building a dead_letter batch: {e}"))
 }
 
 struct OpenFile {
@@ -258,7 +273,13 @@ pub struct ParquetWriter {
 }
 
 impl ParquetWriter {
-    pub fn new(plan: ParquetPlan, dataflow: &str, currency: &str, metrics: Vec<MetricPlan>, stats: Arc<Stats>) -> ParquetWriter {
+    pub fn new(
+        plan: ParquetPlan,
+        dataflow: &str,
+        currency: &str,
+        metrics: Vec<MetricPlan>,
+        stats: Arc<Stats>,
+    ) -> ParquetWriter {
         let mut schemas = HashMap::new();
         schemas.insert("aggregates".to_string(), aggregates_schema(&metrics));
         schemas.insert("actions".to_string(), actions_schema());
@@ -291,7 +312,10 @@ impl ParquetWriter {
                 }
                 let mut parts: BTreeMap<String, Vec<&(Enriched, i64)>> = BTreeMap::new();
                 for r in &rows {
-                    parts.entry(date_of(r.0.win.window_start)).or_default().push(r);
+                    parts
+                        .entry(date_of(r.0.win.window_start))
+                        .or_default()
+                        .push(r);
                 }
                 for (date, rs) in parts {
                     let b = aggregates_batch(&self.schemas["aggregates"], &rs, &self.metrics)?;
@@ -300,7 +324,11 @@ impl ParquetWriter {
             }
             SinkBatch::Actions(rows) => {
                 for r in &rows {
-                    let e = self.report.actions.entry(r.0.action_id.clone()).or_insert_with(|| r.clone());
+                    let e = self
+                        .report
+                        .actions
+                        .entry(r.0.action_id.clone())
+                        .or_insert_with(|| r.clone());
                     if r.1 >= e.1 {
                         *e = r.clone();
                     }
@@ -313,7 +341,12 @@ impl ParquetWriter {
                     parts.entry(date_of(r.0.period_start)).or_default().push(r);
                 }
                 for (date, rs) in parts {
-                    let b = actions_batch(&self.schemas["actions"], &rs, &self.dataflow, &self.currency)?;
+                    let b = actions_batch(
+                        &self.schemas["actions"],
+                        &rs,
+                        &self.dataflow,
+                        &self.currency,
+                    )?;
                     self.append("actions", &date, b)?;
                 }
             }
@@ -343,7 +376,9 @@ impl ParquetWriter {
         let n = batch.num_rows() as u64;
         *self.report.rows.entry(table.to_string()).or_default() += n;
         let f = self.open.get_mut(&key).expect("inserted above");
-        f.writer.write(&batch).map_err(|e| format!("writing {}: {e}", f.tmp.display()))?;
+        f.writer
+            .write(&batch)
+            .map_err(|e| format!("writing {}: {e}", f.tmp.display()))?;
         f.rows += n;
         let size = (f.writer.bytes_written() + f.writer.in_progress_size()) as u64;
         if f.rows >= self.plan.roll_rows || size >= self.plan.roll_bytes {
@@ -354,12 +389,14 @@ impl ParquetWriter {
 
     fn create(&mut self, table: &str, date: &str) -> Result<OpenFile, String> {
         let dir = self.plan.path.join(table).join(format!("date={date}"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         self.seq += 1;
         let name = format!("part-{}-{:05}.parquet", self.run_id, self.seq);
         let target = dir.join(&name);
         let tmp = dir.join(format!(".{name}.inprogress"));
-        let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let file =
+            File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(self.plan.row_group_rows))
@@ -377,9 +414,16 @@ impl ParquetWriter {
 
     fn commit(&mut self, key: &(String, String)) -> Result<(), String> {
         if let Some(f) = self.open.remove(key) {
-            f.writer.close().map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
-            std::fs::rename(&f.tmp, &f.target)
-                .map_err(|e| format!("renaming {} to {}: {e}", f.tmp.display(), f.target.display()))?;
+            f.writer
+                .close()
+                .map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
+            std::fs::rename(&f.tmp, &f.target).map_err(|e| {
+                format!(
+                    "renaming {} to {}: {e}",
+                    f.tmp.display(),
+                    f.target.display()
+                )
+            })?;
             self.report.files.push(f.target);
         }
         Ok(())
@@ -419,7 +463,10 @@ impl ParquetWriter {
 }
 
 /// The writer loop: runs until every sender is gone, then commits all files.
-pub fn run_writer(rx: Receiver<SinkBatch>, mut writer: ParquetWriter) -> Result<WriterReport, String> {
+pub fn run_writer(
+    rx: Receiver<SinkBatch>,
+    mut writer: ParquetWriter,
+) -> Result<WriterReport, String> {
     let tick = Duration::from_millis(100);
     loop {
         match rx.recv_timeout(tick) {

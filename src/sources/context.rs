@@ -12,7 +12,9 @@ use crate::model::{AssetRow, Scalar, F64};
 use crate::value::expr::ColType;
 
 /// A production run (half-open `[start_ms, end_ms)`) or a maintenance window.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Interval {
     /// Line (production) or asset (maintenance).
     pub key: String,
@@ -38,9 +40,13 @@ fn headers(r: &mut csv::Reader<std::fs::File>, path: &Path) -> Result<Vec<String
 fn require(cols: &[String], need: &[&str], path: &Path) -> Result<Vec<usize>, String> {
     need.iter()
         .map(|n| {
-            cols.iter()
-                .position(|c| c == n)
-                .ok_or_else(|| format!("`{}` has no `{n}` column (header: {})", path.display(), cols.join(",")))
+            cols.iter().position(|c| c == n).ok_or_else(|| {
+                format!(
+                    "`{}` has no `{n}` column (header: {})",
+                    path.display(),
+                    cols.join(",")
+                )
+            })
         })
         .collect()
 }
@@ -80,19 +86,32 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
     let idx = require(&cols, crate::config::ASSET_COLUMNS, path)?;
     let extra_idx: Vec<usize> = extra
         .iter()
-        .map(|(n, _)| cols.iter().position(|c| c == n).ok_or_else(|| format!("`{}` lost its `{n}` column", path.display())))
+        .map(|(n, _)| {
+            cols.iter()
+                .position(|c| c == n)
+                .ok_or_else(|| format!("`{}` lost its `{n}` column", path.display()))
+        })
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
         let get = |i: usize| rec.get(idx[i]).unwrap_or("").to_string();
-        let standby: f64 = get(5)
-            .parse()
-            .map_err(|_| format!("`{}` line {}: standby_kw `{}` is not a number", path.display(), line + 2, get(5)))?;
+        let standby: f64 = get(5).parse().map_err(|_| {
+            format!(
+                "`{}` line {}: standby_kw `{}` is not a number",
+                path.display(),
+                line + 2,
+                get(5)
+            )
+        })?;
         let tag = get(0);
         if seen.insert(tag.clone(), line).is_some() {
-            return Err(format!("`{}` line {}: tag `{tag}` is listed twice", path.display(), line + 2));
+            return Err(format!(
+                "`{}` line {}: tag `{tag}` is listed twice",
+                path.display(),
+                line + 2
+            ));
         }
         let extra = extra
             .iter()
@@ -137,7 +156,11 @@ pub fn load_tariff(path: &Path) -> Result<Vec<(u32, F64)>, String> {
                 .ok_or_else(|| format!("`{}` line {line}: `{s}` is not a number", path.display()))
         };
         let (a, b, p) = (num(0)?, num(1)?, num(2)?);
-        if a.fract() != 0.0 || b.fract() != 0.0 || !(0.0..24.0).contains(&a) || !(a < b && b <= 24.0) {
+        if a.fract() != 0.0
+            || b.fract() != 0.0
+            || !(0.0..24.0).contains(&a)
+            || !(a < b && b <= 24.0)
+        {
             return Err(format!(
                 "`{}` line {line}: hours must be whole with 0 <= start_hour < end_hour <= 24, got {a}..{b}",
                 path.display()
@@ -145,7 +168,10 @@ pub fn load_tariff(path: &Path) -> Result<Vec<(u32, F64)>, String> {
         }
         for h in a as usize..b as usize {
             if hours[h].is_some() {
-                return Err(format!("`{}` line {line}: hour {h} is covered twice (overlapping periods)", path.display()));
+                return Err(format!(
+                    "`{}` line {line}: hour {h} is covered twice (overlapping periods)",
+                    path.display()
+                ));
             }
             hours[h] = Some(p);
         }
@@ -157,9 +183,17 @@ pub fn load_tariff(path: &Path) -> Result<Vec<(u32, F64)>, String> {
         .map(|(h, _)| h.to_string())
         .collect();
     if !missing.is_empty() {
-        return Err(format!("`{}`: no price for hour(s) {} (gap in the tariff)", path.display(), missing.join(", ")));
+        return Err(format!(
+            "`{}`: no price for hour(s) {} (gap in the tariff)",
+            path.display(),
+            missing.join(", ")
+        ));
     }
-    Ok(hours.into_iter().enumerate().map(|(h, p)| (h as u32, F64(p.unwrap_or(0.0)))).collect())
+    Ok(hours
+        .into_iter()
+        .enumerate()
+        .map(|(h, p)| (h as u32, F64(p.unwrap_or(0.0))))
+        .collect())
 }
 
 /// Loads intervals keyed by `key_col` (`line` for production, `asset` for maintenance).
@@ -173,12 +207,19 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
         let line = line + 2;
         let int = |i: usize| -> Result<i64, String> {
             let s = rec.get(idx[i]).unwrap_or("");
-            s.parse::<i64>()
-                .map_err(|_| format!("`{}` line {line}: `{s}` is not epoch milliseconds", path.display()))
+            s.parse::<i64>().map_err(|_| {
+                format!(
+                    "`{}` line {line}: `{s}` is not epoch milliseconds",
+                    path.display()
+                )
+            })
         };
         let (start_ms, end_ms) = (int(1)?, int(2)?);
         if end_ms < start_ms {
-            return Err(format!("`{}` line {line}: end_ms is before start_ms", path.display()));
+            return Err(format!(
+                "`{}` line {line}: end_ms is before start_ms",
+                path.display()
+            ));
         }
         out.push(Interval {
             key: rec.get(idx[0]).unwrap_or("").to_string(),

@@ -85,7 +85,14 @@ impl Normalizer {
     }
 
     /// Parses and accepts one text row.
-    pub fn text_row(&mut self, ts: &str, tag: &str, value: &str, quality: &str, raw: &dyn Fn() -> String) {
+    pub fn text_row(
+        &mut self,
+        ts: &str,
+        tag: &str,
+        value: &str,
+        quality: &str,
+        raw: &dyn Fn() -> String,
+    ) {
         let Some(ts) = parse_ts(ts) else {
             return self.reject("invalid timestamp", raw());
         };
@@ -93,7 +100,11 @@ impl Normalizer {
             return self.reject("non-numeric value", raw());
         };
         let q = quality.trim();
-        let quality = if q.is_empty() { Some(0) } else { q.parse::<u64>().ok() };
+        let quality = if q.is_empty() {
+            Some(0)
+        } else {
+            q.parse::<u64>().ok()
+        };
         let Some(quality) = quality.and_then(Quality::from_code) else {
             return self.reject("invalid quality", raw());
         };
@@ -101,7 +112,14 @@ impl Normalizer {
     }
 
     /// Checks and accepts one typed row.
-    pub fn row(&mut self, ts: i64, tag: &str, value: f64, quality: Quality, raw: &dyn Fn() -> String) {
+    pub fn row(
+        &mut self,
+        ts: i64,
+        tag: &str,
+        value: f64,
+        quality: Quality,
+        raw: &dyn Fn() -> String,
+    ) {
         if !value.is_finite() {
             return self.reject("value is NaN or infinite", raw());
         }
@@ -144,7 +162,12 @@ impl Normalizer {
         }
         self.ctx.stats.rows_read.fetch_add(1, Relaxed);
         self.ctx.stats.rows_accepted.fetch_add(1, Relaxed);
-        self.batch.push(Sample { tag, ts, value, quality });
+        self.batch.push(Sample {
+            tag,
+            ts,
+            value,
+            quality,
+        });
         if self.batch.len() >= self.batch_rows {
             self.flush();
         }
@@ -161,7 +184,10 @@ impl Normalizer {
 
     fn flush_dead(&mut self) {
         if !self.dead.is_empty() {
-            let _ = self.ctx.sink.send(SinkBatch::DeadLetters(std::mem::take(&mut self.dead)));
+            let _ = self
+                .ctx
+                .sink
+                .send(SinkBatch::DeadLetters(std::mem::take(&mut self.dead)));
         }
     }
 
@@ -178,7 +204,9 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
     }
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -188,7 +216,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(parse_ts("1767596100032"), Some(1_767_596_100_032));
-        assert_eq!(parse_ts("2026-01-05T07:35:00.032Z"), Some(1_767_598_500_032));
+        assert_eq!(
+            parse_ts("2026-01-05T07:35:00.032Z"),
+            Some(1_767_598_500_032)
+        );
         assert_eq!(parse_ts("yesterday"), None);
     }
 }

@@ -34,7 +34,11 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     reader
         .read_line(&mut header)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let cols: Vec<&str> = header.trim_end().split(',').map(|c| c.trim().trim_matches('"')).collect();
+    let cols: Vec<&str> = header
+        .trim_end()
+        .split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .collect();
     let pos = |name: &str| cols.iter().position(|c| *c == name);
     let (Some(its), Some(itag), Some(ival)) = (pos("ts"), pos("tag"), pos("value")) else {
         return Err(format!(
@@ -46,7 +50,10 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     let iq = pos("quality");
     let width = cols.len();
     if width > 16 {
-        return Err(format!("{}: at most 16 columns are supported, found {width}", path.display()));
+        return Err(format!(
+            "{}: at most 16 columns are supported, found {width}",
+            path.display()
+        ));
     }
     let mut line = String::new();
     let poll = Duration::from_millis(plan.poll_interval_ms.max(10));
@@ -61,6 +68,7 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
         if !complete && n.ctx().follow {
             // End of what is there now; a partial last line waits for its end.
             n.flush();
+            n.ctx().ingest.settle();
             std::thread::sleep(poll);
             continue;
         }
@@ -81,7 +89,9 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
                 );
             } else {
                 let q = iq.map(|i| fields[i]).unwrap_or("");
-                n.text_row(fields[its], fields[itag], fields[ival], q, &|| text.to_string());
+                n.text_row(fields[its], fields[itag], fields[ival], q, &|| {
+                    text.to_string()
+                });
             }
         }
         line.clear();
@@ -110,8 +120,11 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
                 .column_by_name(name)
                 .ok_or_else(|| format!("{}: no `{name}` column", path.display()))?;
             let c = if let DataType::Timestamp(_, _) = c.data_type() {
-                arrow::compute::cast(c, &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None))
-                    .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
+                arrow::compute::cast(
+                    c,
+                    &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                )
+                .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
             } else {
                 arrow::compute::cast(c, to)
             };
@@ -142,7 +155,10 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
                 n.reject("null field", raw());
                 continue;
             }
-            let q = quality.filter(|q| !q.is_null(i)).map(|q| q.value(i)).unwrap_or(0);
+            let q = quality
+                .filter(|q| !q.is_null(i))
+                .map(|q| q.value(i))
+                .unwrap_or(0);
             let Some(q) = Quality::from_code(q) else {
                 n.reject("invalid quality", raw());
                 continue;

@@ -112,7 +112,10 @@ impl Expr {
                 .map(|(pos, msg)| format!("{msg} at {pos}"))
                 .unwrap_or(first);
             ExprError {
-                message: format!("expression `{source}` does not parse: {}", first.to_lowercase()),
+                message: format!(
+                    "expression `{source}` does not parse: {}",
+                    first.to_lowercase()
+                ),
                 hint: None,
             }
         })?;
@@ -130,7 +133,12 @@ impl Expr {
                         .or_else(|| {
                             Some(format!(
                                 "columns in scope: {}",
-                                scope.cols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                                scope
+                                    .cols
+                                    .iter()
+                                    .map(|(n, _)| n.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ))
                         }),
                     })
@@ -180,7 +188,10 @@ impl Expr {
         if !ok {
             let want_name = want.map(|w| w.name()).unwrap_or("number or bool");
             return Err(ExprError {
-                message: format!("expression `{source}` gives a {}, expected a {want_name}", got.name()),
+                message: format!(
+                    "expression `{source}` gives a {}, expected a {want_name}",
+                    got.name()
+                ),
                 hint: None,
             });
         }
@@ -195,7 +206,9 @@ impl Expr {
             ctx.add_variable_from_value(name.as_str(), to_value(&row[*slot]));
         }
         match self.program.execute(&ctx) {
-            Ok(v) => from_value(v).ok_or_else(|| "result is not a number, bool or string".to_string()),
+            Ok(v) => {
+                from_value(v).ok_or_else(|| "result is not a number, bool or string".to_string())
+            }
             Err(e) => Err(describe(&e)),
         }
     }
@@ -253,7 +266,12 @@ mod tests {
 
     #[test]
     fn evaluates_waste_rule() {
-        let e = Expr::compile("!producing && mean > standby_kw ? mean / 60.0 : 0.0", &scope(), Some(ColType::Num)).unwrap();
+        let e = Expr::compile(
+            "!producing && mean > standby_kw ? mean / 60.0 : 0.0",
+            &scope(),
+            Some(ColType::Num),
+        )
+        .unwrap();
         let row = vec![
             Scalar::Num(F64(30.0)),
             Scalar::Num(F64(8.0)),
@@ -266,7 +284,10 @@ mod tests {
     #[test]
     fn rejects_unknown_column_with_hint() {
         let err = Expr::compile("maen > 1.0", &scope(), Some(ColType::Bool)).unwrap_err();
-        assert_eq!(err.message, "unknown column `maen` in expression `maen > 1.0`");
+        assert_eq!(
+            err.message,
+            "unknown column `maen` in expression `maen > 1.0`"
+        );
         assert_eq!(err.hint.as_deref(), Some("did you mean `mean`?"));
     }
 
@@ -283,6 +304,9 @@ mod tests {
     #[test]
     fn rejects_wrong_result_type() {
         let err = Expr::compile("mean * 2.0", &scope(), Some(ColType::Bool)).unwrap_err();
-        assert_eq!(err.message, "expression `mean * 2.0` gives a number, expected a bool");
+        assert_eq!(
+            err.message,
+            "expression `mean * 2.0` gives a number, expected a bool"
+        );
     }
 }

@@ -38,7 +38,8 @@ pub type RuleKey = (u32, Vec<String>, i64);
 
 fn compile(src: &str, scope: &Scope, want: Option<ColType>) -> Expr {
     // The plan was validated, so this only fails if the plan was built by hand.
-    Expr::compile(src, scope, want).unwrap_or_else(|e| panic!("validated expression failed to compile: {}", e.message))
+    Expr::compile(src, scope, want)
+        .unwrap_or_else(|e| panic!("validated expression failed to compile: {}", e.message))
 }
 
 impl Compiled {
@@ -60,13 +61,22 @@ impl Compiled {
                 }
                 Rule {
                     id: r.id.clone(),
-                    filter: r.filter.as_deref().map(|f| compile(f, &scope, Some(ColType::Bool))),
+                    filter: r
+                        .filter
+                        .as_deref()
+                        .map(|f| compile(f, &scope, Some(ColType::Bool))),
                     group_by: r.group_by.clone(),
                     period_ms: r.period_ms,
                     measures: r
                         .measures
                         .iter()
-                        .map(|m| (m.name.clone(), m.agg, compile(&m.expr, &scope, Some(ColType::Num))))
+                        .map(|m| {
+                            (
+                                m.name.clone(),
+                                m.agg,
+                                compile(&m.expr, &scope, Some(ColType::Num)),
+                            )
+                        })
                         .collect(),
                     condition: compile(&r.condition, &mscope, Some(ColType::Bool)),
                     value: compile(&r.value, &mscope, Some(ColType::Num)),
@@ -104,7 +114,9 @@ impl Compiled {
         row.push(Scalar::Num(a.standby_kw));
         row.push(num(w.window_start as f64));
         row.push(num(w.window_end as f64));
-        row.push(num(w.window_start.div_euclid(3_600_000).rem_euclid(24) as f64));
+        row.push(num(
+            w.window_start.div_euclid(3_600_000).rem_euclid(24) as f64
+        ));
         row.push(num(w.count as f64));
         row.push(Scalar::Num(w.mean));
         row.push(Scalar::Num(w.min));
@@ -155,7 +167,11 @@ impl Compiled {
                 })
                 .collect();
             let period = e.win.window_start.div_euclid(r.period_ms) * r.period_ms;
-            let vals = r.measures.iter().map(|(_, _, x)| F64(x.eval_num(&row))).collect();
+            let vals = r
+                .measures
+                .iter()
+                .map(|(_, _, x)| F64(x.eval_num(&row)))
+                .collect();
             out.push(((i as u32, group, period), vals));
         }
         out

@@ -15,7 +15,9 @@ pub fn fixture_dir() -> PathBuf {
 }
 
 pub fn dataflow(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("dataflows")
+        .join(name)
 }
 
 /// Loads `file` with INPUT_DIR / OUT_DIR set to the given directories.
@@ -53,7 +55,9 @@ pub fn parquet_files(root: &Path, table: &str) -> Vec<PathBuf> {
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "parquet") && !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+                } else if p.extension().is_some_and(|x| x == "parquet")
+                    && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                {
                     out.push(p);
                 }
             }
@@ -70,7 +74,12 @@ pub fn batches(root: &Path, table: &str) -> Vec<RecordBatch> {
         .into_iter()
         .flat_map(|f| {
             let file = std::fs::File::open(&f).unwrap();
-            ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()).collect::<Vec<_>>()
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -91,23 +100,33 @@ pub struct Agg {
 }
 
 fn f64s(b: &RecordBatch, name: &str) -> Vec<f64> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
     c.as_primitive::<Float64Type>().values().to_vec()
 }
 
 fn strs(b: &RecordBatch, name: &str) -> Vec<String> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
     let s = c.as_string::<i32>();
     (0..s.len()).map(|i| s.value(i).to_string()).collect()
 }
 
 fn tss(b: &RecordBatch, name: &str) -> Vec<i64> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
-    c.as_primitive::<TimestampMillisecondType>().values().to_vec()
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
+    c.as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec()
 }
 
 fn i64s(b: &RecordBatch, name: &str) -> Vec<i64> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
     c.as_primitive::<Int64Type>().values().to_vec()
 }
 
@@ -117,7 +136,12 @@ pub fn all_aggregates(root: &Path) -> Vec<((String, i64), Agg)> {
     for b in batches(root, "aggregates") {
         let (tag, ws, count) = (strs(&b, "tag"), tss(&b, "window_start"), i64s(&b, "count"));
         let (mean, min, max) = (f64s(&b, "mean"), f64s(&b, "min"), f64s(&b, "max"));
-        let (e, c, w, p) = (f64s(&b, "energy_kwh"), f64s(&b, "cost"), f64s(&b, "waste_kwh"), f64s(&b, "price_per_kwh"));
+        let (e, c, w, p) = (
+            f64s(&b, "energy_kwh"),
+            f64s(&b, "cost"),
+            f64s(&b, "waste_kwh"),
+            f64s(&b, "price_per_kwh"),
+        );
         let prod = b.column_by_name("producing").unwrap().as_boolean().clone();
         let rev = i64s(&b, "revision");
         for i in 0..b.num_rows() {
@@ -147,7 +171,9 @@ pub fn latest_aggregates(root: &Path) -> HashMap<(String, i64), Agg> {
     for (k, a) in all_aggregates(root) {
         match m.get(&k) {
             Some(old) if old.revision > a.revision => {}
-            Some(old) if old.revision == a.revision => panic!("duplicate revision {} for {k:?}", a.revision),
+            Some(old) if old.revision == a.revision => {
+                panic!("duplicate revision {} for {k:?}", a.revision)
+            }
             _ => {
                 m.insert(k, a);
             }
@@ -174,8 +200,19 @@ pub struct Action {
 pub fn all_actions(root: &Path) -> Vec<Action> {
     let mut out = Vec::new();
     for b in batches(root, "actions") {
-        let (id, asset, ps, v) = (strs(&b, "action_id"), strs(&b, "asset"), tss(&b, "period_start"), f64s(&b, "value"));
-        let (o, t, vc, st, ev) = (strs(&b, "owner"), strs(&b, "action_type"), strs(&b, "value_category"), strs(&b, "status"), strs(&b, "evidence"));
+        let (id, asset, ps, v) = (
+            strs(&b, "action_id"),
+            strs(&b, "asset"),
+            tss(&b, "period_start"),
+            f64s(&b, "value"),
+        );
+        let (o, t, vc, st, ev) = (
+            strs(&b, "owner"),
+            strs(&b, "action_type"),
+            strs(&b, "value_category"),
+            strs(&b, "status"),
+            strs(&b, "evidence"),
+        );
         let rev = i64s(&b, "revision");
         for i in 0..b.num_rows() {
             out.push(Action {
