@@ -47,6 +47,21 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Output columns of the baseline's aggregates table.
+#[derive(Default)]
+struct Columns(
+    Vec<String>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<bool>,
+    Vec<f64>,
+);
+
 /// The plain single-pass program. Returns rows read.
 fn baseline(input: &Path, out: &Path) -> u64 {
     // Context.
@@ -130,18 +145,7 @@ fn baseline(input: &Path, out: &Path) -> u64 {
         line.clear();
     }
     // Enrich, write aggregates and actions.
-    let mut cols: (
-        Vec<String>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<f64>,
-        Vec<f64>,
-        Vec<f64>,
-        Vec<f64>,
-        Vec<f64>,
-        Vec<bool>,
-        Vec<f64>,
-    ) = Default::default();
+    let mut cols = Columns::default();
     let mut waste: HashMap<(String, i64), (f64, f64)> = HashMap::new();
     for ((id, ws), (n, sum, min, max)) in acc {
         let tag = &names[id as usize];

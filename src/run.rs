@@ -405,7 +405,7 @@ impl RunSummary {
             ));
         }
         let mut top: Vec<_> = open.clone();
-        top.sort_by(|a, b| b.0.value.cmp(&a.0.value));
+        top.sort_by_key(|a| std::cmp::Reverse(a.0.value));
         for (a, _) in top.iter().take(5) {
             s.push_str(&format!(
                 "    {} {} {} {:.2} {currency} ({})\n",

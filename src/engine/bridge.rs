@@ -185,7 +185,7 @@ impl Ingest {
             return;
         }
         let next = st.time + 1;
-        if next % self.epoch_ms != 0 {
+        if !next.is_multiple_of(self.epoch_ms) {
             st.time = next;
             st.dirty = false;
             self.broadcast_advance(next);

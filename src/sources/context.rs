@@ -166,14 +166,19 @@ pub fn load_tariff(path: &Path) -> Result<Vec<(u32, F64)>, String> {
                 path.display()
             ));
         }
-        for h in a as usize..b as usize {
-            if hours[h].is_some() {
+        for (h, slot) in hours
+            .iter_mut()
+            .enumerate()
+            .take(b as usize)
+            .skip(a as usize)
+        {
+            if slot.is_some() {
                 return Err(format!(
                     "`{}` line {line}: hour {h} is covered twice (overlapping periods)",
                     path.display()
                 ));
             }
-            hours[h] = Some(p);
+            *slot = Some(p);
         }
     }
     let missing: Vec<String> = hours
