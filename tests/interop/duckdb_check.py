@@ -14,12 +14,12 @@ latest = f"""
   SELECT * FROM read_parquet('{out}/aggregates/**/*.parquet', hive_partitioning=true)
   QUALIFY revision = max(revision) OVER (PARTITION BY tag, window_start)
 """
-got = con.sql(f"""
+got = con.execute(f"""
   SELECT count(*), sum(count), sum(mean), sum(energy_kwh), sum(cost), sum(waste_kwh),
          count(DISTINCT date), min(typeof(window_start))
   FROM ({latest})
 """).fetchone()
-want = con.sql(f"""
+want = con.execute(f"""
   SELECT count(*), sum(count), sum(mean_kw), sum(energy_kwh), sum(cost), sum(waste_kwh)
   FROM read_csv('{expected}/aggregates.csv')
 """).fetchone()
@@ -31,14 +31,14 @@ for g, w, name in zip(got[2:6], want[2:6], ["mean", "energy_kwh", "cost", "waste
 assert got[6] >= 1, "hive partition column `date` is visible"
 assert got[7] == "TIMESTAMP WITH TIME ZONE", f"window_start type is {got[7]}"
 
-got_a = con.sql(f"""
+got_a = con.execute(f"""
   WITH latest AS (
     SELECT * FROM read_parquet('{out}/actions/**/*.parquet', hive_partitioning=true)
     QUALIFY revision = max(revision) OVER (PARTITION BY action_id))
   SELECT count(*), sum(value), sum(json_extract(evidence, '$.measures.waste_kwh')::DOUBLE) FROM latest
   WHERE status <> 'withdrawn'
 """).fetchone()
-want_a = con.sql(f"SELECT count(*), sum(waste_cost), sum(waste_kwh) FROM read_csv('{expected}/actions.csv')").fetchone()
+want_a = con.execute(f"SELECT count(*), sum(waste_cost), sum(waste_kwh) FROM read_csv('{expected}/actions.csv')").fetchone()
 print("actions got ", got_a)
 print("actions want", want_a)
 assert got_a[0] == want_a[0], "action count"
