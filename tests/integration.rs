@@ -677,3 +677,45 @@ fn generator_is_deterministic_and_sized() {
     assert_eq!(s.late_rows, 0);
     assert_eq!(s.windows, 40 * 5);
 }
+
+// ---------------------------------------------------------------------------
+// Maintenance windows are an optional context table: windows inside one are
+// flagged, and a rule can exclude them.
+
+#[test]
+fn maintenance_windows_flag_and_suppress() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("assets.csv"), "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n").unwrap();
+    std::fs::write(p.join("tariff.csv"), "start_hour,end_hour,price_per_kwh\n0,24,0.2\n").unwrap();
+    std::fs::write(p.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    let t0: i64 = 1_767_607_200_000; // 10:00 UTC
+    // Maintenance covers the windows starting at 10:10 .. 10:39 (window starts inside [start, end)).
+    std::fs::write(p.join("maintenance.csv"), format!("asset,start_ms,end_ms\na/l1/m1,{},{}\n", t0 + 600_000, t0 + 2_400_000)).unwrap();
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..3600 {
+        s.push_str(&format!("{},a/l1/m1/power_kw,120.0,0\n", t0 + i * 1000));
+    }
+    std::fs::write(p.join("samples.csv"), s).unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("[context.production]", "[context.maintenance]\npath = \"${INPUT_DIR}/maintenance.csv\"\n\n[context.production]")
+        .replace("where = \"waste_kwh > 0.0\"", "where = \"waste_kwh > 0.0 && !in_maintenance\"");
+    let df = p.join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run(&df, p, out.path(), 1);
+    let batches = batches(out.path(), "aggregates");
+    let mut flagged = 0;
+    for b in &batches {
+        let m = b.column_by_name("in_maintenance").unwrap();
+        let m = arrow::array::AsArray::as_boolean(m);
+        flagged += (0..m.len()).filter(|i| m.value(*i)).count();
+    }
+    assert_eq!(flagged, 30, "30 one-minute windows start inside the maintenance window");
+    let actions = latest_actions(out.path());
+    let a = &actions[&("a/l1/m1".to_string(), t0)];
+    // 60 windows of 2 kWh waste each, 30 of them excluded by maintenance.
+    assert_close(a.evidence["measures"]["waste_kwh"].as_f64().unwrap(), 30.0 * 2.0, "waste outside maintenance");
+    assert_close(a.value, 30.0 * 2.0 * 0.2, "value");
+}

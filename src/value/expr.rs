@@ -13,9 +13,15 @@
 
 use std::sync::Arc;
 
-use cel::{Context, Program, Value};
+use cel::{Context, Env, Program, Value};
 
 use crate::model::{Scalar, F64};
+
+thread_local! {
+    /// CEL's standard library, built once per thread: building it per
+    /// evaluation (what `Context::default()` does) dominated run time.
+    static STDLIB: Arc<Env> = Arc::new(Env::stdlib());
+}
 
 /// Type of a column in scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +207,7 @@ impl Expr {
 
     /// Evaluates against a row laid out in scope slot order.
     pub fn eval(&self, row: &[Scalar]) -> Result<Scalar, String> {
-        let mut ctx = Context::default();
+        let mut ctx = STDLIB.with(|env| Context::with_env(env.clone()));
         for (name, slot) in &self.vars {
             ctx.add_variable_from_value(name.as_str(), to_value(&row[*slot]));
         }
