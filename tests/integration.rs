@@ -686,12 +686,28 @@ fn generator_is_deterministic_and_sized() {
 fn maintenance_windows_flag_and_suppress() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(p.join("assets.csv"), "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n").unwrap();
-    std::fs::write(p.join("tariff.csv"), "start_hour,end_hour,price_per_kwh\n0,24,0.2\n").unwrap();
+    std::fs::write(
+        p.join("assets.csv"),
+        "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
     std::fs::write(p.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
     let t0: i64 = 1_767_607_200_000; // 10:00 UTC
-    // Maintenance covers the windows starting at 10:10 .. 10:39 (window starts inside [start, end)).
-    std::fs::write(p.join("maintenance.csv"), format!("asset,start_ms,end_ms\na/l1/m1,{},{}\n", t0 + 600_000, t0 + 2_400_000)).unwrap();
+                                     // Maintenance covers the windows starting at 10:10 .. 10:39 (window starts inside [start, end)).
+    std::fs::write(
+        p.join("maintenance.csv"),
+        format!(
+            "asset,start_ms,end_ms\na/l1/m1,{},{}\n",
+            t0 + 600_000,
+            t0 + 2_400_000
+        ),
+    )
+    .unwrap();
     let mut s = String::from("ts,tag,value,quality\n");
     for i in 0..3600 {
         s.push_str(&format!("{},a/l1/m1/power_kw,120.0,0\n", t0 + i * 1000));
@@ -712,10 +728,17 @@ fn maintenance_windows_flag_and_suppress() {
         let m = arrow::array::AsArray::as_boolean(m);
         flagged += (0..m.len()).filter(|i| m.value(*i)).count();
     }
-    assert_eq!(flagged, 30, "30 one-minute windows start inside the maintenance window");
+    assert_eq!(
+        flagged, 30,
+        "30 one-minute windows start inside the maintenance window"
+    );
     let actions = latest_actions(out.path());
     let a = &actions[&("a/l1/m1".to_string(), t0)];
     // 60 windows of 2 kWh waste each, 30 of them excluded by maintenance.
-    assert_close(a.evidence["measures"]["waste_kwh"].as_f64().unwrap(), 30.0 * 2.0, "waste outside maintenance");
+    assert_close(
+        a.evidence["measures"]["waste_kwh"].as_f64().unwrap(),
+        30.0 * 2.0,
+        "waste outside maintenance",
+    );
     assert_close(a.value, 30.0 * 2.0 * 0.2, "value");
 }
