@@ -116,7 +116,7 @@ pub struct InitialContext {
 
 struct Inputs {
     samples: InputHandle<u64, CapacityContainerBuilder<Vec<Sample>>>,
-    assets: InputSession<u64, (TagId, AssetRow), isize>,
+    assets: InputSession<u64, (TagId, Arc<AssetRow>), isize>,
     tariff: InputSession<u64, (u32, F64), isize>,
     production: InputSession<u64, Interval, isize>,
     maintenance: InputSession<u64, Interval, isize>,
@@ -142,7 +142,7 @@ impl Inputs {
             ContextChange::Assets(rows) => {
                 for (a, r) in rows {
                     let id = tags.intern(&a.tag);
-                    self.assets.update((id, a), r);
+                    self.assets.update((id, Arc::new(a)), r);
                 }
             }
             ContextChange::Tariff(rows) => {
@@ -217,7 +217,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         let (assets, tariff, production, maintenance) = worker.dataflow::<u64, _, _>(|scope| {
             let stream = samples.to_stream(scope);
             let windows = window::window(stream, geo, &window_name).as_collection();
-            let (assets_in, assets) = scope.new_collection::<(TagId, AssetRow), isize>();
+            let (assets_in, assets) = scope.new_collection::<(TagId, Arc<AssetRow>), isize>();
             let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
             let (prod_in, prod) = scope.new_collection::<Interval, isize>();
             let (maint_in, maint) = scope.new_collection::<Interval, isize>();

@@ -109,7 +109,8 @@ pub enum Scalar {
 pub struct Enriched {
     pub tag: TagId,
     pub win: WindowAgg,
-    pub asset: AssetRow,
+    /// Shared, not copied: every window of a tag points at the same row.
+    pub asset: std::sync::Arc<AssetRow>,
     pub price_per_kwh: F64,
     pub producing: bool,
     pub in_maintenance: bool,
