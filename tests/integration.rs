@@ -742,3 +742,31 @@ fn maintenance_windows_flag_and_suppress() {
     );
     assert_close(a.value, 30.0 * 2.0 * 0.2, "value");
 }
+
+#[test]
+fn files_roll_by_rows_and_every_row_lands_once() {
+    let input = fixture_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace(
+            "roll_interval = \"1m\"",
+            "roll_interval = \"1m\"\nroll_rows = 400",
+        );
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run(&df, &input, out.path(), 2);
+    let files = parquet_files(out.path(), "aggregates");
+    assert!(
+        files.len() >= 4,
+        "1,500 rows at 400 per file roll into at least 4 files, got {}",
+        files.len()
+    );
+    let rows: usize = batches(out.path(), "aggregates")
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 1500);
+    assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());
+}
