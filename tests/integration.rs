@@ -524,6 +524,18 @@ fn cli_exit_codes() {
 // --follow: tailing, live context edits and late rows become new revisions;
 // SIGTERM closes windows, commits files and exits 0.
 
+/// Kills the child if the test fails before it exits on its own.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -560,14 +572,16 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
         .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"");
     let df = dir.join("df.toml");
     std::fs::write(&df, toml).unwrap();
-    let mut child = Command::new(PLANTFLOW)
-        .args(["run", "--follow"])
-        .arg(&df)
-        .env("INPUT_DIR", dir)
-        .env("OUT_DIR", out.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(PLANTFLOW)
+            .args(["run", "--follow"])
+            .arg(&df)
+            .env("INPUT_DIR", dir)
+            .env("OUT_DIR", out.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
 
     // Windows [0,60s) and [60s,120s) close: the watermark is at 145 s.
     let first = wait_for("the first two windows", || {
@@ -598,6 +612,14 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
     }
     // Exactly the affected rows: one new revision each, nothing else.
     assert_eq!(all_aggregates(out.path()).len(), 8);
+    // The action they feed is re-valued too: m2 wasted 2 x 1 kWh (idle, 60 kW > 1 kW standby).
+    let action = wait_for("the re-valued action", || {
+        latest_actions(out.path())
+            .get(&("a/l1/m2".to_string(), t0))
+            .filter(|a| close(a.value, 2.0 * 0.5))
+            .cloned()
+    });
+    assert!(action.revision >= 1, "a new revision of the same action_id");
 
     // A row a minute and a half late corrects its window as revision 2.
     let mut f = std::fs::OpenOptions::new()
@@ -620,13 +642,13 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
     );
 
     // SIGTERM: the open window [120s,180s) is closed and flushed, exit 0.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let fin = latest_aggregates(out.path());
     assert_eq!(fin.len(), 6, "the last window is closed at shutdown");
