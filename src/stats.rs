@@ -28,10 +28,6 @@ impl Stats {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn dead_total(&self) -> u64 {
-        self.dead_letters().values().sum()
-    }
-
     pub fn add_aggregates(&self, rows: &[(Enriched, i64)]) {
         for (_, rev) in rows {
             if *rev == 0 {

@@ -218,8 +218,4 @@ impl Ingest {
         }
     }
 
-    /// The current global time.
-    pub fn time(&self) -> u64 {
-        self.lock().time
-    }
 }

@@ -146,21 +146,6 @@ pub struct DeadLetter {
     pub raw: String,
 }
 
-/// An `aggregates` row as written: enriched window plus its revision.
-#[derive(Clone, Debug)]
-pub struct AggregateOut {
-    pub tag_name: String,
-    pub row: Enriched,
-    pub revision: i64,
-}
-
-/// An `actions` row as written.
-#[derive(Clone, Debug)]
-pub struct ActionOut {
-    pub row: ActionRow,
-    pub revision: i64,
-}
-
 /// Current wall-clock time in epoch milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -456,10 +456,6 @@ impl ParquetWriter {
         Ok(self.report)
     }
 
-    /// The output root.
-    pub fn root(&self) -> &Path {
-        &self.plan.path
-    }
 }
 
 /// The writer loop: runs until every sender is gone, then commits all files.

@@ -175,6 +175,8 @@ impl Normalizer {
 
     /// Hands the current batch to the engine.
     pub fn flush(&mut self) {
+        // Refresh the clock the plausibility check uses (long --follow runs).
+        self.now = now_ms();
         if !self.batch.is_empty() {
             let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
             self.ctx.ingest.samples(self.ctx.index, self.epoch, rows);
