@@ -455,7 +455,6 @@ impl ParquetWriter {
         }
         Ok(self.report)
     }
-
 }
 
 /// The writer loop: runs until every sender is gone, then commits all files.

@@ -50,6 +50,8 @@ pub struct Normalizer {
     batch_rows: usize,
     dead: Vec<DeadLetter>,
     now: i64,
+    /// Tags seen by this source: avoids the shared registry's lock per row.
+    tag_cache: std::collections::HashMap<String, crate::model::TagId>,
 }
 
 impl Normalizer {
@@ -62,6 +64,7 @@ impl Normalizer {
             batch_rows,
             dead: Vec::new(),
             now: now_ms(),
+            tag_cache: std::collections::HashMap::new(),
         }
     }
 
@@ -123,8 +126,15 @@ impl Normalizer {
         if !value.is_finite() {
             return self.reject("value is NaN or infinite", raw());
         }
-        let Some(tag) = self.ctx.tags.get(tag) else {
-            return self.reject("unknown tag", raw());
+        let tag = match self.tag_cache.get(tag) {
+            Some(id) => *id,
+            None => match self.ctx.tags.get(tag) {
+                Some(id) => {
+                    self.tag_cache.insert(tag.to_string(), id);
+                    id
+                }
+                None => return self.reject("unknown tag", raw()),
+            },
         };
         let w = &self.ctx.window;
         if !(MIN_TS..=self.now + w.max_future_ms).contains(&ts) {
