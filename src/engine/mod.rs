@@ -130,11 +130,15 @@ impl Inputs {
             self.tariff.advance_to(t);
             self.production.advance_to(t);
             self.maintenance.advance_to(t);
-            self.assets.flush();
-            self.tariff.flush();
-            self.production.flush();
-            self.maintenance.flush();
+            self.flush_context();
         }
+    }
+
+    fn flush_context(&mut self) {
+        self.assets.flush();
+        self.tariff.flush();
+        self.production.flush();
+        self.maintenance.flush();
     }
 
     fn apply(&mut self, change: ContextChange, tags: &TagRegistry) {
@@ -310,23 +314,18 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             maintenance,
         };
         if index == 0 {
+            fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
+                rows.into_iter().map(|r| (r, 1)).collect()
+            }
             let init = initial.as_ref().clone();
-            inputs.apply(
-                ContextChange::Assets(init.assets.into_iter().map(|a| (a, 1)).collect()),
-                &tags,
-            );
-            inputs.apply(
-                ContextChange::Tariff(init.tariff.into_iter().map(|a| (a, 1)).collect()),
-                &tags,
-            );
-            inputs.apply(
-                ContextChange::Production(init.production.into_iter().map(|a| (a, 1)).collect()),
-                &tags,
-            );
-            inputs.apply(
-                ContextChange::Maintenance(init.maintenance.into_iter().map(|a| (a, 1)).collect()),
-                &tags,
-            );
+            for change in [
+                ContextChange::Assets(inserts(init.assets)),
+                ContextChange::Tariff(inserts(init.tariff)),
+                ContextChange::Production(inserts(init.production)),
+                ContextChange::Maintenance(inserts(init.maintenance)),
+            ] {
+                inputs.apply(change, &tags);
+            }
         }
         let max_lag = 2 * geo.size_ms as u64;
         loop {
@@ -344,10 +343,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         Ok(WorkerMsg::Context { time, change }) => {
                             inputs.advance(time);
                             inputs.apply(change, &tags);
-                            inputs.assets.flush();
-                            inputs.tariff.flush();
-                            inputs.production.flush();
-                            inputs.maintenance.flush();
+                            inputs.flush_context();
                         }
                         Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => {
                             finished = true;
