@@ -792,3 +792,57 @@ fn files_roll_by_rows_and_every_row_lands_once() {
     assert_eq!(rows, 1500);
     assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());
 }
+
+#[test]
+fn rows_later_than_retention_are_dead_lettered_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("assets.csv"),
+        "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    let t0: i64 = 1_767_607_200_000; // 10:00 UTC
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..(3 * 360) {
+        s.push_str(&format!("{},a/l1/m1/power_kw,10.0,0\n", t0 + i * 10_000));
+    }
+    // 25 minutes late: its hour (12:00) is still in state, so it corrects.
+    s.push_str(&format!(
+        "{},a/l1/m1/power_kw,70.0,0\n",
+        t0 + 2 * 3_600_000 + 30_000
+    ));
+    // Hours late: the 10:00 window was retracted at 11:00 + 1 min retention.
+    let too_late = format!("{},a/l1/m1/power_kw,70.0,0", t0 + 30_000);
+    s.push_str(&too_late);
+    s.push('\n');
+    std::fs::write(p.join("samples.csv"), s).unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("retention = \"2h\"", "retention = \"1m\"");
+    let df = p.join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(&df, p, out.path(), 1);
+    assert_eq!(
+        summary.corrections, 1,
+        "the 25-minute-late row corrects its window"
+    );
+    assert_eq!(summary.dead_letters.get("later than retention"), Some(&1));
+    assert_eq!(
+        dead_letters(out.path()),
+        vec![("later than retention".to_string(), too_late)]
+    );
+    let aggs = latest_aggregates(out.path());
+    let corrected = &aggs[&("a/l1/m1/power_kw".to_string(), t0 + 2 * 3_600_000)];
+    assert_eq!((corrected.count, corrected.revision), (7, 1));
+    assert_close(corrected.mean, (6.0 * 10.0 + 70.0) / 7.0, "corrected mean");
+    let untouched = &aggs[&("a/l1/m1/power_kw".to_string(), t0)];
+    assert_eq!((untouched.count, untouched.revision), (6, 0));
+}
