@@ -62,6 +62,17 @@ struct Columns(
     Vec<f64>,
 );
 
+/// Writes one batch as a zstd Parquet file.
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 /// The plain single-pass program. Returns rows read.
 fn baseline(input: &Path, out: &Path) -> u64 {
     // Context.
@@ -179,13 +190,6 @@ fn baseline(input: &Path, out: &Path) -> u64 {
         cols.8.push(producing);
         cols.9.push(w);
     }
-    let props = || {
-        Some(
-            WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build(),
-        )
-    };
     std::fs::create_dir_all(out).unwrap();
     let batch = RecordBatch::try_from_iter(vec![
         ("tag", Arc::new(StringArray::from(cols.0)) as ArrayRef),
@@ -203,14 +207,7 @@ fn baseline(input: &Path, out: &Path) -> u64 {
         ("waste_kwh", Arc::new(Float64Array::from(cols.9)) as _),
     ])
     .unwrap();
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(out.join("aggregates.parquet")).unwrap(),
-        batch.schema(),
-        props(),
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&out.join("aggregates.parquet"), &batch);
     let actions: Vec<_> = waste.into_iter().filter(|(_, (w, _))| *w > 1.0).collect();
     let batch = RecordBatch::try_from_iter(vec![
         (
@@ -242,14 +239,7 @@ fn baseline(input: &Path, out: &Path) -> u64 {
         ),
     ])
     .unwrap();
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(out.join("actions.parquet")).unwrap(),
-        batch.schema(),
-        props(),
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&out.join("actions.parquet"), &batch);
     rows
 }
 

@@ -700,12 +700,8 @@ fn generator_is_deterministic_and_sized() {
     assert_eq!(s.windows, 40 * 5);
 }
 
-// ---------------------------------------------------------------------------
-// Maintenance windows are an optional context table: windows inside one are
-// flagged, and a rule can exclude them.
-
-#[test]
-fn maintenance_windows_flag_and_suppress() {
+/// Context for one idle 1 kW-standby motor on a line with no production, at a flat 0.2/kWh.
+fn one_motor_plant() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     std::fs::write(
@@ -719,6 +715,17 @@ fn maintenance_windows_flag_and_suppress() {
     )
     .unwrap();
     std::fs::write(p.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------------------
+// Maintenance windows are an optional context table: windows inside one are
+// flagged, and a rule can exclude them.
+
+#[test]
+fn maintenance_windows_flag_and_suppress() {
+    let dir = one_motor_plant();
+    let p = dir.path();
     let t0: i64 = 1_767_607_200_000; // 10:00 UTC
                                      // Maintenance covers the windows starting at 10:10 .. 10:39 (window starts inside [start, end)).
     std::fs::write(
@@ -795,19 +802,8 @@ fn files_roll_by_rows_and_every_row_lands_once() {
 
 #[test]
 fn rows_later_than_retention_are_dead_lettered_not_lost() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = one_motor_plant();
     let p = dir.path();
-    std::fs::write(
-        p.join("assets.csv"),
-        "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("tariff.csv"),
-        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
-    )
-    .unwrap();
-    std::fs::write(p.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
     let t0: i64 = 1_767_607_200_000; // 10:00 UTC
     let mut s = String::from("ts,tag,value,quality\n");
     for i in 0..(3 * 360) {
