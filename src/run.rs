@@ -17,9 +17,10 @@ use crate::config::{Plan, SourcePlan};
 use crate::engine::bridge::ContextChange;
 use crate::engine::{self, EngineArgs, Geometry, Ingest, InitialContext, TagRegistry};
 use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
-use crate::sources::context::{load_assets, load_intervals, load_tariff};
+use crate::sources::context::{load_assets, load_intervals};
 use crate::sources::normalize::SourceCtx;
 use crate::stats::Stats;
+use crate::value::tariff::load as load_tariff;
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -58,7 +59,11 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// Window geometry of a plan: retraction buckets are the lcm of all periods.
 pub fn geometry(plan: &Plan) -> Geometry {
     let mut p = plan.window.size_ms;
-    for r in &plan.rules {
+    for r in plan
+        .rules
+        .iter()
+        .filter(|r| r.kind == crate::config::RuleKind::Windows)
+    {
         p = p / gcd(p, r.period_ms) * r.period_ms;
     }
     Geometry {
@@ -112,6 +117,7 @@ fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
             Some(p) => load_intervals(p, "asset")?,
             None => Vec::new(),
         },
+        status: Vec::new(),
     })
 }
 
@@ -200,7 +206,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     let workers = opts.workers.max(1);
     let stats = Arc::new(Stats::default());
     let stop = opts.stop.clone().unwrap_or_default();
-    let initial = load_initial(&plan)?;
+    let mut initial = load_initial(&plan)?;
     let tags = Arc::new(TagRegistry::default());
     for a in &initial.assets {
         tags.intern(&a.tag);
@@ -225,6 +231,19 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         stats.clone(),
     );
     let writer_task = rt.spawn_blocking(move || run_writer(sink_rx, writer));
+    // Status updates already in the lifecycle file.
+    let mut status_offset = 0;
+    if let Some(lc) = &plan.lifecycle {
+        let (ups, dead, pos) = crate::sources::status::read_from(&lc.path, 0)?;
+        initial.status = ups;
+        status_offset = pos;
+        if !dead.is_empty() {
+            for d in &dead {
+                stats.dead_letter(&d.reason);
+            }
+            let _ = sink_tx.send(crate::sinks::SinkBatch::DeadLetters(dead));
+        }
+    }
 
     // Signals: the first stops sources, the second exits at once.
     {
@@ -291,6 +310,40 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     } else {
         None
     };
+    let status_tail = match (&plan.lifecycle, opts.follow) {
+        (Some(lc), true) => {
+            let (path, ing, s, tx, st) = (
+                lc.path.clone(),
+                ingest.clone(),
+                stop.clone(),
+                sink_tx.clone(),
+                stats.clone(),
+            );
+            Some(rt.spawn_blocking(move || {
+                let mut offset = status_offset;
+                while !s.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    match crate::sources::status::read_from(&path, offset) {
+                        Ok((ups, dead, pos)) => {
+                            offset = pos;
+                            if !dead.is_empty() {
+                                for d in &dead {
+                                    st.dead_letter(&d.reason);
+                                }
+                                let _ = tx.send(crate::sinks::SinkBatch::DeadLetters(dead));
+                            }
+                            if !ups.is_empty() {
+                                tracing::info!(n = ups.len(), "action status updates");
+                                ing.context(ContextChange::Status(ups));
+                            }
+                        }
+                        Err(e) => tracing::error!("status updates: {e}"),
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
 
     let engine_result = engine::run(
         plan.clone(),
@@ -302,6 +355,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             initial,
             sink: sink_tx.clone(),
             geometry: geo,
+            stats: stats.clone(),
         },
     );
     stop.store(true, Relaxed);
@@ -316,6 +370,9 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         }
     }
     if let Some(w) = watcher {
+        let _ = rt.block_on(w);
+    }
+    if let Some(w) = status_tail {
         let _ = rt.block_on(w);
     }
     let report = rt

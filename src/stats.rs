@@ -15,6 +15,9 @@ pub struct Stats {
     pub late_rows: AtomicU64,
     pub windows: AtomicU64,
     pub corrections: AtomicU64,
+    /// Findings suppressed because the asset was in maintenance / the action in cool-down.
+    pub suppressed_maintenance: AtomicU64,
+    pub suppressed_cooldown: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -36,6 +39,13 @@ impl Stats {
                 self.corrections.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    pub fn set_value_counters(&self, c: crate::value::layer::ValueCounters) {
+        self.suppressed_maintenance
+            .store(c.suppressed_maintenance, Relaxed);
+        self.suppressed_cooldown
+            .store(c.suppressed_cooldown, Relaxed);
     }
 
     pub fn get(c: &AtomicU64) -> u64 {

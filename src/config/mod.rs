@@ -51,7 +51,13 @@ pub const VALUE_CATEGORIES: &[&str] = &[
 /// Columns a rule may group by.
 pub const GROUP_COLUMNS: &[&str] = &["site", "line", "asset", "tag", "kind"];
 /// Output tables of the Parquet sink.
-pub const TABLES: &[&str] = &["aggregates", "actions", "dead_letter"];
+pub const TABLES: &[&str] = &[
+    "aggregates",
+    "actions",
+    "outcomes",
+    "billing",
+    "dead_letter",
+];
 
 /// A validated dataflow, ready to run.
 #[derive(Clone, Debug)]
@@ -66,7 +72,84 @@ pub struct Plan {
     pub metrics: Vec<MetricPlan>,
     pub rules: Vec<RulePlan>,
     pub sink: ParquetPlan,
+    /// Timezone and holidays: tariff lookup, billing periods, day/week buckets.
+    pub calendar: Calendar,
+    pub billing: Option<BillingPlan>,
+    pub lifecycle: Option<LifecyclePlan>,
+    /// Ownership matrix: the first matching route overrides a rule's action defaults.
+    pub routing: Vec<RoutePlan>,
 }
+
+pub use crate::value::mv::Limits;
+pub use crate::value::tariff::Calendar;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BillPeriod {
+    Day,
+    Month,
+}
+
+#[derive(Clone, Debug)]
+pub struct BillingPlan {
+    /// Index of the metric holding each window's kWh.
+    pub energy_metric: usize,
+    pub demand_charge_per_kw: f64,
+    pub interval_ms: i64,
+    pub period: BillPeriod,
+}
+
+#[derive(Clone, Debug)]
+pub struct LifecyclePlan {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RoutePlan {
+    pub category: Option<String>,
+    pub kind: Option<String>,
+    pub site: Option<String>,
+    pub owner: Option<String>,
+    pub action_type: Option<String>,
+    pub value_category: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+    Week,
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyPlan {
+    pub baseline_ms: i64,
+    pub reporting_ms: i64,
+    pub granularity: Granularity,
+    /// Index of the metric summed as energy.
+    pub energy_metric: usize,
+    /// Regress on production `units` (else the mean model).
+    pub units_driver: bool,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    /// Windows grouped by columns and a period (the default).
+    Windows,
+    /// Demand intervals of the `[billing]` section, with an in-interval projection.
+    DemandPeak,
+}
+
+/// Measures a `demand_peak` rule's condition and value can use.
+pub const DEMAND_MEASURES: &[&str] = &[
+    "windows",
+    "interval_kwh",
+    "projected_kw",
+    "billed_kw",
+    "increase_kw",
+    "increase_cost",
+    "demand_charge_per_kw",
+];
 
 #[derive(Clone, Debug)]
 pub enum SourcePlan {
@@ -92,6 +175,7 @@ pub struct ReplayPlan {
 pub struct ContextPlan {
     pub assets: PathBuf,
     pub tariff: PathBuf,
+    pub holidays: Vec<chrono::NaiveDate>,
     pub production: Option<PathBuf>,
     pub maintenance: Option<PathBuf>,
     /// Extra `assets.csv` columns beyond the required ones, with inferred types.
@@ -142,6 +226,12 @@ pub struct MeasurePlan {
 #[derive(Clone, Debug)]
 pub struct RulePlan {
     pub id: String,
+    pub kind: RuleKind,
+    pub category: String,
+    /// One open action per (rule, group); else one action per finding period.
+    pub one_per_group: bool,
+    pub cooldown_ms: i64,
+    pub verify: Option<VerifyPlan>,
     pub description: Option<String>,
     pub filter: Option<String>,
     pub group_by: Vec<String>,
@@ -429,17 +519,23 @@ fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str>
         "value_category",
         "value",
         "severity",
+        "one_per",
+        "cooldown",
     ];
     const SEVERITY: &[&str] = &["medium", "high"];
     let last = parent.rsplit('.').next().unwrap_or("");
     let v: &[&str] = if parent == base {
         known
+    } else if base == "context" && last == "tariff" {
+        &["path", "holidays"]
     } else if base == "context" {
         TABLE
     } else if last == "action" {
         ACTION
     } else if last == "severity" {
         SEVERITY
+    } else if last == "verify" {
+        VERIFY_KEYS
     } else {
         known
     };
@@ -456,6 +552,9 @@ const WINDOW_KEYS: &[&str] = &[
 ];
 const RULE_KEYS: &[&str] = &[
     "id",
+    "kind",
+    "category",
+    "verify",
     "description",
     "where",
     "group_by",
@@ -473,6 +572,10 @@ const DURATION_KEYS: &[&str] = &[
     "period",
     "poll_interval",
     "roll_interval",
+    "cooldown",
+    "baseline",
+    "reporting",
+    "demand_interval",
 ];
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -484,6 +587,34 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "rules",
     "sinks",
+    "timezone",
+    "billing",
+    "lifecycle",
+    "routing",
+];
+const BILLING_KEYS: &[&str] = &[
+    "energy",
+    "demand_charge_per_kw",
+    "demand_interval",
+    "period",
+];
+const ROUTE_KEYS: &[&str] = &[
+    "category",
+    "kind",
+    "site",
+    "owner",
+    "action_type",
+    "value_category",
+];
+const VERIFY_KEYS: &[&str] = &[
+    "baseline",
+    "reporting",
+    "granularity",
+    "energy",
+    "drivers",
+    "max_cv_rmse",
+    "max_nmbe",
+    "max_fsu",
 ];
 const REPLAY_KEYS: &[&str] = &[
     "type",
@@ -655,10 +786,41 @@ fn validate_text(
         }
     }
     if tariff.is_file() {
-        if let Err(e) = crate::sources::context::load_tariff(&tariff) {
+        if let Err(e) = crate::value::tariff::load(&tariff) {
             l.at_value("context.tariff.path", e, None);
         }
     }
+    let mut holidays = Vec::new();
+    if let Some(c) = &ctx {
+        for (i, h) in c.tariff.holidays.iter().enumerate() {
+            match chrono::NaiveDate::parse_from_str(h, "%Y-%m-%d") {
+                Ok(d) => holidays.push(d),
+                Err(_) => l.at_value(
+                    &format!("context.tariff.holidays[{i}]"),
+                    format!("`{h}` is not a date"),
+                    Some("write local dates as YYYY-MM-DD".into()),
+                ),
+            }
+        }
+    }
+    let tz: chrono_tz::Tz = match raw.timezone.as_deref() {
+        None => chrono_tz::UTC,
+        Some(name) => match name.parse() {
+            Ok(tz) => tz,
+            Err(_) => {
+                l.at_value(
+                    "timezone",
+                    format!("unknown timezone `{name}`"),
+                    Some("use an IANA name such as `Europe/Berlin` or `America/Chicago`".into()),
+                );
+                chrono_tz::UTC
+            }
+        },
+    };
+    let calendar = Calendar {
+        tz,
+        holidays: holidays.iter().copied().collect(),
+    };
 
     // Window.
     let w: RawWindow = l
@@ -740,6 +902,106 @@ fn validate_text(
         });
     }
 
+    let metric_index = |l: &mut Loader<'_>, key: &str, name: &str| -> usize {
+        match metrics.iter().position(|m| m.name == name) {
+            Some(i) if metrics[i].result == ColType::Num => i,
+            Some(_) => {
+                l.at_value(key, format!("metric `{name}` is not a number"), None);
+                0
+            }
+            None => {
+                let hint = did_you_mean(name, metrics.iter().map(|m| m.name.as_str()))
+                    .or_else(|| Some("name a metric from `[metrics]`".into()));
+                l.at_value(key, format!("unknown metric `{name}`"), hint);
+                0
+            }
+        }
+    };
+
+    // Billing: energy and demand cost per site and billing period.
+    let billing = match raw.billing {
+        None => None,
+        Some(v) => l.de::<RawBilling>("billing", v, BILLING_KEYS).map(|b| {
+            let energy_metric = metric_index(&mut l, "billing.energy", &b.energy);
+            let interval_ms = match &b.demand_interval {
+                Some(d) => l.duration("billing.demand_interval", d).unwrap_or(900_000),
+                None => 900_000,
+            };
+            if interval_ms <= 0 || (size_ms > 0 && interval_ms % size_ms != 0) {
+                l.at_value(
+                    "billing.demand_interval",
+                    "the demand interval must be a positive multiple of the window size".into(),
+                    None,
+                );
+            }
+            let period = match b.period.as_deref().unwrap_or("month") {
+                "day" => BillPeriod::Day,
+                "month" => BillPeriod::Month,
+                other => {
+                    l.one_of("billing.period", other, &["day", "month"], "billing period");
+                    BillPeriod::Month
+                }
+            };
+            let rate = b.demand_charge_per_kw.unwrap_or(0.0);
+            if !(rate.is_finite() && rate >= 0.0) {
+                l.at_value(
+                    "billing.demand_charge_per_kw",
+                    "the demand charge must be a non-negative number".into(),
+                    None,
+                );
+            }
+            BillingPlan {
+                energy_metric,
+                demand_charge_per_kw: rate,
+                interval_ms,
+                period,
+            }
+        }),
+    };
+
+    let lifecycle = match raw.lifecycle {
+        None => None,
+        Some(v) => l
+            .de::<RawLifecycle>("lifecycle", v, &["path"])
+            .map(|lc| LifecyclePlan {
+                path: l.resolve_path(&lc.path),
+            }),
+    };
+
+    let mut routing = Vec::new();
+    for (i, v) in raw.routing.into_iter().enumerate() {
+        let key = format!("routing[{i}]");
+        if let Some(r) = l.de::<RawRoute>(&key, v, ROUTE_KEYS) {
+            if let Some(o) = &r.owner {
+                l.one_of(&format!("{key}.owner"), o, OWNERS, "owner");
+            }
+            if let Some(o) = &r.action_type {
+                l.one_of(
+                    &format!("{key}.action_type"),
+                    o,
+                    ACTION_TYPES,
+                    "action type",
+                );
+            }
+            if let Some(o) = &r.value_category {
+                l.one_of(
+                    &format!("{key}.value_category"),
+                    o,
+                    VALUE_CATEGORIES,
+                    "value category",
+                );
+            }
+            routing.push(RoutePlan {
+                category: r.category,
+                kind: r.kind,
+                site: r.site,
+                owner: r.owner,
+                action_type: r.action_type,
+                value_category: r.value_category,
+            });
+        }
+    }
+
     // Rules.
     let mut rules = Vec::new();
     let mut rule_ids = Vec::<String>::new();
@@ -756,81 +1018,146 @@ fn validate_text(
             );
         }
         rule_ids.push(r.id.clone());
-        if let Some(f) = &r.filter {
-            l.expr(&format!("{key}.where"), f, &scope, Some(ColType::Bool));
-        }
-        for (j, g) in r.group_by.iter().enumerate() {
-            l.one_of(
-                &format!("{key}.group_by[{j}]"),
-                g,
-                GROUP_COLUMNS,
-                "group column",
-            );
-        }
-        let period_ms = l
-            .duration(&format!("{key}.period"), &r.period)
-            .unwrap_or(3_600_000);
-        if size_ms > 0 && period_ms % size_ms != 0 {
-            l.at_value(
-                &format!("{key}.period"),
-                "period must be a multiple of the window size".into(),
-                None,
-            );
-        }
+        let kind = match r.kind.as_deref().unwrap_or("windows") {
+            "windows" => RuleKind::Windows,
+            "demand_peak" => RuleKind::DemandPeak,
+            other => {
+                l.one_of(
+                    &format!("{key}.kind"),
+                    other,
+                    &["windows", "demand_peak"],
+                    "rule kind",
+                );
+                RuleKind::Windows
+            }
+        };
         let mut measures = Vec::new();
         let mut mscope = Scope::default();
-        mscope.push("windows", ColType::Num);
-        for (name, v) in r.measures.iter() {
-            let mkey = format!("{key}.measures.{name}");
-            let spec = v.as_table().filter(|t| t.len() == 1);
-            let Some((agg_name, src)) = spec.and_then(|t| t.iter().next()) else {
-                l.at_value(
-                    &mkey,
-                    "a measure is one aggregate of an expression".into(),
-                    Some("write e.g. `{ sum = \"waste_kwh\" }` (sum, mean, min or max)".into()),
-                );
-                continue;
-            };
-            let agg = match agg_name.as_str() {
-                "sum" => Agg::Sum,
-                "mean" => Agg::Mean,
-                "min" => Agg::Min,
-                "max" => Agg::Max,
-                other => {
-                    l.one_of(
-                        &format!("{mkey}.{other}"),
-                        other,
-                        &["sum", "mean", "min", "max"],
-                        "aggregate",
+        let group_by;
+        let period_ms;
+        let condition;
+        if kind == RuleKind::DemandPeak {
+            for (field, present) in [
+                ("where", r.filter.is_some()),
+                ("group_by", r.group_by.is_some()),
+                ("period", r.period.is_some()),
+                ("measures", r.measures.is_some()),
+            ] {
+                if present {
+                    l.at(
+                        &format!("{key}.{field}"),
+                        format!("a `demand_peak` rule has no `{field}`: it watches each site's demand intervals"),
+                        Some(format!("its measures are: {}", DEMAND_MEASURES.join(", "))),
                     );
-                    mscope.push(name, ColType::Num);
-                    continue;
                 }
+            }
+            match &billing {
+                Some(b) => period_ms = b.interval_ms,
+                None => {
+                    l.at(
+                        &format!("{key}.kind"),
+                        "a `demand_peak` rule needs a `[billing]` section (demand interval and charge)".into(),
+                        None,
+                    );
+                    period_ms = 900_000;
+                }
+            }
+            group_by = vec!["site".to_string()];
+            for m in DEMAND_MEASURES {
+                mscope.push(m, ColType::Num);
+            }
+            condition = r
+                .condition
+                .clone()
+                .unwrap_or_else(|| "projected_kw >= 0.9 * billed_kw".into());
+        } else {
+            if let Some(f) = &r.filter {
+                l.expr(&format!("{key}.where"), f, &scope, Some(ColType::Bool));
+            }
+            for (field, present) in [
+                ("group_by", r.group_by.is_some()),
+                ("period", r.period.is_some()),
+                ("measures", r.measures.is_some()),
+                ("condition", r.condition.is_some()),
+            ] {
+                if !present {
+                    l.at(&key, format!("missing key `{field}` in `{key}`"), None);
+                }
+            }
+            group_by = r.group_by.clone().unwrap_or_default();
+            for (j, g) in group_by.iter().enumerate() {
+                l.one_of(
+                    &format!("{key}.group_by[{j}]"),
+                    g,
+                    GROUP_COLUMNS,
+                    "group column",
+                );
+            }
+            period_ms = match &r.period {
+                Some(p) => l.duration(&format!("{key}.period"), p).unwrap_or(3_600_000),
+                None => 3_600_000,
             };
-            let Some(src) = src.as_str() else {
+            if size_ms > 0 && period_ms % size_ms != 0 {
                 l.at_value(
-                    &format!("{mkey}.{agg_name}"),
-                    "wrong type: expected an expression string".into(),
+                    &format!("{key}.period"),
+                    "period must be a multiple of the window size".into(),
                     None,
                 );
-                continue;
-            };
-            l.expr(
-                &format!("{mkey}.{agg_name}"),
-                src,
-                &scope,
-                Some(ColType::Num),
-            );
-            mscope.push(name, ColType::Num);
-            measures.push(MeasurePlan {
-                name: name.clone(),
-                agg,
-                expr: src.to_string(),
-            });
+            }
+            mscope.push("windows", ColType::Num);
+            for (name, v) in r.measures.clone().unwrap_or_default().iter() {
+                let mkey = format!("{key}.measures.{name}");
+                let spec = v.as_table().filter(|t| t.len() == 1);
+                let Some((agg_name, src)) = spec.and_then(|t| t.iter().next()) else {
+                    l.at_value(
+                        &mkey,
+                        "a measure is one aggregate of an expression".into(),
+                        Some("write e.g. `{ sum = \"waste_kwh\" }` (sum, mean, min or max)".into()),
+                    );
+                    continue;
+                };
+                let agg = match agg_name.as_str() {
+                    "sum" => Agg::Sum,
+                    "mean" => Agg::Mean,
+                    "min" => Agg::Min,
+                    "max" => Agg::Max,
+                    other => {
+                        l.one_of(
+                            &format!("{mkey}.{other}"),
+                            other,
+                            &["sum", "mean", "min", "max"],
+                            "aggregate",
+                        );
+                        mscope.push(name, ColType::Num);
+                        continue;
+                    }
+                };
+                let Some(src) = src.as_str() else {
+                    l.at_value(
+                        &format!("{mkey}.{agg_name}"),
+                        "wrong type: expected an expression string".into(),
+                        None,
+                    );
+                    continue;
+                };
+                l.expr(
+                    &format!("{mkey}.{agg_name}"),
+                    src,
+                    &scope,
+                    Some(ColType::Num),
+                );
+                mscope.push(name, ColType::Num);
+                measures.push(MeasurePlan {
+                    name: name.clone(),
+                    agg,
+                    expr: src.to_string(),
+                });
+            }
+            condition = r.condition.clone().unwrap_or_else(|| "false".into());
         }
         l.expr(
             &format!("{key}.condition"),
-            &r.condition,
+            &condition,
             &mscope,
             Some(ColType::Bool),
         );
@@ -848,9 +1175,21 @@ fn validate_text(
             VALUE_CATEGORIES,
             "value category",
         );
+        let value = match (&a.value, kind) {
+            (Some(v), _) => v.clone(),
+            (None, RuleKind::DemandPeak) => "increase_cost".to_string(),
+            (None, RuleKind::Windows) => {
+                l.at(
+                    &format!("{key}.action"),
+                    format!("missing key `value` in `{key}.action`"),
+                    Some("the value at stake in currency, e.g. `value = \"waste_cost\"`".into()),
+                );
+                "0.0".to_string()
+            }
+        };
         l.expr(
             &format!("{key}.action.value"),
-            &a.value,
+            &value,
             &mscope,
             Some(ColType::Num),
         );
@@ -859,18 +1198,115 @@ fn validate_text(
             .as_ref()
             .map(|s| (s.medium, s.high))
             .unwrap_or((10.0, 100.0));
+        let one_per_group = match a.one_per.as_deref().unwrap_or("group") {
+            "group" => true,
+            "period" => false,
+            other => {
+                l.one_of(
+                    &format!("{key}.action.one_per"),
+                    other,
+                    &["group", "period"],
+                    "dedup scope",
+                );
+                true
+            }
+        };
+        let cooldown_ms = match &a.cooldown {
+            Some(c) => l
+                .duration(&format!("{key}.action.cooldown"), c)
+                .unwrap_or(0),
+            None => 0,
+        };
+        let verify = r.verify.as_ref().map(|v| {
+            let vk = format!("{key}.verify");
+            let granularity = match v.granularity.as_deref().unwrap_or("day") {
+                "hour" => Granularity::Hour,
+                "day" => Granularity::Day,
+                "week" => Granularity::Week,
+                other => {
+                    l.one_of(
+                        &format!("{vk}.granularity"),
+                        other,
+                        &["hour", "day", "week"],
+                        "granularity",
+                    );
+                    Granularity::Day
+                }
+            };
+            let baseline_ms = l
+                .duration(&format!("{vk}.baseline"), &v.baseline)
+                .unwrap_or(0);
+            let reporting_ms = l
+                .duration(&format!("{vk}.reporting"), &v.reporting)
+                .unwrap_or(0);
+            let gran_ms = match granularity {
+                Granularity::Hour => 3_600_000,
+                Granularity::Day => 86_400_000,
+                Granularity::Week => 7 * 86_400_000,
+            };
+            for (k, d) in [("baseline", baseline_ms), ("reporting", reporting_ms)] {
+                if d < gran_ms {
+                    l.at_value(
+                        &format!("{vk}.{k}"),
+                        format!(
+                            "the {k} period must cover at least one {} bucket",
+                            match granularity {
+                                Granularity::Hour => "hour",
+                                Granularity::Day => "day",
+                                Granularity::Week => "week",
+                            }
+                        ),
+                        None,
+                    );
+                }
+            }
+            let energy_metric = metric_index(&mut l, &format!("{vk}.energy"), &v.energy);
+            let mut units_driver = false;
+            for (j, d) in v.drivers.iter().enumerate() {
+                if d == "units" {
+                    units_driver = true;
+                } else {
+                    l.one_of(&format!("{vk}.drivers[{j}]"), d, &["units"], "driver");
+                }
+            }
+            if units_driver && production.is_none() {
+                l.at_value(
+                    &format!("{vk}.drivers"),
+                    "the `units` driver needs `[context.production]` with a `units` column".into(),
+                    None,
+                );
+            }
+            let d = Limits::default();
+            VerifyPlan {
+                baseline_ms,
+                reporting_ms,
+                granularity,
+                energy_metric,
+                units_driver,
+                limits: Limits {
+                    max_cv_rmse: v.max_cv_rmse.unwrap_or(d.max_cv_rmse),
+                    max_abs_nmbe: v.max_nmbe.unwrap_or(d.max_abs_nmbe),
+                    max_fsu68: v.max_fsu.unwrap_or(d.max_fsu68),
+                },
+            }
+        });
         rules.push(RulePlan {
-            id: r.id,
+            id: r.id.clone(),
+            kind,
+            category: r.category.clone().unwrap_or_else(|| r.id.clone()),
+            one_per_group,
+            cooldown_ms,
+            verify,
             description: r.description,
             filter: r.filter,
-            group_by: r.group_by,
+            group_by,
             period_ms,
             measures,
-            condition: r.condition,
+            condition,
             owner: a.owner.clone(),
             action_type: a.action_type.clone(),
             value_category: a.value_category.clone(),
-            value: a.value.clone(),
+            value,
             severity_medium: medium,
             severity_high: high,
         });
@@ -943,6 +1379,7 @@ fn validate_text(
         context: ContextPlan {
             assets,
             tariff,
+            holidays,
             production,
             maintenance,
             asset_extra,
@@ -957,6 +1394,10 @@ fn validate_text(
         metrics,
         rules,
         sink: sink.expect("a sink was validated above"),
+        calendar,
+        billing,
+        lifecycle,
+        routing,
     })
 }
 

@@ -21,6 +21,75 @@ pub struct RawDataflow {
     #[serde(default)]
     pub rules: Vec<toml::Value>,
     pub sinks: Vec<toml::Value>,
+    /// The plant's IANA timezone (tariffs, billing periods, day buckets).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub billing: Option<toml::Value>,
+    #[serde(default)]
+    pub lifecycle: Option<toml::Value>,
+    #[serde(default)]
+    pub routing: Vec<toml::Value>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawBilling {
+    /// The metric holding each window's kWh.
+    pub energy: String,
+    #[serde(default)]
+    pub demand_charge_per_kw: Option<f64>,
+    #[serde(default)]
+    pub demand_interval: Option<String>,
+    /// `day` or `month` (local time).
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawLifecycle {
+    /// JSON-lines file of status updates (tailed in `--follow`).
+    pub path: String,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub action_type: Option<String>,
+    #[serde(default)]
+    pub value_category: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawTariff {
+    pub path: String,
+    /// Local dates (`YYYY-MM-DD`) priced as holidays.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawVerify {
+    pub baseline: String,
+    pub reporting: String,
+    #[serde(default)]
+    pub granularity: Option<String>,
+    pub energy: String,
+    #[serde(default)]
+    pub drivers: Vec<String>,
+    #[serde(default)]
+    pub max_cv_rmse: Option<f64>,
+    #[serde(default)]
+    pub max_nmbe: Option<f64>,
+    #[serde(default)]
+    pub max_fsu: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -41,7 +110,7 @@ pub struct RawReplay {
 #[derive(Deserialize, Debug)]
 pub struct RawContext {
     pub assets: RawTable,
-    pub tariff: RawTable,
+    pub tariff: RawTariff,
     #[serde(default)]
     pub production: Option<RawTable>,
     #[serde(default)]
@@ -70,13 +139,25 @@ pub struct RawRule {
     pub id: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// `windows` (default) or `demand_peak`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Routing key; defaults to the rule id.
+    #[serde(default)]
+    pub category: Option<String>,
     #[serde(default, rename = "where")]
     pub filter: Option<String>,
-    pub group_by: Vec<String>,
-    pub period: String,
-    pub measures: toml::Table,
-    pub condition: String,
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    #[serde(default)]
+    pub period: Option<String>,
+    #[serde(default)]
+    pub measures: Option<toml::Table>,
+    #[serde(default)]
+    pub condition: Option<String>,
     pub action: RawAction,
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -84,9 +165,16 @@ pub struct RawAction {
     pub owner: String,
     pub action_type: String,
     pub value_category: String,
-    pub value: String,
+    #[serde(default)]
+    pub value: Option<String>,
     #[serde(default)]
     pub severity: Option<RawSeverity>,
+    /// `group` (one open action per rule and group, default) or `period`.
+    #[serde(default)]
+    pub one_per: Option<String>,
+    /// After an action is done or rejected, findings are suppressed this long.
+    #[serde(default)]
+    pub cooldown: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
-use crate::model::{AssetRow, Sample, F64};
+use crate::model::{AssetRow, Sample, StatusUpdate, F64};
 use crate::sources::context::Interval;
 
 /// A change to one context table: rows with +1 (insert) or −1 (retract).
@@ -29,6 +29,8 @@ pub enum ContextChange {
     Tariff(Vec<((u32, F64), isize)>),
     Production(Vec<(Interval, isize)>),
     Maintenance(Vec<(Interval, isize)>),
+    /// Action status updates (inserts only).
+    Status(Vec<StatusUpdate>),
 }
 
 /// What a worker receives, in order.

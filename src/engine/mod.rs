@@ -5,7 +5,10 @@
 //! samples ─exchange(tag)─► window (timely op) ─► windows: (tag, WindowAgg) collection
 //!   ⋈ assets (tag)  ⋈ tariff (UTC hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
 //!   ─► enriched windows (+ derived metrics) ─► aggregates sink
-//!                                            └► rules: reduce per (rule, group, period) ─► actions sink
+//!                                            ├► rules: reduce per (rule, group, period) ─► findings ─┐
+//!                                            └► energy per window (billing, verification) ────────┤
+//!   production runs, status updates ───────────────────────────────────────────────────────────┤
+//!                                      value layer on worker 0: actions, outcomes, bills ◄──────┘
 //! ```
 //! Context tables are differential inputs fed by worker 0; every other input
 //! only advances. Sinks hand finished rows to the Parquet writer over a
@@ -18,6 +21,7 @@
 
 pub mod bridge;
 pub mod output;
+pub mod value;
 pub mod window;
 
 use std::rc::Rc;
@@ -32,9 +36,10 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::config::Plan;
-use crate::model::{ActionRow, AssetRow, Enriched, Sample, TagId, F64};
+use crate::model::{AssetRow, Enriched, Sample, StatusUpdate, TagId, F64};
 use crate::sinks::SinkBatch;
 use crate::sources::context::Interval;
+use crate::value::layer::{Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
 pub use bridge::Ingest;
 use bridge::{ContextChange, WorkerMsg};
@@ -54,24 +59,6 @@ impl Versioned for Enriched {
     }
     fn withdrawn(&self) -> Option<Self> {
         None
-    }
-}
-
-impl Versioned for ActionRow {
-    type Key = String;
-    fn key(&self) -> Self::Key {
-        self.action_id.clone()
-    }
-    fn key_hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(self.action_id.as_bytes())
-    }
-    fn end(&self) -> i64 {
-        self.period_end
-    }
-    fn withdrawn(&self) -> Option<Self> {
-        let mut w = self.clone();
-        w.status = "withdrawn".to_string();
-        Some(w)
     }
 }
 
@@ -112,6 +99,7 @@ pub struct InitialContext {
     pub tariff: Vec<(u32, F64)>,
     pub production: Vec<Interval>,
     pub maintenance: Vec<Interval>,
+    pub status: Vec<StatusUpdate>,
 }
 
 struct Inputs {
@@ -120,6 +108,7 @@ struct Inputs {
     tariff: InputSession<u64, (u32, F64), isize>,
     production: InputSession<u64, Interval, isize>,
     maintenance: InputSession<u64, Interval, isize>,
+    status: InputSession<u64, StatusUpdate, isize>,
 }
 
 impl Inputs {
@@ -130,6 +119,7 @@ impl Inputs {
             self.tariff.advance_to(t);
             self.production.advance_to(t);
             self.maintenance.advance_to(t);
+            self.status.advance_to(t);
             self.flush_context();
         }
     }
@@ -139,6 +129,7 @@ impl Inputs {
         self.tariff.flush();
         self.production.flush();
         self.maintenance.flush();
+        self.status.flush();
     }
 
     fn apply(&mut self, change: ContextChange, tags: &TagRegistry) {
@@ -158,6 +149,7 @@ impl Inputs {
             ContextChange::Maintenance(rows) => rows
                 .into_iter()
                 .for_each(|(x, r)| self.maintenance.update(x, r)),
+            ContextChange::Status(rows) => rows.into_iter().for_each(|u| self.status.update(u, 1)),
         }
     }
 }
@@ -181,6 +173,7 @@ pub struct EngineArgs {
     pub initial: InitialContext,
     pub sink: Sender<SinkBatch>,
     pub geometry: Geometry,
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Runs the dataflow on `workers` threads until the ingest says `End` and
@@ -194,6 +187,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         initial,
         sink,
         geometry: geo,
+        stats,
     } = args;
     let receivers = Arc::new(Mutex::new(
         receivers.into_iter().map(Some).collect::<Vec<_>>(),
@@ -213,98 +207,132 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         ingest.register_worker(index, std::thread::current());
         let compiled = Rc::new(Compiled::new(&plan));
         let tx_agg = sink.lock().map(|s| s.clone()).ok();
-        let tx_act = tx_agg.clone();
+        let tx_val = tx_agg.clone();
+        let stats = stats.clone();
         let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
         let probe = ProbeHandle::new();
         let window_name = format!("window:{}", plan.name);
 
-        let (assets, tariff, production, maintenance) = worker.dataflow::<u64, _, _>(|scope| {
-            let stream = samples.to_stream(scope);
-            let windows = window::window(stream, geo, &window_name).as_collection();
-            let (assets_in, assets) = scope.new_collection::<(TagId, Arc<AssetRow>), isize>();
-            let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
-            let (prod_in, prod) = scope.new_collection::<Interval, isize>();
-            let (maint_in, maint) = scope.new_collection::<Interval, isize>();
-            let size = geo.size_ms;
+        let (assets, tariff, production, maintenance, status) =
+            worker.dataflow::<u64, _, _>(|scope| {
+                let stream = samples.to_stream(scope);
+                let windows = window::window(stream, geo, &window_name).as_collection();
+                let (assets_in, assets) = scope.new_collection::<(TagId, Arc<AssetRow>), isize>();
+                let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
+                let (prod_in, prod) = scope.new_collection::<Interval, isize>();
+                let (maint_in, maint) = scope.new_collection::<Interval, isize>();
+                let (status_in, status) = scope.new_collection::<StatusUpdate, isize>();
+                let size = geo.size_ms;
+                let calendar = plan.calendar.clone();
 
-            let priced = windows
-                .join(assets)
-                .map(|(tag, (win, asset))| {
-                    (
-                        (win.window_start.div_euclid(3_600_000).rem_euclid(24)) as u32,
-                        (tag, win, asset),
-                    )
-                })
-                .join(tariff)
-                .map(|(_hour, ((tag, win, asset), price))| {
-                    let key = (asset.line.clone(), win.window_start);
-                    (
-                        key,
-                        Enriched {
-                            tag,
-                            win,
-                            asset,
-                            price_per_kwh: price,
-                            producing: false,
-                            in_maintenance: false,
-                            metrics: Vec::new(),
-                        },
-                    )
-                });
-            let running = prod
-                .flat_map(move |iv| covered(&iv, size))
-                .distinct()
-                .map(|(k, ())| k);
-            let producing = priced.clone().semijoin(running.clone()).map(|(_, mut e)| {
-                e.producing = true;
-                e
-            });
-            let idle = priced.antijoin(running).map(|(_, e)| e);
-            let by_asset = producing
-                .concat(idle)
-                .map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
-            let down = maint
-                .flat_map(move |iv| covered(&iv, size))
-                .distinct()
-                .map(|(k, ())| k);
-            let in_maint = by_asset.clone().semijoin(down.clone()).map(|(_, mut e)| {
-                e.in_maintenance = true;
-                e
-            });
-            let c1 = compiled.clone();
-            let enriched = in_maint
-                .concat(by_asset.antijoin(down).map(|(_, e)| e))
-                .map(move |mut e| {
-                    c1.derive(&mut e);
+                let priced = windows
+                    .join(assets)
+                    .map(move |(tag, (win, asset))| {
+                        (calendar.key_at(win.window_start), (tag, win, asset))
+                    })
+                    .join(tariff)
+                    .map(|(tariff_key, ((tag, win, asset), price))| {
+                        let key = (asset.line.clone(), win.window_start);
+                        (
+                            key,
+                            Enriched {
+                                tag,
+                                win,
+                                asset,
+                                tariff_key,
+                                price_per_kwh: price,
+                                producing: false,
+                                in_maintenance: false,
+                                metrics: Vec::new(),
+                            },
+                        )
+                    });
+                let running = prod
+                    .clone()
+                    .flat_map(move |iv| covered(&iv, size))
+                    .distinct()
+                    .map(|(k, ())| k);
+                let producing = priced.clone().semijoin(running.clone()).map(|(_, mut e)| {
+                    e.producing = true;
                     e
                 });
+                let idle = priced.antijoin(running).map(|(_, e)| e);
+                let by_asset = producing
+                    .concat(idle)
+                    .map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
+                let down = maint
+                    .flat_map(move |iv| covered(&iv, size))
+                    .distinct()
+                    .map(|(k, ())| k);
+                let in_maint = by_asset.clone().semijoin(down.clone()).map(|(_, mut e)| {
+                    e.in_maintenance = true;
+                    e
+                });
+                let c1 = compiled.clone();
+                let enriched = in_maint
+                    .concat(by_asset.antijoin(down).map(|(_, e)| e))
+                    .map(move |mut e| {
+                        c1.derive(&mut e);
+                        e
+                    });
 
-            let c2 = compiled.clone();
-            let c3 = compiled.clone();
-            let actions = enriched
-                .clone()
-                .flat_map(move |e| c2.contributions(&e))
-                .reduce(move |key, inputs, out| {
-                    if let Some(a) = c3.action(key, inputs) {
-                        out.push((a, 1isize));
+                let c2 = compiled.clone();
+                let c3 = compiled.clone();
+                let findings = enriched
+                    .clone()
+                    .flat_map(move |e| c2.contributions(&e))
+                    .reduce(move |key, inputs, out| {
+                        if let Some(f) = c3.finding(key, inputs) {
+                            out.push((f, 1isize));
+                        }
+                    })
+                    .map(|(_, f)| ValueIn::Finding(f));
+                let c4 = compiled.clone();
+                let value_in = if compiled.has_energy() {
+                    findings.concat(enriched.clone().flat_map(move |e| c4.energy(&e)))
+                } else {
+                    findings
+                }
+                .concat(prod.map(ValueIn::Production))
+                .concat(status.map(ValueIn::Status));
+
+                let enriched = enriched.inner.probe_with(&probe);
+                let value_in = value_in.inner.probe_with(&probe);
+                output::revisions(enriched, "sink:aggregates", geo, move |rows| {
+                    if let Some(tx) = &tx_agg {
+                        let _ = tx.send(SinkBatch::Aggregates(rows));
                     }
-                })
-                .map(|(_, a)| a);
-
-            let enriched = enriched.inner.probe_with(&probe);
-            let actions = actions.inner.probe_with(&probe);
-            output::revisions(enriched, "sink:aggregates", geo, move |rows| {
-                if let Some(tx) = &tx_agg {
-                    let _ = tx.send(SinkBatch::Aggregates(rows));
-                }
+                });
+                let layer = ValueLayer::new(
+                    plan.clone(),
+                    Aging {
+                        size_ms: geo.size_ms,
+                        period_ms: geo.period_ms,
+                        retention_ms: geo.retention_ms,
+                    },
+                );
+                value::value_op(value_in, layer, move |out, layer| {
+                    stats.set_value_counters(layer.counters());
+                    if let Some(tx) = &tx_val {
+                        if !out.actions.is_empty() {
+                            let _ = tx.send(SinkBatch::Actions(out.actions));
+                        }
+                        if !out.outcomes.is_empty() {
+                            let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
+                        }
+                        if !out.bills.is_empty() {
+                            let _ = tx.send(SinkBatch::Billing(out.bills));
+                        }
+                        if !out.dead_letters.is_empty() {
+                            for _ in &out.dead_letters {
+                                stats.dead_letter("status update rejected");
+                            }
+                            let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
+                        }
+                    }
+                });
+                (assets_in, tariff_in, prod_in, maint_in, status_in)
             });
-            output::revisions(actions, "sink:actions", geo, move |rows| {
-                if let Some(tx) = &tx_act {
-                    let _ = tx.send(SinkBatch::Actions(rows));
-                }
-            });
-            (assets_in, tariff_in, prod_in, maint_in)
-        });
 
         let mut inputs = Inputs {
             samples,
@@ -312,6 +340,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             tariff,
             production,
             maintenance,
+            status,
         };
         if index == 0 {
             fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
@@ -323,6 +352,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 ContextChange::Tariff(inserts(init.tariff)),
                 ContextChange::Production(inserts(init.production)),
                 ContextChange::Maintenance(inserts(init.maintenance)),
+                ContextChange::Status(init.status),
             ] {
                 inputs.apply(change, &tags);
             }

@@ -111,6 +111,8 @@ pub struct Enriched {
     pub win: WindowAgg,
     /// Shared, not copied: every window of a tag points at the same row.
     pub asset: std::sync::Arc<AssetRow>,
+    /// Local (month, day type, hour) the tariff was looked up by.
+    pub tariff_key: u32,
     pub price_per_kwh: F64,
     pub producing: bool,
     pub in_maintenance: bool,
@@ -135,6 +137,103 @@ pub struct ActionRow {
     pub period_end: i64,
     pub status: String,
     pub evidence: String,
+    /// Rule category (routing key).
+    pub category: String,
+    /// Findings merged into this action.
+    pub findings: i64,
+    /// When the current status was entered (event time, epoch ms).
+    pub status_at: i64,
+    pub status_by: String,
+    pub status_note: String,
+}
+
+/// One `(rule, group, period)` where a rule's condition held: the unit of
+/// evidence that actions are made of. Corrections retract and re-insert it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: u32,
+    pub group: Vec<String>,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub value: F64,
+    pub windows: i64,
+    /// Some window of the period lay in a maintenance window of the asset.
+    pub in_maintenance: bool,
+    /// Measures as JSON text (name → value).
+    pub measures: String,
+    pub site: String,
+    pub line: String,
+    pub asset: String,
+    pub kind: String,
+}
+
+/// A lifecycle update for an action (from the status file, CLI or MQTT).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub action_id: String,
+    /// `acknowledged`, `done` or `rejected`.
+    pub status: String,
+    /// Event time of the transition (epoch ms).
+    pub at: i64,
+    pub by: String,
+    pub note: String,
+    /// Arrival order, to break ties and for dead letters.
+    pub seq: u64,
+    pub raw: String,
+}
+
+/// One version of a verification outcome (`outcomes` table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRow {
+    pub action_id: String,
+    pub rule: String,
+    pub site: String,
+    pub asset: String,
+    pub baseline_start: i64,
+    pub baseline_end: i64,
+    pub reporting_start: i64,
+    pub reporting_end: i64,
+    pub model: String,
+    pub n_baseline: i64,
+    pub n_reporting: i64,
+    pub r2: Option<f64>,
+    pub cv_rmse: Option<f64>,
+    pub nmbe: Option<f64>,
+    pub baseline_kwh: Option<f64>,
+    pub actual_kwh: f64,
+    pub avoided_kwh: Option<f64>,
+    pub avoided_cost: Option<f64>,
+    pub fractional_savings: Option<f64>,
+    pub fsu_68: Option<f64>,
+    pub fsu_90: Option<f64>,
+    /// `pending` until the reporting period ends, then `verified`, `not_verified` or `insufficient_data`.
+    pub verdict: String,
+    pub reason: String,
+    pub is_final: bool,
+    /// Event time (watermark) at which this version was computed.
+    pub computed_at: i64,
+}
+
+/// One version of a billing period's energy and demand cost for a meter group (`billing` table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BillRow {
+    pub site: String,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub energy_kwh: f64,
+    pub energy_cost: f64,
+    pub peak_kw: f64,
+    pub peak_interval_start: i64,
+    pub demand_cost: f64,
+    pub total_cost: f64,
+    /// Billed demand that would disappear if the peak interval were shaved to a typical interval.
+    pub peak_shave_kw: f64,
+    /// Value at stake of the peak: demand charge saved plus the excess energy at its price.
+    pub peak_shave_value: f64,
+    pub intervals: i64,
+    /// `{"<price>": {"kwh": .., "cost": ..}}`.
+    pub energy_by_price: String,
+    pub is_final: bool,
 }
 
 /// A record that could not be used, and why.

@@ -3,12 +3,14 @@
 
 pub mod parquet;
 
-use crate::model::{ActionRow, DeadLetter, Enriched};
+use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, OutcomeRow};
 
 /// Finished rows for one output table, with revisions where the table has them.
 #[derive(Debug)]
 pub enum SinkBatch {
     Aggregates(Vec<(Enriched, i64)>),
     Actions(Vec<(ActionRow, i64)>),
+    Outcomes(Vec<(OutcomeRow, i64)>),
+    Billing(Vec<(BillRow, i64)>),
     DeadLetters(Vec<DeadLetter>),
 }

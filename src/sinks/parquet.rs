@@ -28,7 +28,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::SinkBatch;
 use crate::config::{MetricPlan, ParquetPlan};
-use crate::model::{ActionRow, DeadLetter, Enriched, Scalar};
+use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, OutcomeRow, Scalar};
 use crate::stats::Stats;
 use crate::value::expr::ColType;
 
@@ -88,6 +88,71 @@ pub fn actions_schema() -> SchemaRef {
         Field::new("period_end", ts_type(), false),
         s("status"),
         s("evidence"),
+        Field::new("revision", DataType::Int64, false),
+        s("category"),
+        Field::new("findings", DataType::Int64, false),
+        Field::new("status_at", ts_type(), false),
+        s("status_by"),
+        s("status_note"),
+    ]))
+}
+
+/// Schema of the `outcomes` table.
+pub fn outcomes_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let t = |n: &str| Field::new(n, ts_type(), false);
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("asset"),
+        t("baseline_start"),
+        t("baseline_end"),
+        t("reporting_start"),
+        t("reporting_end"),
+        s("model"),
+        Field::new("n_baseline", DataType::Int64, false),
+        Field::new("n_reporting", DataType::Int64, false),
+        f("r2"),
+        f("cv_rmse"),
+        f("nmbe"),
+        f("baseline_kwh"),
+        Field::new("actual_kwh", DataType::Float64, false),
+        f("avoided_kwh"),
+        f("avoided_cost"),
+        s("currency"),
+        f("fractional_savings"),
+        f("fsu_68"),
+        f("fsu_90"),
+        s("verdict"),
+        s("reason"),
+        Field::new("final", DataType::Boolean, false),
+        t("computed_at"),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+/// Schema of the `billing` table.
+pub fn billing_schema() -> SchemaRef {
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("site", DataType::Utf8, false),
+        Field::new("period_start", ts_type(), false),
+        Field::new("period_end", ts_type(), false),
+        f("energy_kwh"),
+        f("energy_cost"),
+        f("peak_kw"),
+        Field::new("peak_interval_start", ts_type(), false),
+        f("demand_cost"),
+        f("total_cost"),
+        f("peak_shave_kw"),
+        f("peak_shave_value"),
+        Field::new("currency", DataType::Utf8, false),
+        Field::new("intervals", DataType::Int64, false),
+        Field::new("energy_by_price", DataType::Utf8, false),
+        Field::new("final", DataType::Boolean, false),
         Field::new("revision", DataType::Int64, false),
     ]))
 }
@@ -225,9 +290,86 @@ fn actions_batch(
         str_col(rows.iter().map(|(a, _)| a.status.as_str())),
         str_col(rows.iter().map(|(a, _)| a.evidence.as_str())),
         i64_col(rows.iter().map(|(_, r)| *r)),
+        str_col(rows.iter().map(|(a, _)| a.category.as_str())),
+        i64_col(rows.iter().map(|(a, _)| a.findings)),
+        ts_col(rows.iter().map(|(a, _)| a.status_at)),
+        str_col(rows.iter().map(|(a, _)| a.status_by.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.status_note.as_str())),
     ];
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("building an actions batch: {e}"))
+}
+
+fn opt_col(vals: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    let mut b = Float64Builder::new();
+    vals.for_each(|v| b.append_option(v));
+    Arc::new(b.finish())
+}
+
+fn outcomes_batch(
+    schema: &SchemaRef,
+    rows: &[&(OutcomeRow, i64)],
+    dataflow: &str,
+    currency: &str,
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(o, _)| o.action_id.as_str())),
+        str_col(rows.iter().map(|_| dataflow)),
+        str_col(rows.iter().map(|(o, _)| o.rule.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.site.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.asset.as_str())),
+        ts_col(rows.iter().map(|(o, _)| o.baseline_start)),
+        ts_col(rows.iter().map(|(o, _)| o.baseline_end)),
+        ts_col(rows.iter().map(|(o, _)| o.reporting_start)),
+        ts_col(rows.iter().map(|(o, _)| o.reporting_end)),
+        str_col(rows.iter().map(|(o, _)| o.model.as_str())),
+        i64_col(rows.iter().map(|(o, _)| o.n_baseline)),
+        i64_col(rows.iter().map(|(o, _)| o.n_reporting)),
+        opt_col(rows.iter().map(|(o, _)| o.r2)),
+        opt_col(rows.iter().map(|(o, _)| o.cv_rmse)),
+        opt_col(rows.iter().map(|(o, _)| o.nmbe)),
+        opt_col(rows.iter().map(|(o, _)| o.baseline_kwh)),
+        f64_col(rows.iter().map(|(o, _)| o.actual_kwh)),
+        opt_col(rows.iter().map(|(o, _)| o.avoided_kwh)),
+        opt_col(rows.iter().map(|(o, _)| o.avoided_cost)),
+        str_col(rows.iter().map(|_| currency)),
+        opt_col(rows.iter().map(|(o, _)| o.fractional_savings)),
+        opt_col(rows.iter().map(|(o, _)| o.fsu_68)),
+        opt_col(rows.iter().map(|(o, _)| o.fsu_90)),
+        str_col(rows.iter().map(|(o, _)| o.verdict.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.reason.as_str())),
+        bool_col(rows.iter().map(|(o, _)| o.is_final)),
+        ts_col(rows.iter().map(|(o, _)| o.computed_at)),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an outcomes batch: {e}"))
+}
+
+fn billing_batch(
+    schema: &SchemaRef,
+    rows: &[&(BillRow, i64)],
+    currency: &str,
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(b, _)| b.site.as_str())),
+        ts_col(rows.iter().map(|(b, _)| b.period_start)),
+        ts_col(rows.iter().map(|(b, _)| b.period_end)),
+        f64_col(rows.iter().map(|(b, _)| b.energy_kwh)),
+        f64_col(rows.iter().map(|(b, _)| b.energy_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_kw)),
+        ts_col(rows.iter().map(|(b, _)| b.peak_interval_start)),
+        f64_col(rows.iter().map(|(b, _)| b.demand_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.total_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_shave_kw)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_shave_value)),
+        str_col(rows.iter().map(|_| currency)),
+        i64_col(rows.iter().map(|(b, _)| b.intervals)),
+        str_col(rows.iter().map(|(b, _)| b.energy_by_price.as_str())),
+        bool_col(rows.iter().map(|(b, _)| b.is_final)),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a billing batch: {e}"))
 }
 
 fn dead_letter_batch(schema: &SchemaRef, rows: &[&DeadLetter]) -> Result<RecordBatch, String> {
@@ -256,6 +398,9 @@ pub struct WriterReport {
     pub rows: BTreeMap<String, u64>,
     /// Latest revision of every action seen.
     pub actions: BTreeMap<String, (ActionRow, i64)>,
+    /// Latest revision of every outcome and bill seen.
+    pub outcomes: BTreeMap<String, (OutcomeRow, i64)>,
+    pub bills: BTreeMap<(String, i64), (BillRow, i64)>,
 }
 
 /// Writes the three tables under `plan.path`.
@@ -283,6 +428,8 @@ impl ParquetWriter {
         let mut schemas = HashMap::new();
         schemas.insert("aggregates".to_string(), aggregates_schema(&metrics));
         schemas.insert("actions".to_string(), actions_schema());
+        schemas.insert("outcomes".to_string(), outcomes_schema());
+        schemas.insert("billing".to_string(), billing_schema());
         schemas.insert("dead_letter".to_string(), dead_letter_schema());
         ParquetWriter {
             plan,
@@ -348,6 +495,50 @@ impl ParquetWriter {
                         &self.currency,
                     )?;
                     self.append("actions", &date, b)?;
+                }
+            }
+            SinkBatch::Outcomes(rows) => {
+                for r in &rows {
+                    self.report
+                        .outcomes
+                        .insert(r.0.action_id.clone(), r.clone());
+                }
+                if !self.enabled("outcomes") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&(OutcomeRow, i64)>> = BTreeMap::new();
+                for r in &rows {
+                    parts
+                        .entry(date_of(r.0.reporting_start))
+                        .or_default()
+                        .push(r);
+                }
+                for (date, rs) in parts {
+                    let b = outcomes_batch(
+                        &self.schemas["outcomes"],
+                        &rs,
+                        &self.dataflow,
+                        &self.currency,
+                    )?;
+                    self.append("outcomes", &date, b)?;
+                }
+            }
+            SinkBatch::Billing(rows) => {
+                for r in &rows {
+                    self.report
+                        .bills
+                        .insert((r.0.site.clone(), r.0.period_start), r.clone());
+                }
+                if !self.enabled("billing") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&(BillRow, i64)>> = BTreeMap::new();
+                for r in &rows {
+                    parts.entry(date_of(r.0.period_start)).or_default().push(r);
+                }
+                for (date, rs) in parts {
+                    let b = billing_batch(&self.schemas["billing"], &rs, &self.currency)?;
+                    self.append("billing", &date, b)?;
                 }
             }
             SinkBatch::DeadLetters(rows) => {

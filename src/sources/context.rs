@@ -20,6 +20,8 @@ pub struct Interval {
     pub key: String,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// Produced quantity of a run (`units` column), the M&V driver.
+    pub units: Option<F64>,
 }
 
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
@@ -138,74 +140,12 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
     Ok(out)
 }
 
-/// Loads a time-of-use `tariff.csv` into 24 hourly prices (UTC hour of day).
-/// Periods are half-open `[start_hour, end_hour)` and must cover the day exactly once.
-pub fn load_tariff(path: &Path) -> Result<Vec<(u32, F64)>, String> {
-    let mut r = reader(path)?;
-    let cols = headers(&mut r, path)?;
-    let idx = require(&cols, &["start_hour", "end_hour", "price_per_kwh"], path)?;
-    let mut hours: Vec<Option<f64>> = vec![None; 24];
-    for (line, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
-        let line = line + 2;
-        let num = |i: usize| -> Result<f64, String> {
-            let s = rec.get(idx[i]).unwrap_or("");
-            s.parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("`{}` line {line}: `{s}` is not a number", path.display()))
-        };
-        let (a, b, p) = (num(0)?, num(1)?, num(2)?);
-        if a.fract() != 0.0
-            || b.fract() != 0.0
-            || !(0.0..24.0).contains(&a)
-            || !(a < b && b <= 24.0)
-        {
-            return Err(format!(
-                "`{}` line {line}: hours must be whole with 0 <= start_hour < end_hour <= 24, got {a}..{b}",
-                path.display()
-            ));
-        }
-        for (h, slot) in hours
-            .iter_mut()
-            .enumerate()
-            .take(b as usize)
-            .skip(a as usize)
-        {
-            if slot.is_some() {
-                return Err(format!(
-                    "`{}` line {line}: hour {h} is covered twice (overlapping periods)",
-                    path.display()
-                ));
-            }
-            *slot = Some(p);
-        }
-    }
-    let missing: Vec<String> = hours
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_none())
-        .map(|(h, _)| h.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "`{}`: no price for hour(s) {} (gap in the tariff)",
-            path.display(),
-            missing.join(", ")
-        ));
-    }
-    Ok(hours
-        .into_iter()
-        .enumerate()
-        .map(|(h, p)| (h as u32, F64(p.unwrap_or(0.0))))
-        .collect())
-}
-
 /// Loads intervals keyed by `key_col` (`line` for production, `asset` for maintenance).
 pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, String> {
     let mut r = reader(path)?;
     let cols = headers(&mut r, path)?;
     let idx = require(&cols, &[key_col, "start_ms", "end_ms"], path)?;
+    let units_col = cols.iter().position(|c| c == "units");
     let mut out = Vec::new();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
@@ -226,10 +166,24 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
                 path.display()
             ));
         }
+        let units = match units_col.map(|i| rec.get(i).unwrap_or("").trim()) {
+            None | Some("") => None,
+            Some(s) => Some(F64(s
+                .parse::<f64>()
+                .ok()
+                .filter(|u| u.is_finite())
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` line {line}: units `{s}` is not a number",
+                        path.display()
+                    )
+                })?)),
+        };
         out.push(Interval {
             key: rec.get(idx[0]).unwrap_or("").to_string(),
             start_ms,
             end_ms,
+            units,
         });
     }
     Ok(out)

@@ -3,6 +3,7 @@
 //!
 //! - [`replay`]: CSV or Parquet files of `ts,tag,value,quality`, optionally followed (tailed).
 //! - [`context`]: context tables (assets, tariff, production, maintenance) from CSV.
+//! - [`status`]: action status updates, JSON lines, tailed.
 //!
 //! Every bad record becomes a `dead_letter` row with a reason and a counter
 //! increment; nothing panics on input.
@@ -10,3 +11,4 @@
 pub mod context;
 pub mod normalize;
 pub mod replay;
+pub mod status;

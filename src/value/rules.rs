@@ -7,34 +7,38 @@
 //! the same action.
 
 use crate::config::{Agg, Plan, WINDOW_COLUMNS};
-use crate::model::{ActionRow, Enriched, Scalar, F64};
+use std::sync::Arc;
+
+use crate::config::RuleKind;
+use crate::model::{AssetRow, Enriched, Finding, Scalar, F64};
 use crate::value::expr::{ColType, Expr, Scope};
+use crate::value::layer::ValueIn;
 
 struct Rule {
-    id: String,
+    on_windows: bool,
     filter: Option<Expr>,
     group_by: Vec<String>,
     period_ms: i64,
     measures: Vec<(String, Agg, Expr)>,
     condition: Expr,
     value: Expr,
-    owner: String,
-    action_type: String,
-    value_category: String,
-    medium: f64,
-    high: f64,
 }
 
 /// Compiled metrics and rules.
 pub struct Compiled {
-    dataflow: String,
     currency: String,
     metrics: Vec<Expr>,
     rules: Vec<Rule>,
+    /// Metric index of a window's kWh for billing.
+    billing_energy: Option<usize>,
+    /// `(rule index, energy metric index)` of rules that verify outcomes.
+    verify: Vec<(usize, usize)>,
 }
 
 /// One window's contribution to a rule: `(rule, group values, period start)` → measure inputs.
 pub type RuleKey = (u32, Vec<String>, i64);
+/// A window's measure inputs (then its maintenance flag) and its asset row.
+pub type RuleInput = (Vec<F64>, Arc<AssetRow>);
 
 fn compile(src: &str, scope: &Scope, want: Option<ColType>) -> Expr {
     // The plan was validated, so this only fails if the plan was built by hand.
@@ -55,12 +59,18 @@ impl Compiled {
             .iter()
             .map(|r| {
                 let mut mscope = Scope::default();
-                mscope.push("windows", ColType::Num);
-                for m in &r.measures {
-                    mscope.push(&m.name, ColType::Num);
+                if r.kind == RuleKind::DemandPeak {
+                    for m in crate::config::DEMAND_MEASURES {
+                        mscope.push(m, ColType::Num);
+                    }
+                } else {
+                    mscope.push("windows", ColType::Num);
+                    for m in &r.measures {
+                        mscope.push(&m.name, ColType::Num);
+                    }
                 }
                 Rule {
-                    id: r.id.clone(),
+                    on_windows: r.kind == RuleKind::Windows,
                     filter: r
                         .filter
                         .as_deref()
@@ -80,24 +90,94 @@ impl Compiled {
                         .collect(),
                     condition: compile(&r.condition, &mscope, Some(ColType::Bool)),
                     value: compile(&r.value, &mscope, Some(ColType::Num)),
-                    owner: r.owner.clone(),
-                    action_type: r.action_type.clone(),
-                    value_category: r.value_category.clone(),
-                    medium: r.severity_medium,
-                    high: r.severity_high,
                 }
             })
             .collect();
         Compiled {
-            dataflow: plan.name.clone(),
             currency: plan.currency.clone(),
             metrics,
             rules,
+            billing_energy: plan.billing.as_ref().map(|b| b.energy_metric),
+            verify: plan
+                .rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.verify.as_ref().map(|v| (i, v.energy_metric)))
+                .collect(),
         }
+    }
+
+    /// Whether any window feeds the value layer's energy series.
+    pub fn has_energy(&self) -> bool {
+        self.billing_energy.is_some() || !self.verify.is_empty()
+    }
+
+    fn group_of(&self, r: &Rule, e: &Enriched) -> Vec<String> {
+        r.group_by
+            .iter()
+            .map(|g| match g.as_str() {
+                "site" => e.asset.site.clone(),
+                "line" => e.asset.line.clone(),
+                "asset" => e.asset.asset.clone(),
+                "tag" => e.asset.tag.clone(),
+                _ => e.asset.kind.clone(),
+            })
+            .collect()
+    }
+
+    /// A window's energy for billing and for verifying rules' series.
+    pub fn energy(&self, e: &Enriched) -> Vec<ValueIn> {
+        let num = |i: usize| match e.metrics.get(i) {
+            Some(Scalar::Num(x)) => *x,
+            _ => F64(f64::NAN),
+        };
+        let mut out = Vec::new();
+        if let Some(i) = self.billing_energy {
+            out.push(ValueIn::Energy {
+                series: 0,
+                group: vec![e.asset.site.clone()],
+                line: e.asset.line.clone(),
+                window_start: e.win.window_start,
+                window_end: e.win.window_end,
+                kwh: num(i),
+                price: e.price_per_kwh,
+            });
+        }
+        for &(ri, mi) in &self.verify {
+            out.push(ValueIn::Energy {
+                series: ri as u32 + 1,
+                group: self.group_of(&self.rules[ri], e),
+                line: e.asset.line.clone(),
+                window_start: e.win.window_start,
+                window_end: e.win.window_end,
+                kwh: num(mi),
+                price: e.price_per_kwh,
+            });
+        }
+        out
     }
 
     pub fn currency(&self) -> &str {
         &self.currency
+    }
+
+    /// Evaluates a `demand_peak` rule on its measures (in `DEMAND_MEASURES` order):
+    /// `Some((value, measures JSON))` when the condition holds.
+    pub fn demand(&self, rule: usize, vals: &[f64]) -> Option<(f64, String)> {
+        let r = &self.rules[rule];
+        let row: Vec<Scalar> = vals.iter().map(|v| Scalar::Num(F64(*v))).collect();
+        if !r.condition.eval_bool(&row) {
+            return None;
+        }
+        let m: serde_json::Map<String, serde_json::Value> = crate::config::DEMAND_MEASURES
+            .iter()
+            .zip(vals)
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        Some((
+            r.value.eval_num(&row),
+            serde_json::Value::Object(m).to_string(),
+        ))
     }
 
     /// The row in scope order: fixed window columns, asset extras, then metrics.
@@ -114,9 +194,7 @@ impl Compiled {
         row.push(Scalar::Num(a.standby_kw));
         row.push(num(w.window_start as f64));
         row.push(num(w.window_end as f64));
-        row.push(num(
-            w.window_start.div_euclid(3_600_000).rem_euclid(24) as f64
-        ));
+        row.push(num(crate::value::tariff::hour_of(e.tariff_key) as f64));
         row.push(num(w.count as f64));
         row.push(Scalar::Num(w.mean));
         row.push(Scalar::Num(w.min));
@@ -143,42 +221,37 @@ impl Compiled {
     }
 
     /// The rule inputs one enriched window contributes to.
-    pub fn contributions(&self, e: &Enriched) -> Vec<(RuleKey, Vec<F64>)> {
+    pub fn contributions(&self, e: &Enriched) -> Vec<(RuleKey, RuleInput)> {
         if self.rules.is_empty() {
             return Vec::new();
         }
         let row = Self::row(e);
         let mut out = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
+            if !r.on_windows {
+                continue;
+            }
             if let Some(f) = &r.filter {
                 if !f.eval_bool(&row) {
                     continue;
                 }
             }
-            let group = r
-                .group_by
-                .iter()
-                .map(|g| match g.as_str() {
-                    "site" => e.asset.site.clone(),
-                    "line" => e.asset.line.clone(),
-                    "asset" => e.asset.asset.clone(),
-                    "tag" => e.asset.tag.clone(),
-                    _ => e.asset.kind.clone(),
-                })
-                .collect();
+            let group = self.group_of(r, e);
             let period = e.win.window_start.div_euclid(r.period_ms) * r.period_ms;
-            let vals = r
+            let mut vals: Vec<F64> = r
                 .measures
                 .iter()
                 .map(|(_, _, x)| F64(x.eval_num(&row)))
                 .collect();
-            out.push(((i as u32, group, period), vals));
+            vals.push(F64(if e.in_maintenance { 1.0 } else { 0.0 }));
+            out.push(((i as u32, group, period), (vals, e.asset.clone())));
         }
         out
     }
 
-    /// Aggregates one group's inputs; returns the action if the condition holds.
-    pub fn action(&self, key: &RuleKey, inputs: &[(&Vec<F64>, isize)]) -> Option<ActionRow> {
+    /// Aggregates one group's inputs; returns the finding if the condition holds.
+    /// The last input value of each window is its maintenance flag (1.0 / 0.0).
+    pub fn finding(&self, key: &RuleKey, inputs: &[(&RuleInput, isize)]) -> Option<Finding> {
         let (ri, group, period_start) = key;
         let r = &self.rules[*ri as usize];
         let windows: isize = inputs.iter().map(|(_, m)| *m).sum();
@@ -188,7 +261,7 @@ impl Compiled {
         let mut row = vec![Scalar::Num(F64(windows as f64))];
         let mut measures = serde_json::Map::new();
         for (j, (name, agg, _)) in r.measures.iter().enumerate() {
-            let vals = inputs.iter().map(|(v, m)| (v[j].0, *m));
+            let vals = inputs.iter().map(|(v, m)| (v.0[j].0, *m));
             let x = match agg {
                 Agg::Sum => vals.map(|(v, m)| v * m as f64).sum(),
                 Agg::Mean => vals.map(|(v, m)| v * m as f64).sum::<f64>() / windows as f64,
@@ -201,54 +274,33 @@ impl Compiled {
         if !r.condition.eval_bool(&row) {
             return None;
         }
+        let n = r.measures.len();
+        let in_maintenance = inputs
+            .iter()
+            .any(|(v, _)| v.0.get(n).is_some_and(|f| f.0 > 0.0));
         let value = r.value.eval_num(&row);
-        let get = |name: &str| {
+        let asset = inputs.first().map(|(v, _)| v.1.clone());
+        let col = |name: &str, f: fn(&AssetRow) -> &String| {
             r.group_by
                 .iter()
                 .position(|g| g == name)
                 .map(|i| group[i].clone())
+                .or_else(|| asset.as_ref().map(|a| f(a).clone()))
                 .unwrap_or_default()
         };
-        let severity = if value >= r.high {
-            "high"
-        } else if value >= r.medium {
-            "medium"
-        } else {
-            "low"
-        };
-        let evidence = serde_json::json!({
-            "condition": r.condition.source,
-            "windows": windows,
-            "measures": measures,
-            "group": r.group_by.iter().zip(group.iter()).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        });
-        Some(ActionRow {
-            action_id: action_id(&self.dataflow, &r.id, group, *period_start),
-            rule: r.id.clone(),
-            site: get("site"),
-            line: get("line"),
-            asset: get("asset"),
-            owner: r.owner.clone(),
-            action_type: r.action_type.clone(),
-            value_category: r.value_category.clone(),
-            value: F64(value),
-            severity: severity.to_string(),
+        Some(Finding {
+            rule: *ri,
+            group: group.clone(),
             period_start: *period_start,
             period_end: period_start + r.period_ms,
-            status: "open".to_string(),
-            evidence: evidence.to_string(),
+            value: F64(value),
+            windows: windows as i64,
+            in_maintenance,
+            measures: serde_json::Value::Object(measures).to_string(),
+            site: col("site", |a| &a.site),
+            line: col("line", |a| &a.line),
+            asset: col("asset", |a| &a.asset),
+            kind: col("kind", |a| &a.kind),
         })
     }
-}
-
-/// Stable id: hex xxh3-64 of dataflow, rule, group values and period start.
-pub fn action_id(dataflow: &str, rule: &str, group: &[String], period_start: i64) -> String {
-    let mut s = format!("{dataflow}\u{1f}{rule}");
-    for g in group {
-        s.push('\u{1f}');
-        s.push_str(g);
-    }
-    s.push('\u{1f}');
-    s.push_str(&period_start.to_string());
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(s.as_bytes()))
 }

@@ -1,0 +1,65 @@
+//! The value-layer operator: one worker runs the [`ValueLayer`] state machine.
+//!
+//! Findings, per-window energy, production runs and status updates are
+//! exchanged to worker 0, buffered per timely time, and applied once the time
+//! is complete; then the layer steps to the frontier (the watermark) and its
+//! new row versions go to the sink channel. Its inputs are small (findings
+//! and window-level energy, never raw samples), so one worker suffices and
+//! the result is the same for any worker count.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
+
+/// Runs `layer` on worker 0 over `stream`; `emit` receives each step's output.
+pub fn value_op<'s, F>(
+    stream: Stream<'s, u64, Vec<(ValueIn, u64, isize)>>,
+    mut layer: ValueLayer,
+    mut emit: F,
+) where
+    F: FnMut(ValueOut, &ValueLayer) + 'static,
+{
+    let exchange = Exchange::new(|_: &(ValueIn, u64, isize)| 0u64);
+    let mut pending: BTreeMap<u64, Vec<(ValueIn, isize)>> = BTreeMap::new();
+    let mut last: Option<i64> = None;
+    let mut ended = false;
+    stream.sink(exchange, "value", move |(input, frontier)| {
+        input.for_each_stamp(|_stamp, data| {
+            for batch in data {
+                for (d, t, r) in batch.drain(..) {
+                    pending.entry(t).or_default().push((d, r));
+                }
+            }
+        });
+        let mut applied = false;
+        while let Some((&t, _)) = pending.first_key_value() {
+            if frontier.less_equal(&t) {
+                break;
+            }
+            for (d, r) in pending.remove(&t).unwrap_or_default() {
+                layer.apply(d, t as i64, r);
+            }
+            applied = true;
+        }
+        if ended {
+            return;
+        }
+        let (now, end) = match frontier.frontier().first() {
+            // Times are watermark epochs + 1: everything before `t - 1` is complete.
+            Some(t) => (*t as i64 - 1, false),
+            None => (last.unwrap_or(i64::MIN), true),
+        };
+        if end || applied || last.is_none_or(|l| now > l) {
+            let out = layer.step(now, end);
+            last = Some(now);
+            ended = end;
+            if !out.is_empty() {
+                emit(out, &layer);
+            }
+        }
+    });
+}

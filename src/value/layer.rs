@@ -1,0 +1,860 @@
+//! The value layer's state: findings → actions, lifecycle, verification, billing.
+//!
+//! One [`ValueLayer`] runs on one worker (everything it needs is small:
+//! findings, per-bucket energy, demand intervals, status updates). The engine
+//! feeds it the updates of each complete timely time ([`ValueLayer::apply`])
+//! and then calls [`ValueLayer::step`] with the watermark; `step` returns
+//! new versions of actions, outcomes and bills, and dead letters.
+//!
+//! Windows leave the engine's arrangements after the retention horizon; the
+//! value layer keeps what it accumulated from them ("frozen"): the
+//! retractions that only mean "aged out" are recognised by their time and
+//! ignored, so a 30-day baseline or a monthly bill does not need 30 days of
+//! windows in memory, while corrections inside the retention still apply.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BillPeriod, Granularity, Plan, RuleKind, VerifyPlan};
+use crate::model::{ActionRow, BillRow, DeadLetter, Finding, OutcomeRow, StatusUpdate, F64};
+use crate::sources::context::Interval;
+use crate::value::lifecycle::{replay_group, ReplayedAction};
+use crate::value::mv;
+use crate::value::rules::Compiled;
+
+/// What the engine sends the value layer (all to one worker).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ValueIn {
+    Finding(Finding),
+    /// A window's energy for billing (`series` 0, group `[site]`) or for a
+    /// verifying rule (`series` = rule index + 1, the rule's group).
+    Energy {
+        series: u32,
+        group: Vec<String>,
+        line: String,
+        window_start: i64,
+        window_end: i64,
+        kwh: F64,
+        price: F64,
+    },
+    Production(Interval),
+    Status(StatusUpdate),
+}
+
+/// New row versions (with revisions) and dead letters from one step.
+#[derive(Debug, Default)]
+pub struct ValueOut {
+    pub actions: Vec<(ActionRow, i64)>,
+    pub outcomes: Vec<(OutcomeRow, i64)>,
+    pub bills: Vec<(BillRow, i64)>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl ValueOut {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+            && self.outcomes.is_empty()
+            && self.bills.is_empty()
+            && self.dead_letters.is_empty()
+    }
+}
+
+/// Counters the run summary reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ValueCounters {
+    pub suppressed_maintenance: u64,
+    pub suppressed_cooldown: u64,
+    pub rejected_updates: u64,
+}
+
+#[derive(Default, Clone, Debug)]
+struct Bucket {
+    kwh: f64,
+    cost: f64,
+    windows: i64,
+}
+
+#[derive(Default, Clone, Debug)]
+struct Series {
+    line: String,
+    buckets: BTreeMap<i64, Bucket>,
+}
+
+#[derive(Default, Clone, Debug)]
+struct DemandInterval {
+    kwh: f64,
+    cost: f64,
+    windows: i64,
+    last_ws: i64,
+    last_kwh: f64,
+    by_price: BTreeMap<F64, (f64, f64)>,
+}
+
+type GroupKey = (u32, Vec<String>);
+
+struct Emitted<R> {
+    row: R,
+    rev: i64,
+}
+
+/// Retention geometry, as plain numbers (see `engine::window::Geometry`).
+#[derive(Clone, Copy, Debug)]
+pub struct Aging {
+    pub size_ms: i64,
+    pub period_ms: i64,
+    pub retention_ms: i64,
+}
+
+impl Aging {
+    fn retract_at(&self, end: i64) -> i64 {
+        let p = self.period_ms;
+        (end + p - 1).div_euclid(p) * p + self.retention_ms
+    }
+}
+
+pub struct ValueLayer {
+    plan: Arc<Plan>,
+    compiled: Compiled,
+    aging: Aging,
+    now: i64,
+    /// Highest window end seen: at end of input, periods up to it are complete.
+    data_end: i64,
+    findings: HashMap<GroupKey, BTreeMap<i64, Finding>>,
+    sticky: HashSet<(GroupKey, i64)>,
+    updates_by_id: HashMap<String, Vec<StatusUpdate>>,
+    unmatched: Vec<StatusUpdate>,
+    id_group: HashMap<String, GroupKey>,
+    group_ids: HashMap<GroupKey, Vec<String>>,
+    group_counts: HashMap<GroupKey, (u64, u64)>,
+    dead_seq: HashSet<u64>,
+    actions: HashMap<String, (Emitted<ActionRow>, HashSet<String>)>,
+    outcomes: HashMap<String, Emitted<OutcomeRow>>,
+    energy: HashMap<GroupKey, Series>,
+    production: HashMap<String, BTreeMap<Interval, isize>>,
+    demand: HashMap<String, BTreeMap<i64, DemandInterval>>,
+    bills: HashMap<(String, i64), Emitted<BillRow>>,
+    touched: HashSet<GroupKey>,
+    touched_intervals: HashSet<(String, i64)>,
+    touched_bills: HashSet<(String, i64)>,
+    rejected_total: u64,
+    update_seq: u64,
+}
+
+impl ValueLayer {
+    pub fn new(plan: Arc<Plan>, aging: Aging) -> ValueLayer {
+        ValueLayer {
+            compiled: Compiled::new(&plan),
+            plan,
+            aging,
+            now: i64::MIN,
+            data_end: i64::MIN,
+            findings: HashMap::new(),
+            sticky: HashSet::new(),
+            updates_by_id: HashMap::new(),
+            unmatched: Vec::new(),
+            id_group: HashMap::new(),
+            group_ids: HashMap::new(),
+            group_counts: HashMap::new(),
+            dead_seq: HashSet::new(),
+            actions: HashMap::new(),
+            outcomes: HashMap::new(),
+            energy: HashMap::new(),
+            production: HashMap::new(),
+            demand: HashMap::new(),
+            bills: HashMap::new(),
+            touched: HashSet::new(),
+            touched_intervals: HashSet::new(),
+            touched_bills: HashSet::new(),
+            rejected_total: 0,
+            update_seq: 0,
+        }
+    }
+
+    pub fn counters(&self) -> ValueCounters {
+        let (m, c) = self
+            .group_counts
+            .values()
+            .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+        ValueCounters {
+            suppressed_maintenance: m,
+            suppressed_cooldown: c,
+            rejected_updates: self.rejected_total,
+        }
+    }
+
+    fn bill_period(&self, ms: i64) -> (i64, i64) {
+        let cal = &self.plan.calendar;
+        match self.plan.billing.as_ref().map(|b| b.period) {
+            Some(BillPeriod::Day) => (cal.day_start(ms), cal.next_start(ms, false)),
+            _ => (cal.month_start(ms), cal.next_start(ms, true)),
+        }
+    }
+
+    fn bucket(&self, v: &VerifyPlan, ms: i64) -> (i64, i64) {
+        let cal = &self.plan.calendar;
+        match v.granularity {
+            Granularity::Hour => {
+                let s = ms.div_euclid(3_600_000) * 3_600_000;
+                (s, s + 3_600_000)
+            }
+            Granularity::Day => (cal.day_start(ms), cal.next_start(ms, false)),
+            Granularity::Week => {
+                use chrono::Datelike;
+                let day = cal.day_start(ms);
+                let wd = chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|d| d.with_timezone(&cal.tz).weekday().num_days_from_monday())
+                    .unwrap_or(0) as i64;
+                let start = cal.day_start(day - wd * 86_400_000 + 12 * 3_600_000);
+                let end = cal.day_start(start + 7 * 86_400_000 + 12 * 3_600_000);
+                (start, end)
+            }
+        }
+    }
+
+    /// Applies one update of a complete time `t` (epoch ms of the watermark).
+    pub fn apply(&mut self, item: ValueIn, t: i64, diff: isize) {
+        match item {
+            ValueIn::Finding(f) => {
+                if diff < 0 && t >= self.aging.retract_at(f.period_end) {
+                    return; // aged out of the arrangements, not corrected: keep it
+                }
+                let key = (f.rule, f.group.clone());
+                let map = self.findings.entry(key.clone()).or_default();
+                if diff > 0 {
+                    map.insert(f.period_start, f);
+                } else if map.get(&f.period_start) == Some(&f) {
+                    map.remove(&f.period_start);
+                }
+                self.touched.insert(key);
+            }
+            ValueIn::Energy {
+                series,
+                group,
+                line,
+                window_start,
+                window_end,
+                kwh,
+                price,
+            } => {
+                if diff < 0 && t >= self.aging.retract_at(window_end) {
+                    return;
+                }
+                self.data_end = self.data_end.max(window_end);
+                let d = diff as f64;
+                let (kwh, price) = (kwh.0, price.0);
+                if !kwh.is_finite() {
+                    return;
+                }
+                if series == 0 {
+                    let Some(b) = &self.plan.billing else { return };
+                    let iv = window_start.div_euclid(b.interval_ms) * b.interval_ms;
+                    let site = group.into_iter().next().unwrap_or_default();
+                    let acc = self
+                        .demand
+                        .entry(site.clone())
+                        .or_default()
+                        .entry(iv)
+                        .or_default();
+                    acc.kwh += d * kwh;
+                    acc.cost += d * kwh * price;
+                    acc.windows += diff as i64;
+                    let e = acc.by_price.entry(F64(price)).or_default();
+                    e.0 += d * kwh;
+                    e.1 += d * kwh * price;
+                    if window_start > acc.last_ws {
+                        acc.last_ws = window_start;
+                        acc.last_kwh = 0.0;
+                    }
+                    if window_start == acc.last_ws {
+                        acc.last_kwh += d * kwh;
+                    }
+                    let (ps, _) = self.bill_period(iv);
+                    self.touched_intervals.insert((site.clone(), iv));
+                    self.touched_bills.insert((site, ps));
+                } else {
+                    let ri = series as usize - 1;
+                    let Some(v) = self.plan.rules.get(ri).and_then(|r| r.verify.clone()) else {
+                        return;
+                    };
+                    let (bs, _) = self.bucket(&v, window_start);
+                    let key = (ri as u32, group);
+                    let s = self.energy.entry(key.clone()).or_default();
+                    if s.line.is_empty() {
+                        s.line = line;
+                    }
+                    let b = s.buckets.entry(bs).or_default();
+                    b.kwh += d * kwh;
+                    b.cost += d * kwh * price;
+                    b.windows += diff as i64;
+                }
+            }
+            ValueIn::Production(iv) => {
+                let m = self.production.entry(iv.key.clone()).or_default();
+                let c = m.entry(iv).or_default();
+                *c += diff;
+                m.retain(|_, c| *c != 0);
+                // Drivers changed: verified groups recompute on the next step.
+                let groups: Vec<GroupKey> = self.group_ids.keys().cloned().collect();
+                self.touched.extend(groups);
+            }
+            ValueIn::Status(mut u) => {
+                if diff <= 0 {
+                    return;
+                }
+                self.update_seq += 1;
+                if u.seq == 0 {
+                    u.seq = self.update_seq;
+                }
+                self.unmatched.push(u);
+            }
+        }
+    }
+
+    /// Production units of `line` attributed to `[b0, b1)`, pro rata by run overlap.
+    fn units(&self, line: &str, b0: i64, b1: i64) -> f64 {
+        let Some(runs) = self.production.get(line) else {
+            return 0.0;
+        };
+        runs.iter()
+            .map(|(iv, c)| {
+                let u = iv.units.map(|u| u.0).unwrap_or(0.0);
+                let len = (iv.end_ms - iv.start_ms) as f64;
+                let ov = (iv.end_ms.min(b1) - iv.start_ms.max(b0)).max(0) as f64;
+                if len > 0.0 {
+                    u * ov / len * *c as f64
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    }
+
+    /// Processes everything up to the watermark `now` (or the end of input).
+    pub fn step(&mut self, now: i64, end: bool) -> ValueOut {
+        let mut out = ValueOut::default();
+        self.now = if end { now.max(self.data_end) } else { now };
+        self.demand_rules();
+        self.billing(&mut out, end);
+        // Route status updates to their groups.
+        let mut still = Vec::new();
+        for u in std::mem::take(&mut self.unmatched) {
+            if let Some(g) = self.id_group.get(&u.action_id) {
+                self.touched.insert(g.clone());
+                self.updates_by_id
+                    .entry(u.action_id.clone())
+                    .or_default()
+                    .push(u);
+            } else {
+                still.push(u);
+            }
+        }
+        self.unmatched = still;
+        // Verifications in progress need a recompute as time passes.
+        for (id, (e, _)) in &self.actions {
+            if e.row.status == "done" {
+                if let Some(g) = self.id_group.get(id) {
+                    self.touched.insert(g.clone());
+                }
+            }
+        }
+        for _round in 0..2 {
+            let groups: Vec<GroupKey> = self.touched.drain().collect();
+            for g in groups {
+                self.replay(&g, &mut out);
+            }
+            // A replay may have created the id an unmatched update names.
+            let mut still = Vec::new();
+            for u in std::mem::take(&mut self.unmatched) {
+                if let Some(g) = self.id_group.get(&u.action_id) {
+                    self.touched.insert(g.clone());
+                    self.updates_by_id
+                        .entry(u.action_id.clone())
+                        .or_default()
+                        .push(u);
+                } else {
+                    still.push(u);
+                }
+            }
+            self.unmatched = still;
+            if self.touched.is_empty() {
+                break;
+            }
+        }
+        // Updates for actions that never existed.
+        let horizon = self.now.saturating_sub(self.plan.window.retention_ms);
+        let mut still = Vec::new();
+        for u in std::mem::take(&mut self.unmatched) {
+            if end || u.at <= horizon {
+                self.rejected_total += 1;
+                out.dead_letters.push(DeadLetter {
+                    source: "lifecycle".into(),
+                    received_at: crate::model::now_ms(),
+                    reason: format!("unknown action `{}`", u.action_id),
+                    raw: u.raw.clone(),
+                });
+            } else {
+                still.push(u);
+            }
+        }
+        self.unmatched = still;
+        self.prune();
+        out
+    }
+
+    fn replay(&mut self, g: &GroupKey, out: &mut ValueOut) {
+        let plan = self.plan.clone();
+        let rule = &plan.rules[g.0 as usize];
+        let findings: Vec<Finding> = self
+            .findings
+            .get(g)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let r = replay_group(
+            &self.plan.name,
+            (rule, &plan.routing),
+            &g.1,
+            &findings,
+            &self.updates_by_id,
+        );
+        self.group_counts
+            .insert(g.clone(), (r.suppressed_maintenance, r.suppressed_cooldown));
+        for (u, reason) in r.rejected {
+            if self.dead_seq.insert(u.seq) {
+                self.rejected_total += 1;
+                out.dead_letters.push(DeadLetter {
+                    source: "lifecycle".into(),
+                    received_at: crate::model::now_ms(),
+                    reason,
+                    raw: u.raw.clone(),
+                });
+            }
+        }
+        let mut ids = Vec::new();
+        for mut a in r.actions {
+            if let (Some(v), Some(done_at)) = (rule.verify.clone(), a.done_at) {
+                let o = self.outcome(&v, &a, g, done_at);
+                if o.is_final && a.row.status == "done" {
+                    let status = if o.verdict == "verified" {
+                        "verified"
+                    } else {
+                        "not_verified"
+                    };
+                    a.row.status = status.to_string();
+                    a.row.status_at = o.reporting_end;
+                    a.row.status_by = "plantflow".into();
+                    a.row.status_note = format!("{}: {}", o.verdict, o.reason);
+                    a.transitions.push((status.to_string(), a.row.clone()));
+                }
+                let changed = self.outcomes.get(&o.action_id).is_none_or(|e| {
+                    let mut old = e.row.clone();
+                    old.computed_at = o.computed_at;
+                    old != o
+                });
+                if changed {
+                    let rev = self.outcomes.get(&o.action_id).map_or(0, |e| e.rev + 1);
+                    out.outcomes.push((o.clone(), rev));
+                    self.outcomes
+                        .insert(o.action_id.clone(), Emitted { row: o, rev });
+                }
+            }
+            ids.push(a.row.action_id.clone());
+            self.id_group.insert(a.row.action_id.clone(), g.clone());
+            self.emit_action(a, out);
+        }
+        // Actions whose findings were all corrected away.
+        for old in self.group_ids.get(g).cloned().unwrap_or_default() {
+            if ids.contains(&old) {
+                continue;
+            }
+            if let Some((e, seen)) = self.actions.get_mut(&old) {
+                if e.row.status != "withdrawn" {
+                    let mut w = e.row.clone();
+                    w.status = "withdrawn".into();
+                    w.status_at = self.now;
+                    w.status_by = "plantflow".into();
+                    w.status_note = "the findings behind it were corrected away".into();
+                    e.rev += 1;
+                    e.row = w.clone();
+                    seen.insert("withdrawn".into());
+                    out.actions.push((w, e.rev));
+                }
+            }
+        }
+        self.group_ids.insert(g.clone(), ids);
+    }
+
+    fn emit_action(&mut self, a: ReplayedAction, out: &mut ValueOut) {
+        let id = a.row.action_id.clone();
+        let entry = self.actions.entry(id);
+        let (e, seen) = match entry {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let first = a
+                    .transitions
+                    .first()
+                    .map(|t| t.1.clone())
+                    .unwrap_or_else(|| a.row.clone());
+                out.actions.push((first.clone(), 0));
+                let mut seen = HashSet::new();
+                seen.insert(first.status.clone());
+                v.insert((Emitted { row: first, rev: 0 }, seen))
+            }
+        };
+        for (status, snap) in &a.transitions {
+            if !seen.contains(status) {
+                seen.insert(status.clone());
+                e.rev += 1;
+                e.row = snap.clone();
+                out.actions.push((snap.clone(), e.rev));
+            }
+        }
+        if e.row != a.row {
+            seen.insert(a.row.status.clone());
+            e.rev += 1;
+            e.row = a.row.clone();
+            out.actions.push((a.row, e.rev));
+        }
+    }
+
+    fn outcome(
+        &self,
+        v: &VerifyPlan,
+        a: &ReplayedAction,
+        g: &GroupKey,
+        done_at: i64,
+    ) -> OutcomeRow {
+        let gran_half = match v.granularity {
+            Granularity::Hour => 1_800_000,
+            Granularity::Day => 12 * 3_600_000,
+            Granularity::Week => 84 * 3_600_000,
+        };
+        let baseline_end = self.bucket(v, a.opened_period).0;
+        let baseline_start = self.bucket(v, baseline_end - v.baseline_ms + gran_half).0;
+        let (ds, de) = self.bucket(v, done_at);
+        let reporting_start = if ds == done_at { ds } else { de };
+        let reporting_end = self
+            .bucket(v, reporting_start + v.reporting_ms + gran_half)
+            .0;
+        let series = self.energy.get(g);
+        let line = series
+            .map(|s| s.line.clone())
+            .unwrap_or_else(|| a.line.clone());
+        let point = |b0: i64, b: &Bucket| {
+            let b1 = self.bucket(v, b0).1;
+            mv::Point {
+                x: if v.units_driver {
+                    self.units(&line, b0, b1)
+                } else {
+                    0.0
+                },
+                kwh: b.kwh,
+                cost: b.cost,
+            }
+        };
+        let (mut base, mut rep) = (Vec::new(), Vec::new());
+        if let Some(s) = series {
+            for (b0, b) in s.buckets.range(baseline_start..baseline_end) {
+                if b.windows > 0 {
+                    base.push(point(*b0, b));
+                }
+            }
+            for (b0, b) in s.buckets.range(reporting_start..reporting_end) {
+                if b.windows > 0 && self.bucket(v, *b0).1 <= self.now {
+                    rep.push(point(*b0, b));
+                }
+            }
+        }
+        let is_final = self.now >= reporting_end;
+        let mut o = OutcomeRow {
+            action_id: a.row.action_id.clone(),
+            rule: a.row.rule.clone(),
+            site: a.row.site.clone(),
+            asset: a.row.asset.clone(),
+            baseline_start,
+            baseline_end,
+            reporting_start,
+            reporting_end,
+            model: String::new(),
+            n_baseline: base.len() as i64,
+            n_reporting: rep.len() as i64,
+            r2: None,
+            cv_rmse: None,
+            nmbe: None,
+            baseline_kwh: None,
+            actual_kwh: rep.iter().map(|p| p.kwh).sum(),
+            avoided_kwh: None,
+            avoided_cost: None,
+            fractional_savings: None,
+            fsu_68: None,
+            fsu_90: None,
+            verdict: "pending".into(),
+            reason: String::new(),
+            is_final,
+            computed_at: self.now,
+        };
+        match mv::fit(&base, v.units_driver) {
+            Err(why) => {
+                o.reason = why;
+                if is_final {
+                    o.verdict = "insufficient_data".into();
+                }
+            }
+            Ok(fit) => {
+                o.model = fit.model();
+                o.r2 = Some(fit.r2);
+                o.cv_rmse = Some(fit.cv_rmse);
+                o.nmbe = Some(fit.nmbe);
+                if rep.is_empty() {
+                    o.reason = "no complete reporting period yet".into();
+                    if is_final {
+                        o.verdict = "insufficient_data".into();
+                        o.reason = "no reporting data".into();
+                    }
+                } else {
+                    let s = mv::savings(&fit, &rep);
+                    o.baseline_kwh = Some(s.adjusted_baseline_kwh);
+                    o.avoided_kwh = Some(s.avoided_kwh);
+                    o.avoided_cost = Some(s.avoided_cost);
+                    o.fractional_savings = Some(s.fractional);
+                    o.fsu_68 = s.fsu68;
+                    o.fsu_90 = s.fsu90;
+                    let (verdict, why) = mv::verdict(&fit, &s, &v.limits);
+                    o.reason = why.join("; ");
+                    if is_final {
+                        o.verdict = verdict.into();
+                    }
+                }
+            }
+        }
+        o
+    }
+
+    /// Evaluates `demand_peak` rules on the demand intervals touched since the last step.
+    fn demand_rules(&mut self) {
+        let Some(b) = self.plan.billing.clone() else {
+            self.touched_intervals.clear();
+            return;
+        };
+        let rules: Vec<usize> = self
+            .plan
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == RuleKind::DemandPeak)
+            .map(|(i, _)| i)
+            .collect();
+        let touched: Vec<(String, i64)> = self.touched_intervals.drain().collect();
+        if rules.is_empty() {
+            return;
+        }
+        let ih = b.interval_ms as f64 / 3_600_000.0;
+        let wh = self.plan.window.size_ms as f64 / 3_600_000.0;
+        for (site, iv) in touched {
+            let Some(map) = self.demand.get(&site) else {
+                continue;
+            };
+            // Only the site's newest interval is projected; older ones are history.
+            if map.keys().next_back() != Some(&iv) {
+                continue;
+            }
+            let acc = &map[&iv];
+            let (ps, pe) = self.bill_period(iv);
+            let billed_kw = map
+                .range(ps..pe)
+                .filter(|(k, _)| **k != iv)
+                .map(|(_, a)| a.kwh / ih)
+                .fold(0.0, f64::max);
+            if billed_kw <= 0.0 {
+                continue; // no peak to approach yet in this billing period
+            }
+            let remaining_h = ((iv + b.interval_ms) - (acc.last_ws + self.plan.window.size_ms))
+                .max(0) as f64
+                / 3_600_000.0;
+            let p_now = acc.last_kwh / wh;
+            let projected_kw = (acc.kwh + p_now * remaining_h) / ih;
+            let increase_kw = (projected_kw - billed_kw).max(0.0);
+            let vals = [
+                acc.windows as f64,
+                acc.kwh,
+                projected_kw,
+                billed_kw,
+                increase_kw,
+                increase_kw * b.demand_charge_per_kw,
+                b.demand_charge_per_kw,
+            ];
+            for &ri in &rules {
+                let Some((value, measures)) = self.compiled.demand(ri, &vals) else {
+                    continue;
+                };
+                let key = (ri as u32, vec![site.clone()]);
+                let f = Finding {
+                    rule: ri as u32,
+                    group: key.1.clone(),
+                    period_start: iv,
+                    period_end: iv + b.interval_ms,
+                    value: F64(value),
+                    windows: acc.windows,
+                    in_maintenance: false,
+                    measures,
+                    site: site.clone(),
+                    line: String::new(),
+                    asset: String::new(),
+                    kind: String::new(),
+                };
+                // Sticky: an alert raised on a projection stays, at its highest value.
+                let m = self.findings.entry(key.clone()).or_default();
+                match m.get(&iv) {
+                    Some(old) if old.value >= f.value => {}
+                    _ => {
+                        m.insert(iv, f);
+                        self.sticky.insert((key.clone(), iv));
+                        self.touched.insert(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn billing(&mut self, out: &mut ValueOut, _end: bool) {
+        let Some(b) = self.plan.billing.clone() else {
+            return;
+        };
+        // Newly closed periods and corrected ones.
+        let keys: Vec<(String, i64)> = self.touched_bills.iter().cloned().collect();
+        let ih = b.interval_ms as f64 / 3_600_000.0;
+        let mut done = Vec::new();
+        for (site, ps) in keys {
+            let (_, pe) = self.bill_period(ps);
+            if pe > self.now {
+                continue; // still open: stays touched
+            }
+            done.push((site.clone(), ps));
+            let Some(map) = self.demand.get(&site) else {
+                continue;
+            };
+            let ivs: Vec<(i64, &DemandInterval)> = map
+                .range(ps..pe)
+                .map(|(k, v)| (*k, v))
+                .filter(|(_, v)| v.windows > 0)
+                .collect();
+            if ivs.is_empty() {
+                continue;
+            }
+            let energy_kwh: f64 = ivs.iter().map(|(_, v)| v.kwh).sum();
+            let energy_cost: f64 = ivs.iter().map(|(_, v)| v.cost).sum();
+            let (peak_start, peak) = ivs
+                .iter()
+                .max_by(|a, b| a.1.kwh.total_cmp(&b.1.kwh).then(b.0.cmp(&a.0)))
+                .map(|(k, v)| (*k, *v))
+                .expect("non-empty");
+            let peak_kw = peak.kwh / ih;
+            let others_kw = ivs
+                .iter()
+                .filter(|(k, _)| *k != peak_start)
+                .map(|(_, v)| v.kwh / ih)
+                .fold(0.0, f64::max);
+            let mut kwhs: Vec<f64> = ivs.iter().map(|(_, v)| v.kwh).collect();
+            kwhs.sort_by(f64::total_cmp);
+            let typical = if kwhs.len() % 2 == 1 {
+                kwhs[kwhs.len() / 2]
+            } else {
+                (kwhs[kwhs.len() / 2 - 1] + kwhs[kwhs.len() / 2]) / 2.0
+            };
+            let new_peak_kw = others_kw.max(typical / ih).min(peak_kw);
+            let shave_kw = peak_kw - new_peak_kw;
+            let peak_price = if peak.kwh > 0.0 {
+                peak.cost / peak.kwh
+            } else {
+                0.0
+            };
+            let shave_value =
+                shave_kw * b.demand_charge_per_kw + (peak.kwh - typical).max(0.0) * peak_price;
+            let mut by_price: BTreeMap<F64, (f64, f64)> = BTreeMap::new();
+            for (_, v) in &ivs {
+                for (p, (k, c)) in &v.by_price {
+                    let e = by_price.entry(*p).or_default();
+                    e.0 += k;
+                    e.1 += c;
+                }
+            }
+            let by_price: serde_json::Map<String, serde_json::Value> = by_price
+                .into_iter()
+                .filter(|(_, (k, _))| k.abs() > 1e-12)
+                .map(|(p, (k, c))| (format!("{}", p.0), serde_json::json!({"kwh": k, "cost": c})))
+                .collect();
+            let demand_cost = peak_kw * b.demand_charge_per_kw;
+            let row = BillRow {
+                site: site.clone(),
+                period_start: ps,
+                period_end: pe,
+                energy_kwh,
+                energy_cost,
+                peak_kw,
+                peak_interval_start: peak_start,
+                demand_cost,
+                total_cost: energy_cost + demand_cost,
+                peak_shave_kw: shave_kw,
+                peak_shave_value: shave_value,
+                intervals: ivs.len() as i64,
+                energy_by_price: serde_json::Value::Object(by_price).to_string(),
+                is_final: true,
+            };
+            let key = (site, ps);
+            let changed = self.bills.get(&key).is_none_or(|e| e.row != row);
+            if changed {
+                let rev = self.bills.get(&key).map_or(0, |e| e.rev + 1);
+                out.bills.push((row.clone(), rev));
+                self.bills.insert(key, Emitted { row, rev });
+            }
+        }
+        for k in done {
+            self.touched_bills.remove(&k);
+        }
+    }
+
+    /// Drops state no output can need any more.
+    fn prune(&mut self) {
+        // Energy buckets older than every baseline that an unfinished action could use.
+        let horizon = self.now;
+        for (g, s) in self.energy.iter_mut() {
+            let Some(v) = self
+                .plan
+                .rules
+                .get(g.0 as usize)
+                .and_then(|r| r.verify.as_ref())
+            else {
+                continue;
+            };
+            let mut keep_from =
+                horizon.saturating_sub(v.baseline_ms + v.reporting_ms + 7 * 86_400_000);
+            for id in self.group_ids.get(g).into_iter().flatten() {
+                if let Some((e, _)) = self.actions.get(id) {
+                    if matches!(e.row.status.as_str(), "open" | "acknowledged" | "done") {
+                        keep_from =
+                            keep_from.min(e.row.period_start - v.baseline_ms - 7 * 86_400_000);
+                    }
+                }
+            }
+            s.buckets = s.buckets.split_off(&keep_from);
+        }
+        // Demand intervals of billing periods closed for longer than the retention.
+        if self.plan.billing.is_some() {
+            let limit = self.now.saturating_sub(self.plan.window.retention_ms);
+            let cut: Vec<(String, i64)> = self
+                .demand
+                .iter()
+                .filter_map(|(site, m)| m.keys().next().map(|k| (site.clone(), *k)))
+                .collect();
+            for (site, first) in cut {
+                let (_, pe) = self.bill_period(first);
+                if pe < limit {
+                    if let Some(m) = self.demand.get_mut(&site) {
+                        *m = m.split_off(&pe);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Findings → actions: dedup, routing, cool-down and the status lifecycle.
+//!
+//! ```text
+//!   open ──► acknowledged ──► done ──► verified | not_verified   (verification)
+//!     │            │
+//!     └────────────┴──► rejected            withdrawn: every finding was corrected away
+//! ```
+//!
+//! [`replay_group`] is a pure function of one `(rule, group)`'s findings and
+//! the status updates addressed to its actions. The engine calls it again
+//! whenever either changes (a late row, a context edit, a new update), so
+//! corrections and out-of-order updates give the same actions as if
+//! everything had arrived in order. Items are merged on event time: a
+//! finding counts at its period end, an update at its `at`.
+//!
+//! With `one_per = "group"` (the default) a group has at most one open
+//! action: repeated findings add their value and evidence to it (each a new
+//! revision). Once the action is done or rejected, findings are suppressed
+//! for the rule's cool-down, after which a new action opens. Findings whose
+//! period overlaps a maintenance window of the asset are suppressed and
+//! counted. With `one_per = "period"` every finding is its own action.
+
+use std::collections::HashMap;
+
+use crate::config::{RoutePlan, RulePlan};
+use crate::model::{ActionRow, Finding, StatusUpdate, F64};
+
+/// Lifecycle statuses, in the order the `actions` table documents them.
+pub const STATUSES: &[&str] = &[
+    "open",
+    "acknowledged",
+    "done",
+    "verified",
+    "not_verified",
+    "rejected",
+    "withdrawn",
+];
+
+/// Canonical name of an update's status, accepting the CLI verbs.
+pub fn canonical_status(s: &str) -> Option<&'static str> {
+    match s {
+        "acknowledged" | "ack" => Some("acknowledged"),
+        "done" => Some("done"),
+        "rejected" | "reject" => Some("rejected"),
+        _ => None,
+    }
+}
+
+fn allowed(from: &str, to: &str) -> bool {
+    matches!(
+        (from, to),
+        ("open", "acknowledged")
+            | ("open", "done")
+            | ("open", "rejected")
+            | ("acknowledged", "done")
+            | ("acknowledged", "rejected")
+    )
+}
+
+/// An action as replayed: its current row and one snapshot per status entered.
+#[derive(Clone, Debug)]
+pub struct ReplayedAction {
+    pub row: ActionRow,
+    /// `(status, snapshot)` in the order the statuses were entered.
+    pub transitions: Vec<(String, ActionRow)>,
+    /// When it was marked done (event time), if it was.
+    pub done_at: Option<i64>,
+    /// Start of its first finding's period (baseline anchor).
+    pub opened_period: i64,
+    pub line: String,
+    pub kind: String,
+}
+
+/// What replaying one group yields.
+#[derive(Debug, Default)]
+pub struct GroupReplay {
+    pub actions: Vec<ReplayedAction>,
+    pub suppressed_maintenance: u64,
+    pub suppressed_cooldown: u64,
+    /// Updates that could not be applied: `(update, reason)`.
+    pub rejected: Vec<(StatusUpdate, String)>,
+    /// Updates that were applied (by `seq`).
+    pub applied: Vec<u64>,
+}
+
+/// Routing for a rule and group: the first matching route wins, else the rule's own.
+pub fn route(
+    rule: &RulePlan,
+    routes: &[RoutePlan],
+    kind: &str,
+    site: &str,
+) -> (String, String, String) {
+    let m = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
+    for r in routes {
+        if m(&r.category, &rule.category) && m(&r.kind, kind) && m(&r.site, site) {
+            return (
+                r.owner.clone().unwrap_or_else(|| rule.owner.clone()),
+                r.action_type
+                    .clone()
+                    .unwrap_or_else(|| rule.action_type.clone()),
+                r.value_category
+                    .clone()
+                    .unwrap_or_else(|| rule.value_category.clone()),
+            );
+        }
+    }
+    (
+        rule.owner.clone(),
+        rule.action_type.clone(),
+        rule.value_category.clone(),
+    )
+}
+
+/// Stable id: hex xxh3-64 of dataflow, rule, group values and the first period's start.
+pub fn action_id(dataflow: &str, rule: &str, group: &[String], period_start: i64) -> String {
+    let mut s = format!("{dataflow}\u{1f}{rule}");
+    for g in group {
+        s.push('\u{1f}');
+        s.push_str(g);
+    }
+    s.push('\u{1f}');
+    s.push_str(&period_start.to_string());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(s.as_bytes()))
+}
+
+pub fn severity(rule: &RulePlan, value: f64) -> &'static str {
+    if value >= rule.severity_high {
+        "high"
+    } else if value >= rule.severity_medium {
+        "medium"
+    } else {
+        "low"
+    }
+}
+
+fn closed(status: &str) -> bool {
+    !matches!(status, "open" | "acknowledged")
+}
+
+struct Building {
+    a: ReplayedAction,
+    values: Vec<f64>,
+    totals: serde_json::Map<String, serde_json::Value>,
+    windows: i64,
+    last_measures: serde_json::Value,
+    history: Vec<serde_json::Value>,
+    closed_at: Option<i64>,
+}
+
+impl Building {
+    fn refresh(&mut self, rule: &RulePlan, group: &[String]) {
+        let value: f64 = self.values.iter().sum();
+        let r = &mut self.a.row;
+        r.value = F64(value);
+        r.severity = severity(rule, value).to_string();
+        r.findings = self.values.len() as i64;
+        let evidence = serde_json::json!({
+            "condition": rule.condition,
+            "findings": self.values.len(),
+            "windows": self.windows,
+            "measures": self.last_measures,
+            "totals": self.totals,
+            "group": rule.group_by.iter().zip(group).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "history": self.history,
+        });
+        r.evidence = evidence.to_string();
+    }
+
+    fn enter(&mut self, status: &str, at: i64, by: &str, note: &str) {
+        self.a.row.status = status.to_string();
+        self.a.row.status_at = at;
+        self.a.row.status_by = by.to_string();
+        self.a.row.status_note = note.to_string();
+        self.history
+            .push(serde_json::json!({"status": status, "at": at, "by": by, "note": note}));
+    }
+
+    fn snapshot(&mut self) {
+        let s = self.a.row.status.clone();
+        self.a.transitions.push((s, self.a.row.clone()));
+    }
+}
+
+/// Replays one group. `findings` in any order; `updates` maps action id → its updates.
+pub fn replay_group(
+    dataflow: &str,
+    currency_rule: (&RulePlan, &[RoutePlan]),
+    group: &[String],
+    findings: &[Finding],
+    updates: &HashMap<String, Vec<StatusUpdate>>,
+) -> GroupReplay {
+    let (rule, routes) = currency_rule;
+    let mut out = GroupReplay::default();
+    let mut fs: Vec<&Finding> = findings.iter().collect();
+    fs.sort_by_key(|f| (f.period_end, f.period_start));
+    let mut done: Vec<Building> = Vec::new();
+    let mut cur: Option<Building> = None;
+    // Updates still to apply to the current action, sorted by (at, seq).
+    let mut pending: Vec<StatusUpdate> = Vec::new();
+
+    let apply_until =
+        |b: &mut Building, pending: &mut Vec<StatusUpdate>, t: i64, out: &mut GroupReplay| {
+            while let Some(u) = pending.first() {
+                if u.at > t {
+                    break;
+                }
+                let u = pending.remove(0);
+                let Some(to) = canonical_status(&u.status) else {
+                    out.rejected
+                        .push((u.clone(), format!("unknown status `{}`", u.status)));
+                    continue;
+                };
+                let from = b.a.row.status.clone();
+                if !allowed(&from, to) {
+                    out.rejected
+                        .push((u.clone(), format!("invalid transition {from} → {to}")));
+                    continue;
+                }
+                b.enter(to, u.at, &u.by, &u.note);
+                if to == "done" {
+                    b.a.done_at = Some(u.at);
+                }
+                if closed(to) {
+                    b.closed_at = Some(u.at);
+                }
+                out.applied.push(u.seq);
+                b.snapshot();
+            }
+        };
+
+    for f in fs {
+        // Updates that happened before this finding was known.
+        if let Some(b) = cur.as_mut() {
+            apply_until(b, &mut pending, f.period_end - 1, &mut out);
+        }
+        if f.in_maintenance {
+            out.suppressed_maintenance += 1;
+            continue;
+        }
+        let reuse = rule.one_per_group && cur.as_ref().is_some_and(|b| !closed(&b.a.row.status));
+        if !reuse {
+            if let Some(b) = cur.as_ref() {
+                if rule.one_per_group {
+                    if let Some(c) = b.closed_at {
+                        if f.period_start < c + rule.cooldown_ms {
+                            out.suppressed_cooldown += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+            if let Some(mut b) = cur.take() {
+                // Updates for the previous action that come later still apply to it.
+                apply_until(&mut b, &mut pending, i64::MAX, &mut out);
+                done.push(b);
+            }
+            let id = action_id(dataflow, &rule.id, group, f.period_start);
+            let (owner, action_type, value_category) = route(rule, routes, &f.kind, &f.site);
+            let mut b = Building {
+                a: ReplayedAction {
+                    row: ActionRow {
+                        action_id: id.clone(),
+                        rule: rule.id.clone(),
+                        site: f.site.clone(),
+                        line: f.line.clone(),
+                        asset: f.asset.clone(),
+                        owner,
+                        action_type,
+                        value_category,
+                        value: F64(0.0),
+                        severity: String::new(),
+                        period_start: f.period_start,
+                        period_end: f.period_end,
+                        status: String::new(),
+                        evidence: String::new(),
+                        category: rule.category.clone(),
+                        findings: 0,
+                        status_at: f.period_end,
+                        status_by: String::new(),
+                        status_note: String::new(),
+                    },
+                    transitions: Vec::new(),
+                    done_at: None,
+                    opened_period: f.period_start,
+                    line: f.line.clone(),
+                    kind: f.kind.clone(),
+                },
+                values: Vec::new(),
+                totals: serde_json::Map::new(),
+                windows: 0,
+                last_measures: serde_json::Value::Null,
+                history: Vec::new(),
+                closed_at: None,
+            };
+            b.enter("open", f.period_end, "plantflow", "");
+            pending = updates.get(&id).cloned().unwrap_or_default();
+            pending.sort_by_key(|u| (u.at, u.seq));
+            cur = Some(b);
+        }
+        let b = cur.as_mut().expect("set above");
+        b.values.push(f.value.0);
+        b.windows += f.windows;
+        b.a.row.period_end = b.a.row.period_end.max(f.period_end);
+        let m: serde_json::Value = serde_json::from_str(&f.measures).unwrap_or_default();
+        if let Some(obj) = m.as_object() {
+            for (k, v) in obj {
+                let x = v.as_f64().unwrap_or(0.0);
+                let t = b.totals.entry(k.clone()).or_insert(serde_json::json!(0.0));
+                *t = serde_json::json!(t.as_f64().unwrap_or(0.0) + x);
+            }
+        }
+        b.last_measures = m;
+        b.refresh(rule, group);
+        if b.a.transitions.is_empty() {
+            b.snapshot();
+        }
+    }
+    if let Some(mut b) = cur.take() {
+        apply_until(&mut b, &mut pending, i64::MAX, &mut out);
+        done.push(b);
+    }
+    for mut b in done {
+        b.refresh(rule, group);
+        // Transitions keep the value they had; the current row is complete.
+        out.actions.push(b.a);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(one_per_group: bool, cooldown_ms: i64) -> RulePlan {
+        RulePlan {
+            id: "r".into(),
+            kind: crate::config::RuleKind::Windows,
+            category: "waste".into(),
+            one_per_group,
+            cooldown_ms,
+            verify: None,
+            description: None,
+            filter: None,
+            group_by: vec!["asset".into()],
+            period_ms: 3_600_000,
+            measures: vec![],
+            condition: "x".into(),
+            owner: "operations".into(),
+            action_type: "operational_change".into(),
+            value_category: "energy_cost".into(),
+            value: "v".into(),
+            severity_medium: 5.0,
+            severity_high: 50.0,
+        }
+    }
+
+    fn finding(h: i64, value: f64, maint: bool) -> Finding {
+        Finding {
+            rule: 0,
+            group: vec!["a1".into()],
+            period_start: h * 3_600_000,
+            period_end: (h + 1) * 3_600_000,
+            value: F64(value),
+            windows: 60,
+            in_maintenance: maint,
+            measures: format!("{{\"waste\": {value}}}"),
+            site: "s".into(),
+            line: "l".into(),
+            asset: "a1".into(),
+            kind: "compressor".into(),
+        }
+    }
+
+    fn upd(id: &str, status: &str, at: i64, seq: u64) -> StatusUpdate {
+        StatusUpdate {
+            action_id: id.into(),
+            status: status.into(),
+            at,
+            by: "ann".into(),
+            note: String::new(),
+            seq,
+            raw: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_open_action_per_group_accumulates_and_suppresses() {
+        let r = rule(true, 2 * 3_600_000);
+        let fs: Vec<_> = (0..10).map(|h| finding(h, 4.8, h == 3)).collect();
+        let g = replay_group("df", (&r, &[]), &["a1".into()], &fs, &HashMap::new());
+        assert_eq!(g.actions.len(), 1);
+        assert_eq!(g.suppressed_maintenance, 1);
+        let a = &g.actions[0].row;
+        assert!((a.value.0 - 9.0 * 4.8).abs() < 1e-9);
+        assert_eq!(a.findings, 9);
+        assert_eq!((a.period_start, a.period_end), (0, 10 * 3_600_000));
+        assert_eq!(a.status, "open");
+        assert_eq!(a.severity, "medium");
+    }
+
+    #[test]
+    fn lifecycle_cooldown_reopen_and_invalid_updates() {
+        let r = rule(true, 2 * 3_600_000);
+        let fs: Vec<_> = (0..8).map(|h| finding(h, 1.0, false)).collect();
+        let id = action_id("df", "r", &["a1".to_string()], 0);
+        let h = 3_600_000;
+        let mut ups = HashMap::new();
+        // Arrive out of order (seq), applied by `at`; `ack` after `done` is invalid.
+        ups.insert(
+            id.clone(),
+            vec![
+                upd(&id, "done", 2 * h + 10, 1),
+                upd(&id, "ack", h + 5, 2),
+                upd(&id, "ack", 2 * h + 20, 3),
+            ],
+        );
+        let g = replay_group("df", (&r, &[]), &["a1".into()], &fs, &ups);
+        assert_eq!(
+            g.actions.len(),
+            2,
+            "{:?}",
+            g.actions.iter().map(|a| &a.row).collect::<Vec<_>>()
+        );
+        let first = &g.actions[0];
+        assert_eq!(first.row.status, "done");
+        assert_eq!(
+            first
+                .transitions
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>(),
+            ["open", "acknowledged", "done"]
+        );
+        assert_eq!(first.row.findings, 2, "hours 0 and 1 ended before done");
+        assert_eq!(g.rejected.len(), 1);
+        assert!(g.rejected[0].1.contains("done → acknowledged"));
+        // Findings starting within 2 h of done (hours 2, 3, 4) are suppressed; hour 5 reopens.
+        assert_eq!(g.suppressed_cooldown, 3);
+        assert_eq!(g.actions[1].row.period_start, 5 * h);
+        assert_ne!(g.actions[1].row.action_id, id);
+    }
+
+    #[test]
+    fn per_period_actions_and_routing() {
+        let r = rule(false, 0);
+        let fs: Vec<_> = (0..3).map(|h| finding(h, 1.0, false)).collect();
+        let routes = vec![RoutePlan {
+            kind: Some("compressor".into()),
+            owner: Some("maintenance".into()),
+            action_type: Some("maintenance_work".into()),
+            ..Default::default()
+        }];
+        let g = replay_group("df", (&r, &routes), &["a1".into()], &fs, &HashMap::new());
+        assert_eq!(g.actions.len(), 3);
+        assert!(g.actions.iter().all(|a| a.row.owner == "maintenance"
+            && a.row.action_type == "maintenance_work"
+            && a.row.value_category == "energy_cost"));
+    }
+}
