@@ -48,6 +48,27 @@ enum Command {
         #[command(subcommand)]
         what: GenCommand,
     },
+    /// Record an action status update (appends to the dataflow's `[lifecycle]` file).
+    Action {
+        /// ack, done or reject.
+        #[arg(value_parser = ["ack", "acknowledged", "done", "reject", "rejected"])]
+        verb: String,
+        action_id: String,
+        /// The dataflow whose `[lifecycle] path` receives the update.
+        #[arg(long, short = 'd', required_unless_present = "file")]
+        dataflow: Option<PathBuf>,
+        /// Append to this JSON-lines file instead.
+        #[arg(long, conflicts_with = "dataflow")]
+        file: Option<PathBuf>,
+        /// When it happened: epoch ms or RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Who did it.
+        #[arg(long, default_value = "")]
+        by: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Generate a small plant workload, run the reference dataflow on it, and show the results.
     Demo {
         /// Where the Parquet lake goes.
@@ -90,6 +111,15 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Action {
+            verb,
+            action_id,
+            dataflow,
+            file,
+            at,
+            by,
+            note,
+        } => action(verb, action_id, dataflow, file, at, by, note),
         Command::Run {
             dataflow,
             workers,
@@ -279,6 +309,68 @@ fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn action(
+    verb: String,
+    action_id: String,
+    dataflow: Option<PathBuf>,
+    file: Option<PathBuf>,
+    at: Option<String>,
+    by: String,
+    note: String,
+) -> ExitCode {
+    use std::io::Write;
+    let path = match (file, dataflow) {
+        (Some(f), _) => f,
+        (None, Some(d)) => match config::load(&d) {
+            Ok(p) => match p.lifecycle {
+                Some(l) => l.path,
+                None => {
+                    eprintln!(
+                        "plantflow: {} has no `[lifecycle] path` for status updates",
+                        d.display()
+                    );
+                    return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+                }
+            },
+            Err(e) => {
+                eprintln!("{}", e.render());
+                return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+            }
+        },
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let at = match at
+        .as_deref()
+        .map(plantflow::sources::status::parse_time_str)
+    {
+        None => plantflow::model::now_ms(),
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => {
+            eprintln!("plantflow: --at: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let status = plantflow::value::lifecycle::canonical_status(&verb).unwrap_or("done");
+    let line = serde_json::json!({
+        "action_id": action_id, "status": status, "at": at, "by": by, "note": note,
+    });
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    match result {
+        Ok(()) => {
+            println!("{status} {action_id} at {at} -> {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plantflow: cannot append to {}: {e}", path.display());
+            ExitCode::from(1)
         }
     }
 }

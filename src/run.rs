@@ -41,6 +41,9 @@ pub struct RunSummary {
     pub late_rows: u64,
     pub windows: u64,
     pub corrections: u64,
+    /// Findings suppressed: asset in maintenance / action in cool-down.
+    pub suppressed_maintenance: u64,
+    pub suppressed_cooldown: u64,
     pub dead_letters: BTreeMap<String, u64>,
     pub report: WriterReport,
     pub out_dir: PathBuf,
@@ -390,6 +393,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         late_rows: Stats::get(&stats.late_rows),
         windows: Stats::get(&stats.windows),
         corrections: Stats::get(&stats.corrections),
+        suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
+        suppressed_cooldown: Stats::get(&stats.suppressed_cooldown),
         dead_letters: stats.dead_letters(),
         report,
         out_dir: plan.sink.path.clone(),

@@ -144,6 +144,7 @@ pub enum RuleKind {
 pub const DEMAND_MEASURES: &[&str] = &[
     "windows",
     "interval_kwh",
+    "previous_kw",
     "projected_kw",
     "billed_kw",
     "increase_kw",
@@ -1066,10 +1067,9 @@ fn validate_text(
             for m in DEMAND_MEASURES {
                 mscope.push(m, ColType::Num);
             }
-            condition = r
-                .condition
-                .clone()
-                .unwrap_or_else(|| "projected_kw >= 0.9 * billed_kw".into());
+            condition = r.condition.clone().unwrap_or_else(|| {
+                "projected_kw >= 0.9 * billed_kw && projected_kw > 1.1 * previous_kw".into()
+            });
         } else {
             if let Some(f) = &r.filter {
                 l.expr(&format!("{key}.where"), f, &scope, Some(ColType::Bool));

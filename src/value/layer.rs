@@ -136,10 +136,13 @@ pub struct ValueLayer {
     demand: HashMap<String, BTreeMap<i64, DemandInterval>>,
     bills: HashMap<(String, i64), Emitted<BillRow>>,
     touched: HashSet<GroupKey>,
+    /// Groups with a finding whose period has not closed yet, by period end.
+    closing: BTreeMap<i64, HashSet<GroupKey>>,
     touched_intervals: HashSet<(String, i64)>,
     touched_bills: HashSet<(String, i64)>,
     rejected_total: u64,
     update_seq: u64,
+    ended: bool,
 }
 
 impl ValueLayer {
@@ -165,10 +168,12 @@ impl ValueLayer {
             demand: HashMap::new(),
             bills: HashMap::new(),
             touched: HashSet::new(),
+            closing: BTreeMap::new(),
             touched_intervals: HashSet::new(),
             touched_bills: HashSet::new(),
             rejected_total: 0,
             update_seq: 0,
+            ended: false,
         }
     }
 
@@ -221,6 +226,10 @@ impl ValueLayer {
                     return; // aged out of the arrangements, not corrected: keep it
                 }
                 let key = (f.rule, f.group.clone());
+                self.closing
+                    .entry(f.period_end)
+                    .or_default()
+                    .insert(key.clone());
                 let map = self.findings.entry(key.clone()).or_default();
                 if diff > 0 {
                     map.insert(f.period_start, f);
@@ -335,6 +344,16 @@ impl ValueLayer {
     pub fn step(&mut self, now: i64, end: bool) -> ValueOut {
         let mut out = ValueOut::default();
         self.now = if end { now.max(self.data_end) } else { now };
+        // Periods that closed: their findings are final (until corrected).
+        self.ended |= end;
+        let later = if end {
+            BTreeMap::new()
+        } else {
+            self.closing.split_off(&(self.now.saturating_add(1)))
+        };
+        for (_, groups) in std::mem::replace(&mut self.closing, later) {
+            self.touched.extend(groups);
+        }
         self.demand_rules();
         self.billing(&mut out, end);
         // Route status updates to their groups.
@@ -406,10 +425,20 @@ impl ValueLayer {
     fn replay(&mut self, g: &GroupKey, out: &mut ValueOut) {
         let plan = self.plan.clone();
         let rule = &plan.rules[g.0 as usize];
+        // A window rule's finding counts once its period has closed; a demand
+        // projection counts at once (it is an early warning).
+        // At the end of input every open period closes, as windows do.
+        let live = rule.kind == RuleKind::DemandPeak || self.ended;
+        let now = self.now;
         let findings: Vec<Finding> = self
             .findings
             .get(g)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| {
+                m.values()
+                    .filter(|f| live || f.period_end <= now)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let r = replay_group(
             &self.plan.name,
@@ -675,9 +704,16 @@ impl ValueLayer {
             let p_now = acc.last_kwh / wh;
             let projected_kw = (acc.kwh + p_now * remaining_h) / ih;
             let increase_kw = (projected_kw - billed_kw).max(0.0);
+            let previous_kw = map
+                .range(..iv)
+                .next_back()
+                .filter(|(k, _)| **k == iv - b.interval_ms)
+                .map(|(_, a)| a.kwh / ih)
+                .unwrap_or(0.0);
             let vals = [
                 acc.windows as f64,
                 acc.kwh,
+                previous_kw,
                 projected_kw,
                 billed_kw,
                 increase_kw,

@@ -148,7 +148,7 @@ pub fn lag1_autocorrelation(e: &[f64]) -> f64 {
 
 /// Two-sided Student's t quantile for confidence `level` (0.68 → the 0.84 quantile).
 pub fn t_two_sided(level: f64, df: f64) -> Option<f64> {
-    if !(df > 0.0) {
+    if df.is_nan() || df <= 0.0 {
         return None;
     }
     let t = StudentsT::new(0.0, 1.0, df).ok()?;

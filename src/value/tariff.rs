@@ -184,6 +184,7 @@ fn parse_day_types(s: &str) -> Result<Vec<u32>, String> {
 }
 
 /// Loads `tariff.csv` into one price per (month, day type, hour).
+#[allow(clippy::needless_range_loop)] // indices are months, day types and hours
 pub fn load(path: &Path) -> Result<Vec<(TariffKey, F64)>, String> {
     let mut r = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
