@@ -480,6 +480,37 @@ impl RunSummary {
                 a.severity
             ));
         }
+        if self.suppressed_maintenance + self.suppressed_cooldown > 0 {
+            s.push_str(&format!(
+                "  suppressed findings: {} in maintenance, {} in cool-down\n",
+                self.suppressed_maintenance, self.suppressed_cooldown
+            ));
+        }
+        if !self.report.outcomes.is_empty() {
+            let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
+            let (mut kwh, mut cost) = (0.0, 0.0);
+            for (o, _) in self.report.outcomes.values() {
+                *verdicts.entry(o.verdict.as_str()).or_default() += 1;
+                if o.verdict == "verified" {
+                    kwh += o.avoided_kwh.unwrap_or(0.0);
+                    cost += o.avoided_cost.unwrap_or(0.0);
+                }
+            }
+            let v: Vec<String> = verdicts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            s.push_str(&format!(
+                "outcomes       {:>12}  ({}; verified savings {kwh:.1} kWh, {cost:.2} {currency})\n",
+                self.report.outcomes.len(),
+                v.join(", ")
+            ));
+        }
+        if !self.report.bills.is_empty() {
+            let total: f64 = self.report.bills.values().map(|(b, _)| b.total_cost).sum();
+            let demand: f64 = self.report.bills.values().map(|(b, _)| b.demand_cost).sum();
+            s.push_str(&format!(
+                "bills          {:>12}  (total {total:.2} {currency}, of which demand {demand:.2})\n",
+                self.report.bills.len()
+            ));
+        }
         if let Some(rss) = peak_rss_bytes() {
             s.push_str(&format!(
                 "peak memory    {:>9.1} MiB\n",

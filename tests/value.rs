@@ -906,3 +906,31 @@ fn every_library_dataflow_validates() {
         load(&f, dir.path(), dir.path());
     }
 }
+
+#[test]
+fn tariff_gap_or_overlap_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("assets.csv", ONE_METER.into()),
+            ("tariff.csv", "start_hour,end_hour,price_per_kwh,day_types\n0,24,0.1,weekday\n0,12,0.1,weekend\n10,24,0.2,weekend\n".into()),
+            ("samples.csv", "ts,tag,value,quality\n".into()),
+        ],
+    );
+    let out = Command::new(PLANTFLOW)
+        .args(["validate"])
+        .arg(dataflow("demand_peak.toml"))
+        .env("INPUT_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 4")
+            && err.contains("month 1, weekend, hour 10")
+            && err.contains("overlapping"),
+        "{err}"
+    );
+    assert!(err.contains("context.tariff.path"), "{err}");
+}
