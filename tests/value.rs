@@ -8,7 +8,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
@@ -632,27 +631,6 @@ fn library_low_power_factor() {
 // PV3 end to end in --follow: the action opens, is marked done mid-stream with
 // the CLI, and its outcome appears once the reporting period has closed.
 
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(x) = f() {
-            return x;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Daily kW and production units: PV3's baseline days 0–5, a day with 4 idle
 /// hours (the finding) and a normal day, then PV3's reporting days 8–10.
 fn pv3_day(d: i64) -> (f64, f64) {
@@ -662,6 +640,21 @@ fn pv3_day(d: i64) -> (f64, f64) {
     const P: [f64; 11] = [50., 60., 70., 80., 90., 100., 70., 70., 60., 80., 90.];
     let i = d.min(10) as usize;
     (E[i] / 24.0, P[i])
+}
+
+/// PV3 production runs for `days` (day 6 stops at 20:00: four idle hours).
+fn pv3_production(days: std::ops::Range<i64>) -> String {
+    let mut prod = String::from("line,start_ms,end_ms,units\n");
+    for d in days {
+        let end = if d == 6 { 20 * H } else { DAY };
+        prod.push_str(&format!(
+            "s1/l1,{},{},{}\n",
+            T0 + d * DAY,
+            T0 + d * DAY + end,
+            pv3_day(d).1
+        ));
+    }
+    prod
 }
 
 fn pv3_samples(days: std::ops::Range<i64>, extra_minutes: i64) -> String {
@@ -681,16 +674,7 @@ fn pv3_outcome_after_done_mid_stream() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = input.path();
-    let mut prod = String::from("line,start_ms,end_ms,units\n");
-    for d in 0..12 {
-        let end = if d == 6 { 20 * H } else { DAY };
-        prod.push_str(&format!(
-            "s1/l1,{},{},{}\n",
-            T0 + d * DAY,
-            T0 + d * DAY + end,
-            pv3_day(d).1
-        ));
-    }
+    let prod = pv3_production(0..12);
     write(
         dir,
         &[
@@ -827,16 +811,7 @@ fn insufficient_baseline_gives_insufficient_data() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = input.path();
-    let mut prod = String::from("line,start_ms,end_ms,units\n");
-    for d in 4..11 {
-        let end = if d == 6 { 20 * H } else { DAY };
-        prod.push_str(&format!(
-            "s1/l1,{},{},{}\n",
-            T0 + d * DAY,
-            T0 + d * DAY + end,
-            pv3_day(d).1
-        ));
-    }
+    let prod = pv3_production(4..11);
     let id_at = T0 + 6 * DAY + 20 * H;
     let id = plantflow::value::lifecycle::action_id(
         "off_hours",

@@ -17,6 +17,20 @@ use timely::dataflow::Stream;
 
 use super::window::Geometry;
 
+/// Sums the diffs of equal rows and drops those that cancel.
+pub fn consolidate<D: Ord>(mut updates: Vec<(D, isize)>) -> Vec<(D, isize)> {
+    updates.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(D, isize)> = Vec::with_capacity(updates.len());
+    for (d, r) in updates {
+        match out.last_mut() {
+            Some((last, lr)) if *last == d => *lr += r,
+            _ => out.push((d, r)),
+        }
+    }
+    out.retain(|(_, r)| *r != 0);
+    out
+}
+
 /// A row type the sink can version.
 pub trait Versioned: Clone + Ord + 'static {
     type Key: Hash + Eq + Clone + 'static;
@@ -53,16 +67,7 @@ pub fn revisions<'s, D, F>(
             if frontier.less_equal(&t) {
                 break;
             }
-            let mut updates = pending.remove(&t).unwrap_or_default();
-            updates.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut consolidated: Vec<(D, isize)> = Vec::with_capacity(updates.len());
-            for (d, r) in updates {
-                match consolidated.last_mut() {
-                    Some((last, lr)) if *last == d => *lr += r,
-                    _ => consolidated.push((d, r)),
-                }
-            }
-            consolidated.retain(|(_, r)| *r != 0);
+            let consolidated = consolidate(pending.remove(&t).unwrap_or_default());
             let mut by_key: HashMap<D::Key, (Vec<D>, Option<D>)> = HashMap::new();
             let mut order = Vec::new();
             for (d, r) in consolidated {

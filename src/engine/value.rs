@@ -36,26 +36,17 @@ pub fn value_op<'s, F>(
             }
         });
         // Each complete time is its own step, so in-interval projections and
-        // lifecycle ordering see the data exactly as a live run would.
+        // lifecycle ordering see the data exactly as a live run would. Updates
+        // are consolidated first: a join may carry +1 +1 −1 for one row, and
+        // aged-out retractions are recognised by their net sign.
         while let Some((&t, _)) = pending.first_key_value() {
             if frontier.less_equal(&t) {
                 break;
             }
             // Consolidate first: a join's output may carry +1 +1 −1 for one row,
             // and aged-out retractions are recognised by their net sign.
-            let mut updates = pending.remove(&t).unwrap_or_default();
-            updates.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut merged: Vec<(ValueIn, isize)> = Vec::with_capacity(updates.len());
-            for (d, r) in updates {
-                match merged.last_mut() {
-                    Some((last, lr)) if *last == d => *lr += r,
-                    _ => merged.push((d, r)),
-                }
-            }
-            for (d, r) in merged {
-                if r != 0 {
-                    layer.apply(d, t as i64, r);
-                }
+            for (d, r) in super::output::consolidate(pending.remove(&t).unwrap_or_default()) {
+                layer.apply(d, t as i64, r);
             }
             let now = t as i64 - 1;
             let out = layer.step(now.max(last.unwrap_or(i64::MIN)), false);

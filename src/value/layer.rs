@@ -321,6 +321,23 @@ impl ValueLayer {
         }
     }
 
+    /// Hands status updates to the groups that own their action ids.
+    fn route_updates(&mut self) {
+        let mut still = Vec::new();
+        for u in std::mem::take(&mut self.unmatched) {
+            if let Some(g) = self.id_group.get(&u.action_id) {
+                self.touched.insert(g.clone());
+                self.updates_by_id
+                    .entry(u.action_id.clone())
+                    .or_default()
+                    .push(u);
+            } else {
+                still.push(u);
+            }
+        }
+        self.unmatched = still;
+    }
+
     /// Production units of `line` attributed to `[b0, b1)`, pro rata by run overlap.
     fn units(&self, line: &str, b0: i64, b1: i64) -> f64 {
         let Some(runs) = self.production.get(line) else {
@@ -356,20 +373,7 @@ impl ValueLayer {
         }
         self.demand_rules();
         self.billing(&mut out, end);
-        // Route status updates to their groups.
-        let mut still = Vec::new();
-        for u in std::mem::take(&mut self.unmatched) {
-            if let Some(g) = self.id_group.get(&u.action_id) {
-                self.touched.insert(g.clone());
-                self.updates_by_id
-                    .entry(u.action_id.clone())
-                    .or_default()
-                    .push(u);
-            } else {
-                still.push(u);
-            }
-        }
-        self.unmatched = still;
+        self.route_updates();
         // Verifications in progress need a recompute as time passes.
         for (id, (e, _)) in &self.actions {
             if e.row.status == "done" {
@@ -384,19 +388,7 @@ impl ValueLayer {
                 self.replay(&g, &mut out);
             }
             // A replay may have created the id an unmatched update names.
-            let mut still = Vec::new();
-            for u in std::mem::take(&mut self.unmatched) {
-                if let Some(g) = self.id_group.get(&u.action_id) {
-                    self.touched.insert(g.clone());
-                    self.updates_by_id
-                        .entry(u.action_id.clone())
-                        .or_default()
-                        .push(u);
-                } else {
-                    still.push(u);
-                }
-            }
-            self.unmatched = still;
+            self.route_updates();
             if self.touched.is_empty() {
                 break;
             }

@@ -268,3 +268,29 @@ pub fn close(a: f64, b: f64) -> bool {
 pub fn assert_close(got: f64, want: f64, what: &str) {
     assert!(close(got, want), "{what}: got {got}, want {want}");
 }
+
+/// Kills the child if the test fails before it exits on its own.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
