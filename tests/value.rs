@@ -532,7 +532,12 @@ fn library_case(
             ("samples.csv", minute_samples(&tag_refs, 0..hours * 60, kw)),
         ],
     );
-    run(&dataflow(file), input.path(), out.path(), 1);
+    // `file` may carry extra TOML after a `+`: appended to the dataflow.
+    let (file, extra) = file.split_once('+').unwrap_or((file, ""));
+    let df = input.path().join(file);
+    let text = std::fs::read_to_string(dataflow(file)).unwrap();
+    std::fs::write(&df, format!("{text}\n{extra}")).unwrap();
+    run(&df, input.path(), out.path(), 1);
     let actions = latest(rows(out.path(), "actions"), &["action_id"]);
     assert_eq!(actions.len(), 1, "{file}: {actions:?}");
     actions.into_values().next().unwrap()
@@ -611,6 +616,20 @@ fn library_chiller_kw_per_ton() {
     // 1.0 kW/ton against 0.75: (100 − 75) kWh × 0.10.
     rel(f(&a, "value"), 2.5, "excess energy cost");
     routed(&a, "engineering", "setpoint_review", "energy_cost");
+}
+
+#[test]
+fn routing_matrix_reassigns_by_category_and_kind() {
+    let routes = "[[routing]]\ncategory = \"efficiency\"\nkind = \"compressor\"\nowner = \"energy\"\n\n\
+                  [[routing]]\ncategory = \"efficiency\"\nkind = \"chiller\"\nowner = \"maintenance\"\naction_type = \"maintenance_work\"\n";
+    let a = library_case(
+        &format!("chiller_efficiency.toml+{routes}"),
+        "tag,asset,site,line,kind,standby_kw,signal,target_kw_per_ton\ns1/u/ch1/power_kw,s1/u/ch1,s1,s1/u,chiller,0,power_kw,0.75\ns1/u/ch1/tons,s1/u/ch1,s1,s1/u,chiller,0,cooling_tons,0.75\n",
+        "line,start_ms,end_ms\n",
+        1,
+        |_, _| 100.0,
+    );
+    routed(&a, "maintenance", "maintenance_work", "energy_cost");
 }
 
 #[test]
