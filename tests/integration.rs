@@ -549,16 +549,7 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
         .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"");
     let df = dir.join("df.toml");
     std::fs::write(&df, toml).unwrap();
-    let mut child = KillOnDrop(
-        Command::new(PLANTFLOW)
-            .args(["run", "--follow"])
-            .arg(&df)
-            .env("INPUT_DIR", dir)
-            .env("OUT_DIR", out.path())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_follow(&df, dir, out.path());
 
     // Windows [0,60s) and [60s,120s) close: the watermark is at 145 s.
     let first = wait_for("the first two windows", || {

@@ -717,16 +717,7 @@ fn pv3_outcome_after_done_mid_stream() {
         );
     let df = dir.join("df.toml");
     std::fs::write(&df, &text).unwrap();
-    let mut child = KillOnDrop(
-        Command::new(PLANTFLOW)
-            .args(["run", "--follow"])
-            .arg(&df)
-            .env("INPUT_DIR", dir)
-            .env("OUT_DIR", out.path())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_follow(&df, dir, out.path());
     // Day 6, 20:00–24:00: the line is idle, the compressor draws 40 kW.
     let action = wait_for("the off-hours action", || {
         let a = latest(rows(out.path(), "actions"), &["action_id"]);

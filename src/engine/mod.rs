@@ -3,7 +3,7 @@
 //! # Dataflow
 //! ```text
 //! samples ─exchange(tag)─► window (timely op) ─► windows: (tag, WindowAgg) collection
-//!   ⋈ assets (tag)  ⋈ tariff (UTC hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
+//!   ⋈ assets (tag)  ⋈ tariff (local month, day type, hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
 //!   ─► enriched windows (+ derived metrics) ─► aggregates sink
 //!                                            ├► rules: reduce per (rule, group, period) ─► findings ─┐
 //!                                            └► energy per window (billing, verification) ────────┤

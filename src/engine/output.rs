@@ -14,11 +14,46 @@ use std::hash::Hash;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
+use timely::progress::frontier::MutableAntichain;
 
 use super::window::Geometry;
 
+/// Updates held by timely time until the frontier says the time is complete.
+pub struct TimeBuffer<D> {
+    pending: BTreeMap<u64, Vec<(D, isize)>>,
+}
+
+impl<D> Default for TimeBuffer<D> {
+    fn default() -> Self {
+        TimeBuffer {
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl<D: Ord> TimeBuffer<D> {
+    pub fn extend(&mut self, updates: impl Iterator<Item = (D, u64, isize)>) {
+        for (d, t, r) in updates {
+            self.pending.entry(t).or_default().push((d, r));
+        }
+    }
+
+    /// The earliest complete time and its consolidated updates, if any.
+    pub fn pop_complete(
+        &mut self,
+        frontier: &MutableAntichain<u64>,
+    ) -> Option<(u64, Vec<(D, isize)>)> {
+        let (&t, _) = self.pending.first_key_value()?;
+        if frontier.less_equal(&t) {
+            return None;
+        }
+        let updates = self.pending.remove(&t).unwrap_or_default();
+        Some((t, consolidate(updates)))
+    }
+}
+
 /// Sums the diffs of equal rows and drops those that cancel.
-pub fn consolidate<D: Ord>(mut updates: Vec<(D, isize)>) -> Vec<(D, isize)> {
+fn consolidate<D: Ord>(mut updates: Vec<(D, isize)>) -> Vec<(D, isize)> {
     updates.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<(D, isize)> = Vec::with_capacity(updates.len());
     for (d, r) in updates {
@@ -53,21 +88,15 @@ pub fn revisions<'s, D, F>(
     F: FnMut(Vec<(D, i64)>) + 'static,
 {
     let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
-    let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
+    let mut pending = TimeBuffer::default();
     let mut revision: HashMap<D::Key, i64> = HashMap::new();
     stream.sink(exchange, name, move |(input, frontier)| {
         input.for_each_stamp(|_stamp, data| {
             for batch in data {
-                for (d, t, r) in batch.drain(..) {
-                    pending.entry(t).or_default().push((d, r));
-                }
+                pending.extend(batch.drain(..));
             }
         });
-        while let Some((&t, _)) = pending.first_key_value() {
-            if frontier.less_equal(&t) {
-                break;
-            }
-            let consolidated = consolidate(pending.remove(&t).unwrap_or_default());
+        while let Some((t, consolidated)) = pending.pop_complete(frontier) {
             let mut by_key: HashMap<D::Key, (Vec<D>, Option<D>)> = HashMap::new();
             let mut order = Vec::new();
             for (d, r) in consolidated {

@@ -7,12 +7,11 @@
 //! and window-level energy, never raw samples), so one worker suffices and
 //! the result is the same for any worker count.
 
-use std::collections::BTreeMap;
-
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::output::TimeBuffer;
 use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
 
 /// Runs `layer` on worker 0 over `stream`; `emit` receives each step's output.
@@ -24,28 +23,21 @@ pub fn value_op<'s, F>(
     F: FnMut(ValueOut, &ValueLayer) + 'static,
 {
     let exchange = Exchange::new(|_: &(ValueIn, u64, isize)| 0u64);
-    let mut pending: BTreeMap<u64, Vec<(ValueIn, isize)>> = BTreeMap::new();
+    let mut pending = TimeBuffer::default();
     let mut last: Option<i64> = None;
     let mut ended = false;
     stream.sink(exchange, "value", move |(input, frontier)| {
         input.for_each_stamp(|_stamp, data| {
             for batch in data {
-                for (d, t, r) in batch.drain(..) {
-                    pending.entry(t).or_default().push((d, r));
-                }
+                pending.extend(batch.drain(..));
             }
         });
         // Each complete time is its own step, so in-interval projections and
         // lifecycle ordering see the data exactly as a live run would. Updates
         // are consolidated first: a join may carry +1 +1 −1 for one row, and
         // aged-out retractions are recognised by their net sign.
-        while let Some((&t, _)) = pending.first_key_value() {
-            if frontier.less_equal(&t) {
-                break;
-            }
-            // Consolidate first: a join's output may carry +1 +1 −1 for one row,
-            // and aged-out retractions are recognised by their net sign.
-            for (d, r) in super::output::consolidate(pending.remove(&t).unwrap_or_default()) {
+        while let Some((t, updates)) = pending.pop_complete(frontier) {
+            for (d, r) in updates {
                 layer.apply(d, t as i64, r);
             }
             let now = t as i64 - 1;

@@ -294,3 +294,17 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Starts `plantflow run --follow <df>` with INPUT_DIR / OUT_DIR set; killed on drop.
+pub fn spawn_follow(df: &Path, input: &Path, out: &Path) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .args(["run", "--follow"])
+            .arg(df)
+            .env("INPUT_DIR", input)
+            .env("OUT_DIR", out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
