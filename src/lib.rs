@@ -15,6 +15,7 @@
 //! - [`value`]: CEL expressions, derived metrics, rules → actions.
 //! - [`sinks`]: the partitioned, atomic, rolling Parquet writer.
 //! - [`gen`]: deterministic workload generator.
+//! - [`sim`]: embedded MQTT broker (and later the simulated plant) for demo and tests.
 //! - [`run`]: wiring, signals and the run summary.
 //!
 //! ## Time and corrections
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod gen;
 pub mod model;
 pub mod run;
+pub mod sim;
 pub mod sinks;
 pub mod sources;
 pub mod stats;

@@ -141,6 +141,7 @@ fn main() -> ExitCode {
                     workers,
                     follow,
                     stop: Some(stop),
+                    ..Default::default()
                 },
             ) {
                 Ok(summary) => {
@@ -293,7 +294,7 @@ fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
         RunOptions {
             workers,
             follow: false,
-            stop: None,
+            ..Default::default()
         },
     );
     let _ = std::fs::remove_dir_all(&input);

@@ -17,7 +17,7 @@ use crate::config::{Plan, SourcePlan};
 use crate::engine::bridge::ContextChange;
 use crate::engine::{self, EngineArgs, Geometry, Ingest, InitialContext, TagRegistry};
 use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
-use crate::sources::context::{load_assets, load_intervals};
+use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
 use crate::sources::normalize::SourceCtx;
 use crate::stats::Stats;
 use crate::value::tariff::load as load_tariff;
@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub follow: bool,
     /// Stop flag shared with the caller (signals, tests).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Counters shared with the caller, to watch progress while running.
+    pub stats: Option<Arc<Stats>>,
 }
 
 /// What a run did.
@@ -76,37 +78,6 @@ pub fn geometry(plan: &Plan) -> Geometry {
     }
 }
 
-fn diff<T: Ord + Clone>(old: &[T], new: &[T]) -> Vec<(T, isize)> {
-    let mut a = old.to_vec();
-    let mut b = new.to_vec();
-    a.sort();
-    b.sort();
-    let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x < y => {
-                out.push((x.clone(), -1));
-                i += 1;
-            }
-            (Some(x), None) => {
-                out.push((x.clone(), -1));
-                i += 1;
-            }
-            (_, Some(y)) => {
-                out.push((y.clone(), 1));
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    out
-}
-
 fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
     let c = &plan.context;
     Ok(InitialContext {
@@ -129,13 +100,7 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Polls the context files and applies their changes as differences.
-fn watch_context(
-    plan: Arc<Plan>,
-    mut current: InitialContext,
-    ingest: Arc<Ingest>,
-    tags: Arc<TagRegistry>,
-    stop: Arc<AtomicBool>,
-) {
+fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool>) {
     let c = &plan.context;
     let files: Vec<PathBuf> = [
         Some(c.assets.clone()),
@@ -162,37 +127,18 @@ fn watch_context(
             seen[i] = m;
             sizes[i] = size;
             let result = if *f == c.assets {
-                load_assets(f, &c.asset_extra).map(|new| {
-                    for a in &new {
-                        tags.intern(&a.tag);
-                    }
-                    let d = diff(&current.assets, &new);
-                    current.assets = new;
-                    ContextChange::Assets(d)
-                })
+                load_assets(f, &c.asset_extra).map(Snapshot::Assets)
             } else if *f == c.tariff {
-                load_tariff(f).map(|new| {
-                    let d = diff(&current.tariff, &new);
-                    current.tariff = new;
-                    ContextChange::Tariff(d)
-                })
+                load_tariff(f).map(Snapshot::Tariff)
             } else if Some(f) == c.production.as_ref() {
-                load_intervals(f, "line").map(|new| {
-                    let d = diff(&current.production, &new);
-                    current.production = new;
-                    ContextChange::Production(d)
-                })
+                load_intervals(f, "line").map(Snapshot::Production)
             } else {
-                load_intervals(f, "asset").map(|new| {
-                    let d = diff(&current.maintenance, &new);
-                    current.maintenance = new;
-                    ContextChange::Maintenance(d)
-                })
+                load_intervals(f, "asset").map(Snapshot::Maintenance)
             };
             match result {
-                Ok(change) => {
+                Ok(snap) => {
                     tracing::info!(file = %f.display(), "context changed; correcting affected outputs");
-                    ingest.context(change);
+                    store.replace(snap);
                 }
                 Err(e) => {
                     tracing::error!(file = %f.display(), "context reload failed, keeping the previous version: {e}")
@@ -207,7 +153,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     let started = Instant::now();
     let plan = Arc::new(plan);
     let workers = opts.workers.max(1);
-    let stats = Arc::new(Stats::default());
+    let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
     let mut initial = load_initial(&plan)?;
     let tags = Arc::new(TagRegistry::default());
@@ -233,6 +179,38 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         plan.metrics.clone(),
         stats.clone(),
     );
+    // With `mqtt_publish` sinks, a forwarder turns the batches they want into
+    // messages before handing every batch on to the Parquet writer.
+    let mut publishers = Vec::new();
+    let sink_rx = if plan.publish.is_empty() {
+        sink_rx
+    } else {
+        let (pq_tx, pq_rx) = std::sync::mpsc::channel();
+        let mut outs = Vec::new();
+        for p in &plan.publish {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let pstats = Arc::new(crate::sinks::mqtt_publish::PublishStats::default());
+            publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), rx, pstats)));
+            outs.push((p.clone(), tx));
+        }
+        let name = plan.name.clone();
+        std::thread::Builder::new()
+            .name("plantflow-publish-tee".into())
+            .spawn(move || {
+                for batch in sink_rx {
+                    for (p, tx) in &outs {
+                        for m in crate::sinks::mqtt_publish::messages(p, &name, &batch) {
+                            let _ = tx.blocking_send(m);
+                        }
+                    }
+                    if pq_tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
+        pq_rx
+    };
     let writer_task = rt.spawn_blocking(move || run_writer(sink_rx, writer));
     // Status updates already in the lifecycle file.
     let mut status_offset = 0;
@@ -283,12 +261,18 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         });
     }
 
+    let store = Arc::new(ContextStore::new(
+        initial.clone(),
+        ingest.clone(),
+        tags.clone(),
+        plan.context.asset_extra.clone(),
+        plan.context.tariff.clone(),
+    ));
     let mut source_tasks = Vec::new();
     for (i, s) in plan.sources.iter().enumerate() {
-        let SourcePlan::Replay(r) = s;
         let ctx = SourceCtx {
             index: i,
-            id: r.id.clone(),
+            id: s.id().to_string(),
             ingest: ingest.clone(),
             tags: tags.clone(),
             sink: sink_tx.clone(),
@@ -297,19 +281,24 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             window: plan.window.clone(),
             geometry: geo,
             follow: opts.follow,
+            context: Some(store.clone()),
         };
-        let r = r.clone();
-        source_tasks.push(rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx)));
+        match s {
+            SourcePlan::Replay(r) => {
+                let r = r.clone();
+                source_tasks.push(rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx)));
+            }
+            SourcePlan::Mqtt(m) => {
+                let m = m.clone();
+                let handle = rt.handle().clone();
+                source_tasks
+                    .push(rt.spawn_blocking(move || crate::sources::mqtt::run(&m, ctx, handle)));
+            }
+        }
     }
     let watcher = if opts.follow {
-        let (p, init, ing, t, s) = (
-            plan.clone(),
-            initial.clone(),
-            ingest.clone(),
-            tags.clone(),
-            stop.clone(),
-        );
-        Some(rt.spawn_blocking(move || watch_context(p, init, ing, t, s)))
+        let (p, st, s) = (plan.clone(), store.clone(), stop.clone());
+        Some(rt.spawn_blocking(move || watch_context(p, st, s)))
     } else {
         None
     };
@@ -381,6 +370,9 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     let report = rt
         .block_on(writer_task)
         .map_err(|e| format!("the writer task failed: {e}"))??;
+    for p in publishers {
+        let _ = rt.block_on(p);
+    }
     rt.shutdown_timeout(Duration::from_millis(100));
     engine_result?;
     if let Some(e) = source_errors.into_iter().next() {

@@ -15,51 +15,6 @@ use rand::{Rng, SeedableRng};
 
 const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
 
-/// The expected aggregates of the fixture (DuckDB oracle), keyed by (tag, window_start).
-fn expected_aggregates() -> HashMap<(String, i64), Agg> {
-    let mut r = csv::Reader::from_path(fixture_dir().join("expected/aggregates.csv")).unwrap();
-    let mut m = HashMap::new();
-    for rec in r.records() {
-        let rec = rec.unwrap();
-        let f = |i: usize| rec[i].parse::<f64>().unwrap();
-        m.insert(
-            (rec[0].to_string(), rec[1].parse().unwrap()),
-            Agg {
-                count: rec[2].parse().unwrap(),
-                mean: f(3),
-                min: f(4),
-                max: f(5),
-                energy_kwh: f(6),
-                cost: f(7),
-                producing: &rec[8] == "true",
-                waste_kwh: f(9),
-                price: f64::NAN,
-                revision: 0,
-            },
-        );
-    }
-    m
-}
-
-fn assert_aggregates_equal(got: &HashMap<(String, i64), Agg>, want: &HashMap<(String, i64), Agg>) {
-    let mut gk: Vec<_> = got.keys().collect();
-    let mut wk: Vec<_> = want.keys().collect();
-    gk.sort();
-    wk.sort();
-    assert_eq!(gk, wk, "aggregate keys differ");
-    for (k, w) in want {
-        let g = &got[k];
-        assert_eq!(g.count, w.count, "count of {k:?}");
-        assert_eq!(g.producing, w.producing, "producing of {k:?}");
-        assert_close(g.mean, w.mean, &format!("mean of {k:?}"));
-        assert_close(g.min, w.min, &format!("min of {k:?}"));
-        assert_close(g.max, w.max, &format!("max of {k:?}"));
-        assert_close(g.energy_kwh, w.energy_kwh, &format!("energy of {k:?}"));
-        assert_close(g.cost, w.cost, &format!("cost of {k:?}"));
-        assert_close(g.waste_kwh, w.waste_kwh, &format!("waste of {k:?}"));
-    }
-}
-
 #[test]
 fn fixture_matches_duckdb_oracle() {
     let out = tempfile::tempdir().unwrap();
@@ -74,32 +29,7 @@ fn fixture_matches_duckdb_oracle() {
     let got = latest_aggregates(out.path());
     assert_aggregates_equal(&got, &expected_aggregates());
 
-    let actions = latest_actions(out.path());
-    let mut r = csv::Reader::from_path(fixture_dir().join("expected/actions.csv")).unwrap();
-    let mut n = 0;
-    for rec in r.records() {
-        let rec = rec.unwrap();
-        let key = (rec[0].to_string(), rec[1].parse::<i64>().unwrap());
-        let a = actions
-            .get(&key)
-            .unwrap_or_else(|| panic!("missing action {key:?}"));
-        assert_close(a.value, rec[3].parse().unwrap(), "waste_cost");
-        assert_close(
-            a.evidence["measures"]["waste_kwh"].as_f64().unwrap(),
-            rec[2].parse().unwrap(),
-            "waste_kwh",
-        );
-        assert_eq!(
-            (
-                a.owner.as_str(),
-                a.action_type.as_str(),
-                a.value_category.as_str()
-            ),
-            ("operations", "operational_change", "energy_cost")
-        );
-        n += 1;
-    }
-    assert_eq!(actions.len(), n, "no actions beyond the oracle's");
+    assert_actions_match_oracle(out.path());
     // Files are committed: no in-progress file is left anywhere.
     let leftovers = walk_all(out.path())
         .into_iter()

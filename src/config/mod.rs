@@ -7,6 +7,7 @@
 
 pub mod diagnostic;
 pub mod interp;
+pub mod mqtt;
 pub mod raw;
 pub mod spans;
 pub mod units;
@@ -67,6 +68,8 @@ pub struct Plan {
     pub description: Option<String>,
     pub currency: String,
     pub sources: Vec<SourcePlan>,
+    /// `mqtt_publish` sinks.
+    pub publish: Vec<crate::sinks::mqtt_publish::PublishPlan>,
     pub context: ContextPlan,
     pub window: WindowPlan,
     pub metrics: Vec<MetricPlan>,
@@ -155,6 +158,16 @@ pub const DEMAND_MEASURES: &[&str] = &[
 #[derive(Clone, Debug)]
 pub enum SourcePlan {
     Replay(ReplayPlan),
+    Mqtt(Box<crate::sources::mqtt::MqttSourcePlan>),
+}
+
+impl SourcePlan {
+    pub fn id(&self) -> &str {
+        match self {
+            SourcePlan::Replay(r) => &r.id,
+            SourcePlan::Mqtt(m) => &m.id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -718,10 +731,22 @@ fn validate_text(
     }
     for (i, v) in raw.sources.into_iter().enumerate() {
         let key = format!("sources[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["replay"], "source type") else {
+        let Some(ty) = take_type(&mut l, &key, &v, &["replay", "mqtt"], "source type") else {
             continue;
         };
-        if ty == "replay" {
+        if ty == "mqtt" {
+            if let Some(m) = mqtt::source(&mut l, &key, v, &raw.name, env) {
+                if ids.contains(&m.id) {
+                    l.at_value(
+                        &format!("{key}.id"),
+                        format!("duplicate source id `{}`", m.id),
+                        None,
+                    );
+                }
+                ids.push(m.id.clone());
+                sources.push(SourcePlan::Mqtt(Box::new(m)));
+            }
+        } else if ty == "replay" {
             if let Some(r) = l.de::<RawReplay>(&key, strip_type(v), REPLAY_KEYS) {
                 if ids.contains(&r.id) {
                     l.at_value(
@@ -1312,21 +1337,32 @@ fn validate_text(
         });
     }
 
-    // Sinks: exactly one Parquet sink for now.
+    // Sinks: exactly one Parquet sink (the lake), any number of MQTT publishers.
     let mut sink = None;
-    if raw.sinks.len() != 1 {
+    let mut publish = Vec::new();
+    let parquet_count = raw
+        .sinks
+        .iter()
+        .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("parquet"))
+        .count();
+    if parquet_count != 1 {
         l.at(
             "sinks",
-            format!("exactly one sink is supported, found {}", raw.sinks.len()),
+            format!("exactly one `parquet` sink is needed, found {parquet_count}"),
             None,
         );
     }
     for (i, v) in raw.sinks.into_iter().enumerate() {
         let key = format!("sinks[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["parquet"], "sink type") else {
+        let Some(ty) = take_type(&mut l, &key, &v, &["parquet", "mqtt_publish"], "sink type")
+        else {
             continue;
         };
-        if ty == "parquet" {
+        if ty == "mqtt_publish" {
+            if let Some(p) = mqtt::publish(&mut l, &key, v, &raw.name, env) {
+                publish.push(p);
+            }
+        } else if ty == "parquet" {
             if let Some(p) = l.de::<RawParquetSink>(&key, strip_type(v), PARQUET_KEYS) {
                 let tables = p
                     .tables
@@ -1394,6 +1430,7 @@ fn validate_text(
         metrics,
         rules,
         sink: sink.expect("a sink was validated above"),
+        publish,
         calendar,
         billing,
         lifecycle,

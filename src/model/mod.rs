@@ -242,7 +242,51 @@ pub struct DeadLetter {
     pub source: String,
     pub received_at: i64,
     pub reason: String,
+    /// The record as read: text, or base64 when `binary`.
     pub raw: String,
+    /// MQTT topic the record arrived on (message sources only).
+    pub topic: Option<String>,
+    /// `raw` holds base64 of a binary payload (e.g. Sparkplug protobuf).
+    pub binary: bool,
+}
+
+impl DeadLetter {
+    /// A rejected text record, received now.
+    pub fn text(source: &str, reason: impl Into<String>, raw: impl Into<String>) -> DeadLetter {
+        DeadLetter {
+            source: source.to_string(),
+            received_at: now_ms(),
+            reason: reason.into(),
+            raw: raw.into(),
+            topic: None,
+            binary: false,
+        }
+    }
+
+    /// A rejected message payload: kept as text when it is UTF-8, else base64.
+    pub fn message(
+        source: &str,
+        topic: &str,
+        reason: impl Into<String>,
+        payload: &[u8],
+    ) -> DeadLetter {
+        use base64::Engine as _;
+        let (raw, binary) = match std::str::from_utf8(payload) {
+            Ok(t) => (t.to_string(), false),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(payload),
+                true,
+            ),
+        };
+        DeadLetter {
+            source: source.to_string(),
+            received_at: now_ms(),
+            reason: reason.into(),
+            raw,
+            topic: Some(topic.to_string()),
+            binary,
+        }
+    }
 }
 
 /// Current wall-clock time in epoch milliseconds.

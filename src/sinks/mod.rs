@@ -1,6 +1,10 @@
 //! Sinks: where finished rows go. The engine hands [`SinkBatch`]es to a
 //! writer task over a channel; writers own all file I/O.
+//!
+//! - [`parquet`]: the lake (every table, partitioned, rolled, committed atomically).
+//! - [`mqtt_publish`]: actions (and outcomes, bills) as JSON messages.
 
+pub mod mqtt_publish;
 pub mod parquet;
 
 use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, OutcomeRow};

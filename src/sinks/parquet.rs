@@ -164,6 +164,8 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("received_at", ts_type(), false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, true),
+        Field::new("raw_encoding", DataType::Utf8, false),
     ]))
 }
 
@@ -378,6 +380,13 @@ fn dead_letter_batch(schema: &SchemaRef, rows: &[&DeadLetter]) -> Result<RecordB
         ts_col(rows.iter().map(|d| d.received_at)),
         str_col(rows.iter().map(|d| d.reason.as_str())),
         str_col(rows.iter().map(|d| d.raw.as_str())),
+        Arc::new(arrow::array::StringArray::from_iter(
+            rows.iter().map(|d| d.topic.as_deref()),
+        )),
+        str_col(
+            rows.iter()
+                .map(|d| if d.binary { "base64" } else { "text" }),
+        ),
     ];
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("building a dead_letter batch: {e}"))

@@ -188,3 +188,267 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
     }
     Ok(out)
 }
+
+/// The current context tables, shared by the file watcher and message
+/// sources: every change is applied here and sent to the engine as the
+/// difference to the previous version.
+pub struct ContextStore {
+    current: std::sync::Mutex<crate::engine::InitialContext>,
+    open: std::sync::Mutex<HashMap<(bool, String), i64>>,
+    ingest: std::sync::Arc<crate::engine::Ingest>,
+    tags: std::sync::Arc<crate::engine::TagRegistry>,
+    asset_extra: Vec<(String, ColType)>,
+    tariff_name: std::path::PathBuf,
+}
+
+/// Rows removed (−1) and added (+1) between two snapshots.
+pub fn diff<T: Ord + Clone>(old: &[T], new: &[T]) -> Vec<(T, isize)> {
+    let mut a = old.to_vec();
+    let mut b = new.to_vec();
+    a.sort();
+    b.sort();
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                out.push((x.clone(), -1));
+                i += 1;
+            }
+            (Some(x), None) => {
+                out.push((x.clone(), -1));
+                i += 1;
+            }
+            (_, Some(y)) => {
+                out.push((y.clone(), 1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// Which snapshot a whole-table replacement is for.
+pub enum Snapshot {
+    Assets(Vec<AssetRow>),
+    Tariff(Vec<(u32, F64)>),
+    Production(Vec<Interval>),
+    Maintenance(Vec<Interval>),
+}
+
+impl ContextStore {
+    pub fn new(
+        initial: crate::engine::InitialContext,
+        ingest: std::sync::Arc<crate::engine::Ingest>,
+        tags: std::sync::Arc<crate::engine::TagRegistry>,
+        asset_extra: Vec<(String, ColType)>,
+        tariff_name: std::path::PathBuf,
+    ) -> ContextStore {
+        ContextStore {
+            current: std::sync::Mutex::new(initial),
+            open: Default::default(),
+            ingest,
+            tags,
+            asset_extra,
+            tariff_name,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::engine::InitialContext> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces a whole table (a reloaded file) and sends the difference.
+    pub fn replace(&self, snap: Snapshot) {
+        use crate::engine::bridge::ContextChange as C;
+        let mut cur = self.lock();
+        let change = match snap {
+            Snapshot::Assets(new) => {
+                for a in &new {
+                    self.tags.intern(&a.tag);
+                }
+                let d = diff(&cur.assets, &new);
+                cur.assets = new;
+                C::Assets(d)
+            }
+            Snapshot::Tariff(new) => {
+                let d = diff(&cur.tariff, &new);
+                cur.tariff = new;
+                C::Tariff(d)
+            }
+            Snapshot::Production(new) => {
+                let d = diff(&cur.production, &new);
+                cur.production = new;
+                C::Production(d)
+            }
+            Snapshot::Maintenance(new) => {
+                let d = diff(&cur.maintenance, &new);
+                cur.maintenance = new;
+                C::Maintenance(d)
+            }
+        };
+        let empty = match &change {
+            C::Assets(d) => d.is_empty(),
+            C::Tariff(d) => d.is_empty(),
+            C::Production(d) | C::Maintenance(d) => d.is_empty(),
+            C::Status(d) => d.is_empty(),
+        };
+        if !empty {
+            self.ingest.context(change);
+        }
+    }
+
+    /// Applies edits from a message; nothing is applied when one fails.
+    pub fn apply(&self, edits: Vec<crate::sources::mqtt::context::Edit>) -> Result<(), String> {
+        use crate::sources::mqtt::context::{Edit, Table, OPEN_HORIZON_MS};
+        let cur = self.lock();
+        let (mut assets, mut tariff, mut prod, mut maint) = (
+            cur.assets.clone(),
+            cur.tariff.clone(),
+            cur.production.clone(),
+            cur.maintenance.clone(),
+        );
+        drop(cur);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for e in edits {
+            match e {
+                Edit::UpsertAsset(fields) => {
+                    let get = |k: &str| {
+                        fields
+                            .iter()
+                            .find(|(n, _)| n == k)
+                            .map(|(_, v)| v.clone())
+                            .ok_or_else(|| format!("no `{k}` field"))
+                    };
+                    for (k, _) in &fields {
+                        if !crate::config::ASSET_COLUMNS.contains(&k.as_str())
+                            && !self.asset_extra.iter().any(|(n, _)| n == k)
+                        {
+                            return Err(format!("unknown asset column `{k}`"));
+                        }
+                    }
+                    let standby = get("standby_kw")?;
+                    let standby: f64 = standby
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| x.is_finite())
+                        .ok_or_else(|| format!("standby_kw `{standby}` is not a number"))?;
+                    let extra = self
+                        .asset_extra
+                        .iter()
+                        .map(|(n, t)| {
+                            let s = get(n).unwrap_or_default();
+                            match t {
+                                ColType::Num => Scalar::Num(F64(s.parse().unwrap_or(f64::NAN))),
+                                ColType::Bool => Scalar::Bool(s == "true"),
+                                ColType::Str => Scalar::Str(s),
+                            }
+                        })
+                        .collect();
+                    let row = AssetRow {
+                        tag: get("tag")?,
+                        asset: get("asset")?,
+                        site: get("site")?,
+                        line: get("line")?,
+                        kind: get("kind")?,
+                        standby_kw: F64(standby),
+                        extra,
+                    };
+                    assets.retain(|a| a.tag != row.tag);
+                    assets.push(row);
+                }
+                Edit::DeleteAsset(tag) => {
+                    let before = assets.len();
+                    assets.retain(|a| a.tag != tag);
+                    if assets.len() == before {
+                        return Err(format!("no asset row for tag `{tag}`"));
+                    }
+                }
+                Edit::Tariff(csv) => {
+                    tariff = crate::value::tariff::parse(csv.as_bytes(), &self.tariff_name)?;
+                }
+                Edit::Interval {
+                    table,
+                    key,
+                    start,
+                    end,
+                    units,
+                } => {
+                    let t = if table == Table::Production {
+                        &mut prod
+                    } else {
+                        &mut maint
+                    };
+                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    open.remove(&(table == Table::Production, key.clone()));
+                    t.push(Interval {
+                        key,
+                        start_ms: start,
+                        end_ms: end,
+                        units: units.map(F64),
+                    });
+                }
+                Edit::Start { table, key, ts } => {
+                    let p = table == Table::Production;
+                    let t = if p { &mut prod } else { &mut maint };
+                    if let Some(s) = open.get(&(p, key.clone())) {
+                        return Err(format!("`{key}` already started at {s}; stop it first"));
+                    }
+                    t.push(Interval {
+                        key: key.clone(),
+                        start_ms: ts,
+                        end_ms: ts + OPEN_HORIZON_MS,
+                        units: None,
+                    });
+                    open.insert((p, key), ts);
+                }
+                Edit::Stop {
+                    table,
+                    key,
+                    ts,
+                    units,
+                } => {
+                    let p = table == Table::Production;
+                    let t = if p { &mut prod } else { &mut maint };
+                    let Some(start) = open.remove(&(p, key.clone())) else {
+                        return Err(format!("stop for `{key}` without an open start"));
+                    };
+                    if ts < start {
+                        return Err(format!("stop at {ts} is before its start at {start}"));
+                    }
+                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    t.push(Interval {
+                        key,
+                        start_ms: start,
+                        end_ms: ts,
+                        units: units.map(F64),
+                    });
+                }
+                Edit::DeleteInterval { table, key, start } => {
+                    let t = if table == Table::Production {
+                        &mut prod
+                    } else {
+                        &mut maint
+                    };
+                    let before = t.len();
+                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    if t.len() == before {
+                        return Err(format!("no interval for `{key}` starting at {start}"));
+                    }
+                    open.remove(&(table == Table::Production, key));
+                }
+            }
+        }
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = open;
+        self.replace(Snapshot::Assets(assets));
+        self.replace(Snapshot::Tariff(tariff));
+        self.replace(Snapshot::Production(prod));
+        self.replace(Snapshot::Maintenance(maint));
+        Ok(())
+    }
+}

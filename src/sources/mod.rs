@@ -4,11 +4,13 @@
 //! - [`replay`]: CSV or Parquet files of `ts,tag,value,quality`, optionally followed (tailed).
 //! - [`context`]: context tables (assets, tariff, production, maintenance) from CSV.
 //! - [`status`]: action status updates, JSON lines, tailed.
+//! - [`mqtt`]: MQTT subscriptions (JSON, numbers, Sparkplug B, context edits).
 //!
 //! Every bad record becomes a `dead_letter` row with a reason and a counter
 //! increment; nothing panics on input.
 
 pub mod context;
+pub mod mqtt;
 pub mod normalize;
 pub mod replay;
 pub mod status;

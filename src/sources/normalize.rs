@@ -33,11 +33,24 @@ pub struct SourceCtx {
     pub window: WindowPlan,
     pub geometry: Geometry,
     pub follow: bool,
+    /// Live context tables (message sources edit them).
+    pub context: Option<Arc<crate::sources::context::ContextStore>>,
 }
 
 impl SourceCtx {
     pub fn stopped(&self) -> bool {
         self.stop.load(Relaxed)
+    }
+
+    /// Applies context edits from a message.
+    pub fn context_edits(
+        &self,
+        edits: Vec<crate::sources::mqtt::context::Edit>,
+    ) -> Result<(), String> {
+        match &self.context {
+            Some(c) => c.apply(edits),
+            None => Err("context updates are not enabled for this source".into()),
+        }
     }
 }
 
@@ -52,6 +65,8 @@ pub struct Normalizer {
     now: i64,
     /// Tags seen by this source: avoids the shared registry's lock per row.
     tag_cache: std::collections::HashMap<String, crate::model::TagId>,
+    /// Topic of the message being normalised (message sources).
+    topic: Option<String>,
 }
 
 impl Normalizer {
@@ -65,6 +80,7 @@ impl Normalizer {
             dead: Vec::new(),
             now: now_ms(),
             tag_cache: std::collections::HashMap::new(),
+            topic: None,
         }
     }
 
@@ -76,12 +92,29 @@ impl Normalizer {
     pub fn reject(&mut self, reason: &str, raw: impl Into<String>) {
         self.ctx.stats.rows_read.fetch_add(1, Relaxed);
         self.ctx.stats.dead_letter(reason);
-        self.dead.push(DeadLetter {
-            source: self.ctx.id.clone(),
-            received_at: now_ms(),
-            reason: reason.to_string(),
-            raw: raw.into(),
-        });
+        let mut d = DeadLetter::text(&self.ctx.id, reason, raw.into());
+        d.topic = self.topic.clone();
+        self.dead.push(d);
+        self.dead_flush_check();
+    }
+
+    /// The message topic rows come from until changed (dead letters name it).
+    pub fn set_topic(&mut self, topic: Option<&str>) {
+        if self.topic.as_deref() != topic {
+            self.topic = topic.map(str::to_string);
+        }
+    }
+
+    /// Records a bad message (topic and payload kept; binary as base64).
+    pub fn reject_message(&mut self, reason: &str, topic: &str, payload: &[u8]) {
+        self.ctx.stats.rows_read.fetch_add(1, Relaxed);
+        self.ctx.stats.dead_letter(&reason_class(reason));
+        self.dead
+            .push(DeadLetter::message(&self.ctx.id, topic, reason, payload));
+        self.dead_flush_check();
+    }
+
+    fn dead_flush_check(&mut self) {
         if self.dead.len() >= 1024 {
             self.flush_dead();
         }
@@ -210,6 +243,20 @@ impl Normalizer {
     }
 }
 
+/// The counter key of a message rejection: the reason without its details
+/// (batch element index, parser position, numbers), so counters stay few.
+pub fn reason_class(reason: &str) -> String {
+    let r = match reason.strip_prefix("element ") {
+        Some(rest) => rest.split_once(": ").map(|(_, r)| r).unwrap_or(rest),
+        None => reason,
+    };
+    let cut = [r.find(": "), r.find(" (")].into_iter().flatten().min();
+    let r = cut.map(|i| &r[..i]).unwrap_or(r);
+    r.chars()
+        .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+        .collect()
+}
+
 /// Epoch milliseconds, or RFC 3339.
 pub fn parse_ts(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -224,6 +271,26 @@ pub fn parse_ts(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reason_classes_stay_few() {
+        assert_eq!(
+            reason_class("element 3: wrong type: `value` is a JSON string"),
+            "wrong type"
+        );
+        assert_eq!(
+            reason_class("malformed JSON: EOF while parsing at line 1 column 4"),
+            "malformed JSON"
+        );
+        assert_eq!(
+            reason_class("alias 17 was never born"),
+            "alias NN was never born"
+        );
+        assert_eq!(
+            reason_class("topic matches no route"),
+            "topic matches no route"
+        );
+    }
 
     #[test]
     fn timestamps() {

@@ -110,12 +110,7 @@ pub fn read_from(
         }
         match parse_line(line) {
             Ok(u) => ups.push(u),
-            Err(reason) => dead.push(DeadLetter {
-                source: "lifecycle".into(),
-                received_at: now_ms(),
-                reason,
-                raw: line.to_string(),
-            }),
+            Err(reason) => dead.push(DeadLetter::text("lifecycle", reason, line)),
         }
     }
     Ok((ups, dead, pos))

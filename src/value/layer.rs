@@ -399,12 +399,11 @@ impl ValueLayer {
         for u in std::mem::take(&mut self.unmatched) {
             if end || u.at <= horizon {
                 self.rejected_total += 1;
-                out.dead_letters.push(DeadLetter {
-                    source: "lifecycle".into(),
-                    received_at: crate::model::now_ms(),
-                    reason: format!("unknown action `{}`", u.action_id),
-                    raw: u.raw.clone(),
-                });
+                out.dead_letters.push(DeadLetter::text(
+                    "lifecycle",
+                    format!("unknown action `{}`", u.action_id),
+                    u.raw.clone(),
+                ));
             } else {
                 still.push(u);
             }
@@ -444,12 +443,8 @@ impl ValueLayer {
         for (u, reason) in r.rejected {
             if self.dead_seq.insert(u.seq) {
                 self.rejected_total += 1;
-                out.dead_letters.push(DeadLetter {
-                    source: "lifecycle".into(),
-                    received_at: crate::model::now_ms(),
-                    reason,
-                    raw: u.raw.clone(),
-                });
+                out.dead_letters
+                    .push(DeadLetter::text("lifecycle", reason, u.raw.clone()));
             }
         }
         let mut ids = Vec::new();

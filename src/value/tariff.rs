@@ -184,12 +184,18 @@ fn parse_day_types(s: &str) -> Result<Vec<u32>, String> {
 }
 
 /// Loads `tariff.csv` into one price per (month, day type, hour).
-#[allow(clippy::needless_range_loop)] // indices are months, day types and hours
 pub fn load(path: &Path) -> Result<Vec<(TariffKey, F64)>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    parse(file, path)
+}
+
+/// Parses tariff CSV from any reader; `path` names it in errors.
+#[allow(clippy::needless_range_loop)] // indices are months, day types and hours
+pub fn parse(input: impl std::io::Read, path: &Path) -> Result<Vec<(TariffKey, F64)>, String> {
     let mut r = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        .from_reader(input);
     let cols: Vec<String> = r
         .headers()
         .map_err(|e| format!("cannot read the header of `{}`: {e}", path.display()))?

@@ -41,7 +41,7 @@ pub fn run(file: &Path, input: &Path, out: &Path, workers: usize) -> plantflow::
         plantflow::run::RunOptions {
             workers,
             follow: false,
-            stop: None,
+            ..Default::default()
         },
     )
     .expect("run succeeds")
@@ -307,4 +307,241 @@ pub fn spawn_follow(df: &Path, input: &Path, out: &Path) -> KillOnDrop {
             .spawn()
             .unwrap(),
     )
+}
+
+/// The expected aggregates of the fixture (DuckDB oracle), keyed by (tag, window_start).
+pub fn expected_aggregates() -> HashMap<(String, i64), Agg> {
+    let mut r = csv::Reader::from_path(fixture_dir().join("expected/aggregates.csv")).unwrap();
+    let mut m = HashMap::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let f = |i: usize| rec[i].parse::<f64>().unwrap();
+        m.insert(
+            (rec[0].to_string(), rec[1].parse().unwrap()),
+            Agg {
+                count: rec[2].parse().unwrap(),
+                mean: f(3),
+                min: f(4),
+                max: f(5),
+                energy_kwh: f(6),
+                cost: f(7),
+                producing: &rec[8] == "true",
+                waste_kwh: f(9),
+                price: f64::NAN,
+                revision: 0,
+            },
+        );
+    }
+    m
+}
+
+pub fn assert_aggregates_equal(
+    got: &HashMap<(String, i64), Agg>,
+    want: &HashMap<(String, i64), Agg>,
+) {
+    let mut gk: Vec<_> = got.keys().collect();
+    let mut wk: Vec<_> = want.keys().collect();
+    gk.sort();
+    wk.sort();
+    assert_eq!(gk, wk, "aggregate keys differ");
+    for (k, w) in want {
+        let g = &got[k];
+        assert_eq!(g.count, w.count, "count of {k:?}");
+        assert_eq!(g.producing, w.producing, "producing of {k:?}");
+        assert_close(g.mean, w.mean, &format!("mean of {k:?}"));
+        assert_close(g.min, w.min, &format!("min of {k:?}"));
+        assert_close(g.max, w.max, &format!("max of {k:?}"));
+        assert_close(g.energy_kwh, w.energy_kwh, &format!("energy of {k:?}"));
+        assert_close(g.cost, w.cost, &format!("cost of {k:?}"));
+        assert_close(g.waste_kwh, w.waste_kwh, &format!("waste of {k:?}"));
+    }
+}
+
+/// Checks the latest actions against the fixture's oracle; returns how many.
+pub fn assert_actions_match_oracle(out: &Path) -> usize {
+    let actions = latest_actions(out);
+    let mut r = csv::Reader::from_path(fixture_dir().join("expected/actions.csv")).unwrap();
+    let mut n = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let key = (rec[0].to_string(), rec[1].parse::<i64>().unwrap());
+        let a = actions
+            .get(&key)
+            .unwrap_or_else(|| panic!("missing action {key:?}"));
+        assert_close(a.value, rec[3].parse().unwrap(), "waste_cost");
+        assert_close(
+            a.evidence["measures"]["waste_kwh"].as_f64().unwrap(),
+            rec[2].parse().unwrap(),
+            "waste_kwh",
+        );
+        assert_eq!(
+            (
+                a.owner.as_str(),
+                a.action_type.as_str(),
+                a.value_category.as_str()
+            ),
+            ("operations", "operational_change", "energy_cost")
+        );
+        n += 1;
+    }
+    assert_eq!(actions.len(), n, "no actions beyond the oracle's");
+    n
+}
+
+/// A plain MQTT peer for tests (rumqttc v3.1.1 or v5, its own runtime):
+/// publishes and waits for the broker's acks, or collects what it receives.
+pub mod peer {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    fn host_port(url: &str) -> (String, u16) {
+        let hp = url.trim_start_matches("mqtt://");
+        let (h, p) = hp.rsplit_once(':').unwrap();
+        (h.to_string(), p.parse().unwrap())
+    }
+
+    fn qos(q: u8) -> QoS {
+        match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    /// Publishes every message and returns once the broker acknowledged all
+    /// of them (QoS ≥ 1) or they were written (QoS 0).
+    pub fn publish_all(url: &str, id: &str, msgs: Vec<(String, Vec<u8>)>, q: u8) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (h, p) = host_port(url);
+            let mut o = MqttOptions::new(id, h, p);
+            o.set_keep_alive(Duration::from_secs(30))
+                .set_max_packet_size(64 << 20, 64 << 20);
+            let (c, mut lp) = AsyncClient::new(o, 1000);
+            let n = msgs.len();
+            tokio::spawn(async move {
+                for (t, m) in msgs {
+                    c.publish(t, qos(q), false, m).await.unwrap();
+                }
+            });
+            let (mut acked, mut sent) = (0, 0);
+            while (q > 0 && acked < n) || (q == 0 && sent < n) {
+                match tokio::time::timeout(Duration::from_secs(30), lp.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)))) => acked += 1,
+                    Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))) => sent += 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => panic!("publisher connection failed: {e}"),
+                    Err(_) => panic!("publisher stalled: {acked}/{n} acked"),
+                }
+            }
+            // Let the last packets leave before the connection drops.
+            let _ = tokio::time::timeout(Duration::from_millis(200), lp.poll()).await;
+        });
+    }
+
+    /// Received (topic, payload) pairs.
+    pub type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// Collects (topic, payload) of everything published on `filter`, on a thread.
+    pub struct Collector {
+        pub got: Received,
+        pub subscribed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    pub fn collect(url: &str, id: &str, filter: &str) -> Collector {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s) = (got.clone(), subscribed.clone());
+        let (h, p) = host_port(url);
+        let (id, filter) = (id.to_string(), filter.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut o = MqttOptions::new(id, h, p);
+                o.set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(64 << 20, 64 << 20);
+                let (c, mut lp) = AsyncClient::new(o, 100);
+                c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+                loop {
+                    match lp.poll().await {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            s.store(true, std::sync::atomic::Ordering::SeqCst)
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            g.lock().unwrap().push((p.topic, p.payload.to_vec()))
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+        });
+        super::wait_for("the collector's subscription", || {
+            subscribed
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        });
+        Collector { got, subscribed }
+    }
+}
+
+/// Runs a plan in-process on a thread until `stop` is set; returns the stats
+/// (to watch progress) and the join handle (the summary).
+pub fn start_run(
+    plan: plantflow::config::Plan,
+    workers: usize,
+) -> (
+    std::sync::Arc<plantflow::stats::Stats>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Result<plantflow::run::RunSummary, String>>,
+) {
+    let stats = std::sync::Arc::new(plantflow::stats::Stats::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, st) = (stats.clone(), stop.clone());
+    let h = std::thread::spawn(move || {
+        plantflow::run::run(
+            plan,
+            plantflow::run::RunOptions {
+                workers,
+                follow: false,
+                stop: Some(st),
+                stats: Some(s),
+            },
+        )
+    });
+    (stats, stop, h)
+}
+
+/// Loads a dataflow with extra environment variables.
+pub fn load_env(file: &Path, vars: &[(&str, String)]) -> plantflow::config::Plan {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    match plantflow::config::load_with_env(file, &env) {
+        Ok(p) => p,
+        Err(e) => panic!("{}", e.render()),
+    }
+}
+
+/// The fixture's samples as `plant/<tag>` JSON messages, in file order.
+pub fn fixture_messages() -> Vec<(String, Vec<u8>)> {
+    let text = std::fs::read_to_string(fixture_dir().join("samples.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let payload = format!(r#"{{"ts":{},"value":{},"quality":{}}}"#, f[0], f[2], f[3]);
+            (format!("plant/{}", f[1]), payload.into_bytes())
+        })
+        .collect()
 }

@@ -1,0 +1,201 @@
+//! `mqtt_publish` sink: action events (and optionally outcomes and bills) as
+//! JSON messages on a topic template such as
+//! `plantflow/actions/{site}/{asset}`, QoS 1 by default.
+//!
+//! Each message is one row version: the row's fields plus `table`,
+//! `dataflow` and `revision`. A correction of an action is published again
+//! under the same `action_id` with a higher `revision`, so a subscriber keeps
+//! the highest revision per id. Publishing runs on a tokio task; the
+//! client's bounded request queue slows the forwarder (never a worker) when
+//! the broker is slow, and the sink waits for the broker's acknowledgements
+//! of everything it published before the run ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::SinkBatch;
+use crate::sources::mqtt::conn::{Conn, ConnPlan, Incoming};
+use crate::sources::mqtt::topic::TagTemplate;
+
+/// A validated `mqtt_publish` sink.
+#[derive(Clone, Debug)]
+pub struct PublishPlan {
+    pub id: String,
+    pub conn: ConnPlan,
+    /// Topic template over row fields (`site`, `asset`, `rule`, `owner`, ...).
+    pub topic: TagTemplate,
+    pub tables: Vec<String>,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Counters of the publish sink.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    pub queued: AtomicU64,
+    pub acked: AtomicU64,
+}
+
+fn ms_text(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// Turns a sink batch into messages for the tables this sink publishes.
+pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Outgoing> {
+    let want = |t: &str| plan.tables.iter().any(|x| x == t);
+    let mut out = Vec::new();
+    let mut emit = |table: &str, mut v: Value, fields: &[(&str, &str)], revision: i64| {
+        let mut vals: HashMap<&str, String> =
+            fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        vals.insert("table", table.to_string());
+        vals.insert("dataflow", dataflow.to_string());
+        if let Value::Object(m) = &mut v {
+            m.insert("table".into(), json!(table));
+            m.insert("dataflow".into(), json!(dataflow));
+            m.insert("revision".into(), json!(revision));
+        }
+        // MQTT topics must not contain wildcards; replace them in field values.
+        let topic = plan.topic.render_map(&vals).replace(['+', '#'], "_");
+        out.push(Outgoing {
+            topic,
+            payload: serde_json::to_vec(&v).unwrap_or_default(),
+        });
+    };
+    match batch {
+        SinkBatch::Actions(rows) if want("actions") => {
+            for (a, rev) in rows {
+                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("period_start_time".into(), ms_text(a.period_start));
+                    m.insert("status_time".into(), ms_text(a.status_at));
+                }
+                emit(
+                    "actions",
+                    v,
+                    &[
+                        ("site", &a.site),
+                        ("line", &a.line),
+                        ("asset", &a.asset),
+                        ("rule", &a.rule),
+                        ("owner", &a.owner),
+                        ("action_id", &a.action_id),
+                        ("status", &a.status),
+                    ],
+                    *rev,
+                );
+            }
+        }
+        SinkBatch::Outcomes(rows) if want("outcomes") => {
+            for (o, rev) in rows {
+                let v = serde_json::to_value(o).unwrap_or(Value::Null);
+                emit(
+                    "outcomes",
+                    v,
+                    &[
+                        ("site", &o.site),
+                        ("asset", &o.asset),
+                        ("rule", &o.rule),
+                        ("action_id", &o.action_id),
+                        ("status", &o.verdict),
+                    ],
+                    *rev,
+                );
+            }
+        }
+        SinkBatch::Billing(rows) if want("billing") => {
+            for (b, rev) in rows {
+                let v = serde_json::to_value(b).unwrap_or(Value::Null);
+                emit("billing", v, &[("site", &b.site)], *rev);
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Runs the publisher until `rx` closes and everything sent is acknowledged
+/// (or 10 s pass without the broker acknowledging).
+pub async fn run(
+    plan: PublishPlan,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
+    stats: Arc<PublishStats>,
+) {
+    let mut conn = match Conn::new(&plan.conn, false, None) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(sink = %plan.id, "mqtt_publish cannot start: {e}");
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    };
+    let client = conn.client.clone();
+    let qos = plan.qos;
+    let retain = plan.retain;
+    // Publishing from a separate task keeps the event loop polled while the
+    // client's request queue is full.
+    let st = stats.clone();
+    let sender = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if client
+                .publish(&m.topic, qos, retain, m.payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            st.queued.fetch_add(1, Relaxed);
+        }
+    });
+    let mut failures = 0u32;
+    let mut sender_done = false;
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let mut last_acked = 0;
+    loop {
+        let acked = conn.acked();
+        stats.acked.store(acked, Relaxed);
+        if sender_done {
+            if qos == 0 || acked >= stats.queued.load(Relaxed) {
+                break;
+            }
+            if acked != last_acked {
+                last_acked = acked;
+                waiting_since = None;
+            }
+            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(10) {
+                tracing::warn!(sink = %plan.id, queued = stats.queued.load(Relaxed), acked, "mqtt_publish: the broker did not acknowledge everything before shutdown");
+                break;
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(200), conn.poll()).await {
+            Ok(Incoming::Error(e)) => {
+                let wait = crate::sources::mqtt::conn::backoff(failures);
+                if failures == 0 || failures.is_power_of_two() {
+                    tracing::warn!(sink = %plan.id, "mqtt_publish connection lost ({e}); retrying in {wait:?}");
+                }
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Incoming::Connected { .. }) => failures = 0,
+            _ => {}
+        }
+        if !sender_done && sender.is_finished() {
+            sender_done = true;
+        }
+    }
+    conn.client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.poll()).await;
+}

@@ -1,0 +1,407 @@
+//! `mqtt` source: subscribes to topic filters on a broker and turns messages
+//! into samples (plain number, JSON object or batch, Sparkplug B) or into
+//! context-table edits.
+//!
+//! - [`conn`]: one v3.1.1/v5 connection, TLS, credentials, persistent session.
+//! - [`topic`]: topic templates (`plant/{site}/{asset}/{signal}`) and filter matching.
+//! - [`payload`]: JSON/number payload decoding.
+//! - [`sparkplug`]: Sparkplug B protobuf and the host's edge-node state machine.
+//! - [`context`]: context rows (assets, tariff, production, maintenance) from messages.
+//!
+//! # Delivery
+//! A tokio task drives the connection and hands messages to this source's
+//! blocking thread over a bounded channel. The thread decodes them, hands
+//! the samples to the engine, and only then acknowledges the QoS 1/2
+//! messages (manual acks): a message is acknowledged once the engine has
+//! it, so with a persistent session nothing the broker accepted is lost when
+//! plantflow stops or crashes. Unacknowledged messages count against the
+//! broker's in-flight window, so a slow engine slows the broker's delivery
+//! (backpressure) instead of growing a queue here. Delivery is at least once:
+//! after a crash, messages received but not yet acknowledged are delivered
+//! again.
+
+pub mod conn;
+pub mod context;
+pub mod payload;
+pub mod sparkplug;
+pub mod topic;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use conn::{AckToken, Conn, ConnPlan, Incoming, Msg};
+use payload::JsonFields;
+use sparkplug::{Host, SpNaming};
+use topic::{TagTemplate, TopicTemplate};
+
+use super::normalize::{Normalizer, SourceCtx};
+use crate::model::{now_ms, Quality};
+
+/// How a route's payloads are read.
+#[derive(Clone, Debug)]
+pub enum Format {
+    /// The payload is a bare number.
+    Number,
+    /// JSON object, or array of objects (batch).
+    Json(JsonFields),
+    /// Sparkplug B protobuf under `spBv1.0/...`.
+    Sparkplug(SpNaming),
+    /// Context-table edits.
+    Context(context::Table),
+}
+
+/// One subscription and how to read what arrives on it.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Subscription filter (may be `$share/{group}/{filter}`).
+    pub filter: String,
+    pub qos: u8,
+    /// Topic template with named segments; when absent any topic under the filter matches.
+    pub template: Option<TopicTemplate>,
+    /// Tag template over the template's captures; absent: the `tag` capture, else the topic.
+    pub tag: Option<TagTemplate>,
+    pub format: Format,
+}
+
+/// A validated `mqtt` source.
+#[derive(Clone, Debug)]
+pub struct MqttSourcePlan {
+    pub id: String,
+    pub conn: ConnPlan,
+    pub routes: Vec<Route>,
+    /// Payloads above this size are dead-lettered (their first KiB is kept).
+    pub max_payload: usize,
+    pub batch_rows: usize,
+    /// Send Sparkplug `NCMD` rebirth requests (the one message a host sends to edge nodes).
+    pub request_rebirth: bool,
+    /// Capacity of the channel between the connection task and the decoder.
+    pub channel: usize,
+}
+
+impl Route {
+    /// Whether `topic` belongs to this route, and its captures.
+    fn captures<'t>(&self, topic: &'t str) -> Option<Vec<(&str, &'t str)>> {
+        if !topic::filter_matches(&self.filter, topic) {
+            return None;
+        }
+        match &self.template {
+            Some(t) => t.captures(topic),
+            None => Some(Vec::new()),
+        }
+    }
+
+    fn tag_of(&self, topic: &str, caps: &[(&str, &str)]) -> String {
+        match &self.tag {
+            Some(t) => t.render(caps),
+            None => caps
+                .iter()
+                .find(|(n, _)| *n == "tag")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| topic.to_string()),
+        }
+    }
+}
+
+/// Control messages from the decoder thread to the connection task.
+enum Ctl {
+    Ack(Vec<(u64, AckToken)>),
+    Publish { topic: String, payload: Vec<u8> },
+}
+
+/// Runs the source until stopped (the blocking half; spawns the connection task on `rt`).
+pub fn run(
+    plan: &MqttSourcePlan,
+    ctx: SourceCtx,
+    rt: tokio::runtime::Handle,
+) -> Result<(), String> {
+    let mut conn = Conn::new(&plan.conn, true, None)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(plan.channel.max(16));
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
+    let filters: Vec<(String, u8)> = plan
+        .routes
+        .iter()
+        .map(|r| (r.filter.clone(), r.qos))
+        .collect();
+    let id = plan.id.clone();
+    let stop = ctx.stop.clone();
+    let url = format!(
+        "{}://{}:{}",
+        if plan.conn.tls { "mqtts" } else { "mqtt" },
+        plan.conn.host,
+        plan.conn.port
+    );
+
+    // The connection task: polls the event loop (which also reconnects),
+    // subscribes after every connect, forwards messages, sends acks.
+    let conn_task = rt.spawn(async move {
+        let mut failures = 0u32;
+        // Acks go out strictly in arrival order (MQTT 4.6; brokers such as
+        // rumqttd drop a connection on an out-of-order ack), and only on the
+        // connection that received the message.
+        let mut acks: std::collections::VecDeque<(u64, AckToken)> = Default::default();
+        loop {
+            while let Some((g, t)) = acks.front() {
+                if *g != conn.generation() || conn.client.try_ack(t).is_ok() {
+                    acks.pop_front();
+                } else {
+                    break;
+                }
+            }
+            tokio::select! {
+                ev = conn.poll() => match ev {
+                    Incoming::Publish(m) => {
+                        if tx.send(*m).await.is_err() {
+                            break;
+                        }
+                    }
+                    Incoming::Connected { session_present } => {
+                        if failures > 0 {
+                            tracing::info!(source = %id, %url, session_present, "MQTT reconnected");
+                        } else {
+                            tracing::info!(source = %id, %url, session_present, "MQTT connected");
+                        }
+                        failures = 0;
+                        let c = conn.client.clone();
+                        let f = filters.clone();
+                        let id = id.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = c.subscribe(&f).await {
+                                tracing::error!(source = %id, "MQTT subscribe failed: {e}");
+                            }
+                        });
+                    }
+                    Incoming::Error(e) => {
+                        let wait = conn::backoff(failures);
+                        if failures == 0 || failures.is_power_of_two() {
+                            tracing::warn!(source = %id, %url, "MQTT connection lost ({e}); retrying in {wait:?}");
+                        }
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Incoming::Other => {}
+                },
+                c = ctl_rx.recv() => match c {
+                    Some(Ctl::Ack(tokens)) => acks.extend(tokens),
+                    Some(Ctl::Publish { topic, payload }) => {
+                        let c = conn.client.clone();
+                        tokio::spawn(async move {
+                            let _ = c.publish(&topic, 0, false, payload).await;
+                        });
+                    }
+                    None => {
+                        // The decoder is done: send the remaining acks, let them
+                        // go out, then disconnect cleanly.
+                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                            loop {
+                                while let Some((g, t)) = acks.front() {
+                                    if *g != conn.generation() || conn.client.try_ack(t).is_ok() {
+                                        acks.pop_front();
+                                    } else {
+                                        break;
+                                    }
+                                }
+                                if acks.is_empty() {
+                                    break;
+                                }
+                                if let Incoming::Error(_) = conn.poll().await {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                        let c = conn.client.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            c.disconnect().await;
+                        });
+                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                            while !matches!(conn.poll().await, Incoming::Error(_)) {}
+                        })
+                        .await;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(5)), if !acks.is_empty() => {}
+            }
+        }
+    });
+
+    let mut dec = Decoder::new(plan, ctx);
+    let mut pending: Vec<(u64, AckToken)> = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(m) => {
+                dec.message(m, &mut pending, &ctl_tx);
+                if pending.len() >= 4096 {
+                    dec.n.flush();
+                    let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
+                }
+                continue;
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+        }
+        // Nothing queued: hand what we have to the engine, then acknowledge it.
+        dec.n.flush();
+        dec.n.ctx().ingest.settle();
+        if !pending.is_empty() {
+            let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
+        }
+        if stop.load(Relaxed) {
+            break;
+        }
+        match rt
+            .block_on(async { tokio::time::timeout(Duration::from_millis(100), rx.recv()).await })
+        {
+            Ok(Some(m)) => dec.message(m, &mut pending, &ctl_tx),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    // Stop taking messages; what arrived but is not acknowledged stays with the
+    // broker (persistent session) and is delivered again next time.
+    rx.close();
+    dec.n.flush();
+    if !pending.is_empty() {
+        let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
+    }
+    drop(ctl_tx);
+    let _ = rt.block_on(conn_task);
+    dec.n.end();
+    Ok(())
+}
+
+/// Decodes messages into normaliser rows (the blocking half's state).
+struct Decoder<'p> {
+    plan: &'p MqttSourcePlan,
+    n: Normalizer,
+    hosts: Vec<Option<Host>>,
+}
+
+impl<'p> Decoder<'p> {
+    fn new(plan: &'p MqttSourcePlan, ctx: SourceCtx) -> Decoder<'p> {
+        let hosts = plan
+            .routes
+            .iter()
+            .map(|r| match &r.format {
+                Format::Sparkplug(naming) => Some(Host::new(naming.clone())),
+                _ => None,
+            })
+            .collect();
+        Decoder {
+            plan,
+            n: Normalizer::new(ctx, plan.batch_rows),
+            hosts,
+        }
+    }
+
+    fn message(
+        &mut self,
+        m: Msg,
+        pending: &mut Vec<(u64, AckToken)>,
+        ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
+    ) {
+        self.decode(&m, ctl);
+        if let Some(t) = m.token {
+            pending.push(t);
+        }
+    }
+
+    fn decode(&mut self, m: &Msg, ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>) {
+        let recv = now_ms();
+        let topic = m.topic.as_str();
+        self.n.set_topic(Some(topic));
+        if m.payload.len() > self.plan.max_payload {
+            let head = &m.payload[..1024.min(m.payload.len())];
+            self.n.reject_message(
+                &format!(
+                    "payload of {} bytes exceeds max_payload ({} bytes); first KiB kept",
+                    m.payload.len(),
+                    self.plan.max_payload
+                ),
+                topic,
+                head,
+            );
+            return;
+        }
+        let Some((ri, caps)) = self
+            .plan
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.captures(topic).map(|c| (i, c)))
+        else {
+            self.n
+                .reject_message("topic matches no route", topic, &m.payload);
+            return;
+        };
+        let route = &self.plan.routes[ri];
+        match &route.format {
+            Format::Number => match payload::decode_number(&m.payload) {
+                Ok(r) => {
+                    let tag = route.tag_of(topic, &caps);
+                    self.row(&tag, r.ts.unwrap_or(recv), r.value, r.quality, &m.payload);
+                }
+                Err(e) => self.n.reject_message(&e, topic, &m.payload),
+            },
+            Format::Json(fields) => match payload::decode_json(&m.payload, fields) {
+                Ok(rows) => {
+                    let topic_tag = route.tag_of(topic, &caps);
+                    for r in rows {
+                        match r {
+                            Ok(r) => {
+                                let tag = r.tag.as_deref().unwrap_or(&topic_tag).to_string();
+                                self.row(
+                                    &tag,
+                                    r.ts.unwrap_or(recv),
+                                    r.value,
+                                    r.quality,
+                                    &m.payload,
+                                );
+                            }
+                            Err(e) => self.n.reject_message(&e, topic, &m.payload),
+                        }
+                    }
+                }
+                Err(e) => self.n.reject_message(&e, topic, &m.payload),
+            },
+            Format::Sparkplug(_) => {
+                let host = self.hosts[ri].as_mut().expect("a host per Sparkplug route");
+                let out = host.handle(topic, &m.payload, recv);
+                for reason in &out.dead {
+                    self.n.reject_message(reason, topic, &m.payload);
+                }
+                for r in out.rows {
+                    self.row(&r.tag, r.ts, r.value, r.quality, &m.payload);
+                }
+                if let Some((group, node)) = out.rebirth {
+                    if self.plan.request_rebirth {
+                        tracing::info!(source = %self.plan.id, %group, %node, "requesting Sparkplug rebirth");
+                        let _ = ctl.send(Ctl::Publish {
+                            topic: format!("spBv1.0/{group}/NCMD/{node}"),
+                            payload: sparkplug::rebirth_payload(recv),
+                        });
+                    }
+                }
+            }
+            Format::Context(table) => {
+                let table = *table;
+                match context::decode(table, &m.payload) {
+                    Ok(edits) => {
+                        let ctx = self.n.ctx();
+                        if let Err(e) = ctx.context_edits(edits) {
+                            self.n.reject_message(&e, topic, &m.payload);
+                        }
+                    }
+                    Err(e) => self.n.reject_message(&e, topic, &m.payload),
+                }
+            }
+        }
+    }
+
+    fn row(&mut self, tag: &str, ts: i64, value: f64, q: Quality, payload: &[u8]) {
+        self.n.row(ts, tag, value, q, &|| {
+            String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned()
+        });
+    }
+}
