@@ -107,3 +107,401 @@ fn workload_v1_over_mqtt_matches_the_oracle_and_publishes_actions() {
         assert_eq!(m["owner"], "operations");
     }
 }
+
+const BASE: i64 = 1_767_596_100_000; // 2026-01-05T07:35:00Z, a minute boundary
+
+fn formats_plan(url: &str, out: &std::path::Path, client_id: &str) -> plantflow::config::Plan {
+    load_env(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt/dataflow.toml"),
+        &[
+            (
+                "INPUT_DIR",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/mqtt")
+                    .display()
+                    .to_string(),
+            ),
+            ("OUT_DIR", out.display().to_string()),
+            ("MQTT_URL", url.to_string()),
+            ("CLIENT_ID", client_id.to_string()),
+        ],
+    )
+}
+
+fn json_sample(tag: &str, ts: i64, v: f64) -> (String, Vec<u8>) {
+    (
+        format!("plant/{tag}"),
+        format!(r#"{{"ts":{ts},"value":{v}}}"#).into_bytes(),
+    )
+}
+
+/// Runs the formats dataflow, publishes `msgs`, waits until `rows` rows were read, stops.
+fn run_formats(
+    b: &plantflow::sim::broker::Broker,
+    out: &std::path::Path,
+    msgs: Vec<(String, Vec<u8>)>,
+    rows: u64,
+) -> plantflow::run::RunSummary {
+    let (stats, stop, run) = start_run(formats_plan(&b.url_v5(), out, "plantflow-formats"), 1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    peer::publish_all(&b.url_v4(), "test-publisher", msgs, 1);
+    wait_for("the rows", || {
+        (stats.rows_read.load(Relaxed) >= rows).then_some(())
+    });
+    stop.store(true, SeqCst);
+    run.join().unwrap().expect("run succeeds")
+}
+
+#[test]
+fn bad_messages_are_dead_lettered_with_topic_reason_and_payload() {
+    use plantflow::sources::mqtt::sparkplug::{datatype, Metric, Payload, Value};
+    use prost::Message;
+    let b = broker();
+    let out = tempfile::tempdir().unwrap();
+    let birth = Payload {
+        timestamp: Some(BASE as u64),
+        seq: Some(0),
+        metrics: vec![Metric {
+            name: Some("temp".into()),
+            alias: Some(1),
+            datatype: Some(datatype::DOUBLE),
+            timestamp: Some(BASE as u64),
+            value: Some(Value::DoubleValue(3.0)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let unborn = Payload {
+        timestamp: Some(BASE as u64),
+        seq: Some(1),
+        metrics: vec![Metric {
+            alias: Some(7),
+            timestamp: Some(BASE as u64),
+            value: Some(Value::DoubleValue(1.0)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let msgs = vec![
+        json_sample("s1/l1/m1/power_kw", BASE + 1_000, 4.0), // good
+        (
+            "plant/s1/l1/m1/power_kw".into(),
+            b"{\"ts\":1767596101000,".to_vec(),
+        ),
+        (
+            "plant/s1/l1/m1/power_kw".into(),
+            br#"{"ts":1767596101000,"value":"abc"}"#.to_vec(),
+        ),
+        (
+            "plant/s1/l1/m1/power_kw".into(),
+            br#"{"ts":1767596101000,"value":"NaN"}"#.to_vec(),
+        ),
+        (
+            "plant/s1/l1/m1/power_kw".into(),
+            br#"{"ts":1767596101000,"value":[1,2]}"#.to_vec(),
+        ),
+        (
+            "plant/nope/power_kw".into(),
+            br#"{"ts":1767596101000,"value":1}"#.to_vec(),
+        ),
+        ("other/a/b/c".into(), br#"{"value":1}"#.to_vec()),
+        (
+            "plant/s1/l1/m1/power_kw".into(),
+            format!(r#"{{"ts":{BASE},"value":1,"pad":"{}"}}"#, "x".repeat(2048)).into_bytes(),
+        ),
+        ("num/s1/l1/m1/power_kw".into(), b"inf".to_vec()),
+        ("spBv1.0/g1/NBIRTH/n1".into(), vec![0x0a, 0xff, 0xff, 0xff]),
+        ("spBv1.0/g1/NBIRTH/n1".into(), birth.encode_to_vec()),
+        ("spBv1.0/g1/NDATA/n1".into(), unborn.encode_to_vec()),
+    ];
+    // 1 good JSON + 1 Sparkplug birth value + 10 rejects = 12 rows read.
+    let s = run_formats(&b, out.path(), msgs, 12);
+    assert_eq!(s.rows_accepted, 2, "{:?}", s.dead_letters);
+    let dl = message_dead_letters(out.path());
+    let has = |reason: &str, topic: &str| {
+        dl.iter()
+            .find(|(r, t, _, _)| r.contains(reason) && t == topic)
+            .unwrap_or_else(|| panic!("no dead letter `{reason}` on {topic}: {dl:#?}"))
+            .clone()
+    };
+    let (_, _, raw, enc) = has("malformed JSON", "plant/s1/l1/m1/power_kw");
+    assert_eq!(
+        (raw.as_str(), enc.as_str()),
+        ("{\"ts\":1767596101000,", "text")
+    );
+    has(
+        "wrong type: `value` is the string `abc`",
+        "plant/s1/l1/m1/power_kw",
+    );
+    has("NaN or infinite", "plant/s1/l1/m1/power_kw");
+    has(
+        "wrong type: `value` is a JSON array",
+        "plant/s1/l1/m1/power_kw",
+    );
+    has("unknown tag", "plant/nope/power_kw");
+    has("topic matches no route", "other/a/b/c");
+    let (_, _, raw, _) = has("exceeds max_payload", "plant/s1/l1/m1/power_kw");
+    assert_eq!(raw.len(), 1024, "the first KiB is kept");
+    has("value is NaN or infinite", "num/s1/l1/m1/power_kw");
+    let (_, _, raw, enc) = has("invalid Sparkplug protobuf", "spBv1.0/g1/NBIRTH/n1");
+    assert_eq!((raw.as_str(), enc.as_str()), ("Cv///w==", "base64"));
+    has("alias 7 was never born", "spBv1.0/g1/NDATA/n1");
+    assert_eq!(dl.len(), 10, "{dl:#?}");
+    // Counters stay per reason class, not per message.
+    assert_eq!(
+        s.dead_letters.get("wrong type"),
+        Some(&2),
+        "{:?}",
+        s.dead_letters
+    );
+}
+
+#[test]
+fn sparkplug_host_resolves_aliases_requests_rebirth_and_marks_death() {
+    use plantflow::sources::mqtt::sparkplug::{datatype, Metric, Payload, Value};
+    use prost::Message;
+    let b = broker();
+    let out = tempfile::tempdir().unwrap();
+    let ncmd = peer::collect(&b.url_v4(), "ncmd-watcher", "spBv1.0/g1/NCMD/#");
+    let m = |name: Option<&str>, alias: Option<u64>, dt: u32, v: Value, ts: i64| Metric {
+        name: name.map(str::to_string),
+        alias,
+        datatype: Some(dt),
+        timestamp: Some(ts as u64),
+        value: Some(v),
+        ..Default::default()
+    };
+    let p = |seq: Option<u64>, metrics: Vec<Metric>| {
+        Payload {
+            timestamp: Some(BASE as u64),
+            seq,
+            metrics,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let t = |s: &str| format!("spBv1.0/g1/{s}");
+    let msgs = vec![
+        (
+            t("NBIRTH/n1"),
+            p(
+                Some(0),
+                vec![
+                    m(
+                        Some("bdSeq"),
+                        None,
+                        datatype::INT64,
+                        Value::LongValue(4),
+                        BASE,
+                    ),
+                    m(
+                        Some("Node Control/Rebirth"),
+                        None,
+                        datatype::BOOLEAN,
+                        Value::BooleanValue(false),
+                        BASE,
+                    ),
+                    m(
+                        Some("temp"),
+                        Some(1),
+                        datatype::INT16,
+                        Value::IntValue(0xFFFB),
+                        BASE,
+                    ), // -5
+                ],
+            ),
+        ),
+        (
+            t("DBIRTH/n1/d1"),
+            p(
+                Some(1),
+                vec![m(
+                    Some("power_kw"),
+                    Some(2),
+                    datatype::FLOAT,
+                    Value::FloatValue(10.0),
+                    BASE,
+                )],
+            ),
+        ),
+        (
+            t("DDATA/n1/d1"),
+            p(
+                Some(2),
+                vec![m(
+                    None,
+                    Some(2),
+                    datatype::FLOAT,
+                    Value::FloatValue(20.0),
+                    BASE + 20_000,
+                )],
+            ),
+        ),
+        // seq 3 is lost: the host asks for a rebirth, and keeps the value.
+        (
+            t("DDATA/n1/d1"),
+            p(
+                Some(4),
+                vec![m(
+                    None,
+                    Some(2),
+                    datatype::FLOAT,
+                    Value::FloatValue(30.0),
+                    BASE + 40_000,
+                )],
+            ),
+        ),
+        (
+            t("NDATA/n1"),
+            p(
+                Some(5),
+                vec![m(
+                    None,
+                    Some(1),
+                    datatype::INT16,
+                    Value::IntValue(7),
+                    BASE + 61_000,
+                )],
+            ),
+        ),
+        // Historical value for an earlier window: a correction, not the current value.
+        (
+            t("DDATA/n1/d1"),
+            p(
+                Some(6),
+                vec![Metric {
+                    is_historical: Some(true),
+                    ..m(
+                        None,
+                        Some(2),
+                        datatype::FLOAT,
+                        Value::FloatValue(60.0),
+                        BASE + 50_000,
+                    )
+                }],
+            ),
+        ),
+        // Death of the node at BASE + 90 s: its tags go bad with their last live values.
+        (
+            t("NDEATH/n1"),
+            Payload {
+                timestamp: Some((BASE + 90_000) as u64),
+                seq: None,
+                metrics: vec![m(
+                    Some("bdSeq"),
+                    None,
+                    datatype::INT64,
+                    Value::LongValue(4),
+                    BASE + 90_000,
+                )],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    // Rows: temp(-5) + power(10) + 20 + 30 + temp 7 + historical 60 + 2 death markers = 8.
+    let s = run_formats(&b, out.path(), msgs, 8);
+    assert!(s.dead_letters.is_empty(), "{:?}", s.dead_letters);
+    let agg = latest_aggregates(out.path());
+    let w0 = &agg[&("g1/n1/d1/power_kw".to_string(), BASE)];
+    // Window 0: 10, 20, 30, 60 (historical) → mean 30.
+    assert_eq!(w0.count, 4);
+    assert_close(w0.mean, 30.0, "power mean");
+    assert_close(w0.min, 10.0, "power min");
+    let w1 = &agg[&("g1/n1/d1/power_kw".to_string(), BASE + 60_000)];
+    // Window 1: only the death marker, bad quality, carrying the last live value 30 (not 60).
+    assert_eq!(w1.count, 1);
+    assert_close(w1.mean, 30.0, "stale marker value");
+    let temp0 = &agg[&("g1/n1/temp".to_string(), BASE)];
+    assert_close(temp0.mean, -5.0, "Int16 two's complement");
+    let temp1 = &agg[&("g1/n1/temp".to_string(), BASE + 60_000)];
+    assert_eq!(temp1.count, 2, "live 7 and the death marker");
+    // The rebirth request went out as NCMD with Node Control/Rebirth = true.
+    let cmds = wait_for("the rebirth NCMD", || {
+        let g = ncmd.got.lock().unwrap();
+        (!g.is_empty()).then(|| g.clone())
+    });
+    assert_eq!(cmds[0].0, "spBv1.0/g1/NCMD/n1");
+    let req = Payload::decode(cmds[0].1.as_slice()).unwrap();
+    assert_eq!(req.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
+    assert_eq!(req.metrics[0].value, Some(Value::BooleanValue(true)));
+}
+
+#[test]
+fn production_runs_over_mqtt_correct_the_producing_flag() {
+    let b = broker();
+    let out = tempfile::tempdir().unwrap();
+    let mut msgs = vec![(
+        "ctx/production".to_string(),
+        format!(r#"{{"line":"s1/l1","event":"start","ts":{BASE}}}"#).into_bytes(),
+    )];
+    for i in 0..240 {
+        msgs.push(json_sample("s1/l1/m1/power_kw", BASE + i * 1_000, 6.0));
+    }
+    // The run stops after two minutes, reported once the samples are in.
+    msgs.push((
+        "ctx/production".into(),
+        format!(
+            r#"{{"line":"s1/l1","event":"stop","ts":{},"units":120}}"#,
+            BASE + 120_000
+        )
+        .into_bytes(),
+    ));
+    let s = run_formats(&b, out.path(), msgs, 240);
+    assert!(s.dead_letters.is_empty(), "{:?}", s.dead_letters);
+    let agg = latest_aggregates(out.path());
+    for w in 0..4 {
+        let a = &agg[&("s1/l1/m1/power_kw".to_string(), BASE + w * 60_000)];
+        assert_eq!(a.count, 60);
+        assert_eq!(a.producing, w < 2, "window {w}");
+        // Idle (not producing) windows above standby (1 kW) waste their energy: 6 kW × 1 min.
+        assert_close(a.waste_kwh, if w < 2 { 0.0 } else { 0.1 }, "waste");
+    }
+}
+
+#[test]
+fn persistent_session_delivers_what_was_published_while_down_exactly_once() {
+    let b = broker();
+    let out1 = tempfile::tempdir().unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    // First run: connects with a persistent session (clean start 0) and subscribes.
+    let (stats, stop, run) = start_run(
+        formats_plan(&b.url_v5(), out1.path(), "plantflow-persist"),
+        1,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500)); // first connect: wait for the subscription
+    peer::publish_all(
+        &b.url_v4(),
+        "p1",
+        vec![json_sample("s1/l1/m1/power_kw", BASE, 1.0)],
+        1,
+    );
+    wait_for("the first sample", || {
+        (stats.rows_read.load(Relaxed) >= 1).then_some(())
+    });
+    stop.store(true, SeqCst);
+    run.join().unwrap().unwrap();
+    // While plantflow is down: 500 samples at QoS 1.
+    let msgs: Vec<_> = (0..500)
+        .map(|i| json_sample("s1/l1/m2/power_kw", BASE + i * 100, i as f64))
+        .collect();
+    peer::publish_all(&b.url_v4(), "p2", msgs, 1);
+    // Second run, same client id: the broker delivers the session's queue.
+    let (stats, stop, run) = start_run(
+        formats_plan(&b.url_v5(), out2.path(), "plantflow-persist"),
+        1,
+    );
+    wait_for("the queued samples", || {
+        (stats.rows_read.load(Relaxed) >= 500).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500)); // nothing more may arrive
+    stop.store(true, SeqCst);
+    let s = run.join().unwrap().unwrap();
+    assert_eq!(s.rows_read, 500, "each queued message exactly once");
+    let agg = latest_aggregates(out2.path());
+    let total: i64 = agg.values().map(|a| a.count).sum();
+    assert_eq!(total, 500);
+    // Sum of 0..500 over the windows = 124,750.
+    let sum: f64 = agg.values().map(|a| a.mean * a.count as f64).sum();
+    assert_close(sum, 124_750.0, "sum of values");
+}

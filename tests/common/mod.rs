@@ -545,3 +545,20 @@ pub fn fixture_messages() -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Dead letters of message sources: (reason, topic, raw, raw_encoding).
+pub fn message_dead_letters(root: &Path) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for b in batches(root, "dead_letter") {
+        let (r, t, raw, e) = (
+            strs(&b, "reason"),
+            strs(&b, "topic"),
+            strs(&b, "raw"),
+            strs(&b, "raw_encoding"),
+        );
+        for i in 0..r.len() {
+            out.push((r[i].clone(), t[i].clone(), raw[i].clone(), e[i].clone()));
+        }
+    }
+    out
+}
