@@ -7,7 +7,7 @@
 //! - A `seq` gap, an alias never born, or data from a node we have not seen
 //!   born trigger a rebirth request (`NCMD` with `Node Control/Rebirth = true`),
 //!   at most once per [`REBIRTH_HOLDOFF_MS`] per node.
-//! - `NDEATH` (when its `bdSeq` matches the birth's) and `DDEATH` mark every
+//! - `NDEATH` (unless its `bdSeq` is the previous session's) and `DDEATH` mark every
 //!   tag of the node or device stale: a bad-quality sample at that instant.
 //! - `is_historical` metrics are late data: they land in their own windows
 //!   (and correct them) without changing what the host considers current.
@@ -450,10 +450,20 @@ impl Host {
                     out.ignored = true;
                     return out;
                 };
-                if !st.born || (bd.is_some() && st.bd_seq.is_some() && bd != st.bd_seq) {
-                    // The death of an earlier session: the node is already reborn.
+                // The death of the previous session (bdSeq one below the
+                // birth's) arriving after the rebirth is stale. Other
+                // mismatches are accepted: some edge nodes increment bdSeq
+                // before sending their NDEATH.
+                let stale = match (bd, st.bd_seq) {
+                    (Some(d), Some(b)) => d % 256 == (b + 255) % 256 && d != b,
+                    _ => false,
+                };
+                if !st.born || stale {
                     out.ignored = true;
                     return out;
+                }
+                if bd.is_some() && st.bd_seq.is_some() && bd != st.bd_seq {
+                    tracing::debug!(group = %key.0, node = %key.1, ?bd, birth = ?st.bd_seq, "NDEATH bdSeq differs from the birth's; accepted");
                 }
                 st.born = false;
                 let ts = if p.timestamp.is_some() {

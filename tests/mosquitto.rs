@@ -1,0 +1,409 @@
+//! Interop suite against Debian's Mosquitto (a broker nobody here wrote)
+//! and a Python Sparkplug B edge node (pysparkplug). Needs `mosquitto`,
+//! `mosquitto_passwd` and Python with `pysparkplug` on the machine, so
+//! it is its own test target behind the `interop` feature; `.ci/run`
+//! installs them and runs `cargo test --features interop --test mosquitto`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use common::*;
+
+const BASE: i64 = 1_767_596_100_000;
+
+struct Mosquitto {
+    _child: KillOnDrop,
+    plain: u16,
+    auth: u16,
+    tls: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    plantflow::sim::broker::free_port().unwrap()
+}
+
+/// Starts mosquitto with three listeners: anonymous, username/password, and
+/// TLS with a CA and server certificate generated now (rcgen).
+fn mosquitto() -> Mosquitto {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Certificates.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "plantflow test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let srv_key = rcgen::KeyPair::generate().unwrap();
+    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &issuer)
+        .unwrap();
+    std::fs::write(d.join("server.pem"), srv.pem()).unwrap();
+    std::fs::write(d.join("server.key"), srv_key.serialize_pem()).unwrap();
+    // Password file.
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(d.join("passwd"))
+        .args(["plant", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd is installed");
+    assert!(st.success());
+    let (plain, auth, tls) = (free_port(), free_port(), free_port());
+    let conf = format!(
+        "per_listener_settings true\nuser root\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n\
+         listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {auth} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n\
+         listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
+        pw = d.join("passwd").display(),
+        ca = d.join("ca.pem").display(),
+        cert = d.join("server.pem").display(),
+        key = d.join("server.key").display(),
+    );
+    std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed");
+    let child = KillOnDrop(child);
+    for port in [plain, auth, tls] {
+        wait_for("mosquitto to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+    }
+    Mosquitto {
+        _child: child,
+        plain,
+        auth,
+        tls,
+        ca: d.join("ca.pem"),
+        _dir: dir,
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt")
+}
+
+/// A dataflow reading `plant/{tag+}` JSON (and Sparkplug group g1) with the given connection keys.
+fn plan(
+    dir: &Path,
+    out: &Path,
+    conn: &str,
+    share: Option<&str>,
+    vars: &[(&str, String)],
+) -> plantflow::config::Plan {
+    let share = share
+        .map(|g| format!("share = \"{g}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"name = "interop"
+[[sources]]
+type = "mqtt"
+id = "mqtt"
+{conn}
+qos = 1
+[[sources.topics]]
+topic = "plant/{{tag+}}"
+format = "json"
+{share}
+[[sources.topics]]
+format = "sparkplug"
+group = "g1"
+[context.assets]
+path = "{fx}/assets.csv"
+[context.tariff]
+path = "{fx}/tariff.csv"
+[window]
+size = "1m"
+allowed_lateness = "5s"
+quality = "keep_all"
+retention = "2h"
+[metrics]
+energy_kwh = "mean / 60.0"
+cost = "energy_kwh * price_per_kwh"
+waste_kwh = "0.0"
+[[sinks]]
+type = "parquet"
+id = "lake"
+path = "{out}"
+"#,
+        fx = fixtures().display(),
+        out = out.display()
+    );
+    let f = dir.join(format!("df-{}.toml", free_port()));
+    std::fs::write(&f, text).unwrap();
+    load_env(&f, vars)
+}
+
+fn samples(n: usize, tag: &str) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("plant/{tag}"),
+                format!(r#"{{"ts":{},"value":{i}}}"#, BASE + i as i64 * 100).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Sum of value × count over all latest aggregates of `tag`.
+fn total(out: &Path, tag: &str) -> (i64, f64) {
+    latest_aggregates(out)
+        .iter()
+        .filter(|((t, _), _)| t == tag)
+        .fold((0, 0.0), |(n, s), (_, a)| {
+            (n + a.count, s + a.mean * a.count as f64)
+        })
+}
+
+fn ingest(
+    plan: plantflow::config::Plan,
+    publish_url: &str,
+    n: usize,
+) -> plantflow::run::RunSummary {
+    let (stats, stop, run) = start_run(plan, 1);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    peer::publish_all(
+        publish_url,
+        &format!("pub-{}", free_port()),
+        samples(n, "s1/l1/m1/power_kw"),
+        1,
+    );
+    wait_for("the samples", || {
+        (stats.rows_read.load(Relaxed) >= n as u64).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, SeqCst);
+    run.join().unwrap().expect("run succeeds")
+}
+
+#[test]
+fn mqtt_v311_and_v5_against_mosquitto() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    for proto in ["3.1.1", "5"] {
+        let out = tempfile::tempdir().unwrap();
+        let conn = format!(
+            "url = \"mqtt://127.0.0.1:{}\"\nprotocol = \"{proto}\"\nclient_id = \"pf-{proto}\"",
+            m.plain
+        );
+        let s = ingest(
+            plan(dir.path(), out.path(), &conn, None, &[]),
+            &format!("mqtt://127.0.0.1:{}", m.plain),
+            1000,
+        );
+        assert_eq!(s.rows_read, 1000, "MQTT {proto}");
+        let (n, sum) = total(out.path(), "s1/l1/m1/power_kw");
+        assert_eq!(n, 1000);
+        assert_close(sum, 499_500.0, "sum 0..1000");
+    }
+}
+
+#[test]
+fn username_password_from_environment() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let conn = format!(
+        "url = \"mqtt://127.0.0.1:{}\"\nusername_env = \"MQ_USER\"\npassword_env = \"MQ_PASS\"\nclient_id = \"pf-auth\"",
+        m.auth
+    );
+    let vars = [
+        ("MQ_USER", "plant".to_string()),
+        ("MQ_PASS", "s3cret".to_string()),
+    ];
+    // The publisher uses the anonymous listener; mosquitto routes between listeners.
+    let s = ingest(
+        plan(dir.path(), out.path(), &conn, None, &vars),
+        &format!("mqtt://127.0.0.1:{}", m.plain),
+        200,
+    );
+    assert_eq!(s.rows_read, 200);
+    // The password never appears in the plan's debug output.
+    let p = plan(dir.path(), out.path(), &conn, None, &vars);
+    assert!(!format!("{p:?}").contains("s3cret"));
+}
+
+#[test]
+fn tls_with_a_ca_generated_at_test_time() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let conn = format!(
+        "url = \"mqtts://localhost:{}\"\nca_file = \"{}\"\nclient_id = \"pf-tls\"",
+        m.tls,
+        m.ca.display()
+    );
+    let s = ingest(
+        plan(dir.path(), out.path(), &conn, None, &[]),
+        &format!("mqtt://127.0.0.1:{}", m.plain),
+        300,
+    );
+    assert_eq!(s.rows_read, 300);
+}
+
+#[test]
+fn persistent_session_across_a_plantflow_restart() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    for proto in ["3.1.1", "5"] {
+        let conn = format!(
+            "url = \"mqtt://127.0.0.1:{}\"\nprotocol = \"{proto}\"\nclient_id = \"pf-persist-{proto}\"\nclean_start = false",
+            m.plain
+        );
+        let out1 = tempfile::tempdir().unwrap();
+        ingest(
+            plan(dir.path(), out1.path(), &conn, None, &[]),
+            &format!("mqtt://127.0.0.1:{}", m.plain),
+            10,
+        );
+        // plantflow is down: N messages at QoS 1.
+        let n = 2000;
+        peer::publish_all(
+            &format!("mqtt://127.0.0.1:{}", m.plain),
+            "pub-down",
+            samples(n, "s1/l1/m2/power_kw"),
+            1,
+        );
+        let out2 = tempfile::tempdir().unwrap();
+        let (stats, stop, run) = start_run(plan(dir.path(), out2.path(), &conn, None, &[]), 1);
+        wait_for("the queued messages", || {
+            (stats.rows_read.load(Relaxed) >= n as u64).then_some(())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stop.store(true, SeqCst);
+        let s = run.join().unwrap().unwrap();
+        assert_eq!(s.rows_read, n as u64, "MQTT {proto}: all {n} exactly once");
+        let (count, sum) = total(out2.path(), "s1/l1/m2/power_kw");
+        assert_eq!(count, n as i64);
+        assert_close(sum, (n * (n - 1) / 2) as f64, "sum");
+    }
+}
+
+#[test]
+fn shared_subscription_splits_the_stream_between_two_processes() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let (o1, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let conn = |id: &str| {
+        format!(
+            "url = \"mqtt://127.0.0.1:{}\"\nprotocol = \"5\"\nclient_id = \"{id}\"",
+            m.plain
+        )
+    };
+    let (s1, stop1, r1) = start_run(
+        plan(dir.path(), o1.path(), &conn("pf-a"), Some("plantflow"), &[]),
+        1,
+    );
+    let (s2, stop2, r2) = start_run(
+        plan(dir.path(), o2.path(), &conn("pf-b"), Some("plantflow"), &[]),
+        1,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let n = 2000u64;
+    peer::publish_all(
+        &format!("mqtt://127.0.0.1:{}", m.plain),
+        "pub-shared",
+        samples(n as usize, "s1/l1/m1/power_kw"),
+        1,
+    );
+    wait_for("both consumers together to read every message", || {
+        (s1.rows_read.load(Relaxed) + s2.rows_read.load(Relaxed) >= n).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop1.store(true, SeqCst);
+    stop2.store(true, SeqCst);
+    let (a, b) = (r1.join().unwrap().unwrap(), r2.join().unwrap().unwrap());
+    assert_eq!(
+        a.rows_read + b.rows_read,
+        n,
+        "each message to exactly one member"
+    );
+    assert!(
+        a.rows_read > 0 && b.rows_read > 0,
+        "both members got a share: {} / {}",
+        a.rows_read,
+        b.rows_read
+    );
+}
+
+#[test]
+fn sparkplug_from_an_independent_python_edge_node_with_death_and_rebirth() {
+    let m = mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let conn = format!(
+        "url = \"mqtt://127.0.0.1:{}\"\nprotocol = \"3.1.1\"\nclient_id = \"pf-spb\"",
+        m.plain
+    );
+    let (stats, stop, run) = start_run(plan(dir.path(), out.path(), &conn, None, &[]), 1);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let n = 50;
+    let py = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/spb_publisher.py"))
+        .args([
+            "127.0.0.1",
+            &m.plain.to_string(),
+            "g1",
+            "n1",
+            "d1",
+            &n.to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        py.status.success(),
+        "publisher failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let sent: Vec<f64> = String::from_utf8_lossy(&py.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sent.len(), 2 * n);
+    // Two sessions of: temp at birth + n device values, and each session's
+    // NDEATH marks both tags bad: 2 × (1 + n + 2) rows.
+    wait_for("the Sparkplug values", || {
+        (stats.rows_accepted.load(Relaxed) >= 2 * (n as u64 + 3)).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, SeqCst);
+    let s = run.join().unwrap().expect("run succeeds");
+    let rows = plantflow_rows(out.path(), "g1/n1/d1/power_kw");
+    let good: f64 = sent.iter().sum();
+    // Every value the edge node sent arrived (as good samples); each NDEATH
+    // added one bad-quality marker carrying the session's last live value.
+    let last1 = n as f64 - 1.0;
+    let last2 = 1000.0 + n as f64 - 1.0;
+    assert_close(
+        rows.0,
+        good + last1 + last2,
+        "sum of values incl. the death markers",
+    );
+    assert_eq!(rows.1, 2 * n as i64 + 2, "{:?}", s.dead_letters);
+    assert!(s.dead_letters.is_empty(), "{:?}", s.dead_letters);
+}
+
+/// (sum of values, count) of a tag over all windows.
+fn plantflow_rows(out: &Path, tag: &str) -> (f64, i64) {
+    let (n, s) = total(out, tag);
+    (s, n)
+}
