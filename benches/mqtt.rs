@@ -1,0 +1,206 @@
+//! MQTT throughput harness: workload v1 samples published through Mosquitto
+//! on loopback, end to end into plantflow (decode, normalise, window,
+//! context joins, Parquet), next to a plain rumqttc subscriber that only
+//! counts messages, measured in the same run on the same broker.
+//!
+//! ```text
+//! cargo bench --bench mqtt                                   # 2,000 tags x 3,600 s (7.2M samples)
+//! PLANTFLOW_BENCH_TAGS=500 PLANTFLOW_BENCH_SECONDS=600 cargo bench --bench mqtt
+//! ```
+//!
+//! Two payload shapes: one sample per message (`plant/<tag>`, JSON object)
+//! and batches of 100 samples (`batch/<n>`, JSON array with a `tag` field).
+//! Messages are published at QoS 1 by one rumqttc publisher; each consumer
+//! subscribes at QoS 1 before publishing starts, and the clock runs from the
+//! first publish to the consumer's last sample. Needs `mosquitto` on PATH.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn messages(input: &Path, batch: usize) -> (Vec<(String, Vec<u8>)>, u64) {
+    let text = std::fs::read_to_string(input.join("samples.csv")).unwrap();
+    let rows: Vec<(&str, &str, &str, &str)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1], f[2], f[3])
+        })
+        .collect();
+    let n = rows.len() as u64;
+    if batch <= 1 {
+        let m = rows
+            .iter()
+            .map(|(ts, tag, v, q)| (format!("plant/{tag}"), format!(r#"{{"ts":{ts},"value":{v},"quality":{q}}}"#).into_bytes()))
+            .collect();
+        return (m, n);
+    }
+    let m = rows
+        .chunks(batch)
+        .enumerate()
+        .map(|(i, c)| {
+            let body: Vec<String> = c
+                .iter()
+                .map(|(ts, tag, v, q)| format!(r#"{{"tag":"{tag}","ts":{ts},"value":{v},"quality":{q}}}"#))
+                .collect();
+            (format!("batch/{i}"), format!("[{}]", body.join(",")).into_bytes())
+        })
+        .collect();
+    (m, n)
+}
+
+fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let msgs = msgs.to_vec();
+    rt.block_on(async move {
+        let mut o = MqttOptions::new("bench-pub", "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(1000);
+        let (c, mut lp) = AsyncClient::new(o, 10_000);
+        let n = msgs.len();
+        tokio::spawn(async move {
+            for (t, m) in msgs {
+                c.publish(t, QoS::AtLeastOnce, false, m).await.unwrap();
+            }
+        });
+        let mut acked = 0;
+        while acked < n {
+            if let Event::Incoming(Packet::PubAck(_)) = lp.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    });
+}
+
+/// A plain subscriber that counts messages (and samples: messages × batch).
+fn counter(port: u16, filter: &str, expect_msgs: u64) -> (Arc<AtomicBool>, std::thread::JoinHandle<Instant>) {
+    let ready = Arc::new(AtomicBool::new(false));
+    let r = ready.clone();
+    let filter = filter.to_string();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut o = MqttOptions::new("bench-count", "127.0.0.1", port);
+            o.set_max_packet_size(1 << 20, 1 << 20);
+            let (c, mut lp) = AsyncClient::new(o, 100);
+            c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+            let mut n = 0;
+            loop {
+                match lp.poll().await.unwrap() {
+                    Event::Incoming(Packet::SubAck(_)) => r.store(true, Relaxed),
+                    Event::Incoming(Packet::Publish(_)) => {
+                        n += 1;
+                        if n == expect_msgs {
+                            return Instant::now();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+    (ready, h)
+}
+
+fn dataflow(dir: &Path, port: u16, input: &Path, out: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1_mqtt.toml")).unwrap();
+    // The reference dataflow, plus a route for batches; no publish sink.
+    let text = text.split("# Action events back").next().unwrap().to_string();
+    let text = text.replace(
+        "[[sources.topics]]\ntopic = \"plantflow/context/production\"",
+        "[[sources.topics]]\ntopic = \"batch/{n}\"\nformat = \"json\"\n\n[[sources.topics]]\ntopic = \"plantflow/context/production\"",
+    );
+    let f = dir.join("bench_mqtt.toml");
+    std::fs::write(&f, text).unwrap();
+    let _ = (port, input, out);
+    f
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let tags = env_or("PLANTFLOW_BENCH_TAGS", 2000) as usize;
+    let seconds = env_or("PLANTFLOW_BENCH_SECONDS", 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    plantflow::gen::workload::generate(
+        &plantflow::gen::workload::Params { tags, seconds, ..Default::default() },
+        &input,
+    )
+    .unwrap();
+    let port = plantflow::sim::broker::free_port().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 1000\n")).unwrap();
+    let mut broker = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto on PATH");
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("MQTT end to end through Mosquitto on loopback: {tags} tags x {seconds} s, QoS 1, {} cores ({cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("{:<12} {:>12} {:>14} {:>16} {:>8}", "payload", "messages", "counter s/s", "plantflow s/s", "ratio");
+    for batch in [1usize, 100] {
+        let (msgs, samples) = messages(&input, batch);
+        let filter = if batch == 1 { "plant/#" } else { "batch/#" };
+        // Baseline: count messages.
+        let (ready, h) = counter(port, filter, msgs.len() as u64);
+        while !ready.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let t0 = Instant::now();
+        publish(port, &msgs);
+        let base = h.join().unwrap().duration_since(t0).as_secs_f64();
+        // plantflow: the whole dataflow, 2 workers.
+        let out = dir.path().join(format!("out{batch}"));
+        let df = dataflow(dir.path(), port, &input, &out);
+        let vars = [
+            ("INPUT_DIR", input.display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+            ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
+            ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}")),
+        ];
+        let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        let mut plan = plantflow::config::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+        if let plantflow::config::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+            m.conn.clean = true;
+        }
+        let stats = Arc::new(plantflow::stats::Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (stats.clone(), stop.clone());
+        let run = std::thread::spawn(move || {
+            plantflow::run::run(plan, plantflow::run::RunOptions { workers: 2, follow: false, stop: Some(st), stats: Some(s) })
+        });
+        std::thread::sleep(Duration::from_millis(800));
+        let t0 = Instant::now();
+        let pubt = std::thread::spawn({
+            let msgs = msgs.clone();
+            move || publish(port, &msgs)
+        });
+        while stats.rows_read.load(Relaxed) < samples {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pf = t0.elapsed().as_secs_f64();
+        pubt.join().unwrap();
+        stop.store(true, Relaxed);
+        run.join().unwrap().unwrap();
+        println!(
+            "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x",
+            if batch == 1 { "1 sample" } else { "100 samples" },
+            msgs.len(),
+            samples as f64 / base,
+            samples as f64 / pf,
+            base / pf
+        );
+    }
+    let _ = broker.kill();
+}
