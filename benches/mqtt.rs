@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn messages(input: &Path, batch: usize) -> (Vec<(String, Vec<u8>)>, u64) {
@@ -40,7 +43,12 @@ fn messages(input: &Path, batch: usize) -> (Vec<(String, Vec<u8>)>, u64) {
     if batch <= 1 {
         let m = rows
             .iter()
-            .map(|(ts, tag, v, q)| (format!("plant/{tag}"), format!(r#"{{"ts":{ts},"value":{v},"quality":{q}}}"#).into_bytes()))
+            .map(|(ts, tag, v, q)| {
+                (
+                    format!("plant/{tag}"),
+                    format!(r#"{{"ts":{ts},"value":{v},"quality":{q}}}"#).into_bytes(),
+                )
+            })
             .collect();
         return (m, n);
     }
@@ -50,16 +58,24 @@ fn messages(input: &Path, batch: usize) -> (Vec<(String, Vec<u8>)>, u64) {
         .map(|(i, c)| {
             let body: Vec<String> = c
                 .iter()
-                .map(|(ts, tag, v, q)| format!(r#"{{"tag":"{tag}","ts":{ts},"value":{v},"quality":{q}}}"#))
+                .map(|(ts, tag, v, q)| {
+                    format!(r#"{{"tag":"{tag}","ts":{ts},"value":{v},"quality":{q}}}"#)
+                })
                 .collect();
-            (format!("batch/{i}"), format!("[{}]", body.join(",")).into_bytes())
+            (
+                format!("batch/{i}"),
+                format!("[{}]", body.join(",")).into_bytes(),
+            )
         })
         .collect();
     (m, n)
 }
 
 fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let msgs = msgs.to_vec();
     rt.block_on(async move {
         let mut o = MqttOptions::new("bench-pub", "127.0.0.1", port);
@@ -81,12 +97,19 @@ fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
 }
 
 /// A plain subscriber that counts messages (and samples: messages × batch).
-fn counter(port: u16, filter: &str, expect_msgs: u64) -> (Arc<AtomicBool>, std::thread::JoinHandle<Instant>) {
+fn counter(
+    port: u16,
+    filter: &str,
+    expect_msgs: u64,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<Instant>) {
     let ready = Arc::new(AtomicBool::new(false));
     let r = ready.clone();
     let filter = filter.to_string();
     let h = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let mut o = MqttOptions::new("bench-count", "127.0.0.1", port);
             o.set_max_packet_size(1 << 20, 1 << 20);
@@ -110,17 +133,23 @@ fn counter(port: u16, filter: &str, expect_msgs: u64) -> (Arc<AtomicBool>, std::
     (ready, h)
 }
 
-fn dataflow(dir: &Path, port: u16, input: &Path, out: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1_mqtt.toml")).unwrap();
+fn dataflow(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1_mqtt.toml"),
+    )
+    .unwrap();
     // The reference dataflow, plus a route for batches; no publish sink.
-    let text = text.split("# Action events back").next().unwrap().to_string();
+    let text = text
+        .split("# Action events back")
+        .next()
+        .unwrap()
+        .to_string();
     let text = text.replace(
         "[[sources.topics]]\ntopic = \"plantflow/context/production\"",
         "[[sources.topics]]\ntopic = \"batch/{n}\"\nformat = \"json\"\n\n[[sources.topics]]\ntopic = \"plantflow/context/production\"",
     );
     let f = dir.join("bench_mqtt.toml");
     std::fs::write(&f, text).unwrap();
-    let _ = (port, input, out);
     f
 }
 
@@ -134,21 +163,38 @@ fn main() {
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     plantflow::gen::workload::generate(
-        &plantflow::gen::workload::Params { tags, seconds, ..Default::default() },
+        &plantflow::gen::workload::Params {
+            tags,
+            seconds,
+            ..Default::default()
+        },
         &input,
     )
     .unwrap();
     let port = plantflow::sim::broker::free_port().unwrap();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 1000\n")).unwrap();
-    let mut broker = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto on PATH");
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto on PATH");
     std::thread::sleep(Duration::from_millis(300));
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     println!("MQTT end to end through Mosquitto on loopback: {tags} tags x {seconds} s, QoS 1, {} cores ({cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("{:<12} {:>12} {:>14} {:>16} {:>8}", "payload", "messages", "counter s/s", "plantflow s/s", "ratio");
+    println!(
+        "{:<12} {:>12} {:>14} {:>16} {:>8}",
+        "payload", "messages", "counter s/s", "plantflow s/s", "ratio"
+    );
     for batch in [1usize, 100] {
         let (msgs, samples) = messages(&input, batch);
         let filter = if batch == 1 { "plant/#" } else { "batch/#" };
@@ -162,7 +208,7 @@ fn main() {
         let base = h.join().unwrap().duration_since(t0).as_secs_f64();
         // plantflow: the whole dataflow, 2 workers.
         let out = dir.path().join(format!("out{batch}"));
-        let df = dataflow(dir.path(), port, &input, &out);
+        let df = dataflow(dir.path());
         let vars = [
             ("INPUT_DIR", input.display().to_string()),
             ("OUT_DIR", out.display().to_string()),
@@ -170,7 +216,8 @@ fn main() {
             ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}")),
         ];
         let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-        let mut plan = plantflow::config::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+        let mut plan = plantflow::config::load_with_env(&df, &env)
+            .unwrap_or_else(|e| panic!("{}", e.render()));
         if let plantflow::config::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
             m.conn.clean = true;
         }
@@ -178,7 +225,15 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (stats.clone(), stop.clone());
         let run = std::thread::spawn(move || {
-            plantflow::run::run(plan, plantflow::run::RunOptions { workers: 2, follow: false, stop: Some(st), stats: Some(s) })
+            plantflow::run::run(
+                plan,
+                plantflow::run::RunOptions {
+                    workers: 2,
+                    follow: false,
+                    stop: Some(st),
+                    stats: Some(s),
+                },
+            )
         });
         std::thread::sleep(Duration::from_millis(800));
         let t0 = Instant::now();
@@ -195,7 +250,11 @@ fn main() {
         run.join().unwrap().unwrap();
         println!(
             "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x",
-            if batch == 1 { "1 sample" } else { "100 samples" },
+            if batch == 1 {
+                "1 sample"
+            } else {
+                "100 samples"
+            },
             msgs.len(),
             samples as f64 / base,
             samples as f64 / pf,
@@ -203,4 +262,5 @@ fn main() {
         );
     }
     let _ = broker.kill();
+    let _ = broker.wait();
 }
