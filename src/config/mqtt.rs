@@ -159,6 +159,19 @@ fn split(v: toml::Value) -> (toml::Value, toml::Value) {
     (toml::Value::Table(conn), toml::Value::Table(rest))
 }
 
+/// A `qos` key (or its default); 3 and above are reported.
+fn qos(l: &mut Loader<'_>, key: &str, given: Option<u8>, default: u8) -> u8 {
+    let q = given.unwrap_or(default);
+    if q > 2 {
+        l.at_value(
+            &format!("{key}.qos"),
+            format!("QoS {q} does not exist (0, 1 or 2)"),
+            None,
+        );
+    }
+    q
+}
+
 /// Validates connection keys; `default_id` is the stable client id when none is given.
 pub(super) fn conn(
     l: &mut Loader<'_>,
@@ -288,14 +301,7 @@ pub(super) fn source(
     let rc: Option<RawConn> = l.de(key, c, &keys);
     let r: RawMqtt = l.de(key, rest, &keys)?;
     let conn = conn(l, key, &rc?, format!("plantflow-{dataflow}-{}", r.id), env)?;
-    let default_qos = r.qos.unwrap_or(1);
-    if default_qos > 2 {
-        l.at_value(
-            &format!("{key}.qos"),
-            format!("QoS {default_qos} does not exist (0, 1 or 2)"),
-            None,
-        );
-    }
+    let default_qos = qos(l, key, r.qos, 1);
     let max_payload = match &r.max_payload {
         Some(s) => match units::parse_size_bytes(s) {
             Ok(b) => b as usize,
@@ -339,14 +345,7 @@ pub(super) fn source(
 }
 
 fn topic_route(l: &mut Loader<'_>, tk: &str, t: RawTopic, default_qos: u8) -> Option<Route> {
-    let qos = t.qos.unwrap_or(default_qos);
-    if qos > 2 {
-        l.at_value(
-            &format!("{tk}.qos"),
-            format!("QoS {qos} does not exist (0, 1 or 2)"),
-            None,
-        );
-    }
+    let qos = qos(l, tk, t.qos, default_qos);
     let format_name = t.format.clone().unwrap_or_else(|| "json".into());
     const FORMATS: &[&str] = &["json", "number", "sparkplug", "context"];
     if !FORMATS.contains(&format_name.as_str()) {
@@ -559,14 +558,7 @@ pub(super) fn publish(
     for (j, t) in tables.iter().enumerate() {
         l.one_of(&format!("{key}.tables[{j}]"), t, PUB_TABLES, "table");
     }
-    let qos = r.qos.unwrap_or(1);
-    if qos > 2 {
-        l.at_value(
-            &format!("{key}.qos"),
-            format!("QoS {qos} does not exist (0, 1 or 2)"),
-            None,
-        );
-    }
+    let qos = qos(l, key, r.qos, 1);
     Some(PublishPlan {
         id: r.id,
         conn,

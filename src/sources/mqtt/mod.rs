@@ -108,6 +108,18 @@ enum Ctl {
     Publish { topic: String, payload: Vec<u8> },
 }
 
+/// Queues acks in order until the client's request queue is full; acks of
+/// an earlier connection are dropped (the broker redelivers those messages).
+fn send_acks(conn: &Conn, acks: &mut std::collections::VecDeque<(u64, AckToken)>) {
+    while let Some((g, t)) = acks.front() {
+        if *g != conn.generation() || conn.client.try_ack(t).is_ok() {
+            acks.pop_front();
+        } else {
+            break;
+        }
+    }
+}
+
 /// Runs the source until stopped (the blocking half; spawns the connection task on `rt`).
 pub fn run(
     plan: &MqttSourcePlan,
@@ -140,13 +152,7 @@ pub fn run(
         // connection that received the message.
         let mut acks: std::collections::VecDeque<(u64, AckToken)> = Default::default();
         loop {
-            while let Some((g, t)) = acks.front() {
-                if *g != conn.generation() || conn.client.try_ack(t).is_ok() {
-                    acks.pop_front();
-                } else {
-                    break;
-                }
-            }
+            send_acks(&conn, &mut acks);
             tokio::select! {
                 ev = conn.poll() => match ev {
                     Incoming::Publish(m) => {
@@ -193,13 +199,7 @@ pub fn run(
                         // go out, then disconnect cleanly.
                         let _ = tokio::time::timeout(Duration::from_secs(3), async {
                             loop {
-                                while let Some((g, t)) = acks.front() {
-                                    if *g != conn.generation() || conn.client.try_ack(t).is_ok() {
-                                        acks.pop_front();
-                                    } else {
-                                        break;
-                                    }
-                                }
+                                send_acks(&conn, &mut acks);
                                 if acks.is_empty() {
                                     break;
                                 }
