@@ -6,7 +6,9 @@
 //! run against it unchanged. Its listeners are bound by port number, so a
 //! free port is found first by binding port 0 and releasing it.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
 
 /// A running embedded broker (it lives until the process exits).
 #[derive(Clone, Debug)]
@@ -26,9 +28,25 @@ impl Broker {
     }
 }
 
-/// A currently free loopback TCP port.
+/// A currently free loopback TCP port, never the same one twice in this
+/// process (parallel tests each start brokers; a port released by one
+/// `bind(0)` may be handed out again by the next before its broker binds it).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    // Hold every candidate until one is new, so the OS cannot repeat itself.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if handed.insert(port) {
+            return Ok(port);
+        }
+        held.push(l);
+    }
+    Err(std::io::Error::other(
+        "no fresh loopback port after 64 tries",
+    ))
 }
 
 fn wait_listening(port: u16) -> bool {
