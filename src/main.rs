@@ -154,6 +154,7 @@ fn main() -> ExitCode {
                                 "dropped_quality": summary.dropped_quality,
                                 "late_rows": summary.late_rows,
                                 "dead_letters": summary.dead_letters,
+                                "source_events": summary.events,
                                 "windows": summary.windows,
                                 "corrections": summary.corrections,
                                 "actions": summary.report.actions.len(),

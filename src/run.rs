@@ -47,6 +47,8 @@ pub struct RunSummary {
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
     pub dead_letters: BTreeMap<String, u64>,
+    /// Source events (gaps, timestamp origins, ...), counted.
+    pub events: BTreeMap<String, u64>,
     pub report: WriterReport,
     pub out_dir: PathBuf,
     pub elapsed: Duration,
@@ -294,6 +296,12 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                 source_tasks
                     .push(rt.spawn_blocking(move || crate::sources::mqtt::run(&m, ctx, handle)));
             }
+            SourcePlan::OpcUa(o) => {
+                let o = o.clone();
+                let handle = rt.handle().clone();
+                source_tasks
+                    .push(rt.spawn_blocking(move || crate::sources::opcua::run(&o, ctx, handle)));
+            }
         }
     }
     let watcher = if opts.follow {
@@ -388,6 +396,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
         suppressed_cooldown: Stats::get(&stats.suppressed_cooldown),
         dead_letters: stats.dead_letters(),
+        events: stats.events(),
         report,
         out_dir: plan.sink.path.clone(),
         elapsed: started.elapsed(),
@@ -429,6 +438,12 @@ impl RunSummary {
         s.push_str(&format!("  dead letters {:>12}\n", dead));
         for (reason, n) in &self.dead_letters {
             s.push_str(&format!("    {reason}: {n}\n"));
+        }
+        if !self.events.is_empty() {
+            s.push_str("source events\n");
+            for (what, n) in &self.events {
+                s.push_str(&format!("    {what}: {n}\n"));
+            }
         }
         s.push_str(&format!(
             "windows        {:>12}  (+{} corrected revisions)\n",

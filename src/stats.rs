@@ -19,6 +19,8 @@ pub struct Stats {
     pub suppressed_maintenance: AtomicU64,
     pub suppressed_cooldown: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
+    /// Source events worth a line in the summary (gaps, timestamp origins, ...).
+    events: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -29,6 +31,15 @@ impl Stats {
 
     pub fn dead_letters(&self) -> BTreeMap<String, u64> {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn event(&self, what: &str, n: u64) {
+        let mut d = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        *d.entry(what.to_string()).or_default() += n;
+    }
+
+    pub fn events(&self) -> BTreeMap<String, u64> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn add_aggregates(&self, rows: &[(Enriched, i64)]) {

@@ -8,6 +8,7 @@
 pub mod diagnostic;
 pub mod interp;
 pub mod mqtt;
+pub mod opcua;
 pub mod raw;
 pub mod spans;
 pub mod units;
@@ -58,6 +59,7 @@ pub const TABLES: &[&str] = &[
     "outcomes",
     "billing",
     "dead_letter",
+    "gaps",
 ];
 
 /// A validated dataflow, ready to run.
@@ -159,6 +161,7 @@ pub const DEMAND_MEASURES: &[&str] = &[
 pub enum SourcePlan {
     Replay(ReplayPlan),
     Mqtt(Box<crate::sources::mqtt::MqttSourcePlan>),
+    OpcUa(Box<crate::sources::opcua::OpcUaSourcePlan>),
 }
 
 impl SourcePlan {
@@ -166,6 +169,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Replay(r) => &r.id,
             SourcePlan::Mqtt(m) => &m.id,
+            SourcePlan::OpcUa(o) => &o.id,
         }
     }
 }
@@ -731,10 +735,23 @@ fn validate_text(
     }
     for (i, v) in raw.sources.into_iter().enumerate() {
         let key = format!("sources[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["replay", "mqtt"], "source type") else {
+        let Some(ty) = take_type(&mut l, &key, &v, &["replay", "mqtt", "opcua"], "source type")
+        else {
             continue;
         };
-        if ty == "mqtt" {
+        if ty == "opcua" {
+            if let Some(o) = opcua::source(&mut l, &key, v, &raw.name, env) {
+                if ids.contains(&o.id) {
+                    l.at_value(
+                        &format!("{key}.id"),
+                        format!("duplicate source id `{}`", o.id),
+                        None,
+                    );
+                }
+                ids.push(o.id.clone());
+                sources.push(SourcePlan::OpcUa(Box::new(o)));
+            }
+        } else if ty == "mqtt" {
             if let Some(m) = mqtt::source(&mut l, &key, v, &raw.name, env) {
                 if ids.contains(&m.id) {
                     l.at_value(

@@ -250,6 +250,22 @@ pub struct DeadLetter {
     pub binary: bool,
 }
 
+/// A stretch of time a source could not observe (connection lost, data
+/// the server no longer had): outputs show it instead of inventing data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gap {
+    pub source: String,
+    /// Last instant data is known to be complete (epoch ms).
+    pub start: i64,
+    /// When data flowed again (epoch ms).
+    pub end: i64,
+    /// Tags affected.
+    pub tags: i64,
+    pub reason: String,
+    /// What was done about it (e.g. "current values read").
+    pub recovery: String,
+}
+
 impl DeadLetter {
     /// A rejected text record, received now.
     pub fn text(source: &str, reason: impl Into<String>, raw: impl Into<String>) -> DeadLetter {

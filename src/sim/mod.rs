@@ -2,5 +2,7 @@
 //! not mocks.
 //!
 //! - [`broker`]: an embedded MQTT broker (rumqttd) on loopback.
+//! - [`opcua`]: the simulated plant's OPC UA server (async-opcua).
 
 pub mod broker;
+pub mod opcua;

@@ -7,7 +7,7 @@
 pub mod mqtt_publish;
 pub mod parquet;
 
-use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, OutcomeRow};
+use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow};
 
 /// Finished rows for one output table, with revisions where the table has them.
 #[derive(Debug)]
@@ -17,4 +17,5 @@ pub enum SinkBatch {
     Outcomes(Vec<(OutcomeRow, i64)>),
     Billing(Vec<(BillRow, i64)>),
     DeadLetters(Vec<DeadLetter>),
+    Gaps(Vec<Gap>),
 }

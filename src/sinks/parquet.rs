@@ -28,7 +28,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::SinkBatch;
 use crate::config::{MetricPlan, ParquetPlan};
-use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, OutcomeRow, Scalar};
+use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow, Scalar};
 use crate::stats::Stats;
 use crate::value::expr::ColType;
 
@@ -167,6 +167,30 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("topic", DataType::Utf8, true),
         Field::new("raw_encoding", DataType::Utf8, false),
     ]))
+}
+
+/// Schema of the `gaps` table.
+pub fn gaps_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("gap_start", ts_type(), false),
+        Field::new("gap_end", ts_type(), false),
+        Field::new("tags", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("recovery", DataType::Utf8, false),
+    ]))
+}
+
+fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|g| g.source.as_str())),
+        ts_col(rows.iter().map(|g| g.start)),
+        ts_col(rows.iter().map(|g| g.end)),
+        i64_col(rows.iter().map(|g| g.tags)),
+        str_col(rows.iter().map(|g| g.reason.as_str())),
+        str_col(rows.iter().map(|g| g.recovery.as_str())),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a gaps batch: {e}"))
 }
 
 fn date_of(ms: i64) -> String {
@@ -440,6 +464,7 @@ impl ParquetWriter {
         schemas.insert("outcomes".to_string(), outcomes_schema());
         schemas.insert("billing".to_string(), billing_schema());
         schemas.insert("dead_letter".to_string(), dead_letter_schema());
+        schemas.insert("gaps".to_string(), gaps_schema());
         ParquetWriter {
             plan,
             dataflow: dataflow.to_string(),
@@ -561,6 +586,19 @@ impl ParquetWriter {
                 for (date, rs) in parts {
                     let b = dead_letter_batch(&self.schemas["dead_letter"], &rs)?;
                     self.append("dead_letter", &date, b)?;
+                }
+            }
+            SinkBatch::Gaps(rows) => {
+                if !self.enabled("gaps") {
+                    return Ok(());
+                }
+                let mut parts: BTreeMap<String, Vec<&Gap>> = BTreeMap::new();
+                for r in &rows {
+                    parts.entry(date_of(r.start)).or_default().push(r);
+                }
+                for (date, rs) in parts {
+                    let b = gaps_batch(&self.schemas["gaps"], &rs)?;
+                    self.append("gaps", &date, b)?;
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! - [`context`]: context tables (assets, tariff, production, maintenance) from CSV.
 //! - [`status`]: action status updates, JSON lines, tailed.
 //! - [`mqtt`]: MQTT subscriptions (JSON, numbers, Sparkplug B, context edits).
+//! - [`opcua`]: OPC UA subscriptions (security, browse discovery, gaps).
 //!
 //! Every bad record becomes a `dead_letter` row with a reason and a counter
 //! increment; nothing panics on input.
@@ -12,5 +13,6 @@
 pub mod context;
 pub mod mqtt;
 pub mod normalize;
+pub mod opcua;
 pub mod replay;
 pub mod status;
