@@ -39,7 +39,10 @@ impl Stats {
     }
 
     pub fn events(&self) -> BTreeMap<String, u64> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn add_aggregates(&self, rows: &[(Enriched, i64)]) {

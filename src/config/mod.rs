@@ -735,12 +735,17 @@ fn validate_text(
     }
     for (i, v) in raw.sources.into_iter().enumerate() {
         let key = format!("sources[{i}]");
-        let Some(ty) = take_type(&mut l, &key, &v, &["replay", "mqtt", "opcua"], "source type")
-        else {
+        let Some(ty) = take_type(
+            &mut l,
+            &key,
+            &v,
+            &["replay", "mqtt", "opcua"],
+            "source type",
+        ) else {
             continue;
         };
         if ty == "opcua" {
-            if let Some(o) = opcua::source(&mut l, &key, v, &raw.name, env) {
+            if let Some(o) = opcua::source(&mut l, &key, strip_type(v), &raw.name, env) {
                 if ids.contains(&o.id) {
                     l.at_value(
                         &format!("{key}.id"),

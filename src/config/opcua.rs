@@ -164,8 +164,8 @@ fn group(l: &mut Loader<'_>, key: &str, g: RawGroup) -> GroupPlan {
         }
     }
     match g.sampling_interval.as_deref() {
-        None | Some("publishing") => p.sampling_interval_ms = -1.0,
-        Some("fastest") => p.sampling_interval_ms = 0.0,
+        None | Some("fastest") => p.sampling_interval_ms = 0.0,
+        Some("publishing") => p.sampling_interval_ms = -1.0,
         Some(s) => {
             if let Some(ms) = l.duration(&format!("{key}.sampling_interval"), s) {
                 p.sampling_interval_ms = ms as f64;
@@ -289,7 +289,12 @@ pub(super) fn source(
         Some(m) => match conn::mode(m) {
             Some(x) => x,
             None => {
-                l.one_of(&format!("{key}.security_mode"), m, conn::MODES, "security mode");
+                l.one_of(
+                    &format!("{key}.security_mode"),
+                    m,
+                    conn::MODES,
+                    "security mode",
+                );
                 MessageSecurityMode::None
             }
         },
@@ -298,7 +303,10 @@ pub(super) fn source(
         l.at_value(
             &format!("{key}.security_mode"),
             format!("security policy {policy_name} does not go with mode {mode:?}"),
-            Some("policy None goes with mode None; any other policy with Sign or SignAndEncrypt".into()),
+            Some(
+                "policy None goes with mode None; any other policy with Sign or SignAndEncrypt"
+                    .into(),
+            ),
         );
     }
     // User identity.
@@ -350,7 +358,11 @@ pub(super) fn source(
             Identity::Anonymous
         }
         (None, Some(_), None, None) => {
-            l.at(key, "a password needs a `username` (or `username_env`)".into(), None);
+            l.at(
+                key,
+                "a password needs a `username` (or `username_env`)".into(),
+                None,
+            );
             Identity::Anonymous
         }
         (None, None, Some(cert), Some(key)) => Identity::X509 { cert, key },
@@ -412,7 +424,11 @@ pub(super) fn source(
             },
         }
     };
-    let node_ref = |l: &mut Loader<'_>, k: &str, id: Option<String>, path: Option<String>, what: (&str, &str)| {
+    let node_ref = |l: &mut Loader<'_>,
+                    k: &str,
+                    id: Option<String>,
+                    path: Option<String>,
+                    what: (&str, &str)| {
         match (id, path) {
             (Some(id), None) => {
                 if id.parse::<opcua::types::NodeId>().is_err() {
@@ -443,8 +459,13 @@ pub(super) fn source(
         };
         let g = group_of(l, &format!("{nk}.group"), &raw.group);
         let is_id = raw.node_id.is_some();
-        let Some(node) = node_ref(l, &nk, raw.node_id, raw.browse_path, ("node_id", "browse_path"))
-        else {
+        let Some(node) = node_ref(
+            l,
+            &nk,
+            raw.node_id,
+            raw.browse_path,
+            ("node_id", "browse_path"),
+        ) else {
             continue;
         };
         if is_id && raw.tag.is_none() {
@@ -475,14 +496,19 @@ pub(super) fn source(
         let exclude = raw.exclude.unwrap_or_default();
         for (k, list) in [("include", &include), ("exclude", &exclude)] {
             if let Err(e) = nodes::globs(list) {
-                l.at_value(&format!("{bk}.{k}"), e, Some("globs: * within a segment, ** across segments".into()));
+                l.at_value(
+                    &format!("{bk}.{k}"),
+                    e,
+                    Some("globs: * within a segment, ** across segments".into()),
+                );
             }
         }
         let tag = raw.tag.unwrap_or_else(|| "{path}".into());
         if !tag.contains("{path}") && !tag.contains("{name}") {
             l.at_value(
                 &format!("{bk}.tag"),
-                "the tag template must use {path} or {name}, or every node gets the same tag".into(),
+                "the tag template must use {path} or {name}, or every node gets the same tag"
+                    .into(),
                 None,
             );
         }

@@ -29,7 +29,7 @@ use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager
 use opcua::server::{ServerBuilder, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
 use opcua::types::{
     DataTypeId, DataValue, DateTime, EUInformation, ExtensionObject, MessageSecurityMode, NodeId,
-    QualifiedName, Range, StatusCode, Variant, VariableTypeId,
+    QualifiedName, Range, StatusCode, VariableTypeId, Variant,
 };
 
 /// Namespace URI of the plant nodes.
@@ -72,6 +72,8 @@ pub struct ServerOptions {
     pub anonymous: bool,
     /// Interval at which the server samples and publishes (ms).
     pub min_publishing_interval_ms: u64,
+    /// Offer the unsecured None endpoint.
+    pub offer_none: bool,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +86,7 @@ impl Default for ServerOptions {
             odd_nodes: false,
             anonymous: true,
             min_publishing_interval_ms: 50,
+            offer_none: true,
         }
     }
 }
@@ -116,71 +119,10 @@ impl PlantServer {
             opts.port
         };
         let url = format!("opc.tcp://localhost:{port}/");
-        let mut user_ids: Vec<String> = Vec::new();
-        if opts.anonymous {
-            user_ids.push(ANONYMOUS_USER_TOKEN_ID.to_string());
-        }
-        let mut builder = ServerBuilder::new()
-            .application_name("plantflow simulated plant")
-            .application_uri("urn:plantflow:sim")
-            .product_uri("urn:plantflow:sim")
-            .create_sample_keypair(true)
-            .pki_dir(&opts.pki_dir)
-            .host("localhost")
-            .port(port)
-            .trust_client_certs(true)
-            .discovery_urls(vec![url.clone()])
-            .subscription_poll_interval_ms(opts.min_publishing_interval_ms.clamp(10, 1000))
-            .max_array_length(1_000_000)
-            .max_message_size(256 << 20)
-            .max_chunk_count(4096)
-            .with_node_manager(simple_node_manager(
-                NamespaceMetadata {
-                    namespace_uri: NAMESPACE.to_string(),
-                    ..Default::default()
-                },
-                "plant",
-            ));
-        for (i, (u, p)) in opts.users.iter().enumerate() {
-            let id = format!("user{i}");
-            builder = builder.add_user_token(&id, ServerUserToken::user_pass(u.as_str(), p.as_str()));
-            user_ids.push(id);
-        }
-        let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
-        builder = builder.add_endpoint(
-            "none",
-            ("/", SecurityPolicy::None, MessageSecurityMode::None, &ids[..]),
-        );
-        for (policy, name) in SECURE_ENDPOINTS {
-            for (mode, m) in [
-                (MessageSecurityMode::Sign, "sign"),
-                (MessageSecurityMode::SignAndEncrypt, "sign_encrypt"),
-            ] {
-                builder = builder.add_endpoint(format!("{name}_{m}"), ("/", *policy, mode, &ids[..]));
-            }
-        }
-        {
-            let limits = builder.limits_mut();
-            limits.max_array_length = 1_000_000;
-            limits.max_message_size = 256 << 20;
-            limits.max_chunk_count = 4096;
-            limits.subscriptions.max_monitored_items_per_sub = 100_000;
-            limits.subscriptions.max_queued_notifications = 1_000_000;
-            limits.operational.max_monitored_items_per_call = 5_000;
-        }
-        let (server, handle) = builder.build()?;
-        let nm = handle
-            .node_managers()
-            .get_of_type::<SimpleNodeManager>()
-            .ok_or("the simulator's node manager is missing")?;
-        let ns = handle
-            .get_namespace_index(NAMESPACE)
-            .ok_or("the simulator's namespace is missing")?;
-        let ids = {
-            let mut space = nm.address_space().write();
-            populate(&mut space, ns, &opts.tags, opts.odd_nodes)
-        };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        type Ready = Result<(ServerHandle, Arc<SimpleNodeManager>, u16, Vec<NodeId>), String>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
+        let (tags, odd) = (opts.tags.clone(), opts.odd_nodes);
+        let url2 = url.clone();
         let thread = std::thread::Builder::new()
             .name("plantflow-opcua-sim".into())
             .spawn(move || {
@@ -196,21 +138,47 @@ impl PlantServer {
                     }
                 };
                 rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                        Ok(l) => l,
+                    // The server spawns its samplers while it is built.
+                    let built =
+                        make_builder(&opts, port, &url2)
+                            .build()
+                            .and_then(|(server, handle)| {
+                                let nm = handle
+                                    .node_managers()
+                                    .get_of_type::<SimpleNodeManager>()
+                                    .ok_or("the simulator's node manager is missing")?;
+                                let ns = handle
+                                    .get_namespace_index(NAMESPACE)
+                                    .ok_or("the simulator's namespace is missing")?;
+                                let ids = {
+                                    let mut space = nm.address_space().write();
+                                    populate(&mut space, ns, &tags, odd)
+                                };
+                                Ok((server, handle, nm, ns, ids))
+                            });
+                    let (server, handle, nm, ns, ids) = match built {
+                        Ok(x) => x,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("OPC UA simulator port {port}: {e}")));
+                            let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok(()));
+                    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ =
+                                ready_tx.send(Err(format!("OPC UA simulator port {port}: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((handle, nm, ns, ids)));
                     if let Err(e) = server.run_with(listener).await {
                         tracing::error!("OPC UA simulator stopped: {e}");
                     }
                 });
             })
             .map_err(|e| e.to_string())?;
-        ready_rx
+        let (handle, nm, ns, ids) = ready_rx
             .recv()
             .map_err(|_| "the OPC UA simulator did not start".to_string())??;
         Ok(PlantServer {
@@ -260,12 +228,27 @@ impl PlantServer {
                 Some((id, dv))
             })
             .collect();
-        self.nm
-            .set_values(
+        // The node manager notifies subscribers with each node's value after
+        // the whole call, so a node changes at most once per call.
+        let mut round: Vec<&(NodeId, DataValue)> = Vec::new();
+        let mut in_round = std::collections::HashSet::new();
+        let flush = |round: &mut Vec<&(NodeId, DataValue)>| {
+            let r = self.nm.set_values(
                 self.handle.subscriptions(),
-                values.iter().map(|(id, dv)| (id, None, dv.clone())),
-            )
-            .map_err(|e| format!("setting simulator values: {e}"))?;
+                round.iter().map(|(id, dv)| (id, None, dv.clone())),
+            );
+            round.clear();
+            r.map_err(|e| format!("setting simulator values: {e}"))
+        };
+        for v in &values {
+            if !in_round.insert(&v.0) {
+                flush(&mut round)?;
+                in_round.clear();
+                in_round.insert(&v.0);
+            }
+            round.push(v);
+        }
+        flush(&mut round)?;
         self.changes.fetch_add(values.len() as u64, Relaxed);
         Ok(())
     }
@@ -302,6 +285,75 @@ impl PlantServer {
             let _ = t.join();
         }
     }
+}
+
+/// The server's configuration: endpoints, users, limits, the plant namespace.
+fn make_builder(opts: &ServerOptions, port: u16, url: &str) -> ServerBuilder {
+    let mut user_ids: Vec<String> = Vec::new();
+    if opts.anonymous {
+        user_ids.push(ANONYMOUS_USER_TOKEN_ID.to_string());
+    }
+    let mut builder = ServerBuilder::new()
+        .application_name("plantflow simulated plant")
+        .application_uri("urn:plantflow:sim")
+        .product_uri("urn:plantflow:sim")
+        .create_sample_keypair(true)
+        .pki_dir(&opts.pki_dir)
+        .host("localhost")
+        .port(port)
+        .trust_client_certs(true)
+        .discovery_urls(vec![url.to_string()])
+        .subscription_poll_interval_ms(opts.min_publishing_interval_ms.clamp(10, 1000))
+        .max_array_length(1_000_000)
+        .max_message_size(256 << 20)
+        .max_chunk_count(4096)
+        .with_node_manager(simple_node_manager(
+            NamespaceMetadata {
+                namespace_uri: NAMESPACE.to_string(),
+                ..Default::default()
+            },
+            "plant",
+        ));
+    for (i, (u, p)) in opts.users.iter().enumerate() {
+        let id = format!("user{i}");
+        builder = builder.add_user_token(&id, ServerUserToken::user_pass(u.as_str(), p.as_str()));
+        user_ids.push(id);
+    }
+    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+    if opts.offer_none {
+        builder = builder.add_endpoint(
+            "none",
+            (
+                "/",
+                SecurityPolicy::None,
+                MessageSecurityMode::None,
+                &ids[..],
+            ),
+        );
+    }
+    for (policy, name) in SECURE_ENDPOINTS {
+        for (mode, m) in [
+            (MessageSecurityMode::Sign, "sign"),
+            (MessageSecurityMode::SignAndEncrypt, "sign_encrypt"),
+        ] {
+            builder = builder.add_endpoint(format!("{name}_{m}"), ("/", *policy, mode, &ids[..]));
+        }
+    }
+    {
+        let limits = builder.limits_mut();
+        limits.max_array_length = 1_000_000;
+        limits.max_message_size = 256 << 20;
+        limits.max_chunk_count = 4096;
+        limits.subscriptions.max_monitored_items_per_sub = 100_000;
+        limits.subscriptions.max_queued_notifications = 1_000_000;
+        limits.subscriptions.max_monitored_item_queue_size = 100_000;
+        limits.subscriptions.max_notifications_per_publish = 100_000;
+        limits.operational.max_monitored_items_per_call = 5_000;
+        // Every change is reported when a client asks for sampling 0.
+        limits.subscriptions.min_sampling_interval_ms = 0.0;
+        limits.subscriptions.min_publishing_interval_ms = 10.0;
+    }
+    builder
 }
 
 /// Builds `Objects/Plant/...`; returns the variables' NodeIds in tag order.
@@ -343,6 +395,18 @@ fn populate(space: &mut AddressSpace, ns: u16, tags: &[SimTag], odd: bool) -> Ve
             .has_type_definition(VariableTypeId::AnalogItemType)
             .organized_by(parent)
             .insert(space);
+        // No value until the simulation writes one (what real servers report
+        // for a point that has not been read from the device yet).
+        if let Some(opcua::server::address_space::NodeType::Variable(v)) = space.find_mut(&id) {
+            v.set_data_value(DataValue {
+                value: None,
+                status: Some(StatusCode::BadWaitingForInitialData),
+                source_timestamp: None,
+                source_picoseconds: None,
+                server_timestamp: Some(DateTime::now()),
+                server_picoseconds: None,
+            });
+        }
         let range = NodeId::new(ns, format!("{}#EURange", t.path));
         VariableBuilder::new(&range, "EURange", "EURange")
             .data_type(DataTypeId::Range)
@@ -356,12 +420,14 @@ fn populate(space: &mut AddressSpace, ns: u16, tags: &[SimTag], odd: bool) -> Ve
         let units = NodeId::new(ns, format!("{}#EngineeringUnits", t.path));
         VariableBuilder::new(&units, "EngineeringUnits", "EngineeringUnits")
             .data_type(DataTypeId::EUInformation)
-            .value(Variant::from(ExtensionObject::from_message(EUInformation {
-                namespace_uri: "http://www.opcfoundation.org/UA/units/un/cefact".into(),
-                unit_id: -1,
-                display_name: t.unit.as_str().into(),
-                description: t.unit.as_str().into(),
-            })))
+            .value(Variant::from(ExtensionObject::from_message(
+                EUInformation {
+                    namespace_uri: "http://www.opcfoundation.org/UA/units/un/cefact".into(),
+                    unit_id: -1,
+                    display_name: t.unit.as_str().into(),
+                    description: t.unit.as_str().into(),
+                },
+            )))
             .has_type_definition(VariableTypeId::PropertyType)
             .property_of(id.clone())
             .insert(space);
@@ -370,11 +436,15 @@ fn populate(space: &mut AddressSpace, ns: u16, tags: &[SimTag], odd: bool) -> Ve
     if odd {
         let dir = folder(space, &mut folders, "odd");
         let add = |space: &mut AddressSpace, name: &str, dt: DataTypeId, v: Variant| {
-            VariableBuilder::new(&NodeId::new(ns, format!("odd/{name}")), QualifiedName::new(ns, name), name)
-                .data_type(dt)
-                .value(v)
-                .organized_by(dir.clone())
-                .insert(space);
+            VariableBuilder::new(
+                &NodeId::new(ns, format!("odd/{name}")),
+                QualifiedName::new(ns, name),
+                name,
+            )
+            .data_type(dt)
+            .value(v)
+            .organized_by(dir.clone())
+            .insert(space);
         };
         add(space, "text", DataTypeId::String, Variant::from("running"));
         add(

@@ -136,7 +136,10 @@ pub async fn connect(
     client: &mut Client,
     plan: &ConnPlan,
 ) -> Result<
-    (Arc<Session>, SessionEventLoop<opcua::client::transport::TcpConnector>),
+    (
+        Arc<Session>,
+        SessionEventLoop<opcua::client::transport::TcpConnector>,
+    ),
     (StatusCode, String),
 > {
     let endpoints = client
@@ -147,14 +150,17 @@ pub async fn connect(
         Client::find_matching_endpoint(&endpoints, &plan.endpoint, plan.policy, plan.mode)
     else {
         let offered: Vec<String> = endpoints.iter().map(describe).collect();
-        return Err((StatusCode::BadSecurityPolicyRejected, format!(
-            "the server at {} offers no {}/{:?} endpoint (it offers: {}); \
+        return Err((
+            StatusCode::BadSecurityPolicyRejected,
+            format!(
+                "the server at {} offers no {}/{:?} endpoint (it offers: {}); \
              set `security_policy`/`security_mode` to one of those",
-            plan.endpoint,
-            plan.policy.to_str(),
-            plan.mode,
-            offered.join(", ")
-        )));
+                plan.endpoint,
+                plan.policy.to_str(),
+                plan.mode,
+                offered.join(", ")
+            ),
+        ));
     };
     let tok = token(&plan.identity).map_err(|e| (StatusCode::BadIdentityTokenInvalid, e))?;
     client

@@ -46,8 +46,8 @@ use opcua::client::{
 use opcua::types::{
     AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DataValue,
     DeadbandType, ExtensionObject, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, ReadValueId, StatusChangeNotification,
-    StatusCode, TimestampsToReturn, VariableId,
+    MonitoringParameters, NotificationMessage, ReadValueId, StatusChangeNotification, StatusCode,
+    TimestampsToReturn, VariableId,
 };
 
 use super::normalize::{Normalizer, SourceCtx};
@@ -86,8 +86,10 @@ impl GroupPlan {
         GroupPlan {
             name: name.to_string(),
             publishing_interval_ms: 1000,
-            sampling_interval_ms: -1.0,
-            queue_size: 10,
+            // Every change (the server's fastest); -1 would sample at the
+            // publishing interval and drop changes in between.
+            sampling_interval_ms: 0.0,
+            queue_size: 100,
             discard_oldest: true,
             trigger: DataChangeTrigger::StatusValue,
             deadband: Deadband::None,
@@ -232,7 +234,13 @@ pub fn run(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Ev>(plan.channel.max(4));
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
     let stop = ctx.stop.clone();
-    let task = rt.spawn(session_task(plan.clone(), tx, ctl_rx, stop.clone()));
+    let task = rt.spawn(session_task(
+        plan.clone(),
+        tx,
+        ctl_rx,
+        stop.clone(),
+        ctx.stats.clone(),
+    ));
     let mut dec = Decoder::new(plan, ctx);
     decode_loop(&mut dec, &rx, &ctl_tx, &stop);
     // Stopping: the session task closes the session and drops its sender.
@@ -350,7 +358,11 @@ impl Decoder {
             Ev::Status { sub, status } => {
                 tracing::warn!(source = %self.id, "subscription status change: {status}");
                 if status.is_bad() {
-                    self.gap(Some(sub), format!("subscription ended: {status}"), "recreated by the client");
+                    self.gap(
+                        Some(sub),
+                        format!("subscription ended: {status}"),
+                        "recreated by the client",
+                    );
                 }
             }
             Ev::RepublishFailed {
@@ -382,7 +394,11 @@ impl Decoder {
                         .as_ref()
                         .map(|(_, w)| w.clone())
                         .unwrap_or_else(|| "session lost".into());
-                    self.gap(None, format!("new session after: {why}"), "subscriptions recreated, initial values read");
+                    self.gap(
+                        None,
+                        format!("new session after: {why}"),
+                        "subscriptions recreated, initial values read",
+                    );
                     self.seq.clear();
                 }
                 self.lost = None;
@@ -395,7 +411,10 @@ impl Decoder {
             Some(&last) if seq > last.wrapping_add(1) && seq - last < 10_000 => {
                 let seqs: Vec<u32> = (last + 1..seq).collect();
                 tracing::info!(source = %self.id, from = last + 1, to = seq - 1, "notification sequence gap: republishing");
-                self.n.ctx().stats.event("opcua: notifications republish requested", seqs.len() as u64);
+                self.n.ctx().stats.event(
+                    "opcua: notifications republish requested",
+                    seqs.len() as u64,
+                );
                 let _ = ctl.send(Ctl::Republish { sub, seqs });
                 self.seq.insert(sub, seq);
             }
@@ -418,11 +437,29 @@ impl Decoder {
                 );
                 continue;
             };
+            let status = dv.status.unwrap_or(StatusCode::Good);
+            if status == StatusCode::BadWaitingForInitialData {
+                // Not a value: the server has not read the point yet.
+                self.n
+                    .ctx()
+                    .stats
+                    .event("opcua: no initial value yet (BadWaitingForInitialData)", 1);
+                continue;
+            }
+            if status.bits() & 0x480 == 0x480 {
+                self.n.ctx().stats.event(
+                    "opcua: server queue overflowed, values lost (raise queue_size)",
+                    1,
+                );
+            }
             match value::convert(&dv, self.last_good[i], now) {
                 Ok(c) => {
                     let key = (c.ts, c.value.to_bits(), c.quality);
                     if self.last[i] == Some(key) {
-                        self.n.ctx().stats.event("opcua: repeated notifications ignored", 1);
+                        self.n
+                            .ctx()
+                            .stats
+                            .event("opcua: repeated notifications ignored", 1);
                         continue;
                     }
                     self.last[i] = Some(key);
@@ -434,6 +471,12 @@ impl Decoder {
                     }
                     let raw = || format!("{} {}: {dv:?}", item.tag, item.node);
                     self.n.row(c.ts, &item.tag, c.value, c.quality, &raw);
+                }
+                Err(e) if e == value::NO_VALUE => {
+                    self.n
+                        .ctx()
+                        .stats
+                        .event("opcua: notifications without a value ignored", 1);
                 }
                 Err(e) => self.dead(e, &item.node, format!("{}: {dv:?}", item.tag)),
             }
@@ -615,9 +658,11 @@ async fn subscribe(
     subs: &[(usize, Vec<usize>)],
     per_call: usize,
     tx: &SyncSender<Ev>,
+    stats: Option<&crate::stats::Stats>,
 ) -> Result<Vec<(String, String)>, String> {
     let mut failed = Vec::new();
     let mut revised = 0usize;
+    let mut created = 0u64;
     for (key, (g, members)) in subs.iter().enumerate() {
         let group = &plan.groups[*g];
         let sub_id = session
@@ -681,14 +726,21 @@ async fn subscribe(
                         format!("node {} (tag {})", items[i].node, items[i].tag),
                         format!("the server refused the monitored item: {}", r.status_code),
                     ));
-                } else if r.revised_queue_size < group.queue_size.max(1)
-                    || (group.sampling_interval_ms > 0.0
-                        && r.revised_sampling_interval > group.sampling_interval_ms)
+                } else {
+                    created += 1;
+                }
+                if r.status_code.is_good()
+                    && (r.revised_queue_size < group.queue_size.max(1)
+                        || (group.sampling_interval_ms > 0.0
+                            && r.revised_sampling_interval > group.sampling_interval_ms))
                 {
                     revised += 1;
                 }
             }
         }
+    }
+    if let Some(st) = stats {
+        st.event("opcua: monitored items created", created);
     }
     if revised > 0 {
         tracing::info!(
@@ -705,6 +757,7 @@ async fn session_task(
     tx: SyncSender<Ev>,
     mut ctl: tokio::sync::mpsc::UnboundedReceiver<Ctl>,
     stop: Arc<AtomicBool>,
+    stats: Arc<crate::stats::Stats>,
 ) -> Result<(), String> {
     let mut client = conn::client(&plan.conn)?;
     let mut resolved: Option<(Vec<Item>, Vec<(usize, Vec<usize>)>)> = None;
@@ -730,7 +783,8 @@ async fn session_task(
             // Subscriptions: per group, at most max_items_per_subscription each.
             let mut subs: Vec<(usize, Vec<usize>)> = Vec::new();
             for (g, group) in plan.groups.iter().enumerate() {
-                let members: Vec<usize> = (0..items.len()).filter(|&i| items[i].group == g).collect();
+                let members: Vec<usize> =
+                    (0..items.len()).filter(|&i| items[i].group == g).collect();
                 for c in members.chunks(group.max_items_per_subscription.max(1)) {
                     subs.push((g, c.to_vec()));
                 }
@@ -761,7 +815,16 @@ async fn session_task(
             send(&tx, Ev::Reconnected { new_session: true });
         }
         let (items, subs) = resolved.as_ref().expect("resolved above");
-        let failed = subscribe(&session, &plan, items, subs, lim.monitored, &tx).await?;
+        let failed = subscribe(
+            &session,
+            &plan,
+            items,
+            subs,
+            lim.monitored,
+            &tx,
+            Some(&stats),
+        )
+        .await?;
         if !failed.is_empty() {
             send(&tx, Ev::Unresolved(failed));
         }

@@ -57,6 +57,10 @@ fn millis(t: &Option<DateTime>) -> Option<i64> {
         .map(|t| t.as_chrono().timestamp_millis())
 }
 
+/// The error of a notification that carries no value at all (servers send
+/// these for points not read yet); the source counts them, they are not data.
+pub const NO_VALUE: &str = "no value";
+
 /// A numeric scalar, or why it is not one.
 pub fn number(v: &Variant) -> Result<f64, String> {
     Ok(match v {
@@ -80,10 +84,12 @@ pub fn number(v: &Variant) -> Result<f64, String> {
         Variant::ExtensionObject(o) => {
             return Err(format!(
                 "type mismatch: a structure ({}) where a number is expected",
-                o.type_name().unwrap_or("unknown type")
+                o.type_name()
+                    .map(|n| n.rsplit("::").next().unwrap_or(n))
+                    .unwrap_or("unknown type")
             ))
         }
-        Variant::Empty => return Err("no value (Empty variant) with a good status".into()),
+        Variant::Empty => return Err(NO_VALUE.into()),
         other => {
             return Err(format!(
                 "type mismatch: {} where a number is expected",
@@ -115,7 +121,7 @@ pub fn convert(dv: &DataValue, last: Option<f64>, recv_ms: i64) -> Result<Conver
     } else {
         match &dv.value {
             Some(v) => number(v)?,
-            None => return Err(format!("no value with status {status}")),
+            None => return Err(NO_VALUE.into()),
         }
     };
     Ok(Converted {
@@ -145,8 +151,14 @@ mod tests {
     #[test]
     fn severity_bits_make_the_quality() {
         assert_eq!(quality(StatusCode::Good), Quality::Good);
-        assert_eq!(quality(StatusCode::from(0x4000_0000u32)), Quality::Uncertain);
-        assert_eq!(quality(StatusCode::UncertainLastUsableValue), Quality::Uncertain);
+        assert_eq!(
+            quality(StatusCode::from(0x4000_0000u32)),
+            Quality::Uncertain
+        );
+        assert_eq!(
+            quality(StatusCode::UncertainLastUsableValue),
+            Quality::Uncertain
+        );
         assert_eq!(quality(StatusCode::BadNodeIdUnknown), Quality::Bad);
         assert_eq!(quality(StatusCode::from(0xC000_0000u32)), Quality::Bad);
     }
@@ -154,41 +166,73 @@ mod tests {
     #[test]
     fn source_time_then_server_time_then_receive_time() {
         let c = convert(
-            &dv(Variant::Double(2.5), StatusCode::Good, Some(1_000), Some(2_000)),
+            &dv(
+                Variant::Double(2.5),
+                StatusCode::Good,
+                Some(1_000),
+                Some(2_000),
+            ),
             None,
             9,
         )
         .unwrap();
         assert_eq!((c.ts, c.origin, c.value), (1_000, TsOrigin::Source, 2.5));
-        let c = convert(&dv(Variant::Int16(-3), StatusCode::Good, None, Some(2_000)), None, 9)
-            .unwrap();
+        let c = convert(
+            &dv(Variant::Int16(-3), StatusCode::Good, None, Some(2_000)),
+            None,
+            9,
+        )
+        .unwrap();
         assert_eq!((c.ts, c.origin, c.value), (2_000, TsOrigin::Server, -3.0));
-        let c = convert(&dv(Variant::Boolean(true), StatusCode::Good, None, None), None, 9)
-            .unwrap();
+        let c = convert(
+            &dv(Variant::Boolean(true), StatusCode::Good, None, None),
+            None,
+            9,
+        )
+        .unwrap();
         assert_eq!((c.ts, c.origin, c.value), (9, TsOrigin::Receive, 1.0));
     }
 
     #[test]
     fn bad_values_keep_the_last_good_number_and_say_bad() {
         let c = convert(
-            &dv(Variant::Double(123.0), StatusCode::BadSensorFailure, Some(5), None),
+            &dv(
+                Variant::Double(123.0),
+                StatusCode::BadSensorFailure,
+                Some(5),
+                None,
+            ),
             Some(7.0),
             9,
         )
         .unwrap();
         assert_eq!((c.value, c.quality), (7.0, Quality::Bad));
-        let mut d = dv(Variant::Empty, StatusCode::BadCommunicationError, Some(5), None);
+        let mut d = dv(
+            Variant::Empty,
+            StatusCode::BadCommunicationError,
+            Some(5),
+            None,
+        );
         d.value = None;
         assert_eq!(convert(&d, None, 9).unwrap().quality, Quality::Bad);
     }
 
     #[test]
     fn non_numbers_are_named() {
-        let e = convert(&dv(Variant::from("on"), StatusCode::Good, Some(1), None), None, 0)
-            .unwrap_err();
+        let e = convert(
+            &dv(Variant::from("on"), StatusCode::Good, Some(1), None),
+            None,
+            0,
+        )
+        .unwrap_err();
         assert!(e.contains("String"), "{e}");
         let e = convert(
-            &dv(Variant::from(vec![1.0f64, 2.0]), StatusCode::Good, Some(1), None),
+            &dv(
+                Variant::from(vec![1.0f64, 2.0]),
+                StatusCode::Good,
+                Some(1),
+                None,
+            ),
             None,
             0,
         )
@@ -197,7 +241,10 @@ mod tests {
         let e = convert(
             &dv(
                 Variant::from(opcua::types::ExtensionObject::from_message(
-                    opcua::types::Range { low: 0.0, high: 1.0 },
+                    opcua::types::Range {
+                        low: 0.0,
+                        high: 1.0,
+                    },
                 )),
                 StatusCode::Good,
                 Some(1),
