@@ -501,7 +501,15 @@ trigger = "status_value_timestamp"
     write(&s, 30, 40);
     // 30 + 3 gap markers (bad quality) + 30.
     wait_for("the changes after the restart", || {
-        (stats.rows_read.load(Relaxed) >= 63).then_some(())
+        let n = stats.rows_read.load(Relaxed);
+        if n < 63 {
+            eprintln!(
+                "rows {n} events {:?} dead {:?}",
+                stats.events(),
+                stats.dead_letters()
+            );
+        }
+        (n >= 63).then_some(())
     });
     stop.store(true, SeqCst);
     let summary = run.join().unwrap().expect("run succeeds");

@@ -446,6 +446,18 @@ impl Decoder {
                     .event("opcua: no initial value yet (BadWaitingForInitialData)", 1);
                 continue;
             }
+            if is_node_error(status) {
+                // The node is wrong, not the measurement: say so once per change.
+                self.dead(
+                    format!(
+                        "cannot monitor node {} (tag {}): {status}",
+                        item.node, item.tag
+                    ),
+                    &item.node,
+                    format!("{}: {dv:?}", item.tag),
+                );
+                continue;
+            }
             if status.bits() & 0x480 == 0x480 {
                 self.n.ctx().stats.event(
                     "opcua: server queue overflowed, values lost (raise queue_size)",
@@ -518,6 +530,21 @@ impl Decoder {
         }]));
         handles
     }
+}
+
+/// Statuses that say the item itself is wrong (configuration), as opposed
+/// to a bad measurement.
+fn is_node_error(status: StatusCode) -> bool {
+    [
+        StatusCode::BadNodeIdUnknown,
+        StatusCode::BadNodeIdInvalid,
+        StatusCode::BadAttributeIdInvalid,
+        StatusCode::BadNotReadable,
+        StatusCode::BadUserAccessDenied,
+        StatusCode::BadIndexRangeInvalid,
+    ]
+    .iter()
+    .any(|s| s.bits() == status.bits() & 0xFFFF_0000)
 }
 
 /// Operation limits the server announces (0: none announced).
@@ -760,7 +787,9 @@ async fn session_task(
     stats: Arc<crate::stats::Stats>,
 ) -> Result<(), String> {
     let mut client = conn::client(&plan.conn)?;
-    let mut resolved: Option<(Vec<Item>, Vec<(usize, Vec<usize>)>)> = None;
+    // Items, and per subscription: (group, member item indices).
+    type Resolved = (Vec<Item>, Vec<(usize, Vec<usize>)>);
+    let mut resolved: Option<Resolved> = None;
     let mut first = true;
     loop {
         let Some((session, mut events, poller)) = open(&mut client, &plan, &stop, first).await?
@@ -850,6 +879,9 @@ async fn session_task(
                         failures = 0;
                         let new_session = matches!(mode, SessionConnectMode::NewSession(_));
                         tracing::info!(source = %plan.id, new_session, "OPC UA reconnected");
+                        // async-opcua 0.19 does not always restart publishing
+                        // after recreating subscriptions; ask for it.
+                        session.trigger_publish_now();
                         send(&tx, Ev::Reconnected { new_session });
                     }
                     Some(Ok(_)) => {}

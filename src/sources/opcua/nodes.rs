@@ -218,7 +218,7 @@ pub async fn resolve(
             let mut next = Vec::new();
             for (n, prefix) in &level {
                 for r in &b.cache[n] {
-                    if r.reference_type_id == NodeId::from(ReferenceTypeId::HasProperty) {
+                    if r.reference_type_id == ReferenceTypeId::HasProperty {
                         continue;
                     }
                     let name = r.browse_name.name.as_ref();
@@ -228,14 +228,14 @@ pub async fn resolve(
                         format!("{prefix}/{name}")
                     };
                     match r.node_class {
-                        NodeClass::Variable => {
-                            if include.is_match(&path) && !exclude.is_match(&path) {
-                                items.push(Item {
-                                    tag: tag_of(&spec.tag, &path),
-                                    node: r.node_id.node_id.clone(),
-                                    group: spec.group,
-                                });
-                            }
+                        NodeClass::Variable
+                            if include.is_match(&path) && !exclude.is_match(&path) =>
+                        {
+                            items.push(Item {
+                                tag: tag_of(&spec.tag, &path),
+                                node: r.node_id.node_id.clone(),
+                                group: spec.group,
+                            });
                         }
                         NodeClass::Object => next.push((r.node_id.node_id.clone(), path)),
                         _ => {}
