@@ -543,3 +543,46 @@ trigger = "status_value_timestamp"
     assert_eq!(a.count, 20);
     assert_close(a.mean, (45.0 + 345.0) / 20.0, "mean of 0..9 and 30..39");
 }
+
+#[test]
+fn opcua_config_errors_name_file_line_and_key() {
+    let err = plantflow::config::load_with_env(
+        Path::new("tests/fixtures/config/bad_opcua.toml"),
+        &|_| None,
+    )
+    .expect_err("rejected");
+    let text = err.render();
+    for part in [
+        "error: `http://plc1:4840/` is not an opc.tcp:// URL\n --> tests/fixtures/config/bad_opcua.toml:6:12",
+        "error: unknown security policy `Basic256Sha265`\n --> tests/fixtures/config/bad_opcua.toml:7:19",
+        "help: did you mean `Basic256Sha256`?",
+        "error: a `username` needs a password (`password_env` or `password_file`)",
+        "error: `ns=2;x=oops` is not a NodeId\n  --> tests/fixtures/config/bad_opcua.toml:12:11",
+        "error: unknown subscription group `fats`\n  --> tests/fixtures/config/bad_opcua.toml:17:9",
+        "help: did you mean `fast`?",
+        "key `sources[0].browse[0].include`",
+        "error: the tag template must use {path} or {name}",
+        "error: a percent deadband is 0–100 % of the EURange (got 150)",
+        "error: unknown data change trigger `value`",
+    ] {
+        assert!(text.contains(part), "missing:\n{part}\n--- in ---\n{text}");
+    }
+    // Policy None with mode None is fine; a secure policy with mode None is not
+    // reported here because the policy name itself is wrong.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["validate", "tests/fixtures/config/bad_opcua.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["validate", "dataflows/opcua_plant.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
