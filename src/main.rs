@@ -69,6 +69,27 @@ enum Command {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Serve a plant over OPC UA: the tags of INPUT/assets.csv, fed from INPUT/samples.csv
+    /// (try `dataflows/opcua_plant.toml` against it).
+    SimOpcua {
+        /// Directory with assets.csv and samples.csv (e.g. from `plantflow gen workload`).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value_t = 4840)]
+        port: u16,
+        /// Event-time speed-up (60 = one hour of samples per minute; 0 = as fast as possible).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Seconds to wait before the first value (time for clients to subscribe).
+        #[arg(long, default_value_t = 5)]
+        delay: u64,
+        /// Username/password a client must use instead of anonymous (`user:password`).
+        #[arg(long)]
+        user: Option<String>,
+        /// Directory of the server's own certificate.
+        #[arg(long, default_value = "pki-sim")]
+        pki: PathBuf,
+    },
     /// Generate a small plant workload, run the reference dataflow on it, and show the results.
     Demo {
         /// Where the Parquet lake goes.
@@ -99,8 +120,13 @@ enum GenCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                // plantflow logs connection changes itself; the protocol stacks only their errors.
+                "warn,opcua_client=error,opcua_server=error,opcua_core=error,rumqttd=error",
+            )
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -204,6 +230,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::SimOpcua {
+            input,
+            port,
+            speed,
+            delay,
+            user,
+            pki,
+        } => sim_opcua(&input, port, speed, delay, user, pki),
         Command::Gen {
             what:
                 GenCommand::Workload {
@@ -379,4 +413,97 @@ fn action(
             ExitCode::from(1)
         }
     }
+}
+
+/// `plantflow sim-opcua`: the simulated plant's OPC UA server fed from CSV.
+fn sim_opcua(
+    input: &std::path::Path,
+    port: u16,
+    speed: f64,
+    delay: u64,
+    user: Option<String>,
+    pki: PathBuf,
+) -> ExitCode {
+    use plantflow::sim::opcua::{replay_csv, sleep_until, PlantServer, ServerOptions, SimTag};
+    let assets = match std::fs::read_to_string(input.join("assets.csv")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("plantflow: {}: {e}", input.join("assets.csv").display());
+            return ExitCode::from(66);
+        }
+    };
+    let tags: Vec<String> = assets
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let users: Vec<(String, String)> = user
+        .iter()
+        .filter_map(|u| u.split_once(':'))
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .collect();
+    let server = match PlantServer::start(ServerOptions {
+        port,
+        tags: tags.iter().map(|t| SimTag::new(t, "kW", 1000.0)).collect(),
+        anonymous: users.is_empty(),
+        users,
+        pki_dir: pki,
+        ..Default::default()
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("plantflow: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "OPC UA simulator on {} ({} variables under Objects/Plant; None, Basic256Sha256, \
+         Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss)",
+        server.url(),
+        tags.len()
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let s = stop.clone();
+        let _ = ctrlc_like(s);
+    }
+    sleep_until(
+        std::time::Instant::now() + std::time::Duration::from_secs(delay),
+        &stop,
+    );
+    match replay_csv(&server, &tags, &input.join("samples.csv"), speed, &stop) {
+        Ok(n) => println!("wrote {n} values; serving until Ctrl-C"),
+        Err(e) => {
+            eprintln!("plantflow: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    server.stop();
+    ExitCode::SUCCESS
+}
+
+/// Sets `stop` on SIGINT/SIGTERM (on a small tokio runtime).
+fn ctrlc_like(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut i), Ok(mut t)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    Ok(())
 }

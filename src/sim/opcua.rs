@@ -484,3 +484,62 @@ pub fn sleep_until(until: std::time::Instant, stop: &std::sync::atomic::AtomicBo
         std::thread::sleep(Duration::from_millis(5).min(until - std::time::Instant::now()));
     }
 }
+
+/// Serves the tags of `input/assets.csv` and writes `input/samples.csv`
+/// (`ts,tag,value,quality`) into them in file order, paced by event time
+/// divided by `speed` (0 = as fast as the server takes them). Quality 0/1/2
+/// become Good / UncertainLastUsableValue / BadSensorFailure. Returns the
+/// number of values written.
+pub fn replay_csv(
+    server: &PlantServer,
+    tags: &[String],
+    samples: &std::path::Path,
+    speed: f64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<u64, String> {
+    let index: std::collections::HashMap<&str, usize> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let text =
+        std::fs::read_to_string(samples).map_err(|e| format!("{}: {e}", samples.display()))?;
+    let started = std::time::Instant::now();
+    let mut first_ts = None;
+    let mut chunk = Vec::with_capacity(512);
+    let mut n = 0u64;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (Some(ts), Some(i), Some(v)) = (
+            f.first().and_then(|s| s.parse::<i64>().ok()),
+            f.get(1).and_then(|t| index.get(t.trim())),
+            f.get(2).and_then(|s| s.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        let status = match f.get(3).map(|s| s.trim()) {
+            Some("1") => StatusCode::UncertainLastUsableValue,
+            Some("2") => StatusCode::BadSensorFailure,
+            _ => StatusCode::Good,
+        };
+        chunk.push((*i, v, ts, status));
+        if chunk.len() == 512 {
+            if speed > 0.0 {
+                let t0 = *first_ts.get_or_insert(chunk[0].2);
+                let due = Duration::from_secs_f64(((ts - t0).max(0) as f64 / 1000.0) / speed);
+                sleep_until(started + due, stop);
+            }
+            if stop.load(Relaxed) {
+                break;
+            }
+            server.set(&chunk)?;
+            n += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    if !stop.load(Relaxed) && !chunk.is_empty() {
+        server.set(&chunk)?;
+        n += chunk.len() as u64;
+    }
+    Ok(n)
+}
