@@ -84,10 +84,13 @@ fn py_server(port: u16, vars: usize, secs: f64, start: u64, dir: &Path, go: &str
     PyServer { child, done }
 }
 
-/// Values written, per (tag, window start): (count, sum).
-fn written(dir: &Path) -> (HashMap<(String, i64), (i64, f64)>, u64) {
+/// (count, sum) per (tag, window start).
+type Windows = HashMap<(String, i64), (i64, f64)>;
+
+/// Values written, per (tag, window start), and how many in all.
+fn written(dir: &Path) -> (Windows, u64) {
     let text = std::fs::read_to_string(dir.join("written.csv")).unwrap();
-    let mut m: HashMap<(String, i64), (i64, f64)> = HashMap::new();
+    let mut m = Windows::new();
     let mut n = 0;
     for l in text.lines() {
         let f: Vec<&str> = l.split(',').collect();
