@@ -153,8 +153,15 @@ enum Ev {
 
 /// Decoder → session task.
 enum Ctl {
-    Republish { sub: usize, seqs: Vec<u32> },
-    Read { handles: Vec<u32> },
+    Republish {
+        sub: usize,
+        seqs: Vec<u32>,
+    },
+    Read {
+        handles: Vec<u32>,
+    },
+    /// Close the session and open a new one (subscriptions recreated).
+    Restart(String),
 }
 
 /// Sends to the decoder; when the channel is full, waits without stalling
@@ -356,13 +363,14 @@ impl Decoder {
                 self.complete_at.insert(sub, now);
             }
             Ev::Status { sub, status } => {
-                tracing::warn!(source = %self.id, "subscription status change: {status}");
+                tracing::warn!(source = %self.id, sub, "subscription status change: {status}");
                 if status.is_bad() {
-                    self.gap(
-                        Some(sub),
-                        format!("subscription ended: {status}"),
-                        "recreated by the client",
-                    );
+                    // The server ended a subscription (e.g. its lifetime ran
+                    // out): start over on a new session rather than go quiet.
+                    // The reconnect marks the gap.
+                    let _ = ctl.send(Ctl::Restart(format!(
+                        "subscription ended by the server ({status})"
+                    )));
                 }
             }
             Ev::RepublishFailed {
@@ -907,6 +915,10 @@ async fn session_task(
                                 }
                             }
                         }
+                    }
+                    Some(Ctl::Restart(why)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
+                        break why;
                     }
                     Some(Ctl::Read { handles }) => {
                         for chunk in handles.chunks(lim.read.max(1)) {
