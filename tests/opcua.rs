@@ -586,3 +586,49 @@ fn opcua_config_errors_name_file_line_and_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn aes_policies_sign_and_encrypt_deliver_values() {
+    init_tracing();
+    for (policy, mode) in [
+        ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"),
+        ("Aes256_Sha256_RsaPss", "Sign"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(&small_tags(), &dir.path().join("server-pki"), vec![], 0);
+        let source = format!(
+            r#"[[sources]]
+type = "opcua"
+id = "plc"
+endpoint = "{url}"
+security_policy = "{policy}"
+security_mode = "{mode}"
+pki_dir = "{pki}"
+trust_server_certs = true
+
+[[sources.nodes]]
+browse_path = "Plant/s1/l1/m1/power_kw"
+tag = "s1/l1/m1/power_kw"
+"#,
+            url = s.url(),
+            pki = dir.path().join("client-pki").display()
+        );
+        let plan = plan_with_source(dir.path(), &source, &[]);
+        let (stats, stop, run) = start_run(plan, 1);
+        wait_subscribed(&stats, 1);
+        for k in 0..5i64 {
+            s.set(&[(0, k as f64, base() + k * 1_000, StatusCode::Good)])
+                .unwrap();
+        }
+        wait_for("5 changes", || {
+            (stats.rows_read.load(Relaxed) >= 5).then_some(())
+        });
+        stop.store(true, SeqCst);
+        let summary = run.join().unwrap().expect("run succeeds");
+        s.stop();
+        assert_eq!(summary.rows_accepted, 5, "{policy}/{mode}");
+        let a =
+            &latest_aggregates(&dir.path().join("out"))[&("s1/l1/m1/power_kw".to_string(), base())];
+        assert_close(a.mean, 2.0, policy);
+    }
+}
