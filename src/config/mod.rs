@@ -1460,6 +1460,47 @@ fn validate_text(
     })
 }
 
+/// A username (literal or from an environment variable) and a password
+/// (from an environment variable or a file, never from the config text),
+/// shared by the protocol sources and sinks.
+#[allow(clippy::too_many_arguments)]
+fn credentials(
+    l: &mut Loader<'_>,
+    key: &str,
+    username: &Option<String>,
+    username_env: &Option<String>,
+    password_env: &Option<String>,
+    password_file: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<String>, Option<crate::sources::Secret>) {
+    let mut user = username.clone();
+    let from_env = |l: &mut Loader<'_>, k: &str, var: &Option<String>| {
+        let var = var.as_ref()?;
+        let v = env(var);
+        if v.is_none() {
+            l.at_value(
+                &format!("{key}.{k}"),
+                format!("environment variable `{var}` is not set"),
+                None,
+            );
+        }
+        v
+    };
+    if let Some(v) = from_env(l, "username_env", username_env) {
+        user = Some(v);
+    }
+    let mut password = from_env(l, "password_env", password_env).map(crate::sources::Secret);
+    if let Some(f) = password_file {
+        let p = l.file_exists(&format!("{key}.password_file"), f);
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            password = Some(crate::sources::Secret(
+                s.trim_end_matches(['\n', '\r']).to_string(),
+            ));
+        }
+    }
+    (user, password)
+}
+
 fn take_type(
     l: &mut Loader<'_>,
     key: &str,

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::{units, Loader};
 use crate::sinks::mqtt_publish::PublishPlan;
-use crate::sources::mqtt::conn::{parse_url, ConnPlan, Secret, Version};
+use crate::sources::mqtt::conn::{parse_url, ConnPlan, Version};
 use crate::sources::mqtt::context::Table;
 use crate::sources::mqtt::payload::{JsonFields, TsUnit};
 use crate::sources::mqtt::sparkplug::SpNaming;
@@ -200,34 +200,15 @@ pub(super) fn conn(
             Version::V5
         }
     };
-    let mut username = c.username.clone();
-    if let Some(var) = &c.username_env {
-        match env(var) {
-            Some(v) => username = Some(v),
-            None => l.at_value(
-                &format!("{key}.username_env"),
-                format!("environment variable `{var}` is not set"),
-                None,
-            ),
-        }
-    }
-    let mut password = None;
-    if let Some(var) = &c.password_env {
-        match env(var) {
-            Some(v) => password = Some(Secret(v)),
-            None => l.at_value(
-                &format!("{key}.password_env"),
-                format!("environment variable `{var}` is not set"),
-                None,
-            ),
-        }
-    }
-    if let Some(f) = &c.password_file {
-        let p = l.file_exists(&format!("{key}.password_file"), f);
-        if let Ok(s) = std::fs::read_to_string(&p) {
-            password = Some(Secret(s.trim_end_matches(['\n', '\r']).to_string()));
-        }
-    }
+    let (username, password) = super::credentials(
+        l,
+        key,
+        &c.username,
+        &c.username_env,
+        &c.password_env,
+        &c.password_file,
+        env,
+    );
     if password.is_some() && username.is_none() {
         l.at(
             key,

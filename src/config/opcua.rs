@@ -3,7 +3,6 @@
 use serde::Deserialize;
 
 use super::Loader;
-use crate::sources::mqtt::conn::Secret;
 use crate::sources::opcua::conn::{self, ConnPlan, Identity};
 use crate::sources::opcua::nodes::{self, BrowseSpec, NodeRef, NodeSpec};
 use crate::sources::opcua::{Deadband, GroupPlan, OpcUaSourcePlan};
@@ -310,34 +309,15 @@ pub(super) fn source(
         );
     }
     // User identity.
-    let mut username = r.username.clone();
-    if let Some(var) = &r.username_env {
-        match env(var) {
-            Some(v) => username = Some(v),
-            None => l.at_value(
-                &format!("{key}.username_env"),
-                format!("environment variable `{var}` is not set"),
-                None,
-            ),
-        }
-    }
-    let mut password = None;
-    if let Some(var) = &r.password_env {
-        match env(var) {
-            Some(v) => password = Some(Secret(v)),
-            None => l.at_value(
-                &format!("{key}.password_env"),
-                format!("environment variable `{var}` is not set"),
-                None,
-            ),
-        }
-    }
-    if let Some(f) = &r.password_file {
-        let p = l.file_exists(&format!("{key}.password_file"), f);
-        if let Ok(s) = std::fs::read_to_string(&p) {
-            password = Some(Secret(s.trim_end_matches(['\n', '\r']).to_string()));
-        }
-    }
+    let (username, password) = super::credentials(
+        l,
+        key,
+        &r.username,
+        &r.username_env,
+        &r.password_env,
+        &r.password_file,
+        env,
+    );
     let cert = r
         .user_certificate
         .as_ref()

@@ -18,7 +18,7 @@
 //! simulator); its own key pair is created in `pki_dir` on first start.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +98,6 @@ pub struct PlantServer {
     nm: Arc<SimpleNodeManager>,
     ns: u16,
     ids: Vec<NodeId>,
-    /// Value changes written (one per variable per [`set`](Self::set) entry).
-    pub changes: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -187,7 +185,6 @@ impl PlantServer {
             nm,
             ns,
             ids,
-            changes: Arc::new(AtomicU64::new(0)),
             thread: Some(thread),
         })
     }
@@ -195,11 +192,6 @@ impl PlantServer {
     /// The endpoint URL (by `localhost`, the name in the server's certificate).
     pub fn url(&self) -> String {
         format!("opc.tcp://localhost:{}/", self.port)
-    }
-
-    /// Namespace index of the plant nodes.
-    pub fn namespace(&self) -> u16 {
-        self.ns
     }
 
     /// NodeId of the variable at `path`.
@@ -249,7 +241,6 @@ impl PlantServer {
             round.push(v);
         }
         flush(&mut round)?;
-        self.changes.fetch_add(values.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -267,15 +258,6 @@ impl PlantServer {
         self.nm
             .set_value(self.handle.subscriptions(), &id, None, dv)
             .map_err(|e| format!("setting {path}: {e}"))
-    }
-
-    /// Number of variables (tag indices run `0..len`).
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// Stops the server (connections drop, sessions and subscriptions are gone).

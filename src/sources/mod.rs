@@ -16,3 +16,14 @@ pub mod normalize;
 pub mod opcua;
 pub mod replay;
 pub mod status;
+
+/// A credential that never prints (Debug shows `***`), shared by the
+/// protocol sources.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}

@@ -16,15 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5;
 
-/// A secret string that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::sources::Secret;
 
 /// MQTT protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

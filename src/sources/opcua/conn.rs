@@ -16,7 +16,7 @@ use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionEventL
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode};
 
-use crate::sources::mqtt::conn::Secret;
+use crate::sources::Secret;
 
 /// Who the session logs in as.
 #[derive(Clone, Debug)]
