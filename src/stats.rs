@@ -35,7 +35,13 @@ impl Stats {
 
     pub fn event(&self, what: &str, n: u64) {
         let mut d = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        *d.entry(what.to_string()).or_default() += n;
+        // Called per value by some sources: no allocation once the key exists.
+        match d.get_mut(what) {
+            Some(c) => *c += n,
+            None => {
+                d.insert(what.to_string(), n);
+            }
+        }
     }
 
     pub fn events(&self) -> BTreeMap<String, u64> {

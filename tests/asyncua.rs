@@ -131,17 +131,8 @@ fn dataflow_for(dir: &Path, vars: usize, url: &str, security: &str) -> plantflow
             "line{l}/m{m:02}/power_kw,line{l}/m{m:02},s1,s1/line{l},motor,1.0\n"
         ));
     }
-    std::fs::write(dir.join("assets.csv"), assets).unwrap();
-    std::fs::write(
-        dir.join("tariff.csv"),
-        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
-    )
-    .unwrap();
-    let text = format!(
-        r#"name = "asyncua_interop"
-currency = "EUR"
-
-[[sources]]
+    let source = format!(
+        r#"[[sources]]
 type = "opcua"
 id = "asyncua"
 endpoint = "{url}"
@@ -158,35 +149,10 @@ include = ["**/power_kw"]
 name = "all"
 publishing_interval = "100ms"
 queue_size = 100
-
-[context.assets]
-path = "{d}/assets.csv"
-
-[context.tariff]
-path = "{d}/tariff.csv"
-
-[window]
-size = "1m"
-allowed_lateness = "2s"
-quality = "drop_bad"
-retention = "2h"
-
-[metrics]
-energy_kwh = "mean / 60.0"
-cost = "energy_kwh * price_per_kwh"
-waste_kwh = "0.0"
-
-[[sinks]]
-type = "parquet"
-id = "lake"
-path = "{d}/out"
 "#,
-        d = dir.display(),
         pki = dir.join("client-pki").display(),
     );
-    let f = dir.join("df.toml");
-    std::fs::write(&f, text).unwrap();
-    load_env(&f, &[])
+    source_plan(dir, &source, &assets, &[])
 }
 
 fn event(stats: &plantflow::stats::Stats, key: &str) -> u64 {

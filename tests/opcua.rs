@@ -62,43 +62,6 @@ fn wait_subscribed(stats: &plantflow::stats::Stats, n: u64) {
     });
 }
 
-fn status_of(quality: &str) -> StatusCode {
-    match quality {
-        "0" | "" => StatusCode::Good,
-        "1" => StatusCode::UncertainLastUsableValue,
-        _ => StatusCode::BadSensorFailure,
-    }
-}
-
-/// Writes the fixture's samples into the simulator in file order, paced so
-/// the server's queues never overflow.
-fn play_fixture(s: &PlantServer, tags: &[String]) -> usize {
-    let index: std::collections::HashMap<&str, usize> = tags
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i))
-        .collect();
-    let text = std::fs::read_to_string(fixture_dir().join("samples.csv")).unwrap();
-    let rows: Vec<(usize, f64, i64, StatusCode)> = text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                index[f[1]],
-                f[2].parse().unwrap(),
-                f[0].parse().unwrap(),
-                status_of(f[3]),
-            )
-        })
-        .collect();
-    for chunk in rows.chunks(500) {
-        s.set(chunk).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    rows.len()
-}
-
 #[test]
 fn workload_v1_over_opcua_matches_the_oracle() {
     init_tracing();
@@ -122,7 +85,17 @@ fn workload_v1_over_opcua_matches_the_oracle() {
     let (stats, stop, run) = start_run(plan, 2);
     // Browse discovery finds the 100 fixture variables.
     wait_subscribed(&stats, 100);
-    let n = play_fixture(&s, &tags);
+    // The fixture's samples in file order, as fast as the server takes them
+    // (each item's queue holds all of its 900 changes).
+    let no_stop = std::sync::atomic::AtomicBool::new(false);
+    let n = plantflow::sim::opcua::replay_csv(
+        &s,
+        &tags,
+        &fixture_dir().join("samples.csv"),
+        0.0,
+        &no_stop,
+    )
+    .unwrap();
     assert_eq!(n, 90_000);
     wait_for("all 90,000 changes", || {
         let n = stats.rows_read.load(Relaxed);
@@ -161,62 +134,19 @@ fn workload_v1_over_opcua_matches_the_oracle() {
     assert!(assert_actions_match_oracle(out.path()) > 0);
 }
 
-/// A dataflow file around an `opcua` source table.
+/// Assets of the small tests: three motors and the simulator's odd nodes.
+const SMALL_ASSETS: &str = "tag,asset,site,line,kind,standby_kw\n\
+     s1/l1/m1/power_kw,s1/l1/m1,s1,s1/l1,motor,1.0\n\
+     s1/l1/m2/power_kw,s1/l1/m2,s1,s1/l1,motor,1.0\n\
+     s1/l2/m3/power_kw,s1/l2/m3,s1,s1/l2,motor,1.0\n\
+     odd/text,odd,s1,s1/l1,sensor,0.0\n\
+     odd/array,odd,s1,s1/l1,sensor,0.0\n\
+     odd/range,odd,s1,s1/l1,sensor,0.0\n\
+     odd/flag,odd,s1,s1/l1,sensor,0.0\n\
+     odd/count,odd,s1,s1/l1,sensor,0.0\n";
+
 fn plan_with_source(dir: &Path, source: &str, vars: &[(&str, String)]) -> plantflow::config::Plan {
-    let fx = dir.join("fx");
-    std::fs::create_dir_all(&fx).unwrap();
-    std::fs::write(
-        fx.join("assets.csv"),
-        "tag,asset,site,line,kind,standby_kw\n\
-         s1/l1/m1/power_kw,s1/l1/m1,s1,s1/l1,motor,1.0\n\
-         s1/l1/m2/power_kw,s1/l1/m2,s1,s1/l1,motor,1.0\n\
-         s1/l2/m3/power_kw,s1/l2/m3,s1,s1/l2,motor,1.0\n\
-         odd/text,odd,s1,s1/l1,sensor,0.0\n\
-         odd/array,odd,s1,s1/l1,sensor,0.0\n\
-         odd/range,odd,s1,s1/l1,sensor,0.0\n\
-         odd/flag,odd,s1,s1/l1,sensor,0.0\n\
-         odd/count,odd,s1,s1/l1,sensor,0.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        fx.join("tariff.csv"),
-        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
-    )
-    .unwrap();
-    let text = format!(
-        r#"name = "opcua_test"
-currency = "EUR"
-
-{source}
-
-[context.assets]
-path = "{fx}/assets.csv"
-
-[context.tariff]
-path = "{fx}/tariff.csv"
-
-[window]
-size = "1m"
-allowed_lateness = "1s"
-quality = "drop_bad"
-retention = "2h"
-
-[metrics]
-energy_kwh = "mean / 60.0"
-cost = "energy_kwh * price_per_kwh"
-waste_kwh = "0.0"
-
-[[sinks]]
-type = "parquet"
-id = "lake"
-path = "{out}"
-"#,
-        fx = fx.display(),
-        out = dir.join("out").display(),
-    );
-    let f = dir.join("df.toml");
-    std::fs::write(&f, text).unwrap();
-    load_env(&f, vars)
+    source_plan(dir, source, SMALL_ASSETS, vars)
 }
 
 const SMALL: &[&str] = &[

@@ -562,3 +562,56 @@ pub fn message_dead_letters(root: &Path) -> Vec<(String, String, String, String)
     }
     out
 }
+
+/// A dataflow file in `dir` around one source table (TOML text), with the
+/// given assets, a flat 0.2/kWh tariff, 1-minute windows (`drop_bad`) and a
+/// Parquet sink under `dir/out`; loaded with `vars` as the environment.
+pub fn source_plan(
+    dir: &Path,
+    source: &str,
+    assets: &str,
+    vars: &[(&str, String)],
+) -> plantflow::config::Plan {
+    let fx = dir.join("fx");
+    std::fs::create_dir_all(&fx).unwrap();
+    std::fs::write(fx.join("assets.csv"), assets).unwrap();
+    std::fs::write(
+        fx.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"name = "source_test"
+currency = "EUR"
+
+{source}
+
+[context.assets]
+path = "{fx}/assets.csv"
+
+[context.tariff]
+path = "{fx}/tariff.csv"
+
+[window]
+size = "1m"
+allowed_lateness = "2s"
+quality = "drop_bad"
+retention = "2h"
+
+[metrics]
+energy_kwh = "mean / 60.0"
+cost = "energy_kwh * price_per_kwh"
+waste_kwh = "0.0"
+
+[[sinks]]
+type = "parquet"
+id = "lake"
+path = "{out}"
+"#,
+        fx = fx.display(),
+        out = dir.join("out").display(),
+    );
+    let f = dir.join("df.toml");
+    std::fs::write(&f, text).unwrap();
+    load_env(&f, vars)
+}
