@@ -26,9 +26,13 @@
 //! highest `revision` of a key is the truth.
 
 pub mod config;
+/// `plantflow demo`: the simulated plant end to end.
+pub mod demo;
 pub mod engine;
 pub mod gen;
 pub mod model;
+/// Self-contained HTML report (KPIs, SVG charts, action list) built from a lake directory.
+pub mod report;
 pub mod run;
 pub mod sim;
 pub mod sinks;

@@ -1,6 +1,6 @@
 //! `plantflow` command line: run, validate, gen, demo.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -90,17 +90,31 @@ enum Command {
         #[arg(long, default_value = "pki-sim")]
         pki: PathBuf,
     },
-    /// Generate a small plant workload, run the reference dataflow on it, and show the results.
+    /// Run a simulated plant (OPC UA + MQTT + Sparkplug B) through `dataflows/demo.toml`:
+    /// actions as they open, verified savings, a Parquet lake and report.html.
     Demo {
-        /// Where the Parquet lake goes.
+        /// Output directory: lake/, report.html, input/ (context files, status.jsonl).
         #[arg(long, default_value = "plantflow-demo")]
         out: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        tags: usize,
-        #[arg(long, default_value_t = 7200)]
-        seconds: u64,
+        /// Simulated time per wall-clock time (10080: one week in a minute).
+        #[arg(long, default_value_t = 10080.0)]
+        speed: f64,
+        /// Simulated duration (e.g. 7d, 36h); the injected problems need the full week.
+        #[arg(long, default_value = "7d")]
+        duration: String,
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
+        /// No progress bar or action lines (the summary is still printed).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Build the self-contained HTML report from a Parquet lake.
+    Report {
+        /// The lake: the Parquet sink's `path`.
+        #[arg(long)]
+        lake: PathBuf,
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
     },
 }
 
@@ -274,80 +288,60 @@ fn main() -> ExitCode {
         }
         Command::Demo {
             out,
-            tags,
-            seconds,
+            speed,
+            duration,
             workers,
-        } => demo(&out, tags, seconds, workers),
+            quiet,
+        } => demo(out, speed, &duration, workers, quiet),
+        Command::Report { lake, out } => match plantflow::report::write(&lake, &out) {
+            Ok(r) => {
+                println!(
+                    "wrote {} ({} actions, {} verified, {} charts)",
+                    out.display(),
+                    r.actions,
+                    r.verified,
+                    r.charts
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("plantflow report: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn demo(out: &Path, tags: usize, seconds: u64, workers: usize) -> ExitCode {
-    let input = std::env::temp_dir().join(format!("plantflow-demo-input-{}", std::process::id()));
-    let params = workload::Params {
-        tags,
-        seconds,
-        seed: 42,
-        ..workload::Params::default()
-    };
-    println!(
-        "plantflow demo: generating {tags} tags x {seconds} s of plant data into {}",
-        input.display()
-    );
-    if let Err(e) = workload::generate(&params, &input) {
-        eprintln!("error: cannot write the demo workload: {e}");
-        return ExitCode::FAILURE;
-    }
-    let _ = std::fs::remove_dir_all(out);
-    let dataflow = input.join("workload_v1.toml");
-    if let Err(e) = std::fs::write(&dataflow, plantflow::WORKLOAD_V1_TOML) {
-        eprintln!("error: cannot write {}: {e}", dataflow.display());
-        return ExitCode::FAILURE;
-    }
-    let out_abs = std::env::current_dir()
-        .map(|d| d.join(out))
-        .unwrap_or_else(|_| out.to_path_buf());
-    let (in_s, out_s) = (input.display().to_string(), out_abs.display().to_string());
-    let env = move |k: &str| match k {
-        "INPUT_DIR" => Some(in_s.clone()),
-        "OUT_DIR" => Some(out_s.clone()),
-        _ => std::env::var(k).ok(),
-    };
-    let plan = match config::load_with_env(&dataflow, &env) {
-        Ok(p) => p,
+fn demo(out: PathBuf, speed: f64, duration: &str, workers: usize, quiet: bool) -> ExitCode {
+    let duration_ms = match plantflow::config::units::parse_duration_ms(duration) {
+        Ok(ms) if ms >= 3_600_000 => ms as i64,
+        Ok(_) => {
+            eprintln!("plantflow demo: --duration must be at least 1h");
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            eprintln!("{}", e.render());
-            return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+            eprintln!("plantflow demo: --duration: {e}");
+            return ExitCode::from(2);
         }
     };
-    println!(
-        "running dataflow `{}` (dataflows/workload_v1.toml) on {workers} workers\n",
-        plan.name
-    );
-    let currency = plan.currency.clone();
-    let result = run(
-        plan,
-        RunOptions {
-            workers,
-            follow: false,
-            ..Default::default()
-        },
-    );
-    let _ = std::fs::remove_dir_all(&input);
-    match result {
-        Ok(s) => {
-            print!("{}", s.render(&currency));
-            let root = out_abs.display();
-            println!("\nQuery the lake with DuckDB (pip install duckdb):");
-            println!(
-                "  duckdb -c \"SELECT owner, action_type, count(*) AS actions, round(sum(value), 2) AS value FROM (SELECT * FROM read_parquet('{root}/actions/**/*.parquet', hive_partitioning=true) QUALIFY revision = max(revision) OVER (PARTITION BY action_id)) GROUP BY ALL\""
-            );
-            println!(
-                "  duckdb -c \"SELECT asset, sum(energy_kwh) AS kwh, sum(cost) AS cost, sum(waste_kwh) AS waste_kwh FROM read_parquet('{root}/aggregates/**/*.parquet', hive_partitioning=true) GROUP BY asset ORDER BY waste_kwh DESC LIMIT 10\""
-            );
+    if !(speed.is_finite() && speed >= 1.0) {
+        eprintln!("plantflow demo: --speed must be at least 1");
+        return ExitCode::from(2);
+    }
+    let opts = plantflow::demo::DemoOptions {
+        out: out.clone(),
+        speed,
+        duration_ms,
+        workers,
+        interactive: !quiet,
+    };
+    match plantflow::demo::run(&opts) {
+        Ok(r) => {
+            print!("{}", plantflow::demo::summary(&r));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("plantflow demo: {e}");
             ExitCode::FAILURE
         }
     }

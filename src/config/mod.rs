@@ -60,6 +60,7 @@ pub const TABLES: &[&str] = &[
     "billing",
     "dead_letter",
     "gaps",
+    "outcome_buckets",
 ];
 
 /// A validated dataflow, ready to run.

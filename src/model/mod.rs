@@ -212,6 +212,24 @@ pub struct OutcomeRow {
     pub is_final: bool,
     /// Event time (watermark) at which this version was computed.
     pub computed_at: i64,
+    /// The per-bucket series behind a final outcome (`outcome_buckets` table); empty before.
+    #[serde(skip)]
+    pub buckets: Vec<OutcomeBucket>,
+}
+
+/// One bucket of a final outcome's baseline or reporting period (`outcome_buckets` table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeBucket {
+    pub bucket_start: i64,
+    pub bucket_end: i64,
+    /// `baseline` or `reporting`.
+    pub period: &'static str,
+    /// The driver (production units), 0 for the mean model.
+    pub units: f64,
+    pub measured_kwh: f64,
+    /// The baseline model's prediction for this bucket's driver.
+    pub predicted_kwh: f64,
+    pub cost: f64,
 }
 
 /// One version of a billing period's energy and demand cost for a meter group (`billing` table).

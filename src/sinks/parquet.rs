@@ -134,6 +134,56 @@ pub fn outcomes_schema() -> SchemaRef {
     ]))
 }
 
+/// Schema of the `outcome_buckets` table: the series behind each final outcome.
+pub fn outcome_buckets_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let t = |n: &str| Field::new(n, ts_type(), false);
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("asset"),
+        t("bucket_start"),
+        t("bucket_end"),
+        s("period"),
+        f("units"),
+        f("measured_kwh"),
+        f("predicted_kwh"),
+        f("cost"),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+fn outcome_buckets_batch(
+    schema: &SchemaRef,
+    rows: &[&(OutcomeRow, i64)],
+    dataflow: &str,
+) -> Result<RecordBatch, String> {
+    let flat: Vec<(&OutcomeRow, &crate::model::OutcomeBucket, i64)> = rows
+        .iter()
+        .flat_map(|(o, r)| o.buckets.iter().map(move |b| (o, b, *r)))
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        str_col(flat.iter().map(|(o, _, _)| o.action_id.as_str())),
+        str_col(flat.iter().map(|_| dataflow)),
+        str_col(flat.iter().map(|(o, _, _)| o.rule.as_str())),
+        str_col(flat.iter().map(|(o, _, _)| o.site.as_str())),
+        str_col(flat.iter().map(|(o, _, _)| o.asset.as_str())),
+        ts_col(flat.iter().map(|(_, b, _)| b.bucket_start)),
+        ts_col(flat.iter().map(|(_, b, _)| b.bucket_end)),
+        str_col(flat.iter().map(|(_, b, _)| b.period)),
+        f64_col(flat.iter().map(|(_, b, _)| b.units)),
+        f64_col(flat.iter().map(|(_, b, _)| b.measured_kwh)),
+        f64_col(flat.iter().map(|(_, b, _)| b.predicted_kwh)),
+        f64_col(flat.iter().map(|(_, b, _)| b.cost)),
+        i64_col(flat.iter().map(|(_, _, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an outcome_buckets batch: {e}"))
+}
+
 /// Schema of the `billing` table.
 pub fn billing_schema() -> SchemaRef {
     let f = |n: &str| Field::new(n, DataType::Float64, false);
@@ -465,6 +515,7 @@ impl ParquetWriter {
         schemas.insert("billing".to_string(), billing_schema());
         schemas.insert("dead_letter".to_string(), dead_letter_schema());
         schemas.insert("gaps".to_string(), gaps_schema());
+        schemas.insert("outcome_buckets".to_string(), outcome_buckets_schema());
         ParquetWriter {
             plan,
             dataflow: dataflow.to_string(),
@@ -555,6 +606,15 @@ impl ParquetWriter {
                         &self.currency,
                     )?;
                     self.append("outcomes", &date, b)?;
+                    let series: Vec<_> = rs.into_iter().filter(|r| !r.0.buckets.is_empty()).collect();
+                    if !series.is_empty() && self.enabled("outcome_buckets") {
+                        let b = outcome_buckets_batch(
+                            &self.schemas["outcome_buckets"],
+                            &series,
+                            &self.dataflow,
+                        )?;
+                        self.append("outcome_buckets", &date, b)?;
+                    }
                 }
             }
             SinkBatch::Billing(rows) => {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BillPeriod, Granularity, Plan, RuleKind, VerifyPlan};
-use crate::model::{ActionRow, BillRow, DeadLetter, Finding, OutcomeRow, StatusUpdate, F64};
+use crate::model::{
+    ActionRow, BillRow, DeadLetter, Finding, OutcomeBucket, OutcomeRow, StatusUpdate, F64,
+};
 use crate::sources::context::Interval;
 use crate::value::lifecycle::{replay_group, ReplayedAction};
 use crate::value::mv;
@@ -559,7 +561,7 @@ impl ValueLayer {
             .unwrap_or_else(|| a.line.clone());
         let point = |b0: i64, b: &Bucket| {
             let b1 = self.bucket(v, b0).1;
-            mv::Point {
+            (b0, b1, mv::Point {
                 x: if v.units_driver {
                     self.units(&line, b0, b1)
                 } else {
@@ -567,21 +569,23 @@ impl ValueLayer {
                 },
                 kwh: b.kwh,
                 cost: b.cost,
-            }
+            })
         };
-        let (mut base, mut rep) = (Vec::new(), Vec::new());
+        let (mut base_b, mut rep_b) = (Vec::new(), Vec::new());
         if let Some(s) = series {
             for (b0, b) in s.buckets.range(baseline_start..baseline_end) {
                 if b.windows > 0 {
-                    base.push(point(*b0, b));
+                    base_b.push(point(*b0, b));
                 }
             }
             for (b0, b) in s.buckets.range(reporting_start..reporting_end) {
                 if b.windows > 0 && self.bucket(v, *b0).1 <= self.now {
-                    rep.push(point(*b0, b));
+                    rep_b.push(point(*b0, b));
                 }
             }
         }
+        let base: Vec<mv::Point> = base_b.iter().map(|b| b.2).collect();
+        let rep: Vec<mv::Point> = rep_b.iter().map(|b| b.2).collect();
         let is_final = self.now >= reporting_end;
         let mut o = OutcomeRow {
             action_id: a.row.action_id.clone(),
@@ -609,6 +613,7 @@ impl ValueLayer {
             reason: String::new(),
             is_final,
             computed_at: self.now,
+            buckets: Vec::new(),
         };
         match mv::fit(&base, v.units_driver) {
             Err(why) => {
@@ -619,6 +624,23 @@ impl ValueLayer {
             }
             Ok(fit) => {
                 o.model = fit.model();
+                if is_final {
+                    let period = |name: &'static str, pts: &[(i64, i64, mv::Point)]| {
+                        pts.iter()
+                            .map(|(b0, b1, p)| OutcomeBucket {
+                                bucket_start: *b0,
+                                bucket_end: *b1,
+                                period: name,
+                                units: p.x,
+                                measured_kwh: p.kwh,
+                                predicted_kwh: fit.predict(p.x),
+                                cost: p.cost,
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    o.buckets = period("baseline", &base_b);
+                    o.buckets.extend(period("reporting", &rep_b));
+                }
                 o.r2 = Some(fit.r2);
                 o.cv_rmse = Some(fit.cv_rmse);
                 o.nmbe = Some(fit.nmbe);

@@ -615,3 +615,94 @@ path = "{out}"
     std::fs::write(&f, text).unwrap();
     load_env(&f, vars)
 }
+
+// --- Generic table rows as JSON maps (any table) ---------------------------
+
+pub fn col_str(b: &RecordBatch, n: &str) -> Vec<String> {
+    let c = b.column_by_name(n).unwrap_or_else(|| panic!("column {n}"));
+    let c = c.as_string::<i32>();
+    (0..c.len()).map(|i| c.value(i).to_string()).collect()
+}
+pub fn col_f64(b: &RecordBatch, n: &str) -> Vec<Option<f64>> {
+    let c = b.column_by_name(n).unwrap().as_primitive::<Float64Type>();
+    (0..c.len())
+        .map(|i| (!c.is_null(i)).then(|| c.value(i)))
+        .collect()
+}
+pub fn col_i64(b: &RecordBatch, n: &str) -> Vec<i64> {
+    let c = b.column_by_name(n).unwrap().as_primitive::<Int64Type>();
+    (0..c.len()).map(|i| c.value(i)).collect()
+}
+pub fn col_ts(b: &RecordBatch, n: &str) -> Vec<i64> {
+    let c = b
+        .column_by_name(n)
+        .unwrap()
+        .as_primitive::<TimestampMillisecondType>();
+    (0..c.len()).map(|i| c.value(i)).collect()
+}
+pub fn col_bool(b: &RecordBatch, n: &str) -> Vec<bool> {
+    let c = b.column_by_name(n).unwrap().as_boolean();
+    (0..c.len()).map(|i| c.value(i)).collect()
+}
+
+/// Every row of a table as name → JSON value, with its revision.
+pub fn rows(root: &Path, table: &str) -> Vec<HashMap<String, serde_json::Value>> {
+    let mut out = Vec::new();
+    for b in batches(root, table) {
+        let schema = b.schema();
+        let mut cols: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+        for f in schema.fields() {
+            let n = f.name();
+            let vals: Vec<serde_json::Value> = match f.data_type() {
+                arrow::datatypes::DataType::Utf8 => {
+                    col_str(&b, n).into_iter().map(Into::into).collect()
+                }
+                arrow::datatypes::DataType::Float64 => {
+                    col_f64(&b, n).into_iter().map(Into::into).collect()
+                }
+                arrow::datatypes::DataType::Int64 => {
+                    col_i64(&b, n).into_iter().map(Into::into).collect()
+                }
+                arrow::datatypes::DataType::Boolean => {
+                    col_bool(&b, n).into_iter().map(Into::into).collect()
+                }
+                arrow::datatypes::DataType::Timestamp(..) => {
+                    col_ts(&b, n).into_iter().map(Into::into).collect()
+                }
+                other => panic!("unexpected type {other}"),
+            };
+            cols.push((n.clone(), vals));
+        }
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|(n, v)| (n.clone(), v[i].clone()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// Latest revision per key column.
+pub fn latest(
+    rows: Vec<HashMap<String, serde_json::Value>>,
+    key: &[&str],
+) -> HashMap<String, HashMap<String, serde_json::Value>> {
+    let mut m: HashMap<String, HashMap<String, serde_json::Value>> = HashMap::new();
+    for r in rows {
+        let k = key
+            .iter()
+            .map(|c| r[*c].to_string())
+            .collect::<Vec<_>>()
+            .join("|");
+        let newer = m
+            .get(&k)
+            .is_none_or(|o| o["revision"].as_i64() <= r["revision"].as_i64());
+        if newer {
+            m.insert(k, r);
+        }
+    }
+    m
+}
+
