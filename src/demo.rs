@@ -113,9 +113,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     let input = out.join("input");
     let lake = out.join("lake");
     let _ = std::fs::remove_dir_all(&lake);
-    std::fs::create_dir_all(&input).map_err(|e| format!("cannot create {}: {e}", input.display()))?;
+    std::fs::create_dir_all(&input)
+        .map_err(|e| format!("cannot create {}: {e}", input.display()))?;
     write(&input.join("assets.csv"), &plant.assets_csv())?;
-    write(&input.join("production.csv"), &Plant::production_csv(days.max(1)))?;
+    write(
+        &input.join("production.csv"),
+        &Plant::production_csv(days.max(1)),
+    )?;
     write(&input.join("tariff.csv"), TARIFF_CSV)?;
     write(&input.join("status.jsonl"), "")?;
     let dataflow = input.join("demo.toml");
@@ -156,14 +160,20 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
 
     // The engine, in follow mode, on its own thread.
     let publish_ms = 50.0;
-    let lateness_s = ((opts.speed * publish_ms * 4.0 / 1000.0) / 60.0).ceil().max(5.0) * 60.0;
+    let lateness_s = ((opts.speed * publish_ms * 4.0 / 1000.0) / 60.0)
+        .ceil()
+        .max(5.0)
+        * 60.0;
     let vars: Vec<(String, String)> = vec![
         ("INPUT_DIR".into(), input.display().to_string()),
         ("OUT_DIR".into(), lake.display().to_string()),
         ("MQTT_URL".into(), broker.url_v5()),
         ("OPCUA_URL".into(), server.url()),
         ("DEMO_LATENESS".into(), format!("{}s", lateness_s as i64)),
-        ("DEMO_RETENTION".into(), format!("{}s", lateness_s as i64 + 3 * 3600)),
+        (
+            "DEMO_RETENTION".into(),
+            format!("{}s", lateness_s as i64 + 3 * 3600),
+        ),
     ];
     let env = move |k: &str| {
         vars.iter()
@@ -275,7 +285,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
         for ev in ev_rx.try_iter() {
             if let Some(line) = crew.hear(&ev, t) {
-                printer.println(line);
+                // indicatif drops lines when its bar is hidden (not a terminal).
+                if printer.is_hidden() {
+                    say(line);
+                } else {
+                    printer.println(line);
+                }
             }
         }
         crew.act(t)?;
@@ -356,7 +371,10 @@ struct MqttPublisher {
 fn host_port(url: &str) -> (String, u16) {
     let rest = url.trim_start_matches("mqtt://");
     let (h, p) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (h.to_string(), p.trim_end_matches('/').parse().unwrap_or(1883))
+    (
+        h.to_string(),
+        p.trim_end_matches('/').parse().unwrap_or(1883),
+    )
 }
 
 impl MqttPublisher {
@@ -490,7 +508,12 @@ impl Crew {
                         "auto-stop schedule requested",
                         crate::sim::plant::HOUR,
                     ),
-                    _ => ("acknowledged", "owner", "looking into it", 2 * crate::sim::plant::HOUR),
+                    _ => (
+                        "acknowledged",
+                        "owner",
+                        "looking into it",
+                        2 * crate::sim::plant::HOUR,
+                    ),
                 };
                 self.todo
                     .push((now + delay, ev.action_id.clone(), status, by, note));
@@ -721,7 +744,10 @@ pub fn summary(r: &DemoResult) -> String {
         .collect();
     let _ = writeln!(out, "\nverified savings:");
     if verified.is_empty() {
-        let _ = writeln!(out, "  none yet (the compressor fix needs the full week: --duration 7d)");
+        let _ = writeln!(
+            out,
+            "  none yet (the compressor fix needs the full week: --duration 7d)"
+        );
     }
     for o in verified {
         let _ = writeln!(
@@ -738,7 +764,10 @@ pub fn summary(r: &DemoResult) -> String {
     }
     let lake = r.lake.display();
     let _ = writeln!(out, "\nreport   {}", r.report.display());
-    let _ = writeln!(out, "lake     {lake}/  (aggregates, actions, outcomes, outcome_buckets, billing, dead_letter)");
+    let _ = writeln!(
+        out,
+        "lake     {lake}/  (aggregates, actions, outcomes, outcome_buckets, billing, dead_letter)"
+    );
     let _ = writeln!(
         out,
         "query    duckdb -c \"SELECT owner, count(*) AS actions, round(sum(value), 2) AS value FROM (SELECT * FROM read_parquet('{lake}/actions/**/*.parquet', hive_partitioning=true) QUALIFY revision = max(revision) OVER (PARTITION BY action_id)) GROUP BY ALL ORDER BY value DESC\""

@@ -19,7 +19,15 @@ fn f(r: &HashMap<String, serde_json::Value>, k: &str) -> f64 {
 fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
     let out = tempfile::tempdir().unwrap();
     let res = Command::new(env!("CARGO_BIN_EXE_plantflow"))
-        .args(["demo", "--quiet", "--duration", "7d", "--speed", "60000", "--out"])
+        .args([
+            "demo",
+            "--quiet",
+            "--duration",
+            "7d",
+            "--speed",
+            "60000",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .unwrap();
@@ -47,7 +55,10 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
         .filter(|a| !seen.contains(&a["action_id"].as_str().unwrap().to_string()))
         .map(|a| format!("{} {}/{}", a["rule"], a["site"], a["asset"]))
         .collect();
-    assert!(extra.is_empty(), "actions for problems nobody injected: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "actions for problems nobody injected: {extra:?}"
+    );
 
     // The compressor fix is verified. The plant model draws 12 kW unloaded
     // plus 0.25 kW per unit/h while producing, so the baseline regression

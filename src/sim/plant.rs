@@ -68,10 +68,34 @@ pub struct Fixes {
 
 /// The problem an action is expected for: (rule, site, asset, owner, action type).
 pub const EXPECTED: &[(&str, &str, &str, &str, &str)] = &[
-    ("compressor_off_hours", "site1", "comp1", "operations", "operational_change"),
-    ("idle_load", "site2", "conveyor1", "production", "operational_change"),
-    ("chiller_kw_per_ton", "site1", "chiller1", "engineering", "setpoint_review"),
-    ("demand_peak", "site2", "", "operations", "operational_change"),
+    (
+        "compressor_off_hours",
+        "site1",
+        "comp1",
+        "operations",
+        "operational_change",
+    ),
+    (
+        "idle_load",
+        "site2",
+        "conveyor1",
+        "production",
+        "operational_change",
+    ),
+    (
+        "chiller_kw_per_ton",
+        "site1",
+        "chiller1",
+        "engineering",
+        "setpoint_review",
+    ),
+    (
+        "demand_peak",
+        "site2",
+        "",
+        "operations",
+        "operational_change",
+    ),
     ("baseload_creep", "site2", "hvac", "energy", "further_study"),
 ];
 
@@ -102,7 +126,11 @@ fn spec(
         asset,
         kind,
         signal,
-        unit: if signal == "cooling_tons" { "tonR" } else { "kW" },
+        unit: if signal == "cooling_tons" {
+            "tonR"
+        } else {
+            "kW"
+        },
         eu_high,
         standby_kw,
         base_kw: 0.0,
@@ -161,23 +189,109 @@ impl Plant {
         use Via::*;
         let mut tags = vec![
             // Site 1 over OPC UA.
-            spec(OpcUa, "site1", "l1", "comp1", "compressor", "power_kw", 60.0, 15.0),
-            spec(OpcUa, "site1", "l1", "drive1", "motor", "power_kw", 120.0, 5.0),
-            spec(OpcUa, "site1", "l3", "packer1", "motor", "power_kw", 60.0, 4.0),
-            spec(OpcUa, "site1", "l3", "wrapper1", "motor", "power_kw", 30.0, 2.0),
-            spec(OpcUa, "site1", "utilities", "chiller1", "chiller", "power_kw", 300.0, 0.0),
-            spec(OpcUa, "site1", "utilities", "chiller1", "chiller", "cooling_tons", 400.0, 0.0),
-            spec(OpcUa, "site1", "hall", "lighting1", "lighting", "power_kw", 40.0, 2.0),
-            spec(OpcUa, "site1", "main", "meter1", "meter", "power_kw", 1500.0, 0.0),
+            spec(
+                OpcUa,
+                "site1",
+                "l1",
+                "comp1",
+                "compressor",
+                "power_kw",
+                60.0,
+                15.0,
+            ),
+            spec(
+                OpcUa, "site1", "l1", "drive1", "motor", "power_kw", 120.0, 5.0,
+            ),
+            spec(
+                OpcUa, "site1", "l3", "packer1", "motor", "power_kw", 60.0, 4.0,
+            ),
+            spec(
+                OpcUa, "site1", "l3", "wrapper1", "motor", "power_kw", 30.0, 2.0,
+            ),
+            spec(
+                OpcUa,
+                "site1",
+                "utilities",
+                "chiller1",
+                "chiller",
+                "power_kw",
+                300.0,
+                0.0,
+            ),
+            spec(
+                OpcUa,
+                "site1",
+                "utilities",
+                "chiller1",
+                "chiller",
+                "cooling_tons",
+                400.0,
+                0.0,
+            ),
+            spec(
+                OpcUa,
+                "site1",
+                "hall",
+                "lighting1",
+                "lighting",
+                "power_kw",
+                40.0,
+                2.0,
+            ),
+            spec(
+                OpcUa, "site1", "main", "meter1", "meter", "power_kw", 1500.0, 0.0,
+            ),
             // Site 2's line and meter over MQTT JSON.
-            spec(MqttJson, "site2", "l2", "extruder1", "motor", "power_kw", 200.0, 8.0),
-            spec(MqttJson, "site2", "l2", "mixer1", "motor", "power_kw", 100.0, 5.0),
-            spec(MqttJson, "site2", "l2", "mixer2", "motor", "power_kw", 100.0, 5.0),
-            spec(MqttJson, "site2", "l2", "conveyor1", "motor", "power_kw", 50.0, 3.0),
-            spec(MqttJson, "site2", "main", "meter2", "meter", "power_kw", 1500.0, 0.0),
+            spec(
+                MqttJson,
+                "site2",
+                "l2",
+                "extruder1",
+                "motor",
+                "power_kw",
+                200.0,
+                8.0,
+            ),
+            spec(
+                MqttJson, "site2", "l2", "mixer1", "motor", "power_kw", 100.0, 5.0,
+            ),
+            spec(
+                MqttJson, "site2", "l2", "mixer2", "motor", "power_kw", 100.0, 5.0,
+            ),
+            spec(
+                MqttJson,
+                "site2",
+                "l2",
+                "conveyor1",
+                "motor",
+                "power_kw",
+                50.0,
+                3.0,
+            ),
+            spec(
+                MqttJson, "site2", "main", "meter2", "meter", "power_kw", 1500.0, 0.0,
+            ),
             // Site 2's utilities over Sparkplug B.
-            spec(Sparkplug, "site2", "utilities", "hvac", "hvac", "power_kw", 120.0, 0.0),
-            spec(Sparkplug, "site2", "utilities", "lighting2", "lighting", "power_kw", 50.0, 2.0),
+            spec(
+                Sparkplug,
+                "site2",
+                "utilities",
+                "hvac",
+                "hvac",
+                "power_kw",
+                120.0,
+                0.0,
+            ),
+            spec(
+                Sparkplug,
+                "site2",
+                "utilities",
+                "lighting2",
+                "lighting",
+                "power_kw",
+                50.0,
+                2.0,
+            ),
         ];
         for t in &mut tags {
             match t.asset {
@@ -191,11 +305,20 @@ impl Plant {
 
     /// `assets.csv` for the dataflow.
     pub fn assets_csv(&self) -> String {
-        let mut s = String::from("tag,asset,site,line,kind,standby_kw,signal,base_kw,target_kw_per_ton\n");
+        let mut s =
+            String::from("tag,asset,site,line,kind,standby_kw,signal,base_kw,target_kw_per_ton\n");
         for t in &self.tags {
             s.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{}\n",
-                t.tag, t.asset, t.site, t.line, t.kind, t.standby_kw, t.signal, t.base_kw, t.target_kw_per_ton
+                t.tag,
+                t.asset,
+                t.site,
+                t.line,
+                t.kind,
+                t.standby_kw,
+                t.signal,
+                t.base_kw,
+                t.target_kw_per_ton
             ));
         }
         s
@@ -304,7 +427,11 @@ impl Plant {
         };
         let creep_start = T0 + DAY + 12 * HOUR;
         let creep = ((t - creep_start) as f64 / DAY as f64).clamp(0.0, 1.0) * 15.0;
-        let comfort = if dow_weekday && (5..20).contains(&hour) { 20.0 } else { 0.0 };
+        let comfort = if dow_weekday && (5..20).contains(&hour) {
+            20.0
+        } else {
+            0.0
+        };
         let hvac = 40.0 + creep + comfort;
         let light2 = if lights_on { 30.0 } else { 1.0 };
 

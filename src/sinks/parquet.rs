@@ -606,7 +606,8 @@ impl ParquetWriter {
                         &self.currency,
                     )?;
                     self.append("outcomes", &date, b)?;
-                    let series: Vec<_> = rs.into_iter().filter(|r| !r.0.buckets.is_empty()).collect();
+                    let series: Vec<_> =
+                        rs.into_iter().filter(|r| !r.0.buckets.is_empty()).collect();
                     if !series.is_empty() && self.enabled("outcome_buckets") {
                         let b = outcome_buckets_batch(
                             &self.schemas["outcome_buckets"],

@@ -561,15 +561,19 @@ impl ValueLayer {
             .unwrap_or_else(|| a.line.clone());
         let point = |b0: i64, b: &Bucket| {
             let b1 = self.bucket(v, b0).1;
-            (b0, b1, mv::Point {
-                x: if v.units_driver {
-                    self.units(&line, b0, b1)
-                } else {
-                    0.0
+            (
+                b0,
+                b1,
+                mv::Point {
+                    x: if v.units_driver {
+                        self.units(&line, b0, b1)
+                    } else {
+                        0.0
+                    },
+                    kwh: b.kwh,
+                    cost: b.cost,
                 },
-                kwh: b.kwh,
-                cost: b.cost,
-            })
+            )
         };
         let (mut base_b, mut rep_b) = (Vec::new(), Vec::new());
         if let Some(s) = series {
