@@ -69,7 +69,10 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
         .unwrap();
     assert_eq!(comp["status"], "verified", "{comp:#?}");
     let outcomes = latest(rows(&lake, "outcomes"), &["action_id"]);
-    let o = &outcomes[comp["action_id"].as_str().unwrap()];
+    let o = outcomes
+        .values()
+        .find(|o| o["action_id"] == comp["action_id"])
+        .expect("the compressor's outcome");
     assert_eq!(o["verdict"], "verified", "{o:#?}");
     assert_eq!(o["final"], true);
     let model = o["model"].as_str().unwrap();
@@ -116,4 +119,22 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
     assert!(html.matches("<svg").count() >= 3, "charts in the report");
     assert!(html.contains("comp1"), "the verified action's chart");
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+
+    // `plantflow report` builds the same report from the lake alone.
+    let again = out.path().join("again.html");
+    let res = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["report", "--lake"])
+        .arg(&lake)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let html2 = std::fs::read_to_string(&again).unwrap();
+    assert_eq!(html2.matches("<svg").count(), html.matches("<svg").count());
+    assert!(String::from_utf8_lossy(&res.stdout).contains("1 verified"));
 }
