@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 use common::*;
 
 const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
