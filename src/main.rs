@@ -138,8 +138,9 @@ fn init_tracing() {
         tracing_subscriber::EnvFilter::try_from_env("PLANTFLOW_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(
                 // plantflow logs connection changes itself; the protocol stacks only their errors.
-                // The embedded broker's connection-level errors are our own readiness probes.
-                "warn,opcua_client=error,opcua_server=error,opcua_core=error,rumqttd=error,rumqttd::server::broker=off",
+                // The embedded broker (demo, tests) logs clients going away and our own
+                // readiness probes as errors; it stays quiet.
+                "warn,opcua_client=error,opcua_server=error,opcua_core=error,rumqttd=off",
             )
         });
     let _ = tracing_subscriber::fmt()
