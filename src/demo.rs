@@ -55,6 +55,8 @@ pub struct DemoResult {
     pub report: PathBuf,
     pub summary: crate::run::RunSummary,
     pub samples_published: u64,
+    /// The dataflow's currency.
+    pub currency: String,
 }
 
 /// One action event as published by the dataflow.
@@ -182,6 +184,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
             .or_else(|| std::env::var(k).ok())
     };
     let plan = crate::config::load_with_env(&dataflow, &env).map_err(|e| e.render())?;
+    let currency = plan.currency.clone();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let engine = {
@@ -262,7 +265,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         indicatif::ProgressBar::hidden()
     };
     let printer = bar.clone();
-    let mut crew = Crew::new(input.join("status.jsonl"));
+    let mut crew = Crew::new(input.join("status.jsonl"), currency.clone());
     let mut sp = SparkplugNode::new(&plant);
     publisher.publish_all(&sp.births(T0, &plant.step(T0, &Fixes::default())))?;
 
@@ -360,6 +363,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         report,
         summary,
         samples_published: published,
+        currency,
     })
 }
 
@@ -453,6 +457,7 @@ fn wait_ready(rx: Receiver<()>) -> Result<(), String> {
 /// The simulated crew: acknowledges new actions, and fixes the compressor.
 struct Crew {
     status_file: PathBuf,
+    currency: String,
     fixes: Fixes,
     /// (due sim time, action_id, status, by, note)
     todo: Vec<(i64, String, &'static str, &'static str, &'static str)>,
@@ -461,9 +466,10 @@ struct Crew {
 }
 
 impl Crew {
-    fn new(status_file: PathBuf) -> Crew {
+    fn new(status_file: PathBuf, currency: String) -> Crew {
         Crew {
             status_file,
+            currency,
             fixes: Fixes::default(),
             todo: Vec::new(),
             seen: Default::default(),
@@ -481,11 +487,12 @@ impl Crew {
                 return None;
             }
             return Some(format!(
-                "{when}  OUTCOME {:<12} {} · avoided {:.0} kWh, {:.2} EUR",
+                "{when}  OUTCOME {:<12} {} · avoided {:.0} kWh, {:.2} {}",
                 ev.verdict,
                 ev.action_id,
                 ev.avoided_kwh.unwrap_or(0.0),
-                ev.avoided_cost.unwrap_or(0.0)
+                ev.avoided_cost.unwrap_or(0.0),
+                self.currency
             ));
         }
         let key = format!("{}:{}", ev.action_id, ev.status);
@@ -527,21 +534,23 @@ impl Crew {
                     ));
                 }
                 Some(format!(
-                    "{when}  OPEN  {:<11} {:<18} {:>9.2} EUR  {:<20} {}  {}",
+                    "{when}  OPEN  {:<11} {:<18} {:>9.2} {}  {:<20} {}  {}",
                     ev.owner,
                     ev.action_type,
                     ev.value,
+                    self.currency,
                     place,
                     ev.rule,
                     evidence_line(&ev.evidence)
                 ))
             }
             "done" | "verified" | "not_verified" | "rejected" => Some(format!(
-                "{when}  {:<5} {:<11} {:<18} {:>9.2} EUR  {:<20} {}  (rev {})",
+                "{when}  {:<5} {:<11} {:<18} {:>9.2} {}  {:<20} {}  (rev {})",
                 ev.status.to_uppercase(),
                 ev.owner,
                 ev.action_type,
                 ev.value,
+                self.currency,
                 place,
                 ev.rule,
                 ev.revision
@@ -690,6 +699,7 @@ pub fn summary(r: &DemoResult) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
     let s = &r.summary;
+    let cur = &r.currency;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -717,7 +727,7 @@ pub fn summary(r: &DemoResult) -> String {
         "owner", "actions", "value at stake", "open", "verified"
     );
     for (owner, (n, v, open, ver)) in &by_owner {
-        let _ = writeln!(out, "{owner:<12} {n:>7} {v:>12.2} EUR {open:>6} {ver:>9}");
+        let _ = writeln!(out, "{owner:<12} {n:>7} {v:>12.2} {cur} {open:>6} {ver:>9}");
     }
     let _ = writeln!(out, "\nactions:");
     let mut acts: Vec<_> = s.report.actions.values().map(|(a, _)| a).collect();
@@ -731,7 +741,7 @@ pub fn summary(r: &DemoResult) -> String {
             .join("/");
         let _ = writeln!(
             out,
-            "  {:<21} {:<20} {:<11} {:<18} {:>9.2} EUR  {}",
+            "  {:<21} {:<20} {:<11} {:<18} {:>9.2} {cur}  {}",
             a.rule, place, a.owner, a.action_type, a.value.0, a.status
         );
     }
@@ -752,7 +762,7 @@ pub fn summary(r: &DemoResult) -> String {
     for o in verified {
         let _ = writeln!(
             out,
-            "  {} {}: {:.0} kWh avoided ({:.0} % of the adjusted baseline), {:.2} EUR; CV(RMSE) {:.1} %, FSU68 {:.1} %",
+            "  {} {}: {:.0} kWh avoided ({:.0} % of the adjusted baseline), {:.2} {cur}; CV(RMSE) {:.1} %, FSU68 {:.1} %",
             o.asset,
             o.rule,
             o.avoided_kwh.unwrap_or(0.0),
