@@ -454,13 +454,16 @@ fn wait_ready(rx: Receiver<()>) -> Result<(), String> {
         .map_err(|_| "the demo's action subscriber did not connect to the embedded broker".into())
 }
 
-/// The simulated crew: acknowledges new actions, and fixes the compressor.
+/// The simulated crew: acknowledges new actions, fixes the compressor and
+/// cleans the chiller.
 struct Crew {
     status_file: PathBuf,
     currency: String,
     fixes: Fixes,
     /// (due sim time, action_id, status, by, note)
     todo: Vec<(i64, String, &'static str, &'static str, &'static str)>,
+    /// Rule of each action the crew will fix.
+    rules: std::collections::HashMap<String, String>,
     seen: std::collections::HashSet<String>,
     opened: usize,
 }
@@ -472,6 +475,7 @@ impl Crew {
             currency,
             fixes: Fixes::default(),
             todo: Vec::new(),
+            rules: Default::default(),
             seen: Default::default(),
             opened: 0,
         }
@@ -524,14 +528,28 @@ impl Crew {
                 };
                 self.todo
                     .push((now + delay, ev.action_id.clone(), status, by, note));
-                if ev.rule == "compressor_off_hours" {
-                    self.todo.push((
-                        now + 8 * crate::sim::plant::HOUR,
-                        ev.action_id.clone(),
-                        "done",
+                let fix = match ev.rule.as_str() {
+                    "compressor_off_hours" => Some((
+                        8,
                         "maintenance",
                         "auto-stop schedule installed on the compressor controller",
+                    )),
+                    "chiller_kw_per_ton" => Some((
+                        12,
+                        "maintenance",
+                        "condenser tubes cleaned, chilled-water setpoint reset",
+                    )),
+                    _ => None,
+                };
+                if let Some((hours, by, note)) = fix {
+                    self.todo.push((
+                        now + hours * crate::sim::plant::HOUR,
+                        ev.action_id.clone(),
+                        "done",
+                        by,
+                        note,
                     ));
+                    self.rules.insert(ev.action_id.clone(), ev.rule.clone());
                 }
                 Some(format!(
                     "{when}  OPEN  {:<11} {:<18} {:>9.2} {}  {:<20} {}  {}",
@@ -572,7 +590,11 @@ impl Crew {
             .map_err(|e| format!("cannot append to {}: {e}", self.status_file.display()))?;
         for (at, id, status, by, note) in due {
             if status == "done" {
-                self.fixes.compressor_auto_stop = Some(now);
+                match self.rules.get(&id).map(String::as_str) {
+                    Some("compressor_off_hours") => self.fixes.compressor_auto_stop = Some(now),
+                    Some("chiller_kw_per_ton") => self.fixes.chiller_cleaned = Some(now),
+                    _ => {}
+                }
             }
             let line = serde_json::json!({
                 "action_id": id, "status": status, "at": now.max(at), "by": by, "note": note

@@ -112,6 +112,14 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
     assert!((sum - avoided).abs() < 1e-6 * avoided.abs().max(1.0));
     assert!(f(o, "avoided_cost") > 0.0);
 
+    // The chiller was cleaned: its action is done and no new one opened
+    // (checked above), and its last hours run at 0.62 kW/ton again.
+    let chiller = actions
+        .values()
+        .find(|a| a["rule"] == "chiller_kw_per_ton")
+        .unwrap();
+    assert_eq!(chiller["status"], "done", "{chiller:#?}");
+
     // The summary and the report.
     assert!(stdout.contains("verified savings:"), "{stdout}");
     assert!(stdout.contains("duckdb -c"), "{stdout}");
