@@ -503,12 +503,7 @@ impl Crew {
         if !self.seen.insert(key) {
             return None;
         }
-        let place = [ev.site.as_str(), ev.line.as_str(), ev.asset.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("/");
+        let place = place(&ev.site, &ev.line, &ev.asset);
         match ev.status.as_str() {
             "open" => {
                 self.opened += 1;
@@ -603,6 +598,15 @@ impl Crew {
         }
         Ok(())
     }
+}
+
+/// `site/line/asset`, without the empty parts (site-level actions have no asset).
+fn place(site: &str, line: &str, asset: &str) -> String {
+    [site, line, asset]
+        .into_iter()
+        .filter(|x| !x.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The latest measures of an action's evidence as `k=v`, short.
@@ -755,12 +759,7 @@ pub fn summary(r: &DemoResult) -> String {
     let mut acts: Vec<_> = s.report.actions.values().map(|(a, _)| a).collect();
     acts.sort_by(|a, b| b.value.0.total_cmp(&a.value.0));
     for a in acts {
-        let place = [a.site.as_str(), a.line.as_str(), a.asset.as_str()]
-            .iter()
-            .filter(|x| !x.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("/");
+        let place = place(&a.site, &a.line, &a.asset);
         let _ = writeln!(
             out,
             "  {:<21} {:<20} {:<11} {:<18} {:>9.2} {cur}  {}",
