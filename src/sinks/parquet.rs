@@ -243,6 +243,15 @@ fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatch, String> 
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a gaps batch: {e}"))
 }
 
+/// Rows grouped by the Hive `date` partition of their key time.
+fn by_date<T>(rows: &[T], at: impl Fn(&T) -> i64) -> BTreeMap<String, Vec<&T>> {
+    let mut parts: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    for r in rows {
+        parts.entry(date_of(at(r))).or_default().push(r);
+    }
+    parts
+}
+
 fn date_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
@@ -542,13 +551,7 @@ impl ParquetWriter {
                 if !self.enabled("aggregates") {
                     return Ok(());
                 }
-                let mut parts: BTreeMap<String, Vec<&(Enriched, i64)>> = BTreeMap::new();
-                for r in &rows {
-                    parts
-                        .entry(date_of(r.0.win.window_start))
-                        .or_default()
-                        .push(r);
-                }
+                let parts = by_date(&rows, |r| r.0.win.window_start);
                 for (date, rs) in parts {
                     let b = aggregates_batch(&self.schemas["aggregates"], &rs, &self.metrics)?;
                     self.append("aggregates", &date, b)?;
@@ -568,10 +571,7 @@ impl ParquetWriter {
                 if !self.enabled("actions") {
                     return Ok(());
                 }
-                let mut parts: BTreeMap<String, Vec<&(ActionRow, i64)>> = BTreeMap::new();
-                for r in &rows {
-                    parts.entry(date_of(r.0.period_start)).or_default().push(r);
-                }
+                let parts = by_date(&rows, |r| r.0.period_start);
                 for (date, rs) in parts {
                     let b = actions_batch(
                         &self.schemas["actions"],
@@ -588,24 +588,18 @@ impl ParquetWriter {
                         .outcomes
                         .insert(r.0.action_id.clone(), r.clone());
                 }
-                if !self.enabled("outcomes") {
-                    return Ok(());
-                }
-                let mut parts: BTreeMap<String, Vec<&(OutcomeRow, i64)>> = BTreeMap::new();
-                for r in &rows {
-                    parts
-                        .entry(date_of(r.0.reporting_start))
-                        .or_default()
-                        .push(r);
-                }
+                let parts = by_date(&rows, |r| r.0.reporting_start);
                 for (date, rs) in parts {
-                    let b = outcomes_batch(
-                        &self.schemas["outcomes"],
-                        &rs,
-                        &self.dataflow,
-                        &self.currency,
-                    )?;
-                    self.append("outcomes", &date, b)?;
+                    if self.enabled("outcomes") {
+                        let b = outcomes_batch(
+                            &self.schemas["outcomes"],
+                            &rs,
+                            &self.dataflow,
+                            &self.currency,
+                        )?;
+                        self.append("outcomes", &date, b)?;
+                    }
+                    // The series behind final outcomes (only those carry buckets).
                     let series: Vec<_> =
                         rs.into_iter().filter(|r| !r.0.buckets.is_empty()).collect();
                     if !series.is_empty() && self.enabled("outcome_buckets") {
@@ -627,10 +621,7 @@ impl ParquetWriter {
                 if !self.enabled("billing") {
                     return Ok(());
                 }
-                let mut parts: BTreeMap<String, Vec<&(BillRow, i64)>> = BTreeMap::new();
-                for r in &rows {
-                    parts.entry(date_of(r.0.period_start)).or_default().push(r);
-                }
+                let parts = by_date(&rows, |r| r.0.period_start);
                 for (date, rs) in parts {
                     let b = billing_batch(&self.schemas["billing"], &rs, &self.currency)?;
                     self.append("billing", &date, b)?;
@@ -640,10 +631,7 @@ impl ParquetWriter {
                 if !self.enabled("dead_letter") {
                     return Ok(());
                 }
-                let mut parts: BTreeMap<String, Vec<&DeadLetter>> = BTreeMap::new();
-                for r in &rows {
-                    parts.entry(date_of(r.received_at)).or_default().push(r);
-                }
+                let parts = by_date(&rows, |r| r.received_at);
                 for (date, rs) in parts {
                     let b = dead_letter_batch(&self.schemas["dead_letter"], &rs)?;
                     self.append("dead_letter", &date, b)?;
@@ -653,10 +641,7 @@ impl ParquetWriter {
                 if !self.enabled("gaps") {
                     return Ok(());
                 }
-                let mut parts: BTreeMap<String, Vec<&Gap>> = BTreeMap::new();
-                for r in &rows {
-                    parts.entry(date_of(r.start)).or_default().push(r);
-                }
+                let parts = by_date(&rows, |r| r.start);
                 for (date, rs) in parts {
                     let b = gaps_batch(&self.schemas["gaps"], &rs)?;
                     self.append("gaps", &date, b)?;
