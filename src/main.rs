@@ -130,6 +130,9 @@ enum GenCommand {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+        /// Also write the samples as `samples.parquet` (a historian export).
+        #[arg(long)]
+        parquet: bool,
     },
 }
 
@@ -261,6 +264,7 @@ fn main() -> ExitCode {
                     seconds,
                     seed,
                     out,
+                    parquet,
                 },
         } => {
             let params = workload::Params {
@@ -269,7 +273,16 @@ fn main() -> ExitCode {
                 seed,
                 ..workload::Params::default()
             };
-            match workload::generate(&params, &out) {
+            let written = workload::generate(&params, &out).and_then(|m| {
+                if parquet {
+                    workload::samples_to_parquet(
+                        &out.join("samples.csv"),
+                        &out.join("samples.parquet"),
+                    )?;
+                }
+                Ok(m)
+            });
+            match written {
                 Ok(m) => {
                     println!(
                         "wrote {} rows ({} tags x {} s, {} out of order, {} bad) to {}",

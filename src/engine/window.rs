@@ -14,7 +14,9 @@
 //! Emission times depend only on the times rows were sent at, so the output
 //! is the same for any number of workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -109,26 +111,33 @@ pub fn window<'s>(
         move |cap, _info| {
             let mut cap = Some(cap);
             // Open windows by end time.
-            let mut open: BTreeMap<i64, HashMap<TagId, Acc>> = BTreeMap::new();
+            let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
             // Late rows by their time, processed once the frontier reaches it.
             let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Emitted windows that may still be corrected, and their expiry.
-            let mut closed: HashMap<(TagId, i64), Acc> = HashMap::new();
+            let mut closed: FxHashMap<(TagId, i64), Acc> = FxHashMap::default();
             let mut expiry: BTreeMap<i64, Vec<(TagId, i64)>> = BTreeMap::new();
 
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, data| {
                     let t = stamp.least().copied().unwrap_or(0);
                     for batch in data {
+                        // Rows of a batch mostly share a window: look its map up once.
+                        let mut cur_end = i64::MIN;
+                        let mut cur: Option<&mut FxHashMap<TagId, Acc>> = None;
                         for s in batch.drain(..) {
                             let start = geo.start_of(s.ts);
                             let end = start + geo.size_ms;
                             if (t as i64) < end {
-                                open.entry(end)
-                                    .or_default()
-                                    .entry(s.tag)
-                                    .and_modify(|a| a.add(&s))
-                                    .or_insert_with(|| Acc::new(&s));
+                                if end != cur_end || cur.is_none() {
+                                    cur = Some(open.entry(end).or_default());
+                                    cur_end = end;
+                                }
+                                if let Some(m) = cur.as_mut() {
+                                    m.entry(s.tag)
+                                        .and_modify(|a| a.add(&s))
+                                        .or_insert_with(|| Acc::new(&s));
+                                }
                             } else {
                                 late.entry(t).or_default().push(s);
                             }

@@ -223,3 +223,76 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
     )?;
     Ok(m)
 }
+
+/// Converts a `ts,tag,value,quality` CSV (as [`generate`] writes it) into a
+/// zstd Parquet file with the same rows in the same order, the way historians
+/// export: `ts` as a UTC millisecond timestamp, `tag` as a string (dictionary
+/// encoded by the writer), `value` double, `quality` uint8. Returns the rows.
+pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
+    use std::io::BufRead;
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt8Builder};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+
+    let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("quality", DataType::UInt8, false),
+    ]));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let tmp = parquet.with_extension("parquet.tmp");
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), Some(props))
+        .map_err(|e| bad(e.to_string()))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(csv)?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut rows = 0u64;
+    const BATCH: usize = 1 << 16;
+    loop {
+        let mut ts = TimestampMillisecondBuilder::with_capacity(BATCH).with_timezone("UTC");
+        let mut tag = StringBuilder::with_capacity(BATCH, BATCH * 40);
+        let mut value = Float64Builder::with_capacity(BATCH);
+        let mut quality = UInt8Builder::with_capacity(BATCH);
+        let mut n = 0;
+        while n < BATCH {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                break;
+            }
+            let mut f = line.trim_end().split(',');
+            let (Some(t), Some(g), Some(v), Some(q)) = (f.next(), f.next(), f.next(), f.next()) else {
+                return Err(bad(format!("malformed line `{}`", line.trim_end())));
+            };
+            ts.append_value(t.parse().map_err(|_| bad(format!("bad ts `{t}`")))?);
+            tag.append_value(g);
+            value.append_value(v.parse().map_err(|_| bad(format!("bad value `{v}`")))?);
+            quality.append_value(q.parse().map_err(|_| bad(format!("bad quality `{q}`")))?);
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        rows += n as u64;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ts.finish()),
+            Arc::new(tag.finish()),
+            Arc::new(value.finish()),
+            Arc::new(quality.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| bad(e.to_string()))?;
+        writer.write(&batch).map_err(|e| bad(e.to_string()))?;
+    }
+    writer.close().map_err(|e| bad(e.to_string()))?;
+    std::fs::rename(&tmp, parquet)?;
+    Ok(rows)
+}

@@ -54,6 +54,15 @@ impl SourceCtx {
     }
 }
 
+/// Per-row counters, published to [`Stats`] at every flush.
+#[derive(Default)]
+struct Counts {
+    read: u64,
+    accepted: u64,
+    dropped_quality: u64,
+    late: u64,
+}
+
 /// Per-source normaliser state.
 pub struct Normalizer {
     ctx: SourceCtx,
@@ -64,7 +73,10 @@ pub struct Normalizer {
     dead: Vec<DeadLetter>,
     now: i64,
     /// Tags seen by this source: avoids the shared registry's lock per row.
-    tag_cache: std::collections::HashMap<String, crate::model::TagId>,
+    tag_cache: rustc_hash::FxHashMap<Box<str>, crate::model::TagId>,
+    /// Row counters not yet added to the shared [`Stats`] (one atomic add per
+    /// batch instead of several per row).
+    counts: Counts,
     /// Topic of the message being normalised (message sources).
     topic: Option<String>,
 }
@@ -79,7 +91,8 @@ impl Normalizer {
             batch_rows,
             dead: Vec::new(),
             now: now_ms(),
-            tag_cache: std::collections::HashMap::new(),
+            tag_cache: Default::default(),
+            counts: Counts::default(),
             topic: None,
         }
     }
@@ -132,19 +145,18 @@ impl Normalizer {
         let Some(ts) = parse_ts(ts) else {
             return self.reject("invalid timestamp", raw());
         };
-        let Ok(value) = value.trim().parse::<f64>() else {
+        let Ok(value) = trim(value).parse::<f64>() else {
             return self.reject("non-numeric value", raw());
         };
-        let q = quality.trim();
-        let quality = if q.is_empty() {
-            Some(0)
-        } else {
-            q.parse::<u64>().ok()
+        let quality = match trim(quality).as_bytes() {
+            [] => Some(0),
+            [d @ b'0'..=b'9'] => Some((d - b'0') as u64),
+            q => std::str::from_utf8(q).ok().and_then(|q| q.parse::<u64>().ok()),
         };
         let Some(quality) = quality.and_then(Quality::from_code) else {
             return self.reject("invalid quality", raw());
         };
-        self.row(ts, tag.trim(), value, quality, raw);
+        self.row(ts, trim(tag), value, quality, raw);
     }
 
     /// Checks and accepts one typed row.
@@ -163,7 +175,7 @@ impl Normalizer {
             Some(id) => *id,
             None => match self.ctx.tags.get(tag) {
                 Some(id) => {
-                    self.tag_cache.insert(tag.to_string(), id);
+                    self.tag_cache.insert(tag.into(), id);
                     id
                 }
                 None => return self.reject("unknown tag", raw()),
@@ -184,8 +196,8 @@ impl Normalizer {
             (QualityPolicy::GoodOnly, q) => q == Quality::Good,
         };
         if !keep {
-            self.ctx.stats.rows_read.fetch_add(1, Relaxed);
-            self.ctx.stats.dropped_quality.fetch_add(1, Relaxed);
+            self.counts.read += 1;
+            self.counts.dropped_quality += 1;
             return;
         }
         let max = self.max_ts.map_or(ts, |m| m.max(ts));
@@ -201,10 +213,10 @@ impl Normalizer {
             return self.reject("later than retention", raw());
         }
         if self.epoch as i64 >= end {
-            self.ctx.stats.late_rows.fetch_add(1, Relaxed);
+            self.counts.late += 1;
         }
-        self.ctx.stats.rows_read.fetch_add(1, Relaxed);
-        self.ctx.stats.rows_accepted.fetch_add(1, Relaxed);
+        self.counts.read += 1;
+        self.counts.accepted += 1;
         self.batch.push(Sample {
             tag,
             ts,
@@ -224,7 +236,23 @@ impl Normalizer {
             let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
             self.ctx.ingest.samples(self.ctx.index, self.epoch, rows);
         }
+        self.publish_counts();
         self.flush_dead();
+    }
+
+    fn publish_counts(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let s = &self.ctx.stats;
+        for (counter, n) in [
+            (&s.rows_read, c.read),
+            (&s.rows_accepted, c.accepted),
+            (&s.dropped_quality, c.dropped_quality),
+            (&s.late_rows, c.late),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
     }
 
     fn flush_dead(&mut self) {
@@ -257,9 +285,23 @@ pub fn reason_class(reason: &str) -> String {
         .collect()
 }
 
+/// `str::trim` without its Unicode scan when the ends are plain ASCII
+/// (the common case, per row).
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if !a.is_ascii_whitespace() && !b.is_ascii_whitespace() && a.is_ascii() && b.is_ascii() => s,
+        _ => s.trim(),
+    }
+}
+
 /// Epoch milliseconds, or RFC 3339.
 pub fn parse_ts(s: &str) -> Option<i64> {
-    let s = s.trim();
+    let s = trim(s);
+    // Fast path: 1 to 18 ASCII digits cannot overflow an i64.
+    let b = s.as_bytes();
+    if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
+        return Some(b.iter().fold(0i64, |n, d| n * 10 + (d - b'0') as i64));
+    }
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
     }
@@ -300,5 +342,11 @@ mod tests {
             Some(1_767_598_500_032)
         );
         assert_eq!(parse_ts("yesterday"), None);
+        assert_eq!(parse_ts(" 42 "), Some(42));
+        assert_eq!(parse_ts("-1000"), Some(-1000));
+        assert_eq!(parse_ts("999999999999999999"), Some(999_999_999_999_999_999));
+        assert_eq!(parse_ts("99999999999999999999"), None);
+        assert_eq!(trim("\u{a0}x\u{a0}"), "x");
+        assert_eq!(trim("a b"), "a b");
     }
 }

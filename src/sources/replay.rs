@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -26,77 +27,179 @@ pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
     r
 }
 
+/// One line of a CSV replay file, split into fields.
+pub enum CsvLine<'a> {
+    /// A complete row with the header's column count: `ts, tag, value, quality` ("" when absent).
+    Row {
+        ts: &'a str,
+        tag: &'a str,
+        value: &'a str,
+        quality: &'a str,
+        /// The whole line, for a dead letter.
+        text: &'a str,
+    },
+    /// A complete line with the wrong number of fields (or not UTF-8).
+    Malformed { reason: String, text: String },
+    /// An empty line.
+    Empty,
+    /// A last line without its newline (yet): in follow mode, wait for the rest.
+    Partial,
+    /// End of the file (for now).
+    Eof,
+}
+
+/// The CSV replay reader: a 1 MiB buffered reader over bytes, one reused
+/// line buffer, fields found with `memchr` (no per-row allocation; quotes are
+/// only trimmed when present).
+pub struct CsvReader {
+    reader: BufReader<File>,
+    line: Vec<u8>,
+    /// Column positions of ts, tag, value, quality.
+    at: [usize; 4],
+    width: usize,
+    /// A partial line is held until its newline arrives.
+    partial: bool,
+}
+
+fn unquote(f: &str) -> &str {
+    if f.as_bytes().first() == Some(&b'"') || f.as_bytes().last() == Some(&b'"') {
+        f.trim_matches('"')
+    } else {
+        f
+    }
+}
+
+impl CsvReader {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<CsvReader, String> {
+        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut header = String::new();
+        reader
+            .read_line(&mut header)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cols: Vec<&str> = header
+            .trim_end()
+            .split(',')
+            .map(|c| c.trim().trim_matches('"'))
+            .collect();
+        let pos = |name: &str| cols.iter().position(|c| *c == name);
+        let (Some(its), Some(itag), Some(ival)) = (pos("ts"), pos("tag"), pos("value")) else {
+            return Err(format!(
+                "{}: the header must name `ts`, `tag` and `value` (and optionally `quality`), found `{}`",
+                path.display(),
+                header.trim_end()
+            ));
+        };
+        let width = cols.len();
+        if width > 16 {
+            return Err(format!(
+                "{}: at most 16 columns are supported, found {width}",
+                path.display()
+            ));
+        }
+        Ok(CsvReader {
+            reader,
+            line: Vec::with_capacity(256),
+            at: [its, itag, ival, pos("quality").unwrap_or(usize::MAX)],
+            width,
+            partial: false,
+        })
+    }
+
+    /// Reads the next line. `follow` keeps a partial last line for later.
+    pub fn next_line(&mut self, follow: bool) -> std::io::Result<CsvLine<'_>> {
+        if !self.partial {
+            self.line.clear();
+        }
+        let n = self.reader.read_until(b'\n', &mut self.line)?;
+        let complete = self.line.last() == Some(&b'\n');
+        if !complete {
+            if follow {
+                self.partial = true;
+                return Ok(CsvLine::Partial);
+            }
+            if n == 0 && self.line.is_empty() {
+                return Ok(CsvLine::Eof);
+            }
+        }
+        self.partial = false;
+        let mut end = self.line.len();
+        while end > 0 && matches!(self.line[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let text = match std::str::from_utf8(&self.line[..end]) {
+            Ok(t) => t,
+            Err(_) => {
+                return Ok(CsvLine::Malformed {
+                    reason: "row is not UTF-8".into(),
+                    text: String::from_utf8_lossy(&self.line[..end]).into_owned(),
+                })
+            }
+        };
+        if text.is_empty() {
+            return Ok(CsvLine::Empty);
+        }
+        let mut fields = [""; 16];
+        let mut count = 0;
+        let mut from = 0;
+        for comma in memchr::memchr_iter(b',', text.as_bytes()).chain(std::iter::once(text.len())) {
+            if count < fields.len() {
+                fields[count] = &text[from..comma];
+            }
+            count += 1;
+            from = comma + 1;
+        }
+        if count != self.width {
+            return Ok(CsvLine::Malformed {
+                reason: format!("malformed row ({count} fields, expected {})", self.width),
+                text: text.to_string(),
+            });
+        }
+        let [its, itag, ival, iq] = self.at;
+        Ok(CsvLine::Row {
+            ts: unquote(fields[its]),
+            tag: unquote(fields[itag]),
+            value: unquote(fields[ival]),
+            quality: if iq == usize::MAX {
+                ""
+            } else {
+                unquote(fields[iq])
+            },
+            text,
+        })
+    }
+}
+
 fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     let path = &plan.path;
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut header = String::new();
-    reader
-        .read_line(&mut header)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let cols: Vec<&str> = header
-        .trim_end()
-        .split(',')
-        .map(|c| c.trim().trim_matches('"'))
-        .collect();
-    let pos = |name: &str| cols.iter().position(|c| *c == name);
-    let (Some(its), Some(itag), Some(ival)) = (pos("ts"), pos("tag"), pos("value")) else {
-        return Err(format!(
-            "{}: the header must name `ts`, `tag` and `value` (and optionally `quality`), found `{}`",
-            path.display(),
-            header.trim_end()
-        ));
-    };
-    let iq = pos("quality");
-    let width = cols.len();
-    if width > 16 {
-        return Err(format!(
-            "{}: at most 16 columns are supported, found {width}",
-            path.display()
-        ));
-    }
-    let mut line = String::new();
+    let mut csv = CsvReader::open(path)?;
     let poll = Duration::from_millis(plan.poll_interval_ms.max(10));
+    let follow = n.ctx().follow;
     loop {
         if n.ctx().stopped() {
             break;
         }
-        reader
-            .read_line(&mut line)
+        let line = csv
+            .next_line(follow)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let complete = line.ends_with('\n');
-        if !complete && n.ctx().follow {
-            // End of what is there now; a partial last line waits for its end.
-            n.flush();
-            n.ctx().ingest.settle();
-            std::thread::sleep(poll);
-            continue;
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
-        if !text.is_empty() {
-            let mut fields = [""; 16];
-            let mut count = 0;
-            for f in text.split(',') {
-                if count < fields.len() {
-                    fields[count] = f.trim_matches('"');
-                }
-                count += 1;
+        match line {
+            CsvLine::Row {
+                ts,
+                tag,
+                value,
+                quality,
+                text,
+            } => n.text_row(ts, tag, value, quality, &|| text.to_string()),
+            CsvLine::Malformed { reason, text } => n.reject(&reason, text),
+            CsvLine::Empty => {}
+            CsvLine::Partial => {
+                // End of what is there now; a partial last line waits for its end.
+                n.flush();
+                n.ctx().ingest.settle();
+                std::thread::sleep(poll);
             }
-            if count != width {
-                n.reject(
-                    &format!("malformed row ({count} fields, expected {width})"),
-                    text.to_string(),
-                );
-            } else {
-                let q = iq.map(|i| fields[i]).unwrap_or("");
-                n.text_row(fields[its], fields[itag], fields[ival], q, &|| {
-                    text.to_string()
-                });
-            }
-        }
-        line.clear();
-        if !complete {
-            break;
+            CsvLine::Eof => break,
         }
     }
     Ok(())
