@@ -104,7 +104,7 @@ pub struct InitialContext {
 
 struct Inputs {
     samples: InputHandle<u64, CapacityContainerBuilder<Vec<Sample>>>,
-    assets: InputSession<u64, (TagId, Arc<AssetRow>), isize>,
+    assets: InputSession<u64, (TagId, AssetCtx), isize>,
     tariff: InputSession<u64, (u32, F64), isize>,
     production: InputSession<u64, Interval, isize>,
     maintenance: InputSession<u64, Interval, isize>,
@@ -132,12 +132,17 @@ impl Inputs {
         self.status.flush();
     }
 
-    fn apply(&mut self, change: ContextChange, tags: &TagRegistry) {
+    fn apply(&mut self, change: ContextChange, tags: &TagRegistry, names: &Names) {
         match change {
             ContextChange::Assets(rows) => {
                 for (a, r) in rows {
                     let id = tags.intern(&a.tag);
-                    self.assets.update((id, Arc::new(a)), r);
+                    let ctx = AssetCtx {
+                        asset: names.intern(&a.asset),
+                        line: names.intern(&a.line),
+                        row: Arc::new(a),
+                    };
+                    self.assets.update((id, ctx), r);
                 }
             }
             ContextChange::Tariff(rows) => {
@@ -154,14 +159,39 @@ impl Inputs {
     }
 }
 
-/// Window starts covered by an interval: `start <= ws < end`.
-fn covered(iv: &Interval, size: i64) -> Vec<((String, i64), ())> {
+/// Window starts covered by an interval: `start <= ws < end`, keyed by the
+/// interned line (production) or asset (maintenance).
+fn covered(key: u32, iv: &Interval, size: i64) -> Vec<(u32, i64)> {
     let first = (iv.start_ms + size - 1).div_euclid(size) * size;
     (0..)
         .map(|i| first + i * size)
         .take_while(|ws| *ws < iv.end_ms)
-        .map(|ws| ((iv.key.clone(), ws), ()))
+        .map(|ws| (key, ws))
         .collect()
+}
+
+const FLAG_PRODUCING: u8 = 1;
+const FLAG_MAINTENANCE: u8 = 2;
+
+/// An asset row with its asset and line interned: the joins key on the ids,
+/// and ordering compares them before the shared row.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+struct AssetCtx {
+    asset: u32,
+    line: u32,
+    row: Arc<AssetRow>,
+}
+
+/// Interns asset and line names (and interval keys) to ids for the joins.
+#[derive(Default)]
+pub struct Names(TagRegistry);
+
+impl Names {
+    fn intern(&self, name: &str) -> u32 {
+        self.0.intern(name)
+    }
 }
 
 /// Everything a run needs besides the plan.
@@ -194,6 +224,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     ));
     let sink = Arc::new(Mutex::new(sink));
     let initial = Arc::new(initial);
+    let names = Arc::new(Names::default());
     let config = if workers <= 1 {
         timely::Config::thread()
     } else {
@@ -217,7 +248,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             worker.dataflow::<u64, _, _>(|scope| {
                 let stream = samples.to_stream(scope);
                 let windows = window::window(stream, geo, &window_name).as_collection();
-                let (assets_in, assets) = scope.new_collection::<(TagId, Arc<AssetRow>), isize>();
+                let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                 let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
                 let (prod_in, prod) = scope.new_collection::<Interval, isize>();
                 let (maint_in, maint) = scope.new_collection::<Interval, isize>();
@@ -225,52 +256,64 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 let size = geo.size_ms;
                 let calendar = plan.calendar.clone();
 
-                let priced = windows
-                    .join(assets)
-                    .map(move |(tag, (win, asset))| {
-                        (calendar.key_at(win.window_start), (tag, win, asset))
-                    })
-                    .join(tariff)
-                    .map(|(tariff_key, ((tag, win, asset), price))| {
-                        let key = (asset.line.clone(), win.window_start);
-                        (
-                            key,
-                            Enriched {
-                                tag,
-                                win,
-                                asset,
-                                tariff_key,
-                                price_per_kwh: price,
-                                producing: false,
-                                in_maintenance: false,
-                                metrics: Vec::new(),
-                            },
-                        )
-                    });
+                // Windows are arranged twice (by tag for the asset join, by
+                // (tag, window) for the context join); every other join runs on
+                // small integer keys, one row per window.
+                let with_asset =
+                    windows.join_map(assets, |tag, win, a| (*tag, win.clone(), a.clone()));
+                let keys = with_asset
+                    .clone()
+                    .map(|(tag, win, a)| (tag, win.window_start, a.line, a.asset));
+                let (n1, n2) = (names.clone(), names.clone());
                 let running = prod
                     .clone()
-                    .flat_map(move |iv| covered(&iv, size))
-                    .distinct()
-                    .map(|(k, ())| k);
-                let producing = priced.clone().semijoin(running.clone()).map(|(_, mut e)| {
-                    e.producing = true;
-                    e
-                });
-                let idle = priced.antijoin(running).map(|(_, e)| e);
-                let by_asset = producing
-                    .concat(idle)
-                    .map(|e| ((e.asset.asset.clone(), e.win.window_start), e));
+                    .flat_map(move |iv| covered(n1.intern(&iv.key), &iv, size))
+                    .distinct();
                 let down = maint
-                    .flat_map(move |iv| covered(&iv, size))
+                    .flat_map(move |iv| covered(n2.intern(&iv.key), &iv, size))
+                    .distinct();
+                let producing = keys
+                    .clone()
+                    .map(|(tag, ws, line, _)| ((line, ws), tag))
+                    .semijoin(running)
+                    .map(|((_, ws), tag)| ((tag, ws), FLAG_PRODUCING));
+                let maintained = keys
+                    .clone()
+                    .map(|(tag, ws, _, asset)| ((asset, ws), tag))
+                    .semijoin(down)
+                    .map(|((_, ws), tag)| ((tag, ws), FLAG_MAINTENANCE));
+                let flags = keys
+                    .clone()
+                    .map(|(tag, ws, _, _)| ((tag, ws), 0u8))
+                    .concat(producing)
+                    .concat(maintained)
+                    .reduce(|_key, flags, out| {
+                        let f = flags.iter().fold(0u8, |f, (x, _)| f | **x);
+                        out.push((f, 1isize));
+                    });
+                let prices = keys
+                    .map(|(_, ws, _, _)| ws)
                     .distinct()
-                    .map(|(k, ())| k);
-                let in_maint = by_asset.clone().semijoin(down.clone()).map(|(_, mut e)| {
-                    e.in_maintenance = true;
-                    e
-                });
+                    .map(move |ws| (calendar.key_at(ws), ws))
+                    .join_map(tariff, |key, ws, price| (*ws, (*key, *price)));
+                let context = flags
+                    .map(|((tag, ws), f)| (ws, (tag, f)))
+                    .join_map(prices, |ws, (tag, f), (key, price)| {
+                        ((*tag, *ws), (*f, *key, *price))
+                    });
                 let c1 = compiled.clone();
-                let enriched = in_maint
-                    .concat(by_asset.antijoin(down).map(|(_, e)| e))
+                let enriched = with_asset
+                    .map(|(tag, win, a)| ((tag, win.window_start), (win, a)))
+                    .join_map(context, |(tag, _), (win, a), (f, key, price)| Enriched {
+                        tag: *tag,
+                        win: win.clone(),
+                        asset: a.row.clone(),
+                        tariff_key: *key,
+                        price_per_kwh: *price,
+                        producing: f & FLAG_PRODUCING != 0,
+                        in_maintenance: f & FLAG_MAINTENANCE != 0,
+                        metrics: Vec::new(),
+                    })
                     .map(move |mut e| {
                         c1.derive(&mut e);
                         e
@@ -354,7 +397,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 ContextChange::Maintenance(inserts(init.maintenance)),
                 ContextChange::Status(init.status),
             ] {
-                inputs.apply(change, &tags);
+                inputs.apply(change, &tags, &names);
             }
         }
         let max_lag = 2 * geo.size_ms as u64;
@@ -372,7 +415,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         Ok(WorkerMsg::Advance(t)) => inputs.advance(t),
                         Ok(WorkerMsg::Context { time, change }) => {
                             inputs.advance(time);
-                            inputs.apply(change, &tags);
+                            inputs.apply(change, &tags, &names);
                             inputs.flush_context();
                         }
                         Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => {

@@ -232,7 +232,9 @@ pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
     use std::io::BufRead;
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt8Builder};
+    use arrow::array::{
+        ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt8Builder,
+    };
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::record_batch::RecordBatch;
     use parquet::arrow::ArrowWriter;
@@ -241,7 +243,11 @@ pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
 
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("tag", DataType::Utf8, false),
         Field::new("value", DataType::Float64, false),
         Field::new("quality", DataType::UInt8, false),
@@ -251,8 +257,9 @@ pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
     let tmp = parquet.with_extension("parquet.tmp");
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), Some(props))
-        .map_err(|e| bad(e.to_string()))?;
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), Some(props))
+            .map_err(|e| bad(e.to_string()))?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(csv)?);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -270,7 +277,8 @@ pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
                 break;
             }
             let mut f = line.trim_end().split(',');
-            let (Some(t), Some(g), Some(v), Some(q)) = (f.next(), f.next(), f.next(), f.next()) else {
+            let (Some(t), Some(g), Some(v), Some(q)) = (f.next(), f.next(), f.next(), f.next())
+            else {
                 return Err(bad(format!("malformed line `{}`", line.trim_end())));
             };
             ts.append_value(t.parse().map_err(|_| bad(format!("bad ts `{t}`")))?);

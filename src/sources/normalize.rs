@@ -151,7 +151,9 @@ impl Normalizer {
         let quality = match trim(quality).as_bytes() {
             [] => Some(0),
             [d @ b'0'..=b'9'] => Some((d - b'0') as u64),
-            q => std::str::from_utf8(q).ok().and_then(|q| q.parse::<u64>().ok()),
+            q => std::str::from_utf8(q)
+                .ok()
+                .and_then(|q| q.parse::<u64>().ok()),
         };
         let Some(quality) = quality.and_then(Quality::from_code) else {
             return self.reject("invalid quality", raw());
@@ -289,7 +291,14 @@ pub fn reason_class(reason: &str) -> String {
 /// (the common case, per row).
 fn trim(s: &str) -> &str {
     match (s.as_bytes().first(), s.as_bytes().last()) {
-        (Some(a), Some(b)) if !a.is_ascii_whitespace() && !b.is_ascii_whitespace() && a.is_ascii() && b.is_ascii() => s,
+        (Some(a), Some(b))
+            if !a.is_ascii_whitespace()
+                && !b.is_ascii_whitespace()
+                && a.is_ascii()
+                && b.is_ascii() =>
+        {
+            s
+        }
         _ => s.trim(),
     }
 }
@@ -344,7 +353,10 @@ mod tests {
         assert_eq!(parse_ts("yesterday"), None);
         assert_eq!(parse_ts(" 42 "), Some(42));
         assert_eq!(parse_ts("-1000"), Some(-1000));
-        assert_eq!(parse_ts("999999999999999999"), Some(999_999_999_999_999_999));
+        assert_eq!(
+            parse_ts("999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
         assert_eq!(parse_ts("99999999999999999999"), None);
         assert_eq!(trim("\u{a0}x\u{a0}"), "x");
         assert_eq!(trim("a b"), "a b");
