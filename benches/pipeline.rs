@@ -20,10 +20,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::AsArray;
 use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
+use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt8Type};
 use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -74,7 +77,7 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
 }
 
 /// The plain single-pass program. Returns rows read.
-fn baseline(input: &Path, out: &Path) -> u64 {
+fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
     // Context.
     let mut assets: HashMap<String, (String, String, String, String, f64)> = HashMap::new();
     let text = std::fs::read_to_string(input.join("assets.csv")).unwrap();
@@ -115,45 +118,68 @@ fn baseline(input: &Path, out: &Path) -> u64 {
     let mut names: Vec<String> = Vec::new();
     let mut acc: HashMap<(u32, i64), (i64, f64, f64, f64)> = HashMap::new();
     let mut rows = 0u64;
-    let mut r = BufReader::with_capacity(
-        1 << 20,
-        std::fs::File::open(input.join("samples.csv")).unwrap(),
-    );
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    line.clear();
-    while r.read_line(&mut line).unwrap() > 0 {
+    let mut add = |ts: i64, tag: &str, v: f64, q: u8| {
         rows += 1;
-        let mut it = line.trim_end().split(',');
-        let (ts, tag, v, q) = (
-            it.next().unwrap(),
-            it.next().unwrap(),
-            it.next().unwrap(),
-            it.next().unwrap(),
-        );
-        if q != "2" {
-            let ts: i64 = ts.parse().unwrap();
-            let v: f64 = v.parse().unwrap();
-            let id = match ids.get(tag) {
-                Some(id) => *id,
-                None => {
-                    ids.insert(tag.to_string(), names.len() as u32);
-                    names.push(tag.to_string());
-                    names.len() as u32 - 1
-                }
-            };
-            let e = acc.entry((id, ts.div_euclid(60_000) * 60_000)).or_insert((
-                0,
-                0.0,
-                f64::INFINITY,
-                f64::NEG_INFINITY,
-            ));
-            e.0 += 1;
-            e.1 += v;
-            e.2 = e.2.min(v);
-            e.3 = e.3.max(v);
+        if q == 2 {
+            return;
         }
+        let id = match ids.get(tag) {
+            Some(id) => *id,
+            None => {
+                ids.insert(tag.to_string(), names.len() as u32);
+                names.push(tag.to_string());
+                names.len() as u32 - 1
+            }
+        };
+        let e = acc.entry((id, ts.div_euclid(60_000) * 60_000)).or_insert((
+            0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ));
+        e.0 += 1;
+        e.1 += v;
+        e.2 = e.2.min(v);
+        e.3 = e.3.max(v);
+    };
+    if samples.extension().is_some_and(|e| e == "parquet") {
+        let file = std::fs::File::open(samples).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .with_batch_size(8192)
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+            let tag = batch.column(1).as_string::<i32>();
+            let v = batch.column(2).as_primitive::<Float64Type>();
+            let q = batch.column(3).as_primitive::<UInt8Type>();
+            for i in 0..batch.num_rows() {
+                add(ts.value(i), tag.value(i), v.value(i), q.value(i));
+            }
+        }
+    } else {
+        let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(samples).unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
         line.clear();
+        while r.read_line(&mut line).unwrap() > 0 {
+            let mut it = line.trim_end().split(',');
+            let (ts, tag, v, q) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+            );
+            add(
+                ts.parse().unwrap(),
+                tag,
+                v.parse().unwrap(),
+                q.parse().unwrap(),
+            );
+            line.clear();
+        }
     }
     // Enrich, write aggregates and actions.
     let mut cols = Columns::default();
@@ -253,11 +279,68 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Resident set of a running process, MiB.
+fn rss_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs a command to completion, sampling its RSS every 50 ms.
+fn run_sampled(cmd: &mut Command) -> (std::process::Output, Vec<(f64, f64)>) {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut trace = Vec::new();
+    let pid = child.id();
+    // Read the pipes on threads so a full pipe never stalls the child.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).ok();
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).ok();
+        b
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if let Some(r) = rss_of(pid) {
+            trace.push((started.elapsed().as_secs_f64(), r));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    };
+    (output, trace)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--baseline") {
-        let (input, out) = (PathBuf::from(&args[i + 1]), PathBuf::from(&args[i + 2]));
-        let rows = baseline(&input, &out);
+        let (input, samples, out) = (
+            PathBuf::from(&args[i + 1]),
+            PathBuf::from(&args[i + 2]),
+            PathBuf::from(&args[i + 3]),
+        );
+        let rows = baseline(&input, &samples, &out);
         println!("{rows} {:.1}", peak_rss_mib());
         return;
     }
@@ -267,6 +350,12 @@ fn main() {
     let tags = env_or("PLANTFLOW_BENCH_TAGS", 2000) as usize;
     let seconds = env_or("PLANTFLOW_BENCH_SECONDS", 3600);
     let runs = env_or("PLANTFLOW_BENCH_RUNS", 3).max(1);
+    let stages = env_or("PLANTFLOW_BENCH_STAGES", 1) == 1;
+    let formats: Vec<String> = std::env::var("PLANTFLOW_BENCH_FORMATS")
+        .unwrap_or_else(|_| "csv,parquet".into())
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let input = root.join(format!("workload-{tags}x{seconds}"));
     if !input.join("MANIFEST.txt").exists() {
@@ -282,74 +371,153 @@ fn main() {
         };
         plantflow::gen::workload::generate(&p, &input).expect("generate workload");
     }
+    if formats.iter().any(|f| f == "parquet") && !input.join("samples.parquet").exists() {
+        eprintln!("converting samples.csv to samples.parquet");
+        plantflow::gen::workload::samples_to_parquet(
+            &input.join("samples.csv"),
+            &input.join("samples.parquet"),
+        )
+        .expect("write samples.parquet");
+    }
     let rows = (tags as u64) * seconds;
     let me = std::env::current_exe().unwrap();
     let bin = env!("CARGO_BIN_EXE_plantflow");
     let dataflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml");
-
-    let mut results: Vec<(String, Vec<Sample>)> = vec![
-        ("single-pass Rust baseline".into(), vec![]),
-        ("plantflow run --workers 1".into(), vec![]),
-        ("plantflow run --workers 2".into(), vec![]),
-    ];
-    for _ in 0..runs {
-        for (k, (_, samples)) in results.iter_mut().enumerate() {
-            let out = root.join(format!("out-{k}"));
-            let _ = std::fs::remove_dir_all(&out);
-            let started = Instant::now();
-            let output = if k == 0 {
-                Command::new(&me)
-                    .arg("--baseline")
-                    .arg(&input)
-                    .arg(&out)
-                    .output()
-                    .unwrap()
-            } else {
-                Command::new(bin)
-                    .args(["run", "--json", "--workers", &k.to_string()])
-                    .arg(&dataflow)
-                    .env("INPUT_DIR", &input)
-                    .env("OUT_DIR", &out)
-                    .output()
-                    .unwrap()
-            };
-            let secs = started.elapsed().as_secs_f64();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "workload v1: {tags} tags x {seconds} s = {rows} rows -> Parquet, median of {runs} run(s), {cores} cores"
+    );
+    println!(
+        "{:<8} {:<28} {:>8} {:>12} {:>10} {:>12}",
+        "input", "program", "wall s", "rows/s", "ratio", "peak RSS MiB"
+    );
+    for format in &formats {
+        let samples = input.join(format!("samples.{format}"));
+        let mut results: Vec<(String, Vec<Sample>, Vec<(f64, f64)>)> = vec![
+            ("single-pass Rust baseline".into(), vec![], vec![]),
+            ("plantflow run --workers 1".into(), vec![], vec![]),
+            ("plantflow run --workers 2".into(), vec![], vec![]),
+        ];
+        for _ in 0..runs {
+            for (k, (_, samples_k, trace_k)) in results.iter_mut().enumerate() {
+                let out = root.join(format!("out-{k}"));
+                let _ = std::fs::remove_dir_all(&out);
+                let started = Instant::now();
+                let (output, trace) = if k == 0 {
+                    run_sampled(
+                        Command::new(&me)
+                            .arg("--baseline")
+                            .arg(&input)
+                            .arg(&samples)
+                            .arg(&out),
+                    )
+                } else {
+                    run_sampled(
+                        Command::new(bin)
+                            .args(["run", "--json", "--workers", &k.to_string()])
+                            .arg(&dataflow)
+                            .env("INPUT_DIR", &input)
+                            .env("SAMPLES_FILE", format!("samples.{format}"))
+                            .env("OUT_DIR", &out),
+                    )
+                };
+                let secs = started.elapsed().as_secs_f64();
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let rss_mib = if k == 0 {
+                    let mut it = stdout.split_whitespace();
+                    assert_eq!(it.next().and_then(|x| x.parse().ok()), Some(rows));
+                    it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0)
+                } else {
+                    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+                    assert_eq!(v["rows_read"].as_u64(), Some(rows));
+                    v["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+                };
+                samples_k.push(Sample { secs, rss_mib });
+                *trace_k = trace;
+            }
+        }
+        let base = median(results[0].1.iter().map(|s| s.secs).collect());
+        for (name, samples, _) in &results {
+            let secs = median(samples.iter().map(|s| s.secs).collect());
+            let rss = samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+            println!(
+                "{:<8} {:<28} {:>8.2} {:>12.0} {:>9.2}x {:>12.1}",
+                format,
+                name,
+                secs,
+                rows as f64 / secs,
+                base / secs,
+                rss
             );
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let rss_mib = if k == 0 {
-                stdout
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0.0)
-            } else {
-                let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-                assert_eq!(v["rows_read"].as_u64(), Some(rows));
-                v["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
-            };
-            samples.push(Sample { secs, rss_mib });
+        }
+        // RSS over the last two-worker run: flat once the retention is full.
+        let trace = &results[2].2;
+        if trace.len() >= 10 {
+            let deciles: Vec<String> = (1..=10)
+                .map(|d| {
+                    format!(
+                        "{:.0}",
+                        trace[(trace.len() * d / 10).min(trace.len() - 1)].1
+                    )
+                })
+                .collect();
+            println!(
+                "{:<8} RSS of `--workers 2` at 10%..100% of its run (MiB): {}",
+                format,
+                deciles.join(" ")
+            );
         }
     }
-    let base = median(results[0].1.iter().map(|s| s.secs).collect());
-    println!("workload v1: {tags} tags x {seconds} s = {rows} rows, CSV replay -> Parquet, median of {runs} run(s), {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!(
-        "{:<30} {:>9} {:>13} {:>16} {:>13}",
-        "program", "wall s", "rows/s", "ratio to base", "peak RSS MiB"
-    );
-    for (name, samples) in &results {
-        let secs = median(samples.iter().map(|s| s.secs).collect());
-        let rss = samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
-        println!(
-            "{:<30} {:>9.2} {:>13.0} {:>15.2}x {:>13.1}",
-            name,
-            secs,
-            rows as f64 / secs,
-            base / secs,
-            rss
-        );
+    if stages {
+        let csv = input.join("samples.csv");
+        let mut read = Vec::new();
+        let mut decode = Vec::new();
+        let mut agg = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            assert_eq!(plantflow::bench::csv_rows(&csv).unwrap(), rows);
+            read.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let batches = plantflow::bench::decode_csv(&input).unwrap();
+            decode.push(t.elapsed().as_secs_f64());
+            let accepted: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            let t = Instant::now();
+            let windows = plantflow::bench::preaggregate(batches);
+            agg.push(t.elapsed().as_secs_f64());
+            assert!(
+                windows >= tags as u64 * (seconds / 60),
+                "{windows} window updates"
+            );
+            let _ = accepted;
+        }
+        println!("stages (in process, one thread each, median of {runs}):");
+        for (name, v, what) in [
+            ("csv read", read, "reader: lines split into fields"),
+            (
+                "decode",
+                decode,
+                "reader + parse, tag lookup, quality, watermark, bridge",
+            ),
+            (
+                "pre-aggregate",
+                agg,
+                "timely window operator, 1 worker, decoded batches",
+            ),
+        ] {
+            let secs = median(v);
+            println!(
+                "  {:<14} {:>8.2} s {:>12.0} rows/s   ({what})",
+                name,
+                secs,
+                rows as f64 / secs
+            );
+        }
     }
 }

@@ -25,6 +25,7 @@
 //! mode) retract and re-emit exactly the affected rows. In every table the
 //! highest `revision` of a key is the truth.
 
+pub mod bench;
 pub mod config;
 /// `plantflow demo`: the simulated plant end to end.
 pub mod demo;

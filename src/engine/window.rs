@@ -239,3 +239,51 @@ pub fn window<'s>(
         },
     )
 }
+
+/// Runs the window operator alone on one timely worker over in-memory
+/// batches (`(time, rows)`, times non-decreasing), for the stage benchmarks.
+/// Returns the number of window updates it emitted.
+pub fn standalone(batches: Vec<(u64, Vec<Sample>)>, geo: Geometry) -> u64 {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::core::Inspect;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::{InputHandle, ProbeHandle};
+
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = count.clone();
+    let batches = std::sync::Mutex::new(Some(batches));
+    let guards = timely::execute(timely::Config::thread(), move |worker| {
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
+        let probe = ProbeHandle::new();
+        let seen = Rc::new(Cell::new(0u64));
+        let s2 = seen.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            window(input.to_stream(scope), geo, "window")
+                .inspect_core(move |c| {
+                    if let Ok((_, data)) = c {
+                        s2.set(s2.get() + data.len() as u64);
+                    }
+                })
+                .probe_with(&probe);
+        });
+        let mine = batches.lock().ok().and_then(|mut b| b.take());
+        for (time, mut rows) in mine.unwrap_or_default() {
+            if time > *input.time() {
+                input.advance_to(time);
+                while probe.less_than(&time.saturating_sub(2 * geo.size_ms as u64)) {
+                    worker.step();
+                }
+            }
+            input.send_batch(&mut rows);
+            worker.step();
+        }
+        drop(input);
+        while worker.step_or_park(None) {}
+        count.fetch_add(seen.get(), std::sync::atomic::Ordering::Relaxed);
+    });
+    if let Ok(g) = guards {
+        drop(g.join());
+    }
+    total.load(std::sync::atomic::Ordering::Relaxed)
+}
