@@ -76,10 +76,105 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
     w.close().unwrap();
 }
 
+type Asset = (String, String, String, String, f64);
+
+/// The baseline's state: per-(tag, window) accumulators; a window is enriched
+/// into the output columns once the input is a window past its close (the
+/// workload's rows are at most 5 s late), so memory stays flat.
+struct Base {
+    assets: HashMap<String, Asset>,
+    price: [f64; 24],
+    runs: HashMap<String, Vec<(i64, i64)>>,
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    acc: HashMap<(u32, i64), (i64, f64, f64, f64)>,
+    cols: Columns,
+    waste: HashMap<(String, i64), (f64, f64)>,
+    rows: u64,
+    max_ts: i64,
+    flushed: i64,
+}
+
+impl Base {
+    fn add(&mut self, ts: i64, tag: &str, v: f64, q: u8) {
+        self.rows += 1;
+        if q == 2 {
+            return;
+        }
+        let id = match self.ids.get(tag) {
+            Some(id) => *id,
+            None => {
+                self.ids.insert(tag.to_string(), self.names.len() as u32);
+                self.names.push(tag.to_string());
+                self.names.len() as u32 - 1
+            }
+        };
+        let e = self
+            .acc
+            .entry((id, ts.div_euclid(60_000) * 60_000))
+            .or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+        e.0 += 1;
+        e.1 += v;
+        e.2 = e.2.min(v);
+        e.3 = e.3.max(v);
+        if ts > self.max_ts {
+            self.max_ts = ts;
+            let upto = (ts - 5_000 - 60_000).div_euclid(60_000) * 60_000;
+            if upto > self.flushed {
+                self.flush(upto);
+            }
+        }
+    }
+
+    /// Enriches and outputs every window ending at or before `upto`.
+    fn flush(&mut self, upto: i64) {
+        self.flushed = upto;
+        let done: Vec<_> = self
+            .acc
+            .extract_if(|k, _| k.1.saturating_add(60_000) <= upto)
+            .collect();
+        for ((id, ws), (n, sum, min, max)) in done {
+            let tag = &self.names[id as usize];
+            let Some((asset, _site, line, _kind, standby)) = self.assets.get(tag) else {
+                continue;
+            };
+            let mean = sum / n as f64;
+            let energy = mean / 60.0;
+            let p = self.price[(ws.div_euclid(3_600_000).rem_euclid(24)) as usize];
+            let producing = self
+                .runs
+                .get(line)
+                .is_some_and(|rs| rs.iter().any(|(a, b)| *a <= ws && ws < *b));
+            let w = if !producing && mean > *standby {
+                energy
+            } else {
+                0.0
+            };
+            let e = self
+                .waste
+                .entry((asset.clone(), ws.div_euclid(3_600_000) * 3_600_000))
+                .or_default();
+            e.0 += w;
+            e.1 += w * p;
+            let c = &mut self.cols;
+            c.0.push(tag.clone());
+            c.1.push(ws);
+            c.2.push(n);
+            c.3.push(mean);
+            c.4.push(min);
+            c.5.push(max);
+            c.6.push(energy);
+            c.7.push(energy * p);
+            c.8.push(producing);
+            c.9.push(w);
+        }
+    }
+}
+
 /// The plain single-pass program. Returns rows read.
 fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
     // Context.
-    let mut assets: HashMap<String, (String, String, String, String, f64)> = HashMap::new();
+    let mut assets: HashMap<String, Asset> = HashMap::new();
     let text = std::fs::read_to_string(input.join("assets.csv")).unwrap();
     for l in text.lines().skip(1) {
         let f: Vec<&str> = l.split(',').collect();
@@ -114,33 +209,18 @@ fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
             .push((f[1].parse().unwrap(), f[2].parse().unwrap()));
     }
     // One pass over the samples.
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut acc: HashMap<(u32, i64), (i64, f64, f64, f64)> = HashMap::new();
-    let mut rows = 0u64;
-    let mut add = |ts: i64, tag: &str, v: f64, q: u8| {
-        rows += 1;
-        if q == 2 {
-            return;
-        }
-        let id = match ids.get(tag) {
-            Some(id) => *id,
-            None => {
-                ids.insert(tag.to_string(), names.len() as u32);
-                names.push(tag.to_string());
-                names.len() as u32 - 1
-            }
-        };
-        let e = acc.entry((id, ts.div_euclid(60_000) * 60_000)).or_insert((
-            0,
-            0.0,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ));
-        e.0 += 1;
-        e.1 += v;
-        e.2 = e.2.min(v);
-        e.3 = e.3.max(v);
+    let mut base = Base {
+        assets,
+        price,
+        runs,
+        ids: HashMap::new(),
+        names: Vec::new(),
+        acc: HashMap::new(),
+        cols: Columns::default(),
+        waste: HashMap::new(),
+        rows: 0,
+        max_ts: i64::MIN,
+        flushed: i64::MIN,
     };
     if samples.extension().is_some_and(|e| e == "parquet") {
         let file = std::fs::File::open(samples).unwrap();
@@ -156,7 +236,7 @@ fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
             let v = batch.column(2).as_primitive::<Float64Type>();
             let q = batch.column(3).as_primitive::<UInt8Type>();
             for i in 0..batch.num_rows() {
-                add(ts.value(i), tag.value(i), v.value(i), q.value(i));
+                base.add(ts.value(i), tag.value(i), v.value(i), q.value(i));
             }
         }
     } else {
@@ -172,50 +252,14 @@ fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
                 it.next().unwrap(),
                 it.next().unwrap(),
             );
-            add(
-                ts.parse().unwrap(),
-                tag,
-                v.parse().unwrap(),
-                q.parse().unwrap(),
-            );
+            base.add(ts.parse().unwrap(), tag, v.parse().unwrap(), q.parse().unwrap());
             line.clear();
         }
     }
-    // Enrich, write aggregates and actions.
-    let mut cols = Columns::default();
-    let mut waste: HashMap<(String, i64), (f64, f64)> = HashMap::new();
-    for ((id, ws), (n, sum, min, max)) in acc {
-        let tag = &names[id as usize];
-        let Some((asset, _site, line, _kind, standby)) = assets.get(tag) else {
-            continue;
-        };
-        let mean = sum / n as f64;
-        let energy = mean / 60.0;
-        let p = price[(ws.div_euclid(3_600_000).rem_euclid(24)) as usize];
-        let producing = runs
-            .get(line)
-            .is_some_and(|rs| rs.iter().any(|(a, b)| *a <= ws && ws < *b));
-        let w = if !producing && mean > *standby {
-            energy
-        } else {
-            0.0
-        };
-        let e = waste
-            .entry((asset.clone(), ws.div_euclid(3_600_000) * 3_600_000))
-            .or_default();
-        e.0 += w;
-        e.1 += w * p;
-        cols.0.push(tag.clone());
-        cols.1.push(ws);
-        cols.2.push(n);
-        cols.3.push(mean);
-        cols.4.push(min);
-        cols.5.push(max);
-        cols.6.push(energy);
-        cols.7.push(energy * p);
-        cols.8.push(producing);
-        cols.9.push(w);
-    }
+    base.flush(i64::MAX);
+    let Base {
+        cols, waste, rows, ..
+    } = base;
     std::fs::create_dir_all(out).unwrap();
     let batch = RecordBatch::try_from_iter(vec![
         ("tag", Arc::new(StringArray::from(cols.0)) as ArrayRef),

@@ -273,6 +273,9 @@ pub struct ParquetPlan {
     pub roll_rows: u64,
     pub roll_bytes: u64,
     pub roll_interval_ms: u64,
+    /// Commit when the output's event time passes a multiple of
+    /// `roll_interval` (`roll_by = "event_time"`), not when a file is that old.
+    pub roll_event_time: bool,
     pub row_group_rows: usize,
 }
 
@@ -651,6 +654,7 @@ const PARQUET_KEYS: &[&str] = &[
     "roll_rows",
     "roll_size",
     "roll_interval",
+    "roll_by",
     "row_group_rows",
 ];
 
@@ -1412,7 +1416,15 @@ fn validate_text(
                     Some(s) => l.duration(&format!("{key}.roll_interval"), s).unwrap_or(0) as u64,
                     None => 300_000,
                 };
+                let roll_by = p.roll_by.as_deref().unwrap_or("processing_time");
+                l.one_of(
+                    &format!("{key}.roll_by"),
+                    roll_by,
+                    &["processing_time", "event_time"],
+                    "roll_by",
+                );
                 sink = Some(ParquetPlan {
+                    roll_event_time: roll_by == "event_time",
                     id: p.id,
                     path: l.resolve_path(&p.path),
                     tables,
@@ -1450,10 +1462,16 @@ fn validate_text(
             max_future_ms,
             quality,
         },
+        publish: publish
+            .into_iter()
+            .map(|mut p| {
+                p.metrics = metrics.iter().map(|m| m.name.clone()).collect();
+                p
+            })
+            .collect(),
         metrics,
         rules,
         sink: sink.expect("a sink was validated above"),
-        publish,
         calendar,
         billing,
         lifecycle,

@@ -535,7 +535,7 @@ pub(super) fn publish(
         }
     };
     let tables = r.tables.clone().unwrap_or_else(|| vec!["actions".into()]);
-    const PUB_TABLES: &[&str] = &["actions", "outcomes", "billing"];
+    const PUB_TABLES: &[&str] = &["aggregates", "actions", "outcomes", "billing"];
     for (j, t) in tables.iter().enumerate() {
         l.one_of(&format!("{key}.tables[{j}]"), t, PUB_TABLES, "table");
     }
@@ -547,5 +547,6 @@ pub(super) fn publish(
         tables,
         qos,
         retain: r.retain.unwrap_or(false),
+        metrics: Vec::new(),
     })
 }

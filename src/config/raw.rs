@@ -195,6 +195,9 @@ pub struct RawParquetSink {
     pub roll_size: Option<String>,
     #[serde(default)]
     pub roll_interval: Option<String>,
+    /// `processing_time` (default) or `event_time`.
+    #[serde(default)]
+    pub roll_by: Option<String>,
     #[serde(default)]
     pub row_group_rows: Option<usize>,
 }

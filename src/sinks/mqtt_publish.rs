@@ -31,6 +31,8 @@ pub struct PublishPlan {
     pub tables: Vec<String>,
     pub qos: u8,
     pub retain: bool,
+    /// Metric names, in config order (aggregates messages name them).
+    pub metrics: Vec<String>,
 }
 
 /// One message to publish.
@@ -75,6 +77,51 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
         });
     };
     match batch {
+        SinkBatch::Aggregates(rows) if want("aggregates") => {
+            for (e, rev) in rows {
+                let w = &e.win;
+                let mut m = serde_json::Map::new();
+                m.insert("tag".into(), json!(e.asset.tag));
+                m.insert("asset".into(), json!(e.asset.asset));
+                m.insert("site".into(), json!(e.asset.site));
+                m.insert("line".into(), json!(e.asset.line));
+                m.insert("window_start".into(), json!(w.window_start));
+                m.insert("window_end".into(), json!(w.window_end));
+                m.insert("window_start_time".into(), ms_text(w.window_start));
+                m.insert("count".into(), json!(w.count));
+                for (k, x) in [
+                    ("mean", w.mean),
+                    ("min", w.min),
+                    ("max", w.max),
+                    ("first", w.first),
+                    ("last", w.last),
+                    ("price_per_kwh", e.price_per_kwh),
+                ] {
+                    m.insert(k.into(), json!(x.0));
+                }
+                m.insert("producing".into(), json!(e.producing));
+                m.insert("in_maintenance".into(), json!(e.in_maintenance));
+                for (name, v) in plan.metrics.iter().zip(&e.metrics) {
+                    let v = match v {
+                        crate::model::Scalar::Num(x) => json!(x.0),
+                        crate::model::Scalar::Bool(b) => json!(b),
+                        crate::model::Scalar::Str(s) => json!(s),
+                    };
+                    m.insert(name.clone(), v);
+                }
+                emit(
+                    "aggregates",
+                    Value::Object(m),
+                    &[
+                        ("site", &e.asset.site),
+                        ("line", &e.asset.line),
+                        ("asset", &e.asset.asset),
+                        ("tag", &e.asset.tag),
+                    ],
+                    *rev,
+                );
+            }
+        }
         SinkBatch::Actions(rows) if want("actions") => {
             for (a, rev) in rows {
                 let mut v = serde_json::to_value(a).unwrap_or(Value::Null);

@@ -507,6 +507,10 @@ pub struct ParquetWriter {
     schemas: HashMap<String, SchemaRef>,
     report: WriterReport,
     stats: Arc<Stats>,
+    /// Latest window end written (event time), for `roll_by = "event_time"`.
+    event_time: i64,
+    /// The event-time roll boundary passed since the last commit.
+    boundary_passed: bool,
 }
 
 impl ParquetWriter {
@@ -536,6 +540,8 @@ impl ParquetWriter {
             schemas,
             report: WriterReport::default(),
             stats,
+            event_time: i64::MIN,
+            boundary_passed: false,
         }
     }
 
@@ -548,6 +554,15 @@ impl ParquetWriter {
         match batch {
             SinkBatch::Aggregates(rows) => {
                 self.stats.add_aggregates(&rows);
+                let end = rows.iter().map(|r| r.0.win.window_end).max();
+                if let Some(end) = end.filter(|e| *e > self.event_time) {
+                    let roll = self.plan.roll_interval_ms.max(1) as i64;
+                    // A multiple of `roll` lies in (previous end, end].
+                    if end.div_euclid(roll) > self.event_time.div_euclid(roll) {
+                        self.boundary_passed = true;
+                    }
+                    self.event_time = end;
+                }
                 if !self.enabled("aggregates") {
                     return Ok(());
                 }
@@ -713,9 +728,25 @@ impl ParquetWriter {
         Ok(())
     }
 
+    /// Commits every open file once the output has passed an event-time
+    /// roll boundary (`roll_by = "event_time"`): called when the writer's
+    /// queue is empty, so the rows of one window close from every worker go
+    /// into the same file.
+    pub fn roll_event_time(&mut self) -> Result<(), String> {
+        if !self.plan.roll_event_time || !self.boundary_passed {
+            return Ok(());
+        }
+        self.boundary_passed = false;
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.commit(&k)?;
+        }
+        Ok(())
+    }
+
     /// Commits files older than `roll_interval`.
     pub fn roll_aged(&mut self) -> Result<(), String> {
-        if self.plan.roll_interval_ms == 0 {
+        if self.plan.roll_interval_ms == 0 || self.plan.roll_event_time {
             return Ok(());
         }
         let limit = Duration::from_millis(self.plan.roll_interval_ms);
@@ -749,7 +780,14 @@ pub fn run_writer(
     let tick = Duration::from_millis(100);
     loop {
         match rx.recv_timeout(tick) {
-            Ok(batch) => writer.write(batch)?,
+            Ok(batch) => {
+                writer.write(batch)?;
+                // Drain what is queued before committing on event time.
+                while let Ok(batch) = rx.try_recv() {
+                    writer.write(batch)?;
+                }
+                writer.roll_event_time()?;
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }

@@ -1,0 +1,372 @@
+//! Latency harness: workload v1 appended to a file at a fixed input rate and
+//! read by `plantflow run --follow`; measures the time from a window's close
+//! (the watermark passing its end) to its aggregates and actions being
+//! visible in the Parquet lake and on MQTT.
+//!
+//! ```text
+//! cargo bench --bench latency      # 4,000 tags x 1,800 s at 200,000 rows/s, 2 workers
+//! PLANTFLOW_LAT_TAGS=2000 PLANTFLOW_LAT_SECONDS=600 PLANTFLOW_LAT_RATE=100000 cargo bench --bench latency
+//! ```
+//!
+//! - **Input.** A writer thread appends the workload's `samples.csv` lines to
+//!   a follow file in 2 ms ticks, paced to the rate. It notes the wall time
+//!   at which the rows it has written first move the watermark (max event
+//!   time − 5 s lateness) past each minute boundary: that is the window's close.
+//! - **MQTT.** An `mqtt_publish` sink sends `aggregates` and `actions` to an
+//!   embedded rumqttd broker; a subscriber in this process stamps each message
+//!   on arrival. An aggregate's latency is arrival − close of its window. An
+//!   action is attributed to the latest close before its arrival (windows
+//!   close every `60 s / speed`, far apart compared with the latencies).
+//! - **Parquet.** The lake rolls by event time every minute (`roll_by =
+//!   "event_time"`); a watcher lists the aggregates directory every 2 ms and
+//!   reads each new committed file's window ends. A window's latency is the
+//!   first sighting of a committed file holding it − its close.
+//!
+//! Stamps are taken in this process with one monotonic clock. The Parquet
+//! figure includes up to 2 ms of polling.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampMillisecondType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const WINDOW_MS: i64 = 60_000;
+const LATENESS_MS: i64 = 5_000;
+
+/// Wall instants of window closes, by window end (event ms).
+type Closes = Arc<Mutex<BTreeMap<i64, Instant>>>;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{:<34} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+        what,
+        ms.len(),
+        percentile(&ms, 0.0),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99),
+        percentile(&ms, 1.0),
+    );
+}
+
+fn dataflow(dir: &Path, follow: &Path, out: &Path, mqtt_port: u16) -> PathBuf {
+    let text = format!(
+        r#"name = "latency"
+currency = "EUR"
+
+[[sources]]
+type = "replay"
+id = "samples"
+path = "{follow}"
+poll_interval = "10ms"
+
+[context.assets]
+path = "{dir}/assets.csv"
+
+[context.tariff]
+path = "{dir}/tariff.csv"
+
+[context.production]
+path = "{dir}/production.csv"
+
+[window]
+size = "1m"
+allowed_lateness = "5s"
+quality = "drop_bad"
+retention = "2h"
+
+[metrics]
+energy_kwh = "mean / 60.0"
+cost = "energy_kwh * price_per_kwh"
+waste_kwh = "!producing && mean > standby_kw ? energy_kwh : 0.0"
+
+[[rules]]
+id = "idle_running"
+group_by = ["site", "line", "asset"]
+period = "1h"
+where = "waste_kwh > 0.0"
+condition = "waste_kwh > 1.0"
+
+[rules.measures]
+waste_kwh = {{ sum = "waste_kwh" }}
+waste_cost = {{ sum = "waste_kwh * price_per_kwh" }}
+
+[rules.action]
+owner = "operations"
+action_type = "operational_change"
+value_category = "energy_cost"
+value = "waste_cost"
+one_per = "period"
+
+[[sinks]]
+type = "parquet"
+id = "lake"
+path = "{out}"
+roll_interval = "1m"
+roll_by = "event_time"
+
+[[sinks]]
+type = "mqtt_publish"
+id = "live"
+url = "mqtt://127.0.0.1:{mqtt_port}"
+topic = "bench/{{table}}"
+tables = ["aggregates", "actions"]
+qos = 1
+"#,
+        follow = follow.display(),
+        dir = dir.display(),
+        out = out.display(),
+    );
+    let path = out.with_extension("toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let tags = env_or("PLANTFLOW_LAT_TAGS", 4000) as usize;
+    let seconds = env_or("PLANTFLOW_LAT_SECONDS", 1800);
+    let rate = env_or("PLANTFLOW_LAT_RATE", 200_000) as f64;
+    let workers = env_or("PLANTFLOW_LAT_WORKERS", 2);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let input = root.join(format!("workload-{tags}x{seconds}"));
+    if !input.join("MANIFEST.txt").exists() {
+        eprintln!("generating {tags} tags x {seconds} s into {}", input.display());
+        let p = plantflow::gen::workload::Params {
+            tags,
+            seconds,
+            seed: 7,
+            ..Default::default()
+        };
+        plantflow::gen::workload::generate(&p, &input).expect("generate workload");
+    }
+    let work = root.join("latency");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let follow = work.join("samples.csv");
+    let out = work.join("lake");
+    std::fs::write(&follow, "ts,tag,value,quality\n").unwrap();
+
+    let broker = plantflow::sim::broker::start(0, 0).expect("broker");
+    let config = dataflow(&input, &follow, &out, broker.v5_port);
+
+    // MQTT subscriber: (arrival, table, window_end).
+    let arrivals: Arc<Mutex<Vec<(Instant, bool, i64)>>> = Arc::default();
+    {
+        let mut o = MqttOptions::new("latency-bench", "127.0.0.1", broker.v4_port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = Client::new(o, 1000);
+        client.subscribe("bench/#", QoS::AtLeastOnce).unwrap();
+        let arrivals = arrivals.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _keep = client;
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let now = Instant::now();
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&p.payload).unwrap_or_default();
+                        let is_action = p.topic.ends_with("/actions");
+                        let end = v["window_end"].as_i64().unwrap_or(0);
+                        arrivals.lock().unwrap().push((now, is_action, end));
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscriber connected");
+    }
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["run", "--follow", "--json", "--workers", &workers.to_string()])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Parquet watcher: first sighting of each window end in a committed file.
+    let seen_files: Arc<Mutex<BTreeMap<i64, Instant>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let seen = seen_files.clone();
+        let stop = stop.clone();
+        let dir = out.join("aggregates");
+        std::thread::spawn(move || {
+            let mut known: HashSet<PathBuf> = HashSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = Instant::now();
+                for part in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    for f in std::fs::read_dir(part.path()).into_iter().flatten().flatten() {
+                        let p = f.path();
+                        let name = f.file_name().to_string_lossy().to_string();
+                        if !name.ends_with(".parquet") || name.starts_with('.') || known.contains(&p) {
+                            continue;
+                        }
+                        known.insert(p.clone());
+                        let Ok(file) = std::fs::File::open(&p) else { continue };
+                        let Ok(b) = ParquetRecordBatchReaderBuilder::try_new(file) else { continue };
+                        let Ok(reader) = b.build() else { continue };
+                        let mut s = seen.lock().unwrap();
+                        for batch in reader.flatten() {
+                            if let Some(c) = batch.column_by_name("window_end") {
+                                for e in c.as_primitive::<TimestampMillisecondType>().values() {
+                                    s.entry(*e).or_insert(now);
+                                }
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    // Writer: paced appends; records window closes.
+    let closes: Closes = Arc::default();
+    let started = Instant::now();
+    {
+        let mut src = BufReader::with_capacity(1 << 20, std::fs::File::open(input.join("samples.csv")).unwrap());
+        let mut dst = std::fs::OpenOptions::new().append(true).open(&follow).unwrap();
+        let mut line = String::new();
+        src.read_line(&mut line).unwrap();
+        let mut written = 0u64;
+        let mut max_ts = i64::MIN;
+        let mut next_close: Option<i64> = None;
+        let mut chunk = Vec::with_capacity(1 << 20);
+        let mut done = false;
+        while !done {
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            chunk.clear();
+            while written < due {
+                line.clear();
+                if src.read_line(&mut line).unwrap() == 0 {
+                    done = true;
+                    break;
+                }
+                if let Some(ts) = line.split(',').next().and_then(|t| t.parse::<i64>().ok()) {
+                    max_ts = max_ts.max(ts);
+                }
+                chunk.extend_from_slice(line.as_bytes());
+                written += 1;
+            }
+            if !chunk.is_empty() {
+                dst.write_all(&chunk).unwrap();
+                dst.flush().unwrap();
+                let now = Instant::now();
+                let wm = max_ts - LATENESS_MS;
+                let first = next_close.unwrap_or((max_ts / WINDOW_MS) * WINDOW_MS);
+                let mut e = first;
+                let mut c = closes.lock().unwrap();
+                while e <= wm {
+                    c.insert(e, now);
+                    e += WINDOW_MS;
+                }
+                next_close = Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "wrote {written} rows in {secs:.1} s ({:.0} rows/s)",
+            written as f64 / secs
+        );
+    }
+    // Let the last closes through, then stop plantflow (SIGINT) and collect.
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let v: serde_json::Value = serde_json::from_str(summary.trim()).unwrap_or_default();
+
+    let closes = closes.lock().unwrap().clone();
+    // The first window in the file closes as soon as the first rows arrive: skip windows
+    // whose start is before the first full minute of input.
+    let first_full = closes.keys().next().copied().unwrap_or(0) + WINDOW_MS;
+    let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1e3;
+    let arrivals = arrivals.lock().unwrap().clone();
+    let mut agg_msgs = Vec::new();
+    let mut agg_last: BTreeMap<i64, Instant> = BTreeMap::new();
+    let mut actions = Vec::new();
+    for (at, is_action, end) in &arrivals {
+        if *is_action {
+            if let Some((_, c)) = closes.iter().rev().find(|(_, c)| **c <= *at) {
+                actions.push(ms(*at, *c));
+            }
+        } else if *end >= first_full {
+            if let Some(c) = closes.get(end) {
+                agg_msgs.push(ms(*at, *c));
+                let l = agg_last.entry(*end).or_insert(*at);
+                *l = (*l).max(*at);
+            }
+        }
+    }
+    let agg_windows: Vec<f64> = agg_last
+        .iter()
+        .filter_map(|(e, at)| closes.get(e).map(|c| ms(*at, *c)))
+        .collect();
+    let pq: Vec<f64> = seen_files
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _)| **e >= first_full)
+        .filter_map(|(e, at)| closes.get(e).map(|c| ms(*at, *c)))
+        .collect();
+    println!(
+        "latency: workload v1 {tags} tags x {seconds} s at {rate:.0} rows/s, `run --follow --workers {workers}`, {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "plantflow: rows_read {}, windows {}, actions {}, dead letters {}",
+        v["rows_read"], v["windows"], v["actions"], v["dead_letters"]
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "window close -> visible (ms)", "n", "min", "p50", "p90", "p99", "max"
+    );
+    report("MQTT aggregates, per message", agg_msgs);
+    report("MQTT aggregates, whole window", agg_windows);
+    report("MQTT actions, per message", actions);
+    report("Parquet aggregates, per window", pq);
+}
