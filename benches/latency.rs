@@ -156,7 +156,10 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let input = root.join(format!("workload-{tags}x{seconds}"));
     if !input.join("MANIFEST.txt").exists() {
-        eprintln!("generating {tags} tags x {seconds} s into {}", input.display());
+        eprintln!(
+            "generating {tags} tags x {seconds} s into {}",
+            input.display()
+        );
         let p = plantflow::gen::workload::Params {
             tags,
             seconds,
@@ -211,7 +214,13 @@ fn main() {
     }
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
-        .args(["run", "--follow", "--json", "--workers", &workers.to_string()])
+        .args([
+            "run",
+            "--follow",
+            "--json",
+            "--workers",
+            &workers.to_string(),
+        ])
         .arg(&config)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -231,15 +240,26 @@ fn main() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let now = Instant::now();
                 for part in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    for f in std::fs::read_dir(part.path()).into_iter().flatten().flatten() {
+                    for f in std::fs::read_dir(part.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
                         let p = f.path();
                         let name = f.file_name().to_string_lossy().to_string();
-                        if !name.ends_with(".parquet") || name.starts_with('.') || known.contains(&p) {
+                        if !name.ends_with(".parquet")
+                            || name.starts_with('.')
+                            || known.contains(&p)
+                        {
                             continue;
                         }
                         known.insert(p.clone());
-                        let Ok(file) = std::fs::File::open(&p) else { continue };
-                        let Ok(b) = ParquetRecordBatchReaderBuilder::try_new(file) else { continue };
+                        let Ok(file) = std::fs::File::open(&p) else {
+                            continue;
+                        };
+                        let Ok(b) = ParquetRecordBatchReaderBuilder::try_new(file) else {
+                            continue;
+                        };
                         let Ok(reader) = b.build() else { continue };
                         let mut s = seen.lock().unwrap();
                         for batch in reader.flatten() {
@@ -260,8 +280,14 @@ fn main() {
     let closes: Closes = Arc::default();
     let started = Instant::now();
     {
-        let mut src = BufReader::with_capacity(1 << 20, std::fs::File::open(input.join("samples.csv")).unwrap());
-        let mut dst = std::fs::OpenOptions::new().append(true).open(&follow).unwrap();
+        let mut src = BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(input.join("samples.csv")).unwrap(),
+        );
+        let mut dst = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&follow)
+            .unwrap();
         let mut line = String::new();
         src.read_line(&mut line).unwrap();
         let mut written = 0u64;
@@ -308,7 +334,9 @@ fn main() {
     }
     // Let the last closes through, then stop plantflow (SIGINT) and collect.
     std::thread::sleep(Duration::from_secs(3));
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -14,6 +14,8 @@
 //! process of this harness (`--baseline DIR OUT`) so both are measured whole.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,21 +80,23 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
 
 type Asset = (String, String, String, String, f64);
 
-/// The baseline's state: per-(tag, window) accumulators; a window is enriched
-/// into the output columns once the input is a window past its close (the
-/// workload's rows are at most 5 s late), so memory stays flat.
+/// One window's running aggregate: (window start, count, sum, min, max).
+type Acc = (i64, i64, f64, f64, f64);
+
+/// The baseline's state: per tag, the (at most two) windows still open —
+/// rows are at most 5 s late, so a row of window k+1 means window k−1 is
+/// complete and can be enriched into the output columns. Memory stays flat
+/// and the cost per row is constant.
 struct Base {
     assets: HashMap<String, Asset>,
     price: [f64; 24],
     runs: HashMap<String, Vec<(i64, i64)>>,
-    ids: HashMap<String, u32>,
+    ids: FxHashMap<String, u32>,
     names: Vec<String>,
-    acc: HashMap<(u32, i64), (i64, f64, f64, f64)>,
+    open: Vec<[Option<Acc>; 2]>,
     cols: Columns,
     waste: HashMap<(String, i64), (f64, f64)>,
     rows: u64,
-    max_ts: i64,
-    flushed: i64,
 }
 
 impl Base {
@@ -102,71 +106,90 @@ impl Base {
             return;
         }
         let id = match self.ids.get(tag) {
-            Some(id) => *id,
+            Some(id) => *id as usize,
             None => {
                 self.ids.insert(tag.to_string(), self.names.len() as u32);
                 self.names.push(tag.to_string());
-                self.names.len() as u32 - 1
+                self.open.push([None, None]);
+                self.names.len() - 1
             }
         };
-        let e = self
-            .acc
-            .entry((id, ts.div_euclid(60_000) * 60_000))
-            .or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
-        e.0 += 1;
-        e.1 += v;
-        e.2 = e.2.min(v);
-        e.3 = e.3.max(v);
-        if ts > self.max_ts {
-            self.max_ts = ts;
-            let upto = (ts - 5_000 - 60_000).div_euclid(60_000) * 60_000;
-            if upto > self.flushed {
-                self.flush(upto);
+        let ws = ts.div_euclid(60_000) * 60_000;
+        let slots = &mut self.open[id];
+        let i = match slots.iter().position(|s| s.is_some_and(|a| a.0 == ws)) {
+            Some(i) => i,
+            None => {
+                // A free slot, or the oldest window (complete by now) makes room.
+                let i = match slots.iter().position(|s| s.is_none()) {
+                    Some(i) => i,
+                    None => {
+                        let i = if slots[0].map(|a| a.0) < slots[1].map(|a| a.0) {
+                            0
+                        } else {
+                            1
+                        };
+                        let done = slots[i].take().expect("both slots are full");
+                        self.emit(id, done);
+                        i
+                    }
+                };
+                self.open[id][i] = Some((ws, 0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+                i
             }
+        };
+        if let Some(a) = self.open[id][i].as_mut() {
+            a.1 += 1;
+            a.2 += v;
+            a.3 = a.3.min(v);
+            a.4 = a.4.max(v);
         }
     }
 
-    /// Enriches and outputs every window ending at or before `upto`.
-    fn flush(&mut self, upto: i64) {
-        self.flushed = upto;
-        let done: Vec<_> = self
-            .acc
-            .extract_if(|k, _| k.1.saturating_add(60_000) <= upto)
-            .collect();
-        for ((id, ws), (n, sum, min, max)) in done {
-            let tag = &self.names[id as usize];
-            let Some((asset, _site, line, _kind, standby)) = self.assets.get(tag) else {
-                continue;
-            };
-            let mean = sum / n as f64;
-            let energy = mean / 60.0;
-            let p = self.price[(ws.div_euclid(3_600_000).rem_euclid(24)) as usize];
-            let producing = self
-                .runs
-                .get(line)
-                .is_some_and(|rs| rs.iter().any(|(a, b)| *a <= ws && ws < *b));
-            let w = if !producing && mean > *standby {
-                energy
-            } else {
-                0.0
-            };
-            let e = self
-                .waste
-                .entry((asset.clone(), ws.div_euclid(3_600_000) * 3_600_000))
-                .or_default();
-            e.0 += w;
-            e.1 += w * p;
-            let c = &mut self.cols;
-            c.0.push(tag.clone());
-            c.1.push(ws);
-            c.2.push(n);
-            c.3.push(mean);
-            c.4.push(min);
-            c.5.push(max);
-            c.6.push(energy);
-            c.7.push(energy * p);
-            c.8.push(producing);
-            c.9.push(w);
+    /// Enriches one complete window into the output columns.
+    fn emit(&mut self, id: usize, (ws, n, sum, min, max): Acc) {
+        let tag = &self.names[id];
+        let Some((asset, _site, line, _kind, standby)) = self.assets.get(tag) else {
+            return;
+        };
+        let mean = sum / n as f64;
+        let energy = mean / 60.0;
+        let p = self.price[(ws.div_euclid(3_600_000).rem_euclid(24)) as usize];
+        let producing = self
+            .runs
+            .get(line)
+            .is_some_and(|rs| rs.iter().any(|(a, b)| *a <= ws && ws < *b));
+        let w = if !producing && mean > *standby {
+            energy
+        } else {
+            0.0
+        };
+        let e = self
+            .waste
+            .entry((asset.clone(), ws.div_euclid(3_600_000) * 3_600_000))
+            .or_default();
+        e.0 += w;
+        e.1 += w * p;
+        let c = &mut self.cols;
+        c.0.push(tag.clone());
+        c.1.push(ws);
+        c.2.push(n);
+        c.3.push(mean);
+        c.4.push(min);
+        c.5.push(max);
+        c.6.push(energy);
+        c.7.push(energy * p);
+        c.8.push(producing);
+        c.9.push(w);
+    }
+
+    /// Emits every window still open (end of input).
+    fn finish(&mut self) {
+        for id in 0..self.open.len() {
+            for i in 0..2 {
+                if let Some(a) = self.open[id][i].take() {
+                    self.emit(id, a);
+                }
+            }
         }
     }
 }
@@ -213,14 +236,12 @@ fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
         assets,
         price,
         runs,
-        ids: HashMap::new(),
+        ids: FxHashMap::default(),
         names: Vec::new(),
-        acc: HashMap::new(),
+        open: Vec::new(),
         cols: Columns::default(),
         waste: HashMap::new(),
         rows: 0,
-        max_ts: i64::MIN,
-        flushed: i64::MIN,
     };
     if samples.extension().is_some_and(|e| e == "parquet") {
         let file = std::fs::File::open(samples).unwrap();
@@ -252,11 +273,16 @@ fn baseline(input: &Path, samples: &Path, out: &Path) -> u64 {
                 it.next().unwrap(),
                 it.next().unwrap(),
             );
-            base.add(ts.parse().unwrap(), tag, v.parse().unwrap(), q.parse().unwrap());
+            base.add(
+                ts.parse().unwrap(),
+                tag,
+                v.parse().unwrap(),
+                q.parse().unwrap(),
+            );
             line.clear();
         }
     }
-    base.flush(i64::MAX);
+    base.finish();
     let Base {
         cols, waste, rows, ..
     } = base;

@@ -418,7 +418,9 @@ fn config_type_and_unit_errors_name_the_key() {
         "error: unknown aggregate `total`\n  --> tests/fixtures/config/bad_types.toml:27:32",
         "error: expression `waste * 2.0` gives a number, expected a bool\n  --> tests/fixtures/config/bad_types.toml:26:13",
         "error: environment variable `PLANTFLOW_TEST_UNSET_VAR` is not set\n  --> tests/fixtures/config/bad_types.toml:33:8",
-        "error: 8 problems found; nothing was run",
+        "error: unknown roll_by `event_tme`\n  --> tests/fixtures/config/bad_types.toml:34:11",
+        "   = help: did you mean `event_time`?",
+        "error: 9 problems found; nothing was run",
     ] {
         assert!(text.contains(part), "missing:\n{part}\n--- in ---\n{text}");
     }
@@ -741,4 +743,75 @@ fn rows_later_than_retention_are_dead_lettered_not_lost() {
     assert_close(corrected.mean, (6.0 * 10.0 + 70.0) / 7.0, "corrected mean");
     let untouched = &aggs[&("a/l1/m1/power_kw".to_string(), t0)];
     assert_eq!((untouched.count, untouched.revision), (6, 0));
+}
+
+// `roll_by = "event_time"`: each minute of windows is its own committed file,
+// readable while the run goes on (a processing-time roll of 1 h would show
+// nothing before shutdown).
+#[test]
+fn event_time_roll_commits_each_minute_of_windows_while_running() {
+    let input = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = input.path();
+    std::fs::write(
+        dir.join("assets.csv"),
+        "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    let t0: i64 = 1_767_607_200_000;
+    // 3 minutes and 10 s of rows: windows 0, 1 and 2 close (watermark 185 s).
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..191 {
+        s.push_str(&format!(
+            "{},a/l1/m1/power_kw,{},0\n",
+            t0 + i * 1000,
+            10 + i / 60
+        ));
+    }
+    std::fs::write(dir.join("samples.csv"), s).unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace(
+            "roll_interval = \"1m\"",
+            "roll_interval = \"1m\"\nroll_by = \"event_time\"",
+        );
+    let df = dir.join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let _child = spawn_follow(&df, dir, out.path());
+    let files = wait_for("three committed aggregates files", || {
+        let files: Vec<_> = walk_all(&out.path().join("aggregates"))
+            .into_iter()
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().to_string();
+                n.ends_with(".parquet") && !n.starts_with('.')
+            })
+            .collect();
+        (files.len() >= 3).then_some(files)
+    });
+    assert_eq!(files.len(), 3, "one file per closed minute, nothing more");
+    let latest = latest_aggregates(out.path());
+    assert_eq!(latest.len(), 3);
+    for (k, minute) in [(0, 10.0), (1, 11.0), (2, 12.0)] {
+        let a = &latest[&("a/l1/m1/power_kw".to_string(), t0 + k * 60_000)];
+        assert_eq!(a.count, 60);
+        assert_close(a.mean, minute, "window mean");
+    }
+    // Each file holds exactly one window.
+    for f in &files {
+        let r = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap())
+            .unwrap();
+        use parquet::file::reader::FileReader;
+        assert_eq!(
+            r.metadata().file_metadata().num_rows(),
+            1,
+            "{}",
+            f.display()
+        );
+    }
 }

@@ -46,9 +46,13 @@ pub enum WorkerMsg {
     End,
 }
 
+/// The worker that owns a tag's windows.
+pub fn worker_of(tag: crate::model::TagId, workers: usize) -> usize {
+    tag as usize % workers
+}
+
 struct State {
     time: u64,
-    rr: usize,
     /// Latest epoch per source; `None` once the source has ended.
     source_epochs: Vec<Option<u64>>,
     ended: bool,
@@ -82,7 +86,6 @@ impl Ingest {
         let ingest = Ingest {
             state: Mutex::new(State {
                 time: 0,
-                rr: 0,
                 source_epochs: vec![Some(0); sources],
                 ended: sources == 0,
                 dirty: false,
@@ -154,11 +157,26 @@ impl Ingest {
         if rows.is_empty() {
             return;
         }
-        let w = st.rr % self.senders.len();
-        st.rr += 1;
         let time = st.time;
         st.dirty = true;
-        self.send(w, WorkerMsg::Samples { time, rows });
+        let workers = self.senders.len();
+        if workers == 1 {
+            self.send(0, WorkerMsg::Samples { time, rows });
+            return;
+        }
+        // Partition by tag here, on the source's thread: each worker gets the
+        // rows of its own tags and the window operator needs no exchange.
+        let mut parts: Vec<Vec<Sample>> = (0..workers)
+            .map(|_| Vec::with_capacity(rows.len() / workers + 16))
+            .collect();
+        for s in rows {
+            parts[worker_of(s.tag, workers)].push(s);
+        }
+        for (w, rows) in parts.into_iter().enumerate() {
+            if !rows.is_empty() {
+                self.send(w, WorkerMsg::Samples { time, rows });
+            }
+        }
     }
 
     /// Applies a context change now, at the current time, then moves to the

@@ -2,7 +2,7 @@
 //!
 //! # Dataflow
 //! ```text
-//! samples ─exchange(tag)─► window (timely op) ─► windows: (tag, WindowAgg) collection
+//! samples (partitioned by tag in the bridge) ─► window (timely op) ─► windows: (tag, WindowAgg) collection
 //!   ⋈ assets (tag)  ⋈ tariff (local month, day type, hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
 //!   ─► enriched windows (+ derived metrics) ─► aggregates sink
 //!                                            ├► rules: reduce per (rule, group, period) ─► findings ─┐

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
@@ -104,9 +104,9 @@ pub fn window<'s>(
     geo: Geometry,
     name: &str,
 ) -> Stream<'s, u64, Vec<Update>> {
-    let exchange = Exchange::new(|s: &Sample| s.tag as u64);
+    // The bridge already sent each tag's rows to its worker (`bridge::worker_of`).
     samples.unary_frontier::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(
-        exchange,
+        Pipeline,
         name,
         move |cap, _info| {
             let mut cap = Some(cap);

@@ -246,3 +246,85 @@ pub async fn run(
     conn.client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.poll()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{AssetRow, Enriched, Scalar, WindowAgg, F64};
+
+    #[test]
+    fn aggregates_are_one_message_per_window_with_named_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workload_v1_small");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml"),
+        )
+        .unwrap()
+            + "\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"live\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}/{tag}\"\ntables = [\"aggregates\"]\n";
+        let df = dir.path().join("df.toml");
+        std::fs::write(&df, text).unwrap();
+        let env = |k: &str| match k {
+            "INPUT_DIR" => Some(fixture.display().to_string()),
+            "OUT_DIR" => Some(dir.path().display().to_string()),
+            _ => None,
+        };
+        let plan = crate::config::load_with_env(&df, &env).expect("valid dataflow");
+        let p = &plan.publish[0];
+        assert_eq!(p.metrics, ["energy_kwh", "cost", "waste_kwh"]);
+        let asset = Arc::new(AssetRow {
+            tag: "s/l/m1/power_kw".into(),
+            asset: "s/l/m1".into(),
+            site: "s".into(),
+            line: "s/l".into(),
+            kind: "motor".into(),
+            standby_kw: F64(1.0),
+            extra: vec![],
+        });
+        let e = Enriched {
+            tag: 0,
+            win: WindowAgg {
+                window_start: 60_000,
+                window_end: 120_000,
+                count: 60,
+                mean: F64(30.0),
+                min: F64(29.0),
+                max: F64(31.0),
+                first: F64(29.5),
+                last: F64(30.5),
+            },
+            asset,
+            tariff_key: 0,
+            price_per_kwh: F64(0.2),
+            producing: false,
+            in_maintenance: false,
+            metrics: vec![
+                Scalar::Num(F64(0.5)),
+                Scalar::Num(F64(0.1)),
+                Scalar::Num(F64(0.5)),
+            ],
+        };
+        let batch = SinkBatch::Aggregates(vec![(e, 2)]);
+        let out = messages(p, "workload_v1", &batch);
+        assert_eq!(out.len(), 1);
+        // '/' in field values stays: the template's fields are path segments.
+        assert_eq!(out[0].topic, "p/aggregates/s/l/m1/s/l/m1/power_kw");
+        let v: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(v["tag"], "s/l/m1/power_kw");
+        assert_eq!(v["window_end"], 120_000);
+        assert_eq!(v["count"], 60);
+        assert_eq!(v["mean"], 30.0);
+        assert_eq!(v["energy_kwh"], 0.5);
+        assert_eq!(v["cost"], 0.1);
+        assert_eq!(v["producing"], false);
+        assert_eq!(v["revision"], 2);
+        assert_eq!(v["table"], "aggregates");
+        // Actions-only sinks ignore aggregates.
+        let mut actions_only = p.clone();
+        actions_only.tables = vec!["actions".into()];
+        assert!(messages(&actions_only, "x", &batch).is_empty());
+    }
+}

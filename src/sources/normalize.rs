@@ -173,16 +173,34 @@ impl Normalizer {
         if !value.is_finite() {
             return self.reject("value is NaN or infinite", raw());
         }
-        let tag = match self.tag_cache.get(tag) {
-            Some(id) => *id,
-            None => match self.ctx.tags.get(tag) {
-                Some(id) => {
-                    self.tag_cache.insert(tag.into(), id);
-                    id
-                }
-                None => return self.reject("unknown tag", raw()),
-            },
-        };
+        match self.tag_id(tag) {
+            Some(id) => self.row_id(ts, id, value, quality, raw),
+            None => self.reject("unknown tag", raw()),
+        }
+    }
+
+    /// The interned id of a tag, if the assets table knows it.
+    pub fn tag_id(&mut self, tag: &str) -> Option<crate::model::TagId> {
+        if let Some(id) = self.tag_cache.get(tag) {
+            return Some(*id);
+        }
+        let id = self.ctx.tags.get(tag)?;
+        self.tag_cache.insert(tag.into(), id);
+        Some(id)
+    }
+
+    /// Checks and accepts one typed row whose tag is already interned.
+    pub fn row_id(
+        &mut self,
+        ts: i64,
+        tag: crate::model::TagId,
+        value: f64,
+        quality: Quality,
+        raw: &dyn Fn() -> String,
+    ) {
+        if !value.is_finite() {
+            return self.reject("value is NaN or infinite", raw());
+        }
         let w = &self.ctx.window;
         if !(MIN_TS..=self.now + w.max_future_ms).contains(&ts) {
             return self.reject("timestamp out of range", raw());

@@ -8,9 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, UInt64Type,
+};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
 use super::normalize::{Normalizer, SourceCtx};
 use crate::config::{ReplayFormat, ReplayPlan};
@@ -207,12 +211,37 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
 
 fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     let path = &plan.path;
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?
+    let open = || File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
+        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
+    // Read a string `tag` column as a dictionary: historian exports are
+    // dictionary-encoded, so each distinct tag is looked up once per
+    // dictionary instead of once per row.
+    let schema = builder.schema().clone();
+    let builder = match schema.index_of("tag") {
+        Ok(i) if schema.field(i).data_type() == &DataType::Utf8 => {
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[i] = fields[i].clone().with_data_type(DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            ));
+            let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+            ParquetRecordBatchReaderBuilder::try_new_with_options(
+                open()?,
+                ArrowReaderOptions::new().with_schema(hint),
+            )
+            .unwrap_or(builder)
+        }
+        _ => builder,
+    };
+    let reader = builder
         .with_batch_size(plan.batch_rows.max(1024))
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Tag ids of the current dictionary's entries, filled on first use.
+    let mut dict_key: (usize, usize) = (0, 0);
+    let mut dict_ids: Vec<Option<Option<crate::model::TagId>>> = Vec::new();
     for batch in reader {
         if n.ctx().stopped() {
             break;
@@ -222,14 +251,16 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
             let c = batch
                 .column_by_name(name)
                 .ok_or_else(|| format!("{}: no `{name}` column", path.display()))?;
-            let c = if let DataType::Timestamp(_, _) = c.data_type() {
-                arrow::compute::cast(
-                    c,
-                    &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
-                )
-                .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
-            } else {
-                arrow::compute::cast(c, to)
+            let c = match c.data_type() {
+                DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                    arrow::compute::cast(c, &DataType::Int64)
+                }
+                DataType::Timestamp(_, _) => {
+                    arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                        .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
+                }
+                DataType::Dictionary(_, _) if to == &DataType::Utf8 => Ok(c.clone()),
+                _ => arrow::compute::cast(c, to),
             };
             c.map_err(|e| format!("{}: column `{name}`: {e}", path.display()))
         };
@@ -241,15 +272,34 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
             None => None,
         };
         let ts = ts.as_primitive::<Int64Type>();
-        let tag = tag.as_string::<i32>();
+        let dict = tag.as_dictionary_opt::<Int32Type>();
+        let (keys, names) = match dict {
+            Some(d) => (Some(d.keys()), d.values().as_string::<i32>()),
+            None => (None, tag.as_string::<i32>()),
+        };
+        if let Some(d) = dict {
+            let key = (
+                d.values().to_data().buffers()[1].as_ptr() as usize,
+                names.len(),
+            );
+            if key != dict_key {
+                dict_key = key;
+                dict_ids.clear();
+                dict_ids.resize(names.len(), None);
+            }
+        }
         let value = value.as_primitive::<Float64Type>();
         let quality = quality.as_ref().map(|q| q.as_primitive::<UInt64Type>());
         for i in 0..batch.num_rows() {
+            let tag_at = |i: usize| match keys {
+                Some(k) => names.value(k.value(i) as usize),
+                None => names.value(i),
+            };
             let raw = || {
                 format!(
                     "{},{},{},{}",
                     ts.value(i),
-                    tag.value(i),
+                    if tag.is_null(i) { "" } else { tag_at(i) },
                     value.value(i),
                     quality.map(|q| q.value(i)).unwrap_or(0)
                 )
@@ -266,8 +316,107 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
                 n.reject("invalid quality", raw());
                 continue;
             };
-            n.row(ts.value(i), tag.value(i), value.value(i), q, &raw);
+            match keys {
+                Some(k) => {
+                    let key = k.value(i) as usize;
+                    let id = match dict_ids[key] {
+                        Some(id) => id,
+                        None => {
+                            let id = n.tag_id(names.value(key));
+                            dict_ids[key] = Some(id);
+                            id
+                        }
+                    };
+                    match id {
+                        Some(id) => n.row_id(ts.value(i), id, value.value(i), q, &raw),
+                        None => n.reject("unknown tag", raw()),
+                    }
+                }
+                None => n.row(ts.value(i), names.value(i), value.value(i), q, &raw),
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(text: &[u8]) -> (tempfile::TempDir, CsvReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(&p, text).unwrap();
+        let r = CsvReader::open(&p).unwrap();
+        (dir, r)
+    }
+
+    fn fields(l: CsvLine<'_>) -> Option<(String, String, String, String)> {
+        match l {
+            CsvLine::Row {
+                ts,
+                tag,
+                value,
+                quality,
+                ..
+            } => Some((ts.into(), tag.into(), value.into(), quality.into())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn columns_by_header_quotes_crlf_and_bad_rows() {
+        let (_d, mut r) =
+            reader(b"\"value\",tag,ts\r\n1.5,\"a/b\",10\r\n2.5,c\n\xff,x,1\n\n7,d,11");
+        assert_eq!(
+            fields(r.next_line(false).unwrap()),
+            Some(("10".into(), "a/b".into(), "1.5".into(), "".into()))
+        );
+        match r.next_line(false).unwrap() {
+            CsvLine::Malformed { reason, text } => {
+                assert_eq!(reason, "malformed row (2 fields, expected 3)");
+                assert_eq!(text, "2.5,c");
+            }
+            _ => panic!("expected a malformed row"),
+        }
+        assert!(
+            matches!(r.next_line(false).unwrap(), CsvLine::Malformed { reason, .. } if reason.contains("UTF-8"))
+        );
+        assert!(matches!(r.next_line(false).unwrap(), CsvLine::Empty));
+        // The last line has no newline: read as a row when not following.
+        assert_eq!(
+            fields(r.next_line(false).unwrap()),
+            Some(("11".into(), "d".into(), "7".into(), "".into()))
+        );
+        assert!(matches!(r.next_line(false).unwrap(), CsvLine::Eof));
+    }
+
+    #[test]
+    fn follow_waits_for_the_rest_of_a_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(&p, "ts,tag,value,quality\n5,a,1.2").unwrap();
+        let mut r = CsvReader::open(&p).unwrap();
+        assert!(matches!(r.next_line(true).unwrap(), CsvLine::Partial));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"5,1\n6,b,2,0\n").unwrap();
+        assert_eq!(
+            fields(r.next_line(true).unwrap()),
+            Some(("5".into(), "a".into(), "1.25".into(), "1".into()))
+        );
+        assert_eq!(
+            fields(r.next_line(true).unwrap()),
+            Some(("6".into(), "b".into(), "2".into(), "0".into()))
+        );
+        assert!(matches!(r.next_line(true).unwrap(), CsvLine::Partial));
+    }
+
+    #[test]
+    fn a_header_without_ts_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(&p, "time,tag,value\n").unwrap();
+        let e = CsvReader::open(&p).err().unwrap();
+        assert!(e.contains("must name `ts`"), "{e}");
+    }
 }
