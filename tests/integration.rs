@@ -765,15 +765,10 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
     .unwrap();
     std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
     let t0: i64 = 1_767_607_200_000;
-    // 3 minutes and 10 s of rows: windows 0, 1 and 2 close (watermark 185 s).
+    // Rows arrive a minute at a time; each minute closes one more window.
+    let row = |i: i64| format!("{},a/l1/m1/power_kw,{},0\n", t0 + i * 1000, 10 + i / 60);
     let mut s = String::from("ts,tag,value,quality\n");
-    for i in 0..191 {
-        s.push_str(&format!(
-            "{},a/l1/m1/power_kw,{},0\n",
-            t0 + i * 1000,
-            10 + i / 60
-        ));
-    }
+    (0..66).for_each(|i| s.push_str(&row(i)));
     std::fs::write(dir.join("samples.csv"), s).unwrap();
     let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
         .unwrap()
@@ -784,17 +779,40 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
     let df = dir.join("df.toml");
     std::fs::write(&df, toml).unwrap();
     let _child = spawn_follow(&df, dir, out.path());
-    let files = wait_for("three committed aggregates files", || {
-        let files: Vec<_> = walk_all(&out.path().join("aggregates"))
+    let committed = || -> Vec<std::path::PathBuf> {
+        walk_all(&out.path().join("aggregates"))
             .into_iter()
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy().to_string();
                 n.ends_with(".parquet") && !n.starts_with('.')
             })
-            .collect();
-        (files.len() >= 3).then_some(files)
-    });
-    assert_eq!(files.len(), 3, "one file per closed minute, nothing more");
+            .collect()
+    };
+    let mut files = Vec::new();
+    for (minute, next) in [(1usize, 66..126), (2, 126..191), (3, 0..0)] {
+        // A processing-time roll would commit 60 s after a file opened: the
+        // 20 s liveness limit here (not a speed check) tells the two apart.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        files = loop {
+            let f = committed();
+            if f.len() >= minute {
+                break f;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "minute {minute}: no committed file while the run goes on"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(files.len(), minute, "one file per closed minute, nothing more");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("samples.csv"))
+            .unwrap();
+        for i in next {
+            write!(f, "{}", row(i)).unwrap();
+        }
+    }
     let latest = latest_aggregates(out.path());
     assert_eq!(latest.len(), 3);
     for (k, minute) in [(0, 10.0), (1, 11.0), (2, 12.0)] {
