@@ -14,9 +14,9 @@
 //!   time − 5 s lateness) past each minute boundary: that is the window's close.
 //! - **MQTT.** An `mqtt_publish` sink sends `aggregates` and `actions` to an
 //!   embedded rumqttd broker; a subscriber in this process stamps each message
-//!   on arrival. An aggregate's latency is arrival − close of its window. An
-//!   action is attributed to the latest close before its arrival (windows
-//!   close every `60 s / speed`, far apart compared with the latencies).
+//!   on arrival. An aggregate's latency is arrival − close of its window; an
+//!   action's is arrival − close of the window ending its period (a period
+//!   rule's action counts once its period has closed).
 //! - **Parquet.** The lake rolls by event time every minute (`roll_by =
 //!   "event_time"`); a watcher lists the aggregates directory every 2 ms and
 //!   reads each new committed file's window ends. A window's latency is the
@@ -200,7 +200,11 @@ fn main() {
                         let v: serde_json::Value =
                             serde_json::from_slice(&p.payload).unwrap_or_default();
                         let is_action = p.topic.ends_with("/actions");
-                        let end = v["window_end"].as_i64().unwrap_or(0);
+                        // Aggregates name their window; a period rule's action its period.
+                        let end = v["window_end"]
+                            .as_i64()
+                            .or_else(|| v["period_end"].as_i64())
+                            .unwrap_or(0);
                         arrivals.lock().unwrap().push((now, is_action, end));
                     }
                     Ok(_) => {}
@@ -357,10 +361,13 @@ fn main() {
     let mut agg_msgs = Vec::new();
     let mut agg_last: BTreeMap<i64, Instant> = BTreeMap::new();
     let mut actions = Vec::new();
+    let mut at_shutdown = 0;
     for (at, is_action, end) in &arrivals {
         if *is_action {
-            if let Some((_, c)) = closes.iter().rev().find(|(_, c)| **c <= *at) {
-                actions.push(ms(*at, *c));
+            // Actions of periods the input never closed come out at shutdown: not counted.
+            match closes.get(end) {
+                Some(c) => actions.push(ms(*at, *c)),
+                None => at_shutdown += 1,
             }
         } else if *end >= first_full {
             if let Some(c) = closes.get(end) {
@@ -397,4 +404,5 @@ fn main() {
     report("MQTT aggregates, whole window", agg_windows);
     report("MQTT actions, per message", actions);
     report("Parquet aggregates, per window", pq);
+    println!("({at_shutdown} action messages of periods still open when the input stopped came at shutdown; not counted)");
 }
