@@ -349,6 +349,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// (seconds since start, RSS MiB) samples of one run.
+type RssTrace = Vec<(f64, f64)>;
+
 /// Resident set of a running process, MiB.
 fn rss_of(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -363,7 +366,7 @@ fn rss_of(pid: u32) -> Option<f64> {
 }
 
 /// Runs a command to completion, sampling its RSS every 50 ms.
-fn run_sampled(cmd: &mut Command) -> (std::process::Output, Vec<(f64, f64)>) {
+fn run_sampled(cmd: &mut Command) -> (std::process::Output, RssTrace) {
     let started = Instant::now();
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -465,7 +468,7 @@ fn main() {
     );
     for format in &formats {
         let samples = input.join(format!("samples.{format}"));
-        let mut results: Vec<(String, Vec<Sample>, Vec<(f64, f64)>)> = vec![
+        let mut results: Vec<(String, Vec<Sample>, RssTrace)> = vec![
             ("single-pass Rust baseline".into(), vec![], vec![]),
             ("plantflow run --workers 1".into(), vec![], vec![]),
             ("plantflow run --workers 2".into(), vec![], vec![]),

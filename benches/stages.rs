@@ -1,6 +1,6 @@
 //! Criterion benches of the per-row stages, each through the code a run uses
-//! (`plantflow::bench`): the replay CSV reader, decoding (reader + normaliser
-//! + bridge), and pre-aggregation (the timely window operator on decoded
+//! (`plantflow::bench`): the replay CSV reader, decoding (reader, normaliser
+//! and bridge), and pre-aggregation (the timely window operator on decoded
 //! batches). Throughput is reported in rows.
 //!
 //! ```text

@@ -804,7 +804,11 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(files.len(), minute, "one file per closed minute, nothing more");
+        assert_eq!(
+            files.len(),
+            minute,
+            "one file per closed minute, nothing more"
+        );
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.join("samples.csv"))
