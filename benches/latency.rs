@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench latency      # 4,000 tags x 1,800 s at 200,000 rows/s, 2 workers
 //! PLANTFLOW_LAT_TAGS=2000 PLANTFLOW_LAT_SECONDS=600 PLANTFLOW_LAT_RATE=100000 cargo bench --bench latency
+//! PLANTFLOW_LAT_MQTT=0 cargo bench --bench latency   # without the MQTT sink
 //! ```
 //!
 //! - **Input.** A writer thread appends the workload's `samples.csv` lines to
@@ -72,8 +73,8 @@ fn report(what: &str, mut ms: Vec<f64>) {
     );
 }
 
-fn dataflow(dir: &Path, follow: &Path, out: &Path, mqtt_port: u16) -> PathBuf {
-    let text = format!(
+fn dataflow(dir: &Path, follow: &Path, out: &Path, mqtt_port: Option<u16>) -> PathBuf {
+    let mut text = format!(
         r#"name = "latency"
 currency = "EUR"
 
@@ -81,7 +82,7 @@ currency = "EUR"
 type = "replay"
 id = "samples"
 path = "{follow}"
-poll_interval = "10ms"
+poll_interval = "2ms"
 
 [context.assets]
 path = "{dir}/assets.csv"
@@ -127,19 +128,24 @@ id = "lake"
 path = "{out}"
 roll_interval = "1m"
 roll_by = "event_time"
-
-[[sinks]]
-type = "mqtt_publish"
-id = "live"
-url = "mqtt://127.0.0.1:{mqtt_port}"
-topic = "bench/{{table}}"
-tables = ["aggregates", "actions"]
-qos = 1
 "#,
         follow = follow.display(),
         dir = dir.display(),
         out = out.display(),
     );
+    if let Some(port) = mqtt_port {
+        text.push_str(&format!(
+            r#"
+[[sinks]]
+type = "mqtt_publish"
+id = "live"
+url = "mqtt://127.0.0.1:{port}"
+topic = "bench/{{table}}"
+tables = ["aggregates", "actions"]
+qos = 1
+"#
+        ));
+    }
     let path = out.with_extension("toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -176,7 +182,9 @@ fn main() {
     std::fs::write(&follow, "ts,tag,value,quality\n").unwrap();
 
     let broker = plantflow::sim::broker::start(0, 0).expect("broker");
-    let config = dataflow(&input, &follow, &out, broker.v5_port);
+    // PLANTFLOW_LAT_MQTT=0 leaves the MQTT sink out (Parquet latency alone).
+    let mqtt = env_or("PLANTFLOW_LAT_MQTT", 1) == 1;
+    let config = dataflow(&input, &follow, &out, mqtt.then_some(broker.v5_port));
 
     // MQTT subscriber: (arrival, table, window_end).
     let arrivals: Arc<Mutex<Vec<(Instant, bool, i64)>>> = Arc::default();

@@ -226,6 +226,9 @@ impl Normalizer {
         if epoch > self.epoch {
             self.flush();
             self.epoch = epoch;
+            // Tell the engine at once: the windows this row closes are emitted
+            // now, not when the next batch fills.
+            self.ctx.ingest.samples(self.ctx.index, epoch, Vec::new());
         }
         let geo = self.ctx.geometry;
         let end = geo.start_of(ts) + geo.size_ms;

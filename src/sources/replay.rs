@@ -178,7 +178,7 @@ impl CsvReader {
 fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     let path = &plan.path;
     let mut csv = CsvReader::open(path)?;
-    let poll = Duration::from_millis(plan.poll_interval_ms.max(10));
+    let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
     let follow = n.ctx().follow;
     loop {
         if n.ctx().stopped() {
