@@ -160,20 +160,7 @@ fn main() {
     let rate = env_or("PLANTFLOW_LAT_RATE", 200_000) as f64;
     let workers = env_or("PLANTFLOW_LAT_WORKERS", 2);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    let input = root.join(format!("workload-{tags}x{seconds}"));
-    if !input.join("MANIFEST.txt").exists() {
-        eprintln!(
-            "generating {tags} tags x {seconds} s into {}",
-            input.display()
-        );
-        let p = plantflow::gen::workload::Params {
-            tags,
-            seconds,
-            seed: 7,
-            ..Default::default()
-        };
-        plantflow::gen::workload::generate(&p, &input).expect("generate workload");
-    }
+    let input = plantflow::bench::workload(&root, tags, seconds);
     let work = root.join("latency");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();

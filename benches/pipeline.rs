@@ -430,20 +430,7 @@ fn main() {
         .map(|f| f.trim().to_string())
         .collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    let input = root.join(format!("workload-{tags}x{seconds}"));
-    if !input.join("MANIFEST.txt").exists() {
-        eprintln!(
-            "generating {tags} tags x {seconds} s into {}",
-            input.display()
-        );
-        let p = plantflow::gen::workload::Params {
-            tags,
-            seconds,
-            seed: 7,
-            ..Default::default()
-        };
-        plantflow::gen::workload::generate(&p, &input).expect("generate workload");
-    }
+    let input = plantflow::bench::workload(&root, tags, seconds);
     if formats.iter().any(|f| f == "parquet") && !input.join("samples.parquet").exists() {
         eprintln!("converting samples.csv to samples.parquet");
         plantflow::gen::workload::samples_to_parquet(

@@ -13,18 +13,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 fn workload() -> (PathBuf, u64) {
     let (tags, seconds) = (200usize, 600u64);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-data/workload-{tags}x{seconds}"));
-    if !dir.join("MANIFEST.txt").exists() {
-        let p = plantflow::gen::workload::Params {
-            tags,
-            seconds,
-            seed: 7,
-            ..Default::default()
-        };
-        plantflow::gen::workload::generate(&p, &dir).expect("generate workload");
-    }
-    (dir, tags as u64 * seconds)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    (
+        plantflow::bench::workload(&root, tags, seconds),
+        tags as u64 * seconds,
+    )
 }
 
 fn stages(c: &mut Criterion) {

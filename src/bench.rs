@@ -15,7 +15,7 @@ use crate::config::{QualityPolicy, WindowPlan};
 use crate::engine::{bridge::WorkerMsg, Geometry, Ingest, TagRegistry};
 use crate::model::Sample;
 use crate::sources::normalize::{Normalizer, SourceCtx};
-use crate::sources::replay::{CsvLine, CsvReader};
+use crate::sources::replay::{pump_csv, CsvLine, CsvReader};
 
 /// Workload v1's window: 1 minute, 5 s lateness, 2 h retention, bad rows dropped.
 pub fn workload_window() -> (WindowPlan, Geometry) {
@@ -87,23 +87,30 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         context: None,
     };
     let mut n = Normalizer::new(ctx, 8192);
-    let mut r = CsvReader::open(&dir.join("samples.csv"))?;
-    loop {
-        match r.next_line(false).map_err(|e| e.to_string())? {
-            CsvLine::Row {
-                ts,
-                tag,
-                value,
-                quality,
-                text,
-            } => n.text_row(ts, tag, value, quality, &|| text.to_string()),
-            CsvLine::Malformed { reason, text } => n.reject(&reason, text),
-            CsvLine::Eof => break,
-            _ => {}
-        }
-    }
+    let csv = CsvReader::open(&dir.join("samples.csv"))?;
+    pump_csv(csv, &mut n, std::time::Duration::ZERO).map_err(|e| e.to_string())?;
     n.end();
     drain.join().map_err(|_| "drain thread failed".to_string())
+}
+
+/// The workload v1 input `target/bench-data/workload-{tags}x{seconds}` under
+/// `root`, generated (seed 7) when missing.
+pub fn workload(root: &Path, tags: usize, seconds: u64) -> std::path::PathBuf {
+    let dir = root.join(format!("workload-{tags}x{seconds}"));
+    if !dir.join("MANIFEST.txt").exists() {
+        eprintln!(
+            "generating {tags} tags x {seconds} s into {}",
+            dir.display()
+        );
+        let p = crate::gen::workload::Params {
+            tags,
+            seconds,
+            seed: 7,
+            ..Default::default()
+        };
+        crate::gen::workload::generate(&p, &dir).expect("generate workload");
+    }
+    dir
 }
 
 /// Runs the window operator alone over decoded batches; returns window updates.

@@ -176,18 +176,20 @@ impl CsvReader {
 }
 
 fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
-    let path = &plan.path;
-    let mut csv = CsvReader::open(path)?;
+    let csv = CsvReader::open(&plan.path)?;
     let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
+    pump_csv(csv, n, poll).map_err(|e| format!("cannot read {}: {e}", plan.path.display()))
+}
+
+/// Feeds every line of `csv` to the normaliser until the end of the file
+/// (or, in follow mode, until shutdown; `poll` between checks for more).
+pub fn pump_csv(mut csv: CsvReader, n: &mut Normalizer, poll: Duration) -> std::io::Result<()> {
     let follow = n.ctx().follow;
     loop {
         if n.ctx().stopped() {
             break;
         }
-        let line = csv
-            .next_line(follow)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        match line {
+        match csv.next_line(follow)? {
             CsvLine::Row {
                 ts,
                 tag,
