@@ -2,7 +2,8 @@
 //!
 //! Sources call [`Ingest`] from their own (tokio blocking-pool) threads; it
 //! turns their batches into a totally ordered stream of [`WorkerMsg`]s on one
-//! bounded channel per worker, and unparks the worker after each send. A full
+//! bounded channel per worker (rows partitioned by tag, so each tag's windows
+//! live on one worker), and unparks the worker after each send. A full
 //! channel blocks the *source*, never a worker: that is the backpressure.
 //!
 //! # Time

@@ -3,7 +3,9 @@
 //! # Dataflow
 //! ```text
 //! samples (partitioned by tag in the bridge) ─► window (timely op) ─► windows: (tag, WindowAgg) collection
-//!   ⋈ assets (tag)  ⋈ tariff (local month, day type, hour)  ⋉/▷ production (line, window)  ⋉/▷ maintenance (asset, window)
+//!   ⋈ assets (tag)  ⋈ context (tag, window): flags from production (line id, window) and
+//!     maintenance (asset id, window), price from the tariff (local month, day type, hour),
+//!     all computed on small integer-keyed rows, one per window
 //!   ─► enriched windows (+ derived metrics) ─► aggregates sink
 //!                                            ├► rules: reduce per (rule, group, period) ─► findings ─┐
 //!                                            └► energy per window (billing, verification) ────────┤
