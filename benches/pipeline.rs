@@ -547,7 +547,6 @@ fn main() {
             let t = Instant::now();
             let batches = plantflow::bench::decode_csv(&input).unwrap();
             decode.push(t.elapsed().as_secs_f64());
-            let accepted: usize = batches.iter().map(|(_, b)| b.len()).sum();
             let t = Instant::now();
             let windows = plantflow::bench::preaggregate(batches);
             agg.push(t.elapsed().as_secs_f64());
@@ -555,7 +554,6 @@ fn main() {
                 windows >= tags as u64 * (seconds / 60),
                 "{windows} window updates"
             );
-            let _ = accepted;
         }
         println!("stages (in process, one thread each, median of {runs}):");
         for (name, v, what) in [
