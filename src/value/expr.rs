@@ -17,6 +17,8 @@ use cel::{Context, Env, Program, Value};
 
 use crate::model::{Scalar, F64};
 
+use super::lowered::Lowered;
+
 thread_local! {
     /// CEL's standard library, built once per thread: building it per
     /// evaluation (what `Context::default()` does) dominated run time.
@@ -70,6 +72,8 @@ pub struct Expr {
     /// (variable name, slot) for each variable the expression reads.
     vars: Vec<(String, usize)>,
     pub result: ColType,
+    /// The same expression over row slots, when it is in the arithmetic subset.
+    lowered: Option<Lowered>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -158,6 +162,7 @@ impl Expr {
             program,
             vars,
             result: ColType::Num,
+            lowered: None,
         };
         // Evaluate on two sample rows to find type errors and the result type.
         let mut result = None;
@@ -202,11 +207,36 @@ impl Expr {
             });
         }
         expr.result = got;
+        expr.lowered = Lowered::lower(expr.program.expression(), scope);
         Ok(expr)
+    }
+
+    /// Whether the expression runs on the lowered fast path.
+    pub fn is_lowered(&self) -> bool {
+        self.lowered.is_some()
+    }
+
+    /// The scope slots the expression reads.
+    pub fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.vars.iter().map(|(_, slot)| *slot)
+    }
+
+    /// The lowered form, if any.
+    pub fn lowered(&self) -> Option<&Lowered> {
+        self.lowered.as_ref()
     }
 
     /// Evaluates against a row laid out in scope slot order.
     pub fn eval(&self, row: &[Scalar]) -> Result<Scalar, String> {
+        match &self.lowered {
+            // An error re-runs the interpreter for CEL's own message.
+            Some(l) => l.eval(row).or_else(|_| self.interpret(row)),
+            None => self.interpret(row),
+        }
+    }
+
+    /// Evaluates with the `cel` interpreter.
+    pub fn interpret(&self, row: &[Scalar]) -> Result<Scalar, String> {
         let mut ctx = STDLIB.with(|env| Context::with_env(env.clone()));
         for (name, slot) in &self.vars {
             ctx.add_variable_from_value(name.as_str(), to_value(&row[*slot]));

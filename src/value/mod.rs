@@ -7,6 +7,7 @@
 pub mod expr;
 pub mod layer;
 pub mod lifecycle;
+pub mod lowered;
 pub mod mv;
 pub mod rules;
 pub mod tariff;

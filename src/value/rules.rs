@@ -33,10 +33,14 @@ pub struct Compiled {
     billing_energy: Option<usize>,
     /// `(rule index, energy metric index)` of rules that verify outcomes.
     verify: Vec<(usize, usize)>,
+    /// Row slots some window expression reads: string columns nobody reads
+    /// are left empty instead of cloned for every window.
+    read: Vec<bool>,
 }
 
 /// One window's contribution to a rule: `(rule, group values, period start)` → measure inputs.
-pub type RuleKey = (u32, Vec<String>, i64);
+/// The group is shared (`Arc`): arrangements copy keys on every merge.
+pub type RuleKey = (u32, Arc<[String]>, i64);
 /// A window's measure inputs (then its maintenance flag) and its asset row.
 pub type RuleInput = (Vec<F64>, Arc<AssetRow>);
 
@@ -54,7 +58,7 @@ impl Compiled {
             metrics.push(compile(&m.expr, &scope, None));
             scope.push(&m.name, m.result);
         }
-        let rules = plan
+        let rules: Vec<Rule> = plan
             .rules
             .iter()
             .map(|r| {
@@ -93,10 +97,22 @@ impl Compiled {
                 }
             })
             .collect();
+        let mut read = vec![false; scope.cols.len()];
+        let window_exprs = metrics.iter().chain(
+            rules
+                .iter()
+                .flat_map(|r: &Rule| r.filter.iter().chain(r.measures.iter().map(|(_, _, e)| e))),
+        );
+        for e in window_exprs {
+            for slot in e.slots() {
+                read[slot] = true;
+            }
+        }
         Compiled {
             currency: plan.currency.clone(),
             metrics,
             rules,
+            read,
             billing_energy: plan.billing.as_ref().map(|b| b.energy_metric),
             verify: plan
                 .rules
@@ -112,7 +128,7 @@ impl Compiled {
         self.billing_energy.is_some() || !self.verify.is_empty()
     }
 
-    fn group_of(&self, r: &Rule, e: &Enriched) -> Vec<String> {
+    fn group_of(&self, r: &Rule, e: &Enriched) -> Arc<[String]> {
         r.group_by
             .iter()
             .map(|g| match g.as_str() {
@@ -146,7 +162,7 @@ impl Compiled {
         for &(ri, mi) in &self.verify {
             out.push(ValueIn::Energy {
                 series: ri as u32 + 1,
-                group: self.group_of(&self.rules[ri], e),
+                group: self.group_of(&self.rules[ri], e).to_vec(),
                 line: e.asset.line.clone(),
                 window_start: e.win.window_start,
                 window_end: e.win.window_end,
@@ -180,17 +196,22 @@ impl Compiled {
         ))
     }
 
-    /// The row in scope order: fixed window columns, asset extras, then metrics.
-    fn row(e: &Enriched) -> Vec<Scalar> {
+    /// The row in scope order: fixed window columns, asset extras, then
+    /// metrics. String columns no expression reads stay empty.
+    fn row(&self, e: &Enriched) -> Vec<Scalar> {
         let w = &e.win;
         let a = &e.asset;
         let num = |x: f64| Scalar::Num(F64(x));
+        let read = |slot: usize| self.read.get(slot).copied().unwrap_or(true);
+        let text = |slot: usize, s: &String| {
+            Scalar::Str(if read(slot) { s.clone() } else { String::new() })
+        };
         let mut row = Vec::with_capacity(WINDOW_COLUMNS.len() + a.extra.len() + e.metrics.len());
-        row.push(Scalar::Str(a.tag.clone()));
-        row.push(Scalar::Str(a.asset.clone()));
-        row.push(Scalar::Str(a.site.clone()));
-        row.push(Scalar::Str(a.line.clone()));
-        row.push(Scalar::Str(a.kind.clone()));
+        row.push(text(0, &a.tag));
+        row.push(text(1, &a.asset));
+        row.push(text(2, &a.site));
+        row.push(text(3, &a.line));
+        row.push(text(4, &a.kind));
         row.push(Scalar::Num(a.standby_kw));
         row.push(num(w.window_start as f64));
         row.push(num(w.window_end as f64));
@@ -204,7 +225,11 @@ impl Compiled {
         row.push(Scalar::Num(e.price_per_kwh));
         row.push(Scalar::Bool(e.producing));
         row.push(Scalar::Bool(e.in_maintenance));
-        row.extend(a.extra.iter().cloned());
+        let base = row.len();
+        row.extend(a.extra.iter().enumerate().map(|(i, x)| match x {
+            Scalar::Str(s) => text(base + i, s),
+            other => other.clone(),
+        }));
         row.extend(e.metrics.iter().cloned());
         row
     }
@@ -212,7 +237,7 @@ impl Compiled {
     /// Fills `e.metrics` in config order (each metric sees the ones before it).
     pub fn derive(&self, e: &mut Enriched) {
         e.metrics.clear();
-        let mut row = Self::row(e);
+        let mut row = self.row(e);
         for m in &self.metrics {
             let v = m.eval(&row).unwrap_or(Scalar::Num(F64(f64::NAN)));
             row.push(v.clone());
@@ -225,7 +250,7 @@ impl Compiled {
         if self.rules.is_empty() {
             return Vec::new();
         }
-        let row = Self::row(e);
+        let row = self.row(e);
         let mut out = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             if !r.on_windows {
@@ -290,7 +315,7 @@ impl Compiled {
         };
         Some(Finding {
             rule: *ri,
-            group: group.clone(),
+            group: group.to_vec(),
             period_start: *period_start,
             period_end: period_start + r.period_ms,
             value: F64(value),
