@@ -234,6 +234,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     };
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
+        let peers = worker.peers();
         let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
             return;
         };
@@ -343,11 +344,34 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
 
                 let enriched = enriched.inner.probe_with(&probe);
                 let value_in = value_in.inner.probe_with(&probe);
-                output::revisions(enriched, "sink:aggregates", geo, move |rows| {
-                    if let Some(tx) = &tx_agg {
-                        let _ = tx.send(SinkBatch::Aggregates(rows));
+                // Progress markers let the Parquet writer commit an event-time
+                // roll once every worker's outputs have passed it.
+                let outputs = 2 * peers;
+                let marker = |tx: &Option<std::sync::mpsc::Sender<SinkBatch>>, source| {
+                    let tx = tx.clone();
+                    move |time| {
+                        if let Some(tx) = &tx {
+                            let _ = tx.send(SinkBatch::Progress {
+                                source,
+                                of: outputs,
+                                time,
+                            });
+                        }
                     }
-                });
+                };
+                let agg_progress = marker(&tx_agg, index);
+                let val_progress = marker(&tx_val, peers + index);
+                output::revisions(
+                    enriched,
+                    "sink:aggregates",
+                    geo,
+                    move |rows| {
+                        if let Some(tx) = &tx_agg {
+                            let _ = tx.send(SinkBatch::Aggregates(rows));
+                        }
+                    },
+                    agg_progress,
+                );
                 let layer = ValueLayer::new(
                     plan.clone(),
                     Aging {
@@ -356,26 +380,31 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         retention_ms: geo.retention_ms,
                     },
                 );
-                value::value_op(value_in, layer, move |out, layer| {
-                    stats.set_value_counters(layer.counters());
-                    if let Some(tx) = &tx_val {
-                        if !out.actions.is_empty() {
-                            let _ = tx.send(SinkBatch::Actions(out.actions));
-                        }
-                        if !out.outcomes.is_empty() {
-                            let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
-                        }
-                        if !out.bills.is_empty() {
-                            let _ = tx.send(SinkBatch::Billing(out.bills));
-                        }
-                        if !out.dead_letters.is_empty() {
-                            for _ in &out.dead_letters {
-                                stats.dead_letter("status update rejected");
+                value::value_op(
+                    value_in,
+                    layer,
+                    move |out, layer| {
+                        stats.set_value_counters(layer.counters());
+                        if let Some(tx) = &tx_val {
+                            if !out.actions.is_empty() {
+                                let _ = tx.send(SinkBatch::Actions(out.actions));
                             }
-                            let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
+                            if !out.outcomes.is_empty() {
+                                let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
+                            }
+                            if !out.bills.is_empty() {
+                                let _ = tx.send(SinkBatch::Billing(out.bills));
+                            }
+                            if !out.dead_letters.is_empty() {
+                                for _ in &out.dead_letters {
+                                    stats.dead_letter("status update rejected");
+                                }
+                                let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
+                            }
                         }
-                    }
-                });
+                    },
+                    val_progress,
+                );
                 (assets_in, tariff_in, prod_in, maint_in, status_in)
             });
 

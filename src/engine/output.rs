@@ -77,19 +77,25 @@ pub trait Versioned: Clone + Ord + 'static {
     fn withdrawn(&self) -> Option<Self>;
 }
 
-/// Attaches revisions and hands complete rows to `emit` (which must not block).
-pub fn revisions<'s, D, F>(
+/// Attaches revisions and hands complete rows to `emit` (which must not
+/// block); `progress` hears the operator's frontier (`u64::MAX` at the end)
+/// after the rows before it were emitted.
+pub fn revisions<'s, D, F, P>(
     stream: Stream<'s, u64, Vec<(D, u64, isize)>>,
     name: &str,
     geo: Geometry,
     mut emit: F,
+    mut progress: P,
 ) where
     D: Versioned + timely::ExchangeData,
     F: FnMut(Vec<(D, i64)>) + 'static,
+    P: FnMut(u64) + 'static,
 {
+    let mut reported = 0u64;
     let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
     let mut pending = TimeBuffer::default();
     let mut revision: HashMap<D::Key, i64> = HashMap::new();
+    let sink_name = name.to_string();
     stream.sink(exchange, name, move |(input, frontier)| {
         input.for_each_stamp(|_stamp, data| {
             for batch in data {
@@ -97,6 +103,7 @@ pub fn revisions<'s, D, F>(
             }
         });
         while let Some((t, consolidated)) = pending.pop_complete(frontier) {
+            tracing::trace!(target: "plantflow::latency", epoch = t, sink = %sink_name, n = consolidated.len(), "sink complete");
             let mut by_key: HashMap<D::Key, (Vec<D>, Option<D>)> = HashMap::new();
             let mut order = Vec::new();
             for (d, r) in consolidated {
@@ -134,5 +141,25 @@ pub fn revisions<'s, D, F>(
                 emit(out);
             }
         }
+        report_progress(frontier, &mut reported, &mut progress);
     });
+}
+
+/// Calls `progress` with the frontier's least time (`u64::MAX` once it is
+/// empty) when that has moved on since `reported`.
+pub fn report_progress(
+    frontier: &MutableAntichain<u64>,
+    reported: &mut u64,
+    progress: &mut impl FnMut(u64),
+) {
+    let now = frontier
+        .frontier()
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(u64::MAX);
+    if now > *reported {
+        *reported = now;
+        progress(now);
+    }
 }

@@ -14,14 +14,18 @@ use timely::dataflow::Stream;
 use super::output::TimeBuffer;
 use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
 
-/// Runs `layer` on worker 0 over `stream`; `emit` receives each step's output.
-pub fn value_op<'s, F>(
+/// Runs `layer` on worker 0 over `stream`; `emit` receives each step's
+/// output, `progress` the operator's frontier after it (see [`super::output::revisions`]).
+pub fn value_op<'s, F, P>(
     stream: Stream<'s, u64, Vec<(ValueIn, u64, isize)>>,
     mut layer: ValueLayer,
     mut emit: F,
+    mut progress: P,
 ) where
     F: FnMut(ValueOut, &ValueLayer) + 'static,
+    P: FnMut(u64) + 'static,
 {
+    let mut reported = 0u64;
     let exchange = Exchange::new(|_: &(ValueIn, u64, isize)| 0u64);
     let mut pending = TimeBuffer::default();
     let mut last: Option<i64> = None;
@@ -48,6 +52,7 @@ pub fn value_op<'s, F>(
             }
         }
         if ended {
+            super::output::report_progress(frontier, &mut reported, &mut progress);
             return;
         }
         let (now, end) = match frontier.frontier().first() {
@@ -63,5 +68,6 @@ pub fn value_op<'s, F>(
                 emit(out, &layer);
             }
         }
+        super::output::report_progress(frontier, &mut reported, &mut progress);
     });
 }

@@ -18,4 +18,13 @@ pub enum SinkBatch {
     Billing(Vec<(BillRow, i64)>),
     DeadLetters(Vec<DeadLetter>),
     Gaps(Vec<Gap>),
+    /// Output progress: everything `source` (one of `of` engine outputs:
+    /// a sink operator on one worker) will send before timely time `time` has
+    /// been sent. `time` is `u64::MAX` once the source has ended. An
+    /// event-time roll commits when every source has passed its boundary.
+    Progress {
+        source: usize,
+        of: usize,
+        time: u64,
+    },
 }
