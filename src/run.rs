@@ -165,7 +165,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     let geo = geometry(&plan);
     let (ingest, receivers) =
         Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);
-    let (sink_tx, sink_rx) = std::sync::mpsc::channel();
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::sinks::SinkBatch>();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -181,13 +181,13 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         plan.metrics.clone(),
         stats.clone(),
     );
-    // With `mqtt_publish` sinks, a forwarder turns the batches they want into
-    // messages before handing every batch on to the Parquet writer.
+    // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
+    // Parquet writer and an encoder thread that turns them into messages.
     let mut publishers = Vec::new();
-    let sink_rx = if plan.publish.is_empty() {
-        sink_rx
+    let writer_task = if plan.publish.is_empty() {
+        rt.spawn_blocking(move || run_writer(sink_rx, writer))
     } else {
-        let (pq_tx, pq_rx) = std::sync::mpsc::channel();
+        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<crate::sinks::SinkBatch>>();
         let mut outs = Vec::new();
         for p in &plan.publish {
             let (tx, rx) = tokio::sync::mpsc::channel(4096);
@@ -195,25 +195,36 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), rx, pstats)));
             outs.push((p.clone(), tx));
         }
-        let name = plan.name.clone();
+        // The lake first: the tee hands each batch to the Parquet writer and to
+        // the encoder, so JSON encoding and a full MQTT queue never delay files.
+        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<crate::sinks::SinkBatch>>(256);
         std::thread::Builder::new()
             .name("plantflow-publish-tee".into())
             .spawn(move || {
                 for batch in sink_rx {
+                    let batch = Arc::new(batch);
+                    if pq_tx.send(batch.clone()).is_err() {
+                        break;
+                    }
+                    let _ = enc_tx.send(batch);
+                }
+            })
+            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
+        let name = plan.name.clone();
+        std::thread::Builder::new()
+            .name("plantflow-publish-encode".into())
+            .spawn(move || {
+                for batch in enc_rx {
                     for (p, tx) in &outs {
                         for m in crate::sinks::mqtt_publish::messages(p, &name, &batch) {
                             let _ = tx.blocking_send(m);
                         }
                     }
-                    if pq_tx.send(batch).is_err() {
-                        break;
-                    }
                 }
             })
-            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
-        pq_rx
+            .map_err(|e| format!("cannot start the publish encoder: {e}"))?;
+        rt.spawn_blocking(move || run_writer(pq_rx, writer))
     };
-    let writer_task = rt.spawn_blocking(move || run_writer(sink_rx, writer));
     // Status updates already in the lifecycle file.
     let mut status_offset = 0;
     if let Some(lc) = &plan.lifecycle {

@@ -10,7 +10,6 @@
 //! the broker is slow, and the sink waits for the broker's acknowledgements
 //! of everything it published before the run ends.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,71 +54,123 @@ fn ms_text(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+fn ms_string(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// One `aggregates` message: the window's fields, its context, the metrics
+/// by name, and `table`, `dataflow`, `revision`. Non-finite numbers are `null`.
+struct AggregateMessage<'a> {
+    e: &'a crate::model::Enriched,
+    revision: i64,
+    dataflow: &'a str,
+    start_time: String,
+    metrics: &'a [String],
+}
+
+impl serde::Serialize for AggregateMessage<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (e, w) = (self.e, &self.e.win);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("table", "aggregates")?;
+        m.serialize_entry("dataflow", self.dataflow)?;
+        m.serialize_entry("revision", &self.revision)?;
+        m.serialize_entry("tag", &e.asset.tag)?;
+        m.serialize_entry("asset", &e.asset.asset)?;
+        m.serialize_entry("site", &e.asset.site)?;
+        m.serialize_entry("line", &e.asset.line)?;
+        m.serialize_entry("window_start", &w.window_start)?;
+        m.serialize_entry("window_end", &w.window_end)?;
+        m.serialize_entry("window_start_time", &self.start_time)?;
+        m.serialize_entry("count", &w.count)?;
+        for (k, x) in [
+            ("mean", w.mean),
+            ("min", w.min),
+            ("max", w.max),
+            ("first", w.first),
+            ("last", w.last),
+            ("price_per_kwh", e.price_per_kwh),
+        ] {
+            m.serialize_entry(k, &x.0)?;
+        }
+        m.serialize_entry("producing", &e.producing)?;
+        m.serialize_entry("in_maintenance", &e.in_maintenance)?;
+        for (name, v) in self.metrics.iter().zip(&e.metrics) {
+            match v {
+                crate::model::Scalar::Num(x) => m.serialize_entry(name, &x.0)?,
+                crate::model::Scalar::Bool(b) => m.serialize_entry(name, b)?,
+                crate::model::Scalar::Str(t) => m.serialize_entry(name, t)?,
+            }
+        }
+        m.end()
+    }
+}
+
 /// Turns a sink batch into messages for the tables this sink publishes.
 pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Outgoing> {
     let want = |t: &str| plan.tables.iter().any(|x| x == t);
     let mut out = Vec::new();
+    let topic_of = |table: &str, fields: &[(&str, &str)]| {
+        let mut vals: Vec<(&str, &str)> = Vec::with_capacity(fields.len() + 2);
+        vals.extend_from_slice(fields);
+        vals.push(("table", table));
+        vals.push(("dataflow", dataflow));
+        let topic = plan.topic.render(&vals);
+        // MQTT topics must not contain wildcards; replace them in field values.
+        if topic.contains(['+', '#']) {
+            topic.replace(['+', '#'], "_")
+        } else {
+            topic
+        }
+    };
     let mut emit = |table: &str, mut v: Value, fields: &[(&str, &str)], revision: i64| {
-        let mut vals: HashMap<&str, String> =
-            fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        vals.insert("table", table.to_string());
-        vals.insert("dataflow", dataflow.to_string());
         if let Value::Object(m) = &mut v {
             m.insert("table".into(), json!(table));
             m.insert("dataflow".into(), json!(dataflow));
             m.insert("revision".into(), json!(revision));
         }
-        // MQTT topics must not contain wildcards; replace them in field values.
-        let topic = plan.topic.render_map(&vals).replace(['+', '#'], "_");
         out.push(Outgoing {
-            topic,
+            topic: topic_of(table, fields),
             payload: serde_json::to_vec(&v).unwrap_or_default(),
         });
     };
     match batch {
+        // Aggregates are the bulk (one message per tag and window): serialised
+        // straight from the row, without an intermediate JSON value.
         SinkBatch::Aggregates(rows) if want("aggregates") => {
+            let mut start_text: Option<(i64, String)> = None;
             for (e, rev) in rows {
                 let w = &e.win;
-                let mut m = serde_json::Map::new();
-                m.insert("tag".into(), json!(e.asset.tag));
-                m.insert("asset".into(), json!(e.asset.asset));
-                m.insert("site".into(), json!(e.asset.site));
-                m.insert("line".into(), json!(e.asset.line));
-                m.insert("window_start".into(), json!(w.window_start));
-                m.insert("window_end".into(), json!(w.window_end));
-                m.insert("window_start_time".into(), ms_text(w.window_start));
-                m.insert("count".into(), json!(w.count));
-                for (k, x) in [
-                    ("mean", w.mean),
-                    ("min", w.min),
-                    ("max", w.max),
-                    ("first", w.first),
-                    ("last", w.last),
-                    ("price_per_kwh", e.price_per_kwh),
-                ] {
-                    m.insert(k.into(), json!(x.0));
-                }
-                m.insert("producing".into(), json!(e.producing));
-                m.insert("in_maintenance".into(), json!(e.in_maintenance));
-                for (name, v) in plan.metrics.iter().zip(&e.metrics) {
-                    let v = match v {
-                        crate::model::Scalar::Num(x) => json!(x.0),
-                        crate::model::Scalar::Bool(b) => json!(b),
-                        crate::model::Scalar::Str(s) => json!(s),
-                    };
-                    m.insert(name.clone(), v);
-                }
-                emit(
-                    "aggregates",
-                    Value::Object(m),
-                    &[
-                        ("site", &e.asset.site),
-                        ("line", &e.asset.line),
-                        ("asset", &e.asset.asset),
-                        ("tag", &e.asset.tag),
-                    ],
-                    *rev,
-                );
+                let start_time = match &start_text {
+                    Some((ms, text)) if *ms == w.window_start => text.clone(),
+                    _ => {
+                        let text = ms_string(w.window_start);
+                        start_text = Some((w.window_start, text.clone()));
+                        text
+                    }
+                };
+                let msg = AggregateMessage {
+                    e,
+                    revision: *rev,
+                    dataflow,
+                    start_time,
+                    metrics: &plan.metrics,
+                };
+                out.push(Outgoing {
+                    topic: topic_of(
+                        "aggregates",
+                        &[
+                            ("site", &e.asset.site),
+                            ("line", &e.asset.line),
+                            ("asset", &e.asset.asset),
+                            ("tag", &e.asset.tag),
+                        ],
+                    ),
+                    payload: serde_json::to_vec(&msg).unwrap_or_default(),
+                });
             }
         }
         SinkBatch::Actions(rows) if want("actions") => {

@@ -245,11 +245,15 @@ fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatch, String> 
 
 /// Rows grouped by the Hive `date` partition of their key time.
 fn by_date<T>(rows: &[T], at: impl Fn(&T) -> i64) -> BTreeMap<String, Vec<&T>> {
-    let mut parts: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+    const DAY_MS: i64 = 86_400_000;
+    // Group by day number, then format each day's date once.
+    let mut days: BTreeMap<i64, Vec<&T>> = BTreeMap::new();
     for r in rows {
-        parts.entry(date_of(at(r))).or_default().push(r);
+        days.entry(at(r).div_euclid(DAY_MS)).or_default().push(r);
     }
-    parts
+    days.into_iter()
+        .map(|(day, rs)| (date_of(day * DAY_MS), rs))
+        .collect()
 }
 
 fn date_of(ms: i64) -> String {
@@ -507,8 +511,10 @@ pub struct ParquetWriter {
     schemas: HashMap<String, SchemaRef>,
     report: WriterReport,
     stats: Arc<Stats>,
-    /// Latest window end written (event time), for `roll_by = "event_time"`.
-    event_time: i64,
+    /// Each engine output's progress (timely time), for `roll_by = "event_time"`.
+    progress: Vec<u64>,
+    /// Event time (ms) up to which every output is complete.
+    complete_ms: i64,
     /// The event-time roll boundary passed since the last commit.
     boundary_passed: bool,
 }
@@ -540,7 +546,8 @@ impl ParquetWriter {
             schemas,
             report: WriterReport::default(),
             stats,
-            event_time: i64::MIN,
+            progress: Vec::new(),
+            complete_ms: i64::MIN,
             boundary_passed: false,
         }
     }
@@ -551,29 +558,26 @@ impl ParquetWriter {
 
     /// Writes one batch of rows, partitioned by date.
     pub fn write(&mut self, batch: SinkBatch) -> Result<(), String> {
+        self.write_ref(&batch)
+    }
+
+    /// [`ParquetWriter::write`] for a batch shared with other sinks.
+    pub fn write_ref(&mut self, batch: &SinkBatch) -> Result<(), String> {
         match batch {
             SinkBatch::Aggregates(rows) => {
-                self.stats.add_aggregates(&rows);
-                let end = rows.iter().map(|r| r.0.win.window_end).max();
-                if let Some(end) = end.filter(|e| *e > self.event_time) {
-                    let roll = self.plan.roll_interval_ms.max(1) as i64;
-                    // A multiple of `roll` lies in (previous end, end].
-                    if end.div_euclid(roll) > self.event_time.div_euclid(roll) {
-                        self.boundary_passed = true;
-                    }
-                    self.event_time = end;
-                }
+                tracing::trace!(target: "plantflow::latency", n = rows.len(), event_time = rows.first().map(|r| r.0.win.window_end), "parquet received");
+                self.stats.add_aggregates(rows);
                 if !self.enabled("aggregates") {
                     return Ok(());
                 }
-                let parts = by_date(&rows, |r| r.0.win.window_start);
+                let parts = by_date(rows, |r| r.0.win.window_start);
                 for (date, rs) in parts {
                     let b = aggregates_batch(&self.schemas["aggregates"], &rs, &self.metrics)?;
                     self.append("aggregates", &date, b)?;
                 }
             }
             SinkBatch::Actions(rows) => {
-                for r in &rows {
+                for r in rows {
                     let e = self
                         .report
                         .actions
@@ -586,7 +590,7 @@ impl ParquetWriter {
                 if !self.enabled("actions") {
                     return Ok(());
                 }
-                let parts = by_date(&rows, |r| r.0.period_start);
+                let parts = by_date(rows, |r| r.0.period_start);
                 for (date, rs) in parts {
                     let b = actions_batch(
                         &self.schemas["actions"],
@@ -598,12 +602,12 @@ impl ParquetWriter {
                 }
             }
             SinkBatch::Outcomes(rows) => {
-                for r in &rows {
+                for r in rows {
                     self.report
                         .outcomes
                         .insert(r.0.action_id.clone(), r.clone());
                 }
-                let parts = by_date(&rows, |r| r.0.reporting_start);
+                let parts = by_date(rows, |r| r.0.reporting_start);
                 for (date, rs) in parts {
                     if self.enabled("outcomes") {
                         let b = outcomes_batch(
@@ -628,7 +632,7 @@ impl ParquetWriter {
                 }
             }
             SinkBatch::Billing(rows) => {
-                for r in &rows {
+                for r in rows {
                     self.report
                         .bills
                         .insert((r.0.site.clone(), r.0.period_start), r.clone());
@@ -636,7 +640,7 @@ impl ParquetWriter {
                 if !self.enabled("billing") {
                     return Ok(());
                 }
-                let parts = by_date(&rows, |r| r.0.period_start);
+                let parts = by_date(rows, |r| r.0.period_start);
                 for (date, rs) in parts {
                     let b = billing_batch(&self.schemas["billing"], &rs, &self.currency)?;
                     self.append("billing", &date, b)?;
@@ -646,7 +650,7 @@ impl ParquetWriter {
                 if !self.enabled("dead_letter") {
                     return Ok(());
                 }
-                let parts = by_date(&rows, |r| r.received_at);
+                let parts = by_date(rows, |r| r.received_at);
                 for (date, rs) in parts {
                     let b = dead_letter_batch(&self.schemas["dead_letter"], &rs)?;
                     self.append("dead_letter", &date, b)?;
@@ -656,14 +660,42 @@ impl ParquetWriter {
                 if !self.enabled("gaps") {
                     return Ok(());
                 }
-                let parts = by_date(&rows, |r| r.start);
+                let parts = by_date(rows, |r| r.start);
                 for (date, rs) in parts {
                     let b = gaps_batch(&self.schemas["gaps"], &rs)?;
                     self.append("gaps", &date, b)?;
                 }
             }
+            SinkBatch::Progress { source, of, time } => self.progress(*source, *of, *time),
         }
         Ok(())
+    }
+
+    /// Notes one output's progress; once every output has passed a multiple
+    /// of `roll_interval` in event time, the next [`Self::roll_event_time`] commits.
+    fn progress(&mut self, source: usize, of: usize, time: u64) {
+        if self.progress.len() != of {
+            self.progress = vec![0; of];
+        }
+        if let Some(p) = self.progress.get_mut(source) {
+            *p = (*p).max(time);
+        }
+        let Some(&min) = self.progress.iter().min() else {
+            return;
+        };
+        // Timely times are watermark epochs + 1: a window ending at `e` is
+        // emitted at time `e`, so everything ending before `min` is complete.
+        let complete = (min.min(i64::MAX as u64) as i64).saturating_sub(1);
+        if complete <= self.complete_ms {
+            return;
+        }
+        let roll = self.plan.roll_interval_ms.max(1) as i64;
+        if self.complete_ms != i64::MIN
+            && complete.div_euclid(roll) > self.complete_ms.div_euclid(roll)
+        {
+            self.boundary_passed = true;
+        }
+        self.complete_ms = complete;
     }
 
     fn append(&mut self, table: &str, date: &str, batch: RecordBatch) -> Result<(), String> {
@@ -728,10 +760,9 @@ impl ParquetWriter {
         Ok(())
     }
 
-    /// Commits every open file once the output has passed an event-time
-    /// roll boundary (`roll_by = "event_time"`): called when the writer's
-    /// queue is empty, so the rows of one window close from every worker go
-    /// into the same file.
+    /// Commits every open file once every engine output has passed an
+    /// event-time roll boundary (`roll_by = "event_time"`), so the rows of
+    /// one window close from every worker go into the same file.
     pub fn roll_event_time(&mut self) -> Result<(), String> {
         if !self.plan.roll_event_time || !self.boundary_passed {
             return Ok(());
@@ -741,6 +772,7 @@ impl ParquetWriter {
         for k in keys {
             self.commit(&k)?;
         }
+        tracing::trace!(target: "plantflow::latency", event_time = self.complete_ms, "parquet committed");
         Ok(())
     }
 
@@ -773,18 +805,18 @@ impl ParquetWriter {
 }
 
 /// The writer loop: runs until every sender is gone, then commits all files.
-pub fn run_writer(
-    rx: Receiver<SinkBatch>,
+pub fn run_writer<B: std::borrow::Borrow<SinkBatch>>(
+    rx: Receiver<B>,
     mut writer: ParquetWriter,
 ) -> Result<WriterReport, String> {
     let tick = Duration::from_millis(100);
     loop {
         match rx.recv_timeout(tick) {
             Ok(batch) => {
-                writer.write(batch)?;
+                writer.write_ref(batch.borrow())?;
                 // Drain what is queued before committing on event time.
                 while let Ok(batch) = rx.try_recv() {
-                    writer.write(batch)?;
+                    writer.write_ref(batch.borrow())?;
                 }
                 writer.roll_event_time()?;
             }
