@@ -21,7 +21,7 @@
 //! - **Parquet.** The lake rolls by event time every minute (`roll_by =
 //!   "event_time"`); a watcher lists the aggregates directory every 2 ms and
 //!   reads each new committed file's window ends. A window's latency is the
-//!   first sighting of a committed file holding it − its close.
+//!   first sighting of committed files holding all its tags' rows − its close.
 //!
 //! Stamps are taken in this process with one monotonic clock. The Parquet
 //! figure includes up to 2 ms of polling.
@@ -212,7 +212,14 @@ fn main() {
             .expect("subscriber connected");
     }
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+    // PLANTFLOW_LAT_TRACE=1: plantflow logs its stage stamps (target
+    // `plantflow::latency`) to work/trace.log, and the closes go to work/closes.log.
+    let trace = env_or("PLANTFLOW_LAT_TRACE", 0) == 1;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantflow"));
+    if trace {
+        cmd.env("PLANTFLOW_LOG", "warn,plantflow::latency=trace");
+    }
+    let mut child = cmd
         .args([
             "run",
             "--follow",
@@ -222,7 +229,13 @@ fn main() {
         ])
         .arg(&config)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(if trace {
+            std::fs::File::create(work.join("trace.log"))
+                .unwrap()
+                .into()
+        } else {
+            std::process::Stdio::piped()
+        })
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -236,6 +249,7 @@ fn main() {
         let dir = out.join("aggregates");
         std::thread::spawn(move || {
             let mut known: HashSet<PathBuf> = HashSet::new();
+            let mut rows: BTreeMap<i64, usize> = BTreeMap::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let now = Instant::now();
                 for part in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -264,7 +278,11 @@ fn main() {
                         for batch in reader.flatten() {
                             if let Some(c) = batch.column_by_name("window_end") {
                                 for e in c.as_primitive::<TimestampMillisecondType>().values() {
-                                    s.entry(*e).or_insert(now);
+                                    *rows.entry(*e).or_insert(0) += 1;
+                                    // A window is visible once all its tags' rows are.
+                                    if rows[e] == tags {
+                                        s.entry(*e).or_insert(now);
+                                    }
                                 }
                             }
                         }
@@ -294,6 +312,7 @@ fn main() {
         let mut next_close: Option<i64> = None;
         let mut chunk = Vec::with_capacity(1 << 20);
         let mut done = false;
+        let mut close_log = String::new();
         while !done {
             let due = (started.elapsed().as_secs_f64() * rate) as u64;
             chunk.clear();
@@ -318,12 +337,21 @@ fn main() {
                 let mut e = first;
                 let mut c = closes.lock().unwrap();
                 while e <= wm {
+                    if trace {
+                        let wall = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        close_log.push_str(&format!("{e} {}\n", wall.as_micros()));
+                    }
                     c.insert(e, now);
                     e += WINDOW_MS;
                 }
                 next_close = Some(e);
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+        if trace {
+            std::fs::write(work.join("closes.log"), &close_log).unwrap();
         }
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
@@ -398,6 +426,6 @@ fn main() {
     report("MQTT aggregates, per message", agg_msgs);
     report("MQTT aggregates, whole window", agg_windows);
     report("MQTT actions, per message", actions);
-    report("Parquet aggregates, per window", pq);
+    report("Parquet aggregates, whole window", pq);
     println!("({at_shutdown} action messages of periods still open when the input stopped came at shutdown; not counted)");
 }

@@ -169,6 +169,7 @@ pub fn window<'s>(
                         let start = end - geo.size_ms;
                         let mut keys: Vec<_> = windows.into_iter().collect();
                         keys.sort_by_key(|(tag, _)| *tag);
+                        tracing::trace!(target: "plantflow::latency", epoch = tt, n = keys.len(), "window closed");
                         for (tag, acc) in keys {
                             session.give(((tag, acc.agg(start, geo.size_ms)), tt, 1));
                             expiry

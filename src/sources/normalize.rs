@@ -229,6 +229,7 @@ impl Normalizer {
             // Tell the engine at once: the windows this row closes are emitted
             // now, not when the next batch fills.
             self.ctx.ingest.samples(self.ctx.index, epoch, Vec::new());
+            tracing::trace!(target: "plantflow::latency", epoch, "source advanced");
         }
         let geo = self.ctx.geometry;
         let end = geo.start_of(ts) + geo.size_ms;
