@@ -755,7 +755,11 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
     let dir = input.path();
     std::fs::write(
         dir.join("assets.csv"),
-        "tag,asset,site,line,kind,standby_kw\na/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n",
+        "tag,asset,site,line,kind,standby_kw\n\
+         a/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n\
+         a/l1/m2/power_kw,a/l1/m2,a,a/l1,motor,1.0\n\
+         a/l1/m3/power_kw,a/l1/m3,a,a/l1,motor,1.0\n\
+         a/l1/m4/power_kw,a/l1/m4,a,a/l1,motor,1.0\n",
     )
     .unwrap();
     std::fs::write(
@@ -765,8 +769,19 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
     .unwrap();
     std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
     let t0: i64 = 1_767_607_200_000;
-    // Rows arrive a minute at a time; each minute closes one more window.
-    let row = |i: i64| format!("{},a/l1/m1/power_kw,{},0\n", t0 + i * 1000, 10 + i / 60);
+    // Rows arrive a minute at a time; each minute closes one more window of
+    // four tags, spread over two workers. Tag m{k} reads 10 + minute + k.
+    let row = |i: i64| {
+        (1..=4)
+            .map(|k| {
+                format!(
+                    "{},a/l1/m{k}/power_kw,{},0\n",
+                    t0 + i * 1000,
+                    10 + i / 60 + k
+                )
+            })
+            .collect::<String>()
+    };
     let mut s = String::from("ts,tag,value,quality\n");
     (0..66).for_each(|i| s.push_str(&row(i)));
     std::fs::write(dir.join("samples.csv"), s).unwrap();
@@ -778,7 +793,7 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
         );
     let df = dir.join("df.toml");
     std::fs::write(&df, toml).unwrap();
-    let _child = spawn_follow(&df, dir, out.path());
+    let _child = spawn_follow_workers(&df, dir, out.path(), 2);
     let committed = || -> Vec<std::path::PathBuf> {
         walk_all(&out.path().join("aggregates"))
             .into_iter()
@@ -818,20 +833,22 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
         }
     }
     let latest = latest_aggregates(out.path());
-    assert_eq!(latest.len(), 3);
-    for (k, minute) in [(0, 10.0), (1, 11.0), (2, 12.0)] {
-        let a = &latest[&("a/l1/m1/power_kw".to_string(), t0 + k * 60_000)];
-        assert_eq!(a.count, 60);
-        assert_close(a.mean, minute, "window mean");
+    assert_eq!(latest.len(), 12);
+    for minute in 0..3i64 {
+        for k in 1..=4i64 {
+            let a = &latest[&(format!("a/l1/m{k}/power_kw"), t0 + minute * 60_000)];
+            assert_eq!(a.count, 60);
+            assert_close(a.mean, (10 + minute + k) as f64, "window mean");
+        }
     }
-    // Each file holds exactly one window.
+    // Each file holds exactly one window, with every tag from both workers.
     for f in &files {
         let r = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap())
             .unwrap();
         use parquet::file::reader::FileReader;
         assert_eq!(
             r.metadata().file_metadata().num_rows(),
-            1,
+            4,
             "{}",
             f.display()
         );

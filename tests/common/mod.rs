@@ -297,9 +297,14 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// Starts `plantflow run --follow <df>` with INPUT_DIR / OUT_DIR set; killed on drop.
 pub fn spawn_follow(df: &Path, input: &Path, out: &Path) -> KillOnDrop {
+    spawn_follow_workers(df, input, out, 1)
+}
+
+/// [`spawn_follow`] on `workers` timely workers.
+pub fn spawn_follow_workers(df: &Path, input: &Path, out: &Path, workers: usize) -> KillOnDrop {
     KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-            .args(["run", "--follow"])
+            .args(["run", "--follow", "--workers", &workers.to_string()])
             .arg(df)
             .env("INPUT_DIR", input)
             .env("OUT_DIR", out)
