@@ -190,10 +190,12 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<crate::sinks::SinkBatch>>();
         let mut outs = Vec::new();
         for p in &plan.publish {
-            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            let (urgent_tx, urgent) = tokio::sync::mpsc::channel(1024);
+            let (bulk_tx, bulk) = tokio::sync::mpsc::channel(4096);
+            let queues = crate::sinks::mqtt_publish::Queues { urgent, bulk };
             let pstats = Arc::new(crate::sinks::mqtt_publish::PublishStats::default());
-            publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), rx, pstats)));
-            outs.push((p.clone(), tx));
+            publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), queues, pstats)));
+            outs.push((p.clone(), urgent_tx, bulk_tx));
         }
         // The lake first: the tee hands each batch to the Parquet writer and to
         // the encoder, so JSON encoding and a full MQTT queue never delay files.
@@ -215,7 +217,9 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             .name("plantflow-publish-encode".into())
             .spawn(move || {
                 for batch in enc_rx {
-                    for (p, tx) in &outs {
+                    let urgent = crate::sinks::mqtt_publish::is_urgent(&batch);
+                    for (p, urgent_tx, bulk_tx) in &outs {
+                        let tx = if urgent { urgent_tx } else { bulk_tx };
                         for m in crate::sinks::mqtt_publish::messages(p, &name, &batch) {
                             let _ = tx.blocking_send(m);
                         }

@@ -6,9 +6,11 @@
 //! `dataflow` and `revision`. A correction of an action is published again
 //! under the same `action_id` with a higher `revision`, so a subscriber keeps
 //! the highest revision per id. Publishing runs on a tokio task; the
-//! client's bounded request queue slows the forwarder (never a worker) when
-//! the broker is slow, and the sink waits for the broker's acknowledgements
-//! of everything it published before the run ends.
+//! client's bounded request queue slows the encoder thread (never a worker)
+//! when the broker is slow, and the sink waits for the broker's
+//! acknowledgements of everything it published before the run ends.
+//! Actions, outcomes and bills are published ahead of queued aggregates
+//! (see [`Queues`]); a full aggregates queue still holds the encoder up.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -224,18 +226,43 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
     out
 }
 
-/// Runs the publisher until `rx` closes and everything sent is acknowledged
-/// (or 10 s pass without the broker acknowledging).
-pub async fn run(
-    plan: PublishPlan,
-    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
-    stats: Arc<PublishStats>,
-) {
-    let mut conn = match Conn::new(&plan.conn, false, None) {
+/// The publisher's two queues: actions, outcomes and bills go `urgent`,
+/// aggregates (one message per tag and window) go `bulk`. An action raised
+/// at a window close is published before that close's aggregates.
+pub struct Queues {
+    pub urgent: tokio::sync::mpsc::Receiver<Outgoing>,
+    pub bulk: tokio::sync::mpsc::Receiver<Outgoing>,
+}
+
+impl Queues {
+    /// The next message, urgent first; `None` once both queues are closed and empty.
+    async fn next(&mut self) -> Option<Outgoing> {
+        tokio::select! {
+            biased;
+            Some(m) = self.urgent.recv() => Some(m),
+            Some(m) = self.bulk.recv() => Some(m),
+            else => None,
+        }
+    }
+}
+
+/// The client's own request queue: short, so an urgent message waits
+/// behind at most this many aggregates (plus those in flight).
+const CLIENT_QUEUE: usize = 16;
+
+/// Whether a batch's messages go to the urgent queue (see [`Queues`]).
+pub fn is_urgent(batch: &SinkBatch) -> bool {
+    !matches!(batch, SinkBatch::Aggregates(_))
+}
+
+/// Runs the publisher until both queues close and everything sent is
+/// acknowledged (or 10 s pass without the broker acknowledging).
+pub async fn run(plan: PublishPlan, mut rx: Queues, stats: Arc<PublishStats>) {
+    let mut conn = match Conn::new(&plan.conn, false, None, CLIENT_QUEUE) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(sink = %plan.id, "mqtt_publish cannot start: {e}");
-            while rx.recv().await.is_some() {}
+            while rx.next().await.is_some() {}
             return;
         }
     };
@@ -246,7 +273,7 @@ pub async fn run(
     // client's request queue is full.
     let st = stats.clone();
     let sender = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
+        while let Some(m) = rx.next().await {
             if client
                 .publish(&m.topic, qos, retain, m.payload)
                 .await
@@ -305,6 +332,33 @@ mod tests {
 
     use super::*;
     use crate::model::{AssetRow, Enriched, Scalar, WindowAgg, F64};
+
+    #[test]
+    fn urgent_messages_overtake_queued_aggregates_and_nothing_is_lost() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
+            let (bulk_tx, bulk) = tokio::sync::mpsc::channel(8);
+            let mut q = Queues { urgent, bulk };
+            let msg = |t: &str| Outgoing {
+                topic: t.to_string(),
+                payload: Vec::new(),
+            };
+            for i in 0..3 {
+                bulk_tx.send(msg(&format!("agg/{i}"))).await.unwrap();
+            }
+            urgent_tx.send(msg("action/0")).await.unwrap();
+            assert_eq!(q.next().await.unwrap().topic, "action/0");
+            urgent_tx.send(msg("action/1")).await.unwrap();
+            drop(urgent_tx);
+            drop(bulk_tx);
+            let mut rest = Vec::new();
+            while let Some(m) = q.next().await {
+                rest.push(m.topic);
+            }
+            assert_eq!(rest, ["action/1", "agg/0", "agg/1", "agg/2"]);
+        });
+    }
 
     #[test]
     fn aggregates_are_one_message_per_window_with_named_metrics() {

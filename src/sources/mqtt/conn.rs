@@ -272,10 +272,13 @@ pub struct Conn {
 
 impl Conn {
     /// Sets up (does not dial yet; the first poll connects).
+    /// `queue` bounds the client's request queue: small for a publisher that
+    /// orders its own queues (see `sinks::mqtt_publish::Queues`).
     pub fn new(
         p: &ConnPlan,
         manual_acks: bool,
         last_will: Option<(String, Vec<u8>)>,
+        queue: usize,
     ) -> Result<Conn, String> {
         let transport = if p.tls {
             rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls_config(p)?))
@@ -303,7 +306,7 @@ impl Conn {
                         false,
                     ));
                 }
-                let (c, l) = rumqttc::AsyncClient::new(o, 256);
+                let (c, l) = rumqttc::AsyncClient::new(o, queue.max(1));
                 Conn {
                     client: Client::V4(c),
                     lp: Loop::V4(Box::new(l)),
@@ -336,7 +339,7 @@ impl Conn {
                         None,
                     ));
                 }
-                let (c, l) = v5::AsyncClient::new(o, 256);
+                let (c, l) = v5::AsyncClient::new(o, queue.max(1));
                 Conn {
                     client: Client::V5(c),
                     lp: Loop::V5(Box::new(l)),

@@ -126,7 +126,7 @@ pub fn run(
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let mut conn = Conn::new(&plan.conn, true, None)?;
+    let mut conn = Conn::new(&plan.conn, true, None, 256)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(plan.channel.max(16));
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
     let filters: Vec<(String, u8)> = plan
