@@ -335,7 +335,9 @@ mod tests {
 
     #[test]
     fn urgent_messages_overtake_queued_aggregates_and_nothing_is_lost() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
             let (bulk_tx, bulk) = tokio::sync::mpsc::channel(8);
