@@ -152,24 +152,7 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Fixes glibc's mmap threshold at 128 KiB (unless `MALLOC_MMAP_THRESHOLD_`
-/// is set). glibc raises the threshold after each large free, so the
-/// arrangements' large transient buffers (batch formation, merges) end up on
-/// the heap, whose freed pages stay resident. Measured on workload v1 with 10 h
-/// of input and 10-minute retention: peak RSS 515 → 413 MiB (1 worker).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; it is called
-        // before any other thread starts.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
