@@ -50,16 +50,14 @@ pub struct PublishStats {
     pub acked: AtomicU64,
 }
 
-fn ms_text(ms: i64) -> Value {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
-}
-
-fn ms_string(ms: i64) -> String {
+/// RFC 3339 text of epoch milliseconds (`None` out of chrono's range).
+fn ms_string(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+}
+
+fn ms_text(ms: i64) -> Value {
+    ms_string(ms).map(Value::String).unwrap_or(Value::Null)
 }
 
 /// One `aggregates` message: the window's fields, its context, the metrics
@@ -68,7 +66,7 @@ struct AggregateMessage<'a> {
     e: &'a crate::model::Enriched,
     revision: i64,
     dataflow: &'a str,
-    start_time: String,
+    start_time: Option<String>,
     metrics: &'a [String],
 }
 
@@ -143,7 +141,7 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
         // Aggregates are the bulk (one message per tag and window): serialised
         // straight from the row, without an intermediate JSON value.
         SinkBatch::Aggregates(rows) if want("aggregates") => {
-            let mut start_text: Option<(i64, String)> = None;
+            let mut start_text: Option<(i64, Option<String>)> = None;
             for (e, rev) in rows {
                 let w = &e.win;
                 let start_time = match &start_text {
