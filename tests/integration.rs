@@ -565,6 +565,161 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
     assert_eq!(leftovers, 0, "nothing half-written is left");
 }
 
+/// `in_maintenance` of every (tag, window start, revision) written.
+fn maintenance_flags(out: &Path) -> HashMap<(String, i64, i64), bool> {
+    use arrow::array::AsArray;
+    let mut m = HashMap::new();
+    for b in batches(out, "aggregates") {
+        let tag = b.column_by_name("tag").unwrap().as_string::<i32>().clone();
+        let ws = b.column_by_name("window_start").unwrap();
+        let ws = ws.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        let rev = b.column_by_name("revision").unwrap();
+        let rev = rev.as_primitive::<arrow::datatypes::Int64Type>();
+        let f = b
+            .column_by_name("in_maintenance")
+            .unwrap()
+            .as_boolean()
+            .clone();
+        for i in 0..b.num_rows() {
+            m.insert(
+                (tag.value(i).to_string(), ws.value(i), rev.value(i)),
+                f.value(i),
+            );
+        }
+    }
+    m
+}
+
+// Edits of the production, maintenance and asset tables while running re-enrich
+// exactly the retained windows they touch, on two workers (the context reaches
+// both; the tags are spread over them).
+#[test]
+fn context_edits_re_enrich_exactly_the_windows_they_touch() {
+    let input = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = input.path();
+    let assets = |m2_standby: f64| {
+        format!(
+            "tag,asset,site,line,kind,standby_kw\n\
+             a/l1/m1/power_kw,a/l1/m1,a,a/l1,motor,1.0\n\
+             a/l1/m2/power_kw,a/l1/m2,a,a/l1,motor,{m2_standby}\n\
+             a/l2/m3/power_kw,a/l2/m3,a,a/l2,motor,1.0\n"
+        )
+    };
+    std::fs::write(dir.join("assets.csv"), assets(1.0)).unwrap();
+    std::fs::write(
+        dir.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    std::fs::write(dir.join("maintenance.csv"), "asset,start_ms,end_ms\n").unwrap();
+    let t0: i64 = 1_767_607_200_000; // 2026-01-05 10:00 UTC
+    let kw = [
+        ("a/l1/m1/power_kw", 30.0),
+        ("a/l1/m2/power_kw", 60.0),
+        ("a/l2/m3/power_kw", 90.0),
+    ];
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..150 {
+        for (tag, v) in kw {
+            s.push_str(&format!("{},{tag},{v},0\n", t0 + i * 1000));
+        }
+    }
+    std::fs::write(dir.join("samples.csv"), s).unwrap();
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
+        .replace(
+            "[context.production]",
+            "[context.maintenance]\npath = \"${INPUT_DIR}/maintenance.csv\"\n\n[context.production]",
+        );
+    let df = dir.join("df.toml");
+    std::fs::write(&df, toml).unwrap();
+    let _child = spawn_follow_workers(&df, dir, out.path(), 2);
+    let (w0, w1) = (t0, t0 + 60_000);
+    let key = |tag: &str, ws: i64| (tag.to_string(), ws);
+
+    // Two windows per tag close (the watermark is at 145 s): idle, so all energy is waste.
+    let first = wait_for("the first windows", || {
+        let a = latest_aggregates(out.path());
+        (a.len() == 6).then_some(a)
+    });
+    for (tag, v) in kw {
+        for ws in [w0, w1] {
+            let a = &first[&key(tag, ws)];
+            assert_eq!((a.revision, a.producing), (0, false));
+            assert_close(a.waste_kwh, v / 60.0, "idle waste");
+        }
+    }
+
+    // A production run on line a/l1 covering the first minute: m1 and m2's first
+    // windows are producing now (no waste); nothing else changes.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(
+        dir.join("production.csv"),
+        format!("line,start_ms,end_ms\na/l1,{w0},{w1}\n"),
+    )
+    .unwrap();
+    let runs = wait_for("the production edit", || {
+        let a = latest_aggregates(out.path());
+        (all_aggregates(out.path()).len() == 8).then_some(a)
+    });
+    for tag in ["a/l1/m1/power_kw", "a/l1/m2/power_kw"] {
+        let a = &runs[&key(tag, w0)];
+        assert_eq!((a.revision, a.producing), (1, true), "{tag}");
+        assert_close(a.waste_kwh, 0.0, "no waste while producing");
+        assert_eq!(
+            runs[&key(tag, w1)].revision,
+            0,
+            "{tag} second window untouched"
+        );
+    }
+    assert_eq!(
+        runs[&key("a/l2/m3/power_kw", w0)].revision,
+        0,
+        "other line untouched"
+    );
+
+    // Maintenance of m3 over the second minute flags exactly that window.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(
+        dir.join("maintenance.csv"),
+        format!("asset,start_ms,end_ms\na/l2/m3,{w1},{}\n", w1 + 60_000),
+    )
+    .unwrap();
+    wait_for("the maintenance edit", || {
+        (all_aggregates(out.path()).len() == 9).then_some(())
+    });
+    let flags = maintenance_flags(out.path());
+    assert_eq!(flags[&("a/l2/m3/power_kw".to_string(), w1, 1)], true);
+    assert_eq!(
+        flags.values().filter(|f| **f).count(),
+        1,
+        "one window in maintenance"
+    );
+
+    // m2's standby rises to 100 kW: both its windows are re-enriched (a new asset
+    // row), and its idle 60 kW is no longer waste.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(dir.join("assets.csv"), assets(100.0)).unwrap();
+    let last = wait_for("the asset edit", || {
+        let a = latest_aggregates(out.path());
+        (all_aggregates(out.path()).len() == 11).then_some(a)
+    });
+    let m2 = "a/l1/m2/power_kw";
+    assert_eq!(last[&key(m2, w0)].revision, 2);
+    assert_eq!(last[&key(m2, w1)].revision, 1);
+    assert_close(last[&key(m2, w1)].waste_kwh, 0.0, "below the new standby");
+    assert_close(
+        last[&key("a/l1/m1/power_kw", w1)].waste_kwh,
+        30.0 / 60.0,
+        "m1 unchanged",
+    );
+    assert_eq!(last[&key("a/l1/m1/power_kw", w1)].revision, 0);
+    assert_eq!(last[&key("a/l2/m3/power_kw", w0)].revision, 0);
+}
+
 // ---------------------------------------------------------------------------
 // Generator: deterministic and shaped like WORKLOAD.md.
 

@@ -22,6 +22,7 @@
 //! input (timely has no backpressure of its own), and parks when idle.
 
 pub mod bridge;
+pub mod context;
 pub mod output;
 pub mod value;
 pub mod window;
@@ -34,6 +35,8 @@ use std::time::Duration;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
@@ -45,6 +48,7 @@ use crate::value::layer::{Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
 pub use bridge::Ingest;
 use bridge::{ContextChange, WorkerMsg};
+use context::{AssetCtx, Context, CtxUpdate};
 use output::Versioned;
 pub use window::Geometry;
 
@@ -161,31 +165,6 @@ impl Inputs {
     }
 }
 
-/// Window starts covered by an interval: `start <= ws < end`, keyed by the
-/// interned line (production) or asset (maintenance).
-fn covered(key: u32, iv: &Interval, size: i64) -> Vec<(u32, i64)> {
-    let first = (iv.start_ms + size - 1).div_euclid(size) * size;
-    (0..)
-        .map(|i| first + i * size)
-        .take_while(|ws| *ws < iv.end_ms)
-        .map(|ws| (key, ws))
-        .collect()
-}
-
-const FLAG_PRODUCING: u8 = 1;
-const FLAG_MAINTENANCE: u8 = 2;
-
-/// An asset row with its asset and line interned: the joins key on the ids,
-/// and ordering compares them before the shared row.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-struct AssetCtx {
-    asset: u32,
-    line: u32,
-    row: Arc<AssetRow>,
-}
-
 /// Interns asset and line names (and interval keys) to ids for the joins.
 #[derive(Default)]
 pub struct Names(TagRegistry);
@@ -193,6 +172,10 @@ pub struct Names(TagRegistry);
 impl Names {
     fn intern(&self, name: &str) -> u32 {
         self.0.intern(name)
+    }
+
+    fn get(&self, name: &str) -> Option<u32> {
+        self.0.get(name)
     }
 }
 
@@ -250,73 +233,38 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         let (assets, tariff, production, maintenance, status) =
             worker.dataflow::<u64, _, _>(|scope| {
                 let stream = samples.to_stream(scope);
-                let windows = window::window(stream, geo, &window_name).as_collection();
                 let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                 let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
                 let (prod_in, prod) = scope.new_collection::<Interval, isize>();
                 let (maint_in, maint) = scope.new_collection::<Interval, isize>();
                 let (status_in, status) = scope.new_collection::<StatusUpdate, isize>();
-                let size = geo.size_ms;
-                let calendar = plan.calendar.clone();
 
-                // Windows are arranged twice (by tag for the asset join, by
-                // (tag, window) for the context join); every other join runs on
-                // small integer keys, one row per window.
-                let with_asset =
-                    windows.join_map(assets, |tag, win, a| (*tag, win.clone(), a.clone()));
-                let keys = with_asset
-                    .clone()
-                    .map(|(tag, win, a)| (tag, win.window_start, a.line, a.asset));
-                let (n1, n2) = (names.clone(), names.clone());
-                let running = prod
-                    .clone()
-                    .flat_map(move |iv| covered(n1.intern(&iv.key), &iv, size))
-                    .distinct();
-                let down = maint
-                    .flat_map(move |iv| covered(n2.intern(&iv.key), &iv, size))
-                    .distinct();
-                let producing = keys
-                    .clone()
-                    .map(|(tag, ws, line, _)| ((line, ws), tag))
-                    .semijoin(running)
-                    .map(|((_, ws), tag)| ((tag, ws), FLAG_PRODUCING));
-                let maintained = keys
-                    .clone()
-                    .map(|(tag, ws, _, asset)| ((asset, ws), tag))
-                    .semijoin(down)
-                    .map(|((_, ws), tag)| ((tag, ws), FLAG_MAINTENANCE));
-                let flags = keys
-                    .clone()
-                    .map(|(tag, ws, _, _)| ((tag, ws), 0u8))
-                    .concat(producing)
-                    .concat(maintained)
-                    .reduce(|_key, flags, out| {
-                        let f = flags.iter().fold(0u8, |f, (x, _)| f | **x);
-                        out.push((f, 1isize));
-                    });
-                let prices = keys
-                    .map(|(_, ws, _, _)| ws)
-                    .distinct()
-                    .map(move |ws| (calendar.key_at(ws), ws))
-                    .join_map(tariff, |key, ws, price| (*ws, (*key, *price)));
-                let context = flags
-                    .map(|((tag, ws), f)| (ws, (tag, f)))
-                    .join_map(prices, |ws, (tag, f), (key, price)| {
-                        ((*tag, *ws), (*f, *key, *price))
-                    });
+                // Context updates reach every worker; the window operator looks
+                // each window's context up as it emits it, and re-emits the
+                // retained windows a context change alters.
+                let context = assets
+                    .inner
+                    .map(|((tag, a), t, r)| (CtxUpdate::Asset(tag, a), t, r))
+                    .concat(
+                        tariff
+                            .inner
+                            .map(|((k, p), t, r)| (CtxUpdate::Tariff(k, p), t, r)),
+                    )
+                    .concat(
+                        prod.inner
+                            .clone()
+                            .map(|(iv, t, r)| (CtxUpdate::Production(iv), t, r)),
+                    )
+                    .concat(
+                        maint
+                            .inner
+                            .map(|(iv, t, r)| (CtxUpdate::Maintenance(iv), t, r)),
+                    )
+                    .broadcast();
+                let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms);
                 let c1 = compiled.clone();
-                let enriched = with_asset
-                    .map(|(tag, win, a)| ((tag, win.window_start), (win, a)))
-                    .join_map(context, |(tag, _), (win, a), (f, key, price)| Enriched {
-                        tag: *tag,
-                        win: win.clone(),
-                        asset: a.row.clone(),
-                        tariff_key: *key,
-                        price_per_kwh: *price,
-                        producing: f & FLAG_PRODUCING != 0,
-                        in_maintenance: f & FLAG_MAINTENANCE != 0,
-                        metrics: Vec::new(),
-                    })
+                let enriched = window::window(stream, context, geo, &window_name, ctx)
+                    .as_collection()
                     .map(move |mut e| {
                         c1.derive(&mut e);
                         e

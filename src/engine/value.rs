@@ -31,8 +31,9 @@ pub fn value_op<'s, F, P>(
     let mut last: Option<i64> = None;
     let mut ended = false;
     stream.sink(exchange, "value", move |(input, frontier)| {
-        input.for_each_stamp(|_stamp, data| {
+        input.for_each_stamp(|stamp, data| {
             for batch in data {
+                tracing::trace!(target: "plantflow::latency", epoch = stamp.least().copied().unwrap_or(0), n = batch.len(), "value received");
                 pending.extend(batch.drain(..));
             }
         });
@@ -46,6 +47,7 @@ pub fn value_op<'s, F, P>(
             }
             let now = t as i64 - 1;
             let out = layer.step(now.max(last.unwrap_or(i64::MIN)), false);
+            tracing::trace!(target: "plantflow::latency", epoch = t, n = out.actions.len(), "value stepped");
             last = Some(now.max(last.unwrap_or(i64::MIN)));
             if !out.is_empty() {
                 emit(out, &layer);
@@ -62,6 +64,7 @@ pub fn value_op<'s, F, P>(
         };
         if end || last.is_none_or(|l| now > l) {
             let out = layer.step(now, end);
+            tracing::trace!(target: "plantflow::latency", epoch = now, n = out.actions.len(), "value frontier stepped");
             last = Some(now);
             ended = end;
             if !out.is_empty() {

@@ -14,7 +14,7 @@
 //! Emission times depend only on the times rows were sent at, so the output
 //! is the same for any number of workers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 
@@ -23,11 +23,12 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use crate::model::{Sample, TagId, WindowAgg, F64};
+use super::context::{Context, CtxUpdate};
+use crate::model::{Enriched, Sample, TagId, WindowAgg, F64};
 
 /// Running aggregate of one window.
 #[derive(Clone, Debug)]
-struct Acc {
+pub struct Acc {
     count: i64,
     sum: f64,
     min: f64,
@@ -96,16 +97,89 @@ impl Geometry {
     }
 }
 
-type Update = ((TagId, WindowAgg), u64, isize);
+/// What the window operator emits for a window update: enriched rows in the
+/// engine, bare aggregates in the stage benchmark.
+pub trait Emit: 'static {
+    type Out: Clone + 'static;
+    /// Pushes the rows of window `agg` of `tag` with multiplicity `diff`.
+    fn emit(&mut self, tag: TagId, agg: &WindowAgg, diff: isize, out: &mut Vec<(Self::Out, isize)>);
+    /// The retained windows a batch of context changes may alter.
+    fn affected(
+        &self,
+        changes: &[(CtxUpdate, isize)],
+        closed: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+    ) -> BTreeSet<(i64, TagId)>;
+    fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>);
+}
 
-/// Builds the window operator over a stream of samples.
-pub fn window<'s>(
+impl Emit for Context {
+    type Out = Enriched;
+    fn emit(&mut self, tag: TagId, agg: &WindowAgg, diff: isize, out: &mut Vec<(Enriched, isize)>) {
+        self.enrich(tag, agg, diff, out)
+    }
+    fn affected(
+        &self,
+        changes: &[(CtxUpdate, isize)],
+        closed: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+    ) -> BTreeSet<(i64, TagId)> {
+        Context::affected(self, changes, closed)
+    }
+    fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
+        Context::apply(self, changes)
+    }
+}
+
+/// Bare window aggregates, no context (the stage benchmark).
+pub struct Bare;
+
+impl Emit for Bare {
+    type Out = (TagId, WindowAgg);
+    fn emit(
+        &mut self,
+        tag: TagId,
+        agg: &WindowAgg,
+        diff: isize,
+        out: &mut Vec<(Self::Out, isize)>,
+    ) {
+        out.push(((tag, agg.clone()), diff));
+    }
+    fn affected(
+        &self,
+        _: &[(CtxUpdate, isize)],
+        _: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+    ) -> BTreeSet<(i64, TagId)> {
+        BTreeSet::new()
+    }
+    fn apply(&mut self, _: Vec<(CtxUpdate, isize)>) {}
+}
+
+/// The next event of the operator, in time order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Event {
+    /// Windows ending at the time close (first at equal times).
+    Close,
+    /// Rows that arrived after their window closed.
+    Late,
+    /// A batch of context updates.
+    Context,
+    /// Windows past retention leave state (last).
+    Expire,
+}
+
+/// Builds the window operator over a stream of samples and the broadcast
+/// context updates; `emitter` turns window updates into output rows.
+pub fn window<'s, E: Emit>(
     samples: Stream<'s, u64, Vec<Sample>>,
+    context: Stream<'s, u64, Vec<(CtxUpdate, u64, isize)>>,
     geo: Geometry,
     name: &str,
-) -> Stream<'s, u64, Vec<Update>> {
-    // The bridge already sent each tag's rows to its worker (`bridge::worker_of`).
-    samples.unary_frontier::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(
+    mut emitter: E,
+) -> Stream<'s, u64, Vec<(E::Out, u64, isize)>> {
+    // The bridge already sent each tag's rows to its worker (`bridge::worker_of`);
+    // the context stream is broadcast.
+    samples.binary_frontier::<_, CapacityContainerBuilder<Vec<(E::Out, u64, isize)>>, _, _, _, _>(
+        context,
+        Pipeline,
         Pipeline,
         name,
         move |cap, _info| {
@@ -114,11 +188,13 @@ pub fn window<'s>(
             let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
             // Late rows by their time, processed once the frontier reaches it.
             let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
-            // Emitted windows that may still be corrected, and their expiry.
-            let mut closed: FxHashMap<(TagId, i64), Acc> = FxHashMap::default();
-            let mut expiry: BTreeMap<i64, Vec<(TagId, i64)>> = BTreeMap::new();
+            // Emitted windows that may still be corrected, by window start.
+            let mut closed: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
+            // Context updates by time, applied once the time is complete.
+            let mut changes: BTreeMap<u64, Vec<(CtxUpdate, isize)>> = BTreeMap::new();
+            let mut buf: Vec<(E::Out, isize)> = Vec::new();
 
-            move |(input, frontier), output| {
+            move |(input, f1), (ctx_in, f2), output| {
                 input.for_each_stamp(|stamp, data| {
                     let t = stamp.least().copied().unwrap_or(0);
                     for batch in data {
@@ -144,90 +220,115 @@ pub fn window<'s>(
                         }
                     }
                 });
+                ctx_in.for_each_stamp(|_stamp, data| {
+                    for batch in data {
+                        for (c, t, r) in batch.drain(..) {
+                            changes.entry(t).or_default().push((c, r));
+                        }
+                    }
+                });
 
                 let Some(c) = cap.as_mut() else { return };
-                let f = frontier.frontier().iter().min().copied();
+                let least = |f: &timely::progress::frontier::MutableAntichain<u64>| {
+                    f.frontier().iter().min().copied()
+                };
+                let f = match (least(f1), least(f2)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                // Closes and late rows at a time the frontier has reached, context
+                // updates at a time it has passed (all of that time's batch is in).
                 let done = |time: u64| f.is_none_or(|f| time <= f);
+                let complete = |time: u64| f.is_none_or(|f| time < f);
 
-                // Events in time order: window closes at their end, late rows at their time,
-                // expiries at theirs. Closes before late rows of the same time.
                 loop {
-                    let next_close = open.keys().next().copied().filter(|e| done(*e as u64));
-                    let next_late = late.keys().next().copied().filter(|t| done(*t));
-                    let (close_first, time) = match (next_close, next_late) {
-                        (Some(e), Some(t)) if (e as u64) <= t => (true, e as u64),
-                        (Some(e), None) => (true, e as u64),
-                        (_, Some(t)) => (false, t),
-                        (None, None) => break,
+                    let candidates = [
+                        open.keys().next().map(|e| (*e as u64, Event::Close)),
+                        late.keys().next().map(|t| (*t, Event::Late)),
+                        changes
+                            .keys()
+                            .next()
+                            .filter(|t| complete(**t))
+                            .map(|t| (*t, Event::Context)),
+                        // Expiry only while input continues.
+                        closed
+                            .keys()
+                            .next()
+                            .filter(|_| f.is_some())
+                            .map(|ws| (geo.retract_at(ws + geo.size_ms) as u64, Event::Expire)),
+                    ];
+                    let Some((time, event)) = candidates
+                        .into_iter()
+                        .flatten()
+                        .filter(|(t, e)| *e == Event::Context || done(*t))
+                        .min()
+                    else {
+                        break;
                     };
                     let at = c.delayed(&time.max(*c.time()));
                     let tt = *at.time();
-                    let mut session = output.session(&at);
-                    if close_first {
-                        let end = time as i64;
-                        let windows = open.remove(&end).unwrap_or_default();
-                        let start = end - geo.size_ms;
-                        let mut keys: Vec<_> = windows.into_iter().collect();
-                        keys.sort_by_key(|(tag, _)| *tag);
-                        tracing::trace!(target: "plantflow::latency", epoch = tt, n = keys.len(), "window closed");
-                        for (tag, acc) in keys {
-                            session.give(((tag, acc.agg(start, geo.size_ms)), tt, 1));
-                            expiry
-                                .entry(geo.retract_at(end))
-                                .or_default()
-                                .push((tag, start));
-                            closed.insert((tag, start), acc);
+                    match event {
+                        Event::Close => {
+                            let end = time as i64;
+                            let windows = open.remove(&end).unwrap_or_default();
+                            let start = end - geo.size_ms;
+                            let mut keys: Vec<_> = windows.into_iter().collect();
+                            keys.sort_by_key(|(tag, _)| *tag);
+                            tracing::trace!(target: "plantflow::latency", epoch = tt, n = keys.len(), "window closed");
+                            for (tag, acc) in &keys {
+                                emitter.emit(*tag, &acc.agg(start, geo.size_ms), 1, &mut buf);
+                            }
+                            closed.entry(start).or_default().extend(keys);
                         }
-                    } else {
-                        let rows = late.remove(&time).unwrap_or_default();
-                        let mut before: BTreeMap<(TagId, i64), Option<WindowAgg>> = BTreeMap::new();
-                        for s in &rows {
-                            let start = geo.start_of(s.ts);
-                            let key = (s.tag, start);
-                            before.entry(key).or_insert_with(|| {
-                                closed.get(&key).map(|a| a.agg(start, geo.size_ms))
-                            });
-                            match closed.get_mut(&key) {
-                                Some(acc) => acc.add(s),
-                                None => {
-                                    closed.insert(key, Acc::new(s));
-                                    expiry
-                                        .entry(geo.retract_at(start + geo.size_ms))
-                                        .or_default()
-                                        .push(key);
+                        Event::Late => {
+                            let rows = late.remove(&time).unwrap_or_default();
+                            let mut before: BTreeMap<(i64, TagId), Option<WindowAgg>> =
+                                BTreeMap::new();
+                            for s in &rows {
+                                let start = geo.start_of(s.ts);
+                                let m = closed.entry(start).or_default();
+                                before.entry((start, s.tag)).or_insert_with(|| {
+                                    m.get(&s.tag).map(|a| a.agg(start, geo.size_ms))
+                                });
+                                m.entry(s.tag)
+                                    .and_modify(|a| a.add(s))
+                                    .or_insert_with(|| Acc::new(s));
+                            }
+                            for ((start, tag), old) in before {
+                                if let Some(old) = old {
+                                    emitter.emit(tag, &old, -1, &mut buf);
+                                }
+                                let new = closed[&start][&tag].agg(start, geo.size_ms);
+                                emitter.emit(tag, &new, 1, &mut buf);
+                            }
+                        }
+                        Event::Context => {
+                            let batch = changes.remove(&time).unwrap_or_default();
+                            let hit = emitter.affected(&batch, &closed);
+                            for (ws, tag) in &hit {
+                                emitter.emit(*tag, &closed[ws][tag].agg(*ws, geo.size_ms), -1, &mut buf);
+                            }
+                            emitter.apply(batch);
+                            for (ws, tag) in &hit {
+                                emitter.emit(*tag, &closed[ws][tag].agg(*ws, geo.size_ms), 1, &mut buf);
+                            }
+                        }
+                        Event::Expire => {
+                            if let Some((start, windows)) = closed.pop_first() {
+                                for (tag, acc) in windows {
+                                    emitter.emit(tag, &acc.agg(start, geo.size_ms), -1, &mut buf);
                                 }
                             }
                         }
-                        for ((tag, start), old) in before {
-                            if let Some(old) = old {
-                                session.give(((tag, old), tt, -1));
-                            }
-                            let new = closed[&(tag, start)].agg(start, geo.size_ms);
-                            session.give(((tag, new), tt, 1));
-                        }
+                    }
+                    if !buf.is_empty() {
+                        let mut session = output.session(&at);
+                        session.give_iterator(buf.drain(..).map(|(d, r)| (d, tt, r)));
                     }
                 }
 
                 match f {
                     Some(f) => {
-                        // Retract windows past retention (only while input continues).
-                        while let Some((&at, _)) = expiry.first_key_value() {
-                            if at as u64 > f {
-                                break;
-                            }
-                            let keys = expiry.remove(&at).unwrap_or_default();
-                            let when = c.delayed(&(at as u64).max(*c.time()));
-                            let mut session = output.session(&when);
-                            for (tag, start) in keys {
-                                if let Some(acc) = closed.remove(&(tag, start)) {
-                                    session.give((
-                                        (tag, acc.agg(start, geo.size_ms)),
-                                        *when.time(),
-                                        -1,
-                                    ));
-                                }
-                            }
-                        }
                         if f > *c.time() {
                             c.downgrade(&f);
                         }
@@ -260,7 +361,11 @@ pub fn standalone(batches: Vec<(u64, Vec<Sample>)>, geo: Geometry) -> u64 {
         let seen = Rc::new(Cell::new(0u64));
         let s2 = seen.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            window(input.to_stream(scope), geo, "window")
+            let none = timely::dataflow::operators::vec::ToStream::to_stream(
+                Vec::<(CtxUpdate, u64, isize)>::new(),
+                scope,
+            );
+            window(input.to_stream(scope), none, geo, "window", Bare)
                 .inspect_core(move |c| {
                     if let Ok((_, data)) = c {
                         s2.set(s2.get() + data.len() as u64);

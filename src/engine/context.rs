@@ -1,0 +1,260 @@
+//! `Context`: the context tables one worker enriches its windows with.
+//!
+//! Every worker holds a full copy of the (small) context tables: assets by
+//! tag, the tariff by key, production runs by line and maintenance windows by
+//! asset. Their updates reach every worker over a broadcast stream, and the
+//! window operator ([`super::window`]) looks a window's context up here when it
+//! emits the window, instead of joining each window through a dozen
+//! differential arrangements. When context changes, [`Context::affected`]
+//! names the retained windows whose enrichment may change, so the operator can
+//! retract their old rows and emit new ones: the output is the same
+//! collection the joins gave (windows ⋈ assets ⋈ flags ⋈ tariff), with
+//! corrections, at a fraction of the state and work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::Names;
+use crate::model::{AssetRow, Enriched, TagId, WindowAgg, F64};
+use crate::sources::context::Interval;
+use crate::value::tariff::Calendar;
+
+/// An asset row with its asset and line interned: lookups key on the ids.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct AssetCtx {
+    pub asset: u32,
+    pub line: u32,
+    pub row: Arc<AssetRow>,
+}
+
+/// One update of a context table, as broadcast to every worker.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum CtxUpdate {
+    Asset(TagId, AssetCtx),
+    Tariff(u32, F64),
+    Production(Interval),
+    Maintenance(Interval),
+}
+
+/// A multiset as a short vector: context tables hold one row per key almost always.
+type Multi<T> = Vec<(T, isize)>;
+
+fn update<T: PartialEq>(m: &mut Multi<T>, x: T, r: isize) {
+    match m.iter_mut().find(|(y, _)| *y == x) {
+        Some((_, c)) => *c += r,
+        None => m.push((x, r)),
+    }
+    m.retain(|(_, c)| *c != 0);
+}
+
+/// Intervals by interned key (line or asset), with their multiplicities.
+#[derive(Default)]
+struct Intervals {
+    by_key: FxHashMap<u32, Multi<(i64, i64)>>,
+}
+
+impl Intervals {
+    /// Whether a positive interval of `key` covers the window starting at `ws`
+    /// (`start <= ws < end`, the window-start rule of the original join).
+    fn covers(&self, key: u32, ws: i64, size: i64) -> bool {
+        self.by_key.get(&key).is_some_and(|ivs| {
+            ivs.iter().any(|((s, e), c)| {
+                let first = (s + size - 1).div_euclid(size) * size;
+                *c > 0 && ws >= first && ws < *e
+            })
+        })
+    }
+}
+
+/// The context tables of one worker.
+pub struct Context {
+    names: Arc<Names>,
+    calendar: Calendar,
+    size: i64,
+    assets: FxHashMap<TagId, Multi<AssetCtx>>,
+    tariff: FxHashMap<u32, Multi<F64>>,
+    running: Intervals,
+    down: Intervals,
+    /// The tariff key of the window start looked up last (windows close a start at a time).
+    key_memo: Option<(i64, u32)>,
+    /// Producing flags of (line, window start), cleared on every context change.
+    producing_memo: FxHashMap<(u32, i64), bool>,
+}
+
+impl Context {
+    pub fn new(names: Arc<Names>, calendar: Calendar, size: i64) -> Context {
+        Context {
+            names,
+            calendar,
+            size,
+            assets: FxHashMap::default(),
+            tariff: FxHashMap::default(),
+            running: Intervals::default(),
+            down: Intervals::default(),
+            key_memo: None,
+            producing_memo: FxHashMap::default(),
+        }
+    }
+
+    fn key_at(&mut self, ws: i64) -> u32 {
+        match self.key_memo {
+            Some((w, k)) if w == ws => k,
+            _ => {
+                let k = self.calendar.key_at(ws);
+                self.key_memo = Some((ws, k));
+                k
+            }
+        }
+    }
+
+    /// Pushes the enriched rows of window `agg` of `tag` with multiplicity
+    /// `diff`: one per asset row and price (none when either is missing).
+    pub fn enrich(
+        &mut self,
+        tag: TagId,
+        agg: &WindowAgg,
+        diff: isize,
+        out: &mut Vec<(Enriched, isize)>,
+    ) {
+        if !self.assets.contains_key(&tag) {
+            return;
+        }
+        let ws = agg.window_start;
+        let key = self.key_at(ws);
+        let Some(prices) = self.tariff.get(&key) else {
+            return;
+        };
+        let Some(rows) = self.assets.get(&tag) else {
+            return;
+        };
+        for (a, r1) in rows {
+            let producing = *self
+                .producing_memo
+                .entry((a.line, ws))
+                .or_insert_with(|| self.running.covers(a.line, ws, self.size));
+            let in_maintenance = self.down.covers(a.asset, ws, self.size);
+            for (price, r2) in prices {
+                out.push((
+                    Enriched {
+                        tag,
+                        win: agg.clone(),
+                        asset: a.row.clone(),
+                        tariff_key: key,
+                        price_per_kwh: *price,
+                        producing,
+                        in_maintenance,
+                        metrics: Vec::new(),
+                    },
+                    diff * r1 * r2,
+                ));
+            }
+        }
+    }
+
+    /// The retained windows (`closed`: window start → tag → anything) whose
+    /// enrichment `changes` may alter, as `(window start, tag)`.
+    pub fn affected<A>(
+        &self,
+        changes: &[(CtxUpdate, isize)],
+        closed: &BTreeMap<i64, FxHashMap<TagId, A>>,
+    ) -> BTreeSet<(i64, TagId)> {
+        let mut out = BTreeSet::new();
+        let tags_of = |pred: &dyn Fn(&AssetCtx) -> bool, from: i64, to: i64| {
+            let mut out = Vec::new();
+            let tags: Vec<TagId> = self
+                .assets
+                .iter()
+                .filter(|(_, rows)| rows.iter().any(|(a, _)| pred(a)))
+                .map(|(t, _)| *t)
+                .collect();
+            for (ws, m) in closed.range(from..to) {
+                for t in &tags {
+                    if m.contains_key(t) {
+                        out.push((*ws, *t));
+                    }
+                }
+            }
+            out
+        };
+        let mut keys = BTreeSet::new();
+        for (c, _) in changes {
+            match c {
+                CtxUpdate::Asset(tag, _) => {
+                    for (ws, m) in closed {
+                        if m.contains_key(tag) {
+                            out.insert((*ws, *tag));
+                        }
+                    }
+                }
+                CtxUpdate::Tariff(key, _) => {
+                    keys.insert(*key);
+                }
+                CtxUpdate::Production(iv) => {
+                    if let Some(line) = self.names.get(&iv.key) {
+                        out.extend(tags_of(
+                            &|a| a.line == line,
+                            iv.start_ms - self.size,
+                            iv.end_ms,
+                        ));
+                    }
+                }
+                CtxUpdate::Maintenance(iv) => {
+                    if let Some(asset) = self.names.get(&iv.key) {
+                        out.extend(tags_of(
+                            &|a| a.asset == asset,
+                            iv.start_ms - self.size,
+                            iv.end_ms,
+                        ));
+                    }
+                }
+            }
+        }
+        if !keys.is_empty() {
+            for (ws, m) in closed {
+                if keys.contains(&self.calendar.key_at(*ws)) {
+                    out.extend(m.keys().map(|t| (*ws, *t)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies a batch of updates.
+    pub fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
+        self.producing_memo.clear();
+        for (c, r) in changes {
+            match c {
+                CtxUpdate::Asset(tag, a) => {
+                    let m = self.assets.entry(tag).or_default();
+                    update(m, a, r);
+                    if m.is_empty() {
+                        self.assets.remove(&tag);
+                    }
+                }
+                CtxUpdate::Tariff(key, price) => {
+                    let m = self.tariff.entry(key).or_default();
+                    update(m, price, r);
+                    if m.is_empty() {
+                        self.tariff.remove(&key);
+                    }
+                }
+                CtxUpdate::Production(iv) => {
+                    let key = self.names.intern(&iv.key);
+                    let m = self.running.by_key.entry(key).or_default();
+                    update(m, (iv.start_ms, iv.end_ms), r);
+                }
+                CtxUpdate::Maintenance(iv) => {
+                    let key = self.names.intern(&iv.key);
+                    let m = self.down.by_key.entry(key).or_default();
+                    update(m, (iv.start_ms, iv.end_ms), r);
+                }
+            }
+        }
+    }
+}
