@@ -232,13 +232,25 @@ impl ValueLayer {
                     .entry(f.period_end)
                     .or_default()
                     .insert(key.clone());
+                // A window rule's finding counts once its period has closed, and
+                // `closing` touches the group then (or at the next step, for a
+                // correction of a closed period): partial findings of an open
+                // period do not replay the group every window.
+                let live = self
+                    .plan
+                    .rules
+                    .get(f.rule as usize)
+                    .is_some_and(|r| r.kind == RuleKind::DemandPeak);
+                let touch = live || self.ended || f.period_end <= self.now;
                 let map = self.findings.entry(key.clone()).or_default();
                 if diff > 0 {
                     map.insert(f.period_start, f);
                 } else if map.get(&f.period_start) == Some(&f) {
                     map.remove(&f.period_start);
                 }
-                self.touched.insert(key);
+                if touch {
+                    self.touched.insert(key);
+                }
             }
             ValueIn::Energy {
                 series,

@@ -148,12 +148,19 @@ struct Building {
 }
 
 impl Building {
-    fn refresh(&mut self, rule: &RulePlan, group: &[String]) {
+    /// Brings the row's numbers up to date; the evidence is written only when
+    /// a version of the row is kept ([`Building::snapshot`], the end of the
+    /// replay), since a group is replayed finding by finding.
+    fn refresh(&mut self, rule: &RulePlan) {
         let value: f64 = self.values.iter().sum();
         let r = &mut self.a.row;
         r.value = F64(value);
         r.severity = severity(rule, value).to_string();
         r.findings = self.values.len() as i64;
+    }
+
+    fn write_evidence(&mut self, rule: &RulePlan, group: &[String]) {
+        let r = &mut self.a.row;
         let evidence = serde_json::json!({
             "condition": rule.condition,
             "findings": self.values.len(),
@@ -175,7 +182,8 @@ impl Building {
             .push(serde_json::json!({"status": status, "at": at, "by": by, "note": note}));
     }
 
-    fn snapshot(&mut self) {
+    fn snapshot(&mut self, rule: &RulePlan, group: &[String]) {
+        self.write_evidence(rule, group);
         let s = self.a.row.status.clone();
         self.a.transitions.push((s, self.a.row.clone()));
     }
@@ -224,7 +232,7 @@ pub fn replay_group(
                     b.closed_at = Some(u.at);
                 }
                 out.applied.push(u.seq);
-                b.snapshot();
+                b.snapshot(rule, group);
             }
         };
 
@@ -310,9 +318,9 @@ pub fn replay_group(
             }
         }
         b.last_measures = m;
-        b.refresh(rule, group);
+        b.refresh(rule);
         if b.a.transitions.is_empty() {
-            b.snapshot();
+            b.snapshot(rule, group);
         }
     }
     if let Some(mut b) = cur.take() {
@@ -320,7 +328,8 @@ pub fn replay_group(
         done.push(b);
     }
     for mut b in done {
-        b.refresh(rule, group);
+        b.refresh(rule);
+        b.write_evidence(rule, group);
         // Transitions keep the value they had; the current row is complete.
         out.actions.push(b.a);
     }
