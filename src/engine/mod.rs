@@ -2,16 +2,17 @@
 //!
 //! # Dataflow
 //! ```text
-//! samples (partitioned by tag in the bridge) ─► window (timely op) ─► windows: (tag, WindowAgg) collection
-//!   ⋈ assets (tag)  ⋈ context (tag, window): flags from production (line id, window) and
-//!     maintenance (asset id, window), price from the tariff (local month, day type, hour),
-//!     all computed on small integer-keyed rows, one per window
-//!   ─► enriched windows (+ derived metrics) ─► aggregates sink
-//!                                            ├► rules: reduce per (rule, group, period) ─► findings ─┐
-//!                                            └► energy per window (billing, verification) ────────┤
-//!   production runs, status updates ───────────────────────────────────────────────────────────┤
-//!                                      value layer on worker 0: actions, outcomes, bills ◄──────┘
+//! samples (partitioned by tag in the bridge) ──► window (timely op) ─► enriched windows (+ derived metrics) ─► aggregates sink
+//! context: assets, tariff, production, maintenance ─(broadcast)─┘      ├► rules: reduce per (rule, group, period) ─► findings ─┐
+//!                                                                      └► energy per window (billing, verification) ────────┤
+//!   production runs, status updates ─────────────────────────────────────────────────────────────────────────────────┤
+//!                                      value layer on worker 0: actions, outcomes, bills ◄────────────────────────────┘
 //! ```
+//! The window operator pre-aggregates samples and enriches each window from
+//! its worker's copy of the context tables ([`context::Context`]) as it emits
+//! it; a context change retracts and re-emits the retained windows it alters.
+//! The output is a differential collection, so everything downstream (sinks
+//! with revisions, the findings reduce) sees corrections as updates.
 //! Context tables are differential inputs fed by worker 0; every other input
 //! only advances. Sinks hand finished rows to the Parquet writer over a
 //! channel: no worker does file I/O.

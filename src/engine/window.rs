@@ -1,18 +1,26 @@
-//! `window`: per-tag tumbling-window pre-aggregation in one timely operator.
+//! `window`: per-tag tumbling-window pre-aggregation and enrichment in one
+//! timely operator.
 //!
 //! Raw samples never reach differential: this operator keeps a small running
 //! aggregate per open `(tag, window)` and emits *differential updates* of
-//! window aggregates, so its output is a collection:
+//! windows, enriched by an [`Emit`] (the worker's [`Context`] in the engine),
+//! so its output is a collection:
 //!
 //! - a window `[s, e)` is emitted (`+1`) at time `e`, once the input frontier
 //!   reaches `e` (every row sent before the watermark passed `e` is in);
 //! - a row arriving later (time `t >= e`) corrects it at time `t`:
 //!   `(old, −1), (new, +1)` — a new revision downstream, never a drop;
-//! - a closed window is retracted (`−1`) at `align_up(e, period) + retention`,
-//!   which bounds state; rows later than that are dead-lettered by the source.
+//! - a batch of context updates at time `t` (applied once `t` is complete on
+//!   both inputs) retracts the rows of the retained windows it may alter under
+//!   the old context and emits them under the new one;
+//! - closed windows are retracted (`−1`) at `align_up(e, period) + retention`,
+//!   a whole window start at a time, which bounds state; rows later than that
+//!   are dead-lettered by the source.
 //!
-//! Emission times depend only on the times rows were sent at, so the output
-//! is the same for any number of workers.
+//! Events are processed in time order, so the output at every time equals
+//! the enrichment of the windows and context as of that time. Emission times
+//! depend only on the times rows and context were sent at, so the output is
+//! the same for any number of workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 

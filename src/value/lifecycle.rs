@@ -160,17 +160,33 @@ impl Building {
     }
 
     fn write_evidence(&mut self, rule: &RulePlan, group: &[String]) {
-        let r = &mut self.a.row;
-        let evidence = serde_json::json!({
-            "condition": rule.condition,
-            "findings": self.values.len(),
-            "windows": self.windows,
-            "measures": self.last_measures,
-            "totals": self.totals,
-            "group": rule.group_by.iter().zip(group).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-            "history": self.history,
-        });
-        r.evidence = evidence.to_string();
+        // Serialised straight from borrowed fields, keys in alphabetical order
+        // (as a `serde_json::Map` orders them), without building a `Value` tree.
+        #[derive(serde::Serialize)]
+        struct Evidence<'a> {
+            condition: &'a str,
+            findings: usize,
+            group: std::collections::BTreeMap<&'a str, &'a str>,
+            history: &'a [serde_json::Value],
+            measures: &'a serde_json::Value,
+            totals: &'a serde_json::Map<String, serde_json::Value>,
+            windows: i64,
+        }
+        let e = Evidence {
+            condition: &rule.condition,
+            findings: self.values.len(),
+            group: rule
+                .group_by
+                .iter()
+                .zip(group)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            history: &self.history,
+            measures: &self.last_measures,
+            totals: &self.totals,
+            windows: self.windows,
+        };
+        self.a.row.evidence = serde_json::to_string(&e).unwrap_or_default();
     }
 
     fn enter(&mut self, status: &str, at: i64, by: &str, note: &str) {
@@ -390,6 +406,39 @@ mod tests {
             seq,
             raw: String::new(),
         }
+    }
+
+    #[test]
+    fn evidence_is_the_documented_json_object() {
+        let mut r = rule(true, 0);
+        r.group_by = vec!["site".into(), "asset".into()];
+        let fs = vec![finding(0, 2.5, false), finding(1, 4.5, false)];
+        let group = ["s1".to_string(), "a1".to_string()];
+        let id = action_id("df", "r", &group, 0);
+        let mut ups = HashMap::new();
+        ups.insert(id, vec![upd("x", "acknowledged", 3_600_500, 1)]);
+        ups.values_mut()
+            .for_each(|v| v[0].action_id = action_id("df", "r", &group, 0));
+        let g = replay_group("df", (&r, &[]), &group, &fs, &ups);
+        let a = &g.actions[0];
+        // Written by hand: keys sorted, the last finding's measures, summed totals.
+        let want = serde_json::json!({
+            "condition": "x",
+            "findings": 2,
+            "group": {"asset": "a1", "site": "s1"},
+            "history": [
+                {"at": 3_600_000, "by": "plantflow", "note": "", "status": "open"},
+                {"at": 3_600_500, "by": "ann", "note": "", "status": "acknowledged"},
+            ],
+            "measures": {"waste": 4.5},
+            "totals": {"waste": 7.0},
+            "windows": 120,
+        });
+        assert_eq!(a.row.evidence, want.to_string());
+        // The version kept when the action opened has the evidence of that moment.
+        let first: serde_json::Value = serde_json::from_str(&a.transitions[0].1.evidence).unwrap();
+        assert_eq!(first["findings"], 1);
+        assert_eq!(first["measures"]["waste"], 2.5);
     }
 
     #[test]
