@@ -197,9 +197,13 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), queues, pstats)));
             outs.push((p.clone(), urgent_tx, bulk_tx));
         }
-        // The lake first: the tee hands each batch to the Parquet writer and to
-        // the encoder, so JSON encoding and a full MQTT queue never delay files.
+        // The lake first: the tee hands each batch to the Parquet writer and then
+        // to an encoder, so JSON encoding and a full MQTT queue never delay
+        // files. Actions, outcomes and bills have their own encoder, so they
+        // never wait behind a window's worth of aggregates being encoded.
         let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<crate::sinks::SinkBatch>>(256);
+        let (urgent_enc_tx, urgent_enc_rx) =
+            std::sync::mpsc::sync_channel::<Arc<crate::sinks::SinkBatch>>(256);
         std::thread::Builder::new()
             .name("plantflow-publish-tee".into())
             .spawn(move || {
@@ -208,25 +212,44 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                     if pq_tx.send(batch.clone()).is_err() {
                         break;
                     }
-                    let _ = enc_tx.send(batch);
-                }
-            })
-            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
-        let name = plan.name.clone();
-        std::thread::Builder::new()
-            .name("plantflow-publish-encode".into())
-            .spawn(move || {
-                for batch in enc_rx {
-                    let urgent = crate::sinks::mqtt_publish::is_urgent(&batch);
-                    for (p, urgent_tx, bulk_tx) in &outs {
-                        let tx = if urgent { urgent_tx } else { bulk_tx };
-                        for m in crate::sinks::mqtt_publish::messages(p, &name, &batch) {
-                            let _ = tx.blocking_send(m);
-                        }
+                    if crate::sinks::mqtt_publish::is_urgent(&batch) {
+                        let _ = urgent_enc_tx.send(batch);
+                    } else {
+                        let _ = enc_tx.send(batch);
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the publish encoder: {e}"))?;
+            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
+        type Out = (
+            crate::sinks::mqtt_publish::PublishPlan,
+            tokio::sync::mpsc::Sender<crate::sinks::mqtt_publish::Outgoing>,
+        );
+        let urgent_outs: Vec<Out> = outs
+            .iter()
+            .map(|(p, u, _)| (p.clone(), u.clone()))
+            .collect();
+        let bulk_outs: Vec<Out> = outs.into_iter().map(|(p, _, b)| (p, b)).collect();
+        for (label, rx, outs) in [
+            ("urgent", urgent_enc_rx, urgent_outs),
+            ("bulk", enc_rx, bulk_outs),
+        ] {
+            let name = plan.name.clone();
+            std::thread::Builder::new()
+                .name(format!("plantflow-publish-encode-{label}"))
+                .spawn(move || {
+                    for batch in rx {
+                        for (p, tx) in &outs {
+                            let mut n = 0usize;
+                            crate::sinks::mqtt_publish::each_message(p, &name, &batch, |m| {
+                                n += 1;
+                                let _ = tx.blocking_send(m);
+                            });
+                            tracing::trace!(target: "plantflow::latency", queue = label, n, "publish queued");
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the publish encoder: {e}"))?;
+        }
         rt.spawn_blocking(move || run_writer(pq_rx, writer))
     };
     // Status updates already in the lifecycle file.

@@ -111,8 +111,20 @@ impl serde::Serialize for AggregateMessage<'_> {
 
 /// Turns a sink batch into messages for the tables this sink publishes.
 pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Outgoing> {
-    let want = |t: &str| plan.tables.iter().any(|x| x == t);
     let mut out = Vec::new();
+    each_message(plan, dataflow, batch, |m| out.push(m));
+    out
+}
+
+/// Hands the batch's messages to `out` one by one, as each is encoded (the
+/// first goes out before the last is encoded).
+pub fn each_message(
+    plan: &PublishPlan,
+    dataflow: &str,
+    batch: &SinkBatch,
+    mut out: impl FnMut(Outgoing),
+) {
+    let want = |t: &str| plan.tables.iter().any(|x| x == t);
     let topic_of = |table: &str, fields: &[(&str, &str)]| {
         let mut vals: Vec<(&str, &str)> = Vec::with_capacity(fields.len() + 2);
         vals.extend_from_slice(fields);
@@ -132,7 +144,7 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
             m.insert("dataflow".into(), json!(dataflow));
             m.insert("revision".into(), json!(revision));
         }
-        out.push(Outgoing {
+        out(Outgoing {
             topic: topic_of(table, fields),
             payload: serde_json::to_vec(&v).unwrap_or_default(),
         });
@@ -159,7 +171,7 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
                     start_time,
                     metrics: &plan.metrics,
                 };
-                out.push(Outgoing {
+                out(Outgoing {
                     topic: topic_of(
                         "aggregates",
                         &[
@@ -221,7 +233,6 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
         }
         _ => {}
     }
-    out
 }
 
 /// The publisher's two queues: actions, outcomes and bills go `urgent`,
