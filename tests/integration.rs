@@ -692,7 +692,7 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
         (all_aggregates(out.path()).len() == 9).then_some(())
     });
     let flags = maintenance_flags(out.path());
-    assert_eq!(flags[&("a/l2/m3/power_kw".to_string(), w1, 1)], true);
+    assert!(flags[&("a/l2/m3/power_kw".to_string(), w1, 1)]);
     assert_eq!(
         flags.values().filter(|f| **f).count(),
         1,
