@@ -83,8 +83,10 @@ pub struct Context {
     down: Intervals,
     /// The tariff key of the window start looked up last (windows close a start at a time).
     key_memo: Option<(i64, u32)>,
-    /// Producing flags of (line, window start), cleared on every context change.
-    producing_memo: FxHashMap<(u32, i64), bool>,
+    /// Producing flags by line for the window start `memo_ws` (cleared when the
+    /// start moves on, and on every context change).
+    producing_memo: FxHashMap<u32, bool>,
+    memo_ws: i64,
 }
 
 impl Context {
@@ -99,6 +101,7 @@ impl Context {
             down: Intervals::default(),
             key_memo: None,
             producing_memo: FxHashMap::default(),
+            memo_ws: i64::MIN,
         }
     }
 
@@ -130,13 +133,17 @@ impl Context {
         let Some(prices) = self.tariff.get(&key) else {
             return;
         };
+        if self.memo_ws != ws {
+            self.producing_memo.clear();
+            self.memo_ws = ws;
+        }
         let Some(rows) = self.assets.get(&tag) else {
             return;
         };
         for (a, r1) in rows {
             let producing = *self
                 .producing_memo
-                .entry((a.line, ws))
+                .entry(a.line)
                 .or_insert_with(|| self.running.covers(a.line, ws, self.size));
             let in_maintenance = self.down.covers(a.asset, ws, self.size);
             for (price, r2) in prices {
