@@ -166,7 +166,7 @@ impl Inputs {
     }
 }
 
-/// Interns asset and line names (and interval keys) to ids for the joins.
+/// Interns asset and line names (and interval keys) to ids for the context lookups.
 #[derive(Default)]
 pub struct Names(TagRegistry);
 
