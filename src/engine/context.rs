@@ -45,12 +45,22 @@ pub enum CtxUpdate {
 /// A multiset as a short vector: context tables hold one row per key almost always.
 type Multi<T> = Vec<(T, isize)>;
 
-fn update<T: PartialEq>(m: &mut Multi<T>, x: T, r: isize) {
+/// Adds `r` copies of `x` to the multiset of `key`; a key left empty is dropped.
+fn update<K: std::hash::Hash + Eq + Copy, T: PartialEq>(
+    map: &mut FxHashMap<K, Multi<T>>,
+    key: K,
+    x: T,
+    r: isize,
+) {
+    let m = map.entry(key).or_default();
     match m.iter_mut().find(|(y, _)| *y == x) {
         Some((_, c)) => *c += r,
         None => m.push((x, r)),
     }
     m.retain(|(_, c)| *c != 0);
+    if m.is_empty() {
+        map.remove(&key);
+    }
 }
 
 /// Intervals by interned key (line or asset), with their multiplicities.
@@ -202,22 +212,12 @@ impl Context {
                 CtxUpdate::Tariff(key, _) => {
                     keys.insert(*key);
                 }
-                CtxUpdate::Production(iv) => {
-                    if let Some(line) = self.names.get(&iv.key) {
-                        out.extend(tags_of(
-                            &|a| a.line == line,
-                            iv.start_ms - self.size,
-                            iv.end_ms,
-                        ));
-                    }
-                }
-                CtxUpdate::Maintenance(iv) => {
-                    if let Some(asset) = self.names.get(&iv.key) {
-                        out.extend(tags_of(
-                            &|a| a.asset == asset,
-                            iv.start_ms - self.size,
-                            iv.end_ms,
-                        ));
+                CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv) => {
+                    let by_line = matches!(c, CtxUpdate::Production(_));
+                    if let Some(id) = self.names.get(&iv.key) {
+                        let pred =
+                            |a: &AssetCtx| if by_line { a.line == id } else { a.asset == id };
+                        out.extend(tags_of(&pred, iv.start_ms - self.size, iv.end_ms));
                     }
                 }
             }
@@ -236,30 +236,18 @@ impl Context {
     pub fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
         self.producing_memo.clear();
         for (c, r) in changes {
+            let production = matches!(c, CtxUpdate::Production(_));
             match c {
-                CtxUpdate::Asset(tag, a) => {
-                    let m = self.assets.entry(tag).or_default();
-                    update(m, a, r);
-                    if m.is_empty() {
-                        self.assets.remove(&tag);
-                    }
-                }
-                CtxUpdate::Tariff(key, price) => {
-                    let m = self.tariff.entry(key).or_default();
-                    update(m, price, r);
-                    if m.is_empty() {
-                        self.tariff.remove(&key);
-                    }
-                }
-                CtxUpdate::Production(iv) => {
+                CtxUpdate::Asset(tag, a) => update(&mut self.assets, tag, a, r),
+                CtxUpdate::Tariff(key, price) => update(&mut self.tariff, key, price, r),
+                CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv) => {
+                    let table = if production {
+                        &mut self.running
+                    } else {
+                        &mut self.down
+                    };
                     let key = self.names.intern(&iv.key);
-                    let m = self.running.by_key.entry(key).or_default();
-                    update(m, (iv.start_ms, iv.end_ms), r);
-                }
-                CtxUpdate::Maintenance(iv) => {
-                    let key = self.names.intern(&iv.key);
-                    let m = self.down.by_key.entry(key).or_default();
-                    update(m, (iv.start_ms, iv.end_ms), r);
+                    update(&mut table.by_key, key, (iv.start_ms, iv.end_ms), r);
                 }
             }
         }
