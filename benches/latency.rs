@@ -145,6 +145,10 @@ tables = ["aggregates", "actions"]
 qos = 1
 "#
         ));
+        if let Ok(extra) = std::env::var("PLANTFLOW_LAT_MQTT_EXTRA") {
+            text.push_str(&extra.replace("\\n", "\n"));
+            text.push('\n');
+        }
     }
     let path = out.with_extension("toml");
     std::fs::write(&path, text).unwrap();
@@ -213,7 +217,8 @@ fn main() {
     }
 
     // PLANTFLOW_LAT_TRACE=1: plantflow logs its stage stamps (target
-    // `plantflow::latency`) to work/trace.log, and the closes go to work/closes.log.
+    // `plantflow::latency`) to work/trace.log, the closes go to work/closes.log and
+    // the subscriber's arrivals to work/arrivals.log (wall-clock microseconds).
     let trace = env_or("PLANTFLOW_LAT_TRACE", 0) == 1;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantflow"));
     if trace {
@@ -381,6 +386,21 @@ fn main() {
     let first_full = closes.keys().next().copied().unwrap_or(0) + WINDOW_MS;
     let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1e3;
     let arrivals = arrivals.lock().unwrap().clone();
+    if trace {
+        // Arrivals on the wall clock the trace and closes.log use.
+        let (inst0, wall0) = (Instant::now(), std::time::SystemTime::now());
+        let mut log = String::new();
+        for (at, is_action, end) in &arrivals {
+            let wall = wall0 - inst0.saturating_duration_since(*at);
+            let us = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros();
+            let kind = if *is_action { "action" } else { "aggregate" };
+            log.push_str(&format!("{us} {kind} {end}\n"));
+        }
+        std::fs::write(work.join("arrivals.log"), log).unwrap();
+    }
     let mut agg_msgs = Vec::new();
     let mut agg_last: BTreeMap<i64, Instant> = BTreeMap::new();
     let mut actions = Vec::new();

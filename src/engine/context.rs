@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::window::Closed;
 use super::Names;
 use crate::model::{AssetRow, Enriched, TagId, WindowAgg, F64};
 use crate::sources::context::Interval;
@@ -174,12 +175,12 @@ impl Context {
         }
     }
 
-    /// The retained windows (`closed`: window start → tag → anything) whose
+    /// The retained windows (`closed`, by window start) whose
     /// enrichment `changes` may alter, as `(window start, tag)`.
-    pub fn affected<A>(
+    pub fn affected(
         &self,
         changes: &[(CtxUpdate, isize)],
-        closed: &BTreeMap<i64, FxHashMap<TagId, A>>,
+        closed: &BTreeMap<i64, Closed>,
     ) -> BTreeSet<(i64, TagId)> {
         let mut out = BTreeSet::new();
         let tags_of = |pred: &dyn Fn(&AssetCtx) -> bool, from: i64, to: i64| {
@@ -192,7 +193,7 @@ impl Context {
                 .collect();
             for (ws, m) in closed.range(from..to) {
                 for t in &tags {
-                    if m.contains_key(t) {
+                    if m.contains(*t) {
                         out.push((*ws, *t));
                     }
                 }
@@ -204,7 +205,7 @@ impl Context {
             match c {
                 CtxUpdate::Asset(tag, _) => {
                     for (ws, m) in closed {
-                        if m.contains_key(tag) {
+                        if m.contains(*tag) {
                             out.insert((*ws, *tag));
                         }
                     }
@@ -225,7 +226,7 @@ impl Context {
         if !keys.is_empty() {
             for (ws, m) in closed {
                 if keys.contains(&self.calendar.key_at(*ws)) {
-                    out.extend(m.keys().map(|t| (*ws, *t)));
+                    out.extend(m.tags().map(|t| (*ws, t)));
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! For every key (a window's `(tag, window_start)`, an action's id) the sink
 //! operator waits until a time is complete, consolidates the updates at that
 //! time, and emits the surviving `+1` rows with the key's next `revision`
-//! (0 first, +1 per correction). A key whose rows were only retracted either
+//! (0 first, +1 per correction; only revisions above 0 are kept, so an
+//! unchanged window costs no state here). A key whose rows were only retracted either
 //! aged out of retention (then its revision state is dropped silently) or was
 //! withdrawn (an action whose condition no longer holds: emitted once with
 //! status `withdrawn`). Keys are exchanged so one worker owns each key.
@@ -94,6 +95,7 @@ pub fn revisions<'s, D, F, P>(
     let mut reported = 0u64;
     let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
     let mut pending = TimeBuffer::default();
+    // Revisions above 0 (and of keys retracted without replacement) by key.
     let mut revision: HashMap<D::Key, i64> = HashMap::new();
     let sink_name = name.to_string();
     stream.sink(exchange, name, move |(input, frontier)| {
@@ -121,19 +123,31 @@ pub fn revisions<'s, D, F, P>(
             let mut out = Vec::new();
             for k in order {
                 let (pos, neg) = by_key.remove(&k).unwrap_or_default();
+                // The last revision emitted: kept only once it is above 0, so a
+                // key that never changes (nearly every window) costs nothing
+                // here. A key not in the map was emitted at 0 if a retraction of
+                // it arrives now, else it is new.
+                let last = revision.get(&k).copied();
                 if !pos.is_empty() {
+                    let mut rev = last.unwrap_or(if neg.is_some() { 0 } else { -1 });
                     for d in pos {
-                        let rev = revision.entry(k.clone()).or_insert(-1);
-                        *rev += 1;
-                        out.push((d, *rev));
+                        rev += 1;
+                        out.push((d, rev));
+                    }
+                    if rev > 0 {
+                        revision.insert(k, rev);
                     }
                 } else if let Some(old) = neg {
                     if geo.retract_at(old.end()) <= t as i64 {
                         revision.remove(&k);
                     } else if let Some(w) = old.withdrawn() {
-                        let rev = revision.entry(k.clone()).or_insert(-1);
-                        *rev += 1;
-                        out.push((w, *rev));
+                        let rev = last.unwrap_or(0) + 1;
+                        revision.insert(k, rev);
+                        out.push((w, rev));
+                    } else {
+                        // Retracted without replacement: remember where it was,
+                        // so a later version continues from there.
+                        revision.insert(k, last.unwrap_or(0));
                     }
                 }
             }

@@ -34,10 +34,12 @@ use timely::dataflow::Stream;
 use super::context::{Context, CtxUpdate};
 use crate::model::{Enriched, Sample, TagId, WindowAgg, F64};
 
-/// Running aggregate of one window.
+/// Running aggregate of one tag's window (64 bytes: it is what a retained
+/// window costs).
 #[derive(Clone, Debug)]
 pub struct Acc {
-    count: i64,
+    tag: TagId,
+    count: u32,
     sum: f64,
     min: f64,
     max: f64,
@@ -48,6 +50,7 @@ pub struct Acc {
 impl Acc {
     fn new(s: &Sample) -> Acc {
         Acc {
+            tag: s.tag,
             count: 1,
             sum: s.value,
             min: s.value,
@@ -58,7 +61,7 @@ impl Acc {
     }
 
     fn add(&mut self, s: &Sample) {
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.sum += s.value;
         self.min = self.min.min(s.value);
         self.max = self.max.max(s.value);
@@ -74,13 +77,59 @@ impl Acc {
         WindowAgg {
             window_start: start,
             window_end: start + size,
-            count: self.count,
-            mean: F64(self.sum / self.count as f64),
+            count: i64::from(self.count),
+            mean: F64(self.sum / f64::from(self.count)),
             min: F64(self.min),
             max: F64(self.max),
             first: F64(self.first.1),
             last: F64(self.last.1),
         }
+    }
+}
+
+/// The retained windows of one window start, sorted by tag: a retained
+/// window costs its [`Acc`] and nothing else (no hash-table slack).
+#[derive(Default)]
+pub struct Closed {
+    rows: Vec<Acc>,
+}
+
+impl Closed {
+    fn find(&self, tag: TagId) -> Result<usize, usize> {
+        self.rows.binary_search_by_key(&tag, |a| a.tag)
+    }
+
+    pub fn contains(&self, tag: TagId) -> bool {
+        self.find(tag).is_ok()
+    }
+
+    fn get(&self, tag: TagId) -> Option<&Acc> {
+        self.find(tag).ok().map(|i| &self.rows[i])
+    }
+
+    /// The tags with a retained window, ascending.
+    pub fn tags(&self) -> impl Iterator<Item = TagId> + '_ {
+        self.rows.iter().map(|a| a.tag)
+    }
+
+    /// Adds a (late) row to its tag's window.
+    fn add(&mut self, s: &Sample) {
+        match self.find(s.tag) {
+            Ok(i) => self.rows[i].add(s),
+            Err(i) => self.rows.insert(i, Acc::new(s)),
+        }
+    }
+
+    /// Takes the windows that just closed.
+    fn extend(&mut self, accs: Vec<Acc>) {
+        if self.rows.is_empty() {
+            self.rows = accs;
+            self.rows.sort_unstable_by_key(|a| a.tag);
+        } else {
+            self.rows.extend(accs);
+            self.rows.sort_by_key(|a| a.tag);
+        }
+        self.rows.shrink_to_fit();
     }
 }
 
@@ -115,7 +164,7 @@ pub trait Emit: 'static {
     fn affected(
         &self,
         changes: &[(CtxUpdate, isize)],
-        closed: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+        closed: &BTreeMap<i64, Closed>,
     ) -> BTreeSet<(i64, TagId)>;
     fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>);
 }
@@ -128,7 +177,7 @@ impl Emit for Context {
     fn affected(
         &self,
         changes: &[(CtxUpdate, isize)],
-        closed: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+        closed: &BTreeMap<i64, Closed>,
     ) -> BTreeSet<(i64, TagId)> {
         Context::affected(self, changes, closed)
     }
@@ -154,7 +203,7 @@ impl Emit for Bare {
     fn affected(
         &self,
         _: &[(CtxUpdate, isize)],
-        _: &BTreeMap<i64, FxHashMap<TagId, Acc>>,
+        _: &BTreeMap<i64, Closed>,
     ) -> BTreeSet<(i64, TagId)> {
         BTreeSet::new()
     }
@@ -197,7 +246,7 @@ pub fn window<'s, E: Emit>(
             // Late rows by their time, processed once the frontier reaches it.
             let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Emitted windows that may still be corrected, by window start.
-            let mut closed: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
+            let mut closed: BTreeMap<i64, Closed> = BTreeMap::new();
             // Context updates by time, applied once the time is complete.
             let mut changes: BTreeMap<u64, Vec<(CtxUpdate, isize)>> = BTreeMap::new();
             let mut buf: Vec<(E::Out, isize)> = Vec::new();
@@ -280,13 +329,13 @@ pub fn window<'s, E: Emit>(
                             let end = time as i64;
                             let windows = open.remove(&end).unwrap_or_default();
                             let start = end - geo.size_ms;
-                            let mut keys: Vec<_> = windows.into_iter().collect();
-                            keys.sort_by_key(|(tag, _)| *tag);
-                            tracing::trace!(target: "plantflow::latency", epoch = tt, n = keys.len(), "window closed");
-                            for (tag, acc) in &keys {
-                                emitter.emit(*tag, &acc.agg(start, geo.size_ms), 1, &mut buf);
+                            let mut accs: Vec<Acc> = windows.into_values().collect();
+                            accs.sort_unstable_by_key(|a| a.tag);
+                            tracing::trace!(target: "plantflow::latency", epoch = tt, n = accs.len(), "window closed");
+                            for acc in &accs {
+                                emitter.emit(acc.tag, &acc.agg(start, geo.size_ms), 1, &mut buf);
                             }
-                            closed.entry(start).or_default().extend(keys);
+                            closed.entry(start).or_default().extend(accs);
                         }
                         Event::Late => {
                             let rows = late.remove(&time).unwrap_or_default();
@@ -296,35 +345,42 @@ pub fn window<'s, E: Emit>(
                                 let start = geo.start_of(s.ts);
                                 let m = closed.entry(start).or_default();
                                 before.entry((start, s.tag)).or_insert_with(|| {
-                                    m.get(&s.tag).map(|a| a.agg(start, geo.size_ms))
+                                    m.get(s.tag).map(|a| a.agg(start, geo.size_ms))
                                 });
-                                m.entry(s.tag)
-                                    .and_modify(|a| a.add(s))
-                                    .or_insert_with(|| Acc::new(s));
+                                m.add(s);
                             }
                             for ((start, tag), old) in before {
                                 if let Some(old) = old {
                                     emitter.emit(tag, &old, -1, &mut buf);
                                 }
-                                let new = closed[&start][&tag].agg(start, geo.size_ms);
+                                let Some(new) = closed[&start].get(tag).map(|a| a.agg(start, geo.size_ms)) else {
+                                    continue;
+                                };
                                 emitter.emit(tag, &new, 1, &mut buf);
                             }
                         }
                         Event::Context => {
                             let batch = changes.remove(&time).unwrap_or_default();
                             let hit = emitter.affected(&batch, &closed);
-                            for (ws, tag) in &hit {
-                                emitter.emit(*tag, &closed[ws][tag].agg(*ws, geo.size_ms), -1, &mut buf);
+                            let aggs: Vec<(TagId, WindowAgg)> = hit
+                                .iter()
+                                .filter_map(|(ws, tag)| {
+                                    let acc = closed.get(ws)?.get(*tag)?;
+                                    Some((*tag, acc.agg(*ws, geo.size_ms)))
+                                })
+                                .collect();
+                            for (tag, agg) in &aggs {
+                                emitter.emit(*tag, agg, -1, &mut buf);
                             }
                             emitter.apply(batch);
-                            for (ws, tag) in &hit {
-                                emitter.emit(*tag, &closed[ws][tag].agg(*ws, geo.size_ms), 1, &mut buf);
+                            for (tag, agg) in &aggs {
+                                emitter.emit(*tag, agg, 1, &mut buf);
                             }
                         }
                         Event::Expire => {
                             if let Some((start, windows)) = closed.pop_first() {
-                                for (tag, acc) in windows {
-                                    emitter.emit(tag, &acc.agg(start, geo.size_ms), -1, &mut buf);
+                                for acc in &windows.rows {
+                                    emitter.emit(acc.tag, &acc.agg(start, geo.size_ms), -1, &mut buf);
                                 }
                             }
                         }

@@ -145,6 +145,9 @@ struct Building {
     last_measures: serde_json::Value,
     history: Vec<serde_json::Value>,
     closed_at: Option<i64>,
+    /// Whether `a.row.evidence` still describes the current state (it was
+    /// written by the last snapshot and nothing it reads changed since).
+    evidence_current: bool,
 }
 
 impl Building {
@@ -187,6 +190,7 @@ impl Building {
             windows: self.windows,
         };
         self.a.row.evidence = serde_json::to_string(&e).unwrap_or_default();
+        self.evidence_current = true;
     }
 
     fn enter(&mut self, status: &str, at: i64, by: &str, note: &str) {
@@ -196,6 +200,7 @@ impl Building {
         self.a.row.status_note = note.to_string();
         self.history
             .push(serde_json::json!({"status": status, "at": at, "by": by, "note": note}));
+        self.evidence_current = false;
     }
 
     fn snapshot(&mut self, rule: &RulePlan, group: &[String]) {
@@ -315,6 +320,7 @@ pub fn replay_group(
                 last_measures: serde_json::Value::Null,
                 history: Vec::new(),
                 closed_at: None,
+                evidence_current: false,
             };
             b.enter("open", f.period_end, "plantflow", "");
             pending = updates.get(&id).cloned().unwrap_or_default();
@@ -322,6 +328,7 @@ pub fn replay_group(
             cur = Some(b);
         }
         let b = cur.as_mut().expect("set above");
+        b.evidence_current = false;
         b.values.push(f.value.0);
         b.windows += f.windows;
         b.a.row.period_end = b.a.row.period_end.max(f.period_end);
@@ -345,7 +352,10 @@ pub fn replay_group(
     }
     for mut b in done {
         b.refresh(rule);
-        b.write_evidence(rule, group);
+        // Most actions are final right after their opening snapshot.
+        if !b.evidence_current {
+            b.write_evidence(rule, group);
+        }
         // Transitions keep the value they had; the current row is complete.
         out.actions.push(b.a);
     }
