@@ -120,16 +120,15 @@ impl Closed {
         }
     }
 
-    /// Takes the windows that just closed.
+    /// Takes the windows that just closed (`accs` sorted by tag).
     fn extend(&mut self, accs: Vec<Acc>) {
         if self.rows.is_empty() {
             self.rows = accs;
-            self.rows.sort_unstable_by_key(|a| a.tag);
         } else {
+            // Late rows reached this start before it closed on this worker.
             self.rows.extend(accs);
             self.rows.sort_by_key(|a| a.tag);
         }
-        self.rows.shrink_to_fit();
     }
 }
 
