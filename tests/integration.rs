@@ -662,8 +662,8 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
     )
     .unwrap();
     let runs = wait_for("the production edit", || {
-        let a = latest_aggregates(out.path());
-        (all_aggregates(out.path()).len() == 8).then_some(a)
+        let all = all_aggregates(out.path());
+        (all.len() == 8).then(|| latest_of(all))
     });
     for tag in ["a/l1/m1/power_kw", "a/l1/m2/power_kw"] {
         let a = &runs[&key(tag, w0)];
@@ -704,8 +704,8 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
     std::thread::sleep(Duration::from_millis(50));
     std::fs::write(dir.join("assets.csv"), assets(100.0)).unwrap();
     let last = wait_for("the asset edit", || {
-        let a = latest_aggregates(out.path());
-        (all_aggregates(out.path()).len() == 11).then_some(a)
+        let all = all_aggregates(out.path());
+        (all.len() == 11).then(|| latest_of(all))
     });
     let m2 = "a/l1/m2/power_kw";
     assert_eq!(last[&key(m2, w0)].revision, 2);
@@ -718,6 +718,41 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
     );
     assert_eq!(last[&key("a/l1/m1/power_kw", w1)].revision, 0);
     assert_eq!(last[&key("a/l2/m3/power_kw", w0)].revision, 0);
+
+    // m3's asset row goes (its windows are retracted, nothing replaces them)
+    // while m1's standby changes (two new rows, so the edit is seen); then m3
+    // comes back: its windows continue from the revisions they had.
+    let without_m3 = |m1_standby: f64| {
+        assets(100.0)
+            .lines()
+            .filter(|l| !l.contains("m3"))
+            .map(|l| l.replace("motor,1.0", &format!("motor,{m1_standby}")) + "\n")
+            .collect::<String>()
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(dir.join("assets.csv"), without_m3(2.0)).unwrap();
+    wait_for("the asset removal", || {
+        (all_aggregates(out.path()).len() == 13).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let back = without_m3(2.0) + "a/l2/m3/power_kw,a/l2/m3,a,a/l2,motor,1.0\n";
+    std::fs::write(dir.join("assets.csv"), back).unwrap();
+    let back = wait_for("the asset's return", || {
+        let all = all_aggregates(out.path());
+        (all.len() == 15).then(|| latest_of(all))
+    });
+    let m3 = "a/l2/m3/power_kw";
+    assert_eq!(
+        back[&key(m3, w0)].revision,
+        1,
+        "m3 first window: 0, then back"
+    );
+    assert_eq!(
+        back[&key(m3, w1)].revision,
+        2,
+        "m3 second window: 0, maintenance, back"
+    );
+    assert_eq!(back[&key("a/l1/m1/power_kw", w0)].revision, 2);
 }
 
 // ---------------------------------------------------------------------------
