@@ -200,11 +200,21 @@ fn main() {
                             serde_json::from_slice(&p.payload).unwrap_or_default();
                         let is_action = p.topic.ends_with("/actions");
                         // Aggregates name their window; a period rule's action its period.
-                        let end = v["window_end"]
-                            .as_i64()
-                            .or_else(|| v["period_end"].as_i64())
-                            .unwrap_or(0);
-                        arrivals.lock().unwrap().push((now, is_action, end));
+                        let end = |v: &serde_json::Value| {
+                            v["window_end"]
+                                .as_i64()
+                                .or_else(|| v["period_end"].as_i64())
+                                .unwrap_or(0)
+                        };
+                        // `payload = "array"`: every row of the message arrived now.
+                        let rows = match &v {
+                            serde_json::Value::Array(rows) => rows.iter().collect(),
+                            one => vec![one],
+                        };
+                        let mut a = arrivals.lock().unwrap();
+                        for r in rows {
+                            a.push((now, is_action, end(r)));
+                        }
                     }
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{units, Loader};
-use crate::sinks::mqtt_publish::PublishPlan;
+use crate::sinks::mqtt_publish::{Payload, PublishPlan, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::sources::mqtt::conn::{parse_url, ConnPlan, Version};
 use crate::sources::mqtt::context::Table;
 use crate::sources::mqtt::payload::{JsonFields, TsUnit};
@@ -492,9 +492,22 @@ struct RawPublish {
     qos: Option<u8>,
     #[serde(default)]
     retain: Option<bool>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    max_message_bytes: Option<i64>,
 }
 
-const PUBLISH_KEYS: &[&str] = &["type", "id", "topic", "tables", "qos", "retain"];
+const PUBLISH_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "topic",
+    "tables",
+    "qos",
+    "retain",
+    "payload",
+    "max_message_bytes",
+];
 
 /// The fields a publish topic template may name.
 pub const PUBLISH_FIELDS: &[&str] = &[
@@ -540,6 +553,41 @@ pub(super) fn publish(
         l.one_of(&format!("{key}.tables[{j}]"), t, PUB_TABLES, "table");
     }
     let qos = qos(l, key, r.qos, 1);
+    let max_bytes = match r.max_message_bytes {
+        None => DEFAULT_MAX_MESSAGE_BYTES,
+        Some(n) if (1024..=conn.max_packet as i64).contains(&n) => n as usize,
+        Some(n) => {
+            l.at_value(
+                &format!("{key}.max_message_bytes"),
+                format!("{n} is out of range"),
+                Some(format!("1024 to {} bytes", conn.max_packet)),
+            );
+            return None;
+        }
+    };
+    let payload = match r.payload.as_deref() {
+        None | Some("row") => {
+            if r.max_message_bytes.is_some() {
+                l.at_value(
+                    &format!("{key}.max_message_bytes"),
+                    "applies only with `payload = \"array\"`".into(),
+                    None,
+                );
+                return None;
+            }
+            Payload::Row
+        }
+        Some("array") => Payload::Array { max_bytes },
+        Some(other) => {
+            l.one_of(
+                &format!("{key}.payload"),
+                other,
+                &["row", "array"],
+                "payload",
+            );
+            return None;
+        }
+    };
     Some(PublishPlan {
         id: r.id,
         conn,
@@ -547,6 +595,7 @@ pub(super) fn publish(
         tables,
         qos,
         retain: r.retain.unwrap_or(false),
+        payload,
         metrics: Vec::new(),
     })
 }

@@ -32,9 +32,27 @@ pub struct PublishPlan {
     pub tables: Vec<String>,
     pub qos: u8,
     pub retain: bool,
+    /// One message per row, or the rows of one output batch grouped by topic.
+    pub payload: Payload,
     /// Metric names, in config order (aggregates messages name them).
     pub metrics: Vec<String>,
 }
+
+/// How rows become messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// One JSON object per row version (the default).
+    Row,
+    /// The rows of one output batch (one window close, one correction) that
+    /// render to the same topic, as one JSON array of the same objects, cut
+    /// so that no message exceeds `max_bytes` (a single larger row still goes,
+    /// alone). Fewer, larger messages: a 4,000-tag window on one topic is a
+    /// handful of publishes instead of 4,000.
+    Array { max_bytes: usize },
+}
+
+/// `max_message_bytes` when not set.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One message to publish.
 #[derive(Debug)]
@@ -116,14 +134,60 @@ pub fn messages(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch) -> Vec<Ou
     out
 }
 
-/// Hands the batch's messages to `out` one by one, as each is encoded (the
-/// first goes out before the last is encoded).
+/// Hands the batch's messages to `out`. With one message per row, each goes
+/// out as it is encoded (the first before the last is encoded); with arrays,
+/// a topic's array goes out when it is full, the rest at the end of the
+/// batch in the order their topics first appeared.
 pub fn each_message(
     plan: &PublishPlan,
     dataflow: &str,
     batch: &SinkBatch,
     mut out: impl FnMut(Outgoing),
 ) {
+    let Payload::Array { max_bytes } = plan.payload else {
+        return each_row(plan, dataflow, batch, out);
+    };
+    // Open arrays by topic, in first-seen order.
+    let mut open: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    each_row(plan, dataflow, batch, |m| {
+        let i = match index.get(&m.topic) {
+            Some(i) => *i,
+            None => {
+                index.insert(m.topic.clone(), open.len());
+                open.push((m.topic, vec![b'[']));
+                open.len() - 1
+            }
+        };
+        let (topic, buf) = &mut open[i];
+        // `buf` holds `[` and the rows so far; this row needs a comma and
+        // the closing `]`.
+        if buf.len() > 1 && buf.len() + m.payload.len() + 2 > max_bytes {
+            buf.push(b']');
+            let full = std::mem::replace(buf, vec![b'[']);
+            out(Outgoing {
+                topic: topic.clone(),
+                payload: full,
+            });
+        }
+        if buf.len() > 1 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(&m.payload);
+    });
+    for (topic, mut buf) in open {
+        if buf.len() > 1 {
+            buf.push(b']');
+            out(Outgoing {
+                topic,
+                payload: buf,
+            });
+        }
+    }
+}
+
+/// One message per row version.
+fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl FnMut(Outgoing)) {
     let want = |t: &str| plan.tables.iter().any(|x| x == t);
     let topic_of = |table: &str, fields: &[(&str, &str)]| {
         let mut vals: Vec<(&str, &str)> = Vec::with_capacity(fields.len() + 2);
@@ -371,8 +435,9 @@ mod tests {
         });
     }
 
-    #[test]
-    fn aggregates_are_one_message_per_window_with_named_metrics() {
+    /// workload_v1 with one extra `mqtt_publish` sink (`sink` is its keys
+    /// after `type` and `id`).
+    fn load_with_sink(sink: &str) -> Result<crate::config::Plan, crate::config::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workload_v1_small");
@@ -380,7 +445,8 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml"),
         )
         .unwrap()
-            + "\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"live\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}/{tag}\"\ntables = [\"aggregates\"]\n";
+            + "\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"live\"\n"
+            + sink;
         let df = dir.path().join("df.toml");
         std::fs::write(&df, text).unwrap();
         let env = |k: &str| match k {
@@ -388,25 +454,26 @@ mod tests {
             "OUT_DIR" => Some(dir.path().display().to_string()),
             _ => None,
         };
-        let plan = crate::config::load_with_env(&df, &env).expect("valid dataflow");
-        let p = &plan.publish[0];
-        assert_eq!(p.metrics, ["energy_kwh", "cost", "waste_kwh"]);
+        crate::config::load_with_env(&df, &env)
+    }
+
+    fn window(asset: &str, tag: &str, mean: f64) -> Enriched {
         let asset = Arc::new(AssetRow {
-            tag: "s/l/m1/power_kw".into(),
-            asset: "s/l/m1".into(),
+            tag: tag.into(),
+            asset: asset.into(),
             site: "s".into(),
             line: "s/l".into(),
             kind: "motor".into(),
             standby_kw: F64(1.0),
             extra: vec![],
         });
-        let e = Enriched {
+        Enriched {
             tag: 0,
             win: WindowAgg {
                 window_start: 60_000,
                 window_end: 120_000,
                 count: 60,
-                mean: F64(30.0),
+                mean: F64(mean),
                 min: F64(29.0),
                 max: F64(31.0),
                 first: F64(29.5),
@@ -422,7 +489,19 @@ mod tests {
                 Scalar::Num(F64(0.1)),
                 Scalar::Num(F64(0.5)),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn aggregates_are_one_message_per_window_with_named_metrics() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}/{tag}\"\ntables = [\"aggregates\"]\n",
+        )
+        .expect("valid dataflow");
+        let p = &plan.publish[0];
+        assert_eq!(p.metrics, ["energy_kwh", "cost", "waste_kwh"]);
+        assert_eq!(p.payload, Payload::Row);
+        let e = window("s/l/m1", "s/l/m1/power_kw", 30.0);
         let batch = SinkBatch::Aggregates(vec![(e, 2)]);
         let out = messages(p, "workload_v1", &batch);
         assert_eq!(out.len(), 1);
@@ -442,5 +521,92 @@ mod tests {
         let mut actions_only = p.clone();
         actions_only.tables = vec!["actions".into()];
         assert!(messages(&actions_only, "x", &batch).is_empty());
+    }
+
+    #[test]
+    fn array_payload_groups_a_batch_by_topic_and_cuts_at_the_size_limit() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}\"\ntables = [\"aggregates\"]\npayload = \"array\"\nmax_message_bytes = 4096\n",
+        )
+        .expect("valid dataflow");
+        let p = &plan.publish[0];
+        assert_eq!(p.payload, Payload::Array { max_bytes: 4096 });
+        // 100 windows of two assets, interleaved.
+        let rows: Vec<(Enriched, i64)> = (0..100)
+            .map(|i| {
+                let a = if i % 2 == 0 { "s/l/m1" } else { "s/l/m2" };
+                (window(a, &format!("{a}/t{i}"), i as f64), i % 3)
+            })
+            .collect();
+        let batch = SinkBatch::Aggregates(rows);
+        let mut per_row = p.clone();
+        per_row.payload = Payload::Row;
+        let singles = messages(&per_row, "df", &batch);
+        assert_eq!(singles.len(), 100);
+        let row_len = singles[0].payload.len();
+        let arrays = messages(p, "df", &batch);
+        // Every message fits, and holds as many rows as fit.
+        for m in &arrays {
+            assert!(m.payload.len() <= 4096, "{} bytes", m.payload.len());
+        }
+        for topic in ["p/aggregates/s/l/m1", "p/aggregates/s/l/m2"] {
+            let want: Vec<Value> = singles
+                .iter()
+                .filter(|m| m.topic == topic)
+                .map(|m| serde_json::from_slice(&m.payload).unwrap())
+                .collect();
+            let mine: Vec<&Outgoing> = arrays.iter().filter(|m| m.topic == topic).collect();
+            let got: Vec<Value> = mine
+                .iter()
+                .flat_map(|m| {
+                    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                    v.as_array().expect("a JSON array").clone()
+                })
+                .collect();
+            // The same objects, in the same order, as one message per row gives.
+            assert_eq!(got, want, "{topic}");
+            // All but the last array are full: one more row would not fit.
+            for m in &mine[..mine.len() - 1] {
+                assert!(m.payload.len() + row_len + 1 > 4096);
+            }
+            assert!(
+                mine.len() >= 2,
+                "50 rows of {row_len} bytes need several messages"
+            );
+        }
+        // Topics leave in the order they first appeared.
+        assert_eq!(arrays.last().unwrap().topic, "p/aggregates/s/l/m2");
+        // A row larger than the limit still goes, alone.
+        let mut tiny = p.clone();
+        tiny.payload = Payload::Array { max_bytes: 10 };
+        let each = messages(&tiny, "df", &batch);
+        assert_eq!(each.len(), 100);
+        assert!(each
+            .iter()
+            .all(|m| m.payload.starts_with(b"[{") && m.payload.ends_with(b"}]")));
+    }
+
+    #[test]
+    fn payload_keys_are_checked() {
+        let err = load_with_sink("url = \"mqtt://127.0.0.1:1883\"\npayload = \"arrays\"\n")
+            .expect_err("unknown payload")
+            .render();
+        assert!(err.contains("unknown payload `arrays`"), "{err}");
+        assert!(err.contains("key `sinks[1].payload`"), "{err}");
+        assert!(err.contains("did you mean `array`?"), "{err}");
+        let err = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\npayload = \"array\"\nmax_message_bytes = 100\n",
+        )
+        .expect_err("too small")
+        .render();
+        assert!(err.contains("100 is out of range"), "{err}");
+        assert!(err.contains("key `sinks[1].max_message_bytes`"), "{err}");
+        let err = load_with_sink("url = \"mqtt://127.0.0.1:1883\"\nmax_message_bytes = 4096\n")
+            .expect_err("only with arrays")
+            .render();
+        assert!(
+            err.contains("applies only with `payload = \"array\"`"),
+            "{err}"
+        );
     }
 }
