@@ -25,6 +25,8 @@ pub fn workload_window() -> (WindowPlan, Geometry) {
         retention_ms: 7_200_000,
         max_future_ms: 365 * 86_400_000,
         quality: QualityPolicy::DropBad,
+        spill_after_ms: None,
+        state_dir: None,
     };
     let geo = Geometry {
         size_ms: 60_000,

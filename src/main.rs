@@ -202,6 +202,8 @@ fn main() -> ExitCode {
                                 "source_events": summary.events,
                                 "windows": summary.windows,
                                 "corrections": summary.corrections,
+                                "windows_spilled": summary.windows_spilled,
+                                "windows_restored": summary.windows_restored,
                                 "actions": summary.report.actions.len(),
                                 "outcomes": summary.report.outcomes.len(),
                                 "bills": summary.report.bills.len(),

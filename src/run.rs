@@ -43,6 +43,9 @@ pub struct RunSummary {
     pub late_rows: u64,
     pub windows: u64,
     pub corrections: u64,
+    /// Closed windows written to the spill store, and read back from it.
+    pub windows_spilled: u64,
+    pub windows_restored: u64,
     /// Findings suppressed: asset in maintenance / action in cool-down.
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
@@ -431,6 +434,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         late_rows: Stats::get(&stats.late_rows),
         windows: Stats::get(&stats.windows),
         corrections: Stats::get(&stats.corrections),
+        windows_spilled: Stats::get(&stats.windows_spilled),
+        windows_restored: Stats::get(&stats.windows_restored),
         suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
         suppressed_cooldown: Stats::get(&stats.suppressed_cooldown),
         dead_letters: stats.dead_letters(),
@@ -487,6 +492,12 @@ impl RunSummary {
             "windows        {:>12}  (+{} corrected revisions)\n",
             self.windows, self.corrections
         ));
+        if self.windows_spilled > 0 {
+            s.push_str(&format!(
+                "  spilled      {:>12}  (closed windows kept on disk, {} read back)\n",
+                self.windows_spilled, self.windows_restored
+            ));
+        }
         let open: Vec<_> = self
             .report
             .actions

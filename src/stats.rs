@@ -15,6 +15,10 @@ pub struct Stats {
     pub late_rows: AtomicU64,
     pub windows: AtomicU64,
     pub corrections: AtomicU64,
+    /// Closed windows moved to disk by `[window] spill_after`, and read back
+    /// (for a correction or their expiry).
+    pub windows_spilled: AtomicU64,
+    pub windows_restored: AtomicU64,
     /// Findings suppressed because the asset was in maintenance / the action in cool-down.
     pub suppressed_maintenance: AtomicU64,
     pub suppressed_cooldown: AtomicU64,

@@ -279,6 +279,40 @@ fn oracle(c: &Case) -> (Keyed<Agg>, Keyed<f64>) {
     (aggs, actions)
 }
 
+/// workload_v1.toml with closed windows spilled to `state_dir` after `after`.
+fn spilling_dataflow(dir: &Path, after: &str, state_dir: &Path) -> std::path::PathBuf {
+    let toml = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let retention = "retention = \"2h\"";
+    assert!(toml.contains(retention));
+    let toml = toml.replace(
+        retention,
+        &format!(
+            "{retention}\nspill_after = \"{after}\"\nstate_dir = \"{}\"",
+            state_dir.display()
+        ),
+    );
+    let df = dir.join("spill.toml");
+    std::fs::write(&df, toml).unwrap();
+    df
+}
+
+/// Every file below `dir`.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn late_rows_correct_windows_and_actions_seeded() {
     for seed in [1u64, 2, 3] {
@@ -286,14 +320,33 @@ fn late_rows_correct_windows_and_actions_seeded() {
         let input = tempfile::tempdir().unwrap();
         write_case(&c, input.path());
         let (want_aggs, want_actions) = oracle(&c);
-        for workers in [1, 2] {
+        // Also with closed windows on disk after a minute: most very late rows
+        // (10 s to 10 min) then land in a spilled window start.
+        let state = tempfile::tempdir().unwrap();
+        let spilling = spilling_dataflow(input.path(), "1m", state.path());
+        for (workers, spill) in [(1, false), (2, false), (1, true), (2, true)] {
             let out = tempfile::tempdir().unwrap();
-            let s = run(
-                &dataflow("workload_v1.toml"),
-                input.path(),
-                out.path(),
-                workers,
-            );
+            let df = if spill {
+                spilling.clone()
+            } else {
+                dataflow("workload_v1.toml")
+            };
+            let s = run(&df, input.path(), out.path(), workers);
+            if spill {
+                assert!(
+                    s.windows_spilled > 0 && s.windows_restored > 0,
+                    "seed {seed}: windows went to disk ({}) and came back ({})",
+                    s.windows_spilled,
+                    s.windows_restored
+                );
+                assert_eq!(
+                    files_below(state.path()),
+                    Vec::<std::path::PathBuf>::new(),
+                    "the spill files are scratch, removed at the end"
+                );
+            } else {
+                assert_eq!(s.windows_spilled, 0);
+            }
             assert!(
                 s.late_rows > 10,
                 "seed {seed}: the case must contain very late rows, got {}",
@@ -316,7 +369,10 @@ fn late_rows_correct_windows_and_actions_seeded() {
             let mut wk: Vec<_> = want_actions.keys().cloned().collect();
             gk.sort();
             wk.sort();
-            assert_eq!(gk, wk, "seed {seed}, {workers} workers: action keys");
+            assert_eq!(
+                gk, wk,
+                "seed {seed}, {workers} workers, spill {spill}: action keys"
+            );
             for (k, v) in &want_actions {
                 assert_close(got[k].value, *v, &format!("seed {seed}: action {k:?}"));
             }
@@ -595,6 +651,18 @@ fn maintenance_flags(out: &Path) -> HashMap<(String, i64, i64), bool> {
 // both; the tags are spread over them).
 #[test]
 fn context_edits_re_enrich_exactly_the_windows_they_touch() {
+    context_edits_case(false);
+}
+
+/// The same edits with every closed window on disk (`spill_after = "10s"`: the
+/// watermark is 25 s past the second window's end): each edit reads the
+/// windows it touches back first, and the revisions are the same.
+#[test]
+fn context_edits_re_enrich_spilled_windows() {
+    context_edits_case(true);
+}
+
+fn context_edits_case(spill: bool) {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = input.path();
@@ -634,6 +702,18 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
             "[context.production]",
             "[context.maintenance]\npath = \"${INPUT_DIR}/maintenance.csv\"\n\n[context.production]",
         );
+    let state = tempfile::tempdir().unwrap();
+    let toml = if spill {
+        toml.replace(
+            "retention = \"2h\"",
+            &format!(
+                "retention = \"2h\"\nspill_after = \"10s\"\nstate_dir = \"{}\"",
+                state.path().display()
+            ),
+        )
+    } else {
+        toml
+    };
     let df = dir.join("df.toml");
     std::fs::write(&df, toml).unwrap();
     let _child = spawn_follow_workers(&df, dir, out.path(), 2);
@@ -651,6 +731,16 @@ fn context_edits_re_enrich_exactly_the_windows_they_touch() {
             assert_eq!((a.revision, a.producing), (0, false));
             assert_close(a.waste_kwh, v / 60.0, "idle waste");
         }
+    }
+    if spill {
+        // Both window starts of each of the two workers go to disk.
+        wait_for("the closed windows on disk", || {
+            let n = files_below(state.path())
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "win"))
+                .count();
+            (n >= 2).then_some(())
+        });
     }
 
     // A production run on line a/l1 covering the first minute: m1 and m2's first

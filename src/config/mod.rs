@@ -218,6 +218,10 @@ pub struct WindowPlan {
     pub retention_ms: i64,
     pub max_future_ms: i64,
     pub quality: QualityPolicy,
+    /// Closed windows older than this move to disk (`spill_after`).
+    pub spill_after_ms: Option<i64>,
+    /// Where spilled windows go (`state_dir`; default: the system's temp dir).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -571,6 +575,8 @@ const WINDOW_KEYS: &[&str] = &[
     "quality",
     "retention",
     "max_future",
+    "spill_after",
+    "state_dir",
 ];
 const RULE_KEYS: &[&str] = &[
     "id",
@@ -591,6 +597,7 @@ const DURATION_KEYS: &[&str] = &[
     "allowed_lateness",
     "retention",
     "max_future",
+    "spill_after",
     "period",
     "poll_interval",
     "roll_interval",
@@ -884,6 +891,8 @@ fn validate_text(
             quality: None,
             retention: None,
             max_future: None,
+            spill_after: None,
+            state_dir: None,
         });
     let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
     if size_ms <= 0 {
@@ -907,6 +916,25 @@ fn validate_text(
         Some(s) => l.duration("window.max_future", s).unwrap_or(86_400_000),
         None => 86_400_000,
     };
+    let spill_after_ms = w
+        .spill_after
+        .as_ref()
+        .and_then(|s| l.duration("window.spill_after", s));
+    if spill_after_ms.is_some_and(|ms| ms <= 0) {
+        l.at_value(
+            "window.spill_after",
+            "spill_after must be positive".into(),
+            Some("closed windows older than this go to disk, e.g. `spill_after = \"10m\"`".into()),
+        );
+    }
+    let state_dir = w.state_dir.as_ref().map(PathBuf::from);
+    if state_dir.is_some() && spill_after_ms.is_none() && w.spill_after.is_none() {
+        l.at_value(
+            "window.state_dir",
+            "applies only with `spill_after`".into(),
+            Some("set `spill_after = \"10m\"` to keep older closed windows on disk".into()),
+        );
+    }
     let quality = match w.quality.as_deref().unwrap_or("drop_bad") {
         "keep_all" => QualityPolicy::KeepAll,
         "drop_bad" => QualityPolicy::DropBad,
@@ -1461,6 +1489,8 @@ fn validate_text(
             retention_ms,
             max_future_ms,
             quality,
+            spill_after_ms,
+            state_dir,
         },
         publish: publish
             .into_iter()

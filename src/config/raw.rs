@@ -132,6 +132,10 @@ pub struct RawWindow {
     pub retention: Option<String>,
     #[serde(default)]
     pub max_future: Option<String>,
+    #[serde(default)]
+    pub spill_after: Option<String>,
+    #[serde(default)]
+    pub state_dir: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -233,6 +233,18 @@ impl Context {
         out
     }
 
+    /// Whether `changes` may alter a window starting at `start`, judged without
+    /// its contents (the window operator reads spilled starts back first).
+    pub fn touches(&self, changes: &[(CtxUpdate, isize)], start: i64) -> bool {
+        changes.iter().any(|(c, _)| match c {
+            CtxUpdate::Asset(..) => true,
+            CtxUpdate::Tariff(key, _) => self.calendar.key_at(start) == *key,
+            CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv) => {
+                (iv.start_ms - self.size..iv.end_ms).contains(&start)
+            }
+        })
+    }
+
     /// Applies a batch of updates.
     pub fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
         self.producing_memo.clear();

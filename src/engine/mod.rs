@@ -25,6 +25,7 @@
 pub mod bridge;
 pub mod context;
 pub mod output;
+pub mod spill;
 pub mod value;
 pub mod window;
 
@@ -264,7 +265,8 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     .broadcast();
                 let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms);
                 let c1 = compiled.clone();
-                let enriched = window::window(stream, context, geo, &window_name, ctx)
+                let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
+                let enriched = window::window(stream, context, geo, &window_name, ctx, spill)
                     .as_collection()
                     .map(move |mut e| {
                         c1.derive(&mut e);

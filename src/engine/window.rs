@@ -32,6 +32,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::context::{Context, CtxUpdate};
+use super::spill::{Reply, SpillPlan, Store};
 use crate::model::{Enriched, Sample, TagId, WindowAgg, F64};
 
 /// Running aggregate of one tag's window (64 bytes: it is what a retained
@@ -70,6 +71,38 @@ impl Acc {
         }
         if s.ts >= self.last.0 {
             self.last = (s.ts, s.value);
+        }
+    }
+
+    /// The size of [`Acc::encode`]'s record.
+    pub const BYTES: usize = 64;
+
+    /// Appends the 64-byte little-endian record the spill store keeps.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.tag.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        for x in [self.sum, self.min, self.max] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        for (ts, v) in [self.first, self.last] {
+            out.extend_from_slice(&ts.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Reads an [`Acc::encode`] record (`b` is [`Acc::BYTES`] long).
+    pub fn decode(b: &[u8]) -> Acc {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        let f64_at = |i: usize| f64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let i64_at = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Acc {
+            tag: u32_at(0),
+            count: u32_at(4),
+            sum: f64_at(8),
+            min: f64_at(16),
+            max: f64_at(24),
+            first: (i64_at(32), f64_at(40)),
+            last: (i64_at(48), f64_at(56)),
         }
     }
 
@@ -166,6 +199,9 @@ pub trait Emit: 'static {
         closed: &BTreeMap<i64, Closed>,
     ) -> BTreeSet<(i64, TagId)>;
     fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>);
+    /// Whether a batch of context changes may alter windows of `start` (which
+    /// is spilled, so [`Emit::affected`] cannot look inside it).
+    fn touches(&self, changes: &[(CtxUpdate, isize)], start: i64) -> bool;
 }
 
 impl Emit for Context {
@@ -182,6 +218,9 @@ impl Emit for Context {
     }
     fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
         Context::apply(self, changes)
+    }
+    fn touches(&self, changes: &[(CtxUpdate, isize)], start: i64) -> bool {
+        Context::touches(self, changes, start)
     }
 }
 
@@ -207,6 +246,9 @@ impl Emit for Bare {
         BTreeSet::new()
     }
     fn apply(&mut self, _: Vec<(CtxUpdate, isize)>) {}
+    fn touches(&self, _: &[(CtxUpdate, isize)], _: i64) -> bool {
+        false
+    }
 }
 
 /// The next event of the operator, in time order.
@@ -223,14 +265,17 @@ enum Event {
 }
 
 /// Builds the window operator over a stream of samples and the broadcast
-/// context updates; `emitter` turns window updates into output rows.
+/// context updates; `emitter` turns window updates into output rows. With
+/// `spill`, closed windows move to a [`Store`] once they are `after_ms` old.
 pub fn window<'s, E: Emit>(
     samples: Stream<'s, u64, Vec<Sample>>,
     context: Stream<'s, u64, Vec<(CtxUpdate, u64, isize)>>,
     geo: Geometry,
     name: &str,
     mut emitter: E,
+    spill: Option<SpillPlan>,
 ) -> Stream<'s, u64, Vec<(E::Out, u64, isize)>> {
+    let scope = samples.scope();
     // The bridge already sent each tag's rows to its worker (`bridge::worker_of`);
     // the context stream is broadcast.
     samples.binary_frontier::<_, CapacityContainerBuilder<Vec<(E::Out, u64, isize)>>, _, _, _, _>(
@@ -238,7 +283,7 @@ pub fn window<'s, E: Emit>(
         Pipeline,
         Pipeline,
         name,
-        move |cap, _info| {
+        move |cap, info| {
             let mut cap = Some(cap);
             // Open windows by end time.
             let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
@@ -249,6 +294,21 @@ pub fn window<'s, E: Emit>(
             // Context updates by time, applied once the time is complete.
             let mut changes: BTreeMap<u64, Vec<(CtxUpdate, isize)>> = BTreeMap::new();
             let mut buf: Vec<(E::Out, isize)> = Vec::new();
+            // The cold tier: starts whose windows are in the store, and those
+            // asked back but not yet returned.
+            let store = spill.as_ref().and_then(|p| {
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                match Store::start(p, scope.index(), wake) {
+                    Ok(s) => Some((s, p.after_ms)),
+                    Err(e) => {
+                        tracing::warn!(dir = %p.dir.display(), "cannot open the spill directory, keeping closed windows in memory: {e}");
+                        None
+                    }
+                }
+            });
+            let mut cold: BTreeSet<i64> = BTreeSet::new();
+            let mut asked: BTreeSet<i64> = BTreeSet::new();
+            let me = scope.activator_for(info.address.clone());
 
             move |(input, f1), (ctx_in, f2), output| {
                 input.for_each_stamp(|stamp, data| {
@@ -283,6 +343,27 @@ pub fn window<'s, E: Emit>(
                         }
                     }
                 });
+                // Spilled starts read back.
+                if let Some((st, _)) = &store {
+                    while let Some(reply) = st.reply() {
+                        let (start, rows) = match reply {
+                            Reply::Windows(start, rows) => (start, rows),
+                            Reply::Lost(start, e) => {
+                                tracing::error!("spilled windows lost, they can no longer be corrected: {e}");
+                                (start, Vec::new())
+                            }
+                        };
+                        asked.remove(&start);
+                        cold.remove(&start);
+                        let m = closed.entry(start).or_default();
+                        if m.rows.is_empty() {
+                            m.rows = rows;
+                        } else {
+                            m.rows.extend(rows);
+                            m.rows.sort_by_key(|a| a.tag);
+                        }
+                    }
+                }
 
                 let Some(c) = cap.as_mut() else { return };
                 let least = |f: &timely::progress::frontier::MutableAntichain<u64>| {
@@ -296,8 +377,14 @@ pub fn window<'s, E: Emit>(
                 // updates at a time it has passed (all of that time's batch is in).
                 let done = |time: u64| f.is_none_or(|f| time <= f);
                 let complete = |time: u64| f.is_none_or(|f| time < f);
+                // The time of an event waiting for spilled windows.
+                let mut waiting: Option<u64> = None;
 
                 loop {
+                    let first_retained = match (closed.keys().next(), cold.first()) {
+                        (Some(a), Some(b)) => Some(*a.min(b)),
+                        (a, b) => a.or(b).copied(),
+                    };
                     let candidates = [
                         open.keys().next().map(|e| (*e as u64, Event::Close)),
                         late.keys().next().map(|t| (*t, Event::Late)),
@@ -306,12 +393,12 @@ pub fn window<'s, E: Emit>(
                             .next()
                             .filter(|t| complete(**t))
                             .map(|t| (*t, Event::Context)),
-                        // Expiry only while input continues.
-                        closed
-                            .keys()
-                            .next()
+                        // Expiry only while input continues; 1 ms after the
+                        // retraction time, so a close at that time (an hourly
+                        // one) never waits for a spilled start to be read.
+                        first_retained
                             .filter(|_| f.is_some())
-                            .map(|ws| (geo.retract_at(ws + geo.size_ms) as u64, Event::Expire)),
+                            .map(|ws| (geo.retract_at(ws + geo.size_ms) as u64 + 1, Event::Expire)),
                     ];
                     let Some((time, event)) = candidates
                         .into_iter()
@@ -321,6 +408,38 @@ pub fn window<'s, E: Emit>(
                     else {
                         break;
                     };
+                    // Spilled starts this event needs back first.
+                    if !cold.is_empty() {
+                        let need: Vec<i64> = match event {
+                            Event::Close => Vec::new(),
+                            Event::Late => late[&time]
+                                .iter()
+                                .map(|s| geo.start_of(s.ts))
+                                .filter(|ws| cold.contains(ws))
+                                .collect(),
+                            Event::Context => cold
+                                .iter()
+                                .copied()
+                                .filter(|ws| emitter.touches(&changes[&time], *ws))
+                                .collect(),
+                            Event::Expire => first_retained.filter(|ws| cold.contains(ws)).into_iter().collect(),
+                        };
+                        if !need.is_empty() {
+                            if let Some((st, _)) = &store {
+                                for ws in need {
+                                    if !asked.contains(&ws) && st.read(ws) {
+                                        asked.insert(ws);
+                                    }
+                                }
+                                if asked.is_empty() {
+                                    // The store's queue is full: try again soon.
+                                    me.activate();
+                                }
+                            }
+                            waiting = Some(time);
+                            break;
+                        }
+                    }
                     let at = c.delayed(&time.max(*c.time()));
                     let tt = *at.time();
                     match event {
@@ -390,10 +509,38 @@ pub fn window<'s, E: Emit>(
                     }
                 }
 
-                match f {
-                    Some(f) => {
-                        if f > *c.time() {
-                            c.downgrade(&f);
+                // Starts whose windows closed `after` ago go to the store, unless
+                // they expire within `after` anyway.
+                if let (Some((st, after)), Some(f), None) = (&store, f, waiting) {
+                    let f = f as i64;
+                    let due: Vec<i64> = closed
+                        .keys()
+                        .copied()
+                        .take_while(|start| start + geo.size_ms + after <= f)
+                        .filter(|start| geo.retract_at(start + geo.size_ms) > f + after)
+                        .collect();
+                    for start in due {
+                        let Some(m) = closed.remove(&start) else { continue };
+                        match st.write(start, m.rows) {
+                            Ok(()) => {
+                                cold.insert(start);
+                            }
+                            Err(rows) => {
+                                closed.insert(start, Closed { rows });
+                                break;
+                            }
+                        }
+                    }
+                }
+
+                let hold = match (f, waiting) {
+                    (Some(f), Some(w)) => Some(f.min(w)),
+                    (f, w) => f.or(w),
+                };
+                match hold {
+                    Some(h) => {
+                        if h > *c.time() {
+                            c.downgrade(&h);
                         }
                     }
                     None => {
@@ -428,7 +575,7 @@ pub fn standalone(batches: Vec<(u64, Vec<Sample>)>, geo: Geometry) -> u64 {
                 Vec::<(CtxUpdate, u64, isize)>::new(),
                 scope,
             );
-            window(input.to_stream(scope), none, geo, "window", Bare)
+            window(input.to_stream(scope), none, geo, "window", Bare, None)
                 .inspect_core(move |c| {
                     if let Ok((_, data)) = c {
                         s2.set(s2.get() + data.len() as u64);
