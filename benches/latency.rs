@@ -7,6 +7,7 @@
 //! cargo bench --bench latency      # 4,000 tags x 1,800 s at 200,000 rows/s, 2 workers
 //! PLANTFLOW_LAT_TAGS=2000 PLANTFLOW_LAT_SECONDS=600 PLANTFLOW_LAT_RATE=100000 cargo bench --bench latency
 //! PLANTFLOW_LAT_MQTT=0 cargo bench --bench latency   # without the MQTT sink
+//! PLANTFLOW_LAT_MQTT_EXTRA='payload = "array"' cargo bench --bench latency   # extra keys of the MQTT sink
 //! ```
 //!
 //! - **Input.** A writer thread appends the workload's `samples.csv` lines to

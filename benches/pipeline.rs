@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench pipeline                       # default: 2,000 tags x 3,600 s (7.2M rows), 3 runs
 //! PLANTFLOW_BENCH_TAGS=200 PLANTFLOW_BENCH_SECONDS=600 PLANTFLOW_BENCH_RUNS=1 cargo bench --bench pipeline
+//! PLANTFLOW_BENCH_SPILL=10m cargo bench --bench pipeline   # closed windows on disk after 10 minutes
 //! ```
 //!
 //! The baseline (`baseline()` below) reads `samples.csv` once, aggregates
@@ -442,12 +443,27 @@ fn main() {
     let rows = (tags as u64) * seconds;
     let me = std::env::current_exe().unwrap();
     let bin = env!("CARGO_BIN_EXE_plantflow");
-    let dataflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml");
+    let mut dataflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml");
+    // PLANTFLOW_BENCH_SPILL=10m: the same job with closed windows on disk after 10 minutes.
+    let spill = std::env::var("PLANTFLOW_BENCH_SPILL").ok();
+    if let Some(after) = &spill {
+        let toml = std::fs::read_to_string(&dataflow).unwrap();
+        let toml = toml.replace(
+            "retention = \"2h\"",
+            &format!(
+                "retention = \"2h\"\nspill_after = \"{after}\"\nstate_dir = \"{}\"",
+                root.join("state").display()
+            ),
+        );
+        dataflow = root.join("workload_v1_spill.toml");
+        std::fs::write(&dataflow, toml).unwrap();
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
-        "workload v1: {tags} tags x {seconds} s = {rows} rows -> Parquet, median of {runs} run(s), {cores} cores"
+        "workload v1: {tags} tags x {seconds} s = {rows} rows -> Parquet, median of {runs} run(s), {cores} cores{}",
+        spill.as_ref().map(|a| format!(", spill_after = {a}")).unwrap_or_default()
     );
     println!(
         "{:<8} {:<28} {:>8} {:>12} {:>10} {:>12}",
@@ -497,6 +513,12 @@ fn main() {
                 } else {
                     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
                     assert_eq!(v["rows_read"].as_u64(), Some(rows));
+                    if spill.is_some() {
+                        eprintln!(
+                            "  plantflow --workers {k}: {} windows spilled, {} read back",
+                            v["windows_spilled"], v["windows_restored"]
+                        );
+                    }
                     v["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
                 };
                 samples_k.push(Sample { secs, rss_mib });

@@ -483,6 +483,30 @@ fn config_type_and_unit_errors_name_the_key() {
 }
 
 #[test]
+fn spill_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string("tests/fixtures/config/bad_types.toml").unwrap();
+    // The fixture's own window, made valid, plus the key under test.
+    let with = |extra: &str| {
+        let text = base
+            .replace("size = \"1 fortnight\"", &format!("size = \"1m\"\n{extra}"))
+            .replace("\"drop_bad_ones\"", "\"drop_bad\"");
+        let f = dir.path().join("spill.toml");
+        std::fs::write(&f, text).unwrap();
+        render_errors(f.to_str().unwrap())
+    };
+    let text = with("state_dir = \"/tmp/x\"");
+    assert!(text.contains("applies only with `spill_after`"), "{text}");
+    assert!(text.contains(":15:"), "names the line of state_dir:\n{text}");
+    assert!(text.contains("key `window.state_dir`"), "{text}");
+    let text = with("spill_after = \"0s\"");
+    assert!(text.contains("spill_after must be positive"), "{text}");
+    assert!(text.contains("key `window.spill_after`"), "{text}");
+    let text = with("spill_after = \"10 minutes\"");
+    assert!(text.contains("key `window.spill_after`"), "{text}");
+}
+
+#[test]
 fn cli_exit_codes() {
     let out = Command::new(PLANTFLOW)
         .args(["validate", "tests/fixtures/config/bad_keys.toml"])
