@@ -497,7 +497,10 @@ fn spill_config_errors_name_the_key() {
     };
     let text = with("state_dir = \"/tmp/x\"");
     assert!(text.contains("applies only with `spill_after`"), "{text}");
-    assert!(text.contains(":15:"), "names the line of state_dir:\n{text}");
+    assert!(
+        text.contains(":15:"),
+        "names the line of state_dir:\n{text}"
+    );
     assert!(text.contains("key `window.state_dir`"), "{text}");
     let text = with("spill_after = \"0s\"");
     assert!(text.contains("spill_after must be positive"), "{text}");
