@@ -296,23 +296,6 @@ fn spilling_dataflow(dir: &Path, after: &str, state_dir: &Path) -> std::path::Pa
     df
 }
 
-/// Every file below `dir`.
-fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_below(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn late_rows_correct_windows_and_actions_seeded() {
     for seed in [1u64, 2, 3] {
@@ -340,7 +323,7 @@ fn late_rows_correct_windows_and_actions_seeded() {
                     s.windows_restored
                 );
                 assert_eq!(
-                    files_below(state.path()),
+                    walk_all(state.path()),
                     Vec::<std::path::PathBuf>::new(),
                     "the spill files are scratch, removed at the end"
                 );
@@ -762,7 +745,7 @@ fn context_edits_case(spill: bool) {
     if spill {
         // Both window starts of each of the two workers go to disk.
         wait_for("the closed windows on disk", || {
-            let n = files_below(state.path())
+            let n = walk_all(state.path())
                 .iter()
                 .filter(|p| p.extension().is_some_and(|e| e == "win"))
                 .count();

@@ -928,7 +928,7 @@ fn validate_text(
         );
     }
     let state_dir = w.state_dir.as_ref().map(PathBuf::from);
-    if state_dir.is_some() && spill_after_ms.is_none() && w.spill_after.is_none() {
+    if state_dir.is_some() && w.spill_after.is_none() {
         l.at_value(
             "window.state_dir",
             "applies only with `spill_after`".into(),
