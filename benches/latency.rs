@@ -7,18 +7,22 @@
 //! cargo bench --bench latency      # 4,000 tags x 1,800 s at 200,000 rows/s, 2 workers
 //! PLANTFLOW_LAT_TAGS=2000 PLANTFLOW_LAT_SECONDS=600 PLANTFLOW_LAT_RATE=100000 cargo bench --bench latency
 //! PLANTFLOW_LAT_MQTT=0 cargo bench --bench latency   # without the MQTT sink
-//! PLANTFLOW_LAT_MQTT_EXTRA='payload = "array"' cargo bench --bench latency   # extra keys of the MQTT sink
+//! PLANTFLOW_LAT_PAYLOAD=row cargo bench --bench latency     # one MQTT message per row (default: array)
+//! PLANTFLOW_LAT_MQTT_EXTRA='max_message_bytes = 65536' cargo bench --bench latency   # extra keys of the MQTT sink
 //! ```
 //!
 //! - **Input.** A writer thread appends the workload's `samples.csv` lines to
 //!   a follow file in 2 ms ticks, paced to the rate. It notes the wall time
 //!   at which the rows it has written first move the watermark (max event
 //!   time − 5 s lateness) past each minute boundary: that is the window's close.
-//! - **MQTT.** An `mqtt_publish` sink sends `aggregates` and `actions` to an
+//! - **MQTT.** An `mqtt_publish` sink (`payload = "array"`: one JSON array per
+//!   topic and output batch) sends `aggregates` and `actions` to an
 //!   embedded rumqttd broker; a subscriber in this process stamps each message
-//!   on arrival. An aggregate's latency is arrival − close of its window; an
-//!   action's is arrival − close of the window ending its period (a period
-//!   rule's action counts once its period has closed).
+//!   on arrival and keeps its payload, parsed after the run (parsing a 256 KiB
+//!   array as it arrives would delay the stamps of the messages behind it). An
+//!   aggregate's latency is arrival − close of its window; an action's is
+//!   arrival − close of the window ending its period (a period rule's action
+//!   counts once its period has closed).
 //! - **Parquet.** The lake rolls by event time every minute (`roll_by =
 //!   "event_time"`); a watcher lists the aggregates directory every 2 ms and
 //!   reads each new committed file's window ends. A window's latency is the
@@ -144,7 +148,9 @@ url = "mqtt://127.0.0.1:{port}"
 topic = "bench/{{table}}"
 tables = ["aggregates", "actions"]
 qos = 1
-"#
+payload = "{payload}"
+"#,
+            payload = std::env::var("PLANTFLOW_LAT_PAYLOAD").unwrap_or_else(|_| "array".into()),
         ));
         if let Ok(extra) = std::env::var("PLANTFLOW_LAT_MQTT_EXTRA") {
             text.push_str(&extra.replace("\\n", "\n"));
@@ -178,15 +184,17 @@ fn main() {
     let mqtt = env_or("PLANTFLOW_LAT_MQTT", 1) == 1;
     let config = dataflow(&input, &follow, &out, mqtt.then_some(broker.v5_port));
 
-    // MQTT subscriber: (arrival, table, window_end).
-    let arrivals: Arc<Mutex<Vec<(Instant, bool, i64)>>> = Arc::default();
+    // MQTT subscriber: stamps each message as it arrives and keeps its payload;
+    // parsing waits until the run is over, so a large message being parsed never
+    // delays the stamp of the next one.
+    let received: Arc<Mutex<Vec<(Instant, bool, bytes::Bytes)>>> = Arc::default();
     {
         let mut o = MqttOptions::new("latency-bench", "127.0.0.1", broker.v4_port);
         o.set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut conn) = Client::new(o, 1000);
         client.subscribe("bench/#", QoS::AtLeastOnce).unwrap();
-        let arrivals = arrivals.clone();
+        let received = received.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _keep = client;
@@ -197,25 +205,8 @@ fn main() {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let now = Instant::now();
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&p.payload).unwrap_or_default();
                         let is_action = p.topic.ends_with("/actions");
-                        // Aggregates name their window; a period rule's action its period.
-                        let end = |v: &serde_json::Value| {
-                            v["window_end"]
-                                .as_i64()
-                                .or_else(|| v["period_end"].as_i64())
-                                .unwrap_or(0)
-                        };
-                        // `payload = "array"`: every row of the message arrived now.
-                        let rows = match &v {
-                            serde_json::Value::Array(rows) => rows.iter().collect(),
-                            one => vec![one],
-                        };
-                        let mut a = arrivals.lock().unwrap();
-                        for r in rows {
-                            a.push((now, is_action, end(r)));
-                        }
+                        received.lock().unwrap().push((now, is_action, p.payload));
                     }
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -396,7 +387,25 @@ fn main() {
     // whose start is before the first full minute of input.
     let first_full = closes.keys().next().copied().unwrap_or(0) + WINDOW_MS;
     let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1e3;
-    let arrivals = arrivals.lock().unwrap().clone();
+    // (arrival, is action, window or period end) per row: `payload = "array"`
+    // rows all arrived with their message.
+    let mut arrivals: Vec<(Instant, bool, i64)> = Vec::new();
+    for (now, is_action, payload) in received.lock().unwrap().iter() {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        // Aggregates name their window; a period rule's action its period.
+        let end = |v: &serde_json::Value| {
+            v["window_end"]
+                .as_i64()
+                .or_else(|| v["period_end"].as_i64())
+                .unwrap_or(0)
+        };
+        match &v {
+            serde_json::Value::Array(rows) => {
+                arrivals.extend(rows.iter().map(|r| (*now, *is_action, end(r))))
+            }
+            one => arrivals.push((*now, *is_action, end(one))),
+        }
+    }
     if trace {
         // Arrivals on the wall clock the trace and closes.log use.
         let (inst0, wall0) = (Instant::now(), std::time::SystemTime::now());

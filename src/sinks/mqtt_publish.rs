@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 use super::SinkBatch;
 use crate::sources::mqtt::conn::{Conn, ConnPlan, Incoming};
 use crate::sources::mqtt::topic::TagTemplate;
@@ -74,8 +72,33 @@ fn ms_string(ms: i64) -> Option<String> {
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-fn ms_text(ms: i64) -> Value {
-    ms_string(ms).map(Value::String).unwrap_or(Value::Null)
+/// One message of an actions, outcomes or billing row: the row's own fields
+/// and `table`, `dataflow`, `revision` (and, for actions, RFC 3339 copies of
+/// the period start and status time), serialised straight from the row.
+#[derive(serde::Serialize)]
+struct RowMessage<'a, R: serde::Serialize> {
+    #[serde(flatten)]
+    row: &'a R,
+    table: &'static str,
+    dataflow: &'a str,
+    revision: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period_start_time: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_time: Option<Option<String>>,
+}
+
+impl<'a, R: serde::Serialize> RowMessage<'a, R> {
+    fn new(table: &'static str, dataflow: &'a str, revision: i64, row: &'a R) -> Self {
+        RowMessage {
+            row,
+            table,
+            dataflow,
+            revision,
+            period_start_time: None,
+            status_time: None,
+        }
+    }
 }
 
 /// One `aggregates` message: the window's fields, its context, the metrics
@@ -202,15 +225,10 @@ fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl
             topic
         }
     };
-    let mut emit = |table: &str, mut v: Value, fields: &[(&str, &str)], revision: i64| {
-        if let Value::Object(m) = &mut v {
-            m.insert("table".into(), json!(table));
-            m.insert("dataflow".into(), json!(dataflow));
-            m.insert("revision".into(), json!(revision));
-        }
+    let mut emit = |table: &str, payload: Vec<u8>, fields: &[(&str, &str)]| {
         out(Outgoing {
             topic: topic_of(table, fields),
-            payload: serde_json::to_vec(&v).unwrap_or_default(),
+            payload,
         });
     };
     match batch {
@@ -251,48 +269,52 @@ fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl
         }
         SinkBatch::Actions(rows) if want("actions") => {
             for (a, rev) in rows {
-                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                if let Value::Object(m) = &mut v {
-                    m.insert("period_start_time".into(), ms_text(a.period_start));
-                    m.insert("status_time".into(), ms_text(a.status_at));
-                }
+                let msg = RowMessage {
+                    period_start_time: Some(ms_string(a.period_start)),
+                    status_time: Some(ms_string(a.status_at)),
+                    ..RowMessage::new("actions", dataflow, *rev, a)
+                };
+                let fields = [
+                    ("site", a.site.as_str()),
+                    ("line", &a.line),
+                    ("asset", &a.asset),
+                    ("rule", &a.rule),
+                    ("owner", &a.owner),
+                    ("action_id", &a.action_id),
+                    ("status", &a.status),
+                ];
                 emit(
                     "actions",
-                    v,
-                    &[
-                        ("site", &a.site),
-                        ("line", &a.line),
-                        ("asset", &a.asset),
-                        ("rule", &a.rule),
-                        ("owner", &a.owner),
-                        ("action_id", &a.action_id),
-                        ("status", &a.status),
-                    ],
-                    *rev,
+                    serde_json::to_vec(&msg).unwrap_or_default(),
+                    &fields,
                 );
             }
         }
         SinkBatch::Outcomes(rows) if want("outcomes") => {
             for (o, rev) in rows {
-                let v = serde_json::to_value(o).unwrap_or(Value::Null);
+                let fields = [
+                    ("site", o.site.as_str()),
+                    ("asset", &o.asset),
+                    ("rule", &o.rule),
+                    ("action_id", &o.action_id),
+                    ("status", &o.verdict),
+                ];
                 emit(
                     "outcomes",
-                    v,
-                    &[
-                        ("site", &o.site),
-                        ("asset", &o.asset),
-                        ("rule", &o.rule),
-                        ("action_id", &o.action_id),
-                        ("status", &o.verdict),
-                    ],
-                    *rev,
+                    serde_json::to_vec(&RowMessage::new("outcomes", dataflow, *rev, o))
+                        .unwrap_or_default(),
+                    &fields,
                 );
             }
         }
         SinkBatch::Billing(rows) if want("billing") => {
             for (b, rev) in rows {
-                let v = serde_json::to_value(b).unwrap_or(Value::Null);
-                emit("billing", v, &[("site", &b.site)], *rev);
+                emit(
+                    "billing",
+                    serde_json::to_vec(&RowMessage::new("billing", dataflow, *rev, b))
+                        .unwrap_or_default(),
+                    &[("site", &b.site)],
+                );
             }
         }
         _ => {}
@@ -405,6 +427,7 @@ mod tests {
 
     use super::*;
     use crate::model::{AssetRow, Enriched, Scalar, WindowAgg, F64};
+    use serde_json::Value;
 
     #[test]
     fn urgent_messages_overtake_queued_aggregates_and_nothing_is_lost() {
@@ -521,6 +544,49 @@ mod tests {
         let mut actions_only = p.clone();
         actions_only.tables = vec!["actions".into()];
         assert!(messages(&actions_only, "x", &batch).is_empty());
+    }
+
+    #[test]
+    fn action_messages_carry_the_row_and_rfc3339_times() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{owner}/{status}\"\ntables = [\"actions\"]\n",
+        )
+        .expect("valid dataflow");
+        let row = crate::model::ActionRow {
+            action_id: "a1".into(),
+            rule: "idle".into(),
+            site: "s".into(),
+            line: "l".into(),
+            asset: "m1".into(),
+            owner: "operations".into(),
+            action_type: "operational_change".into(),
+            value_category: "energy_cost".into(),
+            value: F64(2.5),
+            severity: "low".into(),
+            // 2026-01-05T00:00:00Z and 01:00:30.250Z, by hand: 1,767,225,600 s is 2026-01-01.
+            period_start: 1_767_571_200_000,
+            period_end: 1_767_574_800_000,
+            status: "open".into(),
+            evidence: "{\"findings\":1}".into(),
+            category: "energy".into(),
+            findings: 1,
+            status_at: 1_767_574_830_250,
+            status_by: "plantflow".into(),
+            status_note: String::new(),
+        };
+        let out = messages(&plan.publish[0], "df", &SinkBatch::Actions(vec![(row, 3)]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "p/actions/operations/open");
+        let v: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 19 + 5, "{keys:?}");
+        assert_eq!(v["table"], "actions");
+        assert_eq!(v["dataflow"], "df");
+        assert_eq!(v["revision"], 3);
+        assert_eq!(v["value"], 2.5);
+        assert_eq!(v["evidence"], "{\"findings\":1}");
+        assert_eq!(v["period_start_time"], "2026-01-05T00:00:00.000Z");
+        assert_eq!(v["status_time"], "2026-01-05T01:00:30.250Z");
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! ignored, so a 30-day baseline or a monthly bill does not need 30 days of
 //! windows in memory, while corrections inside the retention still apply.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// Fx hashing: the keys are our own ids and groups (no untrusted collision
+// risk worth SipHash), and the value layer hashes them on every replay.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -155,24 +159,24 @@ impl ValueLayer {
             aging,
             now: i64::MIN,
             data_end: i64::MIN,
-            findings: HashMap::new(),
-            sticky: HashSet::new(),
-            updates_by_id: HashMap::new(),
+            findings: HashMap::default(),
+            sticky: HashSet::default(),
+            updates_by_id: HashMap::default(),
             unmatched: Vec::new(),
-            id_group: HashMap::new(),
-            group_ids: HashMap::new(),
-            group_counts: HashMap::new(),
-            dead_seq: HashSet::new(),
-            actions: HashMap::new(),
-            outcomes: HashMap::new(),
-            energy: HashMap::new(),
-            production: HashMap::new(),
-            demand: HashMap::new(),
-            bills: HashMap::new(),
-            touched: HashSet::new(),
+            id_group: HashMap::default(),
+            group_ids: HashMap::default(),
+            group_counts: HashMap::default(),
+            dead_seq: HashSet::default(),
+            actions: HashMap::default(),
+            outcomes: HashMap::default(),
+            energy: HashMap::default(),
+            production: HashMap::default(),
+            demand: HashMap::default(),
+            bills: HashMap::default(),
+            touched: HashSet::default(),
             closing: BTreeMap::new(),
-            touched_intervals: HashSet::new(),
-            touched_bills: HashSet::new(),
+            touched_intervals: HashSet::default(),
+            touched_bills: HashSet::default(),
             rejected_total: 0,
             update_seq: 0,
             ended: false,
@@ -435,25 +439,21 @@ impl ValueLayer {
         // At the end of input every open period closes, as windows do.
         let live = rule.kind == RuleKind::DemandPeak || self.ended;
         let now = self.now;
-        let findings: Vec<Finding> = self
-            .findings
-            .get(g)
-            .map(|m| {
-                m.values()
-                    .filter(|f| live || f.period_end <= now)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let findings = self.findings.get(g).into_iter().flat_map(|m| m.values());
         let r = replay_group(
             &self.plan.name,
             (rule, &plan.routing),
             &g.1,
-            &findings,
+            findings.filter(|f| live || f.period_end <= now),
             &self.updates_by_id,
         );
-        self.group_counts
-            .insert(g.clone(), (r.suppressed_maintenance, r.suppressed_cooldown));
+        let counts = (r.suppressed_maintenance, r.suppressed_cooldown);
+        match self.group_counts.get_mut(g) {
+            Some(c) => *c = counts,
+            None => {
+                self.group_counts.insert(g.clone(), counts);
+            }
+        }
         for (u, reason) in r.rejected {
             if self.dead_seq.insert(u.seq) {
                 self.rejected_total += 1;
@@ -490,11 +490,14 @@ impl ValueLayer {
                 }
             }
             ids.push(a.row.action_id.clone());
-            self.id_group.insert(a.row.action_id.clone(), g.clone());
+            if !self.id_group.contains_key(&a.row.action_id) {
+                self.id_group.insert(a.row.action_id.clone(), g.clone());
+            }
             self.emit_action(a, out);
         }
         // Actions whose findings were all corrected away.
-        for old in self.group_ids.get(g).cloned().unwrap_or_default() {
+        let previous = self.group_ids.remove(g).unwrap_or_default();
+        for old in previous {
             if ids.contains(&old) {
                 continue;
             }
@@ -516,35 +519,37 @@ impl ValueLayer {
     }
 
     fn emit_action(&mut self, a: ReplayedAction, out: &mut ValueOut) {
-        let id = a.row.action_id.clone();
-        let entry = self.actions.entry(id);
-        let (e, seen) = match entry {
+        let ReplayedAction {
+            row, transitions, ..
+        } = a;
+        let mut transitions = transitions.into_iter();
+        let (e, seen) = match self.actions.entry(row.action_id.clone()) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let first = a
-                    .transitions
-                    .first()
-                    .map(|t| t.1.clone())
-                    .unwrap_or_else(|| a.row.clone());
-                out.actions.push((first.clone(), 0));
-                let mut seen = HashSet::new();
+                // A new action: its first version is its first transition.
+                let first = transitions
+                    .next()
+                    .map(|t| t.1)
+                    .unwrap_or_else(|| row.clone());
+                let mut seen = HashSet::default();
                 seen.insert(first.status.clone());
+                out.actions.push((first.clone(), 0));
                 v.insert((Emitted { row: first, rev: 0 }, seen))
             }
         };
-        for (status, snap) in &a.transitions {
-            if !seen.contains(status) {
-                seen.insert(status.clone());
+        for (status, snap) in transitions {
+            if !seen.contains(&status) {
                 e.rev += 1;
-                e.row = snap.clone();
                 out.actions.push((snap.clone(), e.rev));
+                e.row = snap;
+                seen.insert(status);
             }
         }
-        if e.row != a.row {
-            seen.insert(a.row.status.clone());
+        if e.row != row {
+            seen.insert(row.status.clone());
             e.rev += 1;
-            e.row = a.row.clone();
-            out.actions.push((a.row, e.rev));
+            out.actions.push((row.clone(), e.rev));
+            e.row = row;
         }
     }
 
