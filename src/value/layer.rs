@@ -523,19 +523,22 @@ impl ValueLayer {
             row, transitions, ..
         } = a;
         let mut transitions = transitions.into_iter();
-        let (e, seen) = match self.actions.entry(row.action_id.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                // A new action: its first version is its first transition.
-                let first = transitions
-                    .next()
-                    .map(|t| t.1)
-                    .unwrap_or_else(|| row.clone());
-                let mut seen = HashSet::default();
-                seen.insert(first.status.clone());
-                out.actions.push((first.clone(), 0));
-                v.insert((Emitted { row: first, rev: 0 }, seen))
-            }
+        if !self.actions.contains_key(&row.action_id) {
+            // A new action: its first version is its first transition.
+            let first = transitions
+                .next()
+                .map(|t| t.1)
+                .unwrap_or_else(|| row.clone());
+            let mut seen = HashSet::default();
+            seen.insert(first.status.clone());
+            out.actions.push((first.clone(), 0));
+            self.actions.insert(
+                row.action_id.clone(),
+                (Emitted { row: first, rev: 0 }, seen),
+            );
+        }
+        let Some((e, seen)) = self.actions.get_mut(&row.action_id) else {
+            return;
         };
         for (status, snap) in transitions {
             if !seen.contains(&status) {

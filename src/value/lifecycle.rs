@@ -140,13 +140,24 @@ fn closed(status: &str) -> bool {
     !matches!(status, "open" | "acknowledged")
 }
 
+/// One entry of an action's evidence `history` (keys in alphabetical order,
+/// as the evidence object lists them).
+#[derive(serde::Serialize)]
+struct HistoryEntry {
+    at: i64,
+    by: String,
+    note: String,
+    status: String,
+}
+
 struct Building {
     a: ReplayedAction,
     values: Vec<f64>,
-    totals: serde_json::Map<String, serde_json::Value>,
+    /// Measure sums by name (sorted, as the evidence lists them).
+    totals: std::collections::BTreeMap<String, f64>,
     windows: i64,
     last_measures: serde_json::Value,
-    history: Vec<serde_json::Value>,
+    history: Vec<HistoryEntry>,
     closed_at: Option<i64>,
     /// Whether `a.row.evidence` still describes the current state (it was
     /// written by the last snapshot and nothing it reads changed since).
@@ -173,9 +184,9 @@ impl Building {
             condition: &'a str,
             findings: usize,
             group: std::collections::BTreeMap<&'a str, &'a str>,
-            history: &'a [serde_json::Value],
+            history: &'a [HistoryEntry],
             measures: &'a serde_json::Value,
-            totals: &'a serde_json::Map<String, serde_json::Value>,
+            totals: &'a std::collections::BTreeMap<String, f64>,
             windows: i64,
         }
         let e = Evidence {
@@ -201,8 +212,12 @@ impl Building {
         self.a.row.status_at = at;
         self.a.row.status_by = by.to_string();
         self.a.row.status_note = note.to_string();
-        self.history
-            .push(serde_json::json!({"status": status, "at": at, "by": by, "note": note}));
+        self.history.push(HistoryEntry {
+            at,
+            by: by.to_string(),
+            note: note.to_string(),
+            status: status.to_string(),
+        });
         self.evidence_current = false;
     }
 
@@ -318,7 +333,7 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                     kind: f.kind.clone(),
                 },
                 values: Vec::new(),
-                totals: serde_json::Map::new(),
+                totals: Default::default(),
                 windows: 0,
                 last_measures: serde_json::Value::Null,
                 history: Vec::new(),
@@ -339,8 +354,13 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
         if let Some(obj) = m.as_object() {
             for (k, v) in obj {
                 let x = v.as_f64().unwrap_or(0.0);
-                let t = b.totals.entry(k.clone()).or_insert(serde_json::json!(0.0));
-                *t = serde_json::json!(t.as_f64().unwrap_or(0.0) + x);
+                match b.totals.get_mut(k) {
+                    Some(t) => *t += x,
+                    None => {
+                        // `0.0 + x`, as a running sum from zero gives (never -0.0).
+                        b.totals.insert(k.clone(), 0.0 + x);
+                    }
+                }
             }
         }
         b.last_measures = m;
