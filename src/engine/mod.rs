@@ -334,8 +334,10 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 value::value_op(
                     value_in,
                     layer,
-                    move |out, layer| {
-                        stats.set_value_counters(layer.counters());
+                    move |out, counters| {
+                        if let Some(c) = counters {
+                            stats.set_value_counters(c);
+                        }
                         if let Some(tx) = &tx_val {
                             if !out.actions.is_empty() {
                                 let _ = tx.send(SinkBatch::Actions(out.actions));

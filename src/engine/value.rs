@@ -12,17 +12,18 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
-use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
+use crate::value::layer::{ValueCounters, ValueIn, ValueLayer, ValueOut};
 
 /// Runs `layer` on worker 0 over `stream`; `emit` receives each step's
-/// output, `progress` the operator's frontier after it (see [`super::output::revisions`]).
+/// output (in parts, for a step with many actions: the counters come with
+/// the last), `progress` the operator's frontier after it (see [`super::output::revisions`]).
 pub fn value_op<'s, F, P>(
     stream: Stream<'s, u64, Vec<(ValueIn, u64, isize)>>,
     mut layer: ValueLayer,
     mut emit: F,
     mut progress: P,
 ) where
-    F: FnMut(ValueOut, &ValueLayer) + 'static,
+    F: FnMut(ValueOut, Option<ValueCounters>) + 'static,
     P: FnMut(u64) + 'static,
 {
     let mut reported = 0u64;
@@ -46,11 +47,16 @@ pub fn value_op<'s, F, P>(
                 layer.apply(d, t as i64, r);
             }
             let now = t as i64 - 1;
-            let out = layer.step(now.max(last.unwrap_or(i64::MIN)), false);
+            let mut parted = false;
+            let out = layer.step(now.max(last.unwrap_or(i64::MIN)), false, &mut |p| {
+                tracing::trace!(target: "plantflow::latency", epoch = t, n = p.actions.len(), "value part");
+                parted = true;
+                emit(p, None)
+            });
             tracing::trace!(target: "plantflow::latency", epoch = t, n = out.actions.len(), "value stepped");
             last = Some(now.max(last.unwrap_or(i64::MIN)));
-            if !out.is_empty() {
-                emit(out, &layer);
+            if parted || !out.is_empty() {
+                emit(out, Some(layer.counters()));
             }
         }
         if ended {
@@ -63,12 +69,17 @@ pub fn value_op<'s, F, P>(
             None => (last.unwrap_or(i64::MIN), true),
         };
         if end || last.is_none_or(|l| now > l) {
-            let out = layer.step(now, end);
+            let mut parted = false;
+            let out = layer.step(now, end, &mut |p| {
+                tracing::trace!(target: "plantflow::latency", epoch = now, n = p.actions.len(), "value part");
+                parted = true;
+                emit(p, None)
+            });
             tracing::trace!(target: "plantflow::latency", epoch = now, n = out.actions.len(), "value frontier stepped");
             last = Some(now);
             ended = end;
-            if !out.is_empty() {
-                emit(out, &layer);
+            if parted || !out.is_empty() {
+                emit(out, Some(layer.counters()));
             }
         }
         super::output::report_progress(frontier, &mut reported, &mut progress);

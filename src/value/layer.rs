@@ -120,6 +120,9 @@ impl Aging {
     }
 }
 
+/// How many action versions a step collects before it hands them out.
+const PART_ACTIONS: usize = 256;
+
 pub struct ValueLayer {
     plan: Arc<Plan>,
     compiled: Compiled,
@@ -149,6 +152,8 @@ pub struct ValueLayer {
     rejected_total: u64,
     update_seq: u64,
     ended: bool,
+    /// Action versions per part of a step (see [`ValueLayer::step`]).
+    part_actions: usize,
 }
 
 impl ValueLayer {
@@ -180,6 +185,7 @@ impl ValueLayer {
             rejected_total: 0,
             update_seq: 0,
             ended: false,
+            part_actions: PART_ACTIONS,
         }
     }
 
@@ -376,7 +382,12 @@ impl ValueLayer {
     }
 
     /// Processes everything up to the watermark `now` (or the end of input).
-    pub fn step(&mut self, now: i64, end: bool) -> ValueOut {
+    /// Steps to `now`; returns the step's new row versions. A step that
+    /// replays many groups (an hourly close opening hundreds of actions)
+    /// hands its actions to `part` every 256 versions as it goes, so the
+    /// first are published while the rest replay; the order of all versions
+    /// is the same as in one batch.
+    pub fn step(&mut self, now: i64, end: bool, part: &mut dyn FnMut(ValueOut)) -> ValueOut {
         let mut out = ValueOut::default();
         self.now = if end { now.max(self.data_end) } else { now };
         // Periods that closed: their findings are final (until corrected).
@@ -404,6 +415,9 @@ impl ValueLayer {
             let groups: Vec<GroupKey> = self.touched.drain().collect();
             for g in groups {
                 self.replay(&g, &mut out);
+                if out.actions.len() >= self.part_actions {
+                    part(std::mem::take(&mut out));
+                }
             }
             // A replay may have created the id an unmatched update names.
             self.route_updates();
@@ -925,5 +939,80 @@ impl ValueLayer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> ValueLayer {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fixture = root.join("tests/fixtures/workload_v1_small");
+        let out = tempfile::tempdir().unwrap();
+        let env = |k: &str| match k {
+            "INPUT_DIR" => Some(fixture.display().to_string()),
+            "OUT_DIR" => Some(out.path().display().to_string()),
+            _ => None,
+        };
+        let plan = crate::config::load_with_env(&root.join("dataflows/workload_v1.toml"), &env)
+            .expect("workload_v1 loads");
+        let aging = Aging {
+            size_ms: 60_000,
+            period_ms: 3_600_000,
+            retention_ms: 7_200_000,
+        };
+        ValueLayer::new(Arc::new(plan), aging)
+    }
+
+    /// 600 assets with waste in the hour [0, 1 h): one action each when it closes.
+    fn feed(l: &mut ValueLayer) {
+        for i in 0..600 {
+            let asset = format!("m{i}");
+            let f = Finding {
+                rule: 0,
+                group: vec!["s".into(), "l".into(), asset.clone()],
+                period_start: 0,
+                period_end: 3_600_000,
+                value: F64(1.0 + i as f64),
+                windows: 60,
+                in_maintenance: false,
+                measures: format!("{{\"waste_kwh\": {}}}", 5.0 + i as f64),
+                site: "s".into(),
+                line: "l".into(),
+                asset,
+                kind: "compressor".into(),
+            };
+            l.apply(ValueIn::Finding(f), 3_600_000, 1);
+        }
+    }
+
+    #[test]
+    fn a_step_hands_out_its_actions_in_parts_in_one_batchs_order() {
+        let mut whole = layer();
+        whole.part_actions = usize::MAX;
+        feed(&mut whole);
+        let mut no_parts = 0;
+        let one = whole.step(3_600_000, false, &mut |_| no_parts += 1);
+        assert_eq!(no_parts, 0);
+        assert_eq!(one.actions.len(), 600);
+
+        let mut parted = layer();
+        feed(&mut parted);
+        let mut parts = Vec::new();
+        let last = parted.step(3_600_000, false, &mut |p| parts.push(p));
+        let sizes: Vec<usize> = parts.iter().map(|p| p.actions.len()).collect();
+        assert_eq!(sizes, [256, 256], "two full parts");
+        assert_eq!(last.actions.len(), 600 - 512);
+        let joined: Vec<(ActionRow, i64)> = parts
+            .into_iter()
+            .flat_map(|p| p.actions)
+            .chain(last.actions)
+            .collect();
+        assert_eq!(joined, one.actions);
+        // Nothing new at the next step, parted or not.
+        assert!(parted
+            .step(3_660_000, false, &mut |_| panic!("a part"))
+            .is_empty());
     }
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# State per tag: heap of `plantflow run --workers 1` (workload v1) under
+# valgrind's massif at two tag counts; the difference per extra tag, in total
+# and by the component that allocated it (nearest plantflow/crate frame).
+#
+#   bash benches/state_per_tag.sh                  # 200 and 2000 tags x 3 h, spill_after = 10m
+#   SPILL= bash benches/state_per_tag.sh           # everything in memory
+#   TAGS_A=500 TAGS_B=5000 SECONDS_=7200 bash benches/state_per_tag.sh
+#
+# Needs valgrind and python3; builds the release binary. Takes a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${TAGS_A:-200}
+B=${TAGS_B:-2000}
+SECS=${SECONDS_:-10800}
+SPILL=${SPILL-10m}
+work=target/bench-data/state-per-tag
+mkdir -p "$work"
+cargo build --release --quiet
+bin=target/release/plantflow
+flow="$work/flow.toml"
+if [ -n "$SPILL" ]; then
+  sed "s|retention = \"2h\"|retention = \"2h\"\nspill_after = \"$SPILL\"\nstate_dir = \"$work/state\"|" \
+    dataflows/workload_v1.toml > "$flow"
+else
+  cp dataflows/workload_v1.toml "$flow"
+fi
+for t in "$A" "$B"; do
+  in="$work/w-$t-$SECS"
+  [ -f "$in/samples.csv" ] || "$bin" gen workload --tags "$t" --seconds "$SECS" --out "$in" > /dev/null
+  rm -rf "$work/out"
+  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
+    --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
+done
+python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" <<'EOF'
+import collections, re, sys
+
+CRATE = re.compile(r'(plantflow::[\w:]+|parquet::\w+|timely::\w+|differential_dataflow::\w+'
+                   r'|zstd\w*|arrow\w*::\w+|rumqtt\w*|tokio::\w+|serde_json)')
+
+def load(path):
+    """Snapshots (fraction of run, heap + massif extra) and, for detailed ones,
+    bytes by the nearest named frame."""
+    lines = open(path).read().split('\n')
+    snaps, i = [], 0
+    def tree(i, depth, owner, attr):
+        m = re.match(r'\s*n(\d+): (\d+) (.*)', lines[i])
+        n, b, fn = int(m.group(1)), int(m.group(2)), m.group(3)
+        if owner is None and depth > 0:
+            c = CRATE.search(fn)
+            owner = c.group(1) if c else None
+        i += 1
+        below = 0
+        for _ in range(n):
+            i, cb = tree(i, depth + 1, owner, attr)
+            below += cb
+        if b > below:
+            attr[owner or 'other'] += b - below
+        return i, b
+    while i < len(lines):
+        l = lines[i]
+        if l.startswith('snapshot='):
+            snaps.append({})
+        elif l.startswith('time='):
+            snaps[-1]['t'] = int(l[5:])
+        elif l.startswith('mem_heap_B='):
+            snaps[-1]['h'] = int(l[11:])
+        elif l.startswith('mem_heap_extra_B='):
+            snaps[-1]['h'] += int(l[17:])
+        elif l.startswith('heap_tree=detailed'):
+            attr = collections.Counter()
+            i, _ = tree(i + 1, 0, None, attr)
+            snaps[-1]['attr'] = attr
+            continue
+        i += 1
+    end = max(s['t'] for s in snaps)
+    for s in snaps:
+        s['f'] = s['t'] / end
+    return snaps
+
+a, b = load(sys.argv[1]), load(sys.argv[2])
+ta, tb, spill = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+extra = tb - ta
+print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {spill}")
+for lo, hi in [(0.4, 0.7), (0.7, 0.95)]:
+    ha = [s['h'] for s in a if lo <= s['f'] < hi]
+    hb = [s['h'] for s in b if lo <= s['f'] < hi]
+    ma, mb = sum(ha) / len(ha), sum(hb) / len(hb)
+    print(f"  heap at {lo:.0%}-{hi:.0%} of the run: {ma / 2**20:6.1f} vs {mb / 2**20:6.1f} MiB"
+          f" -> {(mb - ma) / extra:7.0f} B per extra tag")
+def by(snaps):
+    det = [s for s in snaps if 'attr' in s and s['f'] >= 0.4]
+    tot = collections.Counter()
+    for s in det:
+        for k, v in s['attr'].items():
+            tot[k] += v / len(det)
+    return tot
+ca, cb = by(a), by(b)
+print("  by component (detailed snapshots past 40 % of the run), B per extra tag:")
+for k in sorted(set(ca) | set(cb), key=lambda k: ca[k] - cb[k])[:12]:
+    print(f"    {(cb[k] - ca[k]) / extra:7.0f}  {k}")
+EOF
