@@ -463,9 +463,9 @@ fn main() {
         "{:<34} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "window close -> visible (ms)", "n", "min", "p50", "p90", "p99", "max"
     );
-    report("MQTT aggregates, per message", agg_msgs);
+    report("MQTT aggregates, per row", agg_msgs);
     report("MQTT aggregates, whole window", agg_windows);
-    report("MQTT actions, per message", actions);
+    report("MQTT actions, per row", actions);
     report("Parquet aggregates, whole window", pq);
     println!("({at_shutdown} action messages of periods still open when the input stopped came at shutdown; not counted)");
 }
