@@ -215,6 +215,11 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                     if pq_tx.send(batch.clone()).is_err() {
                         break;
                     }
+                    // Progress markers are for the Parquet writer's rolls only
+                    // (hundreds a second in a live run): no encoder needs them.
+                    if matches!(*batch, crate::sinks::SinkBatch::Progress { .. }) {
+                        continue;
+                    }
                     if crate::sinks::mqtt_publish::is_urgent(&batch) {
                         let _ = urgent_enc_tx.send(batch);
                     } else {
