@@ -46,18 +46,9 @@ pub fn value_op<'s, F, P>(
             for (d, r) in updates {
                 layer.apply(d, t as i64, r);
             }
-            let now = t as i64 - 1;
-            let mut parted = false;
-            let out = layer.step(now.max(last.unwrap_or(i64::MIN)), false, &mut |p| {
-                tracing::trace!(target: "plantflow::latency", epoch = t, n = p.actions.len(), "value part");
-                parted = true;
-                emit(p, None)
-            });
-            tracing::trace!(target: "plantflow::latency", epoch = t, n = out.actions.len(), "value stepped");
-            last = Some(now.max(last.unwrap_or(i64::MIN)));
-            if parted || !out.is_empty() {
-                emit(out, Some(layer.counters()));
-            }
+            let now = (t as i64 - 1).max(last.unwrap_or(i64::MIN));
+            step_and_emit(&mut layer, now, false, &mut emit);
+            last = Some(now);
         }
         if ended {
             super::output::report_progress(frontier, &mut reported, &mut progress);
@@ -69,19 +60,28 @@ pub fn value_op<'s, F, P>(
             None => (last.unwrap_or(i64::MIN), true),
         };
         if end || last.is_none_or(|l| now > l) {
-            let mut parted = false;
-            let out = layer.step(now, end, &mut |p| {
-                tracing::trace!(target: "plantflow::latency", epoch = now, n = p.actions.len(), "value part");
-                parted = true;
-                emit(p, None)
-            });
-            tracing::trace!(target: "plantflow::latency", epoch = now, n = out.actions.len(), "value frontier stepped");
+            step_and_emit(&mut layer, now, end, &mut emit);
             last = Some(now);
             ended = end;
-            if parted || !out.is_empty() {
-                emit(out, Some(layer.counters()));
-            }
         }
         super::output::report_progress(frontier, &mut reported, &mut progress);
     });
+}
+
+/// Steps `layer` to `now` and hands its output to `emit`: the parts of a
+/// large step as they come, then the rest with the layer's counters.
+fn step_and_emit<F>(layer: &mut ValueLayer, now: i64, end: bool, emit: &mut F)
+where
+    F: FnMut(ValueOut, Option<ValueCounters>),
+{
+    let mut parted = false;
+    let out = layer.step(now, end, &mut |p| {
+        tracing::trace!(target: "plantflow::latency", epoch = now, n = p.actions.len(), "value part");
+        parted = true;
+        emit(p, None)
+    });
+    tracing::trace!(target: "plantflow::latency", epoch = now, n = out.actions.len(), "value stepped");
+    if parted || !out.is_empty() {
+        emit(out, Some(layer.counters()));
+    }
 }
