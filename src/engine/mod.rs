@@ -3,7 +3,7 @@
 //! # Dataflow
 //! ```text
 //! samples (partitioned by tag in the bridge) ──► window (timely op) ─► enriched windows (+ derived metrics) ─► aggregates sink
-//! context: assets, tariff, production, maintenance ─(broadcast)─┘      ├► rules: reduce per (rule, group, period) ─► findings ─┐
+//! context: assets, tariff, production, maintenance ─(broadcast)─┘      ├► rules: fold per (rule, group, period) ─► findings ───┐
 //!                                                                      └► energy per window (billing, verification) ────────┤
 //!   production runs, status updates ─────────────────────────────────────────────────────────────────────────────────┤
 //!                                      value layer on worker 0: actions, outcomes, bills ◄────────────────────────────┘
@@ -12,7 +12,7 @@
 //! its worker's copy of the context tables ([`context::Context`]) as it emits
 //! it; a context change retracts and re-emits the retained windows it alters.
 //! The output is a differential collection, so everything downstream (sinks
-//! with revisions, the findings reduce) sees corrections as updates.
+//! with revisions, the rules fold) sees corrections as updates.
 //! Context tables are differential inputs fed by worker 0; every other input
 //! only advances. Sinks hand finished rows to the Parquet writer over a
 //! channel: no worker does file I/O.
@@ -25,6 +25,7 @@
 pub mod bridge;
 pub mod context;
 pub mod output;
+pub mod rules;
 pub mod spill;
 pub mod value;
 pub mod window;
@@ -274,16 +275,10 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     });
 
                 let c2 = compiled.clone();
-                let c3 = compiled.clone();
-                let findings = enriched
-                    .clone()
-                    .flat_map(move |e| c2.contributions(&e))
-                    .reduce(move |key, inputs, out| {
-                        if let Some(f) = c3.finding(key, inputs) {
-                            out.push((f, 1isize));
-                        }
-                    })
-                    .map(|(_, f)| ValueIn::Finding(f));
+                let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));
+                let findings = rules::findings(contributions.inner, compiled.clone())
+                    .as_collection()
+                    .map(ValueIn::Finding);
                 let c4 = compiled.clone();
                 let value_in = if compiled.has_energy() {
                     findings.concat(enriched.clone().flat_map(move |e| c4.energy(&e)))

@@ -1,0 +1,114 @@
+//! `rules`: findings from enriched windows, one running aggregate per
+//! `(rule, group, period)`.
+//!
+//! Each enriched window update contributes to the groups of the rules whose
+//! filter it passes ([`Compiled::contributions`]). The contributions are
+//! exchanged by group, so a group lives on one worker, and folded into a
+//! [`GroupAcc`] once their time is complete: the operator emits, per changed
+//! group, the retraction of the finding it had and the finding it has now
+//! (`(old, −1), (new, +1)`), so its output is a collection like the
+//! differential `reduce` it replaces, with corrections as updates.
+//!
+//! Why not `reduce`: a reduce keeps every contribution (one per window and
+//! rule, for the whole retention) in its input arrangement and every finding
+//! in its output arrangement. A group's aggregate is a handful of numbers, so
+//! this operator keeps those and nothing per window: its state is one
+//! accumulator per live `(rule, group, period)`, keyed by an interned group
+//! id. An accumulator leaves when its last window is retracted (when the
+//! windows age out), exactly as the reduce's keys did.
+
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHasher};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::output::TimeBuffer;
+use crate::model::Finding;
+use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
+
+fn key_hash(k: &RuleKey) -> u64 {
+    let mut h = FxHasher::default();
+    k.hash(&mut h);
+    h.finish()
+}
+
+/// Folds `contributions` into findings (see the module docs).
+pub fn findings<'s>(
+    contributions: Stream<'s, u64, Vec<((RuleKey, RuleInput), u64, isize)>>,
+    compiled: Rc<Compiled>,
+) -> Stream<'s, u64, Vec<(Finding, u64, isize)>> {
+    let exchange = Exchange::new(|u: &((RuleKey, RuleInput), u64, isize)| key_hash(&(u.0).0));
+    contributions.unary_frontier::<CapacityContainerBuilder<Vec<(Finding, u64, isize)>>, _, _, _>(
+        exchange,
+        "rules",
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut pending = TimeBuffer::default();
+            // Groups by interned id; accumulators by (rule, group id, period start).
+            let mut ids: FxHashMap<Arc<[String]>, u32> = FxHashMap::default();
+            let mut groups: Vec<Arc<[String]>> = Vec::new();
+            let mut accs: FxHashMap<(u32, u32, i64), GroupAcc> = FxHashMap::default();
+            let mut out: Vec<(Finding, u64, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|_stamp, data| {
+                    for batch in data {
+                        pending.extend(batch.drain(..));
+                    }
+                });
+                let Some(c) = cap.as_mut() else { return };
+                while let Some((t, updates)) = pending.pop_complete(frontier) {
+                    // Consolidated updates come sorted by key: one group at a time.
+                    let mut i = 0;
+                    while i < updates.len() {
+                        let ((rule, group, period), _) = &updates[i].0;
+                        let mut j = i;
+                        while j < updates.len() && (updates[j].0).0 == (updates[i].0).0 {
+                            j += 1;
+                        }
+                        let gid = match ids.get(group) {
+                            Some(id) => *id,
+                            None => {
+                                let id = groups.len() as u32;
+                                groups.push(group.clone());
+                                ids.insert(group.clone(), id);
+                                id
+                            }
+                        };
+                        let key = (*rule, gid, *period);
+                        let acc = accs.entry(key).or_insert_with(|| compiled.group_acc(*rule));
+                        let old = compiled.finding(*rule, group, *period, acc);
+                        for ((_, input), diff) in &updates[i..j] {
+                            compiled.accumulate(*rule, acc, input, *diff);
+                        }
+                        let new = compiled.finding(*rule, group, *period, acc);
+                        if acc.is_empty() {
+                            accs.remove(&key);
+                        }
+                        if old != new {
+                            out.extend(old.map(|f| (f, t, -1)));
+                            out.extend(new.map(|f| (f, t, 1)));
+                        }
+                        i = j;
+                    }
+                    if !out.is_empty() {
+                        let at = c.delayed(&t);
+                        output.session(&at).give_iterator(out.drain(..));
+                    }
+                }
+                match frontier.frontier().iter().min() {
+                    Some(f) => {
+                        if *f > *c.time() {
+                            c.downgrade(f);
+                        }
+                    }
+                    None => cap = None,
+                }
+            }
+        },
+    )
+}
