@@ -31,6 +31,9 @@ use super::output::TimeBuffer;
 use crate::model::Finding;
 use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
 
+/// A window's contribution to a rule's group, as a timely update.
+type Contribution = ((RuleKey, RuleInput), u64, isize);
+
 fn key_hash(k: &RuleKey) -> u64 {
     let mut h = FxHasher::default();
     k.hash(&mut h);
@@ -39,10 +42,10 @@ fn key_hash(k: &RuleKey) -> u64 {
 
 /// Folds `contributions` into findings (see the module docs).
 pub fn findings<'s>(
-    contributions: Stream<'s, u64, Vec<((RuleKey, RuleInput), u64, isize)>>,
+    contributions: Stream<'s, u64, Vec<Contribution>>,
     compiled: Rc<Compiled>,
 ) -> Stream<'s, u64, Vec<(Finding, u64, isize)>> {
-    let exchange = Exchange::new(|u: &((RuleKey, RuleInput), u64, isize)| key_hash(&(u.0).0));
+    let exchange = Exchange::new(|u: &Contribution| key_hash(&(u.0).0));
     contributions.unary_frontier::<CapacityContainerBuilder<Vec<(Finding, u64, isize)>>, _, _, _>(
         exchange,
         "rules",

@@ -464,7 +464,11 @@ mod tests {
         assert!((s.value() - 0.4).abs() < 1e-14);
         s.add(0.1, -1);
         s.add(0.3, -1);
-        assert_eq!(s.value().to_bits(), 0.0f64.to_bits(), "back to +0.0 exactly");
+        assert_eq!(
+            s.value().to_bits(),
+            0.0f64.to_bits(),
+            "back to +0.0 exactly"
+        );
         // Non-finite values count apart and leave again.
         s.add(f64::INFINITY, 1);
         s.add(2.5, 1);
@@ -545,7 +549,10 @@ path = "${OUT_DIR}"
     /// A window's inputs: the rule's four measures (all `mean`) and its maintenance flag.
     fn input(mean: f64, maint: bool, a: &Arc<AssetRow>) -> RuleInput {
         let m = F64(mean);
-        (vec![m, m, m, m, F64(if maint { 1.0 } else { 0.0 })], a.clone())
+        (
+            vec![m, m, m, m, F64(if maint { 1.0 } else { 0.0 })],
+            a.clone(),
+        )
     }
 
     fn measures(f: &Finding) -> serde_json::Value {
@@ -567,9 +574,15 @@ path = "${OUT_DIR}"
             (input(7.0, true, &pump), 1),
         ];
         let mut acc = c.group_acc(0);
-        assert!(c.finding(0, &group, 0, &acc).is_none(), "no windows, no finding");
+        assert!(
+            c.finding(0, &group, 0, &acc).is_none(),
+            "no windows, no finding"
+        );
         c.accumulate(0, &mut acc, &ups[0].0, 1);
-        assert!(c.finding(0, &group, 0, &acc).is_none(), "1 window: condition false");
+        assert!(
+            c.finding(0, &group, 0, &acc).is_none(),
+            "1 window: condition false"
+        );
         for (i, d) in &ups[1..] {
             c.accumulate(0, &mut acc, i, *d);
         }
@@ -580,7 +593,11 @@ path = "${OUT_DIR}"
         assert!((m["total"].as_f64().unwrap() - 14.0).abs() < 1e-12);
         assert!((m["avg"].as_f64().unwrap() - 14.0 / 3.0).abs() < 1e-12);
         assert_eq!(m["lo"].as_f64(), Some(2.0));
-        assert_eq!(m["hi"].as_f64(), Some(7.0), "the retracted 11 is gone from max");
+        assert_eq!(
+            m["hi"].as_f64(),
+            Some(7.0),
+            "the retracted 11 is gone from max"
+        );
         assert!(f.in_maintenance, "the corrected window is in maintenance");
         assert_eq!((f.period_start, f.period_end), (0, 3_600_000));
         // Grouped by asset only: kind comes from the least asset row (`a1/aux`).
