@@ -5,6 +5,7 @@
 #
 #   bash benches/state_per_tag.sh                  # 200 and 2000 tags x 3 h, spill_after = 10m
 #   SPILL= bash benches/state_per_tag.sh           # everything in memory
+#   ROLL=processing bash benches/state_per_tag.sh  # files roll on wall-clock time, as configured
 #   TAGS_A=500 TAGS_B=5000 SECONDS_=7200 bash benches/state_per_tag.sh
 #
 # Needs valgrind and python3; builds the release binary. Takes a few minutes.
@@ -19,11 +20,17 @@ mkdir -p "$work"
 cargo build --release --quiet
 bin=target/release/plantflow
 flow="$work/flow.toml"
+# Files roll per minute of event time, as a live node's `roll_interval = "1m"`
+# does (a replay runs hours of event time within one wall-clock minute, so a
+# wall-clock roll would measure one file's growing row group instead of state).
+# ROLL=processing measures the replay as configured.
+ROLL=${ROLL:-event_time}
+cp dataflows/workload_v1.toml "$flow"
+if [ "$ROLL" = event_time ]; then
+  sed -i 's|roll_interval = "1m"|roll_interval = "1m"\nroll_by = "event_time"|' "$flow"
+fi
 if [ -n "$SPILL" ]; then
-  sed "s|retention = \"2h\"|retention = \"2h\"\nspill_after = \"$SPILL\"\nstate_dir = \"$work/state\"|" \
-    dataflows/workload_v1.toml > "$flow"
-else
-  cp dataflows/workload_v1.toml "$flow"
+  sed -i "s|retention = \"2h\"|retention = \"2h\"\nspill_after = \"$SPILL\"\nstate_dir = \"$work/state\"|" "$flow"
 fi
 for t in "$A" "$B"; do
   in="$work/w-$t-$SECS"
@@ -32,7 +39,7 @@ for t in "$A" "$B"; do
   INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
     --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
 done
-python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" <<'EOF'
+python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" <<'EOF'
 import collections, re, sys
 
 CRATE = re.compile(r'(plantflow::[\w:]+|parquet::\w+|timely::\w+|differential_dataflow::\w+'
@@ -79,9 +86,9 @@ def load(path):
     return snaps
 
 a, b = load(sys.argv[1]), load(sys.argv[2])
-ta, tb, spill = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ta, tb, spill, roll = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 extra = tb - ta
-print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {spill}")
+print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {spill}, files roll by {roll}")
 for lo, hi in [(0.4, 0.7), (0.7, 0.95)]:
     ha = [s['h'] for s in a if lo <= s['f'] < hi]
     hb = [s['h'] for s in b if lo <= s['f'] < hi]

@@ -46,6 +46,9 @@ pub struct RunSummary {
     /// Closed windows written to the spill store, and read back from it.
     pub windows_spilled: u64,
     pub windows_restored: u64,
+    /// Actions written to the ledger, and read back from it.
+    pub actions_evicted: u64,
+    pub actions_restored: u64,
     /// Findings suppressed: asset in maintenance / action in cool-down.
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
@@ -441,6 +444,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         corrections: Stats::get(&stats.corrections),
         windows_spilled: Stats::get(&stats.windows_spilled),
         windows_restored: Stats::get(&stats.windows_restored),
+        actions_evicted: Stats::get(&stats.actions_evicted),
+        actions_restored: Stats::get(&stats.actions_restored),
         suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
         suppressed_cooldown: Stats::get(&stats.suppressed_cooldown),
         dead_letters: stats.dead_letters(),
@@ -514,6 +519,12 @@ impl RunSummary {
             "actions        {:>12}  (value at stake {total:.2} {currency})\n",
             open.len()
         ));
+        if self.actions_evicted > 0 {
+            s.push_str(&format!(
+                "  on disk      {:>12}  (actions only a status update can still change, {} read back)\n",
+                self.actions_evicted, self.actions_restored
+            ));
+        }
         let mut by_owner: BTreeMap<(&str, &str), (usize, f64)> = BTreeMap::new();
         for (a, _) in &open {
             let e = by_owner

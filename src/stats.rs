@@ -19,6 +19,9 @@ pub struct Stats {
     /// (for a correction or their expiry).
     pub windows_spilled: AtomicU64,
     pub windows_restored: AtomicU64,
+    /// Actions moved to the ledger on disk, and read back for a status update.
+    pub actions_evicted: AtomicU64,
+    pub actions_restored: AtomicU64,
     /// Findings suppressed because the asset was in maintenance / the action in cool-down.
     pub suppressed_maintenance: AtomicU64,
     pub suppressed_cooldown: AtomicU64,

@@ -631,6 +631,113 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
     assert_eq!(leftovers, 0, "nothing half-written is left");
 }
 
+#[test]
+fn status_updates_reach_actions_kept_on_disk() {
+    use std::io::Read;
+    let input = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let dir = input.path();
+    std::fs::write(
+        dir.join("assets.csv"),
+        "tag,asset,site,line,kind,standby_kw\na/l1/m2/power_kw,a/l1/m2,a,a/l1,motor,1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tariff.csv"),
+        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
+    std::fs::write(dir.join("status.jsonl"), "").unwrap();
+    // An idle motor at 60 kW for 5 h, one sample a minute: every hour wastes
+    // 60 kWh (60 windows of 1 kWh above standby) = 12 EUR at 0.2, one action an hour.
+    let t0: i64 = 1_767_571_200_000; // 2026-01-05 00:00 UTC
+    let h: i64 = 3_600_000;
+    let mut s = String::from("ts,tag,value,quality\n");
+    for i in 0..300 {
+        s.push_str(&format!("{},a/l1/m2/power_kw,60.0,0\n", t0 + i * 60_000));
+    }
+    std::fs::write(dir.join("samples.csv"), s).unwrap();
+    let df = spilling_dataflow(dir, "10m", state.path());
+    let toml = std::fs::read_to_string(&df)
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"");
+    let toml = format!(
+        "{toml}\n[lifecycle]\npath = \"{}\"\n",
+        dir.join("status.jsonl").display()
+    );
+    std::fs::write(&df, toml).unwrap();
+    let mut child = spawn_follow(&df, dir, out.path());
+
+    // Hours 0..3 have closed (the watermark is just short of 5 h). A period
+    // is final 2 h (the retention) after its end, so the value layer has
+    // handed hours 0 and 1 to its ledger on disk by the time hour 3's action
+    // is out: the acknowledgement below must fetch hour 0 back from disk.
+    let first = wait_for("four hourly actions", || {
+        let a = latest_actions(out.path());
+        (a.len() == 4).then_some(a)
+    });
+    for k in 0..4 {
+        let a = &first[&("a/l1/m2".to_string(), t0 + k * h)];
+        assert_eq!((a.status.as_str(), a.revision), ("open", 0));
+        assert_close(a.value, 12.0, "60 kWh at 0.2 EUR");
+    }
+    let id = first[&("a/l1/m2".to_string(), t0)].action_id.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("status.jsonl"))
+        .unwrap();
+    writeln!(
+        f,
+        r#"{{"action_id":"{id}","status":"acknowledged","at":{},"by":"shift lead","note":"on it"}}"#,
+        t0 + 5 * h
+    )
+    .unwrap();
+    drop(f);
+    let acked = wait_for("the acknowledged revision", || {
+        latest_actions(out.path())
+            .remove(&("a/l1/m2".to_string(), t0))
+            .filter(|a| a.revision == 1)
+    });
+    assert_eq!(acked.status, "acknowledged");
+    assert_close(acked.value, 12.0, "the value it had");
+    assert_eq!(acked.evidence["history"][1]["by"], "shift lead");
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let mut summary = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut summary)
+        .unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("on disk"))
+        .unwrap_or_else(|| panic!("no ledger line in the summary:\n{summary}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(nums[0] >= 2, "hours 0 and 1 went to disk: {line}");
+    assert_eq!(nums[1], 1, "one read back for the update: {line}");
+    // The ledger and the spilled windows are scratch: nothing is left.
+    assert!(
+        walk_all(state.path()).is_empty(),
+        "{:?}",
+        walk_all(state.path())
+    );
+}
+
 /// `in_maintenance` of every (tag, window start, revision) written.
 fn maintenance_flags(out: &Path) -> HashMap<(String, i64, i64), bool> {
     use arrow::array::AsArray;

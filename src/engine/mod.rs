@@ -24,6 +24,7 @@
 
 pub mod bridge;
 pub mod context;
+pub mod ledger;
 pub mod output;
 pub mod rules;
 pub mod spill;
@@ -267,6 +268,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms);
                 let c1 = compiled.clone();
                 let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
+                // Actions only a status update can still change go to disk
+                // beside the spilled windows.
+                let ledger = spill.as_ref().map(|p| value::LedgerPlan {
+                    dir: p.dir.join("ledger"),
+                    stats: p.stats.clone(),
+                });
                 let enriched = window::window(stream, context, geo, &window_name, ctx, spill)
                     .as_collection()
                     .map(move |mut e| {
@@ -329,6 +336,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 value::value_op(
                     value_in,
                     layer,
+                    ledger,
                     move |out, counters| {
                         if let Some(c) = counters {
                             stats.set_value_counters(c);

@@ -7,65 +7,209 @@
 //! and window-level energy, never raw samples), so one worker suffices and
 //! the result is the same for any worker count.
 
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::ledger::{Ledger, Reply};
 use super::output::TimeBuffer;
+use crate::stats::Stats;
 use crate::value::layer::{ValueCounters, ValueIn, ValueLayer, ValueOut};
+
+/// Where the value layer's [`Ledger`] keeps its file, and the counters it feeds.
+pub struct LedgerPlan {
+    pub dir: PathBuf,
+    pub stats: Arc<Stats>,
+}
+
+/// A complete time held back until the ledger has answered for the actions
+/// its status updates name.
+struct Waiting {
+    time: u64,
+    updates: Vec<(ValueIn, isize)>,
+    /// Ids still to ask for (the ledger's queue was full).
+    ask: Vec<String>,
+    /// Replies still to come.
+    asked: usize,
+}
 
 /// Runs `layer` on worker 0 over `stream`; `emit` receives each step's
 /// output (in parts, for a step with many actions: the counters come with
 /// the last), `progress` the operator's frontier after it (see [`super::output::revisions`]).
+/// With a `ledger` plan, actions only a status update can still change move
+/// to a [`Ledger`] (see its module docs).
 pub fn value_op<'s, F, P>(
     stream: Stream<'s, u64, Vec<(ValueIn, u64, isize)>>,
     mut layer: ValueLayer,
+    ledger: Option<LedgerPlan>,
     mut emit: F,
     mut progress: P,
 ) where
     F: FnMut(ValueOut, Option<ValueCounters>) + 'static,
     P: FnMut(u64) + 'static,
 {
-    let mut reported = 0u64;
+    let scope = stream.scope();
     let exchange = Exchange::new(|_: &(ValueIn, u64, isize)| 0u64);
-    let mut pending = TimeBuffer::default();
-    let mut last: Option<i64> = None;
-    let mut ended = false;
-    stream.sink(exchange, "value", move |(input, frontier)| {
-        input.for_each_stamp(|stamp, data| {
-            for batch in data {
-                tracing::trace!(target: "plantflow::latency", epoch = stamp.least().copied().unwrap_or(0), n = batch.len(), "value received");
-                pending.extend(batch.drain(..));
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        exchange,
+        "value",
+        move |cap, info| {
+            // A sink: no output, so no capability to hold.
+            drop(cap);
+            let ledger = ledger.filter(|_| scope.index() == 0).and_then(|p| {
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                match Ledger::start(&p.dir, wake) {
+                    Ok(l) => Some((l, p.stats)),
+                    Err(e) => {
+                        tracing::warn!(dir = %p.dir.display(), "cannot start the action ledger, keeping every action in memory: {e}");
+                        None
+                    }
+                }
+            });
+            let me = scope.activator_for(info.address.clone());
+            let mut reported = 0u64;
+            let mut pending = TimeBuffer::default();
+            let mut last: Option<i64> = None;
+            let mut ended = false;
+            let mut waiting: Option<Waiting> = None;
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|stamp, data| {
+                    for batch in data {
+                        tracing::trace!(target: "plantflow::latency", epoch = stamp.least().copied().unwrap_or(0), n = batch.len(), "value received");
+                        pending.extend(batch.drain(..));
+                    }
+                });
+                if let Some((l, stats)) = &ledger {
+                    while let Some(r) = l.reply() {
+                        if let Some(w) = waiting.as_mut() {
+                            w.asked = w.asked.saturating_sub(1);
+                        }
+                        if let Reply::Found(a) = r {
+                            stats.actions_restored.fetch_add(1, Relaxed);
+                            layer.restore(*a);
+                        }
+                    }
+                }
+                // Each complete time is its own step, so in-interval projections and
+                // lifecycle ordering see the data exactly as a live run would. Updates
+                // are consolidated first: a join may carry +1 +1 −1 for one row, and
+                // aged-out retractions are recognised by their net sign.
+                loop {
+                    let (t, updates) = match waiting.take() {
+                        Some(mut w) => {
+                            if let Some((l, _)) = &ledger {
+                                while let Some(id) = w.ask.last() {
+                                    if !l.get(id) {
+                                        break;
+                                    }
+                                    w.ask.pop();
+                                    w.asked += 1;
+                                }
+                            }
+                            if !w.ask.is_empty() || w.asked > 0 {
+                                if !w.ask.is_empty() {
+                                    me.activate();
+                                }
+                                waiting = Some(w);
+                                break;
+                            }
+                            (w.time, w.updates)
+                        }
+                        None => {
+                            let Some((t, updates)) = pending.pop_complete(frontier) else {
+                                break;
+                            };
+                            // Status updates for actions the layer holds on disk: fetch them first.
+                            let mut ask: Vec<String> = match &ledger {
+                                Some(_) => updates
+                                    .iter()
+                                    .filter_map(|(d, r)| match d {
+                                        ValueIn::Status(u) if *r > 0 && !layer.knows(&u.action_id) => {
+                                            Some(u.action_id.clone())
+                                        }
+                                        _ => None,
+                                    })
+                                    .collect(),
+                                None => Vec::new(),
+                            };
+                            ask.sort();
+                            ask.dedup();
+                            if !ask.is_empty() {
+                                waiting = Some(Waiting {
+                                    time: t,
+                                    updates,
+                                    ask,
+                                    asked: 0,
+                                });
+                                continue;
+                            }
+                            (t, updates)
+                        }
+                    };
+                    for (d, r) in updates {
+                        layer.apply(d, t as i64, r);
+                    }
+                    let now = (t as i64 - 1).max(last.unwrap_or(i64::MIN));
+                    step_and_emit(&mut layer, now, false, &mut emit);
+                    last = Some(now);
+                    if let Some((l, stats)) = &ledger {
+                        evict(&mut layer, l, stats);
+                    }
+                }
+                if let Some(w) = &waiting {
+                    // Everything before the held time is complete.
+                    if w.time > reported {
+                        reported = w.time;
+                        progress(w.time);
+                    }
+                    return;
+                }
+                if ended {
+                    super::output::report_progress(frontier, &mut reported, &mut progress);
+                    return;
+                }
+                let (now, end) = match frontier.frontier().first() {
+                    // Times are watermark epochs + 1: everything before `t - 1` is complete.
+                    Some(t) => (*t as i64 - 1, false),
+                    None => (last.unwrap_or(i64::MIN), true),
+                };
+                if end || last.is_none_or(|l| now > l) {
+                    step_and_emit(&mut layer, now, end, &mut emit);
+                    last = Some(now);
+                    ended = end;
+                    if let (Some((l, stats)), false) = (&ledger, end) {
+                        evict(&mut layer, l, stats);
+                    }
+                }
+                super::output::report_progress(frontier, &mut reported, &mut progress);
             }
-        });
-        // Each complete time is its own step, so in-interval projections and
-        // lifecycle ordering see the data exactly as a live run would. Updates
-        // are consolidated first: a join may carry +1 +1 −1 for one row, and
-        // aged-out retractions are recognised by their net sign.
-        while let Some((t, updates)) = pending.pop_complete(frontier) {
-            for (d, r) in updates {
-                layer.apply(d, t as i64, r);
+        },
+    );
+}
+
+/// Moves the actions the layer no longer needs in memory to the ledger
+/// (they stay if its queue is full, and go at a later period).
+fn evict(layer: &mut ValueLayer, ledger: &Ledger, stats: &Stats) {
+    let cold = layer.evict();
+    if cold.is_empty() {
+        return;
+    }
+    let n = cold.len() as u64;
+    match ledger.put(cold) {
+        Ok(()) => {
+            stats.actions_evicted.fetch_add(n, Relaxed);
+        }
+        Err(back) => {
+            for a in back {
+                layer.restore(a);
             }
-            let now = (t as i64 - 1).max(last.unwrap_or(i64::MIN));
-            step_and_emit(&mut layer, now, false, &mut emit);
-            last = Some(now);
         }
-        if ended {
-            super::output::report_progress(frontier, &mut reported, &mut progress);
-            return;
-        }
-        let (now, end) = match frontier.frontier().first() {
-            // Times are watermark epochs + 1: everything before `t - 1` is complete.
-            Some(t) => (*t as i64 - 1, false),
-            None => (last.unwrap_or(i64::MIN), true),
-        };
-        if end || last.is_none_or(|l| now > l) {
-            step_and_emit(&mut layer, now, end, &mut emit);
-            last = Some(now);
-            ended = end;
-        }
-        super::output::report_progress(frontier, &mut reported, &mut progress);
-    });
+    }
 }
 
 /// Steps `layer` to `now` and hands its output to `emit`: the parts of a

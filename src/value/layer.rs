@@ -26,7 +26,7 @@ use crate::model::{
     ActionRow, BillRow, DeadLetter, Finding, OutcomeBucket, OutcomeRow, StatusUpdate, F64,
 };
 use crate::sources::context::Interval;
-use crate::value::lifecycle::{replay_group, ReplayedAction};
+use crate::value::lifecycle::{action_id, replay_group, ReplayedAction};
 use crate::value::mv;
 use crate::value::rules::Compiled;
 
@@ -68,7 +68,7 @@ impl ValueOut {
 }
 
 /// Counters the run summary reports.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct ValueCounters {
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
@@ -99,6 +99,20 @@ struct DemandInterval {
 }
 
 type GroupKey = (u32, Vec<String>);
+
+/// A per-period action that left memory ([`ValueLayer::evict`]): its final
+/// finding and everything a later status update needs to replay it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColdAction {
+    pub rule: u32,
+    pub group: Vec<String>,
+    pub finding: Option<Finding>,
+    pub row: ActionRow,
+    pub rev: i64,
+    pub seen: Vec<String>,
+    pub outcome: Option<(OutcomeRow, i64)>,
+    pub updates: Vec<StatusUpdate>,
+}
 
 struct Emitted<R> {
     row: R,
@@ -150,6 +164,10 @@ pub struct ValueLayer {
     touched_intervals: HashSet<(String, i64)>,
     touched_bills: HashSet<(String, i64)>,
     rejected_total: u64,
+    /// Suppression counts of findings that left memory with [`ValueLayer::evict`].
+    frozen_counts: (u64, u64),
+    /// The last retention bucket [`ValueLayer::evict`] went through.
+    evicted_bucket: i64,
     update_seq: u64,
     ended: bool,
     /// Action versions per part of a step (see [`ValueLayer::step`]).
@@ -183,6 +201,8 @@ impl ValueLayer {
             touched_intervals: HashSet::default(),
             touched_bills: HashSet::default(),
             rejected_total: 0,
+            frozen_counts: (0, 0),
+            evicted_bucket: i64::MIN,
             update_seq: 0,
             ended: false,
             part_actions: PART_ACTIONS,
@@ -193,7 +213,7 @@ impl ValueLayer {
         let (m, c) = self
             .group_counts
             .values()
-            .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+            .fold(self.frozen_counts, |(a, b), (x, y)| (a + x, b + y));
         ValueCounters {
             suppressed_maintenance: m,
             suppressed_cooldown: c,
@@ -897,6 +917,182 @@ impl ValueLayer {
         }
     }
 
+    /// Whether `id` is an action this layer holds in memory.
+    pub fn knows(&self, id: &str) -> bool {
+        self.id_group.contains_key(id)
+    }
+
+    /// Takes out of memory the actions that only a status update can still
+    /// change, for a cold store to keep: those of `one_per = "period"` rules
+    /// whose finding is final (its windows have left the engine, so no
+    /// correction can reach it) and that are not verifying (`done` under a
+    /// rule with `verify`: the verification needs the energy series).
+    /// Findings suppressed by maintenance leave with only their count. Runs
+    /// once per period of event time; the engine hands a [`ColdAction`] back
+    /// with [`ValueLayer::restore`] when a status update names it.
+    ///
+    /// Without this, a per-period rule's findings and actions stay in memory
+    /// for the life of the process, and each replay of a group goes through
+    /// all of its history.
+    pub fn evict(&mut self) -> Vec<ColdAction> {
+        if self.ended {
+            return Vec::new();
+        }
+        let bucket = self
+            .now
+            .saturating_sub(self.aging.retention_ms)
+            .div_euclid(self.aging.period_ms.max(1));
+        if bucket <= self.evicted_bucket {
+            return Vec::new();
+        }
+        self.evicted_bucket = bucket;
+        let plan = self.plan.clone();
+        let (now, aging) = (self.now, self.aging);
+        let is_final = |end: i64| now >= aging.retract_at(end);
+        let per_period = |g: &GroupKey| {
+            plan.rules
+                .get(g.0 as usize)
+                .is_some_and(|r| !r.one_per_group)
+        };
+        let mut groups: Vec<GroupKey> = self
+            .findings
+            .keys()
+            .filter(|g| per_period(g))
+            .cloned()
+            .collect();
+        groups.extend(
+            self.group_ids
+                .keys()
+                .filter(|g| per_period(g) && !self.findings.contains_key(*g))
+                .cloned(),
+        );
+        let mut out = Vec::new();
+        for g in groups {
+            let rule = &plan.rules[g.0 as usize];
+            let periods: Vec<i64> = self
+                .findings
+                .get(&g)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|f| is_final(f.period_end))
+                .map(|f| f.period_start)
+                .collect();
+            let ids = self.group_ids.get(&g).cloned().unwrap_or_default();
+            let mut gone: HashSet<String> = HashSet::default();
+            for p in periods {
+                let id = action_id(&plan.name, &rule.id, &g.1, p);
+                let held = ids.contains(&id);
+                let verifying = |(e, _): &(Emitted<ActionRow>, HashSet<String>)| {
+                    e.row.status == "done" && rule.verify.is_some()
+                };
+                if held && self.actions.get(&id).is_none_or(verifying) {
+                    continue;
+                }
+                let Some(f) = self.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
+                    continue;
+                };
+                self.sticky.remove(&(g.clone(), p));
+                if f.in_maintenance {
+                    if let Some(c) = self.group_counts.get_mut(&g) {
+                        c.0 = c.0.saturating_sub(1);
+                        self.frozen_counts.0 += 1;
+                    }
+                }
+                if held {
+                    out.extend(self.take_cold(&g, &id, Some(f)));
+                    gone.insert(id);
+                }
+            }
+            // Withdrawn actions of final periods (their findings were corrected away).
+            for id in &ids {
+                let withdrawn = self.actions.get(id).is_some_and(|(e, _)| {
+                    e.row.status == "withdrawn" && is_final(e.row.period_end)
+                });
+                if withdrawn && !gone.contains(id) {
+                    out.extend(self.take_cold(&g, id, None));
+                    gone.insert(id.clone());
+                }
+            }
+            if !gone.is_empty() {
+                if let Some(v) = self.group_ids.get_mut(&g) {
+                    v.retain(|i| !gone.contains(i));
+                    if v.is_empty() {
+                        self.group_ids.remove(&g);
+                    }
+                }
+            }
+            if self.findings.get(&g).is_some_and(|m| m.is_empty()) {
+                self.findings.remove(&g);
+            }
+            if !self.findings.contains_key(&g) && !self.group_ids.contains_key(&g) {
+                if let Some((m, c)) = self.group_counts.remove(&g) {
+                    self.frozen_counts.0 += m;
+                    self.frozen_counts.1 += c;
+                }
+            }
+        }
+        out
+    }
+
+    fn take_cold(
+        &mut self,
+        g: &GroupKey,
+        id: &str,
+        finding: Option<Finding>,
+    ) -> Option<ColdAction> {
+        let (e, seen) = self.actions.remove(id)?;
+        self.id_group.remove(id);
+        let mut seen: Vec<String> = seen.into_iter().collect();
+        seen.sort();
+        Some(ColdAction {
+            rule: g.0,
+            group: g.1.clone(),
+            finding,
+            row: e.row,
+            rev: e.rev,
+            seen,
+            outcome: self.outcomes.remove(id).map(|o| (o.row, o.rev)),
+            updates: self.updates_by_id.remove(id).unwrap_or_default(),
+        })
+    }
+
+    /// Puts an evicted action back, as it was when it left.
+    pub fn restore(&mut self, c: ColdAction) {
+        let g: GroupKey = (c.rule, c.group);
+        let id = c.row.action_id.clone();
+        if let Some(f) = c.finding {
+            if f.in_maintenance {
+                self.frozen_counts.0 = self.frozen_counts.0.saturating_sub(1);
+                self.group_counts.entry(g.clone()).or_default().0 += 1;
+            }
+            self.findings
+                .entry(g.clone())
+                .or_default()
+                .insert(f.period_start, f);
+        }
+        let ids = self.group_ids.entry(g.clone()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        self.id_group.insert(id.clone(), g);
+        if let Some((row, rev)) = c.outcome {
+            self.outcomes.insert(id.clone(), Emitted { row, rev });
+        }
+        if !c.updates.is_empty() {
+            self.updates_by_id.insert(id.clone(), c.updates);
+        }
+        self.actions.insert(
+            id,
+            (
+                Emitted {
+                    row: c.row,
+                    rev: c.rev,
+                },
+                c.seen.into_iter().collect(),
+            ),
+        );
+    }
+
     /// Drops state no output can need any more.
     fn prune(&mut self) {
         // Energy buckets older than every baseline that an unfinished action could use.
@@ -1014,5 +1210,149 @@ mod tests {
         assert!(parted
             .step(3_660_000, false, &mut |_| panic!("a part"))
             .is_empty());
+    }
+
+    const H: i64 = 3_600_000;
+
+    fn finding(asset: &str, hour: i64, value: f64, maint: bool) -> Finding {
+        Finding {
+            rule: 0,
+            group: vec!["s".into(), "l".into(), asset.into()],
+            period_start: hour * H,
+            period_end: (hour + 1) * H,
+            value: F64(value),
+            windows: 60,
+            in_maintenance: maint,
+            measures: format!("{{\"waste_kwh\": {value}}}"),
+            site: "s".into(),
+            line: "l".into(),
+            asset: asset.into(),
+            kind: "compressor".into(),
+        }
+    }
+
+    fn ack(id: &str, status: &str, at: i64, seq: u64) -> StatusUpdate {
+        StatusUpdate {
+            action_id: id.into(),
+            status: status.into(),
+            at,
+            by: "op".into(),
+            note: String::new(),
+            seq,
+            raw: String::new(),
+        }
+    }
+
+    /// Feeds both layers the same input, restoring what `cold` evicted
+    /// (through JSON, as the ledger stores it) when an update names it, and
+    /// steps both; returns both outputs' action versions.
+    #[allow(clippy::type_complexity)]
+    fn both(
+        kept: &mut ValueLayer,
+        cold: &mut ValueLayer,
+        ledger: &mut Vec<String>,
+        t: i64,
+        input: Vec<(ValueIn, isize)>,
+    ) -> (Vec<(ActionRow, i64)>, Vec<(ActionRow, i64)>) {
+        for (d, r) in &input {
+            if let ValueIn::Status(u) = d {
+                if !cold.knows(&u.action_id) {
+                    let pos = ledger.iter().position(|j| {
+                        serde_json::from_str::<ColdAction>(j).unwrap().row.action_id == u.action_id
+                    });
+                    if let Some(pos) = pos {
+                        cold.restore(serde_json::from_str(&ledger.remove(pos)).unwrap());
+                    }
+                }
+            }
+            kept.apply(d.clone(), t, *r);
+            cold.apply(d.clone(), t, *r);
+        }
+        let a = kept.step(t - 1, false, &mut |_| panic!("no parts"));
+        let b = cold.step(t - 1, false, &mut |_| panic!("no parts"));
+        for c in cold.evict() {
+            ledger.push(serde_json::to_string(&c).unwrap());
+        }
+        assert_eq!(kept.counters(), cold.counters(), "counters at {t}");
+        (a.actions, b.actions)
+    }
+
+    #[test]
+    fn evicted_actions_come_back_for_status_updates_with_the_same_results() {
+        let (mut kept, mut cold, mut ledger) = (layer(), layer(), Vec::new());
+        let name = kept.plan.name.clone();
+        let rule = kept.plan.rules[0].id.clone();
+        let group = |a: &str| vec!["s".to_string(), "l".to_string(), a.to_string()];
+        let id = |a: &str, h: i64| action_id(&name, &rule, &group(a), h * H);
+        // Hours 0..8: m1 wastes every hour; m2 at hours 0 and 5, in
+        // maintenance at hour 1 (suppressed, counted).
+        for h in 0..8 {
+            let mut input = vec![(ValueIn::Finding(finding("m1", h, 2.0 + h as f64, false)), 1)];
+            if h == 0 || h == 5 {
+                input.push((ValueIn::Finding(finding("m2", h, 7.0, false)), 1));
+            }
+            if h == 1 {
+                input.push((ValueIn::Finding(finding("m2", h, 9.0, true)), 1));
+            }
+            if h == 2 {
+                // m1's hour-0 action is acknowledged while still in memory.
+                input.push((
+                    ValueIn::Status(ack(&id("m1", 0), "acknowledged", 2 * H + 5, 1)),
+                    1,
+                ));
+            }
+            let (a, b) = both(&mut kept, &mut cold, &mut ledger, (h + 1) * H + 1, input);
+            assert_eq!(a, b, "hour {h}");
+        }
+        // Now is 8 h: periods ending by 6 h are final (end + 2 h retention),
+        // so m1's actions of hours 0..5 and m2's of hours 0 and 5 left
+        // memory; the suppressed hour-1 finding left as a count.
+        assert_eq!(ledger.len(), 8, "6 of m1 and 2 of m2");
+        assert!(!cold.knows(&id("m1", 0)) && !cold.knows(&id("m2", 0)));
+        assert!(!cold.knows(&id("m1", 5)) && !cold.knows(&id("m2", 5)));
+        assert!(cold.knows(&id("m1", 6)) && cold.knows(&id("m1", 7)));
+        assert_eq!(cold.counters().suppressed_maintenance, 1);
+        assert!(
+            kept.knows(&id("m1", 0)),
+            "the reference layer keeps everything"
+        );
+
+        // A status update for an evicted action brings it back: the same new
+        // version as the layer that kept it (acknowledged, then done).
+        let t = 8 * H + 1;
+        let input = vec![
+            (ValueIn::Status(ack(&id("m1", 0), "done", 8 * H - 10, 2)), 1),
+            (
+                ValueIn::Status(ack(&id("m2", 0), "rejected", 8 * H - 5, 3)),
+                1,
+            ),
+            (ValueIn::Finding(finding("m1", 8, 3.0, false)), 1),
+        ];
+        let (a, b) = both(&mut kept, &mut cold, &mut ledger, t + H, input);
+        assert_eq!(a, b);
+        let statuses: Vec<(&str, &str, i64)> = b
+            .iter()
+            .map(|(r, rev)| (r.action_id.as_str(), r.status.as_str(), *rev))
+            .collect();
+        let (m1, m2, new) = (id("m1", 0), id("m2", 0), id("m1", 8));
+        assert!(statuses.contains(&(m1.as_str(), "done", 2)), "{statuses:?}");
+        assert!(
+            statuses.contains(&(m2.as_str(), "rejected", 1)),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.contains(&(new.as_str(), "open", 0)),
+            "{statuses:?}"
+        );
+        assert_eq!(
+            b.len(),
+            3,
+            "nothing else: no withdrawn versions of evicted actions"
+        );
+        // Both leave again at the next period (a rule without verification
+        // has nothing more to do for a done action).
+        let (a, b) = both(&mut kept, &mut cold, &mut ledger, t + 2 * H, Vec::new());
+        assert_eq!(a, b);
+        assert!(!cold.knows(&m1) && !cold.knows(&m2));
     }
 }
