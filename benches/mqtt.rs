@@ -232,6 +232,7 @@ fn main() {
                     follow: false,
                     stop: Some(st),
                     stats: Some(s),
+                    tally_actions_only: false,
                 },
             )
         });

@@ -116,6 +116,7 @@ fn run_one(items: usize, secs: u64) {
                 follow: false,
                 stop: Some(st2),
                 stats: Some(s2),
+                tally_actions_only: false,
             },
         )
     });

@@ -199,6 +199,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
                         follow: true,
                         stop: Some(stop),
                         stats: Some(stats),
+                        tally_actions_only: false,
                     },
                 )
             })

@@ -186,6 +186,7 @@ fn main() -> ExitCode {
                     workers,
                     follow,
                     stop: Some(stop),
+                    tally_actions_only: true,
                     ..Default::default()
                 },
             ) {
@@ -204,7 +205,7 @@ fn main() -> ExitCode {
                                 "corrections": summary.corrections,
                                 "windows_spilled": summary.windows_spilled,
                                 "windows_restored": summary.windows_restored,
-                                "actions": summary.report.actions.len(),
+                                "actions": summary.report.tally.seen(),
                                 "outcomes": summary.report.outcomes.len(),
                                 "bills": summary.report.bills.len(),
                                 "suppressed_maintenance": summary.suppressed_maintenance,

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Counters shared with the caller, to watch progress while running.
     pub stats: Option<Arc<Stats>>,
+    /// Keep only totals of actions in the summary's report, not every
+    /// action's latest row (the CLI: a long run would hold them all).
+    pub tally_actions_only: bool,
 }
 
 /// What a run did.
@@ -187,6 +190,11 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         plan.metrics.clone(),
         stats.clone(),
     );
+    let writer = if opts.tally_actions_only {
+        writer.tally_actions_only()
+    } else {
+        writer
+    };
     // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
     // Parquet writer and an encoder thread that turns them into messages.
     let mut publishers = Vec::new();
@@ -508,16 +516,11 @@ impl RunSummary {
                 self.windows_spilled, self.windows_restored
             ));
         }
-        let open: Vec<_> = self
-            .report
-            .actions
-            .values()
-            .filter(|(a, _)| a.status != "withdrawn")
-            .collect();
-        let total: f64 = open.iter().map(|(a, _)| a.value.0).sum();
+        let tally = &self.report.tally;
         s.push_str(&format!(
-            "actions        {:>12}  (value at stake {total:.2} {currency})\n",
-            open.len()
+            "actions        {:>12}  (value at stake {:.2} {currency})\n",
+            tally.counted(),
+            tally.value()
         ));
         if self.actions_evicted > 0 {
             s.push_str(&format!(
@@ -525,22 +528,12 @@ impl RunSummary {
                 self.actions_evicted, self.actions_restored
             ));
         }
-        let mut by_owner: BTreeMap<(&str, &str), (usize, f64)> = BTreeMap::new();
-        for (a, _) in &open {
-            let e = by_owner
-                .entry((a.owner.as_str(), a.action_type.as_str()))
-                .or_default();
-            e.0 += 1;
-            e.1 += a.value.0;
-        }
-        for ((owner, action), (n, v)) in by_owner {
+        for (owner, action, n, v) in tally.by_owner() {
             s.push_str(&format!(
                 "  {owner:<12} {action:<20} {n:>5} actions  {v:>10.2} {currency}\n"
             ));
         }
-        let mut top: Vec<_> = open.clone();
-        top.sort_by_key(|a| std::cmp::Reverse(a.0.value));
-        for (a, _) in top.iter().take(5) {
+        for a in tally.top().iter().take(5) {
             s.push_str(&format!(
                 "    {} {} {} {:.2} {currency} ({})\n",
                 chrono::DateTime::from_timestamp_millis(a.period_start)

@@ -121,7 +121,7 @@ pub struct Enriched {
 }
 
 /// One version of an action, as the `actions` table stores it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ActionRow {
     pub action_id: String,
     pub rule: String,

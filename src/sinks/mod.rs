@@ -3,9 +3,11 @@
 //!
 //! - [`parquet`]: the lake (every table, partitioned, rolled, committed atomically).
 //! - [`mqtt_publish`]: actions (and outcomes, bills) as JSON messages.
+//! - [`tally`]: the run summary's bounded view of actions.
 
 pub mod mqtt_publish;
 pub mod parquet;
+pub mod tally;
 
 use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow};
 

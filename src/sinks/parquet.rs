@@ -26,6 +26,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::tally::ActionTally;
 use super::SinkBatch;
 use crate::config::{MetricPlan, ParquetPlan};
 use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow, Scalar};
@@ -492,8 +493,11 @@ struct OpenFile {
 pub struct WriterReport {
     pub files: Vec<PathBuf>,
     pub rows: BTreeMap<String, u64>,
-    /// Latest revision of every action seen.
+    /// Latest revision of every action seen (unless the writer was told to
+    /// keep only the [`ActionTally`]: a long run would hold every action).
     pub actions: BTreeMap<String, (ActionRow, i64)>,
+    /// Totals over the latest revision of every action, in bounded memory.
+    pub tally: ActionTally,
     /// Latest revision of every outcome and bill seen.
     pub outcomes: BTreeMap<String, (OutcomeRow, i64)>,
     pub bills: BTreeMap<(String, i64), (BillRow, i64)>,
@@ -510,6 +514,8 @@ pub struct ParquetWriter {
     open: HashMap<(String, String), OpenFile>,
     schemas: HashMap<String, SchemaRef>,
     report: WriterReport,
+    /// Whether the report keeps every action's latest row (else only the tally).
+    keep_action_rows: bool,
     stats: Arc<Stats>,
     /// Each engine output's progress (timely time), for `roll_by = "event_time"`.
     progress: Vec<u64>,
@@ -545,11 +551,19 @@ impl ParquetWriter {
             open: HashMap::new(),
             schemas,
             report: WriterReport::default(),
+            keep_action_rows: true,
             stats,
             progress: Vec::new(),
             complete_ms: i64::MIN,
             boundary_passed: false,
         }
+    }
+
+    /// Keeps only the [`ActionTally`] of actions in the report, not every
+    /// action's latest row (for long runs).
+    pub fn tally_actions_only(mut self) -> Self {
+        self.keep_action_rows = false;
+        self
     }
 
     fn enabled(&self, table: &str) -> bool {
@@ -577,7 +591,10 @@ impl ParquetWriter {
                 }
             }
             SinkBatch::Actions(rows) => {
-                for r in rows {
+                for (r, rev) in rows {
+                    self.report.tally.add(r, *rev);
+                }
+                for r in rows.iter().filter(|_| self.keep_action_rows) {
                     let e = self
                         .report
                         .actions

@@ -527,6 +527,7 @@ pub fn start_run(
                 follow: false,
                 stop: Some(st),
                 stats: Some(s),
+                tally_actions_only: false,
             },
         )
     });
