@@ -26,7 +26,7 @@ use crate::model::{
     ActionRow, BillRow, DeadLetter, Finding, OutcomeBucket, OutcomeRow, StatusUpdate, F64,
 };
 use crate::sources::context::Interval;
-use crate::value::lifecycle::{action_id, replay_group, ReplayedAction};
+use crate::value::lifecycle::{action_id, replay_group, ReplayedAction, STATUSES};
 use crate::value::mv;
 use crate::value::rules::Compiled;
 
@@ -114,6 +114,43 @@ pub struct ColdAction {
     pub updates: Vec<StatusUpdate>,
 }
 
+/// The lifecycle statuses an action has been emitted in (a bit per entry
+/// of [`STATUSES`], the last bit for any other).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen(u8);
+
+impl Seen {
+    fn bit(status: &str) -> u8 {
+        let i = STATUSES.iter().position(|s| *s == status).unwrap_or(7);
+        1 << i.min(7)
+    }
+
+    fn insert(&mut self, status: &str) {
+        self.0 |= Seen::bit(status);
+    }
+
+    fn contains(&self, status: &str) -> bool {
+        self.0 & Seen::bit(status) != 0
+    }
+
+    fn of(statuses: &[String]) -> Seen {
+        let mut s = Seen::default();
+        for x in statuses {
+            s.insert(x);
+        }
+        s
+    }
+
+    /// The statuses seen, in [`STATUSES`] order.
+    fn statuses(&self) -> Vec<String> {
+        STATUSES
+            .iter()
+            .filter(|s| self.contains(s))
+            .map(|s| s.to_string())
+            .collect()
+    }
+}
+
 struct Emitted<R> {
     row: R,
     rev: i64,
@@ -144,7 +181,8 @@ pub struct ValueLayer {
     now: i64,
     /// Highest window end seen: at end of input, periods up to it are complete.
     data_end: i64,
-    findings: HashMap<GroupKey, BTreeMap<i64, Finding>>,
+    // Boxed: a B-tree node has room for 11 entries, and most groups hold one or two.
+    findings: HashMap<GroupKey, BTreeMap<i64, Box<Finding>>>,
     sticky: HashSet<(GroupKey, i64)>,
     updates_by_id: HashMap<String, Vec<StatusUpdate>>,
     unmatched: Vec<StatusUpdate>,
@@ -152,7 +190,7 @@ pub struct ValueLayer {
     group_ids: HashMap<GroupKey, Vec<String>>,
     group_counts: HashMap<GroupKey, (u64, u64)>,
     dead_seq: HashSet<u64>,
-    actions: HashMap<String, (Emitted<ActionRow>, HashSet<String>)>,
+    actions: HashMap<String, (Box<Emitted<ActionRow>>, Seen)>,
     outcomes: HashMap<String, Emitted<OutcomeRow>>,
     energy: HashMap<GroupKey, Series>,
     production: HashMap<String, BTreeMap<Interval, isize>>,
@@ -274,8 +312,8 @@ impl ValueLayer {
                 let touch = live || self.ended || f.period_end <= self.now;
                 let map = self.findings.entry(key.clone()).or_default();
                 if diff > 0 {
-                    map.insert(f.period_start, f);
-                } else if map.get(&f.period_start) == Some(&f) {
+                    map.insert(f.period_start, Box::new(f));
+                } else if map.get(&f.period_start).map(|b| &**b) == Some(&f) {
                     map.remove(&f.period_start);
                 }
                 if touch {
@@ -473,7 +511,11 @@ impl ValueLayer {
         // At the end of input every open period closes, as windows do.
         let live = rule.kind == RuleKind::DemandPeak || self.ended;
         let now = self.now;
-        let findings = self.findings.get(g).into_iter().flat_map(|m| m.values());
+        let findings = self
+            .findings
+            .get(g)
+            .into_iter()
+            .flat_map(|m| m.values().map(|b| &**b));
         let r = replay_group(
             &self.plan.name,
             (rule, &plan.routing),
@@ -544,7 +586,7 @@ impl ValueLayer {
                     w.status_note = "the findings behind it were corrected away".into();
                     e.rev += 1;
                     e.row = w.clone();
-                    seen.insert("withdrawn".into());
+                    seen.insert("withdrawn");
                     out.actions.push((w, e.rev));
                 }
             }
@@ -563,12 +605,12 @@ impl ValueLayer {
                 .next()
                 .map(|t| t.1)
                 .unwrap_or_else(|| row.clone());
-            let mut seen = HashSet::default();
-            seen.insert(first.status.clone());
+            let mut seen = Seen::default();
+            seen.insert(&first.status);
             out.actions.push((first.clone(), 0));
             self.actions.insert(
                 row.action_id.clone(),
-                (Emitted { row: first, rev: 0 }, seen),
+                (Box::new(Emitted { row: first, rev: 0 }), seen),
             );
         }
         let Some((e, seen)) = self.actions.get_mut(&row.action_id) else {
@@ -579,11 +621,11 @@ impl ValueLayer {
                 e.rev += 1;
                 out.actions.push((snap.clone(), e.rev));
                 e.row = snap;
-                seen.insert(status);
+                seen.insert(&status);
             }
         }
         if e.row != row {
-            seen.insert(row.status.clone());
+            seen.insert(&row.status);
             e.rev += 1;
             out.actions.push((row.clone(), e.rev));
             e.row = row;
@@ -811,7 +853,7 @@ impl ValueLayer {
                 match m.get(&iv) {
                     Some(old) if old.value >= f.value => {}
                     _ => {
-                        m.insert(iv, f);
+                        m.insert(iv, Box::new(f));
                         self.sticky.insert((key.clone(), iv));
                         self.touched.insert(key);
                     }
@@ -982,7 +1024,7 @@ impl ValueLayer {
             for p in periods {
                 let id = action_id(&plan.name, &rule.id, &g.1, p);
                 let held = ids.contains(&id);
-                let verifying = |(e, _): &(Emitted<ActionRow>, HashSet<String>)| {
+                let verifying = |(e, _): &(Box<Emitted<ActionRow>>, Seen)| {
                     e.row.status == "done" && rule.verify.is_some()
                 };
                 if held && self.actions.get(&id).is_none_or(verifying) {
@@ -999,7 +1041,7 @@ impl ValueLayer {
                     }
                 }
                 if held {
-                    out.extend(self.take_cold(&g, &id, Some(f)));
+                    out.extend(self.take_cold(&g, &id, Some(*f)));
                     gone.insert(id);
                 }
             }
@@ -1042,8 +1084,7 @@ impl ValueLayer {
     ) -> Option<ColdAction> {
         let (e, seen) = self.actions.remove(id)?;
         self.id_group.remove(id);
-        let mut seen: Vec<String> = seen.into_iter().collect();
-        seen.sort();
+        let seen = seen.statuses();
         Some(ColdAction {
             rule: g.0,
             group: g.1.clone(),
@@ -1068,7 +1109,7 @@ impl ValueLayer {
             self.findings
                 .entry(g.clone())
                 .or_default()
-                .insert(f.period_start, f);
+                .insert(f.period_start, Box::new(f));
         }
         let ids = self.group_ids.entry(g.clone()).or_default();
         if !ids.contains(&id) {
@@ -1084,11 +1125,11 @@ impl ValueLayer {
         self.actions.insert(
             id,
             (
-                Emitted {
+                Box::new(Emitted {
                     row: c.row,
                     rev: c.rev,
-                },
-                c.seen.into_iter().collect(),
+                }),
+                Seen::of(&c.seen),
             ),
         );
     }
