@@ -212,7 +212,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         receivers.into_iter().map(Some).collect::<Vec<_>>(),
     ));
     let sink = Arc::new(Mutex::new(sink));
-    let initial = Arc::new(initial);
+    // Worker 0 takes the initial context (the only copy: it is not kept for
+    // the run once it has been fed to the inputs).
+    let initial = Arc::new(Mutex::new(Some(initial)));
     let names = Arc::new(Names::default());
     let config = if workers <= 1 {
         timely::Config::thread()
@@ -376,7 +378,11 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
                 rows.into_iter().map(|r| (r, 1)).collect()
             }
-            let init = initial.as_ref().clone();
+            let init = initial
+                .lock()
+                .ok()
+                .and_then(|mut i| i.take())
+                .unwrap_or_default();
             for change in [
                 ContextChange::Assets(inserts(init.assets)),
                 ContextChange::Tariff(inserts(init.tariff)),

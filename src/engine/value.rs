@@ -6,6 +6,12 @@
 //! new row versions go to the sink channel. Its inputs are small (findings
 //! and window-level energy, never raw samples), so one worker suffices and
 //! the result is the same for any worker count.
+//!
+//! With a [`Ledger`] (`[window] spill_after`), the layer's actions that only a
+//! status update can still change go to disk after each step; a complete
+//! time whose status updates name an action the layer no longer holds waits
+//! until the ledger has sent it back (or said it never had it), and the
+//! operator's progress stays at that time meanwhile.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
