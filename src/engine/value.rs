@@ -7,11 +7,11 @@
 //! and window-level energy, never raw samples), so one worker suffices and
 //! the result is the same for any worker count.
 //!
-//! With a [`Ledger`] (`[window] spill_after`), the layer's actions that only a
-//! status update can still change go to disk after each step; a complete
-//! time whose status updates name an action the layer no longer holds waits
-//! until the ledger has sent it back (or said it never had it), and the
-//! operator's progress stays at that time meanwhile.
+//! With a [`Ledger`] (`[window] spill_after`), the layer's actions of closed
+//! periods go to disk after each step; a complete time with an update for an
+//! action the layer no longer holds (a status update, a corrected finding)
+//! waits until the ledger has sent it back (or said it never had it), and
+//! the operator's progress stays at that time meanwhile.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -130,16 +130,11 @@ pub fn value_op<'s, F, P>(
                             let Some((t, updates)) = pending.pop_complete(frontier) else {
                                 break;
                             };
-                            // Status updates for actions the layer holds on disk: fetch them first.
+                            // Updates for actions the layer keeps on disk: fetch them first.
                             let mut ask: Vec<String> = match &ledger {
                                 Some(_) => updates
                                     .iter()
-                                    .filter_map(|(d, r)| match d {
-                                        ValueIn::Status(u) if *r > 0 && !layer.knows(&u.action_id) => {
-                                            Some(u.action_id.clone())
-                                        }
-                                        _ => None,
-                                    })
+                                    .filter_map(|(d, r)| layer.wants_back(d, t as i64, *r))
                                     .collect(),
                                 None => Vec::new(),
                             };

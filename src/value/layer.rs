@@ -964,14 +964,44 @@ impl ValueLayer {
         self.id_group.contains_key(id)
     }
 
-    /// Takes out of memory the actions that only a status update can still
-    /// change, for a cold store to keep: those of `one_per = "period"` rules
-    /// whose finding is final (its windows have left the engine, so no
-    /// correction can reach it) and that are not verifying (`done` under a
-    /// rule with `verify`: the verification needs the energy series).
-    /// Findings suppressed by maintenance leave with only their count. Runs
-    /// once per period of event time; the engine hands a [`ColdAction`] back
-    /// with [`ValueLayer::restore`] when a status update names it.
+    /// The id of the action an update at time `t` needs back from the cold
+    /// store ([`ValueLayer::evict`]) before [`ValueLayer::apply`] can take
+    /// it, if it may be there: a status update for an action this layer does
+    /// not hold, or a correction of a closed period's finding of a
+    /// `one_per = "period"` rule that it does not hold (not the retraction
+    /// that only means "aged out").
+    pub fn wants_back(&self, item: &ValueIn, t: i64, diff: isize) -> Option<String> {
+        match item {
+            ValueIn::Status(u) if diff > 0 && !self.knows(&u.action_id) => {
+                Some(u.action_id.clone())
+            }
+            ValueIn::Finding(f) => {
+                let rule = self.plan.rules.get(f.rule as usize)?;
+                let aged = diff < 0 && t >= self.aging.retract_at(f.period_end);
+                if rule.one_per_group || f.period_end > self.now || aged {
+                    return None;
+                }
+                let held = self
+                    .findings
+                    .get(&(f.rule, f.group.clone()))
+                    .is_some_and(|m| m.contains_key(&f.period_start));
+                let id = action_id(&self.plan.name, &rule.id, &f.group, f.period_start);
+                (!held && !self.knows(&id)).then_some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes out of memory, for a cold store to keep, the actions of
+    /// `one_per = "period"` rules whose period has closed (each such action
+    /// depends only on its own finding and status updates, and it has been
+    /// emitted) and that are not verifying (`done` under a rule with
+    /// `verify`: the verification needs the energy series). Findings
+    /// suppressed by maintenance leave with only their count, once final (no
+    /// correction can reach them). Runs once per period of event time; the
+    /// engine hands a [`ColdAction`] back with [`ValueLayer::restore`] before
+    /// an update that [`ValueLayer::wants_back`] it: a status update naming
+    /// it, or a correction of its finding.
     ///
     /// Without this, a per-period rule's findings and actions stay in memory
     /// for the life of the process, and each replay of a group goes through
@@ -980,10 +1010,7 @@ impl ValueLayer {
         if self.ended {
             return Vec::new();
         }
-        let bucket = self
-            .now
-            .saturating_sub(self.aging.retention_ms)
-            .div_euclid(self.aging.period_ms.max(1));
+        let bucket = self.now.div_euclid(self.aging.period_ms.max(1));
         if bucket <= self.evicted_bucket {
             return Vec::new();
         }
@@ -1011,12 +1038,13 @@ impl ValueLayer {
         let mut out = Vec::new();
         for g in groups {
             let rule = &plan.rules[g.0 as usize];
+            // Closed periods: their actions have been replayed and emitted.
             let periods: Vec<i64> = self
                 .findings
                 .get(&g)
                 .into_iter()
                 .flat_map(|m| m.values())
-                .filter(|f| is_final(f.period_end))
+                .filter(|f| f.period_end <= now)
                 .map(|f| f.period_start)
                 .collect();
             let ids = self.group_ids.get(&g).cloned().unwrap_or_default();
@@ -1028,6 +1056,12 @@ impl ValueLayer {
                     e.row.status == "done" && rule.verify.is_some()
                 };
                 if held && self.actions.get(&id).is_none_or(verifying) {
+                    continue;
+                }
+                // A finding without an action (suppressed by maintenance)
+                // leaves as a count, so only once no correction can reach it.
+                let end = self.findings[&g][&p].period_end;
+                if !held && !is_final(end) {
                     continue;
                 }
                 let Some(f) = self.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
@@ -1296,14 +1330,12 @@ mod tests {
         input: Vec<(ValueIn, isize)>,
     ) -> (Vec<(ActionRow, i64)>, Vec<(ActionRow, i64)>) {
         for (d, r) in &input {
-            if let ValueIn::Status(u) = d {
-                if !cold.knows(&u.action_id) {
-                    let pos = ledger.iter().position(|j| {
-                        serde_json::from_str::<ColdAction>(j).unwrap().row.action_id == u.action_id
-                    });
-                    if let Some(pos) = pos {
-                        cold.restore(serde_json::from_str(&ledger.remove(pos)).unwrap());
-                    }
+            if let Some(id) = cold.wants_back(d, t, *r) {
+                let pos = ledger.iter().position(|j| {
+                    serde_json::from_str::<ColdAction>(j).unwrap().row.action_id == id
+                });
+                if let Some(pos) = pos {
+                    cold.restore(serde_json::from_str(&ledger.remove(pos)).unwrap());
                 }
             }
             kept.apply(d.clone(), t, *r);
@@ -1319,7 +1351,7 @@ mod tests {
     }
 
     #[test]
-    fn evicted_actions_come_back_for_status_updates_with_the_same_results() {
+    fn evicted_actions_come_back_for_updates_and_corrections_with_the_same_results() {
         let (mut kept, mut cold, mut ledger) = (layer(), layer(), Vec::new());
         let name = kept.plan.name.clone();
         let rule = kept.plan.rules[0].id.clone();
@@ -1336,7 +1368,7 @@ mod tests {
                 input.push((ValueIn::Finding(finding("m2", h, 9.0, true)), 1));
             }
             if h == 2 {
-                // m1's hour-0 action is acknowledged while still in memory.
+                // m1's hour-0 action, on disk since hour 0 closed, is acknowledged.
                 input.push((
                     ValueIn::Status(ack(&id("m1", 0), "acknowledged", 2 * H + 5, 1)),
                     1,
@@ -1344,22 +1376,20 @@ mod tests {
             }
             let (a, b) = both(&mut kept, &mut cold, &mut ledger, (h + 1) * H + 1, input);
             assert_eq!(a, b, "hour {h}");
+            assert!(!cold.knows(&id("m1", h)), "hour {h} left when it closed");
         }
-        // Now is 8 h: periods ending by 6 h are final (end + 2 h retention),
-        // so m1's actions of hours 0..5 and m2's of hours 0 and 5 left
-        // memory; the suppressed hour-1 finding left as a count.
-        assert_eq!(ledger.len(), 8, "6 of m1 and 2 of m2");
-        assert!(!cold.knows(&id("m1", 0)) && !cold.knows(&id("m2", 0)));
-        assert!(!cold.knows(&id("m1", 5)) && !cold.knows(&id("m2", 5)));
-        assert!(cold.knows(&id("m1", 6)) && cold.knows(&id("m1", 7)));
+        // Now is 8 h: every closed period's action is on disk (m1's eight,
+        // m2's two); the suppressed hour-1 finding left as a count once final.
+        assert_eq!(ledger.len(), 10);
+        assert!(!cold.knows(&id("m2", 0)) && !cold.knows(&id("m2", 5)));
         assert_eq!(cold.counters().suppressed_maintenance, 1);
         assert!(
             kept.knows(&id("m1", 0)),
             "the reference layer keeps everything"
         );
 
-        // A status update for an evicted action brings it back: the same new
-        // version as the layer that kept it (acknowledged, then done).
+        // Status updates for actions on disk bring them back: the same new
+        // versions as the layer that kept them (acknowledged, then done).
         let t = 8 * H + 1;
         let input = vec![
             (ValueIn::Status(ack(&id("m1", 0), "done", 8 * H - 10, 2)), 1),
@@ -1390,10 +1420,27 @@ mod tests {
             3,
             "nothing else: no withdrawn versions of evicted actions"
         );
-        // Both leave again at the next period (a rule without verification
-        // has nothing more to do for a done action).
-        let (a, b) = both(&mut kept, &mut cold, &mut ledger, t + 2 * H, Vec::new());
+
+        // A late row corrects m1's hour 7 (closed, on disk, not yet final):
+        // the correction brings it back and revises it, as in the layer that
+        // kept it.
+        let m7 = id("m1", 7);
+        assert!(!cold.knows(&m7));
+        let input = vec![
+            (ValueIn::Finding(finding("m1", 7, 9.0, false)), -1),
+            (ValueIn::Finding(finding("m1", 7, 20.0, false)), 1),
+        ];
+        let (a, b) = both(&mut kept, &mut cold, &mut ledger, 9 * H + 60_001, input);
         assert_eq!(a, b);
-        assert!(!cold.knows(&m1) && !cold.knows(&m2));
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].0.action_id.as_str(), b[0].1), (m7.as_str(), 1));
+        assert_eq!(b[0].0.value, F64(20.0));
+        // The retraction that only means "aged out" fetches nothing.
+        let aged = ValueIn::Finding(finding("m1", 8, 3.0, false));
+        assert_eq!(cold.wants_back(&aged, 11 * H + 1, -1), None);
+        // The next period's pass takes them all out again.
+        let (a, b) = both(&mut kept, &mut cold, &mut ledger, 10 * H + 1, Vec::new());
+        assert_eq!(a, b);
+        assert!(!cold.knows(&m1) && !cold.knows(&m2) && !cold.knows(&m7));
     }
 }
