@@ -65,8 +65,10 @@ pub fn value_op<'s, F, P>(
         exchange,
         "value",
         move |cap, info| {
-            // A sink: no output, so no capability to hold.
-            drop(cap);
+            // A sink with no output. Its capability is held only to keep the
+            // worker running while a time waits for the ledger at the end of
+            // input (the input frontier is empty then); dropped once ended.
+            let mut cap = Some(cap);
             let ledger = ledger.filter(|_| scope.index() == 0).and_then(|p| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 match Ledger::start(&p.dir, wake) {
@@ -170,7 +172,13 @@ pub fn value_op<'s, F, P>(
                     }
                     return;
                 }
+                if let (Some(c), Some(f)) = (cap.as_mut(), frontier.frontier().first()) {
+                    if *f > *c.time() {
+                        c.downgrade(f);
+                    }
+                }
                 if ended {
+                    cap = None;
                     super::output::report_progress(frontier, &mut reported, &mut progress);
                     return;
                 }
@@ -183,6 +191,9 @@ pub fn value_op<'s, F, P>(
                     step_and_emit(&mut layer, now, end, &mut emit);
                     last = Some(now);
                     ended = end;
+                    if end {
+                        cap = None;
+                    }
                     if let (Some((l, stats)), false) = (&ledger, end) {
                         evict(&mut layer, l, stats);
                     }
