@@ -277,15 +277,26 @@ impl Compiled {
 
     /// An empty accumulator for a rule's `(group, period)`.
     pub fn group_acc(&self, rule: u32) -> GroupAcc {
-        let n = self
+        let measures = self
             .rules
             .get(rule as usize)
-            .map_or(0, |r| r.measures.len());
+            .map_or(&[][..], |r| &r.measures[..]);
+        let n = measures.len();
+        // Counts per value only for rules with a `min` or `max` measure (an
+        // empty boxed slice does not allocate).
+        let extremes = if measures
+            .iter()
+            .any(|(_, a, _)| matches!(a, Agg::Min | Agg::Max))
+        {
+            (0..n).map(|_| BTreeMap::new()).collect()
+        } else {
+            Box::default()
+        };
         GroupAcc {
             windows: 0,
             maintenance: 0,
             sums: vec![ExactSum::default(); n].into_boxed_slice(),
-            extremes: (0..n).map(|_| BTreeMap::new()).collect(),
+            extremes,
             assets: Vec::new(),
         }
     }
@@ -295,7 +306,7 @@ impl Compiled {
         let Some(r) = self.rules.get(rule as usize) else {
             return;
         };
-        let d = diff as i64;
+        let d = diff as i32;
         acc.windows += d;
         let n = r.measures.len();
         if input.0.get(n).is_some_and(|f| f.0 > 0.0) {
@@ -304,16 +315,17 @@ impl Compiled {
         for (j, (_, agg, _)) in r.measures.iter().enumerate() {
             let v = input.0.get(j).copied().unwrap_or(F64(f64::NAN));
             match agg {
-                Agg::Sum | Agg::Mean => acc.sums[j].add(v.0, d),
+                Agg::Sum | Agg::Mean => acc.sums[j].add(v.0, diff as i64),
                 Agg::Min | Agg::Max => {
                     let c = acc.extremes[j].entry(v).or_default();
-                    *c += d;
+                    *c += diff as i64;
                     if *c == 0 {
                         acc.extremes[j].remove(&v);
                     }
                 }
             }
         }
+        let d = diff as i64;
         match acc.assets.iter_mut().find(|(a, _)| a == &input.1) {
             Some((_, c)) => *c += d,
             None => acc.assets.push((input.1.clone(), d)),
@@ -375,7 +387,7 @@ impl Compiled {
             period_start,
             period_end: period_start + r.period_ms,
             value: F64(value),
-            windows,
+            windows: windows.into(),
             in_maintenance: acc.maintenance > 0,
             measures: serde_json::Value::Object(measures).to_string(),
             site: col("site", |a| &a.site),
@@ -393,8 +405,8 @@ impl Compiled {
 /// order of inserts and corrections, and it does not grow with windows.
 #[derive(Clone, Debug)]
 pub struct GroupAcc {
-    windows: i64,
-    maintenance: i64,
+    windows: i32,
+    maintenance: i32,
     sums: Box<[ExactSum]>,
     extremes: Box<[BTreeMap<F64, i64>]>,
     assets: Vec<(Arc<AssetRow>, i64)>,
@@ -414,9 +426,9 @@ impl GroupAcc {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExactSum {
     fixed: i128,
-    nan: i64,
-    pos_inf: i64,
-    neg_inf: i64,
+    nan: i32,
+    pos_inf: i32,
+    neg_inf: i32,
 }
 
 const SCALE: f64 = (1u64 << 48) as f64;
@@ -425,11 +437,11 @@ const LIMIT: f64 = (1u128 << 78) as f64;
 impl ExactSum {
     pub fn add(&mut self, v: f64, diff: i64) {
         if v.is_nan() {
-            self.nan += diff;
+            self.nan += diff as i32;
         } else if v >= LIMIT {
-            self.pos_inf += diff;
+            self.pos_inf += diff as i32;
         } else if v <= -LIMIT {
-            self.neg_inf += diff;
+            self.neg_inf += diff as i32;
         } else {
             let x = (v * SCALE).round() as i128;
             self.fixed = self.fixed.wrapping_add(x.wrapping_mul(diff as i128));
