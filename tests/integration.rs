@@ -642,21 +642,10 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
 #[test]
 fn status_updates_reach_actions_kept_on_disk() {
     use std::io::Read;
-    let input = tempfile::tempdir().unwrap();
+    let input = one_motor_plant();
     let out = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let dir = input.path();
-    std::fs::write(
-        dir.join("assets.csv"),
-        "tag,asset,site,line,kind,standby_kw\na/l1/m2/power_kw,a/l1/m2,a,a/l1,motor,1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("tariff.csv"),
-        "start_hour,end_hour,price_per_kwh\n0,24,0.2\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("production.csv"), "line,start_ms,end_ms\n").unwrap();
     std::fs::write(dir.join("status.jsonl"), "").unwrap();
     // An idle motor at 60 kW for 5 h, one sample a minute: every hour wastes
     // 60 kWh (60 windows of 1 kWh above standby) = 12 EUR at 0.2, one action an hour.
@@ -664,7 +653,7 @@ fn status_updates_reach_actions_kept_on_disk() {
     let h: i64 = 3_600_000;
     let mut s = String::from("ts,tag,value,quality\n");
     for i in 0..300 {
-        s.push_str(&format!("{},a/l1/m2/power_kw,60.0,0\n", t0 + i * 60_000));
+        s.push_str(&format!("{},a/l1/m1/power_kw,60.0,0\n", t0 + i * 60_000));
     }
     std::fs::write(dir.join("samples.csv"), s).unwrap();
     let df = spilling_dataflow(dir, "10m", state.path());
@@ -687,11 +676,11 @@ fn status_updates_reach_actions_kept_on_disk() {
         (a.len() == 4).then_some(a)
     });
     for k in 0..4 {
-        let a = &first[&("a/l1/m2".to_string(), t0 + k * h)];
+        let a = &first[&("a/l1/m1".to_string(), t0 + k * h)];
         assert_eq!((a.status.as_str(), a.revision), ("open", 0));
         assert_close(a.value, 12.0, "60 kWh at 0.2 EUR");
     }
-    let id = first[&("a/l1/m2".to_string(), t0)].action_id.clone();
+    let id = first[&("a/l1/m1".to_string(), t0)].action_id.clone();
     std::thread::sleep(Duration::from_millis(300));
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -706,7 +695,7 @@ fn status_updates_reach_actions_kept_on_disk() {
     drop(f);
     let acked = wait_for("the acknowledged revision", || {
         latest_actions(out.path())
-            .remove(&("a/l1/m2".to_string(), t0))
+            .remove(&("a/l1/m1".to_string(), t0))
             .filter(|a| a.revision == 1)
     });
     assert_eq!(acked.status, "acknowledged");
