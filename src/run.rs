@@ -92,7 +92,10 @@ pub fn geometry(plan: &Plan) -> Geometry {
 fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
     let c = &plan.context;
     Ok(InitialContext {
-        assets: load_assets(&c.assets, &c.asset_extra)?,
+        assets: load_assets(&c.assets, &c.asset_extra)?
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
         tariff: load_tariff(&c.tariff)?,
         production: match &c.production {
             Some(p) => load_intervals(p, "line")?,
@@ -138,7 +141,8 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
             seen[i] = m;
             sizes[i] = size;
             let result = if *f == c.assets {
-                load_assets(f, &c.asset_extra).map(Snapshot::Assets)
+                load_assets(f, &c.asset_extra)
+                    .map(|rows| Snapshot::Assets(rows.into_iter().map(Arc::new).collect()))
             } else if *f == c.tariff {
                 load_tariff(f).map(Snapshot::Tariff)
             } else if Some(f) == c.production.as_ref() {

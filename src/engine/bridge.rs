@@ -26,7 +26,7 @@ use crate::sources::context::Interval;
 /// A change to one context table: rows with +1 (insert) or −1 (retract).
 #[derive(Clone, Debug)]
 pub enum ContextChange {
-    Assets(Vec<(AssetRow, isize)>),
+    Assets(Vec<(Arc<AssetRow>, isize)>),
     Tariff(Vec<((u32, F64), isize)>),
     Production(Vec<(Interval, isize)>),
     Maintenance(Vec<(Interval, isize)>),

@@ -105,7 +105,9 @@ impl TagRegistry {
 /// The context every worker 0 starts with, inserted at time 0.
 #[derive(Clone, Default)]
 pub struct InitialContext {
-    pub assets: Vec<AssetRow>,
+    /// Shared with the context store and the engine's context input: one
+    /// copy of each row for the whole process.
+    pub assets: Vec<Arc<AssetRow>>,
     pub tariff: Vec<(u32, F64)>,
     pub production: Vec<Interval>,
     pub maintenance: Vec<Interval>,
@@ -150,7 +152,7 @@ impl Inputs {
                     let ctx = AssetCtx {
                         asset: names.intern(&a.asset),
                         line: names.intern(&a.line),
-                        row: Arc::new(a),
+                        row: a,
                     };
                     self.assets.update((id, ctx), r);
                 }

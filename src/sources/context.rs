@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::model::{AssetRow, Scalar, F64};
 use crate::value::expr::ColType;
@@ -235,7 +236,7 @@ pub fn diff<T: Ord + Clone>(old: &[T], new: &[T]) -> Vec<(T, isize)> {
 
 /// Which snapshot a whole-table replacement is for.
 pub enum Snapshot {
-    Assets(Vec<AssetRow>),
+    Assets(Vec<Arc<AssetRow>>),
     Tariff(Vec<(u32, F64)>),
     Production(Vec<Interval>),
     Maintenance(Vec<Interval>),
@@ -273,7 +274,17 @@ impl ContextStore {
                     self.tags.intern(&a.tag);
                 }
                 let d = diff(&cur.assets, &new);
-                cur.assets = new;
+                // Unchanged rows keep the `Arc` the engine already holds, so
+                // each row stays one copy across reloads.
+                let mut old = std::mem::take(&mut cur.assets);
+                old.sort();
+                cur.assets = new
+                    .into_iter()
+                    .map(|a| match old.binary_search(&a) {
+                        Ok(i) => old[i].clone(),
+                        Err(_) => a,
+                    })
+                    .collect();
                 C::Assets(d)
             }
             Snapshot::Tariff(new) => {
@@ -360,7 +371,7 @@ impl ContextStore {
                         extra,
                     };
                     assets.retain(|a| a.tag != row.tag);
-                    assets.push(row);
+                    assets.push(Arc::new(row));
                 }
                 Edit::DeleteAsset(tag) => {
                     let before = assets.len();
