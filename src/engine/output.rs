@@ -69,7 +69,7 @@ fn consolidate<D: Ord>(mut updates: Vec<(D, isize)>) -> Vec<(D, isize)> {
 
 /// A row type the sink can version.
 pub trait Versioned: Clone + Ord + 'static {
-    type Key: Hash + Eq + Clone + 'static;
+    type Key: Hash + Ord + Clone + 'static;
     fn key(&self) -> Self::Key;
     fn key_hash(&self) -> u64;
     /// End of the row's window or period (for aging out).
@@ -106,23 +106,27 @@ pub fn revisions<'s, D, F, P>(
         });
         while let Some((t, consolidated)) = pending.pop_complete(frontier) {
             tracing::trace!(target: "plantflow::latency", epoch = t, sink = %sink_name, n = consolidated.len(), "sink complete");
-            let mut by_key: HashMap<D::Key, (Vec<D>, Option<D>)> = HashMap::new();
-            let mut order = Vec::new();
-            for (d, r) in consolidated {
-                let k = d.key();
-                let entry = by_key.entry(k.clone()).or_insert_with(|| {
-                    order.push(k);
-                    (Vec::new(), None)
-                });
-                if r > 0 {
-                    entry.0.push(d);
-                } else {
-                    entry.1 = Some(d);
-                }
-            }
+            // One key's updates next to each other (a stable sort: already
+            // sorted for rows whose order starts with their key), then one
+            // pass over the runs: no per-time map of the rows.
+            let mut updates = consolidated;
+            updates.sort_by_key(|u| u.0.key());
             let mut out = Vec::new();
-            for k in order {
-                let (pos, neg) = by_key.remove(&k).unwrap_or_default();
+            let mut it = updates.into_iter().peekable();
+            while let Some((d, r)) = it.next() {
+                let k = d.key();
+                let (mut pos, mut neg) = (Vec::new(), None);
+                let mut take = |d: D, r: isize| {
+                    if r > 0 {
+                        pos.push(d);
+                    } else {
+                        neg = Some(d);
+                    }
+                };
+                take(d, r);
+                while let Some((d, r)) = it.next_if(|(d, _)| d.key() == k) {
+                    take(d, r);
+                }
                 // The last revision emitted: kept only once it is above 0, so a
                 // key that never changes (nearly every window) costs nothing
                 // here. A key not in the map was emitted at 0 if a retraction of
