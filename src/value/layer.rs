@@ -1060,8 +1060,8 @@ impl ValueLayer {
                 }
                 // A finding without an action (suppressed by maintenance)
                 // leaves as a count, so only once no correction can reach it.
-                let end = self.findings[&g][&p].period_end;
-                if !held && !is_final(end) {
+                let end = self.findings.get(&g).and_then(|m| m.get(&p));
+                if !held && !end.is_some_and(|f| is_final(f.period_end)) {
                     continue;
                 }
                 let Some(f) = self.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
