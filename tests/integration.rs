@@ -610,14 +610,7 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
     );
 
     // SIGTERM: the open window [120s,180s) is closed and flushed, exit 0.
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.0.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(child.terminate().code(), Some(0));
     let fin = latest_aggregates(out.path());
     // Shutdown closes hour 10: m2 wasted 3 x 1 kWh (idle, 60 kW > 1 kW standby), priced at the new 0.5.
     let actions = latest_actions(out.path());
@@ -702,13 +695,7 @@ fn status_updates_reach_actions_kept_on_disk() {
     assert_close(acked.value, 12.0, "the value it had");
     assert_eq!(acked.evidence["history"][1]["by"], "shift lead");
 
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    assert_eq!(child.terminate().code(), Some(0));
     let mut summary = String::new();
     child
         .0

@@ -719,10 +719,7 @@ fn pv3_outcome_after_done_mid_stream() {
     });
     assert_eq!(a["status_by"], "plantflow");
 
-    let pid = child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(status.success());
+    assert!(child.terminate().success());
 }
 
 #[test]

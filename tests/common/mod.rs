@@ -289,6 +289,19 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// Sends SIGTERM (a clean shutdown) and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.0.wait().unwrap()
+    }
+}
+
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
