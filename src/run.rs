@@ -528,7 +528,7 @@ impl RunSummary {
         ));
         if self.actions_evicted > 0 {
             s.push_str(&format!(
-                "  on disk      {:>12}  (actions only a status update can still change, {} read back)\n",
+                "  on disk      {:>12}  (actions of closed periods kept on disk, {} read back)\n",
                 self.actions_evicted, self.actions_restored
             ));
         }

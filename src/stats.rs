@@ -19,7 +19,7 @@ pub struct Stats {
     /// (for a correction or their expiry).
     pub windows_spilled: AtomicU64,
     pub windows_restored: AtomicU64,
-    /// Actions moved to the ledger on disk, and read back for a status update.
+    /// Actions moved to the ledger on disk, and read back (for a status update or a correction).
     pub actions_evicted: AtomicU64,
     pub actions_restored: AtomicU64,
     /// Findings suppressed because the asset was in maintenance / the action in cool-down.

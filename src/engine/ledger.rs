@@ -3,14 +3,14 @@
 //! A `one_per = "period"` rule opens an action per group and period, and an
 //! action nobody acknowledges stays open: kept in memory, they would grow
 //! with every hour the process runs. With `[window] spill_after` set, the
-//! value layer hands the actions that only a status update can still change
+//! value layer hands the actions of closed periods
 //! ([`ValueLayer::evict`](crate::value::layer::ValueLayer::evict)) to this
 //! ledger: one JSON line each in a scratch file, appended by the ledger's own
 //! thread (never a timely worker), with an index from action id to place.
-//! When a status update names an action the layer does not hold, the value
-//! operator asks the ledger for it and waits for the reply before it applies
-//! that time's updates, so the result is the same as with everything in
-//! memory.
+//! When an update needs an action the layer does not hold (a status update
+//! naming it, a correction of its finding), the value operator asks the
+//! ledger for it and waits for the reply before it applies that time's
+//! updates, so the result is the same as with everything in memory.
 //!
 //! The file is scratch, like the window spill: it is removed when the run
 //! ends. An action read back leaves the index; if it is evicted again it is
@@ -36,7 +36,7 @@ enum Request {
 pub enum Reply {
     Found(Box<ColdAction>),
     /// The ledger never had it (or could not read it back: logged).
-    Missing(String),
+    Missing,
 }
 
 /// The handle the value operator holds; dropping it stops the thread,
@@ -123,7 +123,7 @@ fn serve(
             }
             Request::Get(id) => {
                 let reply = match index.remove(&key(&id)) {
-                    None => Reply::Missing(id),
+                    None => Reply::Missing,
                     Some((at, len)) => {
                         let mut buf = vec![0u8; len as usize];
                         let got = file
@@ -135,10 +135,10 @@ fn serve(
                             });
                         match got {
                             Ok(a) if a.row.action_id == id => Reply::Found(Box::new(a)),
-                            Ok(_) => Reply::Missing(id),
+                            Ok(_) => Reply::Missing,
                             Err(e) => {
                                 tracing::error!(path = %path.display(), "cannot read action {id} back from the ledger: {e}");
-                                Reply::Missing(id)
+                                Reply::Missing
                             }
                         }
                     }

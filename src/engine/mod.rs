@@ -272,7 +272,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms);
                 let c1 = compiled.clone();
                 let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
-                // Actions only a status update can still change go to disk
+                // Actions of closed periods go to disk
                 // beside the spilled windows.
                 let ledger = spill.as_ref().map(|p| value::LedgerPlan {
                     dir: p.dir.join("ledger"),

@@ -47,8 +47,8 @@ struct Waiting {
 /// Runs `layer` on worker 0 over `stream`; `emit` receives each step's
 /// output (in parts, for a step with many actions: the counters come with
 /// the last), `progress` the operator's frontier after it (see [`super::output::revisions`]).
-/// With a `ledger` plan, actions only a status update can still change move
-/// to a [`Ledger`] (see its module docs).
+/// With a `ledger` plan, actions of closed periods move to a [`Ledger`]
+/// (see its module docs).
 pub fn value_op<'s, F, P>(
     stream: Stream<'s, u64, Vec<(ValueIn, u64, isize)>>,
     mut layer: ValueLayer,

@@ -100,8 +100,8 @@ struct DemandInterval {
 
 type GroupKey = (u32, Vec<String>);
 
-/// A per-period action that left memory ([`ValueLayer::evict`]): its final
-/// finding and everything a later status update needs to replay it.
+/// A per-period action that left memory ([`ValueLayer::evict`]): its finding
+/// and everything a later status update or correction needs to replay it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColdAction {
     pub rule: u32,
