@@ -38,33 +38,54 @@ for t in "$A" "$B"; do
   in="$work/w-$t-$SECS"
   [ -f "$in/samples.csv" ] || "$bin" gen workload --tags "$t" --seconds "$SECS" --out "$in" > /dev/null
   rm -rf "$work/out"
-  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
+  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 --detailed-freq=1 --max-snapshots=150 \
     --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
 done
 python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" <<'EOF'
 import collections, re, sys
 
-CRATE = re.compile(r'(plantflow::[\w:]+|parquet::\w+|timely::\w+|differential_dataflow::\w+'
-                   r'|zstd\w*|arrow\w*::\w+|rumqtt\w*|tokio::\w+|serde_json)')
+# The component an allocation belongs to, by the nearest plantflow frame of
+# its stack (or timely, for buffers it allocates between our operators).
+PF = re.compile(r'(plantflow::[\w:]+)')
+GROUPS = [
+    ('windows', ('plantflow::engine::window::window', 'plantflow::engine::spill')),
+    ('rules fold', ('plantflow::engine::rules', 'plantflow::value::rules::Compiled::group_acc',
+                    'plantflow::value::rules::Compiled::accumulate', 'plantflow::value::rules::Compiled::finding')),
+    ('value layer', ('plantflow::value::layer', 'plantflow::engine::value', 'plantflow::engine::ledger')),
+    ('context tables', ('plantflow::engine::context', 'plantflow::run::run', 'plantflow::sources::context',
+                        'plantflow::engine::TagRegistry', 'plantflow::engine::Names')),
+    ('rows in flight', ('plantflow::value::rules::Compiled::derive', 'plantflow::value::rules::Compiled::contributions',
+                        'plantflow::engine::output', 'timely')),
+    ('sources', ('plantflow::sources',)),
+    ('sinks', ('plantflow::sinks',)),
+]
+
+def group(owner):
+    for g, prefixes in GROUPS:
+        if owner.startswith(prefixes):
+            return g
+    return 'other'
 
 def load(path):
-    """Snapshots (fraction of run, heap + massif extra) and, for detailed ones,
-    bytes by the nearest named frame."""
+    """Snapshots: fraction of the run, heap (+ massif's extra), bytes by component."""
     lines = open(path).read().split('\n')
     snaps, i = [], 0
     def tree(i, depth, owner, attr):
         m = re.match(r'\s*n(\d+): (\d+) (.*)', lines[i])
         n, b, fn = int(m.group(1)), int(m.group(2)), m.group(3)
         if owner is None and depth > 0:
-            c = CRATE.search(fn)
-            owner = c.group(1) if c else None
+            c = PF.search(fn)
+            if c:
+                owner = c.group(1)
+            elif 'timely::' in fn:
+                owner = 'timely'
         i += 1
         below = 0
         for _ in range(n):
             i, cb = tree(i, depth + 1, owner, attr)
             below += cb
         if b > below:
-            attr[owner or 'other'] += b - below
+            attr[group(owner or 'other')] += b - below
         return i, b
     while i < len(lines):
         l = lines[i]
@@ -76,7 +97,7 @@ def load(path):
             snaps[-1]['h'] = int(l[11:])
         elif l.startswith('mem_heap_extra_B='):
             snaps[-1]['h'] += int(l[17:])
-        elif l.startswith('heap_tree=detailed'):
+        elif l.startswith('heap_tree=detailed') or l.startswith('heap_tree=peak'):
             attr = collections.Counter()
             i, _ = tree(i + 1, 0, None, attr)
             snaps[-1]['attr'] = attr
@@ -91,22 +112,29 @@ a, b = load(sys.argv[1]), load(sys.argv[2])
 ta, tb, spill, roll = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 extra = tb - ta
 print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {spill}, files roll by {roll}")
-for lo, hi in [(0.5, 0.75), (0.75, 1.0)]:
-    ha = sorted(s['h'] for s in a if lo <= s['f'] < hi)
-    hb = sorted(s['h'] for s in b if lo <= s['f'] < hi)
-    # Medians: an hourly close or a file commit is a short spike, not state.
-    ma, mb = ha[len(ha) // 2], hb[len(hb) // 2]
-    print(f"  median heap at {lo:.0%}-{hi:.0%} of the run: {ma / 2**20:6.1f} vs {mb / 2**20:6.1f} MiB"
-          f" -> {(mb - ma) / extra:7.0f} B per extra tag")
-def by(snaps):
-    det = [s for s in snaps if 'attr' in s and s['f'] >= 0.5]
-    tot = collections.Counter()
-    for s in det:
+
+def steady(snaps):
+    """The detailed snapshots of the second half of the run, lowest heap first."""
+    return sorted((s for s in snaps if s['f'] >= 0.5 and 'attr' in s), key=lambda s: s['h'])
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+sa, sb = steady(a), steady(b)
+# The floor is what stays between window closes (the lowest quarter of the
+# snapshots); the median also catches a close's rows on their way out.
+fa, fb = sa[:max(3, len(sa) // 4)], sb[:max(3, len(sb) // 4)]
+for name, xa, xb in [("floor (lowest quarter)", fa, fb),
+                     ("median", [sa[len(sa) // 2]], [sb[len(sb) // 2]])]:
+    ha, hb = mean([s['h'] for s in xa]), mean([s['h'] for s in xb])
+    print(f"  {name:22} of the second half: {ha / 2**20:6.1f} vs {hb / 2**20:6.1f} MiB"
+          f" -> {(hb - ha) / extra:6.0f} B per extra tag")
+print("  the floor by component, B per extra tag:")
+ca, cb = collections.Counter(), collections.Counter()
+for xs, c in [(fa, ca), (fb, cb)]:
+    for s in xs:
         for k, v in s['attr'].items():
-            tot[k] += v / len(det)
-    return tot
-ca, cb = by(a), by(b)
-print("  by component (detailed snapshots past half the run), B per extra tag:")
-for k in sorted(set(ca) | set(cb), key=lambda k: ca[k] - cb[k])[:12]:
-    print(f"    {(cb[k] - ca[k]) / extra:7.0f}  {k}")
+            c[k] += v / len(xs)
+for k in [g for g, _ in GROUPS] + ['other']:
+    print(f"    {(cb[k] - ca[k]) / extra:6.0f}  {k}")
 EOF

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{Plan, SourcePlan};
 use crate::engine::bridge::ContextChange;
 use crate::engine::{self, EngineArgs, Geometry, Ingest, InitialContext, TagRegistry};
+use crate::model::AssetRow;
 use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
 use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
 use crate::sources::normalize::SourceCtx;
@@ -89,13 +90,19 @@ pub fn geometry(plan: &Plan) -> Geometry {
     }
 }
 
+/// The rows behind `Arc`s. Not `into_iter().map(Arc::new).collect()`: that
+/// collects in place, and the vector of 8-byte `Arc`s would keep the rows'
+/// allocation (20 times its size) for as long as the context lives.
+fn shared(rows: Vec<AssetRow>) -> Vec<Arc<AssetRow>> {
+    let mut out = Vec::with_capacity(rows.len());
+    out.extend(rows.into_iter().map(Arc::new));
+    out
+}
+
 fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
     let c = &plan.context;
     Ok(InitialContext {
-        assets: load_assets(&c.assets, &c.asset_extra)?
-            .into_iter()
-            .map(Arc::new)
-            .collect(),
+        assets: shared(load_assets(&c.assets, &c.asset_extra)?),
         tariff: load_tariff(&c.tariff)?,
         production: match &c.production {
             Some(p) => load_intervals(p, "line")?,
@@ -141,8 +148,7 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
             seen[i] = m;
             sizes[i] = size;
             let result = if *f == c.assets {
-                load_assets(f, &c.asset_extra)
-                    .map(|rows| Snapshot::Assets(rows.into_iter().map(Arc::new).collect()))
+                load_assets(f, &c.asset_extra).map(|rows| Snapshot::Assets(shared(rows)))
             } else if *f == c.tariff {
                 load_tariff(f).map(Snapshot::Tariff)
             } else if Some(f) == c.production.as_ref() {

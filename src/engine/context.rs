@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::window::Closed;
 use super::Names;
@@ -43,8 +44,9 @@ pub enum CtxUpdate {
     Maintenance(Interval),
 }
 
-/// A multiset as a short vector: context tables hold one row per key almost always.
-type Multi<T> = Vec<(T, isize)>;
+/// A multiset as a short vector: context tables hold one row per key almost
+/// always, so that row lives inline (a `Vec` would allocate room for four).
+type Multi<T> = SmallVec<[(T, isize); 1]>;
 
 /// Adds `r` copies of `x` to the multiset of `key`; a key left empty is dropped.
 fn update<K: std::hash::Hash + Eq + Copy, T: PartialEq>(
@@ -61,6 +63,59 @@ fn update<K: std::hash::Hash + Eq + Copy, T: PartialEq>(
     m.retain(|(_, c)| *c != 0);
     if m.is_empty() {
         map.remove(&key);
+    }
+}
+
+/// The asset rows of one worker's tags, by tag. Tags are interned densely
+/// and worker `i` of `n` owns the tags `t` with `t % n == i`, so `t / n`
+/// indexes a vector: no hash table, no empty slots beyond unknown tags.
+struct Assets {
+    /// This worker's index and the number of workers.
+    index: usize,
+    peers: usize,
+    rows: Vec<Multi<AssetCtx>>,
+}
+
+impl Default for Assets {
+    fn default() -> Assets {
+        Assets {
+            index: 0,
+            peers: 1,
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl Assets {
+    fn slot(&self, tag: TagId) -> usize {
+        tag as usize / self.peers
+    }
+
+    fn get(&self, tag: TagId) -> Option<&Multi<AssetCtx>> {
+        self.rows.get(self.slot(tag)).filter(|m| !m.is_empty())
+    }
+
+    /// The tags with rows (of this worker), with their rows.
+    fn iter(&self) -> impl Iterator<Item = (TagId, &Multi<AssetCtx>)> + '_ {
+        let (index, peers) = (self.index, self.peers);
+        self.rows
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_empty())
+            .map(move |(i, m)| ((i * peers + index) as TagId, m))
+    }
+
+    fn update(&mut self, tag: TagId, a: AssetCtx, r: isize) {
+        let i = self.slot(tag);
+        if i >= self.rows.len() {
+            self.rows.resize_with(i + 1, Multi::new);
+        }
+        let m = &mut self.rows[i];
+        match m.iter_mut().find(|(y, _)| *y == a) {
+            Some((_, c)) => *c += r,
+            None => m.push((a, r)),
+        }
+        m.retain(|(_, c)| *c != 0);
     }
 }
 
@@ -88,7 +143,8 @@ pub struct Context {
     names: Arc<Names>,
     calendar: Calendar,
     size: i64,
-    assets: FxHashMap<TagId, Multi<AssetCtx>>,
+    /// The asset rows of this worker's tags only (the tags whose windows it holds).
+    assets: Assets,
     tariff: FxHashMap<u32, Multi<F64>>,
     running: Intervals,
     down: Intervals,
@@ -106,7 +162,7 @@ impl Context {
             names,
             calendar,
             size,
-            assets: FxHashMap::default(),
+            assets: Assets::default(),
             tariff: FxHashMap::default(),
             running: Intervals::default(),
             down: Intervals::default(),
@@ -114,6 +170,14 @@ impl Context {
             producing_memo: FxHashMap::default(),
             memo_ws: i64::MIN,
         }
+    }
+
+    /// Keeps only the asset rows of the tags `worker_of` gives worker `index`
+    /// of `peers` (the updates are broadcast to every worker).
+    pub fn owning(mut self, index: usize, peers: usize) -> Context {
+        self.assets.index = index;
+        self.assets.peers = peers.max(1);
+        self
     }
 
     fn key_at(&mut self, ws: i64) -> u32 {
@@ -136,7 +200,7 @@ impl Context {
         diff: isize,
         out: &mut Vec<(Enriched, isize)>,
     ) {
-        if !self.assets.contains_key(&tag) {
+        if self.assets.get(tag).is_none() {
             return;
         }
         let ws = agg.window_start;
@@ -148,7 +212,7 @@ impl Context {
             self.producing_memo.clear();
             self.memo_ws = ws;
         }
-        let Some(rows) = self.assets.get(&tag) else {
+        let Some(rows) = self.assets.get(tag) else {
             return;
         };
         for (a, r1) in rows {
@@ -167,7 +231,7 @@ impl Context {
                         price_per_kwh: *price,
                         producing,
                         in_maintenance,
-                        metrics: Vec::new(),
+                        metrics: Default::default(),
                     },
                     diff * r1 * r2,
                 ));
@@ -189,7 +253,7 @@ impl Context {
                 .assets
                 .iter()
                 .filter(|(_, rows)| rows.iter().any(|(a, _)| pred(a)))
-                .map(|(t, _)| *t)
+                .map(|(t, _)| t)
                 .collect();
             for (ws, m) in closed.range(from..to) {
                 for t in &tags {
@@ -251,7 +315,12 @@ impl Context {
         for (c, r) in changes {
             let production = matches!(c, CtxUpdate::Production(_));
             match c {
-                CtxUpdate::Asset(tag, a) => update(&mut self.assets, tag, a, r),
+                // `worker_of`: a tag's rows and windows live on one worker.
+                CtxUpdate::Asset(tag, a) => {
+                    if super::bridge::worker_of(tag, self.assets.peers) == self.assets.index {
+                        self.assets.update(tag, a, r)
+                    }
+                }
                 CtxUpdate::Tariff(key, price) => update(&mut self.tariff, key, price, r),
                 CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv) => {
                     let table = if production {

@@ -269,7 +269,8 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                             .map(|(iv, t, r)| (CtxUpdate::Maintenance(iv), t, r)),
                     )
                     .broadcast();
-                let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms);
+                let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms)
+                    .owning(index, peers);
                 let c1 = compiled.clone();
                 let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
                 // Actions of closed periods go to disk

@@ -165,6 +165,9 @@ impl Closed {
     }
 }
 
+/// Output rows the operator keeps room for between events.
+const SPARE_ROWS: usize = 1024;
+
 /// Window geometry shared with the sinks.
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry {
@@ -506,6 +509,11 @@ pub fn window<'s, E: Emit>(
                     if !buf.is_empty() {
                         let mut session = output.session(&at);
                         session.give_iterator(buf.drain(..).map(|(d, r)| (d, tt, r)));
+                    }
+                    // A close fills the buffer with a row per tag: do not keep
+                    // that much room between closes.
+                    if buf.capacity() > SPARE_ROWS {
+                        buf = Vec::new();
                     }
                 }
 

@@ -104,6 +104,9 @@ pub enum Scalar {
     Str(String),
 }
 
+/// A window's derived metrics.
+pub type Metrics = smallvec::SmallVec<[Scalar; 4]>;
+
 /// A window aggregate joined with its context: what metrics and rules see.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Enriched {
@@ -116,8 +119,8 @@ pub struct Enriched {
     pub price_per_kwh: F64,
     pub producing: bool,
     pub in_maintenance: bool,
-    /// Derived metrics, in config order.
-    pub metrics: Vec<Scalar>,
+    /// Derived metrics, in config order (up to four inline: no allocation per window).
+    pub metrics: Metrics,
 }
 
 /// One version of an action, as the `actions` table stores it.

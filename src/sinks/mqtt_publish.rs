@@ -507,7 +507,7 @@ mod tests {
             price_per_kwh: F64(0.2),
             producing: false,
             in_maintenance: false,
-            metrics: vec![
+            metrics: smallvec::smallvec![
                 Scalar::Num(F64(0.5)),
                 Scalar::Num(F64(0.1)),
                 Scalar::Num(F64(0.5)),

@@ -100,6 +100,47 @@ struct DemandInterval {
 
 type GroupKey = (u32, Vec<String>);
 
+/// A group's findings by period start. Most groups hold one or two (the
+/// open period and, until it leaves for the ledger, the last closed one), so
+/// a sorted vector with one boxed finding inline instead of a B-tree, whose
+/// node has room for eleven.
+#[derive(Default)]
+struct Periods(smallvec::SmallVec<[(i64, Box<Finding>); 1]>);
+
+impl Periods {
+    fn find(&self, start: i64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(s, _)| *s)
+    }
+
+    fn get(&self, start: &i64) -> Option<&Finding> {
+        self.find(*start).ok().map(|i| &*self.0[i].1)
+    }
+
+    fn contains_key(&self, start: &i64) -> bool {
+        self.find(*start).is_ok()
+    }
+
+    fn insert(&mut self, start: i64, f: Box<Finding>) {
+        match self.find(start) {
+            Ok(i) => self.0[i].1 = f,
+            Err(i) => self.0.insert(i, (start, f)),
+        }
+    }
+
+    fn remove(&mut self, start: &i64) -> Option<Box<Finding>> {
+        self.find(*start).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The findings in period order.
+    fn values(&self) -> impl Iterator<Item = &Finding> + '_ {
+        self.0.iter().map(|(_, f)| &**f)
+    }
+}
+
 /// A per-period action that left memory ([`ValueLayer::evict`]): its finding
 /// and everything a later status update or correction needs to replay it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -181,8 +222,7 @@ pub struct ValueLayer {
     now: i64,
     /// Highest window end seen: at end of input, periods up to it are complete.
     data_end: i64,
-    // Boxed: a B-tree node has room for 11 entries, and most groups hold one or two.
-    findings: HashMap<GroupKey, BTreeMap<i64, Box<Finding>>>,
+    findings: HashMap<GroupKey, Periods>,
     sticky: HashSet<(GroupKey, i64)>,
     updates_by_id: HashMap<String, Vec<StatusUpdate>>,
     unmatched: Vec<StatusUpdate>,
@@ -313,7 +353,7 @@ impl ValueLayer {
                 let map = self.findings.entry(key.clone()).or_default();
                 if diff > 0 {
                     map.insert(f.period_start, Box::new(f));
-                } else if map.get(&f.period_start).map(|b| &**b) == Some(&f) {
+                } else if map.get(&f.period_start) == Some(&f) {
                     map.remove(&f.period_start);
                 }
                 if touch {
@@ -511,11 +551,7 @@ impl ValueLayer {
         // At the end of input every open period closes, as windows do.
         let live = rule.kind == RuleKind::DemandPeak || self.ended;
         let now = self.now;
-        let findings = self
-            .findings
-            .get(g)
-            .into_iter()
-            .flat_map(|m| m.values().map(|b| &**b));
+        let findings = self.findings.get(g).into_iter().flat_map(|m| m.values());
         let r = replay_group(
             &self.plan.name,
             (rule, &plan.routing),

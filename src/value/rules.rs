@@ -10,6 +10,8 @@ use crate::config::{Agg, Plan, WINDOW_COLUMNS};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::config::RuleKind;
 use crate::model::{AssetRow, Enriched, Finding, Scalar, F64};
 use crate::value::expr::{ColType, Expr, Scope};
@@ -295,9 +297,9 @@ impl Compiled {
         GroupAcc {
             windows: 0,
             maintenance: 0,
-            sums: vec![ExactSum::default(); n].into_boxed_slice(),
+            sums: smallvec::smallvec![ExactSum::default(); n],
             extremes,
-            assets: Vec::new(),
+            assets: SmallVec::new(),
         }
     }
 
@@ -407,9 +409,11 @@ impl Compiled {
 pub struct GroupAcc {
     windows: i32,
     maintenance: i32,
-    sums: Box<[ExactSum]>,
+    /// Inline for up to two measures, and the asset row inline for a group
+    /// of one asset: an accumulator is then one allocation-free value.
+    sums: SmallVec<[ExactSum; 2]>,
     extremes: Box<[BTreeMap<F64, i64>]>,
-    assets: Vec<(Arc<AssetRow>, i64)>,
+    assets: SmallVec<[(Arc<AssetRow>, i64); 1]>,
 }
 
 impl GroupAcc {
