@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # State per tag: heap of `plantflow run --workers 1` (workload v1) under
 # valgrind's massif at two tag counts; the difference per extra tag, in total
-# and by the component that allocated it (nearest plantflow/crate frame).
+# and by the component that allocated it (nearest plantflow frame).
+#
+# Two measurements per tag count:
+# - at rest: `run --follow` over the 6 h file; once it has caught up (its CPU
+#   time stops growing) and waits for more input, as a live node does between
+#   samples, `vgdb` takes a detailed snapshot. This is the state the node
+#   holds: windows, accumulators, actions, context, nothing in flight.
+# - replay: the same file at full speed; the floor and median of the second
+#   half also count the rows a close sends on their way out (a replay is
+#   always closing a window somewhere in the pipeline).
 #
 #   bash benches/state_per_tag.sh                  # 200 and 2000 tags x 6 h, spill_after = 10m
 #   SPILL= bash benches/state_per_tag.sh           # everything in memory
@@ -40,8 +49,25 @@ for t in "$A" "$B"; do
   rm -rf "$work/out"
   INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 --detailed-freq=1 --max-snapshots=150 \
     --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
+  # At rest: follow the same file until caught up (two 3-second spans with
+  # under 0.2 s of CPU), snapshot, stop.
+  rm -rf "$work/out" "$work/rest.$t"
+  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
+    --massif-out-file="$work/massif.follow.$t" "$bin" run --follow --workers 1 "$flow" > "$work/follow.$t.log" 2>&1 &
+  vpid=$!
+  prev=0
+  idle=0
+  while [ "$idle" -lt 2 ]; do
+    sleep 3
+    cur=$(awk '{print $14 + $15}' "/proc/$vpid/stat")
+    if [ $((cur - prev)) -lt 20 ]; then idle=$((idle + 1)); else idle=0; fi
+    prev=$cur
+  done
+  vgdb --pid="$vpid" detailed_snapshot "$work/rest.$t" > /dev/null
+  kill -TERM "$vpid"
+  wait "$vpid" || true
 done
-python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" <<'EOF'
+python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" "$work/rest.$A" "$work/rest.$B" <<'EOF'
 import collections, re, sys
 
 # The component an allocation belongs to, by the nearest plantflow frame of
@@ -110,8 +136,13 @@ def load(path):
 
 a, b = load(sys.argv[1]), load(sys.argv[2])
 ta, tb, spill, roll = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+ra, rb = load(sys.argv[7])[0], load(sys.argv[8])[0]
 extra = tb - ta
+order = [g for g, _ in GROUPS] + ['other']
 print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {spill}, files roll by {roll}")
+print(f"  at rest after the 6 h (follow mode, caught up): {ra['h'] / 2**20:6.1f} vs {rb['h'] / 2**20:6.1f} MiB"
+      f" -> {(rb['h'] - ra['h']) / extra:6.0f} B per extra tag")
+print("    " + ", ".join(f"{k} {(rb['attr'][k] - ra['attr'][k]) / extra:.0f}" for k in order))
 
 def steady(snaps):
     """The detailed snapshots of the second half of the run, lowest heap first."""
@@ -127,14 +158,14 @@ fa, fb = sa[:max(3, len(sa) // 4)], sb[:max(3, len(sb) // 4)]
 for name, xa, xb in [("floor (lowest quarter)", fa, fb),
                      ("median", [sa[len(sa) // 2]], [sb[len(sb) // 2]])]:
     ha, hb = mean([s['h'] for s in xa]), mean([s['h'] for s in xb])
-    print(f"  {name:22} of the second half: {ha / 2**20:6.1f} vs {hb / 2**20:6.1f} MiB"
+    print(f"  replay, {name:22} of the second half: {ha / 2**20:6.1f} vs {hb / 2**20:6.1f} MiB"
           f" -> {(hb - ha) / extra:6.0f} B per extra tag")
-print("  the floor by component, B per extra tag:")
+print("  replay, the floor by component, B per extra tag:")
 ca, cb = collections.Counter(), collections.Counter()
 for xs, c in [(fa, ca), (fb, cb)]:
     for s in xs:
         for k, v in s['attr'].items():
             c[k] += v / len(xs)
-for k in [g for g, _ in GROUPS] + ['other']:
+for k in order:
     print(f"    {(cb[k] - ca[k]) / extra:6.0f}  {k}")
 EOF

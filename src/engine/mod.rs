@@ -72,10 +72,18 @@ impl Versioned for Enriched {
     }
 }
 
+/// The tag ids by name, as a source sees them (see [`TagRegistry::view`]).
+pub type TagView = Arc<rustc_hash::FxHashMap<Box<str>, TagId>>;
+
 /// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
+///
+/// The map sits behind an `Arc` that sources keep a clone of, so a source
+/// looks tags up without a lock and the process holds one copy of each tag
+/// name. Interning a new tag (an assets reload) copies the map only while a
+/// source still holds the previous one.
 #[derive(Default)]
 pub struct TagRegistry {
-    map: std::sync::RwLock<std::collections::HashMap<String, TagId>>,
+    map: std::sync::RwLock<TagView>,
 }
 
 impl TagRegistry {
@@ -85,7 +93,7 @@ impl TagRegistry {
         }
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         let n = m.len() as TagId;
-        *m.entry(tag.to_string()).or_insert(n)
+        *Arc::make_mut(&mut m).entry(tag.into()).or_insert(n)
     }
 
     pub fn get(&self, tag: &str) -> Option<TagId> {
@@ -96,9 +104,9 @@ impl TagRegistry {
             .copied()
     }
 
-    /// A read view for looking up many tags at once.
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, TagId>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+    /// The current map, for lookups without the lock.
+    pub fn view(&self) -> TagView {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -297,8 +305,15 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 } else {
                     findings
                 }
-                .concat(prod.map(ValueIn::Production))
                 .concat(status.map(ValueIn::Status));
+                // Production runs reach the value layer only for a `units`
+                // verification baseline (the windows' `producing` flag comes
+                // from the context tables): otherwise it would keep every run.
+                let value_in = if compiled.needs_production() {
+                    value_in.concat(prod.map(ValueIn::Production))
+                } else {
+                    value_in
+                };
 
                 let enriched = enriched.inner.probe_with(&probe);
                 let value_in = value_in.inner.probe_with(&probe);

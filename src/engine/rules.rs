@@ -102,6 +102,10 @@ pub fn findings<'s>(
                         let at = c.delayed(&t);
                         output.session(&at).give_iterator(out.drain(..));
                     }
+                    // Room for a whole period close is not kept between closes.
+                    if out.capacity() > 64 {
+                        out = Vec::new();
+                    }
                 }
                 match frontier.frontier().iter().min() {
                     Some(f) => {

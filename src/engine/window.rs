@@ -49,6 +49,17 @@ pub struct Acc {
 }
 
 impl Acc {
+    /// No window (a free slot of [`Open`]).
+    const EMPTY: Acc = Acc {
+        tag: 0,
+        count: 0,
+        sum: 0.0,
+        min: 0.0,
+        max: 0.0,
+        first: (0, 0.0),
+        last: (0, 0.0),
+    };
+
     fn new(s: &Sample) -> Acc {
         Acc {
             tag: s.tag,
@@ -165,8 +176,62 @@ impl Closed {
     }
 }
 
+/// The open windows of one end time. Tags are interned densely and worker
+/// `index` of `peers` gets the tags `t` with `t % peers == index`
+/// (`bridge::worker_of`), so `t / peers` indexes a vector: a sample finds its
+/// window without hashing, and a close takes the windows in tag order. A tag
+/// of another worker (never sent here) still gets its own window, in a map.
+struct Open {
+    accs: Vec<Acc>,
+    n: usize,
+    other: FxHashMap<TagId, Acc>,
+}
+
+impl Open {
+    fn with_capacity(slots: usize) -> Open {
+        Open {
+            accs: Vec::with_capacity(slots),
+            n: 0,
+            other: FxHashMap::default(),
+        }
+    }
+
+    fn add(&mut self, s: &Sample, (index, peers): (usize, usize)) {
+        let tag = s.tag as usize;
+        if tag % peers != index {
+            self.other
+                .entry(s.tag)
+                .and_modify(|a| a.add(s))
+                .or_insert_with(|| Acc::new(s));
+            return;
+        }
+        let slot = tag / peers;
+        if slot >= self.accs.len() {
+            self.accs.resize(slot + 1, Acc::EMPTY);
+        }
+        let a = &mut self.accs[slot];
+        if a.count == 0 {
+            *a = Acc::new(s);
+            self.n += 1;
+        } else {
+            a.add(s);
+        }
+    }
+
+    /// The windows, sorted by tag.
+    fn into_sorted(self) -> Vec<Acc> {
+        let mut out = Vec::with_capacity(self.n + self.other.len());
+        out.extend(self.accs.into_iter().filter(|a| a.count > 0));
+        if !self.other.is_empty() {
+            out.extend(self.other.into_values());
+            out.sort_unstable_by_key(|a| a.tag);
+        }
+        out
+    }
+}
+
 /// Output rows the operator keeps room for between events.
-const SPARE_ROWS: usize = 1024;
+const SPARE_ROWS: usize = 64;
 
 /// Window geometry shared with the sinks.
 #[derive(Clone, Copy, Debug)]
@@ -289,7 +354,10 @@ pub fn window<'s, E: Emit>(
         move |cap, info| {
             let mut cap = Some(cap);
             // Open windows by end time.
-            let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
+            let mut open: BTreeMap<i64, Open> = BTreeMap::new();
+            let me_of = (scope.index(), scope.peers().max(1));
+            // Slots the last closed window used: the next one starts that big.
+            let mut slots = 0usize;
             // Late rows by their time, processed once the frontier reaches it.
             let mut late: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
             // Emitted windows that may still be corrected, by window start.
@@ -319,19 +387,17 @@ pub fn window<'s, E: Emit>(
                     for batch in data {
                         // Rows of a batch mostly share a window: look its map up once.
                         let mut cur_end = i64::MIN;
-                        let mut cur: Option<&mut FxHashMap<TagId, Acc>> = None;
+                        let mut cur: Option<&mut Open> = None;
                         for s in batch.drain(..) {
                             let start = geo.start_of(s.ts);
                             let end = start + geo.size_ms;
                             if (t as i64) < end {
                                 if end != cur_end || cur.is_none() {
-                                    cur = Some(open.entry(end).or_default());
+                                    cur = Some(open.entry(end).or_insert_with(|| Open::with_capacity(slots)));
                                     cur_end = end;
                                 }
                                 if let Some(m) = cur.as_mut() {
-                                    m.entry(s.tag)
-                                        .and_modify(|a| a.add(&s))
-                                        .or_insert_with(|| Acc::new(&s));
+                                    m.add(&s, me_of);
                                 }
                             } else {
                                 late.entry(t).or_default().push(s);
@@ -448,10 +514,14 @@ pub fn window<'s, E: Emit>(
                     match event {
                         Event::Close => {
                             let end = time as i64;
-                            let windows = open.remove(&end).unwrap_or_default();
                             let start = end - geo.size_ms;
-                            let mut accs: Vec<Acc> = windows.into_values().collect();
-                            accs.sort_unstable_by_key(|a| a.tag);
+                            let accs = match open.remove(&end) {
+                                Some(w) => {
+                                    slots = slots.max(w.accs.len());
+                                    w.into_sorted()
+                                }
+                                None => Vec::new(),
+                            };
                             tracing::trace!(target: "plantflow::latency", epoch = tt, n = accs.len(), "window closed");
                             for acc in &accs {
                                 emitter.emit(acc.tag, &acc.agg(start, geo.size_ms), 1, &mut buf);

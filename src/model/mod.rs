@@ -155,7 +155,8 @@ pub struct ActionRow {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: u32,
-    pub group: Vec<String>,
+    /// Shared by every finding and map key of the group (see `rules::findings`).
+    pub group: std::sync::Arc<[String]>,
     pub period_start: i64,
     pub period_end: i64,
     pub value: F64,

@@ -72,8 +72,8 @@ pub struct Normalizer {
     batch_rows: usize,
     dead: Vec<DeadLetter>,
     now: i64,
-    /// Tags seen by this source: avoids the shared registry's lock per row.
-    tag_cache: rustc_hash::FxHashMap<Box<str>, crate::model::TagId>,
+    /// The registry's tags as of the last lookup that missed: no lock per row.
+    tags: crate::engine::TagView,
     /// Row counters not yet added to the shared [`Stats`] (one atomic add per
     /// batch instead of several per row).
     counts: Counts,
@@ -83,6 +83,7 @@ pub struct Normalizer {
 
 impl Normalizer {
     pub fn new(ctx: SourceCtx, batch_rows: usize) -> Normalizer {
+        let tags = ctx.tags.view();
         Normalizer {
             ctx,
             max_ts: None,
@@ -91,7 +92,7 @@ impl Normalizer {
             batch_rows,
             dead: Vec::new(),
             now: now_ms(),
-            tag_cache: Default::default(),
+            tags,
             counts: Counts::default(),
             topic: None,
         }
@@ -181,12 +182,16 @@ impl Normalizer {
 
     /// The interned id of a tag, if the assets table knows it.
     pub fn tag_id(&mut self, tag: &str) -> Option<crate::model::TagId> {
-        if let Some(id) = self.tag_cache.get(tag) {
+        if let Some(id) = self.tags.get(tag) {
             return Some(*id);
         }
-        let id = self.ctx.tags.get(tag)?;
-        self.tag_cache.insert(tag.into(), id);
-        Some(id)
+        // The registry may have grown since (an assets reload).
+        let now = self.ctx.tags.view();
+        if Arc::ptr_eq(&now, &self.tags) {
+            return None;
+        }
+        self.tags = now;
+        self.tags.get(tag).copied()
     }
 
     /// Checks and accepts one typed row whose tag is already interned.

@@ -98,7 +98,7 @@ struct DemandInterval {
     by_price: BTreeMap<F64, (f64, f64)>,
 }
 
-type GroupKey = (u32, Vec<String>);
+type GroupKey = (u32, Arc<[String]>);
 
 /// A group's findings by period start. Most groups hold one or two (the
 /// open period and, until it leaves for the ledger, the last closed one), so
@@ -146,7 +146,7 @@ impl Periods {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColdAction {
     pub rule: u32,
-    pub group: Vec<String>,
+    pub group: Arc<[String]>,
     pub finding: Option<Finding>,
     pub row: ActionRow,
     pub rev: i64,
@@ -410,7 +410,7 @@ impl ValueLayer {
                         return;
                     };
                     let (bs, _) = self.bucket(&v, window_start);
-                    let key = (ri as u32, group);
+                    let key: GroupKey = (ri as u32, group.into());
                     let s = self.energy.entry(key.clone()).or_default();
                     if s.line.is_empty() {
                         s.line = line;
@@ -869,7 +869,7 @@ impl ValueLayer {
                 let Some((value, measures)) = self.compiled.demand(ri, &vals) else {
                     continue;
                 };
-                let key = (ri as u32, vec![site.clone()]);
+                let key: GroupKey = (ri as u32, Arc::from([site.clone()]));
                 let f = Finding {
                     rule: ri as u32,
                     group: key.1.clone(),
@@ -1278,7 +1278,7 @@ mod tests {
             let asset = format!("m{i}");
             let f = Finding {
                 rule: 0,
-                group: vec!["s".into(), "l".into(), asset.clone()],
+                group: vec!["s".into(), "l".into(), asset.clone()].into(),
                 period_start: 0,
                 period_end: 3_600_000,
                 value: F64(1.0 + i as f64),
@@ -1328,7 +1328,7 @@ mod tests {
     fn finding(asset: &str, hour: i64, value: f64, maint: bool) -> Finding {
         Finding {
             rule: 0,
-            group: vec!["s".into(), "l".into(), asset.into()],
+            group: vec!["s".into(), "l".into(), asset.into()].into(),
             period_start: hour * H,
             period_end: (hour + 1) * H,
             value: F64(value),

@@ -415,7 +415,7 @@ mod tests {
     fn finding(h: i64, value: f64, maint: bool) -> Finding {
         Finding {
             rule: 0,
-            group: vec!["a1".into()],
+            group: vec!["a1".into()].into(),
             period_start: h * 3_600_000,
             period_end: (h + 1) * 3_600_000,
             value: F64(value),

@@ -36,6 +36,7 @@ pub struct Compiled {
     billing_energy: Option<usize>,
     /// `(rule index, energy metric index)` of rules that verify outcomes.
     verify: Vec<(usize, usize)>,
+    units_driver: bool,
     /// Row slots some window expression reads: string columns nobody reads
     /// are left empty instead of cloned for every window.
     read: Vec<bool>,
@@ -123,7 +124,17 @@ impl Compiled {
                 .enumerate()
                 .filter_map(|(i, r)| r.verify.as_ref().map(|v| (i, v.energy_metric)))
                 .collect(),
+            units_driver: plan
+                .rules
+                .iter()
+                .any(|r| r.verify.as_ref().is_some_and(|v| v.units_driver)),
         }
+    }
+
+    /// Whether a verification normalises by produced units (the value layer
+    /// then needs the production runs).
+    pub fn needs_production(&self) -> bool {
+        self.units_driver
     }
 
     /// Whether any window feeds the value layer's energy series.
@@ -297,7 +308,7 @@ impl Compiled {
         GroupAcc {
             windows: 0,
             maintenance: 0,
-            sums: smallvec::smallvec![ExactSum::default(); n],
+            sums: (0..n).map(|_| ExactSum::default()).collect(),
             extremes,
             assets: SmallVec::new(),
         }
@@ -340,7 +351,7 @@ impl Compiled {
     pub fn finding(
         &self,
         rule: u32,
-        group: &[String],
+        group: &Arc<[String]>,
         period_start: i64,
         acc: &GroupAcc,
     ) -> Option<Finding> {
@@ -385,7 +396,7 @@ impl Compiled {
         };
         Some(Finding {
             rule,
-            group: group.to_vec(),
+            group: group.clone(),
             period_start,
             period_end: period_start + r.period_ms,
             value: F64(value),
@@ -427,37 +438,54 @@ impl GroupAcc {
 /// once to a fixed grid of 2^-48 (about 3.6e-15) and added as integers,
 /// so no rounding residue builds up over inserts and retractions. Finite
 /// values of magnitude 2^78 (about 3e23) and above count as infinities.
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// 24 bytes: the fixed-point sum as two 64-bit halves (an `i128` field would
+/// align the accumulator to 16 bytes), and the counts of NaNs and infinities
+/// boxed, allocated only while there are any.
+#[derive(Clone, Debug, Default)]
 pub struct ExactSum {
-    fixed: i128,
-    nan: i32,
-    pos_inf: i32,
-    neg_inf: i32,
+    lo: u64,
+    hi: i64,
+    /// Counts of NaN, +infinity and −infinity values.
+    special: Option<Box<[i32; 3]>>,
 }
 
 const SCALE: f64 = (1u64 << 48) as f64;
 const LIMIT: f64 = (1u128 << 78) as f64;
 
 impl ExactSum {
+    fn fixed(&self) -> i128 {
+        (i128::from(self.hi) << 64) | i128::from(self.lo)
+    }
+
     pub fn add(&mut self, v: f64, diff: i64) {
-        if v.is_nan() {
-            self.nan += diff as i32;
+        let special = if v.is_nan() {
+            0
         } else if v >= LIMIT {
-            self.pos_inf += diff as i32;
+            1
         } else if v <= -LIMIT {
-            self.neg_inf += diff as i32;
+            2
         } else {
             let x = (v * SCALE).round() as i128;
-            self.fixed = self.fixed.wrapping_add(x.wrapping_mul(diff as i128));
+            let sum = self.fixed().wrapping_add(x.wrapping_mul(diff as i128));
+            self.lo = sum as u64;
+            self.hi = (sum >> 64) as i64;
+            return;
+        };
+        let counts = self.special.get_or_insert_with(Default::default);
+        counts[special] += diff as i32;
+        if counts.iter().all(|c| *c == 0) {
+            self.special = None;
         }
     }
 
     pub fn value(&self) -> f64 {
-        match (self.nan != 0, self.pos_inf != 0, self.neg_inf != 0) {
+        let [nan, pos_inf, neg_inf] = self.special.as_deref().copied().unwrap_or_default();
+        match (nan != 0, pos_inf != 0, neg_inf != 0) {
             (true, _, _) | (false, true, true) => f64::NAN,
             (false, true, false) => f64::INFINITY,
             (false, false, true) => f64::NEG_INFINITY,
-            (false, false, false) => 0.0 + self.fixed as f64 / SCALE,
+            (false, false, false) => 0.0 + self.fixed() as f64 / SCALE,
         }
     }
 }
@@ -579,7 +607,7 @@ path = "${OUT_DIR}"
     fn a_group_folds_corrections_in_any_order_to_the_hand_computed_finding() {
         let c = compiled();
         let (pump, aux) = (asset("a1/pump", "pump"), asset("a1/aux", "motor"));
-        let group = ["a1".to_string()];
+        let group: Arc<[String]> = Arc::from(["a1".to_string()]);
         // Windows 2, 5 and 11 kW; then 11 is corrected to 7 (a late row).
         // By hand: total 2 + 5 + 7 = 14, mean 14 / 3, min 2, max 7, value 7 - 2 = 5.
         let ups: Vec<(RuleInput, isize)> = vec![
