@@ -74,7 +74,7 @@ import collections, re, sys
 # its stack (or timely, for buffers it allocates between our operators).
 PF = re.compile(r'(plantflow::[\w:]+)')
 GROUPS = [
-    ('windows', ('plantflow::engine::window::window', 'plantflow::engine::spill')),
+    ('windows', ('plantflow::engine::window', 'plantflow::engine::spill')),
     ('rules fold', ('plantflow::engine::rules', 'plantflow::value::rules::Compiled::group_acc',
                     'plantflow::value::rules::Compiled::accumulate', 'plantflow::value::rules::Compiled::finding')),
     ('value layer', ('plantflow::value::layer', 'plantflow::engine::value', 'plantflow::engine::ledger')),
