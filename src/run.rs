@@ -139,6 +139,7 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
         .collect();
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
+        store.prune();
         for (i, f) in files.iter().enumerate() {
             let m = mtime(f);
             let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
@@ -330,12 +331,26 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         });
     }
 
+    // The store diffs file reloads (follow mode) and MQTT context edits
+    // against what it holds; with neither, its runs and maintenance windows
+    // would be a second copy of the file kept for nothing.
+    let editable = opts.follow
+        || plan
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourcePlan::Mqtt(_)));
+    let mut held = initial.clone();
+    if !editable {
+        held.production = Vec::new();
+        held.maintenance = Vec::new();
+    }
     let store = Arc::new(ContextStore::new(
-        initial.clone(),
+        held,
         ingest.clone(),
         tags.clone(),
         plan.context.asset_extra.clone(),
         plan.context.tariff.clone(),
+        geo.retention_ms + 2 * geo.period_ms + geo.size_ms,
     ));
     let mut source_tasks = Vec::new();
     for (i, s) in plan.sources.iter().enumerate() {

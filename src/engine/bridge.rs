@@ -106,6 +106,11 @@ impl Ingest {
         w - w % self.epoch_ms + 1
     }
 
+    /// The global time (milliseconds of event time, the sources' watermark).
+    pub fn time_ms(&self) -> i64 {
+        self.lock().time as i64
+    }
+
     /// Registers worker `index`'s thread so sends can unpark it.
     pub fn register_worker(&self, index: usize, thread: Thread) {
         if let Ok(mut t) = self.threads.lock() {

@@ -154,6 +154,9 @@ pub struct Context {
     /// start moves on, and on every context change).
     producing_memo: FxHashMap<u32, bool>,
     memo_ws: i64,
+    /// Intervals ending at or before this are of no window still emitted
+    /// ([`Context::retire`]): they are dropped, and updates to them ignored.
+    retired: i64,
 }
 
 impl Context {
@@ -169,6 +172,7 @@ impl Context {
             key_memo: None,
             producing_memo: FxHashMap::default(),
             memo_ws: i64::MIN,
+            retired: i64::MIN,
         }
     }
 
@@ -309,6 +313,27 @@ impl Context {
         })
     }
 
+    /// Drops the production runs and maintenance windows that end at or
+    /// before `before`: no window starting at or after it lies in them, and
+    /// no earlier window is emitted again. Without this the tables would
+    /// grow with every run in the file, for as long as the process lives.
+    pub fn retire(&mut self, before: i64) {
+        if before <= self.retired {
+            return;
+        }
+        self.retired = before;
+        for table in [&mut self.running, &mut self.down] {
+            table.by_key.retain(|_, ivs| {
+                let n = ivs.len();
+                ivs.retain(|((_, end), _)| *end > before);
+                if ivs.len() < n {
+                    ivs.shrink_to_fit();
+                }
+                !ivs.is_empty()
+            });
+        }
+    }
+
     /// Applies a batch of updates.
     pub fn apply(&mut self, changes: Vec<(CtxUpdate, isize)>) {
         self.producing_memo.clear();
@@ -322,7 +347,9 @@ impl Context {
                     }
                 }
                 CtxUpdate::Tariff(key, price) => update(&mut self.tariff, key, price, r),
-                CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv) => {
+                CtxUpdate::Production(iv) | CtxUpdate::Maintenance(iv)
+                    if iv.end_ms > self.retired =>
+                {
                     let table = if production {
                         &mut self.running
                     } else {
@@ -331,7 +358,57 @@ impl Context {
                     let key = self.names.intern(&iv.key);
                     update(&mut table.by_key, key, (iv.start_ms, iv.end_ms), r);
                 }
+                // Retired: an edit of a run no retained window lies in.
+                CtxUpdate::Production(_) | CtxUpdate::Maintenance(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str, start_ms: i64, end_ms: i64) -> CtxUpdate {
+        CtxUpdate::Production(Interval {
+            key: line.into(),
+            start_ms,
+            end_ms,
+            units: None,
+        })
+    }
+
+    #[test]
+    fn retired_runs_leave_and_their_edits_are_ignored() {
+        let names = Arc::new(Names::default());
+        let mut c = Context::new(names.clone(), Calendar::default(), 60_000);
+        c.apply(vec![
+            (run("l1", 0, 120_000), 1),
+            (run("l1", 300_000, 600_000), 1),
+        ]);
+        let l1 = names.get("l1").unwrap();
+        assert!(c.running.covers(l1, 60_000, 60_000));
+        assert!(c.running.covers(l1, 300_000, 60_000));
+        // No window before 200 s is emitted again: the first run goes.
+        c.retire(200_000);
+        assert!(!c.running.covers(l1, 60_000, 60_000));
+        assert!(c.running.covers(l1, 300_000, 60_000));
+        assert_eq!(c.running.by_key[&l1].len(), 1);
+        // An edit of the retired run (its removal, or it again) changes
+        // nothing and leaves no negative count behind.
+        c.apply(vec![(run("l1", 0, 120_000), -1)]);
+        c.apply(vec![(run("l1", 0, 120_000), 1)]);
+        assert_eq!(c.running.by_key[&l1].len(), 1);
+        // A run ending after the bound still counts, and all of a line's
+        // runs retired drop the line.
+        c.apply(vec![(run("l2", 100_000, 240_000), 1)]);
+        let l2 = names.get("l2").unwrap();
+        assert!(c.running.covers(l2, 180_000, 60_000));
+        c.retire(600_000);
+        assert!(c.running.by_key.is_empty());
+        // A bound below the last one is no bound.
+        c.retire(0);
+        c.apply(vec![(run("l1", 0, 120_000), 1)]);
+        assert!(c.running.by_key.is_empty());
     }
 }

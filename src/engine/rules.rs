@@ -83,6 +83,9 @@ pub fn findings<'s>(
                             }
                         };
                         let key = (*rule, gid, *period);
+                        // Findings share the interned key: one copy per group,
+                        // not one per period (or per contribution).
+                        let group = &groups[gid as usize];
                         let acc = accs.entry(key).or_insert_with(|| compiled.group_acc(*rule));
                         let old = compiled.finding(*rule, group, *period, acc);
                         for ((_, input), diff) in &updates[i..j] {

@@ -270,6 +270,9 @@ pub trait Emit: 'static {
     /// Whether a batch of context changes may alter windows of `start` (which
     /// is spilled, so [`Emit::affected`] cannot look inside it).
     fn touches(&self, changes: &[(CtxUpdate, isize)], start: i64) -> bool;
+    /// No window starting before `before` will be emitted again: context
+    /// that only such windows could use may go.
+    fn retire(&mut self, _before: i64) {}
 }
 
 impl Emit for Context {
@@ -289,6 +292,9 @@ impl Emit for Context {
     }
     fn touches(&self, changes: &[(CtxUpdate, isize)], start: i64) -> bool {
         Context::touches(self, changes, start)
+    }
+    fn retire(&mut self, before: i64) {
+        Context::retire(self, before)
     }
 }
 
@@ -379,6 +385,8 @@ pub fn window<'s, E: Emit>(
             });
             let mut cold: BTreeSet<i64> = BTreeSet::new();
             let mut asked: BTreeSet<i64> = BTreeSet::new();
+            // The last bound given to `Emit::retire`.
+            let mut retired = i64::MIN;
             let me = scope.activator_for(info.address.clone());
 
             move |(input, f1), (ctx_in, f2), output| {
@@ -608,6 +616,18 @@ pub fn window<'s, E: Emit>(
                                 break;
                             }
                         }
+                    }
+                }
+
+                // Every event up to the frontier has been handled, so what
+                // comes later (closes, late rows, context changes) only
+                // touches windows that expire at or after it: those starting
+                // after `f - retention - period - size`.
+                if let (Some(f), None) = (f, waiting) {
+                    let before = f as i64 - geo.retention_ms - geo.period_ms - geo.size_ms;
+                    if before >= retired.saturating_add(geo.size_ms) {
+                        emitter.retire(before);
+                        retired = before;
                     }
                 }
 

@@ -200,6 +200,12 @@ pub struct ContextStore {
     tags: std::sync::Arc<crate::engine::TagRegistry>,
     asset_extra: Vec<(String, ColType)>,
     tariff_name: std::path::PathBuf,
+    /// How far behind the global time an interval's end may lie and still
+    /// matter (retention, two retraction buckets and a window): older
+    /// production runs and maintenance windows are dropped from the tables
+    /// (a file keeps growing; the tables must not), and edits to them are
+    /// not sent (no retained window can see them).
+    horizon_ms: i64,
 }
 
 /// Rows removed (−1) and added (+1) between two snapshots.
@@ -249,6 +255,7 @@ impl ContextStore {
         tags: std::sync::Arc<crate::engine::TagRegistry>,
         asset_extra: Vec<(String, ColType)>,
         tariff_name: std::path::PathBuf,
+        horizon_ms: i64,
     ) -> ContextStore {
         ContextStore {
             current: std::sync::Mutex::new(initial),
@@ -257,6 +264,27 @@ impl ContextStore {
             tags,
             asset_extra,
             tariff_name,
+            horizon_ms,
+        }
+    }
+
+    /// Intervals ending before this can no longer affect any window.
+    fn cutoff(&self) -> i64 {
+        self.ingest.time_ms().saturating_sub(self.horizon_ms)
+    }
+
+    /// Drops the production runs and maintenance windows that ended before
+    /// the horizon (see [`ContextStore::horizon_ms`]); the workers drop
+    /// theirs on their own, so nothing is sent.
+    pub fn prune(&self) {
+        let cutoff = self.cutoff();
+        let mut guard = self.lock();
+        let cur = &mut *guard;
+        for t in [&mut cur.production, &mut cur.maintenance] {
+            if t.iter().any(|iv| iv.end_ms < cutoff) {
+                t.retain(|iv| iv.end_ms >= cutoff);
+                t.shrink_to_fit();
+            }
         }
     }
 
@@ -292,12 +320,18 @@ impl ContextStore {
                 cur.tariff = new;
                 C::Tariff(d)
             }
-            Snapshot::Production(new) => {
+            Snapshot::Production(mut new) => {
+                let cutoff = self.cutoff();
+                cur.production.retain(|iv| iv.end_ms >= cutoff);
+                new.retain(|iv| iv.end_ms >= cutoff);
                 let d = diff(&cur.production, &new);
                 cur.production = new;
                 C::Production(d)
             }
-            Snapshot::Maintenance(new) => {
+            Snapshot::Maintenance(mut new) => {
+                let cutoff = self.cutoff();
+                cur.maintenance.retain(|iv| iv.end_ms >= cutoff);
+                new.retain(|iv| iv.end_ms >= cutoff);
                 let d = diff(&cur.maintenance, &new);
                 cur.maintenance = new;
                 C::Maintenance(d)

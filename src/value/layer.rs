@@ -560,8 +560,13 @@ impl ValueLayer {
             &self.updates_by_id,
         );
         let counts = (r.suppressed_maintenance, r.suppressed_cooldown);
+        // Only groups with suppressed findings keep an entry.
         match self.group_counts.get_mut(g) {
+            Some(_) if counts == (0, 0) => {
+                self.group_counts.remove(g);
+            }
             Some(c) => *c = counts,
+            None if counts == (0, 0) => {}
             None => {
                 self.group_counts.insert(g.clone(), counts);
             }
