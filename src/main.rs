@@ -210,7 +210,7 @@ fn main() -> ExitCode {
                                 "bills": summary.report.bills.len(),
                                 "suppressed_maintenance": summary.suppressed_maintenance,
                                 "suppressed_cooldown": summary.suppressed_cooldown,
-                                "files": summary.report.files.len(),
+                                "files": summary.report.files,
                                 "elapsed_s": summary.elapsed.as_secs_f64(),
                                 "peak_rss_bytes": plantflow::run::peak_rss_bytes(),
                             })

@@ -610,7 +610,7 @@ impl RunSummary {
         s.push_str(&format!(
             "output         {} ({} files)\n",
             self.out_dir.display(),
-            self.report.files.len()
+            self.report.files
         ));
         s
     }

@@ -83,14 +83,18 @@ pub struct WindowAgg {
     pub last: F64,
 }
 
+/// A name many rows share (a site, line or asset kind): one copy per
+/// distinct value, however many asset rows name it.
+pub type SharedName = std::sync::Arc<str>;
+
 /// A row of the `assets` context table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AssetRow {
     pub tag: String,
     pub asset: String,
-    pub site: String,
-    pub line: String,
-    pub kind: String,
+    pub site: SharedName,
+    pub line: SharedName,
+    pub kind: SharedName,
     pub standby_kw: F64,
     /// Extra columns, in the order of `ContextSchema::asset_extra`.
     pub extra: Vec<Scalar>,

@@ -299,11 +299,11 @@ fn aggregates_batch(
     metrics: &[MetricPlan],
 ) -> Result<RecordBatch, String> {
     let mut cols: Vec<ArrayRef> = vec![
-        str_col(rows.iter().map(|(e, _)| e.asset.site.as_str())),
-        str_col(rows.iter().map(|(e, _)| e.asset.line.as_str())),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.site)),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.line)),
         str_col(rows.iter().map(|(e, _)| e.asset.asset.as_str())),
         str_col(rows.iter().map(|(e, _)| e.asset.tag.as_str())),
-        str_col(rows.iter().map(|(e, _)| e.asset.kind.as_str())),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.kind)),
         ts_col(rows.iter().map(|(e, _)| e.win.window_start)),
         ts_col(rows.iter().map(|(e, _)| e.win.window_end)),
         i64_col(rows.iter().map(|(e, _)| e.win.count)),
@@ -491,7 +491,9 @@ struct OpenFile {
 /// What the writer did, for the run summary.
 #[derive(Debug, Default, Clone)]
 pub struct WriterReport {
-    pub files: Vec<PathBuf>,
+    /// Files committed (a count: a node rolling files per minute for a year
+    /// would otherwise keep half a million paths).
+    pub files: u64,
     pub rows: BTreeMap<String, u64>,
     /// Latest revision of every action seen (unless the writer was told to
     /// keep only the [`ActionTally`]: a long run would hold every action).
@@ -772,7 +774,7 @@ impl ParquetWriter {
                     f.target.display()
                 )
             })?;
-            self.report.files.push(f.target);
+            self.report.files += 1;
         }
         Ok(())
     }

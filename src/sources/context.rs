@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::model::{AssetRow, Scalar, F64};
+use crate::model::{AssetRow, Scalar, SharedName, F64};
 use crate::value::expr::ColType;
 
 /// A production run (half-open `[start_ms, end_ms)`) or a maintenance window.
@@ -83,6 +83,23 @@ pub fn asset_header(path: &Path) -> Result<Vec<(String, ColType)>, String> {
 }
 
 /// Loads `assets.csv`; `extra` gives the extra columns' names and types.
+/// Hands out one shared copy per distinct name.
+#[derive(Default)]
+struct Names(std::collections::HashSet<SharedName>);
+
+impl Names {
+    fn share(&mut self, s: &str) -> SharedName {
+        match self.0.get(s) {
+            Some(n) => n.clone(),
+            None => {
+                let n: SharedName = s.into();
+                self.0.insert(n.clone());
+                n
+            }
+        }
+    }
+}
+
 pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<AssetRow>, String> {
     let mut r = reader(path)?;
     let cols = headers(&mut r, path)?;
@@ -97,6 +114,8 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     let mut seen = HashMap::new();
+    // Sites, lines and kinds repeat across rows: one copy of each.
+    let mut names = Names::default();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
         let get = |i: usize| rec.get(idx[i]).unwrap_or("").to_string();
@@ -131,9 +150,9 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
         out.push(AssetRow {
             tag,
             asset: get(1),
-            site: get(2),
-            line: get(3),
-            kind: get(4),
+            site: names.share(rec.get(idx[2]).unwrap_or("")),
+            line: names.share(rec.get(idx[3]).unwrap_or("")),
+            kind: names.share(rec.get(idx[4]).unwrap_or("")),
             standby_kw: F64(standby),
             extra,
         });
@@ -398,9 +417,9 @@ impl ContextStore {
                     let row = AssetRow {
                         tag: get("tag")?,
                         asset: get("asset")?,
-                        site: get("site")?,
-                        line: get("line")?,
-                        kind: get("kind")?,
+                        site: get("site")?.into(),
+                        line: get("line")?.into(),
+                        kind: get("kind")?.into(),
                         standby_kw: F64(standby),
                         extra,
                     };

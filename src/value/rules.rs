@@ -146,11 +146,11 @@ impl Compiled {
         r.group_by
             .iter()
             .map(|g| match g.as_str() {
-                "site" => e.asset.site.clone(),
-                "line" => e.asset.line.clone(),
+                "site" => e.asset.site.to_string(),
+                "line" => e.asset.line.to_string(),
                 "asset" => e.asset.asset.clone(),
                 "tag" => e.asset.tag.clone(),
-                _ => e.asset.kind.clone(),
+                _ => e.asset.kind.to_string(),
             })
             .collect()
     }
@@ -165,8 +165,8 @@ impl Compiled {
         if let Some(i) = self.billing_energy {
             out.push(ValueIn::Energy {
                 series: 0,
-                group: vec![e.asset.site.clone()],
-                line: e.asset.line.clone(),
+                group: vec![e.asset.site.to_string()],
+                line: e.asset.line.to_string(),
                 window_start: e.win.window_start,
                 window_end: e.win.window_end,
                 kwh: num(i),
@@ -177,7 +177,7 @@ impl Compiled {
             out.push(ValueIn::Energy {
                 series: ri as u32 + 1,
                 group: self.group_of(&self.rules[ri], e).to_vec(),
-                line: e.asset.line.clone(),
+                line: e.asset.line.to_string(),
                 window_start: e.win.window_start,
                 window_end: e.win.window_end,
                 kwh: num(mi),
@@ -217,8 +217,12 @@ impl Compiled {
         let a = &e.asset;
         let num = |x: f64| Scalar::Num(F64(x));
         let read = |slot: usize| self.read.get(slot).copied().unwrap_or(true);
-        let text = |slot: usize, s: &String| {
-            Scalar::Str(if read(slot) { s.clone() } else { String::new() })
+        let text = |slot: usize, s: &str| {
+            Scalar::Str(if read(slot) {
+                s.to_string()
+            } else {
+                String::new()
+            })
         };
         let mut row = Vec::with_capacity(WINDOW_COLUMNS.len() + a.extra.len() + e.metrics.len());
         row.push(text(0, &a.tag));
@@ -386,12 +390,12 @@ impl Compiled {
         // Columns the rule does not group by come from the group's least asset
         // row (the same whatever order its windows arrived in).
         let asset = acc.assets.iter().map(|(a, _)| a).min();
-        let col = |name: &str, f: fn(&AssetRow) -> &String| {
+        let col = |name: &str, f: fn(&AssetRow) -> &str| {
             r.group_by
                 .iter()
                 .position(|g| g == name)
                 .map(|i| group[i].clone())
-                .or_else(|| asset.map(|a| f(a).clone()))
+                .or_else(|| asset.map(|a| f(a).to_string()))
                 .unwrap_or_default()
         };
         Some(Finding {
