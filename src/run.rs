@@ -350,7 +350,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         tags.clone(),
         plan.context.asset_extra.clone(),
         plan.context.tariff.clone(),
-        geo.retention_ms + 2 * geo.period_ms + geo.size_ms,
+        geo.retention_ms + geo.period_ms + 2 * geo.size_ms,
     ));
     let mut source_tasks = Vec::new();
     for (i, s) in plan.sources.iter().enumerate() {

@@ -110,6 +110,10 @@ pub fn findings<'s>(
                         out = Vec::new();
                     }
                 }
+                // Nor the room of the most accumulators there ever were.
+                if accs.capacity() > 64 && accs.len() * 4 < accs.capacity() {
+                    accs.shrink_to(accs.len() * 2);
+                }
                 match frontier.frontier().iter().min() {
                     Some(f) => {
                         if *f > *c.time() {

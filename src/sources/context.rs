@@ -220,7 +220,7 @@ pub struct ContextStore {
     asset_extra: Vec<(String, ColType)>,
     tariff_name: std::path::PathBuf,
     /// How far behind the global time an interval's end may lie and still
-    /// matter (retention, two retraction buckets and a window): older
+    /// matter (retention, a retraction bucket and two windows): older
     /// production runs and maintenance windows are dropped from the tables
     /// (a file keeps growing; the tables must not), and edits to them are
     /// not sent (no retained window can see them).

@@ -252,6 +252,16 @@ pub struct ValueLayer {
     part_actions: usize,
 }
 
+/// Shrinks a hash map that uses under a quarter of its room (and more than
+/// a few entries' worth), so it stays within 2-8x its size.
+pub(crate) fn shrink_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 impl ValueLayer {
     pub fn new(plan: Arc<Plan>, aging: Aging) -> ValueLayer {
         ValueLayer {
@@ -1148,6 +1158,15 @@ impl ValueLayer {
                 }
             }
         }
+        // Hash tables keep the room of their fullest moment (a replay's
+        // catch-up, a burst of actions); give it back once they are sparse.
+        shrink_sparse(&mut self.findings);
+        shrink_sparse(&mut self.actions);
+        shrink_sparse(&mut self.id_group);
+        shrink_sparse(&mut self.group_ids);
+        shrink_sparse(&mut self.group_counts);
+        shrink_sparse(&mut self.outcomes);
+        shrink_sparse(&mut self.updates_by_id);
         out
     }
 
