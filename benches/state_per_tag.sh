@@ -17,6 +17,9 @@
 #   ROLL=processing bash benches/state_per_tag.sh  # files roll on wall-clock time, as configured
 #   TAGS_A=500 TAGS_B=5000 SECONDS_=7200 bash benches/state_per_tag.sh
 #
+# Also the state over time: the smaller tag count at rest after a run 10x as
+# long (60 h; a 2 GB input file); LONG=0 skips it.
+#
 # Needs valgrind and python3; builds the release binary. Takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,31 +46,42 @@ fi
 if [ -n "$SPILL" ]; then
   sed -i "s|retention = \"2h\"|retention = \"2h\"\nspill_after = \"$SPILL\"\nstate_dir = \"$work/state\"|" "$flow"
 fi
-for t in "$A" "$B"; do
-  in="$work/w-$t-$SECS"
-  [ -f "$in/samples.csv" ] || "$bin" gen workload --tags "$t" --seconds "$SECS" --out "$in" > /dev/null
-  rm -rf "$work/out"
-  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 --detailed-freq=1 --max-snapshots=150 \
-    --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
-  # At rest: follow the same file until caught up (two 3-second spans with
-  # under 0.2 s of CPU), snapshot, stop.
-  rm -rf "$work/out" "$work/rest.$t"
-  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
-    --massif-out-file="$work/massif.follow.$t" "$bin" run --follow --workers 1 "$flow" > "$work/follow.$t.log" 2>&1 &
-  vpid=$!
-  prev=0
-  idle=0
+input() { # tags seconds -> directory of the generated workload
+  local in="$work/w-$1-$2"
+  [ -f "$in/samples.csv" ] || "$bin" gen workload --tags "$1" --seconds "$2" --out "$in" > /dev/null
+  echo "$in"
+}
+# At rest: follow a file until caught up (two 3-second spans with under
+# 0.2 s of CPU), take a detailed snapshot into $3, stop.
+rest() { # input-dir name snapshot
+  rm -rf "$work/out" "$3"
+  INPUT_DIR="$1" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 \
+    --massif-out-file="$work/massif.follow.$2" "$bin" run --follow --workers 1 "$flow" > "$work/follow.$2.log" 2>&1 &
+  local vpid=$! prev=0 idle=0 cur
   while [ "$idle" -lt 2 ]; do
     sleep 3
     cur=$(awk '{print $14 + $15}' "/proc/$vpid/stat")
     if [ $((cur - prev)) -lt 20 ]; then idle=$((idle + 1)); else idle=0; fi
     prev=$cur
   done
-  vgdb --pid="$vpid" detailed_snapshot "$work/rest.$t" > /dev/null
+  vgdb --pid="$vpid" detailed_snapshot "$3" > /dev/null
   kill -TERM "$vpid"
   wait "$vpid" || true
+}
+for t in "$A" "$B"; do
+  in=$(input "$t" "$SECS")
+  rm -rf "$work/out"
+  INPUT_DIR="$in" OUT_DIR="$work/out" valgrind --tool=massif --threshold=0.2 --detailed-freq=1 --max-snapshots=150 \
+    --massif-out-file="$work/massif.$t" "$bin" run --workers 1 "$flow" > "$work/run.$t.log" 2>&1
+  rest "$in" "$t" "$work/rest.$t"
 done
-python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" "$work/rest.$A" "$work/rest.$B" <<'EOF'
+# Over time: the smaller tag count at rest after a run 10x as long (LONG=0 skips it).
+long=none
+if [ "${LONG:-1}" != 0 ]; then
+  long="$work/rest.$A.x10"
+  rest "$(input "$A" $((SECS * 10)))" "$A.x10" "$long"
+fi
+python3 - "$work/massif.$A" "$work/massif.$B" "$A" "$B" "${SPILL:-off}" "$ROLL" "$work/rest.$A" "$work/rest.$B" "$long" "$SECS" <<'EOF'
 import collections, re, sys
 
 # The component an allocation belongs to, by the nearest plantflow frame of
@@ -143,6 +157,12 @@ print(f"state per tag: workload v1, {ta} vs {tb} tags, 1 worker, spill_after = {
 print(f"  at rest after the 6 h (follow mode, caught up): {ra['h'] / 2**20:6.1f} vs {rb['h'] / 2**20:6.1f} MiB"
       f" -> {(rb['h'] - ra['h']) / extra:6.0f} B per extra tag")
 print("    " + ", ".join(f"{k} {(rb['attr'][k] - ra['attr'][k]) / extra:.0f}" for k in order))
+if sys.argv[9] != 'none':
+    rl, hours = load(sys.argv[9])[0], int(sys.argv[10]) / 3600
+    print(f"  at rest after {hours:g} h and after {10 * hours:g} h, {ta} tags: {ra['h'] / 2**20:6.2f} vs {rl['h'] / 2**20:6.2f} MiB"
+          f" -> {(rl['h'] - ra['h']) / (9 * hours) / 1024:5.1f} KiB per extra hour,"
+          f" {(rl['h'] - ra['h']) / (9 * hours) / ta:5.1f} B per tag and hour")
+    print("    " + ", ".join(f"{k} {(rl['attr'][k] - ra['attr'][k]) / 1024:.0f} KiB" for k in order))
 
 def steady(snaps):
     """The detailed snapshots of the second half of the run, lowest heap first."""
