@@ -40,6 +40,72 @@ fn key_hash(k: &RuleKey) -> u64 {
     h.finish()
 }
 
+/// The fold's state: groups by interned id, accumulators by
+/// `(rule, group id, period start)`.
+#[derive(Default)]
+struct Fold {
+    ids: FxHashMap<Arc<[String]>, u32>,
+    groups: Vec<Arc<[String]>>,
+    accs: FxHashMap<(u32, u32, i64), GroupAcc>,
+}
+
+impl Fold {
+    /// Folds one complete time's consolidated updates (sorted by key, so one
+    /// group at a time) and pushes the changed findings to `out`. Not
+    /// inlined, so that profiles name the fold's state.
+    #[inline(never)]
+    fn apply(
+        &mut self,
+        compiled: &Compiled,
+        t: u64,
+        updates: &[((RuleKey, RuleInput), isize)],
+        out: &mut Vec<(Finding, u64, isize)>,
+    ) {
+        let mut i = 0;
+        while i < updates.len() {
+            let ((rule, group, period), _) = &updates[i].0;
+            let mut j = i;
+            while j < updates.len() && (updates[j].0).0 == (updates[i].0).0 {
+                j += 1;
+            }
+            let gid = match self.ids.get(group) {
+                Some(id) => *id,
+                None => {
+                    let id = self.groups.len() as u32;
+                    self.groups.push(group.clone());
+                    self.ids.insert(group.clone(), id);
+                    id
+                }
+            };
+            let key = (*rule, gid, *period);
+            // Findings share the interned key: one copy per group, not one
+            // per period (or per contribution).
+            let group = &self.groups[gid as usize];
+            let acc = self
+                .accs
+                .entry(key)
+                .or_insert_with(|| compiled.group_acc(*rule));
+            let old = compiled.finding(*rule, group, *period, acc);
+            for ((_, input), diff) in &updates[i..j] {
+                compiled.accumulate(*rule, acc, input, *diff);
+            }
+            let new = compiled.finding(*rule, group, *period, acc);
+            if acc.is_empty() {
+                self.accs.remove(&key);
+            }
+            if old != new {
+                out.extend(old.map(|f| (f, t, -1)));
+                out.extend(new.map(|f| (f, t, 1)));
+            }
+            i = j;
+        }
+        // Nor the room of the most accumulators there ever were.
+        if self.accs.capacity() > 64 && self.accs.len() * 4 < self.accs.capacity() {
+            self.accs.shrink_to(self.accs.len() * 2);
+        }
+    }
+}
+
 /// Folds `contributions` into findings (see the module docs).
 pub fn findings<'s>(
     contributions: Stream<'s, u64, Vec<Contribution>>,
@@ -52,10 +118,7 @@ pub fn findings<'s>(
         move |cap, _info| {
             let mut cap = Some(cap);
             let mut pending = TimeBuffer::default();
-            // Groups by interned id; accumulators by (rule, group id, period start).
-            let mut ids: FxHashMap<Arc<[String]>, u32> = FxHashMap::default();
-            let mut groups: Vec<Arc<[String]>> = Vec::new();
-            let mut accs: FxHashMap<(u32, u32, i64), GroupAcc> = FxHashMap::default();
+            let mut fold = Fold::default();
             let mut out: Vec<(Finding, u64, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|_stamp, data| {
@@ -65,42 +128,7 @@ pub fn findings<'s>(
                 });
                 let Some(c) = cap.as_mut() else { return };
                 while let Some((t, updates)) = pending.pop_complete(frontier) {
-                    // Consolidated updates come sorted by key: one group at a time.
-                    let mut i = 0;
-                    while i < updates.len() {
-                        let ((rule, group, period), _) = &updates[i].0;
-                        let mut j = i;
-                        while j < updates.len() && (updates[j].0).0 == (updates[i].0).0 {
-                            j += 1;
-                        }
-                        let gid = match ids.get(group) {
-                            Some(id) => *id,
-                            None => {
-                                let id = groups.len() as u32;
-                                groups.push(group.clone());
-                                ids.insert(group.clone(), id);
-                                id
-                            }
-                        };
-                        let key = (*rule, gid, *period);
-                        // Findings share the interned key: one copy per group,
-                        // not one per period (or per contribution).
-                        let group = &groups[gid as usize];
-                        let acc = accs.entry(key).or_insert_with(|| compiled.group_acc(*rule));
-                        let old = compiled.finding(*rule, group, *period, acc);
-                        for ((_, input), diff) in &updates[i..j] {
-                            compiled.accumulate(*rule, acc, input, *diff);
-                        }
-                        let new = compiled.finding(*rule, group, *period, acc);
-                        if acc.is_empty() {
-                            accs.remove(&key);
-                        }
-                        if old != new {
-                            out.extend(old.map(|f| (f, t, -1)));
-                            out.extend(new.map(|f| (f, t, 1)));
-                        }
-                        i = j;
-                    }
+                    fold.apply(&compiled, t, &updates, &mut out);
                     if !out.is_empty() {
                         let at = c.delayed(&t);
                         output.session(&at).give_iterator(out.drain(..));
@@ -109,10 +137,6 @@ pub fn findings<'s>(
                     if out.capacity() > 64 {
                         out = Vec::new();
                     }
-                }
-                // Nor the room of the most accumulators there ever were.
-                if accs.capacity() > 64 && accs.len() * 4 < accs.capacity() {
-                    accs.shrink_to(accs.len() * 2);
                 }
                 match frontier.frontier().iter().min() {
                     Some(f) => {
