@@ -339,11 +339,15 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             .sources
             .iter()
             .any(|s| matches!(s, SourcePlan::Mqtt(_)));
-    let mut held = initial.clone();
-    if !editable {
-        held.production = Vec::new();
-        held.maintenance = Vec::new();
-    }
+    let held = if editable {
+        initial.clone()
+    } else {
+        InitialContext {
+            assets: initial.assets.clone(),
+            tariff: initial.tariff.clone(),
+            ..Default::default()
+        }
+    };
     let store = Arc::new(ContextStore::new(
         held,
         ingest.clone(),

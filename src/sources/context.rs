@@ -516,3 +516,64 @@ impl ContextStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::bridge::{ContextChange, WorkerMsg};
+    use crate::engine::{Ingest, InitialContext, TagRegistry};
+
+    fn run(line: &str, start_ms: i64, end_ms: i64) -> Interval {
+        Interval {
+            key: line.into(),
+            start_ms,
+            end_ms,
+            units: None,
+        }
+    }
+
+    #[test]
+    fn runs_past_the_horizon_leave_the_store_and_their_edits_are_not_sent() {
+        const H: i64 = 3_600_000;
+        let (ingest, rx) = Ingest::new(1, 1, 60_000, 64);
+        let initial = InitialContext {
+            production: vec![run("l1", 0, H), run("l1", 4 * H, 5 * H)],
+            ..Default::default()
+        };
+        let store = ContextStore::new(
+            initial,
+            ingest.clone(),
+            Arc::new(TagRegistry::default()),
+            Vec::new(),
+            "tariff.csv".into(),
+            2 * H,
+        );
+        // The sources' watermark reaches 4 h: the horizon is 2 h.
+        ingest.samples(0, ingest.epoch_of(4 * H), Vec::new());
+        store.prune();
+        assert_eq!(store.lock().production, vec![run("l1", 4 * H, 5 * H)]);
+        // A reload that drops the old run, adds another old one and moves the
+        // recent one sends only the change to the recent one.
+        while rx[0].try_recv().is_ok() {}
+        store.replace(Snapshot::Production(vec![
+            run("l1", H, H + 60_000),
+            run("l1", 4 * H, 6 * H),
+        ]));
+        let sent: Vec<(Interval, isize)> = rx[0]
+            .try_iter()
+            .filter_map(|m| match m {
+                WorkerMsg::Context {
+                    change: ContextChange::Production(d),
+                    ..
+                } => Some(d),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(run("l1", 4 * H, 5 * H), -1), (run("l1", 4 * H, 6 * H), 1)]
+        );
+        assert_eq!(store.lock().production, vec![run("l1", 4 * H, 6 * H)]);
+    }
+}
