@@ -188,6 +188,8 @@ struct Open {
 }
 
 impl Open {
+    /// Not inlined, so that heap profiles name the open windows' slots.
+    #[inline(never)]
     fn with_capacity(slots: usize) -> Open {
         Open {
             accs: Vec::with_capacity(slots),
@@ -232,6 +234,13 @@ impl Open {
 
 /// Output rows the operator keeps room for between events.
 const SPARE_ROWS: usize = 64;
+
+/// Rows one activation emits before it yields (after the event that passed
+/// this) and asks to be scheduled again. A replay catching up would
+/// otherwise close many windows in one activation, and every channel
+/// downstream would queue all their rows at once: timely's queues keep the
+/// room of their fullest moment for the life of the process.
+const ACTIVATION_ROWS: usize = 1024;
 
 /// Window geometry shared with the sinks.
 #[derive(Clone, Copy, Debug)]
@@ -456,6 +465,9 @@ pub fn window<'s, E: Emit>(
                 let complete = |time: u64| f.is_none_or(|f| time < f);
                 // The time of an event waiting for spilled windows.
                 let mut waiting: Option<u64> = None;
+                // The time of the event the activation yielded before.
+                let mut yielded: Option<u64> = None;
+                let mut emitted = 0;
 
                 loop {
                     let first_retained = match (closed.keys().next(), cold.first()) {
@@ -485,6 +497,11 @@ pub fn window<'s, E: Emit>(
                     else {
                         break;
                     };
+                    if emitted >= ACTIVATION_ROWS {
+                        yielded = Some(time);
+                        me.activate();
+                        break;
+                    }
                     // Spilled starts this event needs back first.
                     if !cold.is_empty() {
                         let need: Vec<i64> = match event {
@@ -585,6 +602,7 @@ pub fn window<'s, E: Emit>(
                         }
                     }
                     if !buf.is_empty() {
+                        emitted += buf.len();
                         let mut session = output.session(&at);
                         session.give_iterator(buf.drain(..).map(|(d, r)| (d, tt, r)));
                     }
@@ -623,7 +641,9 @@ pub fn window<'s, E: Emit>(
                 // comes later (closes, late rows, context changes) only
                 // touches windows that expire at or after it: those starting
                 // after `f - retention - period - size`.
+                // After a yield, every event before the yielded one.
                 if let (Some(f), None) = (f, waiting) {
+                    let f = yielded.map_or(f, |y| f.min(y.saturating_sub(1)));
                     let before = f as i64 - geo.retention_ms - geo.period_ms - geo.size_ms;
                     if before >= retired.saturating_add(geo.size_ms) {
                         emitter.retire(before);
@@ -631,10 +651,7 @@ pub fn window<'s, E: Emit>(
                     }
                 }
 
-                let hold = match (f, waiting) {
-                    (Some(f), Some(w)) => Some(f.min(w)),
-                    (f, w) => f.or(w),
-                };
+                let hold = [f, waiting, yielded].into_iter().flatten().min();
                 match hold {
                     Some(h) => {
                         if h > *c.time() {
