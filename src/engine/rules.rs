@@ -19,7 +19,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
 use timely::container::CapacityContainerBuilder;
@@ -28,7 +27,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
-use crate::model::Finding;
+use crate::model::{Finding, Group};
 use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
 
 /// A window's contribution to a rule's group, as a timely update.
@@ -44,8 +43,8 @@ fn key_hash(k: &RuleKey) -> u64 {
 /// `(rule, group id, period start)`.
 #[derive(Default)]
 struct Fold {
-    ids: FxHashMap<Arc<[String]>, u32>,
-    groups: Vec<Arc<[String]>>,
+    ids: FxHashMap<Group, u32>,
+    groups: Vec<Group>,
     accs: FxHashMap<(u32, u32, i64), GroupAcc>,
 }
 

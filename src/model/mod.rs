@@ -83,15 +83,20 @@ pub struct WindowAgg {
     pub last: F64,
 }
 
-/// A name many rows share (a site, line or asset kind): one copy per
-/// distinct value, however many asset rows name it.
+/// A name many rows share (an asset, site, line or asset kind): one copy
+/// per distinct value, however many asset rows, group keys and findings
+/// name it.
 pub type SharedName = std::sync::Arc<str>;
+
+/// A rule group's key: the values of its `group_by` columns, in order. The
+/// names are the asset rows' own (shared, not copied).
+pub type Group = std::sync::Arc<[SharedName]>;
 
 /// A row of the `assets` context table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AssetRow {
     pub tag: String,
-    pub asset: String,
+    pub asset: SharedName,
     pub site: SharedName,
     pub line: SharedName,
     pub kind: SharedName,
@@ -160,7 +165,7 @@ pub struct ActionRow {
 pub struct Finding {
     pub rule: u32,
     /// Shared by every finding and map key of the group (see `rules::findings`).
-    pub group: std::sync::Arc<[String]>,
+    pub group: Group,
     pub period_start: i64,
     pub period_end: i64,
     pub value: F64,
@@ -169,10 +174,10 @@ pub struct Finding {
     pub in_maintenance: bool,
     /// Measures as JSON text (name → value).
     pub measures: String,
-    pub site: String,
-    pub line: String,
-    pub asset: String,
-    pub kind: String,
+    pub site: SharedName,
+    pub line: SharedName,
+    pub asset: SharedName,
+    pub kind: SharedName,
 }
 
 /// A lifecycle update for an action (from the status file, CLI or MQTT).

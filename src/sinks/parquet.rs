@@ -301,7 +301,7 @@ fn aggregates_batch(
     let mut cols: Vec<ArrayRef> = vec![
         str_col(rows.iter().map(|(e, _)| &*e.asset.site)),
         str_col(rows.iter().map(|(e, _)| &*e.asset.line)),
-        str_col(rows.iter().map(|(e, _)| e.asset.asset.as_str())),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.asset)),
         str_col(rows.iter().map(|(e, _)| e.asset.tag.as_str())),
         str_col(rows.iter().map(|(e, _)| &*e.asset.kind)),
         ts_col(rows.iter().map(|(e, _)| e.win.window_start)),

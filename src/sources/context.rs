@@ -149,7 +149,7 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
             .collect();
         out.push(AssetRow {
             tag,
-            asset: get(1),
+            asset: names.share(rec.get(idx[1]).unwrap_or("")),
             site: names.share(rec.get(idx[2]).unwrap_or("")),
             line: names.share(rec.get(idx[3]).unwrap_or("")),
             kind: names.share(rec.get(idx[4]).unwrap_or("")),
@@ -416,7 +416,7 @@ impl ContextStore {
                         .collect();
                     let row = AssetRow {
                         tag: get("tag")?,
-                        asset: get("asset")?,
+                        asset: get("asset")?.into(),
                         site: get("site")?.into(),
                         line: get("line")?.into(),
                         kind: get("kind")?.into(),

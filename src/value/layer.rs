@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BillPeriod, Granularity, Plan, RuleKind, VerifyPlan};
 use crate::model::{
-    ActionRow, BillRow, DeadLetter, Finding, OutcomeBucket, OutcomeRow, StatusUpdate, F64,
+    ActionRow, BillRow, DeadLetter, Finding, Group, OutcomeBucket, OutcomeRow, SharedName,
+    StatusUpdate, F64,
 };
 use crate::sources::context::Interval;
 use crate::value::lifecycle::{action_id, replay_group, ReplayedAction, STATUSES};
@@ -38,7 +39,7 @@ pub enum ValueIn {
     /// verifying rule (`series` = rule index + 1, the rule's group).
     Energy {
         series: u32,
-        group: Vec<String>,
+        group: Group,
         line: String,
         window_start: i64,
         window_end: i64,
@@ -98,7 +99,7 @@ struct DemandInterval {
     by_price: BTreeMap<F64, (f64, f64)>,
 }
 
-type GroupKey = (u32, Arc<[String]>);
+type GroupKey = (u32, Group);
 
 /// A group's findings by period start. Most groups hold one or two (the
 /// open period and, until it leaves for the ledger, the last closed one), so
@@ -146,7 +147,7 @@ impl Periods {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColdAction {
     pub rule: u32,
-    pub group: Arc<[String]>,
+    pub group: Group,
     pub finding: Option<Finding>,
     pub row: ActionRow,
     pub rev: i64,
@@ -391,7 +392,7 @@ impl ValueLayer {
                 if series == 0 {
                     let Some(b) = &self.plan.billing else { return };
                     let iv = window_start.div_euclid(b.interval_ms) * b.interval_ms;
-                    let site = group.into_iter().next().unwrap_or_default();
+                    let site = group.first().map(|s| s.to_string()).unwrap_or_default();
                     let acc = self
                         .demand
                         .entry(site.clone())
@@ -420,7 +421,7 @@ impl ValueLayer {
                         return;
                     };
                     let (bs, _) = self.bucket(&v, window_start);
-                    let key: GroupKey = (ri as u32, group.into());
+                    let key: GroupKey = (ri as u32, group);
                     let s = self.energy.entry(key.clone()).or_default();
                     if s.line.is_empty() {
                         s.line = line;
@@ -884,7 +885,7 @@ impl ValueLayer {
                 let Some((value, measures)) = self.compiled.demand(ri, &vals) else {
                     continue;
                 };
-                let key: GroupKey = (ri as u32, Arc::from([site.clone()]));
+                let key: GroupKey = (ri as u32, Group::from([SharedName::from(site.as_str())]));
                 let f = Finding {
                     rule: ri as u32,
                     group: key.1.clone(),
@@ -894,10 +895,10 @@ impl ValueLayer {
                     windows: acc.windows,
                     in_maintenance: false,
                     measures,
-                    site: site.clone(),
-                    line: String::new(),
-                    asset: String::new(),
-                    kind: String::new(),
+                    site: key.1[0].clone(),
+                    line: SharedName::from(""),
+                    asset: SharedName::from(""),
+                    kind: SharedName::from(""),
                 };
                 // Sticky: an alert raised on a projection stays, at its highest value.
                 let m = self.findings.entry(key.clone()).or_default();
@@ -1299,7 +1300,7 @@ mod tests {
     /// 600 assets with waste in the hour [0, 1 h): one action each when it closes.
     fn feed(l: &mut ValueLayer) {
         for i in 0..600 {
-            let asset = format!("m{i}");
+            let asset: SharedName = format!("m{i}").into();
             let f = Finding {
                 rule: 0,
                 group: vec!["s".into(), "l".into(), asset.clone()].into(),
@@ -1415,7 +1416,7 @@ mod tests {
         let (mut kept, mut cold, mut ledger) = (layer(), layer(), Vec::new());
         let name = kept.plan.name.clone();
         let rule = kept.plan.rules[0].id.clone();
-        let group = |a: &str| vec!["s".to_string(), "l".to_string(), a.to_string()];
+        let group = |a: &str| -> Vec<SharedName> { vec!["s".into(), "l".into(), a.into()] };
         let id = |a: &str, h: i64| action_id(&name, &rule, &group(a), h * H);
         // Hours 0..8: m1 wastes every hour; m2 at hours 0 and 5, in
         // maintenance at hour 1 (suppressed, counted).

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::config::{RoutePlan, RulePlan};
-use crate::model::{ActionRow, Finding, StatusUpdate, F64};
+use crate::model::{ActionRow, Finding, SharedName, StatusUpdate, F64};
 
 /// Lifecycle statuses, in the order the `actions` table documents them.
 pub const STATUSES: &[&str] = &[
@@ -112,7 +112,7 @@ pub fn route(
 }
 
 /// Stable id: hex xxh3-64 of dataflow, rule, group values and the first period's start.
-pub fn action_id(dataflow: &str, rule: &str, group: &[String], period_start: i64) -> String {
+pub fn action_id(dataflow: &str, rule: &str, group: &[SharedName], period_start: i64) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3Default::new();
     h.update(dataflow.as_bytes());
     h.update("\u{1f}".as_bytes());
@@ -176,7 +176,7 @@ impl Building {
         r.findings = self.values.len() as i64;
     }
 
-    fn write_evidence(&mut self, rule: &RulePlan, group: &[String]) {
+    fn write_evidence(&mut self, rule: &RulePlan, group: &[SharedName]) {
         // Serialised straight from borrowed fields, keys in alphabetical order
         // (as a `serde_json::Map` orders them), without building a `Value` tree.
         #[derive(serde::Serialize)]
@@ -196,7 +196,7 @@ impl Building {
                 .group_by
                 .iter()
                 .zip(group)
-                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .map(|(k, v)| (k.as_str(), &**v))
                 .collect(),
             history: &self.history,
             measures: &self.last_measures,
@@ -221,7 +221,7 @@ impl Building {
         self.evidence_current = false;
     }
 
-    fn snapshot(&mut self, rule: &RulePlan, group: &[String]) {
+    fn snapshot(&mut self, rule: &RulePlan, group: &[SharedName]) {
         self.write_evidence(rule, group);
         let s = self.a.row.status.clone();
         self.a.transitions.push((s, self.a.row.clone()));
@@ -232,7 +232,7 @@ impl Building {
 pub fn replay_group<'f, S: std::hash::BuildHasher>(
     dataflow: &str,
     currency_rule: (&RulePlan, &[RoutePlan]),
-    group: &[String],
+    group: &[SharedName],
     findings: impl IntoIterator<Item = &'f Finding>,
     updates: &HashMap<String, Vec<StatusUpdate>, S>,
 ) -> GroupReplay {
@@ -308,9 +308,9 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                     row: ActionRow {
                         action_id: id.clone(),
                         rule: rule.id.clone(),
-                        site: f.site.clone(),
-                        line: f.line.clone(),
-                        asset: f.asset.clone(),
+                        site: f.site.to_string(),
+                        line: f.line.to_string(),
+                        asset: f.asset.to_string(),
                         owner,
                         action_type,
                         value_category,
@@ -329,8 +329,8 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                     transitions: Vec::new(),
                     done_at: None,
                     opened_period: f.period_start,
-                    line: f.line.clone(),
-                    kind: f.kind.clone(),
+                    line: f.line.to_string(),
+                    kind: f.kind.to_string(),
                 },
                 values: Vec::new(),
                 totals: Default::default(),
@@ -458,7 +458,7 @@ mod tests {
         let mut r = rule(true, 0);
         r.group_by = vec!["site".into(), "asset".into()];
         let fs = vec![finding(0, 2.5, false), finding(1, 4.5, false)];
-        let group = ["s1".to_string(), "a1".to_string()];
+        let group: [SharedName; 2] = ["s1".into(), "a1".into()];
         let id = action_id("df", "r", &group, 0);
         let mut ups = HashMap::new();
         ups.insert(id, vec![upd("x", "acknowledged", 3_600_500, 1)]);
@@ -505,7 +505,7 @@ mod tests {
     fn lifecycle_cooldown_reopen_and_invalid_updates() {
         let r = rule(true, 2 * 3_600_000);
         let fs: Vec<_> = (0..8).map(|h| finding(h, 1.0, false)).collect();
-        let id = action_id("df", "r", &["a1".to_string()], 0);
+        let id = action_id("df", "r", &["a1".into()], 0);
         let h = 3_600_000;
         let mut ups = HashMap::new();
         // Arrive out of order (seq), applied by `at`; `ack` after `done` is invalid.

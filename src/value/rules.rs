@@ -13,7 +13,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::config::RuleKind;
-use crate::model::{AssetRow, Enriched, Finding, Scalar, F64};
+use crate::model::{AssetRow, Enriched, Finding, Group, Scalar, SharedName, F64};
 use crate::value::expr::{ColType, Expr, Scope};
 use crate::value::layer::ValueIn;
 
@@ -44,7 +44,7 @@ pub struct Compiled {
 
 /// One window's contribution to a rule: `(rule, group values, period start)` → measure inputs.
 /// The group is shared (`Arc`): arrangements copy keys on every merge.
-pub type RuleKey = (u32, Arc<[String]>, i64);
+pub type RuleKey = (u32, Group, i64);
 /// A window's measure inputs (then its maintenance flag) and its asset row.
 pub type RuleInput = (Vec<F64>, Arc<AssetRow>);
 
@@ -142,15 +142,15 @@ impl Compiled {
         self.billing_energy.is_some() || !self.verify.is_empty()
     }
 
-    fn group_of(&self, r: &Rule, e: &Enriched) -> Arc<[String]> {
+    fn group_of(&self, r: &Rule, e: &Enriched) -> Group {
         r.group_by
             .iter()
             .map(|g| match g.as_str() {
-                "site" => e.asset.site.to_string(),
-                "line" => e.asset.line.to_string(),
+                "site" => e.asset.site.clone(),
+                "line" => e.asset.line.clone(),
                 "asset" => e.asset.asset.clone(),
-                "tag" => e.asset.tag.clone(),
-                _ => e.asset.kind.to_string(),
+                "tag" => SharedName::from(e.asset.tag.as_str()),
+                _ => e.asset.kind.clone(),
             })
             .collect()
     }
@@ -165,7 +165,7 @@ impl Compiled {
         if let Some(i) = self.billing_energy {
             out.push(ValueIn::Energy {
                 series: 0,
-                group: vec![e.asset.site.to_string()],
+                group: Group::from([e.asset.site.clone()]),
                 line: e.asset.line.to_string(),
                 window_start: e.win.window_start,
                 window_end: e.win.window_end,
@@ -176,7 +176,7 @@ impl Compiled {
         for &(ri, mi) in &self.verify {
             out.push(ValueIn::Energy {
                 series: ri as u32 + 1,
-                group: self.group_of(&self.rules[ri], e).to_vec(),
+                group: self.group_of(&self.rules[ri], e),
                 line: e.asset.line.to_string(),
                 window_start: e.win.window_start,
                 window_end: e.win.window_end,
@@ -355,7 +355,7 @@ impl Compiled {
     pub fn finding(
         &self,
         rule: u32,
-        group: &Arc<[String]>,
+        group: &Group,
         period_start: i64,
         acc: &GroupAcc,
     ) -> Option<Finding> {
@@ -390,13 +390,13 @@ impl Compiled {
         // Columns the rule does not group by come from the group's least asset
         // row (the same whatever order its windows arrived in).
         let asset = acc.assets.iter().map(|(a, _)| a).min();
-        let col = |name: &str, f: fn(&AssetRow) -> &str| {
+        let col = |name: &str, f: fn(&AssetRow) -> &SharedName| {
             r.group_by
                 .iter()
                 .position(|g| g == name)
                 .map(|i| group[i].clone())
-                .or_else(|| asset.map(|a| f(a).to_string()))
-                .unwrap_or_default()
+                .or_else(|| asset.map(|a| f(a).clone()))
+                .unwrap_or_else(|| SharedName::from(""))
         };
         Some(Finding {
             rule,
@@ -611,7 +611,7 @@ path = "${OUT_DIR}"
     fn a_group_folds_corrections_in_any_order_to_the_hand_computed_finding() {
         let c = compiled();
         let (pump, aux) = (asset("a1/pump", "pump"), asset("a1/aux", "motor"));
-        let group: Arc<[String]> = Arc::from(["a1".to_string()]);
+        let group: Group = Arc::from([SharedName::from("a1")]);
         // Windows 2, 5 and 11 kW; then 11 is corrected to 7 (a late row).
         // By hand: total 2 + 5 + 7 = 14, mean 14 / 3, min 2, max 7, value 7 - 2 = 5.
         let ups: Vec<(RuleInput, isize)> = vec![
@@ -649,7 +649,7 @@ path = "${OUT_DIR}"
         assert!(f.in_maintenance, "the corrected window is in maintenance");
         assert_eq!((f.period_start, f.period_end), (0, 3_600_000));
         // Grouped by asset only: kind comes from the least asset row (`a1/aux`).
-        assert_eq!((f.asset.as_str(), f.kind.as_str()), ("a1", "motor"));
+        assert_eq!((&*f.asset, &*f.kind), ("a1", "motor"));
 
         // The same updates in reverse order (a retraction before its insert)
         // give the identical finding.
