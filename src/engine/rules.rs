@@ -28,6 +28,7 @@ use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
 use crate::model::{Finding, Group};
+use crate::value::layer::shrink_sparse;
 use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
 
 /// A window's contribution to a rule's group, as a timely update.
@@ -99,9 +100,7 @@ impl Fold {
             i = j;
         }
         // Nor the room of the most accumulators there ever were.
-        if self.accs.capacity() > 64 && self.accs.len() * 4 < self.accs.capacity() {
-            self.accs.shrink_to(self.accs.len() * 2);
-        }
+        shrink_sparse(&mut self.accs);
     }
 }
 

@@ -637,11 +637,11 @@ pub fn window<'s, E: Emit>(
                     }
                 }
 
-                // Every event up to the frontier has been handled, so what
-                // comes later (closes, late rows, context changes) only
-                // touches windows that expire at or after it: those starting
-                // after `f - retention - period - size`.
-                // After a yield, every event before the yielded one.
+                // Every event up to the frontier (after a yield: before the
+                // yielded one) has been handled, so what comes later (closes,
+                // late rows, context changes) only touches windows that expire
+                // at or after it: those starting after
+                // `f - retention - period - size`.
                 if let (Some(f), None) = (f, waiting) {
                     let f = yielded.map_or(f, |y| f.min(y.saturating_sub(1)));
                     let before = f as i64 - geo.retention_ms - geo.period_ms - geo.size_ms;
@@ -717,4 +717,41 @@ pub fn standalone(batches: Vec<(u64, Vec<Sample>)>, geo: Geometry) -> u64 {
         drop(g.join());
     }
     total.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Quality, Sample};
+
+    /// Closes of more rows than one activation emits: each close yields and
+    /// the operator resumes at the next one; no window is lost or repeated.
+    #[test]
+    fn closes_larger_than_an_activation_all_arrive() {
+        const TAGS: u32 = 3_000;
+        const MINUTES: i64 = 5;
+        const { assert!(TAGS as usize > ACTIVATION_ROWS) };
+        let geo = Geometry {
+            size_ms: 60_000,
+            period_ms: 3_600_000,
+            retention_ms: 7_200_000,
+        };
+        let batches = (0..MINUTES)
+            .map(|m| {
+                let rows = (0..TAGS)
+                    .map(|tag| Sample {
+                        tag,
+                        ts: m * 60_000 + 30_000,
+                        value: f64::from(tag),
+                        quality: Quality::Good,
+                    })
+                    .collect();
+                // All at time 1: the five closes are ready at once when
+                // the input ends, so one activation cannot take them all.
+                (1, rows)
+            })
+            .collect();
+        // One row per tag and minute, by hand: 3,000 × 5.
+        assert_eq!(standalone(batches, geo), u64::from(TAGS) * MINUTES as u64);
+    }
 }

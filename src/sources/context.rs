@@ -82,12 +82,11 @@ pub fn asset_header(path: &Path) -> Result<Vec<(String, ColType)>, String> {
         .collect())
 }
 
-/// Loads `assets.csv`; `extra` gives the extra columns' names and types.
 /// Hands out one shared copy per distinct name.
 #[derive(Default)]
-struct Names(std::collections::HashSet<SharedName>);
+struct SharedNames(std::collections::HashSet<SharedName>);
 
-impl Names {
+impl SharedNames {
     fn share(&mut self, s: &str) -> SharedName {
         match self.0.get(s) {
             Some(n) => n.clone(),
@@ -100,6 +99,7 @@ impl Names {
     }
 }
 
+/// Loads `assets.csv`; `extra` gives the extra columns' names and types.
 pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<AssetRow>, String> {
     let mut r = reader(path)?;
     let cols = headers(&mut r, path)?;
@@ -114,8 +114,8 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     let mut seen = HashMap::new();
-    // Sites, lines and kinds repeat across rows: one copy of each.
-    let mut names = Names::default();
+    // Assets, sites, lines and kinds repeat across rows: one copy of each.
+    let mut names = SharedNames::default();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
         let get = |i: usize| rec.get(idx[i]).unwrap_or("").to_string();
@@ -292,6 +292,13 @@ impl ContextStore {
         self.ingest.time_ms().saturating_sub(self.horizon_ms)
     }
 
+    /// Keeps the intervals of `t` that end at or after `cutoff`; whether any left.
+    fn keep_recent(t: &mut Vec<Interval>, cutoff: i64) -> bool {
+        let n = t.len();
+        t.retain(|iv| iv.end_ms >= cutoff);
+        t.len() < n
+    }
+
     /// Drops the production runs and maintenance windows that ended before
     /// the horizon (see [`ContextStore::horizon_ms`]); the workers drop
     /// theirs on their own, so nothing is sent.
@@ -300,8 +307,7 @@ impl ContextStore {
         let mut guard = self.lock();
         let cur = &mut *guard;
         for t in [&mut cur.production, &mut cur.maintenance] {
-            if t.iter().any(|iv| iv.end_ms < cutoff) {
-                t.retain(|iv| iv.end_ms >= cutoff);
+            if Self::keep_recent(t, cutoff) {
                 t.shrink_to_fit();
             }
         }
@@ -341,16 +347,16 @@ impl ContextStore {
             }
             Snapshot::Production(mut new) => {
                 let cutoff = self.cutoff();
-                cur.production.retain(|iv| iv.end_ms >= cutoff);
-                new.retain(|iv| iv.end_ms >= cutoff);
+                Self::keep_recent(&mut cur.production, cutoff);
+                Self::keep_recent(&mut new, cutoff);
                 let d = diff(&cur.production, &new);
                 cur.production = new;
                 C::Production(d)
             }
             Snapshot::Maintenance(mut new) => {
                 let cutoff = self.cutoff();
-                cur.maintenance.retain(|iv| iv.end_ms >= cutoff);
-                new.retain(|iv| iv.end_ms >= cutoff);
+                Self::keep_recent(&mut cur.maintenance, cutoff);
+                Self::keep_recent(&mut new, cutoff);
                 let d = diff(&cur.maintenance, &new);
                 cur.maintenance = new;
                 C::Maintenance(d)
