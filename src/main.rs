@@ -205,6 +205,8 @@ fn main() -> ExitCode {
                                 "corrections": summary.corrections,
                                 "windows_spilled": summary.windows_spilled,
                                 "windows_restored": summary.windows_restored,
+                                "groups_spilled": summary.groups_spilled,
+                                "groups_restored": summary.groups_restored,
                                 "actions": summary.report.tally.seen(),
                                 "outcomes": summary.report.outcomes.len(),
                                 "bills": summary.report.bills.len(),

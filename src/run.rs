@@ -50,6 +50,9 @@ pub struct RunSummary {
     /// Closed windows written to the spill store, and read back from it.
     pub windows_spilled: u64,
     pub windows_restored: u64,
+    /// Rule accumulators written to the spill store, and read back from it.
+    pub groups_spilled: u64,
+    pub groups_restored: u64,
     /// Actions written to the ledger, and read back from it.
     pub actions_evicted: u64,
     pub actions_restored: u64,
@@ -481,6 +484,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         corrections: Stats::get(&stats.corrections),
         windows_spilled: Stats::get(&stats.windows_spilled),
         windows_restored: Stats::get(&stats.windows_restored),
+        groups_spilled: Stats::get(&stats.groups_spilled),
+        groups_restored: Stats::get(&stats.groups_restored),
         actions_evicted: Stats::get(&stats.actions_evicted),
         actions_restored: Stats::get(&stats.actions_restored),
         suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
@@ -543,6 +548,12 @@ impl RunSummary {
             s.push_str(&format!(
                 "  spilled      {:>12}  (closed windows kept on disk, {} read back)\n",
                 self.windows_spilled, self.windows_restored
+            ));
+        }
+        if self.groups_spilled > 0 {
+            s.push_str(&format!(
+                "  spilled      {:>12}  (rule accumulators of closed periods kept on disk, {} read back)\n",
+                self.groups_spilled, self.groups_restored
             ));
         }
         let tally = &self.report.tally;

@@ -19,6 +19,10 @@ pub struct Stats {
     /// (for a correction or their expiry).
     pub windows_spilled: AtomicU64,
     pub windows_restored: AtomicU64,
+    /// Rule accumulators of closed periods moved to disk by the same
+    /// `spill_after`, and read back (for a correction or their expiry).
+    pub groups_spilled: AtomicU64,
+    pub groups_restored: AtomicU64,
     /// Actions moved to the ledger on disk, and read back (for a status update or a correction).
     pub actions_evicted: AtomicU64,
     pub actions_restored: AtomicU64,

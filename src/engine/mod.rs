@@ -287,18 +287,20 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     dir: p.dir.join("ledger"),
                     stats: p.stats.clone(),
                 });
-                let enriched = window::window(stream, context, geo, &window_name, ctx, spill)
-                    .as_collection()
-                    .map(move |mut e| {
-                        c1.derive(&mut e);
-                        e
-                    });
+                let enriched =
+                    window::window(stream, context, geo, &window_name, ctx, spill.clone())
+                        .as_collection()
+                        .map(move |mut e| {
+                            c1.derive(&mut e);
+                            e
+                        });
 
                 let c2 = compiled.clone();
                 let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));
-                let findings = rules::findings(contributions.inner, compiled.clone())
-                    .as_collection()
-                    .map(ValueIn::Finding);
+                let findings =
+                    rules::findings(contributions.inner, compiled.clone(), spill.clone())
+                        .as_collection()
+                        .map(ValueIn::Finding);
                 let c4 = compiled.clone();
                 let value_in = if compiled.has_energy() {
                     findings.concat(enriched.clone().flat_map(move |e| c4.energy(&e)))

@@ -39,6 +39,18 @@ impl<D: Ord> TimeBuffer<D> {
         }
     }
 
+    /// The earliest complete time and its updates as they came (not
+    /// consolidated), if any, left in place.
+    pub fn first_complete(&self, frontier: &MutableAntichain<u64>) -> Option<(u64, &[(D, isize)])> {
+        let (&t, updates) = self.pending.first_key_value()?;
+        (!frontier.less_equal(&t)).then_some((t, &updates[..]))
+    }
+
+    /// Whether no updates wait.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The earliest complete time and its consolidated updates, if any.
     pub fn pop_complete(
         &mut self,

@@ -16,9 +16,21 @@
 //! accumulator per live `(rule, group, period)`, keyed by an interned group
 //! id. An accumulator leaves when its last window is retracted (when the
 //! windows age out), exactly as the reduce's keys did.
+//!
+//! A period stays correctable for its retention after it closes (two hours
+//! in the reference job), so the accumulators of two or three closed periods
+//! per group would sit in memory beside the open one. With `[window]
+//! spill_after`, a rule's period goes to a spill [`Store`] once it closed
+//! that long ago, in one file per `(rule, period)` and worker; a time whose
+//! updates touch a spilled period (a correction, or the windows' expiry)
+//! waits, capability held, until the store has read it back. Results are the
+//! same as with everything in memory.
 
+use std::collections::hash_map::Entry;
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 
 use rustc_hash::{FxHashMap, FxHasher};
 use timely::container::CapacityContainerBuilder;
@@ -27,7 +39,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
+use super::spill::{Records, Reply, SpillPlan, Store};
 use crate::model::{Finding, Group};
+use crate::stats::Stats;
 use crate::value::layer::shrink_sparse;
 use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
 
@@ -40,16 +54,103 @@ fn key_hash(k: &RuleKey) -> u64 {
     h.finish()
 }
 
+/// A rule's period: `(rule, period start)`.
+type PeriodKey = (u32, i64);
+
+/// The accumulators of one rule's period by group id, as a spill file holds them.
+struct ColdPeriod(Vec<(u32, GroupAcc)>);
+
+impl Records for ColdPeriod {
+    type Key = PeriodKey;
+
+    fn file_name((rule, start): PeriodKey) -> String {
+        format!("{rule}-{start}.acc")
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        bincode::serialize(&self.0).map_err(|e| e.to_string())
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        bincode::deserialize(bytes).ok().map(ColdPeriod)
+    }
+
+    fn count(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn counters(stats: &Stats) -> (&AtomicU64, &AtomicU64) {
+        (&stats.groups_spilled, &stats.groups_restored)
+    }
+}
+
 /// The fold's state: groups by interned id, accumulators by
-/// `(rule, group id, period start)`.
+/// `(rule, group id, period start)`, and which periods are in memory, on
+/// disk, or on their way back.
 #[derive(Default)]
 struct Fold {
     ids: FxHashMap<Group, u32>,
     groups: Vec<Group>,
     accs: FxHashMap<(u32, u32, i64), GroupAcc>,
+    /// Periods that have (or had) accumulators in memory.
+    hot: BTreeSet<PeriodKey>,
+    /// Periods whose accumulators are in the spill store.
+    cold: BTreeSet<PeriodKey>,
+    /// Cold periods asked back and not yet returned.
+    asked: BTreeSet<PeriodKey>,
 }
 
 impl Fold {
+    /// The cold periods `updates` touch (they must be read back first).
+    fn cold_touched(&self, updates: &[((RuleKey, RuleInput), isize)]) -> BTreeSet<PeriodKey> {
+        let mut need = BTreeSet::new();
+        if !self.cold.is_empty() {
+            for (((rule, _, period), _), _) in updates {
+                if self.cold.contains(&(*rule, *period)) {
+                    need.insert((*rule, *period));
+                }
+            }
+        }
+        need
+    }
+
+    /// Takes a period read back from the store.
+    fn restore(&mut self, (rule, start): PeriodKey, accs: Vec<(u32, GroupAcc)>) {
+        self.cold.remove(&(rule, start));
+        self.asked.remove(&(rule, start));
+        for (gid, acc) in accs {
+            self.accs.insert((rule, gid, start), acc);
+        }
+        self.hot.insert((rule, start));
+    }
+
+    /// Periods in memory that closed `after_ms` before `f`.
+    fn due(&self, compiled: &Compiled, f: i64, after_ms: i64) -> Vec<PeriodKey> {
+        self.hot
+            .iter()
+            .copied()
+            .filter(|(rule, start)| {
+                start
+                    .saturating_add(compiled.period_ms(*rule))
+                    .saturating_add(after_ms)
+                    <= f
+            })
+            .collect()
+    }
+
+    /// Takes a period's accumulators out of memory.
+    #[inline(never)]
+    fn take(&mut self, (rule, start): PeriodKey) -> Vec<(u32, GroupAcc)> {
+        self.hot.remove(&(rule, start));
+        let out: Vec<(u32, GroupAcc)> = self
+            .accs
+            .extract_if(|k, _| k.0 == rule && k.2 == start)
+            .map(|(k, acc)| (k.1, acc))
+            .collect();
+        shrink_sparse(&mut self.accs);
+        out
+    }
+
     /// Folds one complete time's consolidated updates (sorted by key, so one
     /// group at a time) and pushes the changed findings to `out`. Not
     /// inlined, so that profiles name the fold's state.
@@ -81,10 +182,13 @@ impl Fold {
             // Findings share the interned key: one copy per group, not one
             // per period (or per contribution).
             let group = &self.groups[gid as usize];
-            let acc = self
-                .accs
-                .entry(key)
-                .or_insert_with(|| compiled.group_acc(*rule));
+            let acc = match self.accs.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    self.hot.insert((*rule, *period));
+                    e.insert(compiled.group_acc(*rule))
+                }
+            };
             let old = compiled.finding(*rule, group, *period, acc);
             for ((_, input), diff) in &updates[i..j] {
                 compiled.accumulate(*rule, acc, input, *diff);
@@ -104,28 +208,72 @@ impl Fold {
     }
 }
 
-/// Folds `contributions` into findings (see the module docs).
+/// Folds `contributions` into findings (see the module docs); with `spill`,
+/// closed periods' accumulators go to disk.
 pub fn findings<'s>(
     contributions: Stream<'s, u64, Vec<Contribution>>,
     compiled: Rc<Compiled>,
+    spill: Option<SpillPlan>,
 ) -> Stream<'s, u64, Vec<(Finding, u64, isize)>> {
+    let scope = contributions.scope();
     let exchange = Exchange::new(|u: &Contribution| key_hash(&(u.0).0));
     contributions.unary_frontier::<CapacityContainerBuilder<Vec<(Finding, u64, isize)>>, _, _, _>(
         exchange,
         "rules",
-        move |cap, _info| {
+        move |cap, info| {
             let mut cap = Some(cap);
             let mut pending = TimeBuffer::default();
             let mut fold = Fold::default();
             let mut out: Vec<(Finding, u64, isize)> = Vec::new();
+            let me = scope.activator_for(info.address.clone());
+            let store = spill.as_ref().and_then(|p| {
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                match Store::<ColdPeriod>::start(p, &format!("r{}", scope.index()), wake) {
+                    Ok(s) => Some((s, p.after_ms)),
+                    Err(e) => {
+                        tracing::warn!(dir = %p.dir.display(), "cannot open the spill directory, keeping rule accumulators in memory: {e}");
+                        None
+                    }
+                }
+            });
             move |(input, frontier), output| {
                 input.for_each_stamp(|_stamp, data| {
                     for batch in data {
                         pending.extend(batch.drain(..));
                     }
                 });
+                if let Some((st, _)) = &store {
+                    while let Some(reply) = st.reply() {
+                        match reply {
+                            Reply::Records(key, ColdPeriod(accs)) => fold.restore(key, accs),
+                            Reply::Lost(key, e) => {
+                                tracing::error!("spilled rule accumulators lost, their findings can no longer be corrected: {e}");
+                                fold.restore(key, Vec::new());
+                            }
+                        }
+                    }
+                }
                 let Some(c) = cap.as_mut() else { return };
-                while let Some((t, updates)) = pending.pop_complete(frontier) {
+                // The time of updates waiting for spilled periods.
+                let mut waiting: Option<u64> = None;
+                while let Some((t, updates)) = pending.first_complete(frontier) {
+                    let need = fold.cold_touched(updates);
+                    if !need.is_empty() {
+                        if let Some((st, _)) = &store {
+                            for key in need {
+                                if !fold.asked.contains(&key) && st.read(key) {
+                                    fold.asked.insert(key);
+                                }
+                            }
+                            if fold.asked.is_empty() {
+                                // The store's queue is full: try again soon.
+                                me.activate();
+                            }
+                        }
+                        waiting = Some(t);
+                        break;
+                    }
+                    let Some((t, updates)) = pending.pop_complete(frontier) else { break };
                     fold.apply(&compiled, t, &updates, &mut out);
                     if !out.is_empty() {
                         let at = c.delayed(&t);
@@ -136,10 +284,30 @@ pub fn findings<'s>(
                         out = Vec::new();
                     }
                 }
-                match frontier.frontier().iter().min() {
-                    Some(f) => {
-                        if *f > *c.time() {
-                            c.downgrade(f);
+                let f = frontier.frontier().iter().min().copied();
+                // Periods that closed `after` ago go to the store.
+                if let (Some((st, after)), Some(f), None) = (&store, f, waiting) {
+                    for key in fold.due(&compiled, f as i64, *after) {
+                        let accs = fold.take(key);
+                        if accs.is_empty() {
+                            continue;
+                        }
+                        match st.write(key, ColdPeriod(accs)) {
+                            Ok(()) => {
+                                fold.cold.insert(key);
+                            }
+                            Err(ColdPeriod(accs)) => {
+                                // The queue is full: keep them, try next time.
+                                fold.restore(key, accs);
+                                break;
+                            }
+                        }
+                    }
+                }
+                match [f, waiting].into_iter().flatten().min() {
+                    Some(h) => {
+                        if h > *c.time() {
+                            c.downgrade(&h);
                         }
                     }
                     None => cap = None,
@@ -147,4 +315,145 @@ pub fn findings<'s>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use timely::dataflow::operators::core::Inspect;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::{InputHandle, ProbeHandle};
+
+    use super::*;
+    use crate::model::SharedName;
+    use crate::value::rules::tests::{asset, compiled, input};
+
+    const HOUR: i64 = 3_600_000;
+
+    type Out = Vec<(Finding, u64, isize)>;
+
+    /// Runs the fold on one worker over `batches` (times increasing), the
+    /// frontier passing each batch before the next is sent.
+    fn fold(batches: Vec<(u64, Vec<Contribution>)>, spill: Option<SpillPlan>) -> Out {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g2 = got.clone();
+        let batches = std::sync::Mutex::new(Some(batches));
+        timely::execute(timely::Config::thread(), move |worker| {
+            let mut inp = InputHandle::<u64, CapacityContainerBuilder<Vec<Contribution>>>::new();
+            let probe = ProbeHandle::new();
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let s2 = seen.clone();
+            let spill = spill.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                findings(inp.to_stream(scope), Rc::new(compiled()), spill)
+                    .inspect_core(move |c| {
+                        if let Ok((_, data)) = c {
+                            s2.borrow_mut().extend(data.iter().cloned());
+                        }
+                    })
+                    .probe_with(&probe);
+            });
+            let mine = batches.lock().unwrap().take().unwrap_or_default();
+            for (time, mut rows) in mine {
+                inp.advance_to(time);
+                while probe.less_than(inp.time()) {
+                    worker.step();
+                }
+                inp.send_batch(&mut rows);
+            }
+            drop(inp);
+            while worker.step_or_park(None) {}
+            g2.lock().unwrap().extend(seen.borrow_mut().drain(..));
+        })
+        .unwrap();
+        let mut out = std::mem::take(&mut *got.lock().unwrap());
+        out.sort();
+        out
+    }
+
+    /// The total of a finding (its `sum` measure).
+    fn total(f: &Finding) -> f64 {
+        serde_json::from_str::<serde_json::Value>(&f.measures).unwrap()["total"]
+            .as_f64()
+            .unwrap()
+    }
+
+    #[test]
+    fn spilled_periods_come_back_for_corrections_and_expiry_with_the_same_findings() {
+        let pump = asset("a1/pump", "pump");
+        let group: Group = Arc::from([SharedName::from("a1")]);
+        let c = |period: i64, mean: f64, diff: isize| -> Contribution {
+            (
+                ((0, group.clone(), period), input(mean, false, &pump)),
+                0,
+                diff,
+            )
+        };
+        let at = |t: i64, rows: Vec<Contribution>| -> (u64, Vec<Contribution>) {
+            let t = t as u64;
+            (
+                t,
+                rows.into_iter()
+                    .map(|((k, i), _, d)| ((k, i), t, d))
+                    .collect(),
+            )
+        };
+        // The 00:00 hour gets windows of 2, 5 and 11 kW; the 01:00 hour opens
+        // (the 00:00 hour goes to disk a minute after it closes); a late row
+        // corrects 11 to 7 in the 00:00 hour; both hours' windows expire.
+        let batches = vec![
+            at(60_000, vec![c(0, 2.0, 1), c(0, 5.0, 1)]),
+            at(120_000, vec![c(0, 11.0, 1)]),
+            at(HOUR + 120_000, vec![c(HOUR, 4.0, 1), c(HOUR, 6.0, 1)]),
+            at(HOUR + 200_000, vec![c(0, 11.0, -1), c(0, 7.0, 1)]),
+            at(
+                3 * HOUR + 1,
+                vec![c(0, 2.0, -1), c(0, 5.0, -1), c(0, 7.0, -1)],
+            ),
+            at(4 * HOUR + 1, vec![c(HOUR, 4.0, -1), c(HOUR, 6.0, -1)]),
+            at(5 * HOUR, vec![]),
+        ];
+        let in_memory = fold(batches.clone(), None);
+        let state = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let plan = SpillPlan {
+            after_ms: 60_000,
+            dir: state.path().join("run"),
+            stats: stats.clone(),
+        };
+        let spilled = fold(batches, Some(plan));
+        assert_eq!(spilled, in_memory, "the same findings at the same times");
+        // Written: the 00:00 hour at 01:02, again after the correction, the
+        // 01:00 hour at 02:01; read back for the correction and each expiry.
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(stats.groups_spilled.load(Relaxed), 3);
+        assert_eq!(stats.groups_restored.load(Relaxed), 3);
+        assert!(
+            !state.path().join("run").exists(),
+            "spill files are scratch"
+        );
+        // By hand: the 00:00 hour's finding is 2 + 5 + 11 = 18, corrected to
+        // 14 at 01:03:20 (retraction and new value at that time), gone at 03:00.
+        let t = (HOUR + 200_000) as u64;
+        let at_t: Vec<(f64, isize)> = spilled
+            .iter()
+            .filter(|(f, time, _)| *time == t && f.period_start == 0)
+            .map(|(f, _, d)| (total(f), *d))
+            .collect();
+        assert_eq!(at_t.len(), 2);
+        assert!(at_t
+            .iter()
+            .any(|(v, d)| (*v - 18.0).abs() < 1e-9 && *d == -1));
+        assert!(at_t
+            .iter()
+            .any(|(v, d)| (*v - 14.0).abs() < 1e-9 && *d == 1));
+        let mut net: std::collections::BTreeMap<Finding, isize> = Default::default();
+        for (f, _, d) in &spilled {
+            *net.entry(f.clone()).or_default() += d;
+        }
+        net.retain(|_, d| *d != 0);
+        assert!(net.is_empty(), "every finding retracted at expiry: {net:?}");
+    }
 }

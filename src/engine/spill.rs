@@ -18,6 +18,7 @@
 //! which is logged.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -58,41 +59,88 @@ pub fn plan_for(
     })
 }
 
-enum Request {
-    Write(i64, Vec<u8>),
-    Read(i64),
+/// What a store keeps: one file of records per key, encoded and decoded on
+/// the store's thread (never the timely worker's).
+pub trait Records: Sized + Send + 'static {
+    /// What a file holds the records of (a window start; a rule's period).
+    type Key: Copy + Send + std::fmt::Debug + 'static;
+    /// The file of `key`'s records.
+    fn file_name(key: Self::Key) -> String;
+    fn encode(&self) -> Result<Vec<u8>, String>;
+    fn decode(bytes: &[u8]) -> Option<Self>;
+    /// How many records (windows, accumulators) these are.
+    fn count(&self) -> u64;
+    /// The counters of records written and read back.
+    fn counters(stats: &Stats) -> (&AtomicU64, &AtomicU64);
+}
+
+/// The closed windows of one window start, in 64-byte records.
+impl Records for Vec<Acc> {
+    type Key = i64;
+
+    fn file_name(start: i64) -> String {
+        format!("{start}.win")
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::with_capacity(self.len() * Acc::BYTES);
+        for a in self {
+            a.encode(&mut bytes);
+        }
+        Ok(bytes)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if !bytes.len().is_multiple_of(Acc::BYTES) {
+            return None;
+        }
+        Some(bytes.chunks_exact(Acc::BYTES).map(Acc::decode).collect())
+    }
+
+    fn count(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn counters(stats: &Stats) -> (&AtomicU64, &AtomicU64) {
+        (&stats.windows_spilled, &stats.windows_restored)
+    }
+}
+
+enum Request<R: Records> {
+    Write(R::Key, R),
+    Read(R::Key),
 }
 
 /// What the store hands back.
-pub enum Reply {
-    /// The windows of a start, read back (or not written after all).
-    Windows(i64, Vec<Acc>),
-    /// A start whose file could not be read: its windows are lost.
-    Lost(i64, String),
+pub enum Reply<R: Records> {
+    /// The records of a key, read back (or not written after all).
+    Records(R::Key, R),
+    /// A key whose file could not be read: its records are lost.
+    Lost(R::Key, String),
 }
 
 /// One worker's handle on its spill thread.
-pub struct Store {
-    tx: Option<SyncSender<Request>>,
-    rx: Receiver<Reply>,
+pub struct Store<R: Records> {
+    tx: Option<SyncSender<Request<R>>>,
+    rx: Receiver<Reply<R>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How many requests may wait for the thread.
 const QUEUE: usize = 256;
 
-impl Store {
-    /// Starts worker `index`'s store under `plan.dir`; `wake` activates the
-    /// window operator when a reply is ready.
-    pub fn start(plan: &SpillPlan, index: usize, wake: SyncActivator) -> std::io::Result<Store> {
-        let dir = plan.dir.join(format!("w{index}"));
+impl<R: Records> Store<R> {
+    /// Starts a store in `plan.dir/{name}` (`name` unique per worker and
+    /// operator); `wake` activates the operator when a reply is ready.
+    pub fn start(plan: &SpillPlan, name: &str, wake: SyncActivator) -> std::io::Result<Store<R>> {
+        let dir = plan.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let (tx, requests) = std::sync::mpsc::sync_channel(QUEUE);
         let (replies, rx) = std::sync::mpsc::channel();
         let root = plan.dir.clone();
         let stats = plan.stats.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("plantflow-spill-{index}"))
+            .name(format!("plantflow-spill-{name}"))
             .spawn(move || serve(&root, &dir, requests, replies, wake, &stats))?;
         Ok(Store {
             tx: Some(tx),
@@ -101,33 +149,34 @@ impl Store {
         })
     }
 
-    /// Hands a start's windows to the store; gives them back if its queue is full.
-    pub fn write(&self, start: i64, rows: Vec<Acc>) -> Result<(), Vec<Acc>> {
-        let Some(tx) = &self.tx else { return Err(rows) };
-        let mut bytes = Vec::with_capacity(rows.len() * Acc::BYTES);
-        for a in &rows {
-            a.encode(&mut bytes);
-        }
-        match tx.try_send(Request::Write(start, bytes)) {
+    /// Hands a key's records to the store; gives them back if its queue is full.
+    pub fn write(&self, key: R::Key, records: R) -> Result<(), R> {
+        let Some(tx) = &self.tx else {
+            return Err(records);
+        };
+        match tx.try_send(Request::Write(key, records)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(rows),
+            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => match r {
+                Request::Write(_, records) => Err(records),
+                Request::Read(_) => unreachable!("a write request comes back as sent"),
+            },
         }
     }
 
-    /// Asks for a start's windows back; false if the queue is full (ask again later).
-    pub fn read(&self, start: i64) -> bool {
+    /// Asks for a key's records back; false if the queue is full (ask again later).
+    pub fn read(&self, key: R::Key) -> bool {
         self.tx
             .as_ref()
-            .is_some_and(|tx| tx.try_send(Request::Read(start)).is_ok())
+            .is_some_and(|tx| tx.try_send(Request::Read(key)).is_ok())
     }
 
     /// The next reply, if one is ready.
-    pub fn reply(&self) -> Option<Reply> {
+    pub fn reply(&self) -> Option<Reply<R>> {
         self.rx.try_recv().ok()
     }
 }
 
-impl Drop for Store {
+impl<R: Records> Drop for Store<R> {
     fn drop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -136,52 +185,46 @@ impl Drop for Store {
     }
 }
 
-fn file(dir: &Path, start: i64) -> PathBuf {
-    dir.join(format!("{start}.win"))
-}
-
-fn decode(bytes: &[u8]) -> Option<Vec<Acc>> {
-    if !bytes.len().is_multiple_of(Acc::BYTES) {
-        return None;
-    }
-    Some(bytes.chunks_exact(Acc::BYTES).map(Acc::decode).collect())
-}
-
-fn serve(
+fn serve<R: Records>(
     root: &Path,
     dir: &Path,
-    requests: Receiver<Request>,
-    replies: std::sync::mpsc::Sender<Reply>,
+    requests: Receiver<Request<R>>,
+    replies: std::sync::mpsc::Sender<Reply<R>>,
     wake: SyncActivator,
     stats: &Stats,
 ) {
+    let (written, restored) = R::counters(stats);
     let mut warned = false;
     for r in requests {
         let reply = match r {
-            Request::Write(start, bytes) => match std::fs::write(file(dir, start), &bytes) {
-                Ok(()) => {
-                    let n = (bytes.len() / Acc::BYTES) as u64;
-                    stats.windows_spilled.fetch_add(n, Relaxed);
-                    continue;
-                }
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(dir = %dir.display(), "cannot spill closed windows, keeping them in memory: {e}");
-                        warned = true;
+            Request::Write(key, records) => {
+                let written_to = records.encode().and_then(|b| {
+                    std::fs::write(dir.join(R::file_name(key)), b).map_err(|e| e.to_string())
+                });
+                match written_to {
+                    Ok(()) => {
+                        written.fetch_add(records.count(), Relaxed);
+                        continue;
                     }
-                    Reply::Windows(start, decode(&bytes).unwrap_or_default())
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(dir = %dir.display(), "cannot spill closed state to disk, keeping it in memory: {e}");
+                            warned = true;
+                        }
+                        Reply::Records(key, records)
+                    }
                 }
-            },
-            Request::Read(start) => {
-                let path = file(dir, start);
-                match std::fs::read(&path).map(|b| decode(&b)) {
-                    Ok(Some(rows)) => {
+            }
+            Request::Read(key) => {
+                let path = dir.join(R::file_name(key));
+                match std::fs::read(&path).map(|b| R::decode(&b)) {
+                    Ok(Some(records)) => {
                         let _ = std::fs::remove_file(&path);
-                        stats.windows_restored.fetch_add(rows.len() as u64, Relaxed);
-                        Reply::Windows(start, rows)
+                        restored.fetch_add(records.count(), Relaxed);
+                        Reply::Records(key, records)
                     }
-                    Ok(None) => Reply::Lost(start, format!("{} is truncated", path.display())),
-                    Err(e) => Reply::Lost(start, format!("{}: {e}", path.display())),
+                    Ok(None) => Reply::Lost(key, format!("{} is truncated", path.display())),
+                    Err(e) => Reply::Lost(key, format!("{}: {e}", path.display())),
                 }
             }
         };

@@ -384,7 +384,7 @@ pub fn window<'s, E: Emit>(
             // asked back but not yet returned.
             let store = spill.as_ref().and_then(|p| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
-                match Store::start(p, scope.index(), wake) {
+                match Store::<Vec<Acc>>::start(p, &format!("w{}", scope.index()), wake) {
                     Ok(s) => Some((s, p.after_ms)),
                     Err(e) => {
                         tracing::warn!(dir = %p.dir.display(), "cannot open the spill directory, keeping closed windows in memory: {e}");
@@ -433,7 +433,7 @@ pub fn window<'s, E: Emit>(
                 if let Some((st, _)) = &store {
                     while let Some(reply) = st.reply() {
                         let (start, rows) = match reply {
-                            Reply::Windows(start, rows) => (start, rows),
+                            Reply::Records(start, rows) => (start, rows),
                             Reply::Lost(start, e) => {
                                 tracing::error!("spilled windows lost, they can no longer be corrected: {e}");
                                 (start, Vec::new())

@@ -292,6 +292,13 @@ impl Compiled {
         out
     }
 
+    /// The period length of a rule.
+    pub fn period_ms(&self, rule: u32) -> i64 {
+        self.rules
+            .get(rule as usize)
+            .map_or(i64::MAX, |r| r.period_ms)
+    }
+
     /// An empty accumulator for a rule's `(group, period)`.
     pub fn group_acc(&self, rule: u32) -> GroupAcc {
         let measures = self
@@ -420,7 +427,7 @@ impl Compiled {
 /// the windows in maintenance, and the asset rows behind it. Retracting a
 /// window undoes its addition exactly, so the state is the same whatever the
 /// order of inserts and corrections, and it does not grow with windows.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupAcc {
     windows: i32,
     maintenance: i32,
@@ -446,7 +453,7 @@ impl GroupAcc {
 /// 24 bytes: the fixed-point sum as two 64-bit halves (an `i128` field would
 /// align the accumulator to 16 bytes), and the counts of NaNs and infinities
 /// boxed, allocated only while there are any.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExactSum {
     lo: u64,
     hi: i64,
@@ -495,7 +502,7 @@ impl ExactSum {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -532,7 +539,7 @@ mod tests {
         assert_eq!(s.value(), 2.5);
     }
 
-    fn compiled() -> Compiled {
+    pub(crate) fn compiled() -> Compiled {
         let dir = tempfile::tempdir().unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let fixture = root.join("tests/fixtures/workload_v1_small");
@@ -582,7 +589,7 @@ path = "${OUT_DIR}"
         Compiled::new(&plan)
     }
 
-    fn asset(tag: &str, kind: &str) -> Arc<AssetRow> {
+    pub(crate) fn asset(tag: &str, kind: &str) -> Arc<AssetRow> {
         Arc::new(AssetRow {
             tag: tag.into(),
             asset: "a1".into(),
@@ -595,7 +602,7 @@ path = "${OUT_DIR}"
     }
 
     /// A window's inputs: the rule's four measures (all `mean`) and its maintenance flag.
-    fn input(mean: f64, maint: bool, a: &Arc<AssetRow>) -> RuleInput {
+    pub(crate) fn input(mean: f64, maint: bool, a: &Arc<AssetRow>) -> RuleInput {
         let m = F64(mean);
         (
             vec![m, m, m, m, F64(if maint { 1.0 } else { 0.0 })],
