@@ -183,7 +183,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     let mut initial = load_initial(&plan)?;
     let tags = Arc::new(TagRegistry::default());
     for a in &initial.assets {
-        tags.intern(&a.tag);
+        tags.intern_shared(&a.tag);
     }
     let geo = geometry(&plan);
     let (ingest, receivers) =

@@ -45,7 +45,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::config::Plan;
-use crate::model::{AssetRow, Enriched, Sample, StatusUpdate, TagId, F64};
+use crate::model::{AssetRow, Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
 use crate::sinks::SinkBatch;
 use crate::sources::context::Interval;
 use crate::value::layer::{Aging, ValueIn, ValueLayer};
@@ -73,7 +73,7 @@ impl Versioned for Enriched {
 }
 
 /// The tag ids by name, as a source sees them (see [`TagRegistry::view`]).
-pub type TagView = Arc<rustc_hash::FxHashMap<Box<str>, TagId>>;
+pub type TagView = Arc<rustc_hash::FxHashMap<SharedName, TagId>>;
 
 /// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
 ///
@@ -88,12 +88,25 @@ pub struct TagRegistry {
 
 impl TagRegistry {
     pub fn intern(&self, tag: &str) -> TagId {
-        if let Some(id) = self.get(tag) {
-            return id;
+        match self.get(tag) {
+            Some(id) => id,
+            None => self.insert(tag.into()),
         }
+    }
+
+    /// Interns a shared name, keeping that copy (an asset row's tag): the
+    /// process then holds each tag's name once.
+    pub fn intern_shared(&self, tag: &SharedName) -> TagId {
+        match self.get(tag) {
+            Some(id) => id,
+            None => self.insert(tag.clone()),
+        }
+    }
+
+    fn insert(&self, tag: SharedName) -> TagId {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         let n = m.len() as TagId;
-        *Arc::make_mut(&mut m).entry(tag.into()).or_insert(n)
+        *Arc::make_mut(&mut m).entry(tag).or_insert(n)
     }
 
     pub fn get(&self, tag: &str) -> Option<TagId> {
@@ -156,10 +169,10 @@ impl Inputs {
         match change {
             ContextChange::Assets(rows) => {
                 for (a, r) in rows {
-                    let id = tags.intern(&a.tag);
+                    let id = tags.intern_shared(&a.tag);
                     let ctx = AssetCtx {
-                        asset: names.intern(&a.asset),
-                        line: names.intern(&a.line),
+                        asset: names.intern_shared(&a.asset),
+                        line: names.intern_shared(&a.line),
                         row: a,
                     };
                     self.assets.update((id, ctx), r);
@@ -186,6 +199,10 @@ pub struct Names(TagRegistry);
 impl Names {
     fn intern(&self, name: &str) -> u32 {
         self.0.intern(name)
+    }
+
+    fn intern_shared(&self, name: &SharedName) -> u32 {
+        self.0.intern_shared(name)
     }
 
     fn get(&self, name: &str) -> Option<u32> {

@@ -26,13 +26,13 @@
 //! waits, capability held, until the store has read it back. Results are the
 //! same as with everything in memory.
 
-use std::collections::hash_map::Entry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 
 use rustc_hash::{FxHashMap, FxHasher};
+use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -84,16 +84,16 @@ impl Records for ColdPeriod {
     }
 }
 
-/// The fold's state: groups by interned id, accumulators by
-/// `(rule, group id, period start)`, and which periods are in memory, on
-/// disk, or on their way back.
+/// The fold's state: groups by interned id, accumulators in memory by
+/// `(rule, period start)` and group id, and which periods are on disk or on
+/// their way back.
 #[derive(Default)]
 struct Fold {
     ids: FxHashMap<Group, u32>,
     groups: Vec<Group>,
-    accs: FxHashMap<(u32, u32, i64), GroupAcc>,
-    /// Periods that have (or had) accumulators in memory.
-    hot: BTreeSet<PeriodKey>,
+    /// One table per period: a period leaves memory (to disk, or emptied at
+    /// its expiry) with its table, and each table is sized for its own groups.
+    periods: BTreeMap<PeriodKey, FxHashMap<u32, GroupAcc>>,
     /// Periods whose accumulators are in the spill store.
     cold: BTreeSet<PeriodKey>,
     /// Cold periods asked back and not yet returned.
@@ -115,19 +115,18 @@ impl Fold {
     }
 
     /// Takes a period read back from the store.
-    fn restore(&mut self, (rule, start): PeriodKey, accs: Vec<(u32, GroupAcc)>) {
-        self.cold.remove(&(rule, start));
-        self.asked.remove(&(rule, start));
-        for (gid, acc) in accs {
-            self.accs.insert((rule, gid, start), acc);
+    fn restore(&mut self, key: PeriodKey, accs: Vec<(u32, GroupAcc)>) {
+        self.cold.remove(&key);
+        self.asked.remove(&key);
+        if !accs.is_empty() {
+            self.periods.entry(key).or_default().extend(accs);
         }
-        self.hot.insert((rule, start));
     }
 
     /// Periods in memory that closed `after_ms` before `f`.
     fn due(&self, compiled: &Compiled, f: i64, after_ms: i64) -> Vec<PeriodKey> {
-        self.hot
-            .iter()
+        self.periods
+            .keys()
             .copied()
             .filter(|(rule, start)| {
                 start
@@ -139,16 +138,11 @@ impl Fold {
     }
 
     /// Takes a period's accumulators out of memory.
-    #[inline(never)]
-    fn take(&mut self, (rule, start): PeriodKey) -> Vec<(u32, GroupAcc)> {
-        self.hot.remove(&(rule, start));
-        let out: Vec<(u32, GroupAcc)> = self
-            .accs
-            .extract_if(|k, _| k.0 == rule && k.2 == start)
-            .map(|(k, acc)| (k.1, acc))
-            .collect();
-        shrink_sparse(&mut self.accs);
-        out
+    fn take(&mut self, key: PeriodKey) -> Vec<(u32, GroupAcc)> {
+        self.periods
+            .remove(&key)
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Folds one complete time's consolidated updates (sorted by key, so one
@@ -162,6 +156,7 @@ impl Fold {
         updates: &[((RuleKey, RuleInput), isize)],
         out: &mut Vec<(Finding, u64, isize)>,
     ) {
+        let mut touched: SmallVec<[PeriodKey; 2]> = SmallVec::new();
         let mut i = 0;
         while i < updates.len() {
             let ((rule, group, period), _) = &updates[i].0;
@@ -178,24 +173,22 @@ impl Fold {
                     id
                 }
             };
-            let key = (*rule, gid, *period);
+            let pk = (*rule, *period);
+            if !touched.contains(&pk) {
+                touched.push(pk);
+            }
             // Findings share the interned key: one copy per group, not one
             // per period (or per contribution).
             let group = &self.groups[gid as usize];
-            let acc = match self.accs.entry(key) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    self.hot.insert((*rule, *period));
-                    e.insert(compiled.group_acc(*rule))
-                }
-            };
+            let accs = self.periods.entry(pk).or_default();
+            let acc = accs.entry(gid).or_insert_with(|| compiled.group_acc(*rule));
             let old = compiled.finding(*rule, group, *period, acc);
             for ((_, input), diff) in &updates[i..j] {
                 compiled.accumulate(*rule, acc, input, *diff);
             }
             let new = compiled.finding(*rule, group, *period, acc);
             if acc.is_empty() {
-                self.accs.remove(&key);
+                accs.remove(&gid);
             }
             if old != new {
                 out.extend(old.map(|f| (f, t, -1)));
@@ -203,8 +196,16 @@ impl Fold {
             }
             i = j;
         }
-        // Nor the room of the most accumulators there ever were.
-        shrink_sparse(&mut self.accs);
+        for pk in touched {
+            if let Some(accs) = self.periods.get_mut(&pk) {
+                if accs.is_empty() {
+                    self.periods.remove(&pk);
+                } else {
+                    // Nor the room of the most accumulators there ever were.
+                    shrink_sparse(accs);
+                }
+            }
+        }
     }
 }
 

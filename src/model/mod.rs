@@ -95,7 +95,7 @@ pub type Group = std::sync::Arc<[SharedName]>;
 /// A row of the `assets` context table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AssetRow {
-    pub tag: String,
+    pub tag: SharedName,
     pub asset: SharedName,
     pub site: SharedName,
     pub line: SharedName,

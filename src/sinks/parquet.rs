@@ -302,7 +302,7 @@ fn aggregates_batch(
         str_col(rows.iter().map(|(e, _)| &*e.asset.site)),
         str_col(rows.iter().map(|(e, _)| &*e.asset.line)),
         str_col(rows.iter().map(|(e, _)| &*e.asset.asset)),
-        str_col(rows.iter().map(|(e, _)| e.asset.tag.as_str())),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.tag)),
         str_col(rows.iter().map(|(e, _)| &*e.asset.kind)),
         ts_col(rows.iter().map(|(e, _)| e.win.window_start)),
         ts_col(rows.iter().map(|(e, _)| e.win.window_end)),

@@ -127,7 +127,7 @@ pub fn load_assets(path: &Path, extra: &[(String, ColType)]) -> Result<Vec<Asset
                 get(5)
             )
         })?;
-        let tag = get(0);
+        let tag = SharedName::from(rec.get(idx[0]).unwrap_or(""));
         if seen.insert(tag.clone(), line).is_some() {
             return Err(format!(
                 "`{}` line {}: tag `{tag}` is listed twice",
@@ -324,7 +324,7 @@ impl ContextStore {
         let change = match snap {
             Snapshot::Assets(new) => {
                 for a in &new {
-                    self.tags.intern(&a.tag);
+                    self.tags.intern_shared(&a.tag);
                 }
                 let d = diff(&cur.assets, &new);
                 // Unchanged rows keep the `Arc` the engine already holds, so
@@ -421,7 +421,7 @@ impl ContextStore {
                         })
                         .collect();
                     let row = AssetRow {
-                        tag: get("tag")?,
+                        tag: get("tag")?.into(),
                         asset: get("asset")?.into(),
                         site: get("site")?.into(),
                         line: get("line")?.into(),
@@ -434,7 +434,7 @@ impl ContextStore {
                 }
                 Edit::DeleteAsset(tag) => {
                     let before = assets.len();
-                    assets.retain(|a| a.tag != tag);
+                    assets.retain(|a| *a.tag != *tag);
                     if assets.len() == before {
                         return Err(format!("no asset row for tag `{tag}`"));
                     }

@@ -149,7 +149,7 @@ impl Compiled {
                 "site" => e.asset.site.clone(),
                 "line" => e.asset.line.clone(),
                 "asset" => e.asset.asset.clone(),
-                "tag" => SharedName::from(e.asset.tag.as_str()),
+                "tag" => e.asset.tag.clone(),
                 _ => e.asset.kind.clone(),
             })
             .collect()
@@ -306,21 +306,21 @@ impl Compiled {
             .get(rule as usize)
             .map_or(&[][..], |r| &r.measures[..]);
         let n = measures.len();
-        // Counts per value only for rules with a `min` or `max` measure (an
-        // empty boxed slice does not allocate).
-        let extremes = if measures
+        // Counts per value only for rules with a `min` or `max` measure.
+        let rare = measures
             .iter()
             .any(|(_, a, _)| matches!(a, Agg::Min | Agg::Max))
-        {
-            (0..n).map(|_| BTreeMap::new()).collect()
-        } else {
-            Box::default()
-        };
+            .then(|| {
+                Box::new(Rare {
+                    specials: Vec::new(),
+                    extremes: (0..n).map(|_| BTreeMap::new()).collect(),
+                })
+            });
         GroupAcc {
             windows: 0,
             maintenance: 0,
             sums: (0..n).map(|_| ExactSum::default()).collect(),
-            extremes,
+            rare,
             assets: SmallVec::new(),
         }
     }
@@ -339,12 +339,18 @@ impl Compiled {
         for (j, (_, agg, _)) in r.measures.iter().enumerate() {
             let v = input.0.get(j).copied().unwrap_or(F64(f64::NAN));
             match agg {
-                Agg::Sum | Agg::Mean => acc.sums[j].add(v.0, diff as i64),
+                Agg::Sum | Agg::Mean => {
+                    if let Some(k) = acc.sums[j].add(v.0, diff as i64) {
+                        acc.count_special(n, j, k, d);
+                    }
+                }
                 Agg::Min | Agg::Max => {
-                    let c = acc.extremes[j].entry(v).or_default();
-                    *c += diff as i64;
-                    if *c == 0 {
-                        acc.extremes[j].remove(&v);
+                    if let Some(m) = acc.rare.as_mut().and_then(|r| r.extremes.get_mut(j)) {
+                        let c = m.entry(v).or_default();
+                        *c += diff as i64;
+                        if *c == 0 {
+                            m.remove(&v);
+                        }
                     }
                 }
             }
@@ -375,16 +381,15 @@ impl Compiled {
         let mut measures = serde_json::Map::new();
         for (j, (name, agg, _)) in r.measures.iter().enumerate() {
             let x = match agg {
-                Agg::Sum => acc.sums[j].value(),
-                Agg::Mean => acc.sums[j].value() / windows as f64,
-                Agg::Min => acc.extremes[j]
-                    .keys()
-                    .find(|v| !v.0.is_nan())
+                Agg::Sum => acc.sum(j),
+                Agg::Mean => acc.sum(j) / windows as f64,
+                Agg::Min => acc
+                    .extremes(j)
+                    .and_then(|m| m.keys().find(|v| !v.0.is_nan()))
                     .map_or(f64::INFINITY, |v| v.0),
-                Agg::Max => acc.extremes[j]
-                    .keys()
-                    .rev()
-                    .find(|v| !v.0.is_nan())
+                Agg::Max => acc
+                    .extremes(j)
+                    .and_then(|m| m.keys().rev().find(|v| !v.0.is_nan()))
                     .map_or(f64::NEG_INFINITY, |v| v.0),
             };
             measures.insert(name.clone(), serde_json::json!(x));
@@ -427,15 +432,29 @@ impl Compiled {
 /// the windows in maintenance, and the asset rows behind it. Retracting a
 /// window undoes its addition exactly, so the state is the same whatever the
 /// order of inserts and corrections, and it does not grow with windows.
+///
+/// 80 bytes: sums inline for up to two measures, the asset row inline for a
+/// group of one asset, and what most rules never need (counts of non-finite
+/// values, counts per value for `min`/`max`) behind one pointer, allocated
+/// only when needed.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupAcc {
     windows: i32,
     maintenance: i32,
-    /// Inline for up to two measures, and the asset row inline for a group
-    /// of one asset: an accumulator is then one allocation-free value.
     sums: SmallVec<[ExactSum; 2]>,
-    extremes: Box<[BTreeMap<F64, i64>]>,
+    rare: Option<Box<Rare>>,
     assets: SmallVec<[(Arc<AssetRow>, i64); 1]>,
+}
+
+/// The rarely needed part of a [`GroupAcc`].
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Rare {
+    /// Counts of NaN, +infinity and −infinity values by measure (empty while
+    /// no sum has any).
+    specials: Vec<[i32; 3]>,
+    /// For rules with a `min` or `max` measure, counts per value by measure
+    /// (empty otherwise).
+    extremes: Vec<BTreeMap<F64, i64>>,
 }
 
 impl GroupAcc {
@@ -443,22 +462,50 @@ impl GroupAcc {
     pub fn is_empty(&self) -> bool {
         self.windows == 0 && self.assets.is_empty()
     }
+
+    /// Counts a non-finite value (kind `k` of [`ExactSum::add`]) of measure
+    /// `j` of `n`.
+    fn count_special(&mut self, n: usize, j: usize, k: usize, diff: i32) {
+        let rare = self.rare.get_or_insert_with(Default::default);
+        if rare.specials.is_empty() {
+            rare.specials = vec![[0; 3]; n];
+        }
+        rare.specials[j][k] += diff;
+        if rare.specials.iter().flatten().all(|c| *c == 0) {
+            rare.specials = Vec::new();
+            if rare.extremes.is_empty() {
+                self.rare = None;
+            }
+        }
+    }
+
+    /// The sum of measure `j`.
+    fn sum(&self, j: usize) -> f64 {
+        let special = self
+            .rare
+            .as_ref()
+            .and_then(|r| r.specials.get(j).copied())
+            .unwrap_or_default();
+        self.sums[j].value(special)
+    }
+
+    fn extremes(&self, j: usize) -> Option<&BTreeMap<F64, i64>> {
+        self.rare.as_ref().and_then(|r| r.extremes.get(j))
+    }
 }
 
 /// A sum that removing an added value undoes exactly: values are rounded
 /// once to a fixed grid of 2^-48 (about 3.6e-15) and added as integers,
 /// so no rounding residue builds up over inserts and retractions. Finite
-/// values of magnitude 2^78 (about 3e23) and above count as infinities.
+/// values of magnitude 2^78 (about 3e23) and above count as infinities:
+/// the caller counts those, and NaNs, apart ([`ExactSum::add`] says which).
 ///
-/// 24 bytes: the fixed-point sum as two 64-bit halves (an `i128` field would
-/// align the accumulator to 16 bytes), and the counts of NaNs and infinities
-/// boxed, allocated only while there are any.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+/// 16 bytes: the fixed-point sum as two 64-bit halves (an `i128` field would
+/// align the accumulator to 16 bytes).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExactSum {
     lo: u64,
     hi: i64,
-    /// Counts of NaN, +infinity and −infinity values.
-    special: Option<Box<[i32; 3]>>,
 }
 
 const SCALE: f64 = (1u64 << 48) as f64;
@@ -469,7 +516,9 @@ impl ExactSum {
         (i128::from(self.hi) << 64) | i128::from(self.lo)
     }
 
-    pub fn add(&mut self, v: f64, diff: i64) {
+    /// Adds `diff` times `v`; for a value it cannot add, the index of its
+    /// count (0 NaN, 1 +infinity, 2 −infinity) for the caller to keep.
+    pub fn add(&mut self, v: f64, diff: i64) -> Option<usize> {
         let special = if v.is_nan() {
             0
         } else if v >= LIMIT {
@@ -481,17 +530,13 @@ impl ExactSum {
             let sum = self.fixed().wrapping_add(x.wrapping_mul(diff as i128));
             self.lo = sum as u64;
             self.hi = (sum >> 64) as i64;
-            return;
+            return None;
         };
-        let counts = self.special.get_or_insert_with(Default::default);
-        counts[special] += diff as i32;
-        if counts.iter().all(|c| *c == 0) {
-            self.special = None;
-        }
+        Some(special)
     }
 
-    pub fn value(&self) -> f64 {
-        let [nan, pos_inf, neg_inf] = self.special.as_deref().copied().unwrap_or_default();
+    /// The sum, given the counts of NaN, +infinity and −infinity values.
+    pub fn value(&self, [nan, pos_inf, neg_inf]: [i32; 3]) -> f64 {
         match (nan != 0, pos_inf != 0, neg_inf != 0) {
             (true, _, _) | (false, true, true) => f64::NAN,
             (false, true, false) => f64::INFINITY,
@@ -510,33 +555,56 @@ pub(crate) mod tests {
         // Plain f64: ((0.1 + 0.2) + 0.3) - 0.2 - 0.1 - 0.3 leaves 5.55e-17.
         let naive = 0.1 + 0.2 + 0.3 - 0.2 - 0.1 - 0.3;
         assert_ne!(naive, 0.0);
-        let mut s = ExactSum::default();
+        // One sum-only measure: the accumulator's own counts of non-finite values.
+        let mut acc = GroupAcc {
+            windows: 0,
+            maintenance: 0,
+            sums: smallvec::smallvec![ExactSum::default()],
+            rare: None,
+            assets: SmallVec::new(),
+        };
+        let add = |acc: &mut GroupAcc, v: f64, d: i32| {
+            if let Some(k) = acc.sums[0].add(v, d.into()) {
+                acc.count_special(1, 0, k, d);
+            }
+        };
         for v in [0.1, 0.2, 0.3] {
-            s.add(v, 1);
+            add(&mut acc, v, 1);
         }
-        assert!((s.value() - 0.6).abs() < 1e-14);
-        s.add(0.2, -1);
-        assert!((s.value() - 0.4).abs() < 1e-14);
-        s.add(0.1, -1);
-        s.add(0.3, -1);
+        assert!((acc.sum(0) - 0.6).abs() < 1e-14);
+        add(&mut acc, 0.2, -1);
+        assert!((acc.sum(0) - 0.4).abs() < 1e-14);
+        add(&mut acc, 0.1, -1);
+        add(&mut acc, 0.3, -1);
         assert_eq!(
-            s.value().to_bits(),
+            acc.sum(0).to_bits(),
             0.0f64.to_bits(),
             "back to +0.0 exactly"
         );
         // Non-finite values count apart and leave again.
-        s.add(f64::INFINITY, 1);
-        s.add(2.5, 1);
-        assert_eq!(s.value(), f64::INFINITY);
-        s.add(f64::NEG_INFINITY, 1);
-        assert!(s.value().is_nan());
-        s.add(f64::INFINITY, -1);
-        s.add(f64::NEG_INFINITY, -1);
-        assert_eq!(s.value(), 2.5);
-        s.add(f64::NAN, 1);
-        assert!(s.value().is_nan());
-        s.add(f64::NAN, -1);
-        assert_eq!(s.value(), 2.5);
+        add(&mut acc, f64::INFINITY, 1);
+        add(&mut acc, 2.5, 1);
+        assert_eq!(acc.sum(0), f64::INFINITY);
+        assert!(acc.rare.is_some(), "counted beside the sum");
+        add(&mut acc, f64::NEG_INFINITY, 1);
+        assert!(acc.sum(0).is_nan());
+        add(&mut acc, f64::INFINITY, -1);
+        add(&mut acc, f64::NEG_INFINITY, -1);
+        assert_eq!(acc.sum(0), 2.5);
+        assert!(acc.rare.is_none(), "no counts left, nothing allocated");
+        add(&mut acc, f64::NAN, 1);
+        assert!(acc.sum(0).is_nan());
+        add(&mut acc, 1e30, 1);
+        add(&mut acc, f64::NAN, -1);
+        assert_eq!(
+            acc.sum(0),
+            f64::INFINITY,
+            "2^78 and above count as infinite"
+        );
+        add(&mut acc, 1e30, -1);
+        assert_eq!(acc.sum(0), 2.5);
+        assert!(acc.rare.is_none());
+        assert_eq!(std::mem::size_of::<GroupAcc>(), 80);
     }
 
     pub(crate) fn compiled() -> Compiled {
