@@ -375,6 +375,20 @@ fn late_rows_correct_windows_and_actions_seeded() {
             for (k, v) in &want_actions {
                 assert_close(got[k].value, *v, &format!("seed {seed}: action {k:?}"));
             }
+            // The run summary's totals, kept as differences and nothing per
+            // action, agree with the actions table's latest versions.
+            let tally = &s.report.tally;
+            let ids: std::collections::HashSet<String> = all_actions(out.path())
+                .into_iter()
+                .map(|a| a.action_id)
+                .collect();
+            assert_eq!(tally.seen(), ids.len(), "seed {seed}: actions seen");
+            assert_eq!(tally.counted(), got.len(), "seed {seed}: actions counted");
+            assert_close(
+                tally.value(),
+                got.values().map(|a| a.value).sum(),
+                &format!("seed {seed}: value at stake"),
+            );
         }
     }
     assert!(

@@ -384,6 +384,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                             if !out.actions.is_empty() {
                                 let _ = tx.send(SinkBatch::Actions(out.actions));
                             }
+                            if !out.totals.is_empty() {
+                                let _ = tx.send(SinkBatch::ActionTotals(out.totals));
+                            }
                             if !out.outcomes.is_empty() {
                                 let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
                             }

@@ -132,6 +132,18 @@ pub struct Enriched {
     pub metrics: Metrics,
 }
 
+/// How new action versions change the run's totals for one owner and
+/// action type: actions first seen, and the count and value at stake of
+/// those counted (not withdrawn), as differences.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActionTotals {
+    pub owner: String,
+    pub action_type: String,
+    pub seen: i64,
+    pub counted: i64,
+    pub value: f64,
+}
+
 /// One version of an action, as the `actions` table stores it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ActionRow {

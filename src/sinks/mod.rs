@@ -9,13 +9,15 @@ pub mod mqtt_publish;
 pub mod parquet;
 pub mod tally;
 
-use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow};
+use crate::model::{ActionRow, ActionTotals, BillRow, DeadLetter, Enriched, Gap, OutcomeRow};
 
 /// Finished rows for one output table, with revisions where the table has them.
 #[derive(Debug)]
 pub enum SinkBatch {
     Aggregates(Vec<(Enriched, i64)>),
     Actions(Vec<(ActionRow, i64)>),
+    /// What new action versions changed in the run's totals.
+    ActionTotals(Vec<ActionTotals>),
     Outcomes(Vec<(OutcomeRow, i64)>),
     Billing(Vec<(BillRow, i64)>),
     DeadLetters(Vec<DeadLetter>),

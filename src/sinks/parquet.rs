@@ -593,8 +593,8 @@ impl ParquetWriter {
                 }
             }
             SinkBatch::Actions(rows) => {
-                for (r, rev) in rows {
-                    self.report.tally.add(r, *rev);
+                for (r, _) in rows {
+                    self.report.tally.keep(r);
                 }
                 for r in rows.iter().filter(|_| self.keep_action_rows) {
                     let e = self
@@ -663,6 +663,11 @@ impl ParquetWriter {
                 for (date, rs) in parts {
                     let b = billing_batch(&self.schemas["billing"], &rs, &self.currency)?;
                     self.append("billing", &date, b)?;
+                }
+            }
+            SinkBatch::ActionTotals(totals) => {
+                for t in totals {
+                    self.report.tally.apply(t);
                 }
             }
             SinkBatch::DeadLetters(rows) => {

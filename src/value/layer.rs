@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BillPeriod, Granularity, Plan, RuleKind, VerifyPlan};
 use crate::model::{
-    ActionRow, BillRow, DeadLetter, Finding, Group, OutcomeBucket, OutcomeRow, SharedName,
-    StatusUpdate, F64,
+    ActionRow, ActionTotals, BillRow, DeadLetter, Finding, Group, OutcomeBucket, OutcomeRow,
+    SharedName, StatusUpdate, F64,
 };
 use crate::sources::context::Interval;
 use crate::value::lifecycle::{action_id, replay_group, ReplayedAction, STATUSES};
@@ -54,14 +54,59 @@ pub enum ValueIn {
 #[derive(Debug, Default)]
 pub struct ValueOut {
     pub actions: Vec<(ActionRow, i64)>,
+    /// How the new action versions change the run's totals by owner and
+    /// action type (so the summary need not remember every action).
+    pub totals: Vec<ActionTotals>,
     pub outcomes: Vec<(OutcomeRow, i64)>,
     pub bills: Vec<(BillRow, i64)>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
 impl ValueOut {
+    /// A new version of an action, replacing `prev` (none for its first).
+    pub(crate) fn action(&mut self, prev: Option<&ActionRow>, row: ActionRow, rev: i64) {
+        if let Some(p) = prev {
+            self.count(p, -1);
+        }
+        self.count(&row, 1);
+        if prev.is_none() {
+            self.total_of(&row).seen += 1;
+        }
+        self.actions.push((row, rev));
+    }
+
+    /// Adds (`sign` 1) or removes (−1) what a version counts for: a withdrawn
+    /// action counts for nothing.
+    fn count(&mut self, r: &ActionRow, sign: i64) {
+        if r.status != "withdrawn" {
+            let t = self.total_of(r);
+            t.counted += sign;
+            t.value += sign as f64 * r.value.0;
+        }
+    }
+
+    fn total_of(&mut self, r: &ActionRow) -> &mut ActionTotals {
+        let i = match self
+            .totals
+            .iter()
+            .position(|t| t.owner == r.owner && t.action_type == r.action_type)
+        {
+            Some(i) => i,
+            None => {
+                self.totals.push(ActionTotals {
+                    owner: r.owner.clone(),
+                    action_type: r.action_type.clone(),
+                    ..Default::default()
+                });
+                self.totals.len() - 1
+            }
+        };
+        &mut self.totals[i]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+            && self.totals.is_empty()
             && self.outcomes.is_empty()
             && self.bills.is_empty()
             && self.dead_letters.is_empty()
@@ -637,9 +682,9 @@ impl ValueLayer {
                     w.status_by = "plantflow".into();
                     w.status_note = "the findings behind it were corrected away".into();
                     e.rev += 1;
-                    e.row = w.clone();
+                    let prev = std::mem::replace(&mut e.row, w.clone());
                     seen.insert("withdrawn");
-                    out.actions.push((w, e.rev));
+                    out.action(Some(&prev), w, e.rev);
                 }
             }
         }
@@ -659,7 +704,7 @@ impl ValueLayer {
                 .unwrap_or_else(|| row.clone());
             let mut seen = Seen::default();
             seen.insert(&first.status);
-            out.actions.push((first.clone(), 0));
+            out.action(None, first.clone(), 0);
             self.actions.insert(
                 row.action_id.clone(),
                 (Box::new(Emitted { row: first, rev: 0 }), seen),
@@ -671,16 +716,16 @@ impl ValueLayer {
         for (status, snap) in transitions {
             if !seen.contains(&status) {
                 e.rev += 1;
-                out.actions.push((snap.clone(), e.rev));
-                e.row = snap;
+                let prev = std::mem::replace(&mut e.row, snap.clone());
+                out.action(Some(&prev), snap, e.rev);
                 seen.insert(&status);
             }
         }
         if e.row != row {
             seen.insert(&row.status);
             e.rev += 1;
-            out.actions.push((row.clone(), e.rev));
-            e.row = row;
+            let prev = std::mem::replace(&mut e.row, row.clone());
+            out.action(Some(&prev), row, e.rev);
         }
     }
 
