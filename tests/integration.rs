@@ -298,7 +298,7 @@ fn spilling_dataflow(dir: &Path, after: &str, state_dir: &Path) -> std::path::Pa
 
 #[test]
 fn late_rows_correct_windows_and_actions_seeded() {
-    let mut groups_restored = 0;
+    let (mut groups_spilled, mut groups_restored) = (0, 0);
     for seed in [1u64, 2, 3] {
         let c = make_case(seed);
         let input = tempfile::tempdir().unwrap();
@@ -324,11 +324,10 @@ fn late_rows_correct_windows_and_actions_seeded() {
                     s.windows_restored
                 );
                 // The 06:00 hour's rule accumulators go to disk a minute
-                // after it closes; the late rows of some seeds bring them back.
-                assert!(
-                    s.groups_spilled > 0,
-                    "seed {seed}: rule accumulators went to disk"
-                );
+                // after it closes, if the run sees its frontier between 07:01
+                // and the end of input (timing: the fold's own unit test
+                // covers spilling deterministically); late rows bring them back.
+                groups_spilled += s.groups_spilled;
                 groups_restored += s.groups_restored;
                 // The 06:00 hour's actions go to the ledger at 07:00, and the
                 // rows up to 10 minutes late correct them from there.
@@ -392,8 +391,8 @@ fn late_rows_correct_windows_and_actions_seeded() {
         }
     }
     assert!(
-        groups_restored > 0,
-        "late rows into a spilled period read its rule accumulators back"
+        groups_spilled > 0 && groups_restored > 0,
+        "rule accumulators went to disk ({groups_spilled}) and late rows into a spilled period read them back ({groups_restored})"
     );
 }
 
@@ -524,6 +523,21 @@ fn spill_config_errors_name_the_key() {
     assert!(text.contains("key `window.spill_after`"), "{text}");
     let text = with("spill_after = \"10 minutes\"");
     assert!(text.contains("key `window.spill_after`"), "{text}");
+    // Windows keep their rows' times as 32-bit offsets: 49 days at most.
+    let text = base
+        .replace("size = \"1 fortnight\"", "size = \"50d\"")
+        .replace("\"drop_bad_ones\"", "\"drop_bad\"");
+    let f = dir.path().join("long.toml");
+    std::fs::write(&f, text).unwrap();
+    let text = render_errors(f.to_str().unwrap());
+    assert!(
+        text.contains("window size must be at most 49 days"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":14:") && text.contains("key `window.size`"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -895,8 +895,17 @@ fn validate_text(
             state_dir: None,
         });
     let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
+    const MAX_WINDOW_MS: i64 = 49 * 86_400_000;
     if size_ms <= 0 {
         l.at_value("window.size", "window size must be positive".into(), None);
+    }
+    // A window keeps its rows' times as 32-bit offsets into it.
+    if size_ms > MAX_WINDOW_MS {
+        l.at_value(
+            "window.size",
+            "window size must be at most 49 days".into(),
+            Some("aggregate longer spans with a rule `period` over shorter windows".into()),
+        );
     }
     let lateness_ms = l
         .duration("window.allowed_lateness", &w.allowed_lateness)

@@ -2,10 +2,10 @@
 //!
 //! A closed window stays correctable until its rule period closes plus the
 //! retention (two hours in the reference job): up to 180 windows per tag, which
-//! would be 11.5 KiB of memory per tag at 64 bytes each. Yet almost every
+//! would be 10 KiB of memory per tag at 56 bytes each. Yet almost every
 //! correction touches the last few minutes. With `[window] spill_after`, the
 //! window operator hands the windows of a start that closed longer ago than
-//! that to a [`Store`]: one file of 64-byte records per window start and
+//! that to a [`Store`]: one file of 56-byte records per window start and
 //! worker, written and read back by the store's own thread (never the timely
 //! worker). A late row or a context edit that touches a spilled start, and its
 //! expiry, read it back first; the operator holds its capability meanwhile,
@@ -74,7 +74,7 @@ pub trait Records: Sized + Send + 'static {
     fn counters(stats: &Stats) -> (&AtomicU64, &AtomicU64);
 }
 
-/// The closed windows of one window start, in 64-byte records.
+/// The closed windows of one window start, in 56-byte records.
 impl Records for Vec<Acc> {
     type Key = i64;
 

@@ -35,17 +35,20 @@ use super::context::{Context, CtxUpdate};
 use super::spill::{Reply, SpillPlan, Store};
 use crate::model::{Enriched, Sample, TagId, WindowAgg, F64};
 
-/// Running aggregate of one tag's window (64 bytes: it is what a retained
-/// window costs).
+/// Running aggregate of one tag's window (56 bytes: it is what a retained
+/// window costs). The first and last values' times are kept as offsets
+/// into the window (`ms` since its start), only to order them.
 #[derive(Clone, Debug)]
 pub struct Acc {
     tag: TagId,
     count: u32,
+    first_at: u32,
+    last_at: u32,
     sum: f64,
     min: f64,
     max: f64,
-    first: (i64, f64),
-    last: (i64, f64),
+    first: f64,
+    last: f64,
 }
 
 impl Acc {
@@ -53,51 +56,54 @@ impl Acc {
     const EMPTY: Acc = Acc {
         tag: 0,
         count: 0,
+        first_at: 0,
+        last_at: 0,
         sum: 0.0,
         min: 0.0,
         max: 0.0,
-        first: (0, 0.0),
-        last: (0, 0.0),
+        first: 0.0,
+        last: 0.0,
     };
 
-    fn new(s: &Sample) -> Acc {
+    /// A window's first row `s`, `at` ms after the window's start.
+    fn new(s: &Sample, at: u32) -> Acc {
         Acc {
             tag: s.tag,
             count: 1,
+            first_at: at,
+            last_at: at,
             sum: s.value,
             min: s.value,
             max: s.value,
-            first: (s.ts, s.value),
-            last: (s.ts, s.value),
+            first: s.value,
+            last: s.value,
         }
     }
 
-    fn add(&mut self, s: &Sample) {
+    /// Adds row `s`, `at` ms after the window's start.
+    fn add(&mut self, s: &Sample, at: u32) {
         self.count = self.count.saturating_add(1);
         self.sum += s.value;
         self.min = self.min.min(s.value);
         self.max = self.max.max(s.value);
-        if s.ts < self.first.0 {
-            self.first = (s.ts, s.value);
+        if at < self.first_at {
+            (self.first_at, self.first) = (at, s.value);
         }
-        if s.ts >= self.last.0 {
-            self.last = (s.ts, s.value);
+        if at >= self.last_at {
+            (self.last_at, self.last) = (at, s.value);
         }
     }
 
     /// The size of [`Acc::encode`]'s record.
-    pub const BYTES: usize = 64;
+    pub const BYTES: usize = 56;
 
-    /// Appends the 64-byte little-endian record the spill store keeps.
+    /// Appends the 56-byte little-endian record the spill store keeps.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.tag.to_le_bytes());
-        out.extend_from_slice(&self.count.to_le_bytes());
-        for x in [self.sum, self.min, self.max] {
+        for x in [self.tag, self.count, self.first_at, self.last_at] {
             out.extend_from_slice(&x.to_le_bytes());
         }
-        for (ts, v) in [self.first, self.last] {
-            out.extend_from_slice(&ts.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
+        for x in [self.sum, self.min, self.max, self.first, self.last] {
+            out.extend_from_slice(&x.to_le_bytes());
         }
     }
 
@@ -105,15 +111,16 @@ impl Acc {
     pub fn decode(b: &[u8]) -> Acc {
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
         let f64_at = |i: usize| f64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        let i64_at = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
         Acc {
             tag: u32_at(0),
             count: u32_at(4),
-            sum: f64_at(8),
-            min: f64_at(16),
-            max: f64_at(24),
-            first: (i64_at(32), f64_at(40)),
-            last: (i64_at(48), f64_at(56)),
+            first_at: u32_at(8),
+            last_at: u32_at(12),
+            sum: f64_at(16),
+            min: f64_at(24),
+            max: f64_at(32),
+            first: f64_at(40),
+            last: f64_at(48),
         }
     }
 
@@ -125,8 +132,8 @@ impl Acc {
             mean: F64(self.sum / f64::from(self.count)),
             min: F64(self.min),
             max: F64(self.max),
-            first: F64(self.first.1),
-            last: F64(self.last.1),
+            first: F64(self.first),
+            last: F64(self.last),
         }
     }
 }
@@ -156,11 +163,11 @@ impl Closed {
         self.rows.iter().map(|a| a.tag)
     }
 
-    /// Adds a (late) row to its tag's window.
-    fn add(&mut self, s: &Sample) {
+    /// Adds a (late) row to its tag's window, `at` ms after its start.
+    fn add(&mut self, s: &Sample, at: u32) {
         match self.find(s.tag) {
-            Ok(i) => self.rows[i].add(s),
-            Err(i) => self.rows.insert(i, Acc::new(s)),
+            Ok(i) => self.rows[i].add(s, at),
+            Err(i) => self.rows.insert(i, Acc::new(s, at)),
         }
     }
 
@@ -198,13 +205,13 @@ impl Open {
         }
     }
 
-    fn add(&mut self, s: &Sample, (index, peers): (usize, usize)) {
+    fn add(&mut self, s: &Sample, at: u32, (index, peers): (usize, usize)) {
         let tag = s.tag as usize;
         if tag % peers != index {
             self.other
                 .entry(s.tag)
-                .and_modify(|a| a.add(s))
-                .or_insert_with(|| Acc::new(s));
+                .and_modify(|a| a.add(s, at))
+                .or_insert_with(|| Acc::new(s, at));
             return;
         }
         let slot = tag / peers;
@@ -213,10 +220,10 @@ impl Open {
         }
         let a = &mut self.accs[slot];
         if a.count == 0 {
-            *a = Acc::new(s);
+            *a = Acc::new(s, at);
             self.n += 1;
         } else {
-            a.add(s);
+            a.add(s, at);
         }
     }
 
@@ -414,7 +421,7 @@ pub fn window<'s, E: Emit>(
                                     cur_end = end;
                                 }
                                 if let Some(m) = cur.as_mut() {
-                                    m.add(&s, me_of);
+                                    m.add(&s, (s.ts - start) as u32, me_of);
                                 }
                             } else {
                                 late.entry(t).or_default().push(s);
@@ -563,7 +570,7 @@ pub fn window<'s, E: Emit>(
                                 before.entry((start, s.tag)).or_insert_with(|| {
                                     m.get(s.tag).map(|a| a.agg(start, geo.size_ms))
                                 });
-                                m.add(s);
+                                m.add(s, (s.ts - start) as u32);
                             }
                             for ((start, tag), old) in before {
                                 if let Some(old) = old {

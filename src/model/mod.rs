@@ -101,8 +101,9 @@ pub struct AssetRow {
     pub line: SharedName,
     pub kind: SharedName,
     pub standby_kw: F64,
-    /// Extra columns, in the order of `ContextSchema::asset_extra`.
-    pub extra: Vec<Scalar>,
+    /// Extra columns, in the order of `ContextSchema::asset_extra` (boxed:
+    /// no spare room, and no allocation when there are none).
+    pub extra: Box<[Scalar]>,
 }
 
 /// A typed scalar for extra context columns and metric results.

@@ -488,7 +488,7 @@ mod tests {
             line: "s/l".into(),
             kind: "motor".into(),
             standby_kw: F64(1.0),
-            extra: vec![],
+            extra: Box::default(),
         });
         Enriched {
             tag: 0,

@@ -17,8 +17,8 @@ use crate::value::expr::ColType;
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct Interval {
-    /// Line (production) or asset (maintenance).
-    pub key: String,
+    /// Line (production) or asset (maintenance): shared by a key's intervals.
+    pub key: SharedName,
     pub start_ms: i64,
     pub end_ms: i64,
     /// Produced quantity of a run (`units` column), the M&V driver.
@@ -167,6 +167,8 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
     let idx = require(&cols, &[key_col, "start_ms", "end_ms"], path)?;
     let units_col = cols.iter().position(|c| c == "units");
     let mut out = Vec::new();
+    // A line's (or asset's) runs share one copy of its name.
+    let mut names = SharedNames::default();
     for (line, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
         let line = line + 2;
@@ -200,7 +202,7 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
                 })?)),
         };
         out.push(Interval {
-            key: rec.get(idx[0]).unwrap_or("").to_string(),
+            key: names.share(rec.get(idx[0]).unwrap_or("")),
             start_ms,
             end_ms,
             units,
@@ -454,10 +456,10 @@ impl ContextStore {
                     } else {
                         &mut maint
                     };
-                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    t.retain(|iv| !(*iv.key == *key && iv.start_ms == start));
                     open.remove(&(table == Table::Production, key.clone()));
                     t.push(Interval {
-                        key,
+                        key: key.into(),
                         start_ms: start,
                         end_ms: end,
                         units: units.map(F64),
@@ -470,7 +472,7 @@ impl ContextStore {
                         return Err(format!("`{key}` already started at {s}; stop it first"));
                     }
                     t.push(Interval {
-                        key: key.clone(),
+                        key: key.as_str().into(),
                         start_ms: ts,
                         end_ms: ts + OPEN_HORIZON_MS,
                         units: None,
@@ -491,9 +493,9 @@ impl ContextStore {
                     if ts < start {
                         return Err(format!("stop at {ts} is before its start at {start}"));
                     }
-                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    t.retain(|iv| !(*iv.key == *key && iv.start_ms == start));
                     t.push(Interval {
-                        key,
+                        key: key.into(),
                         start_ms: start,
                         end_ms: ts,
                         units: units.map(F64),
@@ -506,7 +508,7 @@ impl ContextStore {
                         &mut maint
                     };
                     let before = t.len();
-                    t.retain(|iv| !(iv.key == key && iv.start_ms == start));
+                    t.retain(|iv| !(*iv.key == *key && iv.start_ms == start));
                     if t.len() == before {
                         return Err(format!("no interval for `{key}` starting at {start}"));
                     }

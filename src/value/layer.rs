@@ -478,7 +478,7 @@ impl ValueLayer {
                 }
             }
             ValueIn::Production(iv) => {
-                let m = self.production.entry(iv.key.clone()).or_default();
+                let m = self.production.entry(iv.key.to_string()).or_default();
                 let c = m.entry(iv).or_default();
                 *c += diff;
                 m.retain(|_, c| *c != 0);

@@ -665,7 +665,7 @@ path = "${OUT_DIR}"
             line: "l1".into(),
             kind: kind.into(),
             standby_kw: F64(0.0),
-            extra: Vec::new(),
+            extra: Box::default(),
         })
     }
 
