@@ -40,6 +40,7 @@ use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
 use super::spill::{Records, Reply, SpillPlan, Store};
+use super::Interner;
 use crate::model::{Finding, Group};
 use crate::stats::Stats;
 use crate::value::layer::shrink_sparse;
@@ -89,8 +90,7 @@ impl Records for ColdPeriod {
 /// their way back.
 #[derive(Default)]
 struct Fold {
-    ids: FxHashMap<Group, u32>,
-    groups: Vec<Group>,
+    groups: Interner<Group>,
     /// One table per period: a period leaves memory (to disk, or emptied at
     /// its expiry) with its table, and each table is sized for its own groups.
     periods: BTreeMap<PeriodKey, FxHashMap<u32, GroupAcc>>,
@@ -164,14 +164,9 @@ impl Fold {
             while j < updates.len() && (updates[j].0).0 == (updates[i].0).0 {
                 j += 1;
             }
-            let gid = match self.ids.get(group) {
-                Some(id) => *id,
-                None => {
-                    let id = self.groups.len() as u32;
-                    self.groups.push(group.clone());
-                    self.ids.insert(group.clone(), id);
-                    id
-                }
+            let gid = match self.groups.get(group) {
+                Some(id) => id,
+                None => self.groups.insert(group.clone()),
             };
             let pk = (*rule, *period);
             if !touched.contains(&pk) {
@@ -179,7 +174,7 @@ impl Fold {
             }
             // Findings share the interned key: one copy per group, not one
             // per period (or per contribution).
-            let group = &self.groups[gid as usize];
+            let group = self.groups.key(gid);
             let accs = self.periods.entry(pk).or_default();
             let acc = accs.entry(gid).or_insert_with(|| compiled.group_acc(*rule));
             let old = compiled.finding(*rule, group, *period, acc);

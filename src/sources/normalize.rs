@@ -183,7 +183,7 @@ impl Normalizer {
     /// The interned id of a tag, if the assets table knows it.
     pub fn tag_id(&mut self, tag: &str) -> Option<crate::model::TagId> {
         if let Some(id) = self.tags.get(tag) {
-            return Some(*id);
+            return Some(id);
         }
         // The registry may have grown since (an assets reload).
         let now = self.ctx.tags.view();
@@ -191,7 +191,7 @@ impl Normalizer {
             return None;
         }
         self.tags = now;
-        self.tags.get(tag).copied()
+        self.tags.get(tag)
     }
 
     /// Checks and accepts one typed row whose tag is already interned.
