@@ -185,6 +185,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     for a in &initial.assets {
         tags.intern_shared(&a.tag);
     }
+    tags.shrink();
     let geo = geometry(&plan);
     let (ingest, receivers) =
         Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);

@@ -91,6 +91,18 @@ impl Ledger {
     }
 }
 
+/// A ledger line's length fits in 24 bits, its offset in 40 (1 TiB).
+const MAX_LINE: u64 = (1 << 24) - 1;
+const MAX_OFFSET: u64 = (1 << 40) - 1;
+
+fn pack(offset: u64, len: u64) -> u64 {
+    offset << 24 | len
+}
+
+fn unpack(at: u64) -> (u64, u64) {
+    (at >> 24, at & MAX_LINE)
+}
+
 fn serve(
     mut file: File,
     path: PathBuf,
@@ -98,7 +110,8 @@ fn serve(
     replies: std::sync::mpsc::Sender<Reply>,
     wake: SyncActivator,
 ) {
-    let mut index: FxHashMap<u64, (u64, u32)> = FxHashMap::default();
+    // Where each action's line is: offset and length packed in 8 bytes.
+    let mut index: FxHashMap<u64, u64> = FxHashMap::default();
     let mut end = 0u64;
     let mut line = Vec::new();
     for req in rx {
@@ -110,9 +123,13 @@ fn serve(
                         continue;
                     }
                     line.push(b'\n');
+                    if line.len() as u64 > MAX_LINE || end > MAX_OFFSET {
+                        tracing::error!(path = %path.display(), "action {} is too large for the action ledger ({} bytes at offset {end}), it can no longer take status updates", a.row.action_id, line.len());
+                        continue;
+                    }
                     match file.write_all(&line) {
                         Ok(()) => {
-                            index.insert(key(&a.row.action_id), (end, line.len() as u32));
+                            index.insert(key(&a.row.action_id), pack(end, line.len() as u64));
                             end += line.len() as u64;
                         }
                         Err(e) => {
@@ -124,7 +141,8 @@ fn serve(
             Request::Get(id) => {
                 let reply = match index.remove(&key(&id)) {
                     None => Reply::Missing,
-                    Some((at, len)) => {
+                    Some(at) => {
+                        let (at, len) = unpack(at);
                         let mut buf = vec![0u8; len as usize];
                         let got = file
                             .read_exact_at(&mut buf, at)
@@ -156,5 +174,18 @@ fn serve(
     // spill has already left it.
     for dir in path.ancestors().skip(1).take(2) {
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_position_packs_into_eight_bytes_and_back() {
+        for (at, len) in [(0, 0), (1, 1), (MAX_OFFSET, MAX_LINE), (123_456_789, 1_500)] {
+            assert_eq!(unpack(pack(at, len)), (at, len));
+        }
+        assert_ne!(pack(1, 0), pack(0, 1));
     }
 }

@@ -128,6 +128,11 @@ impl<K: std::hash::Hash + Eq> Interner<K> {
     pub fn key(&self, id: u32) -> &K {
         &self.names[id as usize]
     }
+
+    /// Gives back the room the keys' vector doubled into (after a load).
+    fn shrink(&mut self) {
+        self.names.shrink_to_fit();
+    }
 }
 
 /// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
@@ -165,6 +170,14 @@ impl TagRegistry {
 
     pub fn get(&self, tag: &str) -> Option<TagId> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(tag)
+    }
+
+    /// Gives back spare room after a load (an assets file) interned many names.
+    pub fn shrink(&self) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if m.names.capacity() > m.names.len() {
+            Arc::make_mut(&mut m).shrink();
+        }
     }
 
     /// The current table, for lookups without the lock.
@@ -227,6 +240,7 @@ impl Inputs {
                     };
                     self.assets.update((id, ctx), r);
                 }
+                names.0.shrink();
             }
             ContextChange::Tariff(rows) => {
                 rows.into_iter().for_each(|(x, r)| self.tariff.update(x, r))
