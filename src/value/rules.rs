@@ -46,7 +46,9 @@ pub struct Compiled {
 /// The group is shared (`Arc`): arrangements copy keys on every merge.
 pub type RuleKey = (u32, Group, i64);
 /// A window's measure inputs (then its maintenance flag) and its asset row.
-pub type RuleInput = (Vec<F64>, Arc<AssetRow>);
+/// Inline for up to two measures (and the flag): a contribution in flight
+/// allocates nothing of its own.
+pub type RuleInput = (SmallVec<[F64; 3]>, Arc<AssetRow>);
 
 fn compile(src: &str, scope: &Scope, want: Option<ColType>) -> Expr {
     // The plan was validated, so this only fails if the plan was built by hand.
@@ -281,7 +283,7 @@ impl Compiled {
             }
             let group = self.group_of(r, e);
             let period = e.win.window_start.div_euclid(r.period_ms) * r.period_ms;
-            let mut vals: Vec<F64> = r
+            let mut vals: SmallVec<[F64; 3]> = r
                 .measures
                 .iter()
                 .map(|(_, _, x)| F64(x.eval_num(&row)))
@@ -673,7 +675,7 @@ path = "${OUT_DIR}"
     pub(crate) fn input(mean: f64, maint: bool, a: &Arc<AssetRow>) -> RuleInput {
         let m = F64(mean);
         (
-            vec![m, m, m, m, F64(if maint { 1.0 } else { 0.0 })],
+            smallvec::smallvec![m, m, m, m, F64(if maint { 1.0 } else { 0.0 })],
             a.clone(),
         )
     }
