@@ -575,7 +575,7 @@ mod tests {
         assert_eq!(view.get("late/tag"), None);
         assert_eq!(r.view().get("late/tag"), Some(10_000));
         assert!(
-            Arc::ptr_eq(r.view().key(10_000), &shared),
+            SharedName::ptr_eq(r.view().key(10_000), &shared),
             "the shared copy is kept"
         );
     }

@@ -85,8 +85,9 @@ pub struct WindowAgg {
 
 /// A name many rows share (an asset, site, line or asset kind): one copy
 /// per distinct value, however many asset rows, group keys and findings
-/// name it.
-pub type SharedName = std::sync::Arc<str>;
+/// name it. A thin pointer (8 bytes: the length lives beside the count in
+/// the allocation), where `Arc<str>` takes 16 in every row, key and finding.
+pub type SharedName = arcstr::ArcStr;
 
 /// A rule group's key: the values of its `group_by` columns, in order. The
 /// names are the asset rows' own (shared, not copied).
