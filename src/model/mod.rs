@@ -357,3 +357,23 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every tag pays for its context: an asset row and the names it
+    /// shares. A fat `Arc<str>` for names would make the row 104 bytes.
+    #[test]
+    fn per_tag_records_keep_their_layout() {
+        assert_eq!(std::mem::size_of::<SharedName>(), 8);
+        assert_eq!(std::mem::size_of::<AssetRow>(), 64);
+        let a: SharedName = "site1/line1".into();
+        let b = a.clone();
+        assert!(SharedName::ptr_eq(&a, &b), "a clone shares the one copy");
+        // Serialized as a plain string (spill files, JSON evidence).
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"site1/line1\"");
+        let back: SharedName = serde_json::from_str("\"site1/line1\"").unwrap();
+        assert_eq!(back, a);
+    }
+}
