@@ -46,11 +46,6 @@ impl<D: Ord> TimeBuffer<D> {
         (!frontier.less_equal(&t)).then_some((t, &updates[..]))
     }
 
-    /// Whether no updates wait.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// The earliest complete time and its consolidated updates, if any.
     pub fn pop_complete(
         &mut self,

@@ -1,4 +1,4 @@
-//! `spill`: the cold tier of retained windows.
+//! `spill`: the cold tier of retained windows and rule accumulators.
 //!
 //! A closed window stays correctable until its rule period closes plus the
 //! retention (two hours in the reference job): up to 180 windows per tag, which
@@ -11,6 +11,10 @@
 //! expiry, read it back first; the operator holds its capability meanwhile,
 //! so results are the same as with everything in memory, only later by the
 //! time of a file read.
+//!
+//! The store is generic over what it keeps ([`Records`]): the rules fold
+//! (`engine::rules`) uses it the same way for the accumulators of a rule's
+//! closed periods, one bincode file per `(rule, period)` and worker.
 //!
 //! The files are scratch, not a checkpoint: the store removes them when the
 //! run ends. If a file cannot be written the windows come back and stay in
