@@ -216,9 +216,9 @@ fn main() {
             ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}")),
         ];
         let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-        let mut plan = plantflow::config::load_with_env(&df, &env)
+        let mut plan = plantflow::dataflow::load_with_env(&df, &env)
             .unwrap_or_else(|e| panic!("{}", e.render()));
-        if let plantflow::config::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
             m.conn.clean = true;
         }
         let stats = Arc::new(plantflow::stats::Stats::default());

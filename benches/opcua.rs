@@ -103,7 +103,7 @@ fn run_one(items: usize, secs: u64) {
     .expect("simulator");
     let names: Vec<String> = tags.iter().map(|t| t.path.clone()).collect();
     let df = dataflow(dir.path(), &names, &server.url());
-    let plan = plantflow::config::load_with_env(&df, &|_| None)
+    let plan = plantflow::dataflow::load_with_env(&df, &|_| None)
         .unwrap_or_else(|e| panic!("{}", e.render()));
     let stats = Arc::new(plantflow::stats::Stats::default());
     let stop = Arc::new(AtomicBool::new(false));

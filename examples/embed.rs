@@ -13,7 +13,7 @@ fn main() {
             .nth(1)
             .unwrap_or_else(|| "dataflows/workload_v1.toml".into()),
     );
-    let plan = match plantflow::config::load(&file) {
+    let plan = match plantflow::dataflow::load(&file) {
         Ok(plan) => plan,
         Err(errors) => {
             eprintln!("{}", errors.render());

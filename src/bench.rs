@@ -12,9 +12,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::{QualityPolicy, WindowPlan};
-use crate::engine::{bridge::WorkerMsg, Geometry, Ingest, TagRegistry};
+use crate::ingest::normalize::{Normalizer, SourceCtx};
+use crate::ingest::{bridge::WorkerMsg, Geometry, Ingest, TagRegistry};
 use crate::model::Sample;
-use crate::sources::normalize::{Normalizer, SourceCtx};
 use crate::sources::replay::{pump_csv, CsvLine, CsvReader};
 
 /// Workload v1's window: 1 minute, 5 s lateness, 2 h retention, bad rows dropped.

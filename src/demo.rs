@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
+use crate::mqtt::sparkplug::{datatype, Metric, Payload, Value};
 use crate::sim::opcua::{PlantServer, ServerOptions, SimTag};
 use crate::sim::plant::{iso, Fixes, Plant, Via, SP_GROUP, SP_NODE, T0};
-use crate::sources::mqtt::sparkplug::{datatype, Metric, Payload, Value};
 use crate::stats::Stats;
 
 /// The demo's dataflow, embedded so the binary runs it anywhere.
@@ -183,7 +183,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var(k).ok())
     };
-    let plan = crate::config::load_with_env(&dataflow, &env).map_err(|e| e.render())?;
+    let plan = crate::dataflow::load_with_env(&dataflow, &env).map_err(|e| e.render())?;
     let currency = plan.currency.clone();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -5,18 +5,30 @@
 //! into owned, valued actions, and persist aggregates and actions to Parquet.
 //!
 //! ## Architecture tour
-//! - [`config`]: TOML dataflow files → a validated [`config::Plan`]; every
-//!   problem reported at once with file, line, column and key path.
-//! - [`sources`]: replay of CSV/Parquet historian exports and context tables,
-//!   running on tokio's blocking pool, never on a dataflow worker.
+//! Folders are floors: data flows up through them, imports point only down
+//! (`tests/house.rs` checks it; `docs/ARCHITECTURE.md` draws it).
+//! - [`model`]: the shared vocabulary (samples, windows, rows, intervals,
+//!   batches for the sinks, the tariff calendar); imports nothing.
+//! - [`expr`]: CEL expressions, type-checked against the columns in scope.
+//! - [`stats`]: run counters. [`gen`]: the deterministic workload generator.
+//! - [`config`]: the loader (every problem at once, with file, line, column
+//!   and key path) and the core [`config::Plan`] with its sections.
+//! - [`value`]: the pure domain: derived metrics, rules, actions and their
+//!   lifecycle, M&V verification, billing.
+//! - [`ingest`]: the sources' port: tag registry, window geometry, the
+//!   normaliser and the bridge onto the workers' bounded channels.
+//! - [`sources`]: historian replay, context tables, action status updates.
+//! - [`mqtt`]: the MQTT source and the `mqtt_publish` sink, one protocol in
+//!   one folder. [`opcua`]: the OPC UA source.
+//! - [`sinks`]: the partitioned, atomic, rolling Parquet lake.
 //! - [`engine`]: the only module that names timely and differential-dataflow:
-//!   the bridge from sources, the window pre-aggregation operator, the
-//!   incremental context joins, rules, and revisioned sinks.
-//! - [`value`]: CEL expressions, derived metrics, rules → actions.
-//! - [`sinks`]: the partitioned, atomic, rolling Parquet writer.
-//! - [`gen`]: deterministic workload generator.
-//! - [`sim`]: embedded MQTT broker (and later the simulated plant) for demo and tests.
+//!   the window pre-aggregation operator, the incremental context joins,
+//!   rules, the value layer's operator and revisioned outputs.
+//! - [`dataflow`]: the registry of component kinds; a dataflow file → a
+//!   [`dataflow::Dataflow`].
 //! - [`run`]: wiring, signals and the run summary.
+//! - [`report`], [`sim`], [`bench`], [`demo`]: the HTML report, the simulated
+//!   plant, benchmark stages and the demo.
 //!
 //! ## Time and corrections
 //! Windows close when the watermark (max event time − allowed lateness)
@@ -27,11 +39,16 @@
 
 pub mod bench;
 pub mod config;
+pub mod dataflow;
 /// `plantflow demo`: the simulated plant end to end.
 pub mod demo;
 pub mod engine;
+pub mod expr;
 pub mod gen;
+pub mod ingest;
 pub mod model;
+pub mod mqtt;
+pub mod opcua;
 /// Self-contained HTML report (KPIs, SVG charts, action list) built from a lake directory.
 pub mod report;
 pub mod run;

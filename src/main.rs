@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use plantflow::config;
+use plantflow::dataflow;
 use plantflow::gen::workload;
 use plantflow::run::{run, RunOptions};
 
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
             follow,
             json,
         } => {
-            let plan = match config::load(&dataflow) {
+            let plan = match dataflow::load(&dataflow) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("{}", e.render());
@@ -231,7 +231,7 @@ fn main() -> ExitCode {
         Command::Validate { dataflows } => {
             let mut bad = false;
             for d in &dataflows {
-                match config::load(d) {
+                match dataflow::load(d) {
                     Ok(p) => println!(
                         "{}: ok ({} source{}, {} metric{}, {} rule{})",
                         d.display(),
@@ -379,8 +379,8 @@ fn action(
     use std::io::Write;
     let path = match (file, dataflow) {
         (Some(f), _) => f,
-        (None, Some(d)) => match config::load(&d) {
-            Ok(p) => match p.lifecycle {
+        (None, Some(d)) => match dataflow::load(&d) {
+            Ok(p) => match p.plan.lifecycle {
                 Some(l) => l.path,
                 None => {
                     eprintln!(
@@ -408,7 +408,7 @@ fn action(
             return ExitCode::from(2);
         }
     };
-    let status = plantflow::value::lifecycle::canonical_status(&verb).unwrap_or("done");
+    let status = plantflow::model::canonical_status(&verb).unwrap_or("done");
     let line = serde_json::json!({
         "action_id": action_id, "status": status, "at": at, "by": by, "note": note,
     });

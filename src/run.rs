@@ -13,15 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Plan, SourcePlan};
-use crate::engine::bridge::ContextChange;
-use crate::engine::{self, EngineArgs, Geometry, Ingest, InitialContext, TagRegistry};
+use crate::config::Plan;
+use crate::dataflow::{Dataflow, SourcePlan};
+use crate::engine::{self, EngineArgs};
+use crate::ingest::bridge::ContextChange;
+use crate::ingest::normalize::SourceCtx;
+use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
+use crate::model::tariff::load as load_tariff;
 use crate::model::AssetRow;
 use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
 use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
-use crate::sources::normalize::SourceCtx;
 use crate::stats::Stats;
-use crate::value::tariff::load as load_tariff;
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -174,8 +176,14 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
 }
 
 /// Runs a plan to completion (or until stopped).
-pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
+pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
     let started = Instant::now();
+    let Dataflow {
+        plan,
+        sources,
+        sink,
+        publish,
+    } = dataflow;
     let plan = Arc::new(plan);
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
@@ -187,9 +195,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     }
     tags.shrink();
     let geo = geometry(&plan);
-    let (ingest, receivers) =
-        Ingest::new(workers, plan.sources.len(), plan.window.size_ms as u64, 64);
-    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::sinks::SinkBatch>();
+    let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -199,7 +206,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
 
     let writer = ParquetWriter::new(
-        plan.sink.clone(),
+        sink.clone(),
         &plan.name,
         &plan.currency,
         plan.metrics.clone(),
@@ -213,26 +220,26 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
     // Parquet writer and an encoder thread that turns them into messages.
     let mut publishers = Vec::new();
-    let writer_task = if plan.publish.is_empty() {
+    let writer_task = if publish.is_empty() {
         rt.spawn_blocking(move || run_writer(sink_rx, writer))
     } else {
-        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<crate::sinks::SinkBatch>>();
+        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<crate::model::SinkBatch>>();
         let mut outs = Vec::new();
-        for p in &plan.publish {
+        for p in &publish {
             let (urgent_tx, urgent) = tokio::sync::mpsc::channel(1024);
             let (bulk_tx, bulk) = tokio::sync::mpsc::channel(4096);
-            let queues = crate::sinks::mqtt_publish::Queues { urgent, bulk };
-            let pstats = Arc::new(crate::sinks::mqtt_publish::PublishStats::default());
-            publishers.push(rt.spawn(crate::sinks::mqtt_publish::run(p.clone(), queues, pstats)));
+            let queues = crate::mqtt::publish::Queues { urgent, bulk };
+            let pstats = Arc::new(crate::mqtt::publish::PublishStats::default());
+            publishers.push(rt.spawn(crate::mqtt::publish::run(p.clone(), queues, pstats)));
             outs.push((p.clone(), urgent_tx, bulk_tx));
         }
         // The lake first: the tee hands each batch to the Parquet writer and then
         // to an encoder, so JSON encoding and a full MQTT queue never delay
         // files. Actions, outcomes and bills have their own encoder, so they
         // never wait behind a window's worth of aggregates being encoded.
-        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<crate::sinks::SinkBatch>>(256);
+        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<crate::model::SinkBatch>>(256);
         let (urgent_enc_tx, urgent_enc_rx) =
-            std::sync::mpsc::sync_channel::<Arc<crate::sinks::SinkBatch>>(256);
+            std::sync::mpsc::sync_channel::<Arc<crate::model::SinkBatch>>(256);
         std::thread::Builder::new()
             .name("plantflow-publish-tee".into())
             .spawn(move || {
@@ -243,10 +250,10 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                     }
                     // Progress markers are for the Parquet writer's rolls only
                     // (hundreds a second in a live run): no encoder needs them.
-                    if matches!(*batch, crate::sinks::SinkBatch::Progress { .. }) {
+                    if matches!(*batch, crate::model::SinkBatch::Progress { .. }) {
                         continue;
                     }
-                    if crate::sinks::mqtt_publish::is_urgent(&batch) {
+                    if crate::mqtt::publish::is_urgent(&batch) {
                         let _ = urgent_enc_tx.send(batch);
                     } else {
                         let _ = enc_tx.send(batch);
@@ -255,8 +262,8 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             })
             .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
         type Out = (
-            crate::sinks::mqtt_publish::PublishPlan,
-            tokio::sync::mpsc::Sender<crate::sinks::mqtt_publish::Outgoing>,
+            crate::mqtt::publish::PublishPlan,
+            tokio::sync::mpsc::Sender<crate::mqtt::publish::Outgoing>,
         );
         let urgent_outs: Vec<Out> = outs
             .iter()
@@ -274,7 +281,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                     for batch in rx {
                         for (p, tx) in &outs {
                             let mut n = 0usize;
-                            crate::sinks::mqtt_publish::each_message(p, &name, &batch, |m| {
+                            crate::mqtt::publish::each_message(p, &name, &batch, |m| {
                                 n += 1;
                                 let _ = tx.blocking_send(m);
                             });
@@ -296,7 +303,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             for d in &dead {
                 stats.dead_letter(&d.reason);
             }
-            let _ = sink_tx.send(crate::sinks::SinkBatch::DeadLetters(dead));
+            let _ = sink_tx.send(crate::model::SinkBatch::DeadLetters(dead));
         }
     }
 
@@ -338,11 +345,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
     // The store diffs file reloads (follow mode) and MQTT context edits
     // against what it holds; with neither, its runs and maintenance windows
     // would be a second copy of the file kept for nothing.
-    let editable = opts.follow
-        || plan
-            .sources
-            .iter()
-            .any(|s| matches!(s, SourcePlan::Mqtt(_)));
+    let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let held = if editable {
         initial.clone()
     } else {
@@ -361,7 +364,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         geo.retention_ms + geo.period_ms + 2 * geo.size_ms,
     ));
     let mut source_tasks = Vec::new();
-    for (i, s) in plan.sources.iter().enumerate() {
+    for (i, s) in sources.iter().enumerate() {
         let ctx = SourceCtx {
             index: i,
             id: s.id().to_string(),
@@ -383,14 +386,12 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
             SourcePlan::Mqtt(m) => {
                 let m = m.clone();
                 let handle = rt.handle().clone();
-                source_tasks
-                    .push(rt.spawn_blocking(move || crate::sources::mqtt::run(&m, ctx, handle)));
+                source_tasks.push(rt.spawn_blocking(move || crate::mqtt::run(&m, ctx, handle)));
             }
             SourcePlan::OpcUa(o) => {
                 let o = o.clone();
                 let handle = rt.handle().clone();
-                source_tasks
-                    .push(rt.spawn_blocking(move || crate::sources::opcua::run(&o, ctx, handle)));
+                source_tasks.push(rt.spawn_blocking(move || crate::opcua::run(&o, ctx, handle)));
             }
         }
     }
@@ -420,7 +421,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
                                 for d in &dead {
                                     st.dead_letter(&d.reason);
                                 }
-                                let _ = tx.send(crate::sinks::SinkBatch::DeadLetters(dead));
+                                let _ = tx.send(crate::model::SinkBatch::DeadLetters(dead));
                             }
                             if !ups.is_empty() {
                                 tracing::info!(n = ups.len(), "action status updates");
@@ -494,7 +495,7 @@ pub fn run(plan: Plan, opts: RunOptions) -> Result<RunSummary, String> {
         dead_letters: stats.dead_letters(),
         events: stats.events(),
         report,
-        out_dir: plan.sink.path.clone(),
+        out_dir: sink.path.clone(),
         elapsed: started.elapsed(),
         workers,
     })

@@ -72,7 +72,7 @@ impl Stats {
         }
     }
 
-    pub fn set_value_counters(&self, c: crate::value::layer::ValueCounters) {
+    pub fn set_value_counters(&self, c: crate::stats::ValueCounters) {
         self.suppressed_maintenance
             .store(c.suppressed_maintenance, Relaxed);
         self.suppressed_cooldown
@@ -82,4 +82,12 @@ impl Stats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
     }
+}
+
+/// Counters the run summary reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ValueCounters {
+    pub suppressed_maintenance: u64,
+    pub suppressed_cooldown: u64,
+    pub rejected_updates: u64,
 }

@@ -123,7 +123,12 @@ fn assert_matches_log(out: &Path, dir: &Path) {
     }
 }
 
-fn dataflow_for(dir: &Path, vars: usize, url: &str, security: &str) -> plantflow::config::Plan {
+fn dataflow_for(
+    dir: &Path,
+    vars: usize,
+    url: &str,
+    security: &str,
+) -> plantflow::dataflow::Dataflow {
     let mut assets = String::from("tag,asset,site,line,kind,standby_kw\n");
     for i in 0..vars {
         let (l, m) = (i / 50 + 1, i % 50 + 1);
@@ -173,7 +178,7 @@ fn port() -> u16 {
 
 /// Runs until the server is done and every written value was read.
 fn run_to_end(
-    plan: plantflow::config::Plan,
+    plan: plantflow::dataflow::Dataflow,
     s: &PyServer,
     dir: &Path,
 ) -> plantflow::run::RunSummary {

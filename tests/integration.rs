@@ -454,7 +454,7 @@ fn bad_rows_go_to_dead_letter_with_reasons() {
 // Config errors: exact text, exit code 78.
 
 fn render_errors(file: &str) -> String {
-    let err = plantflow::config::load_with_env(Path::new(file), &|_| None)
+    let err = plantflow::dataflow::load_with_env(Path::new(file), &|_| None)
         .expect_err("config must be rejected");
     err.render()
 }

@@ -105,7 +105,7 @@ fn plan(
     conn: &str,
     share: Option<&str>,
     vars: &[(&str, String)],
-) -> plantflow::config::Plan {
+) -> plantflow::dataflow::Dataflow {
     let share = share
         .map(|g| format!("share = \"{g}\"\n"))
         .unwrap_or_default();
@@ -171,7 +171,7 @@ fn total(out: &Path, tag: &str) -> (i64, f64) {
 }
 
 fn ingest(
-    plan: plantflow::config::Plan,
+    plan: plantflow::dataflow::Dataflow,
     publish_url: &str,
     n: usize,
 ) -> plantflow::run::RunSummary {

@@ -110,7 +110,11 @@ fn workload_v1_over_mqtt_matches_the_oracle_and_publishes_actions() {
 
 const BASE: i64 = 1_767_596_100_000; // 2026-01-05T07:35:00Z, a minute boundary
 
-fn formats_plan(url: &str, out: &std::path::Path, client_id: &str) -> plantflow::config::Plan {
+fn formats_plan(
+    url: &str,
+    out: &std::path::Path,
+    client_id: &str,
+) -> plantflow::dataflow::Dataflow {
     load_env(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt/dataflow.toml"),
         &[
@@ -154,7 +158,7 @@ fn run_formats(
 
 #[test]
 fn bad_messages_are_dead_lettered_with_topic_reason_and_payload() {
-    use plantflow::sources::mqtt::sparkplug::{datatype, Metric, Payload, Value};
+    use plantflow::mqtt::sparkplug::{datatype, Metric, Payload, Value};
     use prost::Message;
     let b = broker();
     let out = tempfile::tempdir().unwrap();
@@ -258,7 +262,7 @@ fn bad_messages_are_dead_lettered_with_topic_reason_and_payload() {
 
 #[test]
 fn sparkplug_host_resolves_aliases_requests_rebirth_and_marks_death() {
-    use plantflow::sources::mqtt::sparkplug::{datatype, Metric, Payload, Value};
+    use plantflow::mqtt::sparkplug::{datatype, Metric, Payload, Value};
     use prost::Message;
     let b = broker();
     let out = tempfile::tempdir().unwrap();

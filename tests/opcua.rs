@@ -145,7 +145,11 @@ const SMALL_ASSETS: &str = "tag,asset,site,line,kind,standby_kw\n\
      odd/flag,odd,s1,s1/l1,sensor,0.0\n\
      odd/count,odd,s1,s1/l1,sensor,0.0\n";
 
-fn plan_with_source(dir: &Path, source: &str, vars: &[(&str, String)]) -> plantflow::config::Plan {
+fn plan_with_source(
+    dir: &Path,
+    source: &str,
+    vars: &[(&str, String)],
+) -> plantflow::dataflow::Dataflow {
     source_plan(dir, source, SMALL_ASSETS, vars)
 }
 
@@ -476,7 +480,7 @@ trigger = "status_value_timestamp"
 
 #[test]
 fn opcua_config_errors_name_file_line_and_key() {
-    let err = plantflow::config::load_with_env(
+    let err = plantflow::dataflow::load_with_env(
         Path::new("tests/fixtures/config/bad_opcua.toml"),
         &|_| None,
     )

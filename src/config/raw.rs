@@ -93,21 +93,6 @@ pub struct RawVerify {
 }
 
 #[derive(Deserialize, Debug)]
-pub struct RawReplay {
-    pub id: String,
-    pub path: String,
-    /// `csv` or `parquet`; by file extension when absent.
-    #[serde(default)]
-    pub format: Option<String>,
-    /// Rows per batch handed to the engine.
-    #[serde(default)]
-    pub batch_rows: Option<usize>,
-    /// How often a followed file is polled for new rows.
-    #[serde(default)]
-    pub poll_interval: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
 pub struct RawContext {
     pub assets: RawTable,
     pub tariff: RawTariff,
@@ -185,23 +170,4 @@ pub struct RawAction {
 pub struct RawSeverity {
     pub medium: f64,
     pub high: f64,
-}
-
-#[derive(Deserialize, Debug)]
-pub struct RawParquetSink {
-    pub id: String,
-    pub path: String,
-    #[serde(default)]
-    pub tables: Option<Vec<String>>,
-    #[serde(default)]
-    pub roll_rows: Option<u64>,
-    #[serde(default)]
-    pub roll_size: Option<String>,
-    #[serde(default)]
-    pub roll_interval: Option<String>,
-    /// `processing_time` (default) or `event_time`.
-    #[serde(default)]
-    pub roll_by: Option<String>,
-    #[serde(default)]
-    pub row_group_rows: Option<usize>,
 }

@@ -19,9 +19,9 @@ use smallvec::SmallVec;
 
 use super::window::Closed;
 use super::Names;
+use crate::model::tariff::Calendar;
+use crate::model::Interval;
 use crate::model::{AssetRow, Enriched, TagId, WindowAgg, F64};
-use crate::sources::context::Interval;
-use crate::value::tariff::Calendar;
 
 /// An asset row with its asset and line interned: lookups key on the ids.
 #[derive(
@@ -342,7 +342,8 @@ impl Context {
             match c {
                 // `worker_of`: a tag's rows and windows live on one worker.
                 CtxUpdate::Asset(tag, a) => {
-                    if super::bridge::worker_of(tag, self.assets.peers) == self.assets.index {
+                    if crate::ingest::bridge::worker_of(tag, self.assets.peers) == self.assets.index
+                    {
                         self.assets.update(tag, a, r)
                     }
                 }

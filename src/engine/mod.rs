@@ -22,7 +22,6 @@
 //! pauses intake while the output probe lags more than two epochs behind the
 //! input (timely has no backpressure of its own), and parks when idle.
 
-pub mod bridge;
 pub mod context;
 pub mod ledger;
 pub mod output;
@@ -45,16 +44,15 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::config::Plan;
-use crate::model::{AssetRow, Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
-use crate::sinks::SinkBatch;
-use crate::sources::context::Interval;
+use crate::ingest::bridge::{ContextChange, WorkerMsg};
+use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
+use crate::model::Interval;
+use crate::model::SinkBatch;
+use crate::model::{Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
 use crate::value::layer::{Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
-pub use bridge::Ingest;
-use bridge::{ContextChange, WorkerMsg};
 use context::{AssetCtx, Context, CtxUpdate};
 use output::Versioned;
-pub use window::Geometry;
 
 impl Versioned for Enriched {
     type Key = (TagId, i64);
@@ -70,132 +68,6 @@ impl Versioned for Enriched {
     fn withdrawn(&self) -> Option<Self> {
         None
     }
-}
-
-/// The tag ids by name, as a source sees them (see [`TagRegistry::view`]).
-pub type TagView = Arc<Interner>;
-
-/// Names (or other keys) and their dense ids: the keys in a vector by id,
-/// and a hash table of ids alone (4 bytes a slot, where a map from the keys
-/// would take 24).
-#[derive(Clone)]
-pub struct Interner<K = SharedName> {
-    ids: hashbrown::HashTable<u32>,
-    names: Vec<K>,
-}
-
-impl<K> Default for Interner<K> {
-    fn default() -> Self {
-        Interner {
-            ids: hashbrown::HashTable::new(),
-            names: Vec::new(),
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq> Interner<K> {
-    fn hash<Q: std::hash::Hash + ?Sized>(key: &Q) -> u64 {
-        use std::hash::BuildHasher;
-        rustc_hash::FxBuildHasher.hash_one(key)
-    }
-
-    /// The id of `key`, if it has one.
-    pub fn get<Q>(&self, key: &Q) -> Option<u32>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        self.ids
-            .find(Self::hash(key), |id| {
-                self.names[*id as usize].borrow() == key
-            })
-            .copied()
-    }
-
-    /// The id of `key`, given the next one if it has none (keeping that copy).
-    pub fn insert(&mut self, key: K) -> u32 {
-        if let Some(id) = self.get(&key) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        let Interner { ids, names } = self;
-        ids.insert_unique(Self::hash(&key), id, |i| Self::hash(&names[*i as usize]));
-        names.push(key);
-        id
-    }
-
-    /// The key of an id [`Interner::insert`] gave.
-    pub fn key(&self, id: u32) -> &K {
-        &self.names[id as usize]
-    }
-
-    /// Gives back the room the keys' vector doubled into (after a load).
-    fn shrink(&mut self) {
-        self.names.shrink_to_fit();
-    }
-}
-
-/// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
-///
-/// The table sits behind an `Arc` that sources keep a clone of, so a source
-/// looks tags up without a lock and the process holds one copy of each tag
-/// name. Interning a new tag (an assets reload) copies the table only while
-/// a source still holds the previous one.
-#[derive(Default)]
-pub struct TagRegistry {
-    map: std::sync::RwLock<TagView>,
-}
-
-impl TagRegistry {
-    pub fn intern(&self, tag: &str) -> TagId {
-        match self.get(tag) {
-            Some(id) => id,
-            None => self.insert(tag.into()),
-        }
-    }
-
-    /// Interns a shared name, keeping that copy (an asset row's tag): the
-    /// process then holds each tag's name once.
-    pub fn intern_shared(&self, tag: &SharedName) -> TagId {
-        match self.get(tag) {
-            Some(id) => id,
-            None => self.insert(tag.clone()),
-        }
-    }
-
-    fn insert(&self, tag: SharedName) -> TagId {
-        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        Arc::make_mut(&mut m).insert(tag)
-    }
-
-    pub fn get(&self, tag: &str) -> Option<TagId> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(tag)
-    }
-
-    /// Gives back spare room after a load (an assets file) interned many names.
-    pub fn shrink(&self) {
-        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if m.names.capacity() > m.names.len() {
-            Arc::make_mut(&mut m).shrink();
-        }
-    }
-
-    /// The current table, for lookups without the lock.
-    pub fn view(&self) -> TagView {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// The context every worker 0 starts with, inserted at time 0.
-#[derive(Clone, Default)]
-pub struct InitialContext {
-    /// Shared with the context store and the engine's context input: one
-    /// copy of each row for the whole process.
-    pub assets: Vec<Arc<AssetRow>>,
-    pub tariff: Vec<(u32, F64)>,
-    pub production: Vec<Interval>,
-    pub maintenance: Vec<Interval>,
-    pub status: Vec<StatusUpdate>,
 }
 
 struct Inputs {

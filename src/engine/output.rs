@@ -17,7 +17,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 use timely::progress::frontier::MutableAntichain;
 
-use super::window::Geometry;
+use crate::ingest::Geometry;
 
 /// Updates held by timely time until the frontier says the time is complete.
 pub struct TimeBuffer<D> {

@@ -40,10 +40,10 @@ use timely::dataflow::Stream;
 
 use super::output::TimeBuffer;
 use super::spill::{Records, Reply, SpillPlan, Store};
-use super::Interner;
+use crate::model::shrink_sparse;
+use crate::model::Interner;
 use crate::model::{Finding, Group};
 use crate::stats::Stats;
-use crate::value::layer::shrink_sparse;
 use crate::value::rules::{Compiled, GroupAcc, RuleInput, RuleKey};
 
 /// A window's contribution to a rule's group, as a timely update.

@@ -25,7 +25,8 @@ use timely::dataflow::Stream;
 use super::ledger::{Ledger, Reply};
 use super::output::TimeBuffer;
 use crate::stats::Stats;
-use crate::value::layer::{ValueCounters, ValueIn, ValueLayer, ValueOut};
+use crate::stats::ValueCounters;
+use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
 
 /// Where the value layer's [`Ledger`] keeps its file, and the counters it feeds.
 pub struct LedgerPlan {

@@ -33,6 +33,7 @@ use timely::dataflow::Stream;
 
 use super::context::{Context, CtxUpdate};
 use super::spill::{Reply, SpillPlan, Store};
+use crate::ingest::Geometry;
 use crate::model::{Enriched, Sample, TagId, WindowAgg, F64};
 
 /// Running aggregate of one tag's window (56 bytes: it is what a retained
@@ -248,27 +249,6 @@ const SPARE_ROWS: usize = 64;
 /// downstream would queue all their rows at once: timely's queues keep the
 /// room of their fullest moment for the life of the process.
 const ACTIVATION_ROWS: usize = 1024;
-
-/// Window geometry shared with the sinks.
-#[derive(Clone, Copy, Debug)]
-pub struct Geometry {
-    pub size_ms: i64,
-    /// Windows are retracted a whole `period_ms` bucket at a time.
-    pub period_ms: i64,
-    pub retention_ms: i64,
-}
-
-impl Geometry {
-    pub fn start_of(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.size_ms) * self.size_ms
-    }
-
-    /// When a window (or action period) ending at `end` leaves state.
-    pub fn retract_at(&self, end: i64) -> i64 {
-        let p = self.period_ms;
-        (end + p - 1).div_euclid(p) * p + self.retention_ms
-    }
-}
 
 /// What the window operator emits for a window update: enriched rows in the
 /// engine, bare aggregates in the stage benchmark.

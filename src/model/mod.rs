@@ -7,6 +7,16 @@
 
 use serde::{Deserialize, Serialize};
 
+mod batch;
+pub mod edit;
+mod intern;
+pub mod tariff;
+mod text;
+
+pub use batch::SinkBatch;
+pub use intern::{shrink_sparse, Interner};
+pub use text::did_you_mean;
+
 /// Interned tag id, stable for the life of one process.
 pub type TagId = u32;
 
@@ -347,6 +357,40 @@ impl DeadLetter {
             topic: Some(topic.to_string()),
             binary,
         }
+    }
+}
+
+/// A production run (half-open `[start_ms, end_ms)`) or a maintenance window.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Interval {
+    /// Line (production) or asset (maintenance): shared by a key's intervals.
+    pub key: SharedName,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Produced quantity of a run (`units` column), the M&V driver.
+    pub units: Option<F64>,
+}
+
+/// A credential that never prints (Debug shows `***`), shared by the
+/// protocol sources.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Canonical name of an update's status, accepting the CLI verbs.
+pub fn canonical_status(s: &str) -> Option<&'static str> {
+    match s {
+        "acknowledged" | "ack" => Some("acknowledged"),
+        "done" => Some("done"),
+        "rejected" | "reject" => Some("rejected"),
+        _ => None,
     }
 }
 

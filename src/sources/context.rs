@@ -9,78 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::model::{AssetRow, Scalar, SharedName, F64};
-use crate::value::expr::ColType;
-
-/// A production run (half-open `[start_ms, end_ms)`) or a maintenance window.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct Interval {
-    /// Line (production) or asset (maintenance): shared by a key's intervals.
-    pub key: SharedName,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    /// Produced quantity of a run (`units` column), the M&V driver.
-    pub units: Option<F64>,
-}
-
-fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
-    csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
-}
-
-fn headers(r: &mut csv::Reader<std::fs::File>, path: &Path) -> Result<Vec<String>, String> {
-    Ok(r.headers()
-        .map_err(|e| format!("cannot read the header of `{}`: {e}", path.display()))?
-        .iter()
-        .map(|s| s.to_string())
-        .collect())
-}
-
-fn require(cols: &[String], need: &[&str], path: &Path) -> Result<Vec<usize>, String> {
-    need.iter()
-        .map(|n| {
-            cols.iter().position(|c| c == n).ok_or_else(|| {
-                format!(
-                    "`{}` has no `{n}` column (header: {})",
-                    path.display(),
-                    cols.join(",")
-                )
-            })
-        })
-        .collect()
-}
-
-/// Reads the assets header and infers the types of extra columns
-/// (number when every value parses as one, else string).
-pub fn asset_header(path: &Path) -> Result<Vec<(String, ColType)>, String> {
-    let mut r = reader(path)?;
-    let cols = headers(&mut r, path)?;
-    require(&cols, crate::config::ASSET_COLUMNS, path)?;
-    let extra: Vec<(usize, String)> = cols
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !crate::config::ASSET_COLUMNS.contains(&c.as_str()))
-        .map(|(i, c)| (i, c.clone()))
-        .collect();
-    let mut numeric = vec![true; extra.len()];
-    for rec in r.records() {
-        let rec = rec.map_err(|e| format!("`{}`: {e}", path.display()))?;
-        for (k, (i, _)) in extra.iter().enumerate() {
-            if rec.get(*i).unwrap_or("").parse::<f64>().is_err() {
-                numeric[k] = false;
-            }
-        }
-    }
-    Ok(extra
-        .into_iter()
-        .zip(numeric)
-        .map(|((_, c), n)| (c, if n { ColType::Num } else { ColType::Str }))
-        .collect())
-}
+use crate::config::tables::{headers, reader, require};
+use crate::expr::ColType;
+use crate::model::{AssetRow, Interval, Scalar, SharedName, F64};
 
 /// Hands out one shared copy per distinct name.
 #[derive(Default)]
@@ -215,10 +146,10 @@ pub fn load_intervals(path: &Path, key_col: &str) -> Result<Vec<Interval>, Strin
 /// sources: every change is applied here and sent to the engine as the
 /// difference to the previous version.
 pub struct ContextStore {
-    current: std::sync::Mutex<crate::engine::InitialContext>,
+    current: std::sync::Mutex<crate::ingest::InitialContext>,
     open: std::sync::Mutex<HashMap<(bool, String), i64>>,
-    ingest: std::sync::Arc<crate::engine::Ingest>,
-    tags: std::sync::Arc<crate::engine::TagRegistry>,
+    ingest: std::sync::Arc<crate::ingest::Ingest>,
+    tags: std::sync::Arc<crate::ingest::TagRegistry>,
     asset_extra: Vec<(String, ColType)>,
     tariff_name: std::path::PathBuf,
     /// How far behind the global time an interval's end may lie and still
@@ -269,11 +200,17 @@ pub enum Snapshot {
     Maintenance(Vec<Interval>),
 }
 
+impl crate::ingest::ContextEdits for ContextStore {
+    fn apply(&self, edits: Vec<crate::model::edit::Edit>) -> Result<(), String> {
+        ContextStore::apply(self, edits)
+    }
+}
+
 impl ContextStore {
     pub fn new(
-        initial: crate::engine::InitialContext,
-        ingest: std::sync::Arc<crate::engine::Ingest>,
-        tags: std::sync::Arc<crate::engine::TagRegistry>,
+        initial: crate::ingest::InitialContext,
+        ingest: std::sync::Arc<crate::ingest::Ingest>,
+        tags: std::sync::Arc<crate::ingest::TagRegistry>,
         asset_extra: Vec<(String, ColType)>,
         tariff_name: std::path::PathBuf,
         horizon_ms: i64,
@@ -315,13 +252,13 @@ impl ContextStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, crate::engine::InitialContext> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::ingest::InitialContext> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces a whole table (a reloaded file) and sends the difference.
     pub fn replace(&self, snap: Snapshot) {
-        use crate::engine::bridge::ContextChange as C;
+        use crate::ingest::bridge::ContextChange as C;
         let mut cur = self.lock();
         let change = match snap {
             Snapshot::Assets(new) => {
@@ -376,8 +313,8 @@ impl ContextStore {
     }
 
     /// Applies edits from a message; nothing is applied when one fails.
-    pub fn apply(&self, edits: Vec<crate::sources::mqtt::context::Edit>) -> Result<(), String> {
-        use crate::sources::mqtt::context::{Edit, Table, OPEN_HORIZON_MS};
+    pub fn apply(&self, edits: Vec<crate::model::edit::Edit>) -> Result<(), String> {
+        use crate::model::edit::{Edit, Table, OPEN_HORIZON_MS};
         let cur = self.lock();
         let (mut assets, mut tariff, mut prod, mut maint) = (
             cur.assets.clone(),
@@ -442,7 +379,7 @@ impl ContextStore {
                     }
                 }
                 Edit::Tariff(csv) => {
-                    tariff = crate::value::tariff::parse(csv.as_bytes(), &self.tariff_name)?;
+                    tariff = crate::model::tariff::parse(csv.as_bytes(), &self.tariff_name)?;
                 }
                 Edit::Interval {
                     table,
@@ -528,8 +465,8 @@ impl ContextStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::bridge::{ContextChange, WorkerMsg};
-    use crate::engine::{Ingest, InitialContext, TagRegistry};
+    use crate::ingest::bridge::{ContextChange, WorkerMsg};
+    use crate::ingest::{Ingest, InitialContext, TagRegistry};
 
     fn run(line: &str, start_ms: i64, end_ms: i64) -> Interval {
         Interval {

@@ -10,8 +10,8 @@
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::model::canonical_status;
 use crate::model::{now_ms, DeadLetter, StatusUpdate};
-use crate::value::lifecycle::canonical_status;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::config::{RoutePlan, RulePlan};
-use crate::model::{ActionRow, Finding, SharedName, StatusUpdate, F64};
+use crate::model::{canonical_status, ActionRow, Finding, SharedName, StatusUpdate, F64};
 
 /// Lifecycle statuses, in the order the `actions` table documents them.
 pub const STATUSES: &[&str] = &[
@@ -35,16 +35,6 @@ pub const STATUSES: &[&str] = &[
     "rejected",
     "withdrawn",
 ];
-
-/// Canonical name of an update's status, accepting the CLI verbs.
-pub fn canonical_status(s: &str) -> Option<&'static str> {
-    match s {
-        "acknowledged" | "ack" => Some("acknowledged"),
-        "done" => Some("done"),
-        "rejected" | "reject" => Some("rejected"),
-        _ => None,
-    }
-}
 
 fn allowed(from: &str, to: &str) -> bool {
     matches!(

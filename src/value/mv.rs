@@ -18,23 +18,7 @@
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-/// Acceptance limits (fractions, not percent).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Limits {
-    pub max_cv_rmse: f64,
-    pub max_abs_nmbe: f64,
-    pub max_fsu68: f64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_cv_rmse: 0.20,
-            max_abs_nmbe: 0.005,
-            max_fsu68: 0.50,
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// One period of a series: driver value (if the model has one), energy, and cost of that energy.
 #[derive(Clone, Copy, Debug, PartialEq)]

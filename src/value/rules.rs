@@ -13,8 +13,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::config::RuleKind;
+use crate::expr::{ColType, Expr, Scope};
 use crate::model::{AssetRow, Enriched, Finding, Group, Scalar, SharedName, F64};
-use crate::value::expr::{ColType, Expr, Scope};
 use crate::value::layer::ValueIn;
 
 struct Rule {
@@ -235,7 +235,7 @@ impl Compiled {
         row.push(Scalar::Num(a.standby_kw));
         row.push(num(w.window_start as f64));
         row.push(num(w.window_end as f64));
-        row.push(num(crate::value::tariff::hour_of(e.tariff_key) as f64));
+        row.push(num(crate::model::tariff::hour_of(e.tariff_key) as f64));
         row.push(num(w.count as f64));
         row.push(Scalar::Num(w.mean));
         row.push(Scalar::Num(w.min));
@@ -655,7 +655,7 @@ path = "${OUT_DIR}"
             "OUT_DIR" => Some(dir.path().display().to_string()),
             _ => None,
         };
-        let plan = crate::config::load_with_env(&flow, &env).expect("test flow loads");
+        let plan = crate::dataflow::load_with_env(&flow, &env).expect("test flow loads");
         Compiled::new(&plan)
     }
 

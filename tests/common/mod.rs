@@ -21,14 +21,14 @@ pub fn dataflow(name: &str) -> PathBuf {
 }
 
 /// Loads `file` with INPUT_DIR / OUT_DIR set to the given directories.
-pub fn load(file: &Path, input: &Path, out: &Path) -> plantflow::config::Plan {
+pub fn load(file: &Path, input: &Path, out: &Path) -> plantflow::dataflow::Dataflow {
     let (i, o) = (input.display().to_string(), out.display().to_string());
     let env = move |k: &str| match k {
         "INPUT_DIR" => Some(i.clone()),
         "OUT_DIR" => Some(o.clone()),
         _ => None,
     };
-    match plantflow::config::load_with_env(file, &env) {
+    match plantflow::dataflow::load_with_env(file, &env) {
         Ok(p) => p,
         Err(e) => panic!("{}", e.render()),
     }
@@ -522,7 +522,7 @@ pub mod peer {
 /// Runs a plan in-process on a thread until `stop` is set; returns the stats
 /// (to watch progress) and the join handle (the summary).
 pub fn start_run(
-    plan: plantflow::config::Plan,
+    plan: plantflow::dataflow::Dataflow,
     workers: usize,
 ) -> (
     std::sync::Arc<plantflow::stats::Stats>,
@@ -548,13 +548,13 @@ pub fn start_run(
 }
 
 /// Loads a dataflow with extra environment variables.
-pub fn load_env(file: &Path, vars: &[(&str, String)]) -> plantflow::config::Plan {
+pub fn load_env(file: &Path, vars: &[(&str, String)]) -> plantflow::dataflow::Dataflow {
     let vars: Vec<(String, String)> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let env = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    match plantflow::config::load_with_env(file, &env) {
+    match plantflow::dataflow::load_with_env(file, &env) {
         Ok(p) => p,
         Err(e) => panic!("{}", e.render()),
     }
@@ -598,7 +598,7 @@ pub fn source_plan(
     source: &str,
     assets: &str,
     vars: &[(&str, String)],
-) -> plantflow::config::Plan {
+) -> plantflow::dataflow::Dataflow {
     let fx = dir.join("fx");
     std::fs::create_dir_all(&fx).unwrap();
     std::fs::write(fx.join("assets.csv"), assets).unwrap();

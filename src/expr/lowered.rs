@@ -5,7 +5,7 @@
 //! Evaluating them through the `cel` interpreter builds a context, boxes
 //! every value and looks every variable up by name, about 2,400
 //! instructions per evaluation, which made CEL a third of a worker's time.
-//! This module lowers such an expression once, after [`super::expr::Expr`]
+//! This module lowers such an expression once, after [`super::Expr`]
 //! has checked it, into a tree whose leaves read the row's slots directly.
 //!
 //! The lowered tree keeps CEL's semantics for the subset exactly (the tests
@@ -29,7 +29,7 @@ use cel::IdedExpr;
 
 use crate::model::{Scalar, F64};
 
-use super::expr::{ColType, Scope};
+use super::{ColType, Scope};
 
 /// CEL errs on this row: the caller asks the interpreter for the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,7 +325,7 @@ mod tests {
     //! The oracle is the `cel` interpreter itself: every lowered expression
     //! must give the interpreter's value, and err exactly where it errs.
     use super::*;
-    use crate::value::expr::Expr;
+    use crate::expr::Expr;
     use proptest::prelude::*;
 
     fn scope() -> Scope {

@@ -20,9 +20,11 @@
 //! after a crash, messages received but not yet acknowledged are delivered
 //! again.
 
+pub mod config;
 pub mod conn;
 pub mod context;
 pub mod payload;
+pub mod publish;
 pub mod sparkplug;
 pub mod topic;
 
@@ -34,7 +36,7 @@ use payload::JsonFields;
 use sparkplug::{Host, SpNaming};
 use topic::{TagTemplate, TopicTemplate};
 
-use super::normalize::{Normalizer, SourceCtx};
+use crate::ingest::normalize::{Normalizer, SourceCtx};
 use crate::model::{now_ms, Quality};
 
 /// How a route's payloads are read.

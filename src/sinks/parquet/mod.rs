@@ -26,12 +26,16 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+pub mod config;
+
+pub use config::ParquetPlan;
+
 use super::tally::ActionTally;
-use super::SinkBatch;
-use crate::config::{MetricPlan, ParquetPlan};
+use crate::config::MetricPlan;
+use crate::expr::ColType;
+use crate::model::SinkBatch;
 use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow, Scalar};
 use crate::stats::Stats;
-use crate::value::expr::ColType;
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))

@@ -28,6 +28,7 @@
 //! Repeated notifications (same timestamp, value and status, as after a
 //! transfer or republish) are counted once.
 
+pub mod config;
 pub mod conn;
 pub mod nodes;
 pub mod value;
@@ -50,9 +51,9 @@ use opcua::types::{
     TimestampsToReturn, VariableId,
 };
 
-use super::normalize::{Normalizer, SourceCtx};
+use crate::ingest::normalize::{Normalizer, SourceCtx};
+use crate::model::SinkBatch;
 use crate::model::{now_ms, DeadLetter, Gap, Quality};
-use crate::sinks::SinkBatch;
 use conn::ConnPlan;
 use nodes::{BrowseSpec, Item, NodeSpec};
 
@@ -326,7 +327,7 @@ impl Decoder {
     fn dead(&mut self, reason: String, node: &str, raw: String) {
         let stats = &self.n.ctx().stats;
         stats.rows_read.fetch_add(1, Relaxed);
-        stats.dead_letter(&super::normalize::reason_class(&reason));
+        stats.dead_letter(&crate::ingest::normalize::reason_class(&reason));
         let mut d = DeadLetter::text(&self.id, reason, raw);
         d.topic = Some(node.to_string());
         let _ = self.n.ctx().sink.send(SinkBatch::DeadLetters(vec![d]));

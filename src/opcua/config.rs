@@ -2,10 +2,10 @@
 
 use serde::Deserialize;
 
-use super::Loader;
-use crate::sources::opcua::conn::{self, ConnPlan, Identity};
-use crate::sources::opcua::nodes::{self, BrowseSpec, NodeRef, NodeSpec};
-use crate::sources::opcua::{Deadband, GroupPlan, OpcUaSourcePlan};
+use crate::config::Loader;
+use crate::opcua::conn::{self, ConnPlan, Identity};
+use crate::opcua::nodes::{self, BrowseSpec, NodeRef, NodeSpec};
+use crate::opcua::{Deadband, GroupPlan, OpcUaSourcePlan};
 use opcua::types::{DataChangeTrigger, MessageSecurityMode};
 
 #[derive(Deserialize, Debug)]
@@ -255,7 +255,7 @@ fn group(l: &mut Loader<'_>, key: &str, g: RawGroup) -> GroupPlan {
 }
 
 /// Validates an `opcua` source table.
-pub(super) fn source(
+pub fn source(
     l: &mut Loader<'_>,
     key: &str,
     v: toml::Value,
@@ -309,7 +309,7 @@ pub(super) fn source(
         );
     }
     // User identity.
-    let (username, password) = super::credentials(
+    let (username, password) = crate::config::credentials(
         l,
         key,
         &r.username,

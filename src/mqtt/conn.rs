@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5;
 
-pub use crate::sources::Secret;
+pub use crate::model::Secret;
 
 /// MQTT protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +273,7 @@ pub struct Conn {
 impl Conn {
     /// Sets up (does not dial yet; the first poll connects).
     /// `queue` bounds the client's request queue: small for a publisher that
-    /// orders its own queues (see `sinks::mqtt_publish::Queues`).
+    /// orders its own queues (see `publish::Queues`).
     pub fn new(
         p: &ConnPlan,
         manual_acks: bool,

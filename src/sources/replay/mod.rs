@@ -16,8 +16,11 @@ use arrow::datatypes::{
 };
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
-use super::normalize::{Normalizer, SourceCtx};
-use crate::config::{ReplayFormat, ReplayPlan};
+pub mod config;
+
+pub use config::{ReplayFormat, ReplayPlan};
+
+use crate::ingest::normalize::{Normalizer, SourceCtx};
 use crate::model::Quality;
 
 /// Reads the whole source (or tails it), then ends it.

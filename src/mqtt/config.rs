@@ -2,14 +2,14 @@
 
 use serde::Deserialize;
 
-use super::{units, Loader};
-use crate::sinks::mqtt_publish::{Payload, PublishPlan, DEFAULT_MAX_MESSAGE_BYTES};
-use crate::sources::mqtt::conn::{parse_url, ConnPlan, Version};
-use crate::sources::mqtt::context::Table;
-use crate::sources::mqtt::payload::{JsonFields, TsUnit};
-use crate::sources::mqtt::sparkplug::SpNaming;
-use crate::sources::mqtt::topic::{TagTemplate, TopicTemplate};
-use crate::sources::mqtt::{Format, MqttSourcePlan, Route};
+use crate::config::{units, Loader};
+use crate::model::edit::Table;
+use crate::mqtt::conn::{parse_url, ConnPlan, Version};
+use crate::mqtt::payload::{JsonFields, TsUnit};
+use crate::mqtt::publish::{Payload, PublishPlan, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::mqtt::sparkplug::SpNaming;
+use crate::mqtt::topic::{TagTemplate, TopicTemplate};
+use crate::mqtt::{Format, MqttSourcePlan, Route};
 
 /// Connection keys shared by the source and the publish sink.
 #[derive(Deserialize, Debug)]
@@ -173,7 +173,7 @@ fn qos(l: &mut Loader<'_>, key: &str, given: Option<u8>, default: u8) -> u8 {
 }
 
 /// Validates connection keys; `default_id` is the stable client id when none is given.
-pub(super) fn conn(
+pub fn conn(
     l: &mut Loader<'_>,
     key: &str,
     c: &RawConn,
@@ -200,7 +200,7 @@ pub(super) fn conn(
             Version::V5
         }
     };
-    let (username, password) = super::credentials(
+    let (username, password) = crate::config::credentials(
         l,
         key,
         &c.username,
@@ -270,7 +270,7 @@ pub(super) fn conn(
 }
 
 /// Validates an `mqtt` source table.
-pub(super) fn source(
+pub fn source(
     l: &mut Loader<'_>,
     key: &str,
     v: toml::Value,
@@ -524,7 +524,7 @@ pub const PUBLISH_FIELDS: &[&str] = &[
 ];
 
 /// Validates an `mqtt_publish` sink table.
-pub(super) fn publish(
+pub fn publish(
     l: &mut Loader<'_>,
     key: &str,
     v: toml::Value,

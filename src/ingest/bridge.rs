@@ -20,8 +20,8 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 
+use crate::model::Interval;
 use crate::model::{AssetRow, Sample, StatusUpdate, F64};
-use crate::sources::context::Interval;
 
 /// A change to one context table: rows with +1 (insert) or −1 (retract).
 #[derive(Clone, Debug)]

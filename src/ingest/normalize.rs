@@ -12,13 +12,20 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use crate::config::{QualityPolicy, WindowPlan};
-use crate::engine::{Geometry, Ingest, TagRegistry};
+use crate::ingest::{Geometry, Ingest, TagRegistry};
+use crate::model::edit::Edit;
+use crate::model::SinkBatch;
 use crate::model::{now_ms, DeadLetter, Quality, Sample};
-use crate::sinks::SinkBatch;
 use crate::stats::Stats;
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
 const MIN_TS: i64 = 946_684_800_000;
+
+/// Where a message source's context edits go (the context store).
+pub trait ContextEdits: Send + Sync {
+    /// Applies edits from one message; nothing is applied when one fails.
+    fn apply(&self, edits: Vec<Edit>) -> Result<(), String>;
+}
 
 /// What a source needs to hand over rows.
 #[derive(Clone)]
@@ -34,7 +41,7 @@ pub struct SourceCtx {
     pub geometry: Geometry,
     pub follow: bool,
     /// Live context tables (message sources edit them).
-    pub context: Option<Arc<crate::sources::context::ContextStore>>,
+    pub context: Option<Arc<dyn ContextEdits>>,
 }
 
 impl SourceCtx {
@@ -43,10 +50,7 @@ impl SourceCtx {
     }
 
     /// Applies context edits from a message.
-    pub fn context_edits(
-        &self,
-        edits: Vec<crate::sources::mqtt::context::Edit>,
-    ) -> Result<(), String> {
+    pub fn context_edits(&self, edits: Vec<Edit>) -> Result<(), String> {
         match &self.context {
             Some(c) => c.apply(edits),
             None => Err("context updates are not enabled for this source".into()),
@@ -73,7 +77,7 @@ pub struct Normalizer {
     dead: Vec<DeadLetter>,
     now: i64,
     /// The registry's tags as of the last lookup that missed: no lock per row.
-    tags: crate::engine::TagView,
+    tags: crate::ingest::TagView,
     /// Row counters not yet added to the shared [`Stats`] (one atomic add per
     /// batch instead of several per row).
     counts: Counts,

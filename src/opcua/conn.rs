@@ -16,7 +16,7 @@ use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionEventL
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode};
 
-use crate::sources::Secret;
+use crate::model::Secret;
 
 /// Who the session logs in as.
 #[derive(Clone, Debug)]

@@ -17,7 +17,9 @@ use cel::{Context, Env, Program, Value};
 
 use crate::model::{Scalar, F64};
 
-use super::lowered::Lowered;
+pub mod lowered;
+
+use lowered::Lowered;
 
 thread_local! {
     /// CEL's standard library, built once per thread: building it per
@@ -136,7 +138,7 @@ impl Expr {
                 None => {
                     return Err(ExprError {
                         message: format!("unknown column `{name}` in expression `{source}`"),
-                        hint: crate::config::diagnostic::did_you_mean(
+                        hint: crate::model::did_you_mean(
                             name,
                             scope.cols.iter().map(|(n, _)| n.as_str()),
                         )

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::SinkBatch;
-use crate::sources::mqtt::conn::{Conn, ConnPlan, Incoming};
-use crate::sources::mqtt::topic::TagTemplate;
+use crate::model::SinkBatch;
+use crate::mqtt::conn::{Conn, ConnPlan, Incoming};
+use crate::mqtt::topic::TagTemplate;
 
 /// A validated `mqtt_publish` sink.
 #[derive(Clone, Debug)]
@@ -402,7 +402,7 @@ pub async fn run(plan: PublishPlan, mut rx: Queues, stats: Arc<PublishStats>) {
         }
         match tokio::time::timeout(Duration::from_millis(200), conn.poll()).await {
             Ok(Incoming::Error(e)) => {
-                let wait = crate::sources::mqtt::conn::backoff(failures);
+                let wait = crate::mqtt::conn::backoff(failures);
                 if failures == 0 || failures.is_power_of_two() {
                     tracing::warn!(sink = %plan.id, "mqtt_publish connection lost ({e}); retrying in {wait:?}");
                 }
@@ -460,7 +460,9 @@ mod tests {
 
     /// workload_v1 with one extra `mqtt_publish` sink (`sink` is its keys
     /// after `type` and `id`).
-    fn load_with_sink(sink: &str) -> Result<crate::config::Plan, crate::config::ConfigErrors> {
+    fn load_with_sink(
+        sink: &str,
+    ) -> Result<crate::dataflow::Dataflow, crate::config::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workload_v1_small");
@@ -477,7 +479,7 @@ mod tests {
             "OUT_DIR" => Some(dir.path().display().to_string()),
             _ => None,
         };
-        crate::config::load_with_env(&df, &env)
+        crate::dataflow::load_with_env(&df, &env)
     }
 
     fn window(asset: &str, tag: &str, mean: f64) -> Enriched {

@@ -1,0 +1,104 @@
+//! `[window]`: the pre-aggregation windows, lateness, retention, the
+//! quality policy and the spill tier.
+
+use std::path::PathBuf;
+
+use super::loader::Loader;
+use super::plan::{QualityPolicy, WindowPlan};
+use super::raw::RawWindow;
+
+const WINDOW_KEYS: &[&str] = &[
+    "size",
+    "allowed_lateness",
+    "quality",
+    "retention",
+    "max_future",
+    "spill_after",
+    "state_dir",
+];
+
+/// Validates `[window]`.
+pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
+    let w: RawWindow = l.de("window", raw, WINDOW_KEYS).unwrap_or(RawWindow {
+        size: "1m".into(),
+        allowed_lateness: "0s".into(),
+        quality: None,
+        retention: None,
+        max_future: None,
+        spill_after: None,
+        state_dir: None,
+    });
+    let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
+    const MAX_WINDOW_MS: i64 = 49 * 86_400_000;
+    if size_ms <= 0 {
+        l.at_value("window.size", "window size must be positive".into(), None);
+    }
+    // A window keeps its rows' times as 32-bit offsets into it.
+    if size_ms > MAX_WINDOW_MS {
+        l.at_value(
+            "window.size",
+            "window size must be at most 49 days".into(),
+            Some("aggregate longer spans with a rule `period` over shorter windows".into()),
+        );
+    }
+    let lateness_ms = l
+        .duration("window.allowed_lateness", &w.allowed_lateness)
+        .unwrap_or(0);
+    let retention_ms = match &w.retention {
+        Some(s) => l.duration("window.retention", s).unwrap_or(3_600_000),
+        None => 3_600_000,
+    };
+    if size_ms > 0 && retention_ms % size_ms != 0 {
+        l.at_value(
+            "window.retention",
+            format!("retention must be a multiple of the window size ({size_ms} ms)"),
+            None,
+        );
+    }
+    let max_future_ms = match &w.max_future {
+        Some(s) => l.duration("window.max_future", s).unwrap_or(86_400_000),
+        None => 86_400_000,
+    };
+    let spill_after_ms = w
+        .spill_after
+        .as_ref()
+        .and_then(|s| l.duration("window.spill_after", s));
+    if spill_after_ms.is_some_and(|ms| ms <= 0) {
+        l.at_value(
+            "window.spill_after",
+            "spill_after must be positive".into(),
+            Some("closed windows older than this go to disk, e.g. `spill_after = \"10m\"`".into()),
+        );
+    }
+    let state_dir = w.state_dir.as_ref().map(PathBuf::from);
+    if state_dir.is_some() && w.spill_after.is_none() {
+        l.at_value(
+            "window.state_dir",
+            "applies only with `spill_after`".into(),
+            Some("set `spill_after = \"10m\"` to keep older closed windows on disk".into()),
+        );
+    }
+    let quality = match w.quality.as_deref().unwrap_or("drop_bad") {
+        "keep_all" => QualityPolicy::KeepAll,
+        "drop_bad" => QualityPolicy::DropBad,
+        "good_only" => QualityPolicy::GoodOnly,
+        other => {
+            l.one_of(
+                "window.quality",
+                other,
+                &["keep_all", "drop_bad", "good_only"],
+                "quality policy",
+            );
+            QualityPolicy::DropBad
+        }
+    };
+    WindowPlan {
+        size_ms,
+        lateness_ms,
+        retention_ms,
+        max_future_ms,
+        quality,
+        spill_after_ms,
+        state_dir,
+    }
+}

@@ -1,0 +1,232 @@
+//! A whole dataflow file: the registry of component kinds, and the loader
+//! that validates every section into a [`Dataflow`].
+//!
+//! The registry is a plain list per role ([`SOURCES`], [`SINKS`]): a kind's
+//! name and the function that validates its table, each living with its
+//! component (`sources/replay/config.rs`, `mqtt/config.rs`,
+//! `opcua/config.rs`, `sinks/parquet/config.rs`). The core sections go to
+//! [`crate::config::plan`]. Adding a source type adds a line here, a
+//! variant to [`SourcePlan`] and an arm in `run.rs`'s `match`.
+
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+
+use crate::config::diagnostic::file_diag;
+use crate::config::{take_type, ConfigErrors, Diagnostic, Loader, Plan};
+use crate::mqtt::publish::PublishPlan;
+use crate::mqtt::MqttSourcePlan;
+use crate::opcua::OpcUaSourcePlan;
+use crate::sinks::parquet::ParquetPlan;
+use crate::sources::replay::ReplayPlan;
+
+/// A validated dataflow, ready to run: the core [`Plan`] (which it derefs
+/// to) and the plans of its sources and sinks.
+#[derive(Clone, Debug)]
+pub struct Dataflow {
+    pub plan: Plan,
+    pub sources: Vec<SourcePlan>,
+    /// The lake (exactly one `parquet` sink).
+    pub sink: ParquetPlan,
+    /// `mqtt_publish` sinks.
+    pub publish: Vec<PublishPlan>,
+}
+
+impl Deref for Dataflow {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+impl DerefMut for Dataflow {
+    fn deref_mut(&mut self) -> &mut Plan {
+        &mut self.plan
+    }
+}
+
+/// A validated source of any kind.
+#[derive(Clone, Debug)]
+pub enum SourcePlan {
+    Replay(ReplayPlan),
+    Mqtt(Box<MqttSourcePlan>),
+    OpcUa(Box<OpcUaSourcePlan>),
+}
+
+impl SourcePlan {
+    pub fn id(&self) -> &str {
+        match self {
+            SourcePlan::Replay(r) => &r.id,
+            SourcePlan::Mqtt(m) => &m.id,
+            SourcePlan::OpcUa(o) => &o.id,
+        }
+    }
+}
+
+/// A sink of any kind.
+enum SinkPlan {
+    Parquet(ParquetPlan),
+    Publish(Box<PublishPlan>),
+}
+
+/// What a component's validator gets: the loader, its table's key path
+/// (`sources[2]`), the table itself, the dataflow's name (default client
+/// ids) and the environment (credentials).
+type Validate<P> =
+    fn(&mut Loader<'_>, &str, toml::Value, &str, &dyn Fn(&str) -> Option<String>) -> Option<P>;
+
+/// Source kinds: the `type` of a `[[sources]]` table and its validator.
+pub const SOURCES: &[(&str, Validate<SourcePlan>)] = &[
+    ("replay", |l, key, v, _, _| {
+        crate::sources::replay::config::plan(l, key, v).map(SourcePlan::Replay)
+    }),
+    ("mqtt", |l, key, v, name, env| {
+        crate::mqtt::config::source(l, key, v, name, env).map(|p| SourcePlan::Mqtt(Box::new(p)))
+    }),
+    ("opcua", |l, key, v, name, env| {
+        let v = crate::config::strip_type(v);
+        crate::opcua::config::source(l, key, v, name, env).map(|p| SourcePlan::OpcUa(Box::new(p)))
+    }),
+];
+
+/// Sink kinds: the `type` of a `[[sinks]]` table and its validator.
+const SINKS: &[(&str, Validate<SinkPlan>)] = &[
+    ("parquet", |l, key, v, _, _| {
+        crate::sinks::parquet::config::plan(l, key, v).map(SinkPlan::Parquet)
+    }),
+    ("mqtt_publish", |l, key, v, name, env| {
+        crate::mqtt::config::publish(l, key, v, name, env).map(|p| SinkPlan::Publish(Box::new(p)))
+    }),
+];
+
+/// Loads and validates a dataflow file with the process environment.
+pub fn load(file: &Path) -> Result<Dataflow, ConfigErrors> {
+    load_with_env(file, &|k| std::env::var(k).ok())
+}
+
+/// Loads and validates a dataflow file; `env` resolves `${VAR}` references.
+pub fn load_with_env(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Dataflow, ConfigErrors> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors {
+                diagnostics: vec![file_diag(
+                    file,
+                    format!("cannot read dataflow file: {e}"),
+                    None,
+                )],
+                sources: vec![],
+            })
+        }
+    };
+    let result = validate_text(file, &text, env);
+    result.map_err(|diagnostics| ConfigErrors {
+        diagnostics,
+        sources: vec![(file.to_path_buf(), text.clone())],
+    })
+}
+
+fn validate_text(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Dataflow, Vec<Diagnostic>> {
+    let (mut l, mut raw) = Loader::parse(file, text, env)?;
+    let name = raw.name.clone();
+    let sources = sources(&mut l, std::mem::take(&mut raw.sources), &name, env);
+    let sinks = std::mem::take(&mut raw.sinks);
+    let plan = crate::config::plan(&mut l, file, raw);
+    let (sink, mut publish) = sinks_of(&mut l, sinks, &name, env);
+    l.finish()?;
+    for p in &mut publish {
+        p.metrics = plan.metrics.iter().map(|m| m.name.clone()).collect();
+    }
+    Ok(Dataflow {
+        plan,
+        sources,
+        sink: sink.expect("a sink was validated above"),
+        publish,
+    })
+}
+
+/// `[[sources]]`: at least one, each of a registered kind, ids unique.
+fn sources(
+    l: &mut Loader<'_>,
+    raw: Vec<toml::Value>,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SourcePlan> {
+    let mut sources = Vec::<SourcePlan>::new();
+    if raw.is_empty() {
+        l.at(
+            "sources",
+            "a dataflow needs at least one source".into(),
+            None,
+        );
+    }
+    let kinds: Vec<&str> = SOURCES.iter().map(|(k, _)| *k).collect();
+    for (i, v) in raw.into_iter().enumerate() {
+        let key = format!("sources[{i}]");
+        let Some(ty) = take_type(l, &key, &v, &kinds, "source type") else {
+            continue;
+        };
+        let validate = SOURCES
+            .iter()
+            .find(|(k, _)| *k == ty)
+            .map(|(_, f)| f)
+            .expect("take_type checked the kind");
+        if let Some(s) = validate(l, &key, v, name, env) {
+            if sources.iter().any(|o| o.id() == s.id()) {
+                l.at_value(
+                    &format!("{key}.id"),
+                    format!("duplicate source id `{}`", s.id()),
+                    None,
+                );
+            }
+            sources.push(s);
+        }
+    }
+    sources
+}
+
+/// `[[sinks]]`: exactly one Parquet sink (the lake), any number of MQTT publishers.
+fn sinks_of(
+    l: &mut Loader<'_>,
+    raw: Vec<toml::Value>,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<ParquetPlan>, Vec<PublishPlan>) {
+    let mut sink = None;
+    let mut publish = Vec::new();
+    let parquet_count = raw
+        .iter()
+        .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("parquet"))
+        .count();
+    if parquet_count != 1 {
+        l.at(
+            "sinks",
+            format!("exactly one `parquet` sink is needed, found {parquet_count}"),
+            None,
+        );
+    }
+    let kinds: Vec<&str> = SINKS.iter().map(|(k, _)| *k).collect();
+    for (i, v) in raw.into_iter().enumerate() {
+        let key = format!("sinks[{i}]");
+        let Some(ty) = take_type(l, &key, &v, &kinds, "sink type") else {
+            continue;
+        };
+        let validate = SINKS
+            .iter()
+            .find(|(k, _)| *k == ty)
+            .map(|(_, f)| f)
+            .expect("take_type checked the kind");
+        match validate(l, &key, v, name, env) {
+            Some(SinkPlan::Parquet(p)) => sink = Some(p),
+            Some(SinkPlan::Publish(p)) => publish.push(*p),
+            None => {}
+        }
+    }
+    (sink, publish)
+}

@@ -1,0 +1,72 @@
+//! Tag ids: the registry sources look tags up in, and the context every
+//! worker starts with.
+
+use std::sync::Arc;
+
+use crate::model::{AssetRow, Interner, Interval, SharedName, StatusUpdate, TagId, F64};
+
+/// The tag ids by name, as a source sees them (see [`TagRegistry::view`]).
+pub type TagView = Arc<Interner>;
+
+/// Interns tags to ids; shared by sources (lookup) and worker 0 (assets).
+///
+/// The table sits behind an `Arc` that sources keep a clone of, so a source
+/// looks tags up without a lock and the process holds one copy of each tag
+/// name. Interning a new tag (an assets reload) copies the table only while
+/// a source still holds the previous one.
+#[derive(Default)]
+pub struct TagRegistry {
+    map: std::sync::RwLock<TagView>,
+}
+
+impl TagRegistry {
+    pub fn intern(&self, tag: &str) -> TagId {
+        match self.get(tag) {
+            Some(id) => id,
+            None => self.insert(tag.into()),
+        }
+    }
+
+    /// Interns a shared name, keeping that copy (an asset row's tag): the
+    /// process then holds each tag's name once.
+    pub fn intern_shared(&self, tag: &SharedName) -> TagId {
+        match self.get(tag) {
+            Some(id) => id,
+            None => self.insert(tag.clone()),
+        }
+    }
+
+    fn insert(&self, tag: SharedName) -> TagId {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        Arc::make_mut(&mut m).insert(tag)
+    }
+
+    pub fn get(&self, tag: &str) -> Option<TagId> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(tag)
+    }
+
+    /// Gives back spare room after a load (an assets file) interned many names.
+    pub fn shrink(&self) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if m.has_spare_room() {
+            Arc::make_mut(&mut m).shrink();
+        }
+    }
+
+    /// The current table, for lookups without the lock.
+    pub fn view(&self) -> TagView {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The context every worker 0 starts with, inserted at time 0.
+#[derive(Clone, Default)]
+pub struct InitialContext {
+    /// Shared with the context store and the engine's context input: one
+    /// copy of each row for the whole process.
+    pub assets: Vec<Arc<AssetRow>>,
+    pub tariff: Vec<(u32, F64)>,
+    pub production: Vec<Interval>,
+    pub maintenance: Vec<Interval>,
+    pub status: Vec<StatusUpdate>,
+}

@@ -1,0 +1,110 @@
+//! The `parquet` sink's table in a dataflow file.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{strip_type, units, Loader};
+
+/// Output tables of the Parquet sink.
+pub const TABLES: &[&str] = &[
+    "aggregates",
+    "actions",
+    "outcomes",
+    "billing",
+    "dead_letter",
+    "gaps",
+    "outcome_buckets",
+];
+
+#[derive(Clone, Debug)]
+pub struct ParquetPlan {
+    pub id: String,
+    pub path: PathBuf,
+    pub tables: Vec<String>,
+    pub roll_rows: u64,
+    pub roll_bytes: u64,
+    pub roll_interval_ms: u64,
+    /// Commit when the output's event time passes a multiple of
+    /// `roll_interval` (`roll_by = "event_time"`), not when a file is that old.
+    pub roll_event_time: bool,
+    pub row_group_rows: usize,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawParquetSink {
+    pub id: String,
+    pub path: String,
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    #[serde(default)]
+    pub roll_rows: Option<u64>,
+    #[serde(default)]
+    pub roll_size: Option<String>,
+    #[serde(default)]
+    pub roll_interval: Option<String>,
+    /// `processing_time` (default) or `event_time`.
+    #[serde(default)]
+    pub roll_by: Option<String>,
+    #[serde(default)]
+    pub row_group_rows: Option<usize>,
+}
+
+const PARQUET_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "path",
+    "tables",
+    "roll_rows",
+    "roll_size",
+    "roll_interval",
+    "roll_by",
+    "row_group_rows",
+];
+
+/// Validates a `parquet` sink table at `key`.
+pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan> {
+    let p = l.de::<RawParquetSink>(key, strip_type(v), PARQUET_KEYS)?;
+    let tables = p
+        .tables
+        .clone()
+        .unwrap_or_else(|| TABLES.iter().map(|s| s.to_string()).collect());
+    for (j, t) in tables.iter().enumerate() {
+        l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
+    }
+    let roll_bytes = match &p.roll_size {
+        Some(s) => match units::parse_size_bytes(s) {
+            Ok(b) => b,
+            Err(e) => {
+                l.at_value(
+                    &format!("{key}.roll_size"),
+                    e,
+                    Some(units::SIZE_HINT.into()),
+                );
+                0
+            }
+        },
+        None => 128 << 20,
+    };
+    let roll_interval_ms = match &p.roll_interval {
+        Some(s) => l.duration(&format!("{key}.roll_interval"), s).unwrap_or(0) as u64,
+        None => 300_000,
+    };
+    let roll_by = p.roll_by.as_deref().unwrap_or("processing_time");
+    l.one_of(
+        &format!("{key}.roll_by"),
+        roll_by,
+        &["processing_time", "event_time"],
+        "roll_by",
+    );
+    Some(ParquetPlan {
+        roll_event_time: roll_by == "event_time",
+        id: p.id,
+        path: l.resolve_path(&p.path),
+        tables,
+        roll_rows: p.roll_rows.unwrap_or(5_000_000),
+        roll_bytes,
+        roll_interval_ms,
+        row_group_rows: p.row_group_rows.unwrap_or(131_072).max(1),
+    })
+}

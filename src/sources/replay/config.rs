@@ -1,0 +1,80 @@
+//! The `replay` source's table in a dataflow file.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{strip_type, Loader};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    pub id: String,
+    pub path: PathBuf,
+    pub format: ReplayFormat,
+    pub batch_rows: usize,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawReplay {
+    pub id: String,
+    pub path: String,
+    /// `csv` or `parquet`; by file extension when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Rows per batch handed to the engine.
+    #[serde(default)]
+    pub batch_rows: Option<usize>,
+    /// How often a followed file is polled for new rows.
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+}
+
+const REPLAY_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "path",
+    "format",
+    "batch_rows",
+    "poll_interval",
+];
+
+/// Validates a `replay` source table at `key`.
+pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ReplayPlan> {
+    let r = l.de::<RawReplay>(key, strip_type(v), REPLAY_KEYS)?;
+    let format = match r.format.as_deref() {
+        Some("csv") => ReplayFormat::Csv,
+        Some("parquet") => ReplayFormat::Parquet,
+        Some(other) => {
+            l.one_of(
+                &format!("{key}.format"),
+                other,
+                &["csv", "parquet"],
+                "replay format",
+            );
+            ReplayFormat::Csv
+        }
+        None if r.path.ends_with(".parquet") => ReplayFormat::Parquet,
+        None => ReplayFormat::Csv,
+    };
+    let path = l.file_exists(&format!("{key}.path"), &r.path);
+    let poll = match &r.poll_interval {
+        Some(s) => l
+            .duration(&format!("{key}.poll_interval"), s)
+            .unwrap_or(200),
+        None => 200,
+    };
+    Some(ReplayPlan {
+        id: r.id,
+        path,
+        format,
+        batch_rows: r.batch_rows.unwrap_or(8192).max(1),
+        poll_interval_ms: poll as u64,
+    })
+}

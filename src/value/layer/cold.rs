@@ -1,0 +1,268 @@
+//! Cold actions: actions whose period has closed leave memory for the
+//! engine's ledger and come back for a status update or a correction.
+
+use super::*;
+
+impl ValueLayer {
+    /// Whether `id` is an action this layer holds in memory.
+    pub fn knows(&self, id: &str) -> bool {
+        self.id_group.contains_key(id)
+    }
+
+    /// The id of the action an update at time `t` needs back from the cold
+    /// store ([`ValueLayer::evict`]) before [`ValueLayer::apply`] can take
+    /// it, if it may be there: a status update for an action this layer does
+    /// not hold, or a correction of a closed period's finding of a
+    /// `one_per = "period"` rule that it does not hold (not the retraction
+    /// that only means "aged out").
+    pub fn wants_back(&self, item: &ValueIn, t: i64, diff: isize) -> Option<String> {
+        match item {
+            ValueIn::Status(u) if diff > 0 && !self.knows(&u.action_id) => {
+                Some(u.action_id.clone())
+            }
+            ValueIn::Finding(f) => {
+                let rule = self.plan.rules.get(f.rule as usize)?;
+                let aged = diff < 0 && t >= self.aging.retract_at(f.period_end);
+                if rule.one_per_group || f.period_end > self.now || aged {
+                    return None;
+                }
+                let held = self
+                    .findings
+                    .get(&(f.rule, f.group.clone()))
+                    .is_some_and(|m| m.contains_key(&f.period_start));
+                let id = action_id(&self.plan.name, &rule.id, &f.group, f.period_start);
+                (!held && !self.knows(&id)).then_some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes out of memory, for a cold store to keep, the actions of
+    /// `one_per = "period"` rules whose period has closed (each such action
+    /// depends only on its own finding and status updates, and it has been
+    /// emitted) and that are not verifying (`done` under a rule with
+    /// `verify`: the verification needs the energy series). Findings
+    /// suppressed by maintenance leave with only their count, once final (no
+    /// correction can reach them). Runs once per period of event time; the
+    /// engine hands a [`ColdAction`] back with [`ValueLayer::restore`] before
+    /// an update that [`ValueLayer::wants_back`] it: a status update naming
+    /// it, or a correction of its finding.
+    ///
+    /// Without this, a per-period rule's findings and actions stay in memory
+    /// for the life of the process, and each replay of a group goes through
+    /// all of its history.
+    pub fn evict(&mut self) -> Vec<ColdAction> {
+        if self.ended {
+            return Vec::new();
+        }
+        let bucket = self.now.div_euclid(self.aging.period_ms.max(1));
+        if bucket <= self.evicted_bucket {
+            return Vec::new();
+        }
+        self.evicted_bucket = bucket;
+        let plan = self.plan.clone();
+        let (now, aging) = (self.now, self.aging);
+        let is_final = |end: i64| now >= aging.retract_at(end);
+        let per_period = |g: &GroupKey| {
+            plan.rules
+                .get(g.0 as usize)
+                .is_some_and(|r| !r.one_per_group)
+        };
+        let mut groups: Vec<GroupKey> = self
+            .findings
+            .keys()
+            .filter(|g| per_period(g))
+            .cloned()
+            .collect();
+        groups.extend(
+            self.group_ids
+                .keys()
+                .filter(|g| per_period(g) && !self.findings.contains_key(*g))
+                .cloned(),
+        );
+        let mut out = Vec::new();
+        for g in groups {
+            let rule = &plan.rules[g.0 as usize];
+            // Closed periods: their actions have been replayed and emitted.
+            let periods: Vec<i64> = self
+                .findings
+                .get(&g)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|f| f.period_end <= now)
+                .map(|f| f.period_start)
+                .collect();
+            let ids = self.group_ids.get(&g).cloned().unwrap_or_default();
+            let mut gone: HashSet<String> = HashSet::default();
+            for p in periods {
+                let id = action_id(&plan.name, &rule.id, &g.1, p);
+                let held = ids.contains(&id);
+                let verifying = |(e, _): &(Box<Emitted<ActionRow>>, Seen)| {
+                    e.row.status == "done" && rule.verify.is_some()
+                };
+                if held && self.actions.get(&id).is_none_or(verifying) {
+                    continue;
+                }
+                // A finding without an action (suppressed by maintenance)
+                // leaves as a count, so only once no correction can reach it.
+                let end = self.findings.get(&g).and_then(|m| m.get(&p));
+                if !held && !end.is_some_and(|f| is_final(f.period_end)) {
+                    continue;
+                }
+                let Some(f) = self.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
+                    continue;
+                };
+                self.sticky.remove(&(g.clone(), p));
+                if f.in_maintenance {
+                    if let Some(c) = self.group_counts.get_mut(&g) {
+                        c.0 = c.0.saturating_sub(1);
+                        self.frozen_counts.0 += 1;
+                    }
+                }
+                if held {
+                    out.extend(self.take_cold(&g, &id, Some(*f)));
+                    gone.insert(id);
+                }
+            }
+            // Withdrawn actions of final periods (their findings were corrected away).
+            for id in &ids {
+                let withdrawn = self.actions.get(id).is_some_and(|(e, _)| {
+                    e.row.status == "withdrawn" && is_final(e.row.period_end)
+                });
+                if withdrawn && !gone.contains(id) {
+                    out.extend(self.take_cold(&g, id, None));
+                    gone.insert(id.clone());
+                }
+            }
+            if !gone.is_empty() {
+                if let Some(v) = self.group_ids.get_mut(&g) {
+                    v.retain(|i| !gone.contains(i));
+                    if v.is_empty() {
+                        self.group_ids.remove(&g);
+                    }
+                }
+            }
+            if self.findings.get(&g).is_some_and(|m| m.is_empty()) {
+                self.findings.remove(&g);
+            }
+            if !self.findings.contains_key(&g) && !self.group_ids.contains_key(&g) {
+                if let Some((m, c)) = self.group_counts.remove(&g) {
+                    self.frozen_counts.0 += m;
+                    self.frozen_counts.1 += c;
+                }
+            }
+        }
+        // Hash tables keep the room of their fullest moment (a replay's
+        // catch-up, a burst of actions); give it back once they are sparse.
+        shrink_sparse(&mut self.findings);
+        shrink_sparse(&mut self.actions);
+        shrink_sparse(&mut self.id_group);
+        shrink_sparse(&mut self.group_ids);
+        shrink_sparse(&mut self.group_counts);
+        shrink_sparse(&mut self.outcomes);
+        shrink_sparse(&mut self.updates_by_id);
+        out
+    }
+
+    pub(super) fn take_cold(
+        &mut self,
+        g: &GroupKey,
+        id: &str,
+        finding: Option<Finding>,
+    ) -> Option<ColdAction> {
+        let (e, seen) = self.actions.remove(id)?;
+        self.id_group.remove(id);
+        let seen = seen.statuses();
+        Some(ColdAction {
+            rule: g.0,
+            group: g.1.clone(),
+            finding,
+            row: e.row,
+            rev: e.rev,
+            seen,
+            outcome: self.outcomes.remove(id).map(|o| (o.row, o.rev)),
+            updates: self.updates_by_id.remove(id).unwrap_or_default(),
+        })
+    }
+
+    /// Puts an evicted action back, as it was when it left.
+    pub fn restore(&mut self, c: ColdAction) {
+        let g: GroupKey = (c.rule, c.group);
+        let id = c.row.action_id.clone();
+        if let Some(f) = c.finding {
+            if f.in_maintenance {
+                self.frozen_counts.0 = self.frozen_counts.0.saturating_sub(1);
+                self.group_counts.entry(g.clone()).or_default().0 += 1;
+            }
+            self.findings
+                .entry(g.clone())
+                .or_default()
+                .insert(f.period_start, Box::new(f));
+        }
+        let ids = self.group_ids.entry(g.clone()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        self.id_group.insert(id.clone(), g);
+        if let Some((row, rev)) = c.outcome {
+            self.outcomes.insert(id.clone(), Emitted { row, rev });
+        }
+        if !c.updates.is_empty() {
+            self.updates_by_id.insert(id.clone(), c.updates);
+        }
+        self.actions.insert(
+            id,
+            (
+                Box::new(Emitted {
+                    row: c.row,
+                    rev: c.rev,
+                }),
+                Seen::of(&c.seen),
+            ),
+        );
+    }
+
+    /// Drops state no output can need any more.
+    pub(super) fn prune(&mut self) {
+        // Energy buckets older than every baseline that an unfinished action could use.
+        let horizon = self.now;
+        for (g, s) in self.energy.iter_mut() {
+            let Some(v) = self
+                .plan
+                .rules
+                .get(g.0 as usize)
+                .and_then(|r| r.verify.as_ref())
+            else {
+                continue;
+            };
+            let mut keep_from =
+                horizon.saturating_sub(v.baseline_ms + v.reporting_ms + 7 * 86_400_000);
+            for id in self.group_ids.get(g).into_iter().flatten() {
+                if let Some((e, _)) = self.actions.get(id) {
+                    if matches!(e.row.status.as_str(), "open" | "acknowledged" | "done") {
+                        keep_from =
+                            keep_from.min(e.row.period_start - v.baseline_ms - 7 * 86_400_000);
+                    }
+                }
+            }
+            s.buckets = s.buckets.split_off(&keep_from);
+        }
+        // Demand intervals of billing periods closed for longer than the retention.
+        if self.plan.billing.is_some() {
+            let limit = self.now.saturating_sub(self.plan.window.retention_ms);
+            let cut: Vec<(String, i64)> = self
+                .demand
+                .iter()
+                .filter_map(|(site, m)| m.keys().next().map(|k| (site.clone(), *k)))
+                .collect();
+            for (site, first) in cut {
+                let (_, pe) = self.bill_period(first);
+                if pe < limit {
+                    if let Some(m) = self.demand.get_mut(&site) {
+                        *m = m.split_off(&pe);
+                    }
+                }
+            }
+        }
+    }
+}
