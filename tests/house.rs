@@ -48,7 +48,6 @@ const FLOORS: &[(&str, u8)] = &[
 /// list may only shrink. A name here that fits again fails the test too, so
 /// the list stays true.
 const STILL_TOO_BIG: &[&str] = &[
-    "src/demo.rs",
     "src/demo.rs: fn run",
     "src/engine/mod.rs: fn run",
     "src/engine/value.rs: fn value_op",
@@ -56,13 +55,10 @@ const STILL_TOO_BIG: &[&str] = &[
     "src/gen/workload.rs: fn generate",
     "src/main.rs: fn main",
     "src/mqtt/config.rs: fn topic_route",
-    "src/mqtt/sparkplug.rs",
     "src/opcua/config.rs: fn source",
-    "src/opcua/mod.rs",
-    "src/opcua/mod.rs: fn session_task",
+    "src/opcua/session.rs: fn session_task",
     "src/report/charts.rs: fn outcome_chart",
     "src/run.rs: fn run",
-    "src/sinks/parquet/mod.rs",
     "src/value/lifecycle.rs: fn replay_group",
 ];
 

@@ -1,0 +1,454 @@
+//! Each lake table's Arrow schema and the builders that turn rows into its
+//! record batches (one batch per table and date partition).
+
+use super::*;
+
+pub(super) fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Schema of the `aggregates` table for a dataflow's metrics.
+pub fn aggregates_schema(metrics: &[MetricPlan]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("site", DataType::Utf8, false),
+        Field::new("line", DataType::Utf8, false),
+        Field::new("asset", DataType::Utf8, false),
+        Field::new("tag", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("window_start", ts_type(), false),
+        Field::new("window_end", ts_type(), false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("mean", DataType::Float64, false),
+        Field::new("min", DataType::Float64, false),
+        Field::new("max", DataType::Float64, false),
+        Field::new("first", DataType::Float64, false),
+        Field::new("last", DataType::Float64, false),
+        Field::new("price_per_kwh", DataType::Float64, false),
+        Field::new("producing", DataType::Boolean, false),
+        Field::new("in_maintenance", DataType::Boolean, false),
+    ];
+    for m in metrics {
+        let t = match m.result {
+            ColType::Bool => DataType::Boolean,
+            ColType::Str => DataType::Utf8,
+            ColType::Num => DataType::Float64,
+        };
+        fields.push(Field::new(&m.name, t, true));
+    }
+    fields.push(Field::new("revision", DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of the `actions` table.
+pub fn actions_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("line"),
+        s("asset"),
+        s("owner"),
+        s("action_type"),
+        s("value_category"),
+        Field::new("value", DataType::Float64, false),
+        s("currency"),
+        s("severity"),
+        Field::new("period_start", ts_type(), false),
+        Field::new("period_end", ts_type(), false),
+        s("status"),
+        s("evidence"),
+        Field::new("revision", DataType::Int64, false),
+        s("category"),
+        Field::new("findings", DataType::Int64, false),
+        Field::new("status_at", ts_type(), false),
+        s("status_by"),
+        s("status_note"),
+    ]))
+}
+
+/// Schema of the `outcomes` table.
+pub fn outcomes_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let t = |n: &str| Field::new(n, ts_type(), false);
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("asset"),
+        t("baseline_start"),
+        t("baseline_end"),
+        t("reporting_start"),
+        t("reporting_end"),
+        s("model"),
+        Field::new("n_baseline", DataType::Int64, false),
+        Field::new("n_reporting", DataType::Int64, false),
+        f("r2"),
+        f("cv_rmse"),
+        f("nmbe"),
+        f("baseline_kwh"),
+        Field::new("actual_kwh", DataType::Float64, false),
+        f("avoided_kwh"),
+        f("avoided_cost"),
+        s("currency"),
+        f("fractional_savings"),
+        f("fsu_68"),
+        f("fsu_90"),
+        s("verdict"),
+        s("reason"),
+        Field::new("final", DataType::Boolean, false),
+        t("computed_at"),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+/// Schema of the `outcome_buckets` table: the series behind each final outcome.
+pub fn outcome_buckets_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let t = |n: &str| Field::new(n, ts_type(), false);
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        s("action_id"),
+        s("dataflow"),
+        s("rule"),
+        s("site"),
+        s("asset"),
+        t("bucket_start"),
+        t("bucket_end"),
+        s("period"),
+        f("units"),
+        f("measured_kwh"),
+        f("predicted_kwh"),
+        f("cost"),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+pub(super) fn outcome_buckets_batch(
+    schema: &SchemaRef,
+    rows: &[&(OutcomeRow, i64)],
+    dataflow: &str,
+) -> Result<RecordBatch, String> {
+    let flat: Vec<(&OutcomeRow, &crate::model::OutcomeBucket, i64)> = rows
+        .iter()
+        .flat_map(|(o, r)| o.buckets.iter().map(move |b| (o, b, *r)))
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        str_col(flat.iter().map(|(o, _, _)| o.action_id.as_str())),
+        str_col(flat.iter().map(|_| dataflow)),
+        str_col(flat.iter().map(|(o, _, _)| o.rule.as_str())),
+        str_col(flat.iter().map(|(o, _, _)| o.site.as_str())),
+        str_col(flat.iter().map(|(o, _, _)| o.asset.as_str())),
+        ts_col(flat.iter().map(|(_, b, _)| b.bucket_start)),
+        ts_col(flat.iter().map(|(_, b, _)| b.bucket_end)),
+        str_col(flat.iter().map(|(_, b, _)| b.period)),
+        f64_col(flat.iter().map(|(_, b, _)| b.units)),
+        f64_col(flat.iter().map(|(_, b, _)| b.measured_kwh)),
+        f64_col(flat.iter().map(|(_, b, _)| b.predicted_kwh)),
+        f64_col(flat.iter().map(|(_, b, _)| b.cost)),
+        i64_col(flat.iter().map(|(_, _, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an outcome_buckets batch: {e}"))
+}
+
+/// Schema of the `billing` table.
+pub fn billing_schema() -> SchemaRef {
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("site", DataType::Utf8, false),
+        Field::new("period_start", ts_type(), false),
+        Field::new("period_end", ts_type(), false),
+        f("energy_kwh"),
+        f("energy_cost"),
+        f("peak_kw"),
+        Field::new("peak_interval_start", ts_type(), false),
+        f("demand_cost"),
+        f("total_cost"),
+        f("peak_shave_kw"),
+        f("peak_shave_value"),
+        Field::new("currency", DataType::Utf8, false),
+        Field::new("intervals", DataType::Int64, false),
+        Field::new("energy_by_price", DataType::Utf8, false),
+        Field::new("final", DataType::Boolean, false),
+        Field::new("revision", DataType::Int64, false),
+    ]))
+}
+
+/// Schema of the `dead_letter` table.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("received_at", ts_type(), false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, true),
+        Field::new("raw_encoding", DataType::Utf8, false),
+    ]))
+}
+
+/// Schema of the `gaps` table.
+pub fn gaps_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("gap_start", ts_type(), false),
+        Field::new("gap_end", ts_type(), false),
+        Field::new("tags", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("recovery", DataType::Utf8, false),
+    ]))
+}
+
+pub(super) fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|g| g.source.as_str())),
+        ts_col(rows.iter().map(|g| g.start)),
+        ts_col(rows.iter().map(|g| g.end)),
+        i64_col(rows.iter().map(|g| g.tags)),
+        str_col(rows.iter().map(|g| g.reason.as_str())),
+        str_col(rows.iter().map(|g| g.recovery.as_str())),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a gaps batch: {e}"))
+}
+
+/// Rows grouped by the Hive `date` partition of their key time.
+pub(super) fn by_date<T>(rows: &[T], at: impl Fn(&T) -> i64) -> BTreeMap<String, Vec<&T>> {
+    const DAY_MS: i64 = 86_400_000;
+    // Group by day number, then format each day's date once.
+    let mut days: BTreeMap<i64, Vec<&T>> = BTreeMap::new();
+    for r in rows {
+        days.entry(at(r).div_euclid(DAY_MS)).or_default().push(r);
+    }
+    days.into_iter()
+        .map(|(day, rs)| (date_of(day * DAY_MS), rs))
+        .collect()
+}
+
+pub(super) fn date_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+pub(super) fn ts_col(vals: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = TimestampMillisecondBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish().with_timezone("UTC"))
+}
+
+pub(super) fn str_col<'a>(vals: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+pub(super) fn f64_col(vals: impl Iterator<Item = f64>) -> ArrayRef {
+    let mut b = Float64Builder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+pub(super) fn i64_col(vals: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = Int64Builder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+pub(super) fn bool_col(vals: impl Iterator<Item = bool>) -> ArrayRef {
+    let mut b = BooleanBuilder::new();
+    vals.for_each(|v| b.append_value(v));
+    Arc::new(b.finish())
+}
+
+pub(super) fn aggregates_batch(
+    schema: &SchemaRef,
+    rows: &[&(Enriched, i64)],
+    metrics: &[MetricPlan],
+) -> Result<RecordBatch, String> {
+    let mut cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(e, _)| &*e.asset.site)),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.line)),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.asset)),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.tag)),
+        str_col(rows.iter().map(|(e, _)| &*e.asset.kind)),
+        ts_col(rows.iter().map(|(e, _)| e.win.window_start)),
+        ts_col(rows.iter().map(|(e, _)| e.win.window_end)),
+        i64_col(rows.iter().map(|(e, _)| e.win.count)),
+        f64_col(rows.iter().map(|(e, _)| e.win.mean.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.min.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.max.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.first.0)),
+        f64_col(rows.iter().map(|(e, _)| e.win.last.0)),
+        f64_col(rows.iter().map(|(e, _)| e.price_per_kwh.0)),
+        bool_col(rows.iter().map(|(e, _)| e.producing)),
+        bool_col(rows.iter().map(|(e, _)| e.in_maintenance)),
+    ];
+    for (i, m) in metrics.iter().enumerate() {
+        let col: ArrayRef = match m.result {
+            ColType::Bool => {
+                let mut b = BooleanBuilder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Bool(x)) => b.append_value(*x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            ColType::Str => {
+                let mut b = StringBuilder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Str(x)) => b.append_value(x),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            ColType::Num => {
+                let mut b = Float64Builder::new();
+                for (e, _) in rows {
+                    match e.metrics.get(i) {
+                        Some(Scalar::Num(x)) => b.append_value(x.0),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        cols.push(col);
+    }
+    cols.push(i64_col(rows.iter().map(|(_, r)| *r)));
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an aggregates batch: {e}"))
+}
+
+pub(super) fn actions_batch(
+    schema: &SchemaRef,
+    rows: &[&(ActionRow, i64)],
+    dataflow: &str,
+    currency: &str,
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(a, _)| a.action_id.as_str())),
+        str_col(rows.iter().map(|_| dataflow)),
+        str_col(rows.iter().map(|(a, _)| a.rule.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.site.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.line.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.asset.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.owner.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.action_type.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.value_category.as_str())),
+        f64_col(rows.iter().map(|(a, _)| a.value.0)),
+        str_col(rows.iter().map(|_| currency)),
+        str_col(rows.iter().map(|(a, _)| a.severity.as_str())),
+        ts_col(rows.iter().map(|(a, _)| a.period_start)),
+        ts_col(rows.iter().map(|(a, _)| a.period_end)),
+        str_col(rows.iter().map(|(a, _)| a.status.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.evidence.as_str())),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+        str_col(rows.iter().map(|(a, _)| a.category.as_str())),
+        i64_col(rows.iter().map(|(a, _)| a.findings)),
+        ts_col(rows.iter().map(|(a, _)| a.status_at)),
+        str_col(rows.iter().map(|(a, _)| a.status_by.as_str())),
+        str_col(rows.iter().map(|(a, _)| a.status_note.as_str())),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an actions batch: {e}"))
+}
+
+pub(super) fn opt_col(vals: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    let mut b = Float64Builder::new();
+    vals.for_each(|v| b.append_option(v));
+    Arc::new(b.finish())
+}
+
+pub(super) fn outcomes_batch(
+    schema: &SchemaRef,
+    rows: &[&(OutcomeRow, i64)],
+    dataflow: &str,
+    currency: &str,
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(o, _)| o.action_id.as_str())),
+        str_col(rows.iter().map(|_| dataflow)),
+        str_col(rows.iter().map(|(o, _)| o.rule.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.site.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.asset.as_str())),
+        ts_col(rows.iter().map(|(o, _)| o.baseline_start)),
+        ts_col(rows.iter().map(|(o, _)| o.baseline_end)),
+        ts_col(rows.iter().map(|(o, _)| o.reporting_start)),
+        ts_col(rows.iter().map(|(o, _)| o.reporting_end)),
+        str_col(rows.iter().map(|(o, _)| o.model.as_str())),
+        i64_col(rows.iter().map(|(o, _)| o.n_baseline)),
+        i64_col(rows.iter().map(|(o, _)| o.n_reporting)),
+        opt_col(rows.iter().map(|(o, _)| o.r2)),
+        opt_col(rows.iter().map(|(o, _)| o.cv_rmse)),
+        opt_col(rows.iter().map(|(o, _)| o.nmbe)),
+        opt_col(rows.iter().map(|(o, _)| o.baseline_kwh)),
+        f64_col(rows.iter().map(|(o, _)| o.actual_kwh)),
+        opt_col(rows.iter().map(|(o, _)| o.avoided_kwh)),
+        opt_col(rows.iter().map(|(o, _)| o.avoided_cost)),
+        str_col(rows.iter().map(|_| currency)),
+        opt_col(rows.iter().map(|(o, _)| o.fractional_savings)),
+        opt_col(rows.iter().map(|(o, _)| o.fsu_68)),
+        opt_col(rows.iter().map(|(o, _)| o.fsu_90)),
+        str_col(rows.iter().map(|(o, _)| o.verdict.as_str())),
+        str_col(rows.iter().map(|(o, _)| o.reason.as_str())),
+        bool_col(rows.iter().map(|(o, _)| o.is_final)),
+        ts_col(rows.iter().map(|(o, _)| o.computed_at)),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building an outcomes batch: {e}"))
+}
+
+pub(super) fn billing_batch(
+    schema: &SchemaRef,
+    rows: &[&(BillRow, i64)],
+    currency: &str,
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|(b, _)| b.site.as_str())),
+        ts_col(rows.iter().map(|(b, _)| b.period_start)),
+        ts_col(rows.iter().map(|(b, _)| b.period_end)),
+        f64_col(rows.iter().map(|(b, _)| b.energy_kwh)),
+        f64_col(rows.iter().map(|(b, _)| b.energy_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_kw)),
+        ts_col(rows.iter().map(|(b, _)| b.peak_interval_start)),
+        f64_col(rows.iter().map(|(b, _)| b.demand_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.total_cost)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_shave_kw)),
+        f64_col(rows.iter().map(|(b, _)| b.peak_shave_value)),
+        str_col(rows.iter().map(|_| currency)),
+        i64_col(rows.iter().map(|(b, _)| b.intervals)),
+        str_col(rows.iter().map(|(b, _)| b.energy_by_price.as_str())),
+        bool_col(rows.iter().map(|(b, _)| b.is_final)),
+        i64_col(rows.iter().map(|(_, r)| *r)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a billing batch: {e}"))
+}
+
+pub(super) fn dead_letter_batch(
+    schema: &SchemaRef,
+    rows: &[&DeadLetter],
+) -> Result<RecordBatch, String> {
+    let cols: Vec<ArrayRef> = vec![
+        str_col(rows.iter().map(|d| d.source.as_str())),
+        ts_col(rows.iter().map(|d| d.received_at)),
+        str_col(rows.iter().map(|d| d.reason.as_str())),
+        str_col(rows.iter().map(|d| d.raw.as_str())),
+        Arc::new(arrow::array::StringArray::from_iter(
+            rows.iter().map(|d| d.topic.as_deref()),
+        )),
+        str_col(
+            rows.iter()
+                .map(|d| if d.binary { "base64" } else { "text" }),
+        ),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building a dead_letter batch: {e}"))
+}
