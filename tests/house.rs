@@ -58,7 +58,6 @@ const STILL_TOO_BIG: &[&str] = &[
     "src/opcua/config.rs: fn source",
     "src/opcua/session.rs: fn session_task",
     "src/report/charts.rs: fn outcome_chart",
-    "src/run.rs: fn run",
     "src/value/lifecycle.rs: fn replay_group",
 ];
 

@@ -1,0 +1,103 @@
+//! The sinks' fan-out: the engine's batches go to the Parquet writer and,
+//! with `mqtt_publish` sinks, to encoders that turn them into messages.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::model::SinkBatch;
+use crate::mqtt::publish::PublishPlan;
+use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
+
+/// The tasks writing a run's output: the Parquet writer, and one task per
+/// `mqtt_publish` sink.
+pub(super) struct Writers {
+    pub writer: JoinHandle<Result<WriterReport, String>>,
+    pub publishers: Vec<JoinHandle<()>>,
+}
+
+/// Starts the Parquet writer and the publishers on `rt`, fed from `sink_rx`.
+pub(super) fn start(
+    rt: &tokio::runtime::Runtime,
+    sink_rx: std::sync::mpsc::Receiver<SinkBatch>,
+    writer: ParquetWriter,
+    publish: &[PublishPlan],
+    dataflow: &str,
+) -> Result<Writers, String> {
+    // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
+    // Parquet writer and an encoder thread that turns them into messages.
+    let mut publishers = Vec::new();
+    let writer = if publish.is_empty() {
+        rt.spawn_blocking(move || run_writer(sink_rx, writer))
+    } else {
+        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<SinkBatch>>();
+        let mut outs = Vec::new();
+        for p in publish {
+            let (urgent_tx, urgent) = tokio::sync::mpsc::channel(1024);
+            let (bulk_tx, bulk) = tokio::sync::mpsc::channel(4096);
+            let queues = crate::mqtt::publish::Queues { urgent, bulk };
+            let pstats = Arc::new(crate::mqtt::publish::PublishStats::default());
+            publishers.push(rt.spawn(crate::mqtt::publish::run(p.clone(), queues, pstats)));
+            outs.push((p.clone(), urgent_tx, bulk_tx));
+        }
+        // The lake first: the tee hands each batch to the Parquet writer and then
+        // to an encoder, so JSON encoding and a full MQTT queue never delay
+        // files. Actions, outcomes and bills have their own encoder, so they
+        // never wait behind a window's worth of aggregates being encoded.
+        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<SinkBatch>>(256);
+        let (urgent_enc_tx, urgent_enc_rx) = std::sync::mpsc::sync_channel::<Arc<SinkBatch>>(256);
+        std::thread::Builder::new()
+            .name("plantflow-publish-tee".into())
+            .spawn(move || {
+                for batch in sink_rx {
+                    let batch = Arc::new(batch);
+                    if pq_tx.send(batch.clone()).is_err() {
+                        break;
+                    }
+                    // Progress markers are for the Parquet writer's rolls only
+                    // (hundreds a second in a live run): no encoder needs them.
+                    if matches!(*batch, SinkBatch::Progress { .. }) {
+                        continue;
+                    }
+                    if crate::mqtt::publish::is_urgent(&batch) {
+                        let _ = urgent_enc_tx.send(batch);
+                    } else {
+                        let _ = enc_tx.send(batch);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the publish forwarder: {e}"))?;
+        type Out = (
+            PublishPlan,
+            tokio::sync::mpsc::Sender<crate::mqtt::publish::Outgoing>,
+        );
+        let urgent_outs: Vec<Out> = outs
+            .iter()
+            .map(|(p, u, _)| (p.clone(), u.clone()))
+            .collect();
+        let bulk_outs: Vec<Out> = outs.into_iter().map(|(p, _, b)| (p, b)).collect();
+        for (label, rx, outs) in [
+            ("urgent", urgent_enc_rx, urgent_outs),
+            ("bulk", enc_rx, bulk_outs),
+        ] {
+            let name = dataflow.to_string();
+            std::thread::Builder::new()
+                .name(format!("plantflow-publish-encode-{label}"))
+                .spawn(move || {
+                    for batch in rx {
+                        for (p, tx) in &outs {
+                            let mut n = 0usize;
+                            crate::mqtt::publish::each_message(p, &name, &batch, |m| {
+                                n += 1;
+                                let _ = tx.blocking_send(m);
+                            });
+                            tracing::trace!(target: "plantflow::latency", queue = label, n, "publish queued");
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the publish encoder: {e}"))?;
+        }
+        rt.spawn_blocking(move || run_writer(pq_rx, writer))
+    };
+    Ok(Writers { writer, publishers })
+}

@@ -1,0 +1,437 @@
+//! Running a validated [`Plan`]: wires sources, the engine, context watchers
+//! and the Parquet writer together, handles signals, and reports a summary.
+//!
+//! # Shutdown
+//! A run ends when every source has ended (replay without `--follow`), or on
+//! the first SIGINT/SIGTERM: sources stop reading, the engine closes every
+//! open window, sinks flush, and every file is committed before exit 0. A
+//! second signal exits at once with code 130 (in-progress files stay hidden).
+
+mod fanout;
+mod summary;
+
+pub use summary::{peak_rss_bytes, RunSummary};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Plan;
+use crate::dataflow::{Dataflow, SourcePlan};
+use crate::engine::{self, EngineArgs};
+use crate::ingest::bridge::ContextChange;
+use crate::ingest::normalize::SourceCtx;
+use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
+use crate::model::tariff::load as load_tariff;
+use crate::model::AssetRow;
+use crate::sinks::parquet::ParquetWriter;
+use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
+use crate::stats::Stats;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub workers: usize,
+    /// Tail replay files and watch context files until stopped.
+    pub follow: bool,
+    /// Stop flag shared with the caller (signals, tests).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Counters shared with the caller, to watch progress while running.
+    pub stats: Option<Arc<Stats>>,
+    /// Keep only totals of actions in the summary's report, not every
+    /// action's latest row (the CLI: a long run would hold them all).
+    pub tally_actions_only: bool,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Window geometry of a plan: retraction buckets are the lcm of all periods.
+pub fn geometry(plan: &Plan) -> Geometry {
+    let mut p = plan.window.size_ms;
+    for r in plan
+        .rules
+        .iter()
+        .filter(|r| r.kind == crate::config::RuleKind::Windows)
+    {
+        p = p / gcd(p, r.period_ms) * r.period_ms;
+    }
+    Geometry {
+        size_ms: plan.window.size_ms,
+        period_ms: p,
+        retention_ms: plan.window.retention_ms,
+    }
+}
+
+/// The rows behind `Arc`s. Not `into_iter().map(Arc::new).collect()`: that
+/// collects in place, and the vector of 8-byte `Arc`s would keep the rows'
+/// allocation (20 times its size) for as long as the context lives.
+fn shared(rows: Vec<AssetRow>) -> Vec<Arc<AssetRow>> {
+    let mut out = Vec::with_capacity(rows.len());
+    out.extend(rows.into_iter().map(Arc::new));
+    out
+}
+
+fn load_initial(plan: &Plan) -> Result<InitialContext, String> {
+    let c = &plan.context;
+    Ok(InitialContext {
+        assets: shared(load_assets(&c.assets, &c.asset_extra)?),
+        tariff: load_tariff(&c.tariff)?,
+        production: match &c.production {
+            Some(p) => load_intervals(p, "line")?,
+            None => Vec::new(),
+        },
+        maintenance: match &c.maintenance {
+            Some(p) => load_intervals(p, "asset")?,
+            None => Vec::new(),
+        },
+        status: Vec::new(),
+    })
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Polls the context files and applies their changes as differences.
+fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool>) {
+    let c = &plan.context;
+    let files: Vec<PathBuf> = [
+        Some(c.assets.clone()),
+        Some(c.tariff.clone()),
+        c.production.clone(),
+        c.maintenance.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut seen: Vec<Option<SystemTime>> = files.iter().map(|f| mtime(f)).collect();
+    let mut sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        store.prune();
+        for (i, f) in files.iter().enumerate() {
+            let m = mtime(f);
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            if m == seen[i] && size == sizes[i] {
+                continue;
+            }
+            seen[i] = m;
+            sizes[i] = size;
+            let result = if *f == c.assets {
+                load_assets(f, &c.asset_extra).map(|rows| Snapshot::Assets(shared(rows)))
+            } else if *f == c.tariff {
+                load_tariff(f).map(Snapshot::Tariff)
+            } else if Some(f) == c.production.as_ref() {
+                load_intervals(f, "line").map(Snapshot::Production)
+            } else {
+                load_intervals(f, "asset").map(Snapshot::Maintenance)
+            };
+            match result {
+                Ok(snap) => {
+                    tracing::info!(file = %f.display(), "context changed; correcting affected outputs");
+                    store.replace(snap);
+                }
+                Err(e) => {
+                    tracing::error!(file = %f.display(), "context reload failed, keeping the previous version: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Runs a plan to completion (or until stopped).
+pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
+    let started = Instant::now();
+    let Dataflow {
+        plan,
+        sources,
+        sink,
+        publish,
+    } = dataflow;
+    let plan = Arc::new(plan);
+    let workers = opts.workers.max(1);
+    let stats = opts.stats.clone().unwrap_or_default();
+    let stop = opts.stop.clone().unwrap_or_default();
+    let mut initial = load_initial(&plan)?;
+    let tags = Arc::new(TagRegistry::default());
+    for a in &initial.assets {
+        tags.intern_shared(&a.tag);
+    }
+    tags.shrink();
+    let geo = geometry(&plan);
+    let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("plantflow-io")
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+
+    let writer = ParquetWriter::new(
+        sink.clone(),
+        &plan.name,
+        &plan.currency,
+        plan.metrics.clone(),
+        stats.clone(),
+    );
+    let writer = if opts.tally_actions_only {
+        writer.tally_actions_only()
+    } else {
+        writer
+    };
+    let fanout::Writers {
+        writer: writer_task,
+        publishers,
+    } = fanout::start(&rt, sink_rx, writer, &publish, &plan.name)?;
+    // Status updates already in the lifecycle file.
+    let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
+
+    on_signals(&rt, &stop);
+
+    let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
+    let store = context_store(&plan, &initial, editable, &ingest, &tags, &geo);
+    let mut source_tasks = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let ctx = SourceCtx {
+            index: i,
+            id: s.id().to_string(),
+            ingest: ingest.clone(),
+            tags: tags.clone(),
+            sink: sink_tx.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            window: plan.window.clone(),
+            geometry: geo,
+            follow: opts.follow,
+            context: Some(store.clone()),
+        };
+        source_tasks.push(spawn_source(&rt, s, ctx));
+    }
+    let watcher = if opts.follow {
+        let (p, st, s) = (plan.clone(), store.clone(), stop.clone());
+        Some(rt.spawn_blocking(move || watch_context(p, st, s)))
+    } else {
+        None
+    };
+    let status_tail = match (&plan.lifecycle, opts.follow) {
+        (Some(lc), true) => Some(tail_status(
+            &rt,
+            lc.path.clone(),
+            status_offset,
+            ingest.clone(),
+            stop.clone(),
+            sink_tx.clone(),
+            stats.clone(),
+        )),
+        _ => None,
+    };
+
+    let engine_result = engine::run(
+        plan.clone(),
+        EngineArgs {
+            workers,
+            receivers,
+            ingest: ingest.clone(),
+            tags: tags.clone(),
+            initial,
+            sink: sink_tx.clone(),
+            geometry: geo,
+            stats: stats.clone(),
+        },
+    );
+    stop.store(true, Relaxed);
+    ingest.finish();
+    drop(sink_tx);
+    let mut source_errors = Vec::new();
+    for t in source_tasks {
+        match rt.block_on(t) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => source_errors.push(e),
+            Err(e) => source_errors.push(format!("a source task failed: {e}")),
+        }
+    }
+    if let Some(w) = watcher {
+        let _ = rt.block_on(w);
+    }
+    if let Some(w) = status_tail {
+        let _ = rt.block_on(w);
+    }
+    let report = rt
+        .block_on(writer_task)
+        .map_err(|e| format!("the writer task failed: {e}"))??;
+    for p in publishers {
+        let _ = rt.block_on(p);
+    }
+    rt.shutdown_timeout(Duration::from_millis(100));
+    engine_result?;
+    if let Some(e) = source_errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(summary::collect(
+        &stats,
+        report,
+        sink.path.clone(),
+        started.elapsed(),
+        workers,
+    ))
+}
+
+/// Signals: the first stops sources (a clean shutdown), the second exits at once.
+fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>) {
+    let stop = stop.clone();
+    rt.spawn(async move {
+        let mut signals = 0;
+        loop {
+            #[cfg(unix)]
+            {
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+            }
+            signals += 1;
+            if signals == 1 {
+                eprintln!("plantflow: stopping (closing windows and committing files; signal again to abort)");
+                stop.store(true, Relaxed);
+            } else {
+                eprintln!("plantflow: aborted");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Follows the lifecycle file from `offset`: new status updates go to the
+/// engine, malformed lines to `dead_letter`, until `stop`.
+fn tail_status(
+    rt: &tokio::runtime::Runtime,
+    path: PathBuf,
+    offset: u64,
+    ing: Arc<Ingest>,
+    s: Arc<AtomicBool>,
+    tx: std::sync::mpsc::Sender<crate::model::SinkBatch>,
+    st: Arc<Stats>,
+) -> tokio::task::JoinHandle<()> {
+    rt.spawn_blocking(move || {
+        let mut offset = offset;
+        while !s.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            match crate::sources::status::read_from(&path, offset) {
+                Ok((ups, dead, pos)) => {
+                    offset = pos;
+                    if !dead.is_empty() {
+                        for d in &dead {
+                            st.dead_letter(&d.reason);
+                        }
+                        let _ = tx.send(crate::model::SinkBatch::DeadLetters(dead));
+                    }
+                    if !ups.is_empty() {
+                        tracing::info!(n = ups.len(), "action status updates");
+                        ing.context(ContextChange::Status(ups));
+                    }
+                }
+                Err(e) => tracing::error!("status updates: {e}"),
+            }
+        }
+    })
+}
+
+/// Starts a source on the runtime's blocking pool: the one place that
+/// names every kind of source.
+fn spawn_source(
+    rt: &tokio::runtime::Runtime,
+    s: &SourcePlan,
+    ctx: SourceCtx,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    match s {
+        SourcePlan::Replay(r) => {
+            let r = r.clone();
+            rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx))
+        }
+        SourcePlan::Mqtt(m) => {
+            let m = m.clone();
+            let handle = rt.handle().clone();
+            rt.spawn_blocking(move || crate::mqtt::run(&m, ctx, handle))
+        }
+        SourcePlan::OpcUa(o) => {
+            let o = o.clone();
+            let handle = rt.handle().clone();
+            rt.spawn_blocking(move || crate::opcua::run(&o, ctx, handle))
+        }
+    }
+}
+
+/// Reads the status updates already in the lifecycle file into `initial`;
+/// returns where the file's tail starts.
+fn initial_status(
+    plan: &Plan,
+    initial: &mut InitialContext,
+    stats: &Stats,
+    sink_tx: &std::sync::mpsc::Sender<crate::model::SinkBatch>,
+) -> Result<u64, String> {
+    let mut offset = 0;
+    if let Some(lc) = &plan.lifecycle {
+        let (ups, dead, pos) = crate::sources::status::read_from(&lc.path, 0)?;
+        initial.status = ups;
+        offset = pos;
+        if !dead.is_empty() {
+            for d in &dead {
+                stats.dead_letter(&d.reason);
+            }
+            let _ = sink_tx.send(crate::model::SinkBatch::DeadLetters(dead));
+        }
+    }
+    Ok(offset)
+}
+
+/// The context store: the context as loaded, diffed against file reloads
+/// and MQTT edits. When nothing can edit the context (`editable` false), it
+/// keeps no second copy of the production runs and maintenance windows.
+fn context_store(
+    plan: &Plan,
+    initial: &InitialContext,
+    editable: bool,
+    ingest: &Arc<Ingest>,
+    tags: &Arc<TagRegistry>,
+    geo: &Geometry,
+) -> Arc<ContextStore> {
+    let held = if editable {
+        initial.clone()
+    } else {
+        InitialContext {
+            assets: initial.assets.clone(),
+            tariff: initial.tariff.clone(),
+            ..Default::default()
+        }
+    };
+    Arc::new(ContextStore::new(
+        held,
+        ingest.clone(),
+        tags.clone(),
+        plan.context.asset_extra.clone(),
+        plan.context.tariff.clone(),
+        geo.retention_ms + geo.period_ms + 2 * geo.size_ms,
+    ))
+}
