@@ -104,19 +104,7 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
         tags.push((a, power, name, phase));
     }
 
-    let mut w = BufWriter::new(std::fs::File::create(out.join("assets.csv"))?);
-    writeln!(w, "tag,asset,site,line,kind,standby_kw")?;
-    for (a, _, name, _) in &tags {
-        let asset = &assets[*a];
-        let site = lines[asset.line].split('/').next().unwrap_or("site1");
-        let kind = KINDS[(*a * 7 + p.seed as usize) % KINDS.len()];
-        writeln!(
-            w,
-            "{name},{},{site},{},{kind},{:.3}",
-            asset.name, lines[asset.line], asset.standby_kw
-        )?;
-    }
-    w.flush()?;
+    write_assets(out, p, &assets, &lines, &tags)?;
 
     std::fs::write(
         out.join("tariff.csv"),
@@ -125,24 +113,7 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
 
     // Production runs per line, covering the whole span.
     let end_ms = p.start_ms + p.seconds as i64 * 1000;
-    let mut runs: Vec<Vec<(i64, i64)>> = vec![Vec::new(); n_lines];
-    let mut w = BufWriter::new(std::fs::File::create(out.join("production.csv"))?);
-    writeln!(w, "line,start_ms,end_ms")?;
-    let mut n_runs = 0;
-    for (l, line) in lines.iter().enumerate() {
-        let mut t = p.start_ms - rng.random_range(0..1_800) * 1000;
-        if rng.random_bool(0.5) {
-            t += rng.random_range(3..20) * 60_000;
-        }
-        while t < end_ms {
-            let len = rng.random_range(15 * 60..45 * 60) * 1000;
-            runs[l].push((t, t + len));
-            writeln!(w, "{line},{t},{}", t + len)?;
-            n_runs += 1;
-            t += len + rng.random_range(3 * 60..20 * 60) * 1000;
-        }
-    }
-    w.flush()?;
+    let (runs, n_runs) = write_production(out, p, &lines, end_ms, &mut rng)?;
 
     // Samples, in arrival order.
     let mut order: Vec<usize> = (0..tags.len()).collect();
@@ -222,6 +193,60 @@ pub fn generate(p: &Params, out: &Path) -> std::io::Result<Manifest> {
         ),
     )?;
     Ok(m)
+}
+
+/// `assets.csv`: one row per tag.
+fn write_assets(
+    out: &Path,
+    p: &Params,
+    assets: &[Asset],
+    lines: &[String],
+    tags: &[(usize, bool, String, i64)],
+) -> std::io::Result<()> {
+    let mut w = BufWriter::new(std::fs::File::create(out.join("assets.csv"))?);
+    writeln!(w, "tag,asset,site,line,kind,standby_kw")?;
+    for (a, _, name, _) in tags {
+        let asset = &assets[*a];
+        let site = lines[asset.line].split('/').next().unwrap_or("site1");
+        let kind = KINDS[(*a * 7 + p.seed as usize) % KINDS.len()];
+        writeln!(
+            w,
+            "{name},{},{site},{},{kind},{:.3}",
+            asset.name, lines[asset.line], asset.standby_kw
+        )?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `production.csv`: runs of each line from before `p.start_ms` to `end_ms`;
+/// returns each line's runs and their count.
+fn write_production(
+    out: &Path,
+    p: &Params,
+    lines: &[String],
+    end_ms: i64,
+    rng: &mut ChaCha8Rng,
+) -> std::io::Result<(Vec<Vec<(i64, i64)>>, usize)> {
+    let mut runs: Vec<Vec<(i64, i64)>> = vec![Vec::new(); lines.len()];
+    let mut w = BufWriter::new(std::fs::File::create(out.join("production.csv"))?);
+    writeln!(w, "line,start_ms,end_ms")?;
+    let mut n_runs = 0;
+    for (l, line) in lines.iter().enumerate() {
+        let mut t = p.start_ms - rng.random_range(0..1_800) * 1000;
+        if rng.random_bool(0.5) {
+            t += rng.random_range(3..20) * 60_000;
+        }
+        while t < end_ms {
+            let len = rng.random_range(15 * 60..45 * 60) * 1000;
+            runs[l].push((t, t + len));
+            writeln!(w, "{line},{t},{}", t + len)?;
+            n_runs += 1;
+            t += len + rng.random_range(3 * 60..20 * 60) * 1000;
+        }
+    }
+    w.flush()?;
+    Ok((runs, n_runs))
 }
 
 /// Converts a `ts,tag,value,quality` CSV (as [`generate`] writes it) into a

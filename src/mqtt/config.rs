@@ -388,48 +388,13 @@ fn topic_route(l: &mut Loader<'_>, tk: &str, t: RawTopic, default_qos: u8) -> Op
     let format = match format_name.as_str() {
         "json" | "number" => {
             if format_name == "json" {
-                let d = JsonFields::default();
-                let ts_unit = match t.ts_unit.as_deref() {
-                    None | Some("auto") => TsUnit::Auto,
-                    Some("ms") => TsUnit::Millis,
-                    Some("s") => TsUnit::Seconds,
-                    Some("rfc3339") => TsUnit::Rfc3339,
-                    Some(other) => {
-                        l.one_of(
-                            &format!("{tk}.ts_unit"),
-                            other,
-                            &["auto", "ms", "s", "rfc3339"],
-                            "timestamp unit",
-                        );
-                        TsUnit::Auto
-                    }
-                };
-                Format::Json(JsonFields {
-                    value: t.value_field.clone().unwrap_or(d.value),
-                    ts: t.ts_field.clone().unwrap_or(d.ts),
-                    quality: t.quality_field.clone().unwrap_or(d.quality),
-                    tag: t.tag_field.clone().unwrap_or(d.tag),
-                    ts_unit,
-                })
+                Format::Json(json_fields(l, tk, &t))
             } else {
                 Format::Number
             }
         }
         "sparkplug" => {
-            let sp_names = ["group", "node", "device", "metric"];
-            let mut naming = SpNaming::default();
-            if let Some(s) = &t.tag {
-                match TagTemplate::parse(s, &sp_names) {
-                    Ok(tt) => naming.device_tag = tt,
-                    Err(e) => l.at_value(&format!("{tk}.tag"), e, None),
-                }
-            }
-            if let Some(s) = &t.node_tag {
-                match TagTemplate::parse(s, &sp_names[..]) {
-                    Ok(tt) => naming.node_tag = tt,
-                    Err(e) => l.at_value(&format!("{tk}.node_tag"), e, None),
-                }
-            }
+            let naming = sp_naming(l, tk, &t);
             return Some(Route {
                 filter,
                 qos,
@@ -479,6 +444,52 @@ fn topic_route(l: &mut Loader<'_>, tk: &str, t: RawTopic, default_qos: u8) -> Op
         tag,
         format,
     })
+}
+
+/// A JSON route's field names and timestamp unit.
+fn json_fields(l: &mut Loader<'_>, tk: &str, t: &RawTopic) -> JsonFields {
+    let d = JsonFields::default();
+    let ts_unit = match t.ts_unit.as_deref() {
+        None | Some("auto") => TsUnit::Auto,
+        Some("ms") => TsUnit::Millis,
+        Some("s") => TsUnit::Seconds,
+        Some("rfc3339") => TsUnit::Rfc3339,
+        Some(other) => {
+            l.one_of(
+                &format!("{tk}.ts_unit"),
+                other,
+                &["auto", "ms", "s", "rfc3339"],
+                "timestamp unit",
+            );
+            TsUnit::Auto
+        }
+    };
+    JsonFields {
+        value: t.value_field.clone().unwrap_or(d.value),
+        ts: t.ts_field.clone().unwrap_or(d.ts),
+        quality: t.quality_field.clone().unwrap_or(d.quality),
+        tag: t.tag_field.clone().unwrap_or(d.tag),
+        ts_unit,
+    }
+}
+
+/// A Sparkplug route's tag names for device and node metrics.
+fn sp_naming(l: &mut Loader<'_>, tk: &str, t: &RawTopic) -> SpNaming {
+    let sp_names = ["group", "node", "device", "metric"];
+    let mut naming = SpNaming::default();
+    if let Some(s) = &t.tag {
+        match TagTemplate::parse(s, &sp_names) {
+            Ok(tt) => naming.device_tag = tt,
+            Err(e) => l.at_value(&format!("{tk}.tag"), e, None),
+        }
+    }
+    if let Some(s) = &t.node_tag {
+        match TagTemplate::parse(s, &sp_names[..]) {
+            Ok(tt) => naming.node_tag = tt,
+            Err(e) => l.at_value(&format!("{tk}.node_tag"), e, None),
+        }
+    }
+    naming
 }
 
 #[derive(Deserialize, Debug)]

@@ -270,6 +270,76 @@ pub fn source(
             Some("e.g. opc.tcp://plc1.plant.local:4840/".into()),
         );
     }
+    let (policy, mode) = security(l, key, &r);
+    let identity = identity(l, key, &r, env);
+    let ms = |l: &mut Loader<'_>, k: &str, v: &Option<String>, d: i64| match v {
+        Some(s) => l.duration(&format!("{key}.{k}"), s).unwrap_or(d).max(1),
+        None => d,
+    };
+    let session_timeout_ms = ms(l, "session_timeout", &r.session_timeout, 60_000);
+    let keep_alive_ms = ms(l, "keep_alive", &r.keep_alive, 5_000);
+    let request_timeout_ms = ms(l, "request_timeout", &r.request_timeout, 30_000);
+
+    // Subscription groups.
+    let mut groups = Vec::new();
+    for (i, g) in r.groups.into_iter().enumerate() {
+        let gk = format!("{key}.groups[{i}]");
+        if let Some(raw) = l.de::<RawGroup>(&gk, g, GROUP_KEYS) {
+            if groups.iter().any(|x: &GroupPlan| x.name == raw.name) {
+                l.at_value(
+                    &format!("{gk}.name"),
+                    format!("duplicate group `{}`", raw.name),
+                    None,
+                );
+            }
+            groups.push(group(l, &gk, raw));
+        }
+    }
+    if groups.is_empty() {
+        groups.push(GroupPlan::named("default"));
+    }
+    let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    let nodes_out = nodes(l, key, r.nodes, &names);
+    let browse_out = browses(l, key, r.browse, &names);
+    if nodes_out.is_empty() && browse_out.is_empty() {
+        l.at(
+            key,
+            "an opcua source needs `[[sources.nodes]]` or `[[sources.browse]]` entries".into(),
+            None,
+        );
+    }
+    let pki_dir = l.resolve_path(r.pki_dir.as_deref().unwrap_or("pki"));
+    Some(OpcUaSourcePlan {
+        conn: ConnPlan {
+            endpoint: r.endpoint,
+            policy,
+            mode,
+            identity,
+            pki_dir,
+            trust_server_certs: r.trust_server_certs.unwrap_or(false),
+            application_name: format!("plantflow {dataflow}/{}", r.id),
+            application_uri: r
+                .application_uri
+                .unwrap_or_else(|| format!("urn:plantflow:{dataflow}:{}", r.id)),
+            session_timeout_ms: session_timeout_ms.clamp(1_000, u32::MAX as i64) as u32,
+            keep_alive_ms: keep_alive_ms as u64,
+            request_timeout_ms: request_timeout_ms as u64,
+        },
+        id: r.id,
+        nodes: nodes_out,
+        browse: browse_out,
+        groups,
+        batch_rows: r.batch_rows.unwrap_or(8192).max(1),
+        channel: 256,
+    })
+}
+
+/// The security policy and mode, which must go together.
+fn security(
+    l: &mut Loader<'_>,
+    key: &str,
+    r: &RawOpcUa,
+) -> (opcua::crypto::SecurityPolicy, MessageSecurityMode) {
     let policy_name = r.security_policy.as_deref().unwrap_or("None");
     let policy = conn::policy(policy_name);
     if policy.is_none() {
@@ -308,7 +378,16 @@ pub fn source(
             ),
         );
     }
-    // User identity.
+    (policy, mode)
+}
+
+/// The user identity: anonymous, username and password, or an X.509 certificate.
+fn identity(
+    l: &mut Loader<'_>,
+    key: &str,
+    r: &RawOpcUa,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Identity {
     let (username, password) = crate::config::credentials(
         l,
         key,
@@ -326,7 +405,7 @@ pub fn source(
         .user_private_key
         .as_ref()
         .map(|p| l.file_exists(&format!("{key}.user_private_key"), p));
-    let identity = match (username, password, cert, pkey) {
+    match (username, password, cert, pkey) {
         (None, None, None, None) => Identity::Anonymous,
         (Some(user), Some(password), None, None) => Identity::UserName { user, password },
         (Some(_), None, None, None) => {
@@ -363,81 +442,64 @@ pub fn source(
             );
             Identity::Anonymous
         }
-    };
-    let ms = |l: &mut Loader<'_>, k: &str, v: &Option<String>, d: i64| match v {
-        Some(s) => l.duration(&format!("{key}.{k}"), s).unwrap_or(d).max(1),
-        None => d,
-    };
-    let session_timeout_ms = ms(l, "session_timeout", &r.session_timeout, 60_000);
-    let keep_alive_ms = ms(l, "keep_alive", &r.keep_alive, 5_000);
-    let request_timeout_ms = ms(l, "request_timeout", &r.request_timeout, 30_000);
+    }
+}
 
-    // Subscription groups.
-    let mut groups = Vec::new();
-    for (i, g) in r.groups.into_iter().enumerate() {
-        let gk = format!("{key}.groups[{i}]");
-        if let Some(raw) = l.de::<RawGroup>(&gk, g, GROUP_KEYS) {
-            if groups.iter().any(|x: &GroupPlan| x.name == raw.name) {
+/// The index of subscription group `g` (the first when none is named).
+fn group_of(l: &mut Loader<'_>, names: &[String], k: &str, g: &Option<String>) -> usize {
+    match g {
+        None => 0,
+        Some(n) => match names.iter().position(|x| x == n) {
+            Some(i) => i,
+            None => {
+                let allowed: Vec<&str> = names.iter().map(String::as_str).collect();
+                l.one_of(k, n, &allowed, "subscription group");
+                0
+            }
+        },
+    }
+}
+
+/// A node given by exactly one of a NodeId (`what.0`) and a browse path (`what.1`).
+fn node_ref(
+    l: &mut Loader<'_>,
+    k: &str,
+    id: Option<String>,
+    path: Option<String>,
+    what: (&str, &str),
+) -> Option<NodeRef> {
+    match (id, path) {
+        (Some(id), None) => {
+            if id.parse::<opcua::types::NodeId>().is_err() {
                 l.at_value(
-                    &format!("{gk}.name"),
-                    format!("duplicate group `{}`", raw.name),
-                    None,
+                    &format!("{k}.{}", what.0),
+                    format!("`{id}` is not a NodeId"),
+                    Some("e.g. ns=2;s=Plant/site1/comp01/power_kw or ns=3;i=1001".into()),
                 );
             }
-            groups.push(group(l, &gk, raw));
+            Some(NodeRef::Id(id))
+        }
+        (None, Some(p)) => Some(NodeRef::Path(p)),
+        _ => {
+            l.at(
+                k,
+                format!("give exactly one of `{}` and `{}`", what.0, what.1),
+                None,
+            );
+            None
         }
     }
-    if groups.is_empty() {
-        groups.push(GroupPlan::named("default"));
-    }
-    let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
-    let group_of = |l: &mut Loader<'_>, k: &str, g: &Option<String>| -> usize {
-        match g {
-            None => 0,
-            Some(n) => match names.iter().position(|x| x == n) {
-                Some(i) => i,
-                None => {
-                    let allowed: Vec<&str> = names.iter().map(String::as_str).collect();
-                    l.one_of(k, n, &allowed, "subscription group");
-                    0
-                }
-            },
-        }
-    };
-    let node_ref = |l: &mut Loader<'_>,
-                    k: &str,
-                    id: Option<String>,
-                    path: Option<String>,
-                    what: (&str, &str)| {
-        match (id, path) {
-            (Some(id), None) => {
-                if id.parse::<opcua::types::NodeId>().is_err() {
-                    l.at_value(
-                        &format!("{k}.{}", what.0),
-                        format!("`{id}` is not a NodeId"),
-                        Some("e.g. ns=2;s=Plant/site1/comp01/power_kw or ns=3;i=1001".into()),
-                    );
-                }
-                Some(NodeRef::Id(id))
-            }
-            (None, Some(p)) => Some(NodeRef::Path(p)),
-            _ => {
-                l.at(
-                    k,
-                    format!("give exactly one of `{}` and `{}`", what.0, what.1),
-                    None,
-                );
-                None
-            }
-        }
-    };
+}
+
+/// `[[sources.nodes]]`: nodes by NodeId or browse path.
+fn nodes(l: &mut Loader<'_>, key: &str, raw: Vec<toml::Value>, names: &[String]) -> Vec<NodeSpec> {
     let mut nodes_out = Vec::new();
-    for (i, n) in r.nodes.into_iter().enumerate() {
+    for (i, n) in raw.into_iter().enumerate() {
         let nk = format!("{key}.nodes[{i}]");
         let Some(raw) = l.de::<RawNode>(&nk, n, NODE_KEYS) else {
             continue;
         };
-        let g = group_of(l, &format!("{nk}.group"), &raw.group);
+        let g = group_of(l, names, &format!("{nk}.group"), &raw.group);
         let is_id = raw.node_id.is_some();
         let Some(node) = node_ref(
             l,
@@ -461,13 +523,23 @@ pub fn source(
             group: g,
         });
     }
+    nodes_out
+}
+
+/// `[[sources.browse]]`: subtrees discovered by browsing, filtered by globs.
+fn browses(
+    l: &mut Loader<'_>,
+    key: &str,
+    raw: Vec<toml::Value>,
+    names: &[String],
+) -> Vec<BrowseSpec> {
     let mut browse_out = Vec::new();
-    for (i, b) in r.browse.into_iter().enumerate() {
+    for (i, b) in raw.into_iter().enumerate() {
         let bk = format!("{key}.browse[{i}]");
         let Some(raw) = l.de::<RawBrowse>(&bk, b, BROWSE_KEYS) else {
             continue;
         };
-        let g = group_of(l, &format!("{bk}.group"), &raw.group);
+        let g = group_of(l, names, &format!("{bk}.group"), &raw.group);
         let Some(root) = node_ref(l, &bk, raw.root_node_id, raw.root, ("root_node_id", "root"))
         else {
             continue;
@@ -501,35 +573,5 @@ pub fn source(
             group: g,
         });
     }
-    if nodes_out.is_empty() && browse_out.is_empty() {
-        l.at(
-            key,
-            "an opcua source needs `[[sources.nodes]]` or `[[sources.browse]]` entries".into(),
-            None,
-        );
-    }
-    let pki_dir = l.resolve_path(r.pki_dir.as_deref().unwrap_or("pki"));
-    Some(OpcUaSourcePlan {
-        conn: ConnPlan {
-            endpoint: r.endpoint,
-            policy,
-            mode,
-            identity,
-            pki_dir,
-            trust_server_certs: r.trust_server_certs.unwrap_or(false),
-            application_name: format!("plantflow {dataflow}/{}", r.id),
-            application_uri: r
-                .application_uri
-                .unwrap_or_else(|| format!("urn:plantflow:{dataflow}:{}", r.id)),
-            session_timeout_ms: session_timeout_ms.clamp(1_000, u32::MAX as i64) as u32,
-            keep_alive_ms: keep_alive_ms as u64,
-            request_timeout_ms: request_timeout_ms as u64,
-        },
-        id: r.id,
-        nodes: nodes_out,
-        browse: browse_out,
-        groups,
-        batch_rows: r.batch_rows.unwrap_or(8192).max(1),
-        channel: 256,
-    })
+    browse_out
 }

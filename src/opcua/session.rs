@@ -324,30 +324,7 @@ pub(super) async fn session_task(
                     why.join("; ")
                 ));
             }
-            // Subscriptions: per group, at most max_items_per_subscription each.
-            let mut subs: Vec<(usize, Vec<usize>)> = Vec::new();
-            for (g, group) in plan.groups.iter().enumerate() {
-                let members: Vec<usize> =
-                    (0..items.len()).filter(|&i| items[i].group == g).collect();
-                for c in members.chunks(group.max_items_per_subscription.max(1)) {
-                    subs.push((g, c.to_vec()));
-                }
-            }
-            let mut sub_of = vec![0usize; items.len()];
-            for (k, (_, m)) in subs.iter().enumerate() {
-                for &i in m {
-                    sub_of[i] = k;
-                }
-            }
-            let info: Vec<ItemInfo> = items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| ItemInfo {
-                    tag: it.tag.clone(),
-                    node: it.node.to_string(),
-                    sub: sub_of[i],
-                })
-                .collect();
+            let (subs, info) = plan_subscriptions(&plan, &items);
             tracing::info!(source = %plan.id, items = items.len(), subscriptions = subs.len(), "OPC UA nodes resolved");
             send(&tx, Ev::Items(Arc::new(info)));
             if !failed.is_empty() {
@@ -479,4 +456,35 @@ pub(super) fn current_sub_id(
         }
     }
     None
+}
+
+/// Subscriptions: per group, at most `max_items_per_subscription` items
+/// each, as (group, member item indices); and each item as the decoder sees it.
+fn plan_subscriptions(
+    plan: &OpcUaSourcePlan,
+    items: &[Item],
+) -> (Vec<(usize, Vec<usize>)>, Vec<ItemInfo>) {
+    let mut subs: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (g, group) in plan.groups.iter().enumerate() {
+        let members: Vec<usize> = (0..items.len()).filter(|&i| items[i].group == g).collect();
+        for c in members.chunks(group.max_items_per_subscription.max(1)) {
+            subs.push((g, c.to_vec()));
+        }
+    }
+    let mut sub_of = vec![0usize; items.len()];
+    for (k, (_, m)) in subs.iter().enumerate() {
+        for &i in m {
+            sub_of[i] = k;
+        }
+    }
+    let info: Vec<ItemInfo> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| ItemInfo {
+            tag: it.tag.clone(),
+            node: it.node.to_string(),
+            sub: sub_of[i],
+        })
+        .collect();
+    (subs, info)
 }

@@ -218,6 +218,57 @@ impl Building {
     }
 }
 
+/// A new action for finding `f` of `group`, open from the end of its period.
+fn open_action(
+    dataflow: &str,
+    rule: &RulePlan,
+    routes: &[RoutePlan],
+    group: &[SharedName],
+    f: &Finding,
+) -> Building {
+    let id = action_id(dataflow, &rule.id, group, f.period_start);
+    let (owner, action_type, value_category) = route(rule, routes, &f.kind, &f.site);
+    let mut b = Building {
+        a: ReplayedAction {
+            row: ActionRow {
+                action_id: id.clone(),
+                rule: rule.id.clone(),
+                site: f.site.to_string(),
+                line: f.line.to_string(),
+                asset: f.asset.to_string(),
+                owner,
+                action_type,
+                value_category,
+                value: F64(0.0),
+                severity: String::new(),
+                period_start: f.period_start,
+                period_end: f.period_end,
+                status: String::new(),
+                evidence: String::new(),
+                category: rule.category.clone(),
+                findings: 0,
+                status_at: f.period_end,
+                status_by: String::new(),
+                status_note: String::new(),
+            },
+            transitions: Vec::new(),
+            done_at: None,
+            opened_period: f.period_start,
+            line: f.line.to_string(),
+            kind: f.kind.to_string(),
+        },
+        values: Vec::new(),
+        totals: Default::default(),
+        windows: 0,
+        last_measures: serde_json::Value::Null,
+        history: Vec::new(),
+        closed_at: None,
+        evidence_current: false,
+    };
+    b.enter("open", f.period_end, "plantflow", "");
+    b
+}
+
 /// Replays one group. `findings` in any order; `updates` maps action id → its updates.
 pub fn replay_group<'f, S: std::hash::BuildHasher>(
     dataflow: &str,
@@ -291,46 +342,8 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                 apply_until(&mut b, &mut pending, i64::MAX, &mut out);
                 done.push(b);
             }
-            let id = action_id(dataflow, &rule.id, group, f.period_start);
-            let (owner, action_type, value_category) = route(rule, routes, &f.kind, &f.site);
-            let mut b = Building {
-                a: ReplayedAction {
-                    row: ActionRow {
-                        action_id: id.clone(),
-                        rule: rule.id.clone(),
-                        site: f.site.to_string(),
-                        line: f.line.to_string(),
-                        asset: f.asset.to_string(),
-                        owner,
-                        action_type,
-                        value_category,
-                        value: F64(0.0),
-                        severity: String::new(),
-                        period_start: f.period_start,
-                        period_end: f.period_end,
-                        status: String::new(),
-                        evidence: String::new(),
-                        category: rule.category.clone(),
-                        findings: 0,
-                        status_at: f.period_end,
-                        status_by: String::new(),
-                        status_note: String::new(),
-                    },
-                    transitions: Vec::new(),
-                    done_at: None,
-                    opened_period: f.period_start,
-                    line: f.line.to_string(),
-                    kind: f.kind.to_string(),
-                },
-                values: Vec::new(),
-                totals: Default::default(),
-                windows: 0,
-                last_measures: serde_json::Value::Null,
-                history: Vec::new(),
-                closed_at: None,
-                evidence_current: false,
-            };
-            b.enter("open", f.period_end, "plantflow", "");
+            let b = open_action(dataflow, rule, routes, group, f);
+            let id = b.a.row.action_id.clone();
             pending = updates.get(&id).cloned().unwrap_or_default();
             pending.sort_by_key(|u| (u.at, u.seq));
             cur = Some(b);
