@@ -1,6 +1,6 @@
 //! `plantflow` command line: run, validate, gen, demo.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -170,90 +170,8 @@ fn main() -> ExitCode {
             workers,
             follow,
             json,
-        } => {
-            let plan = match dataflow::load(&dataflow) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{}", e.render());
-                    return ExitCode::from(plantflow::EXIT_CONFIG as u8);
-                }
-            };
-            let currency = plan.currency.clone();
-            let stop = Arc::new(AtomicBool::new(false));
-            match run(
-                plan,
-                RunOptions {
-                    workers,
-                    follow,
-                    stop: Some(stop),
-                    tally_actions_only: true,
-                    ..Default::default()
-                },
-            ) {
-                Ok(summary) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "rows_read": summary.rows_read,
-                                "rows_accepted": summary.rows_accepted,
-                                "dropped_quality": summary.dropped_quality,
-                                "late_rows": summary.late_rows,
-                                "dead_letters": summary.dead_letters,
-                                "source_events": summary.events,
-                                "windows": summary.windows,
-                                "corrections": summary.corrections,
-                                "windows_spilled": summary.windows_spilled,
-                                "windows_restored": summary.windows_restored,
-                                "groups_spilled": summary.groups_spilled,
-                                "groups_restored": summary.groups_restored,
-                                "actions": summary.report.tally.seen(),
-                                "outcomes": summary.report.outcomes.len(),
-                                "bills": summary.report.bills.len(),
-                                "suppressed_maintenance": summary.suppressed_maintenance,
-                                "suppressed_cooldown": summary.suppressed_cooldown,
-                                "files": summary.report.files,
-                                "elapsed_s": summary.elapsed.as_secs_f64(),
-                                "peak_rss_bytes": plantflow::run::peak_rss_bytes(),
-                            })
-                        );
-                    } else {
-                        print!("{}", summary.render(&currency));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Validate { dataflows } => {
-            let mut bad = false;
-            for d in &dataflows {
-                match dataflow::load(d) {
-                    Ok(p) => println!(
-                        "{}: ok ({} source{}, {} metric{}, {} rule{})",
-                        d.display(),
-                        p.sources.len(),
-                        if p.sources.len() == 1 { "" } else { "s" },
-                        p.metrics.len(),
-                        if p.metrics.len() == 1 { "" } else { "s" },
-                        p.rules.len(),
-                        if p.rules.len() == 1 { "" } else { "s" }
-                    ),
-                    Err(e) => {
-                        eprintln!("{}", e.render());
-                        bad = true;
-                    }
-                }
-            }
-            if bad {
-                ExitCode::from(plantflow::EXIT_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+        } => run_dataflow(&dataflow, workers, follow, json),
+        Command::Validate { dataflows } => validate(&dataflows),
         Command::SimOpcua {
             input,
             port,
@@ -271,41 +189,7 @@ fn main() -> ExitCode {
                     out,
                     parquet,
                 },
-        } => {
-            let params = workload::Params {
-                tags,
-                seconds,
-                seed,
-                ..workload::Params::default()
-            };
-            let written = workload::generate(&params, &out).and_then(|m| {
-                if parquet {
-                    workload::samples_to_parquet(
-                        &out.join("samples.csv"),
-                        &out.join("samples.parquet"),
-                    )?;
-                }
-                Ok(m)
-            });
-            match written {
-                Ok(m) => {
-                    println!(
-                        "wrote {} rows ({} tags x {} s, {} out of order, {} bad) to {}",
-                        m.rows,
-                        tags,
-                        seconds,
-                        m.out_of_order_rows,
-                        m.bad_rows,
-                        out.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: cannot write {}: {e}", out.display());
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => gen_workload(tags, seconds, seed, &out, parquet),
         Command::Demo {
             out,
             speed,
@@ -329,6 +213,128 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `plantflow run`: one dataflow to the end of its sources (or a signal).
+fn run_dataflow(dataflow: &Path, workers: usize, follow: bool, json: bool) -> ExitCode {
+    let plan = match dataflow::load(dataflow) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+        }
+    };
+    let currency = plan.currency.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    match run(
+        plan,
+        RunOptions {
+            workers,
+            follow,
+            stop: Some(stop),
+            tally_actions_only: true,
+            ..Default::default()
+        },
+    ) {
+        Ok(summary) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "rows_read": summary.rows_read,
+                        "rows_accepted": summary.rows_accepted,
+                        "dropped_quality": summary.dropped_quality,
+                        "late_rows": summary.late_rows,
+                        "dead_letters": summary.dead_letters,
+                        "source_events": summary.events,
+                        "windows": summary.windows,
+                        "corrections": summary.corrections,
+                        "windows_spilled": summary.windows_spilled,
+                        "windows_restored": summary.windows_restored,
+                        "groups_spilled": summary.groups_spilled,
+                        "groups_restored": summary.groups_restored,
+                        "actions": summary.report.tally.seen(),
+                        "outcomes": summary.report.outcomes.len(),
+                        "bills": summary.report.bills.len(),
+                        "suppressed_maintenance": summary.suppressed_maintenance,
+                        "suppressed_cooldown": summary.suppressed_cooldown,
+                        "files": summary.report.files,
+                        "elapsed_s": summary.elapsed.as_secs_f64(),
+                        "peak_rss_bytes": plantflow::run::peak_rss_bytes(),
+                    })
+                );
+            } else {
+                print!("{}", summary.render(&currency));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `plantflow validate`: every problem of every file, exit 78 on any.
+fn validate(dataflows: &[PathBuf]) -> ExitCode {
+    let mut bad = false;
+    for d in dataflows {
+        match dataflow::load(d) {
+            Ok(p) => println!(
+                "{}: ok ({} source{}, {} metric{}, {} rule{})",
+                d.display(),
+                p.sources.len(),
+                if p.sources.len() == 1 { "" } else { "s" },
+                p.metrics.len(),
+                if p.metrics.len() == 1 { "" } else { "s" },
+                p.rules.len(),
+                if p.rules.len() == 1 { "" } else { "s" }
+            ),
+            Err(e) => {
+                eprintln!("{}", e.render());
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(plantflow::EXIT_CONFIG as u8)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `plantflow gen workload`: the deterministic reference workload.
+fn gen_workload(tags: usize, seconds: u64, seed: u64, out: &Path, parquet: bool) -> ExitCode {
+    let params = workload::Params {
+        tags,
+        seconds,
+        seed,
+        ..workload::Params::default()
+    };
+    let written = workload::generate(&params, out).and_then(|m| {
+        if parquet {
+            workload::samples_to_parquet(&out.join("samples.csv"), &out.join("samples.parquet"))?;
+        }
+        Ok(m)
+    });
+    match written {
+        Ok(m) => {
+            println!(
+                "wrote {} rows ({} tags x {} s, {} out of order, {} bad) to {}",
+                m.rows,
+                tags,
+                seconds,
+                m.out_of_order_rows,
+                m.bad_rows,
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -386,44 +386,15 @@ pub(crate) fn outcome_chart(o: &OutcomeView, buckets: &[BucketView]) -> Result<S
         o.asset
     );
     render(380, "outcome", |root| {
-        let mut pts: Vec<&BucketView> = buckets
-            .iter()
-            .filter(|b| b.measured_kwh.is_finite() && b.predicted_kwh.is_finite())
-            .collect();
-        pts.sort_by_key(|b| b.bucket_start);
-        let (Some(t0), Some(t1)) = (
-            pts.iter().map(|b| b.bucket_start).min(),
-            pts.iter().map(|b| b.bucket_start).max(),
-        ) else {
-            return Err("no bucket with finite values".into());
-        };
-        // Far outside any plausible plant history (or spanning more than
-        // twenty years) is bad data; refusing also keeps plotters' i64
-        // coordinate arithmetic far from overflow.
-        const LIMIT: i64 = 100_000_000_000_000; // ≈ year 5138
-        const SPAN: i64 = 20 * 366 * 86_400_000;
-        if t0.abs() > LIMIT || t1.abs() > LIMIT || t1 - t0 > SPAN {
-            return Err(format!("bucket times out of range ({t0} .. {t1} ms)").into());
-        }
-        let length = bucket_length(buckets).filter(|l| *l <= SPAN);
-        let pad = ((t1 - t0) / 40)
-            .max(length.unwrap_or(3_600_000) / 2)
-            .max(60_000);
-        let (x0, x1) = (t0 - pad, t1 + pad);
-        let y_hi = pts
-            .iter()
-            .map(|b| b.measured_kwh.max(b.predicted_kwh))
-            .fold(0.0, f64::max);
-        let y_lo = pts
-            .iter()
-            .map(|b| b.measured_kwh.min(b.predicted_kwh))
-            .fold(0.0, f64::min);
-        let y_max = if y_hi > y_lo {
-            y_hi + (y_hi - y_lo) * 0.18
-        } else {
-            y_lo + 1.0
-        };
-        let y_min = y_lo;
+        let frame = outcome_frame(buckets)?;
+        let Frame {
+            length,
+            x0,
+            x1,
+            y_min,
+            y_max,
+            ..
+        } = frame;
 
         let (plot, side) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
         let (ticks, tick_format) = time_ticks(x0, x1, 5);
@@ -473,15 +444,7 @@ pub(crate) fn outcome_chart(o: &OutcomeView, buckets: &[BucketView]) -> Result<S
             ));
         }
 
-        let max_gap = length.map(|l| l + l / 2).unwrap_or(i64::MAX);
-        let series = |period: &str, f: fn(&BucketView) -> f64| -> Vec<Vec<(i64, f64)>> {
-            let p: Vec<(i64, f64)> = pts
-                .iter()
-                .filter(|b| b.period == period)
-                .map(|b| (b.bucket_start, f(b)))
-                .collect();
-            runs(&p, max_gap)
-        };
+        let series = |period: &str, f: fn(&BucketView) -> f64| frame.series(period, f);
 
         // Avoided (or excess) energy: between prediction and measurement, reporting period.
         let saving = o.avoided_kwh.unwrap_or(0.0) >= 0.0;
@@ -561,6 +524,81 @@ pub(crate) fn outcome_chart(o: &OutcomeView, buckets: &[BucketView]) -> Result<S
         }
 
         legend(&side, 48, &entries)
+    })
+}
+
+/// What the outcome chart shows: its buckets with finite values, by time,
+/// the bucket length, and the axes' ranges.
+struct Frame<'b> {
+    pts: Vec<&'b BucketView>,
+    length: Option<i64>,
+    x0: i64,
+    x1: i64,
+    y_min: f64,
+    y_max: f64,
+}
+
+impl Frame<'_> {
+    /// One value of a period's buckets as runs of points, split where
+    /// buckets are missing.
+    fn series(&self, period: &str, f: fn(&BucketView) -> f64) -> Vec<Vec<(i64, f64)>> {
+        let max_gap = self.length.map(|l| l + l / 2).unwrap_or(i64::MAX);
+        let p: Vec<(i64, f64)> = self
+            .pts
+            .iter()
+            .filter(|b| b.period == period)
+            .map(|b| (b.bucket_start, f(b)))
+            .collect();
+        runs(&p, max_gap)
+    }
+}
+
+fn outcome_frame(buckets: &[BucketView]) -> Result<Frame<'_>, String> {
+    let mut pts: Vec<&BucketView> = buckets
+        .iter()
+        .filter(|b| b.measured_kwh.is_finite() && b.predicted_kwh.is_finite())
+        .collect();
+    pts.sort_by_key(|b| b.bucket_start);
+    let (Some(t0), Some(t1)) = (
+        pts.iter().map(|b| b.bucket_start).min(),
+        pts.iter().map(|b| b.bucket_start).max(),
+    ) else {
+        return Err("no bucket with finite values".into());
+    };
+    // Far outside any plausible plant history (or spanning more than
+    // twenty years) is bad data; refusing also keeps plotters' i64
+    // coordinate arithmetic far from overflow.
+    const LIMIT: i64 = 100_000_000_000_000; // ≈ year 5138
+    const SPAN: i64 = 20 * 366 * 86_400_000;
+    if t0.abs() > LIMIT || t1.abs() > LIMIT || t1 - t0 > SPAN {
+        return Err(format!("bucket times out of range ({t0} .. {t1} ms)"));
+    }
+    let length = bucket_length(buckets).filter(|l| *l <= SPAN);
+    let pad = ((t1 - t0) / 40)
+        .max(length.unwrap_or(3_600_000) / 2)
+        .max(60_000);
+    let (x0, x1) = (t0 - pad, t1 + pad);
+    let y_hi = pts
+        .iter()
+        .map(|b| b.measured_kwh.max(b.predicted_kwh))
+        .fold(0.0, f64::max);
+    let y_lo = pts
+        .iter()
+        .map(|b| b.measured_kwh.min(b.predicted_kwh))
+        .fold(0.0, f64::min);
+    let y_max = if y_hi > y_lo {
+        y_hi + (y_hi - y_lo) * 0.18
+    } else {
+        y_lo + 1.0
+    };
+    let y_min = y_lo;
+    Ok(Frame {
+        pts,
+        length,
+        x0,
+        x1,
+        y_min,
+        y_max,
     })
 }
 
