@@ -72,33 +72,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     let plant = Plant::new();
     let days = (opts.duration_ms + crate::sim::plant::DAY - 1) / crate::sim::plant::DAY;
     let out = &opts.out;
-    let input = out.join("input");
-    let lake = out.join("lake");
-    let _ = std::fs::remove_dir_all(&lake);
-    std::fs::create_dir_all(&input)
-        .map_err(|e| format!("cannot create {}: {e}", input.display()))?;
-    write(&input.join("assets.csv"), &plant.assets_csv())?;
-    write(
-        &input.join("production.csv"),
-        &Plant::production_csv(days.max(1)),
-    )?;
-    write(&input.join("tariff.csv"), TARIFF_CSV)?;
-    write(&input.join("status.jsonl"), "")?;
-    let dataflow = input.join("demo.toml");
-    write(&dataflow, DEMO_TOML)?;
+    let (input, lake, dataflow) = write_inputs(out, &plant, days)?;
 
     // Servers on free loopback ports.
     let broker = crate::sim::broker::start(0, 0)?;
-    let opc_tags: Vec<(usize, SimTag)> = plant
-        .tags
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.via == Via::OpcUa)
-        .map(|(i, t)| {
-            let path = t.tag.clone();
-            (i, SimTag::new(&path, t.unit, t.eu_high))
-        })
-        .collect();
+    let opc_tags = opc_tags(&plant);
     let server = PlantServer::start(ServerOptions {
         tags: opc_tags.iter().map(|(_, t)| t.clone()).collect(),
         pki_dir: input.join("pki-server"),
@@ -121,50 +99,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     ));
 
     // The engine, in follow mode, on its own thread.
-    let publish_ms = 50.0;
-    let lateness_s = ((opts.speed * publish_ms * 4.0 / 1000.0) / 60.0)
-        .ceil()
-        .max(5.0)
-        * 60.0;
-    let vars: Vec<(String, String)> = vec![
-        ("INPUT_DIR".into(), input.display().to_string()),
-        ("OUT_DIR".into(), lake.display().to_string()),
-        ("MQTT_URL".into(), broker.url_v5()),
-        ("OPCUA_URL".into(), server.url()),
-        ("DEMO_LATENESS".into(), format!("{}s", lateness_s as i64)),
-        (
-            "DEMO_RETENTION".into(),
-            format!("{}s", lateness_s as i64 + 3 * 3600),
-        ),
-    ];
-    let env = move |k: &str| {
-        vars.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(k).ok())
-    };
-    let plan = crate::dataflow::load_with_env(&dataflow, &env).map_err(|e| e.render())?;
-    let currency = plan.currency.clone();
-    let stats = Arc::new(Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let engine = {
-        let (stats, stop, workers) = (stats.clone(), stop.clone(), opts.workers);
-        std::thread::Builder::new()
-            .name("plantflow-demo-engine".into())
-            .spawn(move || {
-                crate::run::run(
-                    plan,
-                    crate::run::RunOptions {
-                        workers,
-                        follow: true,
-                        stop: Some(stop),
-                        stats: Some(stats),
-                        tally_actions_only: false,
-                    },
-                )
-            })
-            .map_err(|e| e.to_string())?
-    };
+    let Engine {
+        thread: engine,
+        stats,
+        stop,
+        currency,
+    } = start_engine(opts, &dataflow, &input, &lake, &broker, &server)?;
 
     // Actions come back over MQTT.
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
@@ -175,25 +115,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     // session to catch up from in a fresh broker. The first instant is
     // published until one value of every OPC UA and MQTT tag is in.
     let v0 = plant.step(T0, &Fixes::default());
-    let first: Vec<_> = opc_tags
-        .iter()
-        .enumerate()
-        .map(|(k, (i, _))| (k, v0[*i], T0, opcua::types::StatusCode::Good))
-        .collect();
-    let json_msgs = |t: i64, v: &[f64]| {
-        plant
-            .tags
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.via == Via::MqttJson)
-            .map(|(i, s)| {
-                (
-                    format!("plant/{}", s.tag),
-                    format!("{{\"ts\":{t},\"value\":{:.4}}}", v[i]).into_bytes(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
+    let first = opc_values(&opc_tags, &v0, T0);
+    let json_msgs = |t: i64, v: &[f64]| json_messages(&plant, t, v);
     let n_json = json_msgs(T0, &v0).len() as u64;
     let ready = Instant::now();
     loop {
@@ -215,16 +138,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
     }
 
-    let bar = if opts.interactive {
-        let b = indicatif::ProgressBar::new((opts.duration_ms / 60_000) as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(opts);
     let printer = bar.clone();
     let mut crew = Crew::new(input.join("status.jsonl"), currency.clone());
     let mut sp = SparkplugNode::new(&plant);
@@ -259,26 +173,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
         crew.act(t)?;
         let v = plant.step(t, &crew.fixes);
-        let opc: Vec<_> = opc_tags
-            .iter()
-            .enumerate()
-            .map(|(k, (i, _))| (k, v[*i], t, opcua::types::StatusCode::Good))
-            .collect();
-        server.set(&opc)?;
+        server.set(&opc_values(&opc_tags, &v, t))?;
         let mut msgs = json_msgs(t, &v);
         msgs.extend(sp.data(t, &v));
         publisher.publish_all(&msgs)?;
         published += plant.tags.len() as u64;
         if (t - T0) % 3_600_000 == 0 {
-            bar.set_position(((t - T0) / 60_000) as u64);
-            bar.set_message(format!(
-                "{}  {} rows in, {} actions",
-                chrono::DateTime::from_timestamp_millis(t)
-                    .map(|d| d.format("%a %d %b %H:%M").to_string())
-                    .unwrap_or_default(),
-                stats.rows_read.load(Relaxed),
-                crew.opened
-            ));
+            show_progress(&bar, t, stats.rows_read.load(Relaxed), crew.opened);
         }
         t += STEP_MS;
     }
@@ -286,20 +187,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     // Wait until the engine has taken every sample, then stop it: follow
     // mode closes the open windows and commits every file.
     let births = sp.birth_samples;
-    let wait = Instant::now();
-    let mut last = (0, Instant::now());
-    while wait.elapsed() < Duration::from_secs(60) {
-        let n = stats.rows_read.load(Relaxed);
-        if n >= published + births {
-            break;
-        }
-        if n != last.0 {
-            last = (n, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            break; // nothing more is coming
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_taken(&stats, published + births);
     // The last action events and the crew's last updates.
     std::thread::sleep(Duration::from_millis(300));
     for ev in ev_rx.try_iter() {
@@ -326,6 +214,188 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         samples_published: published,
         currency,
     })
+}
+
+/// The plant's context files and the dataflow, under `out/input`; the lake
+/// goes to `out/lake` (emptied first).
+fn write_inputs(
+    out: &Path,
+    plant: &Plant,
+    days: i64,
+) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let input = out.join("input");
+    let lake = out.join("lake");
+    let _ = std::fs::remove_dir_all(&lake);
+    std::fs::create_dir_all(&input)
+        .map_err(|e| format!("cannot create {}: {e}", input.display()))?;
+    write(&input.join("assets.csv"), &plant.assets_csv())?;
+    write(
+        &input.join("production.csv"),
+        &Plant::production_csv(days.max(1)),
+    )?;
+    write(&input.join("tariff.csv"), TARIFF_CSV)?;
+    write(&input.join("status.jsonl"), "")?;
+    let dataflow = input.join("demo.toml");
+    write(&dataflow, DEMO_TOML)?;
+    Ok((input, lake, dataflow))
+}
+
+/// The dataflow running in follow mode on a thread of its own.
+struct Engine {
+    thread: std::thread::JoinHandle<Result<crate::run::RunSummary, String>>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    currency: String,
+}
+
+/// Starts the demo's dataflow against the embedded broker and OPC UA server.
+fn start_engine(
+    opts: &DemoOptions,
+    dataflow: &Path,
+    input: &Path,
+    lake: &Path,
+    broker: &crate::sim::broker::Broker,
+    server: &PlantServer,
+) -> Result<Engine, String> {
+    let publish_ms = 50.0;
+    let lateness_s = ((opts.speed * publish_ms * 4.0 / 1000.0) / 60.0)
+        .ceil()
+        .max(5.0)
+        * 60.0;
+    let vars: Vec<(String, String)> = vec![
+        ("INPUT_DIR".into(), input.display().to_string()),
+        ("OUT_DIR".into(), lake.display().to_string()),
+        ("MQTT_URL".into(), broker.url_v5()),
+        ("OPCUA_URL".into(), server.url()),
+        ("DEMO_LATENESS".into(), format!("{}s", lateness_s as i64)),
+        (
+            "DEMO_RETENTION".into(),
+            format!("{}s", lateness_s as i64 + 3 * 3600),
+        ),
+    ];
+    let env = move |k: &str| {
+        vars.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(k).ok())
+    };
+    let plan = crate::dataflow::load_with_env(dataflow, &env).map_err(|e| e.render())?;
+    let currency = plan.currency.clone();
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let (stats, stop, workers) = (stats.clone(), stop.clone(), opts.workers);
+        std::thread::Builder::new()
+            .name("plantflow-demo-engine".into())
+            .spawn(move || {
+                crate::run::run(
+                    plan,
+                    crate::run::RunOptions {
+                        workers,
+                        follow: true,
+                        stop: Some(stop),
+                        stats: Some(stats),
+                        tally_actions_only: false,
+                    },
+                )
+            })
+            .map_err(|e| e.to_string())?
+    };
+    Ok(Engine {
+        thread: engine,
+        stats,
+        stop,
+        currency,
+    })
+}
+
+/// A bar of simulated minutes when interactive, else a hidden one.
+fn progress_bar(opts: &DemoOptions) -> indicatif::ProgressBar {
+    if opts.interactive {
+        let b = indicatif::ProgressBar::new((opts.duration_ms / 60_000) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+/// Waits (at most 60 s, or 10 s without progress) until the engine has
+/// read `n` rows.
+fn wait_taken(stats: &Stats, n: u64) {
+    let wait = Instant::now();
+    let mut last = (0, Instant::now());
+    while wait.elapsed() < Duration::from_secs(60) {
+        let got = stats.rows_read.load(Relaxed);
+        if got >= n {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            break; // nothing more is coming
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Site 1's tags, served over OPC UA, with their index among the plant's tags.
+fn opc_tags(plant: &Plant) -> Vec<(usize, SimTag)> {
+    plant
+        .tags
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.via == Via::OpcUa)
+        .map(|(i, t)| {
+            let path = t.tag.clone();
+            (i, SimTag::new(&path, t.unit, t.eu_high))
+        })
+        .collect()
+}
+
+/// Site 2's line tags as MQTT JSON messages at `t`.
+fn json_messages(plant: &Plant, t: i64, v: &[f64]) -> Vec<(String, Vec<u8>)> {
+    plant
+        .tags
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.via == Via::MqttJson)
+        .map(|(i, s)| {
+            (
+                format!("plant/{}", s.tag),
+                format!("{{\"ts\":{t},\"value\":{:.4}}}", v[i]).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Site 1's values at `t` for the OPC UA server, by its tag index.
+fn opc_values(
+    opc_tags: &[(usize, SimTag)],
+    v: &[f64],
+    t: i64,
+) -> Vec<(usize, f64, i64, opcua::types::StatusCode)> {
+    opc_tags
+        .iter()
+        .enumerate()
+        .map(|(k, (i, _))| (k, v[*i], t, opcua::types::StatusCode::Good))
+        .collect()
+}
+
+/// The bar at simulated time `t`.
+fn show_progress(bar: &indicatif::ProgressBar, t: i64, rows: u64, actions: usize) {
+    bar.set_position(((t - T0) / 60_000) as u64);
+    bar.set_message(format!(
+        "{}  {} rows in, {} actions",
+        chrono::DateTime::from_timestamp_millis(t)
+            .map(|d| d.format("%a %d %b %H:%M").to_string())
+            .unwrap_or_default(),
+        rows,
+        actions
+    ));
 }
 
 /// The end-of-run summary: actions by owner, verified savings, where things went.

@@ -219,6 +219,9 @@ fn write_assets(
     Ok(())
 }
 
+/// Each line's production runs, `[start, end)` in epoch ms.
+type Runs = Vec<Vec<(i64, i64)>>;
+
 /// `production.csv`: runs of each line from before `p.start_ms` to `end_ms`;
 /// returns each line's runs and their count.
 fn write_production(
@@ -227,7 +230,7 @@ fn write_production(
     lines: &[String],
     end_ms: i64,
     rng: &mut ChaCha8Rng,
-) -> std::io::Result<(Vec<Vec<(i64, i64)>>, usize)> {
+) -> std::io::Result<(Runs, usize)> {
     let mut runs: Vec<Vec<(i64, i64)>> = vec![Vec::new(); lines.len()];
     let mut w = BufWriter::new(std::fs::File::create(out.join("production.csv"))?);
     writeln!(w, "line,start_ms,end_ms")?;
