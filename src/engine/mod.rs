@@ -36,12 +36,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::AsCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::Probe;
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
 use crate::config::Plan;
 use crate::ingest::bridge::{ContextChange, WorkerMsg};
@@ -49,7 +49,7 @@ use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
 use crate::model::Interval;
 use crate::model::SinkBatch;
 use crate::model::{Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
-use crate::value::layer::{Aging, ValueIn, ValueLayer};
+use crate::value::layer::{self as value_layer, Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
 use context::{AssetCtx, Context, CtxUpdate};
 use output::Versioned;
@@ -98,6 +98,51 @@ impl Inputs {
         self.production.flush();
         self.maintenance.flush();
         self.status.flush();
+    }
+
+    /// The context every worker starts with (worker 0 feeds it), at time 0.
+    fn insert_initial(&mut self, init: InitialContext, tags: &TagRegistry, names: &Names) {
+        fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
+            rows.into_iter().map(|r| (r, 1)).collect()
+        }
+        for change in [
+            ContextChange::Assets(inserts(init.assets)),
+            ContextChange::Tariff(inserts(init.tariff)),
+            ContextChange::Production(inserts(init.production)),
+            ContextChange::Maintenance(inserts(init.maintenance)),
+            ContextChange::Status(init.status),
+        ] {
+            self.apply(change, tags, names);
+        }
+    }
+
+    /// Takes up to 256 messages from the worker's channel into the inputs;
+    /// returns whether it took any, and whether the input has ended.
+    fn intake(
+        &mut self,
+        rx: &Receiver<WorkerMsg>,
+        tags: &TagRegistry,
+        names: &Names,
+    ) -> (bool, bool) {
+        let mut progressed = false;
+        for _ in 0..256 {
+            match rx.try_recv() {
+                Ok(WorkerMsg::Samples { time, mut rows }) => {
+                    self.advance(time);
+                    self.samples.send_batch(&mut rows);
+                }
+                Ok(WorkerMsg::Advance(t)) => self.advance(t),
+                Ok(WorkerMsg::Context { time, change }) => {
+                    self.advance(time);
+                    self.apply(change, tags, names);
+                    self.flush_context();
+                }
+                Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => return (progressed, true),
+                Err(TryRecvError::Empty) => break,
+            }
+            progressed = true;
+        }
+        (progressed, false)
     }
 
     fn apply(&mut self, change: ContextChange, tags: &TagRegistry, names: &Names) {
@@ -208,28 +253,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 let (maint_in, maint) = scope.new_collection::<Interval, isize>();
                 let (status_in, status) = scope.new_collection::<StatusUpdate, isize>();
 
-                // Context updates reach every worker; the window operator looks
-                // each window's context up as it emits it, and re-emits the
-                // retained windows a context change alters.
-                let context = assets
-                    .inner
-                    .map(|((tag, a), t, r)| (CtxUpdate::Asset(tag, a), t, r))
-                    .concat(
-                        tariff
-                            .inner
-                            .map(|((k, p), t, r)| (CtxUpdate::Tariff(k, p), t, r)),
-                    )
-                    .concat(
-                        prod.inner
-                            .clone()
-                            .map(|(iv, t, r)| (CtxUpdate::Production(iv), t, r)),
-                    )
-                    .concat(
-                        maint
-                            .inner
-                            .map(|(iv, t, r)| (CtxUpdate::Maintenance(iv), t, r)),
-                    )
-                    .broadcast();
+                let context = context_updates(assets, tariff, prod.clone(), maint);
                 let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms)
                     .owning(index, peers);
                 let c1 = compiled.clone();
@@ -254,41 +278,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     rules::findings(contributions.inner, compiled.clone(), spill.clone())
                         .as_collection()
                         .map(ValueIn::Finding);
-                let c4 = compiled.clone();
-                let value_in = if compiled.has_energy() {
-                    findings.concat(enriched.clone().flat_map(move |e| c4.energy(&e)))
-                } else {
-                    findings
-                }
-                .concat(status.map(ValueIn::Status));
-                // Production runs reach the value layer only for a `units`
-                // verification baseline (the windows' `producing` flag comes
-                // from the context tables): otherwise it would keep every run.
-                let value_in = if compiled.needs_production() {
-                    value_in.concat(prod.map(ValueIn::Production))
-                } else {
-                    value_in
-                };
+                let value_in = value_inputs(findings, &enriched, status, prod, &compiled);
 
                 let enriched = enriched.inner.probe_with(&probe);
                 let value_in = value_in.inner.probe_with(&probe);
-                // Progress markers let the Parquet writer commit an event-time
-                // roll once every worker's outputs have passed it.
-                let outputs = 2 * peers;
-                let marker = |tx: &Option<std::sync::mpsc::Sender<SinkBatch>>, source| {
-                    let tx = tx.clone();
-                    move |time| {
-                        if let Some(tx) = &tx {
-                            let _ = tx.send(SinkBatch::Progress {
-                                source,
-                                of: outputs,
-                                time,
-                            });
-                        }
-                    }
-                };
-                let agg_progress = marker(&tx_agg, index);
-                let val_progress = marker(&tx_val, peers + index);
+                let agg_progress = progress_marker(tx_agg.clone(), index, 2 * peers);
+                let val_progress = progress_marker(tx_val.clone(), peers + index, 2 * peers);
                 output::revisions(
                     enriched,
                     "sink:aggregates",
@@ -300,43 +295,17 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     },
                     agg_progress,
                 );
-                let layer = ValueLayer::new(
-                    plan.clone(),
-                    Aging {
-                        size_ms: geo.size_ms,
-                        period_ms: geo.period_ms,
-                        retention_ms: geo.retention_ms,
-                    },
-                );
+                let aging = Aging {
+                    size_ms: geo.size_ms,
+                    period_ms: geo.period_ms,
+                    retention_ms: geo.retention_ms,
+                };
+                let layer = ValueLayer::new(plan.clone(), aging);
                 value::value_op(
                     value_in,
                     layer,
                     ledger,
-                    move |out, counters| {
-                        if let Some(c) = counters {
-                            stats.set_value_counters(c);
-                        }
-                        if let Some(tx) = &tx_val {
-                            if !out.actions.is_empty() {
-                                let _ = tx.send(SinkBatch::Actions(out.actions));
-                            }
-                            if !out.totals.is_empty() {
-                                let _ = tx.send(SinkBatch::ActionTotals(out.totals));
-                            }
-                            if !out.outcomes.is_empty() {
-                                let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
-                            }
-                            if !out.bills.is_empty() {
-                                let _ = tx.send(SinkBatch::Billing(out.bills));
-                            }
-                            if !out.dead_letters.is_empty() {
-                                for _ in &out.dead_letters {
-                                    stats.dead_letter("status update rejected");
-                                }
-                                let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
-                            }
-                        }
-                    },
+                    move |out, counters| send_value_out(tx_val.as_ref(), &stats, out, counters),
                     val_progress,
                 );
                 (assets_in, tariff_in, prod_in, maint_in, status_in)
@@ -351,59 +320,26 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             status,
         };
         if index == 0 {
-            fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
-                rows.into_iter().map(|r| (r, 1)).collect()
-            }
-            let init = initial
-                .lock()
-                .ok()
-                .and_then(|mut i| i.take())
-                .unwrap_or_default();
-            for change in [
-                ContextChange::Assets(inserts(init.assets)),
-                ContextChange::Tariff(inserts(init.tariff)),
-                ContextChange::Production(inserts(init.production)),
-                ContextChange::Maintenance(inserts(init.maintenance)),
-                ContextChange::Status(init.status),
-            ] {
-                inputs.apply(change, &tags, &names);
-            }
+            let init = initial.lock().ok().and_then(|mut i| i.take());
+            inputs.insert_initial(init.unwrap_or_default(), &tags, &names);
         }
         let max_lag = 2 * geo.size_ms as u64;
         loop {
-            let mut progressed = false;
-            let mut finished = false;
             let now = *inputs.samples.time();
-            if !probe.less_than(&now.saturating_sub(max_lag)) {
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(WorkerMsg::Samples { time, mut rows }) => {
-                            inputs.advance(time);
-                            inputs.samples.send_batch(&mut rows);
-                        }
-                        Ok(WorkerMsg::Advance(t)) => inputs.advance(t),
-                        Ok(WorkerMsg::Context { time, change }) => {
-                            inputs.advance(time);
-                            inputs.apply(change, &tags, &names);
-                            inputs.flush_context();
-                        }
-                        Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => {
-                            finished = true;
-                            break;
-                        }
-                        Err(TryRecvError::Empty) => break,
-                    }
-                    progressed = true;
-                }
-            }
+            let (progressed, finished) = if probe.less_than(&now.saturating_sub(max_lag)) {
+                (false, false)
+            } else {
+                inputs.intake(&rx, &tags, &names)
+            };
             if finished {
                 break;
             }
-            worker.step_or_park(if progressed {
-                Some(Duration::ZERO)
+            let park = if progressed {
+                Duration::ZERO
             } else {
-                Some(Duration::from_millis(5))
-            });
+                Duration::from_millis(5)
+            };
+            worker.step_or_park(Some(park));
         }
         drop(inputs);
         while worker.step_or_park(Some(Duration::from_millis(1))) {}
@@ -414,6 +350,96 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         r.map_err(|e| format!("a worker failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Context updates as one stream for every worker (broadcast): the window
+/// operator looks each window's context up as it emits it, and re-emits
+/// the retained windows a context change alters.
+fn context_updates<'s>(
+    assets: VecCollection<'s, u64, (TagId, AssetCtx), isize>,
+    tariff: VecCollection<'s, u64, (u32, F64), isize>,
+    production: VecCollection<'s, u64, Interval, isize>,
+    maintenance: VecCollection<'s, u64, Interval, isize>,
+) -> Stream<'s, u64, Vec<(CtxUpdate, u64, isize)>> {
+    let (tariff, production, maintenance) = (tariff.inner, production.inner, maintenance.inner);
+    assets
+        .inner
+        .map(|((tag, a), t, r)| (CtxUpdate::Asset(tag, a), t, r))
+        .concat(tariff.map(|((k, p), t, r)| (CtxUpdate::Tariff(k, p), t, r)))
+        .concat(production.map(|(iv, t, r)| (CtxUpdate::Production(iv), t, r)))
+        .concat(maintenance.map(|(iv, t, r)| (CtxUpdate::Maintenance(iv), t, r)))
+        .broadcast()
+}
+
+/// What the value layer takes: findings, status updates, each window's
+/// energy when billing or a verification needs it, and production runs only
+/// for a `units` verification baseline (the windows' `producing` flag comes
+/// from the context tables: otherwise it would keep every run).
+fn value_inputs<'s>(
+    findings: VecCollection<'s, u64, ValueIn, isize>,
+    enriched: &VecCollection<'s, u64, Enriched, isize>,
+    status: VecCollection<'s, u64, StatusUpdate, isize>,
+    production: VecCollection<'s, u64, Interval, isize>,
+    compiled: &Rc<Compiled>,
+) -> VecCollection<'s, u64, ValueIn, isize> {
+    let c = compiled.clone();
+    let value_in = if compiled.has_energy() {
+        findings.concat(enriched.clone().flat_map(move |e| c.energy(&e)))
+    } else {
+        findings
+    }
+    .concat(status.map(ValueIn::Status));
+    if compiled.needs_production() {
+        value_in.concat(production.map(ValueIn::Production))
+    } else {
+        value_in
+    }
+}
+
+/// Hands the value layer's output of a step to the sinks (and its counters
+/// to the run's stats).
+fn send_value_out(
+    tx: Option<&std::sync::mpsc::Sender<SinkBatch>>,
+    stats: &crate::stats::Stats,
+    out: value_layer::ValueOut,
+    counters: Option<crate::stats::ValueCounters>,
+) {
+    if let Some(c) = counters {
+        stats.set_value_counters(c);
+    }
+    let Some(tx) = tx else { return };
+    if !out.actions.is_empty() {
+        let _ = tx.send(SinkBatch::Actions(out.actions));
+    }
+    if !out.totals.is_empty() {
+        let _ = tx.send(SinkBatch::ActionTotals(out.totals));
+    }
+    if !out.outcomes.is_empty() {
+        let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
+    }
+    if !out.bills.is_empty() {
+        let _ = tx.send(SinkBatch::Billing(out.bills));
+    }
+    if !out.dead_letters.is_empty() {
+        for _ in &out.dead_letters {
+            stats.dead_letter("status update rejected");
+        }
+        let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
+    }
+}
+
+/// Progress markers let the Parquet writer commit an event-time roll once
+/// every worker's outputs (`of` in all) have passed it.
+fn progress_marker(
+    tx: Option<std::sync::mpsc::Sender<SinkBatch>>,
+    source: usize,
+    of: usize,
+) -> impl FnMut(u64) + 'static {
+    move |time| {
+        if let Some(tx) = &tx {
+            let _ = tx.send(SinkBatch::Progress { source, of, time });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,30 @@ struct Waiting {
     asked: usize,
 }
 
+impl Waiting {
+    /// Asks the ledger for what is still to ask (as much as its queue takes).
+    fn ask_from(&mut self, ledger: &Ledger) {
+        while let Some(id) = self.ask.last() {
+            if !ledger.get(id) {
+                break;
+            }
+            self.ask.pop();
+            self.asked += 1;
+        }
+    }
+}
+
+/// The actions on disk that `updates` at time `t` need back first, once each.
+fn wanted_back(layer: &ValueLayer, updates: &[(ValueIn, isize)], t: u64) -> Vec<String> {
+    let mut ask: Vec<String> = updates
+        .iter()
+        .filter_map(|(d, r)| layer.wants_back(d, t as i64, *r))
+        .collect();
+    ask.sort();
+    ask.dedup();
+    ask
+}
+
 /// Runs `layer` on worker 0 over `stream`; `emit` receives each step's
 /// output (in parts, for a step with many actions: the counters come with
 /// the last), `progress` the operator's frontier after it (see [`super::output::revisions`]).
@@ -112,13 +136,7 @@ pub fn value_op<'s, F, P>(
                     let (t, updates) = match waiting.take() {
                         Some(mut w) => {
                             if let Some((l, _)) = &ledger {
-                                while let Some(id) = w.ask.last() {
-                                    if !l.get(id) {
-                                        break;
-                                    }
-                                    w.ask.pop();
-                                    w.asked += 1;
-                                }
+                                w.ask_from(l);
                             }
                             if !w.ask.is_empty() || w.asked > 0 {
                                 if !w.ask.is_empty() {
@@ -134,15 +152,10 @@ pub fn value_op<'s, F, P>(
                                 break;
                             };
                             // Updates for actions the layer keeps on disk: fetch them first.
-                            let mut ask: Vec<String> = match &ledger {
-                                Some(_) => updates
-                                    .iter()
-                                    .filter_map(|(d, r)| layer.wants_back(d, t as i64, *r))
-                                    .collect(),
+                            let ask = match &ledger {
+                                Some(_) => wanted_back(&layer, &updates, t),
                                 None => Vec::new(),
                             };
-                            ask.sort();
-                            ask.dedup();
                             if !ask.is_empty() {
                                 waiting = Some(Waiting {
                                     time: t,
