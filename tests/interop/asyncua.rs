@@ -1,11 +1,9 @@
 //! Interop suite against an OPC UA server nobody here wrote: Python asyncua
-//! (installed by `.ci/run`; run with `cargo test --features interop --test asyncua`).
+//! (installed by `.ci/run`; run with `cargo test --features interop --test interop asyncua::`).
 //!
 //! The server (tests/interop/asyncua_server.py) logs every value it writes;
 //! the oracle is that log, aggregated per tag and 1-minute window by this
 //! test, against plantflow's Parquet aggregates.
-
-mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -14,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -2,15 +2,13 @@
 //! compared with independent oracles (DuckDB's expected output for the
 //! fixture, and from-scratch recomputations written here).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");

@@ -2,12 +2,10 @@
 //! (`plantflow::sim::opcua`, on async-opcua's server). Numbers are checked
 //! against the same independent oracle as the replay and MQTT tests.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use common::*;
+use crate::common::*;
 use opcua::types::{StatusCode, Variant};
 use plantflow::sim::opcua::{PlantServer, ServerOptions, SimTag};
 

@@ -2,15 +2,13 @@
 //! and a Python Sparkplug B edge node (pysparkplug). Needs `mosquitto`,
 //! `mosquitto_passwd` and Python with `pysparkplug` on the machine, so
 //! it is its own test target behind the `interop` feature; `.ci/run`
-//! installs them and runs `cargo test --features interop --test mosquitto`.
-
-mod common;
+//! installs them and runs `cargo test --features interop --test interop mosquitto::`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use common::*;
+use crate::common::*;
 
 const BASE: i64 = 1_767_596_100_000;
 

@@ -3,13 +3,11 @@
 //! Expected numbers are the public value vectors (`tests/fixtures/value_vectors.md`,
 //! PV1–PV3) or hand-computed from the constant loads each test writes.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
 /// 2026-01-05 00:00 UTC, a Monday.

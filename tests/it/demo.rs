@@ -3,12 +3,10 @@
 //! action per injected problem, a verified outcome for the compressor fix,
 //! and a report with its charts.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use plantflow::sim::plant::EXPECTED;
 
 fn f(r: &HashMap<String, serde_json::Value>, k: &str) -> f64 {

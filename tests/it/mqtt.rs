@@ -2,12 +2,10 @@
 //! rumqttd (`plantflow::sim::broker`). Numbers are checked against the same
 //! independent oracles as the replay tests (DuckDB's expected output).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use common::*;
+use crate::common::*;
 
 fn broker() -> plantflow::sim::broker::Broker {
     plantflow::sim::broker::start(0, 0).expect("embedded broker starts")

@@ -1,0 +1,10 @@
+//! Interop suites against independent peers, installed by `.ci/run`:
+//! Mosquitto and a Python Sparkplug B node ([`mosquitto`]), a Python asyncua
+//! OPC UA server ([`asyncua`]). Run with `cargo test --features interop
+//! --test interop`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod asyncua;
+mod mosquitto;

@@ -1,0 +1,25 @@
+//! plantflow's integration tests in one binary (one link of Arrow, timely
+//! and async-opcua instead of one per file), one module per capability:
+//!
+//! - [`integration`]: replay end to end against the DuckDB oracle, workers,
+//!   late rows and context edits as corrections, dead letters, config
+//!   errors verbatim, the CLI's exit codes, rolling and committing files.
+//! - [`value`]: the value vectors: billing, tariffs, actions and their
+//!   lifecycle, the rule library, routing, M&V verification.
+//! - [`mqtt`]: the MQTT source and sink against the embedded broker.
+//! - [`opcua`]: the OPC UA source against the project's OPC UA server.
+//! - [`demo`]: the demo end to end.
+//! - [`house`]: the code's layout stays one-way and readable.
+//!
+//! The suites against independent peers (Mosquitto, Python asyncua and a
+//! Sparkplug node) are in `tests/interop/`, behind the `interop` feature.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod demo;
+mod house;
+mod integration;
+mod mqtt;
+mod opcua;
+mod value;
