@@ -21,6 +21,8 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMill
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::model::tables::{self, Table};
+
 /// The latest revision of one action (`actions` table). Times are epoch ms, UTC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActionView {
@@ -132,7 +134,7 @@ pub(crate) fn check_lake(lake: &Path) -> Result<(), String> {
 pub fn latest_actions(lake: &Path) -> Result<Vec<ActionView>, String> {
     check_lake(lake)?;
     let mut rows = Vec::new();
-    for_each_batch(lake, "actions", |b| {
+    for_each_batch(lake, &tables::ACTIONS, |b| {
         let id = b.str_req("action_id")?;
         let dataflow = b.str_req("dataflow")?;
         let rule = b.str_req("rule")?;
@@ -196,7 +198,7 @@ pub fn latest_actions(lake: &Path) -> Result<Vec<ActionView>, String> {
 pub fn latest_outcomes(lake: &Path) -> Result<Vec<OutcomeView>, String> {
     check_lake(lake)?;
     let mut rows = Vec::new();
-    for_each_batch(lake, "outcomes", |b| {
+    for_each_batch(lake, &tables::OUTCOMES, |b| {
         let id = b.str_req("action_id")?;
         let dataflow = b.str_opt("dataflow")?;
         let rule = b.str_req("rule")?;
@@ -273,7 +275,7 @@ pub fn latest_outcomes(lake: &Path) -> Result<Vec<OutcomeView>, String> {
 pub fn latest_buckets(lake: &Path) -> Result<BTreeMap<String, Vec<BucketView>>, String> {
     check_lake(lake)?;
     let mut rows = Vec::new();
-    for_each_batch(lake, "outcome_buckets", |b| {
+    for_each_batch(lake, &tables::OUTCOME_BUCKETS, |b| {
         let id = b.str_req("action_id")?;
         let bucket_start = b.ts_col("bucket_start", true)?;
         let bucket_end = b.ts_col("bucket_end", true)?;
@@ -325,7 +327,7 @@ pub fn latest_buckets(lake: &Path) -> Result<BTreeMap<String, Vec<BucketView>>, 
 pub fn latest_billing(lake: &Path) -> Result<Vec<BillView>, String> {
     check_lake(lake)?;
     let mut rows = Vec::new();
-    for_each_batch(lake, "billing", |b| {
+    for_each_batch(lake, &tables::BILLING, |b| {
         let site = b.str_req("site")?;
         let period_start = b.ts_col("period_start", true)?;
         let period_end = b.ts_col("period_end", true)?;
@@ -436,10 +438,10 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> 
 /// Calls `f` for every record batch of every file of `table`.
 fn for_each_batch(
     lake: &Path,
-    table: &str,
+    table: &'static Table,
     mut f: impl FnMut(&Batch) -> Result<(), String>,
 ) -> Result<(), String> {
-    for path in table_files(lake, table)? {
+    for path in table_files(lake, table.name)? {
         let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?
@@ -465,7 +467,8 @@ fn for_each_batch(
 struct Batch<'a> {
     batch: &'a RecordBatch,
     path: &'a Path,
-    table: &'a str,
+    /// The table as the writer describes it: the reader asks only for its columns.
+    table: &'static Table,
     first_row: usize,
 }
 
@@ -475,10 +478,15 @@ impl Batch<'_> {
     }
 
     fn err(&self, what: String) -> String {
-        format!("{} table, {}: {what}", self.table, self.path.display())
+        format!("{} table, {}: {what}", self.table.name, self.path.display())
     }
 
     fn column(&self, name: &str, required: bool) -> Result<Option<&ArrayRef>, String> {
+        debug_assert!(
+            self.table.column(name).is_some(),
+            "the report reads `{name}`, which the {} table does not describe",
+            self.table.name
+        );
         match self.batch.column_by_name(name) {
             Some(c) => Ok(Some(c)),
             None if required => Err(self.err(format!("no `{name}` column"))),

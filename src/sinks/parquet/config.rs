@@ -7,15 +7,7 @@ use serde::Deserialize;
 use crate::config::{strip_type, units, Loader};
 
 /// Output tables of the Parquet sink.
-pub const TABLES: &[&str] = &[
-    "aggregates",
-    "actions",
-    "outcomes",
-    "billing",
-    "dead_letter",
-    "gaps",
-    "outcome_buckets",
-];
+pub use crate::model::tables::NAMES as TABLES;
 
 #[derive(Clone, Debug)]
 pub struct ParquetPlan {

@@ -2,129 +2,10 @@
 //! record batches (one batch per table and date partition).
 
 use super::*;
+use crate::model::tables::{self, ColKind, Table};
 
 pub(super) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-}
-
-/// Schema of the `aggregates` table for a dataflow's metrics.
-pub fn aggregates_schema(metrics: &[MetricPlan]) -> SchemaRef {
-    let mut fields = vec![
-        Field::new("site", DataType::Utf8, false),
-        Field::new("line", DataType::Utf8, false),
-        Field::new("asset", DataType::Utf8, false),
-        Field::new("tag", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("window_start", ts_type(), false),
-        Field::new("window_end", ts_type(), false),
-        Field::new("count", DataType::Int64, false),
-        Field::new("mean", DataType::Float64, false),
-        Field::new("min", DataType::Float64, false),
-        Field::new("max", DataType::Float64, false),
-        Field::new("first", DataType::Float64, false),
-        Field::new("last", DataType::Float64, false),
-        Field::new("price_per_kwh", DataType::Float64, false),
-        Field::new("producing", DataType::Boolean, false),
-        Field::new("in_maintenance", DataType::Boolean, false),
-    ];
-    for m in metrics {
-        let t = match m.result {
-            ColType::Bool => DataType::Boolean,
-            ColType::Str => DataType::Utf8,
-            ColType::Num => DataType::Float64,
-        };
-        fields.push(Field::new(&m.name, t, true));
-    }
-    fields.push(Field::new("revision", DataType::Int64, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// Schema of the `actions` table.
-pub fn actions_schema() -> SchemaRef {
-    let s = |n: &str| Field::new(n, DataType::Utf8, false);
-    Arc::new(Schema::new(vec![
-        s("action_id"),
-        s("dataflow"),
-        s("rule"),
-        s("site"),
-        s("line"),
-        s("asset"),
-        s("owner"),
-        s("action_type"),
-        s("value_category"),
-        Field::new("value", DataType::Float64, false),
-        s("currency"),
-        s("severity"),
-        Field::new("period_start", ts_type(), false),
-        Field::new("period_end", ts_type(), false),
-        s("status"),
-        s("evidence"),
-        Field::new("revision", DataType::Int64, false),
-        s("category"),
-        Field::new("findings", DataType::Int64, false),
-        Field::new("status_at", ts_type(), false),
-        s("status_by"),
-        s("status_note"),
-    ]))
-}
-
-/// Schema of the `outcomes` table.
-pub fn outcomes_schema() -> SchemaRef {
-    let s = |n: &str| Field::new(n, DataType::Utf8, false);
-    let t = |n: &str| Field::new(n, ts_type(), false);
-    let f = |n: &str| Field::new(n, DataType::Float64, true);
-    Arc::new(Schema::new(vec![
-        s("action_id"),
-        s("dataflow"),
-        s("rule"),
-        s("site"),
-        s("asset"),
-        t("baseline_start"),
-        t("baseline_end"),
-        t("reporting_start"),
-        t("reporting_end"),
-        s("model"),
-        Field::new("n_baseline", DataType::Int64, false),
-        Field::new("n_reporting", DataType::Int64, false),
-        f("r2"),
-        f("cv_rmse"),
-        f("nmbe"),
-        f("baseline_kwh"),
-        Field::new("actual_kwh", DataType::Float64, false),
-        f("avoided_kwh"),
-        f("avoided_cost"),
-        s("currency"),
-        f("fractional_savings"),
-        f("fsu_68"),
-        f("fsu_90"),
-        s("verdict"),
-        s("reason"),
-        Field::new("final", DataType::Boolean, false),
-        t("computed_at"),
-        Field::new("revision", DataType::Int64, false),
-    ]))
-}
-
-/// Schema of the `outcome_buckets` table: the series behind each final outcome.
-pub fn outcome_buckets_schema() -> SchemaRef {
-    let s = |n: &str| Field::new(n, DataType::Utf8, false);
-    let t = |n: &str| Field::new(n, ts_type(), false);
-    let f = |n: &str| Field::new(n, DataType::Float64, false);
-    Arc::new(Schema::new(vec![
-        s("action_id"),
-        s("dataflow"),
-        s("rule"),
-        s("site"),
-        s("asset"),
-        t("bucket_start"),
-        t("bucket_end"),
-        s("period"),
-        f("units"),
-        f("measured_kwh"),
-        f("predicted_kwh"),
-        f("cost"),
-        Field::new("revision", DataType::Int64, false),
-    ]))
 }
 
 pub(super) fn outcome_buckets_batch(
@@ -153,53 +34,6 @@ pub(super) fn outcome_buckets_batch(
     ];
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("building an outcome_buckets batch: {e}"))
-}
-
-/// Schema of the `billing` table.
-pub fn billing_schema() -> SchemaRef {
-    let f = |n: &str| Field::new(n, DataType::Float64, false);
-    Arc::new(Schema::new(vec![
-        Field::new("site", DataType::Utf8, false),
-        Field::new("period_start", ts_type(), false),
-        Field::new("period_end", ts_type(), false),
-        f("energy_kwh"),
-        f("energy_cost"),
-        f("peak_kw"),
-        Field::new("peak_interval_start", ts_type(), false),
-        f("demand_cost"),
-        f("total_cost"),
-        f("peak_shave_kw"),
-        f("peak_shave_value"),
-        Field::new("currency", DataType::Utf8, false),
-        Field::new("intervals", DataType::Int64, false),
-        Field::new("energy_by_price", DataType::Utf8, false),
-        Field::new("final", DataType::Boolean, false),
-        Field::new("revision", DataType::Int64, false),
-    ]))
-}
-
-/// Schema of the `dead_letter` table.
-pub fn dead_letter_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("received_at", ts_type(), false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("raw", DataType::Utf8, false),
-        Field::new("topic", DataType::Utf8, true),
-        Field::new("raw_encoding", DataType::Utf8, false),
-    ]))
-}
-
-/// Schema of the `gaps` table.
-pub fn gaps_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("gap_start", ts_type(), false),
-        Field::new("gap_end", ts_type(), false),
-        Field::new("tags", DataType::Int64, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("recovery", DataType::Utf8, false),
-    ]))
 }
 
 pub(super) fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatch, String> {
@@ -451,4 +285,76 @@ pub(super) fn dead_letter_batch(
     ];
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("building a dead_letter batch: {e}"))
+}
+
+/// The Arrow type of a lake column.
+fn arrow_type(kind: ColKind) -> DataType {
+    match kind {
+        ColKind::Str => DataType::Utf8,
+        ColKind::F64 => DataType::Float64,
+        ColKind::I64 => DataType::Int64,
+        ColKind::Bool => DataType::Boolean,
+        ColKind::Ts => ts_type(),
+    }
+}
+
+fn field(name: &str, kind: ColKind, nullable: bool) -> Field {
+    Field::new(name, arrow_type(kind), nullable)
+}
+
+/// The Arrow schema of a table as [`crate::model::tables`] describes it,
+/// with `metrics` (nullable, by result type) where the table takes them.
+fn schema(table: &Table, metrics: &[MetricPlan]) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| field(c.name, c.kind, c.nullable))
+        .collect();
+    if let Some(at) = table.metrics_at {
+        let extra = metrics.iter().map(|m| {
+            let kind = match m.result {
+                ColType::Bool => ColKind::Bool,
+                ColType::Str => ColKind::Str,
+                ColType::Num => ColKind::F64,
+            };
+            field(&m.name, kind, true)
+        });
+        fields.splice(at..at, extra);
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of the `aggregates` table for a dataflow's metrics.
+pub fn aggregates_schema(metrics: &[MetricPlan]) -> SchemaRef {
+    schema(&tables::AGGREGATES, metrics)
+}
+
+/// Schema of the `actions` table.
+pub fn actions_schema() -> SchemaRef {
+    schema(&tables::ACTIONS, &[])
+}
+
+/// Schema of the `outcomes` table.
+pub fn outcomes_schema() -> SchemaRef {
+    schema(&tables::OUTCOMES, &[])
+}
+
+/// Schema of the `outcome_buckets` table: the series behind each final outcome.
+pub fn outcome_buckets_schema() -> SchemaRef {
+    schema(&tables::OUTCOME_BUCKETS, &[])
+}
+
+/// Schema of the `billing` table.
+pub fn billing_schema() -> SchemaRef {
+    schema(&tables::BILLING, &[])
+}
+
+/// Schema of the `dead_letter` table.
+pub fn dead_letter_schema() -> SchemaRef {
+    schema(&tables::DEAD_LETTER, &[])
+}
+
+/// Schema of the `gaps` table.
+pub fn gaps_schema() -> SchemaRef {
+    schema(&tables::GAPS, &[])
 }
