@@ -6,7 +6,7 @@
 //!
 //! ## Architecture tour
 //! Folders are floors: data flows up through them, imports point only down
-//! (`tests/house.rs` checks it; `docs/ARCHITECTURE.md` draws it).
+//! (`tests/it/house.rs` checks it; `docs/ARCHITECTURE.md` draws it).
 //! - [`model`]: the shared vocabulary (samples, windows, rows, intervals,
 //!   batches for the sinks, the tariff calendar); imports nothing.
 //! - [`expr`]: CEL expressions, type-checked against the columns in scope.

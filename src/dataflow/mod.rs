@@ -6,7 +6,7 @@
 //! component (`sources/replay/config.rs`, `mqtt/config.rs`,
 //! `opcua/config.rs`, `sinks/parquet/config.rs`). The core sections go to
 //! [`crate::config::plan`]. Adding a source type adds a line here, a
-//! variant to [`SourcePlan`] and an arm in `run.rs`'s `match`.
+//! variant to [`SourcePlan`] and an arm in `run/`'s `spawn_source`.
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -151,6 +151,23 @@ fn validate_text(
     })
 }
 
+/// Validates the table at `key` with the validator its `type` names in
+/// `kinds` (`what` names the role in errors: `source type`).
+fn validate<P>(
+    l: &mut Loader<'_>,
+    key: &str,
+    v: toml::Value,
+    kinds: &[(&str, Validate<P>)],
+    what: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<P> {
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    let ty = take_type(l, key, &v, &names, what)?;
+    let (_, f) = kinds.iter().find(|(k, _)| *k == ty)?;
+    f(l, key, v, name, env)
+}
+
 /// `[[sources]]`: at least one, each of a registered kind, ids unique.
 fn sources(
     l: &mut Loader<'_>,
@@ -166,18 +183,9 @@ fn sources(
             None,
         );
     }
-    let kinds: Vec<&str> = SOURCES.iter().map(|(k, _)| *k).collect();
     for (i, v) in raw.into_iter().enumerate() {
         let key = format!("sources[{i}]");
-        let Some(ty) = take_type(l, &key, &v, &kinds, "source type") else {
-            continue;
-        };
-        let validate = SOURCES
-            .iter()
-            .find(|(k, _)| *k == ty)
-            .map(|(_, f)| f)
-            .expect("take_type checked the kind");
-        if let Some(s) = validate(l, &key, v, name, env) {
+        if let Some(s) = validate(l, &key, v, SOURCES, "source type", name, env) {
             if sources.iter().any(|o| o.id() == s.id()) {
                 l.at_value(
                     &format!("{key}.id"),
@@ -211,18 +219,9 @@ fn sinks_of(
             None,
         );
     }
-    let kinds: Vec<&str> = SINKS.iter().map(|(k, _)| *k).collect();
     for (i, v) in raw.into_iter().enumerate() {
         let key = format!("sinks[{i}]");
-        let Some(ty) = take_type(l, &key, &v, &kinds, "sink type") else {
-            continue;
-        };
-        let validate = SINKS
-            .iter()
-            .find(|(k, _)| *k == ty)
-            .map(|(_, f)| f)
-            .expect("take_type checked the kind");
-        match validate(l, &key, v, name, env) {
+        match validate(l, &key, v, SINKS, "sink type", name, env) {
             Some(SinkPlan::Parquet(p)) => sink = Some(p),
             Some(SinkPlan::Publish(p)) => publish.push(*p),
             None => {}

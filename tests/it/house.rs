@@ -154,7 +154,7 @@ fn floor(unit: &str) -> u8 {
         .iter()
         .find(|(u, _)| *u == unit)
         .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("src/{unit} has no floor in FLOORS (tests/house.rs)"))
+        .unwrap_or_else(|| panic!("src/{unit} has no floor in FLOORS (tests/it/house.rs)"))
 }
 
 struct File {
