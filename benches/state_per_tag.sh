@@ -92,11 +92,11 @@ GROUPS = [
     ('rules fold', ('plantflow::engine::rules', 'plantflow::value::rules::Compiled::group_acc',
                     'plantflow::value::rules::Compiled::accumulate', 'plantflow::value::rules::Compiled::finding')),
     ('value layer', ('plantflow::value::layer', 'plantflow::engine::value', 'plantflow::engine::ledger')),
-    ('context tables', ('plantflow::engine::context', 'plantflow::run::run', 'plantflow::sources::context',
-                        'plantflow::engine::TagRegistry', 'plantflow::engine::Names')),
+    ('context tables', ('plantflow::engine::context', 'plantflow::run::', 'plantflow::sources::context',
+                        'plantflow::ingest::tags', 'plantflow::engine::Names')),
     ('rows in flight', ('plantflow::value::rules::Compiled::derive', 'plantflow::value::rules::Compiled::contributions',
                         'plantflow::engine::output', 'timely')),
-    ('sources', ('plantflow::sources',)),
+    ('sources', ('plantflow::sources', 'plantflow::ingest', 'plantflow::mqtt', 'plantflow::opcua')),
     ('sinks', ('plantflow::sinks',)),
 ]
 

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::{strip_type, units, Loader};
-
-/// Output tables of the Parquet sink.
-pub use crate::model::tables::NAMES as TABLES;
+use crate::model::tables::ALL as LAKE_TABLES;
 
 #[derive(Clone, Debug)]
 pub struct ParquetPlan {
@@ -57,12 +55,13 @@ const PARQUET_KEYS: &[&str] = &[
 /// Validates a `parquet` sink table at `key`.
 pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan> {
     let p = l.de::<RawParquetSink>(key, strip_type(v), PARQUET_KEYS)?;
+    let names: Vec<&str> = LAKE_TABLES.iter().map(|t| t.name).collect();
     let tables = p
         .tables
         .clone()
-        .unwrap_or_else(|| TABLES.iter().map(|s| s.to_string()).collect());
+        .unwrap_or_else(|| names.iter().map(|s| s.to_string()).collect());
     for (j, t) in tables.iter().enumerate() {
-        l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
+        l.one_of(&format!("{key}.tables[{j}]"), t, &names, "table");
     }
     let roll_bytes = match &p.roll_size {
         Some(s) => match units::parse_size_bytes(s) {

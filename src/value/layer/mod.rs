@@ -241,7 +241,7 @@ struct Emitted<R> {
     rev: i64,
 }
 
-/// Retention geometry, as plain numbers (see `engine::window::Geometry`).
+/// Retention geometry, as plain numbers (see `ingest::Geometry`).
 #[derive(Clone, Copy, Debug)]
 pub struct Aging {
     pub size_ms: i64,
