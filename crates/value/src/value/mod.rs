@@ -8,3 +8,5 @@ pub mod layer;
 pub mod lifecycle;
 pub mod mv;
 pub mod rules;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
