@@ -6,11 +6,7 @@
 //!
 //! ## Architecture tour
 //! Folders are floors: data flows up through them, imports point only down
-//! (`tests/it/house.rs` checks it; `docs/ARCHITECTURE.md` draws it). The
-//! lower floors are crates of the workspace (`crates/core`: model, expr,
-//! stats, config, ingest; `crates/value`, `crates/mqtt`, `crates/opcua`,
-//! `crates/sinks`, `crates/engine`), re-exported here under their folders'
-//! names; this crate holds the floors above them.
+//! (`tests/it/house.rs` checks it; `docs/ARCHITECTURE.md` draws it).
 //! - [`model`]: the shared vocabulary (samples, windows, rows, intervals,
 //!   batches for the sinks, the tariff calendar); imports nothing.
 //! - [`expr`]: CEL expressions, type-checked against the columns in scope.
@@ -25,7 +21,7 @@
 //! - [`mqtt`]: the MQTT source and the `mqtt_publish` sink, one protocol in
 //!   one folder. [`opcua`]: the OPC UA source.
 //! - [`sinks`]: the partitioned, atomic, rolling Parquet lake.
-//! - [`engine`]: the only crate that names timely and differential-dataflow:
+//! - [`engine`]: the only module that names timely and differential-dataflow:
 //!   the window pre-aggregation operator, the incremental context joins,
 //!   rules, the value layer's operator and revisioned outputs.
 //! - [`dataflow`]: the registry of component kinds; a dataflow file → a
@@ -41,23 +37,26 @@
 //! mode) retract and re-emit exactly the affected rows. In every table the
 //! highest `revision` of a key is the truth.
 
-pub use plantflow_core::{config, expr, ingest, model, stats};
-pub use plantflow_engine::engine;
-pub use plantflow_mqtt::mqtt;
-pub use plantflow_opcua::opcua;
-pub use plantflow_sinks::sinks;
-pub use plantflow_value::value;
-
 pub mod bench;
+pub mod config;
 pub mod dataflow;
 /// `plantflow demo`: the simulated plant end to end.
 pub mod demo;
+pub mod engine;
+pub mod expr;
 pub mod gen;
+pub mod ingest;
+pub mod model;
+pub mod mqtt;
+pub mod opcua;
 /// Self-contained HTML report (KPIs, SVG charts, action list) built from a lake directory.
 pub mod report;
 pub mod run;
 pub mod sim;
+pub mod sinks;
 pub mod sources;
+pub mod stats;
+pub mod value;
 
 /// Exit code for configuration errors (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;

@@ -11,6 +11,7 @@
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
+use crate::config::diagnostic::file_diag;
 use crate::config::{take_type, ConfigErrors, Diagnostic, Loader, Plan};
 use crate::mqtt::publish::PublishPlan;
 use crate::mqtt::MqttSourcePlan;
@@ -107,7 +108,19 @@ pub fn load_with_env(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Dataflow, ConfigErrors> {
-    let text = crate::config::read(file)?;
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors {
+                diagnostics: vec![file_diag(
+                    file,
+                    format!("cannot read dataflow file: {e}"),
+                    None,
+                )],
+                sources: vec![],
+            })
+        }
+    };
     let result = validate_text(file, &text, env);
     result.map_err(|diagnostics| ConfigErrors {
         diagnostics,

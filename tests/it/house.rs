@@ -1,14 +1,11 @@
-//! The house stays one-way: these tests read `src/` and every
-//! `crates/*/src/` and fail when an import points back up the flow, when
-//! folders import each other in a circle, when a crate depends on a crate
-//! above it, when timely or differential-dataflow leak out of the engine, or
-//! when a file or function outgrows what one reader can hold (800 and 150
-//! lines).
+//! The house stays one-way: these tests read `src/` and fail when an import
+//! points back up the flow, when folders import each other in a circle, when
+//! timely or differential-dataflow leak out of `src/engine/`, or when a file
+//! or function outgrows what one reader can hold (800 and 150 lines).
 //!
-//! A unit is a top-level folder or file of a crate's `src/` (`model`,
-//! `engine`, `run`, …); every crate keeps its folders' names, so a path reads
-//! `crate::model::…` in any crate. Every unit has a floor in [`FLOORS`]; an
-//! import may point to its own floor or below. Unit tests (`#[cfg(test)]` modules and `tests.rs` files)
+//! A unit is a top-level folder or file of `src/` (`model`, `engine`, `run`,
+//! …). Every unit has a floor in [`FLOORS`]; an import may point to its own
+//! floor or below. Unit tests (`#[cfg(test)]` modules and `tests.rs` files)
 //! may reach up, as a crate's dev-dependencies may: they are not counted.
 //! docs/ARCHITECTURE.md draws the same map.
 
@@ -55,21 +52,8 @@ const STILL_TOO_BIG: &[&str] = &[];
 /// Imports allowed to point up a floor, with the reason. At most two.
 const UPWARD: &[(&str, &str, &str)] = &[];
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// The workspace's crates: the root package and every `crates/<name>`.
-fn crates() -> Vec<PathBuf> {
-    let mut out = vec![root()];
-    let mut members: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
-        .expect("read crates/")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.join("Cargo.toml").exists())
-        .collect();
-    members.sort();
-    out.extend(members);
-    out
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -170,7 +154,7 @@ fn floor(unit: &str) -> u8 {
         .iter()
         .find(|(u, _)| *u == unit)
         .map(|(_, f)| *f)
-        .unwrap_or_else(|| panic!("unit {unit} has no floor in FLOORS (tests/it/house.rs)"))
+        .unwrap_or_else(|| panic!("src/{unit} has no floor in FLOORS (tests/it/house.rs)"))
 }
 
 struct File {
@@ -181,34 +165,25 @@ struct File {
 }
 
 fn files() -> Vec<File> {
-    let mut out = Vec::new();
-    for krate in crates() {
-        let src = krate.join("src");
-        let mut paths = Vec::new();
-        rust_files(&src, &mut paths);
-        paths.sort();
-        for p in paths {
-            let rel = p.strip_prefix(&src).expect("under src").to_path_buf();
+    let root = src();
+    let mut paths = Vec::new();
+    rust_files(&root, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&root).expect("under src").to_path_buf();
             let text = std::fs::read_to_string(&p).expect("read source");
             // A unit test module in a file of its own (`#[cfg(test)] mod tests;`).
             let is_tests = rel.file_name().is_some_and(|n| n == "tests.rs");
-            // A member crate's lib.rs only names its folders and the crates below.
-            let is_member_root = krate != root() && rel == Path::new("lib.rs");
-            if is_member_root {
-                continue;
-            }
-            out.push(File {
+            File {
                 unit: unit_of(&rel),
                 code: if is_tests { String::new() } else { code(&text) },
-                rel: p
-                    .strip_prefix(root())
-                    .expect("in the workspace")
-                    .to_path_buf(),
+                rel,
                 text,
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -223,7 +198,7 @@ fn imports_point_down_the_floors() {
             }
             if floor(&to) > from && !UPWARD.iter().any(|(a, b, _)| *a == f.unit && *b == to) {
                 up.push(format!(
-                    "{} (floor {from}) imports crate::{to} (floor {})",
+                    "src/{} (floor {from}) imports crate::{to} (floor {})",
                     f.rel.display(),
                     floor(&to)
                 ));
@@ -286,97 +261,15 @@ fn timely_and_differential_stay_in_the_engine() {
         }
         for (n, l) in f.code.lines().enumerate() {
             if l.contains("timely::") || l.contains("differential_dataflow") {
-                leaks.push(format!("{}:{}", f.rel.display(), n + 1));
-            }
-        }
-    }
-    // Nor does any crate but the engine depend on them.
-    for krate in crates() {
-        if krate.ends_with("crates/engine") {
-            continue;
-        }
-        let (deps, _) = manifest_deps(&krate);
-        for d in deps {
-            if d == "timely" || d == "differential-dataflow" {
-                leaks.push(format!("{}/Cargo.toml depends on {d}", krate.display()));
+                leaks.push(format!("src/{}:{}", f.rel.display(), n + 1));
             }
         }
     }
     assert!(
         leaks.is_empty(),
-        "timely outside the engine:\n{}",
+        "timely outside src/engine:\n{}",
         leaks.join("\n")
     );
-}
-
-/// The `[dependencies]` and `[dev-dependencies]` names of a crate's manifest.
-fn manifest_deps(krate: &Path) -> (Vec<String>, Vec<String>) {
-    let text = std::fs::read_to_string(krate.join("Cargo.toml")).expect("read Cargo.toml");
-    let (mut deps, mut dev) = (Vec::new(), Vec::new());
-    let mut section = String::new();
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            section = l.to_string();
-        } else if let Some((name, _)) = l.split_once(" = ") {
-            if l.starts_with('#') {
-                continue;
-            }
-            match section.as_str() {
-                "[dependencies]" => deps.push(name.trim().to_string()),
-                "[dev-dependencies]" => dev.push(name.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    (deps, dev)
-}
-
-/// The units (top-level folders) a crate holds.
-fn units_of(krate: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(krate.join("src"))
-        .expect("read src")
-        .map(|e| unit_of(Path::new(&e.expect("dir entry").file_name())))
-        .filter(|u| u != "lib")
-        .collect()
-}
-
-#[test]
-fn crates_depend_only_downward() {
-    // A member crate's lowest unit may not sit below the highest unit of a
-    // crate it depends on (dev-dependencies are a crate's tests and may reach
-    // up); the root package (the binary and its tools) sits on top of all.
-    let by_name: BTreeMap<String, PathBuf> = crates()
-        .into_iter()
-        .map(|k| {
-            let name = if k == root() {
-                "plantflow".to_string()
-            } else {
-                format!("plantflow-{}", k.file_name().unwrap().to_string_lossy())
-            };
-            (name, k)
-        })
-        .collect();
-    let lowest = |k: &Path| units_of(k).iter().map(|u| floor(u)).min().unwrap();
-    let highest = |k: &Path| units_of(k).iter().map(|u| floor(u)).max().unwrap();
-    let mut up = Vec::new();
-    for (name, k) in by_name.iter().filter(|(n, _)| *n != "plantflow") {
-        let (deps, _) = manifest_deps(k);
-        for d in deps.iter().filter(|d| d.starts_with("plantflow")) {
-            let dk = by_name
-                .get(d)
-                .unwrap_or_else(|| panic!("{name}: unknown crate {d}"));
-            if d == "plantflow" || highest(dk) > lowest(k) {
-                up.push(format!(
-                    "{name} (lowest floor {}) depends on {d} (highest floor {})",
-                    lowest(k),
-                    highest(dk)
-                ));
-            }
-        }
-    }
-    assert_eq!(by_name.len(), 7, "the root package and six crates");
-    assert!(up.is_empty(), "crates depending up:\n{}", up.join("\n"));
 }
 
 /// `(name, first line, lines)` of every `fn` with a body.
@@ -430,7 +323,7 @@ fn files_and_functions_fit_a_reader() {
     let mut known = Vec::new();
     for f in files() {
         let n = f.text.lines().count();
-        let file = f.rel.display().to_string();
+        let file = format!("src/{}", f.rel.display());
         if n > 800 {
             known.push(file.clone());
             if !STILL_TOO_BIG.contains(&file.as_str()) {

@@ -70,7 +70,7 @@ pub struct ValueOut {
 
 impl ValueOut {
     /// A new version of an action, replacing `prev` (none for its first).
-    pub fn action(&mut self, prev: Option<&ActionRow>, row: ActionRow, rev: i64) {
+    pub(crate) fn action(&mut self, prev: Option<&ActionRow>, row: ActionRow, rev: i64) {
         if let Some(p) = prev {
             self.count(p, -1);
         }

@@ -9,7 +9,7 @@
 //! ([`Loader`]), the core plan the engine and the value layer run
 //! ([`Plan`]) and one validator per core section. It names no source or
 //! sink: each component validates its own table with the [`Loader`], and
-//! the `dataflow` module of the `plantflow` crate puts a whole file together.
+//! [`crate::dataflow`] puts a whole file together.
 
 mod billing;
 mod context;
@@ -34,8 +34,7 @@ pub use plan::*;
 use raw::RawDataflow;
 
 /// Validates the core sections of a dataflow (everything but `sources` and
-/// `sinks`, which the `plantflow` crate's `dataflow` module hands to their
-/// components first), in
+/// `sinks`, which [`crate::dataflow`] hands to their components first), in
 /// file order, reporting through `l`. The plan holds defaults where a
 /// section was wrong: use it only once [`Loader::finish`] says the file is valid.
 pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
@@ -67,38 +66,4 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
         lifecycle,
         routing,
     }
-}
-
-/// Reads a dataflow file; a read error is a [`ConfigErrors`] naming the file.
-pub fn read(file: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(file).map_err(|e| ConfigErrors {
-        diagnostics: vec![diagnostic::file_diag(
-            file,
-            format!("cannot read dataflow file: {e}"),
-            None,
-        )],
-        sources: vec![],
-    })
-}
-
-/// Loads the core [`Plan`] of a dataflow file, leaving its `sources` and
-/// `sinks` tables unread (the rules, context and value sections without the
-/// components: what the value layer's and the engine's tests run on).
-pub fn load_plan_with_env(
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Plan, ConfigErrors> {
-    let text = read(file)?;
-    let core = |text: &str| -> Result<Plan, Vec<Diagnostic>> {
-        let (mut l, mut raw) = Loader::parse(file, text, env)?;
-        raw.sources.clear();
-        raw.sinks.clear();
-        let plan = plan(&mut l, file, raw);
-        l.finish()?;
-        Ok(plan)
-    };
-    core(&text).map_err(|diagnostics| ConfigErrors {
-        diagnostics,
-        sources: vec![(file.to_path_buf(), text.clone())],
-    })
 }

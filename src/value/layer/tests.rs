@@ -3,7 +3,7 @@
 use super::*;
 
 fn layer() -> ValueLayer {
-    let root = crate::value::testkit::workspace_root();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = root.join("tests/fixtures/workload_v1_small");
     let out = tempfile::tempdir().unwrap();
     let env = |k: &str| match k {
@@ -11,14 +11,14 @@ fn layer() -> ValueLayer {
         "OUT_DIR" => Some(out.path().display().to_string()),
         _ => None,
     };
-    let plan = crate::config::load_plan_with_env(&root.join("dataflows/workload_v1.toml"), &env)
+    let plan = crate::dataflow::load_with_env(&root.join("dataflows/workload_v1.toml"), &env)
         .expect("workload_v1 loads");
     let aging = Aging {
         size_ms: 60_000,
         period_ms: 3_600_000,
         retention_ms: 7_200_000,
     };
-    ValueLayer::new(Arc::new(plan), aging)
+    ValueLayer::new(Arc::new(plan.plan), aging)
 }
 
 /// 600 assets with waste in the hour [0, 1 h): one action each when it closes.

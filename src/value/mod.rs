@@ -8,5 +8,3 @@ pub mod layer;
 pub mod lifecycle;
 pub mod mv;
 pub mod rules;
-#[cfg(any(test, feature = "testkit"))]
-pub mod testkit;

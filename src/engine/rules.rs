@@ -324,7 +324,7 @@ mod tests {
 
     use super::*;
     use crate::model::SharedName;
-    use crate::value::testkit::{asset, compiled, input};
+    use crate::value::rules::tests::{asset, compiled, input};
 
     const HOUR: i64 = 3_600_000;
 

@@ -422,7 +422,12 @@ pub async fn run(plan: PublishPlan, mut rx: Queues, stats: Arc<PublishStats>) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
     use super::*;
+    use crate::model::{AssetRow, Enriched, Scalar, WindowAgg, F64};
+    use serde_json::Value;
 
     #[test]
     fn urgent_messages_overtake_queued_aggregates_and_nothing_is_lost() {
@@ -451,5 +456,225 @@ mod tests {
             }
             assert_eq!(rest, ["action/1", "agg/0", "agg/1", "agg/2"]);
         });
+    }
+
+    /// workload_v1 with one extra `mqtt_publish` sink (`sink` is its keys
+    /// after `type` and `id`).
+    fn load_with_sink(
+        sink: &str,
+    ) -> Result<crate::dataflow::Dataflow, crate::config::ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workload_v1_small");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/workload_v1.toml"),
+        )
+        .unwrap()
+            + "\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"live\"\n"
+            + sink;
+        let df = dir.path().join("df.toml");
+        std::fs::write(&df, text).unwrap();
+        let env = |k: &str| match k {
+            "INPUT_DIR" => Some(fixture.display().to_string()),
+            "OUT_DIR" => Some(dir.path().display().to_string()),
+            _ => None,
+        };
+        crate::dataflow::load_with_env(&df, &env)
+    }
+
+    fn window(asset: &str, tag: &str, mean: f64) -> Enriched {
+        let asset = Arc::new(AssetRow {
+            tag: tag.into(),
+            asset: asset.into(),
+            site: "s".into(),
+            line: "s/l".into(),
+            kind: "motor".into(),
+            standby_kw: F64(1.0),
+            extra: Box::default(),
+        });
+        Enriched {
+            tag: 0,
+            win: WindowAgg {
+                window_start: 60_000,
+                window_end: 120_000,
+                count: 60,
+                mean: F64(mean),
+                min: F64(29.0),
+                max: F64(31.0),
+                first: F64(29.5),
+                last: F64(30.5),
+            },
+            asset,
+            tariff_key: 0,
+            price_per_kwh: F64(0.2),
+            producing: false,
+            in_maintenance: false,
+            metrics: smallvec::smallvec![
+                Scalar::Num(F64(0.5)),
+                Scalar::Num(F64(0.1)),
+                Scalar::Num(F64(0.5)),
+            ],
+        }
+    }
+
+    #[test]
+    fn aggregates_are_one_message_per_window_with_named_metrics() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}/{tag}\"\ntables = [\"aggregates\"]\n",
+        )
+        .expect("valid dataflow");
+        let p = &plan.publish[0];
+        assert_eq!(p.metrics, ["energy_kwh", "cost", "waste_kwh"]);
+        assert_eq!(p.payload, Payload::Row);
+        let e = window("s/l/m1", "s/l/m1/power_kw", 30.0);
+        let batch = SinkBatch::Aggregates(vec![(e, 2)]);
+        let out = messages(p, "workload_v1", &batch);
+        assert_eq!(out.len(), 1);
+        // '/' in field values stays: the template's fields are path segments.
+        assert_eq!(out[0].topic, "p/aggregates/s/l/m1/s/l/m1/power_kw");
+        let v: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(v["tag"], "s/l/m1/power_kw");
+        assert_eq!(v["window_end"], 120_000);
+        assert_eq!(v["count"], 60);
+        assert_eq!(v["mean"], 30.0);
+        assert_eq!(v["energy_kwh"], 0.5);
+        assert_eq!(v["cost"], 0.1);
+        assert_eq!(v["producing"], false);
+        assert_eq!(v["revision"], 2);
+        assert_eq!(v["table"], "aggregates");
+        // Actions-only sinks ignore aggregates.
+        let mut actions_only = p.clone();
+        actions_only.tables = vec!["actions".into()];
+        assert!(messages(&actions_only, "x", &batch).is_empty());
+    }
+
+    #[test]
+    fn action_messages_carry_the_row_and_rfc3339_times() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{owner}/{status}\"\ntables = [\"actions\"]\n",
+        )
+        .expect("valid dataflow");
+        let row = crate::model::ActionRow {
+            action_id: "a1".into(),
+            rule: "idle".into(),
+            site: "s".into(),
+            line: "l".into(),
+            asset: "m1".into(),
+            owner: "operations".into(),
+            action_type: "operational_change".into(),
+            value_category: "energy_cost".into(),
+            value: F64(2.5),
+            severity: "low".into(),
+            // 2026-01-05T00:00:00Z and 01:00:30.250Z, by hand: 1,767,225,600 s is 2026-01-01.
+            period_start: 1_767_571_200_000,
+            period_end: 1_767_574_800_000,
+            status: "open".into(),
+            evidence: "{\"findings\":1}".into(),
+            category: "energy".into(),
+            findings: 1,
+            status_at: 1_767_574_830_250,
+            status_by: "plantflow".into(),
+            status_note: String::new(),
+        };
+        let out = messages(&plan.publish[0], "df", &SinkBatch::Actions(vec![(row, 3)]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "p/actions/operations/open");
+        let v: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 19 + 5, "{keys:?}");
+        assert_eq!(v["table"], "actions");
+        assert_eq!(v["dataflow"], "df");
+        assert_eq!(v["revision"], 3);
+        assert_eq!(v["value"], 2.5);
+        assert_eq!(v["evidence"], "{\"findings\":1}");
+        assert_eq!(v["period_start_time"], "2026-01-05T00:00:00.000Z");
+        assert_eq!(v["status_time"], "2026-01-05T01:00:30.250Z");
+    }
+
+    #[test]
+    fn array_payload_groups_a_batch_by_topic_and_cuts_at_the_size_limit() {
+        let plan = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\ntopic = \"p/{table}/{asset}\"\ntables = [\"aggregates\"]\npayload = \"array\"\nmax_message_bytes = 4096\n",
+        )
+        .expect("valid dataflow");
+        let p = &plan.publish[0];
+        assert_eq!(p.payload, Payload::Array { max_bytes: 4096 });
+        // 100 windows of two assets, interleaved.
+        let rows: Vec<(Enriched, i64)> = (0..100)
+            .map(|i| {
+                let a = if i % 2 == 0 { "s/l/m1" } else { "s/l/m2" };
+                (window(a, &format!("{a}/t{i}"), i as f64), i % 3)
+            })
+            .collect();
+        let batch = SinkBatch::Aggregates(rows);
+        let mut per_row = p.clone();
+        per_row.payload = Payload::Row;
+        let singles = messages(&per_row, "df", &batch);
+        assert_eq!(singles.len(), 100);
+        let row_len = singles[0].payload.len();
+        let arrays = messages(p, "df", &batch);
+        // Every message fits, and holds as many rows as fit.
+        for m in &arrays {
+            assert!(m.payload.len() <= 4096, "{} bytes", m.payload.len());
+        }
+        for topic in ["p/aggregates/s/l/m1", "p/aggregates/s/l/m2"] {
+            let want: Vec<Value> = singles
+                .iter()
+                .filter(|m| m.topic == topic)
+                .map(|m| serde_json::from_slice(&m.payload).unwrap())
+                .collect();
+            let mine: Vec<&Outgoing> = arrays.iter().filter(|m| m.topic == topic).collect();
+            let got: Vec<Value> = mine
+                .iter()
+                .flat_map(|m| {
+                    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                    v.as_array().expect("a JSON array").clone()
+                })
+                .collect();
+            // The same objects, in the same order, as one message per row gives.
+            assert_eq!(got, want, "{topic}");
+            // All but the last array are full: one more row would not fit.
+            for m in &mine[..mine.len() - 1] {
+                assert!(m.payload.len() + row_len + 1 > 4096);
+            }
+            assert!(
+                mine.len() >= 2,
+                "50 rows of {row_len} bytes need several messages"
+            );
+        }
+        // Topics leave in the order they first appeared.
+        assert_eq!(arrays.last().unwrap().topic, "p/aggregates/s/l/m2");
+        // A row larger than the limit still goes, alone.
+        let mut tiny = p.clone();
+        tiny.payload = Payload::Array { max_bytes: 10 };
+        let each = messages(&tiny, "df", &batch);
+        assert_eq!(each.len(), 100);
+        assert!(each
+            .iter()
+            .all(|m| m.payload.starts_with(b"[{") && m.payload.ends_with(b"}]")));
+    }
+
+    #[test]
+    fn payload_keys_are_checked() {
+        let err = load_with_sink("url = \"mqtt://127.0.0.1:1883\"\npayload = \"arrays\"\n")
+            .expect_err("unknown payload")
+            .render();
+        assert!(err.contains("unknown payload `arrays`"), "{err}");
+        assert!(err.contains("key `sinks[1].payload`"), "{err}");
+        assert!(err.contains("did you mean `array`?"), "{err}");
+        let err = load_with_sink(
+            "url = \"mqtt://127.0.0.1:1883\"\npayload = \"array\"\nmax_message_bytes = 100\n",
+        )
+        .expect_err("too small")
+        .render();
+        assert!(err.contains("100 is out of range"), "{err}");
+        assert!(err.contains("key `sinks[1].max_message_bytes`"), "{err}");
+        let err = load_with_sink("url = \"mqtt://127.0.0.1:1883\"\nmax_message_bytes = 4096\n")
+            .expect_err("only with arrays")
+            .render();
+        assert!(
+            err.contains("applies only with `payload = \"array\"`"),
+            "{err}"
+        );
     }
 }
