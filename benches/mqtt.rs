@@ -233,6 +233,7 @@ fn main() {
                     stop: Some(st),
                     stats: Some(s),
                     tally_actions_only: false,
+                    shutdown_timeout: None,
                 },
             )
         });

@@ -117,6 +117,7 @@ fn run_one(items: usize, secs: u64) {
                 stop: Some(st2),
                 stats: Some(s2),
                 tally_actions_only: false,
+                shutdown_timeout: None,
             },
         )
     });

@@ -198,7 +198,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     stop.store(true, Relaxed);
     let summary = engine
         .join()
-        .map_err(|_| "the engine thread panicked".to_string())??;
+        .map_err(|_| "the engine thread panicked".to_string())?
+        .map_err(|e| e.to_string())?;
     for ev in ev_rx.try_iter() {
         if let Some(line) = crew.hear(&ev, end) {
             say(line);
@@ -242,7 +243,7 @@ fn write_inputs(
 
 /// The dataflow running in follow mode on a thread of its own.
 struct Engine {
-    thread: std::thread::JoinHandle<Result<crate::run::RunSummary, String>>,
+    thread: std::thread::JoinHandle<Result<crate::run::RunSummary, crate::run::RunError>>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     currency: String,
@@ -296,6 +297,7 @@ fn start_engine(
                         stop: Some(stop),
                         stats: Some(stats),
                         tally_actions_only: false,
+                        shutdown_timeout: None,
                     },
                 )
             })

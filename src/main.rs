@@ -37,6 +37,10 @@ enum Command {
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// After SIGINT/SIGTERM or a component's failure, exit with code 124
+        /// if the run has not ended within this time (e.g. `30s`, `2m`).
+        #[arg(long, default_value = "30s", value_parser = shutdown_timeout)]
+        shutdown_timeout: std::time::Duration,
     },
     /// Check dataflow files and report every problem (exit 78 on any).
     Validate {
@@ -154,6 +158,7 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     init_tracing();
+    plantflow::run::install_panic_hook();
     let cli = Cli::parse();
     match cli.command {
         Command::Action {
@@ -170,7 +175,8 @@ fn main() -> ExitCode {
             workers,
             follow,
             json,
-        } => run_dataflow(&dataflow, workers, follow, json),
+            shutdown_timeout,
+        } => run_dataflow(&dataflow, workers, follow, json, shutdown_timeout),
         Command::Validate { dataflows } => validate(&dataflows),
         Command::SimOpcua {
             input,
@@ -217,7 +223,21 @@ fn main() -> ExitCode {
 }
 
 /// `plantflow run`: one dataflow to the end of its sources (or a signal).
-fn run_dataflow(dataflow: &Path, workers: usize, follow: bool, json: bool) -> ExitCode {
+/// `--shutdown-timeout`: a positive duration.
+fn shutdown_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match plantflow::config::units::parse_duration_ms(s)? {
+        0 => Err("must be greater than 0".into()),
+        ms => Ok(std::time::Duration::from_millis(ms)),
+    }
+}
+
+fn run_dataflow(
+    dataflow: &Path,
+    workers: usize,
+    follow: bool,
+    json: bool,
+    shutdown_timeout: std::time::Duration,
+) -> ExitCode {
     let plan = match dataflow::load(dataflow) {
         Ok(p) => p,
         Err(e) => {
@@ -234,6 +254,7 @@ fn run_dataflow(dataflow: &Path, workers: usize, follow: bool, json: bool) -> Ex
             follow,
             stop: Some(stop),
             tally_actions_only: true,
+            shutdown_timeout: Some(shutdown_timeout),
             ..Default::default()
         },
     ) {
@@ -270,8 +291,8 @@ fn run_dataflow(dataflow: &Path, workers: usize, follow: bool, json: bool) -> Ex
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            eprintln!("plantflow: {e}");
+            ExitCode::from(e.code)
         }
     }
 }

@@ -150,6 +150,20 @@ impl Loader<'_> {
         }
     }
 
+    /// A duration that must be greater than zero (periods, intervals).
+    pub fn positive_duration(&mut self, key: &str, s: &str) -> Option<i64> {
+        let ms = self.duration(key, s)?;
+        if ms <= 0 {
+            self.at_value(
+                key,
+                format!("`{s}` is zero; this duration must be greater than 0"),
+                Some(units::DURATION_HINT.into()),
+            );
+            return None;
+        }
+        Some(ms)
+    }
+
     pub fn one_of(&mut self, key: &str, got: &str, allowed: &[&str], what: &str) {
         if !allowed.contains(&got) {
             let hint = did_you_mean(got, allowed.iter().copied())

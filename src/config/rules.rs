@@ -201,7 +201,9 @@ fn windows(l: &mut Loader<'_>, key: &str, r: &RawRule, s: &Seen<'_>) -> Shape {
         );
     }
     let period_ms = match &r.period {
-        Some(p) => l.duration(&format!("{key}.period"), p).unwrap_or(3_600_000),
+        Some(p) => l
+            .positive_duration(&format!("{key}.period"), p)
+            .unwrap_or(3_600_000),
         None => 3_600_000,
     };
     if s.size_ms > 0 && period_ms % s.size_ms != 0 {

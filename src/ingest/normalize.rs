@@ -83,6 +83,21 @@ pub struct Normalizer {
     counts: Counts,
     /// Topic of the message being normalised (message sources).
     topic: Option<String>,
+    /// Dead letters of the message being normalised, while one is.
+    message: Option<MessageDead>,
+}
+
+/// The most dead letters one message yields; its further rejections are
+/// counted (in the stats, and in one last row naming how many).
+pub const DEAD_LETTERS_PER_MESSAGE: usize = 100;
+
+/// Dead letters of one message so far.
+#[derive(Default)]
+struct MessageDead {
+    kept: usize,
+    dropped: u64,
+    /// The reason of the first rejection not kept.
+    first_dropped: String,
 }
 
 impl Normalizer {
@@ -99,6 +114,45 @@ impl Normalizer {
             tags,
             counts: Counts::default(),
             topic: None,
+            message: None,
+        }
+    }
+
+    /// A message begins: its dead letters are capped at
+    /// [`DEAD_LETTERS_PER_MESSAGE`] rows until [`Normalizer::end_message`].
+    pub fn begin_message(&mut self) {
+        self.message = Some(MessageDead::default());
+    }
+
+    /// The message ends: rejections past the cap become one row (with the
+    /// message's first bytes) saying how many were not kept.
+    pub fn end_message(&mut self, topic: &str, payload: &[u8]) {
+        if let Some(m) = self.message.take().filter(|m| m.dropped > 0) {
+            let reason = format!(
+                "{} more rejections in this message not kept (the first: {})",
+                m.dropped, m.first_dropped
+            );
+            self.dead
+                .push(DeadLetter::message(&self.ctx.id, topic, reason, payload));
+            self.dead_flush_check();
+        }
+    }
+
+    /// Whether a rejection gets its own row (false past the message's cap).
+    fn keep(&mut self, reason: &str) -> bool {
+        match &mut self.message {
+            Some(m) if m.kept >= DEAD_LETTERS_PER_MESSAGE => {
+                if m.dropped == 0 {
+                    m.first_dropped = reason.to_string();
+                }
+                m.dropped += 1;
+                false
+            }
+            Some(m) => {
+                m.kept += 1;
+                true
+            }
+            None => true,
         }
     }
 
@@ -110,6 +164,9 @@ impl Normalizer {
     pub fn reject(&mut self, reason: &str, raw: impl Into<String>) {
         self.ctx.stats.rows_read.fetch_add(1, Relaxed);
         self.ctx.stats.dead_letter(reason);
+        if !self.keep(reason) {
+            return;
+        }
         let mut d = DeadLetter::text(&self.ctx.id, reason, raw.into());
         d.topic = self.topic.clone();
         self.dead.push(d);
@@ -127,6 +184,9 @@ impl Normalizer {
     pub fn reject_message(&mut self, reason: &str, topic: &str, payload: &[u8]) {
         self.ctx.stats.rows_read.fetch_add(1, Relaxed);
         self.ctx.stats.dead_letter(&reason_class(reason));
+        if !self.keep(reason) {
+            return;
+        }
         self.dead
             .push(DeadLetter::message(&self.ctx.id, topic, reason, payload));
         self.dead_flush_check();

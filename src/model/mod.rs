@@ -304,6 +304,32 @@ pub struct DeadLetter {
     pub topic: Option<String>,
     /// `raw` holds base64 of a binary payload (e.g. Sparkplug protobuf).
     pub binary: bool,
+    /// Size of the whole record in bytes (`raw` keeps at most its first
+    /// [`DEAD_LETTER_RAW_PREFIX`] bytes).
+    pub raw_bytes: i64,
+    /// xxh3-64 of the whole record, 16 hex digits: tells repeats apart
+    /// without keeping them whole.
+    pub raw_hash: String,
+}
+
+/// The most of a record a dead letter keeps in `raw`, in bytes (text; a
+/// binary record keeps base64 of its first 3/4 of this).
+pub const DEAD_LETTER_RAW_PREFIX: usize = 4096;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn prefix_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn raw_hash(bytes: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
 }
 
 /// A stretch of time a source could not observe (connection lost, data
@@ -324,18 +350,26 @@ pub struct Gap {
 
 impl DeadLetter {
     /// A rejected text record, received now.
+    /// (`raw` keeps its first [`DEAD_LETTER_RAW_PREFIX`] bytes.)
     pub fn text(source: &str, reason: impl Into<String>, raw: impl Into<String>) -> DeadLetter {
+        let mut raw: String = raw.into();
+        let (raw_bytes, raw_hash) = (raw.len() as i64, raw_hash(raw.as_bytes()));
+        let keep = prefix_at_char(&raw, DEAD_LETTER_RAW_PREFIX).len();
+        raw.truncate(keep);
         DeadLetter {
             source: source.to_string(),
             received_at: now_ms(),
             reason: reason.into(),
-            raw: raw.into(),
+            raw,
             topic: None,
             binary: false,
+            raw_bytes,
+            raw_hash,
         }
     }
 
-    /// A rejected message payload: kept as text when it is UTF-8, else base64.
+    /// A rejected message payload: kept as text when it is UTF-8, else base64
+    /// (at most [`DEAD_LETTER_RAW_PREFIX`] bytes either way).
     pub fn message(
         source: &str,
         topic: &str,
@@ -344,11 +378,11 @@ impl DeadLetter {
     ) -> DeadLetter {
         use base64::Engine as _;
         let (raw, binary) = match std::str::from_utf8(payload) {
-            Ok(t) => (t.to_string(), false),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(payload),
-                true,
-            ),
+            Ok(t) => (prefix_at_char(t, DEAD_LETTER_RAW_PREFIX).to_string(), false),
+            Err(_) => {
+                let head = &payload[..payload.len().min(DEAD_LETTER_RAW_PREFIX / 4 * 3)];
+                (base64::engine::general_purpose::STANDARD.encode(head), true)
+            }
         };
         DeadLetter {
             source: source.to_string(),
@@ -357,6 +391,8 @@ impl DeadLetter {
             raw,
             topic: Some(topic.to_string()),
             binary,
+            raw_bytes: payload.len() as i64,
+            raw_hash: raw_hash(payload),
         }
     }
 }
@@ -406,6 +442,30 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letters_keep_a_bounded_prefix_its_size_and_hash() {
+        // Text: cut on a char boundary at or under 4096 bytes ("é" is 2 bytes).
+        let raw = format!("a{}", "é".repeat(3000));
+        let d = DeadLetter::text("s", "r", raw.clone());
+        assert_eq!(d.raw.len(), 4095, "4096 would split an é");
+        assert!(raw.starts_with(&d.raw));
+        assert_eq!(d.raw_bytes, 6001);
+        assert_eq!(d.raw_hash.len(), 16);
+        let same = DeadLetter::text("s", "other reason", raw.clone());
+        assert_eq!(same.raw_hash, d.raw_hash, "the hash is of the record");
+        let other = DeadLetter::text("s", "r", raw.replace('a', "b"));
+        assert_ne!(other.raw_hash, d.raw_hash);
+        // Short records stay whole.
+        let d = DeadLetter::text("s", "r", "1,2,3");
+        assert_eq!((d.raw.as_str(), d.raw_bytes), ("1,2,3", 5));
+        // Binary payloads: base64 of the first 3072 bytes is 4096 characters.
+        let bin = vec![0xffu8; 10_000];
+        let d = DeadLetter::message("s", "t", "r", &bin);
+        assert!(d.binary);
+        assert_eq!(d.raw.len(), 4096);
+        assert_eq!(d.raw_bytes, 10_000);
+    }
 
     /// What every tag pays for its context: an asset row and the names it
     /// shares. A fat `Arc<str>` for names would make the row 104 bytes.

@@ -206,6 +206,8 @@ pub const DEAD_LETTER: Table = Table {
         col("raw", Str),
         null("topic", Str),
         col("raw_encoding", Str),
+        col("raw_bytes", I64),
+        col("raw_hash", Str),
     ],
     metrics_at: None,
 };

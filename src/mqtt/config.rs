@@ -238,9 +238,17 @@ pub fn conn(
     }
     let keep_alive_s = match &c.keep_alive {
         Some(s) => {
-            l.duration(&format!("{key}.keep_alive"), s)
-                .unwrap_or(30_000)
-                / 1000
+            let k = format!("{key}.keep_alive");
+            let ms = l.duration(&k, s).unwrap_or(30_000);
+            // MQTT counts it in whole seconds, at most 65535 (under 5 s, 5 s is used).
+            if ms % 1000 != 0 || ms > 65_535_000 {
+                l.at_value(
+                    &k,
+                    format!("keep_alive `{s}` is not a whole number of seconds up to 65535"),
+                    Some("e.g. `keep_alive = \"30s\"`".into()),
+                );
+            }
+            ms / 1000
         }
         None => 30,
     };
@@ -601,6 +609,7 @@ pub fn publish(
     };
     Some(PublishPlan {
         id: r.id,
+        key: key.to_string(),
         conn,
         topic,
         tables,

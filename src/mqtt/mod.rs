@@ -303,7 +303,9 @@ impl<'p> Decoder<'p> {
         pending: &mut Vec<(u64, AckToken)>,
         ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
     ) {
+        self.n.begin_message();
         self.decode(&m, ctl);
+        self.n.end_message(&m.topic, &m.payload);
         if let Some(t) = m.token {
             pending.push(t);
         }
@@ -361,7 +363,10 @@ impl<'p> Decoder<'p> {
                                     &m.payload,
                                 );
                             }
-                            Err(e) => self.n.reject_message(&e, topic, &m.payload),
+                            Err(bad) => {
+                                self.n
+                                    .reject_message(&bad.reason, topic, bad.raw.as_bytes())
+                            }
                         }
                     }
                 }

@@ -74,12 +74,24 @@ pub fn decode_number(payload: &[u8]) -> Result<Row, String> {
     })
 }
 
+/// An array element that could not be used: why, and the element itself
+/// (its JSON text), which its dead letter keeps instead of the whole payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadElement {
+    pub reason: String,
+    pub raw: String,
+}
+
 /// Decodes a JSON object or array payload into rows. An array element that
-/// fails is reported with its index; the other elements still count.
-pub fn decode_json(payload: &[u8], f: &JsonFields) -> Result<Vec<Result<Row, String>>, String> {
+/// fails is reported with its index and its own text; the other elements
+/// still count. A single object's error has the payload as its text.
+pub fn decode_json(payload: &[u8], f: &JsonFields) -> Result<Vec<Result<Row, BadElement>>, String> {
     let v: Value = serde_json::from_slice(payload).map_err(|e| format!("malformed JSON: {e}"))?;
     match v {
-        Value::Object(_) => Ok(vec![object(&v, f, false)]),
+        Value::Object(_) => Ok(vec![object(&v, f, false).map_err(|reason| BadElement {
+            reason,
+            raw: String::from_utf8_lossy(payload).into_owned(),
+        })]),
         Value::Array(items) => {
             if items.is_empty() {
                 return Err("empty JSON array".into());
@@ -87,7 +99,12 @@ pub fn decode_json(payload: &[u8], f: &JsonFields) -> Result<Vec<Result<Row, Str
             Ok(items
                 .iter()
                 .enumerate()
-                .map(|(i, it)| object(it, f, true).map_err(|e| format!("element {i}: {e}")))
+                .map(|(i, it)| {
+                    object(it, f, true).map_err(|e| BadElement {
+                        reason: format!("element {i}: {e}"),
+                        raw: it.to_string(),
+                    })
+                })
                 .collect())
         }
         Value::Number(_) | Value::Bool(_) => {
@@ -243,7 +260,7 @@ mod tests {
 
     fn one(p: &str) -> Result<Row, String> {
         let mut v = decode_json(p.as_bytes(), &JsonFields::default())?;
-        v.remove(0)
+        v.remove(0).map_err(|b| b.reason)
     }
 
     #[test]
@@ -310,11 +327,13 @@ mod tests {
         let rows = decode_json(p, &JsonFields::default()).unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].as_ref().unwrap().tag.as_deref(), Some("a"));
-        assert!(rows[1]
-            .as_ref()
-            .unwrap_err()
-            .starts_with("element 1: wrong type"));
-        assert!(rows[2].as_ref().unwrap_err().contains("no `tag` field"));
+        let bad = rows[1].as_ref().unwrap_err();
+        assert!(bad.reason.starts_with("element 1: wrong type"));
+        // The element's own text, not the whole payload.
+        assert_eq!(bad.raw, r#"{"tag":"b","value":"x"}"#);
+        let bad = rows[2].as_ref().unwrap_err();
+        assert!(bad.reason.contains("no `tag` field"));
+        assert_eq!(bad.raw, r#"{"value":3}"#);
     }
 
     proptest! {

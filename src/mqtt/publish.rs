@@ -24,6 +24,8 @@ use crate::mqtt::topic::TagTemplate;
 #[derive(Clone, Debug)]
 pub struct PublishPlan {
     pub id: String,
+    /// Its table's key in the dataflow (`sinks[1]`), for messages.
+    pub key: String,
     pub conn: ConnPlan,
     /// Topic template over row fields (`site`, `asset`, `rule`, `owner`, ...).
     pub topic: TagTemplate,
@@ -352,15 +354,13 @@ pub fn is_urgent(batch: &SinkBatch) -> bool {
 
 /// Runs the publisher until both queues close and everything sent is
 /// acknowledged (or 10 s pass without the broker acknowledging).
-pub async fn run(plan: PublishPlan, mut rx: Queues, stats: Arc<PublishStats>) {
-    let mut conn = match Conn::new(&plan.conn, false, None, CLIENT_QUEUE) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(sink = %plan.id, "mqtt_publish cannot start: {e}");
-            while rx.next().await.is_some() {}
-            return;
-        }
-    };
+pub async fn run(
+    plan: PublishPlan,
+    mut rx: Queues,
+    stats: Arc<PublishStats>,
+) -> Result<(), String> {
+    let mut conn = Conn::new(&plan.conn, false, None, CLIENT_QUEUE)
+        .map_err(|e| format!("cannot start: {e}"))?;
     let client = conn.client.clone();
     let qos = plan.qos;
     let retain = plan.retain;
@@ -418,6 +418,7 @@ pub async fn run(plan: PublishPlan, mut rx: Queues, stats: Arc<PublishStats>) {
     }
     conn.client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.poll()).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@ use crate::model::SinkBatch;
 use crate::mqtt::publish::PublishPlan;
 use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
 
+use super::supervise::{Component, Supervisor};
+
 /// The tasks writing a run's output: the Parquet writer, and one task per
 /// `mqtt_publish` sink.
 pub(super) struct Writers {
-    pub writer: JoinHandle<Result<WriterReport, String>>,
+    /// The writer's report, or `None` when it failed (the supervisor has it).
+    pub writer: JoinHandle<Option<WriterReport>>,
     pub publishers: Vec<JoinHandle<()>>,
 }
 
@@ -23,12 +26,18 @@ pub(super) fn start(
     writer: ParquetWriter,
     publish: &[PublishPlan],
     dataflow: &str,
+    sup: &Arc<Supervisor>,
+    who: Component,
 ) -> Result<Writers, String> {
+    let guarded = {
+        let sup = sup.clone();
+        move |f: Box<dyn FnOnce() -> Result<WriterReport, String> + Send>| sup.guard(&who, f)
+    };
     // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
     // Parquet writer and an encoder thread that turns them into messages.
     let mut publishers = Vec::new();
     let writer = if publish.is_empty() {
-        rt.spawn_blocking(move || run_writer(sink_rx, writer))
+        rt.spawn_blocking(move || guarded(Box::new(move || run_writer(sink_rx, writer))))
     } else {
         let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<SinkBatch>>();
         let mut outs = Vec::new();
@@ -37,7 +46,16 @@ pub(super) fn start(
             let (bulk_tx, bulk) = tokio::sync::mpsc::channel(4096);
             let queues = crate::mqtt::publish::Queues { urgent, bulk };
             let pstats = Arc::new(crate::mqtt::publish::PublishStats::default());
-            publishers.push(rt.spawn(crate::mqtt::publish::run(p.clone(), queues, pstats)));
+            let (sup, who) = (
+                sup.clone(),
+                Component(format!("sink `{}` ({})", p.id, p.key)),
+            );
+            let task = crate::mqtt::publish::run(p.clone(), queues, pstats);
+            publishers.push(rt.spawn(async move {
+                if let Err(e) = task.await {
+                    sup.fail(&who, &e, super::supervise::EXIT_FAILED);
+                }
+            }));
             outs.push((p.clone(), urgent_tx, bulk_tx));
         }
         // The lake first: the tee hands each batch to the Parquet writer and then
@@ -97,7 +115,7 @@ pub(super) fn start(
                 })
                 .map_err(|e| format!("cannot start the publish encoder: {e}"))?;
         }
-        rt.spawn_blocking(move || run_writer(pq_rx, writer))
+        rt.spawn_blocking(move || guarded(Box::new(move || run_writer(pq_rx, writer))))
     };
     Ok(Writers { writer, publishers })
 }

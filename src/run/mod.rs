@@ -6,11 +6,21 @@
 //! the first SIGINT/SIGTERM: sources stop reading, the engine closes every
 //! open window, sinks flush, and every file is committed before exit 0. A
 //! second signal exits at once with code 130 (in-progress files stay hidden).
+//! With [`RunOptions::shutdown_timeout`], a stopping run that has not ended
+//! in that time exits with code 124, naming what still runs.
+//!
+//! # Failures
+//! Every component runs under the [`supervise::Supervisor`]: the first one
+//! that fails (an error or a panic) ends the run with one line naming it
+//! and its config key (`source \`plant\` (sources[0]) failed: …`).
 
 mod fanout;
 mod summary;
+pub mod supervise;
 
 pub use summary::{peak_rss_bytes, RunSummary};
+pub use supervise::{install_panic_hook, RunError};
+use supervise::{Component, Supervisor};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -42,6 +52,9 @@ pub struct RunOptions {
     /// Keep only totals of actions in the summary's report, not every
     /// action's latest row (the CLI: a long run would hold them all).
     pub tally_actions_only: bool,
+    /// Once stopping (a signal or a failure), exit the process if the run
+    /// has not ended in this time (the CLI; `None` in tests and the demo).
+    pub shutdown_timeout: Option<Duration>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -150,7 +163,7 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
 }
 
 /// Runs a plan to completion (or until stopped).
-pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
+pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let Dataflow {
         plan,
@@ -171,6 +184,13 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+    let sup = Supervisor::new(stop.clone(), ingest.clone());
+    let done = Arc::new(AtomicBool::new(false));
+    // Whatever way this function returns, the watchdog stands down.
+    let _done = SetOnDrop(done.clone());
+    if let Some(t) = opts.shutdown_timeout {
+        sup.watchdog(t, done.clone());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -194,11 +214,19 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
     let fanout::Writers {
         writer: writer_task,
         publishers,
-    } = fanout::start(&rt, sink_rx, writer, &publish, &plan.name)?;
+    } = fanout::start(
+        &rt,
+        sink_rx,
+        writer,
+        &publish,
+        &plan.name,
+        &sup,
+        Component(format!("sink `{}` ({})", sink.id, sink.key)),
+    )?;
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
 
-    on_signals(&rt, &stop);
+    on_signals(&rt, &stop, &sup);
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &initial, editable, &ingest, &tags, &geo);
@@ -217,26 +245,26 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
             follow: opts.follow,
             context: Some(store.clone()),
         };
-        source_tasks.push(spawn_source(&rt, s, ctx));
+        let who = Component(format!("source `{}` (sources[{i}])", s.id()));
+        source_tasks.push(spawn_source(&rt, s, ctx, &sup, who));
     }
-    let watcher = if opts.follow {
-        let (p, st, s) = (plan.clone(), store.clone(), stop.clone());
-        Some(rt.spawn_blocking(move || watch_context(p, st, s)))
-    } else {
-        None
-    };
-    let status_tail = match (&plan.lifecycle, opts.follow) {
-        (Some(lc), true) => Some(tail_status(
-            &rt,
-            lc.path.clone(),
-            status_offset,
-            ingest.clone(),
-            stop.clone(),
-            sink_tx.clone(),
-            stats.clone(),
-        )),
-        _ => None,
-    };
+    // Beside the sources, in `--follow`: the context watcher and the status tail.
+    let mut background = Vec::new();
+    if opts.follow {
+        background.push(spawn_watcher(&rt, &sup, &plan, &store, &stop));
+        if let Some(lc) = &plan.lifecycle {
+            background.push(tail_status(
+                &rt,
+                &sup,
+                lc.path.clone(),
+                status_offset,
+                ingest.clone(),
+                stop.clone(),
+                sink_tx.clone(),
+                stats.clone(),
+            ));
+        }
+    }
 
     let engine_result = engine::run(
         plan.clone(),
@@ -254,31 +282,29 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
     stop.store(true, Relaxed);
     ingest.finish();
     drop(sink_tx);
-    let mut source_errors = Vec::new();
-    for t in source_tasks {
-        match rt.block_on(t) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => source_errors.push(e),
-            Err(e) => source_errors.push(format!("a source task failed: {e}")),
-        }
+    for t in source_tasks.into_iter().chain(background) {
+        let _ = rt.block_on(t);
     }
-    if let Some(w) = watcher {
-        let _ = rt.block_on(w);
-    }
-    if let Some(w) = status_tail {
-        let _ = rt.block_on(w);
-    }
-    let report = rt
-        .block_on(writer_task)
-        .map_err(|e| format!("the writer task failed: {e}"))??;
+    let report = rt.block_on(writer_task);
     for p in publishers {
         let _ = rt.block_on(p);
     }
     rt.shutdown_timeout(Duration::from_millis(100));
-    engine_result?;
-    if let Some(e) = source_errors.into_iter().next() {
-        return Err(e);
+    // The first failure is the cause; what failed after it (an engine whose
+    // input was cut short) is a consequence.
+    if let Some(f) = sup.failure() {
+        return Err(f);
     }
+    engine_result.map_err(|e| format!("the engine failed: {e}"))?;
+    let report = match report {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(sup
+                .failure()
+                .unwrap_or_else(|| "the writer failed".to_string().into()))
+        }
+        Err(e) => return Err(format!("the writer task failed: {e}").into()),
+    };
     Ok(summary::collect(
         &stats,
         report,
@@ -289,8 +315,9 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, String> {
 }
 
 /// Signals: the first stops sources (a clean shutdown), the second exits at once.
-fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>) {
+fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>, sup: &Arc<Supervisor>) {
     let stop = stop.clone();
+    let sup = sup.clone();
     rt.spawn(async move {
         let mut signals = 0;
         loop {
@@ -314,19 +341,39 @@ fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>) {
             signals += 1;
             if signals == 1 {
                 eprintln!("plantflow: stopping (closing windows and committing files; signal again to abort)");
+                sup.stopping();
                 stop.store(true, Relaxed);
             } else {
                 eprintln!("plantflow: aborted");
-                std::process::exit(130);
+                std::process::exit(supervise::EXIT_ABORTED as i32);
             }
         }
     });
+}
+
+/// Watches the context files for edits (`--follow`), under the supervisor.
+fn spawn_watcher(
+    rt: &tokio::runtime::Runtime,
+    sup: &Arc<Supervisor>,
+    plan: &Arc<Plan>,
+    store: &Arc<ContextStore>,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (p, st, s, sup) = (plan.clone(), store.clone(), stop.clone(), sup.clone());
+    rt.spawn_blocking(move || {
+        let who = Component("the context watcher (context)".into());
+        sup.guard(&who, || {
+            watch_context(p, st, s);
+            Ok(())
+        });
+    })
 }
 
 /// Follows the lifecycle file from `offset`: new status updates go to the
 /// engine, malformed lines to `dead_letter`, until `stop`.
 fn tail_status(
     rt: &tokio::runtime::Runtime,
+    sup: &Arc<Supervisor>,
     path: PathBuf,
     offset: u64,
     ing: Arc<Ingest>,
@@ -334,28 +381,43 @@ fn tail_status(
     tx: std::sync::mpsc::Sender<crate::model::SinkBatch>,
     st: Arc<Stats>,
 ) -> tokio::task::JoinHandle<()> {
+    let sup = sup.clone();
     rt.spawn_blocking(move || {
-        let mut offset = offset;
-        while !s.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            match crate::sources::status::read_from(&path, offset) {
-                Ok((ups, dead, pos)) => {
-                    offset = pos;
-                    if !dead.is_empty() {
-                        for d in &dead {
-                            st.dead_letter(&d.reason);
-                        }
-                        let _ = tx.send(crate::model::SinkBatch::DeadLetters(dead));
-                    }
-                    if !ups.is_empty() {
-                        tracing::info!(n = ups.len(), "action status updates");
-                        ing.context(ContextChange::Status(ups));
-                    }
-                }
-                Err(e) => tracing::error!("status updates: {e}"),
-            }
-        }
+        let who = Component("the status tail (lifecycle.path)".into());
+        sup.guard(&who, || {
+            follow_status(path, offset, ing, s, tx, st);
+            Ok(())
+        });
     })
+}
+
+fn follow_status(
+    path: PathBuf,
+    mut offset: u64,
+    ing: Arc<Ingest>,
+    s: Arc<AtomicBool>,
+    tx: std::sync::mpsc::Sender<crate::model::SinkBatch>,
+    st: Arc<Stats>,
+) {
+    while !s.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        match crate::sources::status::read_from(&path, offset) {
+            Ok((ups, dead, pos)) => {
+                offset = pos;
+                if !dead.is_empty() {
+                    for d in &dead {
+                        st.dead_letter(&d.reason);
+                    }
+                    let _ = tx.send(crate::model::SinkBatch::DeadLetters(dead));
+                }
+                if !ups.is_empty() {
+                    tracing::info!(n = ups.len(), "action status updates");
+                    ing.context(ContextChange::Status(ups));
+                }
+            }
+            Err(e) => tracing::error!("status updates: {e}"),
+        }
+    }
 }
 
 /// Starts a source on the runtime's blocking pool: the one place that
@@ -364,22 +426,27 @@ fn spawn_source(
     rt: &tokio::runtime::Runtime,
     s: &SourcePlan,
     ctx: SourceCtx,
-) -> tokio::task::JoinHandle<Result<(), String>> {
-    match s {
-        SourcePlan::Replay(r) => {
-            let r = r.clone();
-            rt.spawn_blocking(move || crate::sources::replay::run(&r, ctx))
-        }
-        SourcePlan::Mqtt(m) => {
-            let m = m.clone();
-            let handle = rt.handle().clone();
-            rt.spawn_blocking(move || crate::mqtt::run(&m, ctx, handle))
-        }
-        SourcePlan::OpcUa(o) => {
-            let o = o.clone();
-            let handle = rt.handle().clone();
-            rt.spawn_blocking(move || crate::opcua::run(&o, ctx, handle))
-        }
+    sup: &Arc<Supervisor>,
+    who: Component,
+) -> tokio::task::JoinHandle<()> {
+    let sup = sup.clone();
+    let handle = rt.handle().clone();
+    let s = s.clone();
+    rt.spawn_blocking(move || {
+        sup.guard(&who, || match &s {
+            SourcePlan::Replay(r) => crate::sources::replay::run(r, ctx),
+            SourcePlan::Mqtt(m) => crate::mqtt::run(m, ctx, handle),
+            SourcePlan::OpcUa(o) => crate::opcua::run(o, ctx, handle),
+        });
+    })
+}
+
+/// Sets the flag when dropped (the run has returned, however).
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
     }
 }
 

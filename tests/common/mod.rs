@@ -527,7 +527,7 @@ pub fn start_run(
 ) -> (
     std::sync::Arc<plantflow::stats::Stats>,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<Result<plantflow::run::RunSummary, String>>,
+    std::thread::JoinHandle<Result<plantflow::run::RunSummary, plantflow::run::RunError>>,
 ) {
     let stats = std::sync::Arc::new(plantflow::stats::Stats::default());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -541,6 +541,7 @@ pub fn start_run(
                 stop: Some(st),
                 stats: Some(s),
                 tally_actions_only: false,
+                shutdown_timeout: None,
             },
         )
     });

@@ -564,6 +564,68 @@ fn cli_exit_codes() {
     );
 }
 
+/// A value that would fail at run time fails `validate` instead (issue 31:
+/// `period = "0s"` passed and then hung the run).
+#[test]
+fn zero_periods_fail_validation_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("period = \"1h\""))
+        .expect("the rule's period")
+        + 1;
+    let df = dir.path().join("p0.toml");
+    std::fs::write(&df, text.replace("period = \"1h\"", "period = \"0s\"")).unwrap();
+    for cmd in ["validate", "run"] {
+        let out = Command::new(PLANTFLOW)
+            .args([cmd, df.to_str().unwrap()])
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", dir.path().join("out"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
+        assert!(err.contains(&format!("p0.toml:{line}:")), "{err}");
+        assert!(err.contains("key `rules[0].period`"), "{err}");
+        assert!(err.contains("must be greater than 0"), "{err}");
+    }
+}
+
+/// A source that fails ends the run: exit 1, one line naming the source and
+/// its key, no backtrace, and the run does not hang (it used to, until SIGKILL).
+#[test]
+fn a_failing_source_ends_the_run_with_one_line_naming_it() {
+    let input = tempfile::tempdir().unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.path().join(f)).unwrap();
+    }
+    // Not a Parquet file: the first 5,000 bytes of the CSV.
+    let csv = std::fs::read(fixture_dir().join("samples.csv")).unwrap();
+    std::fs::write(input.path().join("bad.parquet"), &csv[..5_000]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(PLANTFLOW)
+        .args(["run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", input.path())
+        .env("OUT_DIR", out.path())
+        .env("SAMPLES_FILE", "bad.parquet")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: source `samples` (sources[0]) failed: ")
+            && last.contains("bad.parquet: not a Parquet file"),
+        "{err}"
+    );
+    assert_eq!(err.matches("failed").count(), 1, "said once: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // --follow: tailing, live context edits and late rows become new revisions;
 // SIGTERM closes windows, commits files and exits 0.

@@ -113,6 +113,15 @@ fn formats_plan(
     out: &std::path::Path,
     client_id: &str,
 ) -> plantflow::dataflow::Dataflow {
+    formats_plan_with(url, out, client_id, "1KiB")
+}
+
+fn formats_plan_with(
+    url: &str,
+    out: &std::path::Path,
+    client_id: &str,
+    max_payload: &str,
+) -> plantflow::dataflow::Dataflow {
     load_env(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt/dataflow.toml"),
         &[
@@ -126,6 +135,7 @@ fn formats_plan(
             ("OUT_DIR", out.display().to_string()),
             ("MQTT_URL", url.to_string()),
             ("CLIENT_ID", client_id.to_string()),
+            ("MAX_PAYLOAD", max_payload.to_string()),
         ],
     )
 }
@@ -152,6 +162,89 @@ fn run_formats(
     });
     stop.store(true, SeqCst);
     run.join().unwrap().expect("run succeeds")
+}
+
+/// One message of 17,000 bad array elements (just under 1 MiB): 100 rows
+/// keep their own element, one row counts the other 16,900 and keeps the
+/// payload's first 4 KiB; every element is still counted. Before the
+/// bound, each element's row carried the whole payload (17,000 × 1 MB).
+#[test]
+fn a_hostile_array_yields_bounded_dead_letters_that_keep_their_element() {
+    let b = broker();
+    let out = tempfile::tempdir().unwrap();
+    let topic = "plant/s1/l1/m1/power_kw";
+    let bad = r#"{"tag":"s1/l1/m1/power_kw","ts":1767596101000,"value":"x"}"#;
+    let big = format!("[{}]", vec![bad; 17_000].join(","));
+    assert!(big.len() < 1 << 20, "{} bytes", big.len());
+    let mixed = format!(
+        r#"[{{"tag":"s1/l1/m1/power_kw","ts":{},"value":1}},{{"tag":"s1/l1/m1/power_kw","ts":{},"value":"on"}},{{"tag":"s1/l1/m1/power_kw","ts":{},"value":2}}]"#,
+        BASE + 1_000,
+        BASE + 2_000,
+        BASE + 3_000
+    );
+    let msgs = vec![
+        (topic.to_string(), big.clone().into_bytes()),
+        (topic.to_string(), mixed.into_bytes()),
+    ];
+    let plan = formats_plan_with(&b.url_v5(), out.path(), "plantflow-hostile", "1MiB");
+    let (stats, stop, run) = start_run(plan, 1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    peer::publish_all(&b.url_v4(), "test-publisher", msgs, 1);
+    wait_for("the rows", || {
+        (stats.rows_read.load(Relaxed) >= 17_003).then_some(())
+    });
+    stop.store(true, SeqCst);
+    let s = run.join().unwrap().expect("run succeeds");
+    assert_eq!(s.rows_accepted, 2);
+    assert_eq!(
+        s.dead_letters.get("wrong type"),
+        Some(&17_001),
+        "{:?}",
+        s.dead_letters
+    );
+    let dl = rows(out.path(), "dead_letter");
+    assert_eq!(
+        dl.len(),
+        100 + 1 + 1,
+        "100 elements, one count, one element of the mixed array"
+    );
+    let elements: Vec<_> = dl
+        .iter()
+        .filter(|r| r["reason"].as_str().unwrap().starts_with("element "))
+        .collect();
+    assert_eq!(elements.len(), 101);
+    for r in &elements {
+        assert_eq!(r["topic"], topic);
+        assert_eq!(
+            r["raw_bytes"].as_i64(),
+            Some(r["raw"].as_str().unwrap().len() as i64)
+        );
+    }
+    assert!(elements.iter().filter(|r| r["raw"] == bad).count() == 100);
+    assert!(elements.iter().any(|r| r["raw"]
+        == format!(
+            r#"{{"tag":"s1/l1/m1/power_kw","ts":{},"value":"on"}}"#,
+            BASE + 2_000
+        )
+        && r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("element 1: wrong type")));
+    let rest: Vec<_> = dl
+        .iter()
+        .filter(|r| r["reason"].as_str().unwrap().contains("more rejections"))
+        .collect();
+    assert_eq!(rest.len(), 1);
+    assert!(
+        rest[0]["reason"].as_str().unwrap().starts_with(
+            "16900 more rejections in this message not kept (the first: element 100: wrong type"
+        ),
+        "{}",
+        rest[0]["reason"]
+    );
+    assert_eq!(rest[0]["raw"].as_str().unwrap(), &big[..4096]);
+    assert_eq!(rest[0]["raw_bytes"].as_i64(), Some(big.len() as i64));
+    assert_eq!(rest[0]["raw_hash"].as_str().unwrap().len(), 16);
 }
 
 #[test]

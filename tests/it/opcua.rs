@@ -211,7 +211,9 @@ trigger = "status_value_timestamp"
     assert!(!format!("{plan:?}").contains("s3cret-pw"));
 
     // First run: the server's certificate is not trusted yet.
-    let err = plantflow::run::run(plan.clone(), Default::default()).unwrap_err();
+    let err = plantflow::run::run(plan.clone(), Default::default())
+        .unwrap_err()
+        .message;
     assert!(err.contains("rejected") && err.contains("trusted"), "{err}");
     let rejected = dir.path().join("client-pki/rejected");
     let certs: Vec<_> = std::fs::read_dir(&rejected).unwrap().flatten().collect();
@@ -295,7 +297,9 @@ browse_path = "Plant/s1/l1/m1/power_kw"
         &src("Basic256Sha256", "Sign"),
         &[("PW", "wrong-pw".to_string())],
     );
-    let err = plantflow::run::run(plan, Default::default()).unwrap_err();
+    let err = plantflow::run::run(plan, Default::default())
+        .unwrap_err()
+        .message;
     assert!(err.contains("refused the user"), "{err}");
     assert!(
         !err.contains("wrong-pw"),
@@ -308,7 +312,9 @@ browse_path = "Plant/s1/l1/m1/power_kw"
         &src("None", "None"),
         &[("PW", "right".to_string())],
     );
-    let err = plantflow::run::run(plan, Default::default()).unwrap_err();
+    let err = plantflow::run::run(plan, Default::default())
+        .unwrap_err()
+        .message;
     assert!(err.contains("offers no None/None endpoint"), "{err}");
     assert!(err.contains("Basic256Sha256/SignAndEncrypt"), "{err}");
     s.stop();

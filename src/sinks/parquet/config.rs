@@ -10,6 +10,8 @@ use crate::model::tables::ALL as LAKE_TABLES;
 #[derive(Clone, Debug)]
 pub struct ParquetPlan {
     pub id: String,
+    /// Its table's key in the dataflow (`sinks[0]`), for messages.
+    pub key: String,
     pub path: PathBuf,
     pub tables: Vec<String>,
     pub roll_rows: u64,
@@ -91,6 +93,7 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
     Some(ParquetPlan {
         roll_event_time: roll_by == "event_time",
         id: p.id,
+        key: key.to_string(),
         path: l.resolve_path(&p.path),
         tables,
         roll_rows: p.roll_rows.unwrap_or(5_000_000),

@@ -282,6 +282,8 @@ pub(super) fn dead_letter_batch(
             rows.iter()
                 .map(|d| if d.binary { "base64" } else { "text" }),
         ),
+        i64_col(rows.iter().map(|d| d.raw_bytes)),
+        str_col(rows.iter().map(|d| d.raw_hash.as_str())),
     ];
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("building a dead_letter batch: {e}"))

@@ -66,7 +66,7 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ReplayPlan>
     let path = l.file_exists(&format!("{key}.path"), &r.path);
     let poll = match &r.poll_interval {
         Some(s) => l
-            .duration(&format!("{key}.poll_interval"), s)
+            .positive_duration(&format!("{key}.poll_interval"), s)
             .unwrap_or(200),
         None => 200,
     };
