@@ -247,17 +247,19 @@ fn run_dataflow(
     };
     let currency = plan.currency.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    match run(
-        plan,
-        RunOptions {
-            workers,
-            follow,
-            stop: Some(stop),
-            tally_actions_only: true,
-            shutdown_timeout: Some(shutdown_timeout),
-            ..Default::default()
-        },
-    ) {
+    let options = RunOptions {
+        workers,
+        follow,
+        stop: Some(stop),
+        tally_actions_only: true,
+        shutdown_timeout: Some(shutdown_timeout),
+        ..Default::default()
+    };
+    // A panic outside every component (the panic hook has said where).
+    let Ok(result) = std::panic::catch_unwind(|| run(plan, options)) else {
+        return ExitCode::from(plantflow::run::supervise::EXIT_INTERNAL);
+    };
+    match result {
         Ok(summary) => {
             if json {
                 println!(

@@ -171,7 +171,8 @@ pub struct WindowPlan {
     pub quality: QualityPolicy,
     /// Closed windows older than this move to disk (`spill_after`).
     pub spill_after_ms: Option<i64>,
-    /// Where spilled windows go (`state_dir`; default: the system's temp dir).
+    /// Where spilled windows and the action ledger go (`state_dir`; default:
+    /// `.plantflow/` in the Parquet sink's directory).
     pub state_dir: Option<PathBuf>,
 }
 

@@ -54,7 +54,7 @@ impl Ledger {
     /// Starts the ledger thread with its file in `dir`; `wake` activates the
     /// value operator when a reply is ready.
     pub fn start(dir: &Path, wake: SyncActivator) -> std::io::Result<Ledger> {
-        std::fs::create_dir_all(dir)?;
+        crate::model::private_dir(dir)?;
         let path = dir.join("actions.jsonl");
         let file = File::options()
             .create(true)

@@ -43,8 +43,10 @@ pub struct SpillPlan {
     pub stats: Arc<Stats>,
 }
 
-/// The spill plan of a dataflow's `[window]`, if it spills: in `state_dir`,
-/// or a directory of this process under the system's temporary directory.
+/// The spill plan of a dataflow's `[window]`, if it spills: a directory of
+/// this process in `state_dir` (`run` defaults it to `<lake>/.plantflow`;
+/// the system's temporary directory is only the last resort of tools that
+/// run the engine without a lake).
 pub fn plan_for(
     w: &crate::config::WindowPlan,
     dataflow: &str,
@@ -138,7 +140,7 @@ impl<R: Records> Store<R> {
     /// operator); `wake` activates the operator when a reply is ready.
     pub fn start(plan: &SpillPlan, name: &str, wake: SyncActivator) -> std::io::Result<Store<R>> {
         let dir = plan.dir.join(name);
-        std::fs::create_dir_all(&dir)?;
+        crate::model::private_dir(&dir)?;
         let (tx, requests) = std::sync::mpsc::sync_channel(QUEUE);
         let (replies, rx) = std::sync::mpsc::channel();
         let root = plan.dir.clone();

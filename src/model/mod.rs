@@ -312,6 +312,22 @@ pub struct DeadLetter {
     pub raw_hash: String,
 }
 
+/// Creates `dir` and its missing parents readable by the owner only (0700
+/// on Unix): scratch state and keys never sit in a directory others can
+/// list or plant files in.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
 /// The most of a record a dead letter keeps in `raw`, in bytes (text; a
 /// binary record keeps base64 of its first 3/4 of this).
 pub const DEAD_LETTER_RAW_PREFIX: usize = 4096;

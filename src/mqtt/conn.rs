@@ -51,7 +51,27 @@ pub struct ConnPlan {
 }
 
 /// Parses `mqtt://host[:port]` / `mqtts://host[:port]` (also `tcp://`, `ssl://`).
+/// `url` with the password of its user info (`user:pass@`) replaced by
+/// `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 pub fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
+    let shown = redact_url(url);
+    let url = shown.as_str();
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         format!("`{url}` is not a URL: expected mqtt://host:port or mqtts://host:port")
     })?;
@@ -457,6 +477,25 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_never_show() {
+        assert_eq!(
+            redact_url("mqtt://ann:s3cret@broker:1883"),
+            "mqtt://ann:***@broker:1883"
+        );
+        assert_eq!(redact_url("mqtts://ann@broker"), "mqtts://ann@broker");
+        assert_eq!(
+            redact_url("mqtt://broker:1883/x@y"),
+            "mqtt://broker:1883/x@y"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        let err = parse_url("mqtt://ann:s3cret@broker:1883").unwrap_err();
+        assert!(
+            !err.contains("s3cret") && err.contains("ann:***@broker"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn urls() {

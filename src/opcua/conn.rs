@@ -80,9 +80,9 @@ pub fn client(plan: &ConnPlan) -> Result<Client, String> {
              anyone who can reach this network path can impersonate the server"
         );
     }
-    std::fs::create_dir_all(&plan.pki_dir)
+    private_dirs(&plan.pki_dir)
         .map_err(|e| format!("PKI directory {}: {e}", plan.pki_dir.display()))?;
-    ClientBuilder::new()
+    let client = ClientBuilder::new()
         .application_name(&plan.application_name)
         .application_uri(&plan.application_uri)
         .product_uri("urn:plantflow")
@@ -105,7 +105,45 @@ pub fn client(plan: &ConnPlan) -> Result<Client, String> {
         .recreate_subscriptions(true)
         .session_name("plantflow")
         .client()
-        .map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))
+        .map_err(|e| format!("OPC UA client configuration: {}", e.join("; ")))?;
+    // The client's private key (created just now on a first run) is the
+    // owner's alone.
+    private_files(&plan.pki_dir.join("private"))
+        .map_err(|e| format!("PKI directory {}: {e}", plan.pki_dir.display()))?;
+    Ok(client)
+}
+
+/// Creates the PKI directory and its `private/` readable by the owner only
+/// (0700), so the key is never readable by others, even before it is 0600.
+fn private_dirs(pki: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(pki)?;
+    let private = pki.join("private");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !private.exists() {
+            std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(&private)?;
+    Ok(())
+}
+
+/// Makes every file in `dir` readable by its owner only (0600).
+fn private_files(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    for e in std::fs::read_dir(dir)? {
+        use std::os::unix::fs::PermissionsExt;
+        let p = e?.path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn token(id: &Identity) -> Result<IdentityToken, String> {

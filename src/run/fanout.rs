@@ -5,11 +5,16 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::config::Plan;
 use crate::model::SinkBatch;
 use crate::mqtt::publish::PublishPlan;
-use crate::sinks::parquet::{run_writer, ParquetWriter, WriterReport};
+use crate::sinks::parquet::{run_writer, ParquetPlan, ParquetWriter, WriterReport};
 
 use super::supervise::{Component, Supervisor};
+use crate::stats::Stats;
+
+/// The summary's line for batches the MQTT publishers could not take.
+pub const PUBLISH_DROPPED: &str = "mqtt_publish: batches dropped (queue full; broker slow or away)";
 
 /// The tasks writing a run's output: the Parquet writer, and one task per
 /// `mqtt_publish` sink.
@@ -19,16 +24,42 @@ pub(super) struct Writers {
     pub publishers: Vec<JoinHandle<()>>,
 }
 
+/// What the lake's writer needs of the run.
+pub(super) struct Lake<'a> {
+    pub sink: &'a ParquetPlan,
+    pub plan: &'a Plan,
+    /// Keep totals of actions only (see `RunOptions::tally_actions_only`).
+    pub tally_actions_only: bool,
+}
+
 /// Starts the Parquet writer and the publishers on `rt`, fed from `sink_rx`.
 pub(super) fn start(
     rt: &tokio::runtime::Runtime,
     sink_rx: std::sync::mpsc::Receiver<SinkBatch>,
-    writer: ParquetWriter,
+    lake: Lake<'_>,
     publish: &[PublishPlan],
-    dataflow: &str,
     sup: &Arc<Supervisor>,
-    who: Component,
+    stats: Arc<Stats>,
 ) -> Result<Writers, String> {
+    let Lake {
+        sink,
+        plan,
+        tally_actions_only,
+    } = lake;
+    let writer = ParquetWriter::new(
+        sink.clone(),
+        &plan.name,
+        &plan.currency,
+        plan.metrics.clone(),
+        stats.clone(),
+    );
+    let writer = if tally_actions_only {
+        writer.tally_actions_only()
+    } else {
+        writer
+    };
+    let dataflow = plan.name.as_str();
+    let who = Component(format!("sink `{}` ({})", sink.id, sink.key));
     let guarded = {
         let sup = sup.clone();
         move |f: Box<dyn FnOnce() -> Result<WriterReport, String> + Send>| sup.guard(&who, f)
@@ -67,6 +98,7 @@ pub(super) fn start(
         std::thread::Builder::new()
             .name("plantflow-publish-tee".into())
             .spawn(move || {
+                let mut dropped = 0u64;
                 for batch in sink_rx {
                     let batch = Arc::new(batch);
                     if pq_tx.send(batch.clone()).is_err() {
@@ -77,10 +109,20 @@ pub(super) fn start(
                     if matches!(*batch, SinkBatch::Progress { .. }) {
                         continue;
                     }
-                    if crate::mqtt::publish::is_urgent(&batch) {
-                        let _ = urgent_enc_tx.send(batch);
+                    // Never wait for the publishers: a slow or absent broker
+                    // fills their queues, and then their batches are dropped
+                    // (counted), while the lake goes on.
+                    let tx = if crate::mqtt::publish::is_urgent(&batch) {
+                        &urgent_enc_tx
                     } else {
-                        let _ = enc_tx.send(batch);
+                        &enc_tx
+                    };
+                    if let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(batch) {
+                        dropped += 1;
+                        if dropped.is_power_of_two() {
+                            tracing::warn!(dropped, "mqtt_publish: queue full (broker slow or away); batches for MQTT dropped, the lake goes on");
+                        }
+                        stats.event(PUBLISH_DROPPED, 1);
                     }
                 }
             })

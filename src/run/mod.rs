@@ -35,9 +35,12 @@ use crate::ingest::normalize::SourceCtx;
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
 use crate::model::tariff::load as load_tariff;
 use crate::model::AssetRow;
-use crate::sinks::parquet::ParquetWriter;
 use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
 use crate::stats::Stats;
+
+/// How long a stopping run waits for `mqtt_publish` sinks to hand over
+/// what they hold.
+const PUBLISH_DRAIN: Duration = Duration::from_secs(10);
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -171,16 +174,12 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         sink,
         publish,
     } = dataflow;
-    let plan = Arc::new(plan);
+    let plan = Arc::new(with_state_dir(plan, &sink.path));
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
     let mut initial = load_initial(&plan)?;
-    let tags = Arc::new(TagRegistry::default());
-    for a in &initial.assets {
-        tags.intern_shared(&a.tag);
-    }
-    tags.shrink();
+    let tags = registry(&initial);
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
@@ -199,29 +198,20 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
 
-    let writer = ParquetWriter::new(
-        sink.clone(),
-        &plan.name,
-        &plan.currency,
-        plan.metrics.clone(),
-        stats.clone(),
-    );
-    let writer = if opts.tally_actions_only {
-        writer.tally_actions_only()
-    } else {
-        writer
-    };
     let fanout::Writers {
         writer: writer_task,
         publishers,
     } = fanout::start(
         &rt,
         sink_rx,
-        writer,
+        fanout::Lake {
+            sink: &sink,
+            plan: &plan,
+            tally_actions_only: opts.tally_actions_only,
+        },
         &publish,
-        &plan.name,
         &sup,
-        Component(format!("sink `{}` ({})", sink.id, sink.key)),
+        stats.clone(),
     )?;
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
@@ -253,16 +243,15 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     if opts.follow {
         background.push(spawn_watcher(&rt, &sup, &plan, &store, &stop));
         if let Some(lc) = &plan.lifecycle {
-            background.push(tail_status(
-                &rt,
-                &sup,
-                lc.path.clone(),
-                status_offset,
-                ingest.clone(),
-                stop.clone(),
-                sink_tx.clone(),
-                stats.clone(),
-            ));
+            let tail = StatusTail {
+                path: lc.path.clone(),
+                offset: status_offset,
+                ingest: ingest.clone(),
+                stop: stop.clone(),
+                sink: sink_tx.clone(),
+                stats: stats.clone(),
+            };
+            background.push(tail_status(&rt, &sup, tail));
         }
     }
 
@@ -286,8 +275,17 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         let _ = rt.block_on(t);
     }
     let report = rt.block_on(writer_task);
+    // A publisher whose broker is away cannot drain: it gets a bounded
+    // time, then what it still holds is dropped (the lake is committed).
     for p in publishers {
-        let _ = rt.block_on(p);
+        if rt
+            .block_on(async { tokio::time::timeout(PUBLISH_DRAIN, p).await })
+            .is_err()
+        {
+            tracing::warn!(
+                "mqtt_publish: the broker did not take every message within {PUBLISH_DRAIN:?}; the rest is dropped"
+            );
+        }
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     // The first failure is the cause; what failed after it (an engine whose
@@ -312,6 +310,25 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         started.elapsed(),
         workers,
     ))
+}
+
+/// Scratch state (spilled windows, the action ledger) lives beside the lake
+/// by default (`<lake>/.plantflow`), never at a predictable path under /tmp.
+fn with_state_dir(mut plan: Plan, lake: &std::path::Path) -> Plan {
+    if plan.window.state_dir.is_none() {
+        plan.window.state_dir = Some(lake.join(".plantflow"));
+    }
+    plan
+}
+
+/// The tag registry, with the context's tags first.
+fn registry(initial: &InitialContext) -> Arc<TagRegistry> {
+    let tags = Arc::new(TagRegistry::default());
+    for a in &initial.assets {
+        tags.intern_shared(&a.tag);
+    }
+    tags.shrink();
+    tags
 }
 
 /// Signals: the first stops sources (a clean shutdown), the second exits at once.
@@ -374,48 +391,48 @@ fn spawn_watcher(
 fn tail_status(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,
-    path: PathBuf,
-    offset: u64,
-    ing: Arc<Ingest>,
-    s: Arc<AtomicBool>,
-    tx: std::sync::mpsc::Sender<crate::model::SinkBatch>,
-    st: Arc<Stats>,
+    tail: StatusTail,
 ) -> tokio::task::JoinHandle<()> {
     let sup = sup.clone();
     rt.spawn_blocking(move || {
         let who = Component("the status tail (lifecycle.path)".into());
         sup.guard(&who, || {
-            follow_status(path, offset, ing, s, tx, st);
+            tail.follow();
             Ok(())
         });
     })
 }
 
-fn follow_status(
+/// The lifecycle file's tail: where it is read from and where updates go.
+struct StatusTail {
     path: PathBuf,
-    mut offset: u64,
-    ing: Arc<Ingest>,
-    s: Arc<AtomicBool>,
-    tx: std::sync::mpsc::Sender<crate::model::SinkBatch>,
-    st: Arc<Stats>,
-) {
-    while !s.load(Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        match crate::sources::status::read_from(&path, offset) {
-            Ok((ups, dead, pos)) => {
-                offset = pos;
-                if !dead.is_empty() {
-                    for d in &dead {
-                        st.dead_letter(&d.reason);
+    offset: u64,
+    ingest: Arc<Ingest>,
+    stop: Arc<AtomicBool>,
+    sink: std::sync::mpsc::Sender<crate::model::SinkBatch>,
+    stats: Arc<Stats>,
+}
+
+impl StatusTail {
+    fn follow(mut self) {
+        while !self.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            match crate::sources::status::read_from(&self.path, self.offset) {
+                Ok((ups, dead, pos)) => {
+                    self.offset = pos;
+                    if !dead.is_empty() {
+                        for d in &dead {
+                            self.stats.dead_letter(&d.reason);
+                        }
+                        let _ = self.sink.send(crate::model::SinkBatch::DeadLetters(dead));
                     }
-                    let _ = tx.send(crate::model::SinkBatch::DeadLetters(dead));
+                    if !ups.is_empty() {
+                        tracing::info!(n = ups.len(), "action status updates");
+                        self.ingest.context(ContextChange::Status(ups));
+                    }
                 }
-                if !ups.is_empty() {
-                    tracing::info!(n = ups.len(), "action status updates");
-                    ing.context(ContextChange::Status(ups));
-                }
+                Err(e) => tracing::error!("status updates: {e}"),
             }
-            Err(e) => tracing::error!("status updates: {e}"),
         }
     }
 }

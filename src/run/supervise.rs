@@ -268,7 +268,8 @@ mod tests {
         let who = Component("source `x` (sources[1])".into());
         let out: Option<()> = sup.guard(&who, || {
             let v: Vec<i64> = Vec::new();
-            Ok(assert!(v.len() == 1, "period must not be zero"))
+            assert!(v.len() == 1, "period must not be zero");
+            Ok(())
         });
         assert_eq!(out, None);
         let f = sup.failure().expect("a failure");

@@ -94,17 +94,30 @@ pub fn read_from(
     let mut r = std::io::BufReader::new(f);
     let (mut ups, mut dead) = (Vec::new(), Vec::new());
     let mut pos = offset;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     loop {
         buf.clear();
         let n = r
-            .read_line(&mut buf)
+            .read_until(b'\n', &mut buf)
             .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        if n == 0 || !buf.ends_with('\n') {
+        if n == 0 || !buf.ends_with(b"\n") {
             break; // a partial last line is read when it is complete
         }
         pos += n as u64;
-        let line = buf.trim();
+        // A line that is not UTF-8 is a dead letter, not the end of the file.
+        let text = match std::str::from_utf8(&buf) {
+            Ok(t) => t,
+            Err(e) => {
+                let lossy = String::from_utf8_lossy(&buf);
+                dead.push(DeadLetter::text(
+                    "lifecycle",
+                    format!("not UTF-8 (invalid byte at {})", e.valid_up_to()),
+                    lossy.trim(),
+                ));
+                continue;
+            }
+        };
+        let line = text.trim();
         if line.is_empty() {
             continue;
         }
@@ -119,6 +132,26 @@ pub fn read_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_dead_letter_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        let mut bytes =
+            b"{\"action_id\":\"a1\",\"status\":\"ack\",\"at\":\"2026-01-05T10:00:00Z\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"action_id\":\"a\xff\"}\n");
+        bytes.extend_from_slice(
+            b"{\"action_id\":\"a2\",\"status\":\"done\",\"at\":\"2026-01-05T11:00:00Z\"}\n",
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let (ups, dead, pos) = read_from(&path, 0).unwrap();
+        let ids: Vec<&str> = ups.iter().map(|u| u.action_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2"]);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason, "not UTF-8 (invalid byte at 15)");
+        assert_eq!(dead[0].raw, "{\"action_id\":\"a\u{fffd}\"}");
+        assert_eq!(pos, bytes.len() as u64);
+    }
 
     #[test]
     fn parses_and_rejects() {

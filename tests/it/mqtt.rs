@@ -600,3 +600,37 @@ fn persistent_session_delivers_what_was_published_while_down_exactly_once() {
     let sum: f64 = agg.values().map(|a| a.mean * a.count as f64).sum();
     assert_close(sum, 124_750.0, "sum of values");
 }
+
+/// A publish broker that is away never holds up the lake or the end of a
+/// run: the replay's lake equals the oracle, and the run returns once the
+/// publisher's bounded drain is over (it used to wait for the broker forever).
+#[test]
+fn a_publish_broker_that_is_away_does_not_stall_the_lake() {
+    // A port nothing listens on: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap()
+        + &format!(
+            "\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"live\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"p/{{table}}/{{asset}}\"\ntables = [\"aggregates\", \"actions\"]\n"
+        );
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, text).unwrap();
+    let plan = load_env(
+        &df,
+        &[
+            ("INPUT_DIR", fixture_dir().display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+        ],
+    );
+    let (_stats, _stop, run) = start_run(plan, 1);
+    wait_for("the run to end", || run.is_finished().then_some(()));
+    let s = run.join().unwrap().expect("run succeeds");
+    assert!(s.rows_accepted > 0);
+    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+    assert_actions_match_oracle(&out);
+}

@@ -215,6 +215,18 @@ trigger = "status_value_timestamp"
         .unwrap_err()
         .message;
     assert!(err.contains("rejected") && err.contains("trusted"), "{err}");
+    // The client's key, created by that first run, is the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = dir.path().join("client-pki/private");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&private), 0o700);
+        let keys: Vec<_> = std::fs::read_dir(&private).unwrap().flatten().collect();
+        assert!(!keys.is_empty(), "a private key was created");
+        for k in keys {
+            assert_eq!(mode(&k.path()), 0o600, "{}", k.path().display());
+        }
+    }
     let rejected = dir.path().join("client-pki/rejected");
     let certs: Vec<_> = std::fs::read_dir(&rejected).unwrap().flatten().collect();
     assert_eq!(certs.len(), 1, "the server certificate waits in rejected/");
