@@ -69,11 +69,11 @@ impl Records for ColdPeriod {
     }
 
     fn encode(&self) -> Result<Vec<u8>, String> {
-        bincode::serialize(&self.0).map_err(|e| e.to_string())
+        postcard::to_allocvec(&self.0).map_err(|e| e.to_string())
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        bincode::deserialize(bytes).ok().map(ColdPeriod)
+        postcard::from_bytes(bytes).ok().map(ColdPeriod)
     }
 
     fn count(&self) -> u64 {

@@ -14,7 +14,7 @@
 //!
 //! The store is generic over what it keeps ([`Records`]): the rules fold
 //! (`engine::rules`) uses it the same way for the accumulators of a rule's
-//! closed periods, one bincode file per `(rule, period)` and worker.
+//! closed periods, one postcard file per `(rule, period)` and worker.
 //!
 //! The files are scratch, not a checkpoint: the store removes them when the
 //! run ends. If a file cannot be written the windows come back and stay in

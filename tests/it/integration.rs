@@ -626,6 +626,31 @@ fn a_failing_source_ends_the_run_with_one_line_naming_it() {
     );
 }
 
+/// The lake cannot be written (its directory is a file: what a full or
+/// read-only disk also gives): the sink fails, the run ends at once with
+/// exit 1 and one line naming the sink and its key.
+#[test]
+fn a_lake_that_cannot_be_written_ends_the_run_naming_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where the lake should be").unwrap();
+    let out = Command::new(PLANTFLOW)
+        .args(["run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", blocker.join("lake"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: sink `lake` (sinks[0]) failed: "),
+        "{err}"
+    );
+    assert!(last.contains("not-a-dir"), "names the path: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 // ---------------------------------------------------------------------------
 // --follow: tailing, live context edits and late rows become new revisions;
 // SIGTERM closes windows, commits files and exits 0.
