@@ -9,6 +9,9 @@
 //! - [`mqtt`]: the MQTT source and sink against the embedded broker.
 //! - [`opcua`]: the OPC UA source against the project's OPC UA server.
 //! - [`demo`]: the demo end to end.
+//! - [`reliability`]: fail loud, never hang, stay bounded: values that
+//!   cannot run fail `validate`, failing components end the run with one
+//!   line, every mutation of the reference dataflow is rejected or runs.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -22,4 +25,5 @@ mod house;
 mod integration;
 mod mqtt;
 mod opcua;
+mod reliability;
 mod value;

@@ -1,0 +1,281 @@
+//! Fail loud, never hang, stay bounded (docs/reliability.md): a value that
+//! cannot run fails `validate`; a failing source or sink ends the run with
+//! one line naming it; every mutation of a dataflow's numbers and strings
+//! either fails `validate` (exit 78, file:line) or runs to a clean end.
+
+use std::process::Command;
+
+use crate::common::*;
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// A value that would fail at run time fails `validate` instead (issue 31:
+/// `period = "0s"` passed and then hung the run).
+#[test]
+fn zero_periods_fail_validation_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("period = \"1h\""))
+        .expect("the rule's period")
+        + 1;
+    let df = dir.path().join("p0.toml");
+    std::fs::write(&df, text.replace("period = \"1h\"", "period = \"0s\"")).unwrap();
+    for cmd in ["validate", "run"] {
+        let out = Command::new(PLANTFLOW)
+            .args([cmd, df.to_str().unwrap()])
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", dir.path().join("out"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
+        assert!(err.contains(&format!("p0.toml:{line}:")), "{err}");
+        assert!(err.contains("key `rules[0].period`"), "{err}");
+        assert!(err.contains("must be greater than 0"), "{err}");
+    }
+}
+
+/// A source that fails ends the run: exit 1, one line naming the source and
+/// its key, no backtrace, and the run does not hang (it used to, until SIGKILL).
+#[test]
+fn a_failing_source_ends_the_run_with_one_line_naming_it() {
+    let input = tempfile::tempdir().unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.path().join(f)).unwrap();
+    }
+    // Not a Parquet file: the first 5,000 bytes of the CSV.
+    let csv = std::fs::read(fixture_dir().join("samples.csv")).unwrap();
+    std::fs::write(input.path().join("bad.parquet"), &csv[..5_000]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(PLANTFLOW)
+        .args(["run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", input.path())
+        .env("OUT_DIR", out.path())
+        .env("SAMPLES_FILE", "bad.parquet")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: source `samples` (sources[0]) failed: ")
+            && last.contains("bad.parquet: not a Parquet file"),
+        "{err}"
+    );
+    assert_eq!(err.matches("failed").count(), 1, "said once: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+/// The lake cannot be written (its directory is a file: what a full or
+/// read-only disk also gives): the sink fails, the run ends at once with
+/// exit 1 and one line naming the sink and its key.
+#[test]
+fn a_lake_that_cannot_be_written_ends_the_run_naming_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where the lake should be").unwrap();
+    let out = Command::new(PLANTFLOW)
+        .args(["run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", blocker.join("lake"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: sink `lake` (sinks[0]) failed: "),
+        "{err}"
+    );
+    assert!(last.contains("not-a-dir"), "names the path: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A path to one leaf of a TOML document.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn leaves(v: &toml::Value, path: &mut Vec<Seg>, out: &mut Vec<(Vec<Seg>, toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                path.push(Seg::Key(k.clone()));
+                leaves(v, path, out);
+                path.pop();
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                leaves(v, path, out);
+                path.pop();
+            }
+        }
+        leaf => out.push((path.clone(), leaf.clone())),
+    }
+}
+
+fn set(v: &mut toml::Value, path: &[Seg], new: toml::Value) {
+    match path.split_first() {
+        None => *v = new,
+        Some((Seg::Key(k), rest)) => set(v.get_mut(k.as_str()).expect("key"), rest, new),
+        Some((Seg::Index(i), rest)) => set(v.get_mut(*i).expect("index"), rest, new),
+    }
+}
+
+fn show(path: &[Seg]) -> String {
+    path.iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!(".{k}"),
+            Seg::Index(i) => format!("[{i}]"),
+        })
+        .collect()
+}
+
+/// What a hostile or careless edit might put in a value of this kind.
+fn mutations(v: &toml::Value) -> Vec<toml::Value> {
+    use toml::Value::*;
+    match v {
+        Integer(_) => vec![Integer(0), Integer(-1), Integer(i64::MAX)],
+        Float(_) => vec![Float(0.0), Float(-1.0), Float(1e300)],
+        String(_) => vec![
+            String(std::string::String::new()),
+            String("0s".into()),
+            String("-5m".into()),
+            String("99999999d".into()),
+        ],
+        Boolean(b) => vec![Boolean(!b)],
+        _ => vec![],
+    }
+}
+
+/// Every number, duration and string of the reference dataflow, mutated
+/// one at a time: each mutant either fails `validate` with exit 78 and a
+/// file:line, or runs on the small fixture to exit 0 — never a panic, an
+/// internal error or a hang (the run's own watchdog bounds it).
+#[test]
+fn every_mutation_of_the_reference_dataflow_fails_validation_or_runs_cleanly() {
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let doc: toml::Value = toml::from_str(&text).unwrap();
+    let mut all = Vec::new();
+    leaves(&doc, &mut Vec::new(), &mut all);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rejected, mut ran) = (0, 0);
+    let mut bad = Vec::new();
+    for (path, leaf) in &all {
+        for m in mutations(leaf) {
+            let mut d = doc.clone();
+            set(&mut d, path, m.clone());
+            let df = dir.path().join("mutant.toml");
+            std::fs::write(&df, toml::to_string(&d).unwrap()).unwrap();
+            let what = format!("{} = {m}", show(path));
+            let v = Command::new(PLANTFLOW)
+                .args(["validate", df.to_str().unwrap()])
+                .env("INPUT_DIR", fixture_dir())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&v.stderr).to_string();
+            match v.status.code() {
+                Some(78) => {
+                    rejected += 1;
+                    if !(err.contains("mutant.toml:") && err.contains("key `")) {
+                        bad.push(format!("{what}: exit 78 without file:line and key:\n{err}"));
+                    }
+                    continue;
+                }
+                Some(0) => {}
+                other => {
+                    bad.push(format!("{what}: validate exited {other:?}:\n{err}"));
+                    continue;
+                }
+            }
+            let out = dir.path().join(format!("out-{ran}"));
+            let child = std::process::Command::new(PLANTFLOW)
+                .args(["run", df.to_str().unwrap(), "--shutdown-timeout", "20s"])
+                .env("INPUT_DIR", fixture_dir())
+                .env("OUT_DIR", &out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut child = KillOnDrop(child);
+            let status = wait_for(&format!("the run of {what} to end"), || {
+                child.0.try_wait().unwrap()
+            });
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            ran += 1;
+            if status.code() != Some(0)
+                || err.contains("panicked")
+                || err.contains("internal error")
+            {
+                bad.push(format!("{what}: run exited {:?}:\n{err}", status.code()));
+            }
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+    eprintln!("{rejected} mutants rejected by validate, {ran} ran to the end");
+    assert!(rejected > 20 && ran > 20, "{rejected} rejected, {ran} ran");
+    assert!(
+        bad.is_empty(),
+        "{} of {} mutants misbehaved:\n{}",
+        bad.len(),
+        rejected + ran,
+        bad.join("\n---\n")
+    );
+}
+
+/// SIGTERM ends a run within `--shutdown-timeout` even when a component
+/// cannot stop: here the status tail, blocked opening a FIFO that no one
+/// writes (a file on a stuck share behaves alike). Exit 124, naming it.
+#[test]
+fn a_component_that_cannot_stop_does_not_outlive_the_shutdown_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status.jsonl");
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"")
+        + &format!("\n[lifecycle]\npath = \"{}\"\n", status.display());
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, text).unwrap();
+    let child = Command::new(PLANTFLOW)
+        .args(["run", "--follow", "--shutdown-timeout", "2s"])
+        .arg(&df)
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", dir.path().join("out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // The run is up (its lake has files) before the status file turns into a FIFO.
+    wait_for("the first files", || {
+        parquet_files(&dir.path().join("out"), "aggregates")
+            .first()
+            .map(|_| ())
+    });
+    assert!(Command::new("mkfifo")
+        .arg(&status)
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let status = child.terminate();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(124), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: did not stop within 2 s (still running: ")
+            && last.contains("the status tail (lifecycle.path)"),
+        "{err}"
+    );
+}
