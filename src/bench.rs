@@ -74,14 +74,27 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         }
         out
     });
-    let (sink, _dead) = std::sync::mpsc::channel();
+    let (sink, dead) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+    let stats: Arc<crate::stats::Stats> = Arc::default();
+    // Dead letters are dropped here, but taken as a writer would take them
+    // (a source waits while too many are queued).
+    let taken = stats.clone();
+    std::thread::spawn(move || {
+        for b in dead {
+            if let crate::model::SinkBatch::DeadLetters(rows) = b {
+                taken
+                    .dead_letters_queued
+                    .fetch_sub(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
     let ctx = SourceCtx {
         index: 0,
         id: "bench".into(),
         ingest,
         tags,
         sink,
-        stats: Arc::default(),
+        stats,
         stop: Arc::new(AtomicBool::new(false)),
         window,
         geometry,

@@ -29,10 +29,17 @@ pub struct Stats {
     /// Findings suppressed because the asset was in maintenance / the action in cool-down.
     pub suppressed_maintenance: AtomicU64,
     pub suppressed_cooldown: AtomicU64,
+    /// Dead-letter rows sources have handed to the writer and it has not
+    /// written yet: sources wait above [`MAX_QUEUED_DEAD_LETTERS`].
+    pub dead_letters_queued: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,
 }
+
+/// The most dead-letter rows (each at most 4 KiB of `raw`) that may wait for
+/// the writer; past it, sources stop reading until the writer catches up.
+pub const MAX_QUEUED_DEAD_LETTERS: u64 = 16_384;
 
 impl Stats {
     pub fn dead_letter(&self, reason: &str) {

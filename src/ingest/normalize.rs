@@ -7,7 +7,7 @@
 //! engine turns it into a correction. A row whose window has already left
 //! state (`retention`) cannot be corrected any more and is dead-lettered.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use crate::ingest::{Geometry, Ingest, TagRegistry};
 use crate::model::edit::Edit;
 use crate::model::SinkBatch;
 use crate::model::{now_ms, DeadLetter, Quality, Sample};
-use crate::stats::Stats;
+use crate::stats::{Stats, MAX_QUEUED_DEAD_LETTERS};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
 const MIN_TS: i64 = 946_684_800_000;
@@ -350,6 +350,17 @@ impl Normalizer {
 
     fn flush_dead(&mut self) {
         if !self.dead.is_empty() {
+            let stats = &self.ctx.stats;
+            if wait_for_writer(
+                &stats.dead_letters_queued,
+                MAX_QUEUED_DEAD_LETTERS,
+                &self.ctx.stop,
+            ) {
+                stats.event("dead letters: reading paused until the writer caught up", 1);
+            }
+            stats
+                .dead_letters_queued
+                .fetch_add(self.dead.len() as u64, Relaxed);
             let _ = self
                 .ctx
                 .sink
@@ -362,6 +373,19 @@ impl Normalizer {
         self.flush();
         self.ctx.ingest.end_source(self.ctx.index);
     }
+}
+
+/// Waits while more than `limit` rows are `queued` for the writer (a slow
+/// or stuck disk): the source stops reading, so a flood of bad input pushes
+/// back (MQTT stops acknowledging, replay stops reading) instead of growing
+/// memory. Returns whether it waited; `stop` ends the wait.
+pub fn wait_for_writer(queued: &AtomicU64, limit: u64, stop: &AtomicBool) -> bool {
+    let mut waited = false;
+    while queued.load(Relaxed) > limit && !stop.load(Relaxed) {
+        waited = true;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    waited
 }
 
 /// The counter key of a message rejection: the reason without its details
@@ -413,6 +437,28 @@ pub fn parse_ts(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_wait_for_a_writer_behind_on_dead_letters() {
+        let queued = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Under the bound: no wait.
+        assert!(!wait_for_writer(&queued, 10, &stop));
+        // Over it: the source waits until the writer has written enough.
+        queued.store(11, Relaxed);
+        let (q, s) = (queued.clone(), stop.clone());
+        let source = std::thread::spawn(move || wait_for_writer(&q, 10, &s));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!source.is_finished(), "still waiting while 11 > 10");
+        queued.fetch_sub(1, Relaxed);
+        assert!(source.join().unwrap(), "it waited, then went on");
+        // A stopping run ends the wait even if the writer never catches up.
+        queued.store(1_000, Relaxed);
+        let (q, s) = (queued.clone(), stop.clone());
+        let source = std::thread::spawn(move || wait_for_writer(&q, 10, &s));
+        stop.store(true, Relaxed);
+        assert!(source.join().unwrap() || stop.load(Relaxed));
+    }
 
     #[test]
     fn reason_classes_stay_few() {

@@ -195,6 +195,14 @@ impl ParquetWriter {
                 }
             }
             SinkBatch::DeadLetters(rows) => {
+                // The sources' rows are taken: they may send more (rows from
+                // the value layer were never counted; the count stops at 0).
+                let n = rows.len() as u64;
+                let _ = self.stats.dead_letters_queued.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |q| Some(q.saturating_sub(n)),
+                );
                 if !self.enabled("dead_letter") {
                     return Ok(());
                 }
