@@ -279,3 +279,62 @@ fn a_component_that_cannot_stop_does_not_outlive_the_shutdown_timeout() {
         "{err}"
     );
 }
+
+/// Unmounts the small file system when the test ends, however it ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk (a 64 KiB tmpfs; the lake needs about 90 KB): the sink
+/// fails with the OS's reason, the run ends at once naming it, and every
+/// file a reader can see is whole (in-progress files stay hidden).
+#[test]
+fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        // Mounting needs root (CI runs as root); say so rather than pass silently.
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return;
+    }
+    let _unmount = Mounted(small.clone());
+    let lake = small.join("lake");
+    let out = Command::new(PLANTFLOW)
+        .args(["run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", &lake)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: sink `lake` (sinks[0]) failed: ")
+            && last.contains("No space left on device"),
+        "{err}"
+    );
+    for table in ["aggregates", "actions", "dead_letter"] {
+        for f in parquet_files(&lake, table) {
+            let file = std::fs::File::open(&f).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap_or_else(|e| panic!("{} is not whole: {e}", f.display()));
+            for b in reader.build().unwrap() {
+                b.unwrap_or_else(|e| panic!("{} is not whole: {e}", f.display()));
+            }
+        }
+    }
+}
