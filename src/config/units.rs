@@ -21,7 +21,10 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         "" => return Err(format!("`{s}` has no unit")),
         _ => return Err(format!("`{s}` has an unknown unit")),
     };
-    Ok(num * mult)
+    // Durations are kept as signed milliseconds.
+    num.checked_mul(mult)
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 /// Parses a size string into bytes.
@@ -45,7 +48,9 @@ pub fn parse_size_bytes(s: &str) -> Result<u64, String> {
         "GiB" => 1 << 30,
         _ => return Err(format!("`{s}` has an unknown unit")),
     };
-    Ok(num * mult)
+    num.checked_mul(mult)
+        .filter(|b| *b <= i64::MAX as u64)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 pub const DURATION_HINT: &str = "write a number with a unit: `500ms`, `5s`, `1m`, `2h` or `1d`";
@@ -64,6 +69,18 @@ mod tests {
         assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
         assert!(parse_duration_ms("5").is_err());
         assert!(parse_duration_ms("5 parsecs").is_err());
+        // Overflow is an error, not a wrapped (or negative) number.
+        assert_eq!(
+            parse_duration_ms("9999999999999999d"),
+            Err("`9999999999999999d` is too long".to_string())
+        );
+        assert_eq!(
+            parse_duration_ms("9223372036854775807ms"),
+            Ok(i64::MAX as u64)
+        );
+        assert!(parse_duration_ms("9223372036854775808ms").is_err());
+        assert!(parse_size_bytes("18446744073709551615GiB").is_err());
+        assert_eq!(parse_size_bytes("64KiB"), Ok(65_536));
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn mutations(v: &toml::Value) -> Vec<toml::Value> {
             String("0s".into()),
             String("-5m".into()),
             String("99999999d".into()),
+            String("9999999999999999d".into()),
         ],
         Boolean(b) => vec![Boolean(!b)],
         _ => vec![],
