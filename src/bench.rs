@@ -100,6 +100,7 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         geometry,
         follow: false,
         context: None,
+        dead_letter: Default::default(),
     };
     let mut n = Normalizer::new(ctx, 8192);
     let csv = CsvReader::open(&dir.join("samples.csv"))?;

@@ -340,6 +340,7 @@ const TOP_KEYS: &[&str] = &[
     "billing",
     "lifecycle",
     "routing",
+    "dead_letter",
 ];
 
 const VERIFY_KEYS: &[&str] = &[

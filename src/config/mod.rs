@@ -44,6 +44,7 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
     let billing = billing::billing(l, raw.billing, &metrics, window.size_ms);
     let lifecycle = routing::lifecycle(l, raw.lifecycle);
     let routing = routing::routing(l, raw.routing);
+    let dead_letter = routing::dead_letter(l, raw.dead_letter);
     let seen = rules::Seen {
         scope: &scope,
         metrics: &metrics,
@@ -65,5 +66,6 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
         billing,
         lifecycle,
         routing,
+        dead_letter,
     }
 }

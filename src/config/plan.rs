@@ -52,6 +52,8 @@ pub struct Plan {
     pub lifecycle: Option<LifecyclePlan>,
     /// Ownership matrix: the first matching route overrides a rule's action defaults.
     pub routing: Vec<RoutePlan>,
+    /// How much of bad input `dead_letter` keeps (`[dead_letter]`).
+    pub dead_letter: crate::model::DeadLetterLimits,
 }
 
 /// Acceptance limits (fractions, not percent).

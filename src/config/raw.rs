@@ -30,6 +30,17 @@ pub struct RawDataflow {
     pub lifecycle: Option<toml::Value>,
     #[serde(default)]
     pub routing: Vec<toml::Value>,
+    /// How much of bad input `dead_letter` keeps.
+    #[serde(default)]
+    pub dead_letter: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct RawDeadLetter {
+    #[serde(default)]
+    pub max_raw: Option<String>,
+    #[serde(default)]
+    pub per_message: Option<i64>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -1,9 +1,12 @@
-//! `[lifecycle]` (the action status file) and `[[routing]]` (the ownership
-//! matrix: the first matching route overrides a rule's action defaults).
+//! `[lifecycle]` (the action status file), `[[routing]]` (the ownership
+//! matrix: the first matching route overrides a rule's action defaults) and
+//! `[dead_letter]` (how much of bad input is kept).
 
 use super::loader::Loader;
 use super::plan::{LifecyclePlan, RoutePlan, ACTION_TYPES, OWNERS, VALUE_CATEGORIES};
-use super::raw::{RawLifecycle, RawRoute};
+use super::raw::{RawDeadLetter, RawLifecycle, RawRoute};
+use super::units;
+use crate::model::DeadLetterLimits;
 
 const ROUTE_KEYS: &[&str] = &[
     "category",
@@ -24,6 +27,39 @@ pub(super) fn lifecycle(l: &mut Loader<'_>, raw: Option<toml::Value>) -> Option<
                 path: l.resolve_path(&lc.path),
             }),
     }
+}
+
+/// Validates `[dead_letter]`: `max_raw` (a size, 64 B to 1 MiB) and
+/// `per_message` (1 to 100,000).
+pub(super) fn dead_letter(l: &mut Loader<'_>, raw: Option<toml::Value>) -> DeadLetterLimits {
+    let mut limits = DeadLetterLimits::default();
+    let Some(v) = raw else { return limits };
+    let Some(d) = l.de::<RawDeadLetter>("dead_letter", v, &["max_raw", "per_message"]) else {
+        return limits;
+    };
+    if let Some(s) = &d.max_raw {
+        match units::parse_size_bytes(s) {
+            Ok(b) if (64..=1 << 20).contains(&b) => limits.max_raw = b as usize,
+            Ok(_) => l.at_value(
+                "dead_letter.max_raw",
+                format!("`{s}` is out of range"),
+                Some("from 64B to 1MiB, e.g. `max_raw = \"4KiB\"`".into()),
+            ),
+            Err(e) => l.at_value("dead_letter.max_raw", e, None),
+        }
+    }
+    if let Some(n) = d.per_message {
+        if (1..=100_000).contains(&n) {
+            limits.per_message = n as usize;
+        } else {
+            l.at_value(
+                "dead_letter.per_message",
+                format!("{n} is out of range"),
+                Some("from 1 to 100000 rows per message".into()),
+            );
+        }
+    }
+    limits
 }
 
 /// Validates `[[routing]]`.

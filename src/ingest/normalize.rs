@@ -15,7 +15,7 @@ use crate::config::{QualityPolicy, WindowPlan};
 use crate::ingest::{Geometry, Ingest, TagRegistry};
 use crate::model::edit::Edit;
 use crate::model::SinkBatch;
-use crate::model::{now_ms, DeadLetter, Quality, Sample};
+use crate::model::{now_ms, DeadLetter, DeadLetterLimits, Quality, Sample};
 use crate::stats::{Stats, MAX_QUEUED_DEAD_LETTERS};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
@@ -42,6 +42,8 @@ pub struct SourceCtx {
     pub follow: bool,
     /// Live context tables (message sources edit them).
     pub context: Option<Arc<dyn ContextEdits>>,
+    /// How much of bad input its dead letters keep.
+    pub dead_letter: DeadLetterLimits,
 }
 
 impl SourceCtx {
@@ -87,10 +89,6 @@ pub struct Normalizer {
     message: Option<MessageDead>,
 }
 
-/// The most dead letters one message yields; its further rejections are
-/// counted (in the stats, and in one last row naming how many).
-pub const DEAD_LETTERS_PER_MESSAGE: usize = 100;
-
 /// Dead letters of one message so far.
 #[derive(Default)]
 struct MessageDead {
@@ -118,8 +116,9 @@ impl Normalizer {
         }
     }
 
-    /// A message begins: its dead letters are capped at
-    /// [`DEAD_LETTERS_PER_MESSAGE`] rows until [`Normalizer::end_message`].
+    /// A message begins: its dead letters are capped at `[dead_letter]
+    /// per_message` rows until [`Normalizer::end_message`]; further
+    /// rejections are counted (in the stats, and in one last row).
     pub fn begin_message(&mut self) {
         self.message = Some(MessageDead::default());
     }
@@ -132,8 +131,14 @@ impl Normalizer {
                 "{} more rejections in this message not kept (the first: {})",
                 m.dropped, m.first_dropped
             );
-            self.dead
-                .push(DeadLetter::message(&self.ctx.id, topic, reason, payload));
+            let max = self.ctx.dead_letter.max_raw;
+            self.dead.push(DeadLetter::message_within(
+                &self.ctx.id,
+                topic,
+                reason,
+                payload,
+                max,
+            ));
             self.dead_flush_check();
         }
     }
@@ -141,7 +146,7 @@ impl Normalizer {
     /// Whether a rejection gets its own row (false past the message's cap).
     fn keep(&mut self, reason: &str) -> bool {
         match &mut self.message {
-            Some(m) if m.kept >= DEAD_LETTERS_PER_MESSAGE => {
+            Some(m) if m.kept >= self.ctx.dead_letter.per_message => {
                 if m.dropped == 0 {
                     m.first_dropped = reason.to_string();
                 }
@@ -167,7 +172,8 @@ impl Normalizer {
         if !self.keep(reason) {
             return;
         }
-        let mut d = DeadLetter::text(&self.ctx.id, reason, raw.into());
+        let mut d =
+            DeadLetter::text_within(&self.ctx.id, reason, raw, self.ctx.dead_letter.max_raw);
         d.topic = self.topic.clone();
         self.dead.push(d);
         self.dead_flush_check();
@@ -187,8 +193,14 @@ impl Normalizer {
         if !self.keep(reason) {
             return;
         }
-        self.dead
-            .push(DeadLetter::message(&self.ctx.id, topic, reason, payload));
+        let max = self.ctx.dead_letter.max_raw;
+        self.dead.push(DeadLetter::message_within(
+            &self.ctx.id,
+            topic,
+            reason,
+            payload,
+            max,
+        ));
         self.dead_flush_check();
     }
 

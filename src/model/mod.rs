@@ -328,9 +328,27 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// The most of a record a dead letter keeps in `raw`, in bytes (text; a
-/// binary record keeps base64 of its first 3/4 of this).
+/// The most of a record a dead letter keeps in `raw` by default, in bytes
+/// (text; a binary record keeps base64 of its first 3/4 of this).
 pub const DEAD_LETTER_RAW_PREFIX: usize = 4096;
+
+/// How much of bad input the `dead_letter` table keeps (`[dead_letter]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadLetterLimits {
+    /// Bytes of a record kept in `raw`.
+    pub max_raw: usize,
+    /// Rows one message may yield; the rest are counted in one more row.
+    pub per_message: usize,
+}
+
+impl Default for DeadLetterLimits {
+    fn default() -> Self {
+        DeadLetterLimits {
+            max_raw: DEAD_LETTER_RAW_PREFIX,
+            per_message: 100,
+        }
+    }
+}
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
 pub fn prefix_at_char(s: &str, max: usize) -> &str {
@@ -368,9 +386,19 @@ impl DeadLetter {
     /// A rejected text record, received now.
     /// (`raw` keeps its first [`DEAD_LETTER_RAW_PREFIX`] bytes.)
     pub fn text(source: &str, reason: impl Into<String>, raw: impl Into<String>) -> DeadLetter {
+        Self::text_within(source, reason, raw, DEAD_LETTER_RAW_PREFIX)
+    }
+
+    /// [`DeadLetter::text`] keeping at most `max_raw` bytes of the record.
+    pub fn text_within(
+        source: &str,
+        reason: impl Into<String>,
+        raw: impl Into<String>,
+        max_raw: usize,
+    ) -> DeadLetter {
         let mut raw: String = raw.into();
         let (raw_bytes, raw_hash) = (raw.len() as i64, raw_hash(raw.as_bytes()));
-        let keep = prefix_at_char(&raw, DEAD_LETTER_RAW_PREFIX).len();
+        let keep = prefix_at_char(&raw, max_raw).len();
         raw.truncate(keep);
         DeadLetter {
             source: source.to_string(),
@@ -392,11 +420,22 @@ impl DeadLetter {
         reason: impl Into<String>,
         payload: &[u8],
     ) -> DeadLetter {
+        Self::message_within(source, topic, reason, payload, DEAD_LETTER_RAW_PREFIX)
+    }
+
+    /// [`DeadLetter::message`] keeping at most `max_raw` bytes of the payload.
+    pub fn message_within(
+        source: &str,
+        topic: &str,
+        reason: impl Into<String>,
+        payload: &[u8],
+        max_raw: usize,
+    ) -> DeadLetter {
         use base64::Engine as _;
         let (raw, binary) = match std::str::from_utf8(payload) {
-            Ok(t) => (prefix_at_char(t, DEAD_LETTER_RAW_PREFIX).to_string(), false),
+            Ok(t) => (prefix_at_char(t, max_raw).to_string(), false),
             Err(_) => {
-                let head = &payload[..payload.len().min(DEAD_LETTER_RAW_PREFIX / 4 * 3)];
+                let head = &payload[..payload.len().min(max_raw / 4 * 3)];
                 (base64::engine::general_purpose::STANDARD.encode(head), true)
             }
         };

@@ -234,6 +234,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             geometry: geo,
             follow: opts.follow,
             context: Some(store.clone()),
+            dead_letter: plan.dead_letter,
         };
         let who = Component(format!("source `{}` (sources[{i}])", s.id()));
         source_tasks.push(spawn_source(&rt, s, ctx, &sup, who));

@@ -247,6 +247,60 @@ fn a_hostile_array_yields_bounded_dead_letters_that_keep_their_element() {
     assert_eq!(rest[0]["raw_hash"].as_str().unwrap().len(), 16);
 }
 
+/// `[dead_letter]` sets both bounds: 10 rows per message, 64 bytes of each.
+#[test]
+fn dead_letter_limits_come_from_the_dataflow() {
+    let b = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
+    let text = std::fs::read_to_string(fixtures.join("dataflow.toml")).unwrap()
+        + "\n[dead_letter]\nmax_raw = \"64B\"\nper_message = 10\n";
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, text).unwrap();
+    let out = dir.path().join("out");
+    let plan = load_env(
+        &df,
+        &[
+            ("INPUT_DIR", fixtures.display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+            ("MQTT_URL", b.url_v5()),
+            ("CLIENT_ID", "plantflow-dl-limits".to_string()),
+            ("MAX_PAYLOAD", "1MiB".to_string()),
+        ],
+    );
+    assert_eq!(plan.dead_letter.per_message, 10);
+    let bad = r#"{"tag":"s1/l1/m1/power_kw","ts":1767596101000,"value":"a string that is longer than sixty-four bytes, to be cut"}"#;
+    let big = format!("[{}]", vec![bad; 500].join(","));
+    let (stats, stop, run) = start_run(plan, 1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    peer::publish_all(
+        &b.url_v4(),
+        "test-publisher",
+        vec![(
+            "plant/s1/l1/m1/power_kw".to_string(),
+            big.clone().into_bytes(),
+        )],
+        1,
+    );
+    wait_for("the rows", || {
+        (stats.rows_read.load(Relaxed) >= 500).then_some(())
+    });
+    stop.store(true, SeqCst);
+    let s = run.join().unwrap().expect("run succeeds");
+    assert_eq!(s.dead_letters.get("wrong type"), Some(&500));
+    let dl = rows(&out, "dead_letter");
+    assert_eq!(dl.len(), 11, "10 rows and one count");
+    for r in &dl {
+        assert!(r["raw"].as_str().unwrap().len() <= 64, "{r:?}");
+    }
+    assert_eq!(dl.iter().filter(|r| r["raw"] == bad[..64]).count(), 10);
+    assert!(dl.iter().any(|r| r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("490 more rejections in this message not kept")
+        && r["raw_bytes"].as_i64() == Some(big.len() as i64)));
+}
+
 #[test]
 fn bad_messages_are_dead_lettered_with_topic_reason_and_payload() {
     use plantflow::mqtt::sparkplug::{datatype, Metric, Payload, Value};

@@ -37,6 +37,31 @@ fn zero_periods_fail_validation_with_file_and_line() {
     }
 }
 
+/// `[dead_letter]` values out of range fail `validate` with their keys.
+#[test]
+fn dead_letter_limits_out_of_range_fail_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap()
+        + "\n[dead_letter]\nmax_raw = \"10B\"\nper_message = 0\n";
+    let df = dir.path().join("dl.toml");
+    std::fs::write(&df, text).unwrap();
+    let out = Command::new(PLANTFLOW)
+        .args(["validate", df.to_str().unwrap()])
+        .env("INPUT_DIR", fixture_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("`10B` is out of range") && err.contains("key `dead_letter.max_raw`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 is out of range") && err.contains("key `dead_letter.per_message`"),
+        "{err}"
+    );
+}
+
 /// A source that fails ends the run: exit 1, one line naming the source and
 /// its key, no backtrace, and the run does not hang (it used to, until SIGKILL).
 #[test]
