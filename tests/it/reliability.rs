@@ -364,3 +364,67 @@ fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
         }
     }
 }
+
+/// Every lake file reaches the disk before its name does: the writer
+/// fsyncs the in-progress file, renames it, then fsyncs its directory.
+/// Read from the system calls themselves (strace), since a kill -9 cannot
+/// show it (the page cache outlives the process).
+#[test]
+fn lake_files_are_synced_before_their_names_appear() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let trace = dir.path().join("trace.txt");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&trace)
+        .args([PLANTFLOW, "run", "dataflows/workload_v1.toml"])
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", &lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut files = parquet_files(&lake, "aggregates");
+    files.extend(parquet_files(&lake, "actions"));
+    assert!(files.len() >= 2, "{files:?}");
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let tmp = f.with_file_name(format!(".{name}.inprogress"));
+        let target = f.display().to_string();
+        let renamed = calls
+            .iter()
+            .position(|c| c.contains("rename") && c.contains(&format!("\"{target}\"")))
+            .unwrap_or_else(|| panic!("no rename to {target}"));
+        let synced = calls
+            .iter()
+            .position(|c| c.contains("fsync(") && c.contains(&format!("<{}>", tmp.display())))
+            .unwrap_or_else(|| panic!("{} never fsync'd", tmp.display()));
+        assert!(synced < renamed, "{name}: fsync after rename");
+        let parent = f.parent().unwrap().display().to_string();
+        assert!(
+            calls[renamed..]
+                .iter()
+                .any(|c| c.contains("fsync(") && c.contains(&format!("<{parent}>"))),
+            "{name}: its directory is not fsync'd after the rename"
+        );
+    }
+}

@@ -276,8 +276,18 @@ impl ParquetWriter {
 
     fn create(&mut self, table: &str, date: &str) -> Result<OpenFile, String> {
         let dir = self.plan.path.join(table).join(format!("date={date}"));
+        let fresh = !dir.exists();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if fresh {
+            // New directories' names reach the disk too (the table's and the
+            // lake's own, when they are new as well).
+            for d in dir.ancestors().skip(1).take(3) {
+                File::open(d)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("syncing {}: {e}", d.display()))?;
+            }
+        }
         self.seq += 1;
         let name = format!("part-{}-{:05}.parquet", self.run_id, self.seq);
         let target = dir.join(&name);
@@ -301,9 +311,16 @@ impl ParquetWriter {
 
     fn commit(&mut self, key: &(String, String)) -> Result<(), String> {
         if let Some(f) = self.open.remove(key) {
-            f.writer
-                .close()
+            // The file's bytes reach the disk before its name does, and the
+            // name before the commit counts: a power cut leaves either no
+            // file or a whole one, never a visible half-written one.
+            let file = f
+                .writer
+                .into_inner()
                 .map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
+            file.sync_all()
+                .map_err(|e| format!("syncing {}: {e}", f.tmp.display()))?;
+            drop(file);
             std::fs::rename(&f.tmp, &f.target).map_err(|e| {
                 format!(
                     "renaming {} to {}: {e}",
@@ -311,6 +328,11 @@ impl ParquetWriter {
                     f.target.display()
                 )
             })?;
+            if let Some(dir) = f.target.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+            }
             self.report.files += 1;
         }
         Ok(())
