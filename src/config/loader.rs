@@ -125,6 +125,19 @@ impl Loader<'_> {
         }
     }
 
+    /// A path the node writes or creates (a lake, a status file, a key
+    /// directory): resolved like any path, and never empty.
+    pub fn output_path(&mut self, key: &str, p: &str) -> PathBuf {
+        if p.trim().is_empty() {
+            self.at_value(
+                key,
+                "the path is empty".into(),
+                Some("give a file or directory, e.g. `${OUT_DIR}`".into()),
+            );
+        }
+        self.resolve_path(p)
+    }
+
     pub fn file_exists(&mut self, key: &str, p: &str) -> PathBuf {
         let pb = self.resolve_path(p);
         if !pb.is_file() {

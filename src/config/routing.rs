@@ -24,7 +24,7 @@ pub(super) fn lifecycle(l: &mut Loader<'_>, raw: Option<toml::Value>) -> Option<
         Some(v) => l
             .de::<RawLifecycle>("lifecycle", v, &["path"])
             .map(|lc| LifecyclePlan {
-                path: l.resolve_path(&lc.path),
+                path: l.output_path("lifecycle.path", &lc.path),
             }),
     }
 }

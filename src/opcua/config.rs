@@ -308,7 +308,10 @@ pub fn source(
             None,
         );
     }
-    let pki_dir = l.resolve_path(r.pki_dir.as_deref().unwrap_or("pki"));
+    let pki_dir = l.output_path(
+        &format!("{key}.pki_dir"),
+        r.pki_dir.as_deref().unwrap_or("pki"),
+    );
     Some(OpcUaSourcePlan {
         conn: ConnPlan {
             endpoint: r.endpoint,

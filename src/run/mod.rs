@@ -183,6 +183,9 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+    // Status updates already in the lifecycle file: read before the writer
+    // and the runtime start, so that an error here leaves nothing waiting.
+    let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let sup = Supervisor::new(stop.clone(), ingest.clone());
     let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
@@ -213,8 +216,6 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         &sup,
         stats.clone(),
     )?;
-    // Status updates already in the lifecycle file.
-    let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
 
     on_signals(&rt, &stop, &sup);
 

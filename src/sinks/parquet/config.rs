@@ -94,7 +94,7 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         roll_event_time: roll_by == "event_time",
         id: p.id,
         key: key.to_string(),
-        path: l.resolve_path(&p.path),
+        path: l.output_path(&format!("{key}.path"), &p.path),
         tables,
         roll_rows: p.roll_rows.unwrap_or(5_000_000),
         roll_bytes,
