@@ -26,7 +26,8 @@
 //!   rules, the value layer's operator and revisioned outputs.
 //! - [`dataflow`]: the registry of component kinds; a dataflow file → a
 //!   [`dataflow::Dataflow`].
-//! - [`run`]: wiring, signals and the run summary.
+//! - [`run`]: wiring, the supervisor (a failing component ends the run with
+//!   one line; a watchdog bounds shutdown), signals and the run summary.
 //! - [`report`], [`sim`], [`bench`], [`demo`]: the HTML report, the simulated
 //!   plant, benchmark stages and the demo.
 //!
