@@ -224,132 +224,166 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     // the run once it has been fed to the inputs).
     let initial = Arc::new(Mutex::new(Some(initial)));
     let names = Arc::new(Names::default());
-    let config = if workers <= 1 {
+    // timely reports a worker's panic without its message: keep it here.
+    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let caught = panics.clone();
+    let guards = timely::execute(timely_config(workers), move |worker| {
+        catching(&caught, || {
+            let index = worker.index();
+            let peers = worker.peers();
+            let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
+                return;
+            };
+            ingest.register_worker(index, std::thread::current());
+            let compiled = Rc::new(Compiled::new(&plan));
+            let tx_agg = sink.lock().map(|s| s.clone()).ok();
+            let tx_val = tx_agg.clone();
+            let stats = stats.clone();
+            let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
+            let probe = ProbeHandle::new();
+            let window_name = format!("window:{}", plan.name);
+
+            let (assets, tariff, production, maintenance, status) =
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let stream = samples.to_stream(scope);
+                    let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
+                    let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
+                    let (prod_in, prod) = scope.new_collection::<Interval, isize>();
+                    let (maint_in, maint) = scope.new_collection::<Interval, isize>();
+                    let (status_in, status) = scope.new_collection::<StatusUpdate, isize>();
+
+                    let context = context_updates(assets, tariff, prod.clone(), maint);
+                    let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms)
+                        .owning(index, peers);
+                    let c1 = compiled.clone();
+                    let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
+                    // Actions of closed periods go to disk
+                    // beside the spilled windows.
+                    let ledger = spill.as_ref().map(|p| value::LedgerPlan {
+                        dir: p.dir.join("ledger"),
+                        stats: p.stats.clone(),
+                    });
+                    let enriched =
+                        window::window(stream, context, geo, &window_name, ctx, spill.clone())
+                            .as_collection()
+                            .map(move |mut e| {
+                                c1.derive(&mut e);
+                                e
+                            });
+
+                    let c2 = compiled.clone();
+                    let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));
+                    let findings =
+                        rules::findings(contributions.inner, compiled.clone(), spill.clone())
+                            .as_collection()
+                            .map(ValueIn::Finding);
+                    let value_in = value_inputs(findings, &enriched, status, prod, &compiled);
+
+                    let enriched = enriched.inner.probe_with(&probe);
+                    let value_in = value_in.inner.probe_with(&probe);
+                    let agg_progress = progress_marker(tx_agg.clone(), index, 2 * peers);
+                    let val_progress = progress_marker(tx_val.clone(), peers + index, 2 * peers);
+                    output::revisions(
+                        enriched,
+                        "sink:aggregates",
+                        geo,
+                        move |rows| {
+                            if let Some(tx) = &tx_agg {
+                                let _ = tx.send(SinkBatch::Aggregates(rows));
+                            }
+                        },
+                        agg_progress,
+                    );
+                    let aging = Aging {
+                        size_ms: geo.size_ms,
+                        period_ms: geo.period_ms,
+                        retention_ms: geo.retention_ms,
+                    };
+                    let layer = ValueLayer::new(plan.clone(), aging);
+                    value::value_op(
+                        value_in,
+                        layer,
+                        ledger,
+                        move |out, counters| send_value_out(tx_val.as_ref(), &stats, out, counters),
+                        val_progress,
+                    );
+                    (assets_in, tariff_in, prod_in, maint_in, status_in)
+                });
+
+            let mut inputs = Inputs {
+                samples,
+                assets,
+                tariff,
+                production,
+                maintenance,
+                status,
+            };
+            if index == 0 {
+                let init = initial.lock().ok().and_then(|mut i| i.take());
+                inputs.insert_initial(init.unwrap_or_default(), &tags, &names);
+            }
+            let max_lag = 2 * geo.size_ms as u64;
+            loop {
+                let now = *inputs.samples.time();
+                let (progressed, finished) = if probe.less_than(&now.saturating_sub(max_lag)) {
+                    (false, false)
+                } else {
+                    inputs.intake(&rx, &tags, &names)
+                };
+                if finished {
+                    break;
+                }
+                let park = if progressed {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(5)
+                };
+                worker.step_or_park(Some(park));
+            }
+            drop(inputs);
+            while worker.step_or_park(Some(Duration::from_millis(1))) {}
+        })
+    })
+    .map_err(|e| format!("cannot start workers: {e}"))?;
+    if guards.join().iter().any(|r| r.is_err()) {
+        let first = panics.lock().ok().and_then(|p| p.first().cloned());
+        return Err(format!(
+            "internal error in a worker: {}",
+            first.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// One worker on this thread, or `workers` threads of this process.
+fn timely_config(workers: usize) -> timely::Config {
+    if workers <= 1 {
         timely::Config::thread()
     } else {
         timely::Config::process(workers)
-    };
-    let guards = timely::execute(config, move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
-        let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
-            return;
-        };
-        ingest.register_worker(index, std::thread::current());
-        let compiled = Rc::new(Compiled::new(&plan));
-        let tx_agg = sink.lock().map(|s| s.clone()).ok();
-        let tx_val = tx_agg.clone();
-        let stats = stats.clone();
-        let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
-        let probe = ProbeHandle::new();
-        let window_name = format!("window:{}", plan.name);
-
-        let (assets, tariff, production, maintenance, status) =
-            worker.dataflow::<u64, _, _>(|scope| {
-                let stream = samples.to_stream(scope);
-                let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
-                let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
-                let (prod_in, prod) = scope.new_collection::<Interval, isize>();
-                let (maint_in, maint) = scope.new_collection::<Interval, isize>();
-                let (status_in, status) = scope.new_collection::<StatusUpdate, isize>();
-
-                let context = context_updates(assets, tariff, prod.clone(), maint);
-                let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms)
-                    .owning(index, peers);
-                let c1 = compiled.clone();
-                let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
-                // Actions of closed periods go to disk
-                // beside the spilled windows.
-                let ledger = spill.as_ref().map(|p| value::LedgerPlan {
-                    dir: p.dir.join("ledger"),
-                    stats: p.stats.clone(),
-                });
-                let enriched =
-                    window::window(stream, context, geo, &window_name, ctx, spill.clone())
-                        .as_collection()
-                        .map(move |mut e| {
-                            c1.derive(&mut e);
-                            e
-                        });
-
-                let c2 = compiled.clone();
-                let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));
-                let findings =
-                    rules::findings(contributions.inner, compiled.clone(), spill.clone())
-                        .as_collection()
-                        .map(ValueIn::Finding);
-                let value_in = value_inputs(findings, &enriched, status, prod, &compiled);
-
-                let enriched = enriched.inner.probe_with(&probe);
-                let value_in = value_in.inner.probe_with(&probe);
-                let agg_progress = progress_marker(tx_agg.clone(), index, 2 * peers);
-                let val_progress = progress_marker(tx_val.clone(), peers + index, 2 * peers);
-                output::revisions(
-                    enriched,
-                    "sink:aggregates",
-                    geo,
-                    move |rows| {
-                        if let Some(tx) = &tx_agg {
-                            let _ = tx.send(SinkBatch::Aggregates(rows));
-                        }
-                    },
-                    agg_progress,
-                );
-                let aging = Aging {
-                    size_ms: geo.size_ms,
-                    period_ms: geo.period_ms,
-                    retention_ms: geo.retention_ms,
-                };
-                let layer = ValueLayer::new(plan.clone(), aging);
-                value::value_op(
-                    value_in,
-                    layer,
-                    ledger,
-                    move |out, counters| send_value_out(tx_val.as_ref(), &stats, out, counters),
-                    val_progress,
-                );
-                (assets_in, tariff_in, prod_in, maint_in, status_in)
-            });
-
-        let mut inputs = Inputs {
-            samples,
-            assets,
-            tariff,
-            production,
-            maintenance,
-            status,
-        };
-        if index == 0 {
-            let init = initial.lock().ok().and_then(|mut i| i.take());
-            inputs.insert_initial(init.unwrap_or_default(), &tags, &names);
-        }
-        let max_lag = 2 * geo.size_ms as u64;
-        loop {
-            let now = *inputs.samples.time();
-            let (progressed, finished) = if probe.less_than(&now.saturating_sub(max_lag)) {
-                (false, false)
-            } else {
-                inputs.intake(&rx, &tags, &names)
-            };
-            if finished {
-                break;
-            }
-            let park = if progressed {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(5)
-            };
-            worker.step_or_park(Some(park));
-        }
-        drop(inputs);
-        while worker.step_or_park(Some(Duration::from_millis(1))) {}
-    })
-    .map_err(|e| format!("cannot start workers: {e}"))?;
-    let results = guards.join();
-    for r in results {
-        r.map_err(|e| format!("a worker failed: {e}"))?;
     }
-    Ok(())
+}
+
+/// Runs a worker's body; a panic's message is kept in `caught` before the
+/// panic goes on to timely (which reports it without its message).
+fn catching(caught: &Mutex<Vec<String>>, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        if let Ok(mut p) = caught.lock() {
+            p.push(panic_message(payload.as_ref()));
+        }
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
 }
 
 /// Context updates as one stream for every worker (broadcast): the window

@@ -295,7 +295,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     if let Some(f) = sup.failure() {
         return Err(f);
     }
-    engine_result.map_err(|e| format!("the engine failed: {e}"))?;
+    engine_result.map_err(engine_failed)?;
     let report = match report {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -312,6 +312,18 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         started.elapsed(),
         workers,
     ))
+}
+
+/// The engine's error as the run's: a worker's panic is an internal error.
+fn engine_failed(e: String) -> RunError {
+    RunError {
+        code: if e.starts_with("internal error") {
+            supervise::EXIT_INTERNAL
+        } else {
+            supervise::EXIT_FAILED
+        },
+        message: format!("the engine failed: {e}"),
+    }
 }
 
 /// Scratch state (spilled windows, the action ledger) lives beside the lake

@@ -459,3 +459,47 @@ fn lake_files_are_synced_before_their_names_appear() {
         );
     }
 }
+
+/// A panic in a component (here a rule period of zero, which `validate`
+/// rejects, forced into the plan: the source's window geometry divides by
+/// it) ends the run with an internal error naming the component, on one or
+/// two workers: no hang, no process taken down. It used to hang until SIGKILL.
+#[test]
+fn a_panic_in_a_source_ends_the_run_with_an_internal_error() {
+    for workers in [1, 2] {
+        let out = tempfile::tempdir().unwrap();
+        let mut plan = load(&dataflow("workload_v1.toml"), &fixture_dir(), out.path());
+        plan.rules[0].period_ms = 0;
+        let (_stats, _stop, run) = start_run(plan, workers);
+        wait_for("the run to end", || run.is_finished().then_some(()));
+        let err = run.join().expect("the run returns").expect_err("an error");
+        assert_eq!(err.code, plantflow::run::supervise::EXIT_INTERNAL, "{err}");
+        assert!(
+            err.message.starts_with(
+                "source `samples` (sources[0]) failed: internal error: attempt to divide by zero"
+            ),
+            "{workers} workers: {err}"
+        );
+    }
+}
+
+/// A panic on the engine's timely workers (here a rule compiled without its
+/// measures, forced into the plan) ends the run with an internal error that
+/// keeps the panic's message, on one or two workers: no hang.
+#[test]
+fn a_panic_in_the_engine_ends_the_run_with_its_message() {
+    for workers in [1, 2] {
+        let out = tempfile::tempdir().unwrap();
+        let mut plan = load(&dataflow("workload_v1.toml"), &fixture_dir(), out.path());
+        plan.rules[0].measures.clear();
+        let (_stats, _stop, run) = start_run(plan, workers);
+        wait_for("the run to end", || run.is_finished().then_some(()));
+        let err = run.join().expect("the run returns").expect_err("an error");
+        assert_eq!(err.code, plantflow::run::supervise::EXIT_INTERNAL, "{err}");
+        assert!(
+            err.message
+                .starts_with("the engine failed: internal error in a worker: validated expression failed to compile"),
+            "{workers} workers: {err}"
+        );
+    }
+}
