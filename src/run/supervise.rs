@@ -207,6 +207,10 @@ impl Supervisor {
                     } else {
                         running
                     };
+                    // The cause first, when a failure began the stop.
+                    if let Some(f) = sup.failure() {
+                        eprintln!("plantflow: {f}");
+                    }
                     eprintln!(
                         "plantflow: did not stop within {} s (still running: {waiting}); exiting",
                         timeout.as_secs_f64()
