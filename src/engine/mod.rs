@@ -369,20 +369,9 @@ fn timely_config(workers: usize) -> timely::Config {
 fn catching(caught: &Mutex<Vec<String>>, body: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         if let Ok(mut p) = caught.lock() {
-            p.push(panic_message(payload.as_ref()));
+            p.push(crate::model::panic_message(payload.as_ref()));
         }
         std::panic::resume_unwind(payload);
-    }
-}
-
-/// The message of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic".to_string()
     }
 }
 

@@ -131,15 +131,7 @@ impl Normalizer {
                 "{} more rejections in this message not kept (the first: {})",
                 m.dropped, m.first_dropped
             );
-            let max = self.ctx.dead_letter.max_raw;
-            self.dead.push(DeadLetter::message_within(
-                &self.ctx.id,
-                topic,
-                reason,
-                payload,
-                max,
-            ));
-            self.dead_flush_check();
+            self.push_message(&reason, topic, payload);
         }
     }
 
@@ -190,17 +182,16 @@ impl Normalizer {
     pub fn reject_message(&mut self, reason: &str, topic: &str, payload: &[u8]) {
         self.ctx.stats.rows_read.fetch_add(1, Relaxed);
         self.ctx.stats.dead_letter(&reason_class(reason));
-        if !self.keep(reason) {
-            return;
+        if self.keep(reason) {
+            self.push_message(reason, topic, payload);
         }
+    }
+
+    /// A message's dead letter, within `[dead_letter] max_raw`.
+    fn push_message(&mut self, reason: &str, topic: &str, payload: &[u8]) {
         let max = self.ctx.dead_letter.max_raw;
-        self.dead.push(DeadLetter::message_within(
-            &self.ctx.id,
-            topic,
-            reason,
-            payload,
-            max,
-        ));
+        let d = DeadLetter::message_within(&self.ctx.id, topic, reason, payload, max);
+        self.dead.push(d);
         self.dead_flush_check();
     }
 

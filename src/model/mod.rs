@@ -312,6 +312,17 @@ pub struct DeadLetter {
     pub raw_hash: String,
 }
 
+/// The message of a panic's payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
 /// Creates `dir` and its missing parents readable by the owner only (0700
 /// on Unix): scratch state and keys never sit in a directory others can
 /// list or plant files in.

@@ -182,9 +182,17 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let tags = registry(&initial);
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
+    // The runtime is made before the sink channel on purpose: on any early
+    // return the sender drops first, so the writer on the runtime ends and
+    // dropping the runtime (which waits for it) cannot hang.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("plantflow-io")
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
-    // Status updates already in the lifecycle file: read before the writer
-    // and the runtime start, so that an error here leaves nothing waiting.
+    // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let sup = Supervisor::new(stop.clone(), ingest.clone());
     let done = Arc::new(AtomicBool::new(false));
@@ -193,13 +201,6 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     if let Some(t) = opts.shutdown_timeout {
         sup.watchdog(t, done.clone());
     }
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("plantflow-io")
-        .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
 
     let fanout::Writers {
         writer: writer_task,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ingest::Ingest;
+use crate::model::panic_message;
 
 /// Exit code of a run a component ended (an error at run time).
 pub const EXIT_FAILED: u8 = 1;
@@ -74,13 +75,7 @@ thread_local! {
 /// backtrace, for bug reports.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "a panic".to_string()
-        };
+        let msg = panic_message(info.payload());
         let at = info
             .location()
             .map(|l| format!(" (at {}:{})", l.file(), l.line()))
@@ -177,7 +172,7 @@ impl Supervisor {
             Err(payload) => {
                 let text = LAST_PANIC
                     .with(|p| p.borrow_mut().take())
-                    .unwrap_or_else(|| panic_text(payload.as_ref()));
+                    .unwrap_or_else(|| panic_message(payload.as_ref()));
                 self.fail(who, &format!("internal error: {text}"), EXIT_INTERNAL);
                 None
             }
@@ -222,16 +217,6 @@ impl Supervisor {
         if let Err(e) = spawned {
             tracing::warn!("no shutdown watchdog: {e}");
         }
-    }
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic".to_string()
     }
 }
 

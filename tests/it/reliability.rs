@@ -460,6 +460,20 @@ fn lake_files_are_synced_before_their_names_appear() {
     }
 }
 
+/// Runs workload v1 on `workers` with `force` applied to its validated
+/// plan (what `validate` would reject) and returns the run's error.
+fn run_forced(
+    workers: usize,
+    force: impl Fn(&mut plantflow::dataflow::Dataflow),
+) -> plantflow::run::RunError {
+    let out = tempfile::tempdir().unwrap();
+    let mut plan = load(&dataflow("workload_v1.toml"), &fixture_dir(), out.path());
+    force(&mut plan);
+    let (_stats, _stop, run) = start_run(plan, workers);
+    wait_for("the run to end", || run.is_finished().then_some(()));
+    run.join().expect("the run returns").expect_err("an error")
+}
+
 /// A panic in a component (here a rule period of zero, which `validate`
 /// rejects, forced into the plan: the source's window geometry divides by
 /// it) ends the run with an internal error naming the component, on one or
@@ -467,12 +481,7 @@ fn lake_files_are_synced_before_their_names_appear() {
 #[test]
 fn a_panic_in_a_source_ends_the_run_with_an_internal_error() {
     for workers in [1, 2] {
-        let out = tempfile::tempdir().unwrap();
-        let mut plan = load(&dataflow("workload_v1.toml"), &fixture_dir(), out.path());
-        plan.rules[0].period_ms = 0;
-        let (_stats, _stop, run) = start_run(plan, workers);
-        wait_for("the run to end", || run.is_finished().then_some(()));
-        let err = run.join().expect("the run returns").expect_err("an error");
+        let err = run_forced(workers, |p| p.rules[0].period_ms = 0);
         assert_eq!(err.code, plantflow::run::supervise::EXIT_INTERNAL, "{err}");
         assert!(
             err.message.starts_with(
@@ -489,17 +498,30 @@ fn a_panic_in_a_source_ends_the_run_with_an_internal_error() {
 #[test]
 fn a_panic_in_the_engine_ends_the_run_with_its_message() {
     for workers in [1, 2] {
-        let out = tempfile::tempdir().unwrap();
-        let mut plan = load(&dataflow("workload_v1.toml"), &fixture_dir(), out.path());
-        plan.rules[0].measures.clear();
-        let (_stats, _stop, run) = start_run(plan, workers);
-        wait_for("the run to end", || run.is_finished().then_some(()));
-        let err = run.join().expect("the run returns").expect_err("an error");
+        let err = run_forced(workers, |p| p.rules[0].measures.clear());
         assert_eq!(err.code, plantflow::run::supervise::EXIT_INTERNAL, "{err}");
         assert!(
-            err.message
-                .starts_with("the engine failed: internal error in a worker: validated expression failed to compile"),
+            err.message.starts_with(
+                "the engine failed: internal error in a worker: validated expression failed to compile"
+            ),
             "{workers} workers: {err}"
         );
     }
+}
+
+/// A status file that cannot be read when the run starts (here a
+/// directory) ends the run with an error naming it, before anything waits
+/// on the writer: no hang.
+#[test]
+fn an_unreadable_status_file_ends_the_run_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let err = run_forced(1, move |p| {
+        p.lifecycle = Some(plantflow::config::LifecyclePlan { path: path.clone() })
+    });
+    assert!(
+        err.message.starts_with("cannot read `")
+            && err.message.contains(&dir.path().display().to_string()),
+        "{err}"
+    );
 }
