@@ -74,14 +74,14 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         }
         out
     });
-    let (sink, dead) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+    let (sink, dead) = std::sync::mpsc::channel::<crate::model::Stamped>();
     let stats: Arc<crate::stats::Stats> = Arc::default();
     // Dead letters are dropped here, but taken as a writer would take them
     // (a source waits while too many are queued).
     let taken = stats.clone();
     std::thread::spawn(move || {
         for b in dead {
-            if let crate::model::SinkBatch::DeadLetters(rows) = b {
+            if let crate::model::SinkBatch::DeadLetters(rows) = b.batch {
                 taken
                     .dead_letters_queued
                     .fetch_sub(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -99,6 +99,7 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         window,
         geometry,
         follow: false,
+        replayed: true,
         context: None,
         dead_letter: Default::default(),
     };

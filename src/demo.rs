@@ -298,6 +298,7 @@ fn start_engine(
                         stats: Some(stats),
                         tally_actions_only: false,
                         shutdown_timeout: None,
+                        reset_state: false,
                     },
                 )
             })

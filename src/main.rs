@@ -23,6 +23,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum StateCommand {
+    /// Print what a lake's commit record holds (a dataflow file or a lake directory).
+    Inspect { path: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a dataflow until its sources end (or, with --follow, until stopped).
     Run {
@@ -41,6 +47,16 @@ enum Command {
         /// if the run has not ended within this time (e.g. `30s`, `2m`).
         #[arg(long, default_value = "30s", value_parser = shutdown_timeout)]
         shutdown_timeout: std::time::Duration,
+        /// Forget the lake's commit record (from another dataflow, or an
+        /// earlier version of this one) and write from the start; the files
+        /// already in the lake stay.
+        #[arg(long)]
+        reset_state: bool,
+    },
+    /// Durable state of a lake.
+    State {
+        #[command(subcommand)]
+        what: StateCommand,
     },
     /// Check dataflow files and report every problem (exit 78 on any).
     Validate {
@@ -176,7 +192,20 @@ fn main() -> ExitCode {
             follow,
             json,
             shutdown_timeout,
-        } => run_dataflow(&dataflow, workers, follow, json, shutdown_timeout),
+            reset_state,
+        } => {
+            let how = RunHow {
+                workers,
+                follow,
+                json,
+                shutdown_timeout,
+                reset_state,
+            };
+            run_dataflow(&dataflow, how)
+        }
+        Command::State {
+            what: StateCommand::Inspect { path },
+        } => state_inspect(&path),
         Command::Validate { dataflows } => validate(&dataflows),
         Command::SimOpcua {
             input,
@@ -231,13 +260,23 @@ fn shutdown_timeout(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn run_dataflow(
-    dataflow: &Path,
+/// `plantflow run`'s options.
+struct RunHow {
     workers: usize,
     follow: bool,
     json: bool,
     shutdown_timeout: std::time::Duration,
-) -> ExitCode {
+    reset_state: bool,
+}
+
+fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
+    let RunHow {
+        workers,
+        follow,
+        json,
+        shutdown_timeout,
+        reset_state,
+    } = how;
     let plan = match dataflow::load(dataflow) {
         Ok(p) => p,
         Err(e) => {
@@ -253,6 +292,7 @@ fn run_dataflow(
         stop: Some(stop),
         tally_actions_only: true,
         shutdown_timeout: Some(shutdown_timeout),
+        reset_state,
         ..Default::default()
     };
     // A panic outside every component (the panic hook has said where).
@@ -283,6 +323,13 @@ fn run_dataflow(
                         "suppressed_maintenance": summary.suppressed_maintenance,
                         "suppressed_cooldown": summary.suppressed_cooldown,
                         "files": summary.report.files,
+                        "resumed": summary.resumed.as_ref().map(|r| serde_json::json!({
+                            "after_commit": r.seq,
+                            "before": r.before,
+                            "republished": r.republished,
+                            "orphans_deleted": r.orphans,
+                            "nothing_to_do": r.nothing_to_do,
+                        })),
                         "elapsed_s": summary.elapsed.as_secs_f64(),
                         "peak_rss_bytes": plantflow::run::peak_rss_bytes(),
                     })
@@ -295,6 +342,61 @@ fn run_dataflow(
         Err(e) => {
             eprintln!("plantflow: {e}");
             ExitCode::from(e.code)
+        }
+    }
+}
+
+/// `plantflow state inspect`: a lake's commit record (read only: no lock,
+/// no repair).
+fn state_inspect(path: &Path) -> ExitCode {
+    let lake = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        match dataflow::load(path) {
+            Ok(d) => d.sink.path.clone(),
+            Err(e) => {
+                eprintln!("{}", e.render());
+                return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+            }
+        }
+    };
+    match plantflow::sinks::parquet::commit::read(&lake) {
+        Ok(Some(m)) => {
+            println!("lake         {}", lake.display());
+            println!(
+                "dataflow     {} (file fingerprint {})",
+                m.dataflow, m.fingerprint
+            );
+            println!(
+                "format       {} (written by plantflow {})",
+                m.format, m.version
+            );
+            println!("commits      {}", m.seq);
+            println!(
+                "before       {} (rows of earlier timely times are in the lake)",
+                m.before
+            );
+            println!("finished     {}", m.finished);
+            println!(
+                "last commit  {} file(s) at {} ms",
+                m.files.len(),
+                m.committed_at
+            );
+            for f in &m.files {
+                println!("  {f}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!(
+                "{}: no commit record (nothing committed yet)",
+                lake.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plantflow state inspect: {e}");
+            ExitCode::FAILURE
         }
     }
 }

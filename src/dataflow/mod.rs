@@ -29,6 +29,9 @@ pub struct Dataflow {
     pub sink: ParquetPlan,
     /// `mqtt_publish` sinks.
     pub publish: Vec<PublishPlan>,
+    /// A hash of the dataflow file's content (its TOML, comments and layout
+    /// aside): the lake's commit record says which file wrote it.
+    pub fingerprint: String,
 }
 
 impl Deref for Dataflow {
@@ -148,7 +151,16 @@ fn validate_text(
         sources,
         sink: sink.expect("a sink was validated above"),
         publish,
+        fingerprint: fingerprint(text),
     })
+}
+
+/// A hash of a dataflow file's TOML: comments, layout and key order aside.
+fn fingerprint(text: &str) -> String {
+    let canonical = toml::from_str::<toml::Value>(text)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| text.to_string());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()))
 }
 
 /// Validates the table at `key` with the validator its `type` names in

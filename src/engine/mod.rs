@@ -47,8 +47,8 @@ use crate::config::Plan;
 use crate::ingest::bridge::{ContextChange, WorkerMsg};
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
 use crate::model::Interval;
-use crate::model::SinkBatch;
 use crate::model::{Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
+use crate::model::{SinkBatch, Stamped};
 use crate::value::layer::{self as value_layer, Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
 use context::{AssetCtx, Context, CtxUpdate};
@@ -198,7 +198,7 @@ pub struct EngineArgs {
     pub ingest: Arc<Ingest>,
     pub tags: Arc<TagRegistry>,
     pub initial: InitialContext,
-    pub sink: Sender<SinkBatch>,
+    pub sink: Sender<Stamped>,
     pub geometry: Geometry,
     pub stats: Arc<crate::stats::Stats>,
 }
@@ -287,9 +287,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         enriched,
                         "sink:aggregates",
                         geo,
-                        move |rows| {
+                        move |time, rows| {
                             if let Some(tx) = &tx_agg {
-                                let _ = tx.send(SinkBatch::Aggregates(rows));
+                                let _ = tx.send(Stamped::at(time, SinkBatch::Aggregates(rows)));
                             }
                         },
                         agg_progress,
@@ -304,7 +304,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         value_in,
                         layer,
                         ledger,
-                        move |out, counters| send_value_out(tx_val.as_ref(), &stats, out, counters),
+                        move |t, out, c| send_value_out(tx_val.as_ref(), &stats, t, out, c),
                         val_progress,
                     );
                     (assets_in, tariff_in, prod_in, maint_in, status_in)
@@ -422,8 +422,9 @@ fn value_inputs<'s>(
 /// Hands the value layer's output of a step to the sinks (and its counters
 /// to the run's stats).
 fn send_value_out(
-    tx: Option<&std::sync::mpsc::Sender<SinkBatch>>,
+    tx: Option<&std::sync::mpsc::Sender<Stamped>>,
     stats: &crate::stats::Stats,
+    time: u64,
     out: value_layer::ValueOut,
     counters: Option<crate::stats::ValueCounters>,
 ) {
@@ -432,35 +433,35 @@ fn send_value_out(
     }
     let Some(tx) = tx else { return };
     if !out.actions.is_empty() {
-        let _ = tx.send(SinkBatch::Actions(out.actions));
+        let _ = tx.send(Stamped::at(time, SinkBatch::Actions(out.actions)));
     }
     if !out.totals.is_empty() {
-        let _ = tx.send(SinkBatch::ActionTotals(out.totals));
+        let _ = tx.send(Stamped::at(time, SinkBatch::ActionTotals(out.totals)));
     }
     if !out.outcomes.is_empty() {
-        let _ = tx.send(SinkBatch::Outcomes(out.outcomes));
+        let _ = tx.send(Stamped::at(time, SinkBatch::Outcomes(out.outcomes)));
     }
     if !out.bills.is_empty() {
-        let _ = tx.send(SinkBatch::Billing(out.bills));
+        let _ = tx.send(Stamped::at(time, SinkBatch::Billing(out.bills)));
     }
     if !out.dead_letters.is_empty() {
         for _ in &out.dead_letters {
             stats.dead_letter("status update rejected");
         }
-        let _ = tx.send(SinkBatch::DeadLetters(out.dead_letters));
+        let _ = tx.send(Stamped::at(time, SinkBatch::DeadLetters(out.dead_letters)));
     }
 }
 
 /// Progress markers let the Parquet writer commit an event-time roll once
 /// every worker's outputs (`of` in all) have passed it.
 fn progress_marker(
-    tx: Option<std::sync::mpsc::Sender<SinkBatch>>,
+    tx: Option<std::sync::mpsc::Sender<Stamped>>,
     source: usize,
     of: usize,
 ) -> impl FnMut(u64) + 'static {
     move |time| {
         if let Some(tx) = &tx {
-            let _ = tx.send(SinkBatch::Progress { source, of, time });
+            let _ = tx.send(Stamped::now(SinkBatch::Progress { source, of, time }));
         }
     }
 }

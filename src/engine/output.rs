@@ -85,8 +85,8 @@ pub trait Versioned: Clone + Ord + 'static {
     fn withdrawn(&self) -> Option<Self>;
 }
 
-/// Attaches revisions and hands complete rows to `emit` (which must not
-/// block); `progress` hears the operator's frontier (`u64::MAX` at the end)
+/// Attaches revisions and hands complete rows to `emit` with their time
+/// (it must not block); `progress` hears the operator's frontier (`u64::MAX` at the end)
 /// after the rows before it were emitted.
 pub fn revisions<'s, D, F, P>(
     stream: Stream<'s, u64, Vec<(D, u64, isize)>>,
@@ -96,7 +96,7 @@ pub fn revisions<'s, D, F, P>(
     mut progress: P,
 ) where
     D: Versioned + timely::ExchangeData,
-    F: FnMut(Vec<(D, i64)>) + 'static,
+    F: FnMut(u64, Vec<(D, i64)>) + 'static,
     P: FnMut(u64) + 'static,
 {
     let mut reported = 0u64;
@@ -163,7 +163,7 @@ pub fn revisions<'s, D, F, P>(
                 }
             }
             if !out.is_empty() {
-                emit(out);
+                emit(t, out);
             }
         }
         report_progress(frontier, &mut reported, &mut progress);

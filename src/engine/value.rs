@@ -81,7 +81,7 @@ pub fn value_op<'s, F, P>(
     mut emit: F,
     mut progress: P,
 ) where
-    F: FnMut(ValueOut, Option<ValueCounters>) + 'static,
+    F: FnMut(u64, ValueOut, Option<ValueCounters>) + 'static,
     P: FnMut(u64) + 'static,
 {
     let scope = stream.scope();
@@ -242,16 +242,19 @@ fn evict(layer: &mut ValueLayer, ledger: &Ledger, stats: &Stats) {
 /// large step as they come, then the rest with the layer's counters.
 fn step_and_emit<F>(layer: &mut ValueLayer, now: i64, end: bool, emit: &mut F)
 where
-    F: FnMut(ValueOut, Option<ValueCounters>),
+    F: FnMut(u64, ValueOut, Option<ValueCounters>),
 {
+    // The stamp of the step's rows: below the progress reported after it
+    // (a step at `now` follows a frontier of `now + 1` or later).
+    let time = now.max(0) as u64;
     let mut parted = false;
     let out = layer.step(now, end, &mut |p| {
         tracing::trace!(target: "plantflow::latency", epoch = now, n = p.actions.len(), "value part");
         parted = true;
-        emit(p, None)
+        emit(time, p, None)
     });
     tracing::trace!(target: "plantflow::latency", epoch = now, n = out.actions.len(), "value stepped");
     if parted || !out.is_empty() {
-        emit(out, Some(layer.counters()));
+        emit(time, out, Some(layer.counters()));
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::config::{QualityPolicy, WindowPlan};
 use crate::ingest::{Geometry, Ingest, TagRegistry};
 use crate::model::edit::Edit;
-use crate::model::SinkBatch;
 use crate::model::{now_ms, DeadLetter, DeadLetterLimits, Quality, Sample};
+use crate::model::{SinkBatch, Stamped};
 use crate::stats::{Stats, MAX_QUEUED_DEAD_LETTERS};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
@@ -34,7 +34,10 @@ pub struct SourceCtx {
     pub id: String,
     pub ingest: Arc<Ingest>,
     pub tags: Arc<TagRegistry>,
-    pub sink: Sender<SinkBatch>,
+    pub sink: Sender<Stamped>,
+    /// The source is read again from its start on a resume (a replay):
+    /// its dead letters are stamped with its epoch, so the lake keeps them once.
+    pub replayed: bool,
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
     pub window: WindowPlan,
@@ -364,10 +367,10 @@ impl Normalizer {
             stats
                 .dead_letters_queued
                 .fetch_add(self.dead.len() as u64, Relaxed);
-            let _ = self
-                .ctx
-                .sink
-                .send(SinkBatch::DeadLetters(std::mem::take(&mut self.dead)));
+            let _ = self.ctx.sink.send(Stamped {
+                time: self.ctx.replayed.then_some(self.epoch),
+                batch: SinkBatch::DeadLetters(std::mem::take(&mut self.dead)),
+            });
         }
     }
 

@@ -24,3 +24,32 @@ pub enum SinkBatch {
         time: u64,
     },
 }
+
+/// A batch with the timely time its rows belong to, when they have one.
+///
+/// The lake commits whole times: a row stamped `t` goes into the commit
+/// that covers every time before some `T > t`. Rows the engine emits for a
+/// time are stamped with it; so are the dead letters of a source that is
+/// read again from its start on a resume (a replay). Rows with no stamp
+/// (a live source's dead letters and gaps, progress markers) are written
+/// as they come.
+#[derive(Debug)]
+pub struct Stamped {
+    pub time: Option<u64>,
+    pub batch: SinkBatch,
+}
+
+impl Stamped {
+    /// Rows of timely time `time`.
+    pub fn at(time: u64, batch: SinkBatch) -> Stamped {
+        Stamped {
+            time: Some(time),
+            batch,
+        }
+    }
+
+    /// Rows of no particular time.
+    pub fn now(batch: SinkBatch) -> Stamped {
+        Stamped { time: None, batch }
+    }
+}

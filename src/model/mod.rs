@@ -14,7 +14,7 @@ pub mod tables;
 pub mod tariff;
 mod text;
 
-pub use batch::SinkBatch;
+pub use batch::{SinkBatch, Stamped};
 pub use intern::{shrink_sparse, Interner};
 pub use text::did_you_mean;
 

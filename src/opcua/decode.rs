@@ -66,7 +66,11 @@ impl Decoder {
         stats.dead_letter(&crate::ingest::normalize::reason_class(&reason));
         let mut d = DeadLetter::text(&self.id, reason, raw);
         d.topic = Some(node.to_string());
-        let _ = self.n.ctx().sink.send(SinkBatch::DeadLetters(vec![d]));
+        let _ = self
+            .n
+            .ctx()
+            .sink
+            .send(Stamped::now(SinkBatch::DeadLetters(vec![d])));
     }
 
     pub(super) fn event(&mut self, ev: Ev, ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>) {
@@ -265,14 +269,18 @@ impl Decoder {
         }
         tracing::warn!(source = %self.id, tags = handles.len(), "data gap from {start}: {reason}");
         self.n.ctx().stats.event("opcua: gaps marked", 1);
-        let _ = self.n.ctx().sink.send(SinkBatch::Gaps(vec![Gap {
-            source: self.id.clone(),
-            start,
-            end: now,
-            tags: handles.len() as i64,
-            reason,
-            recovery: recovery.to_string(),
-        }]));
+        let _ = self
+            .n
+            .ctx()
+            .sink
+            .send(Stamped::now(SinkBatch::Gaps(vec![Gap {
+                source: self.id.clone(),
+                start,
+                end: now,
+                tags: handles.len() as i64,
+                reason,
+                recovery: recovery.to_string(),
+            }])));
         handles
     }
 }

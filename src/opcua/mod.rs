@@ -54,8 +54,8 @@ use opcua::types::{
 };
 
 use crate::ingest::normalize::{Normalizer, SourceCtx};
-use crate::model::SinkBatch;
 use crate::model::{now_ms, DeadLetter, Gap, Quality};
+use crate::model::{SinkBatch, Stamped};
 use conn::ConnPlan;
 use decode::{decode_loop, Decoder};
 use nodes::{BrowseSpec, Item, NodeSpec};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::config::Plan;
-use crate::model::SinkBatch;
+use crate::model::{SinkBatch, Stamped};
 use crate::mqtt::publish::PublishPlan;
 use crate::sinks::parquet::{run_writer, ParquetPlan, ParquetWriter, WriterReport};
 
@@ -30,12 +30,14 @@ pub(super) struct Lake<'a> {
     pub plan: &'a Plan,
     /// Keep totals of actions only (see `RunOptions::tally_actions_only`).
     pub tally_actions_only: bool,
+    /// The lake, opened (its lock is held until the writer ends).
+    pub open: super::lake::OpenLake,
 }
 
 /// Starts the Parquet writer and the publishers on `rt`, fed from `sink_rx`.
 pub(super) fn start(
     rt: &tokio::runtime::Runtime,
-    sink_rx: std::sync::mpsc::Receiver<SinkBatch>,
+    sink_rx: std::sync::mpsc::Receiver<Stamped>,
     lake: Lake<'_>,
     publish: &[PublishPlan],
     sup: &Arc<Supervisor>,
@@ -45,7 +47,10 @@ pub(super) fn start(
         sink,
         plan,
         tally_actions_only,
+        open,
     } = lake;
+    let resume_before = open.resume.before;
+    let lock = open.lock;
     let writer = ParquetWriter::new(
         sink.clone(),
         &plan.name,
@@ -58,11 +63,16 @@ pub(super) fn start(
     } else {
         writer
     };
+    let writer = writer.durable(open.durable, open.resume);
     let dataflow = plan.name.as_str();
     let who = Component(format!("sink `{}` ({})", sink.id, sink.key));
     let guarded = {
         let sup = sup.clone();
-        move |f: Box<dyn FnOnce() -> Result<WriterReport, String> + Send>| sup.guard(&who, f)
+        move |f: Box<dyn FnOnce() -> Result<WriterReport, String> + Send>| {
+            let r = sup.guard(&who, f);
+            drop(lock);
+            r
+        }
     };
     // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
     // Parquet writer and an encoder thread that turns them into messages.
@@ -70,7 +80,7 @@ pub(super) fn start(
     let writer = if publish.is_empty() {
         rt.spawn_blocking(move || guarded(Box::new(move || run_writer(sink_rx, writer))))
     } else {
-        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<SinkBatch>>();
+        let (pq_tx, pq_rx) = std::sync::mpsc::channel::<Arc<Stamped>>();
         let mut outs = Vec::new();
         for p in publish {
             let (urgent_tx, urgent) = tokio::sync::mpsc::channel(1024);
@@ -93,8 +103,8 @@ pub(super) fn start(
         // to an encoder, so JSON encoding and a full MQTT queue never delay
         // files. Actions, outcomes and bills have their own encoder, so they
         // never wait behind a window's worth of aggregates being encoded.
-        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<SinkBatch>>(256);
-        let (urgent_enc_tx, urgent_enc_rx) = std::sync::mpsc::sync_channel::<Arc<SinkBatch>>(256);
+        let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<Arc<Stamped>>(256);
+        let (urgent_enc_tx, urgent_enc_rx) = std::sync::mpsc::sync_channel::<Arc<Stamped>>(256);
         std::thread::Builder::new()
             .name("plantflow-publish-tee".into())
             .spawn(move || {
@@ -106,13 +116,18 @@ pub(super) fn start(
                     }
                     // Progress markers are for the Parquet writer's rolls only
                     // (hundreds a second in a live run): no encoder needs them.
-                    if matches!(*batch, SinkBatch::Progress { .. }) {
+                    if matches!(batch.batch, SinkBatch::Progress { .. }) {
+                        continue;
+                    }
+                    // A resumed run published its rows before the commit it
+                    // resumes from already.
+                    if batch.time.is_some_and(|t| t < resume_before) {
                         continue;
                     }
                     // Never wait for the publishers: a slow or absent broker
                     // fills their queues, and then their batches are dropped
                     // (counted), while the lake goes on.
-                    let tx = if crate::mqtt::publish::is_urgent(&batch) {
+                    let tx = if crate::mqtt::publish::is_urgent(&batch.batch) {
                         &urgent_enc_tx
                     } else {
                         &enc_tx
@@ -147,7 +162,7 @@ pub(super) fn start(
                     for batch in rx {
                         for (p, tx) in &outs {
                             let mut n = 0usize;
-                            crate::mqtt::publish::each_message(p, &name, &batch, |m| {
+                            crate::mqtt::publish::each_message(p, &name, &batch.batch, |m| {
                                 n += 1;
                                 let _ = tx.blocking_send(m);
                             });

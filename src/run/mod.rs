@@ -15,10 +15,11 @@
 //! and its config key (`source \`plant\` (sources[0]) failed: …`).
 
 mod fanout;
+mod lake;
 mod summary;
 pub mod supervise;
 
-pub use summary::{peak_rss_bytes, RunSummary};
+pub use summary::{peak_rss_bytes, Resumed, RunSummary};
 pub use supervise::{install_panic_hook, RunError};
 use supervise::{Component, Supervisor};
 
@@ -34,7 +35,7 @@ use crate::ingest::bridge::ContextChange;
 use crate::ingest::normalize::SourceCtx;
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
 use crate::model::tariff::load as load_tariff;
-use crate::model::AssetRow;
+use crate::model::{AssetRow, SinkBatch, Stamped};
 use crate::sources::context::{load_assets, load_intervals, ContextStore, Snapshot};
 use crate::stats::Stats;
 
@@ -58,6 +59,8 @@ pub struct RunOptions {
     /// Once stopping (a signal or a failure), exit the process if the run
     /// has not ended in this time (the CLI; `None` in tests and the demo).
     pub shutdown_timeout: Option<Duration>,
+    /// Forget the lake's commit record and write from the start.
+    pub reset_state: bool,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -173,8 +176,15 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         sources,
         sink,
         publish,
+        fingerprint,
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
+    // The lake is locked for the run (`_lock`) and its last commit finished.
+    let lake = lake::OpenLake::open(&sink, &plan.name, fingerprint, opts.reset_state)?;
+    if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
+        return Ok(done);
+    }
+    let (resumed, finished) = (lake.resumed.clone(), lake.durable.finished.clone());
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
@@ -191,7 +201,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         .thread_name("plantflow-io")
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<crate::model::SinkBatch>();
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let sup = Supervisor::new(stop.clone(), ingest.clone());
@@ -212,6 +222,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             sink: &sink,
             plan: &plan,
             tally_actions_only: opts.tally_actions_only,
+            open: lake,
         },
         &publish,
         &sup,
@@ -235,6 +246,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             window: plan.window.clone(),
             geometry: geo,
             follow: opts.follow,
+            replayed: matches!(s, SourcePlan::Replay(_)),
             context: Some(store.clone()),
             dead_letter: plan.dead_letter,
         };
@@ -271,6 +283,10 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             stats: stats.clone(),
         },
     );
+    // Every source ended by itself (no signal, no failure): the last
+    // commit says the run is finished.
+    let by_itself = engine_result.is_ok() && !stop.load(Relaxed) && sup.failure().is_none();
+    finished.store(by_itself, Relaxed);
     stop.store(true, Relaxed);
     ingest.finish();
     drop(sink_tx);
@@ -278,18 +294,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         let _ = rt.block_on(t);
     }
     let report = rt.block_on(writer_task);
-    // A publisher whose broker is away cannot drain: it gets a bounded
-    // time, then what it still holds is dropped (the lake is committed).
-    for p in publishers {
-        if rt
-            .block_on(async { tokio::time::timeout(PUBLISH_DRAIN, p).await })
-            .is_err()
-        {
-            tracing::warn!(
-                "mqtt_publish: the broker did not take every message within {PUBLISH_DRAIN:?}; the rest is dropped"
-            );
-        }
-    }
+    drain_publishers(&rt, publishers);
     rt.shutdown_timeout(Duration::from_millis(100));
     // The first failure is the cause; what failed after it (an engine whose
     // input was cut short) is a consequence.
@@ -306,13 +311,23 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         }
         Err(e) => return Err(format!("the writer task failed: {e}").into()),
     };
-    Ok(summary::collect(
-        &stats,
-        report,
-        sink.path.clone(),
-        started.elapsed(),
-        workers,
-    ))
+    let took = started.elapsed();
+    Ok(summary::collect(&stats, report, sink.path, took, workers).resumed(resumed))
+}
+
+/// A publisher whose broker is away cannot drain: it gets a bounded time,
+/// then what it still holds is dropped (the lake is committed).
+fn drain_publishers(rt: &tokio::runtime::Runtime, publishers: Vec<tokio::task::JoinHandle<()>>) {
+    for p in publishers {
+        if rt
+            .block_on(async { tokio::time::timeout(PUBLISH_DRAIN, p).await })
+            .is_err()
+        {
+            tracing::warn!(
+                "mqtt_publish: the broker did not take every message within {PUBLISH_DRAIN:?}; the rest is dropped"
+            );
+        }
+    }
 }
 
 /// The engine's error as the run's: a worker's panic is an internal error.
@@ -424,7 +439,7 @@ struct StatusTail {
     offset: u64,
     ingest: Arc<Ingest>,
     stop: Arc<AtomicBool>,
-    sink: std::sync::mpsc::Sender<crate::model::SinkBatch>,
+    sink: std::sync::mpsc::Sender<Stamped>,
     stats: Arc<Stats>,
 }
 
@@ -439,7 +454,7 @@ impl StatusTail {
                         for d in &dead {
                             self.stats.dead_letter(&d.reason);
                         }
-                        let _ = self.sink.send(crate::model::SinkBatch::DeadLetters(dead));
+                        let _ = self.sink.send(Stamped::now(SinkBatch::DeadLetters(dead)));
                     }
                     if !ups.is_empty() {
                         tracing::info!(n = ups.len(), "action status updates");
@@ -488,7 +503,7 @@ fn initial_status(
     plan: &Plan,
     initial: &mut InitialContext,
     stats: &Stats,
-    sink_tx: &std::sync::mpsc::Sender<crate::model::SinkBatch>,
+    sink_tx: &std::sync::mpsc::Sender<Stamped>,
 ) -> Result<u64, String> {
     let mut offset = 0;
     if let Some(lc) = &plan.lifecycle {
@@ -499,7 +514,7 @@ fn initial_status(
             for d in &dead {
                 stats.dead_letter(&d.reason);
             }
-            let _ = sink_tx.send(crate::model::SinkBatch::DeadLetters(dead));
+            let _ = sink_tx.send(Stamped::now(SinkBatch::DeadLetters(dead)));
         }
     }
     Ok(offset)

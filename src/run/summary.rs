@@ -36,6 +36,8 @@ pub struct RunSummary {
     pub out_dir: PathBuf,
     pub elapsed: Duration,
     pub workers: usize,
+    /// What the run found in the lake's commit record.
+    pub resumed: Option<Resumed>,
 }
 
 /// The summary of a run that ended: counters from `stats`.
@@ -67,7 +69,57 @@ pub(super) fn collect(
         out_dir,
         elapsed,
         workers,
+        resumed: None,
     }
+}
+
+impl RunSummary {
+    /// The summary with what the run found in the lake's commit record.
+    pub(super) fn resumed(mut self, r: Option<Resumed>) -> Self {
+        self.resumed = r;
+        self
+    }
+}
+
+impl Resumed {
+    /// The summary's lines about the lake's commit record.
+    pub fn render(&self) -> String {
+        let mut s = if self.seq == 0 {
+            String::new()
+        } else if self.nothing_to_do {
+            format!(
+                "the lake already holds this run to its end (commit {}): nothing new to write \
+                 (--reset-state writes it again)\n",
+                self.seq
+            )
+        } else {
+            format!(
+                "resumed        after commit {} (rows before timely time {} were in the lake)\n",
+                self.seq, self.before
+            )
+        };
+        if self.republished > 0 || self.orphans > 0 {
+            s.push_str(&format!(
+                "  repaired     {} file(s) of a cut-short commit published, {} uncommitted file(s) deleted\n",
+                self.republished, self.orphans
+            ));
+        }
+        s
+    }
+}
+
+/// A run that found a commit record in its lake.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The record's commit count and resume time.
+    pub seq: u64,
+    pub before: u64,
+    /// Files of a commit a kill had cut short, renamed into place at start.
+    pub republished: usize,
+    /// Staged files of uncommitted work deleted at start.
+    pub orphans: usize,
+    /// The lake already held this whole (deterministic) run: nothing was read.
+    pub nothing_to_do: bool,
 }
 
 /// Peak resident memory of this process in bytes (Linux), if known.
@@ -82,6 +134,12 @@ impl RunSummary {
     /// The human summary printed after a run.
     pub fn render(&self, currency: &str) -> String {
         let mut s = String::new();
+        if let Some(r) = &self.resumed {
+            s.push_str(&r.render());
+            if r.nothing_to_do {
+                return s;
+            }
+        }
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         s.push_str(&format!(
             "rows in        {:>12}  ({:.0} rows/s, {} worker{}, {:.2} s)\n",

@@ -19,6 +19,9 @@ use crate::model::panic_message;
 
 /// Exit code of a run a component ended (an error at run time).
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a wrong configuration (sysexits' `EX_CONFIG`), and of a
+/// lake whose commit record belongs to another dataflow.
+pub const EXIT_CONFIG: u8 = 78;
 /// Exit code of a run ended by a panic, caught at a component's boundary.
 pub const EXIT_INTERNAL: u8 = 70;
 /// Exit code when a stopping run did not finish within `shutdown_timeout`.

@@ -542,6 +542,7 @@ pub fn start_run(
                 stats: Some(s),
                 tally_actions_only: false,
                 shutdown_timeout: None,
+                reset_state: false,
             },
         )
     });

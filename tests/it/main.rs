@@ -12,6 +12,9 @@
 //! - [`reliability`]: fail loud, never hang, stay bounded: values that
 //!   cannot run fail `validate`, failing components end the run with one
 //!   line, every mutation of the reference dataflow is rejected or runs.
+//! - [`durable`]: a replay killed at any point resumes to the lake of an
+//!   uninterrupted run; commits are whole across tables; a lake belongs to
+//!   one dataflow and one node.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -21,6 +24,7 @@
 mod common;
 
 mod demo;
+mod durable;
 mod house;
 mod integration;
 mod mqtt;

@@ -26,6 +26,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+pub mod commit;
 pub mod config;
 mod tables;
 mod writer;
@@ -37,6 +38,6 @@ pub use writer::*;
 use super::tally::ActionTally;
 use crate::config::MetricPlan;
 use crate::expr::ColType;
-use crate::model::SinkBatch;
 use crate::model::{ActionRow, BillRow, DeadLetter, Enriched, Gap, OutcomeRow, Scalar};
+use crate::model::{SinkBatch, Stamped};
 use crate::stats::Stats;

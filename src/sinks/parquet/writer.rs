@@ -1,6 +1,15 @@
-//! The writer: one open file per table and date, rolled on rows, size or
-//! age (or event time), committed by rename; the thread that drains the
-//! engine's batches.
+//! The writer: one open file per table and date, closed on rows or size,
+//! committed with every other table's files on age (or event time) and at
+//! the end; the thread that drains the engine's batches.
+//!
+//! # Commits
+//! A closed file is staged (hidden, `fsync`'d); a commit publishes every
+//! staged file of every table together, after the lake's commit record
+//! names them ([`super::commit`]). Rows stamped with a timely time wait
+//! until every engine output has passed it, so a commit holds exactly the
+//! stamped rows before some time: the record's `before`, where a resumed
+//! run starts writing again. The value tables (actions, outcomes, billing)
+//! are versioned: a resumed run skips the revisions the lake already has.
 
 use super::*;
 
@@ -9,7 +18,6 @@ pub(super) struct OpenFile {
     tmp: PathBuf,
     target: PathBuf,
     rows: u64,
-    opened: Instant,
 }
 
 /// What the writer did, for the run summary.
@@ -49,6 +57,38 @@ pub struct ParquetWriter {
     complete_ms: i64,
     /// The event-time roll boundary passed since the last commit.
     boundary_passed: bool,
+    /// Closed files waiting for the next commit: (staged, target).
+    staged: Vec<(PathBuf, PathBuf)>,
+    /// When the oldest uncommitted row arrived.
+    uncommitted_since: Option<Instant>,
+    /// Every engine output has passed this timely time: stamped rows before
+    /// it are written, later ones wait.
+    appended: u64,
+    /// The latest stamp written.
+    max_stamp: Option<u64>,
+    /// The lake's commit record, when the lake is durable.
+    durable: Option<Durable>,
+    /// What a resumed run does not write again.
+    resume: Resume,
+}
+
+/// A durable lake: the writer keeps its commit record.
+pub struct Durable {
+    pub identity: super::commit::Identity,
+    /// Commits so far (the record's `seq`).
+    pub seq: u64,
+    /// Set by the run when every source has ended (not stopped): the last
+    /// commit says the run is finished.
+    pub finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Where a resumed run starts writing.
+#[derive(Default)]
+pub struct Resume {
+    /// Stamped rows before this time are in the lake already.
+    pub before: u64,
+    /// Revisions of the value tables already in the lake.
+    pub revisions: super::commit::Revisions,
 }
 
 impl ParquetWriter {
@@ -82,6 +122,57 @@ impl ParquetWriter {
             progress: Vec::new(),
             complete_ms: i64::MIN,
             boundary_passed: false,
+            staged: Vec::new(),
+            uncommitted_since: None,
+            appended: 0,
+            max_stamp: None,
+            durable: None,
+            resume: Resume::default(),
+        }
+    }
+
+    /// Keeps the lake's commit record, and resumes after what it holds.
+    pub fn durable(mut self, durable: Durable, resume: Resume) -> Self {
+        self.durable = Some(durable);
+        self.resume = resume;
+        self
+    }
+
+    /// Takes one batch: rows stamped before the resume point are dropped,
+    /// rows stamped at or after a time some engine output has not passed
+    /// yet wait in `held`, the rest are written.
+    fn take<B: std::borrow::Borrow<Stamped>>(
+        &mut self,
+        b: B,
+        held: &mut Vec<B>,
+    ) -> Result<(), String> {
+        let s = b.borrow();
+        let timed = matches!(
+            s.batch,
+            SinkBatch::Aggregates(_) | SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_)
+        );
+        match s.time {
+            Some(t) if timed && t < self.resume.before => Ok(()),
+            Some(t) if timed && t >= self.appended => {
+                held.push(b);
+                Ok(())
+            }
+            time => {
+                if let (Some(t), true) = (time, timed) {
+                    self.max_stamp = Some(self.max_stamp.map_or(t, |m| m.max(t)));
+                }
+                self.write_ref(&s.batch)?;
+                if matches!(s.batch, SinkBatch::Progress { .. }) && !held.is_empty() {
+                    let ready: Vec<B>;
+                    (ready, *held) = std::mem::take(held)
+                        .into_iter()
+                        .partition(|b| b.borrow().time.is_some_and(|t| t < self.appended));
+                    for b in ready {
+                        self.take(b, held)?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -133,7 +224,10 @@ impl ParquetWriter {
                 if !self.enabled("actions") {
                     return Ok(());
                 }
-                let parts = by_date(rows, |r| r.0.period_start);
+                let have = &self.resume.revisions.actions;
+                let parts = newer(by_date(rows, |r| r.0.period_start), |r| {
+                    have.get(&r.0.action_id).is_none_or(|&h| r.1 > h)
+                });
                 for (date, rs) in parts {
                     let b = actions_batch(
                         &self.schemas["actions"],
@@ -150,7 +244,10 @@ impl ParquetWriter {
                         .outcomes
                         .insert(r.0.action_id.clone(), r.clone());
                 }
-                let parts = by_date(rows, |r| r.0.reporting_start);
+                let have = &self.resume.revisions.outcomes;
+                let parts = newer(by_date(rows, |r| r.0.reporting_start), |r| {
+                    have.get(&r.0.action_id).is_none_or(|&h| r.1 > h)
+                });
                 for (date, rs) in parts {
                     if self.enabled("outcomes") {
                         let b = outcomes_batch(
@@ -183,7 +280,11 @@ impl ParquetWriter {
                 if !self.enabled("billing") {
                     return Ok(());
                 }
-                let parts = by_date(rows, |r| r.0.period_start);
+                let have = &self.resume.revisions.billing;
+                let parts = newer(by_date(rows, |r| r.0.period_start), |r| {
+                    let key = (r.0.site.clone(), r.0.period_start);
+                    have.get(&key).is_none_or(|&h| r.1 > h)
+                });
                 for (date, rs) in parts {
                     let b = billing_batch(&self.schemas["billing"], &rs, &self.currency)?;
                     self.append("billing", &date, b)?;
@@ -239,6 +340,7 @@ impl ParquetWriter {
         let Some(&min) = self.progress.iter().min() else {
             return;
         };
+        self.appended = self.appended.max(min);
         // Timely times are watermark epochs + 1: a window ending at `e` is
         // emitted at time `e`, so everything ending before `min` is complete.
         let complete = (min.min(i64::MAX as u64) as i64).saturating_sub(1);
@@ -268,8 +370,9 @@ impl ParquetWriter {
             .map_err(|e| format!("writing {}: {e}", f.tmp.display()))?;
         f.rows += n;
         let size = (f.writer.bytes_written() + f.writer.in_progress_size()) as u64;
+        self.uncommitted_since.get_or_insert_with(Instant::now);
         if f.rows >= self.plan.roll_rows || size >= self.plan.roll_bytes {
-            self.commit(&key)?;
+            self.close(&key)?;
         }
         Ok(())
     }
@@ -305,36 +408,77 @@ impl ParquetWriter {
             tmp,
             target,
             rows: 0,
-            opened: Instant::now(),
         })
     }
 
-    fn commit(&mut self, key: &(String, String)) -> Result<(), String> {
+    /// Finishes an open file and stages it for the next commit: its bytes
+    /// reach the disk now, its name at the commit.
+    fn close(&mut self, key: &(String, String)) -> Result<(), String> {
         if let Some(f) = self.open.remove(key) {
-            // The file's bytes reach the disk before its name does, and the
-            // name before the commit counts: a power cut leaves either no
-            // file or a whole one, never a visible half-written one.
             let file = f
                 .writer
                 .into_inner()
                 .map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
             file.sync_all()
                 .map_err(|e| format!("syncing {}: {e}", f.tmp.display()))?;
-            drop(file);
-            std::fs::rename(&f.tmp, &f.target).map_err(|e| {
-                format!(
-                    "renaming {} to {}: {e}",
-                    f.tmp.display(),
-                    f.target.display()
-                )
-            })?;
-            if let Some(dir) = f.target.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| format!("syncing {}: {e}", dir.display()))?;
-            }
-            self.report.files += 1;
+            self.staged.push((f.tmp, f.target));
         }
+        Ok(())
+    }
+
+    /// Commits every table's files together: closes what is open, records
+    /// the commit (a durable lake), then renames the staged files into
+    /// place. A power cut leaves either the old commit or the new one, and
+    /// never a visible half-written file.
+    fn commit_all(&mut self) -> Result<(), String> {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.close(&k)?;
+        }
+        self.uncommitted_since = None;
+        let staged = std::mem::take(&mut self.staged);
+        if let Some(d) = &mut self.durable {
+            let finished = d.finished.load(std::sync::atomic::Ordering::Relaxed);
+            // Rows stamped before `appended` are written; at the end every
+            // output has passed everything, and the last stamp bounds it.
+            let before = match self.appended {
+                u64::MAX => self.max_stamp.map_or(0, |m| m + 1),
+                a => a,
+            }
+            .max(self.resume.before);
+            if !staged.is_empty() || finished {
+                d.seq += 1;
+                let lake = &self.plan.path;
+                let files = staged
+                    .iter()
+                    .map(|(_, t)| t.strip_prefix(lake).unwrap_or(t).display().to_string())
+                    .collect();
+                let m = super::commit::Marker {
+                    format: super::commit::FORMAT,
+                    dataflow: d.identity.dataflow.clone(),
+                    fingerprint: d.identity.fingerprint.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    seq: d.seq,
+                    before,
+                    finished,
+                    files,
+                    committed_at: crate::model::now_ms(),
+                };
+                crash_point("before-record", d.seq);
+                super::commit::write(lake, &m)?;
+                crash_point("after-record", d.seq);
+            }
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (tmp, target) in &staged {
+            std::fs::rename(tmp, target)
+                .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), target.display()))?;
+            dirs.extend(target.parent().map(|d| d.to_path_buf()));
+        }
+        for d in dirs {
+            super::commit::sync_dir(&d)?;
+        }
+        self.report.files += staged.len() as u64;
         Ok(())
     }
 
@@ -346,55 +490,69 @@ impl ParquetWriter {
             return Ok(());
         }
         self.boundary_passed = false;
-        let keys: Vec<_> = self.open.keys().cloned().collect();
-        for k in keys {
-            self.commit(&k)?;
-        }
+        self.commit_all()?;
         tracing::trace!(target: "plantflow::latency", event_time = self.complete_ms, "parquet committed");
         Ok(())
     }
 
-    /// Commits files older than `roll_interval`.
+    /// Commits once the oldest uncommitted row is `roll_interval` old.
     pub fn roll_aged(&mut self) -> Result<(), String> {
         if self.plan.roll_interval_ms == 0 || self.plan.roll_event_time {
             return Ok(());
         }
         let limit = Duration::from_millis(self.plan.roll_interval_ms);
-        let aged: Vec<_> = self
-            .open
-            .iter()
-            .filter(|(_, f)| f.opened.elapsed() >= limit)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in aged {
-            self.commit(&k)?;
+        if self.uncommitted_since.is_some_and(|t| t.elapsed() >= limit) {
+            self.commit_all()?;
         }
         Ok(())
     }
 
     /// Commits everything still open.
     pub fn finish(mut self) -> Result<WriterReport, String> {
-        let keys: Vec<_> = self.open.keys().cloned().collect();
-        for k in keys {
-            self.commit(&k)?;
-        }
+        self.commit_all()?;
         Ok(self.report)
     }
 }
 
+/// Each date's rows that are `new` (a revision the lake does not have yet),
+/// dates left without any dropped.
+fn newer<'a, T>(
+    parts: BTreeMap<String, Vec<&'a T>>,
+    new: impl Fn(&T) -> bool,
+) -> Vec<(String, Vec<&'a T>)> {
+    parts
+        .into_iter()
+        .map(|(d, rs)| (d, rs.into_iter().filter(|r| new(r)).collect::<Vec<_>>()))
+        .filter(|(_, rs)| !rs.is_empty())
+        .collect()
+}
+
+/// Aborts the process at a named point of commit `seq` when the test hook
+/// `PLANTFLOW_TEST_CRASH=<point>:<seq>` names it (a kill at an exact moment).
+fn crash_point(at: &str, seq: u64) {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_CRASH").ok());
+    if want.as_deref() == Some(&format!("{at}:{seq}")) {
+        eprintln!("plantflow: test crash at {at} of commit {seq}");
+        std::process::abort();
+    }
+}
+
 /// The writer loop: runs until every sender is gone, then commits all files.
-pub fn run_writer<B: std::borrow::Borrow<SinkBatch>>(
+pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
     rx: Receiver<B>,
     mut writer: ParquetWriter,
 ) -> Result<WriterReport, String> {
     let tick = Duration::from_millis(100);
+    // Stamped rows of times some engine output has not passed yet.
+    let mut held = Vec::new();
     loop {
         match rx.recv_timeout(tick) {
             Ok(batch) => {
-                writer.write_ref(batch.borrow())?;
+                writer.take(batch, &mut held)?;
                 // Drain what is queued before committing on event time.
                 while let Ok(batch) = rx.try_recv() {
-                    writer.write_ref(batch.borrow())?;
+                    writer.take(batch, &mut held)?;
                 }
                 writer.roll_event_time()?;
             }
@@ -402,6 +560,11 @@ pub fn run_writer<B: std::borrow::Borrow<SinkBatch>>(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         writer.roll_aged()?;
+    }
+    // Every sender is gone: nothing before any time is still to come.
+    writer.appended = u64::MAX;
+    for b in held {
+        writer.take(b, &mut Vec::new())?;
     }
     writer.finish()
 }

@@ -1,0 +1,129 @@
+//! The lake at the start of a run: locked, checked against this dataflow,
+//! repaired after a kill, and read for where a resumed run starts writing
+//! (`sinks/parquet/commit.rs` has the record; `docs/durability.md` the
+//! guarantees).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::sinks::parquet::commit::{self, OpenError};
+use crate::sinks::parquet::{Durable, ParquetPlan, Resume};
+use crate::stats::Stats;
+
+use super::summary::{self, Resumed};
+use super::supervise::{self, RunError};
+use super::{RunOptions, RunSummary};
+use crate::dataflow::SourcePlan;
+
+/// A lake opened for a run.
+pub(super) struct OpenLake {
+    /// Held for the run: one node writes a lake at a time.
+    pub lock: std::fs::File,
+    /// The writer's part: the record's identity and commit count.
+    pub durable: Durable,
+    /// What a resumed run does not write again.
+    pub resume: Resume,
+    /// The record says the last run read every source to its end.
+    pub finished_run: bool,
+    /// For the summary: the record found, and the repairs made.
+    pub resumed: Option<Resumed>,
+}
+
+impl OpenLake {
+    /// Locks the lake of `sink`, checks its commit record against this
+    /// dataflow (exit 78 when it belongs to another), finishes a commit a
+    /// kill cut short, deletes orphans, and reads the revisions it holds.
+    pub fn open(
+        sink: &ParquetPlan,
+        dataflow: &str,
+        fingerprint: String,
+        reset: bool,
+    ) -> Result<OpenLake, RunError> {
+        let identity = commit::Identity {
+            dataflow: dataflow.to_string(),
+            fingerprint,
+        };
+        let failed = |m: String| format!("sink `{}` ({}) failed: {m}", sink.id, sink.key);
+        std::fs::create_dir_all(&sink.path).map_err(|e| {
+            failed(format!(
+                "cannot create the lake {}: {e}",
+                sink.path.display()
+            ))
+        })?;
+        let opened = commit::open(&sink.path, &identity, reset).map_err(|e| match e {
+            OpenError::Incompatible(m) => RunError {
+                code: supervise::EXIT_CONFIG,
+                message: m,
+            },
+            OpenError::Io(m) => RunError::from(failed(m)),
+        })?;
+        let mut resume = Resume::default();
+        let mut resumed = (opened.orphans > 0).then_some(Resumed {
+            seq: 0,
+            before: 0,
+            republished: 0,
+            orphans: opened.orphans,
+            nothing_to_do: false,
+        });
+        if let Some(m) = &opened.marker {
+            resume.before = m.before;
+            resume.revisions = commit::Revisions::read(&sink.path).map_err(failed)?;
+            resumed = Some(Resumed {
+                seq: m.seq,
+                before: m.before,
+                republished: opened.republished,
+                orphans: opened.orphans,
+                nothing_to_do: false,
+            });
+            tracing::info!(
+                seq = m.seq,
+                before = m.before,
+                republished = opened.republished,
+                orphans = opened.orphans,
+                "resuming the lake after its last commit"
+            );
+        }
+        Ok(OpenLake {
+            durable: Durable {
+                identity,
+                seq: opened.marker.as_ref().map_or(0, |m| m.seq),
+                finished: Arc::default(),
+            },
+            resume,
+            finished_run: opened.marker.as_ref().is_some_and(|m| m.finished),
+            resumed,
+            lock: opened.lock,
+        })
+    }
+
+    /// The summary of a run with nothing to do: the lake holds a whole
+    /// deterministic run already. One replay source read to its end gives
+    /// the same rows every time, so there is nothing to add.
+    pub fn nothing_to_do(
+        &self,
+        sources: &[SourcePlan],
+        lake: &Path,
+        started: Instant,
+        opts: &RunOptions,
+    ) -> Option<RunSummary> {
+        let r = self.resumed.as_ref()?;
+        let deterministic =
+            !opts.follow && sources.len() == 1 && matches!(sources[0], SourcePlan::Replay(_));
+        if !(deterministic && self.finished_run) {
+            return None;
+        }
+        let mut s = summary::collect(
+            &Stats::default(),
+            Default::default(),
+            lake.to_path_buf(),
+            started.elapsed(),
+            opts.workers.max(1),
+        );
+        s.resumed = Some(Resumed {
+            nothing_to_do: true,
+            ..r.clone()
+        });
+        Some(s)
+    }
+}

@@ -1,0 +1,315 @@
+//! A durable lake (issue 25, docs/durability.md): a replay killed with
+//! SIGKILL at any point and started again ends with the lake of an
+//! uninterrupted run, row for row; a finished replay run again writes
+//! nothing; a kill inside a commit is finished or undone at the next start;
+//! a lake of another dataflow is refused (exit 78); one node writes a lake.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// Tables whose every row the comparison checks.
+const TABLES: &[&str] = &[
+    "aggregates",
+    "actions",
+    "outcomes",
+    "billing",
+    "dead_letter",
+];
+
+/// A generated workload (a few seconds of a debug build) and the reference
+/// dataflow committing every 30 ms, so kills land between many commits.
+struct Setup {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    dataflow: PathBuf,
+}
+
+fn setup(tags: u32, seconds: u32) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let out = Command::new(PLANTFLOW)
+        .args(["gen", "workload", "--tags", &tags.to_string()])
+        .args(["--seconds", &seconds.to_string(), "--out"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    assert!(text.contains("roll_interval = \"1m\""));
+    let dataflow = dir.path().join("workload_v1.toml");
+    std::fs::write(
+        &dataflow,
+        text.replace("roll_interval = \"1m\"", "roll_interval = \"30ms\""),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        input,
+        dataflow,
+    }
+}
+
+impl Setup {
+    fn command(&self, out: &Path, workers: usize) -> Command {
+        let mut c = Command::new(PLANTFLOW);
+        c.args(["run", "-w", &workers.to_string()])
+            .arg(&self.dataflow)
+            .env("INPUT_DIR", &self.input)
+            .env("OUT_DIR", out)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, out: &Path, workers: usize, extra: &[&str]) -> (Option<i32>, String, String) {
+        let o = self.command(out, workers).args(extra).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+/// Every row of the lake's tables, as sorted JSON texts per table (the
+/// dead letters without their wall-clock `received_at`).
+fn lake_rows(out: &Path) -> BTreeMap<&'static str, Vec<String>> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let mut rows: Vec<String> = rows(out, t)
+                .into_iter()
+                .map(|mut r| {
+                    r.remove("received_at");
+                    let sorted: BTreeMap<_, _> = r.into_iter().collect();
+                    serde_json::to_string(&sorted).unwrap()
+                })
+                .collect();
+            rows.sort();
+            (*t, rows)
+        })
+        .collect()
+}
+
+/// The two lakes hold the same rows, and `got` no (key, revision) twice.
+fn assert_same_lake(got: &Path, want: &Path) {
+    let (g, w) = (lake_rows(got), lake_rows(want));
+    for t in TABLES {
+        let (g, w) = (&g[t], &w[t]);
+        let mut dedup = g.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), g.len(), "{t}: a row is in the lake twice");
+        assert_eq!(g.len(), w.len(), "{t}: row counts differ");
+        if let Some(i) = (0..g.len()).find(|&i| g[i] != w[i]) {
+            panic!(
+                "{t}: rows differ first at {i}:\n got  {}\n want {}",
+                g[i], w[i]
+            );
+        }
+    }
+    for (t, key) in [
+        ("aggregates", &["tag", "window_start"][..]),
+        ("actions", &["action_id"][..]),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        for r in rows(got, t) {
+            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
+            assert!(
+                seen.insert((k.clone(), r["revision"].as_i64())),
+                "{t}: ({k:?}, revision) twice"
+            );
+        }
+    }
+    assert!(!g["aggregates"].is_empty() && !g["actions"].is_empty());
+}
+
+fn marker(out: &Path) -> Option<serde_json::Value> {
+    std::fs::read(out.join("_plantflow/commit.json"))
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+/// The issue's test: SIGKILL at 10 random points of a replay, restarting
+/// each time; the lake ends equal to an uninterrupted run's (one worker
+/// there, two here), with no row twice.
+#[test]
+fn a_replay_killed_ten_times_ends_with_the_uninterrupted_lake() {
+    let s = setup(120, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let got = s.dir.path().join("got");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
+    let mut cut_between_commits = 0;
+    for _ in 0..10 {
+        let mut child = s
+            .command(&got, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..1500)));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let m = marker(&got);
+        if !status.success() && m.as_ref().is_some_and(|m| m["finished"] == false) {
+            cut_between_commits += 1;
+        }
+    }
+    assert!(
+        cut_between_commits >= 3,
+        "only {cut_between_commits} kills landed between two commits: the test proves little"
+    );
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        stdout.contains("resumed") || stdout.contains("nothing new"),
+        "{stdout}"
+    );
+    assert_same_lake(&got, &want);
+}
+
+/// A finished replay run again reads nothing and writes nothing; with
+/// `--reset-state` it is written again (the operator's choice).
+#[test]
+fn a_finished_replay_run_again_writes_nothing() {
+    let s = setup(20, 1800);
+    let out = s.dir.path().join("out");
+    assert_eq!(s.run(&out, 1, &[]).0, Some(0));
+    let files = |t| parquet_files(&out, t);
+    let before: Vec<_> = TABLES.iter().flat_map(|t| files(t)).collect();
+    let (code, stdout, err) = s.run(&out, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("nothing new to write"), "{stdout}");
+    let after: Vec<_> = TABLES.iter().flat_map(|t| files(t)).collect();
+    assert_eq!(before, after, "no file was added or removed");
+    let (code, stdout, err) = s.run(&out, 1, &["--reset-state"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!stdout.contains("nothing new"), "{stdout}");
+    assert!(
+        TABLES.iter().flat_map(|t| files(t)).count() > before.len(),
+        "--reset-state writes the run again"
+    );
+}
+
+/// A kill inside a commit, after its record and before its renames, and
+/// one before its record: the next start finishes the first (the staged
+/// files are published) and undoes the second (they are deleted), and the
+/// lake ends as an uninterrupted run's.
+#[test]
+fn a_kill_inside_a_commit_is_finished_or_undone_at_the_next_start() {
+    let s = setup(40, 1800);
+    let want = s.dir.path().join("want");
+    assert_eq!(s.run(&want, 1, &[]).0, Some(0));
+    for (at, repaired) in [("after-record", "published"), ("before-record", "deleted")] {
+        let got = s.dir.path().join(at);
+        let o = s
+            .command(&got, 1)
+            .env("PLANTFLOW_TEST_CRASH", format!("{at}:2"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{at}: the run aborted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("test crash at {at} of commit 2")),
+            "{err}"
+        );
+        let staged = TABLES
+            .iter()
+            .flat_map(|t| walk(&got.join(t)))
+            .filter(|p| p.to_string_lossy().ends_with(".inprogress"))
+            .count();
+        assert!(staged > 0, "{at}: the cut commit left staged files");
+        let (code, stdout, err) = s.run(&got, 1, &[]);
+        assert_eq!(code, Some(0), "{at}: {err}");
+        assert!(stdout.contains("repaired"), "{at}: {stdout}");
+        assert!(stdout.contains(repaired), "{at}: {stdout}");
+        assert_same_lake(&got, &want);
+        let left = TABLES
+            .iter()
+            .flat_map(|t| walk(&got.join(t)))
+            .filter(|p| p.to_string_lossy().ends_with(".inprogress"))
+            .count();
+        assert_eq!(left, 0, "{at}: no staged file is left");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A lake written by another dataflow file is refused with exit 78 and
+/// what differs; `state inspect` shows its record.
+#[test]
+fn a_lake_of_another_dataflow_is_refused() {
+    let s = setup(20, 900);
+    let out = s.dir.path().join("out");
+    assert_eq!(s.run(&out, 1, &[]).0, Some(0));
+    let o = Command::new(PLANTFLOW)
+        .args(["state", "inspect"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("dataflow     workload_v1"), "{shown}");
+    assert!(shown.contains("finished     true"), "{shown}");
+    // A changed threshold is another dataflow.
+    let text = std::fs::read_to_string(&s.dataflow).unwrap();
+    assert!(text.contains("waste_kwh > 1.0"), "the rule's threshold");
+    std::fs::write(
+        &s.dataflow,
+        text.replacen("waste_kwh > 1.0", "waste_kwh > 2.0", 1),
+    )
+    .unwrap();
+    let (code, _, err) = s.run(&out, 1, &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("the dataflow file changed since"), "{err}");
+    assert!(err.contains("--reset-state"), "{err}");
+    // Comments and layout are not a change.
+    std::fs::write(&s.dataflow, format!("# a comment\n\n{text}")).unwrap();
+    let (code, stdout, err) = s.run(&out, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("nothing new"), "{stdout}");
+}
+
+/// Two nodes on one lake: the second is refused while the first runs.
+#[test]
+fn one_node_writes_a_lake_at_a_time() {
+    let s = setup(10, 600);
+    let out = s.dir.path().join("out");
+    let first = s
+        .command(&out, 1)
+        .arg("--follow")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = KillOnDrop(first);
+    wait_for("the first node's commit record", || marker(&out));
+    let (code, _, err) = s.run(&out, 1, &[]);
+    first.terminate();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("being written by another plantflow"), "{err}");
+}
