@@ -234,6 +234,7 @@ fn main() {
                     stats: Some(s),
                     tally_actions_only: false,
                     shutdown_timeout: None,
+                    reset_state: false,
                 },
             )
         });

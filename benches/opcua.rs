@@ -118,6 +118,7 @@ fn run_one(items: usize, secs: u64) {
                 stats: Some(s2),
                 tally_actions_only: false,
                 shutdown_timeout: None,
+                reset_state: false,
             },
         )
     });
