@@ -349,17 +349,38 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
 /// `plantflow state inspect`: a lake's commit record (read only: no lock,
 /// no repair).
 fn state_inspect(path: &Path) -> ExitCode {
-    let lake = if path.is_dir() {
-        path.to_path_buf()
+    let (lake, log) = if path.is_dir() {
+        (path.to_path_buf(), None)
     } else {
         match dataflow::load(path) {
-            Ok(d) => d.sink.path.clone(),
+            Ok(d) => {
+                let state = d.window.state_dir.clone();
+                let state = state.unwrap_or_else(|| d.sink.path.join(".plantflow"));
+                (
+                    d.sink.path.clone(),
+                    Some(state.join(&d.name).join("input.wal")),
+                )
+            }
             Err(e) => {
                 eprintln!("{}", e.render());
                 return ExitCode::from(plantflow::EXIT_CONFIG as u8);
             }
         }
     };
+    if let Some(log) = log.filter(|l| l.exists()) {
+        match plantflow::ingest::wal::read(&log) {
+            Ok(entries) => {
+                let s = plantflow::ingest::wal::Summary::of(&entries);
+                let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+                println!("input log    {} ({size} bytes)", log.display());
+                println!(
+                    "  holds      {} entries: {} samples from {} messages, {} context changes, {} restarts",
+                    s.entries, s.samples, s.messages, s.context_changes, s.restarts
+                );
+            }
+            Err(e) => eprintln!("plantflow state inspect: {e}"),
+        }
+    }
     match plantflow::sinks::parquet::commit::read(&lake) {
         Ok(Some(m)) => {
             println!("lake         {}", lake.display());

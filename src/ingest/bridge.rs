@@ -16,15 +16,20 @@
 //! current time (an epoch has `size - 1` of them), so they flush at once
 //! without closing any window.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Thread;
 
+use super::wal::{Entry, EntryRef, Wal};
+use super::{InitialContext, TagRegistry};
+
 use crate::model::Interval;
-use crate::model::{AssetRow, Sample, StatusUpdate, F64};
+use crate::model::{AssetRow, Sample, StatusUpdate, TagId, F64};
 
 /// A change to one context table: rows with +1 (insert) or −1 (retract).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ContextChange {
     Assets(Vec<(Arc<AssetRow>, isize)>),
     Tariff(Vec<((u32, F64), isize)>),
@@ -67,7 +72,34 @@ pub struct Ingest {
     senders: Vec<SyncSender<WorkerMsg>>,
     threads: Mutex<Vec<Option<Thread>>>,
     epoch_ms: u64,
+    /// The input log, when the node is durable (see [`super::wal`]).
+    log: Mutex<Option<Logged>>,
+    /// Calls are logged (off while the log itself is replayed).
+    logging: AtomicBool,
+    /// Sources may start: the log has been replayed (or there is none).
+    ready: (Mutex<bool>, Condvar),
+    /// What the replay left for each source.
+    resumed: Mutex<HashMap<usize, Resumed>>,
 }
+
+/// The log and the names it needs for tag ids.
+struct Logged {
+    wal: Wal,
+    tags: Arc<TagRegistry>,
+}
+
+/// A source's state at the end of the log: where its normaliser goes on.
+#[derive(Debug, Default, Clone)]
+pub struct Resumed {
+    pub epoch: u64,
+    pub max_ts: Option<i64>,
+    /// Hashes of its latest logged messages: a broker may deliver them again.
+    pub messages: HashSet<u64>,
+}
+
+/// How many of a source's latest message hashes are kept for redeliveries
+/// (far more than any broker keeps in flight).
+const REDELIVERABLE: usize = 65_536;
 
 impl Ingest {
     /// A bridge for `workers` workers and `sources` sources; returns one receiver per worker.
@@ -94,6 +126,10 @@ impl Ingest {
             senders,
             threads: Mutex::new(vec![None; workers]),
             epoch_ms: epoch_ms.max(1),
+            log: Mutex::new(None),
+            logging: AtomicBool::new(false),
+            ready: (Mutex::new(true), Condvar::new()),
+            resumed: Mutex::new(HashMap::new()),
         };
         (Arc::new(ingest), receivers)
     }
@@ -152,10 +188,29 @@ impl Ingest {
 
     /// Source `source` delivers `rows` whose arrival watermark epoch is `epoch`.
     pub fn samples(&self, source: usize, epoch: u64, rows: Vec<Sample>) {
+        self.samples_of(source, epoch, rows, &[]);
+    }
+
+    /// [`Ingest::samples`] for rows of whole messages, with their hashes
+    /// (logged, to recognise redeliveries after a restart).
+    pub fn samples_of(&self, source: usize, epoch: u64, rows: Vec<Sample>, messages: &[u64]) {
         let mut st = self.lock();
         if st.ended {
             return;
         }
+        self.log_with(|l| {
+            let tags = l.tags.view();
+            let names = l.wal.unnamed(&rows, |id| tags.key(id).to_string());
+            if !names.is_empty() {
+                l.wal.append(&EntryRef::Tags(&names));
+            }
+            l.wal.append(&EntryRef::Samples {
+                source: source as u32,
+                epoch,
+                rows: &rows,
+                messages,
+            });
+        });
         if let Some(e) = st.source_epochs[source].as_mut() {
             *e = (*e).max(epoch);
         }
@@ -192,6 +247,7 @@ impl Ingest {
         if st.ended {
             return;
         }
+        self.log_with(|l| l.wal.append(&EntryRef::Context(&change)));
         let time = st.time;
         self.send(0, WorkerMsg::Context { time, change });
         st.dirty = true;
@@ -203,6 +259,10 @@ impl Ingest {
     /// rows or context changes flush while the source is idle.
     pub fn settle(&self) {
         let mut st = self.lock();
+        if st.ended || !st.dirty {
+            return;
+        }
+        self.log_with(|l| l.wal.append(&EntryRef::Settle));
         self.settle_locked(&mut st);
     }
 
@@ -242,5 +302,141 @@ impl Ingest {
                 self.send(w, WorkerMsg::End);
             }
         }
+    }
+}
+
+/// The input log: recording, replaying, syncing.
+impl Ingest {
+    /// Appends to the log while logging (the state lock is held: the log's
+    /// order is the bridge's).
+    fn log_with(&self, f: impl FnOnce(&mut Logged)) {
+        if self.logging.load(Relaxed) {
+            if let Ok(mut l) = self.log.lock() {
+                if let Some(l) = l.as_mut() {
+                    f(l);
+                }
+            }
+        }
+    }
+
+    /// Makes the node durable: `entries` (the log so far) are replayed by
+    /// [`Ingest::replay`] before sources start, then calls go to `wal`.
+    pub fn attach_log(&self, wal: Wal, tags: Arc<TagRegistry>) {
+        if let Ok(mut l) = self.log.lock() {
+            *l = Some(Logged { wal, tags });
+        }
+        if let Ok(mut r) = self.ready.0.lock() {
+            *r = false;
+        }
+    }
+
+    /// Feeds the logged calls to the workers again (on a thread of its own:
+    /// the engine must be running), then lets the sources start. Tag ids
+    /// are those of each run, so names map them to this process's ids.
+    pub fn replay(&self, entries: Vec<Entry>, tags: &TagRegistry) -> Result<(), String> {
+        let mut remap: HashMap<TagId, TagId> = HashMap::new();
+        let mut resumed: HashMap<usize, Resumed> = HashMap::new();
+        let mut order: HashMap<usize, std::collections::VecDeque<u64>> = HashMap::new();
+        for e in entries {
+            match e {
+                Entry::Begin { .. } => {}
+                Entry::Run => remap.clear(),
+                Entry::Tags(names) => {
+                    for (old, name) in names {
+                        remap.insert(old, tags.intern(&name));
+                    }
+                }
+                Entry::Samples {
+                    source,
+                    epoch,
+                    mut rows,
+                    messages,
+                } => {
+                    let r = resumed.entry(source as usize).or_default();
+                    r.epoch = r.epoch.max(epoch);
+                    for s in &mut rows {
+                        s.tag = *remap
+                            .get(&s.tag)
+                            .ok_or_else(|| format!("the input log names no tag {}", s.tag))?;
+                        r.max_ts = Some(r.max_ts.map_or(s.ts, |m| m.max(s.ts)));
+                    }
+                    let q = order.entry(source as usize).or_default();
+                    q.extend(messages);
+                    while q.len() > REDELIVERABLE {
+                        q.pop_front();
+                    }
+                    self.samples(source as usize, epoch, rows);
+                }
+                Entry::Context(change) => self.context(change),
+                Entry::Settle => self.settle(),
+            }
+        }
+        for (source, q) in order {
+            resumed.entry(source).or_default().messages = q.into_iter().collect();
+        }
+        if let Ok(mut r) = self.resumed.lock() {
+            *r = resumed;
+        }
+        self.log_with_now(|l| l.wal.append(&EntryRef::Run));
+        self.logging.store(true, Relaxed);
+        let (lock, cv) = &self.ready;
+        if let Ok(mut r) = lock.lock() {
+            *r = true;
+        }
+        cv.notify_all();
+        Ok(())
+    }
+
+    fn log_with_now(&self, f: impl FnOnce(&mut Logged)) {
+        if let Ok(mut l) = self.log.lock() {
+            if let Some(l) = l.as_mut() {
+                f(l);
+            }
+        }
+    }
+
+    /// Starts logging a fresh log with its first record.
+    pub fn begin_log(&self, fingerprint: &str, initial: &InitialContext) {
+        self.log_with_now(|l| {
+            l.wal.append(&EntryRef::Begin {
+                fingerprint,
+                initial,
+            })
+        });
+    }
+
+    /// Blocks until the log has been replayed (at once without a log) or
+    /// the bridge has ended.
+    pub fn wait_ready(&self) {
+        let (lock, cv) = &self.ready;
+        let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !*r && !self.lock().ended {
+            r = cv
+                .wait_timeout(r, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Where source `index` goes on after the replay, if the log had it.
+    pub fn resumed(&self, index: usize) -> Option<Resumed> {
+        self.resumed.lock().ok()?.remove(&index)
+    }
+
+    /// Makes every logged call durable (a group commit); without a log, nothing.
+    pub fn sync(&self) -> Result<(), String> {
+        match self.log.lock() {
+            Ok(mut l) => l.as_mut().map_or(Ok(()), |l| l.wal.sync()),
+            Err(_) => Err("the input log's lock is poisoned".into()),
+        }
+    }
+
+    /// Bytes in the input log (0 without one).
+    pub fn log_bytes(&self) -> u64 {
+        self.log
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.wal.bytes))
+            .unwrap_or(0)
     }
 }

@@ -9,6 +9,7 @@ pub mod bridge;
 mod geometry;
 pub mod normalize;
 mod tags;
+pub mod wal;
 
 pub use bridge::Ingest;
 pub use geometry::Geometry;

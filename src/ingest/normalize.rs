@@ -90,6 +90,12 @@ pub struct Normalizer {
     topic: Option<String>,
     /// Dead letters of the message being normalised, while one is.
     message: Option<MessageDead>,
+    /// Hashes of the whole messages whose rows are in `batch`: logged with
+    /// them, so their redelivery after a restart is recognised.
+    messages: Vec<u64>,
+    /// Hashes of the latest messages the input log had at start, while
+    /// the broker may still be delivering them again.
+    redeliverable: Option<std::collections::HashSet<u64>>,
 }
 
 /// Dead letters of one message so far.
@@ -104,10 +110,14 @@ struct MessageDead {
 impl Normalizer {
     pub fn new(ctx: SourceCtx, batch_rows: usize) -> Normalizer {
         let tags = ctx.tags.view();
+        // A durable node's source goes on where the input log left it.
+        let resumed = ctx.ingest.resumed(ctx.index).unwrap_or_default();
         Normalizer {
             ctx,
-            max_ts: None,
-            epoch: 0,
+            max_ts: resumed.max_ts,
+            epoch: resumed.epoch,
+            messages: Vec::new(),
+            redeliverable: (!resumed.messages.is_empty()).then_some(resumed.messages),
             batch: Vec::with_capacity(batch_rows),
             batch_rows,
             dead: Vec::new(),
@@ -129,6 +139,10 @@ impl Normalizer {
     /// The message ends: rejections past the cap become one row (with the
     /// message's first bytes) saying how many were not kept.
     pub fn end_message(&mut self, topic: &str, payload: &[u8]) {
+        self.messages.push(message_hash(topic, payload));
+        if self.batch.len() >= self.batch_rows {
+            self.flush();
+        }
         if let Some(m) = self.message.take().filter(|m| m.dropped > 0) {
             let reason = format!(
                 "{} more rejections in this message not kept (the first: {})",
@@ -136,6 +150,21 @@ impl Normalizer {
             );
             self.push_message(&reason, topic, payload);
         }
+    }
+
+    /// Whether a message is one the input log already has, delivered again
+    /// after a restart (QoS 1 is at least once). Redeliveries come first on
+    /// a resumed session: the first message the log does not have ends the
+    /// check.
+    pub fn redelivered(&mut self, topic: &str, payload: &[u8]) -> bool {
+        let Some(known) = &self.redeliverable else {
+            return false;
+        };
+        if known.contains(&message_hash(topic, payload)) {
+            return true;
+        }
+        self.redeliverable = None;
+        false
     }
 
     /// Whether a rejection gets its own row (false past the message's cap).
@@ -322,7 +351,8 @@ impl Normalizer {
             value,
             quality,
         });
-        if self.batch.len() >= self.batch_rows {
+        // A message's rows stay in one batch (see `end_message`).
+        if self.batch.len() >= self.batch_rows && self.message.is_none() {
             self.flush();
         }
     }
@@ -333,8 +363,12 @@ impl Normalizer {
         self.now = now_ms();
         if !self.batch.is_empty() {
             let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
-            self.ctx.ingest.samples(self.ctx.index, self.epoch, rows);
+            let (index, epoch) = (self.ctx.index, self.epoch);
+            self.ctx
+                .ingest
+                .samples_of(index, epoch, rows, &self.messages);
         }
+        self.messages.clear();
         self.publish_counts();
         self.flush_dead();
     }
@@ -379,6 +413,15 @@ impl Normalizer {
         self.flush();
         self.ctx.ingest.end_source(self.ctx.index);
     }
+}
+
+/// A message's identity in the input log: its topic and payload.
+fn message_hash(topic: &str, payload: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(topic.as_bytes());
+    h.update(&[0]);
+    h.update(payload);
+    h.digest()
 }
 
 /// Waits while more than `limit` rows are `queued` for the writer (a slow

@@ -60,7 +60,7 @@ impl TagRegistry {
 }
 
 /// The context every worker 0 starts with, inserted at time 0.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct InitialContext {
     /// Shared with the context store and the engine's context input: one
     /// copy of each row for the whole process.

@@ -236,7 +236,7 @@ pub fn run(
                 dec.message(m, &mut pending, &ctl_tx);
                 if pending.len() >= 4096 {
                     dec.n.flush();
-                    let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
+                    ack(&dec, &mut pending, &ctl_tx)?;
                 }
                 continue;
             }
@@ -246,9 +246,7 @@ pub fn run(
         // Nothing queued: hand what we have to the engine, then acknowledge it.
         dec.n.flush();
         dec.n.ctx().ingest.settle();
-        if !pending.is_empty() {
-            let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
-        }
+        ack(&dec, &mut pending, &ctl_tx)?;
         if stop.load(Relaxed) {
             break;
         }
@@ -264,12 +262,27 @@ pub fn run(
     // broker (persistent session) and is delivered again next time.
     rx.close();
     dec.n.flush();
-    if !pending.is_empty() {
-        let _ = ctl_tx.send(Ctl::Ack(std::mem::take(&mut pending)));
-    }
+    ack(&dec, &mut pending, &ctl_tx)?;
     drop(ctl_tx);
     let _ = rt.block_on(conn_task);
     dec.n.end();
+    Ok(())
+}
+
+/// Acknowledges the messages handed to the engine, once the input log
+/// holding their rows is on disk (a durable node): the broker delivers
+/// again whatever the log may not have. A log that cannot be written ends
+/// the source (and the run), unacknowledged.
+fn ack(
+    dec: &Decoder<'_>,
+    pending: &mut Vec<(u64, AckToken)>,
+    ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
+) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    dec.n.ctx().ingest.sync()?;
+    let _ = ctl.send(Ctl::Ack(std::mem::take(pending)));
     Ok(())
 }
 
@@ -303,6 +316,12 @@ impl<'p> Decoder<'p> {
         pending: &mut Vec<(u64, AckToken)>,
         ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
     ) {
+        if self.n.redelivered(&m.topic, &m.payload) {
+            let what = "mqtt: redelivered messages dropped (already in the input log)";
+            self.n.ctx().stats.event(what, 1);
+            pending.extend(m.token);
+            return;
+        }
         self.n.begin_message();
         self.decode(&m, ctl);
         self.n.end_message(&m.topic, &m.payload);

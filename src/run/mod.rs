@@ -14,6 +14,7 @@
 //! that fails (an error or a panic) ends the run with one line naming it
 //! and its config key (`source \`plant\` (sources[0]) failed: …`).
 
+mod durable;
 mod fanout;
 mod lake;
 mod summary;
@@ -180,7 +181,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
     // The lake is locked for the run (`_lock`) and its last commit finished.
-    let lake = lake::OpenLake::open(&sink, &plan.name, fingerprint, opts.reset_state)?;
+    let lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), opts.reset_state)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }
@@ -188,7 +189,11 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
-    let mut initial = load_initial(&plan)?;
+    // A node with live sources logs its input, and replays it after a restart.
+    let log = durable::InputLog::open(&plan, &sources, &fingerprint, opts.reset_state)?;
+    let files = load_initial(&plan)?;
+    let began = log.as_ref().and_then(|l| l.initial());
+    let mut initial = began.clone().unwrap_or_else(|| files.clone());
     let tags = registry(&initial);
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
@@ -204,6 +209,15 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
+    let (held, new_status) = match (&log, &began) {
+        (Some(l), Some(b)) => {
+            let file = std::mem::replace(&mut initial.status, b.status.clone());
+            let held = l.held(&initial);
+            let new = l.new_status(&held, file);
+            (held, new)
+        }
+        _ => (initial.clone(), Vec::new()),
+    };
     let sup = Supervisor::new(stop.clone(), ingest.clone());
     let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
@@ -232,7 +246,19 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     on_signals(&rt, &stop, &sup);
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
-    let store = context_store(&plan, &initial, editable, &ingest, &tags, &geo);
+    let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
+    if let Some(l) = log {
+        let after = durable::AfterReplay {
+            store: store.clone(),
+            files,
+            began: began.unwrap_or_default(),
+            status: new_status,
+        };
+        let replay = l.attach(&ingest, &tags, &initial);
+        replay
+            .spawn(ingest.clone(), tags.clone(), after, &sup, stop.clone())
+            .map_err(|e| format!("cannot start the input log: {e}"))?;
+    }
     let mut source_tasks = Vec::new();
     for (i, s) in sources.iter().enumerate() {
         let ctx = SourceCtx {
@@ -408,6 +434,7 @@ fn spawn_watcher(
 ) -> tokio::task::JoinHandle<()> {
     let (p, st, s, sup) = (plan.clone(), store.clone(), stop.clone(), sup.clone());
     rt.spawn_blocking(move || {
+        st.wait_ready();
         let who = Component("the context watcher (context)".into());
         sup.guard(&who, || {
             watch_context(p, st, s);
@@ -425,6 +452,7 @@ fn tail_status(
 ) -> tokio::task::JoinHandle<()> {
     let sup = sup.clone();
     rt.spawn_blocking(move || {
+        tail.ingest.wait_ready();
         let who = Component("the status tail (lifecycle.path)".into());
         sup.guard(&who, || {
             tail.follow();
@@ -480,6 +508,8 @@ fn spawn_source(
     let handle = rt.handle().clone();
     let s = s.clone();
     rt.spawn_blocking(move || {
+        // A durable node's sources go on once its input log is replayed.
+        ctx.ingest.wait_ready();
         sup.guard(&who, || match &s {
             SourcePlan::Replay(r) => crate::sources::replay::run(r, ctx),
             SourcePlan::Mqtt(m) => crate::mqtt::run(m, ctx, handle),

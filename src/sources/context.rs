@@ -207,6 +207,11 @@ impl crate::ingest::ContextEdits for ContextStore {
 }
 
 impl ContextStore {
+    /// Waits until sources may start (a durable node's input log replayed).
+    pub fn wait_ready(&self) {
+        self.ingest.wait_ready();
+    }
+
     pub fn new(
         initial: crate::ingest::InitialContext,
         ingest: std::sync::Arc<crate::ingest::Ingest>,

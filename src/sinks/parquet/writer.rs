@@ -516,10 +516,7 @@ impl ParquetWriter {
 
 /// Each date's rows that are `new` (a revision the lake does not have yet),
 /// dates left without any dropped.
-fn newer<T>(
-    parts: BTreeMap<String, Vec<&T>>,
-    new: impl Fn(&T) -> bool,
-) -> Vec<(String, Vec<&T>)> {
+fn newer<T>(parts: BTreeMap<String, Vec<&T>>, new: impl Fn(&T) -> bool) -> Vec<(String, Vec<&T>)> {
     parts
         .into_iter()
         .map(|(d, rs)| (d, rs.into_iter().filter(|r| new(r)).collect::<Vec<_>>()))

@@ -1,0 +1,323 @@
+//! The input log: every call live sources make into the bridge, in the
+//! bridge's order, written before the call takes effect.
+//!
+//! A node restarted after a kill replays the log into a fresh engine and
+//! reaches the state it had (the same rows at the same timely times), then
+//! its sources go on where they stopped. The MQTT source acknowledges a
+//! message only once the log holding its rows is on disk ([`Wal::sync`]), so
+//! the broker delivers again exactly what the log may not have.
+//!
+//! # Format
+//! One file, `input.wal`: records of `[u32 length][u64 xxh3][postcard
+//! entry]`, little-endian. A record cut short or failing its hash ends the
+//! log (a kill in the middle of a write): it is cut off at start and the
+//! log goes on from there.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::bridge::ContextChange;
+use super::tags::InitialContext;
+use crate::model::{Sample, TagId};
+
+/// One record of the log.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Entry {
+    /// The first record: the dataflow file it belongs to, and the context
+    /// the first run started with (later runs start from it too).
+    Begin {
+        fingerprint: String,
+        initial: InitialContext,
+    },
+    /// A process started: tag ids of the entries after it are its own.
+    Run,
+    /// Names of tag ids first used in the entries after it.
+    Tags(Vec<(TagId, String)>),
+    /// `Ingest::samples`: rows of `source` at its `epoch`, and the hashes
+    /// of the messages they came from (for redeliveries after a restart).
+    Samples {
+        source: u32,
+        epoch: u64,
+        rows: Vec<Sample>,
+        messages: Vec<u64>,
+    },
+    /// `Ingest::context`.
+    Context(ContextChange),
+    /// `Ingest::settle`.
+    Settle,
+}
+
+/// The borrowed form of [`Entry`] for writing (the same encoding).
+#[derive(Serialize)]
+pub enum EntryRef<'a> {
+    Begin {
+        fingerprint: &'a str,
+        initial: &'a InitialContext,
+    },
+    Run,
+    Tags(&'a [(TagId, String)]),
+    Samples {
+        source: u32,
+        epoch: u64,
+        rows: &'a [Sample],
+        messages: &'a [u64],
+    },
+    Context(&'a ContextChange),
+    Settle,
+}
+
+/// The log, open for appending.
+pub struct Wal {
+    out: BufWriter<File>,
+    path: PathBuf,
+    /// Written since the last sync.
+    dirty: bool,
+    /// The first error of an append, reported at the next sync.
+    failed: Option<String>,
+    /// Tag ids of this process whose names are in the log.
+    named: Vec<bool>,
+    /// Bytes in the log.
+    pub bytes: u64,
+}
+
+const HEADER: usize = 12;
+
+impl Wal {
+    /// Opens (or creates) the log at `path`: its entries, and the log ready
+    /// to append after the last whole one.
+    pub fn open(path: &Path) -> Result<(Wal, Vec<Entry>), String> {
+        let err = |e: &dyn std::fmt::Display| format!("input log {}: {e}", path.display());
+        if let Some(dir) = path.parent() {
+            crate::model::private_dir(dir).map_err(|e| err(&e))?;
+        }
+        let mut file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| err(&e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| err(&e))?;
+        let (entries, whole) = decode(&bytes);
+        if whole < bytes.len() {
+            tracing::warn!(
+                log = %path.display(),
+                cut = bytes.len() - whole,
+                "the input log ends in a record cut short (a kill while writing): cut off"
+            );
+            file.set_len(whole as u64).map_err(|e| err(&e))?;
+            file.sync_all().map_err(|e| err(&e))?;
+        }
+        file.seek(SeekFrom::Start(whole as u64))
+            .map_err(|e| err(&e))?;
+        let wal = Wal {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            dirty: false,
+            failed: None,
+            named: Vec::new(),
+            bytes: whole as u64,
+        };
+        Ok((wal, entries))
+    }
+
+    /// Appends one entry (to the buffer; [`Wal::sync`] makes it durable).
+    pub fn append(&mut self, e: &EntryRef<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let r = postcard::to_allocvec(e)
+            .map_err(|e| e.to_string())
+            .and_then(|payload| {
+                let mut head = [0u8; HEADER];
+                head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+                head[4..].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+                self.out
+                    .write_all(&head)
+                    .and_then(|_| self.out.write_all(&payload))
+                    .map_err(|e| e.to_string())?;
+                self.bytes += (HEADER + payload.len()) as u64;
+                Ok(())
+            });
+        self.dirty = true;
+        if let Err(e) = r {
+            self.failed = Some(format!(
+                "writing the input log {}: {e}",
+                self.path.display()
+            ));
+        }
+    }
+
+    /// The names of the tags of `rows` not yet in the log (ids of this process).
+    pub fn unnamed(
+        &mut self,
+        rows: &[Sample],
+        name: impl Fn(TagId) -> String,
+    ) -> Vec<(TagId, String)> {
+        let mut out = Vec::new();
+        for r in rows {
+            let i = r.tag as usize;
+            if i >= self.named.len() {
+                self.named.resize(i + 1, false);
+            }
+            if !self.named[i] {
+                self.named[i] = true;
+                out.push((r.tag, name(r.tag)));
+            }
+        }
+        out
+    }
+
+    /// Writes what is buffered and waits until it is on disk (a group
+    /// commit: one call covers every entry before it).
+    pub fn sync(&mut self) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        let r = self
+            .out
+            .flush()
+            .and_then(|_| self.out.get_ref().sync_data())
+            .map_err(|e| format!("syncing the input log {}: {e}", self.path.display()));
+        match r {
+            Ok(()) => {
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads the whole records of the log at `path` without changing it (for
+/// `plantflow state inspect`).
+pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(decode(&bytes).0)
+}
+
+/// What a log holds, in counts.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub entries: u64,
+    /// Process starts after the first.
+    pub restarts: u64,
+    pub samples: u64,
+    pub messages: u64,
+    pub context_changes: u64,
+}
+
+impl Summary {
+    pub fn of(entries: &[Entry]) -> Summary {
+        let mut s = Summary {
+            entries: entries.len() as u64,
+            ..Default::default()
+        };
+        for e in entries {
+            match e {
+                Entry::Run => s.restarts += 1,
+                Entry::Samples { rows, messages, .. } => {
+                    s.samples += rows.len() as u64;
+                    s.messages += messages.len() as u64;
+                }
+                Entry::Context(_) => s.context_changes += 1,
+                _ => {}
+            }
+        }
+        // The first run logs a `Run` too.
+        s.restarts = s.restarts.saturating_sub(1);
+        s
+    }
+}
+
+/// The whole records of `bytes`, and where they end.
+fn decode(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let hash = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().expect("8 bytes"));
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        if xxhash_rust::xxh3::xxh3_64(payload) != hash {
+            break;
+        }
+        match postcard::from_bytes::<Entry>(payload) {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+        at += HEADER + len;
+    }
+    (out, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Quality;
+
+    fn sample(tag: TagId, ts: i64) -> Sample {
+        Sample {
+            tag,
+            ts,
+            value: 1.5,
+            quality: Quality::Good,
+        }
+    }
+
+    #[test]
+    fn entries_come_back_and_a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal/input.wal");
+        let (mut w, e) = Wal::open(&path).unwrap();
+        assert!(e.is_empty());
+        let rows = [sample(0, 1000), sample(1, 2000)];
+        w.append(&EntryRef::Run);
+        w.append(&EntryRef::Tags(&[(0, "a".into()), (1, "b".into())]));
+        w.append(&EntryRef::Samples {
+            source: 0,
+            epoch: 1,
+            rows: &rows,
+            messages: &[7],
+        });
+        w.sync().unwrap();
+        let whole = w.bytes;
+        w.append(&EntryRef::Settle);
+        w.sync().unwrap();
+        drop(w);
+        // A kill in the middle of the last record's write.
+        let f = File::options().write(true).open(&path).unwrap();
+        f.set_len(whole + 5).unwrap();
+        drop(f);
+        let (mut w, e) = Wal::open(&path).unwrap();
+        assert_eq!(e.len(), 3, "{e:?}");
+        match &e[2] {
+            Entry::Samples {
+                rows: r, messages, ..
+            } => {
+                assert_eq!(r, &rows);
+                assert_eq!(messages, &[7]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        // Appending goes on after the last whole record.
+        w.append(&EntryRef::Settle);
+        w.sync().unwrap();
+        drop(w);
+        let (_, e) = Wal::open(&path).unwrap();
+        assert_eq!(e.len(), 4);
+        assert!(matches!(e[3], Entry::Settle));
+    }
+}

@@ -1,0 +1,256 @@
+//! The input log of a node with live sources (MQTT, OPC UA): opened at
+//! start, replayed into the fresh engine before the sources go on
+//! (`ingest/wal.rs` has the log; `docs/durability.md` the guarantees).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Plan;
+use crate::dataflow::SourcePlan;
+use crate::ingest::bridge::ContextChange;
+use crate::ingest::wal::{Entry, Wal};
+use crate::ingest::{Ingest, InitialContext, TagRegistry};
+use crate::model::StatusUpdate;
+use crate::sources::context::{ContextStore, Snapshot};
+
+use super::supervise::{self, RunError};
+
+/// An input log opened at start, and what it held.
+pub(super) struct InputLog {
+    wal: Wal,
+    entries: Vec<Entry>,
+    fingerprint: String,
+}
+
+/// Whether a dataflow's input is logged: it has a live source (whose
+/// input cannot be read again) and no replay (read again from its file).
+pub(super) fn logged(sources: &[SourcePlan]) -> bool {
+    let live = |s: &SourcePlan| matches!(s, SourcePlan::Mqtt(_) | SourcePlan::OpcUa(_));
+    sources.iter().any(live) && !sources.iter().any(|s| matches!(s, SourcePlan::Replay(_)))
+}
+
+/// The log's path: `<state_dir>/<dataflow>/input.wal`.
+pub(super) fn path(plan: &Plan) -> Option<PathBuf> {
+    let dir = plan.window.state_dir.as_ref()?;
+    Some(dir.join(&plan.name).join("input.wal"))
+}
+
+impl InputLog {
+    /// Opens the log of a logged dataflow (`--reset-state` starts a new
+    /// one); refuses one another dataflow file began (exit 78).
+    pub fn open(
+        plan: &Plan,
+        sources: &[SourcePlan],
+        fingerprint: &str,
+        reset: bool,
+    ) -> Result<Option<InputLog>, RunError> {
+        let Some(path) = path(plan).filter(|_| logged(sources)) else {
+            return Ok(None);
+        };
+        // A log with no input in it (a run that failed at once) holds
+        // nothing to lose: it starts again with this dataflow's header.
+        let empty = |e: &[Entry]| {
+            e.iter()
+                .all(|e| matches!(e, Entry::Begin { .. } | Entry::Run))
+        };
+        let reset = reset || Wal::open(&path).is_ok_and(|(_, e)| empty(&e));
+        if reset {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove {}: {e}", path.display()).into()),
+            }
+        }
+        let (wal, entries) = Wal::open(&path)?;
+        if let Some(Entry::Begin { fingerprint: f, .. }) = entries.first() {
+            if f != fingerprint {
+                return Err(RunError {
+                    code: supervise::EXIT_CONFIG,
+                    message: format!(
+                        "the input log {} belongs to another version of the dataflow file \
+                         (fingerprint {f} then, {fingerprint} now). Run with --reset-state \
+                         to start a new log (what it holds is not replayed)",
+                        path.display()
+                    ),
+                });
+            }
+        } else if !entries.is_empty() {
+            return Err(format!(
+                "the input log {} does not begin with its header",
+                path.display()
+            )
+            .into());
+        }
+        if !entries.is_empty() {
+            tracing::info!(log = %path.display(), entries = entries.len(), "replaying the input log");
+        }
+        Ok(Some(InputLog {
+            wal,
+            entries,
+            fingerprint: fingerprint.to_string(),
+        }))
+    }
+
+    /// The context the log's first run started with (the engine starts
+    /// from it again; later changes are in the log).
+    pub fn initial(&self) -> Option<InitialContext> {
+        match self.entries.first() {
+            Some(Entry::Begin { initial, .. }) => Some(initial.clone()),
+            _ => None,
+        }
+    }
+
+    /// The context at the end of the log: the store's starting point, so
+    /// later file changes are differences from what the engine has.
+    pub fn held(&self, initial: &InitialContext) -> InitialContext {
+        let mut out = initial.clone();
+        let changes = self.entries.iter().filter_map(|e| match e {
+            Entry::Context(c) => Some(c),
+            _ => None,
+        });
+        let (mut assets, mut tariff, mut prod, mut maint) = (
+            counted(&out.assets),
+            counted(&out.tariff),
+            counted(&out.production),
+            counted(&out.maintenance),
+        );
+        for c in changes {
+            match c {
+                ContextChange::Assets(d) => apply(&mut assets, d),
+                ContextChange::Tariff(d) => apply(&mut tariff, d),
+                ContextChange::Production(d) => apply(&mut prod, d),
+                ContextChange::Maintenance(d) => apply(&mut maint, d),
+                ContextChange::Status(s) => out.status.extend(s.iter().cloned()),
+            }
+        }
+        out.assets = rows(assets);
+        out.tariff = rows(tariff);
+        out.production = rows(prod);
+        out.maintenance = rows(maint);
+        out
+    }
+
+    /// Status updates the file has that the log does not (appended while
+    /// the node was down).
+    pub fn new_status(&self, held: &InitialContext, file: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+        let seen: HashSet<&StatusUpdate> = held.status.iter().collect();
+        file.into_iter().filter(|u| !seen.contains(u)).collect()
+    }
+
+    /// Hands the log to the bridge: a fresh one gets its header now, a
+    /// replayed one is fed back by [`Replay::run`] once the engine runs.
+    pub fn attach(
+        self,
+        ingest: &Arc<Ingest>,
+        tags: &Arc<TagRegistry>,
+        initial: &InitialContext,
+    ) -> Replay {
+        let fresh = self.entries.is_empty();
+        ingest.attach_log(self.wal, tags.clone());
+        if fresh {
+            ingest.begin_log(&self.fingerprint, initial);
+        }
+        Replay {
+            entries: self.entries,
+        }
+    }
+}
+
+/// The logged calls to feed again.
+pub(super) struct Replay {
+    entries: Vec<Entry>,
+}
+
+/// What to do once the log is replayed: the context files and status
+/// updates that changed while the node was down.
+pub(super) struct AfterReplay {
+    pub store: Arc<ContextStore>,
+    /// The context files now, and as the log began.
+    pub files: InitialContext,
+    pub began: InitialContext,
+    pub status: Vec<StatusUpdate>,
+}
+
+impl Replay {
+    /// Replays the log into the bridge and applies what changed while the
+    /// node was down (on a thread of its own: the engine must drain it);
+    /// then syncs the log every 100 ms (sources without acknowledgements,
+    /// OPC UA) until `stop`.
+    pub fn spawn(
+        self,
+        ingest: Arc<Ingest>,
+        tags: Arc<TagRegistry>,
+        after: AfterReplay,
+        sup: &Arc<super::supervise::Supervisor>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let sup = sup.clone();
+        let who = super::supervise::Component("the input log (state_dir)".into());
+        std::thread::Builder::new()
+            .name("plantflow-input-log".into())
+            .spawn(move || {
+                sup.guard(&who, || self.feed(ingest, tags, after, &stop));
+            })
+    }
+
+    fn feed(
+        self,
+        ingest: Arc<Ingest>,
+        tags: Arc<TagRegistry>,
+        after: AfterReplay,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), String> {
+        {
+            ingest.replay(self.entries, &tags)?;
+            let AfterReplay {
+                store,
+                files,
+                began,
+                status,
+            } = after;
+            // A file that differs from the log's start changed while the
+            // node was down (a file unchanged leaves message edits alone).
+            if files.assets != began.assets {
+                store.replace(Snapshot::Assets(files.assets));
+            }
+            if files.tariff != began.tariff {
+                store.replace(Snapshot::Tariff(files.tariff));
+            }
+            if files.production != began.production {
+                store.replace(Snapshot::Production(files.production));
+            }
+            if files.maintenance != began.maintenance {
+                store.replace(Snapshot::Maintenance(files.maintenance));
+            }
+            if !status.is_empty() {
+                ingest.context(ContextChange::Status(status));
+            }
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            ingest.sync()?;
+        }
+        ingest.sync()
+    }
+}
+
+fn counted<T: Ord + Clone>(rows: &[T]) -> BTreeMap<T, isize> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        *m.entry(r.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn apply<T: Ord + Clone>(m: &mut BTreeMap<T, isize>, diffs: &[(T, isize)]) {
+    for (r, d) in diffs {
+        *m.entry(r.clone()).or_insert(0) += d;
+    }
+}
+
+fn rows<T: Clone>(m: BTreeMap<T, isize>) -> Vec<T> {
+    m.into_iter()
+        .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
+        .collect()
+}
