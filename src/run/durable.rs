@@ -14,13 +14,33 @@ use crate::ingest::{Ingest, InitialContext, TagRegistry};
 use crate::model::StatusUpdate;
 use crate::sources::context::{ContextStore, Snapshot};
 
-use super::supervise::{self, RunError};
+use std::sync::atomic::AtomicBool;
+
+use super::supervise::{self, RunError, Supervisor};
 
 /// An input log opened at start, and what it held.
 pub(super) struct InputLog {
     wal: Wal,
     entries: Vec<Entry>,
     fingerprint: String,
+}
+
+/// The context the store starts from (the log's end on a restart, else
+/// `initial`), and the status updates the file has that the log does not;
+/// `initial.status` becomes the log's again (the file's were read into it).
+pub(super) fn held(
+    log: Option<&InputLog>,
+    initial: &mut InitialContext,
+) -> (InitialContext, Vec<StatusUpdate>) {
+    match (log, log.and_then(|l| l.initial())) {
+        (Some(l), Some(began)) => {
+            let file = std::mem::replace(&mut initial.status, began.status);
+            let held = l.held(initial);
+            let new = l.new_status(&held, file);
+            (held, new)
+        }
+        _ => (initial.clone(), Vec::new()),
+    }
 }
 
 /// Whether a dataflow's input is logged: it has a live source (whose
@@ -138,27 +158,49 @@ impl InputLog {
         file.into_iter().filter(|u| !seen.contains(u)).collect()
     }
 
-    /// Hands the log to the bridge: a fresh one gets its header now, a
-    /// replayed one is fed back by [`Replay::run`] once the engine runs.
-    pub fn attach(
+    /// Hands the log to the bridge (a fresh one gets its header now) and
+    /// starts the thread that replays it once the engine runs.
+    pub fn start(
         self,
         ingest: &Arc<Ingest>,
         tags: &Arc<TagRegistry>,
         initial: &InitialContext,
-    ) -> Replay {
+        mut after: AfterReplay,
+        (sup, stop): (&Arc<Supervisor>, &Arc<AtomicBool>),
+    ) -> Result<(), String> {
+        after.began = self.initial().unwrap_or_default();
         let fresh = self.entries.is_empty();
         ingest.attach_log(self.wal, tags.clone());
         if fresh {
             ingest.begin_log(&self.fingerprint, initial);
         }
-        Replay {
+        let replay = Replay {
             entries: self.entries,
+        };
+        replay
+            .spawn(ingest.clone(), tags.clone(), after, sup, stop.clone())
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the input log: {e}"))
+    }
+}
+
+impl AfterReplay {
+    pub fn new(
+        store: &Arc<ContextStore>,
+        files: InitialContext,
+        status: Vec<StatusUpdate>,
+    ) -> Self {
+        AfterReplay {
+            store: store.clone(),
+            files,
+            began: InitialContext::default(),
+            status,
         }
     }
 }
 
 /// The logged calls to feed again.
-pub(super) struct Replay {
+struct Replay {
     entries: Vec<Entry>,
 }
 
@@ -177,7 +219,7 @@ impl Replay {
     /// node was down (on a thread of its own: the engine must drain it);
     /// then syncs the log every 100 ms (sources without acknowledgements,
     /// OPC UA) until `stop`.
-    pub fn spawn(
+    fn spawn(
         self,
         ingest: Arc<Ingest>,
         tags: Arc<TagRegistry>,

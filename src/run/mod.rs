@@ -192,8 +192,10 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     // A node with live sources logs its input, and replays it after a restart.
     let log = durable::InputLog::open(&plan, &sources, &fingerprint, opts.reset_state)?;
     let files = load_initial(&plan)?;
-    let began = log.as_ref().and_then(|l| l.initial());
-    let mut initial = began.clone().unwrap_or_else(|| files.clone());
+    let mut initial = log
+        .as_ref()
+        .and_then(|l| l.initial())
+        .unwrap_or_else(|| files.clone());
     let tags = registry(&initial);
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
@@ -209,15 +211,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
-    let (held, new_status) = match (&log, &began) {
-        (Some(l), Some(b)) => {
-            let file = std::mem::replace(&mut initial.status, b.status.clone());
-            let held = l.held(&initial);
-            let new = l.new_status(&held, file);
-            (held, new)
-        }
-        _ => (initial.clone(), Vec::new()),
-    };
+    let (held, new_status) = durable::held(log.as_ref(), &mut initial);
     let sup = Supervisor::new(stop.clone(), ingest.clone());
     let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
@@ -248,16 +242,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
     if let Some(l) = log {
-        let after = durable::AfterReplay {
-            store: store.clone(),
-            files,
-            began: began.unwrap_or_default(),
-            status: new_status,
-        };
-        let replay = l.attach(&ingest, &tags, &initial);
-        replay
-            .spawn(ingest.clone(), tags.clone(), after, &sup, stop.clone())
-            .map_err(|e| format!("cannot start the input log: {e}"))?;
+        let after = durable::AfterReplay::new(&store, files, new_status);
+        l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
     let mut source_tasks = Vec::new();
     for (i, s) in sources.iter().enumerate() {
@@ -280,21 +266,20 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         source_tasks.push(spawn_source(&rt, s, ctx, &sup, who));
     }
     // Beside the sources, in `--follow`: the context watcher and the status tail.
-    let mut background = Vec::new();
-    if opts.follow {
-        background.push(spawn_watcher(&rt, &sup, &plan, &store, &stop));
-        if let Some(lc) = &plan.lifecycle {
-            let tail = StatusTail {
+    let background = match opts.follow {
+        true => {
+            let tail = plan.lifecycle.as_ref().map(|lc| StatusTail {
                 path: lc.path.clone(),
                 offset: status_offset,
                 ingest: ingest.clone(),
                 stop: stop.clone(),
                 sink: sink_tx.clone(),
                 stats: stats.clone(),
-            };
-            background.push(tail_status(&rt, &sup, tail));
+            });
+            spawn_background(&rt, &sup, &plan, &store, tail)
         }
-    }
+        false => Vec::new(),
+    };
 
     let engine_result = engine::run(
         plan.clone(),
@@ -328,17 +313,23 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         return Err(f);
     }
     engine_result.map_err(engine_failed)?;
-    let report = match report {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return Err(sup
-                .failure()
-                .unwrap_or_else(|| "the writer failed".to_string().into()))
-        }
-        Err(e) => return Err(format!("the writer task failed: {e}").into()),
-    };
+    let report = writer_report(report, &sup)?;
     let took = started.elapsed();
     Ok(summary::collect(&stats, report, sink.path, took, workers).resumed(resumed))
+}
+
+/// The writer's report, or why there is none.
+fn writer_report(
+    report: Result<Option<crate::sinks::parquet::WriterReport>, tokio::task::JoinError>,
+    sup: &Supervisor,
+) -> Result<crate::sinks::parquet::WriterReport, RunError> {
+    match report {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(sup
+            .failure()
+            .unwrap_or_else(|| "the writer failed".to_string().into())),
+        Err(e) => Err(format!("the writer task failed: {e}").into()),
+    }
 }
 
 /// A publisher whose broker is away cannot drain: it gets a bounded time,
@@ -425,6 +416,20 @@ fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>, sup: &Arc<Su
 }
 
 /// Watches the context files for edits (`--follow`), under the supervisor.
+/// The context watcher, and the status tail when there is one.
+fn spawn_background(
+    rt: &tokio::runtime::Runtime,
+    sup: &Arc<Supervisor>,
+    plan: &Arc<Plan>,
+    store: &Arc<ContextStore>,
+    tail: Option<StatusTail>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let stop = sup.stop_flag();
+    let mut out = vec![spawn_watcher(rt, sup, plan, store, &stop)];
+    out.extend(tail.map(|t| tail_status(rt, sup, t)));
+    out
+}
+
 fn spawn_watcher(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,

@@ -117,6 +117,11 @@ impl Supervisor {
         })
     }
 
+    /// The run's stop flag.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     /// The run is stopping (a signal): start the shutdown clock.
     pub fn stopping(&self) {
         let mut s = self
