@@ -734,3 +734,99 @@ pub fn latest(
     }
     m
 }
+
+/// What `state inspect` says the input log of `df` holds: (samples, restarts).
+pub fn logged(df: &Path, env: &[(&str, String)]) -> Option<(u64, u64)> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["state", "inspect"])
+        .arg(df)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = text.lines().find(|l| l.trim_start().starts_with("holds"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let num = |after: &str| -> Option<u64> {
+        let i = words
+            .iter()
+            .position(|w| w.trim_end_matches(',') == after)?;
+        words.get(i - 1)?.parse().ok()
+    };
+    Some((num("samples")?, num("restarts")?))
+}
+
+/// A node reading the fixture stream (90,000 QoS 1 messages, persistent
+/// session as `client`) from the broker at `url` (peers publish at
+/// `peer_url`) is killed with SIGKILL `kills` times while the stream is
+/// published, and started again each time. Its lake must equal the DuckDB
+/// oracle's, with no (key, revision) twice, and its input log hold each
+/// message once.
+pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize) {
+    use rand::{Rng, SeedableRng};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let df = dataflow("workload_v1_mqtt.toml");
+    let env = vec![
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", url.to_string()),
+        ("MQTT_CLIENT_ID", client.to_string()),
+    ];
+    let start = || {
+        Command::new(PLANTFLOW)
+            .args(["run", "--follow", "-w", "2"])
+            .arg(&df)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut node = KillOnDrop(start());
+    // A first connect has no session yet: wait for the subscription.
+    std::thread::sleep(Duration::from_millis(1500));
+    let msgs = fixture_messages();
+    let url = peer_url.to_string();
+    let publisher = std::thread::spawn(move || {
+        for chunk in msgs.chunks(3000) {
+            peer::publish_all(&url, "kill-publisher", chunk.to_vec(), 1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+        let _ = node.0.kill();
+        let _ = node.0.wait();
+        node = KillOnDrop(start());
+    }
+    publisher.join().unwrap();
+    // The manifest's 77 bad-quality rows are dropped before the log.
+    let (samples, restarts) = wait_for("the node to log the whole stream", || {
+        logged(&df, &env).filter(|(s, _)| *s >= 90_000 - 77)
+    });
+    assert_eq!(samples, 90_000 - 77, "each message once in the log");
+    assert!(restarts >= kills as u64, "{restarts} restarts");
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+    assert!(assert_actions_match_oracle(&out) > 0);
+    for (t, key) in [
+        ("aggregates", &["tag", "window_start"][..]),
+        ("actions", &["action_id"][..]),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        for r in rows(&out, t) {
+            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
+            assert!(
+                seen.insert((k.clone(), r["revision"].as_i64())),
+                "{t}: ({k:?}, revision) twice"
+            );
+        }
+    }
+}

@@ -348,6 +348,17 @@ fn persistent_session_across_a_plantflow_restart() {
     }
 }
 
+/// The durable node against Mosquitto (issue 25): SIGKILL at ten random
+/// points of the fixture stream, started again each time; the lake equals
+/// the DuckDB oracle's with no row twice (Mosquitto redelivers what was not
+/// acknowledged; the input log recognises what it already has).
+#[test]
+fn a_node_killed_ten_times_mid_stream_loses_nothing_and_doubles_nothing() {
+    let m = mosquitto();
+    let url = format!("mqtt://127.0.0.1:{}", m.plain);
+    mqtt_stream_killed(&url, &url, "pf-durable-kill", 10);
+}
+
 #[test]
 fn shared_subscription_splits_the_stream_between_two_processes() {
     let m = mosquitto();

@@ -314,95 +314,14 @@ fn one_node_writes_a_lake_at_a_time() {
     assert!(err.contains("being written by another plantflow"), "{err}");
 }
 
-/// What `state inspect` says the input log of `df` holds: (samples, restarts).
-fn logged(df: &Path, env: &[(&str, String)]) -> Option<(u64, u64)> {
-    let o = Command::new(PLANTFLOW)
-        .args(["state", "inspect"])
-        .arg(df)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let line = text.lines().find(|l| l.trim_start().starts_with("holds"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let num = |after: &str| -> Option<u64> {
-        let i = words
-            .iter()
-            .position(|w| w.trim_end_matches(',') == after)?;
-        words.get(i - 1)?.parse().ok()
-    };
-    Some((num("samples")?, num("restarts")?))
-}
-
 /// The MQTT test, on the embedded broker: a node reading the
 /// fixture stream (90,000 QoS 1 messages, persistent session) is killed
 /// with SIGKILL ten times while the stream is published and started again
 /// each time; its lake equals the DuckDB oracle's, with no row twice.
 /// Before the input log, a kill lost every acknowledged sample in flight.
+/// (`tests/interop/mosquitto.rs` runs the same against Mosquitto.)
 #[test]
 fn an_mqtt_stream_killed_ten_times_ends_with_the_oracle_lake() {
     let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let df = dataflow("workload_v1_mqtt.toml");
-    let env = vec![
-        ("INPUT_DIR", fixture_dir().display().to_string()),
-        ("OUT_DIR", out.display().to_string()),
-        ("MQTT_URL", b.url_v5()),
-        ("MQTT_CLIENT_ID", "durable-kill".to_string()),
-    ];
-    let start = || {
-        Command::new(PLANTFLOW)
-            .args(["run", "--follow", "-w", "2"])
-            .arg(&df)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut node = KillOnDrop(start());
-    // A first connect has no session yet: wait for the subscription.
-    std::thread::sleep(Duration::from_millis(1500));
-    let msgs = fixture_messages();
-    let url = b.url_v4();
-    let publisher = std::thread::spawn(move || {
-        for chunk in msgs.chunks(3000) {
-            crate::common::peer::publish_all(&url, "kill-publisher", chunk.to_vec(), 1);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-        let _ = node.0.kill();
-        let _ = node.0.wait();
-        node = KillOnDrop(start());
-    }
-    publisher.join().unwrap();
-    // The manifest's 77 bad-quality rows are dropped before the log.
-    let (samples, restarts) = wait_for("the node to log the whole stream", || {
-        logged(&df, &env).filter(|(s, _)| *s >= 90_000 - 77)
-    });
-    assert_eq!(samples, 90_000 - 77, "each message once in the log");
-    assert!(restarts >= 10, "{restarts} restarts");
-    let status = node.terminate();
-    assert!(status.success(), "{status:?}");
-    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
-    assert!(assert_actions_match_oracle(&out) > 0);
-    for (t, key) in [
-        ("aggregates", &["tag", "window_start"][..]),
-        ("actions", &["action_id"][..]),
-    ] {
-        let mut seen = std::collections::HashSet::new();
-        for r in rows(&out, t) {
-            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
-            assert!(
-                seen.insert((k.clone(), r["revision"].as_i64())),
-                "{t}: ({k:?}, revision) twice"
-            );
-        }
-    }
+    mqtt_stream_killed(&b.url_v5(), &b.url_v4(), "durable-kill", 10);
 }
