@@ -325,3 +325,110 @@ fn an_mqtt_stream_killed_ten_times_ends_with_the_oracle_lake() {
     let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
     mqtt_stream_killed(&b.url_v5(), &b.url_v4(), "durable-kill", 10);
 }
+
+/// The continuity test: an action opened before a kill keeps its
+/// id and goes on with its revisions, and a verification whose baseline was
+/// collected before the kill completes with the same outcome (PV3 of
+/// IPMVP: F = 110 / 2740 kWh). The run commits once per event-time day and
+/// is cut inside three of those commits, before and after their records.
+#[test]
+fn an_action_and_its_verification_go_on_across_kills() {
+    use crate::value::{pv3_production, pv3_samples, write, COMPRESSOR, DAY, FLAT_012, H, T0};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let id = plantflow::value::lifecycle::action_id(
+        "off_hours",
+        "off_hours",
+        &["s1".into(), "s1/l1".into(), "s1/l1/c1".into()],
+        T0 + 6 * DAY + 20 * H,
+    );
+    write(
+        &input,
+        &[
+            ("assets.csv", COMPRESSOR.into()),
+            ("tariff.csv", FLAT_012.into()),
+            ("production.csv", pv3_production(0..12)),
+            (
+                "samples.csv",
+                format!("ts,tag,value,quality\n{}", pv3_samples(0..11, 60)),
+            ),
+            (
+                "status.jsonl",
+                format!(
+                    "{{\"action_id\":\"{id}\",\"status\":\"done\",\"at\":{}}}\n",
+                    T0 + 7 * DAY + 12 * H
+                ),
+            ),
+        ],
+    );
+    let text = std::fs::read_to_string(dataflow("off_hours.toml"))
+        .unwrap()
+        .replace("${BASELINE:-28d}", "6d")
+        .replace("${REPORTING:-14d}", "3d")
+        .replace("${COOLDOWN:-4h}", "30d")
+        .replace(
+            "path = \"${OUT_DIR:-out}\"",
+            "path = \"${OUT_DIR:-out}\"\nroll_by = \"event_time\"\nroll_interval = \"1d\"",
+        );
+    let df = dir.path().join("off_hours.toml");
+    std::fs::write(&df, text).unwrap();
+    let node = |out: &Path, crash: Option<String>| {
+        let mut c = Command::new(PLANTFLOW);
+        c.arg("run")
+            .arg(&df)
+            .env("INPUT_DIR", &input)
+            .env("OUT_DIR", out)
+            .current_dir(dir.path());
+        if let Some(at) = crash {
+            c.env("PLANTFLOW_TEST_CRASH", at);
+        }
+        c.output().unwrap()
+    };
+    let want = dir.path().join("want");
+    assert!(node(&want, None).status.success());
+    let got = dir.path().join("got");
+    for (at, n) in [("after-record", 3), ("before-record", 6), ("after-record", 9)] {
+        let o = node(&got, Some(format!("{at}:{n}")));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("test crash at {at} of commit {n}")),
+            "{err}"
+        );
+    }
+    let o = node(&got, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (g, w) = (lake_rows(&got), lake_rows(&want));
+    // Every action row as in the run without kills; outcomes by their
+    // latest revision (a pending outcome's versions follow the steps the
+    // watermark took), with each revision once.
+    for t in ["actions"] {
+        let only_got: Vec<_> = g[t].iter().filter(|r| !w[t].contains(r)).collect();
+        let only_want: Vec<_> = w[t].iter().filter(|r| !g[t].contains(r)).collect();
+        assert!(
+            only_got.is_empty() && only_want.is_empty() && g[t].len() == w[t].len(),
+            "{t}: {} rows, {} wanted; only in got: {only_got:#?}\nonly in want: {only_want:#?}",
+            g[t].len(),
+            w[t].len()
+        );
+    }
+    let outcomes = latest(rows(&got, "outcomes"), &["action_id"]);
+    assert_eq!(outcomes, latest(rows(&want, "outcomes"), &["action_id"]));
+    let mut seen = std::collections::HashSet::new();
+    for r in rows(&got, "outcomes") {
+        assert!(seen.insert((r["action_id"].to_string(), r["revision"].as_i64())));
+    }
+    let outcome = &outcomes[&format!("\"{id}\"")];
+    assert_eq!(outcome["verdict"], "verified");
+    let f = outcome["fractional_savings"].as_f64().unwrap();
+    assert!((f - 110.0 / 2740.0).abs() < 1e-9, "F = {f}");
+    let mut revisions: Vec<i64> = rows(&got, "actions")
+        .iter()
+        .filter(|r| r["action_id"] == id.as_str())
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    revisions.sort();
+    let n = revisions.len() as i64;
+    assert_eq!(revisions, (0..n).collect::<Vec<_>>(), "each revision once");
+    assert!(n >= 3, "open, done, verified: {revisions:?}");
+}

@@ -11,9 +11,9 @@ use crate::common::*;
 
 const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
 /// 2026-01-05 00:00 UTC, a Monday.
-const T0: i64 = 1_767_571_200_000;
-const H: i64 = 3_600_000;
-const DAY: i64 = 24 * H;
+pub(crate) const T0: i64 = 1_767_571_200_000;
+pub(crate) const H: i64 = 3_600_000;
+pub(crate) const DAY: i64 = 24 * H;
 
 fn rel(got: f64, want: f64, what: &str) {
     assert!(
@@ -61,7 +61,7 @@ fn minute_samples(
     s
 }
 
-fn write(dir: &Path, files: &[(&str, String)]) {
+pub(crate) fn write(dir: &Path, files: &[(&str, String)]) {
     for (n, c) in files {
         std::fs::write(dir.join(n), c).unwrap();
     }
@@ -213,9 +213,9 @@ fn tariff_in_plant_time_zone_with_weekends_and_holidays() {
 // ---------------------------------------------------------------------------
 // PV2 and the rule library. Each rule file runs on a small constant load.
 
-const COMPRESSOR: &str =
+pub(crate) const COMPRESSOR: &str =
     "tag,asset,site,line,kind,standby_kw\ns1/l1/c1/power_kw,s1/l1/c1,s1,s1/l1,compressor,8\n";
-const FLAT_012: &str = "start_hour,end_hour,price_per_kwh\n0,24,0.12\n";
+pub(crate) const FLAT_012: &str = "start_hour,end_hour,price_per_kwh\n0,24,0.12\n";
 
 #[test]
 fn pv2_off_hours_one_open_action_per_asset() {
@@ -570,7 +570,7 @@ fn pv3_day(d: i64) -> (f64, f64) {
 }
 
 /// PV3 production runs for `days` (day 6 stops at 20:00: four idle hours).
-fn pv3_production(days: std::ops::Range<i64>) -> String {
+pub(crate) fn pv3_production(days: std::ops::Range<i64>) -> String {
     let mut prod = String::from("line,start_ms,end_ms,units\n");
     for d in days {
         let end = if d == 6 { 20 * H } else { DAY };
@@ -584,7 +584,7 @@ fn pv3_production(days: std::ops::Range<i64>) -> String {
     prod
 }
 
-fn pv3_samples(days: std::ops::Range<i64>, extra_minutes: i64) -> String {
+pub(crate) fn pv3_samples(days: std::ops::Range<i64>, extra_minutes: i64) -> String {
     let mut s = String::new();
     for m in days.start * 1440..days.end * 1440 + extra_minutes {
         s.push_str(&format!(

@@ -59,6 +59,16 @@ impl ValueLayer {
         let base: Vec<mv::Point> = base_b.iter().map(|b| b.2).collect();
         let rep: Vec<mv::Point> = rep_b.iter().map(|b| b.2).collect();
         let is_final = self.now >= reporting_end;
+        // The event time the version's data reaches (the end of its last
+        // complete reporting bucket; the reporting period's end once final;
+        // else when the action was done), not the time of the step that
+        // computed it: that depends on how far the watermark moved at once,
+        // and a resumed run must compute the same row.
+        let computed_at = match (is_final, rep_b.last()) {
+            (true, _) => reporting_end,
+            (false, Some(b)) => b.1,
+            (false, None) => done_at,
+        };
         let mut o = OutcomeRow {
             action_id: a.row.action_id.clone(),
             rule: a.row.rule.clone(),
@@ -84,7 +94,7 @@ impl ValueLayer {
             verdict: "pending".into(),
             reason: String::new(),
             is_final,
-            computed_at: self.now,
+            computed_at,
             buckets: Vec::new(),
         };
         match mv::fit(&base, v.units_driver) {
