@@ -192,8 +192,8 @@ fn main() {
         .unwrap_or_default();
     println!("MQTT end to end through Mosquitto on loopback: {tags} tags x {seconds} s, QoS 1, {} cores ({cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!(
-        "{:<12} {:>12} {:>14} {:>16} {:>8}",
-        "payload", "messages", "counter s/s", "plantflow s/s", "ratio"
+        "{:<12} {:>12} {:>14} {:>16} {:>8} {:>16} {:>8}",
+        "payload", "messages", "counter s/s", "plantflow s/s", "ratio", "no log s/s", "log/none"
     );
     for batch in [1usize, 100] {
         let (msgs, samples) = messages(&input, batch);
@@ -206,53 +206,22 @@ fn main() {
         let t0 = Instant::now();
         publish(port, &msgs);
         let base = h.join().unwrap().duration_since(t0).as_secs_f64();
-        // plantflow: the whole dataflow, 2 workers.
-        let out = dir.path().join(format!("out{batch}"));
-        let df = dataflow(dir.path());
-        let vars = [
-            ("INPUT_DIR", input.display().to_string()),
-            ("OUT_DIR", out.display().to_string()),
-            ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
-            ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}")),
-        ];
-        let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-        let mut plan = plantflow::dataflow::load_with_env(&df, &env)
-            .unwrap_or_else(|e| panic!("{}", e.render()));
-        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
-            m.conn.clean = true;
+        // plantflow: the whole dataflow, 2 workers, with its input log
+        // (durable: acknowledged after fsync) and without.
+        let mut pf = [0.0f64; 2];
+        for (i, no_input_log) in [false, true].into_iter().enumerate() {
+            pf[i] = run_plantflow(
+                dir.path(),
+                &input,
+                port,
+                batch,
+                no_input_log,
+                &msgs,
+                samples,
+            );
         }
-        let stats = Arc::new(plantflow::stats::Stats::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (stats.clone(), stop.clone());
-        let run = std::thread::spawn(move || {
-            plantflow::run::run(
-                plan,
-                plantflow::run::RunOptions {
-                    workers: 2,
-                    follow: false,
-                    stop: Some(st),
-                    stats: Some(s),
-                    tally_actions_only: false,
-                    shutdown_timeout: None,
-                    reset_state: false,
-                },
-            )
-        });
-        std::thread::sleep(Duration::from_millis(800));
-        let t0 = Instant::now();
-        let pubt = std::thread::spawn({
-            let msgs = msgs.clone();
-            move || publish(port, &msgs)
-        });
-        while stats.rows_read.load(Relaxed) < samples {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let pf = t0.elapsed().as_secs_f64();
-        pubt.join().unwrap();
-        stop.store(true, Relaxed);
-        run.join().unwrap().unwrap();
         println!(
-            "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x",
+            "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x {:>16.0} {:>7.2}x",
             if batch == 1 {
                 "1 sample"
             } else {
@@ -260,10 +229,71 @@ fn main() {
             },
             msgs.len(),
             samples as f64 / base,
-            samples as f64 / pf,
-            base / pf
+            samples as f64 / pf[0],
+            base / pf[0],
+            samples as f64 / pf[1],
+            pf[1] / pf[0]
         );
     }
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+/// One plantflow run over `msgs`: seconds from the first publish to the last
+/// sample read.
+fn run_plantflow(
+    dir: &Path,
+    input: &Path,
+    port: u16,
+    batch: usize,
+    no_input_log: bool,
+    msgs: &[(String, Vec<u8>)],
+    samples: u64,
+) -> f64 {
+    let out = dir.join(format!("out{batch}-{no_input_log}"));
+    let df = dataflow(dir);
+    let vars = [
+        ("INPUT_DIR", input.display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
+        (
+            "MQTT_CLIENT_ID",
+            format!("bench-plantflow-{batch}-{no_input_log}"),
+        ),
+    ];
+    let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let mut plan =
+        plantflow::dataflow::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+    if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+        m.conn.clean = true;
+    }
+    let stats = Arc::new(plantflow::stats::Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (stats.clone(), stop.clone());
+    let run = std::thread::spawn(move || {
+        plantflow::run::run(
+            plan,
+            plantflow::run::RunOptions {
+                workers: 2,
+                stop: Some(st),
+                stats: Some(s),
+                no_input_log,
+                ..Default::default()
+            },
+        )
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    let pubt = std::thread::spawn({
+        let msgs = msgs.to_vec();
+        move || publish(port, &msgs)
+    });
+    while stats.rows_read.load(Relaxed) < samples {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pf = t0.elapsed().as_secs_f64();
+    pubt.join().unwrap();
+    stop.store(true, Relaxed);
+    run.join().unwrap().unwrap();
+    pf
 }

@@ -119,6 +119,7 @@ fn run_one(items: usize, secs: u64) {
                 tally_actions_only: false,
                 shutdown_timeout: None,
                 reset_state: false,
+                no_input_log: false,
             },
         )
     });

@@ -299,6 +299,7 @@ fn start_engine(
                         tally_actions_only: false,
                         shutdown_timeout: None,
                         reset_state: false,
+                        no_input_log: false,
                     },
                 )
             })

@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub shutdown_timeout: Option<Duration>,
     /// Forget the lake's commit record and write from the start.
     pub reset_state: bool,
+    /// Run without the input log (not durable): for the benchmarks'
+    /// baseline only.
+    pub no_input_log: bool,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -190,7 +193,10 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
     // A node with live sources logs its input, and replays it after a restart.
-    let log = durable::InputLog::open(&plan, &sources, &fingerprint, opts.reset_state)?;
+    let log = match opts.no_input_log {
+        true => None,
+        false => durable::InputLog::open(&plan, &sources, &fingerprint, opts.reset_state)?,
+    };
     let files = load_initial(&plan)?;
     let mut initial = log
         .as_ref()

@@ -543,6 +543,7 @@ pub fn start_run(
                 tally_actions_only: false,
                 shutdown_timeout: None,
                 reset_state: false,
+                no_input_log: false,
             },
         )
     });

@@ -405,7 +405,12 @@ fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
         }
     }
     let roomy = dir.path().join("roomy");
-    let copied = Command::new("cp").arg("-a").arg(&lake).arg(&roomy).status().unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&lake)
+        .arg(&roomy)
+        .status()
+        .unwrap();
     assert!(copied.success());
     let out = Command::new(PLANTFLOW)
         .args(["run", "dataflows/workload_v1.toml"])
@@ -413,12 +418,20 @@ fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
         .env("OUT_DIR", &roomy)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_aggregates_equal(&latest_aggregates(&roomy), &expected_aggregates());
     assert!(assert_actions_match_oracle(&roomy) > 0);
     let mut seen = std::collections::HashSet::new();
     for r in rows(&roomy, "aggregates") {
-        let key = (r["tag"].to_string(), r["window_start"].to_string(), r["revision"].to_string());
+        let key = (
+            r["tag"].to_string(),
+            r["window_start"].to_string(),
+            r["revision"].to_string(),
+        );
         assert!(seen.insert(key), "a window twice");
     }
 }
