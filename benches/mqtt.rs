@@ -195,6 +195,7 @@ fn main() {
         "{:<12} {:>12} {:>14} {:>16} {:>8} {:>16} {:>8}",
         "payload", "messages", "counter s/s", "plantflow s/s", "ratio", "no log s/s", "log/none"
     );
+    let mut recoveries = Vec::new();
     for batch in [1usize, 100] {
         let (msgs, samples) = messages(&input, batch);
         let filter = if batch == 1 { "plant/#" } else { "batch/#" };
@@ -220,6 +221,15 @@ fn main() {
                 samples,
             );
         }
+        // A restart on the first run's state: the whole log replayed.
+        let (secs, bytes) = recovery(dir.path(), &input, port, batch);
+        recoveries.push(format!(
+            "{:<12} a restart replays the input log of {samples} samples ({:.1} MB, {:.1} bytes/sample) in {secs:.2} s ({:.0} samples/s)",
+            if batch == 1 { "1 sample" } else { "100 samples" },
+            bytes as f64 / 1e6,
+            bytes as f64 / samples as f64,
+            samples as f64 / secs
+        ));
         println!(
             "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x {:>16.0} {:>7.2}x",
             if batch == 1 {
@@ -235,8 +245,55 @@ fn main() {
             pf[1] / pf[0]
         );
     }
+    for r in recoveries {
+        println!("{r}");
+    }
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+/// Starts plantflow again on the state of the logged run of `batch` and
+/// times it until its input log is replayed (sources go on): (seconds, log bytes).
+fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> (f64, u64) {
+    let out = dir.join(format!("out{batch}-false"));
+    let log = out.join(".plantflow/workload_v1_mqtt/input.wal");
+    let bytes = std::fs::metadata(&log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+        .len();
+    let df = dataflow(dir);
+    let vars = [
+        ("INPUT_DIR", input.display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
+        ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}-false")),
+    ];
+    let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let plan =
+        plantflow::dataflow::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+    let stats = Arc::new(plantflow::stats::Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (stats.clone(), stop.clone());
+    let t0 = Instant::now();
+    let run = std::thread::spawn(move || {
+        plantflow::run::run(
+            plan,
+            plantflow::run::RunOptions {
+                workers: 2,
+                stop: Some(st),
+                stats: Some(s),
+                ..Default::default()
+            },
+        )
+    });
+    let replayed = "input log: entries replayed at start";
+    while !stats.events().contains_key(replayed) {
+        assert!(!run.is_finished(), "the restart ended before its replay");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    run.join().unwrap().unwrap();
+    (secs, bytes)
 }
 
 /// One plantflow run over `msgs`: seconds from the first publish to the last

@@ -189,12 +189,14 @@ impl AfterReplay {
         store: &Arc<ContextStore>,
         files: InitialContext,
         status: Vec<StatusUpdate>,
+        stats: &Arc<crate::stats::Stats>,
     ) -> Self {
         AfterReplay {
             store: store.clone(),
             files,
             began: InitialContext::default(),
             status,
+            stats: stats.clone(),
         }
     }
 }
@@ -212,6 +214,8 @@ pub(super) struct AfterReplay {
     pub files: InitialContext,
     pub began: InitialContext,
     pub status: Vec<StatusUpdate>,
+    /// The run's counters (an event says when the replay is over).
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 impl Replay {
@@ -244,13 +248,21 @@ impl Replay {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), String> {
         {
+            let n = self.entries.len() as u64;
+            let started = std::time::Instant::now();
             ingest.replay(self.entries, &tags)?;
             let AfterReplay {
                 store,
                 files,
                 began,
                 status,
+                stats,
             } = after;
+            if n > 0 {
+                let ms = started.elapsed().as_millis();
+                tracing::info!(entries = n, ms, "input log replayed; sources go on");
+                stats.event("input log: entries replayed at start", n);
+            }
             // A file that differs from the log's start changed while the
             // node was down (a file unchanged leaves message edits alone).
             if files.assets != began.assets {

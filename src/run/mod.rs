@@ -248,7 +248,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
     if let Some(l) = log {
-        let after = durable::AfterReplay::new(&store, files, new_status);
+        let after = durable::AfterReplay::new(&store, files, new_status, &stats);
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
     let mut source_tasks = Vec::new();
