@@ -103,6 +103,13 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| err(&e))?;
         let (entries, whole) = decode(&bytes);
+        if damaged(&bytes, whole) {
+            return Err(err(&format!(
+                "damaged at byte {whole}: a record fails its check and more follow; \
+                 refusing to replay part of it (move the file aside, or run with \
+                 --reset-state to start a new log)"
+            )));
+        }
         if whole < bytes.len() {
             tracing::warn!(
                 log = %path.display(),
@@ -240,6 +247,20 @@ impl Summary {
     }
 }
 
+/// Whether the bytes after the last whole record are damage inside the
+/// log rather than a write cut short: a record that fits and fails its
+/// check, followed by bytes that are not all zero (a cut write ends the
+/// file; a power cut may leave zeros after it).
+fn damaged(bytes: &[u8], at: usize) -> bool {
+    let rest = &bytes[at..];
+    if rest.len() < HEADER {
+        return false;
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let after = HEADER.saturating_add(len);
+    after < rest.len() && rest[after..].iter().any(|b| *b != 0)
+}
+
 /// The whole records of `bytes`, and where they end.
 fn decode(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut out = Vec::new();
@@ -319,5 +340,20 @@ mod tests {
         let (_, e) = Wal::open(&path).unwrap();
         assert_eq!(e.len(), 4);
         assert!(matches!(e[3], Entry::Settle));
+        // A flipped byte inside the log (not at its end) is damage: refused.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Wal::open(&path).err().expect("refused");
+        assert!(e.contains("damaged at byte 0"), "{e}");
+        // Zeros after the last whole record (a power cut) are a cut write.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER] ^= 0xff;
+        let whole = bytes.len();
+        bytes.extend([0u8; 64]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, e) = Wal::open(&path).unwrap();
+        assert_eq!(e.len(), 4);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
     }
 }

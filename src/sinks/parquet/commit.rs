@@ -84,10 +84,38 @@ pub fn marker_path(lake: &Path) -> PathBuf {
     lake.join(DIR).join("commit.json")
 }
 
-/// Reads the commit record of `lake`, if it has one.
+/// The previous record, kept beside the current one.
+fn previous_path(lake: &Path) -> PathBuf {
+    lake.join(DIR).join("commit.prev.json")
+}
+
+/// Reads the commit record of `lake`, if it has one. A damaged record (or
+/// one a kill left missing between two renames) falls back to the previous
+/// one, with a warning: rows of the last commit may then be written again.
 pub fn read(lake: &Path) -> Result<Option<Marker>, String> {
-    let path = marker_path(lake);
-    match std::fs::read(&path) {
+    match read_one(&marker_path(lake)) {
+        Ok(Some(m)) => Ok(Some(m)),
+        current => match read_one(&previous_path(lake)) {
+            Ok(Some(prev)) => {
+                tracing::warn!(
+                    lake = %lake.display(),
+                    "the lake's commit record is {}; going on from the previous one \
+                     (commit {}): rows of the last commit may be written again",
+                    match &current {
+                        Err(e) => format!("unreadable ({e})"),
+                        _ => "missing".to_string(),
+                    },
+                    prev.seq
+                );
+                Ok(Some(prev))
+            }
+            _ => current,
+        },
+    }
+}
+
+fn read_one(path: &Path) -> Result<Option<Marker>, String> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("{} is not a commit record: {e}", path.display())),
@@ -106,6 +134,13 @@ pub fn write(lake: &Path, m: &Marker) -> Result<(), String> {
     f.write_all(&text)
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    // The current record becomes the previous one (kept for a damaged
+    // current); a kill between the renames leaves the previous one to go on from.
+    match std::fs::rename(&path, previous_path(lake)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("renaming {}: {e}", path.display())),
+    }
     std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
     sync_dir(path.parent().unwrap_or(lake))
 }
@@ -151,10 +186,12 @@ pub fn open(lake: &Path, who: &Identity, reset: bool) -> Result<Opened, OpenErro
         Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", &lock_path, e)),
     }
     if reset {
-        match std::fs::remove_file(marker_path(lake)) {
-            Ok(()) => sync_dir(&dir).map_err(OpenError::Io)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot remove", &marker_path(lake), e)),
+        for p in [marker_path(lake), previous_path(lake)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => sync_dir(&dir).map_err(OpenError::Io)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("cannot remove", &p, e)),
+            }
         }
     }
     let marker = read(lake).map_err(OpenError::Io)?;
@@ -398,6 +435,24 @@ mod tests {
             Err(OpenError::Io(m)) => assert!(m.contains("another plantflow"), "{m}"),
             other => panic!("expected a lock error, got {:?}", other.map(|o| o.marker)),
         }
+    }
+
+    #[test]
+    fn a_damaged_record_falls_back_to_the_previous_one() {
+        let lake = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(lake.path().join(DIR)).unwrap();
+        let mut m = marker(vec![]);
+        write(lake.path(), &m).unwrap();
+        m.seq = 2;
+        m.before = 120_001;
+        write(lake.path(), &m).unwrap();
+        assert_eq!(read(lake.path()).unwrap().unwrap().seq, 2);
+        std::fs::write(marker_path(lake.path()), b"{\"format\": 1, \"seq\"").unwrap();
+        let back = read(lake.path()).unwrap().unwrap();
+        assert_eq!((back.seq, back.before), (1, 61_001));
+        // Missing (a kill between the two renames): the previous one too.
+        std::fs::remove_file(marker_path(lake.path())).unwrap();
+        assert_eq!(read(lake.path()).unwrap().unwrap().seq, 1);
     }
 
     #[test]
