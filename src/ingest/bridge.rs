@@ -95,6 +95,9 @@ pub struct Resumed {
     pub max_ts: Option<i64>,
     /// Hashes of its latest logged messages: a broker may deliver them again.
     pub messages: HashSet<u64>,
+    /// Its last logged sample per tag: a server sends current values again
+    /// on a new subscription (OPC UA), a broker its retained messages.
+    pub last: HashMap<TagId, Sample>,
 }
 
 /// How many of a source's latest message hashes are kept for redeliveries
@@ -359,6 +362,7 @@ impl Ingest {
                             .get(&s.tag)
                             .ok_or_else(|| format!("the input log names no tag {}", s.tag))?;
                         r.max_ts = Some(r.max_ts.map_or(s.ts, |m| m.max(s.ts)));
+                        r.last.insert(s.tag, *s);
                     }
                     let q = order.entry(source as usize).or_default();
                     q.extend(messages);

@@ -96,6 +96,12 @@ pub struct Normalizer {
     /// Hashes of the latest messages the input log had at start, while
     /// the broker may still be delivering them again.
     redeliverable: Option<std::collections::HashSet<u64>>,
+    /// The latest event time the input log had for this source, until a
+    /// source that cannot replay (OPC UA) has marked the outage as a gap.
+    resumed_at: Option<i64>,
+    /// The last logged sample per tag, until the tag's next sample: the
+    /// same sample sent again after a restart is not counted twice.
+    resumed_last: std::collections::HashMap<crate::model::TagId, Sample>,
 }
 
 /// Dead letters of one message so far.
@@ -118,6 +124,8 @@ impl Normalizer {
             epoch: resumed.epoch,
             messages: Vec::new(),
             redeliverable: (!resumed.messages.is_empty()).then_some(resumed.messages),
+            resumed_at: resumed.max_ts,
+            resumed_last: resumed.last,
             batch: Vec::with_capacity(batch_rows),
             batch_rows,
             dead: Vec::new(),
@@ -150,6 +158,34 @@ impl Normalizer {
             );
             self.push_message(&reason, topic, payload);
         }
+    }
+
+    /// Whether a row is the tag's last logged sample, sent again after a
+    /// restart (a new subscription's current value, a retained message);
+    /// the tag's first row after the restart ends the check for it.
+    fn sent_again(
+        &mut self,
+        tag: crate::model::TagId,
+        ts: i64,
+        value: f64,
+        quality: Quality,
+    ) -> bool {
+        let Some(last) = self.resumed_last.remove(&tag) else {
+            return false;
+        };
+        let same =
+            last.ts == ts && last.value.to_bits() == value.to_bits() && last.quality == quality;
+        if same {
+            let what = "samples sent again after a restart (already in the input log)";
+            self.ctx.stats.event(what, 1);
+        }
+        same
+    }
+
+    /// The latest event time the input log had for this source (once): a
+    /// restarted source that cannot replay marks the outage from there.
+    pub fn take_resumed_at(&mut self) -> Option<i64> {
+        self.resumed_at.take()
     }
 
     /// Whether a message is one the input log already has, delivered again
@@ -344,6 +380,9 @@ impl Normalizer {
             self.counts.late += 1;
         }
         self.counts.read += 1;
+        if !self.resumed_last.is_empty() && self.sent_again(tag, ts, value, quality) {
+            return;
+        }
         self.counts.accepted += 1;
         self.batch.push(Sample {
             tag,

@@ -80,6 +80,18 @@ impl Decoder {
                 self.last = vec![None; items.len()];
                 self.last_good = vec![None; items.len()];
                 self.items = items;
+                // A restart from the input log: the server cannot send what
+                // changed while plantflow was down; that time is a gap.
+                if let Some(at) = self.n.take_resumed_at() {
+                    self.lost = Some((at, "plantflow was down".into()));
+                    let reason = "plantflow was down (restarted from its input log)";
+                    self.gap(
+                        None,
+                        reason.into(),
+                        "none: the server's history is not read",
+                    );
+                    self.lost = None;
+                }
             }
             Ev::Unresolved(list) => {
                 for (what, why) in list {

@@ -582,3 +582,99 @@ tag = "s1/l1/m1/power_kw"
         assert_close(a.mean, 2.0, policy);
     }
 }
+
+/// A durable OPC UA node (issue 25): samples are in the input log before
+/// they count, so a SIGKILL loses none the log had; the time the node was
+/// down is a `gaps` row (the server cannot send it again); windows hold
+/// every value once.
+#[test]
+fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let tags = small_tags();
+    let s = server(&tags, &dir.path().join("server-pki"), vec![], 0);
+    let source = format!(
+        r#"[[sources]]
+type = "opcua"
+id = "plc"
+endpoint = "{url}"
+pki_dir = "{pki}"
+trust_server_certs = true
+
+[[sources.browse]]
+root = "Plant/s1"
+include = ["**/power_kw"]
+tag = "s1/{{path}}"
+
+[[sources.groups]]
+name = "default"
+publishing_interval = "50ms"
+trigger = "status_value_timestamp"
+"#,
+        url = s.url(),
+        pki = dir.path().join("client-pki").display()
+    );
+    plan_with_source(dir.path(), &source, &[]);
+    let df = dir.path().join("df.toml");
+    let node = || {
+        KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+                .args(["run", "--follow"])
+                .arg(&df)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let write = |from: i64, to: i64| {
+        for k in from..to {
+            let u: Vec<_> = (0..3)
+                .map(|i| (i, k as f64, base() + k * 1_000, StatusCode::Good))
+                .collect();
+            s.set(&u).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut first = node();
+    // The subscription's first notification carries the nodes' current values.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    write(0, 10);
+    wait_for("30 samples in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 30)
+    });
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    let mut second = node();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    write(30, 40);
+    let (n, restarts) = wait_for("60 samples in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 60)
+    });
+    assert_eq!((n, restarts), (60, 1), "each change once, one restart");
+    assert!(second.terminate().success());
+    s.stop();
+    let out = dir.path().join("out");
+    let gaps = rows(&out, "gaps");
+    assert!(
+        gaps.iter()
+            .any(|g| g["reason"].as_str().unwrap().contains("plantflow was down")),
+        "{gaps:?}"
+    );
+    // One window per tag (base is a minute boundary): k = 0..9 and 30..39.
+    let agg = latest_aggregates(&out);
+    for t in &tags {
+        let a = &agg[&(t.clone(), base())];
+        assert_eq!(a.count, 20, "{t}");
+        assert_close(a.mean * a.count as f64, 390.0, t);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in rows(&out, "aggregates") {
+        let k = (
+            r["tag"].to_string(),
+            r["window_start"].to_string(),
+            r["revision"].to_string(),
+        );
+        assert!(seen.insert(k), "a window twice");
+    }
+}
