@@ -738,6 +738,17 @@ pub fn latest(
 
 /// What `state inspect` says the input log of `df` holds: (samples, restarts).
 pub fn logged(df: &Path, env: &[(&str, String)]) -> Option<(u64, u64)> {
+    log_counts(df, env).map(|c| (c.samples, c.restarts))
+}
+
+/// What `state inspect` says the input log of `df` holds.
+pub struct LogCounts {
+    pub samples: u64,
+    pub restarts: u64,
+    pub context: u64,
+}
+
+pub fn log_counts(df: &Path, env: &[(&str, String)]) -> Option<LogCounts> {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
         .args(["state", "inspect"])
         .arg(df)
@@ -753,7 +764,11 @@ pub fn logged(df: &Path, env: &[(&str, String)]) -> Option<(u64, u64)> {
             .position(|w| w.trim_end_matches(',') == after)?;
         words.get(i - 1)?.parse().ok()
     };
-    Some((num("samples")?, num("restarts")?))
+    Some(LogCounts {
+        samples: num("samples")?,
+        restarts: num("restarts")?,
+        context: num("context")?,
+    })
 }
 
 /// A node reading the fixture stream (90,000 QoS 1 messages, persistent
