@@ -98,6 +98,8 @@ pub struct Resumed {
     /// Its last logged sample per tag: a server sends current values again
     /// on a new subscription (OPC UA), a broker its retained messages.
     pub last: HashMap<TagId, Sample>,
+    /// Where a file source goes on (a byte offset, a row index).
+    pub position: Option<u64>,
 }
 
 /// How many of a source's latest message hashes are kept for redeliveries
@@ -191,12 +193,20 @@ impl Ingest {
 
     /// Source `source` delivers `rows` whose arrival watermark epoch is `epoch`.
     pub fn samples(&self, source: usize, epoch: u64, rows: Vec<Sample>) {
-        self.samples_of(source, epoch, rows, &[]);
+        self.samples_of(source, epoch, rows, &[], None);
     }
 
     /// [`Ingest::samples`] for rows of whole messages, with their hashes
-    /// (logged, to recognise redeliveries after a restart).
-    pub fn samples_of(&self, source: usize, epoch: u64, rows: Vec<Sample>, messages: &[u64]) {
+    /// (logged, to recognise redeliveries after a restart), and for rows of
+    /// a file with where it goes on after them (logged, to resume there).
+    pub fn samples_of(
+        &self,
+        source: usize,
+        epoch: u64,
+        rows: Vec<Sample>,
+        messages: &[u64],
+        position: Option<u64>,
+    ) {
         let mut st = self.lock();
         if st.ended {
             return;
@@ -212,6 +222,7 @@ impl Ingest {
                 epoch,
                 rows: &rows,
                 messages,
+                position,
             });
         });
         if let Some(e) = st.source_epochs[source].as_mut() {
@@ -354,9 +365,11 @@ impl Ingest {
                     epoch,
                     mut rows,
                     messages,
+                    position,
                 } => {
                     let r = resumed.entry(source as usize).or_default();
                     r.epoch = r.epoch.max(epoch);
+                    r.position = position.or(r.position);
                     for s in &mut rows {
                         s.tag = *remap
                             .get(&s.tag)

@@ -102,6 +102,10 @@ pub struct Normalizer {
     /// The last logged sample per tag, until the tag's next sample: the
     /// same sample sent again after a restart is not counted twice.
     resumed_last: std::collections::HashMap<crate::model::TagId, Sample>,
+    /// A file source's position: everything before it is in `batch` or done.
+    position: Option<u64>,
+    /// Where the input log says a file source goes on, until it has.
+    resumed_position: Option<u64>,
 }
 
 /// Dead letters of one message so far.
@@ -126,6 +130,8 @@ impl Normalizer {
             redeliverable: (!resumed.messages.is_empty()).then_some(resumed.messages),
             resumed_at: resumed.max_ts,
             resumed_last: resumed.last,
+            position: None,
+            resumed_position: resumed.position,
             batch: Vec::with_capacity(batch_rows),
             batch_rows,
             dead: Vec::new(),
@@ -180,6 +186,17 @@ impl Normalizer {
             self.ctx.stats.event(what, 1);
         }
         same
+    }
+
+    /// A file source's position: every row before it has been handed over
+    /// (call it before each row, and at the end of what there is).
+    pub fn set_position(&mut self, at: u64) {
+        self.position = Some(at);
+    }
+
+    /// Where the input log says this file source goes on (once).
+    pub fn take_resumed_position(&mut self) -> Option<u64> {
+        self.resumed_position.take()
     }
 
     /// The latest event time the input log had for this source (once): a
@@ -402,10 +419,10 @@ impl Normalizer {
         self.now = now_ms();
         if !self.batch.is_empty() {
             let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
-            let (index, epoch) = (self.ctx.index, self.epoch);
+            let (index, epoch, at) = (self.ctx.index, self.epoch, self.position);
             self.ctx
                 .ingest
-                .samples_of(index, epoch, rows, &self.messages);
+                .samples_of(index, epoch, rows, &self.messages, at);
         }
         self.messages.clear();
         self.publish_counts();

@@ -36,13 +36,15 @@ pub enum Entry {
     Run,
     /// Names of tag ids first used in the entries after it.
     Tags(Vec<(TagId, String)>),
-    /// `Ingest::samples`: rows of `source` at its `epoch`, and the hashes
-    /// of the messages they came from (for redeliveries after a restart).
+    /// `Ingest::samples`: rows of `source` at its `epoch`, the hashes of
+    /// the messages they came from (for redeliveries after a restart), and
+    /// where a file source goes on after them.
     Samples {
         source: u32,
         epoch: u64,
         rows: Vec<Sample>,
         messages: Vec<u64>,
+        position: Option<u64>,
     },
     /// `Ingest::context`.
     Context(ContextChange),
@@ -64,6 +66,7 @@ pub enum EntryRef<'a> {
         epoch: u64,
         rows: &'a [Sample],
         messages: &'a [u64],
+        position: Option<u64>,
     },
     Context(&'a ContextChange),
     Settle,
@@ -311,6 +314,7 @@ mod tests {
             epoch: 1,
             rows: &rows,
             messages: &[7],
+            position: Some(42),
         });
         w.sync().unwrap();
         let whole = w.bytes;

@@ -43,11 +43,14 @@ pub(super) fn held(
     }
 }
 
-/// Whether a dataflow's input is logged: it has a live source (whose
-/// input cannot be read again) and no replay (read again from its file).
-pub(super) fn logged(sources: &[SourcePlan]) -> bool {
-    let live = |s: &SourcePlan| matches!(s, SourcePlan::Mqtt(_) | SourcePlan::OpcUa(_));
-    sources.iter().any(live) && !sources.iter().any(|s| matches!(s, SourcePlan::Replay(_)))
+/// Whether a dataflow's input is logged: all but one replay source read to
+/// its end (which gives the same rows every time it is read again). Live
+/// input cannot be read again; several sources interleave by timing; a
+/// followed file may have grown. Replay sources in a logged dataflow go on
+/// from the position the log recorded.
+pub(super) fn logged(sources: &[SourcePlan], follow: bool) -> bool {
+    let replay = |s: &SourcePlan| matches!(s, SourcePlan::Replay(_));
+    !(sources.len() == 1 && replay(&sources[0]) && !follow)
 }
 
 /// The log's path: `<state_dir>/<dataflow>/input.wal`.
@@ -63,9 +66,11 @@ impl InputLog {
         plan: &Plan,
         sources: &[SourcePlan],
         fingerprint: &str,
-        reset: bool,
+        opts: &super::RunOptions,
     ) -> Result<Option<InputLog>, RunError> {
-        let Some(path) = path(plan).filter(|_| logged(sources)) else {
+        let (follow, reset) = (opts.follow, opts.reset_state);
+        let wanted = logged(sources, follow) && !opts.no_input_log;
+        let Some(path) = path(plan).filter(|_| wanted) else {
             return Ok(None);
         };
         // A log with no input in it (a run that failed at once) holds

@@ -193,10 +193,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
     // A node with live sources logs its input, and replays it after a restart.
-    let log = match opts.no_input_log {
-        true => None,
-        false => durable::InputLog::open(&plan, &sources, &fingerprint, opts.reset_state)?,
-    };
+    let log = durable::InputLog::open(&plan, &sources, &fingerprint, &opts)?;
     let files = load_initial(&plan)?;
     let mut initial = log
         .as_ref()

@@ -489,3 +489,70 @@ fn a_context_edit_before_a_kill_can_be_undone_after_it() {
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
 }
+
+/// Two replay sources (their input logged: the interleaving of two files
+/// depends on timing) killed five times: each goes on from the position
+/// the log recorded, and the lake's latest rows equal those of one
+/// uninterrupted source over the same samples.
+#[test]
+fn two_replay_sources_killed_go_on_from_their_logged_positions() {
+    let s = setup(120, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // The same samples in two files, split by tag.
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let (mut a, mut b) = (format!("{header}\n"), format!("{header}\n"));
+    for l in lines {
+        let tag = l.split(',').nth(1).unwrap();
+        let even = tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0;
+        let f = if even { &mut a } else { &mut b };
+        f.push_str(l);
+        f.push('\n');
+    }
+    std::fs::write(s.input.join("a.csv"), a).unwrap();
+    std::fs::write(s.input.join("b.csv"), b).unwrap();
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let two = df.replace(
+        "path = \"${INPUT_DIR}/${SAMPLES_FILE:-samples.csv}\"",
+        "path = \"${INPUT_DIR}/a.csv\"\n\n[[sources]]\ntype = \"replay\"\nid = \"more\"\npath = \"${INPUT_DIR}/b.csv\"",
+    );
+    assert_ne!(two, df);
+    std::fs::write(&s.dataflow, two).unwrap();
+    let got = s.dir.path().join("got");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
+    for _ in 0..5 {
+        let mut child = s
+            .command(&got, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("resumed"), "{stdout}");
+    for (t, key) in [
+        ("aggregates", &["tag", "window_start"][..]),
+        ("actions", &["action_id"][..]),
+    ] {
+        let (g, w) = (latest(rows(&got, t), key), latest(rows(&want, t), key));
+        assert_eq!(g.len(), w.len(), "{t}");
+        for (k, row) in &w {
+            assert_eq!(g.get(k), Some(row), "{t} {k}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in rows(&got, t) {
+            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
+            assert!(
+                seen.insert((k.clone(), r["revision"].as_i64())),
+                "{t}: {k:?} twice"
+            );
+        }
+    }
+}

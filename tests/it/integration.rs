@@ -752,12 +752,13 @@ fn status_updates_reach_actions_kept_on_disk() {
         .collect();
     assert!(nums[0] >= 4, "hours 0..3 went to disk: {line}");
     assert_eq!(nums[1], 1, "one read back for the update: {line}");
-    // The ledger and the spilled windows are scratch: nothing is left.
-    assert!(
-        walk_all(state.path()).is_empty(),
-        "{:?}",
-        walk_all(state.path())
-    );
+    // The ledger and the spilled windows are scratch: nothing is left
+    // but the input log (durable state: a followed file may grow).
+    let left: Vec<_> = walk_all(state.path())
+        .into_iter()
+        .filter(|p| !p.ends_with("workload_v1/input.wal"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// `in_maintenance` of every (tag, window start, revision) written.

@@ -66,6 +66,9 @@ pub struct CsvReader {
     width: usize,
     /// A partial line is held until its newline arrives.
     partial: bool,
+    /// Bytes read from the file, and where the current line starts.
+    consumed: u64,
+    line_start: u64,
 }
 
 fn unquote(f: &str) -> &str {
@@ -111,15 +114,39 @@ impl CsvReader {
             at: [its, itag, ival, pos("quality").unwrap_or(usize::MAX)],
             width,
             partial: false,
+            consumed: header.len() as u64,
+            line_start: header.len() as u64,
         })
+    }
+
+    /// Goes on from byte `at` (a line start the input log recorded).
+    pub fn seek(&mut self, at: u64) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.reader.seek(std::io::SeekFrom::Start(at))?;
+        self.line.clear();
+        self.partial = false;
+        (self.consumed, self.line_start) = (at, at);
+        Ok(())
+    }
+
+    /// Where the next line starts (a partial line's start while it waits
+    /// for its end): every line before it has been read.
+    pub fn resume_point(&self) -> u64 {
+        if self.partial {
+            self.line_start
+        } else {
+            self.consumed
+        }
     }
 
     /// Reads the next line. `follow` keeps a partial last line for later.
     pub fn next_line(&mut self, follow: bool) -> std::io::Result<CsvLine<'_>> {
         if !self.partial {
             self.line.clear();
+            self.line_start = self.consumed;
         }
         let n = self.reader.read_until(b'\n', &mut self.line)?;
+        self.consumed += n as u64;
         let complete = self.line.last() == Some(&b'\n');
         if !complete {
             if follow {
@@ -188,10 +215,16 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
 /// (or, in follow mode, until shutdown; `poll` between checks for more).
 pub fn pump_csv(mut csv: CsvReader, n: &mut Normalizer, poll: Duration) -> std::io::Result<()> {
     let follow = n.ctx().follow;
+    if let Some(at) = n.take_resumed_position() {
+        csv.seek(at)?;
+    }
     loop {
         if n.ctx().stopped() {
             break;
         }
+        // Every line before the next one has been handed over (the input
+        // log records it with the rows, so a restart goes on from there).
+        n.set_position(csv.resume_point());
         match csv.next_line(follow)? {
             CsvLine::Row {
                 ts,
@@ -240,10 +273,14 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
         }
         _ => builder,
     };
+    // A restart goes on after the rows the input log has.
+    let skip = n.take_resumed_position().unwrap_or(0);
     let reader = builder
         .with_batch_size(plan.batch_rows.max(1024))
+        .with_offset(skip as usize)
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut row = skip;
     // Tag ids of the current dictionary's entries, filled on first use.
     let mut dict_key: (usize, usize) = (0, 0);
     let mut dict_ids: Vec<Option<Option<crate::model::TagId>>> = Vec::new();
@@ -296,6 +333,8 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
         let value = value.as_primitive::<Float64Type>();
         let quality = quality.as_ref().map(|q| q.as_primitive::<UInt64Type>());
         for i in 0..batch.num_rows() {
+            n.set_position(row);
+            row += 1;
             let tag_at = |i: usize| match keys {
                 Some(k) => names.value(k.value(i) as usize),
                 None => names.value(i),
@@ -341,6 +380,7 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
             }
         }
     }
+    n.set_position(row);
     Ok(())
 }
 
