@@ -556,3 +556,69 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
         }
     }
 }
+
+/// A followed replay killed, its file grown while the node was down, and
+/// started again: it goes on from the line the log recorded, and its lake's
+/// latest rows equal one uninterrupted run over the whole file.
+#[test]
+fn a_followed_file_killed_and_grown_goes_on_from_its_logged_line() {
+    let s = setup(60, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let full = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let cut = full[..full.len() / 2].rfind('\n').unwrap() + 1;
+    std::fs::write(s.input.join("samples.csv"), &full[..cut]).unwrap();
+    let got = s.dir.path().join("got");
+    let env = vec![
+        ("INPUT_DIR", s.input.display().to_string()),
+        ("OUT_DIR", got.display().to_string()),
+    ];
+    // The log has stopped growing: the node has read what is there.
+    let settled = |min: u64| {
+        let mut last = 0;
+        wait_for("the node to read the file", || {
+            std::thread::sleep(Duration::from_millis(400));
+            let n = log_counts(&s.dataflow, &env).map_or(0, |c| c.samples);
+            let done = n >= min && n == last;
+            last = n;
+            done.then_some(n)
+        })
+    };
+    let follow = |out: &Path| {
+        KillOnDrop(
+            s.command(out, 1)
+                .arg("--follow")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut node = follow(&got);
+    let first = settled(1);
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    std::fs::write(s.input.join("samples.csv"), &full).unwrap();
+    let mut node = follow(&got);
+    let all = settled(first + 1);
+    assert!(node.terminate().success());
+    assert!(all > first);
+    for (t, key) in [
+        ("aggregates", &["tag", "window_start"][..]),
+        ("actions", &["action_id"][..]),
+    ] {
+        let (g, w) = (latest(rows(&got, t), key), latest(rows(&want, t), key));
+        assert_eq!(g.len(), w.len(), "{t}");
+        for (k, row) in &w {
+            assert_eq!(g.get(k), Some(row), "{t} {k}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in rows(&got, t) {
+            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
+            assert!(
+                seen.insert((k.clone(), r["revision"].as_i64())),
+                "{t}: {k:?} twice"
+            );
+        }
+    }
+}
