@@ -368,14 +368,17 @@ fn state_inspect(path: &Path) -> ExitCode {
         }
     };
     if let Some(log) = log.filter(|l| l.exists()) {
-        match plantflow::ingest::wal::read(&log) {
-            Ok(entries) => {
-                let s = plantflow::ingest::wal::Summary::of(&entries);
+        match plantflow::ingest::wal::scan(&log) {
+            Ok(s) => {
                 let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
                 println!("input log    {} ({size} bytes)", log.display());
                 println!(
                     "  holds      {} entries: {} samples from {} messages, {} context changes, {} restarts",
-                    s.entries, s.samples, s.messages, s.context_changes, s.restarts
+                    s.entries,
+                    s.samples,
+                    s.messages,
+                    s.context.len(),
+                    s.restarts
                 );
             }
             Err(e) => eprintln!("plantflow state inspect: {e}"),

@@ -347,7 +347,11 @@ impl Ingest {
     /// Feeds the logged calls to the workers again (on a thread of its own:
     /// the engine must be running), then lets the sources start. Tag ids
     /// are those of each run, so names map them to this process's ids.
-    pub fn replay(&self, entries: Vec<Entry>, tags: &TagRegistry) -> Result<(), String> {
+    pub fn replay(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        tags: &TagRegistry,
+    ) -> Result<(), String> {
         let mut remap: HashMap<TagId, TagId> = HashMap::new();
         let mut resumed: HashMap<usize, Resumed> = HashMap::new();
         let mut order: HashMap<usize, std::collections::VecDeque<u64>> = HashMap::new();

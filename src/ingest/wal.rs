@@ -89,9 +89,10 @@ pub struct Wal {
 const HEADER: usize = 12;
 
 impl Wal {
-    /// Opens (or creates) the log at `path`: its entries, and the log ready
-    /// to append after the last whole one.
-    pub fn open(path: &Path) -> Result<(Wal, Vec<Entry>), String> {
+    /// Opens (or creates) the log at `path`: what it holds (read as a
+    /// stream: the log may be far larger than memory), and the log ready
+    /// to append after the last whole record.
+    pub fn open(path: &Path) -> Result<(Wal, Scan), String> {
         let err = |e: &dyn std::fmt::Display| format!("input log {}: {e}", path.display());
         if let Some(dir) = path.parent() {
             crate::model::private_dir(dir).map_err(|e| err(&e))?;
@@ -103,36 +104,36 @@ impl Wal {
             .write(true)
             .open(path)
             .map_err(|e| err(&e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| err(&e))?;
-        let (entries, whole) = decode(&bytes);
-        if damaged(&bytes, whole) {
+        let len = file.metadata().map_err(|e| err(&e))?.len();
+        let mut records = Records::open(path, len).map_err(|e| err(&e))?;
+        let scan = Scan::of(&mut records);
+        let whole = records.at;
+        if records.damaged_after().map_err(|e| err(&e))? {
             return Err(err(&format!(
                 "damaged at byte {whole}: a record fails its check and more follow; \
                  refusing to replay part of it (move the file aside, or run with \
                  --reset-state to start a new log)"
             )));
         }
-        if whole < bytes.len() {
+        if whole < len {
             tracing::warn!(
                 log = %path.display(),
-                cut = bytes.len() - whole,
+                cut = len - whole,
                 "the input log ends in a record cut short (a kill while writing): cut off"
             );
-            file.set_len(whole as u64).map_err(|e| err(&e))?;
+            file.set_len(whole).map_err(|e| err(&e))?;
             file.sync_all().map_err(|e| err(&e))?;
         }
-        file.seek(SeekFrom::Start(whole as u64))
-            .map_err(|e| err(&e))?;
+        file.seek(SeekFrom::Start(whole)).map_err(|e| err(&e))?;
         let wal = Wal {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
             dirty: false,
             failed: None,
             named: Vec::new(),
-            bytes: whole as u64,
+            bytes: whole,
         };
-        Ok((wal, entries))
+        Ok((wal, scan))
     }
 
     /// Appends one entry (to the buffer; [`Wal::sync`] makes it durable).
@@ -209,38 +210,110 @@ impl Wal {
     }
 }
 
-/// Reads the whole records of the log at `path` without changing it (for
-/// `plantflow state inspect`).
-pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(decode(&bytes).0)
+/// The whole records of a log file, one at a time, up to a length.
+pub struct Records {
+    r: std::io::BufReader<File>,
+    /// Where the next record starts: every record before it is whole.
+    pub at: u64,
+    len: u64,
+    payload: Vec<u8>,
 }
 
-/// What a log holds, in counts.
+impl Records {
+    /// Reads the log at `path` from its start, up to `len` bytes.
+    pub fn open(path: &Path, len: u64) -> std::io::Result<Records> {
+        Ok(Records {
+            r: std::io::BufReader::with_capacity(1 << 20, File::open(path)?),
+            at: 0,
+            len,
+            payload: Vec::new(),
+        })
+    }
+
+    /// Whether the bytes after the last whole record are damage inside the
+    /// log rather than a write cut short: a record that fits and fails its
+    /// check, followed by bytes that are not all zero (a cut write ends the
+    /// file; a power cut may leave zeros after it).
+    fn damaged_after(&mut self) -> std::io::Result<bool> {
+        let mut head = [0u8; HEADER];
+        self.r.seek(SeekFrom::Start(self.at))?;
+        if self.len - self.at < HEADER as u64 || self.r.read_exact(&mut head).is_err() {
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+        let after = self.at + HEADER as u64 + len;
+        if after >= self.len {
+            return Ok(false);
+        }
+        self.r.seek(SeekFrom::Start(after))?;
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            let n = self.r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if buf[..n].iter().any(|b| *b != 0) {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl Iterator for Records {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        let mut head = [0u8; HEADER];
+        if self.len - self.at < HEADER as u64 {
+            return None;
+        }
+        self.r.read_exact(&mut head).ok()?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let hash = u64::from_le_bytes(head[4..].try_into().expect("8 bytes"));
+        if self.at + (HEADER + len) as u64 > self.len {
+            return None;
+        }
+        self.payload.resize(len, 0);
+        self.r.read_exact(&mut self.payload).ok()?;
+        if xxhash_rust::xxh3::xxh3_64(&self.payload) != hash {
+            return None;
+        }
+        let e = postcard::from_bytes::<Entry>(&self.payload).ok()?;
+        self.at += (HEADER + len) as u64;
+        Some(e)
+    }
+}
+
+/// What a log holds, read in one pass: the counts, its header, and its
+/// context edits (few and small; the samples are not kept).
 #[derive(Debug, Default)]
-pub struct Summary {
+pub struct Scan {
     pub entries: u64,
     /// Process starts after the first.
     pub restarts: u64,
     pub samples: u64,
     pub messages: u64,
-    pub context_changes: u64,
+    pub begin: Option<(String, InitialContext)>,
+    pub context: Vec<ContextChange>,
 }
 
-impl Summary {
-    pub fn of(entries: &[Entry]) -> Summary {
-        let mut s = Summary {
-            entries: entries.len() as u64,
-            ..Default::default()
-        };
-        for e in entries {
+impl Scan {
+    /// Reads `records` to their end.
+    pub fn of(records: &mut Records) -> Scan {
+        let mut s = Scan::default();
+        for e in records {
+            s.entries += 1;
             match e {
+                Entry::Begin {
+                    fingerprint,
+                    initial,
+                } if s.entries == 1 => s.begin = Some((fingerprint, initial)),
                 Entry::Run => s.restarts += 1,
                 Entry::Samples { rows, messages, .. } => {
                     s.samples += rows.len() as u64;
                     s.messages += messages.len() as u64;
                 }
-                Entry::Context(_) => s.context_changes += 1,
+                Entry::Context(c) => s.context.push(c),
                 _ => {}
             }
         }
@@ -248,42 +321,21 @@ impl Summary {
         s.restarts = s.restarts.saturating_sub(1);
         s
     }
+
+    /// Whether the log holds no input (a run that failed at once).
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0 && self.context.is_empty()
+    }
 }
 
-/// Whether the bytes after the last whole record are damage inside the
-/// log rather than a write cut short: a record that fits and fails its
-/// check, followed by bytes that are not all zero (a cut write ends the
-/// file; a power cut may leave zeros after it).
-fn damaged(bytes: &[u8], at: usize) -> bool {
-    let rest = &bytes[at..];
-    if rest.len() < HEADER {
-        return false;
-    }
-    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-    let after = HEADER.saturating_add(len);
-    after < rest.len() && rest[after..].iter().any(|b| *b != 0)
-}
-
-/// The whole records of `bytes`, and where they end.
-fn decode(bytes: &[u8]) -> (Vec<Entry>, usize) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= HEADER {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let hash = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().expect("8 bytes"));
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if xxhash_rust::xxh3::xxh3_64(payload) != hash {
-            break;
-        }
-        match postcard::from_bytes::<Entry>(payload) {
-            Ok(e) => out.push(e),
-            Err(_) => break,
-        }
-        at += HEADER + len;
-    }
-    (out, at)
+/// What the log at `path` holds, without changing it (`plantflow state inspect`).
+pub fn scan(path: &Path) -> Result<Scan, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    let mut r =
+        Records::open(path, len).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Scan::of(&mut r))
 }
 
 #[cfg(test)]
@@ -304,8 +356,12 @@ mod tests {
     fn entries_come_back_and_a_torn_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal/input.wal");
-        let (mut w, e) = Wal::open(&path).unwrap();
-        assert!(e.is_empty());
+        let all = |p: &Path| -> Vec<Entry> {
+            let len = std::fs::metadata(p).unwrap().len();
+            Records::open(p, len).unwrap().collect()
+        };
+        let (mut w, scan) = Wal::open(&path).unwrap();
+        assert_eq!(scan.entries, 0);
         let rows = [sample(0, 1000), sample(1, 2000)];
         w.append(&EntryRef::Run);
         w.append(&EntryRef::Tags(&[(0, "a".into()), (1, "b".into())]));
@@ -325,14 +381,19 @@ mod tests {
         let f = File::options().write(true).open(&path).unwrap();
         f.set_len(whole + 5).unwrap();
         drop(f);
-        let (mut w, e) = Wal::open(&path).unwrap();
-        assert_eq!(e.len(), 3, "{e:?}");
+        let (mut w, scan) = Wal::open(&path).unwrap();
+        assert_eq!((scan.entries, scan.samples, scan.messages), (3, 2, 1));
+        let e = all(&path);
         match &e[2] {
             Entry::Samples {
-                rows: r, messages, ..
+                rows: r,
+                messages,
+                position,
+                ..
             } => {
                 assert_eq!(r, &rows);
                 assert_eq!(messages, &[7]);
+                assert_eq!(*position, Some(42));
             }
             other => panic!("{other:?}"),
         }
@@ -341,7 +402,7 @@ mod tests {
         w.append(&EntryRef::Settle);
         w.sync().unwrap();
         drop(w);
-        let (_, e) = Wal::open(&path).unwrap();
+        let e = all(&path);
         assert_eq!(e.len(), 4);
         assert!(matches!(e[3], Entry::Settle));
         // A flipped byte inside the log (not at its end) is damage: refused.
@@ -356,8 +417,8 @@ mod tests {
         let whole = bytes.len();
         bytes.extend([0u8; 64]);
         std::fs::write(&path, &bytes).unwrap();
-        let (_, e) = Wal::open(&path).unwrap();
-        assert_eq!(e.len(), 4);
+        let (_, scan) = Wal::open(&path).unwrap();
+        assert_eq!(scan.entries, 4);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::Plan;
 use crate::dataflow::SourcePlan;
 use crate::ingest::bridge::ContextChange;
-use crate::ingest::wal::{Entry, Wal};
+use crate::ingest::wal::{Records, Scan, Wal};
 use crate::ingest::{Ingest, InitialContext, TagRegistry};
 use crate::model::StatusUpdate;
 use crate::sources::context::{ContextStore, Snapshot};
@@ -21,7 +21,9 @@ use super::supervise::{self, RunError, Supervisor};
 /// An input log opened at start, and what it held.
 pub(super) struct InputLog {
     wal: Wal,
-    entries: Vec<Entry>,
+    path: PathBuf,
+    /// What the log held at start (its samples are read again by the replay).
+    scan: Scan,
     fingerprint: String,
 }
 
@@ -75,21 +77,18 @@ impl InputLog {
         };
         // A log with no input in it (a run that failed at once) holds
         // nothing to lose: it starts again with this dataflow's header.
-        let empty = |e: &[Entry]| {
-            e.iter()
-                .all(|e| matches!(e, Entry::Begin { .. } | Entry::Run))
-        };
-        let reset = reset || Wal::open(&path).is_ok_and(|(_, e)| empty(&e));
-        if reset {
+        let (mut wal, mut scan) = Wal::open(&path)?;
+        if reset || (scan.entries > 0 && scan.is_empty()) {
+            drop(wal);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot remove {}: {e}", path.display()).into()),
             }
+            (wal, scan) = Wal::open(&path)?;
         }
-        let (wal, entries) = Wal::open(&path)?;
-        if let Some(Entry::Begin { fingerprint: f, .. }) = entries.first() {
-            if f != fingerprint {
+        match &scan.begin {
+            Some((f, _)) if f != fingerprint => {
                 return Err(RunError {
                     code: supervise::EXIT_CONFIG,
                     message: format!(
@@ -100,19 +99,19 @@ impl InputLog {
                     ),
                 });
             }
-        } else if !entries.is_empty() {
-            return Err(format!(
-                "the input log {} does not begin with its header",
-                path.display()
-            )
-            .into());
+            None if scan.entries > 0 => {
+                let at = path.display();
+                return Err(format!("the input log {at} does not begin with its header").into());
+            }
+            _ => {}
         }
-        if !entries.is_empty() {
-            tracing::info!(log = %path.display(), entries = entries.len(), "replaying the input log");
+        if scan.entries > 0 {
+            tracing::info!(log = %path.display(), entries = scan.entries, "replaying the input log");
         }
         Ok(Some(InputLog {
             wal,
-            entries,
+            path,
+            scan,
             fingerprint: fingerprint.to_string(),
         }))
     }
@@ -120,20 +119,14 @@ impl InputLog {
     /// The context the log's first run started with (the engine starts
     /// from it again; later changes are in the log).
     pub fn initial(&self) -> Option<InitialContext> {
-        match self.entries.first() {
-            Some(Entry::Begin { initial, .. }) => Some(initial.clone()),
-            _ => None,
-        }
+        self.scan.begin.as_ref().map(|(_, i)| i.clone())
     }
 
     /// The context at the end of the log: the store's starting point, so
     /// later file changes are differences from what the engine has.
     pub fn held(&self, initial: &InitialContext) -> InitialContext {
         let mut out = initial.clone();
-        let changes = self.entries.iter().filter_map(|e| match e {
-            Entry::Context(c) => Some(c),
-            _ => None,
-        });
+        let changes = self.scan.context.iter();
         let (mut assets, mut tariff, mut prod, mut maint) = (
             counted(&out.assets),
             counted(&out.tariff),
@@ -174,14 +167,16 @@ impl InputLog {
         (sup, stop): (&Arc<Supervisor>, &Arc<AtomicBool>),
     ) -> Result<(), String> {
         after.began = self.initial().unwrap_or_default();
-        let fresh = self.entries.is_empty();
+        let fresh = self.scan.entries == 0;
+        let replay = Replay {
+            path: self.path,
+            upto: self.wal.bytes,
+            entries: self.scan.entries,
+        };
         ingest.attach_log(self.wal, tags.clone());
         if fresh {
             ingest.begin_log(&self.fingerprint, initial);
         }
-        let replay = Replay {
-            entries: self.entries,
-        };
         replay
             .spawn(ingest.clone(), tags.clone(), after, sup, stop.clone())
             .map(|_| ())
@@ -208,7 +203,10 @@ impl AfterReplay {
 
 /// The logged calls to feed again.
 struct Replay {
-    entries: Vec<Entry>,
+    path: PathBuf,
+    /// The log's whole records end here (it is read again up to there).
+    upto: u64,
+    entries: u64,
 }
 
 /// What to do once the log is replayed: the context files and status
@@ -253,9 +251,15 @@ impl Replay {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), String> {
         {
-            let n = self.entries.len() as u64;
+            let n = self.entries;
             let started = std::time::Instant::now();
-            ingest.replay(self.entries, &tags)?;
+            if n > 0 {
+                let records = Records::open(&self.path, self.upto)
+                    .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+                ingest.replay(records, &tags)?;
+            } else {
+                ingest.replay(std::iter::empty(), &tags)?;
+            }
             let AfterReplay {
                 store,
                 files,
@@ -286,9 +290,21 @@ impl Replay {
                 ingest.context(ContextChange::Status(status));
             }
         }
+        // The log grows with the run until snapshots truncate it: say so at
+        // every GiB, so its size is never a surprise.
+        let mut gib = ingest.log_bytes() >> 30;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(100));
             ingest.sync()?;
+            if ingest.log_bytes() >> 30 > gib {
+                gib = ingest.log_bytes() >> 30;
+                tracing::warn!(
+                    gib,
+                    log = %self.path.display(),
+                    "the input log has grown to {gib} GiB; a restart replays it whole \
+                     (snapshots that truncate it are not built yet)"
+                );
+            }
         }
         ingest.sync()
     }
