@@ -355,7 +355,11 @@ impl Ingest {
         let mut remap: HashMap<TagId, TagId> = HashMap::new();
         let mut resumed: HashMap<usize, Resumed> = HashMap::new();
         let mut order: HashMap<usize, std::collections::VecDeque<u64>> = HashMap::new();
-        for e in entries {
+        for (i, e) in entries.into_iter().enumerate() {
+            // A run stopped while replaying (a signal, a failure) stops reading.
+            if i % 1024 == 0 && self.lock().ended {
+                break;
+            }
             match e {
                 Entry::Begin { .. } => {}
                 Entry::Run => remap.clear(),

@@ -828,7 +828,10 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
     });
     assert_eq!(samples, 90_000 - 77, "each message once in the log");
     // A node killed while still replaying its log never logs its own start.
-    assert!(restarts >= 1, "{restarts} restarts went on after their replay");
+    assert!(
+        restarts >= 1,
+        "{restarts} restarts went on after their replay"
+    );
     let status = node.terminate();
     assert!(status.success(), "{status:?}");
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
