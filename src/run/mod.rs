@@ -192,7 +192,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
-    // A node with live sources logs its input, and replays it after a restart.
+    // A node whose input cannot be read again as it was (live sources,
+    // several files, a followed file) logs it, and replays it after a restart.
     let log = durable::InputLog::open(&plan, &sources, &fingerprint, &opts)?;
     let files = load_initial(&plan)?;
     let mut initial = log

@@ -622,3 +622,62 @@ fn a_followed_file_killed_and_grown_goes_on_from_its_logged_line() {
         }
     }
 }
+
+/// A context file changed while the node was down is applied after its
+/// log's replay: the node starts with an extra production run in
+/// `production.csv` (an idle stretch of `site1/line1` marked producing),
+/// is killed, the file is put back as the fixture has it, and the lake
+/// must end as the fixture's files give: the DuckDB oracle's.
+#[test]
+fn a_context_file_changed_while_down_is_applied_after_the_replay() {
+    let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.join(f)).unwrap();
+    }
+    let original = std::fs::read_to_string(input.join("production.csv")).unwrap();
+    let extra = "site1/line1,1767596760000,1767596940000\n";
+    std::fs::write(input.join("production.csv"), format!("{original}{extra}")).unwrap();
+    let out = dir.path().join("out");
+    let df = dataflow("workload_v1_mqtt.toml");
+    let env = vec![
+        ("INPUT_DIR", input.display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", b.url_v5()),
+        ("MQTT_CLIENT_ID", "durable-file".to_string()),
+    ];
+    let start = || {
+        KillOnDrop(
+            Command::new(PLANTFLOW)
+                .args(["run", "--follow"])
+                .arg(&df)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let peer = b.url_v4();
+    let msgs = fixture_messages();
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    let mut node = start();
+    std::thread::sleep(Duration::from_millis(1500));
+    peer::publish_all(&peer, "file-pub", first.to_vec(), 1);
+    wait_for("the first half in the input log", || {
+        log_counts(&df, &env).filter(|c| c.samples >= 40_000)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    std::fs::write(input.join("production.csv"), &original).unwrap();
+    let mut node = start();
+    peer::publish_all(&peer, "file-pub", second.to_vec(), 1);
+    wait_for("the whole stream in the input log", || {
+        log_counts(&df, &env).filter(|c| c.samples >= 90_000 - 77)
+    });
+    assert!(node.terminate().success());
+    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+    assert!(assert_actions_match_oracle(&out) > 0);
+}
