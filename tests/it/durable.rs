@@ -681,3 +681,95 @@ fn a_context_file_changed_while_down_is_applied_after_the_replay() {
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
 }
+
+/// A replay beside a live source (half the fixture's tags from a file, half
+/// over MQTT), killed mid-stream: the file goes on from its logged position
+/// (here: its end), the stream from the broker, and the lake ends as the
+/// DuckDB oracle's with no row twice.
+#[test]
+fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
+    let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in ["assets.csv", "tariff.csv", "production.csv"] {
+        std::fs::copy(fixture_dir().join(f), input.join(f)).unwrap();
+    }
+    let in_file = |tag: &str| tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0;
+    let text = std::fs::read_to_string(fixture_dir().join("samples.csv")).unwrap();
+    let mut file = String::from("ts,tag,value,quality\n");
+    for l in text.lines().skip(1) {
+        if in_file(l.split(',').nth(1).unwrap()) {
+            file.push_str(l);
+            file.push('\n');
+        }
+    }
+    let file_rows = file.lines().count() as u64 - 1;
+    std::fs::write(input.join("half.csv"), file).unwrap();
+    let msgs: Vec<_> = fixture_messages()
+        .into_iter()
+        .filter(|(t, _)| !in_file(t.strip_prefix("plant/").unwrap()))
+        .collect();
+    let df = dir.path().join("mixed.toml");
+    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
+    let mixed = text.replacen(
+        "[context.assets]",
+        "[[sources]]\ntype = \"replay\"\nid = \"file\"\npath = \"${INPUT_DIR}/half.csv\"\n\n[context.assets]",
+        1,
+    );
+    assert_ne!(mixed, text);
+    std::fs::write(&df, mixed).unwrap();
+    let out = dir.path().join("out");
+    let env = vec![
+        ("INPUT_DIR", input.display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", b.url_v5()),
+        ("MQTT_CLIENT_ID", "durable-mixed".to_string()),
+    ];
+    let start = || {
+        KillOnDrop(
+            Command::new(PLANTFLOW)
+                .args(["run", "--follow"])
+                .arg(&df)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let peer = b.url_v4();
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    let mut node = start();
+    std::thread::sleep(Duration::from_millis(1500));
+    peer::publish_all(&peer, "mixed-pub", first.to_vec(), 1);
+    let before = wait_for("the file and half the stream in the log", || {
+        let n = log_counts(&df, &env)?.samples;
+        // (at most the fixture's 77 bad-quality rows are not logged)
+        (n >= file_rows + first.len() as u64 - 77).then_some(n)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    let mut node = start();
+    peer::publish_all(&peer, "mixed-pub", second.to_vec(), 1);
+    let all = wait_for("the whole fixture in the input log", || {
+        log_counts(&df, &env).filter(|c| c.samples >= 90_000 - 77)
+    });
+    assert_eq!(
+        all.samples,
+        90_000 - 77,
+        "each sample once ({before} before the kill)"
+    );
+    assert!(node.terminate().success());
+    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+    assert!(assert_actions_match_oracle(&out) > 0);
+    let mut seen = std::collections::HashSet::new();
+    for r in rows(&out, "aggregates") {
+        let k = (
+            r["tag"].to_string(),
+            r["window_start"].to_string(),
+            r["revision"].to_string(),
+        );
+        assert!(seen.insert(k), "a window twice");
+    }
+}
