@@ -773,3 +773,83 @@ fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
         assert!(seen.insert(k), "a window twice");
     }
 }
+
+/// A status line appended while a node with a logged input was down (its
+/// file followed) is applied once it is back: the action is done, and its
+/// verification completes with PV3's outcome (F = 110 / 2740).
+#[test]
+fn a_status_line_appended_while_down_is_applied_after_the_replay() {
+    use crate::value::{pv3_production, pv3_samples, write, COMPRESSOR, DAY, FLAT_012, H, T0};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let id = plantflow::value::lifecycle::action_id(
+        "off_hours",
+        "off_hours",
+        &["s1".into(), "s1/l1".into(), "s1/l1/c1".into()],
+        T0 + 6 * DAY + 20 * H,
+    );
+    write(
+        &input,
+        &[
+            ("assets.csv", COMPRESSOR.into()),
+            ("tariff.csv", FLAT_012.into()),
+            ("production.csv", pv3_production(0..12)),
+            (
+                "samples.csv",
+                format!("ts,tag,value,quality\n{}", pv3_samples(0..11, 60)),
+            ),
+            ("status.jsonl", String::new()),
+        ],
+    );
+    let text = std::fs::read_to_string(dataflow("off_hours.toml"))
+        .unwrap()
+        .replace("${BASELINE:-28d}", "6d")
+        .replace("${REPORTING:-14d}", "3d")
+        .replace("${COOLDOWN:-4h}", "30d")
+        .replace(
+            "path = \"${OUT_DIR:-out}\"",
+            "path = \"${OUT_DIR:-out}\"\nroll_interval = \"100ms\"",
+        );
+    let df = dir.path().join("off_hours.toml");
+    std::fs::write(&df, text).unwrap();
+    let out = dir.path().join("out");
+    let follow = || {
+        KillOnDrop(
+            Command::new(PLANTFLOW)
+                .args(["run", "--follow"])
+                .arg(&df)
+                .env("INPUT_DIR", &input)
+                .env("OUT_DIR", &out)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut node = follow();
+    wait_for("the open action", || {
+        latest(rows(&out, "actions"), &["action_id"]).remove(&format!("\"{id}\""))
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    std::fs::write(
+        input.join("status.jsonl"),
+        format!(
+            "{{\"action_id\":\"{id}\",\"status\":\"done\",\"at\":{}}}\n",
+            T0 + 7 * DAY + 12 * H
+        ),
+    )
+    .unwrap();
+    let mut node = follow();
+    let outcome = wait_for("the final outcome", || {
+        latest(rows(&out, "outcomes"), &["action_id"])
+            .remove(&format!("\"{id}\""))
+            .filter(|o| o["verdict"] == "verified")
+    });
+    assert!(node.terminate().success());
+    let f = outcome["fractional_savings"].as_f64().unwrap();
+    assert!((f - 110.0 / 2740.0).abs() < 1e-9, "F = {f}");
+    let a = &latest(rows(&out, "actions"), &["action_id"])[&format!("\"{id}\"")];
+    assert_eq!(a["status"], "verified");
+}
