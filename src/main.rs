@@ -323,6 +323,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
                         "suppressed_maintenance": summary.suppressed_maintenance,
                         "suppressed_cooldown": summary.suppressed_cooldown,
                         "files": summary.report.files,
+                        "sink_queue_peak_bytes": summary.sink_queue_peak,
                         "resumed": summary.resumed.as_ref().map(|r| serde_json::json!({
                             "after_commit": r.seq,
                             "before": r.before,

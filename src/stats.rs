@@ -32,6 +32,11 @@ pub struct Stats {
     /// Dead-letter rows sources have handed to the writer and it has not
     /// written yet: sources wait above [`MAX_QUEUED_DEAD_LETTERS`].
     pub dead_letters_queued: AtomicU64,
+    /// Bytes (estimated) of engine output the Parquet writer has not
+    /// written yet, and the most there have been: the engine stops taking
+    /// input above the sink's `max_queue`.
+    pub sink_queued_bytes: AtomicU64,
+    pub sink_queue_peak: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,
@@ -42,6 +47,19 @@ pub struct Stats {
 pub const MAX_QUEUED_DEAD_LETTERS: u64 = 16_384;
 
 impl Stats {
+    /// Engine output of `bytes` is on its way to the writer.
+    pub fn sink_queued(&self, bytes: u64) {
+        let now = self.sink_queued_bytes.fetch_add(bytes, Relaxed) + bytes;
+        self.sink_queue_peak.fetch_max(now, Relaxed);
+    }
+
+    /// The writer is done with engine output of `bytes`.
+    pub fn sink_taken(&self, bytes: u64) {
+        let _ = self
+            .sink_queued_bytes
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(bytes)));
+    }
+
     pub fn dead_letter(&self, reason: &str) {
         let mut d = self.dead.lock().unwrap_or_else(|p| p.into_inner());
         *d.entry(reason.to_string()).or_default() += 1;

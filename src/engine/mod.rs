@@ -201,6 +201,9 @@ pub struct EngineArgs {
     pub sink: Sender<Stamped>,
     pub geometry: Geometry,
     pub stats: Arc<crate::stats::Stats>,
+    /// Above this many bytes of output waiting for the writer, workers stop
+    /// taking input (they go on stepping, so the output drains).
+    pub max_sink_queue: u64,
 }
 
 /// Runs the dataflow on `workers` threads until the ingest says `End` and
@@ -215,6 +218,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         sink,
         geometry: geo,
         stats,
+        max_sink_queue,
     } = args;
     let receivers = Arc::new(Mutex::new(
         receivers.into_iter().map(Some).collect::<Vec<_>>(),
@@ -239,6 +243,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             let tx_agg = sink.lock().map(|s| s.clone()).ok();
             let tx_val = tx_agg.clone();
             let stats = stats.clone();
+            let (queued, pressure) = (stats.clone(), stats.clone());
             let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
             let probe = ProbeHandle::new();
             let window_name = format!("window:{}", plan.name);
@@ -289,7 +294,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         geo,
                         move |time, rows| {
                             if let Some(tx) = &tx_agg {
-                                let _ = tx.send(Stamped::at(time, SinkBatch::Aggregates(rows)));
+                                let batch = SinkBatch::Aggregates(rows);
+                                queued.sink_queued(batch.engine_bytes());
+                                let _ = tx.send(Stamped::at(time, batch));
                             }
                         },
                         agg_progress,
@@ -322,24 +329,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 let init = initial.lock().ok().and_then(|mut i| i.take());
                 inputs.insert_initial(init.unwrap_or_default(), &tags, &names);
             }
-            let max_lag = 2 * geo.size_ms as u64;
-            loop {
-                let now = *inputs.samples.time();
-                let (progressed, finished) = if probe.less_than(&now.saturating_sub(max_lag)) {
-                    (false, false)
-                } else {
-                    inputs.intake(&rx, &tags, &names)
-                };
-                if finished {
-                    break;
-                }
-                let park = if progressed {
-                    Duration::ZERO
-                } else {
-                    Duration::from_millis(5)
-                };
-                worker.step_or_park(Some(park));
-            }
+            let pace = Pace {
+                max_lag: 2 * geo.size_ms as u64,
+                max_sink_queue,
+                stats: &pressure,
+            };
+            while !pace.step(worker, &mut inputs, &probe, (&rx, &tags, &names)) {}
             drop(inputs);
             while worker.step_or_park(Some(Duration::from_millis(1))) {}
         })
@@ -353,6 +348,49 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// When a worker takes input: only while its output keeps up, less than
+/// two epochs behind the input (timely has no backpressure of its own) and
+/// less than `max_sink_queue` bytes waiting for the writer.
+struct Pace<'a> {
+    max_lag: u64,
+    max_sink_queue: u64,
+    stats: &'a crate::stats::Stats,
+}
+
+impl Pace<'_> {
+    /// Takes what input it may, steps the worker (parking when idle);
+    /// returns whether the input has ended.
+    fn step(
+        &self,
+        worker: &mut timely::worker::Worker,
+        inputs: &mut Inputs,
+        probe: &ProbeHandle<u64>,
+        (rx, tags, names): (&Receiver<WorkerMsg>, &TagRegistry, &Names),
+    ) -> bool {
+        let now = *inputs.samples.time();
+        let waiting = self
+            .stats
+            .sink_queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let behind = probe.less_than(&now.saturating_sub(self.max_lag));
+        let (progressed, finished) = if waiting > self.max_sink_queue || behind {
+            (false, false)
+        } else {
+            inputs.intake(rx, tags, names)
+        };
+        if finished {
+            return true;
+        }
+        let park = if progressed {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        };
+        worker.step_or_park(Some(park));
+        false
+    }
 }
 
 /// One worker on this thread, or `workers` threads of this process.
@@ -432,17 +470,21 @@ fn send_value_out(
         stats.set_value_counters(c);
     }
     let Some(tx) = tx else { return };
+    let send = |batch: SinkBatch| {
+        stats.sink_queued(batch.engine_bytes());
+        let _ = tx.send(Stamped::at(time, batch));
+    };
     if !out.actions.is_empty() {
-        let _ = tx.send(Stamped::at(time, SinkBatch::Actions(out.actions)));
+        send(SinkBatch::Actions(out.actions));
     }
     if !out.totals.is_empty() {
-        let _ = tx.send(Stamped::at(time, SinkBatch::ActionTotals(out.totals)));
+        send(SinkBatch::ActionTotals(out.totals));
     }
     if !out.outcomes.is_empty() {
-        let _ = tx.send(Stamped::at(time, SinkBatch::Outcomes(out.outcomes)));
+        send(SinkBatch::Outcomes(out.outcomes));
     }
     if !out.bills.is_empty() {
-        let _ = tx.send(Stamped::at(time, SinkBatch::Billing(out.bills)));
+        send(SinkBatch::Billing(out.bills));
     }
     if !out.dead_letters.is_empty() {
         for _ in &out.dead_letters {

@@ -25,6 +25,27 @@ pub enum SinkBatch {
     },
 }
 
+impl SinkBatch {
+    /// Roughly how much memory the batch holds, for the bound on the
+    /// engine's output waiting for the writer: only the engine's tables
+    /// (sources bound their dead letters themselves).
+    pub fn engine_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        let n = |len: usize, each: usize| (len * each) as u64;
+        match self {
+            SinkBatch::Aggregates(r) => n(r.len(), size_of::<(Enriched, i64)>() + 96),
+            SinkBatch::Actions(r) => n(r.len(), size_of::<(ActionRow, i64)>() + 512),
+            SinkBatch::ActionTotals(r) => n(r.len(), size_of::<ActionTotals>() + 64),
+            SinkBatch::Outcomes(r) => r
+                .iter()
+                .map(|o| n(1, size_of::<(OutcomeRow, i64)>() + 256) + n(o.0.buckets.len(), 96))
+                .sum(),
+            SinkBatch::Billing(r) => n(r.len(), size_of::<(BillRow, i64)>() + 64),
+            SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_) | SinkBatch::Progress { .. } => 0,
+        }
+    }
+}
+
 /// A batch with the timely time its rows belong to, when they have one.
 ///
 /// The lake commits whole times: a row stamped `t` goes into the commit

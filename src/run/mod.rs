@@ -296,6 +296,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             sink: sink_tx.clone(),
             geometry: geo,
             stats: stats.clone(),
+            max_sink_queue: sink.max_queue_bytes,
         },
     );
     // Every source ended by itself (no signal, no failure): the last

@@ -38,6 +38,8 @@ pub struct RunSummary {
     pub workers: usize,
     /// What the run found in the lake's commit record.
     pub resumed: Option<Resumed>,
+    /// The most engine output (estimated bytes) that waited for the writer.
+    pub sink_queue_peak: u64,
 }
 
 /// The summary of a run that ended: counters from `stats`.
@@ -70,6 +72,7 @@ pub(super) fn collect(
         elapsed,
         workers,
         resumed: None,
+        sink_queue_peak: Stats::get(&stats.sink_queue_peak),
     }
 }
 

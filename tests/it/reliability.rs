@@ -565,3 +565,61 @@ fn an_unreadable_status_file_ends_the_run_at_start() {
         "{err}"
     );
 }
+
+/// A slow disk (the test hook pauses the writer 100 ms per batch) no longer
+/// lets the engine's output pile up in memory: with `max_queue = "64KiB"`
+/// the engine stops taking input while that much waits, the peak stays
+/// near the bound (a window's rows past it) instead of the whole run's
+/// output, and the lake is the same.
+#[test]
+fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let gen = Command::new(PLANTFLOW)
+        .args([
+            "gen",
+            "workload",
+            "--tags",
+            "400",
+            "--seconds",
+            "3600",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let run = |name: &str, extra: &str| {
+        let df = dir.path().join(format!("{name}.toml"));
+        let t = text.replace(
+            "roll_interval = \"1m\"",
+            &format!("roll_interval = \"1m\"{extra}"),
+        );
+        std::fs::write(&df, t).unwrap();
+        let out = dir.path().join(name);
+        let o = Command::new(PLANTFLOW)
+            .args(["run", "--json"])
+            .arg(&df)
+            .env("INPUT_DIR", &input)
+            .env("OUT_DIR", &out)
+            .env("PLANTFLOW_TEST_SLOW_WRITER_MS", "100")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (s["sink_queue_peak_bytes"].as_u64().unwrap(), out)
+    };
+    let (free, free_out) = run("free", "");
+    let (bounded, bounded_out) = run("bounded", "\nmax_queue = \"64KiB\"");
+    eprintln!("peak output waiting for the writer: {free} bytes unbounded, {bounded} with 64 KiB");
+    assert!(bounded < free / 4, "{bounded} against {free}");
+    assert!(bounded < 1 << 20, "{bounded}");
+    assert_eq!(
+        latest_aggregates(&bounded_out),
+        latest_aggregates(&free_out)
+    );
+    let actions = |o: &std::path::Path| latest(rows(o, "actions"), &["action_id"]);
+    assert_eq!(actions(&bounded_out), actions(&free_out));
+}

@@ -21,6 +21,9 @@ pub struct ParquetPlan {
     /// `roll_interval` (`roll_by = "event_time"`), not when a file is that old.
     pub roll_event_time: bool,
     pub row_group_rows: usize,
+    /// The most the engine's output may hold waiting for this writer (a
+    /// slow disk): past it, the engine stops taking input (`max_queue`).
+    pub max_queue_bytes: u64,
 }
 
 #[derive(Deserialize, Debug)]
@@ -40,6 +43,8 @@ pub struct RawParquetSink {
     pub roll_by: Option<String>,
     #[serde(default)]
     pub row_group_rows: Option<usize>,
+    #[serde(default)]
+    pub max_queue: Option<String>,
 }
 
 const PARQUET_KEYS: &[&str] = &[
@@ -52,6 +57,7 @@ const PARQUET_KEYS: &[&str] = &[
     "roll_interval",
     "roll_by",
     "row_group_rows",
+    "max_queue",
 ];
 
 /// Validates a `parquet` sink table at `key`.
@@ -79,6 +85,28 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         },
         None => 128 << 20,
     };
+    let max_queue_bytes = match &p.max_queue {
+        Some(s) => match units::parse_size_bytes(s) {
+            Ok(b) if b >= 64 << 10 => b,
+            Ok(_) => {
+                l.at_value(
+                    &format!("{key}.max_queue"),
+                    "must be at least 64KiB".into(),
+                    None,
+                );
+                0
+            }
+            Err(e) => {
+                l.at_value(
+                    &format!("{key}.max_queue"),
+                    e,
+                    Some(units::SIZE_HINT.into()),
+                );
+                0
+            }
+        },
+        None => 256 << 20,
+    };
     let roll_interval_ms = match &p.roll_interval {
         Some(s) => l.duration(&format!("{key}.roll_interval"), s).unwrap_or(0) as u64,
         None => 300_000,
@@ -100,5 +128,6 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         roll_bytes,
         roll_interval_ms,
         row_group_rows: p.row_group_rows.unwrap_or(131_072).max(1),
+        max_queue_bytes,
     })
 }

@@ -152,7 +152,10 @@ impl ParquetWriter {
             SinkBatch::Aggregates(_) | SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_)
         );
         match s.time {
-            Some(t) if timed && t < self.resume.before => Ok(()),
+            Some(t) if timed && t < self.resume.before => {
+                self.stats.sink_taken(s.batch.engine_bytes());
+                Ok(())
+            }
             Some(t) if timed && t >= self.appended => {
                 held.push(b);
                 Ok(())
@@ -162,6 +165,7 @@ impl ParquetWriter {
                     self.max_stamp = Some(self.max_stamp.map_or(t, |m| m.max(t)));
                 }
                 self.write_ref(&s.batch)?;
+                self.stats.sink_taken(s.batch.engine_bytes());
                 if matches!(s.batch, SinkBatch::Progress { .. }) && !held.is_empty() {
                     let ready: Vec<B>;
                     (ready, *held) = std::mem::take(held)
@@ -543,12 +547,20 @@ pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
     let tick = Duration::from_millis(100);
     // Stamped rows of times some engine output has not passed yet.
     let mut held = Vec::new();
+    // The test hook of a slow disk: a pause per batch of the engine's rows.
+    let slow = std::env::var("PLANTFLOW_TEST_SLOW_WRITER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     loop {
         match rx.recv_timeout(tick) {
             Ok(batch) => {
                 writer.take(batch, &mut held)?;
                 // Drain what is queued before committing on event time.
                 while let Ok(batch) = rx.try_recv() {
+                    if let Some(d) = slow.filter(|_| batch.borrow().batch.engine_bytes() > 0) {
+                        std::thread::sleep(d);
+                    }
                     writer.take(batch, &mut held)?;
                 }
                 writer.roll_event_time()?;
