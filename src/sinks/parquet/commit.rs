@@ -475,5 +475,14 @@ mod tests {
             .map_err(|e| format!("{e:?}"))
             .unwrap();
         assert!(o.marker.is_none(), "reset forgets the record");
+        drop(o);
+        // A record of another format (another plantflow) is refused too.
+        let mut m = marker(vec![]);
+        m.format = FORMAT + 1;
+        write(lake.path(), &m).unwrap();
+        match open(lake.path(), &who(), false) {
+            Err(OpenError::Incompatible(m)) => assert!(m.contains("record format is 2"), "{m}"),
+            _ => panic!("expected a refusal"),
+        }
     }
 }
