@@ -351,7 +351,14 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
 /// no repair).
 fn state_inspect(path: &Path) -> ExitCode {
     let (lake, log) = if path.is_dir() {
-        (path.to_path_buf(), None)
+        // A lake: its default state directory's log, if there is one.
+        let logs = std::fs::read_dir(path.join(".plantflow"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("input.wal"))
+            .find(|p| p.exists());
+        (path.to_path_buf(), logs)
     } else {
         match dataflow::load(path) {
             Ok(d) => {
