@@ -147,9 +147,24 @@ fn marker(out: &Path) -> Option<serde_json::Value> {
 #[test]
 fn a_replay_killed_ten_times_ends_with_the_uninterrupted_lake() {
     let s = setup(120, 3600);
+    // Bad rows all along the file: their dead letters must be kept once too.
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let mut bad = String::new();
+    for (i, l) in text.lines().enumerate() {
+        bad.push_str(l);
+        bad.push('\n');
+        if i > 0 && i % 10_000 == 0 {
+            bad.push_str(&format!("{i},not a row\n"));
+        }
+    }
+    std::fs::write(s.input.join("samples.csv"), bad).unwrap();
     let want = s.dir.path().join("want");
     let (code, _, err) = s.run(&want, 1, &[]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(
+        lake_rows(&want)["dead_letter"].len() >= 40,
+        "the bad rows are dead letters"
+    );
     let got = s.dir.path().join("got");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(25);
     let mut cut_between_commits = 0;
