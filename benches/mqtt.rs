@@ -260,16 +260,7 @@ fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> (f64, u64) {
     let bytes = std::fs::metadata(&log)
         .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
         .len();
-    let df = dataflow(dir);
-    let vars = [
-        ("INPUT_DIR", input.display().to_string()),
-        ("OUT_DIR", out.display().to_string()),
-        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
-        ("MQTT_CLIENT_ID", format!("bench-plantflow-{batch}-false")),
-    ];
-    let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-    let plan =
-        plantflow::dataflow::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+    let plan = load(dir, input, &out, port, &format!("{batch}-false"));
     let stats = Arc::new(plantflow::stats::Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (s, st) = (stats.clone(), stop.clone());
@@ -308,19 +299,7 @@ fn run_plantflow(
     samples: u64,
 ) -> f64 {
     let out = dir.join(format!("out{batch}-{no_input_log}"));
-    let df = dataflow(dir);
-    let vars = [
-        ("INPUT_DIR", input.display().to_string()),
-        ("OUT_DIR", out.display().to_string()),
-        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
-        (
-            "MQTT_CLIENT_ID",
-            format!("bench-plantflow-{batch}-{no_input_log}"),
-        ),
-    ];
-    let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-    let mut plan =
-        plantflow::dataflow::load_with_env(&df, &env).unwrap_or_else(|e| panic!("{}", e.render()));
+    let mut plan = load(dir, input, &out, port, &format!("{batch}-{no_input_log}"));
     if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
         m.conn.clean = true;
     }
@@ -353,4 +332,23 @@ fn run_plantflow(
     stop.store(true, Relaxed);
     run.join().unwrap().unwrap();
     pf
+}
+
+/// The bench dataflow writing to `out`, as client `bench-plantflow-<run>`.
+fn load(
+    dir: &Path,
+    input: &Path,
+    out: &Path,
+    port: u16,
+    run: &str,
+) -> plantflow::dataflow::Dataflow {
+    let vars = [
+        ("INPUT_DIR", input.display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
+        ("MQTT_CLIENT_ID", format!("bench-plantflow-{run}")),
+    ];
+    let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    plantflow::dataflow::load_with_env(&dataflow(dir), &env)
+        .unwrap_or_else(|e| panic!("{}", e.render()))
 }

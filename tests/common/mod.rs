@@ -779,9 +779,7 @@ pub fn log_counts(df: &Path, env: &[(&str, String)]) -> Option<LogCounts> {
 /// message once.
 pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize) {
     use rand::{Rng, SeedableRng};
-    use std::process::{Command, Stdio};
     use std::time::Duration;
-    const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let df = dataflow("workload_v1_mqtt.toml");
@@ -791,19 +789,8 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
         ("MQTT_URL", url.to_string()),
         ("MQTT_CLIENT_ID", client.to_string()),
     ];
-    let start = || {
-        Command::new(PLANTFLOW)
-            .args(["run", "--follow", "-w", "2"])
-            .arg(&df)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut node = KillOnDrop(start());
+    let start = || follow_node(&df, &env, dir.path(), 2);
+    let mut node = start();
     // A first connect has no session yet: wait for the subscription.
     std::thread::sleep(Duration::from_millis(1500));
     let msgs = fixture_messages();
@@ -819,7 +806,7 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
         std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
         let _ = node.0.kill();
         let _ = node.0.wait();
-        node = KillOnDrop(start());
+        node = start();
     }
     publisher.join().unwrap();
     // The manifest's 77 bad-quality rows are dropped before the log.
@@ -836,12 +823,21 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
     assert!(status.success(), "{status:?}");
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
-    for (t, key) in [
-        ("aggregates", &["tag", "window_start"][..]),
-        ("actions", &["action_id"][..]),
-    ] {
+    assert_no_revision_twice(&out);
+}
+
+/// The lake's versioned tables and the columns that key their rows.
+pub const KEYED: &[(&str, &[&str])] = &[
+    ("aggregates", &["tag", "window_start"]),
+    ("actions", &["action_id"]),
+    ("outcomes", &["action_id"]),
+];
+
+/// No (key, revision) of a versioned table is in the lake at `out` twice.
+pub fn assert_no_revision_twice(out: &Path) {
+    for (t, key) in KEYED {
         let mut seen = std::collections::HashSet::new();
-        for r in rows(&out, t) {
+        for r in rows(out, t) {
             let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
             assert!(
                 seen.insert((k.clone(), r["revision"].as_i64())),
@@ -849,4 +845,32 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
             );
         }
     }
+}
+
+/// The latest row of every key of every versioned table is the same in
+/// both lakes.
+pub fn assert_latest_equal(got: &Path, want: &Path) {
+    for (t, key) in KEYED {
+        let (g, w) = (latest(rows(got, t), key), latest(rows(want, t), key));
+        assert_eq!(g.len(), w.len(), "{t}");
+        for (k, row) in &w {
+            assert_eq!(g.get(k), Some(row), "{t} {k}");
+        }
+    }
+}
+
+/// `plantflow run --follow -w <workers> <df>` with `env`, in `cwd` (its
+/// relative paths stay out of the repository), killed when dropped.
+pub fn follow_node(df: &Path, env: &[(&str, String)], cwd: &Path, workers: usize) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .args(["run", "--follow", "-w", &workers.to_string()])
+            .arg(df)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }

@@ -119,19 +119,7 @@ fn assert_same_lake(got: &Path, want: &Path) {
             );
         }
     }
-    for (t, key) in [
-        ("aggregates", &["tag", "window_start"][..]),
-        ("actions", &["action_id"][..]),
-    ] {
-        let mut seen = std::collections::HashSet::new();
-        for r in rows(got, t) {
-            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
-            assert!(
-                seen.insert((k.clone(), r["revision"].as_i64())),
-                "{t}: ({k:?}, revision) twice"
-            );
-        }
-    }
+    assert_no_revision_twice(got);
     assert!(!g["aggregates"].is_empty() && !g["actions"].is_empty());
 }
 
@@ -422,12 +410,9 @@ fn an_action_and_its_verification_go_on_across_kills() {
     // latest revision (a pending outcome's versions follow the steps the
     // watermark took), with each revision once.
     assert_eq!(g["actions"], w["actions"]);
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
     let outcomes = latest(rows(&got, "outcomes"), &["action_id"]);
-    assert_eq!(outcomes, latest(rows(&want, "outcomes"), &["action_id"]));
-    let mut seen = std::collections::HashSet::new();
-    for r in rows(&got, "outcomes") {
-        assert!(seen.insert((r["action_id"].to_string(), r["revision"].as_i64())));
-    }
     let outcome = &outcomes[&format!("\"{id}\"")];
     assert_eq!(outcome["verdict"], "verified");
     let f = outcome["fractional_savings"].as_f64().unwrap();
@@ -461,18 +446,7 @@ fn a_context_edit_before_a_kill_can_be_undone_after_it() {
         ("MQTT_URL", b.url_v5()),
         ("MQTT_CLIENT_ID", "durable-context".to_string()),
     ];
-    let start = || {
-        KillOnDrop(
-            Command::new(PLANTFLOW)
-                .args(["run", "--follow"])
-                .arg(&df)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || follow_node(&df, &env, dir.path(), 1);
     let peer = b.url_v4();
     let topic = "plantflow/context/production".to_string();
     let (start_ms, end_ms) = (1_767_596_760_000i64, 1_767_596_940_000i64);
@@ -552,24 +526,8 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     let (code, stdout, err) = s.run(&got, 2, &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("resumed"), "{stdout}");
-    for (t, key) in [
-        ("aggregates", &["tag", "window_start"][..]),
-        ("actions", &["action_id"][..]),
-    ] {
-        let (g, w) = (latest(rows(&got, t), key), latest(rows(&want, t), key));
-        assert_eq!(g.len(), w.len(), "{t}");
-        for (k, row) in &w {
-            assert_eq!(g.get(k), Some(row), "{t} {k}");
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in rows(&got, t) {
-            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
-            assert!(
-                seen.insert((k.clone(), r["revision"].as_i64())),
-                "{t}: {k:?} twice"
-            );
-        }
-    }
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
 }
 
 /// A followed replay killed, its file grown while the node was down, and
@@ -618,24 +576,8 @@ fn a_followed_file_killed_and_grown_goes_on_from_its_logged_line() {
     let all = settled(first + 1);
     assert!(node.terminate().success());
     assert!(all > first);
-    for (t, key) in [
-        ("aggregates", &["tag", "window_start"][..]),
-        ("actions", &["action_id"][..]),
-    ] {
-        let (g, w) = (latest(rows(&got, t), key), latest(rows(&want, t), key));
-        assert_eq!(g.len(), w.len(), "{t}");
-        for (k, row) in &w {
-            assert_eq!(g.get(k), Some(row), "{t} {k}");
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in rows(&got, t) {
-            let k: Vec<String> = key.iter().map(|c| r[*c].to_string()).collect();
-            assert!(
-                seen.insert((k.clone(), r["revision"].as_i64())),
-                "{t}: {k:?} twice"
-            );
-        }
-    }
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
 }
 
 /// A context file changed while the node was down is applied after its
@@ -663,18 +605,7 @@ fn a_context_file_changed_while_down_is_applied_after_the_replay() {
         ("MQTT_URL", b.url_v5()),
         ("MQTT_CLIENT_ID", "durable-file".to_string()),
     ];
-    let start = || {
-        KillOnDrop(
-            Command::new(PLANTFLOW)
-                .args(["run", "--follow"])
-                .arg(&df)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || follow_node(&df, &env, dir.path(), 1);
     let peer = b.url_v4();
     let msgs = fixture_messages();
     let (first, second) = msgs.split_at(msgs.len() / 2);
@@ -741,18 +672,7 @@ fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
         ("MQTT_URL", b.url_v5()),
         ("MQTT_CLIENT_ID", "durable-mixed".to_string()),
     ];
-    let start = || {
-        KillOnDrop(
-            Command::new(PLANTFLOW)
-                .args(["run", "--follow"])
-                .arg(&df)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || follow_node(&df, &env, dir.path(), 1);
     let peer = b.url_v4();
     let (first, second) = msgs.split_at(msgs.len() / 2);
     let mut node = start();
@@ -778,15 +698,7 @@ fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
     assert!(node.terminate().success());
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
-    let mut seen = std::collections::HashSet::new();
-    for r in rows(&out, "aggregates") {
-        let k = (
-            r["tag"].to_string(),
-            r["window_start"].to_string(),
-            r["revision"].to_string(),
-        );
-        assert!(seen.insert(k), "a window twice");
-    }
+    assert_no_revision_twice(&out);
 }
 
 /// A status line appended while a node with a logged input was down (its

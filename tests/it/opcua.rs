@@ -668,13 +668,5 @@ trigger = "status_value_timestamp"
         assert_eq!(a.count, 20, "{t}");
         assert_close(a.mean * a.count as f64, 390.0, t);
     }
-    let mut seen = std::collections::HashSet::new();
-    for r in rows(&out, "aggregates") {
-        let k = (
-            r["tag"].to_string(),
-            r["window_start"].to_string(),
-            r["revision"].to_string(),
-        );
-        assert!(seen.insert(k), "a window twice");
-    }
+    assert_no_revision_twice(&out);
 }

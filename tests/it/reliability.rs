@@ -425,15 +425,7 @@ fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
     );
     assert_aggregates_equal(&latest_aggregates(&roomy), &expected_aggregates());
     assert!(assert_actions_match_oracle(&roomy) > 0);
-    let mut seen = std::collections::HashSet::new();
-    for r in rows(&roomy, "aggregates") {
-        let key = (
-            r["tag"].to_string(),
-            r["window_start"].to_string(),
-            r["revision"].to_string(),
-        );
-        assert!(seen.insert(key), "a window twice");
-    }
+    assert_no_revision_twice(&roomy);
 }
 
 /// Every lake file reaches the disk before its name does: the writer
