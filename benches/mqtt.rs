@@ -256,10 +256,13 @@ fn main() {
 /// times it until its input log is replayed (sources go on): (seconds, log bytes).
 fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> (f64, u64) {
     let out = dir.join(format!("out{batch}-false"));
-    let log = out.join(".plantflow/workload_v1_mqtt/input.wal");
-    let bytes = std::fs::metadata(&log)
+    let log = out.join(".plantflow/workload_v1_mqtt");
+    let bytes: u64 = std::fs::read_dir(&log)
         .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
-        .len();
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
     let plan = load(dir, input, &out, port, &format!("{batch}-false"));
     let stats = Arc::new(plantflow::stats::Stats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -27,6 +27,7 @@ pub fn workload_window() -> (WindowPlan, Geometry) {
         quality: QualityPolicy::DropBad,
         spill_after_ms: None,
         state_dir: None,
+        checkpoint_ms: None,
     };
     let geo = Geometry {
         size_ms: 60_000,

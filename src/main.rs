@@ -347,27 +347,65 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
     }
 }
 
+/// The input log's segments and checkpoints in a state directory.
+fn inspect_log(dir: &Path) {
+    let segments = plantflow::ingest::wal::segments(dir).unwrap_or_default();
+    let bytes: u64 = segments
+        .iter()
+        .map(|seq| plantflow::ingest::wal::segment(dir, *seq))
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "input log    {} ({} segment(s), {bytes} bytes)",
+        dir.display(),
+        segments.len()
+    );
+    match plantflow::run::log_totals(dir) {
+        Ok((c, _)) => println!(
+            "  holds      {} samples from {} messages, {} context changes, {} restarts \
+             (since it began: checkpoints hold what is gone)",
+            c.samples,
+            c.messages,
+            c.context,
+            c.runs.saturating_sub(1)
+        ),
+        Err(e) => eprintln!("plantflow state inspect: {e}"),
+    }
+    let mut checkpoints: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        .map(|e| {
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().into_owned(), size)
+        })
+        .collect();
+    checkpoints.sort();
+    for (name, size) in checkpoints {
+        println!("  checkpoint {name} ({size} bytes)");
+    }
+}
+
 /// `plantflow state inspect`: a lake's commit record (read only: no lock,
 /// no repair).
 fn state_inspect(path: &Path) -> ExitCode {
+    let has_log = |d: &Path| plantflow::ingest::wal::segments(d).is_ok_and(|s| !s.is_empty());
     let (lake, log) = if path.is_dir() {
         // A lake: its default state directory's log, if there is one.
         let logs = std::fs::read_dir(path.join(".plantflow"))
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.path().join("input.wal"))
-            .find(|p| p.exists());
+            .map(|e| e.path())
+            .find(|p| has_log(p));
         (path.to_path_buf(), logs)
     } else {
         match dataflow::load(path) {
             Ok(d) => {
                 let state = d.window.state_dir.clone();
                 let state = state.unwrap_or_else(|| d.sink.path.join(".plantflow"));
-                (
-                    d.sink.path.clone(),
-                    Some(state.join(&d.name).join("input.wal")),
-                )
+                (d.sink.path.clone(), Some(state.join(&d.name)))
             }
             Err(e) => {
                 eprintln!("{}", e.render());
@@ -375,22 +413,8 @@ fn state_inspect(path: &Path) -> ExitCode {
             }
         }
     };
-    if let Some(log) = log.filter(|l| l.exists()) {
-        match plantflow::ingest::wal::scan(&log) {
-            Ok(s) => {
-                let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-                println!("input log    {} ({size} bytes)", log.display());
-                println!(
-                    "  holds      {} entries: {} samples from {} messages, {} context changes, {} restarts",
-                    s.entries,
-                    s.samples,
-                    s.messages,
-                    s.context.len(),
-                    s.restarts
-                );
-            }
-            Err(e) => eprintln!("plantflow state inspect: {e}"),
-        }
+    if let Some(dir) = log.filter(|d| has_log(d)) {
+        inspect_log(&dir);
     }
     match plantflow::sinks::parquet::commit::read(&lake) {
         Ok(Some(m)) => {
@@ -416,6 +440,12 @@ fn state_inspect(path: &Path) -> ExitCode {
             );
             for f in &m.files {
                 println!("  {f}");
+            }
+            if let Some(c) = &m.checkpoint {
+                println!(
+                    "checkpoint   {} (state before time {}; the input log goes on from segment {})",
+                    c.file, c.at, c.segment
+                );
             }
             ExitCode::SUCCESS
         }

@@ -176,6 +176,9 @@ pub struct WindowPlan {
     /// Where spilled windows and the action ledger go (`state_dir`; default:
     /// `.plantflow/` in the Parquet sink's directory).
     pub state_dir: Option<PathBuf>,
+    /// How often a node with an input log checkpoints its state
+    /// (`checkpoint_interval`; none: never).
+    pub checkpoint_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug)]

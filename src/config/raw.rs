@@ -132,6 +132,8 @@ pub struct RawWindow {
     pub spill_after: Option<String>,
     #[serde(default)]
     pub state_dir: Option<String>,
+    #[serde(default)]
+    pub checkpoint_interval: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -15,6 +15,7 @@ const WINDOW_KEYS: &[&str] = &[
     "max_future",
     "spill_after",
     "state_dir",
+    "checkpoint_interval",
 ];
 
 /// Validates `[window]`.
@@ -27,6 +28,7 @@ pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
         max_future: None,
         spill_after: None,
         state_dir: None,
+        checkpoint_interval: None,
     });
     let size_ms = l.duration("window.size", &w.size).unwrap_or(60_000);
     const MAX_WINDOW_MS: i64 = 49 * 86_400_000;
@@ -71,13 +73,12 @@ pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
         );
     }
     let state_dir = w.state_dir.as_ref().map(PathBuf::from);
-    if state_dir.is_some() && w.spill_after.is_none() {
-        l.at_value(
-            "window.state_dir",
-            "applies only with `spill_after`".into(),
-            Some("set `spill_after = \"10m\"` to keep older closed windows on disk".into()),
-        );
-    }
+    // A durable node's checkpoints: every 10 s by default, "0s" for none.
+    let checkpoint_ms = match &w.checkpoint_interval {
+        Some(s) => l.duration("window.checkpoint_interval", s),
+        None => Some(DEFAULT_CHECKPOINT_MS),
+    };
+    let checkpoint_ms = checkpoint_ms.filter(|ms| *ms > 0);
     let quality = match w.quality.as_deref().unwrap_or("drop_bad") {
         "keep_all" => QualityPolicy::KeepAll,
         "drop_bad" => QualityPolicy::DropBad,
@@ -100,5 +101,9 @@ pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
         quality,
         spill_after_ms,
         state_dir,
+        checkpoint_ms,
     }
 }
+
+/// How often a durable node checkpoints its state by default.
+pub const DEFAULT_CHECKPOINT_MS: i64 = 10_000;

@@ -159,7 +159,49 @@ pub struct Context {
     retired: i64,
 }
 
+/// What a checkpoint keeps of a worker's context tables (generic so one
+/// description writes borrowed tables and reads owned ones).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Image<A, T, I> {
+    assets: A,
+    tariff: T,
+    running: I,
+    down: I,
+    retired: i64,
+}
+
+type Owned =
+    Image<Vec<Multi<AssetCtx>>, FxHashMap<u32, Multi<F64>>, FxHashMap<u32, Multi<(i64, i64)>>>;
+
 impl Context {
+    /// The tables for a checkpoint, encoded.
+    pub fn save(&self) -> Vec<u8> {
+        let img = Image {
+            assets: &self.assets.rows,
+            tariff: &self.tariff,
+            running: &self.running.by_key,
+            down: &self.down.by_key,
+            retired: self.retired,
+        };
+        postcard::to_allocvec(&img)
+            .unwrap_or_else(|e| panic!("cannot encode the context tables for a checkpoint: {e}"))
+    }
+
+    /// Starts from [`Context::save`]'s bytes (of a worker with the same
+    /// index and number of workers).
+    pub fn load(&mut self, bytes: &[u8]) {
+        let img: Owned = postcard::from_bytes(bytes)
+            .unwrap_or_else(|e| panic!("cannot read the context tables of the checkpoint: {e}"));
+        self.assets.rows = img.assets;
+        self.tariff = img.tariff;
+        self.running.by_key = img.running;
+        self.down.by_key = img.down;
+        self.retired = img.retired;
+        self.key_memo = None;
+        self.producing_memo.clear();
+        self.memo_ws = i64::MIN;
+    }
+
     pub fn new(names: Arc<Names>, calendar: Calendar, size: i64) -> Context {
         Context {
             names,

@@ -22,6 +22,8 @@
 //! pauses intake while the output probe lags more than two epochs behind the
 //! input (timely has no backpressure of its own), and parks when idle.
 
+pub mod checkpoint;
+pub use checkpoint::{EngineRestore, WorkerParts};
 pub mod context;
 pub mod ledger;
 pub mod output;
@@ -100,6 +102,25 @@ impl Inputs {
         self.status.flush();
     }
 
+    /// Starts from a checkpoint at `at` (the operators hold everything
+    /// before it, context included), or worker 0 feeds the initial context.
+    fn start(
+        &mut self,
+        at: Option<u64>,
+        index: usize,
+        initial: &Mutex<Option<InitialContext>>,
+        (tags, names): (&TagRegistry, &Names),
+    ) {
+        match at {
+            Some(at) => self.advance(at),
+            None if index == 0 => {
+                let init = initial.lock().ok().and_then(|mut i| i.take());
+                self.insert_initial(init.unwrap_or_default(), tags, names);
+            }
+            None => {}
+        }
+    }
+
     /// The context every worker starts with (worker 0 feeds it), at time 0.
     fn insert_initial(&mut self, init: InitialContext, tags: &TagRegistry, names: &Names) {
         fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
@@ -123,6 +144,7 @@ impl Inputs {
         rx: &Receiver<WorkerMsg>,
         tags: &TagRegistry,
         names: &Names,
+        barrier: &checkpoint::Barrier,
     ) -> (bool, bool) {
         let mut progressed = false;
         for _ in 0..256 {
@@ -132,6 +154,9 @@ impl Inputs {
                     self.samples.send_batch(&mut rows);
                 }
                 Ok(WorkerMsg::Advance(t)) => self.advance(t),
+                // The `Advance` to `at` comes next; then no more input
+                // until every operator has put its part.
+                Ok(WorkerMsg::Checkpoint(at)) => barrier.ask(at),
                 Ok(WorkerMsg::Context { time, change }) => {
                     self.advance(time);
                     self.apply(change, tags, names);
@@ -141,8 +166,16 @@ impl Inputs {
                 Err(TryRecvError::Empty) => break,
             }
             progressed = true;
+            if self.at_checkpoint(barrier) {
+                break;
+            }
         }
         (progressed, false)
+    }
+
+    /// The inputs have reached the time of the checkpoint in progress.
+    fn at_checkpoint(&self, barrier: &checkpoint::Barrier) -> bool {
+        barrier.at().is_some_and(|at| *self.samples.time() >= at)
     }
 
     fn apply(&mut self, change: ContextChange, tags: &TagRegistry, names: &Names) {
@@ -204,6 +237,10 @@ pub struct EngineArgs {
     /// Above this many bytes of output waiting for the writer, workers stop
     /// taking input (they go on stepping, so the output drains).
     pub max_sink_queue: u64,
+    /// Where each worker's checkpoint parts go (a durable node).
+    pub checkpoints: Option<std::sync::mpsc::Sender<WorkerParts>>,
+    /// The checkpoint the workers start from, if any.
+    pub restore: Option<EngineRestore>,
 }
 
 /// Runs the dataflow on `workers` threads until the ingest says `End` and
@@ -219,7 +256,16 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         geometry: geo,
         stats,
         max_sink_queue,
+        checkpoints,
+        restore,
     } = args;
+    let names = Arc::new(Names::default());
+    let shared = Arc::new(checkpoint::Shared::new(
+        restore,
+        checkpoints,
+        workers,
+        &names,
+    )?);
     let receivers = Arc::new(Mutex::new(
         receivers.into_iter().map(Some).collect::<Vec<_>>(),
     ));
@@ -227,7 +273,6 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     // Worker 0 takes the initial context (the only copy: it is not kept for
     // the run once it has been fed to the inputs).
     let initial = Arc::new(Mutex::new(Some(initial)));
-    let names = Arc::new(Names::default());
     // timely reports a worker's panic without its message: keep it here.
     let panics: Arc<Mutex<Vec<String>>> = Arc::default();
     let caught = panics.clone();
@@ -239,6 +284,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 return;
             };
             ingest.register_worker(index, std::thread::current());
+            let (ck, parts_tx) = shared.for_worker(index);
             let compiled = Rc::new(Compiled::new(&plan));
             let tx_agg = sink.lock().map(|s| s.clone()).ok();
             let tx_val = tx_agg.clone();
@@ -269,7 +315,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         stats: p.stats.clone(),
                     });
                     let enriched =
-                        window::window(stream, context, geo, &window_name, ctx, spill.clone())
+                        window::window(stream, context, geo, &window_name, ctx, spill.clone(), &ck)
                             .as_collection()
                             .map(move |mut e| {
                                 c1.derive(&mut e);
@@ -279,7 +325,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     let c2 = compiled.clone();
                     let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));
                     let findings =
-                        rules::findings(contributions.inner, compiled.clone(), spill.clone())
+                        rules::findings(contributions.inner, compiled.clone(), spill.clone(), &ck)
                             .as_collection()
                             .map(ValueIn::Finding);
                     let value_in = value_inputs(findings, &enriched, status, prod, &compiled);
@@ -288,31 +334,16 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     let value_in = value_in.inner.probe_with(&probe);
                     let agg_progress = progress_marker(tx_agg.clone(), index, 2 * peers);
                     let val_progress = progress_marker(tx_val.clone(), peers + index, 2 * peers);
-                    output::revisions(
-                        enriched,
-                        "sink:aggregates",
-                        geo,
-                        move |time, rows| {
-                            if let Some(tx) = &tx_agg {
-                                let batch = SinkBatch::Aggregates(rows);
-                                queued.sink_queued(batch.engine_bytes());
-                                let _ = tx.send(Stamped::at(time, batch));
-                            }
-                        },
-                        agg_progress,
-                    );
-                    let aging = Aging {
-                        size_ms: geo.size_ms,
-                        period_ms: geo.period_ms,
-                        retention_ms: geo.retention_ms,
-                    };
-                    let layer = ValueLayer::new(plan.clone(), aging);
+                    let to_sink = send_aggregates(tx_agg, queued);
+                    output::revisions(enriched, "sink:aggregates", geo, to_sink, agg_progress, &ck);
+                    let layer = ValueLayer::new(plan.clone(), aging(geo));
                     value::value_op(
                         value_in,
                         layer,
                         ledger,
                         move |t, out, c| send_value_out(tx_val.as_ref(), &stats, t, out, c),
                         val_progress,
+                        &ck,
                     );
                     (assets_in, tariff_in, prod_in, maint_in, status_in)
                 });
@@ -325,16 +356,23 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 maintenance,
                 status,
             };
-            if index == 0 {
-                let init = initial.lock().ok().and_then(|mut i| i.take());
-                inputs.insert_initial(init.unwrap_or_default(), &tags, &names);
-            }
+            inputs.start(shared.at, index, &initial, (&tags, &names));
             let pace = Pace {
                 max_lag: 2 * geo.size_ms as u64,
                 max_sink_queue,
                 stats: &pressure,
             };
-            while !pace.step(worker, &mut inputs, &probe, (&rx, &tags, &names)) {}
+            while !pace.step(
+                worker,
+                &mut inputs,
+                &probe,
+                (&rx, &tags, &names),
+                &ck.barrier,
+            ) {
+                if let Some((at, parts)) = ck.barrier.take() {
+                    checkpoint::send(parts_tx.as_ref(), index, &names.0, at, parts);
+                }
+            }
             drop(inputs);
             while worker.step_or_park(Some(Duration::from_millis(1))) {}
         })
@@ -368,6 +406,7 @@ impl Pace<'_> {
         inputs: &mut Inputs,
         probe: &ProbeHandle<u64>,
         (rx, tags, names): (&Receiver<WorkerMsg>, &TagRegistry, &Names),
+        barrier: &checkpoint::Barrier,
     ) -> bool {
         let now = *inputs.samples.time();
         let waiting = self
@@ -375,11 +414,12 @@ impl Pace<'_> {
             .sink_queued_bytes
             .load(std::sync::atomic::Ordering::Relaxed);
         let behind = probe.less_than(&now.saturating_sub(self.max_lag));
-        let (progressed, finished) = if waiting > self.max_sink_queue || behind {
-            (false, false)
-        } else {
-            inputs.intake(rx, tags, names)
-        };
+        let (progressed, finished) =
+            if waiting > self.max_sink_queue || behind || inputs.at_checkpoint(barrier) {
+                (false, false)
+            } else {
+                inputs.intake(rx, tags, names, barrier)
+            };
         if finished {
             return true;
         }
@@ -454,6 +494,29 @@ fn value_inputs<'s>(
         value_in.concat(production.map(ValueIn::Production))
     } else {
         value_in
+    }
+}
+
+/// Hands the aggregates of a complete time to the sinks.
+fn send_aggregates(
+    tx: Option<std::sync::mpsc::Sender<Stamped>>,
+    stats: Arc<crate::stats::Stats>,
+) -> impl FnMut(u64, Vec<(Enriched, i64)>) + 'static {
+    move |time, rows| {
+        if let Some(tx) = &tx {
+            let batch = SinkBatch::Aggregates(rows);
+            stats.sink_queued(batch.engine_bytes());
+            let _ = tx.send(Stamped::at(time, batch));
+        }
+    }
+}
+
+/// The value layer's retention geometry.
+fn aging(geo: Geometry) -> Aging {
+    Aging {
+        size_ms: geo.size_ms,
+        period_ms: geo.period_ms,
+        retention_ms: geo.retention_ms,
     }
 }
 

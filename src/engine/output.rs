@@ -17,6 +17,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 use timely::progress::frontier::MutableAntichain;
 
+use super::checkpoint::{self, Checkpoints};
 use crate::ingest::Geometry;
 
 /// Updates held by timely time until the frontier says the time is complete.
@@ -37,6 +38,11 @@ impl<D: Ord> TimeBuffer<D> {
         for (d, t, r) in updates {
             self.pending.entry(t).or_default().push((d, r));
         }
+    }
+
+    /// The earliest time held, complete or not.
+    pub fn first_time(&self) -> Option<u64> {
+        self.pending.keys().next().copied()
     }
 
     /// The earliest complete time and its updates as they came (not
@@ -76,7 +82,7 @@ fn consolidate<D: Ord>(mut updates: Vec<(D, isize)>) -> Vec<(D, isize)> {
 
 /// A row type the sink can version.
 pub trait Versioned: Clone + Ord + 'static {
-    type Key: Hash + Ord + Clone + 'static;
+    type Key: Hash + Ord + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static;
     fn key(&self) -> Self::Key;
     fn key_hash(&self) -> u64;
     /// End of the row's window or period (for aging out).
@@ -94,6 +100,7 @@ pub fn revisions<'s, D, F, P>(
     geo: Geometry,
     mut emit: F,
     mut progress: P,
+    ck: &Checkpoints,
 ) where
     D: Versioned + timely::ExchangeData,
     F: FnMut(u64, Vec<(D, i64)>) + 'static,
@@ -103,7 +110,9 @@ pub fn revisions<'s, D, F, P>(
     let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
     let mut pending = TimeBuffer::default();
     // Revisions above 0 (and of keys retracted without replacement) by key.
-    let mut revision: HashMap<D::Key, i64> = HashMap::new();
+    let mut revision: HashMap<D::Key, i64> = ck.restore.take("revisions").unwrap_or_default();
+    let ck = ck.clone();
+    ck.barrier.register("revisions", None);
     let sink_name = name.to_string();
     stream.sink(exchange, name, move |(input, frontier)| {
         input.for_each_stamp(|_stamp, data| {
@@ -164,6 +173,12 @@ pub fn revisions<'s, D, F, P>(
             }
             if !out.is_empty() {
                 emit(t, out);
+            }
+        }
+        if let Some(at) = ck.barrier.wants("revisions") {
+            let f = frontier.frontier().iter().min().copied();
+            if checkpoint::ready(at, f, pending.first_time()) {
+                ck.barrier.put("revisions", &revision);
             }
         }
         report_progress(frontier, &mut reported, &mut progress);

@@ -38,6 +38,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::checkpoint::{self, Checkpoints};
 use super::output::TimeBuffer;
 use super::spill::{Records, Reply, SpillPlan, Store};
 use crate::model::shrink_sparse;
@@ -100,7 +101,37 @@ struct Fold {
     asked: BTreeSet<PeriodKey>,
 }
 
+/// What a checkpoint keeps of the fold: the groups in id order and the
+/// accumulators in memory (generic: written borrowed, read owned).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Image<G, P> {
+    groups: G,
+    periods: P,
+}
+
+type Periods = BTreeMap<PeriodKey, FxHashMap<u32, GroupAcc>>;
+
 impl Fold {
+    fn save(&self) -> Image<&[Group], &Periods> {
+        debug_assert!(self.cold.is_empty() && self.asked.is_empty());
+        Image {
+            groups: self.groups.keys(),
+            periods: &self.periods,
+        }
+    }
+
+    fn load(img: Image<Vec<Group>, Periods>) -> Fold {
+        let mut groups = Interner::default();
+        for g in img.groups {
+            groups.insert(g);
+        }
+        Fold {
+            groups,
+            periods: img.periods,
+            ..Fold::default()
+        }
+    }
+
     /// The cold periods `updates` touch (they must be read back first).
     fn cold_touched(&self, updates: &[((RuleKey, RuleInput), isize)]) -> BTreeSet<PeriodKey> {
         let mut need = BTreeSet::new();
@@ -210,7 +241,9 @@ pub fn findings<'s>(
     contributions: Stream<'s, u64, Vec<Contribution>>,
     compiled: Rc<Compiled>,
     spill: Option<SpillPlan>,
+    ck: &Checkpoints,
 ) -> Stream<'s, u64, Vec<(Finding, u64, isize)>> {
+    let ck = ck.clone();
     let scope = contributions.scope();
     let exchange = Exchange::new(|u: &Contribution| key_hash(&(u.0).0));
     contributions.unary_frontier::<CapacityContainerBuilder<Vec<(Finding, u64, isize)>>, _, _, _>(
@@ -219,7 +252,9 @@ pub fn findings<'s>(
         move |cap, info| {
             let mut cap = Some(cap);
             let mut pending = TimeBuffer::default();
-            let mut fold = Fold::default();
+            let mut fold = ck.restore.take("rules").map(Fold::load).unwrap_or_default();
+            ck.barrier
+                .register("rules", Some(scope.activator_for(info.address.clone())));
             let mut out: Vec<(Finding, u64, isize)> = Vec::new();
             let me = scope.activator_for(info.address.clone());
             let store = spill.as_ref().and_then(|p| {
@@ -281,6 +316,11 @@ pub fn findings<'s>(
                     }
                 }
                 let f = frontier.frontier().iter().min().copied();
+                if let (Some(at), None) = (ck.barrier.wants("rules"), waiting) {
+                    if checkpoint::ready(at, f, pending.first_time()) {
+                        ck.barrier.put("rules", &fold.save());
+                    }
+                }
                 // Periods that closed `after` ago go to the store.
                 if let (Some((st, after)), Some(f), None) = (&store, f, waiting) {
                     for key in fold.due(&compiled, f as i64, *after) {
@@ -343,13 +383,18 @@ mod tests {
             let s2 = seen.clone();
             let spill = spill.clone();
             worker.dataflow::<u64, _, _>(|scope| {
-                findings(inp.to_stream(scope), Rc::new(compiled()), spill)
-                    .inspect_core(move |c| {
-                        if let Ok((_, data)) = c {
-                            s2.borrow_mut().extend(data.iter().cloned());
-                        }
-                    })
-                    .probe_with(&probe);
+                findings(
+                    inp.to_stream(scope),
+                    Rc::new(compiled()),
+                    spill,
+                    &Checkpoints::default(),
+                )
+                .inspect_core(move |c| {
+                    if let Ok((_, data)) = c {
+                        s2.borrow_mut().extend(data.iter().cloned());
+                    }
+                })
+                .probe_with(&probe);
             });
             let mine = batches.lock().unwrap().take().unwrap_or_default();
             for (time, mut rows) in mine {

@@ -22,6 +22,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::checkpoint::{self, Checkpoints};
 use super::ledger::{Ledger, Reply};
 use super::output::TimeBuffer;
 use crate::stats::Stats;
@@ -80,11 +81,14 @@ pub fn value_op<'s, F, P>(
     ledger: Option<LedgerPlan>,
     mut emit: F,
     mut progress: P,
+    ck: &Checkpoints,
 ) where
     F: FnMut(u64, ValueOut, Option<ValueCounters>) + 'static,
     P: FnMut(u64) + 'static,
 {
     let scope = stream.scope();
+    let ck = ck.clone();
+    let mut last = restore(&mut layer, &ck);
     let exchange = Exchange::new(|_: &(ValueIn, u64, isize)| 0u64);
     stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         exchange,
@@ -105,9 +109,9 @@ pub fn value_op<'s, F, P>(
                 }
             });
             let me = scope.activator_for(info.address.clone());
+            ck.barrier.register("value", Some(me.clone()));
             let mut reported = 0u64;
             let mut pending = TimeBuffer::default();
-            let mut last: Option<i64> = None;
             let mut ended = false;
             let mut waiting: Option<Waiting> = None;
             move |(input, frontier), _output| {
@@ -118,15 +122,7 @@ pub fn value_op<'s, F, P>(
                     }
                 });
                 if let Some((l, stats)) = &ledger {
-                    while let Some(r) = l.reply() {
-                        if let Some(w) = waiting.as_mut() {
-                            w.asked = w.asked.saturating_sub(1);
-                        }
-                        if let Reply::Found(a) = r {
-                            stats.actions_restored.fetch_add(1, Relaxed);
-                            layer.restore(*a);
-                        }
-                    }
+                    take_replies(l, stats, &mut layer, waiting.as_mut());
                 }
                 // Each complete time is its own step, so in-interval projections and
                 // lifecycle ordering see the data exactly as a live run would. Updates
@@ -212,10 +208,52 @@ pub fn value_op<'s, F, P>(
                         evict(&mut layer, l, stats);
                     }
                 }
+                if let Some(at) = ck.barrier.wants("value") {
+                    let f = frontier.frontier().first().copied();
+                    if checkpoint::ready(at, f, pending.first_time()) {
+                        put(&layer, last, &ck);
+                    }
+                }
                 super::output::report_progress(frontier, &mut reported, &mut progress);
             }
         },
     );
+}
+
+/// Takes the actions the ledger sent back.
+fn take_replies(
+    l: &Ledger,
+    stats: &Stats,
+    layer: &mut ValueLayer,
+    mut waiting: Option<&mut Waiting>,
+) {
+    while let Some(r) = l.reply() {
+        if let Some(w) = waiting.as_deref_mut() {
+            w.asked = w.asked.saturating_sub(1);
+        }
+        if let Reply::Found(a) = r {
+            stats.actions_restored.fetch_add(1, Relaxed);
+            layer.restore(*a);
+        }
+    }
+}
+
+/// Starts `layer` from its checkpoint part, if any; returns the time it
+/// last stepped to.
+fn restore(layer: &mut ValueLayer, ck: &Checkpoints) -> Option<i64> {
+    let (bytes, last): (Vec<u8>, Option<i64>) = ck.restore.take("value")?;
+    if let Err(e) = layer.load(&bytes) {
+        panic!("cannot read the value layer's state of the checkpoint: {e}");
+    }
+    last
+}
+
+/// Puts the layer's state and the time it last stepped to into the checkpoint.
+fn put(layer: &ValueLayer, last: Option<i64>, ck: &Checkpoints) {
+    match layer.save() {
+        Ok(bytes) => ck.barrier.put("value", &(bytes, last)),
+        Err(e) => panic!("cannot encode the value layer for a checkpoint: {e}"),
+    }
 }
 
 /// Moves the actions the layer no longer needs in memory to the ledger

@@ -46,6 +46,9 @@ pub enum WorkerMsg {
     Samples { time: u64, rows: Vec<Sample> },
     /// Advance every input to `time`.
     Advance(u64),
+    /// Take a checkpoint at `time` (before the `Advance` to it): no more
+    /// input until every operator has its state of the times before it.
+    Checkpoint(u64),
     /// Apply a context change at `time` (worker 0 only).
     Context { time: u64, change: ContextChange },
     /// No more input: close the inputs and drain.
@@ -64,6 +67,89 @@ struct State {
     ended: bool,
     /// Updates were sent at `time` since it was last advanced.
     dirty: bool,
+    /// What a durable node keeps of its input (with a log attached).
+    track: Option<Tracked>,
+}
+
+/// What the bridge of a durable node keeps of its input, for a restart:
+/// where each source is, and the context the engine has.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Tracked {
+    pub sources: Vec<SourceTrack>,
+    /// The context files as the log began (a restart compares them).
+    pub began: InitialContext,
+    /// That context with every logged change applied.
+    pub held: InitialContext,
+    /// What the log has held since it began, checkpoints included.
+    pub counts: LogCounts,
+}
+
+/// Totals of what a log has held since it began.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct LogCounts {
+    pub samples: u64,
+    pub messages: u64,
+    pub context: u64,
+    /// Runs that appended to it (the first, then one per restart).
+    pub runs: u64,
+}
+
+/// One source's place in the input (see [`Resumed`]).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SourceTrack {
+    epoch: u64,
+    max_ts: Option<i64>,
+    position: Option<u64>,
+    /// Hashes of its latest messages, oldest first.
+    messages: std::collections::VecDeque<u64>,
+    /// Its last sample per tag, by tag id.
+    last: Vec<Option<Sample>>,
+}
+
+impl SourceTrack {
+    fn take(&mut self, epoch: u64, rows: &[Sample], messages: &[u64], position: Option<u64>) {
+        self.epoch = self.epoch.max(epoch);
+        self.position = position.or(self.position);
+        for s in rows {
+            self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
+            let i = s.tag as usize;
+            if i >= self.last.len() {
+                self.last.resize(i + 1, None);
+            }
+            self.last[i] = Some(*s);
+        }
+        self.messages.extend(messages);
+        while self.messages.len() > REDELIVERABLE {
+            self.messages.pop_front();
+        }
+    }
+
+    fn resumed(&self) -> Resumed {
+        Resumed {
+            epoch: self.epoch,
+            max_ts: self.max_ts,
+            messages: self.messages.iter().copied().collect(),
+            last: self.last.iter().flatten().map(|s| (s.tag, *s)).collect(),
+            position: self.position,
+        }
+    }
+}
+
+/// The bridge's part of a checkpoint at `at`: the log goes on in segment
+/// `segment` from there.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BridgePart {
+    pub at: u64,
+    pub segment: u64,
+    pub source_epochs: Vec<Option<u64>>,
+    pub track: Tracked,
+}
+
+/// When the bridge takes checkpoints, and where their parts go.
+struct Checkpointing {
+    every: std::time::Duration,
+    last: std::time::Instant,
+    tx: std::sync::mpsc::Sender<BridgePart>,
 }
 
 /// Orders and distributes source output to the workers.
@@ -80,12 +166,21 @@ pub struct Ingest {
     ready: (Mutex<bool>, Condvar),
     /// What the replay left for each source.
     resumed: Mutex<HashMap<usize, Resumed>>,
+    checkpointing: Mutex<Option<Checkpointing>>,
 }
 
 /// The log and the names it needs for tag ids.
 struct Logged {
     wal: Wal,
     tags: Arc<TagRegistry>,
+}
+
+/// Where the replay of a log starts from.
+pub enum LogStart {
+    /// A checkpoint: the engine holds the input before its time.
+    Checkpoint(Box<BridgePart>),
+    /// The log's first run, with the context files as they were then.
+    Began(InitialContext),
 }
 
 /// A source's state at the end of the log: where its normaliser goes on.
@@ -127,6 +222,7 @@ impl Ingest {
                 source_epochs: vec![Some(0); sources],
                 ended: sources == 0,
                 dirty: false,
+                track: None,
             }),
             senders,
             threads: Mutex::new(vec![None; workers]),
@@ -135,6 +231,7 @@ impl Ingest {
             logging: AtomicBool::new(false),
             ready: (Mutex::new(true), Condvar::new()),
             resumed: Mutex::new(HashMap::new()),
+            checkpointing: Mutex::new(None),
         };
         (Arc::new(ingest), receivers)
     }
@@ -211,6 +308,31 @@ impl Ingest {
         if st.ended {
             return;
         }
+        // A checkpoint at the epoch these rows move the time to: it comes
+        // before them, so they open the log's next segment.
+        if self.logging.load(Relaxed) {
+            let mut next = st.source_epochs.clone();
+            if let Some(e) = next[source].as_mut() {
+                *e = (*e).max(epoch);
+            }
+            if let Some(m) = next
+                .iter()
+                .flatten()
+                .min()
+                .copied()
+                .filter(|m| *m > st.time)
+            {
+                self.checkpoint_if_due(&st, m);
+            }
+        }
+        if let Some(t) = st.track.as_mut() {
+            if source >= t.sources.len() {
+                t.sources.resize_with(source + 1, SourceTrack::default);
+            }
+            t.sources[source].take(epoch, &rows, messages, position);
+            t.counts.samples += rows.len() as u64;
+            t.counts.messages += messages.len() as u64;
+        }
         self.log_with(|l| {
             let tags = l.tags.view();
             let names = l.wal.unnamed(&rows, |id| tags.key(id).to_string());
@@ -262,6 +384,10 @@ impl Ingest {
             return;
         }
         self.log_with(|l| l.wal.append(&EntryRef::Context(&change)));
+        if let Some(t) = st.track.as_mut() {
+            t.held.apply(&change);
+            t.counts.context += 1;
+        }
         let time = st.time;
         self.send(0, WorkerMsg::Context { time, change });
         st.dirty = true;
@@ -335,7 +461,29 @@ impl Ingest {
 
     /// Makes the node durable: `entries` (the log so far) are replayed by
     /// [`Ingest::replay`] before sources start, then calls go to `wal`.
-    pub fn attach_log(&self, wal: Wal, tags: Arc<TagRegistry>) {
+    /// `from` is where the log's replay starts: a checkpoint's bridge part,
+    /// or the log's first run with the context it began with.
+    pub fn attach_log(&self, wal: Wal, tags: Arc<TagRegistry>, from: LogStart) {
+        {
+            let mut st = self.lock();
+            match from {
+                LogStart::Checkpoint(p) => {
+                    st.time = p.at;
+                    for (e, was) in st.source_epochs.iter_mut().zip(p.source_epochs) {
+                        *e = was.map(|w| w.max(p.at));
+                    }
+                    st.track = Some(p.track);
+                }
+                LogStart::Began(began) => {
+                    st.track = Some(Tracked {
+                        sources: Vec::new(),
+                        held: began.clone(),
+                        began,
+                        counts: LogCounts::default(),
+                    })
+                }
+            }
+        }
         if let Ok(mut l) = self.log.lock() {
             *l = Some(Logged { wal, tags });
         }
@@ -353,8 +501,6 @@ impl Ingest {
         tags: &TagRegistry,
     ) -> Result<(), String> {
         let mut remap: HashMap<TagId, TagId> = HashMap::new();
-        let mut resumed: HashMap<usize, Resumed> = HashMap::new();
-        let mut order: HashMap<usize, std::collections::VecDeque<u64>> = HashMap::new();
         for (i, e) in entries.into_iter().enumerate() {
             // A run stopped while replaying (a signal, a failure) stops reading.
             if i % 1024 == 0 && self.lock().ended {
@@ -362,7 +508,12 @@ impl Ingest {
             }
             match e {
                 Entry::Begin { .. } => {}
-                Entry::Run => remap.clear(),
+                Entry::Run => {
+                    remap.clear();
+                    if let Some(t) = self.lock().track.as_mut() {
+                        t.counts.runs += 1;
+                    }
+                }
                 Entry::Tags(names) => {
                     for (old, name) in names {
                         remap.insert(old, tags.intern(&name));
@@ -375,30 +526,27 @@ impl Ingest {
                     messages,
                     position,
                 } => {
-                    let r = resumed.entry(source as usize).or_default();
-                    r.epoch = r.epoch.max(epoch);
-                    r.position = position.or(r.position);
                     for s in &mut rows {
                         s.tag = *remap
                             .get(&s.tag)
                             .ok_or_else(|| format!("the input log names no tag {}", s.tag))?;
-                        r.max_ts = Some(r.max_ts.map_or(s.ts, |m| m.max(s.ts)));
-                        r.last.insert(s.tag, *s);
                     }
-                    let q = order.entry(source as usize).or_default();
-                    q.extend(messages);
-                    while q.len() > REDELIVERABLE {
-                        q.pop_front();
-                    }
-                    self.samples(source as usize, epoch, rows);
+                    self.samples_of(source as usize, epoch, rows, &messages, position);
                 }
                 Entry::Context(change) => self.context(change),
                 Entry::Settle => self.settle(),
             }
         }
-        for (source, q) in order {
-            resumed.entry(source).or_default().messages = q.into_iter().collect();
-        }
+        let resumed = self
+            .lock()
+            .track
+            .as_mut()
+            .map(|t| {
+                t.counts.runs += 1;
+                let s = t.sources.iter().enumerate();
+                s.map(|(i, s)| (i, s.resumed())).collect()
+            })
+            .unwrap_or_default();
         if let Ok(mut r) = self.resumed.lock() {
             *r = resumed;
         }
@@ -454,6 +602,57 @@ impl Ingest {
             Ok(mut l) => l.as_mut().map_or(Ok(()), |l| l.wal.sync()),
             Err(_) => Err("the input log's lock is poisoned".into()),
         }
+    }
+
+    /// Takes a checkpoint every `every` of wall clock while logging: the
+    /// bridge's part goes to `tx`, the workers' to their own channel.
+    pub fn checkpoint_every(
+        &self,
+        every: std::time::Duration,
+        tx: std::sync::mpsc::Sender<BridgePart>,
+    ) {
+        if let Ok(mut c) = self.checkpointing.lock() {
+            *c = Some(Checkpointing {
+                every,
+                last: std::time::Instant::now(),
+                tx,
+            });
+        }
+    }
+
+    /// Starts a checkpoint at time `at` (the next time) if one is due: the
+    /// workers hear of it before they advance to `at`, the log goes on in a
+    /// new segment, and the bridge's part is handed over (state lock held).
+    fn checkpoint_if_due(&self, st: &State, at: u64) {
+        let Ok(mut c) = self.checkpointing.lock() else {
+            return;
+        };
+        let Some(ck) = c.as_mut().filter(|c| c.last.elapsed() >= c.every) else {
+            return;
+        };
+        let Some(track) = st.track.clone() else {
+            return;
+        };
+        let Some(segment) = self
+            .log
+            .lock()
+            .ok()
+            .and_then(|mut l| l.as_mut()?.wal.roll().ok())
+        else {
+            // The log failed: its next sync says so; no checkpoint.
+            return;
+        };
+        ck.last = std::time::Instant::now();
+        for w in 0..self.senders.len() {
+            self.send(w, WorkerMsg::Checkpoint(at));
+        }
+        let part = BridgePart {
+            at,
+            segment,
+            source_epochs: st.source_epochs.clone(),
+            track,
+        };
+        let _ = ck.tx.send(part);
     }
 
     /// Bytes in the input log (0 without one).

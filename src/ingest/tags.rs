@@ -70,3 +70,33 @@ pub struct InitialContext {
     pub maintenance: Vec<Interval>,
     pub status: Vec<StatusUpdate>,
 }
+
+impl InitialContext {
+    /// Applies a logged change: rows inserted (+1) or retracted (−1), status
+    /// updates appended.
+    pub fn apply(&mut self, change: &super::bridge::ContextChange) {
+        use super::bridge::ContextChange as C;
+        match change {
+            C::Assets(d) => fold(&mut self.assets, d),
+            C::Tariff(d) => fold(&mut self.tariff, d),
+            C::Production(d) => fold(&mut self.production, d),
+            C::Maintenance(d) => fold(&mut self.maintenance, d),
+            C::Status(s) => self.status.extend(s.iter().cloned()),
+        }
+    }
+}
+
+/// Applies `diffs` to the multiset `rows` (kept in order).
+fn fold<T: Ord + Clone>(rows: &mut Vec<T>, diffs: &[(T, isize)]) {
+    let mut m: std::collections::BTreeMap<T, isize> = std::collections::BTreeMap::new();
+    for r in rows.drain(..) {
+        *m.entry(r).or_insert(0) += 1;
+    }
+    for (r, d) in diffs {
+        *m.entry(r.clone()).or_insert(0) += d;
+    }
+    rows.extend(
+        m.into_iter()
+            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize)),
+    );
+}

@@ -76,6 +76,8 @@ pub enum EntryRef<'a> {
 pub struct Wal {
     out: BufWriter<File>,
     path: PathBuf,
+    /// The segment this file is (see [`segment`]).
+    pub seq: u64,
     /// Written since the last sync.
     dirty: bool,
     /// The first error of an append, reported at the next sync.
@@ -128,6 +130,7 @@ impl Wal {
         let wal = Wal {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
+            seq: seq_of(path).unwrap_or(0),
             dirty: false,
             failed: None,
             named: Vec::new(),
@@ -211,6 +214,73 @@ impl Wal {
 }
 
 /// The whole records of a log file, one at a time, up to a length.
+/// The file of segment `seq` of the log in `dir`: a checkpoint starts a
+/// new segment, so the log before it goes with a file deletion.
+pub fn segment(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("input-{seq:06}.wal"))
+}
+
+/// The segment a file is, by its name.
+pub fn seq_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("input-")?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
+}
+
+/// The log's segments in `dir`, in order.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                if let Some(seq) = seq_of(&e?.path()) {
+                    out.push(seq);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+impl Wal {
+    /// Ends this segment (synced) and goes on in the next one; returns its
+    /// number. Tags are named again in the new segment, so it can be
+    /// replayed without the ones before it.
+    pub fn roll(&mut self) -> Result<u64, String> {
+        self.sync()?;
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let seq = self.seq + 1;
+        let path = segment(&dir, seq);
+        let opened = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| crate::model::sync_dir(&dir).map(|_| f));
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let e = format!("starting the input log segment {}: {e}", path.display());
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        self.out = BufWriter::with_capacity(1 << 20, file);
+        self.path = path;
+        self.seq = seq;
+        self.named.clear();
+        self.bytes = 0;
+        self.dirty = false;
+        Ok(seq)
+    }
+}
+
 pub struct Records {
     r: std::io::BufReader<File>,
     /// Where the next record starts: every record before it is whole.
@@ -291,6 +361,8 @@ pub struct Scan {
     pub entries: u64,
     /// Process starts after the first.
     pub restarts: u64,
+    /// `Run` entries: the runs that appended to it.
+    pub runs: u64,
     pub samples: u64,
     pub messages: u64,
     pub begin: Option<(String, InitialContext)>,
@@ -308,7 +380,7 @@ impl Scan {
                     fingerprint,
                     initial,
                 } if s.entries == 1 => s.begin = Some((fingerprint, initial)),
-                Entry::Run => s.restarts += 1,
+                Entry::Run => s.runs += 1,
                 Entry::Samples { rows, messages, .. } => {
                     s.samples += rows.len() as u64;
                     s.messages += messages.len() as u64;
@@ -318,13 +390,27 @@ impl Scan {
             }
         }
         // The first run logs a `Run` too.
-        s.restarts = s.restarts.saturating_sub(1);
+        s.restarts = s.runs.saturating_sub(1);
         s
     }
 
     /// Whether the log holds no input (a run that failed at once).
     pub fn is_empty(&self) -> bool {
         self.samples == 0 && self.context.is_empty()
+    }
+
+    /// Adds what the next segment holds.
+    pub fn merge(&mut self, next: Scan) {
+        let first = self.entries == 0;
+        self.entries += next.entries;
+        self.runs += next.runs;
+        self.restarts = self.runs.saturating_sub(1);
+        self.samples += next.samples;
+        self.messages += next.messages;
+        if first && self.begin.is_none() {
+            self.begin = next.begin;
+        }
+        self.context.extend(next.context);
     }
 }
 

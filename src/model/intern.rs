@@ -63,6 +63,11 @@ impl<K: std::hash::Hash + Eq> Interner<K> {
     }
 
     /// The key of an id [`Interner::insert`] gave.
+    /// Every key, in id order.
+    pub fn keys(&self) -> &[K] {
+        &self.names
+    }
+
     pub fn key(&self, id: u32) -> &K {
         &self.names[id as usize]
     }

@@ -323,6 +323,11 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Makes a directory's entries (new names, renames, deletions) durable.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Creates `dir` and its missing parents readable by the owner only (0700
 /// on Unix): scratch state and keys never sit in a directory others can
 /// list or plant files in.
@@ -503,6 +508,25 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Aborts the process at a named point of the `seq`th commit (or
+/// checkpoint) when the test hook `PLANTFLOW_TEST_CRASH=<point>:<seq>`
+/// names it (a kill at an exact moment).
+pub fn crash_point(at: &str, seq: u64) {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_CRASH").ok());
+    if want.as_deref() == Some(&format!("{at}:{seq}")) {
+        eprintln!(
+            "plantflow: test crash at {at} of {}",
+            if at == "checkpoint" {
+                format!("checkpoint {seq}")
+            } else {
+                format!("commit {seq}")
+            }
+        );
+        std::process::abort();
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,18 @@
 //! start, replayed into the fresh engine before the sources go on
 //! (`ingest/wal.rs` has the log; `docs/durability.md` the guarantees).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Plan;
 use crate::dataflow::SourcePlan;
 use crate::ingest::bridge::ContextChange;
-use crate::ingest::wal::{Records, Scan, Wal};
+use crate::ingest::bridge::LogStart;
+use crate::ingest::wal::{self, Records, Scan, Wal};
+use crate::sinks::parquet::commit::CheckpointRef;
+
+use super::checkpoint::{self, Checkpoint};
 use crate::ingest::{Ingest, InitialContext, TagRegistry};
 use crate::model::StatusUpdate;
 use crate::sources::context::{ContextStore, Snapshot};
@@ -21,10 +25,70 @@ use super::supervise::{self, RunError, Supervisor};
 /// An input log opened at start, and what it held.
 pub(super) struct InputLog {
     wal: Wal,
-    path: PathBuf,
-    /// What the log held at start (its samples are read again by the replay).
+    dir: PathBuf,
+    /// The segments to replay, each with the length of its whole records.
+    replay: Vec<(PathBuf, u64)>,
+    /// What those segments hold (their samples are read again by the replay).
     scan: Scan,
     fingerprint: String,
+    /// The checkpoint the replay goes on from, if the lake names one.
+    checkpoint: Option<Checkpoint>,
+}
+
+/// What a run starts from: its input log (if logged), the context files,
+/// the context the engine starts from, the tag registry (a checkpoint's
+/// ids first) and the engine's part of the checkpoint.
+pub(super) struct Started {
+    pub log: Option<InputLog>,
+    pub files: InitialContext,
+    pub initial: InitialContext,
+    pub tags: Arc<TagRegistry>,
+    pub restore: Option<crate::engine::EngineRestore>,
+}
+
+impl Started {
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(
+        self,
+    ) -> (
+        Option<InputLog>,
+        InitialContext,
+        InitialContext,
+        Arc<TagRegistry>,
+        Option<crate::engine::EngineRestore>,
+    ) {
+        (self.log, self.files, self.initial, self.tags, self.restore)
+    }
+}
+
+/// Opens the input log (see [`InputLog::open`]) and what a run starts from.
+pub(super) fn start(
+    plan: &Plan,
+    sources: &[SourcePlan],
+    opts: &super::RunOptions,
+    lake: &super::lake::OpenLake,
+    stats: &crate::stats::Stats,
+) -> Result<Started, RunError> {
+    let fingerprint = &lake.durable.identity.fingerprint;
+    let mut log = InputLog::open(plan, sources, fingerprint, opts, &lake.checkpoints)?;
+    let files = super::load_initial(plan)?;
+    let initial = log
+        .as_ref()
+        .and_then(|l| l.began())
+        .unwrap_or_else(|| files.clone());
+    let checkpoint_tags = log.as_ref().map_or(&[][..], |l| l.checkpoint_tags());
+    let tags = super::registry(checkpoint_tags, &initial);
+    let restore = log.as_mut().and_then(|l| l.engine_restore());
+    if restore.is_some() {
+        stats.event("started from a checkpoint", 1);
+    }
+    Ok(Started {
+        log,
+        files,
+        initial,
+        tags,
+        restore,
+    })
 }
 
 /// The context the store starts from (the log's end on a restart, else
@@ -34,14 +98,17 @@ pub(super) fn held(
     log: Option<&InputLog>,
     initial: &mut InitialContext,
 ) -> (InitialContext, Vec<StatusUpdate>) {
-    match (log, log.and_then(|l| l.initial())) {
-        (Some(l), Some(began)) => {
+    match log.and_then(|l| l.start_context().map(|c| (l, c))) {
+        Some((l, (base, began))) => {
             let file = std::mem::replace(&mut initial.status, began.status);
-            let held = l.held(initial);
+            let mut held = base;
+            for c in &l.scan.context {
+                held.apply(c);
+            }
             let new = l.new_status(&held, file);
             (held, new)
         }
-        _ => (initial.clone(), Vec::new()),
+        None => (initial.clone(), Vec::new()),
     }
 }
 
@@ -55,98 +122,178 @@ pub(super) fn logged(sources: &[SourcePlan], follow: bool) -> bool {
     !(sources.len() == 1 && replay(&sources[0]) && !follow)
 }
 
-/// The log's path: `<state_dir>/<dataflow>/input.wal`.
-pub(super) fn path(plan: &Plan) -> Option<PathBuf> {
+/// The state directory of a dataflow: `<state_dir>/<dataflow>/`, with the
+/// input log's segments (`input-NNNNNN.wal`) and its checkpoints.
+pub(super) fn dir(plan: &Plan) -> Option<PathBuf> {
     let dir = plan.window.state_dir.as_ref()?;
-    Some(dir.join(&plan.name).join("input.wal"))
+    Some(dir.join(&plan.name))
+}
+
+/// Deletes the log's segments and checkpoints (`--reset-state`).
+fn reset(dir: &std::path::Path) -> Result<(), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = wal::seq_of(&path).is_some()
+            || name.starts_with("checkpoint-")
+            || name.starts_with(".checkpoint-");
+        if ours {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 impl InputLog {
     /// Opens the log of a logged dataflow (`--reset-state` starts a new
-    /// one); refuses one another dataflow file began (exit 78).
+    /// one) from the checkpoint the lake's record names (`refs`, latest
+    /// first), if any; refuses one another dataflow file began (exit 78).
     pub fn open(
         plan: &Plan,
         sources: &[SourcePlan],
         fingerprint: &str,
         opts: &super::RunOptions,
+        refs: &[CheckpointRef],
     ) -> Result<Option<InputLog>, RunError> {
-        let (follow, reset) = (opts.follow, opts.reset_state);
+        let (follow, reset_state) = (opts.follow, opts.reset_state);
         let wanted = logged(sources, follow) && !opts.no_input_log;
-        let Some(path) = path(plan).filter(|_| wanted) else {
+        let Some(dir) = dir(plan).filter(|_| wanted) else {
             return Ok(None);
         };
+        if reset_state {
+            reset(&dir)?;
+        }
+        let config = |message: String| RunError {
+            code: supervise::EXIT_CONFIG,
+            message,
+        };
+        let checkpoint = match reset_state {
+            true => None,
+            false => checkpoint::read_latest(&dir, refs, fingerprint).map_err(config)?,
+        };
+        let mut log = InputLog::segments(&dir, checkpoint, fingerprint)?;
         // A log with no input in it (a run that failed at once) holds
         // nothing to lose: it starts again with this dataflow's header.
-        let (mut wal, mut scan) = Wal::open(&path)?;
-        if reset || (scan.entries > 0 && scan.is_empty()) {
-            drop(wal);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("cannot remove {}: {e}", path.display()).into()),
-            }
-            (wal, scan) = Wal::open(&path)?;
+        if log.checkpoint.is_none() && log.scan.entries > 0 && log.scan.is_empty() {
+            drop(log);
+            reset(&dir)?;
+            log = InputLog::segments(&dir, None, fingerprint)?;
         }
-        match &scan.begin {
-            Some((f, _)) if f != fingerprint => {
-                return Err(RunError {
-                    code: supervise::EXIT_CONFIG,
-                    message: format!(
-                        "the input log {} belongs to another version of the dataflow file \
-                         (fingerprint {f} then, {fingerprint} now). Run with --reset-state \
-                         to start a new log (what it holds is not replayed)",
-                        path.display()
-                    ),
-                });
+        let first = log.replay.first().map(|(p, _)| p.display().to_string());
+        let first = first.unwrap_or_default();
+        match (&log.checkpoint, &log.scan.begin) {
+            (None, Some((f, _))) if f != fingerprint => {
+                return Err(config(format!(
+                    "the input log {first} belongs to another version of the dataflow file \
+                     (fingerprint {f} then, {fingerprint} now). Run with --reset-state \
+                     to start a new log (what it holds is not replayed)"
+                )));
             }
-            None if scan.entries > 0 => {
-                let at = path.display();
-                return Err(format!("the input log {at} does not begin with its header").into());
+            (None, None) if log.scan.entries > 0 => {
+                return Err(format!(
+                    "the input log {first} does not begin with its header, and the lake's \
+                     commit names no checkpoint to go on from. Run with --reset-state to \
+                     start a new log (what it holds is not replayed)"
+                )
+                .into());
             }
             _ => {}
         }
-        if scan.entries > 0 {
-            tracing::info!(log = %path.display(), entries = scan.entries, "replaying the input log");
+        if let Some(c) = &log.checkpoint {
+            tracing::info!(
+                at = c.bridge.at,
+                segment = c.bridge.segment,
+                "starting from a checkpoint"
+            );
         }
-        Ok(Some(InputLog {
+        if log.scan.entries > 0 {
+            tracing::info!(log = %dir.display(), entries = log.scan.entries, "replaying the input log");
+        }
+        Ok(Some(log))
+    }
+
+    /// Opens the segments from `checkpoint`'s (or the first): every one
+    /// but the last was synced whole before the next began; the last is
+    /// opened for appending (a torn tail is cut off).
+    fn segments(
+        dir: &std::path::Path,
+        checkpoint: Option<Checkpoint>,
+        fingerprint: &str,
+    ) -> Result<InputLog, RunError> {
+        let all = wal::segments(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let from = match &checkpoint {
+            Some(c) => c.bridge.segment,
+            None => all.first().copied().unwrap_or(1),
+        };
+        let mut seqs: Vec<u64> = all.into_iter().filter(|s| *s >= from).collect();
+        if seqs.is_empty() {
+            seqs.push(from);
+        }
+        let mut scan = Scan::default();
+        let mut replay = Vec::new();
+        let last = seqs.len() - 1;
+        for seq in &seqs[..last] {
+            let path = wal::segment(dir, *seq);
+            let s = wal::scan(&path)?;
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            scan.merge(s);
+            replay.push((path, len));
+        }
+        let path = wal::segment(dir, seqs[last]);
+        let (wal, s) = Wal::open(&path)?;
+        scan.merge(s);
+        replay.push((path, wal.bytes));
+        Ok(InputLog {
             wal,
-            path,
+            dir: dir.to_path_buf(),
+            replay,
             scan,
             fingerprint: fingerprint.to_string(),
-        }))
+            checkpoint,
+        })
     }
 
-    /// The context the log's first run started with (the engine starts
-    /// from it again; later changes are in the log).
-    pub fn initial(&self) -> Option<InitialContext> {
-        self.scan.begin.as_ref().map(|(_, i)| i.clone())
-    }
-
-    /// The context at the end of the log: the store's starting point, so
-    /// later file changes are differences from what the engine has.
-    pub fn held(&self, initial: &InitialContext) -> InitialContext {
-        let mut out = initial.clone();
-        let changes = self.scan.context.iter();
-        let (mut assets, mut tariff, mut prod, mut maint) = (
-            counted(&out.assets),
-            counted(&out.tariff),
-            counted(&out.production),
-            counted(&out.maintenance),
-        );
-        for c in changes {
-            match c {
-                ContextChange::Assets(d) => apply(&mut assets, d),
-                ContextChange::Tariff(d) => apply(&mut tariff, d),
-                ContextChange::Production(d) => apply(&mut prod, d),
-                ContextChange::Maintenance(d) => apply(&mut maint, d),
-                ContextChange::Status(s) => out.status.extend(s.iter().cloned()),
-            }
+    /// The context files as the log began (the engine starts from them
+    /// again without a checkpoint; later changes are in the log).
+    pub fn began(&self) -> Option<InitialContext> {
+        match &self.checkpoint {
+            Some(c) => Some(c.bridge.track.began.clone()),
+            None => self.scan.begin.as_ref().map(|(_, i)| i.clone()),
         }
-        out.assets = rows(assets);
-        out.tariff = rows(tariff);
-        out.production = rows(prod);
-        out.maintenance = rows(maint);
-        out
+    }
+
+    /// The context the replay starts from, and the files as the log began.
+    fn start_context(&self) -> Option<(InitialContext, InitialContext)> {
+        match &self.checkpoint {
+            Some(c) => Some((c.bridge.track.held.clone(), c.bridge.track.began.clone())),
+            None => self.began().map(|b| (b.clone(), b)),
+        }
+    }
+
+    /// The dataflow file's fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The state directory (checkpoints go there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The checkpoint's tag names by id: interned first, so its ids hold.
+    pub fn checkpoint_tags(&self) -> &[crate::model::SharedName] {
+        self.checkpoint.as_ref().map_or(&[], |c| &c.tags[..])
+    }
+
+    /// The engine's part of the checkpoint (taken once).
+    pub fn engine_restore(&mut self) -> Option<crate::engine::EngineRestore> {
+        self.checkpoint.as_mut().map(|c| c.engine())
     }
 
     /// Status updates the file has that the log does not (appended while
@@ -166,14 +313,17 @@ impl InputLog {
         mut after: AfterReplay,
         (sup, stop): (&Arc<Supervisor>, &Arc<AtomicBool>),
     ) -> Result<(), String> {
-        after.began = self.initial().unwrap_or_default();
-        let fresh = self.scan.entries == 0;
+        after.began = self.began().unwrap_or_default();
+        let fresh = self.scan.entries == 0 && self.checkpoint.is_none();
+        let from = match self.checkpoint {
+            Some(c) => LogStart::Checkpoint(Box::new(c.bridge)),
+            None => LogStart::Began(self.scan.begin.map_or_else(|| initial.clone(), |(_, i)| i)),
+        };
         let replay = Replay {
-            path: self.path,
-            upto: self.wal.bytes,
+            segments: self.replay,
             entries: self.scan.entries,
         };
-        ingest.attach_log(self.wal, tags.clone());
+        ingest.attach_log(self.wal, tags.clone(), from);
         if fresh {
             ingest.begin_log(&self.fingerprint, initial);
         }
@@ -203,9 +353,8 @@ impl AfterReplay {
 
 /// The logged calls to feed again.
 struct Replay {
-    path: PathBuf,
-    /// The log's whole records end here (it is read again up to there).
-    upto: u64,
+    /// The segments, each read again up to the end of its whole records.
+    segments: Vec<(PathBuf, u64)>,
     entries: u64,
 }
 
@@ -254,9 +403,13 @@ impl Replay {
             let n = self.entries;
             let started = std::time::Instant::now();
             if n > 0 {
-                let records = Records::open(&self.path, self.upto)
-                    .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
-                ingest.replay(records, &tags)?;
+                let mut all = Vec::new();
+                for (path, upto) in &self.segments {
+                    let records = Records::open(path, *upto)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    all.push(records);
+                }
+                ingest.replay(all.into_iter().flatten(), &tags)?;
             } else {
                 ingest.replay(std::iter::empty(), &tags)?;
             }
@@ -300,7 +453,7 @@ impl Replay {
                 gib = ingest.log_bytes() >> 30;
                 tracing::warn!(
                     gib,
-                    log = %self.path.display(),
+                    log = %self.segments.last().map(|(p, _)| p.display().to_string()).unwrap_or_default(),
                     "the input log has grown to {gib} GiB; a restart replays it whole \
                      (snapshots that truncate it are not built yet)"
                 );
@@ -308,24 +461,4 @@ impl Replay {
         }
         ingest.sync()
     }
-}
-
-fn counted<T: Ord + Clone>(rows: &[T]) -> BTreeMap<T, isize> {
-    let mut m = BTreeMap::new();
-    for r in rows {
-        *m.entry(r.clone()).or_insert(0) += 1;
-    }
-    m
-}
-
-fn apply<T: Ord + Clone>(m: &mut BTreeMap<T, isize>, diffs: &[(T, isize)]) {
-    for (r, d) in diffs {
-        *m.entry(r.clone()).or_insert(0) += d;
-    }
-}
-
-fn rows<T: Clone>(m: BTreeMap<T, isize>) -> Vec<T> {
-    m.into_iter()
-        .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
-        .collect()
 }

@@ -26,6 +26,8 @@ pub(super) struct OpenLake {
     pub resume: Resume,
     /// The record says the last run read every source to its end.
     pub finished_run: bool,
+    /// The checkpoints the record names (latest first).
+    pub checkpoints: Vec<crate::sinks::parquet::commit::CheckpointRef>,
     /// For the summary: the record found, and the repairs made.
     pub resumed: Option<Resumed>,
 }
@@ -89,9 +91,23 @@ impl OpenLake {
                 identity,
                 seq: opened.marker.as_ref().map_or(0, |m| m.seq),
                 finished: Arc::default(),
+                checkpoints: None,
+                named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
+                previous: opened
+                    .marker
+                    .as_ref()
+                    .and_then(|m| m.previous_checkpoint.clone()),
             },
             resume,
             finished_run: opened.marker.as_ref().is_some_and(|m| m.finished),
+            checkpoints: opened
+                .marker
+                .as_ref()
+                .map(|m| {
+                    let refs = [m.checkpoint.clone(), m.previous_checkpoint.clone()];
+                    refs.into_iter().flatten().collect()
+                })
+                .unwrap_or_default(),
             resumed,
             lock: opened.lock,
         })

@@ -14,6 +14,8 @@
 //! that fails (an error or a panic) ends the run with one line naming it
 //! and its config key (`source \`plant\` (sources[0]) failed: …`).
 
+mod checkpoint;
+pub use checkpoint::log_totals;
 mod durable;
 mod fanout;
 mod lake;
@@ -172,6 +174,27 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
     }
 }
 
+/// Starts every source on the runtime, each with `base` for its index.
+fn spawn_sources(
+    rt: &tokio::runtime::Runtime,
+    sources: &[SourcePlan],
+    base: SourceCtx,
+    sup: &Arc<Supervisor>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let ctx = SourceCtx {
+            index: i,
+            id: s.id().to_string(),
+            replayed: matches!(s, SourcePlan::Replay(_)),
+            ..base.clone()
+        };
+        let who = Component(format!("source `{}` (sources[{i}])", s.id()));
+        tasks.push(spawn_source(rt, s, ctx, sup, who));
+    }
+    tasks
+}
+
 /// Runs a plan to completion (or until stopped).
 pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
@@ -184,7 +207,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
     // The lake is locked for the run (`_lock`) and its last commit finished.
-    let lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), opts.reset_state)?;
+    let mut lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), opts.reset_state)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }
@@ -194,13 +217,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let stop = opts.stop.clone().unwrap_or_default();
     // A node whose input cannot be read again as it was (live sources,
     // several files, a followed file) logs it, and replays it after a restart.
-    let log = durable::InputLog::open(&plan, &sources, &fingerprint, &opts)?;
-    let files = load_initial(&plan)?;
-    let mut initial = log
-        .as_ref()
-        .and_then(|l| l.initial())
-        .unwrap_or_else(|| files.clone());
-    let tags = registry(&initial);
+    let start = durable::start(&plan, &sources, &opts, &lake, &stats);
+    let (log, files, mut initial, tags, restore) = start?.into_parts();
     let geo = geometry(&plan);
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
     // The runtime is made before the sink channel on purpose: on any early
@@ -216,6 +234,15 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let (held, new_status) = durable::held(log.as_ref(), &mut initial);
+    // A node with an input log checkpoints its state, so a restart
+    // replays only the log after the last one.
+    let checkpoints = checkpoint::start(
+        log.as_ref(),
+        &plan,
+        &mut lake,
+        &ingest,
+        (&tags, &stats, workers),
+    )?;
     let sup = Supervisor::new(stop.clone(), ingest.clone());
     let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
@@ -223,7 +250,6 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     if let Some(t) = opts.shutdown_timeout {
         sup.watchdog(t, done.clone());
     }
-
     let fanout::Writers {
         writer: writer_task,
         publishers,
@@ -249,26 +275,22 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         let after = durable::AfterReplay::new(&store, files, new_status, &stats);
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
-    let mut source_tasks = Vec::new();
-    for (i, s) in sources.iter().enumerate() {
-        let ctx = SourceCtx {
-            index: i,
-            id: s.id().to_string(),
-            ingest: ingest.clone(),
-            tags: tags.clone(),
-            sink: sink_tx.clone(),
-            stats: stats.clone(),
-            stop: stop.clone(),
-            window: plan.window.clone(),
-            geometry: geo,
-            follow: opts.follow,
-            replayed: matches!(s, SourcePlan::Replay(_)),
-            context: Some(store.clone()),
-            dead_letter: plan.dead_letter,
-        };
-        let who = Component(format!("source `{}` (sources[{i}])", s.id()));
-        source_tasks.push(spawn_source(&rt, s, ctx, &sup, who));
-    }
+    let base = SourceCtx {
+        index: 0,
+        id: String::new(),
+        ingest: ingest.clone(),
+        tags: tags.clone(),
+        sink: sink_tx.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        window: plan.window.clone(),
+        geometry: geo,
+        follow: opts.follow,
+        replayed: false,
+        context: Some(store.clone()),
+        dead_letter: plan.dead_letter,
+    };
+    let source_tasks = spawn_sources(&rt, &sources, base, &sup);
     // Beside the sources, in `--follow`: the context watcher and the status tail.
     let background = match opts.follow {
         true => {
@@ -297,6 +319,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             geometry: geo,
             stats: stats.clone(),
             max_sink_queue: sink.max_queue_bytes,
+            checkpoints,
+            restore,
         },
     );
     // Every source ended by itself (no signal, no failure): the last
@@ -373,9 +397,12 @@ fn with_state_dir(mut plan: Plan, lake: &std::path::Path) -> Plan {
     plan
 }
 
-/// The tag registry, with the context's tags first.
-fn registry(initial: &InitialContext) -> Arc<TagRegistry> {
+/// The tag registry: a checkpoint's tags (its ids hold), then the context's.
+fn registry(checkpoint: &[crate::model::SharedName], initial: &InitialContext) -> Arc<TagRegistry> {
     let tags = Arc::new(TagRegistry::default());
+    for t in checkpoint {
+        tags.intern_shared(t);
+    }
     for a in &initial.assets {
         tags.intern_shared(&a.tag);
     }

@@ -49,9 +49,15 @@ fn setup(tags: u32, seconds: u32) -> Setup {
     let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
     assert!(text.contains("roll_interval = \"1m\""));
     let dataflow = dir.path().join("workload_v1.toml");
+    // Commits and checkpoints many times a second: every kill lands
+    // between, before or inside them.
     std::fs::write(
         &dataflow,
-        text.replace("roll_interval = \"1m\"", "roll_interval = \"30ms\""),
+        text.replace("roll_interval = \"1m\"", "roll_interval = \"30ms\"")
+            .replace(
+                "size = \"1m\"",
+                "size = \"1m\"\ncheckpoint_interval = \"50ms\"",
+            ),
     )
     .unwrap();
     Setup {
@@ -526,6 +532,7 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     let (code, stdout, err) = s.run(&got, 2, &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("resumed"), "{stdout}");
+    assert!(stdout.contains("started from a checkpoint"), "{stdout}");
     assert_latest_equal(&got, &want);
     assert_no_revision_twice(&got);
 }

@@ -9,7 +9,7 @@ use crate::model::{Sample, TagId, WindowAgg, F64};
 /// Running aggregate of one tag's window (56 bytes: it is what a retained
 /// window costs). The first and last values' times are kept as offsets
 /// into the window (`ms` since its start), only to order them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Acc {
     pub(super) tag: TagId,
     count: u32,
@@ -111,7 +111,7 @@ impl Acc {
 
 /// The retained windows of one window start, sorted by tag: a retained
 /// window costs its [`Acc`] and nothing else (no hash-table slack).
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Closed {
     pub(super) rows: Vec<Acc>,
 }
@@ -159,6 +159,7 @@ impl Closed {
 /// (`bridge::worker_of`), so `t / peers` indexes a vector: a sample finds its
 /// window without hashing, and a close takes the windows in tag order. A tag
 /// of another worker (never sent here) still gets its own window, in a map.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Open {
     pub(super) accs: Vec<Acc>,
     n: usize,

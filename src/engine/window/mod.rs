@@ -35,6 +35,7 @@ mod state;
 pub use acc::{Acc, Closed};
 use state::State;
 
+use super::checkpoint::{self, Checkpoints};
 use super::context::{Context, CtxUpdate};
 use super::spill::{SpillPlan, Store};
 use crate::ingest::Geometry;
@@ -69,6 +70,12 @@ pub trait Emit: 'static {
     /// No window starting before `before` will be emitted again: context
     /// that only such windows could use may go.
     fn retire(&mut self, _before: i64) {}
+    /// The emitter's own state for a checkpoint (none by default).
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Starts from [`Emit::save`]'s bytes.
+    fn load(&mut self, _bytes: &[u8]) {}
 }
 
 impl Emit for Context {
@@ -91,6 +98,12 @@ impl Emit for Context {
     }
     fn retire(&mut self, before: i64) {
         Context::retire(self, before)
+    }
+    fn save(&self) -> Vec<u8> {
+        Context::save(self)
+    }
+    fn load(&mut self, bytes: &[u8]) {
+        Context::load(self, bytes)
     }
 }
 
@@ -131,7 +144,9 @@ pub fn window<'s, E: Emit>(
     name: &str,
     emitter: E,
     spill: Option<SpillPlan>,
+    ck: &Checkpoints,
 ) -> Stream<'s, u64, Vec<(E::Out, u64, isize)>> {
+    let ck = ck.clone();
     let scope = samples.scope();
     // The bridge already sent each tag's rows to its worker (`bridge::worker_of`);
     // the context stream is broadcast.
@@ -168,6 +183,11 @@ pub fn window<'s, E: Emit>(
                 asked: BTreeSet::new(),
                 retired: i64::MIN,
             };
+            if let Some(img) = ck.restore.take::<state::Loaded>("window") {
+                st.load(img);
+            }
+            ck.barrier
+                .register("window", Some(scope.activator_for(info.address.clone())));
             let me = scope.activator_for(info.address.clone());
 
             move |(input, f1), (ctx_in, f2), output| {
@@ -202,6 +222,12 @@ pub fn window<'s, E: Emit>(
                 let mut emitted = 0;
 
                 while let Some((time, event)) = st.next(f) {
+                    // A checkpoint at or before this event: everything before it is in.
+                    if let Some(at) = ck.barrier.wants("window") {
+                        if checkpoint::ready(at, f, Some(time)) {
+                            ck.barrier.put("window", &st.save());
+                        }
+                    }
                     if emitted >= ACTIVATION_ROWS {
                         yielded = Some(time);
                         me.activate();
@@ -232,6 +258,11 @@ pub fn window<'s, E: Emit>(
                     }
                 }
 
+                if let (Some(at), None, None) = (ck.barrier.wants("window"), waiting, yielded) {
+                    if checkpoint::ready(at, f, None) {
+                        ck.barrier.put("window", &st.save());
+                    }
+                }
                 if let (Some(f), None) = (f, waiting) {
                     st.spill(f);
                     st.retire(f, yielded);
@@ -276,7 +307,8 @@ pub fn standalone(batches: Vec<(u64, Vec<Sample>)>, geo: Geometry) -> u64 {
                 Vec::<(CtxUpdate, u64, isize)>::new(),
                 scope,
             );
-            window(input.to_stream(scope), none, geo, "window", Bare, None)
+            let ck = Checkpoints::default();
+            window(input.to_stream(scope), none, geo, "window", Bare, None, &ck)
                 .inspect_core(move |c| {
                     if let Ok((_, data)) = c {
                         s2.set(s2.get() + data.len() as u64);

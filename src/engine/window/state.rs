@@ -51,7 +51,47 @@ pub(super) struct State<E: Emit> {
     pub retired: i64,
 }
 
+/// What a checkpoint keeps of the operator: its open and retained windows
+/// and its emitter's context. Late rows and context changes still waiting
+/// are at or after the checkpoint's time (everything before it has been
+/// handled), so they are not part of it. Generic so one description both
+/// writes borrowed maps and reads owned ones.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Image<O, C> {
+    open: O,
+    slots: usize,
+    closed: C,
+    retired: i64,
+    emitter: Vec<u8>,
+}
+
+/// A checkpoint's image as written (borrowed) and as read (owned).
+pub(super) type Saved<'a> = Image<&'a BTreeMap<i64, Open>, &'a BTreeMap<i64, Closed>>;
+pub(super) type Loaded = Image<BTreeMap<i64, Open>, BTreeMap<i64, Closed>>;
+
 impl<E: Emit> State<E> {
+    /// The operator's state for a checkpoint (see [`Image`]); spilled
+    /// windows are not in it, so a spilling node takes no checkpoints.
+    pub fn save(&self) -> Saved<'_> {
+        debug_assert!(self.cold.is_empty() && self.asked.is_empty());
+        Image {
+            open: &self.open,
+            slots: self.slots,
+            closed: &self.closed,
+            retired: self.retired,
+            emitter: self.emitter.save(),
+        }
+    }
+
+    /// Starts from a checkpoint's image.
+    pub fn load(&mut self, img: Loaded) {
+        self.open = img.open;
+        self.slots = img.slots;
+        self.closed = img.closed;
+        self.retired = img.retired;
+        self.emitter.load(&img.emitter);
+    }
+
     /// Takes a batch of samples sent at time `t`: rows of open windows join
     /// them, rows of closed windows wait as late rows.
     pub fn take(&mut self, t: u64, batch: &mut Vec<Sample>) {

@@ -47,6 +47,32 @@ pub struct Marker {
     pub files: Vec<String>,
     /// Wall-clock time of the commit (ms since the epoch).
     pub committed_at: i64,
+    /// The checkpoint of the engine's state a restart goes on from (a
+    /// node with an input log), and the one before it (kept in case this
+    /// one cannot be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_checkpoint: Option<CheckpointRef>,
+}
+
+/// A checkpoint file of the node's state directory, as a commit names it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointRef {
+    /// The timely time it holds the input before.
+    pub at: u64,
+    /// The input log goes on from this segment.
+    pub segment: u64,
+    /// Its file in the state directory.
+    pub file: String,
+}
+
+/// Checkpoints written and waiting to be named by a commit (`ready`), and
+/// what to do once one is (`committed`: delete what it replaces).
+pub struct CheckpointSlot {
+    pub ready: std::sync::Mutex<Option<CheckpointRef>>,
+    #[allow(clippy::type_complexity)]
+    pub committed: Box<dyn Fn(&CheckpointRef, Option<&CheckpointRef>) + Send + Sync>,
 }
 
 /// Who writes the lake: a dataflow and its file's fingerprint.
@@ -147,9 +173,7 @@ pub fn write(lake: &Path, m: &Marker) -> Result<(), String> {
 
 /// Makes a directory's entries (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("syncing {}: {e}", dir.display()))
+    crate::model::sync_dir(dir).map_err(|e| format!("syncing {}: {e}", dir.display()))
 }
 
 /// The hidden name a file is staged under beside its `target`.
@@ -395,6 +419,8 @@ mod tests {
             finished: false,
             files,
             committed_at: 0,
+            checkpoint: None,
+            previous_checkpoint: None,
         }
     }
 

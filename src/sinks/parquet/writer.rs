@@ -80,6 +80,11 @@ pub struct Durable {
     /// Set by the run when every source has ended (not stopped): the last
     /// commit says the run is finished.
     pub finished: Arc<std::sync::atomic::AtomicBool>,
+    /// Checkpoints for commits to name (a node with an input log).
+    pub checkpoints: Option<Arc<super::commit::CheckpointSlot>>,
+    /// The checkpoint the last commit named, and the one before it.
+    pub named: Option<super::commit::CheckpointRef>,
+    pub previous: Option<super::commit::CheckpointRef>,
 }
 
 /// Where a resumed run starts writing.
@@ -450,7 +455,13 @@ impl ParquetWriter {
                 a => a,
             }
             .max(self.resume.before);
-            if !staged.is_empty() || finished {
+            // A checkpoint of everything before `before` or earlier.
+            let ready = d
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.ready.lock().ok().and_then(|r| r.clone()))
+                .filter(|r| r.at <= before && d.named.as_ref().is_none_or(|n| r.at > n.at));
+            if !staged.is_empty() || finished || ready.is_some() {
                 d.seq += 1;
                 let lake = &self.plan.path;
                 let files = staged
@@ -467,10 +478,20 @@ impl ParquetWriter {
                     finished,
                     files,
                     committed_at: crate::model::now_ms(),
+                    checkpoint: ready.clone().or_else(|| d.named.clone()),
+                    previous_checkpoint: match &ready {
+                        Some(_) => d.named.clone(),
+                        None => d.previous.clone(),
+                    },
                 };
-                crash_point("before-record", d.seq);
+                crate::model::crash_point("before-record", d.seq);
                 super::commit::write(lake, &m)?;
-                crash_point("after-record", d.seq);
+                crate::model::crash_point("after-record", d.seq);
+                if let (Some(r), Some(c)) = (ready, &d.checkpoints) {
+                    // What the new checkpoint replaces can go.
+                    (c.committed)(&r, d.named.as_ref());
+                    d.previous = d.named.replace(r);
+                }
             }
         }
         let mut dirs = std::collections::BTreeSet::new();
@@ -526,17 +547,6 @@ fn newer<T>(parts: BTreeMap<String, Vec<&T>>, new: impl Fn(&T) -> bool) -> Vec<(
         .map(|(d, rs)| (d, rs.into_iter().filter(|r| new(r)).collect::<Vec<_>>()))
         .filter(|(_, rs)| !rs.is_empty())
         .collect()
-}
-
-/// Aborts the process at a named point of commit `seq` when the test hook
-/// `PLANTFLOW_TEST_CRASH=<point>:<seq>` names it (a kill at an exact moment).
-fn crash_point(at: &str, seq: u64) {
-    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_CRASH").ok());
-    if want.as_deref() == Some(&format!("{at}:{seq}")) {
-        eprintln!("plantflow: test crash at {at} of commit {seq}");
-        std::process::abort();
-    }
 }
 
 /// The writer loop: runs until every sender is gone, then commits all files.

@@ -10,31 +10,31 @@ impl ValueLayer {
         // A window rule's finding counts once its period has closed; a demand
         // projection counts at once (it is an early warning).
         // At the end of input every open period closes, as windows do.
-        let live = rule.kind == RuleKind::DemandPeak || self.ended;
-        let now = self.now;
-        let findings = self.findings.get(g).into_iter().flat_map(|m| m.values());
+        let live = rule.kind == RuleKind::DemandPeak || self.d.ended;
+        let now = self.d.now;
+        let findings = self.d.findings.get(g).into_iter().flat_map(|m| m.values());
         let r = replay_group(
             &self.plan.name,
             (rule, &plan.routing),
             &g.1,
             findings.filter(|f| live || f.period_end <= now),
-            &self.updates_by_id,
+            &self.d.updates_by_id,
         );
         let counts = (r.suppressed_maintenance, r.suppressed_cooldown);
         // Only groups with suppressed findings keep an entry.
-        match self.group_counts.get_mut(g) {
+        match self.d.group_counts.get_mut(g) {
             Some(_) if counts == (0, 0) => {
-                self.group_counts.remove(g);
+                self.d.group_counts.remove(g);
             }
             Some(c) => *c = counts,
             None if counts == (0, 0) => {}
             None => {
-                self.group_counts.insert(g.clone(), counts);
+                self.d.group_counts.insert(g.clone(), counts);
             }
         }
         for (u, reason) in r.rejected {
-            if self.dead_seq.insert(u.seq) {
-                self.rejected_total += 1;
+            if self.d.dead_seq.insert(u.seq) {
+                self.d.rejected_total += 1;
                 out.dead_letters
                     .push(DeadLetter::text("lifecycle", reason, u.raw.clone()));
             }
@@ -55,35 +55,36 @@ impl ValueLayer {
                     a.row.status_note = format!("{}: {}", o.verdict, o.reason);
                     a.transitions.push((status.to_string(), a.row.clone()));
                 }
-                let changed = self.outcomes.get(&o.action_id).is_none_or(|e| {
+                let changed = self.d.outcomes.get(&o.action_id).is_none_or(|e| {
                     let mut old = e.row.clone();
                     old.computed_at = o.computed_at;
                     old != o
                 });
                 if changed {
-                    let rev = self.outcomes.get(&o.action_id).map_or(0, |e| e.rev + 1);
+                    let rev = self.d.outcomes.get(&o.action_id).map_or(0, |e| e.rev + 1);
                     out.outcomes.push((o.clone(), rev));
-                    self.outcomes
+                    self.d
+                        .outcomes
                         .insert(o.action_id.clone(), Emitted { row: o, rev });
                 }
             }
             ids.push(a.row.action_id.clone());
-            if !self.id_group.contains_key(&a.row.action_id) {
-                self.id_group.insert(a.row.action_id.clone(), g.clone());
+            if !self.d.id_group.contains_key(&a.row.action_id) {
+                self.d.id_group.insert(a.row.action_id.clone(), g.clone());
             }
             self.emit_action(a, out);
         }
         // Actions whose findings were all corrected away.
-        let previous = self.group_ids.remove(g).unwrap_or_default();
+        let previous = self.d.group_ids.remove(g).unwrap_or_default();
         for old in previous {
             if ids.contains(&old) {
                 continue;
             }
-            if let Some((e, seen)) = self.actions.get_mut(&old) {
+            if let Some((e, seen)) = self.d.actions.get_mut(&old) {
                 if e.row.status != "withdrawn" {
                     let mut w = e.row.clone();
                     w.status = "withdrawn".into();
-                    w.status_at = self.now;
+                    w.status_at = self.d.now;
                     w.status_by = "plantflow".into();
                     w.status_note = "the findings behind it were corrected away".into();
                     e.rev += 1;
@@ -93,7 +94,7 @@ impl ValueLayer {
                 }
             }
         }
-        self.group_ids.insert(g.clone(), ids);
+        self.d.group_ids.insert(g.clone(), ids);
     }
 
     pub(super) fn emit_action(&mut self, a: ReplayedAction, out: &mut ValueOut) {
@@ -101,7 +102,7 @@ impl ValueLayer {
             row, transitions, ..
         } = a;
         let mut transitions = transitions.into_iter();
-        if !self.actions.contains_key(&row.action_id) {
+        if !self.d.actions.contains_key(&row.action_id) {
             // A new action: its first version is its first transition.
             let first = transitions
                 .next()
@@ -110,12 +111,12 @@ impl ValueLayer {
             let mut seen = Seen::default();
             seen.insert(&first.status);
             out.action(None, first.clone(), 0);
-            self.actions.insert(
+            self.d.actions.insert(
                 row.action_id.clone(),
                 (Box::new(Emitted { row: first, rev: 0 }), seen),
             );
         }
-        let Some((e, seen)) = self.actions.get_mut(&row.action_id) else {
+        let Some((e, seen)) = self.d.actions.get_mut(&row.action_id) else {
             return;
         };
         for (status, snap) in transitions {

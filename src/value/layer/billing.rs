@@ -7,7 +7,7 @@ impl ValueLayer {
     /// Evaluates `demand_peak` rules on the demand intervals touched since the last step.
     pub(super) fn demand_rules(&mut self) {
         let Some(b) = self.plan.billing.clone() else {
-            self.touched_intervals.clear();
+            self.d.touched_intervals.clear();
             return;
         };
         let rules: Vec<usize> = self
@@ -18,14 +18,14 @@ impl ValueLayer {
             .filter(|(_, r)| r.kind == RuleKind::DemandPeak)
             .map(|(i, _)| i)
             .collect();
-        let touched: Vec<(String, i64)> = self.touched_intervals.drain().collect();
+        let touched: Vec<(String, i64)> = self.d.touched_intervals.drain().collect();
         if rules.is_empty() {
             return;
         }
         let ih = b.interval_ms as f64 / 3_600_000.0;
         let wh = self.plan.window.size_ms as f64 / 3_600_000.0;
         for (site, iv) in touched {
-            let Some(map) = self.demand.get(&site) else {
+            let Some(map) = self.d.demand.get(&site) else {
                 continue;
             };
             // Only the site's newest interval is projected; older ones are history.
@@ -84,13 +84,13 @@ impl ValueLayer {
                     kind: SharedName::from(""),
                 };
                 // Sticky: an alert raised on a projection stays, at its highest value.
-                let m = self.findings.entry(key.clone()).or_default();
+                let m = self.d.findings.entry(key.clone()).or_default();
                 match m.get(&iv) {
                     Some(old) if old.value >= f.value => {}
                     _ => {
                         m.insert(iv, Box::new(f));
-                        self.sticky.insert((key.clone(), iv));
-                        self.touched.insert(key);
+                        self.d.sticky.insert((key.clone(), iv));
+                        self.d.touched.insert(key);
                     }
                 }
             }
@@ -102,16 +102,16 @@ impl ValueLayer {
             return;
         };
         // Newly closed periods and corrected ones.
-        let keys: Vec<(String, i64)> = self.touched_bills.iter().cloned().collect();
+        let keys: Vec<(String, i64)> = self.d.touched_bills.iter().cloned().collect();
         let ih = b.interval_ms as f64 / 3_600_000.0;
         let mut done = Vec::new();
         for (site, ps) in keys {
             let (_, pe) = self.bill_period(ps);
-            if pe > self.now {
+            if pe > self.d.now {
                 continue; // still open: stays touched
             }
             done.push((site.clone(), ps));
-            let Some(map) = self.demand.get(&site) else {
+            let Some(map) = self.d.demand.get(&site) else {
                 continue;
             };
             let ivs: Vec<(i64, &DemandInterval)> = map
@@ -182,15 +182,15 @@ impl ValueLayer {
                 is_final: true,
             };
             let key = (site, ps);
-            let changed = self.bills.get(&key).is_none_or(|e| e.row != row);
+            let changed = self.d.bills.get(&key).is_none_or(|e| e.row != row);
             if changed {
-                let rev = self.bills.get(&key).map_or(0, |e| e.rev + 1);
+                let rev = self.d.bills.get(&key).map_or(0, |e| e.rev + 1);
                 out.bills.push((row.clone(), rev));
-                self.bills.insert(key, Emitted { row, rev });
+                self.d.bills.insert(key, Emitted { row, rev });
             }
         }
         for k in done {
-            self.touched_bills.remove(&k);
+            self.d.touched_bills.remove(&k);
         }
     }
 }

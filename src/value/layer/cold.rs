@@ -6,7 +6,7 @@ use super::*;
 impl ValueLayer {
     /// Whether `id` is an action this layer holds in memory.
     pub fn knows(&self, id: &str) -> bool {
-        self.id_group.contains_key(id)
+        self.d.id_group.contains_key(id)
     }
 
     /// The id of the action an update at time `t` needs back from the cold
@@ -23,10 +23,11 @@ impl ValueLayer {
             ValueIn::Finding(f) => {
                 let rule = self.plan.rules.get(f.rule as usize)?;
                 let aged = diff < 0 && t >= self.aging.retract_at(f.period_end);
-                if rule.one_per_group || f.period_end > self.now || aged {
+                if rule.one_per_group || f.period_end > self.d.now || aged {
                     return None;
                 }
                 let held = self
+                    .d
                     .findings
                     .get(&(f.rule, f.group.clone()))
                     .is_some_and(|m| m.contains_key(&f.period_start));
@@ -52,16 +53,16 @@ impl ValueLayer {
     /// for the life of the process, and each replay of a group goes through
     /// all of its history.
     pub fn evict(&mut self) -> Vec<ColdAction> {
-        if self.ended {
+        if self.d.ended {
             return Vec::new();
         }
-        let bucket = self.now.div_euclid(self.aging.period_ms.max(1));
-        if bucket <= self.evicted_bucket {
+        let bucket = self.d.now.div_euclid(self.aging.period_ms.max(1));
+        if bucket <= self.d.evicted_bucket {
             return Vec::new();
         }
-        self.evicted_bucket = bucket;
+        self.d.evicted_bucket = bucket;
         let plan = self.plan.clone();
-        let (now, aging) = (self.now, self.aging);
+        let (now, aging) = (self.d.now, self.aging);
         let is_final = |end: i64| now >= aging.retract_at(end);
         let per_period = |g: &GroupKey| {
             plan.rules
@@ -69,15 +70,17 @@ impl ValueLayer {
                 .is_some_and(|r| !r.one_per_group)
         };
         let mut groups: Vec<GroupKey> = self
+            .d
             .findings
             .keys()
             .filter(|g| per_period(g))
             .cloned()
             .collect();
         groups.extend(
-            self.group_ids
+            self.d
+                .group_ids
                 .keys()
-                .filter(|g| per_period(g) && !self.findings.contains_key(*g))
+                .filter(|g| per_period(g) && !self.d.findings.contains_key(*g))
                 .cloned(),
         );
         let mut out = Vec::new();
@@ -85,6 +88,7 @@ impl ValueLayer {
             let rule = &plan.rules[g.0 as usize];
             // Closed periods: their actions have been replayed and emitted.
             let periods: Vec<i64> = self
+                .d
                 .findings
                 .get(&g)
                 .into_iter()
@@ -92,7 +96,7 @@ impl ValueLayer {
                 .filter(|f| f.period_end <= now)
                 .map(|f| f.period_start)
                 .collect();
-            let ids = self.group_ids.get(&g).cloned().unwrap_or_default();
+            let ids = self.d.group_ids.get(&g).cloned().unwrap_or_default();
             let mut gone: HashSet<String> = HashSet::default();
             for p in periods {
                 let id = action_id(&plan.name, &rule.id, &g.1, p);
@@ -100,23 +104,23 @@ impl ValueLayer {
                 let verifying = |(e, _): &(Box<Emitted<ActionRow>>, Seen)| {
                     e.row.status == "done" && rule.verify.is_some()
                 };
-                if held && self.actions.get(&id).is_none_or(verifying) {
+                if held && self.d.actions.get(&id).is_none_or(verifying) {
                     continue;
                 }
                 // A finding without an action (suppressed by maintenance)
                 // leaves as a count, so only once no correction can reach it.
-                let end = self.findings.get(&g).and_then(|m| m.get(&p));
+                let end = self.d.findings.get(&g).and_then(|m| m.get(&p));
                 if !held && !end.is_some_and(|f| is_final(f.period_end)) {
                     continue;
                 }
-                let Some(f) = self.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
+                let Some(f) = self.d.findings.get_mut(&g).and_then(|m| m.remove(&p)) else {
                     continue;
                 };
-                self.sticky.remove(&(g.clone(), p));
+                self.d.sticky.remove(&(g.clone(), p));
                 if f.in_maintenance {
-                    if let Some(c) = self.group_counts.get_mut(&g) {
+                    if let Some(c) = self.d.group_counts.get_mut(&g) {
                         c.0 = c.0.saturating_sub(1);
-                        self.frozen_counts.0 += 1;
+                        self.d.frozen_counts.0 += 1;
                     }
                 }
                 if held {
@@ -126,7 +130,7 @@ impl ValueLayer {
             }
             // Withdrawn actions of final periods (their findings were corrected away).
             for id in &ids {
-                let withdrawn = self.actions.get(id).is_some_and(|(e, _)| {
+                let withdrawn = self.d.actions.get(id).is_some_and(|(e, _)| {
                     e.row.status == "withdrawn" && is_final(e.row.period_end)
                 });
                 if withdrawn && !gone.contains(id) {
@@ -135,32 +139,32 @@ impl ValueLayer {
                 }
             }
             if !gone.is_empty() {
-                if let Some(v) = self.group_ids.get_mut(&g) {
+                if let Some(v) = self.d.group_ids.get_mut(&g) {
                     v.retain(|i| !gone.contains(i));
                     if v.is_empty() {
-                        self.group_ids.remove(&g);
+                        self.d.group_ids.remove(&g);
                     }
                 }
             }
-            if self.findings.get(&g).is_some_and(|m| m.is_empty()) {
-                self.findings.remove(&g);
+            if self.d.findings.get(&g).is_some_and(|m| m.is_empty()) {
+                self.d.findings.remove(&g);
             }
-            if !self.findings.contains_key(&g) && !self.group_ids.contains_key(&g) {
-                if let Some((m, c)) = self.group_counts.remove(&g) {
-                    self.frozen_counts.0 += m;
-                    self.frozen_counts.1 += c;
+            if !self.d.findings.contains_key(&g) && !self.d.group_ids.contains_key(&g) {
+                if let Some((m, c)) = self.d.group_counts.remove(&g) {
+                    self.d.frozen_counts.0 += m;
+                    self.d.frozen_counts.1 += c;
                 }
             }
         }
         // Hash tables keep the room of their fullest moment (a replay's
         // catch-up, a burst of actions); give it back once they are sparse.
-        shrink_sparse(&mut self.findings);
-        shrink_sparse(&mut self.actions);
-        shrink_sparse(&mut self.id_group);
-        shrink_sparse(&mut self.group_ids);
-        shrink_sparse(&mut self.group_counts);
-        shrink_sparse(&mut self.outcomes);
-        shrink_sparse(&mut self.updates_by_id);
+        shrink_sparse(&mut self.d.findings);
+        shrink_sparse(&mut self.d.actions);
+        shrink_sparse(&mut self.d.id_group);
+        shrink_sparse(&mut self.d.group_ids);
+        shrink_sparse(&mut self.d.group_counts);
+        shrink_sparse(&mut self.d.outcomes);
+        shrink_sparse(&mut self.d.updates_by_id);
         out
     }
 
@@ -170,8 +174,8 @@ impl ValueLayer {
         id: &str,
         finding: Option<Finding>,
     ) -> Option<ColdAction> {
-        let (e, seen) = self.actions.remove(id)?;
-        self.id_group.remove(id);
+        let (e, seen) = self.d.actions.remove(id)?;
+        self.d.id_group.remove(id);
         let seen = seen.statuses();
         Some(ColdAction {
             rule: g.0,
@@ -180,8 +184,8 @@ impl ValueLayer {
             row: e.row,
             rev: e.rev,
             seen,
-            outcome: self.outcomes.remove(id).map(|o| (o.row, o.rev)),
-            updates: self.updates_by_id.remove(id).unwrap_or_default(),
+            outcome: self.d.outcomes.remove(id).map(|o| (o.row, o.rev)),
+            updates: self.d.updates_by_id.remove(id).unwrap_or_default(),
         })
     }
 
@@ -191,26 +195,27 @@ impl ValueLayer {
         let id = c.row.action_id.clone();
         if let Some(f) = c.finding {
             if f.in_maintenance {
-                self.frozen_counts.0 = self.frozen_counts.0.saturating_sub(1);
-                self.group_counts.entry(g.clone()).or_default().0 += 1;
+                self.d.frozen_counts.0 = self.d.frozen_counts.0.saturating_sub(1);
+                self.d.group_counts.entry(g.clone()).or_default().0 += 1;
             }
-            self.findings
+            self.d
+                .findings
                 .entry(g.clone())
                 .or_default()
                 .insert(f.period_start, Box::new(f));
         }
-        let ids = self.group_ids.entry(g.clone()).or_default();
+        let ids = self.d.group_ids.entry(g.clone()).or_default();
         if !ids.contains(&id) {
             ids.push(id.clone());
         }
-        self.id_group.insert(id.clone(), g);
+        self.d.id_group.insert(id.clone(), g);
         if let Some((row, rev)) = c.outcome {
-            self.outcomes.insert(id.clone(), Emitted { row, rev });
+            self.d.outcomes.insert(id.clone(), Emitted { row, rev });
         }
         if !c.updates.is_empty() {
-            self.updates_by_id.insert(id.clone(), c.updates);
+            self.d.updates_by_id.insert(id.clone(), c.updates);
         }
-        self.actions.insert(
+        self.d.actions.insert(
             id,
             (
                 Box::new(Emitted {
@@ -225,8 +230,8 @@ impl ValueLayer {
     /// Drops state no output can need any more.
     pub(super) fn prune(&mut self) {
         // Energy buckets older than every baseline that an unfinished action could use.
-        let horizon = self.now;
-        for (g, s) in self.energy.iter_mut() {
+        let horizon = self.d.now;
+        for (g, s) in self.d.energy.iter_mut() {
             let Some(v) = self
                 .plan
                 .rules
@@ -237,8 +242,8 @@ impl ValueLayer {
             };
             let mut keep_from =
                 horizon.saturating_sub(v.baseline_ms + v.reporting_ms + 7 * 86_400_000);
-            for id in self.group_ids.get(g).into_iter().flatten() {
-                if let Some((e, _)) = self.actions.get(id) {
+            for id in self.d.group_ids.get(g).into_iter().flatten() {
+                if let Some((e, _)) = self.d.actions.get(id) {
                     if matches!(e.row.status.as_str(), "open" | "acknowledged" | "done") {
                         keep_from =
                             keep_from.min(e.row.period_start - v.baseline_ms - 7 * 86_400_000);
@@ -249,8 +254,9 @@ impl ValueLayer {
         }
         // Demand intervals of billing periods closed for longer than the retention.
         if self.plan.billing.is_some() {
-            let limit = self.now.saturating_sub(self.plan.window.retention_ms);
+            let limit = self.d.now.saturating_sub(self.plan.window.retention_ms);
             let cut: Vec<(String, i64)> = self
+                .d
                 .demand
                 .iter()
                 .filter_map(|(site, m)| m.keys().next().map(|k| (site.clone(), *k)))
@@ -258,7 +264,7 @@ impl ValueLayer {
             for (site, first) in cut {
                 let (_, pe) = self.bill_period(first);
                 if pe < limit {
-                    if let Some(m) = self.demand.get_mut(&site) {
+                    if let Some(m) = self.d.demand.get_mut(&site) {
                         *m = m.split_off(&pe);
                     }
                 }

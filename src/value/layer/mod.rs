@@ -119,20 +119,20 @@ impl ValueOut {
     }
 }
 
-#[derive(Default, Clone, Debug)]
+#[derive(Default, Clone, Debug, Serialize, Deserialize)]
 struct Bucket {
     kwh: f64,
     cost: f64,
     windows: i64,
 }
 
-#[derive(Default, Clone, Debug)]
+#[derive(Default, Clone, Debug, Serialize, Deserialize)]
 struct Series {
     line: String,
     buckets: BTreeMap<i64, Bucket>,
 }
 
-#[derive(Default, Clone, Debug)]
+#[derive(Default, Clone, Debug, Serialize, Deserialize)]
 struct DemandInterval {
     kwh: f64,
     cost: f64,
@@ -148,7 +148,7 @@ type GroupKey = (u32, Group);
 /// open period and, until it leaves for the ledger, the last closed one), so
 /// a sorted vector with one boxed finding inline instead of a B-tree, whose
 /// node has room for eleven.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Periods(smallvec::SmallVec<[(i64, Box<Finding>); 1]>);
 
 impl Periods {
@@ -201,7 +201,7 @@ pub struct ColdAction {
 
 /// The lifecycle statuses an action has been emitted in (a bit per entry
 /// of [`STATUSES`], the last bit for any other).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Seen(u8);
 
 impl Seen {
@@ -236,6 +236,7 @@ impl Seen {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Emitted<R> {
     row: R,
     rev: i64,
@@ -263,6 +264,15 @@ pub struct ValueLayer {
     plan: Arc<Plan>,
     compiled: Compiled,
     aging: Aging,
+    /// Action versions per part of a step (see [`ValueLayer::step`]).
+    part_actions: usize,
+    /// Everything the layer learnt from its input: what a checkpoint keeps.
+    d: Data,
+}
+
+/// The value layer's state (see [`ValueLayer::save`]).
+#[derive(Serialize, Deserialize)]
+struct Data {
     now: i64,
     /// Highest window end seen: at end of input, periods up to it are complete.
     data_end: i64,
@@ -292,8 +302,6 @@ pub struct ValueLayer {
     evicted_bucket: i64,
     update_seq: u64,
     ended: bool,
-    /// Action versions per part of a step (see [`ValueLayer::step`]).
-    part_actions: usize,
 }
 
 impl ValueLayer {
@@ -302,44 +310,58 @@ impl ValueLayer {
             compiled: Compiled::new(&plan),
             plan,
             aging,
-            now: i64::MIN,
-            data_end: i64::MIN,
-            findings: HashMap::default(),
-            sticky: HashSet::default(),
-            updates_by_id: HashMap::default(),
-            unmatched: Vec::new(),
-            id_group: HashMap::default(),
-            group_ids: HashMap::default(),
-            group_counts: HashMap::default(),
-            dead_seq: HashSet::default(),
-            actions: HashMap::default(),
-            outcomes: HashMap::default(),
-            energy: HashMap::default(),
-            production: HashMap::default(),
-            demand: HashMap::default(),
-            bills: HashMap::default(),
-            touched: HashSet::default(),
-            closing: BTreeMap::new(),
-            touched_intervals: HashSet::default(),
-            touched_bills: HashSet::default(),
-            rejected_total: 0,
-            frozen_counts: (0, 0),
-            evicted_bucket: i64::MIN,
-            update_seq: 0,
-            ended: false,
             part_actions: PART_ACTIONS,
+            d: Data {
+                now: i64::MIN,
+                data_end: i64::MIN,
+                findings: HashMap::default(),
+                sticky: HashSet::default(),
+                updates_by_id: HashMap::default(),
+                unmatched: Vec::new(),
+                id_group: HashMap::default(),
+                group_ids: HashMap::default(),
+                group_counts: HashMap::default(),
+                dead_seq: HashSet::default(),
+                actions: HashMap::default(),
+                outcomes: HashMap::default(),
+                energy: HashMap::default(),
+                production: HashMap::default(),
+                demand: HashMap::default(),
+                bills: HashMap::default(),
+                touched: HashSet::default(),
+                closing: BTreeMap::new(),
+                touched_intervals: HashSet::default(),
+                touched_bills: HashSet::default(),
+                rejected_total: 0,
+                frozen_counts: (0, 0),
+                evicted_bucket: i64::MIN,
+                update_seq: 0,
+                ended: false,
+            },
         }
+    }
+
+    /// The layer's state for a checkpoint, encoded.
+    pub fn save(&self) -> Result<Vec<u8>, String> {
+        postcard::to_allocvec(&self.d).map_err(|e| e.to_string())
+    }
+
+    /// Starts from [`ValueLayer::save`]'s bytes.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.d = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     pub fn counters(&self) -> ValueCounters {
         let (m, c) = self
+            .d
             .group_counts
             .values()
-            .fold(self.frozen_counts, |(a, b), (x, y)| (a + x, b + y));
+            .fold(self.d.frozen_counts, |(a, b), (x, y)| (a + x, b + y));
         ValueCounters {
             suppressed_maintenance: m,
             suppressed_cooldown: c,
-            rejected_updates: self.rejected_total,
+            rejected_updates: self.d.rejected_total,
         }
     }
 
@@ -380,7 +402,8 @@ impl ValueLayer {
                     return; // aged out of the arrangements, not corrected: keep it
                 }
                 let key = (f.rule, f.group.clone());
-                self.closing
+                self.d
+                    .closing
                     .entry(f.period_end)
                     .or_default()
                     .insert(key.clone());
@@ -393,15 +416,15 @@ impl ValueLayer {
                     .rules
                     .get(f.rule as usize)
                     .is_some_and(|r| r.kind == RuleKind::DemandPeak);
-                let touch = live || self.ended || f.period_end <= self.now;
-                let map = self.findings.entry(key.clone()).or_default();
+                let touch = live || self.d.ended || f.period_end <= self.d.now;
+                let map = self.d.findings.entry(key.clone()).or_default();
                 if diff > 0 {
                     map.insert(f.period_start, Box::new(f));
                 } else if map.get(&f.period_start) == Some(&f) {
                     map.remove(&f.period_start);
                 }
                 if touch {
-                    self.touched.insert(key);
+                    self.d.touched.insert(key);
                 }
             }
             ValueIn::Energy {
@@ -416,7 +439,7 @@ impl ValueLayer {
                 if diff < 0 && t >= self.aging.retract_at(window_end) {
                     return;
                 }
-                self.data_end = self.data_end.max(window_end);
+                self.d.data_end = self.d.data_end.max(window_end);
                 let d = diff as f64;
                 let (kwh, price) = (kwh.0, price.0);
                 if !kwh.is_finite() {
@@ -427,6 +450,7 @@ impl ValueLayer {
                     let iv = window_start.div_euclid(b.interval_ms) * b.interval_ms;
                     let site = group.first().map(|s| s.to_string()).unwrap_or_default();
                     let acc = self
+                        .d
                         .demand
                         .entry(site.clone())
                         .or_default()
@@ -446,8 +470,8 @@ impl ValueLayer {
                         acc.last_kwh += d * kwh;
                     }
                     let (ps, _) = self.bill_period(iv);
-                    self.touched_intervals.insert((site.clone(), iv));
-                    self.touched_bills.insert((site, ps));
+                    self.d.touched_intervals.insert((site.clone(), iv));
+                    self.d.touched_bills.insert((site, ps));
                 } else {
                     let ri = series as usize - 1;
                     let Some(v) = self.plan.rules.get(ri).and_then(|r| r.verify.clone()) else {
@@ -455,7 +479,7 @@ impl ValueLayer {
                     };
                     let (bs, _) = self.bucket(&v, window_start);
                     let key: GroupKey = (ri as u32, group);
-                    let s = self.energy.entry(key.clone()).or_default();
+                    let s = self.d.energy.entry(key.clone()).or_default();
                     if s.line.is_empty() {
                         s.line = line;
                     }
@@ -466,23 +490,23 @@ impl ValueLayer {
                 }
             }
             ValueIn::Production(iv) => {
-                let m = self.production.entry(iv.key.to_string()).or_default();
+                let m = self.d.production.entry(iv.key.to_string()).or_default();
                 let c = m.entry(iv).or_default();
                 *c += diff;
                 m.retain(|_, c| *c != 0);
                 // Drivers changed: verified groups recompute on the next step.
-                let groups: Vec<GroupKey> = self.group_ids.keys().cloned().collect();
-                self.touched.extend(groups);
+                let groups: Vec<GroupKey> = self.d.group_ids.keys().cloned().collect();
+                self.d.touched.extend(groups);
             }
             ValueIn::Status(mut u) => {
                 if diff <= 0 {
                     return;
                 }
-                self.update_seq += 1;
+                self.d.update_seq += 1;
                 if u.seq == 0 {
-                    u.seq = self.update_seq;
+                    u.seq = self.d.update_seq;
                 }
-                self.unmatched.push(u);
+                self.d.unmatched.push(u);
             }
         }
     }
@@ -490,10 +514,11 @@ impl ValueLayer {
     /// Hands status updates to the groups that own their action ids.
     fn route_updates(&mut self) {
         let mut still = Vec::new();
-        for u in std::mem::take(&mut self.unmatched) {
-            if let Some(g) = self.id_group.get(&u.action_id) {
-                self.touched.insert(g.clone());
-                self.updates_by_id
+        for u in std::mem::take(&mut self.d.unmatched) {
+            if let Some(g) = self.d.id_group.get(&u.action_id) {
+                self.d.touched.insert(g.clone());
+                self.d
+                    .updates_by_id
                     .entry(u.action_id.clone())
                     .or_default()
                     .push(u);
@@ -501,12 +526,12 @@ impl ValueLayer {
                 still.push(u);
             }
         }
-        self.unmatched = still;
+        self.d.unmatched = still;
     }
 
     /// Production units of `line` attributed to `[b0, b1)`, pro rata by run overlap.
     fn units(&self, line: &str, b0: i64, b1: i64) -> f64 {
-        let Some(runs) = self.production.get(line) else {
+        let Some(runs) = self.d.production.get(line) else {
             return 0.0;
         };
         runs.iter()
@@ -531,30 +556,30 @@ impl ValueLayer {
     /// is the same as in one batch.
     pub fn step(&mut self, now: i64, end: bool, part: &mut dyn FnMut(ValueOut)) -> ValueOut {
         let mut out = ValueOut::default();
-        self.now = if end { now.max(self.data_end) } else { now };
+        self.d.now = if end { now.max(self.d.data_end) } else { now };
         // Periods that closed: their findings are final (until corrected).
-        self.ended |= end;
+        self.d.ended |= end;
         let later = if end {
             BTreeMap::new()
         } else {
-            self.closing.split_off(&(self.now.saturating_add(1)))
+            self.d.closing.split_off(&(self.d.now.saturating_add(1)))
         };
-        for (_, groups) in std::mem::replace(&mut self.closing, later) {
-            self.touched.extend(groups);
+        for (_, groups) in std::mem::replace(&mut self.d.closing, later) {
+            self.d.touched.extend(groups);
         }
         self.demand_rules();
         self.billing(&mut out, end);
         self.route_updates();
         // Verifications in progress need a recompute as time passes.
-        for (id, (e, _)) in &self.actions {
+        for (id, (e, _)) in &self.d.actions {
             if e.row.status == "done" {
-                if let Some(g) = self.id_group.get(id) {
-                    self.touched.insert(g.clone());
+                if let Some(g) = self.d.id_group.get(id) {
+                    self.d.touched.insert(g.clone());
                 }
             }
         }
         for _round in 0..2 {
-            let groups: Vec<GroupKey> = self.touched.drain().collect();
+            let groups: Vec<GroupKey> = self.d.touched.drain().collect();
             for g in groups {
                 self.replay(&g, &mut out);
                 if out.actions.len() >= self.part_actions {
@@ -563,16 +588,16 @@ impl ValueLayer {
             }
             // A replay may have created the id an unmatched update names.
             self.route_updates();
-            if self.touched.is_empty() {
+            if self.d.touched.is_empty() {
                 break;
             }
         }
         // Updates for actions that never existed.
-        let horizon = self.now.saturating_sub(self.plan.window.retention_ms);
+        let horizon = self.d.now.saturating_sub(self.plan.window.retention_ms);
         let mut still = Vec::new();
-        for u in std::mem::take(&mut self.unmatched) {
+        for u in std::mem::take(&mut self.d.unmatched) {
             if end || u.at <= horizon {
-                self.rejected_total += 1;
+                self.d.rejected_total += 1;
                 out.dead_letters.push(DeadLetter::text(
                     "lifecycle",
                     format!("unknown action `{}`", u.action_id),
@@ -582,7 +607,7 @@ impl ValueLayer {
                 still.push(u);
             }
         }
-        self.unmatched = still;
+        self.d.unmatched = still;
         self.prune();
         out
     }

@@ -23,7 +23,7 @@ impl ValueLayer {
         let reporting_end = self
             .bucket(v, reporting_start + v.reporting_ms + gran_half)
             .0;
-        let series = self.energy.get(g);
+        let series = self.d.energy.get(g);
         let line = series
             .map(|s| s.line.clone())
             .unwrap_or_else(|| a.line.clone());
@@ -51,14 +51,14 @@ impl ValueLayer {
                 }
             }
             for (b0, b) in s.buckets.range(reporting_start..reporting_end) {
-                if b.windows > 0 && self.bucket(v, *b0).1 <= self.now {
+                if b.windows > 0 && self.bucket(v, *b0).1 <= self.d.now {
                     rep_b.push(point(*b0, b));
                 }
             }
         }
         let base: Vec<mv::Point> = base_b.iter().map(|b| b.2).collect();
         let rep: Vec<mv::Point> = rep_b.iter().map(|b| b.2).collect();
-        let is_final = self.now >= reporting_end;
+        let is_final = self.d.now >= reporting_end;
         // The event time the version's data reaches (the end of its last
         // complete reporting bucket; the reporting period's end once final;
         // else when the action was done), not the time of the step that

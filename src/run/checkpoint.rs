@@ -1,0 +1,349 @@
+//! Checkpoints of a durable node: the engine's state at a time `at`, so a
+//! restart replays only the input log after it (`docs/durability.md`).
+//!
+//! The bridge starts one every `checkpoint_interval` at an epoch boundary
+//! (its part: where each source is, the context the engine has; the input
+//! log goes on in a new segment), every worker puts its operators' parts
+//! (`engine::checkpoint`), and the thread here writes them as one file
+//! (`checkpoint-<at>.bin`: a checksum, then postcard; temporary file,
+//! `fsync`, rename, directory `fsync`). The lake's next commit whose rows
+//! reach `at` names it; then the log segments and checkpoints it replaces
+//! are deleted, but for the previous one (a fallback if this one cannot be
+//! read).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{EngineRestore, WorkerParts};
+use crate::ingest::bridge::{BridgePart, LogCounts};
+use crate::ingest::wal;
+use crate::ingest::TagRegistry;
+use crate::model::SharedName;
+use crate::sinks::parquet::commit::{CheckpointRef, CheckpointSlot};
+
+/// The format of a checkpoint file; another is refused.
+const FORMAT: u32 = 1;
+
+/// A checkpoint file's content.
+#[derive(Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: u32,
+    pub fingerprint: String,
+    pub bridge: BridgePart,
+    /// The tag names by id (ids in every part are these).
+    pub tags: Vec<SharedName>,
+    /// Every worker's operators' parts.
+    pub workers: Vec<crate::engine::checkpoint::Parts>,
+}
+
+impl Checkpoint {
+    /// The engine's part, to start the workers from.
+    pub fn engine(&mut self) -> EngineRestore {
+        EngineRestore {
+            at: self.bridge.at,
+            workers: std::mem::take(&mut self.workers),
+        }
+    }
+}
+
+/// A checkpoint's file name.
+fn file_name(at: u64) -> String {
+    format!("checkpoint-{at:020}.bin")
+}
+
+/// Writes `c` to `dir` (temporary file, `fsync`, rename, directory `fsync`):
+/// after a crash the file is whole or absent.
+fn write(dir: &Path, c: &Checkpoint, n: u64) -> Result<CheckpointRef, String> {
+    let payload = postcard::to_allocvec(c).map_err(|e| e.to_string())?;
+    let name = file_name(c.bridge.at);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut bytes = Vec::with_capacity(payload.len() + 8);
+    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let err = |e: std::io::Error| format!("writing the checkpoint {}: {e}", tmp.display());
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    crate::model::crash_point("checkpoint", n);
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    crate::model::sync_dir(dir).map_err(err)?;
+    Ok(CheckpointRef {
+        at: c.bridge.at,
+        segment: c.bridge.segment,
+        file: name,
+    })
+}
+
+/// Reads the checkpoint `r` names in `dir`, checked against its checksum,
+/// format and dataflow file.
+pub fn read(dir: &Path, r: &CheckpointRef, fingerprint: &str) -> Result<Checkpoint, String> {
+    let path = dir.join(&r.file);
+    let c = read_file(&path)?;
+    if c.fingerprint != fingerprint {
+        return Err(format!(
+            "{} belongs to another version of the dataflow file",
+            path.display()
+        ));
+    }
+    Ok(c)
+}
+
+/// Reads a checkpoint file, checked against its checksum and format.
+fn read_file(path: &Path) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let damaged = || format!("{} is damaged (its checksum fails)", path.display());
+    if bytes.len() < 8 {
+        return Err(damaged());
+    }
+    let (sum, payload) = bytes.split_at(8);
+    if xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes() != sum {
+        return Err(damaged());
+    }
+    let c: Checkpoint = postcard::from_bytes(payload)
+        .map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
+    if c.format != FORMAT {
+        return Err(format!(
+            "{} is of format {} (this plantflow reads {FORMAT})",
+            path.display(),
+            c.format
+        ));
+    }
+    Ok(c)
+}
+
+/// What the input log in a state directory has held since it began (for
+/// `state inspect`): the oldest checkpoint's totals and the segments after it.
+pub fn log_totals(dir: &Path) -> Result<(LogCounts, usize), String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    names.sort();
+    let base = match names.first() {
+        Some(n) => Some(read_file(&dir.join(n))?),
+        None => None,
+    };
+    let from = base.as_ref().map_or(0, |c| c.bridge.segment);
+    let mut counts = base.map(|c| c.bridge.track.counts).unwrap_or_default();
+    let segments = wal::segments(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for seq in segments.iter().filter(|s| **s >= from) {
+        let s = wal::scan(&wal::segment(dir, *seq))?;
+        counts.samples += s.samples;
+        counts.messages += s.messages;
+        counts.context += s.context.len() as u64;
+        counts.runs += s.runs;
+    }
+    Ok((counts, names.len()))
+}
+
+/// The first checkpoint of `refs` (latest first) that reads, with a
+/// warning for each that does not; none: an error naming why.
+pub fn read_latest(
+    dir: &Path,
+    refs: &[CheckpointRef],
+    fingerprint: &str,
+) -> Result<Option<Checkpoint>, String> {
+    let mut why = Vec::new();
+    for r in refs {
+        match read(dir, r, fingerprint) {
+            Ok(c) => {
+                if !why.is_empty() {
+                    tracing::warn!(
+                        checkpoint = %r.file,
+                        "going on from the previous checkpoint: {}",
+                        why.join("; ")
+                    );
+                }
+                return Ok(Some(c));
+            }
+            Err(e) => why.push(e),
+        }
+    }
+    match why.is_empty() {
+        true => Ok(None),
+        false => Err(format!(
+            "no checkpoint of the state directory can be read: {}. Run with \
+             --reset-state to start over (what the lake holds stays; the input \
+             log is not replayed)",
+            why.join("; ")
+        )),
+    }
+}
+
+/// Deletes, once a commit names `now` (replacing `before`), the checkpoints
+/// but those two and the log segments before the older one's.
+pub fn committed(dir: &Path, now: &CheckpointRef, before: Option<&CheckpointRef>) {
+    let keep_from = before.map_or(now.segment, |b| b.segment.min(now.segment));
+    let keep = [Some(now), before].into_iter().flatten();
+    let keep: Vec<&str> = keep.map(|r| r.file.as_str()).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old_segment = crate::ingest::wal::seq_of(&path).is_some_and(|seq| seq < keep_from);
+        let old_checkpoint = name.starts_with("checkpoint-") && !keep.contains(&name.as_str());
+        if old_segment || old_checkpoint {
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), "cannot delete what a checkpoint replaced: {err}");
+            }
+        }
+    }
+}
+
+/// Writes the checkpoints whose parts come from the bridge and the workers.
+pub struct Checkpointer {
+    pub dir: PathBuf,
+    pub fingerprint: String,
+    pub workers: usize,
+    pub tags: Arc<TagRegistry>,
+    pub slot: Arc<CheckpointSlot>,
+    /// Checkpoints written by this process.
+    pub written: std::cell::Cell<u64>,
+    pub stats: Arc<crate::stats::Stats>,
+}
+
+/// The parts of one checkpoint gathered so far.
+struct Gathering {
+    bridge: Option<BridgePart>,
+    workers: Vec<Option<crate::engine::checkpoint::Parts>>,
+}
+
+impl Checkpointer {
+    /// Runs until the workers' channel closes (the engine has ended).
+    pub fn spawn(
+        self,
+        bridge: Receiver<BridgePart>,
+        workers: Receiver<WorkerParts>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("plantflow-checkpoint".into())
+            .spawn(move || self.serve(bridge, workers))
+    }
+
+    fn serve(self, bridge: Receiver<BridgePart>, workers: Receiver<WorkerParts>) {
+        let mut pending: BTreeMap<u64, Gathering> = BTreeMap::new();
+        loop {
+            while let Ok(p) = bridge.try_recv() {
+                let at = p.at;
+                self.entry(&mut pending, at).bridge = Some(p);
+            }
+            match workers.recv_timeout(Duration::from_millis(20)) {
+                Ok(p) => {
+                    let g = self.entry(&mut pending, p.at);
+                    if let Some(slot) = g.workers.get_mut(p.worker) {
+                        *slot = Some(p.parts);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.write_complete(&mut pending);
+        }
+    }
+
+    fn entry<'a>(&self, pending: &'a mut BTreeMap<u64, Gathering>, at: u64) -> &'a mut Gathering {
+        pending.entry(at).or_insert_with(|| Gathering {
+            bridge: None,
+            workers: vec![None; self.workers],
+        })
+    }
+
+    /// Writes the latest checkpoint whose parts are all in (older ones are
+    /// of no use then).
+    fn write_complete(&self, pending: &mut BTreeMap<u64, Gathering>) {
+        let complete = pending
+            .iter()
+            .rev()
+            .find(|(_, g)| g.bridge.is_some() && g.workers.iter().all(|w| w.is_some()))
+            .map(|(at, _)| *at);
+        let Some(at) = complete else { return };
+        let Some(g) = pending.remove(&at) else { return };
+        pending.retain(|t, _| *t > at);
+        let Some(bridge) = g.bridge else { return };
+        let started = std::time::Instant::now();
+        let c = Checkpoint {
+            format: FORMAT,
+            fingerprint: self.fingerprint.clone(),
+            bridge,
+            // Every id a part names was interned before it was put.
+            tags: self.tags.view().keys().to_vec(),
+            workers: g.workers.into_iter().flatten().collect(),
+        };
+        match write(&self.dir, &c, self.written.get() + 1) {
+            Ok(r) => {
+                self.written.set(self.written.get() + 1);
+                self.stats.event("checkpoints written", 1);
+                tracing::debug!(
+                    at,
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                );
+                if let Ok(mut slot) = self.slot.ready.lock() {
+                    *slot = Some(r);
+                }
+            }
+            Err(e) => {
+                // The input log keeps everything since the last one: a
+                // restart replays more, and nothing is lost.
+                tracing::error!(
+                    "checkpoint at {at} not written, keeping the input log since the last one: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Starts checkpoints for a node with an input log (and no spill: spilled
+/// state is not in a checkpoint yet, so a spilling node replays its whole
+/// log): the bridge is told how often, the lake's writer where to find
+/// them, and the thread that writes them starts (it ends when the engine
+/// does). Returns where the workers' parts go.
+pub(super) fn start(
+    log: Option<&super::durable::InputLog>,
+    plan: &crate::config::Plan,
+    lake: &mut super::lake::OpenLake,
+    ingest: &crate::ingest::Ingest,
+    (tags, stats, workers): (&Arc<TagRegistry>, &Arc<crate::stats::Stats>, usize),
+) -> Result<Option<std::sync::mpsc::Sender<WorkerParts>>, String> {
+    let (Some(log), Some(ms), None) = (log, plan.window.checkpoint_ms, plan.window.spill_after_ms)
+    else {
+        return Ok(None);
+    };
+    let dir = log.dir().to_path_buf();
+    let slot = Arc::new(CheckpointSlot {
+        ready: Default::default(),
+        committed: Box::new({
+            let dir = dir.clone();
+            move |now, before| committed(&dir, now, before)
+        }),
+    });
+    lake.durable.checkpoints = Some(slot.clone());
+    let (bridge_tx, bridge_rx) = std::sync::mpsc::channel();
+    let (workers_tx, workers_rx) = std::sync::mpsc::channel();
+    ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx);
+    Checkpointer {
+        dir,
+        fingerprint: log.fingerprint().to_string(),
+        workers,
+        tags: tags.clone(),
+        slot,
+        written: Default::default(),
+        stats: stats.clone(),
+    }
+    .spawn(bridge_rx, workers_rx)
+    .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
+    Ok(Some(workers_tx))
+}
