@@ -300,6 +300,9 @@ fn start_engine(
                         shutdown_timeout: None,
                         reset_state: false,
                         no_input_log: false,
+                        // The simulated plant has ended when the demo stops
+                        // the run: everything it sent is final.
+                        drain: true,
                     },
                 )
             })

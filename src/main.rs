@@ -52,6 +52,12 @@ enum Command {
         /// already in the lake stay.
         #[arg(long)]
         reset_state: bool,
+        /// On SIGINT/SIGTERM, close every open window and period as if the
+        /// input had ended, and commit them (to retire a node; its lake
+        /// cannot be resumed). Without it a stop keeps what is not final
+        /// for the next start.
+        #[arg(long)]
+        drain: bool,
     },
     /// Durable state of a lake.
     State {
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             json,
             shutdown_timeout,
             reset_state,
+            drain,
         } => {
             let how = RunHow {
                 workers,
@@ -200,6 +207,7 @@ fn main() -> ExitCode {
                 json,
                 shutdown_timeout,
                 reset_state,
+                drain,
             };
             run_dataflow(&dataflow, how)
         }
@@ -267,6 +275,7 @@ struct RunHow {
     json: bool,
     shutdown_timeout: std::time::Duration,
     reset_state: bool,
+    drain: bool,
 }
 
 fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
@@ -276,6 +285,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
         json,
         shutdown_timeout,
         reset_state,
+        drain,
     } = how;
     let plan = match dataflow::load(dataflow) {
         Ok(p) => p,
@@ -293,6 +303,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
         tally_actions_only: true,
         shutdown_timeout: Some(shutdown_timeout),
         reset_state,
+        drain,
         ..Default::default()
     };
     // A panic outside every component (the panic hook has said where).

@@ -286,7 +286,11 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             ingest.register_worker(index, std::thread::current());
             let (ck, parts_tx) = shared.for_worker(index);
             let compiled = Rc::new(Compiled::new(&plan));
-            let tx_agg = sink.lock().map(|s| s.clone()).ok();
+            // A stopped run's outputs go nowhere (see `Ingest::abandoned`).
+            let tx_agg = sink
+                .lock()
+                .map(|s| Outlet(s.clone(), ingest.abandoned()))
+                .ok();
             let tx_val = tx_agg.clone();
             let stats = stats.clone();
             let (queued, pressure) = (stats.clone(), stats.clone());
@@ -499,14 +503,35 @@ fn value_inputs<'s>(
 
 /// Hands the aggregates of a complete time to the sinks.
 fn send_aggregates(
-    tx: Option<std::sync::mpsc::Sender<Stamped>>,
+    tx: Option<Outlet>,
     stats: Arc<crate::stats::Stats>,
 ) -> impl FnMut(u64, Vec<(Enriched, i64)>) + 'static {
     move |time, rows| {
         if let Some(tx) = &tx {
             let batch = SinkBatch::Aggregates(rows);
-            stats.sink_queued(batch.engine_bytes());
-            let _ = tx.send(Stamped::at(time, batch));
+            if tx.open() {
+                stats.sink_queued(batch.engine_bytes());
+                tx.send(Stamped::at(time, batch));
+            }
+        }
+    }
+}
+
+/// The channel to the sinks, closed once the run's input was abandoned.
+#[derive(Clone)]
+struct Outlet(
+    std::sync::mpsc::Sender<Stamped>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Outlet {
+    fn open(&self) -> bool {
+        !self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn send(&self, batch: Stamped) {
+        if self.open() {
+            let _ = self.0.send(batch);
         }
     }
 }
@@ -523,7 +548,7 @@ fn aging(geo: Geometry) -> Aging {
 /// Hands the value layer's output of a step to the sinks (and its counters
 /// to the run's stats).
 fn send_value_out(
-    tx: Option<&std::sync::mpsc::Sender<Stamped>>,
+    tx: Option<&Outlet>,
     stats: &crate::stats::Stats,
     time: u64,
     out: value_layer::ValueOut,
@@ -532,10 +557,12 @@ fn send_value_out(
     if let Some(c) = counters {
         stats.set_value_counters(c);
     }
-    let Some(tx) = tx else { return };
+    let Some(tx) = tx.filter(|t| t.open()) else {
+        return;
+    };
     let send = |batch: SinkBatch| {
         stats.sink_queued(batch.engine_bytes());
-        let _ = tx.send(Stamped::at(time, batch));
+        tx.send(Stamped::at(time, batch));
     };
     if !out.actions.is_empty() {
         send(SinkBatch::Actions(out.actions));
@@ -553,20 +580,16 @@ fn send_value_out(
         for _ in &out.dead_letters {
             stats.dead_letter("status update rejected");
         }
-        let _ = tx.send(Stamped::at(time, SinkBatch::DeadLetters(out.dead_letters)));
+        tx.send(Stamped::at(time, SinkBatch::DeadLetters(out.dead_letters)));
     }
 }
 
 /// Progress markers let the Parquet writer commit an event-time roll once
 /// every worker's outputs (`of` in all) have passed it.
-fn progress_marker(
-    tx: Option<std::sync::mpsc::Sender<Stamped>>,
-    source: usize,
-    of: usize,
-) -> impl FnMut(u64) + 'static {
+fn progress_marker(tx: Option<Outlet>, source: usize, of: usize) -> impl FnMut(u64) + 'static {
     move |time| {
         if let Some(tx) = &tx {
-            let _ = tx.send(Stamped::now(SinkBatch::Progress { source, of, time }));
+            tx.send(Stamped::now(SinkBatch::Progress { source, of, time }));
         }
     }
 }

@@ -167,6 +167,10 @@ pub struct Ingest {
     /// What the replay left for each source.
     resumed: Mutex<HashMap<usize, Resumed>>,
     checkpointing: Mutex<Option<Checkpointing>>,
+    /// The run's stop flag: input that ends because of a stop is abandoned
+    /// (see [`Ingest::abandoned`]), unless the run drains.
+    stop: Mutex<Option<(Arc<AtomicBool>, bool)>>,
+    abandon: Arc<AtomicBool>,
 }
 
 /// The log and the names it needs for tag ids.
@@ -232,6 +236,8 @@ impl Ingest {
             ready: (Mutex::new(true), Condvar::new()),
             resumed: Mutex::new(HashMap::new()),
             checkpointing: Mutex::new(None),
+            stop: Mutex::new(None),
+            abandon: Arc::default(),
         };
         (Arc::new(ingest), receivers)
     }
@@ -429,6 +435,22 @@ impl Ingest {
         }
     }
 
+    /// Input that ends while `stop` is set was stopped, not read to its
+    /// end: the engine then abandons what it holds instead of closing it
+    /// early (a restart goes on from the last checkpoint), unless `drain`.
+    pub fn on_stop(&self, stop: Arc<AtomicBool>, drain: bool) {
+        if let Ok(mut s) = self.stop.lock() {
+            *s = Some((stop, drain));
+        }
+    }
+
+    /// Set when the input was stopped: the engine's outputs go nowhere
+    /// from then on (windows still open are not final, so they are not
+    /// closed early, and nothing after the last progress is committed).
+    pub fn abandoned(&self) -> Arc<AtomicBool> {
+        self.abandon.clone()
+    }
+
     /// Tells every worker to finish (idempotent).
     pub fn finish(&self) {
         let mut st = self.lock();
@@ -438,6 +460,10 @@ impl Ingest {
     fn finish_locked(&self, st: &mut State) {
         if !st.ended {
             st.ended = true;
+            let stopped = self.stop.lock().ok().and_then(|s| s.clone());
+            if stopped.is_some_and(|(stop, drain)| stop.load(Relaxed) && !drain) {
+                self.abandon.store(true, Relaxed);
+            }
             for w in 0..self.senders.len() {
                 self.send(w, WorkerMsg::End);
             }

@@ -40,8 +40,9 @@ impl OpenLake {
         sink: &ParquetPlan,
         dataflow: &str,
         fingerprint: String,
-        reset: bool,
+        opts: &RunOptions,
     ) -> Result<OpenLake, RunError> {
+        let reset = opts.reset_state;
         let identity = commit::Identity {
             dataflow: dataflow.to_string(),
             fingerprint,
@@ -60,6 +61,17 @@ impl OpenLake {
             },
             OpenError::Io(m) => RunError::from(failed(m)),
         })?;
+        if opened.marker.as_ref().is_some_and(|m| m.drained) && !reset {
+            return Err(RunError {
+                code: supervise::EXIT_CONFIG,
+                message: format!(
+                    "the lake {} was drained by its last run (`--drain` closed its open \
+                     windows early), so no run can go on from it. Write to a new lake, or \
+                     run with --reset-state to forget its record (its files stay)",
+                    sink.path.display()
+                ),
+            });
+        }
         let mut resume = Resume::default();
         let mut resumed = (opened.orphans > 0).then_some(Resumed {
             seq: 0,
@@ -91,6 +103,7 @@ impl OpenLake {
                 identity,
                 seq: opened.marker.as_ref().map_or(0, |m| m.seq),
                 finished: Arc::default(),
+                drain: opts.drain,
                 checkpoints: None,
                 named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
                 previous: opened

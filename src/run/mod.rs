@@ -67,6 +67,10 @@ pub struct RunOptions {
     /// Run without the input log (not durable): for the benchmarks'
     /// baseline only.
     pub no_input_log: bool,
+    /// On a stop, close what is open as if the input had ended and commit
+    /// it (the lake cannot be resumed then); without it, a stop commits
+    /// only what is final.
+    pub drain: bool,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -207,7 +211,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
     // The lake is locked for the run (`_lock`) and its last commit finished.
-    let mut lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), opts.reset_state)?;
+    let mut lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), &opts)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }
@@ -243,7 +247,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         &ingest,
         (&tags, &stats, workers),
     )?;
-    let sup = Supervisor::new(stop.clone(), ingest.clone());
+    let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
     let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
     let _done = SetOnDrop(done.clone());
@@ -267,7 +271,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         stats.clone(),
     )?;
 
-    on_signals(&rt, &stop, &sup);
+    on_signals(&rt, &stop, &sup, opts.drain);
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
@@ -411,7 +415,12 @@ fn registry(checkpoint: &[crate::model::SharedName], initial: &InitialContext) -
 }
 
 /// Signals: the first stops sources (a clean shutdown), the second exits at once.
-fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>, sup: &Arc<Supervisor>) {
+fn on_signals(
+    rt: &tokio::runtime::Runtime,
+    stop: &Arc<AtomicBool>,
+    sup: &Arc<Supervisor>,
+    drain: bool,
+) {
     let stop = stop.clone();
     let sup = sup.clone();
     rt.spawn(async move {
@@ -436,7 +445,11 @@ fn on_signals(rt: &tokio::runtime::Runtime, stop: &Arc<AtomicBool>, sup: &Arc<Su
             }
             signals += 1;
             if signals == 1 {
-                eprintln!("plantflow: stopping (closing windows and committing files; signal again to abort)");
+                if drain {
+                    eprintln!("plantflow: stopping (draining: closing every window and committing files; signal again to abort)");
+                } else {
+                    eprintln!("plantflow: stopping (committing what is final; open windows go on at the next start; signal again to abort)");
+                }
                 sup.stopping();
                 stop.store(true, Relaxed);
             } else {

@@ -107,7 +107,11 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(stop: Arc<AtomicBool>, ingest: Arc<Ingest>) -> Arc<Supervisor> {
+    /// Supervises a run whose input goes through `ingest`: input that ends
+    /// because of a stop is abandoned, unless the run `drain`s (see
+    /// [`Ingest::on_stop`]).
+    pub fn new(stop: Arc<AtomicBool>, ingest: Arc<Ingest>, drain: bool) -> Arc<Supervisor> {
+        ingest.on_stop(stop.clone(), drain);
         Arc::new(Supervisor {
             stop,
             ingest,
@@ -235,7 +239,7 @@ mod tests {
     fn supervisor() -> (Arc<Supervisor>, Arc<AtomicBool>) {
         let stop = Arc::new(AtomicBool::new(false));
         let (ingest, _rx) = Ingest::new(1, 1, 60_000, 4);
-        (Supervisor::new(stop.clone(), ingest), stop)
+        (Supervisor::new(stop.clone(), ingest, false), stop)
     }
 
     #[test]

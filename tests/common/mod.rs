@@ -322,10 +322,17 @@ pub fn spawn_follow(df: &Path, input: &Path, out: &Path) -> KillOnDrop {
 }
 
 /// [`spawn_follow`] on `workers` timely workers.
+/// Drained when stopped: these tests end a followed run to see its final lake.
 pub fn spawn_follow_workers(df: &Path, input: &Path, out: &Path, workers: usize) -> KillOnDrop {
     KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-            .args(["run", "--follow", "--workers", &workers.to_string()])
+            .args([
+                "run",
+                "--follow",
+                "--drain",
+                "--workers",
+                &workers.to_string(),
+            ])
             .arg(df)
             .env("INPUT_DIR", input)
             .env("OUT_DIR", out)
@@ -544,6 +551,9 @@ pub fn start_run(
                 shutdown_timeout: None,
                 reset_state: false,
                 no_input_log: false,
+                // A live stream has no end: setting `stop` ends the run,
+                // closing every window (as the oracles do).
+                drain: true,
             },
         )
     });
@@ -778,11 +788,33 @@ pub fn log_counts(df: &Path, env: &[(&str, String)]) -> Option<LogCounts> {
 /// oracle's, with no (key, revision) twice, and its input log hold each
 /// message once.
 pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize) {
+    mqtt_stream_stopped(url, peer_url, client, kills, Stop::Kill);
+}
+
+/// How a node is stopped: SIGKILL, or SIGTERM (a clean stop, as for an upgrade).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Stop {
+    Kill,
+    Term,
+}
+
+/// `mqtt_stream_killed` with the node stopped `how`, and checkpoints and
+/// commits many times a second, so stops land before, inside and after them.
+pub fn mqtt_stream_stopped(url: &str, peer_url: &str, client: &str, stops: usize, how: Stop) {
     use rand::{Rng, SeedableRng};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let df = dataflow("workload_v1_mqtt.toml");
+    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
+    let often = text
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"100ms\"",
+        );
+    assert_ne!(often, text);
+    let df = dir.path().join("workload_v1_mqtt.toml");
+    std::fs::write(&df, often).unwrap();
     let env = vec![
         ("INPUT_DIR", fixture_dir().display().to_string()),
         ("OUT_DIR", out.display().to_string()),
@@ -790,6 +822,9 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
         ("MQTT_CLIENT_ID", client.to_string()),
     ];
     let start = || follow_node(&df, &env, dir.path(), 2);
+    // The last node drains when it is stopped: its stream has no end, and
+    // the oracle closes every window.
+    let start_last = || follow_node_with(&df, &env, dir.path(), 2, &["--drain"]);
     let mut node = start();
     // A first connect has no session yet: wait for the subscription.
     std::thread::sleep(Duration::from_millis(1500));
@@ -802,11 +837,23 @@ pub fn mqtt_stream_killed(url: &str, peer_url: &str, client: &str, kills: usize)
         }
     });
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
-    for _ in 0..kills {
+    for i in 0..stops {
         std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-        let _ = node.0.kill();
-        let _ = node.0.wait();
-        node = start();
+        match how {
+            Stop::Kill => {
+                let _ = node.0.kill();
+                let _ = node.0.wait();
+            }
+            Stop::Term => {
+                let status = node.terminate();
+                assert!(status.success(), "a clean stop: {status:?}");
+            }
+        }
+        node = if i + 1 == stops {
+            start_last()
+        } else {
+            start()
+        };
     }
     publisher.join().unwrap();
     // The manifest's 77 bad-quality rows are dropped before the log.
@@ -862,9 +909,21 @@ pub fn assert_latest_equal(got: &Path, want: &Path) {
 /// `plantflow run --follow -w <workers> <df>` with `env`, in `cwd` (its
 /// relative paths stay out of the repository), killed when dropped.
 pub fn follow_node(df: &Path, env: &[(&str, String)], cwd: &Path, workers: usize) -> KillOnDrop {
+    follow_node_with(df, env, cwd, workers, &[])
+}
+
+/// [`follow_node`] with more arguments (`--drain`).
+pub fn follow_node_with(
+    df: &Path,
+    env: &[(&str, String)],
+    cwd: &Path,
+    workers: usize,
+    args: &[&str],
+) -> KillOnDrop {
     KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
             .args(["run", "--follow", "-w", &workers.to_string()])
+            .args(args)
             .arg(df)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(cwd)

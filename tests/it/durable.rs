@@ -335,6 +335,16 @@ fn an_mqtt_stream_killed_ten_times_ends_with_the_oracle_lake() {
     mqtt_stream_killed(&b.url_v5(), &b.url_v4(), "durable-kill", 10);
 }
 
+/// The same stream with the node stopped cleanly (SIGTERM, as for an
+/// upgrade) five times and started again: a clean stop closes the windows
+/// still open, but those are not final, so they are not committed; the
+/// restarted node finishes them and the lake equals the oracle's.
+#[test]
+fn an_mqtt_stream_stopped_five_times_with_sigterm_ends_with_the_oracle_lake() {
+    let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
+    mqtt_stream_stopped(&b.url_v5(), &b.url_v4(), "durable-term", 5, Stop::Term);
+}
+
 /// The continuity test: an action opened before a kill keeps its
 /// id and goes on with its revisions, and a verification whose baseline was
 /// collected before the kill completes with the same outcome (PV3 of
@@ -474,7 +484,8 @@ fn a_context_edit_before_a_kill_can_be_undone_after_it() {
     });
     let _ = node.0.kill();
     let _ = node.0.wait();
-    let mut node = start();
+    // Drained when stopped: the stream has no end, the oracle closes every window.
+    let mut node = follow_node_with(&df, &env, dir.path(), 1, &["--drain"]);
     peer::publish_all(&peer, "ctx-pub", vec![(topic, delete.into_bytes())], 1);
     peer::publish_all(&peer, "ctx-pub", second.to_vec(), 1);
     wait_for("the whole stream in the input log", || {
@@ -565,21 +576,23 @@ fn a_followed_file_killed_and_grown_goes_on_from_its_logged_line() {
             done.then_some(n)
         })
     };
-    let follow = |out: &Path| {
+    let follow = |out: &Path, drain: bool| {
         KillOnDrop(
             s.command(out, 1)
                 .arg("--follow")
+                .args(drain.then_some("--drain"))
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap(),
         )
     };
-    let mut node = follow(&got);
+    let mut node = follow(&got, false);
     let first = settled(1);
     let _ = node.0.kill();
     let _ = node.0.wait();
     std::fs::write(s.input.join("samples.csv"), &full).unwrap();
-    let mut node = follow(&got);
+    // Drained when stopped, to compare with the whole file's run.
+    let mut node = follow(&got, true);
     let all = settled(first + 1);
     assert!(node.terminate().success());
     assert!(all > first);
@@ -625,7 +638,8 @@ fn a_context_file_changed_while_down_is_applied_after_the_replay() {
     let _ = node.0.kill();
     let _ = node.0.wait();
     std::fs::write(input.join("production.csv"), &original).unwrap();
-    let mut node = start();
+    // Drained when stopped: the stream has no end, the oracle closes every window.
+    let mut node = follow_node_with(&df, &env, dir.path(), 1, &["--drain"]);
     peer::publish_all(&peer, "file-pub", second.to_vec(), 1);
     wait_for("the whole stream in the input log", || {
         log_counts(&df, &env).filter(|c| c.samples >= 90_000 - 77)
@@ -692,7 +706,8 @@ fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
     });
     let _ = node.0.kill();
     let _ = node.0.wait();
-    let mut node = start();
+    // Drained when stopped: the stream has no end, the oracle closes every window.
+    let mut node = follow_node_with(&df, &env, dir.path(), 1, &["--drain"]);
     peer::publish_all(&peer, "mixed-pub", second.to_vec(), 1);
     let all = wait_for("the whole fixture in the input log", || {
         log_counts(&df, &env).filter(|c| c.samples >= 90_000 - 77)

@@ -616,10 +616,12 @@ trigger = "status_value_timestamp"
     );
     plan_with_source(dir.path(), &source, &[]);
     let df = dir.path().join("df.toml");
-    let node = || {
+    // The last node drains when stopped, to see its last window.
+    let node = |drain: bool| {
         KillOnDrop(
             std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
                 .args(["run", "--follow"])
+                .args(drain.then_some("--drain"))
                 .arg(&df)
                 .current_dir(dir.path())
                 .stdout(std::process::Stdio::null())
@@ -636,7 +638,7 @@ trigger = "status_value_timestamp"
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     };
-    let mut first = node();
+    let mut first = node(false);
     // The subscription's first notification carries the nodes' current values.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     write(0, 10);
@@ -645,7 +647,7 @@ trigger = "status_value_timestamp"
     });
     let _ = first.0.kill();
     let _ = first.0.wait();
-    let mut second = node();
+    let mut second = node(true);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     write(30, 40);
     let (n, restarts) = wait_for("60 samples in the input log", || {

@@ -47,6 +47,10 @@ pub struct Marker {
     pub files: Vec<String>,
     /// Wall-clock time of the commit (ms since the epoch).
     pub committed_at: i64,
+    /// The run that made this commit was stopped with `--drain`: it closed
+    /// open windows early, so no run can go on from this lake.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
     /// The checkpoint of the engine's state a restart goes on from (a
     /// node with an input log), and the one before it (kept in case this
     /// one cannot be read).
@@ -419,6 +423,7 @@ mod tests {
             finished: false,
             files,
             committed_at: 0,
+            drained: false,
             checkpoint: None,
             previous_checkpoint: None,
         }

@@ -68,6 +68,8 @@ pub struct ParquetWriter {
     max_stamp: Option<u64>,
     /// The lake's commit record, when the lake is durable.
     durable: Option<Durable>,
+    /// The last commit is being made (the run has ended).
+    ending: bool,
     /// What a resumed run does not write again.
     resume: Resume,
 }
@@ -85,6 +87,8 @@ pub struct Durable {
     /// The checkpoint the last commit named, and the one before it.
     pub named: Option<super::commit::CheckpointRef>,
     pub previous: Option<super::commit::CheckpointRef>,
+    /// A stop closes what is open and commits it (`--drain`).
+    pub drain: bool,
 }
 
 /// Where a resumed run starts writing.
@@ -132,6 +136,7 @@ impl ParquetWriter {
             appended: 0,
             max_stamp: None,
             durable: None,
+            ending: false,
             resume: Resume::default(),
         }
     }
@@ -478,6 +483,7 @@ impl ParquetWriter {
                     finished,
                     files,
                     committed_at: crate::model::now_ms(),
+                    drained: self.ending && d.drain && !finished,
                     checkpoint: ready.clone().or_else(|| d.named.clone()),
                     previous_checkpoint: match &ready {
                         Some(_) => d.named.clone(),
@@ -533,6 +539,14 @@ impl ParquetWriter {
     }
 
     /// Commits everything still open.
+    /// Whether the run stopped before reading its input to its end (and
+    /// does not drain): only a durable lake knows.
+    fn stopped(&self) -> bool {
+        self.durable
+            .as_ref()
+            .is_some_and(|d| !d.drain && !d.finished.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     pub fn finish(mut self) -> Result<WriterReport, String> {
         self.commit_all()?;
         Ok(self.report)
@@ -580,10 +594,18 @@ pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
         }
         writer.roll_aged()?;
     }
-    // Every sender is gone: nothing before any time is still to come.
+    // Every sender is gone. A run that read its input to its end (or
+    // drains) has nothing before any time still to come; a stopped one
+    // leaves what is after its progress to the next start (the engine sent
+    // nothing after the stop, and these rows are made again then).
+    if writer.stopped() {
+        writer.ending = true;
+        return writer.finish();
+    }
     writer.appended = u64::MAX;
     for b in held {
         writer.take(b, &mut Vec::new())?;
     }
+    writer.ending = true;
     writer.finish()
 }
