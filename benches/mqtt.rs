@@ -317,6 +317,7 @@ fn run_plantflow(
                 stop: Some(st),
                 stats: Some(s),
                 no_input_log,
+                drain: true,
                 ..Default::default()
             },
         )

@@ -120,6 +120,7 @@ fn run_one(items: usize, secs: u64) {
                 shutdown_timeout: None,
                 reset_state: false,
                 no_input_log: false,
+                drain: true,
             },
         )
     });
