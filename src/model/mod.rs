@@ -517,14 +517,8 @@ pub fn crash_point(at: &str, seq: u64) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_CRASH").ok());
     if want.as_deref() == Some(&format!("{at}:{seq}")) {
-        eprintln!(
-            "plantflow: test crash at {at} of {}",
-            if at == "checkpoint" {
-                format!("checkpoint {seq}")
-            } else {
-                format!("commit {seq}")
-            }
-        );
+        let what = if at == "checkpoint" { "" } else { "commit " };
+        eprintln!("plantflow: test crash at {at} of {what}{seq}");
         std::process::abort();
     }
 }

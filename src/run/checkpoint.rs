@@ -181,6 +181,20 @@ pub fn read_latest(
     }
 }
 
+/// Deletes the temporary files of checkpoints a kill cut short.
+pub fn remove_unfinished(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".checkpoint-") && name.ends_with(".tmp") {
+            tracing::info!(file = %e.path().display(), "deleting a checkpoint a stop cut short");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Deletes, once a commit names `now` (replacing `before`), the checkpoints
 /// but those two and the log segments before the older one's.
 pub fn committed(dir: &Path, now: &CheckpointRef, before: Option<&CheckpointRef>) {

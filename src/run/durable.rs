@@ -79,7 +79,18 @@ pub(super) fn start(
     let checkpoint_tags = log.as_ref().map_or(&[][..], |l| l.checkpoint_tags());
     let tags = super::registry(checkpoint_tags, &initial);
     let restore = log.as_mut().and_then(|l| l.engine_restore());
-    if restore.is_some() {
+    if let Some(r) = &restore {
+        let (was, now) = (r.workers.len(), opts.workers.max(1));
+        if was != now {
+            return Err(RunError {
+                code: supervise::EXIT_CONFIG,
+                message: format!(
+                    "the last checkpoint of {} was taken with {was} workers, this run has \
+                     {now}: run with --workers {was} (or --reset-state to start over)",
+                    dir(plan).unwrap_or_default().display()
+                ),
+            });
+        }
         stats.event("started from a checkpoint", 1);
     }
     Ok(Started {
@@ -139,9 +150,7 @@ fn reset(dir: &std::path::Path) -> Result<(), String> {
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = wal::seq_of(&path).is_some()
-            || name.starts_with("checkpoint-")
-            || name.starts_with(".checkpoint-");
+        let ours = wal::seq_of(&path).is_some() || name.starts_with("checkpoint-");
         if ours {
             std::fs::remove_file(&path)
                 .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
@@ -169,6 +178,7 @@ impl InputLog {
         if reset_state {
             reset(&dir)?;
         }
+        checkpoint::remove_unfinished(&dir);
         let config = |message: String| RunError {
             code: supervise::EXIT_CONFIG,
             message,

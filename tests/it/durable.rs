@@ -135,6 +135,136 @@ fn marker(out: &Path) -> Option<serde_json::Value> {
         .map(|b| serde_json::from_slice(&b).unwrap())
 }
 
+/// Splits the setup's samples into two replay sources by tag (their input
+/// is logged: the interleaving of two files depends on timing).
+fn two_sources(s: &Setup) {
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let (mut a, mut b) = (format!("{header}\n"), format!("{header}\n"));
+    for l in lines {
+        let tag = l.split(',').nth(1).unwrap();
+        let even = tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0;
+        let f = if even { &mut a } else { &mut b };
+        f.push_str(l);
+        f.push('\n');
+    }
+    std::fs::write(s.input.join("a.csv"), a).unwrap();
+    std::fs::write(s.input.join("b.csv"), b).unwrap();
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let two = df.replace(
+        "path = \"${INPUT_DIR}/${SAMPLES_FILE:-samples.csv}\"",
+        "path = \"${INPUT_DIR}/a.csv\"\n\n[[sources]]\ntype = \"replay\"\nid = \"more\"\npath = \"${INPUT_DIR}/b.csv\"",
+    );
+    assert_ne!(two, df);
+    std::fs::write(&s.dataflow, two).unwrap();
+}
+
+/// The state directory of the workload's dataflow in the lake `out`.
+fn state_dir(out: &Path) -> PathBuf {
+    out.join(".plantflow/workload_v1")
+}
+
+/// The files in `dir` whose names start with `prefix`.
+fn files_named(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A kill while a checkpoint is written (its file complete, not yet
+/// renamed into place), twice: the next start goes on from the one before,
+/// deletes the cut one, and the lake ends as one uninterrupted run's.
+#[test]
+fn a_kill_inside_a_checkpoint_goes_on_from_the_one_before() {
+    let s = setup(120, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    two_sources(&s);
+    let got = s.dir.path().join("got");
+    for n in [3, 4] {
+        let o = s
+            .command(&got, 2)
+            .env("PLANTFLOW_TEST_CRASH", format!("checkpoint:{n}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("test crash at checkpoint of {n}")),
+            "{err}"
+        );
+        let cut = files_named(&state_dir(&got), ".checkpoint-");
+        assert_eq!(cut.len(), 1, "the cut checkpoint's temporary file: {cut:?}");
+    }
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("started from a checkpoint"), "{stdout}");
+    assert!(files_named(&state_dir(&got), ".checkpoint-").is_empty());
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
+    // The log before the checkpoints the record names is gone: a restart
+    // replays only what came after them.
+    let dir = state_dir(&got);
+    assert!(!dir.join("input-000001.wal").exists());
+    assert!(files_named(&dir, "checkpoint-").len() <= 2);
+}
+
+/// The checkpoint the lake's record names is damaged: the next start warns
+/// and goes on from the one before it (kept for this), and the lake ends
+/// as one uninterrupted run's. A run with another number of workers than
+/// the checkpoint's is refused (exit 78) and names what to do.
+#[test]
+fn a_damaged_checkpoint_falls_back_to_the_one_before() {
+    let s = setup(120, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    two_sources(&s);
+    let got = s.dir.path().join("got");
+    let named = wait_for("a record naming two checkpoints", || {
+        let mut child = s
+            .command(&got, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = child.kill();
+        let _ = child.wait();
+        let m = marker(&got)?;
+        let (now, before) = (m.get("checkpoint")?, m.get("previous_checkpoint")?);
+        let file = |c: &serde_json::Value| c["file"].as_str().map(String::from);
+        Some((file(now)?, file(before)?))
+    });
+    let (code, _, err) = s.run(&got, 1, &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("taken with 2 workers") && err.contains("--workers 2"),
+        "{err}"
+    );
+    let path = state_dir(&got).join(&named.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("going on from the previous checkpoint"),
+        "{err}"
+    );
+    assert!(err.contains("checksum"), "{err}");
+    assert!(stdout.contains("started from a checkpoint"), "{stdout}");
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
+}
+
 /// The test: SIGKILL at 10 random points of a replay, restarting
 /// each time; the lake ends equal to an uninterrupted run's (one worker
 /// there, two here), with no row twice.
@@ -506,27 +636,7 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     let want = s.dir.path().join("want");
     let (code, _, err) = s.run(&want, 1, &[]);
     assert_eq!(code, Some(0), "{err}");
-    // The same samples in two files, split by tag.
-    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap();
-    let (mut a, mut b) = (format!("{header}\n"), format!("{header}\n"));
-    for l in lines {
-        let tag = l.split(',').nth(1).unwrap();
-        let even = tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0;
-        let f = if even { &mut a } else { &mut b };
-        f.push_str(l);
-        f.push('\n');
-    }
-    std::fs::write(s.input.join("a.csv"), a).unwrap();
-    std::fs::write(s.input.join("b.csv"), b).unwrap();
-    let df = std::fs::read_to_string(&s.dataflow).unwrap();
-    let two = df.replace(
-        "path = \"${INPUT_DIR}/${SAMPLES_FILE:-samples.csv}\"",
-        "path = \"${INPUT_DIR}/a.csv\"\n\n[[sources]]\ntype = \"replay\"\nid = \"more\"\npath = \"${INPUT_DIR}/b.csv\"",
-    );
-    assert_ne!(two, df);
-    std::fs::write(&s.dataflow, two).unwrap();
+    two_sources(&s);
     let got = s.dir.path().join("got");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
     for _ in 0..5 {
