@@ -339,7 +339,7 @@ impl Ingest {
             t.counts.samples += rows.len() as u64;
             t.counts.messages += messages.len() as u64;
         }
-        self.log_with(|l| {
+        let kept = self.log_with(|l| {
             let tags = l.tags.view();
             let names = l.wal.unnamed(&rows, |id| tags.key(id).to_string());
             if !names.is_empty() {
@@ -353,6 +353,9 @@ impl Ingest {
                 position,
             });
         });
+        if !kept {
+            return;
+        }
         if let Some(e) = st.source_epochs[source].as_mut() {
             *e = (*e).max(epoch);
         }
@@ -389,7 +392,9 @@ impl Ingest {
         if st.ended {
             return;
         }
-        self.log_with(|l| l.wal.append(&EntryRef::Context(&change)));
+        if !self.log_with(|l| l.wal.append(&EntryRef::Context(&change))) {
+            return;
+        }
         if let Some(t) = st.track.as_mut() {
             t.held.apply(&change);
             t.counts.context += 1;
@@ -408,7 +413,9 @@ impl Ingest {
         if st.ended || !st.dirty {
             return;
         }
-        self.log_with(|l| l.wal.append(&EntryRef::Settle));
+        if !self.log_with(|l| l.wal.append(&EntryRef::Settle)) {
+            return;
+        }
         self.settle_locked(&mut st);
     }
 
@@ -475,14 +482,18 @@ impl Ingest {
 impl Ingest {
     /// Appends to the log while logging (the state lock is held: the log's
     /// order is the bridge's).
-    fn log_with(&self, f: impl FnOnce(&mut Logged)) {
+    /// Returns false once the log has failed: input it could not keep must
+    /// not count (the log's next sync ends the run).
+    fn log_with(&self, f: impl FnOnce(&mut Logged)) -> bool {
         if self.logging.load(Relaxed) {
             if let Ok(mut l) = self.log.lock() {
                 if let Some(l) = l.as_mut() {
                     f(l);
+                    return !l.wal.failed();
                 }
             }
         }
+        true
     }
 
     /// Makes the node durable: `entries` (the log so far) are replayed by

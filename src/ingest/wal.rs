@@ -167,6 +167,11 @@ impl Wal {
     }
 
     /// The names of the tags of `rows` not yet in the log (ids of this process).
+    /// Whether a write failed (the next sync reports it).
+    pub fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     pub fn unnamed(
         &mut self,
         rows: &[Sample],

@@ -933,3 +933,32 @@ pub fn follow_node_with(
             .unwrap(),
     )
 }
+
+/// Unmounts a small file system when the test ends, however it ends.
+pub struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `size` (`64k`) at `dir` (created): a disk that fills. None,
+/// with a SKIPPED line, where mounting needs a root this run lacks (CI
+/// runs as root).
+pub fn small_disk(dir: &Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return None;
+    }
+    Some(Mounted(dir.to_path_buf()))
+}

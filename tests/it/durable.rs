@@ -265,6 +265,61 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before() {
     assert_no_revision_twice(&got);
 }
 
+/// The state directory's disk fills (a 128 KiB tmpfs; the lake is on
+/// another): the run ends naming the input log and the system's reason,
+/// and takes no input it could not log. Once there is room (the state
+/// copied to a roomy disk) the next start goes on, and the lake ends as
+/// one uninterrupted run's.
+#[test]
+fn a_full_state_disk_ends_the_run_naming_it_and_the_next_start_goes_on() {
+    let s = setup(120, 3600);
+    let want = s.dir.path().join("want");
+    let (code, _, err) = s.run(&want, 1, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    two_sources(&s);
+    let small = s.dir.path().join("small");
+    let Some(_unmount) = small_disk(&small, "128k") else {
+        return;
+    };
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let elsewhere = df.replace(
+        "checkpoint_interval = \"50ms\"",
+        "checkpoint_interval = \"50ms\"\nstate_dir = \"${STATE_DIR}\"",
+    );
+    assert_ne!(elsewhere, df);
+    std::fs::write(&s.dataflow, elsewhere).unwrap();
+    let got = s.dir.path().join("got");
+    let o = s
+        .command(&got, 2)
+        .env("STATE_DIR", &small)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("the input log (state_dir) failed")
+            && last.contains("No space left on device"),
+        "{err}"
+    );
+    let roomy = s.dir.path().join("roomy");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&small)
+        .arg(&roomy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let o = s
+        .command(&got, 2)
+        .env("STATE_DIR", &roomy)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_latest_equal(&got, &want);
+    assert_no_revision_twice(&got);
+}
+
 /// The test: SIGKILL at 10 random points of a replay, restarting
 /// each time; the lake ends equal to an uninterrupted run's (one worker
 /// there, two here), with no row twice.

@@ -337,15 +337,6 @@ fn a_component_that_cannot_stop_does_not_outlive_the_shutdown_timeout() {
     );
 }
 
-/// Unmounts the small file system when the test ends, however it ends.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A full disk (a 64 KiB tmpfs; the lake needs about 90 KB): the sink
 /// fails with the OS's reason, the run ends at once naming it, and every
 /// file a reader can see is whole (in-progress files stay hidden).
@@ -353,21 +344,9 @@ impl Drop for Mounted {
 fn a_full_disk_ends_the_run_naming_the_sink_and_shows_no_half_file() {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&small)
-        .output()
-        .unwrap();
-    if !mounted.status.success() {
-        // Mounting needs root (CI runs as root); say so rather than pass silently.
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here: {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
+    let Some(_unmount) = small_disk(&small, "64k") else {
         return;
-    }
-    let _unmount = Mounted(small.clone());
+    };
     let lake = small.join("lake");
     let out = Command::new(PLANTFLOW)
         .args(["run", "dataflows/workload_v1.toml"])
