@@ -10,6 +10,11 @@
 //!
 //! Two payload shapes: one sample per message (`plant/<tag>`, JSON object)
 //! and batches of 100 samples (`batch/<n>`, JSON array with a `tag` field).
+//! plantflow runs four ways: durable as configured by default (input log,
+//! checkpoints every 10 s), checkpoints every 1 s, the input log without
+//! checkpoints, and neither (not durable: the baseline). Then a restart on
+//! the default run's state is timed (the last checkpoint loaded, the log
+//! after it replayed), with the checkpoint's size per tag.
 //! Messages are published at QoS 1 by one rumqttc publisher; each consumer
 //! subscribes at QoS 1 before publishing starts, and the clock runs from the
 //! first publish to the consumer's last sample. Needs `mosquitto` on PATH.
@@ -192,8 +197,16 @@ fn main() {
         .unwrap_or_default();
     println!("MQTT end to end through Mosquitto on loopback: {tags} tags x {seconds} s, QoS 1, {} cores ({cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!(
-        "{:<12} {:>12} {:>14} {:>16} {:>8} {:>16} {:>8}",
-        "payload", "messages", "counter s/s", "plantflow s/s", "ratio", "no log s/s", "log/none"
+        "{:<12} {:>10} {:>12} {:>12} {:>7} {:>12} {:>8} {:>8} {:>8}",
+        "payload",
+        "messages",
+        "counter s/s",
+        "plantflow",
+        "ratio",
+        "not durable",
+        "ck 10s",
+        "ck 1s",
+        "log only"
     );
     let mut recoveries = Vec::new();
     for batch in [1usize, 100] {
@@ -207,31 +220,25 @@ fn main() {
         let t0 = Instant::now();
         publish(port, &msgs);
         let base = h.join().unwrap().duration_since(t0).as_secs_f64();
-        // plantflow: the whole dataflow, 2 workers, with its input log
-        // (durable: acknowledged after fsync) and without.
-        let mut pf = [0.0f64; 2];
-        for (i, no_input_log) in [false, true].into_iter().enumerate() {
-            pf[i] = run_plantflow(
-                dir.path(),
-                &input,
-                port,
-                batch,
-                no_input_log,
-                &msgs,
-                samples,
-            );
-        }
-        // A restart on the first run's state: the whole log replayed.
-        let (secs, bytes) = recovery(dir.path(), &input, port, batch);
+        // plantflow: the whole dataflow, 2 workers, in each durability mode.
+        let pf: Vec<f64> = MODES
+            .iter()
+            .map(|m| run_plantflow(dir.path(), &input, port, batch, m, &msgs, samples))
+            .collect();
+        // A restart on the default run's state.
+        let r = recovery(dir.path(), &input, port, batch);
         recoveries.push(format!(
-            "{:<12} a restart replays the input log of {samples} samples ({:.1} MB, {:.1} bytes/sample) in {secs:.2} s ({:.0} samples/s)",
+            "{:<12} restart: checkpoint {:.1} MB ({:.0} bytes/tag) loaded and {} log entries ({:.1} MB) replayed in {:.2} s",
             if batch == 1 { "1 sample" } else { "100 samples" },
-            bytes as f64 / 1e6,
-            bytes as f64 / samples as f64,
-            samples as f64 / secs
+            r.checkpoint as f64 / 1e6,
+            r.checkpoint as f64 / tags as f64,
+            r.entries,
+            r.log as f64 / 1e6,
+            r.secs,
         ));
+        let ratio = |i: usize| pf[3] / pf[i];
         println!(
-            "{:<12} {:>12} {:>14.0} {:>16.0} {:>7.2}x {:>16.0} {:>7.2}x",
+            "{:<12} {:>10} {:>12.0} {:>12.0} {:>6.2}x {:>12.0} {:>7.2}x {:>7.2}x {:>7.2}x",
             if batch == 1 {
                 "1 sample"
             } else {
@@ -241,10 +248,15 @@ fn main() {
             samples as f64 / base,
             samples as f64 / pf[0],
             base / pf[0],
-            samples as f64 / pf[1],
-            pf[1] / pf[0]
+            samples as f64 / pf[3],
+            ratio(0),
+            ratio(1),
+            ratio(2),
         );
     }
+    println!(
+        "(ck 10s, ck 1s, log only: throughput against not durable; ratio: against the counter)"
+    );
     for r in recoveries {
         println!("{r}");
     }
@@ -252,18 +264,35 @@ fn main() {
     let _ = broker.wait();
 }
 
-/// Starts plantflow again on the state of the logged run of `batch` and
-/// times it until its input log is replayed (sources go on): (seconds, log bytes).
-fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> (f64, u64) {
-    let out = dir.join(format!("out{batch}-false"));
-    let log = out.join(".plantflow/workload_v1_mqtt");
-    let bytes: u64 = std::fs::read_dir(&log)
-        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let plan = load(dir, input, &out, port, &format!("{batch}-false"));
+/// A restart: its checkpoint's bytes, the log's bytes and entries it
+/// replayed, and the seconds until its sources went on.
+struct Recovery {
+    checkpoint: u64,
+    log: u64,
+    entries: u64,
+    secs: f64,
+}
+
+/// Starts plantflow again on the state of the default run of `batch` and
+/// times it until its input log is replayed (sources go on).
+fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> Recovery {
+    let run_name = format!("{batch}-{}", MODES[0].name);
+    let out = dir.join(format!("out{run_name}"));
+    let state = out.join(".plantflow/workload_v1_mqtt");
+    let size = |suffix: &str, prefix: &str| -> u64 {
+        std::fs::read_dir(&state)
+            .unwrap_or_else(|e| panic!("{}: {e}", state.display()))
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(suffix) && n.starts_with(prefix)
+            })
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    let checkpoint = size(".bin", "checkpoint-");
+    let plan = load(dir, input, &out, port, &run_name);
     let stats = Arc::new(plantflow::stats::Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (s, st) = (stats.clone(), stop.clone());
@@ -280,15 +309,61 @@ fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> (f64, u64) {
         )
     });
     let replayed = "input log: entries replayed at start";
-    while !stats.events().contains_key(replayed) {
+    let entries = loop {
+        if let Some(n) = stats.events().get(replayed) {
+            break *n;
+        }
         assert!(!run.is_finished(), "the restart ended before its replay");
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     let secs = t0.elapsed().as_secs_f64();
+    // The segments it replayed (a new one begins with its first checkpoint).
+    let log: u64 = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
     stop.store(true, Relaxed);
     run.join().unwrap().unwrap();
-    (secs, bytes)
+    Recovery {
+        checkpoint,
+        log,
+        entries,
+        secs,
+    }
 }
+
+/// How a plantflow run keeps its state.
+struct Mode {
+    name: &'static str,
+    log: bool,
+    /// `checkpoint_interval` (none: off).
+    checkpoint_ms: Option<i64>,
+}
+
+const MODES: [Mode; 4] = [
+    Mode {
+        name: "ck10s",
+        log: true,
+        checkpoint_ms: Some(10_000),
+    },
+    Mode {
+        name: "ck1s",
+        log: true,
+        checkpoint_ms: Some(1_000),
+    },
+    Mode {
+        name: "logonly",
+        log: true,
+        checkpoint_ms: None,
+    },
+    Mode {
+        name: "none",
+        log: false,
+        checkpoint_ms: None,
+    },
+];
 
 /// One plantflow run over `msgs`: seconds from the first publish to the last
 /// sample read.
@@ -297,12 +372,15 @@ fn run_plantflow(
     input: &Path,
     port: u16,
     batch: usize,
-    no_input_log: bool,
+    mode: &Mode,
     msgs: &[(String, Vec<u8>)],
     samples: u64,
 ) -> f64 {
-    let out = dir.join(format!("out{batch}-{no_input_log}"));
-    let mut plan = load(dir, input, &out, port, &format!("{batch}-{no_input_log}"));
+    let run_name = format!("{batch}-{}", mode.name);
+    let out = dir.join(format!("out{run_name}"));
+    let mut plan = load(dir, input, &out, port, &run_name);
+    plan.plan.window.checkpoint_ms = mode.checkpoint_ms;
+    let no_input_log = !mode.log;
     if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
         m.conn.clean = true;
     }
@@ -317,7 +395,6 @@ fn run_plantflow(
                 stop: Some(st),
                 stats: Some(s),
                 no_input_log,
-                drain: true,
                 ..Default::default()
             },
         )

@@ -150,7 +150,47 @@ struct Checkpointing {
     every: std::time::Duration,
     last: std::time::Instant,
     tx: std::sync::mpsc::Sender<BridgePart>,
+    /// The time of the last checkpoint written (set by whoever writes them).
+    written: Arc<Written>,
 }
+
+/// The time of the last checkpoint written, to wait for one.
+#[derive(Default)]
+pub struct Written {
+    at: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Written {
+    /// A checkpoint at `at` is written.
+    pub fn set(&self, at: u64) {
+        if let Ok(mut a) = self.at.lock() {
+            *a = (*a).max(at);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits until a checkpoint at `at` or later is written, at most `limit`.
+    fn wait(&self, at: u64, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut a = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        while *a < at {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            a = self
+                .cv
+                .wait_timeout(a, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// How long a stopping node waits for its last checkpoint.
+const STOP_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Orders and distributes source output to the workers.
 pub struct Ingest {
@@ -466,11 +506,13 @@ impl Ingest {
 
     fn finish_locked(&self, st: &mut State) {
         if !st.ended {
-            st.ended = true;
             let stopped = self.stop.lock().ok().and_then(|s| s.clone());
             if stopped.is_some_and(|(stop, drain)| stop.load(Relaxed) && !drain) {
+                // A stop: checkpoint first, so the next start replays nothing.
+                self.checkpoint_at_stop(st);
                 self.abandon.store(true, Relaxed);
             }
+            st.ended = true;
             for w in 0..self.senders.len() {
                 self.send(w, WorkerMsg::End);
             }
@@ -643,16 +685,19 @@ impl Ingest {
 
     /// Takes a checkpoint every `every` of wall clock while logging: the
     /// bridge's part goes to `tx`, the workers' to their own channel.
+    /// `written` hears of each checkpoint written.
     pub fn checkpoint_every(
         &self,
         every: std::time::Duration,
         tx: std::sync::mpsc::Sender<BridgePart>,
+        written: Arc<Written>,
     ) {
         if let Ok(mut c) = self.checkpointing.lock() {
             *c = Some(Checkpointing {
                 every,
                 last: std::time::Instant::now(),
                 tx,
+                written,
             });
         }
     }
@@ -660,15 +705,15 @@ impl Ingest {
     /// Starts a checkpoint at time `at` (the next time) if one is due: the
     /// workers hear of it before they advance to `at`, the log goes on in a
     /// new segment, and the bridge's part is handed over (state lock held).
-    fn checkpoint_if_due(&self, st: &State, at: u64) {
+    fn checkpoint_if_due(&self, st: &State, at: u64) -> bool {
         let Ok(mut c) = self.checkpointing.lock() else {
-            return;
+            return false;
         };
         let Some(ck) = c.as_mut().filter(|c| c.last.elapsed() >= c.every) else {
-            return;
+            return false;
         };
         let Some(track) = st.track.clone() else {
-            return;
+            return false;
         };
         let Some(segment) = self
             .log
@@ -677,7 +722,7 @@ impl Ingest {
             .and_then(|mut l| l.as_mut()?.wal.roll().ok())
         else {
             // The log failed: its next sync says so; no checkpoint.
-            return;
+            return false;
         };
         ck.last = std::time::Instant::now();
         for w in 0..self.senders.len() {
@@ -690,6 +735,37 @@ impl Ingest {
             track,
         };
         let _ = ck.tx.send(part);
+        true
+    }
+
+    /// The last checkpoint of a stopping node, at the next free time (not
+    /// a window boundary: nothing closes early), waited for (bounded): the
+    /// engine then holds everything, and the lake's last commit names it.
+    fn checkpoint_at_stop(&self, st: &mut State) {
+        let at = st.time + 1;
+        if !self.logging.load(Relaxed) || at.is_multiple_of(self.epoch_ms) {
+            return;
+        }
+        let written = match self.checkpointing.lock() {
+            Ok(mut c) => match c.as_mut() {
+                Some(c) => {
+                    // Due at once.
+                    c.last = std::time::Instant::now() - c.every;
+                    c.written.clone()
+                }
+                None => return,
+            },
+            Err(_) => return,
+        };
+        if !self.checkpoint_if_due(st, at) {
+            return;
+        }
+        st.time = at;
+        st.dirty = false;
+        self.broadcast_advance(at);
+        if !written.wait(at, STOP_CHECKPOINT) {
+            tracing::warn!("the last checkpoint was not written within {STOP_CHECKPOINT:?}; the next start replays the log since the one before");
+        }
     }
 
     /// Bytes in the input log (0 without one).

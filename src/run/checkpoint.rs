@@ -226,6 +226,8 @@ pub struct Checkpointer {
     pub slot: Arc<CheckpointSlot>,
     /// Checkpoints written by this process.
     pub written: std::cell::Cell<u64>,
+    /// Tells the bridge (a stopping node waits for its last checkpoint).
+    pub told: Arc<crate::ingest::bridge::Written>,
     pub stats: Arc<crate::stats::Stats>,
 }
 
@@ -308,6 +310,7 @@ impl Checkpointer {
                 if let Ok(mut slot) = self.slot.ready.lock() {
                     *slot = Some(r);
                 }
+                self.told.set(at);
             }
             Err(e) => {
                 // The input log keeps everything since the last one: a
@@ -347,7 +350,8 @@ pub(super) fn start(
     lake.durable.checkpoints = Some(slot.clone());
     let (bridge_tx, bridge_rx) = std::sync::mpsc::channel();
     let (workers_tx, workers_rx) = std::sync::mpsc::channel();
-    ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx);
+    let told = Arc::new(crate::ingest::bridge::Written::default());
+    ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx, told.clone());
     Checkpointer {
         dir,
         fingerprint: log.fingerprint().to_string(),
@@ -355,6 +359,7 @@ pub(super) fn start(
         tags: tags.clone(),
         slot,
         written: Default::default(),
+        told,
         stats: stats.clone(),
     }
     .spawn(bridge_rx, workers_rx)

@@ -430,10 +430,11 @@ impl Replay {
                 status,
                 stats,
             } = after;
+            // (always counted, so a restart's end of replay can be watched)
+            stats.event("input log: entries replayed at start", n);
             if n > 0 {
                 let ms = started.elapsed().as_millis();
                 tracing::info!(entries = n, ms, "input log replayed; sources go on");
-                stats.event("input log: entries replayed at start", n);
             }
             // A file that differs from the log's start changed while the
             // node was down (a file unchanged leaves message edits alone).

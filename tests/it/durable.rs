@@ -520,6 +520,63 @@ fn an_mqtt_stream_killed_ten_times_ends_with_the_oracle_lake() {
     mqtt_stream_killed(&b.url_v5(), &b.url_v4(), "durable-kill", 10);
 }
 
+/// A clean stop checkpoints on its way out: the next start loads that
+/// checkpoint and has no input log to replay (periodic checkpoints are off
+/// here, so the stop's is the only one).
+#[test]
+fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
+    let b = plantflow::sim::broker::start(0, 0).expect("embedded broker starts");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
+    let df = dir.path().join("workload_v1_mqtt.toml");
+    let hourly = text.replace(
+        "size = \"1m\"",
+        "size = \"1m\"\ncheckpoint_interval = \"1h\"",
+    );
+    std::fs::write(&df, hourly).unwrap();
+    let env = vec![
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", b.url_v5()),
+        ("MQTT_CLIENT_ID", "durable-stop".to_string()),
+    ];
+    let mut node = follow_node(&df, &env, dir.path(), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let msgs = fixture_messages();
+    peer::publish_all(&b.url_v4(), "stop-pub", msgs[..msgs.len() / 2].to_vec(), 1);
+    wait_for("half the stream in the input log", || {
+        log_counts(&df, &env).filter(|c| c.samples >= 40_000)
+    });
+    assert!(node.terminate().success());
+    let state = out.join(".plantflow/workload_v1_mqtt");
+    assert_eq!(
+        files_named(&state, "checkpoint-").len(),
+        1,
+        "the stop's checkpoint"
+    );
+    let mut again = KillOnDrop(
+        Command::new(PLANTFLOW)
+            .args(["run", "--follow", "-w", "2"])
+            .arg(&df)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(again.terminate().success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(again.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("started from a checkpoint: 1"), "{stdout}");
+    assert!(
+        stdout.contains("input log: entries replayed at start: 0"),
+        "{stdout}"
+    );
+}
+
 /// The same stream with the node stopped cleanly (SIGTERM, as for an
 /// upgrade) five times and started again: a clean stop closes the windows
 /// still open, but those are not final, so they are not committed; the
