@@ -53,7 +53,7 @@ for r in $(seq "$ROUNDS"); do
     rm -rf "$out"
     f=$(flow "$v")
     s=$(INPUT_DIR="$input" OUT_DIR="$out" "$bin" run -w 2 --json "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["elapsed_s"])')
-    size=$(ls -l "$out"/.plantflow/workload_v1/checkpoint-*.bin 2>/dev/null | awk '{print $5}' | tail -1)
+    size=$( (ls -l "$out"/.plantflow/workload_v1/checkpoint-*.bin 2>/dev/null || true) | awk '{print $5}' | tail -1)
     times[$v]="${times[$v]:-} $s"
     echo "round $r  checkpoint every $v  ${s}s  last checkpoint ${size:-none} bytes" >&2
   done

@@ -465,8 +465,9 @@ impl Replay {
                 tracing::warn!(
                     gib,
                     log = %self.segments.last().map(|(p, _)| p.display().to_string()).unwrap_or_default(),
-                    "the input log has grown to {gib} GiB; a restart replays it whole \
-                     (snapshots that truncate it are not built yet)"
+                    "the input log's segment has grown to {gib} GiB; a restart replays it \
+                     (checkpoints start a new one: they are off with checkpoint_interval = \"0s\" \
+                     or spill_after)"
                 );
             }
         }
