@@ -289,3 +289,74 @@ fn asyncua_server_killed_and_restarted_resumes_with_a_gap() {
     assert!(gaps >= 1, "the gap is in the gaps table");
     assert_matches_log(&dir.path().join("out"), dir.path());
 }
+
+/// The node killed (SIGKILL) with everything the first server process
+/// wrote in its input log, while that server is replaced by a second one
+/// on the same port: the restarted node goes on from its checkpoint and
+/// log, records its downtime as a gap, and its lake holds every value
+/// either process wrote, once (drained when stopped, to compare whole
+/// windows with the server's log).
+#[test]
+fn a_killed_node_goes_on_from_its_state_against_asyncua() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let p = port();
+    let url = format!("opc.tcp://localhost:{p}/");
+    let s = py_server(p, 50, 2.0, 0, dir.path(), "go");
+    dataflow_for(dir.path(), 50, &url, "");
+    let df = dir.path().join("df.toml");
+    let text = std::fs::read_to_string(&df).unwrap();
+    let often = text
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"200ms\"",
+        )
+        .replacen(
+            "type = \"parquet\"",
+            "type = \"parquet\"\nroll_interval = \"200ms\"",
+            1,
+        );
+    assert_ne!(often, text);
+    std::fs::write(&df, often).unwrap();
+    let mut node = follow_node(&df, &[], dir.path(), 1);
+    // The subscription's first notification: then the server may go.
+    wait_for("the subscription", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 50)
+    });
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    wait_for("phase 1 written", || {
+        (s.done.load(SeqCst) > 0).then_some(())
+    });
+    let (_, n1) = written(dir.path());
+    wait_for("phase 1 in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= n1)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    s.kill();
+    let s2 = py_server(p, 50, 2.0, 1000, dir.path(), "go2");
+    let mut node = follow_node_with(&df, &[], dir.path(), 1, &["--drain"]);
+    let (_, with_initial) = written(dir.path());
+    wait_for("the new subscription", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= with_initial)
+    });
+    std::fs::write(dir.path().join("go2"), "").unwrap();
+    wait_for("phase 2 written", || {
+        (s2.done.load(SeqCst) > 0).then_some(())
+    });
+    let (_, n) = written(dir.path());
+    let (logged_n, restarts) = wait_for("phase 2 in the input log", || {
+        logged(&df, &[]).filter(|(m, _)| *m >= n)
+    });
+    assert_eq!((logged_n, restarts), (n, 1), "each value once, one restart");
+    assert!(node.terminate().success());
+    let out = dir.path().join("out");
+    let gaps = rows(&out, "gaps");
+    assert!(
+        gaps.iter()
+            .any(|g| g["reason"].as_str().unwrap().contains("plantflow was down")),
+        "{gaps:?}"
+    );
+    assert_matches_log(&out, dir.path());
+    assert_no_revision_twice(&out);
+}
