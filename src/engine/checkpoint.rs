@@ -166,13 +166,21 @@ impl Shared {
                 ));
             }
             parts = r.workers;
-            if let Some(i) = parts[0].iter().position(|(k, _)| k == "names") {
-                let (_, bytes) = parts[0].swap_remove(i);
-                let list: Vec<crate::model::SharedName> = postcard::from_bytes(&bytes)
-                    .map_err(|e| format!("cannot read the checkpoint's names: {e}"))?;
-                for n in &list {
-                    names.intern_shared(n);
+            // Every worker put the names as it saw them; they only grow, so
+            // the longest list holds every id any part names.
+            let mut longest: Vec<crate::model::SharedName> = Vec::new();
+            for w in &mut parts {
+                if let Some(i) = w.iter().position(|(k, _)| k == "names") {
+                    let (_, bytes) = w.swap_remove(i);
+                    let list: Vec<crate::model::SharedName> = postcard::from_bytes(&bytes)
+                        .map_err(|e| format!("cannot read the checkpoint's names: {e}"))?;
+                    if list.len() > longest.len() {
+                        longest = list;
+                    }
                 }
+            }
+            for n in &longest {
+                names.intern_shared(n);
             }
         }
         Ok(Shared {
@@ -200,8 +208,9 @@ impl Shared {
     }
 }
 
-/// Hands worker `index`'s parts of the checkpoint at `at` over; worker 0
-/// adds the interned asset and line names its context tables' ids are of.
+/// Hands worker `index`'s parts of the checkpoint at `at` over, with the
+/// interned asset, line and interval names as it sees them (every worker
+/// interns interval keys; the ids in its parts are of these).
 pub(super) fn send(
     tx: Option<&std::sync::mpsc::Sender<WorkerParts>>,
     index: usize,
@@ -209,11 +218,9 @@ pub(super) fn send(
     at: u64,
     mut parts: Parts,
 ) {
-    if index == 0 {
-        match postcard::to_allocvec(names.view().keys()) {
-            Ok(b) => parts.push(("names".into(), b)),
-            Err(e) => panic!("cannot encode the names for a checkpoint: {e}"),
-        }
+    match postcard::to_allocvec(names.view().keys()) {
+        Ok(b) => parts.push(("names".into(), b)),
+        Err(e) => panic!("cannot encode the names for a checkpoint: {e}"),
     }
     if let Some(tx) = tx {
         let _ = tx.send(WorkerParts {

@@ -477,9 +477,17 @@ impl Ingest {
         st.source_epochs[source] = None;
         if st.source_epochs.iter().all(|e| e.is_none()) {
             self.finish_locked(&mut st);
-        } else {
+        } else if !self.stopping() {
+            // A source stopped by a stop has not ended: the others must not
+            // close windows its rows may still reach (after a restart).
             self.advance(&mut st);
         }
+    }
+
+    /// The run is stopping without draining.
+    fn stopping(&self) -> bool {
+        let stopped = self.stop.lock().ok().and_then(|s| s.clone());
+        stopped.is_some_and(|(stop, drain)| stop.load(Relaxed) && !drain)
     }
 
     /// Input that ends while `stop` is set was stopped, not read to its
@@ -506,8 +514,7 @@ impl Ingest {
 
     fn finish_locked(&self, st: &mut State) {
         if !st.ended {
-            let stopped = self.stop.lock().ok().and_then(|s| s.clone());
-            if stopped.is_some_and(|(stop, drain)| stop.load(Relaxed) && !drain) {
+            if self.stopping() {
                 // A stop: checkpoint first, so the next start replays nothing.
                 self.checkpoint_at_stop(st);
                 self.abandon.store(true, Relaxed);
@@ -548,8 +555,10 @@ impl Ingest {
             match from {
                 LogStart::Checkpoint(p) => {
                     st.time = p.at;
+                    // Every source starts again (one that had ended, or was
+                    // stopped, ends again by itself).
                     for (e, was) in st.source_epochs.iter_mut().zip(p.source_epochs) {
-                        *e = was.map(|w| w.max(p.at));
+                        *e = Some(was.map_or(p.at, |w| w.max(p.at)));
                     }
                     st.track = Some(p.track);
                 }

@@ -208,7 +208,10 @@ pub fn committed(dir: &Path, now: &CheckpointRef, before: Option<&CheckpointRef>
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         let old_segment = crate::ingest::wal::seq_of(&path).is_some_and(|seq| seq < keep_from);
-        let old_checkpoint = name.starts_with("checkpoint-") && !keep.contains(&name.as_str());
+        // (names sort by time: one written since `now` was named stays)
+        let old_checkpoint = name.starts_with("checkpoint-")
+            && !keep.contains(&name.as_str())
+            && name.as_str() < now.file.as_str();
         if old_segment || old_checkpoint {
             if let Err(err) = std::fs::remove_file(&path) {
                 tracing::warn!(file = %path.display(), "cannot delete what a checkpoint replaced: {err}");
@@ -264,7 +267,15 @@ impl Checkpointer {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The engine has ended: what is complete is still written.
+                    while let Ok(p) = bridge.try_recv() {
+                        let at = p.at;
+                        self.entry(&mut pending, at).bridge = Some(p);
+                    }
+                    self.write_complete(&mut pending);
+                    return;
+                }
             }
             self.write_complete(&mut pending);
         }
@@ -335,6 +346,8 @@ pub(super) fn start(
     ingest: &crate::ingest::Ingest,
     (tags, stats, workers): (&Arc<TagRegistry>, &Arc<crate::stats::Stats>, usize),
 ) -> Result<Option<std::sync::mpsc::Sender<WorkerParts>>, String> {
+    // (a logged lake writes its sources' held dead letters at a stop)
+    lake.durable.logged = log.is_some();
     let (Some(log), Some(ms), None) = (log, plan.window.checkpoint_ms, plan.window.spill_after_ms)
     else {
         return Ok(None);

@@ -104,6 +104,7 @@ impl OpenLake {
                 seq: opened.marker.as_ref().map_or(0, |m| m.seq),
                 finished: Arc::default(),
                 drain: opts.drain,
+                logged: false,
                 checkpoints: None,
                 named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
                 previous: opened

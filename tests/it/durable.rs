@@ -530,10 +530,12 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
     let out = dir.path().join("out");
     let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
     let df = dir.path().join("workload_v1_mqtt.toml");
-    let hourly = text.replace(
-        "size = \"1m\"",
-        "size = \"1m\"\ncheckpoint_interval = \"1h\"",
-    );
+    let hourly = text
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"1h\"",
+        )
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"");
     std::fs::write(&df, hourly).unwrap();
     let env = vec![
         ("INPUT_DIR", fixture_dir().display().to_string()),
@@ -544,7 +546,8 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
     let mut node = follow_node(&df, &env, dir.path(), 2);
     std::thread::sleep(Duration::from_millis(1500));
     let msgs = fixture_messages();
-    peer::publish_all(&b.url_v4(), "stop-pub", msgs[..msgs.len() / 2].to_vec(), 1);
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    peer::publish_all(&b.url_v4(), "stop-pub", first.to_vec(), 1);
     wait_for("half the stream in the input log", || {
         log_counts(&df, &env).filter(|c| c.samples >= 40_000)
     });
@@ -555,6 +558,7 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
         1,
         "the stop's checkpoint"
     );
+    let before = latest_aggregates(&out).len();
     let mut again = KillOnDrop(
         Command::new(PLANTFLOW)
             .args(["run", "--follow", "-w", "2"])
@@ -567,6 +571,11 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(1500));
+    // After the restart the stream's time moves on: windows close again.
+    peer::publish_all(&b.url_v4(), "stop-pub", second.to_vec(), 1);
+    wait_for("windows of the second half in the lake", || {
+        (latest_aggregates(&out).len() > before).then_some(())
+    });
     assert!(again.terminate().success());
     let mut stdout = String::new();
     std::io::Read::read_to_string(again.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();

@@ -89,6 +89,10 @@ pub struct Durable {
     pub previous: Option<super::commit::CheckpointRef>,
     /// A stop closes what is open and commits it (`--drain`).
     pub drain: bool,
+    /// The input is logged: a restart goes on after what the sources read,
+    /// so their dead letters and gaps held at a stop are written, not left
+    /// to be made again (a replay read again from its start makes them again).
+    pub logged: bool,
 }
 
 /// Where a resumed run starts writing.
@@ -599,6 +603,17 @@ pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
     // leaves what is after its progress to the next start (the engine sent
     // nothing after the stop, and these rows are made again then).
     if writer.stopped() {
+        if writer.durable.as_ref().is_some_and(|d| d.logged) {
+            let progress = writer.appended;
+            writer.appended = u64::MAX;
+            for b in held {
+                let kept = &b.borrow().batch;
+                if matches!(kept, SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_)) {
+                    writer.take(b, &mut Vec::new())?;
+                }
+            }
+            writer.appended = progress;
+        }
         writer.ending = true;
         return writer.finish();
     }
