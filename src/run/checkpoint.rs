@@ -355,6 +355,7 @@ pub(super) fn start(
     let dir = log.dir().to_path_buf();
     let slot = Arc::new(CheckpointSlot {
         ready: Default::default(),
+        writer: Default::default(),
         committed: Box::new({
             let dir = dir.clone();
             move |now, before| committed(&dir, now, before)
@@ -365,17 +366,20 @@ pub(super) fn start(
     let (workers_tx, workers_rx) = std::sync::mpsc::channel();
     let told = Arc::new(crate::ingest::bridge::Written::default());
     ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx, told.clone());
-    Checkpointer {
+    let thread = Checkpointer {
         dir,
         fingerprint: log.fingerprint().to_string(),
         workers,
         tags: tags.clone(),
-        slot,
+        slot: slot.clone(),
         written: Default::default(),
         told,
         stats: stats.clone(),
     }
     .spawn(bridge_rx, workers_rx)
     .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
+    if let Ok(mut w) = slot.writer.lock() {
+        *w = Some(thread);
+    }
     Ok(Some(workers_tx))
 }

@@ -75,6 +75,9 @@ pub struct CheckpointRef {
 /// what to do once one is (`committed`: delete what it replaces).
 pub struct CheckpointSlot {
     pub ready: std::sync::Mutex<Option<CheckpointRef>>,
+    /// The thread that writes them: the last commit waits for it (it ends
+    /// with the engine), so it names the last one and leaves no file cut.
+    pub writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     #[allow(clippy::type_complexity)]
     pub committed: Box<dyn Fn(&CheckpointRef, Option<&CheckpointRef>) + Send + Sync>,
 }

@@ -598,6 +598,14 @@ pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
         }
         writer.roll_aged()?;
     }
+    // The engine has ended: so does the thread that writes checkpoints;
+    // the last commit names the last one it wrote.
+    if let Some(c) = writer.durable.as_ref().and_then(|d| d.checkpoints.clone()) {
+        let thread = c.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
     // Every sender is gone. A run that read its input to its end (or
     // drains) has nothing before any time still to come; a stopped one
     // leaves what is after its progress to the next start (the engine sent
