@@ -230,3 +230,25 @@ pub(super) fn send(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ready;
+
+    /// An operator holds exactly the input before `at` once its frontier
+    /// has reached `at` and nothing before `at` waits in it.
+    #[test]
+    fn an_operator_is_ready_at_its_frontier_with_nothing_before_it_waiting() {
+        assert!(ready(10, Some(10), None));
+        assert!(
+            ready(10, Some(10), Some(10)),
+            "data at the time itself is after"
+        );
+        assert!(!ready(10, Some(9), None), "input before 10 may still come");
+        assert!(
+            !ready(10, Some(10), Some(9)),
+            "a time before 10 is not handled"
+        );
+        assert!(ready(10, None, None), "the input has ended");
+    }
+}

@@ -30,7 +30,7 @@ use crate::sinks::parquet::commit::{CheckpointRef, CheckpointSlot};
 const FORMAT: u32 = 1;
 
 /// A checkpoint file's content.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub format: u32,
     pub fingerprint: String,
@@ -382,4 +382,85 @@ pub(super) fn start(
         *w = Some(thread);
     }
     Ok(Some(workers_tx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(at: u64, segment: u64) -> CheckpointRef {
+        CheckpointRef {
+            at,
+            segment,
+            file: file_name(at),
+        }
+    }
+
+    /// Once a commit names `now` (replacing `before`), the checkpoints
+    /// older than `before` and the log segments before `before`'s go; a
+    /// checkpoint written since `now` (not named yet) and everything else
+    /// in the directory stay.
+    #[test]
+    fn a_named_checkpoint_deletes_what_it_replaces_and_nothing_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for at in [10, 20, 30, 40] {
+            std::fs::write(d.join(file_name(at)), b"x").unwrap();
+        }
+        for seq in 1..=5 {
+            std::fs::write(wal::segment(d, seq), b"x").unwrap();
+        }
+        std::fs::write(d.join("other.txt"), b"x").unwrap();
+        committed(d, &r(30, 4), Some(&r(20, 3)));
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            file_name(20),
+            file_name(30),
+            file_name(40),
+            "input-000003.wal".to_string(),
+            "input-000004.wal".to_string(),
+            "input-000005.wal".to_string(),
+            "other.txt".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    /// A checkpoint file whose checksum fails is refused with that reason,
+    /// and the next one named is read instead.
+    #[test]
+    fn a_damaged_checkpoint_is_refused_and_the_previous_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let c = |at: u64| Checkpoint {
+            format: FORMAT,
+            fingerprint: "f".into(),
+            bridge: BridgePart {
+                at,
+                segment: at,
+                source_epochs: vec![Some(at)],
+                track: Default::default(),
+            },
+            tags: vec!["a/b".into()],
+            workers: vec![vec![("window".into(), vec![1, 2, 3])]],
+        };
+        let old = write(d, &c(5), 1).unwrap();
+        let new = write(d, &c(7), 2).unwrap();
+        let path = d.join(&new.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(read(d, &new, "f").unwrap_err().contains("checksum"));
+        let got = read_latest(d, &[new.clone(), old], "f").unwrap().unwrap();
+        assert_eq!(got.bridge.at, 5);
+        assert_eq!(got.workers[0][0].1, vec![1, 2, 3]);
+        // Another dataflow file's checkpoint is refused too.
+        assert!(read_latest(d, &[new], "g").is_err());
+    }
 }
