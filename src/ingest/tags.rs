@@ -100,3 +100,38 @@ fn fold<T: Ord + Clone>(rows: &mut Vec<T>, diffs: &[(T, isize)]) {
             .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize)),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::bridge::ContextChange;
+
+    fn run(start_ms: i64) -> Interval {
+        Interval {
+            key: "s1/l1".into(),
+            start_ms,
+            end_ms: start_ms + 60_000,
+            units: None,
+        }
+    }
+
+    /// The context a checkpoint keeps is the files' with every logged
+    /// change applied: inserts add a row, retractions take one away (a row
+    /// retracted twice is gone, not negative), tariff rows likewise.
+    #[test]
+    fn logged_changes_fold_into_the_context() {
+        let mut c = InitialContext {
+            production: vec![run(0)],
+            tariff: vec![(0, F64(0.2))],
+            ..Default::default()
+        };
+        c.apply(&ContextChange::Production(vec![(run(60_000), 1)]));
+        c.apply(&ContextChange::Production(vec![(run(0), -1), (run(0), -1)]));
+        c.apply(&ContextChange::Tariff(vec![
+            ((0, F64(0.2)), -1),
+            ((0, F64(0.5)), 1),
+        ]));
+        assert_eq!(c.production, vec![run(60_000)]);
+        assert_eq!(c.tariff, vec![(0, F64(0.5))]);
+    }
+}
