@@ -293,21 +293,8 @@ fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> Recovery {
     };
     let checkpoint = size(".bin", "checkpoint-");
     let plan = load(dir, input, &out, port, &run_name);
-    let stats = Arc::new(plantflow::stats::Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s, st) = (stats.clone(), stop.clone());
     let t0 = Instant::now();
-    let run = std::thread::spawn(move || {
-        plantflow::run::run(
-            plan,
-            plantflow::run::RunOptions {
-                workers: 2,
-                stop: Some(st),
-                stats: Some(s),
-                ..Default::default()
-            },
-        )
-    });
+    let (stats, stop, run) = spawn_run(plan, false);
     let replayed = "input log: entries replayed at start";
     let entries = loop {
         if let Some(n) = stats.events().get(replayed) {
@@ -332,6 +319,35 @@ fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> Recovery {
         entries,
         secs,
     }
+}
+
+/// A plantflow run on 2 workers on a thread of its own: its counters, its
+/// stop flag and the thread.
+#[allow(clippy::type_complexity)]
+fn spawn_run(
+    plan: plantflow::dataflow::Dataflow,
+    no_input_log: bool,
+) -> (
+    Arc<plantflow::stats::Stats>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<plantflow::run::RunSummary, plantflow::run::RunError>>,
+) {
+    let stats = Arc::new(plantflow::stats::Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (stats.clone(), stop.clone());
+    let run = std::thread::spawn(move || {
+        plantflow::run::run(
+            plan,
+            plantflow::run::RunOptions {
+                workers: 2,
+                stop: Some(st),
+                stats: Some(s),
+                no_input_log,
+                ..Default::default()
+            },
+        )
+    });
+    (stats, stop, run)
 }
 
 /// How a plantflow run keeps its state.
@@ -384,21 +400,7 @@ fn run_plantflow(
     if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
         m.conn.clean = true;
     }
-    let stats = Arc::new(plantflow::stats::Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s, st) = (stats.clone(), stop.clone());
-    let run = std::thread::spawn(move || {
-        plantflow::run::run(
-            plan,
-            plantflow::run::RunOptions {
-                workers: 2,
-                stop: Some(st),
-                stats: Some(s),
-                no_input_log,
-                ..Default::default()
-            },
-        )
-    });
+    let (stats, stop, run) = spawn_run(plan, no_input_log);
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
     let pubt = std::thread::spawn({

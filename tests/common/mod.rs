@@ -962,3 +962,13 @@ pub fn small_disk(dir: &Path, size: &str) -> Option<Mounted> {
     }
     Some(Mounted(dir.to_path_buf()))
 }
+
+/// The lake at `out` has a gaps row for the time its node was down.
+pub fn assert_downtime_gap(out: &Path) {
+    let gaps = rows(out, "gaps");
+    assert!(
+        gaps.iter()
+            .any(|g| g["reason"].as_str().unwrap().contains("plantflow was down")),
+        "{gaps:?}"
+    );
+}

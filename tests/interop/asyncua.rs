@@ -351,12 +351,7 @@ fn a_killed_node_goes_on_from_its_state_against_asyncua() {
     assert_eq!((logged_n, restarts), (n, 1), "each value once, one restart");
     assert!(node.terminate().success());
     let out = dir.path().join("out");
-    let gaps = rows(&out, "gaps");
-    assert!(
-        gaps.iter()
-            .any(|g| g["reason"].as_str().unwrap().contains("plantflow was down")),
-        "{gaps:?}"
-    );
+    assert_downtime_gap(&out);
     assert_matches_log(&out, dir.path());
     assert_no_revision_twice(&out);
 }

@@ -610,16 +610,16 @@ fn an_mqtt_stream_stopped_five_times_with_sigterm_ends_with_the_oracle_lake() {
     mqtt_stream_stopped(&b.url_v5(), &b.url_v4(), "durable-term", 5, Stop::Term);
 }
 
-/// The continuity test: an action opened before a kill keeps its
-/// id and goes on with its revisions, and a verification whose baseline was
-/// collected before the kill completes with the same outcome (PV3 of
-/// IPMVP: F = 110 / 2740 kWh). The run commits once per event-time day and
-/// is cut inside three of those commits, before and after their records.
-#[test]
-fn an_action_and_its_verification_go_on_across_kills() {
+/// PV3's plant (IPMVP: F = 110 / 2740 kWh) for `dataflows/off_hours.toml`
+/// in `dir`: its input (the status file made from the action's id), the
+/// dataflow with `sink` after the sink's path, and the action's id.
+fn pv3_plant(
+    dir: &Path,
+    status: impl Fn(&str) -> String,
+    sink: &str,
+) -> (PathBuf, PathBuf, String) {
     use crate::value::{pv3_production, pv3_samples, write, COMPRESSOR, DAY, FLAT_012, H, T0};
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
+    let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     let id = plantflow::value::lifecycle::action_id(
         "off_hours",
@@ -637,13 +637,7 @@ fn an_action_and_its_verification_go_on_across_kills() {
                 "samples.csv",
                 format!("ts,tag,value,quality\n{}", pv3_samples(0..11, 60)),
             ),
-            (
-                "status.jsonl",
-                format!(
-                    "{{\"action_id\":\"{id}\",\"status\":\"done\",\"at\":{}}}\n",
-                    T0 + 7 * DAY + 12 * H
-                ),
-            ),
+            ("status.jsonl", status(&id)),
         ],
     );
     let text = std::fs::read_to_string(dataflow("off_hours.toml"))
@@ -653,10 +647,30 @@ fn an_action_and_its_verification_go_on_across_kills() {
         .replace("${COOLDOWN:-4h}", "30d")
         .replace(
             "path = \"${OUT_DIR:-out}\"",
-            "path = \"${OUT_DIR:-out}\"\nroll_by = \"event_time\"\nroll_interval = \"1d\"",
+            &format!("path = \"${{OUT_DIR:-out}}\"\n{sink}"),
         );
-    let df = dir.path().join("off_hours.toml");
+    let df = dir.join("off_hours.toml");
     std::fs::write(&df, text).unwrap();
+    (input, df, id)
+}
+
+/// The continuity test: an action opened before a kill keeps its
+/// id and goes on with its revisions, and a verification whose baseline was
+/// collected before the kill completes with the same outcome (PV3 of
+/// IPMVP: F = 110 / 2740 kWh). The run commits once per event-time day and
+/// is cut inside three of those commits, before and after their records.
+#[test]
+fn an_action_and_its_verification_go_on_across_kills() {
+    use crate::value::{DAY, H, T0};
+    let dir = tempfile::tempdir().unwrap();
+    let done = |id: &str| {
+        format!(
+            "{{\"action_id\":\"{id}\",\"status\":\"done\",\"at\":{}}}\n",
+            T0 + 7 * DAY + 12 * H
+        )
+    };
+    let sink = "roll_by = \"event_time\"\nroll_interval = \"1d\"";
+    let (input, df, id) = pv3_plant(dir.path(), done, sink);
     let node = |out: &Path, crash: Option<String>| {
         let mut c = Command::new(PLANTFLOW);
         c.arg("run")
@@ -965,40 +979,10 @@ fn a_replay_beside_an_mqtt_stream_killed_ends_with_the_oracle_lake() {
 /// verification completes with PV3's outcome (F = 110 / 2740).
 #[test]
 fn a_status_line_appended_while_down_is_applied_after_the_replay() {
-    use crate::value::{pv3_production, pv3_samples, write, COMPRESSOR, DAY, FLAT_012, H, T0};
+    use crate::value::{DAY, H, T0};
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let id = plantflow::value::lifecycle::action_id(
-        "off_hours",
-        "off_hours",
-        &["s1".into(), "s1/l1".into(), "s1/l1/c1".into()],
-        T0 + 6 * DAY + 20 * H,
-    );
-    write(
-        &input,
-        &[
-            ("assets.csv", COMPRESSOR.into()),
-            ("tariff.csv", FLAT_012.into()),
-            ("production.csv", pv3_production(0..12)),
-            (
-                "samples.csv",
-                format!("ts,tag,value,quality\n{}", pv3_samples(0..11, 60)),
-            ),
-            ("status.jsonl", String::new()),
-        ],
-    );
-    let text = std::fs::read_to_string(dataflow("off_hours.toml"))
-        .unwrap()
-        .replace("${BASELINE:-28d}", "6d")
-        .replace("${REPORTING:-14d}", "3d")
-        .replace("${COOLDOWN:-4h}", "30d")
-        .replace(
-            "path = \"${OUT_DIR:-out}\"",
-            "path = \"${OUT_DIR:-out}\"\nroll_interval = \"100ms\"",
-        );
-    let df = dir.path().join("off_hours.toml");
-    std::fs::write(&df, text).unwrap();
+    let sink = "roll_interval = \"100ms\"";
+    let (input, df, id) = pv3_plant(dir.path(), |_| String::new(), sink);
     let out = dir.path().join("out");
     let follow = || {
         KillOnDrop(

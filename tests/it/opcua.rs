@@ -151,6 +151,32 @@ fn plan_with_source(
     source_plan(dir, source, SMALL_ASSETS, vars)
 }
 
+/// The `plc` source of the small tests: the simulator at `url`, trusted,
+/// its `Plant/s1` power tags browsed as `s1/...`, every change sampled at
+/// 50 ms; `extra` lines go in the source's table.
+fn plc_source(url: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"[[sources]]
+type = "opcua"
+id = "plc"
+endpoint = "{url}"
+pki_dir = "{pki}"
+trust_server_certs = true
+{extra}
+[[sources.browse]]
+root = "Plant/s1"
+include = ["**/power_kw"]
+tag = "s1/{{path}}"
+
+[[sources.groups]]
+name = "default"
+publishing_interval = "50ms"
+trigger = "status_value_timestamp"
+"#,
+        pki = dir.join("client-pki").display()
+    )
+}
+
 const SMALL: &[&str] = &[
     "s1/l1/m1/power_kw",
     "s1/l1/m2/power_kw",
@@ -404,28 +430,7 @@ fn server_restart_is_marked_as_a_gap_and_data_resumes() {
     let tags = small_tags();
     let s = server(&tags, &dir.path().join("server-pki"), vec![], 0);
     let port = s.port;
-    let source = format!(
-        r#"[[sources]]
-type = "opcua"
-id = "plc"
-endpoint = "{url}"
-pki_dir = "{pki}"
-trust_server_certs = true
-keep_alive = "500ms"
-
-[[sources.browse]]
-root = "Plant/s1"
-include = ["**/power_kw"]
-tag = "s1/{{path}}"
-
-[[sources.groups]]
-name = "default"
-publishing_interval = "50ms"
-trigger = "status_value_timestamp"
-"#,
-        url = s.url(),
-        pki = dir.path().join("client-pki").display()
-    );
+    let source = plc_source(&s.url(), dir.path(), "keep_alive = \"500ms\"\n");
     let plan = plan_with_source(dir.path(), &source, &[]);
     let (stats, stop, run) = start_run(plan, 1);
     wait_subscribed(&stats, 3);
@@ -593,27 +598,7 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let tags = small_tags();
     let s = server(&tags, &dir.path().join("server-pki"), vec![], 0);
-    let source = format!(
-        r#"[[sources]]
-type = "opcua"
-id = "plc"
-endpoint = "{url}"
-pki_dir = "{pki}"
-trust_server_certs = true
-
-[[sources.browse]]
-root = "Plant/s1"
-include = ["**/power_kw"]
-tag = "s1/{{path}}"
-
-[[sources.groups]]
-name = "default"
-publishing_interval = "50ms"
-trigger = "status_value_timestamp"
-"#,
-        url = s.url(),
-        pki = dir.path().join("client-pki").display()
-    );
+    let source = plc_source(&s.url(), dir.path(), "");
     plan_with_source(dir.path(), &source, &[]);
     let df = dir.path().join("df.toml");
     // The last node drains when stopped, to see its last window.
@@ -657,12 +642,7 @@ trigger = "status_value_timestamp"
     assert!(second.terminate().success());
     s.stop();
     let out = dir.path().join("out");
-    let gaps = rows(&out, "gaps");
-    assert!(
-        gaps.iter()
-            .any(|g| g["reason"].as_str().unwrap().contains("plantflow was down")),
-        "{gaps:?}"
-    );
+    assert_downtime_gap(&out);
     // One window per tag (base is a minute boundary): k = 0..9 and 30..39.
     let agg = latest_aggregates(&out);
     for t in &tags {
