@@ -77,6 +77,12 @@ fn messages(input: &Path, batch: usize) -> (Vec<(String, Vec<u8>)>, u64) {
 }
 
 fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
+    publish_qos(port, msgs, QoS::AtLeastOnce)
+}
+
+/// Publishes `msgs` at `qos` (1 or 2) and returns once the broker has
+/// them all (PUBACK, or PUBCOMP at QoS 2).
+fn publish_qos(port: u16, msgs: &[(String, Vec<u8>)], qos: QoS) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,13 +95,15 @@ fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
         let n = msgs.len();
         tokio::spawn(async move {
             for (t, m) in msgs {
-                c.publish(t, QoS::AtLeastOnce, false, m).await.unwrap();
+                c.publish(t, qos, false, m).await.unwrap();
             }
         });
         let mut acked = 0;
         while acked < n {
-            if let Event::Incoming(Packet::PubAck(_)) = lp.poll().await.unwrap() {
-                acked += 1;
+            match lp.poll().await.unwrap() {
+                Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => acked += 1,
+                Event::Incoming(Packet::PubComp(_)) if qos == QoS::ExactlyOnce => acked += 1,
+                _ => {}
             }
         }
     });
@@ -260,6 +268,7 @@ fn main() {
     for r in recoveries {
         println!("{r}");
     }
+    qos2_against_qos1(dir.path(), &input, port);
     let _ = broker.kill();
     let _ = broker.wait();
 }
@@ -415,6 +424,58 @@ fn run_plantflow(
     stop.store(true, Relaxed);
     run.join().unwrap().unwrap();
     pf
+}
+
+/// QoS 2 against QoS 1 in the same run (issue 31: a QoS 2 stream must
+/// arrive whole at no less than half the QoS 1 rate): the first
+/// `PLANTFLOW_BENCH_QOS_MESSAGES` (default 200,000) one-sample messages,
+/// published and subscribed at each QoS, into the durable default run.
+fn qos2_against_qos1(dir: &Path, input: &Path, port: u16) {
+    let n = env_or("PLANTFLOW_BENCH_QOS_MESSAGES", 200_000) as usize;
+    let (mut msgs, _) = messages(input, 1);
+    msgs.truncate(n);
+    let rate = |q: u8| {
+        let run_name = format!("qos{q}");
+        let out = dir.join(format!("out{run_name}"));
+        let mut plan = load(dir, input, &out, port, &run_name);
+        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+            m.conn.clean = true;
+            m.routes.iter_mut().for_each(|r| r.qos = q);
+        }
+        let (stats, stop, run) = spawn_run(plan, false);
+        std::thread::sleep(Duration::from_millis(800));
+        let t0 = Instant::now();
+        let pubt = std::thread::spawn({
+            let msgs = msgs.clone();
+            let qos = if q == 2 {
+                QoS::ExactlyOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            move || publish_qos(port, &msgs, qos)
+        });
+        while stats.rows_read.load(Relaxed) < msgs.len() as u64 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        pubt.join().unwrap();
+        stop.store(true, Relaxed);
+        let s = run.join().unwrap().unwrap();
+        assert_eq!(
+            s.rows_read,
+            msgs.len() as u64,
+            "QoS {q}: every message once"
+        );
+        msgs.len() as f64 / secs
+    };
+    let (q1, q2) = (rate(1), rate(2));
+    println!(
+        "QoS 2 against QoS 1, {} one-sample messages published and subscribed at each: QoS 1 {:.0}/s, QoS 2 {:.0}/s ({:.2}x)",
+        msgs.len(),
+        q1,
+        q2,
+        q2 / q1
+    );
 }
 
 /// The bench dataflow writing to `out`, as client `bench-plantflow-<run>`.

@@ -274,10 +274,10 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     // the run once it has been fed to the inputs).
     let initial = Arc::new(Mutex::new(Some(initial)));
     // timely reports a worker's panic without its message: keep it here.
-    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let panics: Arc<Panics> = Arc::default();
     let caught = panics.clone();
     let guards = timely::execute(timely_config(workers), move |worker| {
-        catching(&caught, || {
+        catching(&caught, worker, |worker| {
             let index = worker.index();
             let peers = worker.peers();
             let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
@@ -376,14 +376,18 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 if let Some((at, parts)) = ck.barrier.take() {
                     checkpoint::send(parts_tx.as_ref(), index, &names.0, at, parts);
                 }
+                crate::model::test_panic("worker", index as u64);
+                if caught.any() {
+                    return;
+                }
             }
             drop(inputs);
-            while worker.step_or_park(Some(Duration::from_millis(1))) {}
+            while !caught.any() && worker.step_or_park(Some(Duration::from_millis(1))) {}
         })
     })
     .map_err(|e| format!("cannot start workers: {e}"))?;
     if guards.join().iter().any(|r| r.is_err()) {
-        let first = panics.lock().ok().and_then(|p| p.first().cloned());
+        let first = panics.first();
         return Err(format!(
             "internal error in a worker: {}",
             first.unwrap_or_default()
@@ -446,14 +450,46 @@ fn timely_config(workers: usize) -> timely::Config {
     }
 }
 
+/// The panics of this run's workers, with their messages (timely reports a
+/// worker's panic without its message).
+#[derive(Default)]
+struct Panics {
+    messages: Mutex<Vec<String>>,
+    any: std::sync::atomic::AtomicBool,
+}
+
+impl Panics {
+    fn any(&self) -> bool {
+        self.any.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn first(&self) -> Option<String> {
+        self.messages.lock().ok().and_then(|p| p.first().cloned())
+    }
+}
+
 /// Runs a worker's body; a panic's message is kept in `caught` before the
-/// panic goes on to timely (which reports it without its message).
-fn catching(caught: &Mutex<Vec<String>>, body: impl FnOnce()) {
-    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-        if let Ok(mut p) = caught.lock() {
+/// panic goes on to timely (which reports it without its message). The
+/// other workers see `caught.any()` and leave: a dataflow that lost a worker
+/// never completes, so their dataflows are dropped rather than stepped to
+/// the end (timely would step them forever after the body returns).
+fn catching(
+    caught: &Panics,
+    worker: &mut timely::worker::Worker,
+    body: impl FnOnce(&mut timely::worker::Worker),
+) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut *worker)));
+    if let Err(payload) = result {
+        if let Ok(mut p) = caught.messages.lock() {
             p.push(crate::model::panic_message(payload.as_ref()));
         }
+        caught.any.store(true, std::sync::atomic::Ordering::Release);
         std::panic::resume_unwind(payload);
+    }
+    if caught.any() {
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
     }
 }
 

@@ -523,6 +523,17 @@ pub fn crash_point(at: &str, seq: u64) {
     }
 }
 
+/// Panics at a named point when the test hook
+/// `PLANTFLOW_TEST_PANIC=<point>:<seq>` names it (a fault in one component
+/// of many, e.g. one timely worker of two).
+pub fn test_panic(at: &str, seq: u64) {
+    static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_PANIC").ok());
+    if want.as_deref() == Some(&format!("{at}:{seq}")) {
+        panic!("test panic on {at} {seq}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

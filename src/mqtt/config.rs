@@ -71,8 +71,13 @@ struct RawMqtt {
     batch_rows: Option<usize>,
     #[serde(default)]
     request_rebirth: Option<bool>,
+    #[serde(default)]
+    stall_after: Option<String>,
     topics: Vec<toml::Value>,
 }
+
+/// A live MQTT subscription without a message this long is reported.
+pub const DEFAULT_STALL_AFTER_MS: i64 = 60_000;
 
 const MQTT_KEYS: &[&str] = &[
     "type",
@@ -81,6 +86,7 @@ const MQTT_KEYS: &[&str] = &[
     "max_payload",
     "batch_rows",
     "request_rebirth",
+    "stall_after",
     "topics",
 ];
 
@@ -305,6 +311,11 @@ pub fn source(
         },
         None => 1 << 20,
     };
+    // "0s" turns the watch off.
+    let stall_after = match &r.stall_after {
+        Some(s) => l.duration(&format!("{key}.stall_after"), s).unwrap_or(0),
+        None => DEFAULT_STALL_AFTER_MS,
+    };
     if r.topics.is_empty() {
         l.at(
             &format!("{key}.topics"),
@@ -330,6 +341,8 @@ pub fn source(
         batch_rows: r.batch_rows.unwrap_or(8192).max(1),
         request_rebirth: r.request_rebirth.unwrap_or(true),
         channel: 1024,
+        stall_after: (stall_after > 0)
+            .then(|| std::time::Duration::from_millis(stall_after as u64)),
     })
 }
 

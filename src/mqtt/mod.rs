@@ -7,6 +7,7 @@
 //! - [`payload`]: JSON/number payload decoding.
 //! - [`sparkplug`]: Sparkplug B protobuf and the host's edge-node state machine.
 //! - [`context`]: context rows (assets, tariff, production, maintenance) from messages.
+//! - [`stall`]: a subscription gone quiet, reported.
 //!
 //! # Delivery
 //! A tokio task drives the connection and hands messages to this source's
@@ -26,6 +27,7 @@ pub mod context;
 pub mod payload;
 pub mod publish;
 pub mod sparkplug;
+pub mod stall;
 pub mod topic;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -78,6 +80,9 @@ pub struct MqttSourcePlan {
     pub request_rebirth: bool,
     /// Capacity of the channel between the connection task and the decoder.
     pub channel: usize,
+    /// A live connection without a message this long is reported as
+    /// stalled (`None`: not watched).
+    pub stall_after: Option<Duration>,
 }
 
 impl Route {
@@ -128,105 +133,11 @@ pub fn run(
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let mut conn = Conn::new(&plan.conn, true, None, 256)?;
+    let conn = Conn::new(&plan.conn, true, None, 256)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(plan.channel.max(16));
-    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
-    let filters: Vec<(String, u8)> = plan
-        .routes
-        .iter()
-        .map(|r| (r.filter.clone(), r.qos))
-        .collect();
-    let id = plan.id.clone();
+    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
     let stop = ctx.stop.clone();
-    let url = format!(
-        "{}://{}:{}",
-        if plan.conn.tls { "mqtts" } else { "mqtt" },
-        plan.conn.host,
-        plan.conn.port
-    );
-
-    // The connection task: polls the event loop (which also reconnects),
-    // subscribes after every connect, forwards messages, sends acks.
-    let conn_task = rt.spawn(async move {
-        let mut failures = 0u32;
-        // Acks go out strictly in arrival order (MQTT 4.6; brokers such as
-        // rumqttd drop a connection on an out-of-order ack), and only on the
-        // connection that received the message.
-        let mut acks: std::collections::VecDeque<(u64, AckToken)> = Default::default();
-        loop {
-            send_acks(&conn, &mut acks);
-            tokio::select! {
-                ev = conn.poll() => match ev {
-                    Incoming::Publish(m) => {
-                        if tx.send(*m).await.is_err() {
-                            break;
-                        }
-                    }
-                    Incoming::Connected { session_present } => {
-                        if failures > 0 {
-                            tracing::info!(source = %id, %url, session_present, "MQTT reconnected");
-                        } else {
-                            tracing::info!(source = %id, %url, session_present, "MQTT connected");
-                        }
-                        failures = 0;
-                        let c = conn.client.clone();
-                        let f = filters.clone();
-                        let id = id.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = c.subscribe(&f).await {
-                                tracing::error!(source = %id, "MQTT subscribe failed: {e}");
-                            }
-                        });
-                    }
-                    Incoming::Error(e) => {
-                        let wait = conn::backoff(failures);
-                        if failures == 0 || failures.is_power_of_two() {
-                            tracing::warn!(source = %id, %url, "MQTT connection lost ({e}); retrying in {wait:?}");
-                        }
-                        failures = failures.saturating_add(1);
-                        tokio::time::sleep(wait).await;
-                    }
-                    Incoming::Other => {}
-                },
-                c = ctl_rx.recv() => match c {
-                    Some(Ctl::Ack(tokens)) => acks.extend(tokens),
-                    Some(Ctl::Publish { topic, payload }) => {
-                        let c = conn.client.clone();
-                        tokio::spawn(async move {
-                            let _ = c.publish(&topic, 0, false, payload).await;
-                        });
-                    }
-                    None => {
-                        // The decoder is done: send the remaining acks, let them
-                        // go out, then disconnect cleanly.
-                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                            loop {
-                                send_acks(&conn, &mut acks);
-                                if acks.is_empty() {
-                                    break;
-                                }
-                                if let Incoming::Error(_) = conn.poll().await {
-                                    break;
-                                }
-                            }
-                        })
-                        .await;
-                        let c = conn.client.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            c.disconnect().await;
-                        });
-                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                            while !matches!(conn.poll().await, Incoming::Error(_)) {}
-                        })
-                        .await;
-                        break;
-                    }
-                },
-                _ = tokio::time::sleep(Duration::from_millis(5)), if !acks.is_empty() => {}
-            }
-        }
-    });
+    let conn_task = rt.spawn(connection(plan, conn, tx, ctl_rx, ctx.stats.clone()));
 
     let mut dec = Decoder::new(plan, ctx);
     let mut pending: Vec<(u64, AckToken)> = Vec::new();
@@ -267,6 +178,144 @@ pub fn run(
     let _ = rt.block_on(conn_task);
     dec.n.end();
     Ok(())
+}
+
+/// The connection task: polls the event loop (which also reconnects),
+/// subscribes after every connect, forwards messages, sends acks, and
+/// watches for a subscription gone quiet ([`stall`]).
+fn connection(
+    plan: &MqttSourcePlan,
+    mut conn: Conn,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    mut ctl_rx: tokio::sync::mpsc::UnboundedReceiver<Ctl>,
+    stats: std::sync::Arc<crate::stats::Stats>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let filters: Vec<(String, u8)> = plan
+        .routes
+        .iter()
+        .map(|r| (r.filter.clone(), r.qos))
+        .collect();
+    let id = plan.id.clone();
+    let url = format!(
+        "{}://{}:{}",
+        if plan.conn.tls { "mqtts" } else { "mqtt" },
+        plan.conn.host,
+        plan.conn.port
+    );
+    let mut watch = stall::StallWatch::new(plan.stall_after);
+    async move {
+        let mut failures = 0u32;
+        // Acks go out strictly in arrival order (MQTT 4.6; brokers such as
+        // rumqttd drop a connection on an out-of-order ack), and only on the
+        // connection that received the message.
+        let mut acks: std::collections::VecDeque<(u64, AckToken)> = Default::default();
+        let mut tick = tokio::time::interval(watch.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            send_acks(&conn, &mut acks);
+            if let Some(waited) = watch.acks_waiting(!acks.is_empty(), std::time::Instant::now()) {
+                tracing::warn!(source = %id, "MQTT acknowledgements go out again after {waited:.1?} (the stall is over)");
+            }
+            tokio::select! {
+                ev = conn.poll() => match ev {
+                    Incoming::Publish(m) => {
+                        if let Some(quiet) = watch.message(std::time::Instant::now()) {
+                            tracing::warn!(source = %id, "MQTT messages again after {quiet:.1?} without (the stall is over)");
+                        }
+                        if tx.send(*m).await.is_err() {
+                            break;
+                        }
+                    }
+                    Incoming::Connected { session_present } => {
+                        if failures > 0 {
+                            tracing::info!(source = %id, %url, session_present, "MQTT reconnected");
+                        } else {
+                            tracing::info!(source = %id, %url, session_present, "MQTT connected");
+                        }
+                        failures = 0;
+                        watch.connected(std::time::Instant::now());
+                        let c = conn.client.clone();
+                        let f = filters.clone();
+                        let id = id.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = c.subscribe(&f).await {
+                                tracing::error!(source = %id, "MQTT subscribe failed: {e}");
+                            }
+                        });
+                    }
+                    Incoming::Error(e) => {
+                        watch.lost();
+                        let wait = conn::backoff(failures);
+                        if failures == 0 || failures.is_power_of_two() {
+                            tracing::warn!(source = %id, %url, "MQTT connection lost ({e}); retrying in {wait:?}");
+                        }
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Incoming::Other => {}
+                },
+                c = ctl_rx.recv() => match c {
+                    Some(Ctl::Ack(tokens)) => acks.extend(tokens),
+                    Some(Ctl::Publish { topic, payload }) => {
+                        let c = conn.client.clone();
+                        tokio::spawn(async move {
+                            let _ = c.publish(&topic, 0, false, payload).await;
+                        });
+                    }
+                    None => {
+                        finish(&mut conn, &mut acks).await;
+                        break;
+                    }
+                },
+                _ = tick.tick() => report_stall(&mut watch, &id, &url, &stats),
+                _ = tokio::time::sleep(Duration::from_millis(5)), if !acks.is_empty() => {}
+            }
+        }
+    }
+}
+
+/// Says what the watch found: one warning per stall, and a counter.
+fn report_stall(watch: &mut stall::StallWatch, id: &str, url: &str, stats: &crate::stats::Stats) {
+    match watch.check(std::time::Instant::now()) {
+        Some(stall::Stall::Quiet(d)) => {
+            tracing::warn!(source = %id, %url, "MQTT subscription stalled: connected, but no message for {:.0?} (`stall_after`); the broker may hold a QoS 2 flow or have dropped the subscription, or the publishers are quiet", d);
+            stats.event(
+                "mqtt: subscription stalled (no message for `stall_after`)",
+                1,
+            );
+        }
+        Some(stall::Stall::Acks(d)) => {
+            tracing::warn!(source = %id, %url, "MQTT acknowledgements stalled: waiting {:.0?} to go out (the client's request queue is full)", d);
+            stats.event("mqtt: acknowledgements stalled", 1);
+        }
+        None => {}
+    }
+}
+
+/// The decoder is done: send the remaining acks, let them go out, then
+/// disconnect cleanly.
+async fn finish(conn: &mut Conn, acks: &mut std::collections::VecDeque<(u64, AckToken)>) {
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            send_acks(conn, acks);
+            if acks.is_empty() {
+                break;
+            }
+            if let Incoming::Error(_) = conn.poll().await {
+                break;
+            }
+        }
+    })
+    .await;
+    let c = conn.client.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.disconnect().await;
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while !matches!(conn.poll().await, Incoming::Error(_)) {}
+    })
+    .await;
 }
 
 /// Acknowledges the messages handed to the engine, once the input log

@@ -688,3 +688,74 @@ fn a_publish_broker_that_is_away_does_not_stall_the_lake() {
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert_actions_match_oracle(&out);
 }
+
+/// A subscription that goes quiet on a live connection is reported, not
+/// silent: a warning naming the source and `stall_after`, a line when
+/// messages come again, and a counter in the summary (issue 31: a QoS 2
+/// stall went unnoticed).
+#[test]
+fn a_quiet_subscription_is_reported_as_stalled_and_its_end_too() {
+    use std::io::BufRead;
+    let b = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .args(["run", "--follow"])
+            .arg(fixtures.join("dataflow.toml"))
+            .current_dir(dir.path())
+            .env("INPUT_DIR", &fixtures)
+            .env("OUT_DIR", dir.path().join("out"))
+            .env("MQTT_URL", b.url_v5())
+            .env("CLIENT_ID", "plantflow-stall")
+            .env("STALL_AFTER", "1s")
+            .env("PLANTFLOW_LOG", "info,rumqttd=off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut until = |what: &str| {
+        wait_for(what, || {
+            while let Ok(l) = rx.try_recv() {
+                seen.push(l);
+            }
+            seen.iter().any(|l| l.contains(what)).then_some(())
+        })
+    };
+    until("MQTT connected");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the subscription
+    peer::publish_all(
+        &b.url_v4(),
+        "p",
+        vec![json_sample("s1/l1/m1/power_kw", BASE, 1.0)],
+        1,
+    );
+    until("MQTT subscription stalled: connected, but no message for 1s");
+    peer::publish_all(
+        &b.url_v4(),
+        "p",
+        vec![json_sample("s1/l1/m1/power_kw", BASE + 60_000, 2.0)],
+        1,
+    );
+    until("MQTT messages again after");
+    let status = child.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("mqtt: subscription stalled"))
+        .unwrap_or_else(|| panic!("no counter in the summary:\n{out}"));
+    let n: u64 = line.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(n >= 1, "{line}");
+}

@@ -188,6 +188,11 @@ fn mutations(v: &toml::Value) -> Vec<toml::Value> {
 /// file:line, or (when `run`) run on the small fixture to exit 0: never a
 /// panic, an internal error or a hang. Returns (rejected, ran).
 fn mutate(name: &str, run: bool) -> (usize, usize) {
+    mutate_on(name, run, &fixture_dir())
+}
+
+/// [`mutate`] with the inputs in `input` (`INPUT_DIR`).
+fn mutate_on(name: &str, run: bool, input: &std::path::Path) -> (usize, usize) {
     let text = std::fs::read_to_string(dataflow(name)).unwrap();
     let doc: toml::Value = toml::from_str(&text).unwrap();
     let mut all = Vec::new();
@@ -206,7 +211,7 @@ fn mutate(name: &str, run: bool) -> (usize, usize) {
             let v = Command::new(PLANTFLOW)
                 .current_dir(dir.path())
                 .args(["validate", df.to_str().unwrap()])
-                .env("INPUT_DIR", fixture_dir())
+                .env("INPUT_DIR", input)
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&v.stderr).to_string();
@@ -229,7 +234,7 @@ fn mutate(name: &str, run: bool) -> (usize, usize) {
             let child = Command::new(PLANTFLOW)
                 .current_dir(dir.path())
                 .args(["run", df.to_str().unwrap(), "--shutdown-timeout", "20s"])
-                .env("INPUT_DIR", fixture_dir())
+                .env("INPUT_DIR", input)
                 .env("OUT_DIR", &out)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -274,6 +279,94 @@ fn every_mutation_of_the_reference_dataflow_fails_validation_or_runs_cleanly() {
 fn every_mutation_of_library_rules_fails_validation_or_runs_cleanly() {
     for name in ["demand_peak.toml", "idle_load.toml", "off_hours.toml"] {
         let (rejected, ran) = mutate(name, true);
+        assert!(
+            rejected > 10 && ran > 10,
+            "{name}: {rejected} rejected, {ran} ran"
+        );
+    }
+}
+
+/// Rule-library dataflows whose assets carry extra columns (a `signal`
+/// per tag, a target): each runs on 26 hours of its own two signals, made
+/// here, that its rule finds (so the mutants reach the value layer).
+#[test]
+fn every_mutation_of_library_rules_with_extra_columns_fails_validation_or_runs_cleanly() {
+    use crate::value::{write, H, T0};
+    // (dataflow, asset kind, extra asset columns, [(tag, its columns, value)])
+    type Signal<'a> = (&'a str, &'a str, f64);
+    let cases: [(&str, &str, &str, [Signal; 2]); 4] = [
+        (
+            "baseload_creep.toml",
+            "hvac",
+            "base_kw",
+            [("power_kw", "10", 12.0), ("aux_kw", "10", 12.0)],
+        ),
+        (
+            "chiller_efficiency.toml",
+            "chiller",
+            "signal,target_kw_per_ton",
+            [
+                ("power_kw", "power_kw,0.75", 100.0),
+                ("tons", "cooling_tons,0.75", 100.0),
+            ],
+        ),
+        (
+            "compressor_specific_power.toml",
+            "compressor",
+            "signal,target_sp",
+            [
+                ("power_kw", "power_kw,6.0", 70.0),
+                ("flow", "flow_m3min,6.0", 10.0),
+            ],
+        ),
+        (
+            "power_factor.toml",
+            "motor",
+            "signal",
+            [
+                ("power_kw", "power_kw", 100.0),
+                ("kvar", "reactive_kvar", 75.0),
+            ],
+        ),
+    ];
+    for (name, kind, columns, signals) in cases {
+        let input = tempfile::tempdir().unwrap();
+        let mut assets = format!("tag,asset,site,line,kind,standby_kw,{columns}\n");
+        let mut samples = String::from("ts,tag,value,quality\n");
+        for (tag, extra, _) in signals {
+            assets.push_str(&format!(
+                "s1/l1/a1/{tag},s1/l1/a1,s1,s1/l1,{kind},0,{extra}\n"
+            ));
+        }
+        // Every 5 minutes for 26 hours: baseload creep's day closes.
+        for m in (0..26 * 60).step_by(5) {
+            for (tag, _, v) in signals {
+                samples.push_str(&format!(
+                    "{},s1/l1/a1/{tag},{v},0\n",
+                    T0 + m * 60_000 + 30_000
+                ));
+            }
+        }
+        write(
+            input.path(),
+            &[
+                ("assets.csv", assets),
+                ("samples.csv", samples),
+                (
+                    "tariff.csv",
+                    "start_hour,end_hour,price_per_kwh\n0,24,0.10\n".into(),
+                ),
+                (
+                    "production.csv",
+                    format!("line,start_ms,end_ms\ns1/l1,{},{}\n", T0 + H / 2, T0 + H),
+                ),
+            ],
+        );
+        // Unmutated, the rule finds something here.
+        let out = tempfile::tempdir().unwrap();
+        run(&dataflow(name), input.path(), out.path(), 1);
+        assert!(!rows(out.path(), "actions").is_empty(), "{name}: no action");
+        let (rejected, ran) = mutate_on(name, true, input.path());
         assert!(
             rejected > 10 && ran > 10,
             "{name}: {rejected} rejected, {ran} ran"
@@ -593,4 +686,77 @@ fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
     );
     let actions = |o: &std::path::Path| latest(rows(o, "actions"), &["action_id"]);
     assert_eq!(actions(&bounded_out), actions(&free_out));
+}
+
+/// One timely worker of two panics (the test hook panics worker 1 on its
+/// first step) while the other waits for its progress: the run ends with
+/// the panic's message (exit 70) instead of the survivor waiting forever.
+#[test]
+fn one_worker_panicking_ends_the_run_while_the_other_waits() {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(PLANTFLOW)
+        .current_dir(out.path())
+        .args(["run", "--workers", "2", "--shutdown-timeout", "20s"])
+        .arg(dataflow("workload_v1.toml"))
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", out.path().join("lake"))
+        .env("PLANTFLOW_TEST_PANIC", "worker:1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(70), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "plantflow: the engine failed: internal error in a worker: test panic on worker 1"
+        ),
+        "{err}"
+    );
+}
+
+/// An `mqtt_publish` sink that cannot start (its CA file holds no
+/// certificate) ends the run with exit 1 and one line naming the sink and
+/// its key. The issue saw one ERROR line and a run that hung until SIGKILL.
+#[test]
+fn a_publish_sink_that_cannot_start_ends_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("empty-ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let df = dir.path().join("publish.toml");
+    std::fs::write(
+        &df,
+        format!(
+            "{text}\n[[sinks]]\ntype = \"mqtt_publish\"\nid = \"actions\"\nurl = \"mqtts://127.0.0.1:1\"\n\
+             topic = \"plantflow/actions/{{site}}\"\ntables = [\"actions\"]\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(PLANTFLOW)
+        .current_dir(dir.path())
+        .args(["run", "--follow", "--shutdown-timeout", "20s"])
+        .arg(&df)
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", dir.path().join("lake"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: sink `actions` (sinks[1]) failed: ")
+            && last.contains("no trusted CA certificates"),
+        "{err}"
+    );
 }
