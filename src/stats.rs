@@ -37,6 +37,8 @@ pub struct Stats {
     /// input above the sink's `max_queue`.
     pub sink_queued_bytes: AtomicU64,
     pub sink_queue_peak: AtomicU64,
+    /// The most memory in use the memory governor read (bytes).
+    pub memory_peak: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,

@@ -354,6 +354,7 @@ const TOP_KEYS: &[&str] = &[
     "lifecycle",
     "routing",
     "dead_letter",
+    "memory",
 ];
 
 const VERIFY_KEYS: &[&str] = &[

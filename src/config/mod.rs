@@ -16,6 +16,7 @@ mod context;
 pub mod diagnostic;
 pub mod interp;
 mod loader;
+mod memory;
 mod metrics;
 mod plan;
 pub mod raw;
@@ -30,6 +31,7 @@ use std::path::Path;
 
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use loader::{credentials, strip_type, take_type, Loader};
+pub use memory::MemoryPlan;
 pub use plan::*;
 use raw::RawDataflow;
 
@@ -45,6 +47,7 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
     let lifecycle = routing::lifecycle(l, raw.lifecycle);
     let routing = routing::routing(l, raw.routing);
     let dead_letter = routing::dead_letter(l, raw.dead_letter);
+    let memory = memory::memory(l, raw.memory);
     let seen = rules::Seen {
         scope: &scope,
         metrics: &metrics,
@@ -67,5 +70,6 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
         lifecycle,
         routing,
         dead_letter,
+        memory,
     }
 }

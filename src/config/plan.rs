@@ -54,6 +54,8 @@ pub struct Plan {
     pub routing: Vec<RoutePlan>,
     /// How much of bad input `dead_letter` keeps (`[dead_letter]`).
     pub dead_letter: crate::model::DeadLetterLimits,
+    /// How much memory the node may use (`[memory]`).
+    pub memory: super::MemoryPlan,
 }
 
 /// Acceptance limits (fractions, not percent).

@@ -33,6 +33,9 @@ pub struct RawDataflow {
     /// How much of bad input `dead_letter` keeps.
     #[serde(default)]
     pub dead_letter: Option<toml::Value>,
+    /// How much memory the node may use.
+    #[serde(default)]
+    pub memory: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Debug)]

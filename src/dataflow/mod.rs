@@ -155,10 +155,17 @@ fn validate_text(
     })
 }
 
-/// A hash of a dataflow file's TOML: comments, layout and key order aside.
+/// A hash of a dataflow file's TOML: comments, layout and key order aside,
+/// and `[memory]` too (how much memory the node may use changes nothing it
+/// keeps: raising the limit must not make the lake another dataflow's).
 fn fingerprint(text: &str) -> String {
     let canonical = toml::from_str::<toml::Value>(text)
-        .map(|v| v.to_string())
+        .map(|mut v| {
+            if let Some(t) = v.as_table_mut() {
+                t.remove("memory");
+            }
+            v.to_string()
+        })
         .unwrap_or_else(|_| text.to_string());
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()))
 }

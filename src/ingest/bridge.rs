@@ -22,6 +22,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Thread;
 
+pub use super::track::{BridgePart, LogCounts, SourceTrack, Tracked, Written};
 use super::wal::{Entry, EntryRef, Wal};
 use super::{InitialContext, TagRegistry};
 
@@ -71,80 +72,6 @@ struct State {
     track: Option<Tracked>,
 }
 
-/// What the bridge of a durable node keeps of its input, for a restart:
-/// where each source is, and the context the engine has.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Tracked {
-    pub sources: Vec<SourceTrack>,
-    /// The context files as the log began (a restart compares them).
-    pub began: InitialContext,
-    /// That context with every logged change applied.
-    pub held: InitialContext,
-    /// What the log has held since it began, checkpoints included.
-    pub counts: LogCounts,
-}
-
-/// Totals of what a log has held since it began.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct LogCounts {
-    pub samples: u64,
-    pub messages: u64,
-    pub context: u64,
-    /// Runs that appended to it (the first, then one per restart).
-    pub runs: u64,
-}
-
-/// One source's place in the input (see [`Resumed`]).
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SourceTrack {
-    epoch: u64,
-    max_ts: Option<i64>,
-    position: Option<u64>,
-    /// Hashes of its latest messages, oldest first.
-    messages: std::collections::VecDeque<u64>,
-    /// Its last sample per tag, by tag id.
-    last: Vec<Option<Sample>>,
-}
-
-impl SourceTrack {
-    fn take(&mut self, epoch: u64, rows: &[Sample], messages: &[u64], position: Option<u64>) {
-        self.epoch = self.epoch.max(epoch);
-        self.position = position.or(self.position);
-        for s in rows {
-            self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
-            let i = s.tag as usize;
-            if i >= self.last.len() {
-                self.last.resize(i + 1, None);
-            }
-            self.last[i] = Some(*s);
-        }
-        self.messages.extend(messages);
-        while self.messages.len() > REDELIVERABLE {
-            self.messages.pop_front();
-        }
-    }
-
-    fn resumed(&self) -> Resumed {
-        Resumed {
-            epoch: self.epoch,
-            max_ts: self.max_ts,
-            messages: self.messages.iter().copied().collect(),
-            last: self.last.iter().flatten().map(|s| (s.tag, *s)).collect(),
-            position: self.position,
-        }
-    }
-}
-
-/// The bridge's part of a checkpoint at `at`: the log goes on in segment
-/// `segment` from there.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct BridgePart {
-    pub at: u64,
-    pub segment: u64,
-    pub source_epochs: Vec<Option<u64>>,
-    pub track: Tracked,
-}
-
 /// When the bridge takes checkpoints, and where their parts go.
 struct Checkpointing {
     every: std::time::Duration,
@@ -152,41 +79,6 @@ struct Checkpointing {
     tx: std::sync::mpsc::Sender<BridgePart>,
     /// The time of the last checkpoint written (set by whoever writes them).
     written: Arc<Written>,
-}
-
-/// The time of the last checkpoint written, to wait for one.
-#[derive(Default)]
-pub struct Written {
-    at: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl Written {
-    /// A checkpoint at `at` is written.
-    pub fn set(&self, at: u64) {
-        if let Ok(mut a) = self.at.lock() {
-            *a = (*a).max(at);
-        }
-        self.cv.notify_all();
-    }
-
-    /// Waits until a checkpoint at `at` or later is written, at most `limit`.
-    fn wait(&self, at: u64, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        let mut a = self.at.lock().unwrap_or_else(|p| p.into_inner());
-        while *a < at {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            a = self
-                .cv
-                .wait_timeout(a, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
-    }
 }
 
 /// How long a stopping node waits for its last checkpoint.
@@ -211,6 +103,9 @@ pub struct Ingest {
     /// (see [`Ingest::abandoned`]), unless the run drains.
     stop: Mutex<Option<(Arc<AtomicBool>, bool)>>,
     abandon: Arc<AtomicBool>,
+    /// Intake held: sources wait in [`Ingest::samples_of`] (the memory
+    /// governor's degraded mode).
+    held: AtomicBool,
 }
 
 /// The log and the names it needs for tag ids.
@@ -243,7 +138,7 @@ pub struct Resumed {
 
 /// How many of a source's latest message hashes are kept for redeliveries
 /// (far more than any broker keeps in flight).
-const REDELIVERABLE: usize = 65_536;
+pub(super) const REDELIVERABLE: usize = 65_536;
 
 impl Ingest {
     /// A bridge for `workers` workers and `sources` sources; returns one receiver per worker.
@@ -278,6 +173,7 @@ impl Ingest {
             checkpointing: Mutex::new(None),
             stop: Mutex::new(None),
             abandon: Arc::default(),
+            held: AtomicBool::new(false),
         };
         (Arc::new(ingest), receivers)
     }
@@ -350,6 +246,12 @@ impl Ingest {
         messages: &[u64],
         position: Option<u64>,
     ) {
+        // Held (memory above its limit): the source waits here, so MQTT
+        // stops acknowledging and replay stops reading, until released or
+        // stopped.
+        while self.held.load(Relaxed) && !self.stop_set() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let mut st = self.lock();
         if st.ended {
             return;
@@ -485,6 +387,18 @@ impl Ingest {
     }
 
     /// The run is stopping without draining.
+    /// Holds (or releases) every source's intake: a source handing over
+    /// samples waits until released or the run is stopped.
+    pub fn hold(&self, on: bool) {
+        self.held.store(on, Relaxed);
+    }
+
+    /// The run's stop flag is set (drained or not).
+    fn stop_set(&self) -> bool {
+        let stopped = self.stop.lock().ok().and_then(|s| s.clone());
+        stopped.is_some_and(|(stop, _)| stop.load(Relaxed))
+    }
+
     fn stopping(&self) -> bool {
         let stopped = self.stop.lock().ok().and_then(|s| s.clone());
         stopped.is_some_and(|(stop, drain)| stop.load(Relaxed) && !drain)
@@ -784,5 +698,39 @@ impl Ingest {
             .ok()
             .and_then(|l| l.as_ref().map(|l| l.wal.bytes))
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Quality;
+
+    /// Held intake (the memory governor's degraded mode): a source handing
+    /// over samples waits until released, then they reach the worker.
+    #[test]
+    fn held_intake_waits_until_released() {
+        let (ingest, rx) = Ingest::new(1, 1, 60_000, 64);
+        ingest.hold(true);
+        let i = ingest.clone();
+        let source = std::thread::spawn(move || {
+            let s = Sample {
+                tag: 0,
+                ts: 1,
+                value: 2.0,
+                quality: Quality::Good,
+            };
+            i.samples(0, 0, vec![s]);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!source.is_finished(), "the source waits while held");
+        assert!(rx[0].try_recv().is_err(), "nothing reached the worker");
+        ingest.hold(false);
+        source.join().unwrap();
+        let got = rx[0].recv_timeout(std::time::Duration::from_secs(5));
+        assert!(
+            matches!(got, Ok(WorkerMsg::Samples { ref rows, .. }) if rows.len() == 1),
+            "{got:?}"
+        );
     }
 }

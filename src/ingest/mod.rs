@@ -9,6 +9,7 @@ pub mod bridge;
 mod geometry;
 pub mod normalize;
 mod tags;
+mod track;
 pub mod wal;
 
 pub use bridge::Ingest;

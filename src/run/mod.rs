@@ -19,6 +19,7 @@ pub use checkpoint::log_totals;
 mod durable;
 mod fanout;
 mod lake;
+mod memory;
 mod summary;
 pub mod supervise;
 
@@ -295,21 +296,18 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         dead_letter: plan.dead_letter,
     };
     let source_tasks = spawn_sources(&rt, &sources, base, &sup);
-    // Beside the sources, in `--follow`: the context watcher and the status tail.
-    let background = match opts.follow {
-        true => {
-            let tail = plan.lifecycle.as_ref().map(|lc| StatusTail {
-                path: lc.path.clone(),
-                offset: status_offset,
-                ingest: ingest.clone(),
-                stop: stop.clone(),
-                sink: sink_tx.clone(),
-                stats: stats.clone(),
-            });
-            spawn_background(&rt, &sup, &plan, &store, tail)
-        }
-        false => Vec::new(),
-    };
+    // Beside the sources: the memory governor, and in `--follow` the
+    // context watcher and the status tail.
+    let tail = plan.lifecycle.as_ref().map(|lc| StatusTail {
+        path: lc.path.clone(),
+        offset: status_offset,
+        ingest: ingest.clone(),
+        stop: stop.clone(),
+        sink: sink_tx.clone(),
+        stats: stats.clone(),
+    });
+    let follow = opts.follow.then_some(tail);
+    let background = spawn_background(&rt, &sup, &plan, &store, follow, (&ingest, &stats));
 
     let engine_result = engine::run(
         plan.clone(),
@@ -460,18 +458,30 @@ fn on_signals(
     });
 }
 
-/// Watches the context files for edits (`--follow`), under the supervisor.
-/// The context watcher, and the status tail when there is one.
+/// The memory governor (when there is a limit); in `--follow` the context
+/// watcher and the status tail (when there is one) too, under the supervisor.
 fn spawn_background(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,
     plan: &Arc<Plan>,
     store: &Arc<ContextStore>,
-    tail: Option<StatusTail>,
+    follow: Option<Option<StatusTail>>,
+    (ingest, stats): (&Arc<Ingest>, &Arc<Stats>),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let stop = sup.stop_flag();
-    let mut out = vec![spawn_watcher(rt, sup, plan, store, &stop)];
-    out.extend(tail.map(|t| tail_status(rt, sup, t)));
+    let mut out = Vec::new();
+    if plan.memory.max_bytes.is_some() {
+        let (p, s, sup) = (plan.clone(), stop.clone(), sup.clone());
+        let (ingest, stats) = (ingest.clone(), stats.clone());
+        out.push(rt.spawn_blocking(move || {
+            let who = Component("the memory governor (memory.max)".into());
+            sup.guard(&who, || memory::govern(&p.memory, &ingest, &stats, &s));
+        }));
+    }
+    if let Some(tail) = follow {
+        out.push(spawn_watcher(rt, sup, plan, store, &stop));
+        out.extend(tail.map(|t| tail_status(rt, sup, t)));
+    }
     out
 }
 

@@ -40,6 +40,8 @@ pub struct RunSummary {
     pub resumed: Option<Resumed>,
     /// The most engine output (estimated bytes) that waited for the writer.
     pub sink_queue_peak: u64,
+    /// The most memory in use the memory governor read (0: no limit, not read).
+    pub memory_peak: u64,
 }
 
 /// The summary of a run that ended: counters from `stats`.
@@ -73,6 +75,7 @@ pub(super) fn collect(
         workers,
         resumed: None,
         sink_queue_peak: Stats::get(&stats.sink_queue_peak),
+        memory_peak: Stats::get(&stats.memory_peak),
     }
 }
 
@@ -171,6 +174,12 @@ impl RunSummary {
             for (what, n) in &self.events {
                 s.push_str(&format!("    {what}: {n}\n"));
             }
+        }
+        if self.memory_peak > 0 {
+            s.push_str(&format!(
+                "memory         {:>9.1} MiB  (the most in use, read by the memory governor)\n",
+                self.memory_peak as f64 / (1 << 20) as f64
+            ));
         }
         s.push_str(&format!(
             "windows        {:>12}  (+{} corrected revisions)\n",

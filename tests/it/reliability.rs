@@ -760,3 +760,67 @@ fn a_publish_sink_that_cannot_start_ends_the_run_naming_it() {
         "{err}"
     );
 }
+
+/// Memory above `[memory] max` (here 1 MiB, below any process) holds the
+/// sources; still above after `grace` (1 s), the run ends with exit 1 and
+/// one line naming the governor and its key, instead of growing until the
+/// system kills it. Nothing is lost: the same lake, run again without the
+/// limit (which changes nothing the lake keeps), ends as the oracle's.
+#[test]
+fn memory_above_its_limit_holds_input_then_ends_the_run_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let limited = dir.path().join("limited.toml");
+    std::fs::write(
+        &limited,
+        format!("{text}\n[memory]\nmax = \"1MiB\"\ngrace = \"1s\"\n"),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let child = Command::new(PLANTFLOW)
+        .current_dir(dir.path())
+        .args(["run", "--shutdown-timeout", "20s"])
+        .arg(&limited)
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", &lake)
+        .env("PLANTFLOW_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("memory: ")
+            && err.contains("above the limit of 1.0 MiB (memory.max): input held"),
+        "the hold is said: {err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("plantflow: the memory governor (memory.max) failed: ")
+            && last.contains("after holding input for 1s (`memory.grace`)"),
+        "{err}"
+    );
+    // The same lake without the limit: the oracle's, nothing twice.
+    let unlimited = dir.path().join("unlimited.toml");
+    std::fs::write(&unlimited, &text).unwrap();
+    let out = Command::new(PLANTFLOW)
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(&unlimited)
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", &lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_aggregates_equal(&latest_aggregates(&lake), &expected_aggregates());
+    assert!(assert_actions_match_oracle(&lake) > 0);
+    assert_no_revision_twice(&lake);
+}
