@@ -601,18 +601,37 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     let source = plc_source(&s.url(), dir.path(), "");
     plan_with_source(dir.path(), &source, &[]);
     let df = dir.path().join("df.toml");
-    // The last node drains when stopped, to see its last window.
+    // The last node drains when stopped, to see its last window. Each is
+    // waited for until its subscriptions are active (a change written
+    // before that is not seen: the server does not replay).
     let node = |drain: bool| {
-        KillOnDrop(
+        use std::io::BufRead;
+        let mut child = KillOnDrop(
             std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
                 .args(["run", "--follow"])
                 .args(drain.then_some("--drain"))
                 .arg(&df)
                 .current_dir(dir.path())
+                .env("PLANTFLOW_LOG", "warn,plantflow=info")
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
-        )
+        );
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let err = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{l}");
+                let _ = tx.send(l);
+            }
+        });
+        wait_for("the node's OPC UA subscriptions", || {
+            rx.try_iter()
+                .any(|l| l.contains("OPC UA subscriptions active"))
+                .then_some(())
+        });
+        child
     };
     let write = |from: i64, to: i64| {
         for k in from..to {
@@ -625,7 +644,7 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     };
     let mut first = node(false);
     // The subscription's first notification carries the nodes' current values.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(500));
     write(0, 10);
     wait_for("30 samples in the input log", || {
         logged(&df, &[]).filter(|(n, _)| *n >= 30)
@@ -633,7 +652,7 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     let _ = first.0.kill();
     let _ = first.0.wait();
     let mut second = node(true);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(500));
     write(30, 40);
     let (n, restarts) = wait_for("60 samples in the input log", || {
         logged(&df, &[]).filter(|(n, _)| *n >= 60)
