@@ -972,3 +972,41 @@ pub fn assert_downtime_gap(out: &Path) {
         "{gaps:?}"
     );
 }
+
+/// Runs `cmd` (stdout discarded, stderr captured while it runs) to its end,
+/// killed if it outlives [`wait_for`]'s bound (`what` names it then): its
+/// exit status and stderr.
+pub fn run_to_end(
+    what: &str,
+    cmd: &mut std::process::Command,
+) -> (std::process::ExitStatus, String) {
+    let mut child = KillOnDrop(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut pipe = child.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+        s
+    });
+    let status = wait_for(what, || child.0.try_wait().unwrap());
+    (status, reader.join().unwrap())
+}
+
+/// The lines `child` writes to stderr (piped), as they come; each is also
+/// echoed to this test's stderr.
+pub fn stderr_lines(child: &mut KillOnDrop) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{l}");
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}

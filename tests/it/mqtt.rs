@@ -695,7 +695,6 @@ fn a_publish_broker_that_is_away_does_not_stall_the_lake() {
 /// stall went unnoticed).
 #[test]
 fn a_quiet_subscription_is_reported_as_stalled_and_its_end_too() {
-    use std::io::BufRead;
     let b = broker();
     let dir = tempfile::tempdir().unwrap();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
@@ -716,13 +715,7 @@ fn a_quiet_subscription_is_reported_as_stalled_and_its_end_too() {
             .spawn()
             .unwrap(),
     );
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let err = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let mut seen = Vec::new();
     let mut until = |what: &str| {
         wait_for(what, || {

@@ -605,7 +605,6 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     // waited for until its subscriptions are active (a change written
     // before that is not seen: the server does not replay).
     let node = |drain: bool| {
-        use std::io::BufRead;
         let mut child = KillOnDrop(
             std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
                 .args(["run", "--follow"])
@@ -618,14 +617,7 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
                 .spawn()
                 .unwrap(),
         );
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let err = child.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("{l}");
-                let _ = tx.send(l);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         wait_for("the node's OPC UA subscriptions", || {
             rx.try_iter()
                 .any(|l| l.contains("OPC UA subscriptions active"))

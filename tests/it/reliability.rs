@@ -231,21 +231,14 @@ fn mutate_on(name: &str, run: bool, input: &std::path::Path) -> (usize, usize) {
                 }
             }
             let out = dir.path().join(format!("out-{ran}"));
-            let child = Command::new(PLANTFLOW)
-                .current_dir(dir.path())
-                .args(["run", df.to_str().unwrap(), "--shutdown-timeout", "20s"])
-                .env("INPUT_DIR", input)
-                .env("OUT_DIR", &out)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut child = KillOnDrop(child);
-            let status = wait_for(&format!("the run of {what} to end"), || {
-                child.0.try_wait().unwrap()
-            });
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let (status, err) = run_to_end(
+                &format!("the run of {what} to end"),
+                Command::new(PLANTFLOW)
+                    .current_dir(dir.path())
+                    .args(["run", df.to_str().unwrap(), "--shutdown-timeout", "20s"])
+                    .env("INPUT_DIR", input)
+                    .env("OUT_DIR", &out),
+            );
             ran += 1;
             if status.code() != Some(0)
                 || err.contains("panicked")
@@ -421,12 +414,12 @@ fn a_component_that_cannot_stop_does_not_outlive_the_shutdown_timeout() {
     let status = child.terminate();
     let mut err = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(124), "{err}");
-    let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("plantflow: did not stop within 2 s (still running: ")
-            && last.contains("the status tail (lifecycle.path)"),
-        "{err}"
+    assert_ended(
+        status,
+        &err,
+        124,
+        "plantflow: did not stop within 2 s (still running: ",
+        "the status tail (lifecycle.path)",
     );
 }
 
@@ -694,28 +687,22 @@ fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
 #[test]
 fn one_worker_panicking_ends_the_run_while_the_other_waits() {
     let out = tempfile::tempdir().unwrap();
-    let child = Command::new(PLANTFLOW)
-        .current_dir(out.path())
-        .args(["run", "--workers", "2", "--shutdown-timeout", "20s"])
-        .arg(dataflow("workload_v1.toml"))
-        .env("INPUT_DIR", fixture_dir())
-        .env("OUT_DIR", out.path().join("lake"))
-        .env("PLANTFLOW_TEST_PANIC", "worker:1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(70), "{err}");
-    let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with(
-            "plantflow: the engine failed: internal error in a worker: test panic on worker 1"
-        ),
-        "{err}"
+    let (status, err) = run_to_end(
+        "the run to end",
+        Command::new(PLANTFLOW)
+            .current_dir(out.path())
+            .args(["run", "--workers", "2", "--shutdown-timeout", "20s"])
+            .arg(dataflow("workload_v1.toml"))
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", out.path().join("lake"))
+            .env("PLANTFLOW_TEST_PANIC", "worker:1"),
+    );
+    assert_ended(
+        status,
+        &err,
+        70,
+        "plantflow: the engine failed: internal error in a worker: test panic on worker 1",
+        "",
     );
 }
 
@@ -738,26 +725,21 @@ fn a_publish_sink_that_cannot_start_ends_the_run_naming_it() {
         ),
     )
     .unwrap();
-    let child = Command::new(PLANTFLOW)
-        .current_dir(dir.path())
-        .args(["run", "--follow", "--shutdown-timeout", "20s"])
-        .arg(&df)
-        .env("INPUT_DIR", fixture_dir())
-        .env("OUT_DIR", dir.path().join("lake"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("plantflow: sink `actions` (sinks[1]) failed: ")
-            && last.contains("no trusted CA certificates"),
-        "{err}"
+    let (status, err) = run_to_end(
+        "the run to end",
+        Command::new(PLANTFLOW)
+            .current_dir(dir.path())
+            .args(["run", "--follow", "--shutdown-timeout", "20s"])
+            .arg(&df)
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", dir.path().join("lake")),
+    );
+    assert_ended(
+        status,
+        &err,
+        1,
+        "plantflow: sink `actions` (sinks[1]) failed: ",
+        "no trusted CA certificates",
     );
 }
 
@@ -777,32 +759,27 @@ fn memory_above_its_limit_holds_input_then_ends_the_run_naming_the_key() {
     )
     .unwrap();
     let lake = dir.path().join("lake");
-    let child = Command::new(PLANTFLOW)
-        .current_dir(dir.path())
-        .args(["run", "--shutdown-timeout", "20s"])
-        .arg(&limited)
-        .env("INPUT_DIR", fixture_dir())
-        .env("OUT_DIR", &lake)
-        .env("PLANTFLOW_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let status = wait_for("the run to end", || child.0.try_wait().unwrap());
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, err) = run_to_end(
+        "the run to end",
+        Command::new(PLANTFLOW)
+            .current_dir(dir.path())
+            .args(["run", "--shutdown-timeout", "20s"])
+            .arg(&limited)
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", &lake)
+            .env("PLANTFLOW_LOG", "warn"),
+    );
     assert!(
         err.contains("memory: ")
             && err.contains("above the limit of 1.0 MiB (memory.max): input held"),
         "the hold is said: {err}"
     );
-    let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("plantflow: the memory governor (memory.max) failed: ")
-            && last.contains("after holding input for 1s (`memory.grace`)"),
-        "{err}"
+    assert_ended(
+        status,
+        &err,
+        1,
+        "plantflow: the memory governor (memory.max) failed: ",
+        "after holding input for 1s (`memory.grace`)",
     );
     // The same lake without the limit: the oracle's, nothing twice.
     let unlimited = dir.path().join("unlimited.toml");
@@ -823,4 +800,12 @@ fn memory_above_its_limit_holds_input_then_ends_the_run_naming_the_key() {
     assert_aggregates_equal(&latest_aggregates(&lake), &expected_aggregates());
     assert!(assert_actions_match_oracle(&lake) > 0);
     assert_no_revision_twice(&lake);
+}
+
+/// The run exited `code`, and the last line on its stderr starts with
+/// `start` and holds `has` (one line naming the component).
+fn assert_ended(status: std::process::ExitStatus, err: &str, code: i32, start: &str, has: &str) {
+    assert_eq!(status.code(), Some(code), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with(start) && last.contains(has), "{err}");
 }
