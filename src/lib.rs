@@ -21,6 +21,7 @@
 //! - [`mqtt`]: the MQTT source and the `mqtt_publish` sink, one protocol in
 //!   one folder. [`opcua`]: the OPC UA source.
 //! - [`sinks`]: the partitioned, atomic, rolling Parquet lake.
+//! - [`http`]: the operator surface (`[http]`): health, readiness, metrics.
 //! - [`engine`]: the only module that names timely and differential-dataflow:
 //!   the window pre-aggregation operator, the incremental context joins,
 //!   rules, the value layer's operator and revisioned outputs.
@@ -46,6 +47,7 @@ pub mod demo;
 pub mod engine;
 pub mod expr;
 pub mod gen;
+pub mod http;
 pub mod ingest;
 pub mod model;
 pub mod mqtt;

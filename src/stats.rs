@@ -40,6 +40,8 @@ pub struct Stats {
     /// The most memory in use the memory governor read (bytes).
     pub memory_peak: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
+    /// Live sources' connections (MQTT broker, OPC UA session): up or not.
+    connected: Mutex<BTreeMap<String, bool>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,
 }
@@ -82,6 +84,20 @@ impl Stats {
         }
     }
 
+    /// Source `source`'s connection is up (or down).
+    pub fn set_connected(&self, source: &str, up: bool) {
+        let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        c.insert(source.to_string(), up);
+    }
+
+    /// Every live source's connection, by source id.
+    pub fn connected(&self) -> BTreeMap<String, bool> {
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn events(&self) -> BTreeMap<String, u64> {
         self.events
             .lock()
@@ -117,4 +133,28 @@ pub struct ValueCounters {
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
     pub rejected_updates: u64,
+}
+
+/// Bytes the process's allocations hold: glibc's heap in use (what was
+/// allocated and not freed, whatever the allocator keeps); elsewhere the
+/// resident set.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions; it reads the allocator's
+        // counters under its own locks and returns them by value.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        resident()
+    }
+}
+
+/// The process's resident set in bytes (Linux).
+pub fn resident() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }

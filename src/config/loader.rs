@@ -355,6 +355,7 @@ const TOP_KEYS: &[&str] = &[
     "routing",
     "dead_letter",
     "memory",
+    "http",
 ];
 
 const VERIFY_KEYS: &[&str] = &[

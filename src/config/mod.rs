@@ -14,6 +14,7 @@
 mod billing;
 mod context;
 pub mod diagnostic;
+mod http;
 pub mod interp;
 mod loader;
 mod memory;
@@ -30,6 +31,7 @@ mod window;
 use std::path::Path;
 
 pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use http::HttpPlan;
 pub use loader::{credentials, strip_type, take_type, Loader};
 pub use memory::MemoryPlan;
 pub use plan::*;
@@ -48,6 +50,7 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
     let routing = routing::routing(l, raw.routing);
     let dead_letter = routing::dead_letter(l, raw.dead_letter);
     let memory = memory::memory(l, raw.memory);
+    let http = http::http(l, raw.http);
     let seen = rules::Seen {
         scope: &scope,
         metrics: &metrics,
@@ -71,5 +74,6 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
         routing,
         dead_letter,
         memory,
+        http,
     }
 }

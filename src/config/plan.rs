@@ -56,6 +56,8 @@ pub struct Plan {
     pub dead_letter: crate::model::DeadLetterLimits,
     /// How much memory the node may use (`[memory]`).
     pub memory: super::MemoryPlan,
+    /// The operator surface (`[http]`): off unless configured.
+    pub http: Option<super::HttpPlan>,
 }
 
 /// Acceptance limits (fractions, not percent).

@@ -36,6 +36,9 @@ pub struct RawDataflow {
     /// How much memory the node may use.
     #[serde(default)]
     pub memory: Option<toml::Value>,
+    /// The operator surface.
+    #[serde(default)]
+    pub http: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Debug)]

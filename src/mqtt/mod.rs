@@ -203,6 +203,7 @@ fn connection(
         plan.conn.port
     );
     let mut watch = stall::StallWatch::new(plan.stall_after);
+    stats.set_connected(&id, false);
     async move {
         let mut failures = 0u32;
         // Acks go out strictly in arrival order (MQTT 4.6; brokers such as
@@ -234,6 +235,7 @@ fn connection(
                         }
                         failures = 0;
                         watch.connected(std::time::Instant::now());
+                        stats.set_connected(&id, true);
                         let c = conn.client.clone();
                         let f = filters.clone();
                         let id = id.clone();
@@ -245,6 +247,7 @@ fn connection(
                     }
                     Incoming::Error(e) => {
                         watch.lost();
+                        stats.set_connected(&id, false);
                         let wait = conn::backoff(failures);
                         if failures == 0 || failures.is_power_of_two() {
                             tracing::warn!(source = %id, %url, "MQTT connection lost ({e}); retrying in {wait:?}");

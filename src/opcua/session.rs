@@ -302,6 +302,7 @@ pub(super) async fn session_task(
     stats: Arc<crate::stats::Stats>,
 ) -> Result<(), String> {
     let mut client = conn::client(&plan.conn)?;
+    stats.set_connected(&plan.id, false);
     // Items, and per subscription: (group, member item indices).
     type Resolved = (Vec<Item>, Vec<(usize, Vec<usize>)>);
     let mut resolved: Option<Resolved> = None;
@@ -351,6 +352,7 @@ pub(super) async fn session_task(
         }
         first = false;
         tracing::info!(source = %plan.id, endpoint = %plan.conn.endpoint, "OPC UA subscriptions active");
+        stats.set_connected(&plan.id, true);
 
         // Steady state.
         let mut failures = 0u32;
@@ -359,6 +361,7 @@ pub(super) async fn session_task(
                 e = events.recv() => match e {
                     Some(Ok(SessionPollResult::ConnectionLost(s))) => {
                         tracing::warn!(source = %plan.id, "OPC UA connection lost: {s}");
+                        stats.set_connected(&plan.id, false);
                         send(&tx, Ev::Lost(format!("connection lost ({s})")));
                     }
                     Some(Ok(SessionPollResult::ReconnectFailed(s))) => {
@@ -371,6 +374,7 @@ pub(super) async fn session_task(
                         failures = 0;
                         let new_session = matches!(mode, SessionConnectMode::NewSession(_));
                         tracing::info!(source = %plan.id, new_session, "OPC UA reconnected");
+                        stats.set_connected(&plan.id, true);
                         // async-opcua 0.19 does not always restart publishing
                         // after recreating subscriptions; ask for it.
                         session.trigger_publish_now();
@@ -434,6 +438,7 @@ pub(super) async fn session_task(
             }
         };
         poller.abort();
+        stats.set_connected(&plan.id, false);
         tracing::warn!(source = %plan.id, "{ended}; opening a new session");
         send(&tx, Ev::Lost(ended));
     }

@@ -15,32 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::MemoryPlan;
 use crate::ingest::bridge::Ingest;
-use crate::stats::Stats;
-
-/// Bytes the process's allocations hold: glibc's heap in use (what was
-/// allocated and not freed, whatever the allocator keeps); elsewhere the
-/// resident set.
-pub fn in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 has no preconditions; it reads the allocator's
-        // counters under its own locks and returns them by value.
-        let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) as u64)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        resident()
-    }
-}
-
-/// The process's resident set in bytes (Linux).
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn resident() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
+use crate::stats::{heap_in_use as in_use, Stats};
 
 /// Returns freed memory to the system (glibc keeps it otherwise).
 fn trim() {

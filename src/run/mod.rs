@@ -458,8 +458,9 @@ fn on_signals(
     });
 }
 
-/// The memory governor (when there is a limit); in `--follow` the context
-/// watcher and the status tail (when there is one) too, under the supervisor.
+/// The memory governor (when there is a limit), the operator surface (when
+/// `[http]` is set); in `--follow` the context watcher and the status tail
+/// (when there is one) too, under the supervisor.
 fn spawn_background(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,
@@ -476,6 +477,15 @@ fn spawn_background(
         out.push(rt.spawn_blocking(move || {
             let who = Component("the memory governor (memory.max)".into());
             sup.guard(&who, || memory::govern(&p.memory, &ingest, &stats, &s));
+        }));
+    }
+    if let Some(h) = plan.http.clone() {
+        let (s, sup, handle) = (stop.clone(), sup.clone(), rt.handle().clone());
+        let stats = stats.clone();
+        out.push(rt.spawn_blocking(move || {
+            let who = Component("the operator surface (http.listen)".into());
+            let surface = crate::http::Surface { stats, stop: s };
+            sup.guard(&who, || crate::http::serve(&handle, &h, surface));
         }));
     }
     if let Some(tail) = follow {

@@ -28,6 +28,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("mqtt", 4),
     ("opcua", 4),
     ("sinks", 4),
+    // The operator surface: health, readiness, metrics.
+    ("http", 4),
     // The dataflow runtime: timely and differential live only here.
     ("engine", 5),
     // The registry of component kinds: a whole dataflow file → its plans.

@@ -15,6 +15,8 @@
 //! - [`durable`]: a replay killed at any point resumes to the lake of an
 //!   uninterrupted run; commits are whole across tables; a lake belongs to
 //!   one dataflow and one node.
+//! - [`operator`]: the operator surface (`[http]`): health, readiness and
+//!   metrics of a running node, read as a scraper would.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -29,5 +31,6 @@ mod house;
 mod integration;
 mod mqtt;
 mod opcua;
+mod operator;
 mod reliability;
 mod value;

@@ -1,0 +1,249 @@
+//! The operator surface: an HTTP server on the node's I/O runtime (never
+//! on a timely worker), configured by `[http] listen`. It serves
+//! - `GET /healthz`: the process is alive (200, `ok`);
+//! - `GET /readyz`: every live source connected and the run not stopping
+//!   (200), else 503 with a JSON body naming what is not ready;
+//! - `GET /metrics`: the run's counters in the OpenMetrics text format
+//!   (Prometheus scrapes it), built from [`Stats`] at each scrape.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::config::HttpPlan;
+use crate::stats::Stats;
+
+/// What the surface reads: the run's counters and its stop flag.
+pub struct Surface {
+    pub stats: Arc<Stats>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Listens on `plan.listen` and serves until the run stops (the calling
+/// thread blocks on `rt`: run it on a blocking thread). A port that cannot
+/// be bound is an error.
+pub fn serve(rt: &tokio::runtime::Handle, plan: &HttpPlan, s: Surface) -> Result<(), String> {
+    let listener = std::net::TcpListener::bind(plan.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| format!("cannot listen on {}: {e}", plan.listen))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", plan.listen))?;
+    eprintln!("plantflow: operator surface on http://{addr}/ (GET /metrics, /healthz, /readyz)");
+    let stop = s.stop.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::new(s));
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while !stop.load(Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .map_err(|e| format!("serving on {addr}: {e}"))
+    })
+}
+
+/// What is not ready: live sources not connected, a stopping run.
+fn not_ready(s: &Surface) -> Vec<String> {
+    let mut out: Vec<String> = s
+        .stats
+        .connected()
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(id, _)| format!("source `{id}`: not connected"))
+        .collect();
+    if s.stop.load(Relaxed) {
+        out.push("the run is stopping".into());
+    }
+    out
+}
+
+async fn readyz(State(s): State<Arc<Surface>>) -> impl IntoResponse {
+    let missing = not_ready(&s);
+    let code = if missing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": missing.is_empty(), "not_ready": missing });
+    (code, axum::Json(body))
+}
+
+async fn metrics(State(s): State<Arc<Surface>>) -> impl IntoResponse {
+    match render(&s.stats) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode the metrics: {e}\n"),
+        ),
+    }
+}
+
+fn counter(n: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(n);
+    c
+}
+
+fn gauge(n: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(n).unwrap_or(i64::MAX));
+    g
+}
+
+type Labelled<M> = Family<Vec<(String, String)>, M>;
+
+fn labelled<M: Default + Clone>(
+    label: &str,
+    values: impl IntoIterator<Item = (String, M)>,
+    set: impl Fn(&M, M),
+) -> Labelled<M>
+where
+    Labelled<M>: Default,
+{
+    let f = Labelled::<M>::default();
+    for (k, v) in values {
+        set(&f.get_or_create(&vec![(label.to_string(), k)]), v);
+    }
+    f
+}
+
+/// The run's counters as OpenMetrics text.
+pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
+    let g = Stats::get;
+    let mut r = Registry::with_prefix("plantflow");
+    for (name, help, v) in [
+        (
+            "samples_read",
+            "Samples read by every source",
+            g(&st.rows_read),
+        ),
+        (
+            "samples_accepted",
+            "Samples handed to the engine",
+            g(&st.rows_accepted),
+        ),
+        (
+            "samples_bad_quality",
+            "Samples dropped by the quality policy",
+            g(&st.dropped_quality),
+        ),
+        (
+            "samples_late",
+            "Samples after their window closed (corrections)",
+            g(&st.late_rows),
+        ),
+        ("windows", "Windows closed and emitted", g(&st.windows)),
+        (
+            "window_corrections",
+            "Corrected window revisions emitted",
+            g(&st.corrections),
+        ),
+    ] {
+        r.register(name, help, counter(v));
+    }
+    let dead = st.dead_letters().into_iter().map(|(k, v)| (k, counter(v)));
+    r.register(
+        "dead_letters",
+        "Dead-letter rows, by reason",
+        labelled("reason", dead, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let events = st.events().into_iter().map(|(k, v)| (k, counter(v)));
+    r.register(
+        "source_events",
+        "Events of sources and of the node (gaps, stalls, checkpoints, holds), by kind",
+        labelled("event", events, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let up = st
+        .connected()
+        .into_iter()
+        .map(|(k, v)| (k, gauge(u64::from(v))));
+    r.register(
+        "source_connected",
+        "1 while a live source's connection (MQTT broker, OPC UA session) is up",
+        labelled("source", up, |g: &Gauge, v: Gauge| {
+            g.set(v.get());
+        }),
+    );
+    r.register_with_unit(
+        "sink_queue",
+        "Engine output (estimated) waiting for the Parquet writer",
+        Unit::Bytes,
+        gauge(g(&st.sink_queued_bytes)),
+    );
+    if let Some(b) = crate::stats::heap_in_use() {
+        r.register_with_unit(
+            "memory_in_use",
+            "Memory the process's allocations hold (what `[memory] max` limits)",
+            Unit::Bytes,
+            gauge(b),
+        );
+    }
+    if let Some(b) = crate::stats::resident() {
+        r.register_with_unit(
+            "process_resident_memory",
+            "The process's resident set",
+            Unit::Bytes,
+            gauge(b),
+        );
+    }
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_carry_the_counters_with_their_labels() {
+        let st = Stats::default();
+        st.rows_read.store(7, Relaxed);
+        st.dead_letter("unknown tag");
+        st.dead_letter("unknown tag");
+        st.set_connected("plc", true);
+        st.set_connected("broker", false);
+        let text = render(&st).unwrap();
+        for line in [
+            "plantflow_samples_read_total 7",
+            "plantflow_dead_letters_total{reason=\"unknown tag\"} 2",
+            "plantflow_source_connected{source=\"plc\"} 1",
+            "plantflow_source_connected{source=\"broker\"} 0",
+            "# TYPE plantflow_sink_queue_bytes gauge",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The operator surface (`[http]`): health, readiness and Prometheus
+//! metrics of a running node, read over loopback as a scraper would, and
+//! the metrics parsed by Prometheus's own Python client.
+
+use std::io::{Read, Write};
+
+use crate::common::*;
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    plantflow::sim::broker::free_port().unwrap()
+}
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The node in `--follow` with `[http]` on `port` (appended to `text`),
+/// once its surface says where it listens.
+fn node(dir: &std::path::Path, text: &str, port: u16, env: &[(&str, String)]) -> KillOnDrop {
+    let df = dir.join("df.toml");
+    std::fs::write(
+        &df,
+        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(PLANTFLOW)
+            .args(["run", "--follow"])
+            .arg(&df)
+            .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = stderr_lines(&mut child);
+    let want = format!("operator surface on http://127.0.0.1:{port}/");
+    wait_for("the operator surface", || {
+        rx.try_iter().any(|l| l.contains(&want)).then_some(())
+    });
+    child
+}
+
+/// A metric's value in Prometheus text (`name{labels} value`).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A replay node: alive, ready (a replay has no connection to wait for),
+/// and its metrics, read by Prometheus's own parser, count every row of the
+/// input file and agree with the run's summary.
+#[test]
+fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let env = [
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", dir.path().join("lake").display().to_string()),
+    ];
+    let mut child = node(dir.path(), &text, port, &env);
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
+    // The oracle: the rows of the file.
+    let rows = std::fs::read_to_string(fixture_dir().join("samples.csv"))
+        .unwrap()
+        .lines()
+        .count() as f64
+        - 1.0;
+    let metrics = wait_for("every row counted", || {
+        let (code, body) = get(port, "/metrics");
+        assert_eq!(code, 200);
+        (value(&body, "plantflow_samples_read_total") == Some(rows)).then_some(body)
+    });
+    let (code, body) = get(port, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    // Prometheus's own parser reads it whole (OpenMetrics, `# EOF`).
+    let py = std::process::Command::new("python3")
+        .args(["-c", "import sys, json\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nout = {}\nfor f in p(sys.stdin.read()):\n    for s in f.samples:\n        out[s.name + json.dumps(s.labels, sort_keys=True)] = s.value\nprint(json.dumps(out))"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (installed by .ci/run)");
+    py.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: std::collections::HashMap<String, f64> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed["plantflow_samples_read_total{}"], rows);
+    let dead: f64 = parsed
+        .iter()
+        .filter(|(k, _)| k.starts_with("plantflow_dead_letters_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(parsed["plantflow_memory_in_use_bytes{}"] > 0.0);
+    assert!(parsed["plantflow_process_resident_memory_bytes{}"] > 0.0);
+    // The summary at the end says the same.
+    assert!(child.terminate().success());
+    let mut summary = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut summary)
+        .unwrap();
+    let count = |label: &str| -> f64 {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("`{label}` in:\n{summary}"))
+    };
+    assert_eq!(count("rows in"), rows);
+    assert_eq!(count("dead letters"), dead, "{summary}");
+}
+
+/// A live node is not ready while its broker is away (503, naming the
+/// source), and ready once the broker is there.
+#[test]
+fn readiness_follows_the_mqtt_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p4, p5, port) = (free_port(), free_port(), free_port());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
+    let text = std::fs::read_to_string(fixtures.join("dataflow.toml")).unwrap();
+    let env = [
+        ("INPUT_DIR", fixtures.display().to_string()),
+        ("OUT_DIR", dir.path().join("lake").display().to_string()),
+        ("MQTT_URL", format!("mqtt://127.0.0.1:{p5}")),
+        ("CLIENT_ID", "plantflow-ready".to_string()),
+    ];
+    let mut child = node(dir.path(), &text, port, &env);
+    let (code, body) = get(port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["ready"], false);
+    assert_eq!(r["not_ready"][0], "source `mqtt`: not connected", "{body}");
+    assert_eq!(get(port, "/healthz").0, 200, "alive all the same");
+    let _broker = plantflow::sim::broker::start(p4, p5).unwrap();
+    wait_for("ready once the broker is there", || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    let (_, metrics) = get(port, "/metrics");
+    assert_eq!(
+        value(&metrics, "plantflow_source_connected{source=\"mqtt\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(child.terminate().success());
+}
