@@ -40,6 +40,11 @@ pub struct Stats {
     /// The most memory in use the memory governor read (bytes).
     pub memory_peak: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
+    /// Files, rows and bytes committed to the lake, by table.
+    lake: Mutex<BTreeMap<String, LakeCounts>>,
+    /// Actions (latest versions, withdrawn ones left out) and their value at
+    /// stake, by (owner, action type), as the writer's tally has them.
+    actions: Mutex<ActionKinds>,
     /// Live sources' connections (MQTT broker, OPC UA session): up or not.
     connected: Mutex<BTreeMap<String, bool>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
@@ -84,6 +89,36 @@ impl Stats {
         }
     }
 
+    /// A file of `table` with `rows` rows and `bytes` bytes is committed.
+    pub fn lake_committed(&self, table: &str, rows: u64, bytes: u64) {
+        let mut l = self.lake.lock().unwrap_or_else(|p| p.into_inner());
+        let c = match l.get_mut(table) {
+            Some(c) => c,
+            None => l.entry(table.to_string()).or_default(),
+        };
+        c.files += 1;
+        c.rows += rows;
+        c.bytes += bytes;
+    }
+
+    /// What the lake has committed, by table.
+    pub fn lake(&self) -> BTreeMap<String, LakeCounts> {
+        self.lake.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The writer's tally of actions now.
+    pub fn set_actions(&self, kinds: ActionKinds) {
+        *self.actions.lock().unwrap_or_else(|p| p.into_inner()) = kinds;
+    }
+
+    /// Actions and their value at stake by (owner, action type).
+    pub fn actions(&self) -> ActionKinds {
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Source `source`'s connection is up (or down).
     pub fn set_connected(&self, source: &str, up: bool) {
         let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,6 +160,17 @@ impl Stats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
     }
+}
+
+/// Count and value at stake by (owner, action type).
+pub type ActionKinds = BTreeMap<(String, String), (u64, f64)>;
+
+/// What the lake has committed of one table.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LakeCounts {
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// Counters the run summary reports.

@@ -195,6 +195,55 @@ pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
             g.set(v.get());
         }),
     );
+    let actions = st.actions();
+    let kinds = |pick: fn(&(u64, f64)) -> f64| {
+        let f =
+            Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        for ((owner, kind), v) in &actions {
+            let labels = vec![
+                ("owner".to_string(), owner.clone()),
+                ("action_type".to_string(), kind.clone()),
+            ];
+            f.get_or_create(&labels).set(pick(v));
+        }
+        f
+    };
+    r.register(
+        "actions",
+        "Actions (the latest version of each; withdrawn ones left out), by owner and action type",
+        kinds(|v| v.0 as f64),
+    );
+    r.register(
+        "actions_value",
+        "Value at stake of those actions (the dataflow's currency), by owner and action type",
+        kinds(|v| v.1),
+    );
+    let lake = st.lake();
+    for (name, help, pick) in [
+        (
+            "lake_files",
+            "Parquet files committed to the lake, by table",
+            0,
+        ),
+        ("lake_rows", "Rows committed to the lake, by table", 1),
+        (
+            "lake_bytes",
+            "Bytes of Parquet committed to the lake, by table",
+            2,
+        ),
+    ] {
+        let values = lake.iter().map(|(t, c)| {
+            let v = [c.files, c.rows, c.bytes][pick];
+            (t.clone(), counter(v))
+        });
+        r.register(
+            name,
+            help,
+            labelled("table", values, |c: &Counter, v: Counter| {
+                c.inc_by(v.get());
+            }),
+        );
+    }
     r.register_with_unit(
         "sink_queue",
         "Engine output (estimated) waiting for the Parquet writer",

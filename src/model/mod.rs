@@ -529,8 +529,11 @@ pub fn crash_point(at: &str, seq: u64) {
 pub fn test_panic(at: &str, seq: u64) {
     static WANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let want = WANT.get_or_init(|| std::env::var("PLANTFLOW_TEST_PANIC").ok());
-    if want.as_deref() == Some(&format!("{at}:{seq}")) {
-        panic!("test panic on {at} {seq}");
+    // Called on a worker's every step: nothing is formatted unless set.
+    if let Some(w) = want {
+        if *w == format!("{at}:{seq}") {
+            panic!("test panic on {at} {seq}");
+        }
     }
 }
 

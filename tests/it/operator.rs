@@ -64,6 +64,11 @@ fn node(dir: &std::path::Path, text: &str, port: u16, env: &[(&str, String)]) ->
     child
 }
 
+/// Rows in the visible files of `table`.
+fn rows_of(lake: &std::path::Path, table: &str) -> usize {
+    batches(lake, table).iter().map(|b| b.num_rows()).sum()
+}
+
 /// A metric's value in Prometheus text (`name{labels} value`).
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -77,15 +82,19 @@ fn value(text: &str, series: &str) -> Option<f64> {
 fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    // Files roll every second, so commits come while the test watches.
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"");
+    let lake = dir.path().join("lake");
     let env = [
         ("INPUT_DIR", fixture_dir().display().to_string()),
-        ("OUT_DIR", dir.path().join("lake").display().to_string()),
+        ("OUT_DIR", lake.display().to_string()),
     ];
     let mut child = node(dir.path(), &text, port, &env);
     assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
     // The oracle: the rows of the file.
-    let rows = std::fs::read_to_string(fixture_dir().join("samples.csv"))
+    let file_rows = std::fs::read_to_string(fixture_dir().join("samples.csv"))
         .unwrap()
         .lines()
         .count() as f64
@@ -93,7 +102,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     let metrics = wait_for("every row counted", || {
         let (code, body) = get(port, "/metrics");
         assert_eq!(code, 200);
-        (value(&body, "plantflow_samples_read_total") == Some(rows)).then_some(body)
+        (value(&body, "plantflow_samples_read_total") == Some(file_rows)).then_some(body)
     });
     let (code, body) = get(port, "/readyz");
     assert_eq!(code, 200, "{body}");
@@ -120,7 +129,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     );
     let parsed: std::collections::HashMap<String, f64> =
         serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(parsed["plantflow_samples_read_total{}"], rows);
+    assert_eq!(parsed["plantflow_samples_read_total{}"], file_rows);
     let dead: f64 = parsed
         .iter()
         .filter(|(k, _)| k.starts_with("plantflow_dead_letters_total{"))
@@ -128,6 +137,59 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         .sum();
     assert!(parsed["plantflow_memory_in_use_bytes{}"] > 0.0);
     assert!(parsed["plantflow_process_resident_memory_bytes{}"] > 0.0);
+    // What the lake committed, by table, as a reader of the lake sees it
+    // (read until a commit is not in between).
+    wait_for("the lake's counters to match its files", || {
+        let (_, m) = get(port, "/metrics");
+        let files = parquet_files(&lake, "aggregates");
+        let bytes: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        let want = [
+            ("files", files.len() as f64),
+            ("rows", rows_of(&lake, "aggregates") as f64),
+            ("bytes", bytes as f64),
+        ];
+        (!files.is_empty()
+            && want.iter().all(|(what, n)| {
+                value(
+                    &m,
+                    &format!("plantflow_lake_{what}_total{{table=\"aggregates\"}}"),
+                ) == Some(*n)
+            }))
+        .then_some(())
+    });
+    // Actions by owner and type: the lake's latest versions (withdrawn
+    // ones left out) are the oracle.
+    wait_for("the action counters to match the lake", || {
+        let (_, m) = get(port, "/metrics");
+        let mut want: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
+        for a in latest(rows(&lake, "actions"), &["action_id"]).values() {
+            if a["status"] == "withdrawn" {
+                continue;
+            }
+            let k = (
+                a["owner"].as_str().unwrap().to_string(),
+                a["action_type"].as_str().unwrap().to_string(),
+            );
+            let e = want.entry(k).or_default();
+            e.0 += 1.0;
+            e.1 += a["value"].as_f64().unwrap();
+        }
+        let got = |name: &str, (o, t): &(String, String)| {
+            value(
+                &m,
+                &format!("plantflow_{name}{{owner=\"{o}\",action_type=\"{t}\"}}"),
+            )
+        };
+        (!want.is_empty()
+            && want.iter().all(|(k, (n, v))| {
+                got("actions", k) == Some(*n)
+                    && got("actions_value", k).is_some_and(|x| close(x, *v))
+            }))
+        .then_some(())
+    });
     // The summary at the end says the same.
     assert!(child.terminate().success());
     let mut summary = String::new();
@@ -146,7 +208,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("`{label}` in:\n{summary}"))
     };
-    assert_eq!(count("rows in"), rows);
+    assert_eq!(count("rows in"), file_rows);
     assert_eq!(count("dead letters"), dead, "{summary}");
 }
 

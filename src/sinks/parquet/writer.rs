@@ -20,6 +20,16 @@ pub(super) struct OpenFile {
     rows: u64,
 }
 
+/// A closed file waiting for the next commit: where it is, where it goes,
+/// and what it holds (for the lake's counters).
+struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+    table: String,
+    rows: u64,
+    bytes: u64,
+}
+
 /// What the writer did, for the run summary.
 #[derive(Debug, Default, Clone)]
 pub struct WriterReport {
@@ -57,8 +67,8 @@ pub struct ParquetWriter {
     complete_ms: i64,
     /// The event-time roll boundary passed since the last commit.
     boundary_passed: bool,
-    /// Closed files waiting for the next commit: (staged, target).
-    staged: Vec<(PathBuf, PathBuf)>,
+    /// Closed files waiting for the next commit.
+    staged: Vec<Staged>,
     /// When the oldest uncommitted row arrived.
     uncommitted_since: Option<Instant>,
     /// Every engine output has passed this timely time: stamped rows before
@@ -312,6 +322,13 @@ impl ParquetWriter {
                 for t in totals {
                     self.report.tally.apply(t);
                 }
+                let kinds = self.report.tally.by_owner();
+                self.stats.set_actions(
+                    kinds
+                        .into_iter()
+                        .map(|(o, t, n, v)| ((o.to_string(), t.to_string()), (n as u64, v)))
+                        .collect(),
+                );
             }
             SinkBatch::DeadLetters(rows) => {
                 // The sources' rows are taken: they may send more (rows from
@@ -439,7 +456,14 @@ impl ParquetWriter {
                 .map_err(|e| format!("finishing {}: {e}", f.tmp.display()))?;
             file.sync_all()
                 .map_err(|e| format!("syncing {}: {e}", f.tmp.display()))?;
-            self.staged.push((f.tmp, f.target));
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            self.staged.push(Staged {
+                tmp: f.tmp,
+                target: f.target,
+                table: key.0.clone(),
+                rows: f.rows,
+                bytes,
+            });
         }
         Ok(())
     }
@@ -475,7 +499,10 @@ impl ParquetWriter {
                 let lake = &self.plan.path;
                 let files = staged
                     .iter()
-                    .map(|(_, t)| t.strip_prefix(lake).unwrap_or(t).display().to_string())
+                    .map(|f| {
+                        let t = &f.target;
+                        t.strip_prefix(lake).unwrap_or(t).display().to_string()
+                    })
                     .collect();
                 let m = super::commit::Marker {
                     format: super::commit::FORMAT,
@@ -505,13 +532,17 @@ impl ParquetWriter {
             }
         }
         let mut dirs = std::collections::BTreeSet::new();
-        for (tmp, target) in &staged {
+        for f in &staged {
+            let (tmp, target) = (&f.tmp, &f.target);
             std::fs::rename(tmp, target)
                 .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), target.display()))?;
             dirs.extend(target.parent().map(|d| d.to_path_buf()));
         }
         for d in dirs {
             super::commit::sync_dir(&d)?;
+        }
+        for f in &staged {
+            self.stats.lake_committed(&f.table, f.rows, f.bytes);
         }
         self.report.files += staged.len() as u64;
         Ok(())
