@@ -156,13 +156,16 @@ fn validate_text(
 }
 
 /// A hash of a dataflow file's TOML: comments, layout and key order aside,
-/// and `[memory]` too (how much memory the node may use changes nothing it
-/// keeps: raising the limit must not make the lake another dataflow's).
+/// and the node's operational sections too: `[memory]` (how much memory the
+/// node may use) and `[http]` (where it answers operators) change nothing
+/// it keeps, so raising a limit or adding the surface must not make the
+/// lake another dataflow's.
 fn fingerprint(text: &str) -> String {
     let canonical = toml::from_str::<toml::Value>(text)
         .map(|mut v| {
             if let Some(t) = v.as_table_mut() {
                 t.remove("memory");
+                t.remove("http");
             }
             v.to_string()
         })
@@ -247,4 +250,16 @@ fn sinks_of(
         }
     }
     (sink, publish)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn operational_sections_leave_the_fingerprint_alone() {
+        let base = "name = \"x\"\n[window]\nsize = \"1m\"\n";
+        let same = format!("{base}[memory]\nmax = \"2GiB\"\n[http]\nlisten = \"127.0.0.1:9464\"\n");
+        assert_eq!(super::fingerprint(base), super::fingerprint(&same));
+        let other = base.replace("1m", "5m");
+        assert_ne!(super::fingerprint(base), super::fingerprint(&other));
+    }
 }
