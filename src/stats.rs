@@ -45,6 +45,8 @@ pub struct Stats {
     /// Actions (latest versions, withdrawn ones left out) and their value at
     /// stake, by (owner, action type), as the writer's tally has them.
     actions: Mutex<ActionKinds>,
+    /// Samples read and the latest event time seen, by source id.
+    sources: Mutex<BTreeMap<String, SourceSeen>>,
     /// Live sources' connections (MQTT broker, OPC UA session): up or not.
     connected: Mutex<BTreeMap<String, bool>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
@@ -119,6 +121,25 @@ impl Stats {
             .clone()
     }
 
+    /// Source `source` read `n` more samples; the latest event time it has seen.
+    pub fn source_read(&self, source: &str, n: u64, max_ts: Option<i64>) {
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let e = match m.get_mut(source) {
+            Some(e) => e,
+            None => m.entry(source.to_string()).or_default(),
+        };
+        e.samples += n;
+        e.max_ts = e.max_ts.max(max_ts);
+    }
+
+    /// Samples read and the latest event time seen, by source id.
+    pub fn sources(&self) -> BTreeMap<String, SourceSeen> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Source `source`'s connection is up (or down).
     pub fn set_connected(&self, source: &str, up: bool) {
         let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,6 +181,14 @@ impl Stats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
     }
+}
+
+/// What one source has read.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SourceSeen {
+    pub samples: u64,
+    /// The latest event time (epoch ms) among its samples.
+    pub max_ts: Option<i64>,
 }
 
 /// Count and value at stake by (owner, action type).

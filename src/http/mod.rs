@@ -119,6 +119,9 @@ fn gauge(n: u64) -> Gauge {
 
 type Labelled<M> = Family<Vec<(String, String)>, M>;
 
+/// A gauge of seconds (fractional) by label.
+type Seconds = Labelled<Gauge<f64, std::sync::atomic::AtomicU64>>;
+
 fn labelled<M: Default + Clone>(
     label: &str,
     values: impl IntoIterator<Item = (String, M)>,
@@ -168,6 +171,36 @@ pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
     ] {
         r.register(name, help, counter(v));
     }
+    let sources = st.sources();
+    let read = sources.iter().map(|(k, v)| (k.clone(), counter(v.samples)));
+    r.register(
+        "source_samples_read",
+        "Samples read, by source",
+        labelled("source", read, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let now = crate::model::now_ms();
+    let (latest, lag) = (Seconds::default(), Seconds::default());
+    for (id, v) in &sources {
+        if let Some(ts) = v.max_ts {
+            let l = vec![("source".to_string(), id.clone())];
+            latest.get_or_create(&l).set(ts as f64 / 1000.0);
+            lag.get_or_create(&l).set((now - ts) as f64 / 1000.0);
+        }
+    }
+    r.register_with_unit(
+        "source_event_time",
+        "The latest event time a source has read (Unix time)",
+        Unit::Seconds,
+        latest,
+    );
+    r.register_with_unit(
+        "source_lag",
+        "How far the latest event time a source has read lies behind the clock (a replay of old data lags by its age)",
+        Unit::Seconds,
+        lag,
+    );
     let dead = st.dead_letters().into_iter().map(|(k, v)| (k, counter(v)));
     r.register(
         "dead_letters",

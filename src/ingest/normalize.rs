@@ -432,6 +432,9 @@ impl Normalizer {
     fn publish_counts(&mut self) {
         let c = std::mem::take(&mut self.counts);
         let s = &self.ctx.stats;
+        if c.read > 0 || self.max_ts.is_some() {
+            s.source_read(&self.ctx.id, c.read, self.max_ts);
+        }
         for (counter, n) in [
             (&s.rows_read, c.read),
             (&s.rows_accepted, c.accepted),

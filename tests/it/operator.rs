@@ -104,6 +104,29 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         assert_eq!(code, 200);
         (value(&body, "plantflow_samples_read_total") == Some(file_rows)).then_some(body)
     });
+    // Per source: its rows, and the latest event time in the file.
+    let max_ts = std::fs::read_to_string(fixture_dir().join("samples.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next()?.parse::<i64>().ok())
+        .max()
+        .unwrap();
+    assert_eq!(
+        value(
+            &metrics,
+            "plantflow_source_samples_read_total{source=\"samples\"}"
+        ),
+        Some(file_rows)
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "plantflow_source_event_time_seconds{source=\"samples\"}"
+        ),
+        Some(max_ts as f64 / 1000.0),
+        "{metrics}"
+    );
     let (code, body) = get(port, "/readyz");
     assert_eq!(code, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
