@@ -171,6 +171,64 @@ pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
     ] {
         r.register(name, help, counter(v));
     }
+    register_sources(&mut r, st);
+    let dead = st.dead_letters().into_iter().map(|(k, v)| (k, counter(v)));
+    r.register(
+        "dead_letters",
+        "Dead-letter rows, by reason",
+        labelled("reason", dead, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let events = st.events().into_iter().map(|(k, v)| (k, counter(v)));
+    r.register(
+        "source_events",
+        "Events of sources and of the node (gaps, stalls, checkpoints, holds), by kind",
+        labelled("event", events, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let up = st
+        .connected()
+        .into_iter()
+        .map(|(k, v)| (k, gauge(u64::from(v))));
+    r.register(
+        "source_connected",
+        "1 while a live source's connection (MQTT broker, OPC UA session) is up",
+        labelled("source", up, |g: &Gauge, v: Gauge| {
+            g.set(v.get());
+        }),
+    );
+    register_outputs(&mut r, st);
+    r.register_with_unit(
+        "sink_queue",
+        "Engine output (estimated) waiting for the Parquet writer",
+        Unit::Bytes,
+        gauge(g(&st.sink_queued_bytes)),
+    );
+    if let Some(b) = crate::stats::heap_in_use() {
+        r.register_with_unit(
+            "memory_in_use",
+            "Memory the process's allocations hold (what `[memory] max` limits)",
+            Unit::Bytes,
+            gauge(b),
+        );
+    }
+    if let Some(b) = crate::stats::resident() {
+        r.register_with_unit(
+            "process_resident_memory",
+            "The process's resident set",
+            Unit::Bytes,
+            gauge(b),
+        );
+    }
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// Per source: samples read, the latest event time read and its lag.
+fn register_sources(r: &mut Registry, st: &Stats) {
     let sources = st.sources();
     let read = sources.iter().map(|(k, v)| (k.clone(), counter(v.samples)));
     r.register(
@@ -201,33 +259,10 @@ pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
         Unit::Seconds,
         lag,
     );
-    let dead = st.dead_letters().into_iter().map(|(k, v)| (k, counter(v)));
-    r.register(
-        "dead_letters",
-        "Dead-letter rows, by reason",
-        labelled("reason", dead, |c: &Counter, v: Counter| {
-            c.inc_by(v.get());
-        }),
-    );
-    let events = st.events().into_iter().map(|(k, v)| (k, counter(v)));
-    r.register(
-        "source_events",
-        "Events of sources and of the node (gaps, stalls, checkpoints, holds), by kind",
-        labelled("event", events, |c: &Counter, v: Counter| {
-            c.inc_by(v.get());
-        }),
-    );
-    let up = st
-        .connected()
-        .into_iter()
-        .map(|(k, v)| (k, gauge(u64::from(v))));
-    r.register(
-        "source_connected",
-        "1 while a live source's connection (MQTT broker, OPC UA session) is up",
-        labelled("source", up, |g: &Gauge, v: Gauge| {
-            g.set(v.get());
-        }),
-    );
+}
+
+/// What went out: actions by owner and type, the lake's commits by table.
+fn register_outputs(r: &mut Registry, st: &Stats) {
     let actions = st.actions();
     let kinds = |pick: fn(&(u64, f64)) -> f64| {
         let f =
@@ -277,31 +312,6 @@ pub fn render(st: &Stats) -> Result<String, std::fmt::Error> {
             }),
         );
     }
-    r.register_with_unit(
-        "sink_queue",
-        "Engine output (estimated) waiting for the Parquet writer",
-        Unit::Bytes,
-        gauge(g(&st.sink_queued_bytes)),
-    );
-    if let Some(b) = crate::stats::heap_in_use() {
-        r.register_with_unit(
-            "memory_in_use",
-            "Memory the process's allocations hold (what `[memory] max` limits)",
-            Unit::Bytes,
-            gauge(b),
-        );
-    }
-    if let Some(b) = crate::stats::resident() {
-        r.register_with_unit(
-            "process_resident_memory",
-            "The process's resident set",
-            Unit::Bytes,
-            gauge(b),
-        );
-    }
-    let mut out = String::new();
-    encode(&mut out, &r)?;
-    Ok(out)
 }
 
 #[cfg(test)]
