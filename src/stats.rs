@@ -47,6 +47,8 @@ pub struct Stats {
     actions: Mutex<ActionKinds>,
     /// Samples read and the latest event time seen, by source id.
     sources: Mutex<BTreeMap<String, SourceSeen>>,
+    /// Outcomes (the latest version of each) by verdict.
+    outcomes: Mutex<BTreeMap<String, u64>>,
     /// Live sources' connections (MQTT broker, OPC UA session): up or not.
     connected: Mutex<BTreeMap<String, bool>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
@@ -106,6 +108,19 @@ impl Stats {
     /// What the lake has committed, by table.
     pub fn lake(&self) -> BTreeMap<String, LakeCounts> {
         self.lake.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The outcomes now, by verdict.
+    pub fn set_outcomes(&self, by_verdict: BTreeMap<String, u64>) {
+        *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()) = by_verdict;
+    }
+
+    /// Outcomes (the latest version of each) by verdict.
+    pub fn outcomes(&self) -> BTreeMap<String, u64> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The writer's tally of actions now.

@@ -286,6 +286,14 @@ fn register_outputs(r: &mut Registry, st: &Stats) {
         "Value at stake of those actions (the dataflow's currency), by owner and action type",
         kinds(|v| v.1),
     );
+    let verdicts = st.outcomes().into_iter().map(|(k, v)| (k, gauge(v)));
+    r.register(
+        "outcomes",
+        "Verification outcomes (the latest version of each), by verdict",
+        labelled("verdict", verdicts, |g: &Gauge, v: Gauge| {
+            g.set(v.get());
+        }),
+    );
     let lake = st.lake();
     for (name, help, pick) in [
         (

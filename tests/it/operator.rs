@@ -13,28 +13,6 @@ fn free_port() -> u16 {
     plantflow::sim::broker::free_port().unwrap()
 }
 
-/// `GET path` over HTTP/1.1: the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 /// The node in `--follow` with `[http]` on `port` (appended to `text`),
 /// once its surface says where it listens.
 fn node(dir: &std::path::Path, text: &str, port: u16, env: &[(&str, String)]) -> KillOnDrop {
@@ -92,7 +70,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         ("OUT_DIR", lake.display().to_string()),
     ];
     let mut child = node(dir.path(), &text, port, &env);
-    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
     // The oracle: the rows of the file.
     let file_rows = std::fs::read_to_string(fixture_dir().join("samples.csv"))
         .unwrap()
@@ -100,7 +78,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         .count() as f64
         - 1.0;
     let metrics = wait_for("every row counted", || {
-        let (code, body) = get(port, "/metrics");
+        let (code, body) = http_get(port, "/metrics");
         assert_eq!(code, 200);
         (value(&body, "plantflow_samples_read_total") == Some(file_rows)).then_some(body)
     });
@@ -127,7 +105,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         Some(max_ts as f64 / 1000.0),
         "{metrics}"
     );
-    let (code, body) = get(port, "/readyz");
+    let (code, body) = http_get(port, "/readyz");
     assert_eq!(code, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], true);
@@ -163,7 +141,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     // What the lake committed, by table, as a reader of the lake sees it
     // (read until a commit is not in between).
     wait_for("the lake's counters to match its files", || {
-        let (_, m) = get(port, "/metrics");
+        let (_, m) = http_get(port, "/metrics");
         let files = parquet_files(&lake, "aggregates");
         let bytes: u64 = files
             .iter()
@@ -186,7 +164,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     // Actions by owner and type: the lake's latest versions (withdrawn
     // ones left out) are the oracle.
     wait_for("the action counters to match the lake", || {
-        let (_, m) = get(port, "/metrics");
+        let (_, m) = http_get(port, "/metrics");
         let mut want: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
         for a in latest(rows(&lake, "actions"), &["action_id"]).values() {
             if a["status"] == "withdrawn" {
@@ -250,17 +228,17 @@ fn readiness_follows_the_mqtt_connection() {
         ("CLIENT_ID", "plantflow-ready".to_string()),
     ];
     let mut child = node(dir.path(), &text, port, &env);
-    let (code, body) = get(port, "/readyz");
+    let (code, body) = http_get(port, "/readyz");
     assert_eq!(code, 503, "{body}");
     let r: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(r["ready"], false);
     assert_eq!(r["not_ready"][0], "source `mqtt`: not connected", "{body}");
-    assert_eq!(get(port, "/healthz").0, 200, "alive all the same");
+    assert_eq!(http_get(port, "/healthz").0, 200, "alive all the same");
     let _broker = plantflow::sim::broker::start(p4, p5).unwrap();
     wait_for("ready once the broker is there", || {
-        (get(port, "/readyz").0 == 200).then_some(())
+        (http_get(port, "/readyz").0 == 200).then_some(())
     });
-    let (_, metrics) = get(port, "/metrics");
+    let (_, metrics) = http_get(port, "/metrics");
     assert_eq!(
         value(&metrics, "plantflow_source_connected{source=\"mqtt\"}"),
         Some(1.0),

@@ -623,6 +623,9 @@ fn pv3_outcome_after_done_mid_stream() {
             "path = \"${OUT_DIR:-out}\"",
             "path = \"${OUT_DIR:-out}\"\nroll_interval = \"100ms\"",
         );
+    // The operator surface too: its outcome counts are checked at the end.
+    let port = plantflow::sim::broker::free_port().unwrap();
+    let text = format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n");
     let df = dir.join("df.toml");
     std::fs::write(&df, &text).unwrap();
     let mut child = spawn_follow(&df, dir, out.path());
@@ -716,6 +719,13 @@ fn pv3_outcome_after_done_mid_stream() {
             .filter(|a| a["status"] == "verified")
     });
     assert_eq!(a["status_by"], "plantflow");
+    // `/metrics` counts the lake's latest outcome by verdict.
+    wait_for("the verified outcome in /metrics", || {
+        let (_, m) = http_get(port, "/metrics");
+        m.lines()
+            .any(|l| l == "plantflow_outcomes{verdict=\"verified\"} 1")
+            .then_some(())
+    });
 
     assert!(child.terminate().success());
 }

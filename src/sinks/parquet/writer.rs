@@ -272,6 +272,11 @@ impl ParquetWriter {
                         .outcomes
                         .insert(r.0.action_id.clone(), r.clone());
                 }
+                let mut verdicts = BTreeMap::new();
+                for (o, _) in self.report.outcomes.values() {
+                    *verdicts.entry(o.verdict.clone()).or_default() += 1;
+                }
+                self.stats.set_outcomes(verdicts);
                 let have = &self.resume.revisions.outcomes;
                 let parts = newer(by_date(rows, |r| r.0.reporting_start), |r| {
                     have.get(&r.0.action_id).is_none_or(|&h| r.1 > h)
