@@ -83,36 +83,13 @@ fn publish(port: u16, msgs: &[(String, Vec<u8>)]) {
 /// Publishes `msgs` at `qos` (1 or 2) and returns once the broker has
 /// them all (PUBACK, or PUBCOMP at QoS 2).
 fn publish_qos(port: u16, msgs: &[(String, Vec<u8>)], qos: QoS) {
-    publish_as(port, msgs, qos, "bench-pub")
-}
-
-/// [`publish_qos`] from `k` publishers at once, each the messages of its
-/// own topics (so each tag's samples stay in order).
-fn publish_parallel(port: u16, msgs: &[(String, Vec<u8>)], qos: QoS, k: usize) {
-    let mut parts: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); k];
-    for m in msgs {
-        parts[xxhash_rust::xxh3::xxh3_64(m.0.as_bytes()) as usize % k].push(m.clone());
-    }
-    let threads: Vec<_> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            std::thread::spawn(move || publish_as(port, &p, qos, &format!("bench-pub-{i}")))
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-}
-
-fn publish_as(port: u16, msgs: &[(String, Vec<u8>)], qos: QoS, id: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let msgs = msgs.to_vec();
     rt.block_on(async move {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        let mut o = MqttOptions::new("bench-pub", "127.0.0.1", port);
         o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(1000);
         let (c, mut lp) = AsyncClient::new(o, 10_000);
         let n = msgs.len();
@@ -369,17 +346,15 @@ fn recovery(dir: &Path, input: &Path, port: u16, batch: usize) -> Recovery {
     }
 }
 
-/// A plantflow run on 2 workers on a thread of its own: its counters, its
-/// stop flag and the thread.
-#[allow(clippy::type_complexity)]
-fn spawn_run(
-    plan: plantflow::dataflow::Dataflow,
-    no_input_log: bool,
-) -> (
+/// A plantflow run on its thread: its counters, its stop flag and the thread.
+type Spawned = (
     Arc<plantflow::stats::Stats>,
     Arc<AtomicBool>,
     std::thread::JoinHandle<Result<plantflow::run::RunSummary, plantflow::run::RunError>>,
-) {
+);
+
+/// A plantflow run on 2 workers on a thread of its own.
+fn spawn_run(plan: plantflow::dataflow::Dataflow, no_input_log: bool) -> Spawned {
     let stats = Arc::new(plantflow::stats::Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (s, st) = (stats.clone(), stop.clone());
@@ -473,85 +448,26 @@ fn qos2_against_qos1(dir: &Path, input: &Path, port: u16) {
     let n = env_or("PLANTFLOW_BENCH_QOS_MESSAGES", 200_000) as usize;
     let (mut msgs, _) = messages(input, 1);
     msgs.truncate(n);
-    let rate = |q: u8| {
-        let run_name = format!("qos{q}");
-        let out = dir.join(format!("out{run_name}"));
-        let mut plan = load(dir, input, &out, port, &run_name);
-        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
-            m.conn.clean = true;
-            m.routes.iter_mut().for_each(|r| r.qos = q);
-        }
-        let (stats, stop, run) = spawn_run(plan, false);
-        std::thread::sleep(Duration::from_millis(800));
-        let t0 = Instant::now();
-        let pubt = std::thread::spawn({
-            let msgs = msgs.clone();
-            let qos = if q == 2 {
-                QoS::ExactlyOnce
-            } else {
-                QoS::AtLeastOnce
-            };
-            move || publish_parallel(port, &msgs, qos, PUBLISHERS)
-        });
-        while stats.rows_read.load(Relaxed) < msgs.len() as u64 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        pubt.join().unwrap();
-        stop.store(true, Relaxed);
-        let s = run.join().unwrap().unwrap();
-        assert_eq!(
-            s.rows_read,
-            msgs.len() as u64,
-            "QoS {q}: every message once"
-        );
-        msgs.len() as f64 / secs
-    };
-    // The broker's own pace at each QoS: a plain subscriber that counts.
-    let plain = |qos: QoS| {
-        let (ready, h) = counter_qos(port, "plant/#", msgs.len() as u64, qos);
-        while !ready.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let t0 = Instant::now();
-        publish_parallel(port, &msgs, qos, PUBLISHERS);
-        msgs.len() as f64 / h.join().unwrap().duration_since(t0).as_secs_f64()
-    };
-    // One publisher: four (each its own topics) made QoS 2 slower still
-    // through Mosquitto 2.0.11, for the counter and plantflow alike.
-    const PUBLISHERS: usize = 1;
-    let (c1, c2) = (plain(QoS::AtLeastOnce), plain(QoS::ExactlyOnce));
-    let (q1, q2) = (rate(1), rate(2));
-    // The subscriber's own pace, without the publisher's: the broker holds
-    // the messages for plantflow's persistent session while it is away,
-    // then delivers them at the subscription's QoS; timed from the first
-    // sample read to the last.
-    let queued = |q: u8| {
-        let run_name = format!("queued-qos{q}");
-        let out = dir.join(format!("out{run_name}"));
-        let start = || {
-            let mut plan = load(dir, input, &out, port, &run_name);
-            if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
-                m.conn.clean = false;
-                m.routes.iter_mut().for_each(|r| r.qos = q);
-            }
-            spawn_run(plan, false)
-        };
-        let (_, stop, run) = start();
-        std::thread::sleep(Duration::from_millis(800));
-        stop.store(true, Relaxed);
-        run.join().unwrap().unwrap();
-        let qos = if q == 2 {
+    let qos_of = |q: u8| {
+        if q == 2 {
             QoS::ExactlyOnce
         } else {
             QoS::AtLeastOnce
-        };
-        publish_qos(port, &msgs, qos);
-        let (stats, stop, run) = start();
-        while stats.rows_read.load(Relaxed) == 0 {
-            std::thread::sleep(Duration::from_millis(1));
         }
-        let t0 = Instant::now();
+    };
+    // plantflow subscribed at `q` as client `run_name`, persistent or not.
+    let start = |run_name: &str, q: u8, clean: bool| {
+        let out = dir.join(format!("out{run_name}"));
+        let mut plan = load(dir, input, &out, port, run_name);
+        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+            m.conn.clean = clean;
+            m.routes.iter_mut().for_each(|r| r.qos = q);
+        }
+        spawn_run(plan, false)
+    };
+    // Messages per second from `t0` until every message is read; the run
+    // is stopped and must have read each once.
+    let finish = |(stats, stop, run): Spawned, t0: Instant, what: &str| {
         while stats.rows_read.load(Relaxed) < msgs.len() as u64 {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -559,16 +475,49 @@ fn qos2_against_qos1(dir: &Path, input: &Path, port: u16) {
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Relaxed);
         let s = run.join().unwrap().unwrap();
-        assert_eq!(
-            s.rows_read,
-            msgs.len() as u64,
-            "queued QoS {q}: every message once"
-        );
+        assert_eq!(s.rows_read, msgs.len() as u64, "{what}: every message once");
         msgs.len() as f64 / secs
     };
-    let (k1, k2) = (queued(1), queued(2));
+    // Live: published while plantflow is subscribed.
+    let live = |q: u8| {
+        let node = start(&format!("qos{q}"), q, true);
+        std::thread::sleep(Duration::from_millis(800));
+        let t0 = Instant::now();
+        publish_qos(port, &msgs, qos_of(q));
+        finish(node, t0, &format!("QoS {q}"))
+    };
+    // The broker's own pace at each QoS: a plain subscriber that counts.
+    let plain = |q: u8| {
+        let (ready, h) = counter_qos(port, "plant/#", msgs.len() as u64, qos_of(q));
+        while !ready.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let t0 = Instant::now();
+        publish_qos(port, &msgs, qos_of(q));
+        msgs.len() as f64 / h.join().unwrap().duration_since(t0).as_secs_f64()
+    };
+    // The subscriber's own pace, without the publisher's: the broker holds
+    // the messages for plantflow's persistent session while it is away,
+    // then delivers them at the subscription's QoS; timed from the first
+    // sample read to the last.
+    let held = |q: u8| {
+        let name = format!("queued-qos{q}");
+        let (_, stop, run) = start(&name, q, false);
+        std::thread::sleep(Duration::from_millis(800));
+        stop.store(true, Relaxed);
+        run.join().unwrap().unwrap();
+        publish_qos(port, &msgs, qos_of(q));
+        let node = start(&name, q, false);
+        while node.0.rows_read.load(Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        finish(node, Instant::now(), &format!("held QoS {q}"))
+    };
+    let (c1, c2) = (plain(1), plain(2));
+    let (q1, q2) = (live(1), live(2));
+    let (k1, k2) = (held(1), held(2));
     println!(
-        "QoS 2 against QoS 1, {} one-sample messages from {PUBLISHERS} publisher(s), published and subscribed at each:",
+        "QoS 2 against QoS 1, {} one-sample messages from one publisher, published and subscribed at each:",
         msgs.len()
     );
     println!(

@@ -300,6 +300,15 @@ impl KillOnDrop {
         assert!(sent.success(), "kill -TERM {pid}");
         self.0.wait().unwrap()
     }
+
+    /// [`KillOnDrop::terminate`], then the summary the run printed on its
+    /// stdout (piped).
+    pub fn stop_for_summary(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate();
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        (status, out)
+    }
 }
 
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -996,19 +1005,64 @@ pub fn run_to_end(
     (status, reader.join().unwrap())
 }
 
-/// The lines `child` writes to stderr (piped), as they come; each is also
-/// echoed to this test's stderr.
-pub fn stderr_lines(child: &mut KillOnDrop) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let err = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("{l}");
-            let _ = tx.send(l);
+/// A child's stderr lines as they come (each also echoed to this test's
+/// stderr), kept, so a wait finds a line that came before another's.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    /// Reads `child`'s stderr (piped) line by line.
+    pub fn of(child: &mut KillOnDrop) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let err = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{l}");
+                let _ = tx.send(l);
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
         }
-    });
-    rx
+    }
+
+    /// Waits until a line holding `needle` has come.
+    pub fn wait_for(&mut self, needle: &str) {
+        wait_for(needle, || {
+            self.seen.extend(self.rx.try_iter());
+            self.seen.iter().any(|l| l.contains(needle)).then_some(())
+        })
+    }
+}
+
+/// `plantflow run --follow <args> <df>` with `env`, in `cwd`, killed when
+/// dropped: stdout piped (the summary, see [`KillOnDrop::stop_for_summary`]),
+/// stderr read line by line.
+pub fn follow_node_lines(
+    df: &Path,
+    env: &[(&str, String)],
+    cwd: &Path,
+    args: &[&str],
+) -> (KillOnDrop, Lines) {
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .args(["run", "--follow"])
+            .args(args)
+            .arg(df)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = Lines::of(&mut child);
+    (child, lines)
 }
 
 /// `GET path` on 127.0.0.1:`port` over HTTP/1.1: the status code and the

@@ -671,7 +671,6 @@ fn follow_mode_corrects_on_context_edit_and_late_rows() {
 
 #[test]
 fn status_updates_reach_actions_kept_on_disk() {
-    use std::io::Read;
     let input = one_motor_plant();
     let out = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -732,15 +731,8 @@ fn status_updates_reach_actions_kept_on_disk() {
     assert_close(acked.value, 12.0, "the value it had");
     assert_eq!(acked.evidence["history"][1]["by"], "shift lead");
 
-    assert_eq!(child.terminate().code(), Some(0));
-    let mut summary = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut summary)
-        .unwrap();
+    let (status, summary) = child.stop_for_summary();
+    assert_eq!(status.code(), Some(0));
     let line = summary
         .lines()
         .find(|l| l.trim_start().starts_with("on disk"))

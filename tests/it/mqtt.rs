@@ -698,33 +698,17 @@ fn a_quiet_subscription_is_reported_as_stalled_and_its_end_too() {
     let b = broker();
     let dir = tempfile::tempdir().unwrap();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqtt");
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-            .args(["run", "--follow"])
-            .arg(fixtures.join("dataflow.toml"))
-            .current_dir(dir.path())
-            .env("INPUT_DIR", &fixtures)
-            .env("OUT_DIR", dir.path().join("out"))
-            .env("MQTT_URL", b.url_v5())
-            .env("CLIENT_ID", "plantflow-stall")
-            .env("STALL_AFTER", "1s")
-            .env("PLANTFLOW_LOG", "info,rumqttd=off")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let rx = stderr_lines(&mut child);
-    let mut seen = Vec::new();
-    let mut until = |what: &str| {
-        wait_for(what, || {
-            while let Ok(l) = rx.try_recv() {
-                seen.push(l);
-            }
-            seen.iter().any(|l| l.contains(what)).then_some(())
-        })
-    };
+    let env = [
+        ("INPUT_DIR", fixtures.display().to_string()),
+        ("OUT_DIR", dir.path().join("out").display().to_string()),
+        ("MQTT_URL", b.url_v5()),
+        ("CLIENT_ID", "plantflow-stall".to_string()),
+        ("STALL_AFTER", "1s".to_string()),
+        ("PLANTFLOW_LOG", "info,rumqttd=off".to_string()),
+    ];
+    let (mut child, mut lines) =
+        follow_node_lines(&fixtures.join("dataflow.toml"), &env, dir.path(), &[]);
+    let mut until = |what: &str| lines.wait_for(what);
     until("MQTT connected");
     std::thread::sleep(std::time::Duration::from_millis(300)); // the subscription
     peer::publish_all(
@@ -741,10 +725,8 @@ fn a_quiet_subscription_is_reported_as_stalled_and_its_end_too() {
         1,
     );
     until("MQTT messages again after");
-    let status = child.terminate();
+    let (status, out) = child.stop_for_summary();
     assert!(status.success(), "{status:?}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
     let line = out
         .lines()
         .find(|l| l.contains("mqtt: subscription stalled"))

@@ -605,24 +605,10 @@ fn a_killed_node_keeps_its_logged_samples_and_marks_its_downtime_as_a_gap() {
     // waited for until its subscriptions are active (a change written
     // before that is not seen: the server does not replay).
     let node = |drain: bool| {
-        let mut child = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-                .args(["run", "--follow"])
-                .args(drain.then_some("--drain"))
-                .arg(&df)
-                .current_dir(dir.path())
-                .env("PLANTFLOW_LOG", "warn,plantflow=info")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let rx = stderr_lines(&mut child);
-        wait_for("the node's OPC UA subscriptions", || {
-            rx.try_iter()
-                .any(|l| l.contains("OPC UA subscriptions active"))
-                .then_some(())
-        });
+        let env = [("PLANTFLOW_LOG", "warn,plantflow=info".to_string())];
+        let args: &[&str] = if drain { &["--drain"] } else { &[] };
+        let (child, mut lines) = follow_node_lines(&df, &env, dir.path(), args);
+        lines.wait_for("OPC UA subscriptions active");
         child
     };
     let write = |from: i64, to: i64| {

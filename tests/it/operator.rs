@@ -2,11 +2,9 @@
 //! metrics of a running node, read over loopback as a scraper would, and
 //! the metrics parsed by Prometheus's own Python client.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use crate::common::*;
-
-const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
@@ -22,23 +20,8 @@ fn node(dir: &std::path::Path, text: &str, port: u16, env: &[(&str, String)]) ->
         format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .unwrap();
-    let mut child = KillOnDrop(
-        std::process::Command::new(PLANTFLOW)
-            .args(["run", "--follow"])
-            .arg(&df)
-            .current_dir(dir)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let rx = stderr_lines(&mut child);
-    let want = format!("operator surface on http://127.0.0.1:{port}/");
-    wait_for("the operator surface", || {
-        rx.try_iter().any(|l| l.contains(&want)).then_some(())
-    });
+    let (child, mut lines) = follow_node_lines(&df, env, dir, &[]);
+    lines.wait_for(&format!("operator surface on http://127.0.0.1:{port}/"));
     child
 }
 
@@ -192,15 +175,8 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         .then_some(())
     });
     // The summary at the end says the same.
-    assert!(child.terminate().success());
-    let mut summary = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut summary)
-        .unwrap();
+    let (status, summary) = child.stop_for_summary();
+    assert!(status.success(), "{summary}");
     let count = |label: &str| -> f64 {
         summary
             .lines()
