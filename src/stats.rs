@@ -53,6 +53,8 @@ pub struct Stats {
     connected: Mutex<BTreeMap<String, bool>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,
+    /// Where the operator surface listens, once it does.
+    http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// The most dead-letter rows (each at most 4 KiB of `raw`) that may wait for
@@ -153,6 +155,16 @@ impl Stats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The operator surface listens on `addr`.
+    pub fn set_http_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.http_addr.set(addr);
+    }
+
+    /// Where the operator surface listens, once it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr.get().copied()
     }
 
     /// Source `source`'s connection is up (or down).

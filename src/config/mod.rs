@@ -41,7 +41,12 @@ use raw::RawDataflow;
 /// `sinks`, which [`crate::dataflow`] hands to their components first), in
 /// file order, reporting through `l`. The plan holds defaults where a
 /// section was wrong: use it only once [`Loader::finish`] says the file is valid.
-pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
+pub fn plan(
+    l: &mut Loader<'_>,
+    file: &Path,
+    raw: RawDataflow,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Plan {
     let (context, calendar) = context::context(l, raw.context, raw.timezone.as_deref());
     let window = window::window(l, raw.window);
     let (metrics, scope) = metrics::metrics(l, &raw.metrics, &context.asset_extra);
@@ -50,7 +55,7 @@ pub fn plan(l: &mut Loader<'_>, file: &Path, raw: RawDataflow) -> Plan {
     let routing = routing::routing(l, raw.routing);
     let dead_letter = routing::dead_letter(l, raw.dead_letter);
     let memory = memory::memory(l, raw.memory);
-    let http = http::http(l, raw.http);
+    let http = http::http(l, raw.http, env);
     let seen = rules::Seen {
         scope: &scope,
         metrics: &metrics,

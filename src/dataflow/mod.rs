@@ -140,7 +140,7 @@ fn validate_text(
     let name = raw.name.clone();
     let sources = sources(&mut l, std::mem::take(&mut raw.sources), &name, env);
     let sinks = std::mem::take(&mut raw.sinks);
-    let plan = crate::config::plan(&mut l, file, raw);
+    let plan = crate::config::plan(&mut l, file, raw, env);
     let (sink, mut publish) = sinks_of(&mut l, sinks, &name, env);
     l.finish()?;
     for p in &mut publish {

@@ -34,6 +34,31 @@ pub(super) struct Lake<'a> {
     pub open: super::lake::OpenLake,
 }
 
+/// Hands the actions and outcomes on their way to the sinks to the
+/// operator surface's board too (on a thread of its own).
+pub(super) fn tap(
+    rx: std::sync::mpsc::Receiver<Stamped>,
+    board: Arc<crate::http::board::Board>,
+) -> Result<std::sync::mpsc::Receiver<Stamped>, String> {
+    let (tx, out) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("plantflow-board".into())
+        .spawn(move || {
+            for batch in rx {
+                match &batch.batch {
+                    SinkBatch::Actions(rows) => board.actions(rows),
+                    SinkBatch::Outcomes(rows) => board.outcomes(rows),
+                    _ => {}
+                }
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the board's tap: {e}"))?;
+    Ok(out)
+}
+
 /// Starts the Parquet writer and the publishers on `rt`, fed from `sink_rx`.
 pub(super) fn start(
     rt: &tokio::runtime::Runtime,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Plan;
 use crate::dataflow::{Dataflow, SourcePlan};
 use crate::engine::{self, EngineArgs};
+use crate::http::board::Board;
 use crate::ingest::bridge::ContextChange;
 use crate::ingest::normalize::SourceCtx;
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
@@ -255,6 +256,15 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     if let Some(t) = opts.shutdown_timeout {
         sup.watchdog(t, done.clone());
     }
+    // The operator surface's board sees what goes to the sinks.
+    let board = plan.http.as_ref().map(|_| {
+        let lifecycle = plan.lifecycle.as_ref().map(|l| l.path.clone());
+        crate::http::board::Board::new(lifecycle, &plan.currency)
+    });
+    let sink_rx = match &board {
+        Some(b) => fanout::tap(sink_rx, b.clone())?,
+        None => sink_rx,
+    };
     let fanout::Writers {
         writer: writer_task,
         publishers,
@@ -296,18 +306,29 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         dead_letter: plan.dead_letter,
     };
     let source_tasks = spawn_sources(&rt, &sources, base, &sup);
-    // Beside the sources: the memory governor, and in `--follow` the
-    // context watcher and the status tail.
-    let tail = plan.lifecycle.as_ref().map(|lc| StatusTail {
-        path: lc.path.clone(),
-        offset: status_offset,
-        ingest: ingest.clone(),
-        stop: stop.clone(),
-        sink: sink_tx.clone(),
-        stats: stats.clone(),
-    });
-    let follow = opts.follow.then_some(tail);
-    let background = spawn_background(&rt, &sup, &plan, &store, follow, (&ingest, &stats));
+    // Beside the sources: the memory governor, the operator surface, in
+    // `--follow` the context watcher, and the status tail in `--follow` or
+    // when the surface takes status changes.
+    let writes = plan.http.as_ref().is_some_and(|h| h.token.is_some());
+    let tail = plan
+        .lifecycle
+        .as_ref()
+        .filter(|_| opts.follow || writes)
+        .map(|lc| StatusTail {
+            path: lc.path.clone(),
+            offset: status_offset,
+            ingest: ingest.clone(),
+            stop: stop.clone(),
+            sink: sink_tx.clone(),
+            stats: stats.clone(),
+        });
+    let background = spawn_background(
+        &rt,
+        &sup,
+        (&plan, &store, board),
+        (opts.follow, tail),
+        (&ingest, &stats),
+    );
 
     let engine_result = engine::run(
         plan.clone(),
@@ -459,14 +480,13 @@ fn on_signals(
 }
 
 /// The memory governor (when there is a limit), the operator surface (when
-/// `[http]` is set); in `--follow` the context watcher and the status tail
-/// (when there is one) too, under the supervisor.
+/// `[http]` is set), in `--follow` the context watcher, and the status tail
+/// (when there is one), under the supervisor.
 fn spawn_background(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,
-    plan: &Arc<Plan>,
-    store: &Arc<ContextStore>,
-    follow: Option<Option<StatusTail>>,
+    (plan, store, board): (&Arc<Plan>, &Arc<ContextStore>, Option<Arc<Board>>),
+    (follow, tail): (bool, Option<StatusTail>),
     (ingest, stats): (&Arc<Ingest>, &Arc<Stats>),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let stop = sup.stop_flag();
@@ -479,19 +499,23 @@ fn spawn_background(
             sup.guard(&who, || memory::govern(&p.memory, &ingest, &stats, &s));
         }));
     }
-    if let Some(h) = plan.http.clone() {
+    if let (Some(h), Some(board)) = (plan.http.clone(), board) {
         let (s, sup, handle) = (stop.clone(), sup.clone(), rt.handle().clone());
-        let stats = stats.clone();
+        let surface = crate::http::Surface {
+            stats: stats.clone(),
+            stop: s,
+            board,
+            token: h.token.clone(),
+        };
         out.push(rt.spawn_blocking(move || {
             let who = Component("the operator surface (http.listen)".into());
-            let surface = crate::http::Surface { stats, stop: s };
             sup.guard(&who, || crate::http::serve(&handle, &h, surface));
         }));
     }
-    if let Some(tail) = follow {
+    if follow {
         out.push(spawn_watcher(rt, sup, plan, store, &stop));
-        out.extend(tail.map(|t| tail_status(rt, sup, t)));
     }
+    out.extend(tail.map(|t| tail_status(rt, sup, t)));
     out
 }
 

@@ -36,7 +36,8 @@ pub const STATUSES: &[&str] = &[
     "withdrawn",
 ];
 
-fn allowed(from: &str, to: &str) -> bool {
+/// Whether an action in status `from` may be moved to `to` by an update.
+pub fn allowed(from: &str, to: &str) -> bool {
     matches!(
         (from, to),
         ("open", "acknowledged")

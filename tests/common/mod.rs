@@ -1037,6 +1037,12 @@ impl Lines {
             self.seen.iter().any(|l| l.contains(needle)).then_some(())
         })
     }
+
+    /// Every line so far, one text.
+    pub fn all(&mut self) -> String {
+        self.seen.extend(self.rx.try_iter());
+        self.seen.join("\n")
+    }
 }
 
 /// `plantflow run --follow <args> <df>` with `env`, in `cwd`, killed when
@@ -1068,14 +1074,30 @@ pub fn follow_node_lines(
 /// `GET path` on 127.0.0.1:`port` over HTTP/1.1: the status code and the
 /// body (`(0, "")` while nothing answers).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "GET", path, &[], "")
+}
+
+/// A request on 127.0.0.1:`port` over HTTP/1.1 with `headers` and `body`:
+/// the status code and the body (`(0, "")` while nothing answers).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let _ = write!(s, "{head}\r\n{body}");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let code = text

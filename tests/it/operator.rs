@@ -222,3 +222,291 @@ fn readiness_follows_the_mqtt_connection() {
     );
     assert!(child.terminate().success());
 }
+
+/// The node's token for the actions API in these tests.
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Reads server-sent events from `/api/v1/events` until one of `kind`
+/// whose data satisfies `want`; returns its data.
+fn sse_until(
+    port: u16,
+    kind: &str,
+    want: impl Fn(&serde_json::Value) -> bool + Send + 'static,
+) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let kind = kind.to_string();
+    let mut r = std::io::BufReader::new(s);
+    // The headers are read before this returns: the stream is subscribed.
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        for line in r.lines() {
+            let Ok(line) = line else { return };
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                if event == kind {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(d) {
+                        if want(&v) {
+                            let _ = tx.send(v);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The actions API of a node with a lifecycle file: the list and each
+/// action equal the lake's; a status change needs the token (401 without
+/// it or with another, nothing written), a well-formed body (400), a known
+/// action (404) and a change the lifecycle allows (409); an accepted one
+/// reaches the lake as a new revision, and its followers as an event.
+#[test]
+fn the_actions_api_lists_the_lakes_actions_and_takes_status_changes_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let status = dir.path().join("status.jsonl");
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"")
+        + &format!("\n[lifecycle]\npath = \"{}\"\n", status.display());
+    let text =
+        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"NODE_TOKEN\"\n");
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, text).unwrap();
+    let lake = dir.path().join("lake");
+    let env = [
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", lake.display().to_string()),
+        ("NODE_TOKEN", TOKEN.to_string()),
+    ];
+    let (mut child, mut lines) = follow_node_lines(&df, &env, dir.path(), &[]);
+    lines.wait_for(&format!("operator surface on http://127.0.0.1:{port}/"));
+    // The list is the lake's latest version of every action, by value.
+    let lake_latest = || latest(rows(&lake, "actions"), &["action_id"]);
+    let listed = wait_for("the API and the lake to hold the same actions", || {
+        let (code, body) = http_get(port, "/api/v1/actions");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let got: Vec<(String, i64, String)> = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let id = a["action_id"].as_str().unwrap().to_string();
+                (
+                    id,
+                    a["revision"].as_i64().unwrap(),
+                    a["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, i64, String)> = lake_latest()
+            .values()
+            .map(|a| {
+                let id = a["action_id"].as_str().unwrap().to_string();
+                (
+                    id,
+                    a["revision"].as_i64().unwrap(),
+                    a["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        want.sort();
+        (!want.is_empty() && sorted == want).then_some(v)
+    });
+    let values: Vec<f64> = listed["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["value"].as_f64().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] >= w[1]),
+        "by value: {values:?}"
+    );
+    assert_eq!(listed["total"].as_u64().unwrap() as usize, values.len());
+    // The largest open action, and the filters.
+    let first = listed["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["status"] == "open")
+        .expect("an open action")
+        .clone();
+    let id = first["action_id"].as_str().unwrap().to_string();
+    let owner = first["owner"].as_str().unwrap();
+    let (_, body) = http_get(port, &format!("/api/v1/actions?owner={owner}&status=open"));
+    let mine: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mine = mine["actions"].as_array().unwrap();
+    let want_mine = lake_latest()
+        .values()
+        .filter(|a| a["owner"] == owner && a["status"] == "open")
+        .count();
+    assert_eq!(mine.len(), want_mine);
+    assert!(mine
+        .iter()
+        .all(|a| a["owner"] == owner && a["status"] == "open"));
+    assert_eq!(http_get(port, "/api/v1/actions?colour=red").0, 400);
+    // One action: every revision the lake has of it.
+    let (code, body) = http_get(port, &format!("/api/v1/actions/{id}"));
+    assert_eq!(code, 200);
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let revs: Vec<i64> = one["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    let mut lake_revs: Vec<i64> = rows(&lake, "actions")
+        .iter()
+        .filter(|a| a["action_id"] == id.as_str())
+        .map(|a| a["revision"].as_i64().unwrap())
+        .collect();
+    lake_revs.sort();
+    assert_eq!(revs, lake_revs);
+    assert_eq!(http_get(port, "/api/v1/actions/nope").0, 404);
+
+    // Refusals change nothing.
+    let ack = format!("/api/v1/actions/{id}/ack");
+    let json = [("Content-Type", "application/json")];
+    let auth = format!("Bearer {TOKEN}");
+    let with_token = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+    ];
+    let body = r#"{"by":"ana","note":"valve checked"}"#;
+    assert_eq!(http_request(port, "POST", &ack, &json, body).0, 401);
+    let wrong = [("Authorization", "Bearer test-token-0123456789abcdeX")];
+    assert_eq!(http_request(port, "POST", &ack, &wrong, body).0, 401);
+    assert_eq!(
+        http_request(port, "POST", &ack, &with_token, "{\"note\":1").0,
+        400
+    );
+    assert_eq!(
+        http_request(port, "POST", &ack, &with_token, r#"{"note":"no one"}"#).0,
+        400
+    );
+    assert_eq!(
+        http_request(port, "POST", "/api/v1/actions/nope/ack", &with_token, body).0,
+        404
+    );
+    assert!(!status.exists() || std::fs::read_to_string(&status).unwrap().is_empty());
+
+    // Accepted: on disk at once, in the lake and to followers soon after.
+    let events = sse_until(port, "action", {
+        let id = id.clone();
+        move |a| a["action_id"] == id.as_str() && a["status"] == "acknowledged"
+    });
+    let (code, answer) = http_request(port, "POST", &ack, &with_token, body);
+    assert_eq!(code, 202, "{answer}");
+    let line = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        line.contains(&id) && line.contains("\"acknowledged\""),
+        "{line}"
+    );
+    // A second acknowledgement conflicts (the first is on its way).
+    let (code, why) = http_request(port, "POST", &ack, &with_token, body);
+    assert_eq!(code, 409, "{why}");
+    assert!(why.contains("acknowledged"), "{why}");
+    let ev = events
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the acknowledged revision as an event");
+    assert_eq!(ev["status_by"], "ana");
+    wait_for("the acknowledged revision in the lake", || {
+        let a = lake_latest().remove(&format!("{id:?}"))?;
+        (a["status"] == "acknowledged"
+            && a["status_by"] == "ana"
+            && a["status_note"] == "valve checked"
+            && a["revision"] == ev["revision"])
+            .then_some(())
+    });
+    // Done, then a rejection of a done action conflicts.
+    let done = format!("/api/v1/actions/{id}/done");
+    assert_eq!(http_request(port, "POST", &done, &with_token, body).0, 202);
+    let reject = format!("/api/v1/actions/{id}/reject");
+    let (code, why) = http_request(port, "POST", &reject, &with_token, body);
+    assert_eq!(code, 409, "{why}");
+    wait_for("the done revision in the lake", || {
+        let a = lake_latest().remove(&format!("{id:?}"))?;
+        (a["status"] == "done").then_some(())
+    });
+    let (_, m) = http_get(port, "/metrics");
+    let open_total: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("plantflow_actions_open{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let want_open = lake_latest()
+        .values()
+        .filter(|a| a["status"] == "open" || a["status"] == "acknowledged")
+        .count();
+    assert_eq!(open_total, want_open as f64, "{m}");
+    let (st, summary) = child.stop_for_summary();
+    assert!(st.success(), "{summary}");
+    // The token never shows in what the node printed.
+    assert!(!summary.contains(TOKEN));
+    assert!(!lines.all().contains(TOKEN));
+}
+
+/// `[http]` beyond loopback without a token, or with a token that is not
+/// there or too short, is a configuration error naming the key (exit 78).
+#[test]
+fn http_without_a_usable_token_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "abc\n").unwrap();
+    for (http, key, says) in [
+        (
+            "listen = \"0.0.0.0:9464\"",
+            "http.listen",
+            "beyond this machine",
+        ),
+        (
+            "listen = \"127.0.0.1:9464\"\ntoken_env = \"PLANTFLOW_NO_SUCH_VAR\"",
+            "http.token_env",
+            "is not set",
+        ),
+        (
+            &format!(
+                "listen = \"127.0.0.1:9464\"\ntoken_file = \"{}\"",
+                short.display()
+            ),
+            "http.token_file",
+            "16 or more",
+        ),
+    ] {
+        let df = dir.path().join("df.toml");
+        std::fs::write(&df, format!("{base}\n[http]\n{http}\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .arg("validate")
+            .arg(&df)
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", dir.path().join("lake"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(
+            err.contains(&format!("key `{key}`")) && err.contains(says),
+            "{err}"
+        );
+        assert!(!err.contains("abc\n"), "{err}");
+    }
+}
