@@ -43,6 +43,11 @@ pub struct DemoOptions {
     pub workers: usize,
     /// Print action lines and the progress bar.
     pub interactive: bool,
+    /// Where the action board listens (another free port when taken).
+    pub http: std::net::SocketAddr,
+    /// Keep the node and its board running after the simulated time, until
+    /// SIGINT or SIGTERM.
+    pub serve: bool,
 }
 
 /// What a demo run produced.
@@ -105,6 +110,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         stop,
         currency,
     } = start_engine(opts, &dataflow, &input, &lake, &broker, &server)?;
+    let board = board_url(&stats, &input, &engine)?;
+    say(format!(
+        "  action board  {board}\n                (the crew leaves one action open: acknowledge it there)\n"
+    ));
 
     // Actions come back over MQTT.
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
@@ -195,7 +204,14 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
             say(line);
         }
     }
-    stop.store(true, Relaxed);
+    if opts.serve {
+        // Not on stdout alone: tests and scripts wait for this line.
+        // The token stays in input/http.token (and on stdout when interactive).
+        let at = board.split('#').next().unwrap_or_default();
+        eprintln!("plantflow demo: the simulated week is over; the node and its board stay up at {at} until Ctrl-C");
+    } else {
+        stop.store(true, Relaxed);
+    }
     let summary = engine
         .join()
         .map_err(|_| "the engine thread panicked".to_string())?
@@ -236,9 +252,57 @@ fn write_inputs(
     )?;
     write(&input.join("tariff.csv"), TARIFF_CSV)?;
     write(&input.join("status.jsonl"), "")?;
+    write(&input.join("http.token"), &new_token())?;
     let dataflow = input.join("demo.toml");
     write(&dataflow, DEMO_TOML)?;
     Ok((input, lake, dataflow))
+}
+
+/// A fresh token for the demo's board: 24 random bytes from the kernel, in hex.
+fn new_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 24];
+    let from_kernel = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if from_kernel.is_err() {
+        // Not Linux: the clock and the process id, mixed.
+        let seed = crate::model::now_ms() as u64 ^ (u64::from(std::process::id()) << 32);
+        let mut x = seed;
+        for v in &mut b {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = x as u8;
+        }
+    }
+    b.iter().map(|v| format!("{v:02x}")).collect()
+}
+
+/// The board's address once the node listens, with the token (the page
+/// keeps it and takes it out of the address bar).
+fn board_url(
+    stats: &Stats,
+    input: &Path,
+    engine: &std::thread::JoinHandle<Result<crate::run::RunSummary, crate::run::RunError>>,
+) -> Result<String, String> {
+    let token = std::fs::read_to_string(input.join("http.token")).map_err(|e| e.to_string())?;
+    let since = Instant::now();
+    loop {
+        if let Some(a) = stats.http_addr() {
+            return Ok(format!("http://{a}/#token={}", token.trim()));
+        }
+        if engine.is_finished() || since.elapsed() > Duration::from_secs(60) {
+            return Err("the demo's node did not start its HTTP surface".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `want` when it can be bound now, else any free loopback port.
+fn listen_on(want: std::net::SocketAddr) -> std::net::SocketAddr {
+    match std::net::TcpListener::bind(want) {
+        Ok(_) => want,
+        Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
 }
 
 /// The dataflow running in follow mode on a thread of its own.
@@ -268,6 +332,7 @@ fn start_engine(
         ("OUT_DIR".into(), lake.display().to_string()),
         ("MQTT_URL".into(), broker.url_v5()),
         ("OPCUA_URL".into(), server.url()),
+        ("DEMO_HTTP".into(), listen_on(opts.http).to_string()),
         ("DEMO_LATENESS".into(), format!("{}s", lateness_s as i64)),
         (
             "DEMO_RETENTION".into(),

@@ -133,6 +133,12 @@ enum Command {
         /// No progress bar or action lines (the summary is still printed).
         #[arg(long)]
         quiet: bool,
+        /// Where the action board and /metrics listen (another free port when taken).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: std::net::SocketAddr,
+        /// Keep the node and its board running after the simulated time, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
     },
     /// Build the self-contained HTML report from a Parquet lake.
     Report {
@@ -239,7 +245,9 @@ fn main() -> ExitCode {
             duration,
             workers,
             quiet,
-        } => demo(out, speed, &duration, workers, quiet),
+            http,
+            serve,
+        } => demo(out, speed, &duration, workers, (quiet, http, serve)),
         Command::Report { lake, out } => match plantflow::report::write(&lake, &out) {
             Ok(r) => {
                 println!(
@@ -536,7 +544,13 @@ fn gen_workload(tags: usize, seconds: u64, seed: u64, out: &Path, parquet: bool)
     }
 }
 
-fn demo(out: PathBuf, speed: f64, duration: &str, workers: usize, quiet: bool) -> ExitCode {
+fn demo(
+    out: PathBuf,
+    speed: f64,
+    duration: &str,
+    workers: usize,
+    (quiet, http, serve): (bool, std::net::SocketAddr, bool),
+) -> ExitCode {
     let duration_ms = match plantflow::config::units::parse_duration_ms(duration) {
         Ok(ms) if ms >= 3_600_000 => ms as i64,
         Ok(_) => {
@@ -558,6 +572,8 @@ fn demo(out: PathBuf, speed: f64, duration: &str, workers: usize, quiet: bool) -
         duration_ms,
         workers,
         interactive: !quiet,
+        http,
+        serve,
     };
     match plantflow::demo::run(&opts) {
         Ok(r) => {

@@ -90,8 +90,11 @@ pub fn wait_ready(rx: Receiver<()>) -> Result<(), String> {
         .map_err(|_| "the demo's action subscriber did not connect to the embedded broker".into())
 }
 
-/// The simulated crew: acknowledges new actions, fixes the compressor and
-/// cleans the chiller.
+/// The rule whose action the crew leaves open, for the board's user.
+pub const LEFT_OPEN: &str = "baseload_creep";
+
+/// The simulated crew: acknowledges new actions (all but [`LEFT_OPEN`]'s),
+/// fixes the compressor and cleans the chiller.
 pub struct Crew {
     status_file: PathBuf,
     currency: String,
@@ -143,6 +146,8 @@ impl Crew {
         match ev.status.as_str() {
             "open" => {
                 self.opened += 1;
+                // One action is left open for whoever watches the board.
+                let left = ev.rule == LEFT_OPEN;
                 let (status, by, note, delay) = match ev.rule.as_str() {
                     "compressor_off_hours" => (
                         "acknowledged",
@@ -157,8 +162,10 @@ impl Crew {
                         2 * crate::sim::plant::HOUR,
                     ),
                 };
-                self.todo
-                    .push((now + delay, ev.action_id.clone(), status, by, note));
+                if !left {
+                    self.todo
+                        .push((now + delay, ev.action_id.clone(), status, by, note));
+                }
                 let fix = match ev.rule.as_str() {
                     "compressor_off_hours" => Some((
                         8,

@@ -24,6 +24,8 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
             "7d",
             "--speed",
             "60000",
+            "--http",
+            "127.0.0.1:0",
             "--out",
         ])
         .arg(out.path())
@@ -66,6 +68,12 @@ fn demo_finds_every_injected_problem_once_and_verifies_the_fix() {
         .find(|a| a["rule"] == "compressor_off_hours")
         .unwrap();
     assert_eq!(comp["status"], "verified", "{comp:#?}");
+    // The crew leaves one action for the board's user.
+    let left = actions
+        .values()
+        .find(|a| a["rule"] == plantflow::sim::crew::LEFT_OPEN)
+        .unwrap();
+    assert_eq!(left["status"], "open", "{left:#?}");
     let outcomes = latest(rows(&lake, "outcomes"), &["action_id"]);
     let o = outcomes
         .values()

@@ -457,6 +457,37 @@ fn the_actions_api_lists_the_lakes_actions_and_takes_status_changes_with_the_tok
         .filter(|a| a["status"] == "open" || a["status"] == "acknowledged")
         .count();
     assert_eq!(open_total, want_open as f64, "{m}");
+    // Every operation of the OpenAPI description answers with one of the
+    // codes it documents (the event stream is followed above).
+    let spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if path == "/api/v1/events" {
+                continue;
+            }
+            let url = path.replace("{id}", &id);
+            let (code, body) = http_request(
+                port,
+                &method.to_uppercase(),
+                &url,
+                &with_token,
+                r#"{"by":"spec"}"#,
+            );
+            assert!(
+                op["responses"].get(code.to_string()).is_some(),
+                "{method} {url}: {code} is not documented: {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9);
     let (st, summary) = child.stop_for_summary();
     assert!(st.success(), "{summary}");
     // The token never shows in what the node printed.

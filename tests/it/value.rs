@@ -793,6 +793,7 @@ fn every_library_dataflow_validates() {
             ("tariff.csv", FLAT_012.into()),
             ("production.csv", "line,start_ms,end_ms,units\n".into()),
             ("samples.csv", "ts,tag,value,quality\n".into()),
+            ("http.token", "0123456789abcdef0123\n".into()),
         ],
     );
     let files: Vec<PathBuf> =
