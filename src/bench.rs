@@ -103,6 +103,7 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         replayed: true,
         context: None,
         dead_letter: Default::default(),
+        watch: Default::default(),
     };
     let mut n = Normalizer::new(ctx, 8192);
     let csv = CsvReader::open(&dir.join("samples.csv"))?;

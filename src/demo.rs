@@ -95,12 +95,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     };
     say(format!(
         "plantflow demo: a simulated plant, two sites, one week from {} at {}x\n  MQTT broker   {}  (v3.1.1 on port {})\n  OPC UA server {}\n  output        {}\n",
-        iso(T0),
-        opts.speed,
-        broker.url_v5(),
-        broker.v4_port,
-        server.url(),
-        out.display()
+        iso(T0), opts.speed, broker.url_v5(), broker.v4_port, server.url(), out.display()
     ));
 
     // The engine, in follow mode, on its own thread.
@@ -204,14 +199,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
             say(line);
         }
     }
-    if opts.serve {
-        // Not on stdout alone: tests and scripts wait for this line.
-        // The token stays in input/http.token (and on stdout when interactive).
-        let at = board.split('#').next().unwrap_or_default();
-        eprintln!("plantflow demo: the simulated week is over; the node and its board stay up at {at} until Ctrl-C");
-    } else {
-        stop.store(true, Relaxed);
-    }
+    end_or_serve(opts, &board, &stop);
     let summary = engine
         .join()
         .map_err(|_| "the engine thread panicked".to_string())?
@@ -231,6 +219,18 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         samples_published: published,
         currency,
     })
+}
+
+/// Stops the node, or with `--serve` says the board stays up (until a signal).
+fn end_or_serve(opts: &DemoOptions, board: &str, stop: &AtomicBool) {
+    if opts.serve {
+        // Not on stdout alone: tests and scripts wait for this line. The
+        // token stays in input/http.token (and on stdout when interactive).
+        let at = board.split('#').next().unwrap_or_default();
+        eprintln!("plantflow demo: the simulated week is over; the node and its board stay up at {at} until Ctrl-C");
+    } else {
+        stop.store(true, Relaxed);
+    }
 }
 
 /// The plant's context files and the dataflow, under `out/input`; the lake

@@ -356,6 +356,7 @@ const TOP_KEYS: &[&str] = &[
     "dead_letter",
     "memory",
     "http",
+    "tag_quality",
 ];
 
 const VERIFY_KEYS: &[&str] = &[

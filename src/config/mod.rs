@@ -25,6 +25,7 @@ mod routing;
 mod rules;
 pub mod spans;
 pub mod tables;
+mod tag_quality;
 pub mod units;
 mod window;
 
@@ -36,6 +37,7 @@ pub use loader::{credentials, strip_type, take_type, Loader};
 pub use memory::MemoryPlan;
 pub use plan::*;
 use raw::RawDataflow;
+pub use tag_quality::{RangePlan, TagQualityPlan};
 
 /// Validates the core sections of a dataflow (everything but `sources` and
 /// `sinks`, which [`crate::dataflow`] hands to their components first), in
@@ -56,6 +58,7 @@ pub fn plan(
     let dead_letter = routing::dead_letter(l, raw.dead_letter);
     let memory = memory::memory(l, raw.memory);
     let http = http::http(l, raw.http, env);
+    let tag_quality = tag_quality::tag_quality(l, raw.tag_quality);
     let seen = rules::Seen {
         scope: &scope,
         metrics: &metrics,
@@ -80,5 +83,6 @@ pub fn plan(
         dead_letter,
         memory,
         http,
+        tag_quality,
     }
 }

@@ -58,6 +58,8 @@ pub struct Plan {
     pub memory: super::MemoryPlan,
     /// The operator surface (`[http]`): off unless configured.
     pub http: Option<super::HttpPlan>,
+    /// When tags count as stale, flat-lining or out of range (`[tag_quality]`).
+    pub tag_quality: super::TagQualityPlan,
 }
 
 /// Acceptance limits (fractions, not percent).

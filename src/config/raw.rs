@@ -39,6 +39,9 @@ pub struct RawDataflow {
     /// The operator surface.
     #[serde(default)]
     pub http: Option<toml::Value>,
+    /// When tags count as stale, flat-lining or out of range.
+    #[serde(default)]
+    pub tag_quality: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -157,15 +157,16 @@ fn validate_text(
 
 /// A hash of a dataflow file's TOML: comments, layout and key order aside,
 /// and the node's operational sections too: `[memory]` (how much memory the
-/// node may use) and `[http]` (where it answers operators) change nothing
-/// it keeps, so raising a limit or adding the surface must not make the
-/// lake another dataflow's.
+/// node may use), `[http]` (where it answers operators) and `[tag_quality]`
+/// (when a tag is reported stale) change nothing it keeps, so raising a
+/// limit or adding the surface must not make the lake another dataflow's.
 fn fingerprint(text: &str) -> String {
     let canonical = toml::from_str::<toml::Value>(text)
         .map(|mut v| {
             if let Some(t) = v.as_table_mut() {
                 t.remove("memory");
                 t.remove("http");
+                t.remove("tag_quality");
             }
             v.to_string()
         })

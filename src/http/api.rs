@@ -159,6 +159,73 @@ pub async fn change(
     }
 }
 
+/// Filters of `GET /api/v1/tags` (each, when given, must match).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagFilter {
+    /// One status or several, comma-separated.
+    status: Option<String>,
+    site: Option<String>,
+    asset: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+impl TagFilter {
+    fn keeps(&self, t: &crate::model::TagQualityRow) -> bool {
+        let is = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
+        is(&self.site, &t.site)
+            && is(&self.asset, &t.asset)
+            && is(&self.kind, &t.kind)
+            && self
+                .status
+                .as_deref()
+                .is_none_or(|s| s.split(',').any(|s| s.trim() == t.status))
+    }
+}
+
+fn time(ms: i64) -> serde_json::Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into()
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A tag's row as the API shows it: the `tag_quality` table's columns.
+fn tag_json(t: &crate::model::TagQualityRow) -> serde_json::Value {
+    let opt = |v: Option<i64>| v.map(time).unwrap_or(serde_json::Value::Null);
+    json!({
+        "tag": t.tag, "site": t.site, "line": t.line, "asset": t.asset, "kind": t.kind,
+        "unit": t.unit, "status": t.status, "detail": t.detail, "samples": t.samples,
+        "first_ts": opt(t.first_ts), "last_ts": opt(t.last_ts), "last_value": t.last_value,
+        "min": t.min, "max": t.max, "interval_ms": t.interval_ms,
+        "unchanged_since": opt(t.unchanged_since),
+    })
+}
+
+/// Every tag configured or seen, most urgent status first, with the count
+/// of each status over all tags.
+pub async fn tags(State(s): State<Arc<Surface>>, Query(f): Query<TagFilter>) -> Response {
+    let rows = s.tags.rows(Duration::from_secs(1));
+    let mut counts = serde_json::Map::new();
+    for st in super::TAG_STATUSES {
+        counts.insert(
+            st.to_string(),
+            json!(rows.iter().filter(|r| r.status == *st).count()),
+        );
+    }
+    let kept: Vec<_> = rows.iter().filter(|r| f.keeps(r)).collect();
+    let limit = f.limit.unwrap_or(1000).min(100_000);
+    let tags: Vec<_> = kept.iter().take(limit).map(|r| tag_json(r)).collect();
+    let at = rows
+        .first()
+        .map(|r| time(r.snapshot_at))
+        .unwrap_or_default();
+    Json(json!({ "at": at, "counts": counts, "total": kept.len(), "tags": tags })).into_response()
+}
+
 /// Server-sent events: `action` (a new revision) and `outcome`, each its
 /// row as JSON; `lagged` when this follower fell behind and missed some.
 /// The stream ends when the run stops.

@@ -43,7 +43,10 @@ where
 }
 
 /// The run's counters as OpenMetrics text.
-pub fn render(st: &Stats, board: Option<&Board>) -> Result<String, std::fmt::Error> {
+pub fn render(
+    st: &Stats,
+    surface: Option<(&Board, &dyn super::TagRows)>,
+) -> Result<String, std::fmt::Error> {
     let g = Stats::get;
     let mut r = Registry::with_prefix("plantflow");
     for (name, help, v) in [
@@ -105,8 +108,20 @@ pub fn render(st: &Stats, board: Option<&Board>) -> Result<String, std::fmt::Err
         }),
     );
     register_outputs(&mut r, st);
-    if let Some(b) = board {
+    if let Some((b, tags)) = surface {
         register_board(&mut r, b);
+        let rows = tags.rows(std::time::Duration::from_secs(10));
+        let by = super::TAG_STATUSES.iter().map(|st| {
+            let n = rows.iter().filter(|r| r.status == *st).count();
+            (st.to_string(), gauge(n as u64))
+        });
+        r.register(
+            "tags",
+            "Tags configured or seen, by data-quality status (GET /api/v1/tags names them)",
+            labelled("status", by, |g: &Gauge, v: Gauge| {
+                g.set(v.get());
+            }),
+        );
     }
     r.register_with_unit(
         "sink_queue",

@@ -34,13 +34,29 @@ use crate::stats::Stats;
 /// The board page, served as it is.
 const BOARD_HTML: &str = include_str!("board.html");
 
-/// What the surface reads: the run's counters, its stop flag, the board
-/// and the token its writes need.
+/// Tag statuses from the most to the least urgent (`schemas/tag_quality.md`).
+pub const TAG_STATUSES: &[&str] = &[
+    "unmapped",
+    "missing",
+    "stale",
+    "out_of_range",
+    "flatline",
+    "ok",
+];
+
+/// Every tag's quality row, at most `max_age` old (the run builds them).
+pub trait TagRows: Send + Sync {
+    fn rows(&self, max_age: std::time::Duration) -> Arc<Vec<crate::model::TagQualityRow>>;
+}
+
+/// What the surface reads: the run's counters, its stop flag, the board,
+/// the tags and the token its writes need.
 pub struct Surface {
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
     pub board: Arc<board::Board>,
     pub token: Option<Secret>,
+    pub tags: Arc<dyn TagRows>,
 }
 
 /// Listens on `plan.listen` and serves until the run stops (the calling
@@ -65,6 +81,7 @@ pub fn serve(rt: &tokio::runtime::Handle, plan: &HttpPlan, s: Surface) -> Result
         .route("/api/v1/actions/:id", get(api::one))
         .route("/api/v1/actions/:id/:verb", post(api::change))
         .route("/api/v1/events", get(api::events))
+        .route("/api/v1/tags", get(api::tags))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(Arc::new(s));
     rt.block_on(async move {
@@ -108,7 +125,7 @@ async fn readyz(State(s): State<Arc<Surface>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<Surface>>) -> impl IntoResponse {
-    match metrics::render(&s.stats, Some(&s.board)) {
+    match metrics::render(&s.stats, Some((&s.board, s.tags.as_ref()))) {
         Ok(text) => (
             StatusCode::OK,
             [(

@@ -11,8 +11,10 @@ pub mod normalize;
 mod tags;
 mod track;
 pub mod wal;
+pub mod watch;
 
 pub use bridge::Ingest;
 pub use geometry::Geometry;
 pub use normalize::{ContextEdits, Normalizer, SourceCtx};
 pub use tags::{InitialContext, TagRegistry, TagView};
+pub use watch::TagWatch;

@@ -47,6 +47,8 @@ pub struct SourceCtx {
     pub context: Option<Arc<dyn ContextEdits>>,
     /// How much of bad input its dead letters keep.
     pub dead_letter: DeadLetterLimits,
+    /// What the node has seen of each tag.
+    pub watch: Arc<super::watch::TagWatch>,
 }
 
 impl SourceCtx {
@@ -106,6 +108,8 @@ pub struct Normalizer {
     position: Option<u64>,
     /// Where the input log says a file source goes on, until it has.
     resumed_position: Option<u64>,
+    /// The tags of the batch being built, for the tag watch.
+    seen: super::watch::Seen,
 }
 
 /// Dead letters of one message so far.
@@ -140,6 +144,7 @@ impl Normalizer {
             counts: Counts::default(),
             topic: None,
             message: None,
+            seen: Default::default(),
         }
     }
 
@@ -328,8 +333,17 @@ impl Normalizer {
         }
         match self.tag_id(tag) {
             Some(id) => self.row_id(ts, id, value, quality, raw),
-            None => self.reject("unknown tag", raw()),
+            None => self.unknown_tag(tag, ts, value, raw),
         }
+    }
+
+    /// Dead-letters a sample of a tag the assets table does not know, and
+    /// tells the tag watch (the `unmapped` tags).
+    pub fn unknown_tag(&mut self, tag: &str, ts: i64, value: f64, raw: &dyn Fn() -> String) {
+        if value.is_finite() {
+            self.seen.unmapped(tag, ts, value);
+        }
+        self.reject("unknown tag", raw())
     }
 
     /// The interned id of a tag, if the assets table knows it.
@@ -401,6 +415,7 @@ impl Normalizer {
             return;
         }
         self.counts.accepted += 1;
+        self.seen.sample(tag, ts, value);
         self.batch.push(Sample {
             tag,
             ts,
@@ -425,6 +440,7 @@ impl Normalizer {
                 .samples_of(index, epoch, rows, &self.messages, at);
         }
         self.messages.clear();
+        self.ctx.watch.merge(&mut self.seen);
         self.publish_counts();
         self.flush_dead();
     }

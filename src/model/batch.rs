@@ -1,7 +1,9 @@
 //! What the engine and the sources hand to the sinks: finished rows of one
 //! output table at a time.
 
-use crate::model::{ActionRow, ActionTotals, BillRow, DeadLetter, Enriched, Gap, OutcomeRow};
+use crate::model::{
+    ActionRow, ActionTotals, BillRow, DeadLetter, Enriched, Gap, OutcomeRow, TagQualityRow,
+};
 
 /// Finished rows for one output table, with revisions where the table has them.
 #[derive(Debug)]
@@ -14,6 +16,8 @@ pub enum SinkBatch {
     Billing(Vec<(BillRow, i64)>),
     DeadLetters(Vec<DeadLetter>),
     Gaps(Vec<Gap>),
+    /// A snapshot of every tag's data quality.
+    TagQuality(Vec<TagQualityRow>),
     /// Output progress: everything `source` (one of `of` engine outputs:
     /// a sink operator on one worker) will send before timely time `time` has
     /// been sent. `time` is `u64::MAX` once the source has ended. An
@@ -41,7 +45,10 @@ impl SinkBatch {
                 .map(|o| n(1, size_of::<(OutcomeRow, i64)>() + 256) + n(o.0.buckets.len(), 96))
                 .sum(),
             SinkBatch::Billing(r) => n(r.len(), size_of::<(BillRow, i64)>() + 64),
-            SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_) | SinkBatch::Progress { .. } => 0,
+            SinkBatch::DeadLetters(_)
+            | SinkBatch::Gaps(_)
+            | SinkBatch::TagQuality(_)
+            | SinkBatch::Progress { .. } => 0,
         }
     }
 }

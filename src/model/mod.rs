@@ -398,6 +398,34 @@ pub struct Gap {
     pub recovery: String,
 }
 
+/// One tag's data quality at one moment (`tag_quality` table, `GET /api/v1/tags`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TagQualityRow {
+    /// When this snapshot was taken (epoch ms; the time statuses are judged at).
+    pub snapshot_at: i64,
+    pub tag: String,
+    pub site: String,
+    pub line: String,
+    pub asset: String,
+    pub kind: String,
+    pub unit: String,
+    /// `ok`, `unmapped`, `missing`, `stale`, `flatline` or `out_of_range`.
+    pub status: &'static str,
+    /// Why, in words (empty when `ok`).
+    pub detail: String,
+    /// Samples taken since the node started.
+    pub samples: u64,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    pub last_value: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// The tag's usual interval between samples (ms): its mean since start.
+    pub interval_ms: Option<i64>,
+    /// Since when its value has not changed (epoch ms, event time).
+    pub unchanged_since: Option<i64>,
+}
+
 impl DeadLetter {
     /// A rejected text record, received now.
     /// (`raw` keeps its first [`DEAD_LETTER_RAW_PREFIX`] bytes.)

@@ -226,6 +226,31 @@ pub const GAPS: Table = Table {
     metrics_at: None,
 };
 
+/// One row per tag and snapshot: its data quality (see `[tag_quality]`).
+pub const TAG_QUALITY: Table = Table {
+    name: "tag_quality",
+    columns: &[
+        col("snapshot_at", Ts),
+        col("tag", Str),
+        col("site", Str),
+        col("line", Str),
+        col("asset", Str),
+        col("kind", Str),
+        col("unit", Str),
+        col("status", Str),
+        col("detail", Str),
+        col("samples", I64),
+        null("first_ts", Ts),
+        null("last_ts", Ts),
+        null("last_value", F64),
+        null("min", F64),
+        null("max", F64),
+        null("interval_ms", I64),
+        null("unchanged_since", Ts),
+    ],
+    metrics_at: None,
+};
+
 /// Every table, in the order `tables = [...]` lists them by default.
 pub const ALL: &[&Table] = &[
     &AGGREGATES,
@@ -235,6 +260,7 @@ pub const ALL: &[&Table] = &[
     &DEAD_LETTER,
     &GAPS,
     &OUTCOME_BUCKETS,
+    &TAG_QUALITY,
 ];
 
 #[cfg(test)]

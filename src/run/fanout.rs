@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::config::Plan;
+use crate::http::board::Board;
 use crate::model::{SinkBatch, Stamped};
 use crate::mqtt::publish::PublishPlan;
 use crate::sinks::parquet::{run_writer, ParquetPlan, ParquetWriter, WriterReport};
@@ -34,11 +35,25 @@ pub(super) struct Lake<'a> {
     pub open: super::lake::OpenLake,
 }
 
+/// With `[http]`: the operator surface's board, and the sinks' channel
+/// through a tap that hands it their actions and outcomes.
+pub(super) fn board(
+    plan: &Plan,
+    rx: std::sync::mpsc::Receiver<Stamped>,
+) -> Result<(Option<Arc<Board>>, std::sync::mpsc::Receiver<Stamped>), String> {
+    if plan.http.is_none() {
+        return Ok((None, rx));
+    }
+    let lifecycle = plan.lifecycle.as_ref().map(|l| l.path.clone());
+    let b = Board::new(lifecycle, &plan.currency);
+    Ok((Some(b.clone()), tap(rx, b)?))
+}
+
 /// Hands the actions and outcomes on their way to the sinks to the
 /// operator surface's board too (on a thread of its own).
-pub(super) fn tap(
+fn tap(
     rx: std::sync::mpsc::Receiver<Stamped>,
-    board: Arc<crate::http::board::Board>,
+    board: Arc<Board>,
 ) -> Result<std::sync::mpsc::Receiver<Stamped>, String> {
     let (tx, out) = std::sync::mpsc::channel();
     std::thread::Builder::new()

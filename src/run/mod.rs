@@ -22,6 +22,7 @@ mod lake;
 mod memory;
 mod summary;
 pub mod supervise;
+pub mod tags;
 
 pub use summary::{peak_rss_bytes, Resumed, RunSummary};
 pub use supervise::{install_panic_hook, RunError};
@@ -230,12 +231,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     // The runtime is made before the sink channel on purpose: on any early
     // return the sender drops first, so the writer on the runtime ends and
     // dropping the runtime (which waits for it) cannot hang.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("plantflow-io")
-        .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let rt = io_runtime()?;
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
@@ -250,21 +246,10 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         (&tags, &stats, workers),
     )?;
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
-    let done = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns, the watchdog stands down.
-    let _done = SetOnDrop(done.clone());
-    if let Some(t) = opts.shutdown_timeout {
-        sup.watchdog(t, done.clone());
-    }
+    let _done = watchdog(&sup, &opts);
     // The operator surface's board sees what goes to the sinks.
-    let board = plan.http.as_ref().map(|_| {
-        let lifecycle = plan.lifecycle.as_ref().map(|l| l.path.clone());
-        crate::http::board::Board::new(lifecycle, &plan.currency)
-    });
-    let sink_rx = match &board {
-        Some(b) => fanout::tap(sink_rx, b.clone())?,
-        None => sink_rx,
-    };
+    let (board, sink_rx) = fanout::board(&plan, sink_rx)?;
     let fanout::Writers {
         writer: writer_task,
         publishers,
@@ -286,6 +271,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
+    let live = sources.iter().any(|s| !matches!(s, SourcePlan::Replay(_)));
+    let tag_quality = tags::TagQuality::new(&tags, &store, &plan, &stats, live);
     if let Some(l) = log {
         let after = durable::AfterReplay::new(&store, files, new_status, &stats);
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
@@ -304,30 +291,23 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         replayed: false,
         context: Some(store.clone()),
         dead_letter: plan.dead_letter,
+        watch: tag_quality.watch.clone(),
     };
     let source_tasks = spawn_sources(&rt, &sources, base, &sup);
-    // Beside the sources: the memory governor, the operator surface, in
-    // `--follow` the context watcher, and the status tail in `--follow` or
-    // when the surface takes status changes.
-    let writes = plan.http.as_ref().is_some_and(|h| h.token.is_some());
-    let tail = plan
-        .lifecycle
-        .as_ref()
-        .filter(|_| opts.follow || writes)
-        .map(|lc| StatusTail {
-            path: lc.path.clone(),
-            offset: status_offset,
-            ingest: ingest.clone(),
-            stop: stop.clone(),
-            sink: sink_tx.clone(),
-            stats: stats.clone(),
-        });
     let background = spawn_background(
         &rt,
         &sup,
-        (&plan, &store, board),
-        (opts.follow, tail),
-        (&ingest, &stats),
+        Background {
+            plan: &plan,
+            store: &store,
+            board,
+            follow: opts.follow,
+            status_offset,
+            ingest: &ingest,
+            stats: &stats,
+            tag_quality: &tag_quality,
+            sink: &sink_tx,
+        },
     );
 
     let engine_result = engine::run(
@@ -352,13 +332,13 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     finished.store(by_itself, Relaxed);
     stop.store(true, Relaxed);
     ingest.finish();
-    drop(sink_tx);
-    for t in source_tasks.into_iter().chain(background) {
-        let _ = rt.block_on(t);
+    // The tags as the run leaves them (a run that failed writes nothing more).
+    if engine_result.is_ok() && sup.failure().is_none() {
+        tag_quality.snapshot(&sink_tx);
     }
-    let report = rt.block_on(writer_task);
-    drain_publishers(&rt, publishers);
-    rt.shutdown_timeout(Duration::from_millis(100));
+    drop(sink_tx);
+    let tasks = source_tasks.into_iter().chain(background);
+    let report = wind_down(rt, tasks, writer_task, publishers);
     // The first failure is the cause; what failed after it (an engine whose
     // input was cut short) is a consequence.
     if let Some(f) = sup.failure() {
@@ -368,6 +348,43 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     let report = writer_report(report, &sup)?;
     let took = started.elapsed();
     Ok(summary::collect(&stats, report, sink.path, took, workers).resumed(resumed))
+}
+
+/// The runtime of the node's I/O: sources, sinks, the operator surface.
+fn io_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("plantflow-io")
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))
+}
+
+/// Starts the shutdown watchdog (with `--shutdown-timeout`); it stands
+/// down when the returned flag is dropped.
+fn watchdog(sup: &Arc<Supervisor>, opts: &RunOptions) -> SetOnDrop {
+    let done = Arc::new(AtomicBool::new(false));
+    if let Some(t) = opts.shutdown_timeout {
+        sup.watchdog(t, done.clone());
+    }
+    SetOnDrop(done)
+}
+
+/// Waits for the sources and background tasks, then the writer and the
+/// publishers, and stops the runtime; the writer's outcome.
+fn wind_down(
+    rt: tokio::runtime::Runtime,
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>,
+    writer: tokio::task::JoinHandle<Option<crate::sinks::parquet::WriterReport>>,
+    publishers: Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<crate::sinks::parquet::WriterReport>, tokio::task::JoinError> {
+    for t in tasks {
+        let _ = rt.block_on(t);
+    }
+    let report = rt.block_on(writer);
+    drain_publishers(&rt, publishers);
+    rt.shutdown_timeout(Duration::from_millis(100));
+    report
 }
 
 /// The writer's report, or why there is none.
@@ -479,43 +496,72 @@ fn on_signals(
     });
 }
 
-/// The memory governor (when there is a limit), the operator surface (when
-/// `[http]` is set), in `--follow` the context watcher, and the status tail
-/// (when there is one), under the supervisor.
+/// What runs beside the sources (see [`spawn_background`]).
+struct Background<'a> {
+    plan: &'a Arc<Plan>,
+    store: &'a Arc<ContextStore>,
+    board: Option<Arc<Board>>,
+    follow: bool,
+    /// Where the lifecycle file's tail starts.
+    status_offset: u64,
+    ingest: &'a Arc<Ingest>,
+    stats: &'a Arc<Stats>,
+    tag_quality: &'a Arc<tags::TagQuality>,
+    sink: &'a std::sync::mpsc::Sender<Stamped>,
+}
+
+/// Beside the sources, under the supervisor: the memory governor (when
+/// there is a limit), the operator surface (when `[http]` is set), in
+/// `--follow` the context watcher, the status tail (in `--follow` or when
+/// the surface takes status changes) and the tag-quality snapshots.
 fn spawn_background(
     rt: &tokio::runtime::Runtime,
     sup: &Arc<Supervisor>,
-    (plan, store, board): (&Arc<Plan>, &Arc<ContextStore>, Option<Arc<Board>>),
-    (follow, tail): (bool, Option<StatusTail>),
-    (ingest, stats): (&Arc<Ingest>, &Arc<Stats>),
+    b: Background<'_>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let stop = sup.stop_flag();
     let mut out = Vec::new();
+    let plan = b.plan;
     if plan.memory.max_bytes.is_some() {
         let (p, s, sup) = (plan.clone(), stop.clone(), sup.clone());
-        let (ingest, stats) = (ingest.clone(), stats.clone());
+        let (ingest, stats) = (b.ingest.clone(), b.stats.clone());
         out.push(rt.spawn_blocking(move || {
             let who = Component("the memory governor (memory.max)".into());
             sup.guard(&who, || memory::govern(&p.memory, &ingest, &stats, &s));
         }));
     }
-    if let (Some(h), Some(board)) = (plan.http.clone(), board) {
+    if let (Some(h), Some(board)) = (plan.http.clone(), b.board) {
         let (s, sup, handle) = (stop.clone(), sup.clone(), rt.handle().clone());
         let surface = crate::http::Surface {
-            stats: stats.clone(),
+            stats: b.stats.clone(),
             stop: s,
             board,
             token: h.token.clone(),
+            tags: b.tag_quality.clone(),
         };
         out.push(rt.spawn_blocking(move || {
             let who = Component("the operator surface (http.listen)".into());
             sup.guard(&who, || crate::http::serve(&handle, &h, surface));
         }));
     }
-    if follow {
-        out.push(spawn_watcher(rt, sup, plan, store, &stop));
+    if b.follow {
+        out.push(spawn_watcher(rt, sup, plan, b.store, &stop));
     }
-    out.extend(tail.map(|t| tail_status(rt, sup, t)));
+    let writes = plan.http.as_ref().is_some_and(|h| h.token.is_some());
+    let tail = plan.lifecycle.as_ref().filter(|_| b.follow || writes);
+    out.extend(tail.map(|lc| {
+        let tail = StatusTail {
+            path: lc.path.clone(),
+            offset: b.status_offset,
+            ingest: b.ingest.clone(),
+            stop: stop.clone(),
+            sink: b.sink.clone(),
+            stats: b.stats.clone(),
+        };
+        tail_status(rt, sup, tail)
+    }));
+    let (tq, sink, s) = (b.tag_quality.clone(), b.sink.clone(), stop.clone());
+    out.push(rt.spawn_blocking(move || tq.snapshots(&sink, &s)));
     out
 }
 

@@ -257,6 +257,11 @@ impl ContextStore {
         }
     }
 
+    /// The assets table as it is now.
+    pub fn assets(&self) -> Vec<Arc<AssetRow>> {
+        self.lock().assets.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, crate::ingest::InitialContext> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }

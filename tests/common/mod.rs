@@ -710,13 +710,22 @@ pub fn rows(root: &Path, table: &str) -> Vec<HashMap<String, serde_json::Value>>
                     col_f64(&b, n).into_iter().map(Into::into).collect()
                 }
                 arrow::datatypes::DataType::Int64 => {
-                    col_i64(&b, n).into_iter().map(Into::into).collect()
+                    let c = b.column_by_name(n).unwrap().as_primitive::<Int64Type>();
+                    (0..c.len())
+                        .map(|i| (!c.is_null(i)).then(|| c.value(i)).into())
+                        .collect()
                 }
                 arrow::datatypes::DataType::Boolean => {
                     col_bool(&b, n).into_iter().map(Into::into).collect()
                 }
                 arrow::datatypes::DataType::Timestamp(..) => {
-                    col_ts(&b, n).into_iter().map(Into::into).collect()
+                    let c = b
+                        .column_by_name(n)
+                        .unwrap()
+                        .as_primitive::<TimestampMillisecondType>();
+                    (0..c.len())
+                        .map(|i| (!c.is_null(i)).then(|| c.value(i)).into())
+                        .collect()
                 }
                 other => panic!("unexpected type {other}"),
             };

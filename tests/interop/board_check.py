@@ -3,7 +3,8 @@ Chromium (driven by Selenium through Debian's chromedriver) opens the board
 with the token in its address, sees one card per injected problem, clicks
 "Acknowledge" on the action the simulated crew left open, confirms with a
 name and a note, sees the card turn `acknowledged` over the live event
-stream, and DuckDB then finds that revision in the lake.
+stream, and DuckDB then finds that revision in the lake; then the tag
+quality tab lists every tag of the assets table.
 
 usage: board_check.py BOARD_URL LAKE_DIR SCREENSHOT.png
 """
@@ -57,6 +58,19 @@ try:
     print("acknowledged on the board:", action_id)
     driver.save_screenshot(shot)
     print("screenshot:", shot)
+    # The tag quality tab: one row per tag of the assets table (and any
+    # unknown tag), the status chips adding up to them.
+    driver.find_element(By.ID, "tab-tags").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tag-table tbody tr")) > 0)
+    rows = driver.find_elements(By.CSS_SELECTOR, "#tag-table tbody tr")
+    with open(f"{lake}/../input/assets.csv") as f:
+        assets = sum(1 for _ in f) - 1
+    chips = {b.get_attribute("data-status"): int(b.text.rsplit(" ", 1)[1])
+             for b in driver.find_elements(By.CSS_SELECTOR, "#tag-counts button")}
+    print("tag statuses:", chips)
+    assert len(rows) >= assets and chips[""] == len(rows), (len(rows), assets, chips)
+    assert chips[""] == sum(n for k, n in chips.items() if k), chips
+    driver.save_screenshot(shot.replace(".png", "-tags.png"))
 finally:
     driver.quit()
 

@@ -16,7 +16,8 @@
 //!   uninterrupted run; commits are whole across tables; a lake belongs to
 //!   one dataflow and one node.
 //! - [`operator`]: the operator surface (`[http]`): health, readiness and
-//!   metrics of a running node, read as a scraper would.
+//!   metrics of a running node, read as a scraper would; the actions API.
+//! - [`tags`]: the tag-quality view and table.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -33,4 +34,5 @@ mod mqtt;
 mod opcua;
 mod operator;
 mod reliability;
+mod tags;
 mod value;

@@ -487,7 +487,7 @@ fn the_actions_api_lists_the_lakes_actions_and_takes_status_changes_with_the_tok
             checked += 1;
         }
     }
-    assert_eq!(checked, 9);
+    assert_eq!(checked, 10);
     let (st, summary) = child.stop_for_summary();
     assert!(st.success(), "{summary}");
     // The token never shows in what the node printed.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::tables::{self, ColKind, Table};
+use crate::model::TagQualityRow;
 
 pub(super) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -46,6 +47,41 @@ pub(super) fn gaps_batch(schema: &SchemaRef, rows: &[&Gap]) -> Result<RecordBatc
         str_col(rows.iter().map(|g| g.recovery.as_str())),
     ];
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("building a gaps batch: {e}"))
+}
+
+pub(super) fn tag_quality_batch(
+    schema: &SchemaRef,
+    rows: &[&TagQualityRow],
+) -> Result<RecordBatch, String> {
+    let opt_ts = |f: fn(&TagQualityRow) -> Option<i64>| -> ArrayRef {
+        let mut b = TimestampMillisecondBuilder::new();
+        rows.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish().with_timezone("UTC"))
+    };
+    let mut interval = Int64Builder::new();
+    rows.iter()
+        .for_each(|r| interval.append_option(r.interval_ms));
+    let cols: Vec<ArrayRef> = vec![
+        ts_col(rows.iter().map(|r| r.snapshot_at)),
+        str_col(rows.iter().map(|r| r.tag.as_str())),
+        str_col(rows.iter().map(|r| r.site.as_str())),
+        str_col(rows.iter().map(|r| r.line.as_str())),
+        str_col(rows.iter().map(|r| r.asset.as_str())),
+        str_col(rows.iter().map(|r| r.kind.as_str())),
+        str_col(rows.iter().map(|r| r.unit.as_str())),
+        str_col(rows.iter().map(|r| r.status)),
+        str_col(rows.iter().map(|r| r.detail.as_str())),
+        i64_col(rows.iter().map(|r| r.samples as i64)),
+        opt_ts(|r| r.first_ts),
+        opt_ts(|r| r.last_ts),
+        opt_col(rows.iter().map(|r| r.last_value)),
+        opt_col(rows.iter().map(|r| r.min)),
+        opt_col(rows.iter().map(|r| r.max)),
+        Arc::new(interval.finish()),
+        opt_ts(|r| r.unchanged_since),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("building a tag_quality batch: {e}"))
 }
 
 /// Rows grouped by the Hive `date` partition of their key time.
@@ -359,4 +395,9 @@ pub fn dead_letter_schema() -> SchemaRef {
 /// Schema of the `gaps` table.
 pub fn gaps_schema() -> SchemaRef {
     schema(&tables::GAPS, &[])
+}
+
+/// Schema of the `tag_quality` table.
+pub fn tag_quality_schema() -> SchemaRef {
+    schema(&tables::TAG_QUALITY, &[])
 }

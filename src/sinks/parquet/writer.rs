@@ -129,6 +129,7 @@ impl ParquetWriter {
         schemas.insert("billing".to_string(), billing_schema());
         schemas.insert("dead_letter".to_string(), dead_letter_schema());
         schemas.insert("gaps".to_string(), gaps_schema());
+        schemas.insert("tag_quality".to_string(), tag_quality_schema());
         schemas.insert("outcome_buckets".to_string(), outcome_buckets_schema());
         ParquetWriter {
             plan,
@@ -235,37 +236,7 @@ impl ParquetWriter {
                     self.append("aggregates", &date, b)?;
                 }
             }
-            SinkBatch::Actions(rows) => {
-                for (r, _) in rows {
-                    self.report.tally.keep(r);
-                }
-                for r in rows.iter().filter(|_| self.keep_action_rows) {
-                    let e = self
-                        .report
-                        .actions
-                        .entry(r.0.action_id.clone())
-                        .or_insert_with(|| r.clone());
-                    if r.1 >= e.1 {
-                        *e = r.clone();
-                    }
-                }
-                if !self.enabled("actions") {
-                    return Ok(());
-                }
-                let have = &self.resume.revisions.actions;
-                let parts = newer(by_date(rows, |r| r.0.period_start), |r| {
-                    have.get(&r.0.action_id).is_none_or(|&h| r.1 > h)
-                });
-                for (date, rs) in parts {
-                    let b = actions_batch(
-                        &self.schemas["actions"],
-                        &rs,
-                        &self.dataflow,
-                        &self.currency,
-                    )?;
-                    self.append("actions", &date, b)?;
-                }
-            }
+            SinkBatch::Actions(rows) => self.actions(rows)?,
             SinkBatch::Outcomes(rows) => {
                 for r in rows {
                     self.report
@@ -363,7 +334,50 @@ impl ParquetWriter {
                     self.append("gaps", &date, b)?;
                 }
             }
+            SinkBatch::TagQuality(rows) => {
+                if !self.enabled("tag_quality") {
+                    return Ok(());
+                }
+                for (date, rs) in by_date(rows, |r| r.snapshot_at) {
+                    let b = tag_quality_batch(&self.schemas["tag_quality"], &rs)?;
+                    self.append("tag_quality", &date, b)?;
+                }
+            }
             SinkBatch::Progress { source, of, time } => self.progress(*source, *of, *time),
+        }
+        Ok(())
+    }
+
+    /// Action revisions: tallied, kept for the summary, and appended.
+    fn actions(&mut self, rows: &[(ActionRow, i64)]) -> Result<(), String> {
+        for (r, _) in rows {
+            self.report.tally.keep(r);
+        }
+        for r in rows.iter().filter(|_| self.keep_action_rows) {
+            let e = self
+                .report
+                .actions
+                .entry(r.0.action_id.clone())
+                .or_insert_with(|| r.clone());
+            if r.1 >= e.1 {
+                *e = r.clone();
+            }
+        }
+        if !self.enabled("actions") {
+            return Ok(());
+        }
+        let have = &self.resume.revisions.actions;
+        let parts = newer(by_date(rows, |r| r.0.period_start), |r| {
+            have.get(&r.0.action_id).is_none_or(|&h| r.1 > h)
+        });
+        for (date, rs) in parts {
+            let b = actions_batch(
+                &self.schemas["actions"],
+                &rs,
+                &self.dataflow,
+                &self.currency,
+            )?;
+            self.append("actions", &date, b)?;
         }
         Ok(())
     }

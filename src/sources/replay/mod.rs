@@ -373,7 +373,7 @@ fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
                     };
                     match id {
                         Some(id) => n.row_id(ts.value(i), id, value.value(i), q, &raw),
-                        None => n.reject("unknown tag", raw()),
+                        None => n.unknown_tag(names.value(key), ts.value(i), value.value(i), &raw),
                     }
                 }
                 None => n.row(ts.value(i), names.value(i), value.value(i), q, &raw),
