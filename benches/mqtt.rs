@@ -228,11 +228,8 @@ fn main() {
     );
     let mut recoveries = Vec::new();
     // PLANTFLOW_BENCH_ONLY_QOS=1: only the QoS 2 against QoS 1 rows.
-    let batches: &[usize] = if env_or("PLANTFLOW_BENCH_ONLY_QOS", 0) == 1 {
-        &[]
-    } else {
-        &[1, 100]
-    };
+    let only = env_or("PLANTFLOW_BENCH_ONLY_QOS", 0) + env_or("PLANTFLOW_BENCH_ONLY_SCRAPE", 0);
+    let batches: &[usize] = if only > 0 { &[] } else { &[1, 100] };
     for &batch in batches {
         let (msgs, samples) = messages(&input, batch);
         let filter = if batch == 1 { "plant/#" } else { "batch/#" };
@@ -284,7 +281,10 @@ fn main() {
     for r in recoveries {
         println!("{r}");
     }
-    qos2_against_qos1(dir.path(), &input, port);
+    if env_or("PLANTFLOW_BENCH_ONLY_SCRAPE", 0) == 0 {
+        qos2_against_qos1(dir.path(), &input, port);
+    }
+    scrape_cost(dir.path(), &input, port);
     let _ = broker.kill();
     let _ = broker.wait();
 }
@@ -438,6 +438,106 @@ fn run_plantflow(
     stop.store(true, Relaxed);
     run.join().unwrap().unwrap();
     pf
+}
+
+/// The operator surface's cost (issue 26: under 2 % of the MQTT
+/// throughput): the 100-sample messages through the default durable node,
+/// without `[http]` and with it while a scraper reads `/metrics`,
+/// `/api/v1/tags` and `/api/v1/actions` every second.
+/// `PLANTFLOW_BENCH_SCRAPE_PAIRS` (default 3) pairs, their order alternating.
+fn scrape_cost(dir: &Path, input: &Path, port: u16) {
+    let (msgs, samples) = messages(input, 100);
+    let pairs = env_or("PLANTFLOW_BENCH_SCRAPE_PAIRS", 3);
+    let (mut ratios, mut rounds, mut last_bytes) = (Vec::new(), Vec::new(), 0);
+    for pair in 0..pairs {
+        let mut secs = [0.0; 2];
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for scraped in order {
+            let name = format!("scrape{pair}-{scraped}");
+            let out = dir.join(format!("out-{name}"));
+            let mut plan = load(dir, input, &out, port, &name);
+            if scraped {
+                plan.plan.http = Some(plantflow::config::HttpPlan {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    token: None,
+                });
+            }
+            if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+                m.conn.clean = true;
+            }
+            let (stats, stop, run) = spawn_run(plan, false);
+            let scraper = scraped.then(|| {
+                while stats.http_addr().is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let addr = stats.http_addr().unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut bytes, mut busy, mut rounds) = (0usize, Duration::ZERO, 0u32);
+                    while !stop.load(Relaxed) {
+                        let t = Instant::now();
+                        for path in ["/metrics", "/api/v1/tags", "/api/v1/actions"] {
+                            bytes += http_get(addr, path);
+                        }
+                        busy += t.elapsed();
+                        rounds += 1;
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    (bytes, busy / rounds.max(1))
+                })
+            });
+            std::thread::sleep(Duration::from_millis(800));
+            let t0 = Instant::now();
+            let pubt = std::thread::spawn({
+                let msgs = msgs.to_vec();
+                move || publish(port, &msgs)
+            });
+            while stats.rows_read.load(Relaxed) < samples {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            secs[usize::from(scraped)] = t0.elapsed().as_secs_f64();
+            pubt.join().unwrap();
+            stop.store(true, Relaxed);
+            run.join().unwrap().unwrap();
+            if let Some(s) = scraper {
+                let (bytes, round) = s.join().unwrap();
+                assert!(bytes > 0, "the scraper read nothing");
+                rounds.push(round.as_secs_f64() * 1000.0);
+                last_bytes = bytes;
+            }
+        }
+        let ratio = secs[0] / secs[1];
+        println!(
+            "scraped every second: {:.0} samples/s, not: {:.0} samples/s, ratio {ratio:.3}x",
+            samples as f64 / secs[1],
+            samples as f64 / secs[0]
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    rounds.sort_by(f64::total_cmp);
+    if let (Some(m), Some(r)) = (ratios.get(ratios.len() / 2), rounds.get(rounds.len() / 2)) {
+        println!("operator surface scraped every second: median {m:.3}x of the throughput without it ({pairs} pairs); a scrape of the three endpoints answered in {r:.2} ms (median of the runs' means, {last_bytes} bytes in the last run): {:.2} % of each second", r / 10.0);
+    }
+}
+
+/// `GET path` on `addr`; the bytes of the answer.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    buf.len()
 }
 
 /// QoS 2 against QoS 1 in the same run (issue 31: a QoS 2 stream must

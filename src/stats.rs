@@ -39,6 +39,12 @@ pub struct Stats {
     pub sink_queue_peak: AtomicU64,
     /// The most memory in use the memory governor read (bytes).
     pub memory_peak: AtomicU64,
+    /// Checkpoints written: how many, their time in all (µs), and the
+    /// latest one's time (µs) and size (bytes).
+    pub checkpoints: AtomicU64,
+    pub checkpoint_us_total: AtomicU64,
+    pub checkpoint_last_us: AtomicU64,
+    pub checkpoint_last_bytes: AtomicU64,
     dead: Mutex<BTreeMap<String, u64>>,
     /// Files, rows and bytes committed to the lake, by table.
     lake: Mutex<BTreeMap<String, LakeCounts>>,
@@ -49,8 +55,9 @@ pub struct Stats {
     sources: Mutex<BTreeMap<String, SourceSeen>>,
     /// Outcomes (the latest version of each) by verdict.
     outcomes: Mutex<BTreeMap<String, u64>>,
-    /// Live sources' connections (MQTT broker, OPC UA session): up or not.
-    connected: Mutex<BTreeMap<String, bool>>,
+    /// Live sources' connections (MQTT broker, OPC UA session): up or
+    /// not, and how many times each has come up.
+    connected: Mutex<BTreeMap<String, (bool, u64)>>,
     /// Source events worth a line in the summary (gaps, timestamp origins, ...).
     events: Mutex<BTreeMap<String, u64>>,
     /// Where the operator surface listens, once it does.
@@ -139,13 +146,14 @@ impl Stats {
     }
 
     /// Source `source` read `n` more samples; the latest event time it has seen.
-    pub fn source_read(&self, source: &str, n: u64, max_ts: Option<i64>) {
+    pub fn source_read(&self, source: &str, n: u64, bytes: u64, max_ts: Option<i64>) {
         let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         let e = match m.get_mut(source) {
             Some(e) => e,
             None => m.entry(source.to_string()).or_default(),
         };
         e.samples += n;
+        e.bytes += bytes;
         e.max_ts = e.max_ts.max(max_ts);
     }
 
@@ -155,6 +163,15 @@ impl Stats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// A checkpoint of `bytes` was written in `took`.
+    pub fn checkpoint_written(&self, took: std::time::Duration, bytes: u64) {
+        let us = took.as_micros() as u64;
+        self.checkpoints.fetch_add(1, Relaxed);
+        self.checkpoint_us_total.fetch_add(us, Relaxed);
+        self.checkpoint_last_us.store(us, Relaxed);
+        self.checkpoint_last_bytes.store(bytes, Relaxed);
     }
 
     /// The operator surface listens on `addr`.
@@ -170,15 +187,26 @@ impl Stats {
     /// Source `source`'s connection is up (or down).
     pub fn set_connected(&self, source: &str, up: bool) {
         let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
-        c.insert(source.to_string(), up);
+        let e = c.entry(source.to_string()).or_default();
+        if up && !e.0 {
+            e.1 += 1;
+        }
+        e.0 = up;
     }
 
     /// Every live source's connection, by source id.
     pub fn connected(&self) -> BTreeMap<String, bool> {
-        self.connected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().map(|(k, v)| (k.clone(), v.0)).collect()
+    }
+
+    /// How many times each live source's connection has come up again
+    /// after its first (reconnects), by source id.
+    pub fn reconnects(&self) -> BTreeMap<String, u64> {
+        let c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter()
+            .map(|(k, v)| (k.clone(), v.1.saturating_sub(1)))
+            .collect()
     }
 
     pub fn events(&self) -> BTreeMap<String, u64> {
@@ -214,6 +242,8 @@ impl Stats {
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct SourceSeen {
     pub samples: u64,
+    /// Bytes read: message topics and payloads, or a file's bytes.
+    pub bytes: u64,
     /// The latest event time (epoch ms) among its samples.
     pub max_ts: Option<i64>,
 }

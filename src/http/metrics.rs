@@ -107,6 +107,14 @@ pub fn render(
             g.set(v.get());
         }),
     );
+    let again = st.reconnects().into_iter().map(|(k, v)| (k, counter(v)));
+    r.register(
+        "source_reconnects",
+        "Times a live source's connection came up again after its first",
+        labelled("source", again, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
     register_outputs(&mut r, st);
     if let Some((b, tags)) = surface {
         register_board(&mut r, b);
@@ -129,6 +137,7 @@ pub fn render(
         Unit::Bytes,
         gauge(g(&st.sink_queued_bytes)),
     );
+    register_checkpoints(&mut r, st);
     if let Some(b) = crate::stats::heap_in_use() {
         r.register_with_unit(
             "memory_in_use",
@@ -150,6 +159,46 @@ pub fn render(
     Ok(out)
 }
 
+/// Checkpoints: how many, their time in all, the latest one's time and size.
+fn register_checkpoints(r: &mut Registry, st: &Stats) {
+    let n = Stats::get(&st.checkpoints);
+    if n == 0 {
+        return;
+    }
+    let secs = |us: u64| {
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(us as f64 / 1e6);
+        g
+    };
+    r.register(
+        "checkpoints",
+        "Checkpoints of the node's state written",
+        counter(n),
+    );
+    let total =
+        prometheus_client::metrics::counter::Counter::<f64, std::sync::atomic::AtomicU64>::default(
+        );
+    total.inc_by(Stats::get(&st.checkpoint_us_total) as f64 / 1e6);
+    r.register_with_unit(
+        "checkpoint_duration",
+        "Time spent writing checkpoints, in all (with plantflow_checkpoints_total: the mean)",
+        Unit::Seconds,
+        total,
+    );
+    r.register_with_unit(
+        "checkpoint_last_duration",
+        "Time the latest checkpoint took to write",
+        Unit::Seconds,
+        secs(Stats::get(&st.checkpoint_last_us)),
+    );
+    r.register_with_unit(
+        "checkpoint_last_size",
+        "Size of the latest checkpoint",
+        Unit::Bytes,
+        gauge(Stats::get(&st.checkpoint_last_bytes)),
+    );
+}
+
 /// Per source: samples read, the latest event time read and its lag.
 fn register_sources(r: &mut Registry, st: &Stats) {
     let sources = st.sources();
@@ -158,6 +207,15 @@ fn register_sources(r: &mut Registry, st: &Stats) {
         "source_samples_read",
         "Samples read, by source",
         labelled("source", read, |c: &Counter, v: Counter| {
+            c.inc_by(v.get());
+        }),
+    );
+    let bytes = sources.iter().map(|(k, v)| (k.clone(), counter(v.bytes)));
+    r.register_with_unit(
+        "source_read",
+        "Bytes read, by source: MQTT topics and payloads, a CSV file's bytes (not counted: Parquet files, OPC UA)",
+        Unit::Bytes,
+        labelled("source", bytes, |c: &Counter, v: Counter| {
             c.inc_by(v.get());
         }),
     );
@@ -286,12 +344,23 @@ mod tests {
         st.dead_letter("unknown tag");
         st.set_connected("plc", true);
         st.set_connected("broker", false);
+        st.set_connected("broker", true);
+        st.set_connected("broker", false);
+        st.set_connected("broker", true);
+        st.checkpoint_written(std::time::Duration::from_millis(250), 4096);
+        st.checkpoint_written(std::time::Duration::from_millis(500), 8192);
         let text = render(&st, None).unwrap();
         for line in [
             "plantflow_samples_read_total 7",
             "plantflow_dead_letters_total{reason=\"unknown tag\"} 2",
             "plantflow_source_connected{source=\"plc\"} 1",
-            "plantflow_source_connected{source=\"broker\"} 0",
+            "plantflow_source_connected{source=\"broker\"} 1",
+            "plantflow_source_reconnects_total{source=\"broker\"} 1",
+            "plantflow_source_reconnects_total{source=\"plc\"} 0",
+            "plantflow_checkpoints_total 2",
+            "plantflow_checkpoint_duration_seconds_total 0.75",
+            "plantflow_checkpoint_last_duration_seconds 0.5",
+            "plantflow_checkpoint_last_size_bytes 8192",
             "# TYPE plantflow_sink_queue_bytes gauge",
             "# EOF",
         ] {

@@ -69,6 +69,8 @@ impl SourceCtx {
 #[derive(Default)]
 struct Counts {
     read: u64,
+    /// Bytes read (message topics and payloads, a file's bytes).
+    bytes: u64,
     accepted: u64,
     dropped_quality: u64,
     late: u64,
@@ -158,6 +160,7 @@ impl Normalizer {
     /// The message ends: rejections past the cap become one row (with the
     /// message's first bytes) saying how many were not kept.
     pub fn end_message(&mut self, topic: &str, payload: &[u8]) {
+        self.counts.bytes += (topic.len() + payload.len()) as u64;
         self.messages.push(message_hash(topic, payload));
         if self.batch.len() >= self.batch_rows {
             self.flush();
@@ -337,6 +340,11 @@ impl Normalizer {
         }
     }
 
+    /// `n` more bytes of input were read (a file source).
+    pub fn bytes_in(&mut self, n: u64) {
+        self.counts.bytes += n;
+    }
+
     /// Dead-letters a sample of a tag the assets table does not know, and
     /// tells the tag watch (the `unmapped` tags).
     pub fn unknown_tag(&mut self, tag: &str, ts: i64, value: f64, raw: &dyn Fn() -> String) {
@@ -448,8 +456,8 @@ impl Normalizer {
     fn publish_counts(&mut self) {
         let c = std::mem::take(&mut self.counts);
         let s = &self.ctx.stats;
-        if c.read > 0 || self.max_ts.is_some() {
-            s.source_read(&self.ctx.id, c.read, self.max_ts);
+        if c.read > 0 || c.bytes > 0 || self.max_ts.is_some() {
+            s.source_read(&self.ctx.id, c.read, c.bytes, self.max_ts);
         }
         for (counter, n) in [
             (&s.rows_read, c.read),

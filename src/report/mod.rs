@@ -21,8 +21,9 @@ use std::path::Path;
 mod charts;
 mod fmt;
 mod html;
-pub mod lake;
 
+/// Reading the lake back (it lives beside the writer, in the sink).
+pub use crate::sinks::parquet::read as lake;
 pub use lake::{
     latest_actions, latest_billing, latest_buckets, latest_outcomes, ActionView, BillView,
     BucketView, OutcomeView,

@@ -313,6 +313,8 @@ impl Checkpointer {
             Ok(r) => {
                 self.written.set(self.written.get() + 1);
                 self.stats.event("checkpoints written", 1);
+                let bytes = std::fs::metadata(self.dir.join(&r.file)).map_or(0, |m| m.len());
+                self.stats.checkpoint_written(started.elapsed(), bytes);
                 tracing::debug!(
                     at,
                     ms = started.elapsed().as_millis() as u64,

@@ -39,6 +39,7 @@ pub(super) struct Lake<'a> {
 /// through a tap that hands it their actions and outcomes.
 pub(super) fn board(
     plan: &Plan,
+    lake: &std::path::Path,
     rx: std::sync::mpsc::Receiver<Stamped>,
 ) -> Result<(Option<Arc<Board>>, std::sync::mpsc::Receiver<Stamped>), String> {
     if plan.http.is_none() {
@@ -46,7 +47,89 @@ pub(super) fn board(
     }
     let lifecycle = plan.lifecycle.as_ref().map(|l| l.path.clone());
     let b = Board::new(lifecycle, &plan.currency);
+    seed(&b, lake);
     Ok((Some(b.clone()), tap(rx, b)?))
+}
+
+/// What the lake already holds, on the board: after a restart from a
+/// checkpoint the engine does not send the actions it sent before. Only
+/// the latest revision of each (the lake has the others).
+fn seed(board: &Board, lake: &std::path::Path) {
+    use crate::sinks::parquet::read;
+    if !lake.join("actions").is_dir() {
+        return;
+    }
+    let actions = match read::latest_actions(lake) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("the board starts empty: cannot read the lake's actions: {e}");
+            return;
+        }
+    };
+    let rows: Vec<_> = actions
+        .into_iter()
+        .map(|a| {
+            let row = crate::model::ActionRow {
+                action_id: a.action_id,
+                rule: a.rule,
+                site: a.site,
+                line: a.line,
+                asset: a.asset,
+                owner: a.owner,
+                action_type: a.action_type,
+                value_category: a.value_category,
+                value: crate::model::F64(a.value),
+                severity: a.severity,
+                period_start: a.period_start,
+                period_end: a.period_end,
+                status: a.status,
+                evidence: a.evidence,
+                category: a.category,
+                findings: a.findings,
+                status_at: a.status_at,
+                status_by: a.status_by,
+                status_note: a.status_note,
+            };
+            (row, a.revision)
+        })
+        .collect();
+    board.actions(&rows);
+    let outcomes: Vec<_> = read::latest_outcomes(lake)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| {
+            let row = crate::model::OutcomeRow {
+                action_id: o.action_id,
+                rule: o.rule,
+                site: o.site,
+                asset: o.asset,
+                baseline_start: o.baseline_start,
+                baseline_end: o.baseline_end,
+                reporting_start: o.reporting_start,
+                reporting_end: o.reporting_end,
+                model: o.model,
+                n_baseline: o.n_baseline,
+                n_reporting: o.n_reporting,
+                r2: o.r2,
+                cv_rmse: o.cv_rmse,
+                nmbe: o.nmbe,
+                baseline_kwh: o.baseline_kwh,
+                actual_kwh: o.actual_kwh,
+                avoided_kwh: o.avoided_kwh,
+                avoided_cost: o.avoided_cost,
+                fractional_savings: o.fractional_savings,
+                fsu_68: o.fsu_68,
+                fsu_90: o.fsu_90,
+                verdict: o.verdict,
+                reason: o.reason,
+                is_final: o.is_final,
+                computed_at: o.computed_at,
+                buckets: Vec::new(),
+            };
+            (row, o.revision)
+        })
+        .collect();
+    board.outcomes(&outcomes);
 }
 
 /// Hands the actions and outcomes on their way to the sinks to the

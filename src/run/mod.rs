@@ -249,7 +249,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     // Whatever way this function returns, the watchdog stands down.
     let _done = watchdog(&sup, &opts);
     // The operator surface's board sees what goes to the sinks.
-    let (board, sink_rx) = fanout::board(&plan, sink_rx)?;
+    let (board, sink_rx) = fanout::board(&plan, &sink.path, sink_rx)?;
     let fanout::Writers {
         writer: writer_task,
         publishers,

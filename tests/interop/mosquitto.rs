@@ -472,3 +472,61 @@ fn plantflow_rows(out: &Path, tag: &str) -> (f64, i64) {
     let (n, s) = total(out, tag);
     (s, n)
 }
+
+/// `/readyz` follows the broker: 200 while Mosquitto is up, 503 naming the
+/// source once it is killed, 200 again when it is back; the reconnect is
+/// counted once.
+#[test]
+fn readiness_flips_when_mosquitto_stops_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http) = (free_port(), free_port());
+    let broker = || {
+        let child = KillOnDrop(
+            Command::new("mosquitto")
+                .args(["-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed"),
+        );
+        wait_for("mosquitto to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        child
+    };
+    let up = broker();
+    let text = std::fs::read_to_string(fixtures().join("dataflow.toml")).unwrap()
+        + &format!("\n[http]\nlisten = \"127.0.0.1:{http}\"\n");
+    let df = dir.path().join("df.toml");
+    std::fs::write(&df, text).unwrap();
+    let env = [
+        ("INPUT_DIR", fixtures().display().to_string()),
+        ("OUT_DIR", dir.path().join("lake").display().to_string()),
+        ("MQTT_URL", format!("mqtt://127.0.0.1:{port}")),
+        ("CLIENT_ID", "plantflow-readyz".to_string()),
+    ];
+    let (mut node, mut lines) = follow_node_lines(&df, &env, dir.path(), &[]);
+    lines.wait_for(&format!("operator surface on http://127.0.0.1:{http}/"));
+    let ready = |code: u16| {
+        wait_for(&format!("/readyz {code}"), || {
+            let (c, body) = http_get(http, "/readyz");
+            (c == code).then_some(body)
+        })
+    };
+    ready(200);
+    drop(up);
+    let body = ready(503);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["not_ready"][0], "source `mqtt`: not connected", "{body}");
+    let _up = broker();
+    ready(200);
+    let (_, m) = http_get(http, "/metrics");
+    assert!(
+        m.lines()
+            .any(|l| l == "plantflow_source_reconnects_total{source=\"mqtt\"} 1"),
+        "{m}"
+    );
+    assert!(node.terminate().success());
+}

@@ -88,6 +88,15 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
         Some(max_ts as f64 / 1000.0),
         "{metrics}"
     );
+    // Bytes in: the whole file.
+    let size = std::fs::metadata(fixture_dir().join("samples.csv"))
+        .unwrap()
+        .len() as f64;
+    wait_for("every byte of the file counted", || {
+        let (_, m) = http_get(port, "/metrics");
+        let series = "plantflow_source_read_bytes_total{source=\"samples\"}";
+        (value(&m, series) == Some(size)).then_some(())
+    });
     let (code, body) = http_get(port, "/readyz");
     assert_eq!(code, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -540,4 +549,70 @@ fn http_without_a_usable_token_is_a_config_error() {
         );
         assert!(!err.contains("abc\n"), "{err}");
     }
+}
+
+/// After a restart from a checkpoint (the engine sends again nothing it
+/// sent before), the board still lists every action: it reads the lake's
+/// latest revisions at start.
+#[test]
+fn the_board_holds_the_lakes_actions_after_a_restart_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"");
+    let lake = dir.path().join("lake");
+    let env = [
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", lake.display().to_string()),
+    ];
+    let ids = |v: &serde_json::Value| -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let id = a["action_id"].as_str().unwrap().to_string();
+                (id, a["revision"].as_i64().unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let lake_ids = || -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = latest(rows(&lake, "actions"), &["action_id"])
+            .values()
+            .map(|a| {
+                let id = a["action_id"].as_str().unwrap().to_string();
+                (id, a["revision"].as_i64().unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let mut first = node(dir.path(), &text, port, &env);
+    wait_for(
+        "the first run's actions in the lake and on the board",
+        || {
+            let (_, body) = http_get(port, "/api/v1/actions?limit=5000");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let want = lake_ids();
+            (!want.is_empty() && ids(&v) == want).then_some(())
+        },
+    );
+    assert!(first.terminate().success());
+    let before = lake_ids();
+    let _again = node(dir.path(), &text, port, &env);
+    let (_, m) = http_get(port, "/metrics");
+    assert_eq!(
+        value(
+            &m,
+            "plantflow_source_events_total{event=\"started from a checkpoint\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    let (_, body) = http_get(port, "/api/v1/actions?limit=5000");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ids(&v), before);
 }

@@ -215,16 +215,22 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
 /// (or, in follow mode, until shutdown; `poll` between checks for more).
 pub fn pump_csv(mut csv: CsvReader, n: &mut Normalizer, poll: Duration) -> std::io::Result<()> {
     let follow = n.ctx().follow;
-    if let Some(at) = n.take_resumed_position() {
+    let resumed = n.take_resumed_position();
+    if let Some(at) = resumed {
         csv.seek(at)?;
     }
+    // Bytes read: from the start (the header too), or where it resumed.
+    let mut counted = resumed.unwrap_or(0);
     loop {
         if n.ctx().stopped() {
             break;
         }
         // Every line before the next one has been handed over (the input
         // log records it with the rows, so a restart goes on from there).
-        n.set_position(csv.resume_point());
+        let at = csv.resume_point();
+        n.set_position(at);
+        n.bytes_in(at.saturating_sub(counted));
+        counted = at;
         match csv.next_line(follow)? {
             CsvLine::Row {
                 ts,
