@@ -64,6 +64,16 @@ pub struct Stats {
     http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
+/// Bytes free for an unprivileged writer on the file system holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// The most dead-letter rows (each at most 4 KiB of `raw`) that may wait for
 /// the writer; past it, sources stop reading until the writer catches up.
 pub const MAX_QUEUED_DEAD_LETTERS: u64 = 16_384;

@@ -57,6 +57,32 @@ pub struct Surface {
     pub board: Arc<board::Board>,
     pub token: Option<Secret>,
     pub tags: Arc<dyn TagRows>,
+    /// The lake's directory: readiness checks it takes files.
+    pub lake: std::path::PathBuf,
+}
+
+/// Below this much free space on the lake's disk the node is not ready.
+pub const MIN_FREE_BYTES: u64 = 16 << 20;
+
+/// Why the lake cannot take files now, if it cannot: a file cannot be
+/// created there, or its disk has less than [`MIN_FREE_BYTES`] free.
+fn lake_unwritable(lake: &std::path::Path) -> Option<String> {
+    let probe = lake.join(".plantflow-ready-probe");
+    if let Err(e) = std::fs::write(&probe, b"ok") {
+        return Some(format!(
+            "sink: cannot create a file in the lake {}: {e}",
+            lake.display()
+        ));
+    }
+    let _ = std::fs::remove_file(&probe);
+    let free = crate::stats::free_bytes(lake)?;
+    (free < MIN_FREE_BYTES).then(|| {
+        format!(
+            "sink: the lake's disk has {} KiB free (at least {} MiB needed)",
+            free >> 10,
+            MIN_FREE_BYTES >> 20
+        )
+    })
 }
 
 /// Listens on `plan.listen` and serves until the run stops (the calling
@@ -98,7 +124,8 @@ pub fn serve(rt: &tokio::runtime::Handle, plan: &HttpPlan, s: Surface) -> Result
     })
 }
 
-/// What is not ready: live sources not connected, a stopping run.
+/// What is not ready: live sources not connected, a lake that cannot take
+/// files, a stopping run.
 fn not_ready(s: &Surface) -> Vec<String> {
     let mut out: Vec<String> = s
         .stats
@@ -107,6 +134,7 @@ fn not_ready(s: &Surface) -> Vec<String> {
         .filter(|(_, up)| !up)
         .map(|(id, _)| format!("source `{id}`: not connected"))
         .collect();
+    out.extend(lake_unwritable(&s.lake));
     if s.stop.load(Relaxed) {
         out.push("the run is stopping".into());
     }
@@ -114,7 +142,10 @@ fn not_ready(s: &Surface) -> Vec<String> {
 }
 
 async fn readyz(State(s): State<Arc<Surface>>) -> impl IntoResponse {
-    let missing = not_ready(&s);
+    // The lake's check touches its disk: off the runtime's thread.
+    let missing = tokio::task::spawn_blocking(move || not_ready(&s))
+        .await
+        .unwrap_or_else(|e| vec![format!("readiness check failed: {e}")]);
     let code = if missing.is_empty() {
         StatusCode::OK
     } else {

@@ -110,8 +110,9 @@ pub struct Normalizer {
     position: Option<u64>,
     /// Where the input log says a file source goes on, until it has.
     resumed_position: Option<u64>,
-    /// The tags of the batch being built, for the tag watch.
+    /// The tags seen since the last merge into the tag watch, and when that was.
     seen: super::watch::Seen,
+    merged: std::time::Instant,
 }
 
 /// Dead letters of one message so far.
@@ -147,6 +148,7 @@ impl Normalizer {
             topic: None,
             message: None,
             seen: Default::default(),
+            merged: std::time::Instant::now(),
         }
     }
 
@@ -448,9 +450,25 @@ impl Normalizer {
                 .samples_of(index, epoch, rows, &self.messages, at);
         }
         self.messages.clear();
-        self.ctx.watch.merge(&mut self.seen);
+        if self.merged.elapsed() >= super::watch::MERGE_EVERY {
+            self.merge_seen();
+        }
         self.publish_counts();
         self.flush_dead();
+    }
+
+    /// Hands what the source has seen of its tags to the tag watch.
+    fn merge_seen(&mut self) {
+        self.ctx.watch.merge(&mut self.seen);
+        self.merged = std::time::Instant::now();
+    }
+
+    /// The source has nothing more for now: hands its batch over, its tags
+    /// to the tag watch, and lets the engine complete the current time.
+    pub fn idle(&mut self) {
+        self.flush();
+        self.merge_seen();
+        self.ctx.ingest.settle();
     }
 
     fn publish_counts(&mut self) {
@@ -494,6 +512,7 @@ impl Normalizer {
     /// Flushes and tells the engine this source is done.
     pub fn end(mut self) {
         self.flush();
+        self.merge_seen();
         self.ctx.ingest.end_source(self.ctx.index);
     }
 }

@@ -2,14 +2,18 @@
 //! time, latest value, smallest and largest, since when it has not changed;
 //! and the tags samples came for that the assets table does not know.
 //!
-//! A source keeps its own [`Seen`] per batch (plain stores, no lock per
-//! sample) and merges it into the shared [`TagWatch`] when it hands the
-//! batch over, so the cost per sample is a few compares.
+//! A source keeps its own [`Seen`] (plain stores in one cache line per tag,
+//! no lock per sample) and merges it into the shared [`TagWatch`] at most
+//! every [`MERGE_EVERY`] and whenever it goes idle, so the cost per sample
+//! is a few compares.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::model::TagId;
+
+/// How often a busy source merges what it has seen.
+pub const MERGE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Unknown tag names the watch keeps (per source batch and in all); more
 /// are counted, not named (hostile input cannot grow it).
@@ -29,16 +33,20 @@ pub struct TagStat {
     pub max: f64,
 }
 
-/// One tag within a batch.
-#[derive(Clone, Copy, Debug)]
+/// No change of value within the part.
+const UNCHANGED: i64 = i64::MIN;
+
+/// One tag since the source's last merge: 64 bytes, one cache line; `n`
+/// 0 is an empty slot.
+#[derive(Clone, Copy, Debug, Default)]
 struct Part {
     n: u64,
     first_ts: i64,
     first_value: f64,
     last_ts: i64,
     last_value: f64,
-    /// The latest change of value within the batch (event time).
-    changed_at: Option<i64>,
+    /// The latest change of value within the part (event time), or [`UNCHANGED`].
+    changed_at: i64,
     min: f64,
     max: f64,
 }
@@ -51,24 +59,36 @@ impl Part {
             first_value: v,
             last_ts: ts,
             last_value: v,
-            changed_at: None,
+            changed_at: UNCHANGED,
             min: v,
             max: v,
         }
     }
 
+    #[inline]
     fn add(&mut self, ts: i64, v: f64) {
         self.n += 1;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        self.first_ts = self.first_ts.min(ts);
+        // Finite values only (the normaliser rejects the others): plain compares.
+        if v < self.min {
+            self.min = v;
+        }
+        if v > self.max {
+            self.max = v;
+        }
+        if ts < self.first_ts {
+            self.first_ts = ts;
+        }
         if ts >= self.last_ts {
             if v != self.last_value {
-                self.changed_at = Some(ts);
+                self.changed_at = ts;
             }
             self.last_ts = ts;
             self.last_value = v;
         }
+    }
+
+    fn changed(&self) -> Option<i64> {
+        (self.changed_at != UNCHANGED).then_some(self.changed_at)
     }
 
     /// Folds this batch's part into what was seen before.
@@ -79,7 +99,7 @@ impl Part {
                 first_ts: self.first_ts,
                 last_ts: self.last_ts,
                 last_value: self.last_value,
-                changed_at: self.changed_at.unwrap_or(self.first_ts),
+                changed_at: self.changed().unwrap_or(self.first_ts),
                 min: self.min,
                 max: self.max,
             };
@@ -91,7 +111,7 @@ impl Part {
         s.first_ts = s.first_ts.min(self.first_ts);
         if self.last_ts >= s.last_ts {
             let at_start = (self.first_value != s.last_value).then_some(self.first_ts);
-            if let Some(c) = self.changed_at.or(at_start) {
+            if let Some(c) = self.changed().or(at_start) {
                 s.changed_at = c;
             }
             s.last_ts = self.last_ts;
@@ -100,11 +120,11 @@ impl Part {
     }
 }
 
-/// A source's tags of the batch being built.
+/// A source's tags since its last merge.
 #[derive(Default)]
 pub struct Seen {
-    /// By tag id; `None` for tags not in this batch.
-    parts: Vec<Option<Part>>,
+    /// By tag id; `n == 0` for tags not seen since.
+    parts: Vec<Part>,
     touched: Vec<TagId>,
     unmapped: HashMap<String, Part>,
     unmapped_over: u64,
@@ -116,14 +136,14 @@ impl Seen {
     pub fn sample(&mut self, tag: TagId, ts: i64, v: f64) {
         let i = tag as usize;
         if i >= self.parts.len() {
-            self.parts.resize(i + 1, None);
+            self.parts.resize(i + 1, Part::default());
         }
-        match &mut self.parts[i] {
-            Some(p) => p.add(ts, v),
-            slot => {
-                *slot = Some(Part::new(ts, v));
-                self.touched.push(tag);
-            }
+        let p = &mut self.parts[i];
+        if p.n > 0 {
+            p.add(ts, v);
+        } else {
+            *p = Part::new(ts, v);
+            self.touched.push(tag);
         }
     }
 
@@ -170,7 +190,8 @@ impl TagWatch {
         let mut w = self.lock();
         for id in seen.touched.drain(..) {
             let i = id as usize;
-            if let Some(p) = seen.parts[i].take() {
+            let p = std::mem::take(&mut seen.parts[i]);
+            if p.n > 0 {
                 if i >= w.known.len() {
                     w.known.resize(i + 1, TagStat::default());
                 }

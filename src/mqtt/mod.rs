@@ -155,8 +155,7 @@ pub fn run(
             Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
         }
         // Nothing queued: hand what we have to the engine, then acknowledge it.
-        dec.n.flush();
-        dec.n.ctx().ingest.settle();
+        dec.n.idle();
         ack(&dec, &mut pending, &ctl_tx)?;
         if stop.load(Relaxed) {
             break;

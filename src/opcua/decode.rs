@@ -24,8 +24,7 @@ pub(super) fn decode_loop(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        dec.n.flush();
-        dec.n.ctx().ingest.settle();
+        dec.n.idle();
         if stop.load(Relaxed) {
             return;
         }

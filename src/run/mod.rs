@@ -307,6 +307,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             stats: &stats,
             tag_quality: &tag_quality,
             sink: &sink_tx,
+            lake: &sink.path,
         },
     );
 
@@ -508,6 +509,8 @@ struct Background<'a> {
     stats: &'a Arc<Stats>,
     tag_quality: &'a Arc<tags::TagQuality>,
     sink: &'a std::sync::mpsc::Sender<Stamped>,
+    /// The lake's directory.
+    lake: &'a std::path::Path,
 }
 
 /// Beside the sources, under the supervisor: the memory governor (when
@@ -538,6 +541,7 @@ fn spawn_background(
             board,
             token: h.token.clone(),
             tags: b.tag_quality.clone(),
+            lake: b.lake.to_path_buf(),
         };
         out.push(rt.spawn_blocking(move || {
             let who = Component("the operator surface (http.listen)".into());

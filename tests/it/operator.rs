@@ -616,3 +616,31 @@ fn the_board_holds_the_lakes_actions_after_a_restart_from_a_checkpoint() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ids(&v), before);
 }
+
+/// A lake whose disk is nearly full makes the node not ready, naming the
+/// sink (a tmpfs of 4 MiB, below the 16 MiB the check asks for).
+#[test]
+fn a_nearly_full_lake_disk_makes_the_node_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let Some(_disk) = small_disk(&lake, "4m") else {
+        return;
+    };
+    let port = free_port();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let env = [
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", lake.display().to_string()),
+    ];
+    let mut child = node(dir.path(), &text, port, &env);
+    let (code, body) = http_get(port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let why = r["not_ready"][0].as_str().unwrap();
+    assert!(
+        why.starts_with("sink: the lake's disk has") && why.contains("KiB free"),
+        "{body}"
+    );
+    assert!(!lake.join(".plantflow-ready-probe").exists());
+    child.terminate();
+}

@@ -243,8 +243,7 @@ pub fn pump_csv(mut csv: CsvReader, n: &mut Normalizer, poll: Duration) -> std::
             CsvLine::Empty => {}
             CsvLine::Partial => {
                 // End of what is there now; a partial last line waits for its end.
-                n.flush();
-                n.ctx().ingest.settle();
+                n.idle();
                 std::thread::sleep(poll);
             }
             CsvLine::Eof => break,
