@@ -424,6 +424,20 @@ fn run_plantflow(
         m.conn.clean = true;
     }
     let (stats, stop, run) = spawn_run(plan, no_input_log);
+    let pf = timed_publish(port, msgs, &stats, samples);
+    stop.store(true, Relaxed);
+    run.join().unwrap().unwrap();
+    pf
+}
+
+/// Publishes `msgs` to a plantflow that has had a moment to subscribe;
+/// the seconds from the first publish until it has read `samples`.
+fn timed_publish(
+    port: u16,
+    msgs: &[(String, Vec<u8>)],
+    stats: &plantflow::stats::Stats,
+    samples: u64,
+) -> f64 {
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
     let pubt = std::thread::spawn({
@@ -433,11 +447,9 @@ fn run_plantflow(
     while stats.rows_read.load(Relaxed) < samples {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let pf = t0.elapsed().as_secs_f64();
+    let secs = t0.elapsed().as_secs_f64();
     pubt.join().unwrap();
-    stop.store(true, Relaxed);
-    run.join().unwrap().unwrap();
-    pf
+    secs
 }
 
 /// The operator surface's cost (issue 26: under 2 % of the MQTT
@@ -490,17 +502,7 @@ fn scrape_cost(dir: &Path, input: &Path, port: u16) {
                     (bytes, busy.map(|b| b / rounds.max(1)))
                 })
             });
-            std::thread::sleep(Duration::from_millis(800));
-            let t0 = Instant::now();
-            let pubt = std::thread::spawn({
-                let msgs = msgs.to_vec();
-                move || publish(port, &msgs)
-            });
-            while stats.rows_read.load(Relaxed) < samples {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            secs[usize::from(scraped)] = t0.elapsed().as_secs_f64();
-            pubt.join().unwrap();
+            secs[usize::from(scraped)] = timed_publish(port, &msgs, &stats, samples);
             stop.store(true, Relaxed);
             run.join().unwrap().unwrap();
             if let Some(s) = scraper {

@@ -25,6 +25,33 @@ fn node(dir: &std::path::Path, text: &str, port: u16, env: &[(&str, String)]) ->
     child
 }
 
+/// The reference dataflow with files rolling every second (commits come
+/// while a test watches), its lake under `dir` and the environment.
+fn workload(dir: &std::path::Path) -> (String, std::path::PathBuf, [(&'static str, String); 2]) {
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
+        .unwrap()
+        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"");
+    let lake = dir.join("lake");
+    let env = [
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", lake.display().to_string()),
+    ];
+    (text, lake, env)
+}
+
+/// `(action_id, revision)` of every action listed, sorted.
+fn listed_ids<'a>(actions: impl IntoIterator<Item = &'a serde_json::Value>) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = actions
+        .into_iter()
+        .map(|a| {
+            let id = a["action_id"].as_str().unwrap().to_string();
+            (id, a["revision"].as_i64().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Rows in the visible files of `table`.
 fn rows_of(lake: &std::path::Path, table: &str) -> usize {
     batches(lake, table).iter().map(|b| b.num_rows()).sum()
@@ -44,14 +71,7 @@ fn a_replay_node_serves_health_readiness_and_metrics_prometheus_reads() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // Files roll every second, so commits come while the test watches.
-    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
-        .unwrap()
-        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"");
-    let lake = dir.path().join("lake");
-    let env = [
-        ("INPUT_DIR", fixture_dir().display().to_string()),
-        ("OUT_DIR", lake.display().to_string()),
-    ];
+    let (text, lake, env) = workload(dir.path());
     let mut child = node(dir.path(), &text, port, &env);
     assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
     // The oracle: the rows of the file.
@@ -558,37 +578,15 @@ fn http_without_a_usable_token_is_a_config_error() {
 fn the_board_holds_the_lakes_actions_after_a_restart_from_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let text = std::fs::read_to_string(dataflow("workload_v1.toml"))
-        .unwrap()
-        .replace("roll_interval = \"1m\"", "roll_interval = \"1s\"");
-    let lake = dir.path().join("lake");
-    let env = [
-        ("INPUT_DIR", fixture_dir().display().to_string()),
-        ("OUT_DIR", lake.display().to_string()),
-    ];
-    let ids = |v: &serde_json::Value| -> Vec<(String, i64)> {
-        let mut out: Vec<(String, i64)> = v["actions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                let id = a["action_id"].as_str().unwrap().to_string();
-                (id, a["revision"].as_i64().unwrap())
-            })
-            .collect();
-        out.sort();
-        out
-    };
-    let lake_ids = || -> Vec<(String, i64)> {
-        let mut out: Vec<(String, i64)> = latest(rows(&lake, "actions"), &["action_id"])
+    let (text, lake, env) = workload(dir.path());
+    let ids = |v: &serde_json::Value| listed_ids(v["actions"].as_array().unwrap());
+    let lake_ids = || {
+        let latest = latest(rows(&lake, "actions"), &["action_id"]);
+        let as_json: Vec<serde_json::Value> = latest
             .values()
-            .map(|a| {
-                let id = a["action_id"].as_str().unwrap().to_string();
-                (id, a["revision"].as_i64().unwrap())
-            })
+            .map(|a| serde_json::json!({"action_id": a["action_id"], "revision": a["revision"]}))
             .collect();
-        out.sort();
-        out
+        listed_ids(&as_json)
     };
     let mut first = node(dir.path(), &text, port, &env);
     wait_for(
