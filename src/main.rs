@@ -304,10 +304,16 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
     };
     let currency = plan.currency.clone();
     let stop = Arc::new(AtomicBool::new(false));
+    // A replay on a terminal shows how far it is.
+    let stats = Arc::new(plantflow::stats::Stats::default());
+    let ended = Arc::new(AtomicBool::new(false));
+    let bar =
+        plantflow::run::progress::replay_bar(&plan.sources, follow, stats.clone(), ended.clone());
     let options = RunOptions {
         workers,
         follow,
         stop: Some(stop),
+        stats: Some(stats),
         tally_actions_only: true,
         shutdown_timeout: Some(shutdown_timeout),
         reset_state,
@@ -315,7 +321,12 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
         ..Default::default()
     };
     // A panic outside every component (the panic hook has said where).
-    let Ok(result) = std::panic::catch_unwind(|| run(plan, options)) else {
+    let result = std::panic::catch_unwind(|| run(plan, options));
+    ended.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(b) = bar {
+        let _ = b.join();
+    }
+    let Ok(result) = result else {
         return ExitCode::from(plantflow::run::supervise::EXIT_INTERNAL);
     };
     match result {

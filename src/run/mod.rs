@@ -20,6 +20,7 @@ mod durable;
 mod fanout;
 mod lake;
 mod memory;
+pub mod progress;
 mod summary;
 pub mod supervise;
 pub mod tags;

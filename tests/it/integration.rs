@@ -1270,3 +1270,40 @@ fn event_time_roll_commits_each_minute_of_windows_while_running() {
         );
     }
 }
+
+/// A replay run on a terminal draws a progress bar (rate and time left) on
+/// stderr, under `script`'s pseudo-terminal; piped, it draws nothing.
+#[test]
+fn a_replay_shows_its_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} run {}",
+        env!("CARGO_BIN_EXE_plantflow"),
+        dataflow("workload_v1.toml").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", dir.path().join("tty"))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("replay ") && tty.contains("rows/s") && tty.contains("ETA"),
+        "{tty}"
+    );
+    assert!(tty.contains("rows in"), "the summary after the bar: {tty}");
+    let piped = Command::new(PLANTFLOW)
+        .args(["run"])
+        .arg(dataflow("workload_v1.toml"))
+        .env("INPUT_DIR", fixture_dir())
+        .env("OUT_DIR", dir.path().join("piped"))
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains("rows/s") && !err.contains("ETA"), "{err}");
+}
