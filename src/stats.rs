@@ -62,6 +62,8 @@ pub struct Stats {
     events: Mutex<BTreeMap<String, u64>>,
     /// Where the operator surface listens, once it does.
     http_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Levels by (what, source): `opcua_monitored_items`.
+    levels: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
 
 /// Bytes free for an unprivileged writer on the file system holding `path`.
@@ -73,6 +75,10 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
+
+/// The level of an OPC UA source's monitored items (set at each session's
+/// subscription).
+pub const OPCUA_MONITORED_ITEMS: &str = "opcua_monitored_items";
 
 /// The most dead-letter rows (each at most 4 KiB of `raw`) that may wait for
 /// the writer; past it, sources stop reading until the writer catches up.
@@ -182,6 +188,20 @@ impl Stats {
         self.checkpoint_us_total.fetch_add(us, Relaxed);
         self.checkpoint_last_us.store(us, Relaxed);
         self.checkpoint_last_bytes.store(bytes, Relaxed);
+    }
+
+    /// A source's level of `what` is `v` now (e.g. its monitored items).
+    pub fn set_level(&self, what: &'static str, source: &str, v: u64) {
+        let mut l = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+        l.insert((what, source.to_string()), v);
+    }
+
+    /// Every level, by (what, source).
+    pub fn levels(&self) -> BTreeMap<(&'static str, String), u64> {
+        self.levels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The operator surface listens on `addr`.

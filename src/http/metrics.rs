@@ -115,6 +115,18 @@ pub fn render(
             c.inc_by(v.get());
         }),
     );
+    let items = st
+        .levels()
+        .into_iter()
+        .filter(|((what, _), _)| *what == crate::stats::OPCUA_MONITORED_ITEMS)
+        .map(|((_, source), v)| (source, gauge(v)));
+    r.register(
+        "opcua_monitored_items",
+        "Monitored items of an OPC UA source's current session",
+        labelled("source", items, |g: &Gauge, v: Gauge| {
+            g.set(v.get());
+        }),
+    );
     register_outputs(&mut r, st);
     if let Some((b, tags)) = surface {
         register_board(&mut r, b);
@@ -348,6 +360,7 @@ mod tests {
         st.set_connected("broker", false);
         st.set_connected("broker", true);
         st.checkpoint_written(std::time::Duration::from_millis(250), 4096);
+        st.set_level(crate::stats::OPCUA_MONITORED_ITEMS, "plc", 300);
         st.checkpoint_written(std::time::Duration::from_millis(500), 8192);
         let text = render(&st, None).unwrap();
         for line in [
@@ -358,6 +371,7 @@ mod tests {
             "plantflow_source_reconnects_total{source=\"broker\"} 1",
             "plantflow_source_reconnects_total{source=\"plc\"} 0",
             "plantflow_checkpoints_total 2",
+            "plantflow_opcua_monitored_items{source=\"plc\"} 300",
             "plantflow_checkpoint_duration_seconds_total 0.75",
             "plantflow_checkpoint_last_duration_seconds 0.5",
             "plantflow_checkpoint_last_size_bytes 8192",

@@ -103,7 +103,12 @@ impl Decoder {
                 values,
                 republished,
             } => {
-                if !republished {
+                if republished {
+                    self.n
+                        .ctx()
+                        .stats
+                        .event("opcua: notifications republished", 1);
+                } else {
                     self.check_seq(sub, seq, ctl);
                     self.complete_at.insert(sub, now);
                 }

@@ -283,6 +283,7 @@ pub(super) async fn subscribe(
     }
     if let Some(st) = stats {
         st.event("opcua: monitored items created", created);
+        st.set_level(crate::stats::OPCUA_MONITORED_ITEMS, &plan.id, created);
     }
     if revised > 0 {
         tracing::info!(

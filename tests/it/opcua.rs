@@ -83,6 +83,13 @@ fn workload_v1_over_opcua_matches_the_oracle() {
     let (stats, stop, run) = start_run(plan, 2);
     // Browse discovery finds the 100 fixture variables.
     wait_subscribed(&stats, 100);
+    let items: Vec<u64> = stats
+        .levels()
+        .into_iter()
+        .filter(|((what, _), _)| *what == plantflow::stats::OPCUA_MONITORED_ITEMS)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(items, vec![100], "the monitored items gauge");
     // The fixture's samples in file order, as fast as the server takes them
     // (each item's queue holds all of its 900 changes).
     let no_stop = std::sync::atomic::AtomicBool::new(false);
