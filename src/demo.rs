@@ -94,8 +94,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
     };
     say(format!(
-        "plantflow demo: a simulated plant, two sites, one week from {} at {}x\n  MQTT broker   {}  (v3.1.1 on port {})\n  OPC UA server {}\n  output        {}\n",
-        iso(T0), opts.speed, broker.url_v5(), broker.v4_port, server.url(), out.display()
+        "plantflow demo: a simulated plant, two sites, {} from {} at {}x\n  MQTT broker   {}  (v3.1.1 on port {})\n  OPC UA server {}\n  output        {}\n",
+        span(opts.duration_ms), iso(T0), opts.speed, broker.url_v5(), broker.v4_port, server.url(), out.display()
     ));
 
     // The engine, in follow mode, on its own thread.
@@ -107,7 +107,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     } = start_engine(opts, &dataflow, &input, &lake, &broker, &server)?;
     let board = board_url(&stats, &input, &engine)?;
     say(format!(
-        "  action board  {board}\n                (the crew leaves one action open: acknowledge it there)\n"
+        "  action board  {board}\n                (the crew leaves one action open: acknowledge it there; --serve keeps the board up after the run)\n"
     ));
 
     // Actions come back over MQTT.
@@ -219,6 +219,17 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         samples_published: published,
         currency,
     })
+}
+
+/// A simulated duration in words: `one week`, `36 hours`, `2 days`.
+fn span(ms: i64) -> String {
+    const H: i64 = 3_600_000;
+    match ms {
+        ms if ms == 7 * 24 * H => "one week".into(),
+        ms if ms == 24 * H => "one day".into(),
+        ms if ms % (24 * H) == 0 => format!("{} days", ms / (24 * H)),
+        ms => format!("{:.0} hours", ms as f64 / H as f64),
+    }
 }
 
 /// Stops the node, or with `--serve` says the board stays up (until a signal).
