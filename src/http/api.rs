@@ -173,24 +173,16 @@ pub struct TagFilter {
 
 impl TagFilter {
     fn keeps(&self, t: &crate::model::TagQualityRow) -> bool {
-        let is = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
+        use super::board::{is, one_of};
         is(&self.site, &t.site)
             && is(&self.asset, &t.asset)
             && is(&self.kind, &t.kind)
-            && self
-                .status
-                .as_deref()
-                .is_none_or(|s| s.split(',').any(|s| s.trim() == t.status))
+            && one_of(&self.status, t.status)
     }
 }
 
 fn time(ms: i64) -> serde_json::Value {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                .into()
-        })
-        .unwrap_or(serde_json::Value::Null)
+    crate::model::rfc3339_ms(ms).map_or(serde_json::Value::Null, Into::into)
 }
 
 /// A tag's row as the API shows it: the `tag_quality` table's columns.

@@ -83,17 +83,24 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
+/// A query filter: absent, or `got` is what it asks for.
+pub(super) fn is(want: &Option<String>, got: &str) -> bool {
+    want.as_deref().is_none_or(|w| w == got)
+}
+
+/// A query filter of comma-separated values: absent, or `got` is one of them.
+pub(super) fn one_of(want: &Option<String>, got: &str) -> bool {
+    want.as_deref()
+        .is_none_or(|w| w.split(',').any(|s| s.trim() == got))
+}
+
 impl Filter {
     fn keeps(&self, a: &ActionRow) -> bool {
-        let is = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
         is(&self.owner, &a.owner)
             && is(&self.site, &a.site)
             && is(&self.rule, &a.rule)
             && is(&self.severity, &a.severity)
-            && self
-                .status
-                .as_deref()
-                .is_none_or(|s| s.split(',').any(|s| s.trim() == a.status))
+            && one_of(&self.status, &a.status)
     }
 }
 
@@ -167,8 +174,11 @@ impl Board {
                 outcome: None,
                 pending: None,
             });
-            if e.revisions.iter().any(|(_, r)| r == rev) {
-                continue; // a resumed run sends what the lake has again
+            // A resumed run sends what the lake (and the board) has again.
+            let older = e.revisions.len() >= KEEP_REVISIONS
+                && e.revisions.front().is_some_and(|(_, r)| rev < r);
+            if older || e.revisions.iter().any(|(_, r)| r == rev) {
+                continue;
             }
             let was_closed = e.revisions.back().is_some_and(|l| closed(&l.0.status));
             e.seen += 1;
@@ -335,9 +345,7 @@ fn append_line(path: &std::path::Path, line: &str) -> Result<(), String> {
 }
 
 fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    crate::model::rfc3339_ms(ms).unwrap_or_default()
 }
 
 /// An action revision as the API shows it: the `actions` table's columns.

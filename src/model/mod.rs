@@ -399,7 +399,7 @@ pub struct Gap {
 }
 
 /// One tag's data quality at one moment (`tag_quality` table, `GET /api/v1/tags`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TagQualityRow {
     /// When this snapshot was taken (epoch ms; the time statuses are judged at).
     pub snapshot_at: i64,
@@ -531,6 +531,13 @@ pub fn canonical_status(s: &str) -> Option<&'static str> {
 }
 
 /// Current wall-clock time in epoch milliseconds.
+/// RFC 3339 text (UTC, milliseconds) of epoch milliseconds; `None` out of
+/// chrono's range.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

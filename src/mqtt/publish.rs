@@ -68,11 +68,7 @@ pub struct PublishStats {
     pub acked: AtomicU64,
 }
 
-/// RFC 3339 text of epoch milliseconds (`None` out of chrono's range).
-fn ms_string(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+use crate::model::rfc3339_ms as ms_string;
 
 /// One message of an actions, outcomes or billing row: the row's own fields
 /// and `table`, `dataflow`, `revision` (and, for actions, RFC 3339 copies of

@@ -68,66 +68,13 @@ fn seed(board: &Board, lake: &std::path::Path) {
     };
     let rows: Vec<_> = actions
         .into_iter()
-        .map(|a| {
-            let row = crate::model::ActionRow {
-                action_id: a.action_id,
-                rule: a.rule,
-                site: a.site,
-                line: a.line,
-                asset: a.asset,
-                owner: a.owner,
-                action_type: a.action_type,
-                value_category: a.value_category,
-                value: crate::model::F64(a.value),
-                severity: a.severity,
-                period_start: a.period_start,
-                period_end: a.period_end,
-                status: a.status,
-                evidence: a.evidence,
-                category: a.category,
-                findings: a.findings,
-                status_at: a.status_at,
-                status_by: a.status_by,
-                status_note: a.status_note,
-            };
-            (row, a.revision)
-        })
+        .map(read::ActionView::into_row)
         .collect();
     board.actions(&rows);
     let outcomes: Vec<_> = read::latest_outcomes(lake)
         .unwrap_or_default()
         .into_iter()
-        .map(|o| {
-            let row = crate::model::OutcomeRow {
-                action_id: o.action_id,
-                rule: o.rule,
-                site: o.site,
-                asset: o.asset,
-                baseline_start: o.baseline_start,
-                baseline_end: o.baseline_end,
-                reporting_start: o.reporting_start,
-                reporting_end: o.reporting_end,
-                model: o.model,
-                n_baseline: o.n_baseline,
-                n_reporting: o.n_reporting,
-                r2: o.r2,
-                cv_rmse: o.cv_rmse,
-                nmbe: o.nmbe,
-                baseline_kwh: o.baseline_kwh,
-                actual_kwh: o.actual_kwh,
-                avoided_kwh: o.avoided_kwh,
-                avoided_cost: o.avoided_cost,
-                fractional_savings: o.fractional_savings,
-                fsu_68: o.fsu_68,
-                fsu_90: o.fsu_90,
-                verdict: o.verdict,
-                reason: o.reason,
-                is_final: o.is_final,
-                computed_at: o.computed_at,
-                buckets: Vec::new(),
-            };
-            (row, o.revision)
-        })
+        .map(read::OutcomeView::into_row)
         .collect();
     board.outcomes(&outcomes);
 }

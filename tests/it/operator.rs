@@ -330,29 +330,16 @@ fn the_actions_api_lists_the_lakes_actions_and_takes_status_changes_with_the_tok
         let (code, body) = http_get(port, "/api/v1/actions");
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let got: Vec<(String, i64, String)> = v["actions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                let id = a["action_id"].as_str().unwrap().to_string();
-                (
-                    id,
-                    a["revision"].as_i64().unwrap(),
-                    a["status"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let key = |a: &serde_json::Value| {
+            let id = a["action_id"].as_str().unwrap().to_string();
+            let status = a["status"].as_str().unwrap().to_string();
+            (id, a["revision"].as_i64().unwrap(), status)
+        };
+        let got: Vec<(String, i64, String)> =
+            v["actions"].as_array().unwrap().iter().map(key).collect();
         let mut want: Vec<(String, i64, String)> = lake_latest()
             .values()
-            .map(|a| {
-                let id = a["action_id"].as_str().unwrap().to_string();
-                (
-                    id,
-                    a["revision"].as_i64().unwrap(),
-                    a["status"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|a| key(&serde_json::to_value(a).unwrap()))
             .collect();
         let mut sorted = got.clone();
         sorted.sort();

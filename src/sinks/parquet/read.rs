@@ -85,6 +85,69 @@ pub struct OutcomeView {
     pub revision: i64,
 }
 
+impl ActionView {
+    /// The row as the engine sent it, and its revision.
+    pub fn into_row(self) -> (crate::model::ActionRow, i64) {
+        let row = crate::model::ActionRow {
+            action_id: self.action_id,
+            rule: self.rule,
+            site: self.site,
+            line: self.line,
+            asset: self.asset,
+            owner: self.owner,
+            action_type: self.action_type,
+            value_category: self.value_category,
+            value: crate::model::F64(self.value),
+            severity: self.severity,
+            period_start: self.period_start,
+            period_end: self.period_end,
+            status: self.status,
+            evidence: self.evidence,
+            category: self.category,
+            findings: self.findings,
+            status_at: self.status_at,
+            status_by: self.status_by,
+            status_note: self.status_note,
+        };
+        (row, self.revision)
+    }
+}
+
+impl OutcomeView {
+    /// The row as the engine sent it (without its buckets), and its revision.
+    pub fn into_row(self) -> (crate::model::OutcomeRow, i64) {
+        let row = crate::model::OutcomeRow {
+            action_id: self.action_id,
+            rule: self.rule,
+            site: self.site,
+            asset: self.asset,
+            baseline_start: self.baseline_start,
+            baseline_end: self.baseline_end,
+            reporting_start: self.reporting_start,
+            reporting_end: self.reporting_end,
+            model: self.model,
+            n_baseline: self.n_baseline,
+            n_reporting: self.n_reporting,
+            r2: self.r2,
+            cv_rmse: self.cv_rmse,
+            nmbe: self.nmbe,
+            baseline_kwh: self.baseline_kwh,
+            actual_kwh: self.actual_kwh,
+            avoided_kwh: self.avoided_kwh,
+            avoided_cost: self.avoided_cost,
+            fractional_savings: self.fractional_savings,
+            fsu_68: self.fsu_68,
+            fsu_90: self.fsu_90,
+            verdict: self.verdict,
+            reason: self.reason,
+            is_final: self.is_final,
+            computed_at: self.computed_at,
+            buckets: Vec::new(),
+        };
+        (row, self.revision)
+    }
+}
+
 /// One bucket of the series behind a final outcome (`outcome_buckets` table).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BucketView {
