@@ -61,17 +61,13 @@ pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
         Some(s) => l.duration("window.max_future", s).unwrap_or(86_400_000),
         None => 86_400_000,
     };
-    let spill_after_ms = w
-        .spill_after
-        .as_ref()
-        .and_then(|s| l.duration("window.spill_after", s));
-    if spill_after_ms.is_some_and(|ms| ms <= 0) {
-        l.at_value(
-            "window.spill_after",
-            "spill_after must be positive".into(),
-            Some("closed windows older than this go to disk, e.g. `spill_after = \"10m\"`".into()),
-        );
-    }
+    // Cold state goes to the state directory after 10 minutes by default;
+    // "0s" keeps everything in memory.
+    let spill_after_ms = match &w.spill_after {
+        Some(s) => l.duration("window.spill_after", s),
+        None => Some(DEFAULT_SPILL_MS),
+    };
+    let spill_after_ms = spill_after_ms.filter(|ms| *ms > 0);
     let state_dir = w.state_dir.as_ref().map(PathBuf::from);
     // A durable node's checkpoints: every 10 s by default, "0s" for none.
     let checkpoint_ms = match &w.checkpoint_interval {
@@ -104,6 +100,10 @@ pub(super) fn window(l: &mut Loader<'_>, raw: toml::Value) -> WindowPlan {
         checkpoint_ms,
     }
 }
+
+/// After how long closed windows, rule periods and actions go to the state
+/// directory by default.
+pub const DEFAULT_SPILL_MS: i64 = 600_000;
 
 /// How often a durable node checkpoints its state by default.
 pub const DEFAULT_CHECKPOINT_MS: i64 = 10_000;

@@ -22,6 +22,12 @@ use timely::scheduling::Activator;
 /// One worker's operators' parts of a checkpoint: (operator, state).
 pub type Parts = Vec<(String, Vec<u8>)>;
 
+/// The directory beside `checkpoint-<at>.bin` that holds the spilled state
+/// of the checkpoint at `at` (hard links to the spill stores' files).
+pub fn spill_dir(at: u64) -> String {
+    format!("checkpoint-{at:020}.spill")
+}
+
 /// One worker's checkpoint in progress.
 #[derive(Default)]
 pub struct Barrier {
@@ -29,6 +35,8 @@ pub struct Barrier {
     parts: RefCell<BTreeMap<&'static str, Vec<u8>>>,
     /// The operators that put a part, and how to wake them.
     ops: RefCell<Vec<(&'static str, Option<Activator>)>>,
+    /// Spill stores linking their files for this checkpoint.
+    waits: RefCell<Vec<super::spill::Snapshot>>,
 }
 
 impl Barrier {
@@ -42,6 +50,7 @@ impl Barrier {
     pub fn ask(&self, at: u64) {
         self.at.set(Some(at));
         self.parts.borrow_mut().clear();
+        self.waits.borrow_mut().clear();
         for (_, a) in self.ops.borrow().iter() {
             if let Some(a) = a {
                 a.activate();
@@ -68,18 +77,53 @@ impl Barrier {
         self.parts.borrow_mut().insert(part, bytes);
     }
 
+    /// Puts the spilled state that goes with operator `part`'s part: the
+    /// keys it has in the store (`{part}.cold`), and the store's snapshot
+    /// of their files, which the checkpoint waits for.
+    pub fn put_cold<T: Serialize + ?Sized>(
+        &self,
+        part: &'static str,
+        keys: &T,
+        snapshot: Option<super::spill::Snapshot>,
+    ) {
+        let Some(s) = snapshot else { return };
+        let bytes = postcard::to_allocvec(keys)
+            .unwrap_or_else(|e| panic!("cannot encode the {part} keys for a checkpoint: {e}"));
+        self.parts.borrow_mut().insert(cold_part(part), bytes);
+        self.wait_for(s);
+    }
+
+    /// The checkpoint waits for `snapshot` before it is written.
+    pub fn wait_for(&self, snapshot: super::spill::Snapshot) {
+        self.waits.borrow_mut().push(snapshot);
+    }
+
     /// Every operator's part, once all are in: the checkpoint is over.
-    pub fn take(&self) -> Option<(u64, Parts)> {
+    pub fn take(&self) -> Option<(u64, Parts, Vec<super::spill::Snapshot>)> {
         let at = self.at.get()?;
-        if self.parts.borrow().len() < self.ops.borrow().len() {
-            return None;
+        {
+            let parts = self.parts.borrow();
+            if !self.ops.borrow().iter().all(|(p, _)| parts.contains_key(p)) {
+                return None;
+            }
         }
         self.at.set(None);
         let parts = std::mem::take(&mut *self.parts.borrow_mut());
+        let waits = std::mem::take(&mut *self.waits.borrow_mut());
         Some((
             at,
             parts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            waits,
         ))
+    }
+}
+
+/// The name of the part that lists operator `part`'s spilled keys.
+fn cold_part(part: &'static str) -> &'static str {
+    match part {
+        "window" => "window.cold",
+        "rules" => "rules.cold",
+        other => panic!("{other} has no spilled state"),
     }
 }
 
@@ -112,6 +156,11 @@ impl Restore {
                 .unwrap_or_else(|e| panic!("cannot read the {part} state of the checkpoint: {e}")),
         )
     }
+
+    /// Operator `part`'s spilled keys, if its checkpoint had any.
+    pub fn take_cold<T: DeserializeOwned>(&self, part: &'static str) -> Option<T> {
+        self.take(cold_part(part))
+    }
 }
 
 /// What every stateful operator of a worker is built with: the barrier it
@@ -122,11 +171,20 @@ pub struct Checkpoints {
     pub restore: std::rc::Rc<Restore>,
 }
 
+/// Where a node that takes checkpoints sends the workers' parts, and the
+/// directory the checkpoints go to (spill stores link their files there).
+pub struct CheckpointTo {
+    pub parts: std::sync::mpsc::Sender<WorkerParts>,
+    pub dir: std::path::PathBuf,
+}
+
 /// One worker's parts of the checkpoint at `at`.
 pub struct WorkerParts {
     pub worker: usize,
     pub at: u64,
     pub parts: Parts,
+    /// The spill stores' snapshots the checkpoint must wait for.
+    pub waits: Vec<super::spill::Snapshot>,
 }
 
 /// A checkpoint to start from: every worker's parts (worker 0's include
@@ -215,8 +273,7 @@ pub(super) fn send(
     tx: Option<&std::sync::mpsc::Sender<WorkerParts>>,
     index: usize,
     names: &crate::ingest::TagRegistry,
-    at: u64,
-    mut parts: Parts,
+    (at, mut parts, waits): (u64, Parts, Vec<super::spill::Snapshot>),
 ) {
     match postcard::to_allocvec(names.view().keys()) {
         Ok(b) => parts.push(("names".into(), b)),
@@ -227,6 +284,7 @@ pub(super) fn send(
             worker: index,
             at,
             parts,
+            waits,
         });
     }
 }

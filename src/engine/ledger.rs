@@ -5,31 +5,40 @@
 //! with every hour the process runs. With `[window] spill_after` set, the
 //! value layer hands the actions of closed periods
 //! ([`ValueLayer::evict`](crate::value::layer::ValueLayer::evict)) to this
-//! ledger: one JSON line each in a scratch file, appended by the ledger's own
-//! thread (never a timely worker), with an index from action id to place.
-//! When an update needs an action the layer does not hold (a status update
-//! naming it, a correction of its finding), the value operator asks the
-//! ledger for it and waits for the reply before it applies that time's
-//! updates, so the result is the same as with everything in memory.
+//! ledger: one JSON line each, appended by the ledger's own thread (never a
+//! timely worker), with an index from action id to place (16 bytes an
+//! action). When an update needs an action the layer does not hold (a
+//! status update naming it, a correction of its finding), the value
+//! operator asks the ledger for it and waits for the reply before it
+//! applies that time's updates, so the result is the same as with
+//! everything in memory.
 //!
-//! The file is scratch, like the window spill: it is removed when the run
-//! ends. An action read back leaves the index; if it is evicted again it is
-//! appended again (the file is not compacted: about 1.5 KB per eviction).
+//! Lines go to segment files (`actions-NNNNNN.jsonl`). On a node that takes
+//! checkpoints a snapshot ([`Ledger::snapshot`], through the same queue as
+//! puts and gets) syncs and closes the segment being written, hard-links
+//! every segment still holding an action into the checkpoint's spill
+//! directory and writes the index there; a restart from that checkpoint
+//! links them back ([`LedgerPlan::seed`]). A segment is never written again
+//! once closed, and is deleted once every action in it has been read back.
+//! Without checkpoints the files are scratch, removed when the run ends.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 
 use rustc_hash::FxHashMap;
 use timely::scheduling::SyncActivator;
 
+use super::spill::{link_all, Snapshot};
 use crate::value::layer::ColdAction;
 
 enum Request {
     Put(Vec<ColdAction>),
     Get(String),
+    Snapshot(PathBuf, Sender<Result<(), String>>),
 }
 
 /// What the ledger answers a [`Ledger::get`].
@@ -39,35 +48,50 @@ pub enum Reply {
     Missing,
 }
 
+/// Where the ledger keeps its segments, and the checkpoints it is part of.
+pub struct LedgerFiles {
+    pub dir: PathBuf,
+    /// Where checkpoints go, on a node that takes them.
+    pub checkpoints: Option<PathBuf>,
+    /// The ledger directory of the checkpoint the run starts from.
+    pub seed: Option<PathBuf>,
+}
+
 /// The handle the value operator holds; dropping it stops the thread,
-/// which removes the file.
+/// which removes the files (a checkpoint keeps its own links).
 pub struct Ledger {
     tx: SyncSender<Request>,
     replies: Receiver<Reply>,
+    checkpoints: Option<PathBuf>,
 }
 
 fn key(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
+/// The ledger's directory inside a checkpoint's spill directory.
+const NAME: &str = "ledger";
+
 impl Ledger {
-    /// Starts the ledger thread with its file in `dir`; `wake` activates the
-    /// value operator when a reply is ready.
-    pub fn start(dir: &Path, wake: SyncActivator) -> std::io::Result<Ledger> {
-        crate::model::private_dir(dir)?;
-        let path = dir.join("actions.jsonl");
-        let file = File::options()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(256);
+    /// Starts the ledger thread in `files.dir`; `wake` activates the value
+    /// operator when a reply is ready.
+    pub fn start(files: LedgerFiles, wake: SyncActivator) -> std::io::Result<Ledger> {
+        crate::model::private_dir(&files.dir)?;
+        let mut segs = Segments::open(&files.dir)?;
+        if let Some(seed) = &files.seed {
+            segs.seed(seed);
+        }
+        // One slot more than the operator's gets and puts: a snapshot.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(257);
         let (reply_tx, replies) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("plantflow-ledger".into())
-            .spawn(move || serve(file, path, rx, reply_tx, wake))?;
-        Ok(Ledger { tx, replies })
+            .spawn(move || segs.serve(rx, reply_tx, wake))?;
+        Ok(Ledger {
+            tx,
+            replies,
+            checkpoints: files.checkpoints,
+        })
     }
 
     /// Hands actions to the ledger; gives them back if its queue is full.
@@ -89,91 +113,241 @@ impl Ledger {
     pub fn reply(&self) -> Option<Reply> {
         self.replies.try_recv().ok()
     }
-}
 
-/// A ledger line's length fits in 24 bits, its offset in 40 (1 TiB).
-const MAX_LINE: u64 = (1 << 24) - 1;
-const MAX_OFFSET: u64 = (1 << 40) - 1;
-
-fn pack(offset: u64, len: u64) -> u64 {
-    offset << 24 | len
-}
-
-fn unpack(at: u64) -> (u64, u64) {
-    (at >> 24, at & MAX_LINE)
-}
-
-fn serve(
-    mut file: File,
-    path: PathBuf,
-    rx: Receiver<Request>,
-    replies: std::sync::mpsc::Sender<Reply>,
-    wake: SyncActivator,
-) {
-    // Where each action's line is: offset and length packed in 8 bytes.
-    let mut index: FxHashMap<u64, u64> = FxHashMap::default();
-    let mut end = 0u64;
-    let mut line = Vec::new();
-    for req in rx {
-        match req {
-            Request::Put(actions) => {
-                for a in actions {
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &a).is_err() {
-                        continue;
-                    }
-                    line.push(b'\n');
-                    if line.len() as u64 > MAX_LINE || end > MAX_OFFSET {
-                        tracing::error!(path = %path.display(), "action {} is too large for the action ledger ({} bytes at offset {end}), it can no longer take status updates", a.row.action_id, line.len());
-                        continue;
-                    }
-                    match file.write_all(&line) {
-                        Ok(()) => {
-                            index.insert(key(&a.row.action_id), pack(end, line.len() as u64));
-                            end += line.len() as u64;
-                        }
-                        Err(e) => {
-                            tracing::error!(path = %path.display(), "cannot write the action ledger, the action can no longer take status updates: {e}");
-                        }
-                    }
-                }
+    /// Links the ledger as it is once every request before this one is
+    /// served into the checkpoint at `at`; None without checkpoints. The
+    /// value operator puts its part only when it waits for no reply, so at
+    /// most its gets and puts of one step are queued: the queue has room.
+    pub fn snapshot(&self, at: u64) -> Option<Snapshot> {
+        let root = self.checkpoints.as_ref()?;
+        let to = root.join(super::checkpoint::spill_dir(at)).join(NAME);
+        let (done, rx) = std::sync::mpsc::channel();
+        if let Err(e) = self.tx.send(Request::Snapshot(to, done)) {
+            if let Request::Snapshot(_, done) = e.0 {
+                let _ = done.send(Err("the action ledger has stopped".into()));
             }
-            Request::Get(id) => {
-                let reply = match index.remove(&key(&id)) {
-                    None => Reply::Missing,
-                    Some(at) => {
-                        let (at, len) = unpack(at);
-                        let mut buf = vec![0u8; len as usize];
-                        let got = file
-                            .read_exact_at(&mut buf, at)
-                            .map_err(|e| e.to_string())
-                            .and_then(|()| {
-                                serde_json::from_slice::<ColdAction>(&buf)
-                                    .map_err(|e| e.to_string())
-                            });
-                        match got {
-                            Ok(a) if a.row.action_id == id => Reply::Found(Box::new(a)),
-                            Ok(_) => Reply::Missing,
-                            Err(e) => {
-                                tracing::error!(path = %path.display(), "cannot read action {id} back from the ledger: {e}");
-                                Reply::Missing
-                            }
-                        }
-                    }
-                };
-                if replies.send(reply).is_err() {
-                    break;
+        }
+        Some(rx)
+    }
+}
+
+/// A ledger line's place: its segment, offset and length.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct At {
+    seg: u32,
+    len: u32,
+    offset: u64,
+}
+
+/// The ledger's files, owned by its thread.
+struct Segments {
+    dir: PathBuf,
+    /// Where each action's line is, by the hash of its id.
+    index: FxHashMap<u64, At>,
+    /// Open segments and how many indexed lines each holds.
+    files: BTreeMap<u32, (File, usize)>,
+    /// The segment appended to, and its length.
+    current: u32,
+    end: u64,
+}
+
+fn seg_name(seg: u32) -> String {
+    format!("actions-{seg:06}.jsonl")
+}
+
+/// The index as a checkpoint keeps it.
+const INDEX: &str = "index.bin";
+
+impl Segments {
+    fn open(dir: &Path) -> std::io::Result<Segments> {
+        let mut s = Segments {
+            dir: dir.to_path_buf(),
+            index: FxHashMap::default(),
+            files: BTreeMap::new(),
+            current: 0,
+            end: 0,
+        };
+        s.start_segment(0)?;
+        Ok(s)
+    }
+
+    fn start_segment(&mut self, seg: u32) -> std::io::Result<()> {
+        let f = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(self.dir.join(seg_name(seg)))?;
+        self.files.insert(seg, (f, 0));
+        self.current = seg;
+        self.end = 0;
+        Ok(())
+    }
+
+    /// Takes a checkpoint's ledger: its segments linked in, its index.
+    fn seed(&mut self, seed: &Path) {
+        let got = (|| -> Result<(), String> {
+            let bytes = match std::fs::read(seed.join(INDEX)) {
+                Ok(b) => b,
+                // The ledger held nothing at the checkpoint.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let index: Vec<(u64, At)> = postcard::from_bytes(&bytes).map_err(|e| e.to_string())?;
+            // This run's first segment is empty: the seed's replace it.
+            self.files.clear();
+            let _ = std::fs::remove_file(self.dir.join(seg_name(0)));
+            link_all(seed, &self.dir).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(self.dir.join(INDEX));
+            let mut last = 0;
+            for (k, at) in index {
+                if !self.files.contains_key(&at.seg) {
+                    let f = File::options()
+                        .read(true)
+                        .open(self.dir.join(seg_name(at.seg)))
+                        .map_err(|e| format!("{}: {e}", seg_name(at.seg)))?;
+                    self.files.insert(at.seg, (f, 0));
                 }
-                let _ = wake.activate();
+                if let Some((_, n)) = self.files.get_mut(&at.seg) {
+                    *n += 1;
+                }
+                last = last.max(at.seg);
+                self.index.insert(k, at);
+            }
+            self.start_segment(last + 1).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = got {
+            tracing::error!(seed = %seed.display(), "cannot take the checkpoint's action ledger, its actions can no longer take status updates: {e}");
+            self.index.clear();
+            self.files.clear();
+            let _ = self.start_segment(0);
+        }
+    }
+
+    fn put(&mut self, a: &ColdAction, line: &mut Vec<u8>) -> Result<(), String> {
+        line.clear();
+        serde_json::to_writer(&mut *line, a).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let len = u32::try_from(line.len()).map_err(|_| "the line is too long".to_string())?;
+        let (f, n) = self
+            .files
+            .get_mut(&self.current)
+            .ok_or("no segment to write")?;
+        f.write_all(line).map_err(|e| e.to_string())?;
+        *n += 1;
+        let at = At {
+            seg: self.current,
+            len,
+            offset: self.end,
+        };
+        self.end += u64::from(len);
+        if let Some(old) = self.index.insert(key(&a.row.action_id), at) {
+            self.forget(old.seg);
+        }
+        Ok(())
+    }
+
+    /// One line of `seg` is no longer indexed: delete the segment once it
+    /// holds none and is not the one written.
+    fn forget(&mut self, seg: u32) {
+        if let Some((_, n)) = self.files.get_mut(&seg) {
+            *n = n.saturating_sub(1);
+            if *n == 0 && seg != self.current {
+                self.files.remove(&seg);
+                let _ = std::fs::remove_file(self.dir.join(seg_name(seg)));
             }
         }
     }
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    // The ledger's directory, then the run's state directory if the window
-    // spill has already left it.
-    for dir in path.ancestors().skip(1).take(2) {
-        let _ = std::fs::remove_dir(dir);
+
+    fn get(&mut self, id: &str) -> Reply {
+        let Some(at) = self.index.remove(&key(id)) else {
+            return Reply::Missing;
+        };
+        let got = match self.files.get(&at.seg) {
+            None => Err(format!("segment {} is gone", at.seg)),
+            Some((f, _)) => {
+                let mut buf = vec![0u8; at.len as usize];
+                f.read_exact_at(&mut buf, at.offset)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        serde_json::from_slice::<ColdAction>(&buf).map_err(|e| e.to_string())
+                    })
+            }
+        };
+        self.forget(at.seg);
+        match got {
+            Ok(a) if a.row.action_id == id => Reply::Found(Box::new(a)),
+            Ok(_) => Reply::Missing,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), "cannot read action {id} back from the ledger: {e}");
+                Reply::Missing
+            }
+        }
+    }
+
+    /// Closes the segment written (synced) and links every segment still
+    /// holding an action, with the index, into `to`.
+    fn snapshot(&mut self, to: &Path) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("the action ledger into {}: {e}", to.display());
+        if self.end > 0 {
+            if let Some((f, _)) = self.files.get(&self.current) {
+                f.sync_data().map_err(err)?;
+            }
+            let (closed, next) = (self.current, self.current + 1);
+            self.start_segment(next).map_err(err)?;
+            // A closed segment nothing is left in goes now.
+            if self.files.get(&closed).is_some_and(|(_, n)| *n == 0) {
+                self.files.remove(&closed);
+                let _ = std::fs::remove_file(self.dir.join(seg_name(closed)));
+            }
+        }
+        crate::model::private_dir(to).map_err(err)?;
+        for (seg, _) in self.files.iter().filter(|(s, _)| **s != self.current) {
+            let name = seg_name(*seg);
+            if std::fs::hard_link(self.dir.join(&name), to.join(&name)).is_err() {
+                std::fs::copy(self.dir.join(&name), to.join(&name)).map_err(err)?;
+                File::open(to.join(&name))
+                    .and_then(|f| f.sync_all())
+                    .map_err(err)?;
+            }
+        }
+        let index: Vec<(u64, At)> = self.index.iter().map(|(k, a)| (*k, *a)).collect();
+        let bytes = postcard::to_allocvec(&index).map_err(|e| e.to_string())?;
+        let mut f = File::create(to.join(INDEX)).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        crate::model::sync_dir(to).map_err(err)
+    }
+
+    fn serve(mut self, rx: Receiver<Request>, replies: Sender<Reply>, wake: SyncActivator) {
+        let mut line = Vec::new();
+        for req in rx {
+            match req {
+                Request::Put(actions) => {
+                    for a in actions {
+                        if let Err(e) = self.put(&a, &mut line) {
+                            tracing::error!(dir = %self.dir.display(), "cannot write action {} to the ledger, it can no longer take status updates: {e}", a.row.action_id);
+                        }
+                    }
+                }
+                Request::Get(id) => {
+                    let reply = self.get(&id);
+                    if replies.send(reply).is_err() {
+                        break;
+                    }
+                    let _ = wake.activate();
+                }
+                Request::Snapshot(to, done) => {
+                    let _ = done.send(self.snapshot(&to));
+                }
+            }
+        }
+        self.files.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The run's scratch directory, if the window spill has already left it.
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
@@ -181,11 +355,65 @@ fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_line_position_packs_into_eight_bytes_and_back() {
-        for (at, len) in [(0, 0), (1, 1), (MAX_OFFSET, MAX_LINE), (123_456_789, 1_500)] {
-            assert_eq!(unpack(pack(at, len)), (at, len));
+    fn action(id: &str) -> ColdAction {
+        ColdAction {
+            rule: 0,
+            group: vec!["g".into()].into(),
+            finding: None,
+            row: crate::model::ActionRow {
+                action_id: id.into(),
+                ..Default::default()
+            },
+            rev: 1,
+            seen: vec!["open".into()],
+            outcome: None,
+            updates: Vec::new(),
         }
-        assert_ne!(pack(1, 0), pack(0, 1));
+    }
+
+    fn found(r: Reply) -> Option<String> {
+        match r {
+            Reply::Found(a) => Some(a.row.action_id),
+            Reply::Missing => None,
+        }
+    }
+
+    /// A snapshot holds the ledger as it was: actions read back after it are
+    /// still in the snapshot, and a ledger seeded from it answers for them;
+    /// actions put after it are not in it. Segments nothing is left in go.
+    #[test]
+    fn a_snapshot_holds_the_ledger_as_it_was_and_a_seeded_ledger_answers_from_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (live, snap) = (tmp.path().join("live"), tmp.path().join("snap"));
+        crate::model::private_dir(&live).unwrap();
+        let mut l = Segments::open(&live).unwrap();
+        let mut line = Vec::new();
+        for id in ["a", "b", "c"] {
+            l.put(&action(id), &mut line).unwrap();
+        }
+        l.snapshot(&snap).unwrap();
+        assert_eq!(found(l.get("a")).as_deref(), Some("a"));
+        l.put(&action("d"), &mut line).unwrap();
+        assert!(found(l.get("x")).is_none(), "never had it");
+        // Read back and re-evicted: the newer line wins.
+        l.put(&action("b"), &mut line).unwrap();
+        assert_eq!(found(l.get("b")).as_deref(), Some("b"));
+        assert_eq!(found(l.get("c")).as_deref(), Some("c"));
+        // Segment 0 held a, b, c: every one was read back or replaced.
+        assert!(!live.join(seg_name(0)).exists());
+        assert!(snap.join(seg_name(0)).exists(), "the snapshot's link stays");
+
+        let again = tmp.path().join("again");
+        crate::model::private_dir(&again).unwrap();
+        let mut s = Segments::open(&again).unwrap();
+        s.seed(&snap);
+        for id in ["a", "b", "c"] {
+            assert_eq!(found(s.get(id)).as_deref(), Some(id));
+        }
+        assert!(found(s.get("d")).is_none(), "put after the snapshot");
+        // New lines go to a new segment, not over the seed's.
+        s.put(&action("e"), &mut line).unwrap();
+        assert_eq!(found(s.get("e")).as_deref(), Some("e"));
+        assert!(!again.join(seg_name(0)).exists());
     }
 }

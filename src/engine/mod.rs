@@ -23,7 +23,7 @@
 //! input (timely has no backpressure of its own), and parks when idle.
 
 pub mod checkpoint;
-pub use checkpoint::{EngineRestore, WorkerParts};
+pub use checkpoint::{spill_dir, CheckpointTo, EngineRestore, WorkerParts};
 pub mod context;
 pub mod ledger;
 pub mod output;
@@ -224,6 +224,27 @@ impl Names {
     }
 }
 
+/// The spill plan of the window operator and the rules fold, and the value
+/// layer's ledger beside it (`[window] spill_after`); part of checkpoints
+/// on a node that takes them (`state`), seeded from the one at `restore_at`.
+fn cold_tier(
+    plan: &Plan,
+    stats: &Arc<crate::stats::Stats>,
+    state: Option<&std::path::Path>,
+    restore_at: Option<u64>,
+) -> (Option<spill::SpillPlan>, Option<value::LedgerPlan>) {
+    let spill = spill::plan_for(&plan.window, &plan.name, stats.clone(), (state, restore_at));
+    let ledger = spill.as_ref().map(|p| value::LedgerPlan {
+        files: ledger::LedgerFiles {
+            dir: p.dir.join("ledger"),
+            checkpoints: p.checkpoints.clone(),
+            seed: p.seed.as_ref().map(|s| s.join("ledger")),
+        },
+        stats: p.stats.clone(),
+    });
+    (spill, ledger)
+}
+
 /// Everything a run needs besides the plan.
 pub struct EngineArgs {
     pub workers: usize,
@@ -238,7 +259,7 @@ pub struct EngineArgs {
     /// taking input (they go on stepping, so the output drains).
     pub max_sink_queue: u64,
     /// Where each worker's checkpoint parts go (a durable node).
-    pub checkpoints: Option<std::sync::mpsc::Sender<WorkerParts>>,
+    pub checkpoints: Option<CheckpointTo>,
     /// The checkpoint the workers start from, if any.
     pub restore: Option<EngineRestore>,
 }
@@ -259,6 +280,10 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         checkpoints,
         restore,
     } = args;
+    let (checkpoints, state) = match checkpoints {
+        Some(c) => (Some(c.parts), Some(c.dir)),
+        None => (None, None),
+    };
     let names = Arc::new(Names::default());
     let shared = Arc::new(checkpoint::Shared::new(
         restore,
@@ -311,13 +336,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     let ctx = Context::new(names.clone(), plan.calendar.clone(), geo.size_ms)
                         .owning(index, peers);
                     let c1 = compiled.clone();
-                    let spill = spill::plan_for(&plan.window, &plan.name, stats.clone());
-                    // Actions of closed periods go to disk
-                    // beside the spilled windows.
-                    let ledger = spill.as_ref().map(|p| value::LedgerPlan {
-                        dir: p.dir.join("ledger"),
-                        stats: p.stats.clone(),
-                    });
+                    let (spill, ledger) = cold_tier(&plan, &stats, state.as_deref(), shared.at);
                     let enriched =
                         window::window(stream, context, geo, &window_name, ctx, spill.clone(), &ck)
                             .as_collection()
@@ -373,8 +392,8 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 (&rx, &tags, &names),
                 &ck.barrier,
             ) {
-                if let Some((at, parts)) = ck.barrier.take() {
-                    checkpoint::send(parts_tx.as_ref(), index, &names.0, at, parts);
+                if let Some(taken) = ck.barrier.take() {
+                    checkpoint::send(parts_tx.as_ref(), index, &names.0, taken);
                 }
                 crate::model::test_panic("worker", index as u64);
                 if caught.any() {

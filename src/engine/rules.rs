@@ -113,7 +113,6 @@ type Periods = BTreeMap<PeriodKey, FxHashMap<u32, GroupAcc>>;
 
 impl Fold {
     fn save(&self) -> Image<&[Group], &Periods> {
-        debug_assert!(self.cold.is_empty() && self.asked.is_empty());
         Image {
             groups: self.groups.keys(),
             periods: &self.periods,
@@ -252,11 +251,6 @@ pub fn findings<'s>(
         move |cap, info| {
             let mut cap = Some(cap);
             let mut pending = TimeBuffer::default();
-            let mut fold = ck.restore.take("rules").map(Fold::load).unwrap_or_default();
-            ck.barrier
-                .register("rules", Some(scope.activator_for(info.address.clone())));
-            let mut out: Vec<(Finding, u64, isize)> = Vec::new();
-            let me = scope.activator_for(info.address.clone());
             let store = spill.as_ref().and_then(|p| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 match Store::<ColdPeriod>::start(p, &format!("r{}", scope.index()), wake) {
@@ -267,6 +261,22 @@ pub fn findings<'s>(
                     }
                 }
             });
+            let mut fold = ck.restore.take("rules").map(Fold::load).unwrap_or_default();
+            // Periods the checkpoint's store holds (linked back as it starts).
+            if let Some(cold) = ck.restore.take_cold::<BTreeSet<PeriodKey>>("rules") {
+                match store {
+                    Some(_) => fold.cold = cold,
+                    None => tracing::error!(
+                        periods = cold.len(),
+                        "the checkpoint's spilled rule accumulators cannot be read without a spill store, their findings can no longer be corrected"
+                    ),
+                }
+            }
+            ck.barrier
+                .register("rules", Some(scope.activator_for(info.address.clone())));
+            let mut out: Vec<(Finding, u64, isize)> = Vec::new();
+            let me = scope.activator_for(info.address.clone());
+
             move |(input, frontier), output| {
                 input.for_each_stamp(|_stamp, data| {
                     for batch in data {
@@ -318,7 +328,13 @@ pub fn findings<'s>(
                 let f = frontier.frontier().iter().min().copied();
                 if let (Some(at), None) = (ck.barrier.wants("rules"), waiting) {
                     if checkpoint::ready(at, f, pending.first_time()) {
+                        // Nothing before `at` waits: no read is on its way.
+                        debug_assert!(fold.asked.is_empty());
                         ck.barrier.put("rules", &fold.save());
+                        if let Some((st, _)) = &store {
+                            // Asked now: the snapshot sees every spill before, none after.
+                            ck.barrier.put_cold("rules", &fold.cold, st.snapshot(at));
+                        }
                     }
                 }
                 // Periods that closed `after` ago go to the store.
@@ -463,6 +479,8 @@ mod tests {
             after_ms: 60_000,
             dir: state.path().join("run"),
             stats: stats.clone(),
+            checkpoints: None,
+            seed: None,
         };
         let spilled = fold(batches, Some(plan));
         assert_eq!(spilled, in_memory, "the same findings at the same times");

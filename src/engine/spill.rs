@@ -16,15 +16,22 @@
 //! (`engine::rules`) uses it the same way for the accumulators of a rule's
 //! closed periods, one postcard file per `(rule, period)` and worker.
 //!
-//! The files are scratch, not a checkpoint: the store removes them when the
-//! run ends. If a file cannot be written the windows come back and stay in
-//! memory; if one cannot be read back its windows can no longer be corrected,
-//! which is logged.
+//! On a node that takes checkpoints the files are part of them: each file
+//! is written once (a new file, `fsync`'d) and only ever removed, so a
+//! checkpoint at time `C` hard-links the files the store holds at `C` into
+//! `checkpoint-<C>.spill/<store>/` beside the checkpoint
+//! ([`Store::snapshot`]); the request goes through the store's queue, so it
+//! sees every write before it and no read after it. A restart from that
+//! checkpoint links them back into a fresh store before it serves
+//! ([`SpillPlan::seed`]). Otherwise the files are scratch: the store removes
+//! its directory when the run ends. If a file cannot be written the windows
+//! come back and stay in memory; if one cannot be read back its windows can
+//! no longer be corrected, which is logged.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use timely::scheduling::SyncActivator;
@@ -41,7 +48,16 @@ pub struct SpillPlan {
     pub dir: PathBuf,
     /// Counts windows written and read back (the run summary's `spilled`).
     pub stats: Arc<Stats>,
+    /// Where checkpoints go, on a node that takes them: files are then
+    /// synced when written and linked into each checkpoint.
+    pub checkpoints: Option<PathBuf>,
+    /// The spill directory of the checkpoint the run starts from.
+    pub seed: Option<PathBuf>,
 }
+
+/// A snapshot's outcome, sent by the store's thread once its files are
+/// linked and synced (the checkpoint is written only after every one).
+pub type Snapshot = Receiver<Result<(), String>>;
 
 /// The spill plan of a dataflow's `[window]`, if it spills: a directory of
 /// this process in `state_dir` (`run` defaults it to `<lake>/.plantflow`;
@@ -51,18 +67,76 @@ pub fn plan_for(
     w: &crate::config::WindowPlan,
     dataflow: &str,
     stats: Arc<Stats>,
+    (checkpoints, restore_at): (Option<&Path>, Option<u64>),
 ) -> Option<SpillPlan> {
     let after_ms = w.spill_after_ms?;
     let dir = w.state_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let name: String = dataflow
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
     Some(SpillPlan {
         after_ms,
-        dir: dir.join(format!("plantflow-{name}-{}", std::process::id())),
+        dir: dir.join(scratch_name(dataflow, std::process::id())),
         stats,
+        checkpoints: checkpoints.map(Path::to_path_buf),
+        seed: checkpoints
+            .zip(restore_at)
+            .map(|(d, at)| d.join(super::checkpoint::spill_dir(at))),
     })
+}
+
+/// The scratch directory of process `pid`'s stores in the state directory.
+fn scratch_name(dataflow: &str, pid: u32) -> String {
+    format!("plantflow-{}-{pid}", safe_name(dataflow))
+}
+
+fn safe_name(dataflow: &str) -> String {
+    dataflow
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Deletes the spill directories that killed runs of `dataflow` left in
+/// `state_dir` (their process is gone; what a checkpoint needs of them it
+/// holds as its own links). Called with the lake locked.
+pub fn remove_stale(state_dir: &Path, dataflow: &str) {
+    let prefix = format!("plantflow-{}-", safe_name(dataflow));
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            tracing::info!(dir = %e.path().display(), "deleting the spilled state of a run that was killed");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Hard-links (or, across file systems, copies) every file of `from` into
+/// `to` (created), then syncs `to`. Returns how many.
+pub fn link_all(from: &Path, to: &Path) -> std::io::Result<usize> {
+    crate::model::private_dir(to)?;
+    let mut n = 0;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let target = to.join(e.file_name());
+        if std::fs::hard_link(e.path(), &target).is_err() {
+            std::fs::copy(e.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+        n += 1;
+    }
+    crate::model::sync_dir(to)?;
+    Ok(n)
 }
 
 /// What a store keeps: one file of records per key, encoded and decoded on
@@ -115,6 +189,8 @@ impl Records for Vec<Acc> {
 enum Request<R: Records> {
     Write(R::Key, R),
     Read(R::Key),
+    /// Link the files held now into a checkpoint's directory.
+    Snapshot(PathBuf, Sender<Result<(), String>>),
 }
 
 /// What the store hands back.
@@ -127,12 +203,17 @@ pub enum Reply<R: Records> {
 
 /// One worker's handle on its spill thread.
 pub struct Store<R: Records> {
-    tx: Option<SyncSender<Request<R>>>,
+    /// Unbounded so a snapshot always goes in; writes and reads are
+    /// bounded by `queued`.
+    tx: Option<Sender<Request<R>>>,
+    queued: Arc<AtomicUsize>,
     rx: Receiver<Reply<R>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    name: String,
+    checkpoints: Option<PathBuf>,
 }
 
-/// How many requests may wait for the thread.
+/// How many writes and reads may wait for the thread.
 const QUEUE: usize = 256;
 
 impl<R: Records> Store<R> {
@@ -141,39 +222,71 @@ impl<R: Records> Store<R> {
     pub fn start(plan: &SpillPlan, name: &str, wake: SyncActivator) -> std::io::Result<Store<R>> {
         let dir = plan.dir.join(name);
         crate::model::private_dir(&dir)?;
-        let (tx, requests) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, requests) = std::sync::mpsc::channel();
         let (replies, rx) = std::sync::mpsc::channel();
-        let root = plan.dir.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let serving = Serving {
+            root: plan.dir.clone(),
+            dir,
+            seed: plan.seed.as_ref().map(|s| s.join(name)),
+            durable: plan.checkpoints.is_some(),
+            queued: queued.clone(),
+        };
         let stats = plan.stats.clone();
         let thread = std::thread::Builder::new()
             .name(format!("plantflow-spill-{name}"))
-            .spawn(move || serve(&root, &dir, requests, replies, wake, &stats))?;
+            .spawn(move || serving.serve(requests, replies, wake, &stats))?;
         Ok(Store {
             tx: Some(tx),
+            queued,
             rx,
             thread: Some(thread),
+            name: name.to_string(),
+            checkpoints: plan.checkpoints.clone(),
+        })
+    }
+
+    /// Sends a write or read if the queue has room.
+    fn send(&self, r: Request<R>) -> Result<(), Request<R>> {
+        let Some(tx) = &self.tx else { return Err(r) };
+        if self.queued.load(Relaxed) >= QUEUE {
+            return Err(r);
+        }
+        self.queued.fetch_add(1, Relaxed);
+        tx.send(r).map_err(|e| {
+            self.queued.fetch_sub(1, Relaxed);
+            e.0
         })
     }
 
     /// Hands a key's records to the store; gives them back if its queue is full.
     pub fn write(&self, key: R::Key, records: R) -> Result<(), R> {
-        let Some(tx) = &self.tx else {
-            return Err(records);
-        };
-        match tx.try_send(Request::Write(key, records)) {
+        match self.send(Request::Write(key, records)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => match r {
-                Request::Write(_, records) => Err(records),
-                Request::Read(_) => unreachable!("a write request comes back as sent"),
-            },
+            Err(Request::Write(_, records)) => Err(records),
+            Err(_) => unreachable!("a write request comes back as sent"),
         }
     }
 
     /// Asks for a key's records back; false if the queue is full (ask again later).
     pub fn read(&self, key: R::Key) -> bool {
-        self.tx
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(Request::Read(key)).is_ok())
+        self.send(Request::Read(key)).is_ok()
+    }
+
+    /// Links the files the store holds once every request before this one
+    /// is served into the spill directory of the checkpoint at `at`; the
+    /// checkpoint waits for the answer. None on a node without checkpoints.
+    pub fn snapshot(&self, at: u64) -> Option<Snapshot> {
+        let root = self.checkpoints.as_ref()?;
+        let to = root.join(super::checkpoint::spill_dir(at)).join(&self.name);
+        let (done, rx) = std::sync::mpsc::channel();
+        match &self.tx {
+            Some(tx) if tx.send(Request::Snapshot(to, done.clone())).is_ok() => {}
+            _ => {
+                let _ = done.send(Err(format!("the spill store {} has stopped", self.name)));
+            }
+        }
+        Some(rx)
     }
 
     /// The next reply, if one is ready.
@@ -191,55 +304,102 @@ impl<R: Records> Drop for Store<R> {
     }
 }
 
-fn serve<R: Records>(
-    root: &Path,
-    dir: &Path,
-    requests: Receiver<Request<R>>,
-    replies: std::sync::mpsc::Sender<Reply<R>>,
-    wake: SyncActivator,
-    stats: &Stats,
-) {
-    let (written, restored) = R::counters(stats);
-    let mut warned = false;
-    for r in requests {
-        let reply = match r {
-            Request::Write(key, records) => {
-                let written_to = records.encode().and_then(|b| {
-                    std::fs::write(dir.join(R::file_name(key)), b).map_err(|e| e.to_string())
-                });
-                match written_to {
-                    Ok(()) => {
-                        written.fetch_add(records.count(), Relaxed);
-                        continue;
-                    }
-                    Err(e) => {
-                        if !warned {
-                            tracing::warn!(dir = %dir.display(), "cannot spill closed state to disk, keeping it in memory: {e}");
-                            warned = true;
-                        }
-                        Reply::Records(key, records)
-                    }
-                }
-            }
-            Request::Read(key) => {
-                let path = dir.join(R::file_name(key));
-                match std::fs::read(&path).map(|b| R::decode(&b)) {
-                    Ok(Some(records)) => {
-                        let _ = std::fs::remove_file(&path);
-                        restored.fetch_add(records.count(), Relaxed);
-                        Reply::Records(key, records)
-                    }
-                    Ok(None) => Reply::Lost(key, format!("{} is truncated", path.display())),
-                    Err(e) => Reply::Lost(key, format!("{}: {e}", path.display())),
-                }
-            }
-        };
-        if replies.send(reply).is_err() {
-            break;
+/// What the store's thread serves from.
+struct Serving {
+    root: PathBuf,
+    dir: PathBuf,
+    seed: Option<PathBuf>,
+    /// Files are part of checkpoints: sync each, and keep the directory.
+    durable: bool,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Serving {
+    /// Writes a key's file: always a new file (a checkpoint may link the
+    /// old one), synced on a node that takes checkpoints.
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(bytes)?;
+        if self.durable {
+            f.sync_data()?;
         }
-        let _ = wake.activate();
+        Ok(())
     }
-    // The run is over: the files are scratch.
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir(root);
+
+    fn serve<R: Records>(
+        self,
+        requests: Receiver<Request<R>>,
+        replies: Sender<Reply<R>>,
+        wake: SyncActivator,
+        stats: &Stats,
+    ) {
+        let (written, restored) = R::counters(stats);
+        let dir = &self.dir;
+        if let Some(seed) = &self.seed {
+            match link_all(seed, dir) {
+                Ok(n) => {
+                    tracing::debug!(n, seed = %seed.display(), "spilled state of the checkpoint linked")
+                }
+                // A store that spilled nothing by the checkpoint has no directory there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(seed = %seed.display(), "cannot take the checkpoint's spilled state, its windows can no longer be corrected: {e}")
+                }
+            }
+        }
+        let mut warned = false;
+        for r in requests {
+            let reply = match r {
+                Request::Snapshot(to, done) => {
+                    let res = link_all(dir, &to).map(|_| ()).map_err(|e| {
+                        format!("linking {} into {}: {e}", dir.display(), to.display())
+                    });
+                    let _ = done.send(res);
+                    continue;
+                }
+                Request::Write(key, records) => {
+                    self.queued.fetch_sub(1, Relaxed);
+                    let written_to = records.encode().and_then(|b| {
+                        self.write(&dir.join(R::file_name(key)), &b)
+                            .map_err(|e| e.to_string())
+                    });
+                    match written_to {
+                        Ok(()) => {
+                            written.fetch_add(records.count(), Relaxed);
+                            continue;
+                        }
+                        Err(e) => {
+                            if !warned {
+                                tracing::warn!(dir = %dir.display(), "cannot spill closed state to disk, keeping it in memory: {e}");
+                                warned = true;
+                            }
+                            Reply::Records(key, records)
+                        }
+                    }
+                }
+                Request::Read(key) => {
+                    self.queued.fetch_sub(1, Relaxed);
+                    let path = dir.join(R::file_name(key));
+                    match std::fs::read(&path).map(|b| R::decode(&b)) {
+                        Ok(Some(records)) => {
+                            let _ = std::fs::remove_file(&path);
+                            restored.fetch_add(records.count(), Relaxed);
+                            Reply::Records(key, records)
+                        }
+                        Ok(None) => Reply::Lost(key, format!("{} is truncated", path.display())),
+                        Err(e) => Reply::Lost(key, format!("{}: {e}", path.display())),
+                    }
+                }
+            };
+            if replies.send(reply).is_err() {
+                break;
+            }
+            let _ = wake.activate();
+        }
+        // The run is over: the files are scratch (a checkpoint holds its own links).
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir(&self.root);
+    }
 }

@@ -13,7 +13,6 @@
 //! waits until the ledger has sent it back (or said it never had it), and
 //! the operator's progress stays at that time meanwhile.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -23,15 +22,15 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::checkpoint::{self, Checkpoints};
-use super::ledger::{Ledger, Reply};
+use super::ledger::{Ledger, LedgerFiles, Reply};
 use super::output::TimeBuffer;
 use crate::stats::Stats;
 use crate::stats::ValueCounters;
 use crate::value::layer::{ValueIn, ValueLayer, ValueOut};
 
-/// Where the value layer's [`Ledger`] keeps its file, and the counters it feeds.
+/// Where the value layer's [`Ledger`] keeps its files, and the counters it feeds.
 pub struct LedgerPlan {
-    pub dir: PathBuf,
+    pub files: LedgerFiles,
     pub stats: Arc<Stats>,
 }
 
@@ -100,10 +99,11 @@ pub fn value_op<'s, F, P>(
             let mut cap = Some(cap);
             let ledger = ledger.filter(|_| scope.index() == 0).and_then(|p| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
-                match Ledger::start(&p.dir, wake) {
+                let dir = p.files.dir.clone();
+                match Ledger::start(p.files, wake) {
                     Ok(l) => Some((l, p.stats)),
                     Err(e) => {
-                        tracing::warn!(dir = %p.dir.display(), "cannot start the action ledger, keeping every action in memory: {e}");
+                        tracing::warn!(dir = %dir.display(), "cannot start the action ledger, keeping every action in memory: {e}");
                         None
                     }
                 }
@@ -212,6 +212,10 @@ pub fn value_op<'s, F, P>(
                     let f = frontier.frontier().first().copied();
                     if checkpoint::ready(at, f, pending.first_time()) {
                         put(&layer, last, &ck);
+                        // Asked now: the snapshot sees every eviction before, none after.
+                        if let Some(s) = ledger.as_ref().and_then(|(l, _)| l.snapshot(at)) {
+                            ck.barrier.wait_for(s);
+                        }
                     }
                 }
                 super::output::report_progress(frontier, &mut reported, &mut progress);

@@ -127,7 +127,7 @@ pub fn log_totals(dir: &Path) -> Result<(LogCounts, usize), String> {
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("checkpoint-"))
+        .filter(|n| n.starts_with("checkpoint-") && n.ends_with(".bin"))
         .collect();
     names.sort();
     let base = match names.first() {
@@ -181,13 +181,21 @@ pub fn read_latest(
     }
 }
 
-/// Deletes the temporary files of checkpoints a kill cut short.
+/// Deletes the temporary files of checkpoints a kill cut short, and the
+/// spilled state of checkpoints that were never written.
 pub fn remove_unfinished(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        let orphan = name
+            .strip_suffix(".spill")
+            .is_some_and(|stem| !dir.join(format!("{stem}.bin")).exists());
+        if orphan {
+            tracing::info!(dir = %e.path().display(), "deleting the spilled state of a checkpoint a stop cut short");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
         if name.starts_with(".checkpoint-") && name.ends_with(".tmp") {
             tracing::info!(file = %e.path().display(), "deleting a checkpoint a stop cut short");
             let _ = std::fs::remove_file(e.path());
@@ -195,12 +203,20 @@ pub fn remove_unfinished(dir: &Path) {
     }
 }
 
+/// The checkpoint file or spilled state directory `name` is of: its stem.
+fn stem(name: &str) -> Option<&str> {
+    name.strip_suffix(".bin")
+        .or_else(|| name.strip_suffix(".spill"))
+        .filter(|s| s.starts_with("checkpoint-"))
+}
+
 /// Deletes, once a commit names `now` (replacing `before`), the checkpoints
 /// but those two and the log segments before the older one's.
 pub fn committed(dir: &Path, now: &CheckpointRef, before: Option<&CheckpointRef>) {
     let keep_from = before.map_or(now.segment, |b| b.segment.min(now.segment));
     let keep = [Some(now), before].into_iter().flatten();
-    let keep: Vec<&str> = keep.map(|r| r.file.as_str()).collect();
+    let keep: Vec<&str> = keep.filter_map(|r| stem(&r.file)).collect();
+    let now_stem = stem(&now.file).unwrap_or_default();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -209,11 +225,13 @@ pub fn committed(dir: &Path, now: &CheckpointRef, before: Option<&CheckpointRef>
         let name = e.file_name().to_string_lossy().into_owned();
         let old_segment = crate::ingest::wal::seq_of(&path).is_some_and(|seq| seq < keep_from);
         // (names sort by time: one written since `now` was named stays)
-        let old_checkpoint = name.starts_with("checkpoint-")
-            && !keep.contains(&name.as_str())
-            && name.as_str() < now.file.as_str();
+        let old_checkpoint = stem(&name).is_some_and(|s| !keep.contains(&s) && s < now_stem);
         if old_segment || old_checkpoint {
-            if let Err(err) = std::fs::remove_file(&path) {
+            let gone = match name.ends_with(".spill") {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
+            if let Err(err) = gone {
                 tracing::warn!(file = %path.display(), "cannot delete what a checkpoint replaced: {err}");
             }
         }
@@ -238,6 +256,24 @@ pub struct Checkpointer {
 struct Gathering {
     bridge: Option<BridgePart>,
     workers: Vec<Option<crate::engine::checkpoint::Parts>>,
+    /// The spill stores' snapshots to wait for.
+    waits: Vec<crate::engine::spill::Snapshot>,
+}
+
+impl Gathering {
+    /// Waits for every spill store's snapshot: the first failure, if any.
+    fn spilled(&mut self) -> Result<(), String> {
+        let mut res = Ok(());
+        for w in self.waits.drain(..) {
+            let r = w
+                .recv()
+                .unwrap_or_else(|_| Err("a spill store stopped before its snapshot".into()));
+            if res.is_ok() {
+                res = r;
+            }
+        }
+        res
+    }
 }
 
 impl Checkpointer {
@@ -265,6 +301,7 @@ impl Checkpointer {
                     if let Some(slot) = g.workers.get_mut(p.worker) {
                         *slot = Some(p.parts);
                     }
+                    g.waits.extend(p.waits);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -281,10 +318,16 @@ impl Checkpointer {
         }
     }
 
+    /// Deletes the spilled state of the checkpoint at `at` (not written).
+    fn remove_spilled(&self, at: u64) {
+        let _ = std::fs::remove_dir_all(self.dir.join(crate::engine::spill_dir(at)));
+    }
+
     fn entry<'a>(&self, pending: &'a mut BTreeMap<u64, Gathering>, at: u64) -> &'a mut Gathering {
         pending.entry(at).or_insert_with(|| Gathering {
             bridge: None,
             workers: vec![None; self.workers],
+            waits: Vec::new(),
         })
     }
 
@@ -297,10 +340,31 @@ impl Checkpointer {
             .find(|(_, g)| g.bridge.is_some() && g.workers.iter().all(|w| w.is_some()))
             .map(|(at, _)| *at);
         let Some(at) = complete else { return };
-        let Some(g) = pending.remove(&at) else { return };
-        pending.retain(|t, _| *t > at);
-        let Some(bridge) = g.bridge else { return };
+        let Some(mut g) = pending.remove(&at) else {
+            return;
+        };
+        // Older ones are of no use: their spilled state goes (once linked).
+        let older: Vec<u64> = pending.range(..at).map(|(t, _)| *t).collect();
+        for t in older {
+            if let Some(mut old) = pending.remove(&t) {
+                let _ = old.spilled();
+                self.remove_spilled(t);
+            }
+        }
         let started = std::time::Instant::now();
+        // The spilled state is linked and synced before the checkpoint
+        // that names it is written.
+        let spilled = g.spilled().and_then(|()| {
+            crate::model::sync_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))
+        });
+        if let Err(e) = spilled {
+            tracing::error!(
+                "checkpoint at {at} not written, keeping the input log since the last one: {e}"
+            );
+            self.remove_spilled(at);
+            return;
+        }
+        let Some(bridge) = g.bridge else { return };
         let c = Checkpoint {
             format: FORMAT,
             fingerprint: self.fingerprint.clone(),
@@ -326,6 +390,7 @@ impl Checkpointer {
                 self.told.set(at);
             }
             Err(e) => {
+                self.remove_spilled(at);
                 // The input log keeps everything since the last one: a
                 // restart replays more, and nothing is lost.
                 tracing::error!(
@@ -336,22 +401,20 @@ impl Checkpointer {
     }
 }
 
-/// Starts checkpoints for a node with an input log (and no spill: spilled
-/// state is not in a checkpoint yet, so a spilling node replays its whole
-/// log): the bridge is told how often, the lake's writer where to find
-/// them, and the thread that writes them starts (it ends when the engine
-/// does). Returns where the workers' parts go.
+/// Starts checkpoints for a node with an input log: the bridge is told how
+/// often, the lake's writer where to find them, and the thread that writes
+/// them starts (it ends when the engine does). Returns where the workers'
+/// parts go.
 pub(super) fn start(
     log: Option<&super::durable::InputLog>,
     plan: &crate::config::Plan,
     lake: &mut super::lake::OpenLake,
     ingest: &crate::ingest::Ingest,
     (tags, stats, workers): (&Arc<TagRegistry>, &Arc<crate::stats::Stats>, usize),
-) -> Result<Option<std::sync::mpsc::Sender<WorkerParts>>, String> {
+) -> Result<Option<crate::engine::CheckpointTo>, String> {
     // (a logged lake writes its sources' held dead letters at a stop)
     lake.durable.logged = log.is_some();
-    let (Some(log), Some(ms), None) = (log, plan.window.checkpoint_ms, plan.window.spill_after_ms)
-    else {
+    let (Some(log), Some(ms)) = (log, plan.window.checkpoint_ms) else {
         return Ok(None);
     };
     let dir = log.dir().to_path_buf();
@@ -383,7 +446,10 @@ pub(super) fn start(
     if let Ok(mut w) = slot.writer.lock() {
         *w = Some(thread);
     }
-    Ok(Some(workers_tx))
+    Ok(Some(crate::engine::CheckpointTo {
+        parts: workers_tx,
+        dir: log.dir().to_path_buf(),
+    }))
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ pub(super) fn start(
     stats: &crate::stats::Stats,
 ) -> Result<Started, RunError> {
     let fingerprint = &lake.durable.identity.fingerprint;
+    // (the lake is locked: no other run of this dataflow uses them)
+    if let Some(dir) = &plan.window.state_dir {
+        crate::engine::spill::remove_stale(dir, &plan.name);
+    }
     let mut log = InputLog::open(plan, sources, fingerprint, opts, &lake.checkpoints)?;
     let files = super::load_initial(plan)?;
     let initial = log
@@ -152,8 +156,12 @@ fn reset(dir: &std::path::Path) -> Result<(), String> {
         let name = e.file_name().to_string_lossy().into_owned();
         let ours = wal::seq_of(&path).is_some() || name.starts_with("checkpoint-");
         if ours {
-            std::fs::remove_file(&path)
-                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            // (a checkpoint's spilled state is a directory)
+            match e.file_type().is_ok_and(|t| t.is_dir()) {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            }
+            .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
         }
     }
     Ok(())
@@ -466,8 +474,7 @@ impl Replay {
                     gib,
                     log = %self.segments.last().map(|(p, _)| p.display().to_string()).unwrap_or_default(),
                     "the input log's segment has grown to {gib} GiB; a restart replays it \
-                     (checkpoints start a new one: they are off with checkpoint_interval = \"0s\" \
-                     or spill_after)"
+                     (checkpoints start a new one: they are off with checkpoint_interval = \"0s\")"
                 );
             }
         }

@@ -567,11 +567,11 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
     });
     assert!(node.terminate().success());
     let state = out.join(".plantflow/workload_v1_mqtt");
-    assert_eq!(
-        files_named(&state, "checkpoint-").len(),
-        1,
-        "the stop's checkpoint"
-    );
+    let written: Vec<String> = files_named(&state, "checkpoint-")
+        .into_iter()
+        .filter(|f| f.ends_with(".bin"))
+        .collect();
+    assert_eq!(written.len(), 1, "the stop's checkpoint: {written:?}");
     let before = latest_aggregates(&out).len();
     let mut again = KillOnDrop(
         Command::new(PLANTFLOW)
@@ -799,6 +799,134 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     }
     let (stdout, _) = s.finish_from_checkpoint(&got, &want);
     assert!(stdout.contains("resumed"), "{stdout}");
+}
+
+/// What the spilled state of the checkpoint the lake's record names holds:
+/// (window starts, rule periods, ledger index bytes), if it has any.
+fn named_spill(out: &Path) -> Option<(usize, usize, u64)> {
+    let m = marker(out)?;
+    let file = m["checkpoint"]["file"].as_str()?;
+    let dir = state_dir(out).join(file.replace(".bin", ".spill"));
+    let count = |prefix: &str, ext: &str| {
+        walk(&dir)
+            .iter()
+            .filter(|p| {
+                p.parent()
+                    .and_then(|d| d.file_name())
+                    .is_some_and(|d| d.to_string_lossy().starts_with(prefix))
+                    && p.extension().is_some_and(|e| e == ext)
+            })
+            .count()
+    };
+    let index = std::fs::metadata(dir.join("ledger/index.bin")).map_or(0, |m| m.len());
+    Some((count("w", "win"), count("r", "acc"), index))
+}
+
+/// Inserts, after 2.5 h and 3.5 h of a workload file, rows of every fifth
+/// tag 90 minutes late (inside the 2 h retention, far outside
+/// `spill_after`): they correct windows, rule periods and actions that
+/// have left memory, and must find them as they were.
+fn late_rows(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<(i64, &str)> = lines
+        .map(|l| (l.split(',').next().unwrap().parse().unwrap(), l))
+        .collect();
+    let t0 = rows[0].0;
+    let mut out = format!("{header}\n");
+    let mut at = [t0 + 9_000_000, t0 + 12_600_000].into_iter().peekable();
+    for (i, (ts, line)) in rows.iter().enumerate() {
+        if at.peek().is_some_and(|a| ts >= a) {
+            let now = at.next().unwrap();
+            for (_, l) in rows[i.saturating_sub(4000)..i].iter().step_by(5) {
+                let tag = l.split(',').nth(1).unwrap();
+                out.push_str(&format!("{},{tag},9999.5,0\n", now - 5_400_000));
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Spilled state is part of checkpoints (`spill_after` on by default; two
+/// minutes here): the node is killed once the checkpoint its lake's record
+/// names holds spilled windows, rule periods and ledger actions, then at
+/// three random points; it goes on from its checkpoints each time, and the
+/// lake equals one uninterrupted run's that kept everything in memory.
+#[test]
+fn spilled_windows_periods_and_actions_come_back_from_checkpoints_after_kills() {
+    let s = setup(60, 4 * 3600);
+    let text = std::fs::read_to_string(&s.dataflow).unwrap();
+    let in_memory = text.replace("size = \"1m\"", "size = \"1m\"\nspill_after = \"0s\"");
+    std::fs::write(&s.dataflow, &in_memory).unwrap();
+    late_rows(&s.input.join("samples.csv"));
+    let want = s.want();
+    let w = lake_rows(&want);
+    assert!(
+        w["aggregates"].iter().any(|r| r.contains("9999.5")),
+        "the late rows correct windows"
+    );
+    std::fs::write(
+        &s.dataflow,
+        text.replace("size = \"1m\"", "size = \"1m\"\nspill_after = \"2m\""),
+    )
+    .unwrap();
+    two_sources(&s);
+    let got = s.dir.path().join("got");
+    let mut child = KillOnDrop(
+        s.command(&got, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let held = wait_for(
+        "a named checkpoint holding every kind of spilled state",
+        || named_spill(&got).filter(|(w, r, l)| *w > 0 && *r > 0 && *l > 1),
+    );
+    drop(child);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(28);
+    for _ in 0..3 {
+        child = KillOnDrop(
+            s.command(&got, 2)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
+        drop(child);
+    }
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("started from a checkpoint"), "{stdout}");
+    assert!(stdout.contains("spilled"), "{stdout}");
+    // Two sources interleave by timing, so a late row may reach an action
+    // before or after its period closed: the number of revisions may
+    // differ from one source's, never what the latest says.
+    for (t, key) in KEYED {
+        let content = |out: &Path| -> BTreeMap<String, serde_json::Value> {
+            latest(rows(out, t), key)
+                .into_iter()
+                .map(|(k, mut r)| {
+                    r.remove("revision");
+                    r.remove("received_at");
+                    (k, serde_json::Value::Object(r.into_iter().collect()))
+                })
+                .collect()
+        };
+        let (g, w) = (content(&got), content(&want));
+        assert_eq!(g.len(), w.len(), "{t}");
+        for (k, row) in &w {
+            assert_eq!(g.get(k), Some(row), "{t} {k}");
+        }
+    }
+    assert_no_revision_twice(&got);
+    // No spill directory of a killed process is left behind.
+    let scratch = files_named(&got.join(".plantflow"), "plantflow-");
+    assert!(scratch.is_empty(), "{scratch:?} (held {held:?})");
 }
 
 /// A followed replay killed, its file grown while the node was down, and

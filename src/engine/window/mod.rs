@@ -186,6 +186,7 @@ pub fn window<'s, E: Emit>(
             if let Some(img) = ck.restore.take::<state::Loaded>("window") {
                 st.load(img);
             }
+            st.load_cold(ck.restore.take_cold("window"));
             ck.barrier
                 .register("window", Some(scope.activator_for(info.address.clone())));
             let me = scope.activator_for(info.address.clone());
@@ -225,7 +226,7 @@ pub fn window<'s, E: Emit>(
                     // A checkpoint at or before this event: everything before it is in.
                     if let Some(at) = ck.barrier.wants("window") {
                         if checkpoint::ready(at, f, Some(time)) {
-                            ck.barrier.put("window", &st.save());
+                            st.checkpoint(&ck.barrier, at);
                         }
                     }
                     if emitted >= ACTIVATION_ROWS {
@@ -260,7 +261,7 @@ pub fn window<'s, E: Emit>(
 
                 if let (Some(at), None, None) = (ck.barrier.wants("window"), waiting, yielded) {
                     if checkpoint::ready(at, f, None) {
-                        ck.barrier.put("window", &st.save());
+                        st.checkpoint(&ck.barrier, at);
                     }
                 }
                 if let (Some(f), None) = (f, waiting) {

@@ -70,10 +70,21 @@ pub(super) type Saved<'a> = Image<&'a BTreeMap<i64, Open>, &'a BTreeMap<i64, Clo
 pub(super) type Loaded = Image<BTreeMap<i64, Open>, BTreeMap<i64, Closed>>;
 
 impl<E: Emit> State<E> {
+    /// Puts the operator's part of the checkpoint at `at`: its image, and
+    /// with a store the starts it holds and the store's snapshot of them
+    /// (asked now, so it sees every spill before and none after).
+    pub fn checkpoint(&self, barrier: &crate::engine::checkpoint::Barrier, at: u64) {
+        // Everything before `at` is handled: no read is on its way.
+        debug_assert!(self.asked.is_empty());
+        barrier.put("window", &self.save());
+        if let Some((st, _)) = &self.store {
+            barrier.put_cold("window", &self.cold, st.snapshot(at));
+        }
+    }
+
     /// The operator's state for a checkpoint (see [`Image`]); spilled
-    /// windows are not in it, so a spilling node takes no checkpoints.
+    /// windows are linked beside it ([`State::checkpoint`]).
     pub fn save(&self) -> Saved<'_> {
-        debug_assert!(self.cold.is_empty() && self.asked.is_empty());
         Image {
             open: &self.open,
             slots: self.slots,
@@ -90,6 +101,19 @@ impl<E: Emit> State<E> {
         self.closed = img.closed;
         self.retired = img.retired;
         self.emitter.load(&img.emitter);
+    }
+
+    /// Takes the starts the checkpoint's store holds (linked back as the
+    /// store starts), if the run starts from one.
+    pub fn load_cold(&mut self, cold: Option<BTreeSet<i64>>) {
+        let Some(cold) = cold else { return };
+        match self.store {
+            Some(_) => self.cold = cold,
+            None => tracing::error!(
+                starts = cold.len(),
+                "the checkpoint's spilled windows cannot be read without a spill store, they can no longer be corrected"
+            ),
+        }
     }
 
     /// Takes a batch of samples sent at time `t`: rows of open windows join
