@@ -32,13 +32,13 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use rustc_hash::FxHashMap;
 use timely::scheduling::SyncActivator;
 
-use super::spill::{link_all, Snapshot};
+use super::spill::{link_all, Linked, Snapshot};
 use crate::value::layer::ColdAction;
 
 enum Request {
     Put(Vec<ColdAction>),
     Get(String),
-    Snapshot(PathBuf, Sender<Result<(), String>>),
+    Snapshot(PathBuf, Sender<Result<Linked, String>>),
 }
 
 /// What the ledger answers a [`Ledger::get`].
@@ -197,7 +197,7 @@ impl Segments {
             // This run's first segment is empty: the seed's replace it.
             self.files.clear();
             let _ = std::fs::remove_file(self.dir.join(seg_name(0)));
-            link_all(seed, &self.dir).map_err(|e| e.to_string())?;
+            link_all(seed, &self.dir, &mut Vec::new()).map_err(|e| e.to_string())?;
             let _ = std::fs::remove_file(self.dir.join(INDEX));
             let mut last = 0;
             for (k, at) in index {
@@ -285,38 +285,39 @@ impl Segments {
         }
     }
 
-    /// Closes the segment written (synced) and links every segment still
-    /// holding an action, with the index, into `to`.
-    fn snapshot(&mut self, to: &Path) -> Result<(), String> {
+    /// Closes the segment written and links every segment still holding
+    /// an action, with the index, into `to`; the checkpoint's thread syncs
+    /// the closed segment and the index ([`Linked`]).
+    fn snapshot(&mut self, to: &Path) -> Result<Linked, String> {
         let err = |e: std::io::Error| format!("the action ledger into {}: {e}", to.display());
+        crate::model::private_dir(to).map_err(err)?;
+        let mut unsynced = Vec::new();
         if self.end > 0 {
-            if let Some((f, _)) = self.files.get(&self.current) {
-                f.sync_data().map_err(err)?;
-            }
             let (closed, next) = (self.current, self.current + 1);
             self.start_segment(next).map_err(err)?;
             // A closed segment nothing is left in goes now.
             if self.files.get(&closed).is_some_and(|(_, n)| *n == 0) {
                 self.files.remove(&closed);
                 let _ = std::fs::remove_file(self.dir.join(seg_name(closed)));
+            } else {
+                unsynced.push(to.join(seg_name(closed)));
             }
         }
-        crate::model::private_dir(to).map_err(err)?;
         for (seg, _) in self.files.iter().filter(|(s, _)| **s != self.current) {
             let name = seg_name(*seg);
             if std::fs::hard_link(self.dir.join(&name), to.join(&name)).is_err() {
                 std::fs::copy(self.dir.join(&name), to.join(&name)).map_err(err)?;
-                File::open(to.join(&name))
-                    .and_then(|f| f.sync_all())
-                    .map_err(err)?;
+                unsynced.push(to.join(&name));
             }
         }
         let index: Vec<(u64, At)> = self.index.iter().map(|(k, a)| (*k, *a)).collect();
         let bytes = postcard::to_allocvec(&index).map_err(|e| e.to_string())?;
-        let mut f = File::create(to.join(INDEX)).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        crate::model::sync_dir(to).map_err(err)
+        std::fs::write(to.join(INDEX), bytes).map_err(err)?;
+        unsynced.push(to.join(INDEX));
+        Ok(Linked {
+            dir: to.to_path_buf(),
+            unsynced,
+        })
     }
 
     fn serve(mut self, rx: Receiver<Request>, replies: Sender<Reply>, wake: SyncActivator) {
@@ -391,7 +392,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             l.put(&action(id), &mut line).unwrap();
         }
-        l.snapshot(&snap).unwrap();
+        l.snapshot(&snap).unwrap().sync().unwrap();
         assert_eq!(found(l.get("a")).as_deref(), Some("a"));
         l.put(&action("d"), &mut line).unwrap();
         assert!(found(l.get("x")).is_none(), "never had it");

@@ -21,13 +21,16 @@
 //! checkpoint at time `C` hard-links the files the store holds at `C` into
 //! `checkpoint-<C>.spill/<store>/` beside the checkpoint
 //! ([`Store::snapshot`]); the request goes through the store's queue, so it
-//! sees every write before it and no read after it. A restart from that
+//! sees every write before it and no read after it. The checkpoint's thread
+//! syncs what was written since the last one ([`Linked`]) before it writes
+//! the checkpoint. A restart from that
 //! checkpoint links them back into a fresh store before it serves
 //! ([`SpillPlan::seed`]). Otherwise the files are scratch: the store removes
 //! its directory when the run ends. If a file cannot be written the windows
 //! come back and stay in memory; if one cannot be read back its windows can
 //! no longer be corrected, which is logged.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -55,9 +58,29 @@ pub struct SpillPlan {
     pub seed: Option<PathBuf>,
 }
 
+/// What a snapshot linked: the directory, and the files in it whose data
+/// nothing has synced yet. The checkpoint's thread syncs both (never the
+/// store's thread, which serves reads the timely workers wait for) before
+/// it writes the checkpoint.
+#[derive(Debug, Default)]
+pub struct Linked {
+    pub dir: PathBuf,
+    pub unsynced: Vec<PathBuf>,
+}
+
+impl Linked {
+    /// Syncs the files, then the directory.
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.unsynced {
+            std::fs::File::open(f)?.sync_data()?;
+        }
+        crate::model::sync_dir(&self.dir)
+    }
+}
+
 /// A snapshot's outcome, sent by the store's thread once its files are
-/// linked and synced (the checkpoint is written only after every one).
-pub type Snapshot = Receiver<Result<(), String>>;
+/// linked (the checkpoint is written only after every one is synced).
+pub type Snapshot = Receiver<Result<Linked, String>>;
 
 /// The spill plan of a dataflow's `[window]`, if it spills: a directory of
 /// this process in `state_dir` (`run` defaults it to `<lake>/.plantflow`;
@@ -119,10 +142,11 @@ pub fn remove_stale(state_dir: &Path, dataflow: &str) {
 }
 
 /// Hard-links (or, across file systems, copies) every file of `from` into
-/// `to` (created), then syncs `to`. Returns how many.
-pub fn link_all(from: &Path, to: &Path) -> std::io::Result<usize> {
+/// `to` (created). Returns the names linked; `copied` gets those copied
+/// (new files: their data is not synced yet).
+pub fn link_all(from: &Path, to: &Path, copied: &mut Vec<PathBuf>) -> std::io::Result<Vec<String>> {
     crate::model::private_dir(to)?;
-    let mut n = 0;
+    let mut names = Vec::new();
     for e in std::fs::read_dir(from)? {
         let e = e?;
         if !e.file_type()?.is_file() {
@@ -131,12 +155,11 @@ pub fn link_all(from: &Path, to: &Path) -> std::io::Result<usize> {
         let target = to.join(e.file_name());
         if std::fs::hard_link(e.path(), &target).is_err() {
             std::fs::copy(e.path(), &target)?;
-            std::fs::File::open(&target)?.sync_all()?;
+            copied.push(target);
         }
-        n += 1;
+        names.push(e.file_name().to_string_lossy().into_owned());
     }
-    crate::model::sync_dir(to)?;
-    Ok(n)
+    Ok(names)
 }
 
 /// What a store keeps: one file of records per key, encoded and decoded on
@@ -190,7 +213,7 @@ enum Request<R: Records> {
     Write(R::Key, R),
     Read(R::Key),
     /// Link the files held now into a checkpoint's directory.
-    Snapshot(PathBuf, Sender<Result<(), String>>),
+    Snapshot(PathBuf, Sender<Result<Linked, String>>),
 }
 
 /// What the store hands back.
@@ -229,7 +252,6 @@ impl<R: Records> Store<R> {
             root: plan.dir.clone(),
             dir,
             seed: plan.seed.as_ref().map(|s| s.join(name)),
-            durable: plan.checkpoints.is_some(),
             queued: queued.clone(),
         };
         let stats = plan.stats.clone();
@@ -309,23 +331,34 @@ struct Serving {
     root: PathBuf,
     dir: PathBuf,
     seed: Option<PathBuf>,
-    /// Files are part of checkpoints: sync each, and keep the directory.
-    durable: bool,
     queued: Arc<AtomicUsize>,
 }
 
 impl Serving {
     /// Writes a key's file: always a new file (a checkpoint may link the
-    /// old one), synced on a node that takes checkpoints.
+    /// old one).
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
         let _ = std::fs::remove_file(path);
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(bytes)?;
-        if self.durable {
-            f.sync_data()?;
-        }
-        Ok(())
+        std::fs::write(path, bytes)
+    }
+
+    /// Links the files held now into `to`: those written since the last
+    /// snapshot (`fresh`) are the ones whose data must still be synced.
+    fn snapshot(&self, to: &Path, fresh: &mut HashSet<String>) -> Result<Linked, String> {
+        let mut unsynced = Vec::new();
+        let names = link_all(&self.dir, to, &mut unsynced)
+            .map_err(|e| format!("linking {} into {}: {e}", self.dir.display(), to.display()))?;
+        unsynced.extend(
+            names
+                .iter()
+                .filter(|n| fresh.contains(*n))
+                .map(|n| to.join(n)),
+        );
+        fresh.clear();
+        Ok(Linked {
+            dir: to.to_path_buf(),
+            unsynced,
+        })
     }
 
     fn serve<R: Records>(
@@ -338,9 +371,9 @@ impl Serving {
         let (written, restored) = R::counters(stats);
         let dir = &self.dir;
         if let Some(seed) = &self.seed {
-            match link_all(seed, dir) {
+            match link_all(seed, dir, &mut Vec::new()) {
                 Ok(n) => {
-                    tracing::debug!(n, seed = %seed.display(), "spilled state of the checkpoint linked")
+                    tracing::debug!(n = n.len(), seed = %seed.display(), "spilled state of the checkpoint linked")
                 }
                 // A store that spilled nothing by the checkpoint has no directory there.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -350,24 +383,24 @@ impl Serving {
             }
         }
         let mut warned = false;
+        // Files written since the last snapshot (their data is not synced).
+        let mut fresh: HashSet<String> = HashSet::new();
         for r in requests {
             let reply = match r {
                 Request::Snapshot(to, done) => {
-                    let res = link_all(dir, &to).map(|_| ()).map_err(|e| {
-                        format!("linking {} into {}: {e}", dir.display(), to.display())
-                    });
-                    let _ = done.send(res);
+                    let _ = done.send(self.snapshot(&to, &mut fresh));
                     continue;
                 }
                 Request::Write(key, records) => {
                     self.queued.fetch_sub(1, Relaxed);
-                    let written_to = records.encode().and_then(|b| {
-                        self.write(&dir.join(R::file_name(key)), &b)
-                            .map_err(|e| e.to_string())
-                    });
+                    let name = R::file_name(key);
+                    let written_to = records
+                        .encode()
+                        .and_then(|b| self.write(&dir.join(&name), &b).map_err(|e| e.to_string()));
                     match written_to {
                         Ok(()) => {
                             written.fetch_add(records.count(), Relaxed);
+                            fresh.insert(name);
                             continue;
                         }
                         Err(e) => {
@@ -381,10 +414,12 @@ impl Serving {
                 }
                 Request::Read(key) => {
                     self.queued.fetch_sub(1, Relaxed);
-                    let path = dir.join(R::file_name(key));
+                    let name = R::file_name(key);
+                    let path = dir.join(&name);
                     match std::fs::read(&path).map(|b| R::decode(&b)) {
                         Ok(Some(records)) => {
                             let _ = std::fs::remove_file(&path);
+                            fresh.remove(&name);
                             restored.fetch_add(records.count(), Relaxed);
                             Reply::Records(key, records)
                         }

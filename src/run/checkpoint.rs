@@ -261,13 +261,18 @@ struct Gathering {
 }
 
 impl Gathering {
-    /// Waits for every spill store's snapshot: the first failure, if any.
+    /// Waits for every spill store's snapshot and syncs what it linked:
+    /// the first failure, if any.
     fn spilled(&mut self) -> Result<(), String> {
         let mut res = Ok(());
         for w in self.waits.drain(..) {
             let r = w
                 .recv()
-                .unwrap_or_else(|_| Err("a spill store stopped before its snapshot".into()));
+                .unwrap_or_else(|_| Err("a spill store stopped before its snapshot".into()))
+                .and_then(|l| {
+                    l.sync()
+                        .map_err(|e| format!("syncing {}: {e}", l.dir.display()))
+                });
             if res.is_ok() {
                 res = r;
             }
@@ -354,8 +359,14 @@ impl Checkpointer {
         let started = std::time::Instant::now();
         // The spilled state is linked and synced before the checkpoint
         // that names it is written.
+        let spill_dir = self.dir.join(crate::engine::spill_dir(at));
         let spilled = g.spilled().and_then(|()| {
-            crate::model::sync_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))
+            let sync =
+                |d: &Path| crate::model::sync_dir(d).map_err(|e| format!("{}: {e}", d.display()));
+            if spill_dir.exists() {
+                sync(&spill_dir)?;
+            }
+            sync(&self.dir)
         });
         if let Err(e) = spilled {
             tracing::error!(
