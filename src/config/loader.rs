@@ -245,6 +245,7 @@ fn known_for<'k>(parent: &str, base: &str, known: &'k [&'k str]) -> Vec<&'k str>
         "severity",
         "one_per",
         "cooldown",
+        "expire_after",
     ];
     const SEVERITY: &[&str] = &["medium", "high"];
     let last = parent.rsplit('.').next().unwrap_or("");
@@ -334,6 +335,7 @@ const DURATION_KEYS: &[&str] = &[
     "poll_interval",
     "roll_interval",
     "cooldown",
+    "expire_after",
     "baseline",
     "reporting",
     "demand_interval",

@@ -53,7 +53,7 @@ pub fn plan(
     let window = window::window(l, raw.window);
     let (metrics, scope) = metrics::metrics(l, &raw.metrics, &context.asset_extra);
     let billing = billing::billing(l, raw.billing, &metrics, window.size_ms);
-    let lifecycle = routing::lifecycle(l, raw.lifecycle);
+    let (lifecycle, expire_after_ms) = routing::lifecycle(l, raw.lifecycle);
     let routing = routing::routing(l, raw.routing);
     let dead_letter = routing::dead_letter(l, raw.dead_letter);
     let memory = memory::memory(l, raw.memory);
@@ -65,6 +65,7 @@ pub fn plan(
         billing: billing.as_ref(),
         size_ms: window.size_ms,
         has_production: context.production.is_some(),
+        expire_after_ms,
     };
     let rules = rules::rules(l, raw.rules, &seen);
     Plan {

@@ -217,6 +217,9 @@ pub struct RulePlan {
     /// One open action per (rule, group); else one action per finding period.
     pub one_per_group: bool,
     pub cooldown_ms: i64,
+    /// An open action nobody acknowledged expires this long after it
+    /// opened (`expire_after`; none: never).
+    pub expire_after_ms: Option<i64>,
     pub verify: Option<VerifyPlan>,
     pub description: Option<String>,
     pub filter: Option<String>,

@@ -68,7 +68,11 @@ pub struct RawBilling {
 #[derive(Deserialize, Debug)]
 pub struct RawLifecycle {
     /// JSON-lines file of status updates (tailed in `--follow`).
-    pub path: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An open action nobody acknowledged expires this long after it opened.
+    #[serde(default)]
+    pub expire_after: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -186,6 +190,9 @@ pub struct RawAction {
     /// After an action is done or rejected, findings are suppressed this long.
     #[serde(default)]
     pub cooldown: Option<String>,
+    /// This rule's actions expire after this long open (`[lifecycle] expire_after`).
+    #[serde(default)]
+    pub expire_after: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -17,17 +17,31 @@ const ROUTE_KEYS: &[&str] = &[
     "value_category",
 ];
 
-/// Validates `[lifecycle]`.
-pub(super) fn lifecycle(l: &mut Loader<'_>, raw: Option<toml::Value>) -> Option<LifecyclePlan> {
-    match raw {
-        None => None,
-        Some(v) => l
-            .de::<RawLifecycle>("lifecycle", v, &["path"])
-            .map(|lc| LifecyclePlan {
-                path: l.output_path("lifecycle.path", &lc.path),
-            }),
-    }
+/// Validates `[lifecycle]`: the status file (optional) and how long an
+/// action may stay open unacknowledged (`expire_after`, default 90 days;
+/// `"0s"`: never). Returns the file's plan and the expiry in ms.
+pub(super) fn lifecycle(
+    l: &mut Loader<'_>,
+    raw: Option<toml::Value>,
+) -> (Option<LifecyclePlan>, Option<i64>) {
+    let Some(v) = raw else {
+        return (None, Some(DEFAULT_EXPIRE_MS));
+    };
+    let Some(lc) = l.de::<RawLifecycle>("lifecycle", v, &["path", "expire_after"]) else {
+        return (None, Some(DEFAULT_EXPIRE_MS));
+    };
+    let plan = lc.path.map(|p| LifecyclePlan {
+        path: l.output_path("lifecycle.path", &p),
+    });
+    let expire = match &lc.expire_after {
+        Some(s) => l.duration("lifecycle.expire_after", s).filter(|ms| *ms > 0),
+        None => Some(DEFAULT_EXPIRE_MS),
+    };
+    (plan, expire)
 }
+
+/// How long an action may stay open with nobody acknowledging it, by default.
+pub const DEFAULT_EXPIRE_MS: i64 = 90 * 86_400_000;
 
 /// Validates `[dead_letter]`: `max_raw` (a size, 64 B to 1 MiB) and
 /// `per_message` (1 to 100,000).

@@ -34,6 +34,8 @@ pub(super) struct Seen<'a> {
     pub size_ms: i64,
     /// Whether `[context.production]` is given (the `units` driver needs it).
     pub has_production: bool,
+    /// `[lifecycle] expire_after`, which a rule's own overrides.
+    pub expire_after_ms: Option<i64>,
 }
 
 /// Validates `[[rules]]`.
@@ -106,6 +108,12 @@ fn rule(l: &mut Loader<'_>, key: &str, r: RawRule, s: &Seen<'_>) -> RulePlan {
         one_per_group,
         cooldown_ms,
     } = action(l, key, a, kind, &mscope);
+    let expire_after_ms = match &a.expire_after {
+        Some(e) => l
+            .duration(&format!("{key}.action.expire_after"), e)
+            .filter(|ms| *ms > 0),
+        None => s.expire_after_ms,
+    };
     let verify = r.verify.as_ref().map(|v| verify(l, key, v, s));
     RulePlan {
         id: r.id.clone(),
@@ -113,6 +121,7 @@ fn rule(l: &mut Loader<'_>, key: &str, r: RawRule, s: &Seen<'_>) -> RulePlan {
         category: r.category.clone().unwrap_or_else(|| r.id.clone()),
         one_per_group,
         cooldown_ms,
+        expire_after_ms,
         verify,
         description: r.description,
         filter: r.filter,

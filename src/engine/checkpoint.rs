@@ -123,6 +123,7 @@ fn cold_part(part: &'static str) -> &'static str {
     match part {
         "window" => "window.cold",
         "rules" => "rules.cold",
+        "value" => "value.cold",
         other => panic!("{other} has no spilled state"),
     }
 }

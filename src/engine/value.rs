@@ -43,6 +43,8 @@ struct Waiting {
     ask: Vec<String>,
     /// Replies still to come.
     asked: usize,
+    /// The input has ended: the end step waits (for expiring actions).
+    end: bool,
 }
 
 impl Waiting {
@@ -141,15 +143,29 @@ pub fn value_op<'s, F, P>(
                                 waiting = Some(w);
                                 break;
                             }
+                            if w.end {
+                                // The input ended while expiring actions came back.
+                                let now = last.unwrap_or(i64::MIN);
+                                step_and_emit(&mut layer, now, true, &mut emit);
+                                (last, ended, cap) = (Some(now), true, None);
+                                break;
+                            }
                             (w.time, w.updates)
                         }
                         None => {
                             let Some((t, updates)) = pending.pop_complete(frontier) else {
                                 break;
                             };
-                            // Updates for actions the layer keeps on disk: fetch them first.
+                            // Updates for actions the layer keeps on disk, and
+                            // open ones there that expire by `t - 1`: fetch them first.
                             let ask = match &ledger {
-                                Some(_) => wanted_back(&layer, &updates, t),
+                                Some(_) => {
+                                    let mut a = wanted_back(&layer, &updates, t);
+                                    a.extend(layer.take_cold_due(t as i64 - 1, false));
+                                    a.sort();
+                                    a.dedup();
+                                    a
+                                }
                                 None => Vec::new(),
                             };
                             if !ask.is_empty() {
@@ -158,6 +174,7 @@ pub fn value_op<'s, F, P>(
                                     updates,
                                     ask,
                                     asked: 0,
+                                    end: false,
                                 });
                                 continue;
                             }
@@ -175,10 +192,11 @@ pub fn value_op<'s, F, P>(
                     }
                 }
                 if let Some(w) = &waiting {
-                    // Everything before the held time is complete.
-                    if w.time > reported {
-                        reported = w.time;
-                        progress(w.time);
+                    // Everything before the held step's time (`w.time - 1`) is out.
+                    let held = w.time.saturating_sub(1);
+                    if held > reported && !w.end {
+                        reported = held;
+                        progress(held);
                     }
                     return;
                 }
@@ -198,6 +216,23 @@ pub fn value_op<'s, F, P>(
                     None => (last.unwrap_or(i64::MIN), true),
                 };
                 if end || last.is_none_or(|l| now > l) {
+                    // Open actions on disk that expire by then come back first.
+                    let due = match &ledger {
+                        Some(_) => layer.take_cold_due(now, end),
+                        None => Vec::new(),
+                    };
+                    if !due.is_empty() {
+                        let time = if end { reported } else { now as u64 + 1 };
+                        waiting = Some(Waiting {
+                            time,
+                            updates: Vec::new(),
+                            ask: due,
+                            asked: 0,
+                            end,
+                        });
+                        me.activate();
+                        return;
+                    }
                     step_and_emit(&mut layer, now, end, &mut emit);
                     last = Some(now);
                     ended = end;
@@ -213,9 +248,8 @@ pub fn value_op<'s, F, P>(
                     if checkpoint::ready(at, f, pending.first_time()) {
                         put(&layer, last, &ck);
                         // Asked now: the snapshot sees every eviction before, none after.
-                        if let Some(s) = ledger.as_ref().and_then(|(l, _)| l.snapshot(at)) {
-                            ck.barrier.wait_for(s);
-                        }
+                        let s = ledger.as_ref().and_then(|(l, _)| l.snapshot(at));
+                        ck.barrier.put_cold("value", layer.cold_expiry(), s);
                     }
                 }
                 super::output::report_progress(frontier, &mut reported, &mut progress);
@@ -248,6 +282,9 @@ fn restore(layer: &mut ValueLayer, ck: &Checkpoints) -> Option<i64> {
     let (bytes, last): (Vec<u8>, Option<i64>) = ck.restore.take("value")?;
     if let Err(e) = layer.load(&bytes) {
         panic!("cannot read the value layer's state of the checkpoint: {e}");
+    }
+    if let Some(index) = ck.restore.take_cold("value") {
+        layer.load_cold_expiry(index);
     }
     last
 }

@@ -50,6 +50,7 @@ pub(crate) const VERIFIED: RGBColor = RGBColor(22, 163, 74);
 pub(crate) const NOT_VERIFIED: RGBColor = RGBColor(220, 38, 38);
 pub(crate) const REJECTED: RGBColor = RGBColor(107, 114, 128);
 pub(crate) const WITHDRAWN: RGBColor = RGBColor(156, 163, 175);
+pub(crate) const EXPIRED: RGBColor = RGBColor(209, 213, 219);
 
 const BASELINE: RGBColor = RGBColor(37, 99, 235);
 const REPORTING: RGBColor = RGBColor(22, 163, 74);

@@ -31,7 +31,7 @@ pub(crate) struct Page {
 }
 
 /// Action statuses in lifecycle order, with their chart colours.
-const STATUSES: [(&str, RGBColor); 7] = [
+const STATUSES: [(&str, RGBColor); 8] = [
     ("open", charts::OPEN),
     ("acknowledged", charts::ACKNOWLEDGED),
     ("done", charts::DONE),
@@ -39,6 +39,7 @@ const STATUSES: [(&str, RGBColor); 7] = [
     ("not_verified", charts::NOT_VERIFIED),
     ("rejected", charts::REJECTED),
     ("withdrawn", charts::WITHDRAWN),
+    ("expired", charts::EXPIRED),
 ];
 
 const STYLE: &str = r#"
@@ -233,7 +234,7 @@ fn kpis(out: &mut String, d: &Data) {
     let closed = d
         .actions
         .iter()
-        .filter(|a| matches!(a.status.as_str(), "rejected" | "withdrawn"))
+        .filter(|a| matches!(a.status.as_str(), "rejected" | "withdrawn" | "expired"))
         .count();
     let n_stake = at_stake.len();
     out.push_str("<section class=\"kpis\">\n");
@@ -241,7 +242,7 @@ fn kpis(out: &mut String, d: &Data) {
         out,
         "Actions",
         &d.actions.len().to_string(),
-        &format!("{n_stake} open or acknowledged · {closed} rejected or withdrawn"),
+        &format!("{n_stake} open or acknowledged · {closed} rejected, withdrawn or expired"),
     );
     card(
         out,

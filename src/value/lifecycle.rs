@@ -4,6 +4,8 @@
 //!   open ──► acknowledged ──► done ──► verified | not_verified   (verification)
 //!     │            │
 //!     └────────────┴──► rejected            withdrawn: every finding was corrected away
+//!     │
+//!     └──► expired   nobody acknowledged it within `expire_after` (default 90 days)
 //! ```
 //!
 //! [`replay_group`] is a pure function of one `(rule, group)`'s findings and
@@ -19,6 +21,12 @@
 //! for the rule's cool-down, after which a new action opens. Findings whose
 //! period overlaps a maintenance window of the asset are suppressed and
 //! counted. With `one_per = "period"` every finding is its own action.
+//!
+//! An action still `open` `expire_after` after it opened (event time) gets
+//! a revision with status `expired` at that time, by `plantflow`; the
+//! cool-down does not follow it (nobody acted), so under `one_per =
+//! "group"` the next finding opens a new action. Updates after it are
+//! refused like any update to a closed action.
 
 use std::collections::HashMap;
 
@@ -34,6 +42,7 @@ pub const STATUSES: &[&str] = &[
     "not_verified",
     "rejected",
     "withdrawn",
+    "expired",
 ];
 
 /// Whether an action in status `from` may be moved to `to` by an update.
@@ -150,6 +159,8 @@ struct Building {
     last_measures: serde_json::Value,
     history: Vec<HistoryEntry>,
     closed_at: Option<i64>,
+    /// When it opened (its first finding's period end).
+    opened_at: i64,
     /// Whether `a.row.evidence` still describes the current state (it was
     /// written by the last snapshot and nothing it reads changed since).
     evidence_current: bool,
@@ -264,17 +275,45 @@ fn open_action(
         last_measures: serde_json::Value::Null,
         history: Vec::new(),
         closed_at: None,
+        opened_at: f.period_end,
         evidence_current: false,
     };
     b.enter("open", f.period_end, "plantflow", "");
     b
 }
 
-/// Replays one group. `findings` in any order; `updates` maps action id → its updates.
+/// A span of time as config writes it: `90d`, `36h`, `90m`, `45s`, `500ms`.
+pub fn span(ms: i64) -> String {
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// Expires `b` if it is still open at `opened_at + expire_after` and that
+/// time is at or before both `t` and `now` (the event time reached).
+fn expire(b: &mut Building, rule: &RulePlan, group: &[SharedName], t: i64, now: i64) {
+    let Some(after) = rule.expire_after_ms else {
+        return;
+    };
+    let at = b.opened_at.saturating_add(after);
+    if b.a.row.status != "open" || at > t || at > now {
+        return;
+    }
+    let note = format!("nobody acknowledged it within {}", span(after));
+    b.enter("expired", at, "plantflow", &note);
+    b.snapshot(rule, group);
+}
+
+/// Replays one group as of event time `now`. `findings` in any order;
+/// `updates` maps action id → its updates.
 pub fn replay_group<'f, S: std::hash::BuildHasher>(
     dataflow: &str,
     currency_rule: (&RulePlan, &[RoutePlan]),
-    group: &[SharedName],
+    (group, now): (&[SharedName], i64),
     findings: impl IntoIterator<Item = &'f Finding>,
     updates: &HashMap<String, Vec<StatusUpdate>, S>,
 ) -> GroupReplay {
@@ -293,6 +332,8 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                 if u.at > t {
                     break;
                 }
+                // (an update at the very time of the expiry still counts)
+                expire(b, rule, group, u.at - 1, now);
                 let u = pending.remove(0);
                 let Some(to) = canonical_status(&u.status) else {
                     out.rejected
@@ -315,6 +356,7 @@ pub fn replay_group<'f, S: std::hash::BuildHasher>(
                 out.applied.push(u.seq);
                 b.snapshot(rule, group);
             }
+            expire(b, rule, group, t, now);
         };
 
     for f in fs {
@@ -400,6 +442,7 @@ mod tests {
             category: "waste".into(),
             one_per_group,
             cooldown_ms,
+            expire_after_ms: None,
             verify: None,
             description: None,
             filter: None,
@@ -468,7 +511,7 @@ mod tests {
         ups.insert(id, vec![upd("x", "acknowledged", 3_600_500, 1)]);
         ups.values_mut()
             .for_each(|v| v[0].action_id = action_id("df", "r", &group, 0));
-        let g = replay_group("df", (&r, &[]), &group, &fs, &ups);
+        let g = replay_group("df", (&r, &[]), (&group, i64::MAX), &fs, &ups);
         let a = &g.actions[0];
         // Written by hand: keys sorted, the last finding's measures, summed totals.
         let want = serde_json::json!({
@@ -490,11 +533,70 @@ mod tests {
         assert_eq!(first["measures"]["waste"], 2.5);
     }
 
+    /// Worked by hand, `expire_after` = 3 h: an action opened at 01:00
+    /// (the 00:00 hour's finding) that nobody acknowledged has a revision
+    /// `expired` at 04:00 once event time reaches it, not before; an update
+    /// at 04:00 itself still counts; one after it is refused; under `one_per
+    /// = "group"` the next finding (05:00) opens a new action at once, the
+    /// cool-down not following an expiry.
+    #[test]
+    fn an_unacknowledged_action_expires_and_the_next_finding_opens_a_new_one() {
+        let h = 3_600_000;
+        let mut r = rule(true, 10 * h);
+        r.expire_after_ms = Some(3 * h);
+        let id = action_id("df", "r", &["a1".into()], 0);
+        let group: [SharedName; 1] = ["a1".into()];
+        let fs = [finding(0, 1.0, false)];
+        let none = HashMap::new();
+        let at = |now: i64, ups: &HashMap<String, Vec<StatusUpdate>>| {
+            replay_group("df", (&r, &[]), (&group, now), &fs, ups)
+        };
+        assert_eq!(at(4 * h - 1, &none).actions[0].row.status, "open");
+        let g = at(4 * h, &none);
+        let a = &g.actions[0];
+        assert_eq!(a.row.status, "expired");
+        assert_eq!(a.row.status_at, 4 * h);
+        assert_eq!(a.row.status_by, "plantflow");
+        assert_eq!(a.row.status_note, "nobody acknowledged it within 3h");
+        let statuses: Vec<&str> = a.transitions.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(statuses, ["open", "expired"]);
+        // Acknowledged at the very time: it does not expire.
+        let ups = HashMap::from([(id.clone(), vec![upd(&id, "ack", 4 * h, 1)])]);
+        let g = at(10 * h, &ups);
+        assert_eq!(g.actions[0].row.status, "acknowledged");
+        // Acknowledged a millisecond later: refused, it expired.
+        let ups = HashMap::from([(id.clone(), vec![upd(&id, "ack", 4 * h + 1, 1)])]);
+        let g = at(10 * h, &ups);
+        assert_eq!(g.actions[0].row.status, "expired");
+        assert_eq!(g.rejected.len(), 1);
+        assert!(g.rejected[0].1.contains("expired"), "{:?}", g.rejected);
+        // The next finding after the expiry opens a new action (no cool-down).
+        let fs = [finding(0, 1.0, false), finding(5, 2.0, false)];
+        let g = replay_group("df", (&r, &[]), (&group, 6 * h), &fs, &none);
+        let rows: Vec<(&str, i64, f64)> = g
+            .actions
+            .iter()
+            .map(|a| (a.row.status.as_str(), a.row.period_start, a.row.value.0))
+            .collect();
+        assert_eq!(rows, [("expired", 0, 1.0), ("open", 5 * h, 2.0)]);
+        // Without `expire_after`, it stays open.
+        r.expire_after_ms = None;
+        let fs = [finding(0, 1.0, false)];
+        let g = replay_group("df", (&r, &[]), (&group, i64::MAX), &fs, &none);
+        assert_eq!(g.actions[0].row.status, "open");
+    }
+
     #[test]
     fn one_open_action_per_group_accumulates_and_suppresses() {
         let r = rule(true, 2 * 3_600_000);
         let fs: Vec<_> = (0..10).map(|h| finding(h, 4.8, h == 3)).collect();
-        let g = replay_group("df", (&r, &[]), &["a1".into()], &fs, &HashMap::new());
+        let g = replay_group(
+            "df",
+            (&r, &[]),
+            (&["a1".into()], i64::MAX),
+            &fs,
+            &HashMap::new(),
+        );
         assert_eq!(g.actions.len(), 1);
         assert_eq!(g.suppressed_maintenance, 1);
         let a = &g.actions[0].row;
@@ -521,7 +623,7 @@ mod tests {
                 upd(&id, "ack", 2 * h + 20, 3),
             ],
         );
-        let g = replay_group("df", (&r, &[]), &["a1".into()], &fs, &ups);
+        let g = replay_group("df", (&r, &[]), (&["a1".into()], i64::MAX), &fs, &ups);
         assert_eq!(
             g.actions.len(),
             2,
@@ -557,7 +659,13 @@ mod tests {
             action_type: Some("maintenance_work".into()),
             ..Default::default()
         }];
-        let g = replay_group("df", (&r, &routes), &["a1".into()], &fs, &HashMap::new());
+        let g = replay_group(
+            "df",
+            (&r, &routes),
+            (&["a1".into()], i64::MAX),
+            &fs,
+            &HashMap::new(),
+        );
         assert_eq!(g.actions.len(), 3);
         assert!(g.actions.iter().all(|a| a.row.owner == "maintenance"
             && a.row.action_type == "maintenance_work"

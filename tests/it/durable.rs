@@ -859,6 +859,9 @@ fn late_rows(path: &Path) {
 fn spilled_windows_periods_and_actions_come_back_from_checkpoints_after_kills() {
     let s = setup(60, 4 * 3600);
     let text = std::fs::read_to_string(&s.dataflow).unwrap();
+    // Actions nobody acknowledges expire after two hours: the ledger's
+    // open actions must come back to expire after a restart too.
+    let text = format!("{text}\n[lifecycle]\nexpire_after = \"2h\"\n");
     let in_memory = text.replace("size = \"1m\"", "size = \"1m\"\nspill_after = \"0s\"");
     std::fs::write(&s.dataflow, &in_memory).unwrap();
     late_rows(&s.input.join("samples.csv"));
@@ -867,6 +870,10 @@ fn spilled_windows_periods_and_actions_come_back_from_checkpoints_after_kills() 
     assert!(
         w["aggregates"].iter().any(|r| r.contains("9999.5")),
         "the late rows correct windows"
+    );
+    assert!(
+        w["actions"].iter().any(|r| r.contains("\"expired\"")),
+        "actions expire"
     );
     std::fs::write(
         &s.dataflow,

@@ -16,7 +16,7 @@ impl ValueLayer {
         let r = replay_group(
             &self.plan.name,
             (rule, &plan.routing),
-            &g.1,
+            (&g.1[..], now),
             findings.filter(|f| live || f.period_end <= now),
             &self.d.updates_by_id,
         );
@@ -69,6 +69,7 @@ impl ValueLayer {
                 }
             }
             ids.push(a.row.action_id.clone());
+            self.expires(g, &a.row);
             if !self.d.id_group.contains_key(&a.row.action_id) {
                 self.d.id_group.insert(a.row.action_id.clone(), g.clone());
             }
@@ -95,6 +96,20 @@ impl ValueLayer {
             }
         }
         self.d.group_ids.insert(g.clone(), ids);
+    }
+
+    /// Notes when an open action of `g` expires, so the step that reaches
+    /// that time replays its group.
+    pub(super) fn expires(&mut self, g: &GroupKey, row: &ActionRow) {
+        let after = self
+            .plan
+            .rules
+            .get(g.0 as usize)
+            .and_then(|r| r.expire_after_ms);
+        if let (Some(after), "open") = (after, row.status.as_str()) {
+            let at = row.status_at.saturating_add(after);
+            self.d.expiring.entry(at).or_default().insert(g.clone());
+        }
     }
 
     pub(super) fn emit_action(&mut self, a: ReplayedAction, out: &mut ValueOut) {

@@ -176,6 +176,15 @@ impl ValueLayer {
     ) -> Option<ColdAction> {
         let (e, seen) = self.d.actions.remove(id)?;
         self.d.id_group.remove(id);
+        let after = self
+            .plan
+            .rules
+            .get(g.0 as usize)
+            .and_then(|r| r.expire_after_ms);
+        if let (Some(after), "open") = (after, e.row.status.as_str()) {
+            let at = e.row.status_at.saturating_add(after);
+            self.cold_expiry.entry(at).or_default().push(id.to_string());
+        }
         let seen = seen.statuses();
         Some(ColdAction {
             rule: g.0,
@@ -187,6 +196,36 @@ impl ValueLayer {
             outcome: self.d.outcomes.remove(id).map(|o| (o.row, o.rev)),
             updates: self.d.updates_by_id.remove(id).unwrap_or_default(),
         })
+    }
+
+    /// Takes out of the cold expiry index the ids of open actions in the
+    /// cold store that expire at or before `now` (at the end of input: the
+    /// last window's end): the engine fetches them back before it steps to
+    /// `now`, and their groups replay with the expiry.
+    pub fn take_cold_due(&mut self, now: i64, end: bool) -> Vec<String> {
+        let now = if end { now.max(self.d.data_end) } else { now };
+        if self
+            .cold_expiry
+            .first_key_value()
+            .is_none_or(|(at, _)| *at > now)
+        {
+            return Vec::new();
+        }
+        let later = self.cold_expiry.split_off(&now.saturating_add(1));
+        std::mem::replace(&mut self.cold_expiry, later)
+            .into_values()
+            .flatten()
+            .collect()
+    }
+
+    /// The cold expiry index, for a checkpoint.
+    pub fn cold_expiry(&self) -> &BTreeMap<i64, Vec<String>> {
+        &self.cold_expiry
+    }
+
+    /// Starts from a checkpoint's cold expiry index.
+    pub fn load_cold_expiry(&mut self, index: BTreeMap<i64, Vec<String>>) {
+        self.cold_expiry = index;
     }
 
     /// Puts an evicted action back, as it was when it left.
@@ -208,6 +247,7 @@ impl ValueLayer {
         if !ids.contains(&id) {
             ids.push(id.clone());
         }
+        self.expires(&g, &c.row);
         self.d.id_group.insert(id.clone(), g);
         if let Some((row, rev)) = c.outcome {
             self.d.outcomes.insert(id.clone(), Emitted { row, rev });

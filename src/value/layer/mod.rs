@@ -268,6 +268,9 @@ pub struct ValueLayer {
     part_actions: usize,
     /// Everything the layer learnt from its input: what a checkpoint keeps.
     d: Data,
+    /// Open actions in the cold store by when they expire: their ids. A
+    /// checkpoint keeps it beside the ledger's snapshot.
+    cold_expiry: BTreeMap<i64, Vec<String>>,
 }
 
 /// The value layer's state (see [`ValueLayer::save`]).
@@ -293,6 +296,10 @@ struct Data {
     touched: HashSet<GroupKey>,
     /// Groups with a finding whose period has not closed yet, by period end.
     closing: BTreeMap<i64, HashSet<GroupKey>>,
+    /// Groups with an open action, by when it expires (rebuilt from
+    /// `actions` when a checkpoint is loaded; stale entries only replay).
+    #[serde(skip)]
+    expiring: BTreeMap<i64, HashSet<GroupKey>>,
     touched_intervals: HashSet<(String, i64)>,
     touched_bills: HashSet<(String, i64)>,
     rejected_total: u64,
@@ -311,6 +318,7 @@ impl ValueLayer {
             plan,
             aging,
             part_actions: PART_ACTIONS,
+            cold_expiry: BTreeMap::new(),
             d: Data {
                 now: i64::MIN,
                 data_end: i64::MIN,
@@ -330,6 +338,7 @@ impl ValueLayer {
                 bills: HashMap::default(),
                 touched: HashSet::default(),
                 closing: BTreeMap::new(),
+                expiring: BTreeMap::new(),
                 touched_intervals: HashSet::default(),
                 touched_bills: HashSet::default(),
                 rejected_total: 0,
@@ -349,6 +358,15 @@ impl ValueLayer {
     /// Starts from [`ValueLayer::save`]'s bytes.
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.d = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let open: Vec<(GroupKey, ActionRow)> = self
+            .d
+            .actions
+            .iter()
+            .filter_map(|(id, (e, _))| Some((self.d.id_group.get(id)?.clone(), e.row.clone())))
+            .collect();
+        for (g, row) in open {
+            self.expires(&g, &row);
+        }
         Ok(())
     }
 
@@ -565,6 +583,11 @@ impl ValueLayer {
             self.d.closing.split_off(&(self.d.now.saturating_add(1)))
         };
         for (_, groups) in std::mem::replace(&mut self.d.closing, later) {
+            self.d.touched.extend(groups);
+        }
+        // Open actions whose time to expire has come.
+        let later = self.d.expiring.split_off(&(self.d.now.saturating_add(1)));
+        for (_, groups) in std::mem::replace(&mut self.d.expiring, later) {
             self.d.touched.extend(groups);
         }
         self.demand_rules();
