@@ -26,6 +26,8 @@ pub struct Stats {
     /// Actions moved to the ledger on disk, and read back (for a status update or a correction).
     pub actions_evicted: AtomicU64,
     pub actions_restored: AtomicU64,
+    /// Closed actions dropped from the ledger once nothing can change them.
+    pub actions_forgotten: AtomicU64,
     /// Findings suppressed because the asset was in maintenance / the action in cool-down.
     pub suppressed_maintenance: AtomicU64,
     pub suppressed_cooldown: AtomicU64,

@@ -38,6 +38,8 @@ use crate::value::layer::ColdAction;
 enum Request {
     Put(Vec<ColdAction>),
     Get(String),
+    /// Actions nothing can change any more: out of the index.
+    Forget(Vec<String>),
     Snapshot(PathBuf, Sender<Result<Linked, String>>),
 }
 
@@ -100,6 +102,17 @@ impl Ledger {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(Request::Put(a)))
             | Err(TrySendError::Disconnected(Request::Put(a))) => Err(a),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Lets go of closed actions nothing can change any more (their period
+    /// is past the retention); gives them back if the queue is full.
+    pub fn forget(&self, ids: Vec<String>) -> Result<(), Vec<String>> {
+        match self.tx.try_send(Request::Forget(ids)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Request::Forget(ids)))
+            | Err(TrySendError::Disconnected(Request::Forget(ids))) => Err(ids),
             Err(_) => Ok(()),
         }
     }
@@ -338,6 +351,13 @@ impl Segments {
                     }
                     let _ = wake.activate();
                 }
+                Request::Forget(ids) => {
+                    for id in ids {
+                        if let Some(at) = self.index.remove(&key(&id)) {
+                            self.forget(at.seg);
+                        }
+                    }
+                }
                 Request::Snapshot(to, done) => {
                     let _ = done.send(self.snapshot(&to));
                 }
@@ -412,6 +432,15 @@ mod tests {
             assert_eq!(found(s.get(id)).as_deref(), Some(id));
         }
         assert!(found(s.get("d")).is_none(), "put after the snapshot");
+        // Let go of an action: it is no longer there, and a segment with
+        // nothing left goes.
+        s.put(&action("f"), &mut line).unwrap();
+        s.snapshot(&tmp.path().join("snap2")).unwrap();
+        if let Some(at) = s.index.remove(&key("f")) {
+            s.forget(at.seg);
+        }
+        assert!(found(s.get("f")).is_none());
+        assert!(!again.join(seg_name(1)).exists(), "segment 1 held only f");
         // New lines go to a new segment, not over the seed's.
         s.put(&action("e"), &mut line).unwrap();
         assert_eq!(found(s.get("e")).as_deref(), Some("e"));

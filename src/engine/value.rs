@@ -60,6 +60,89 @@ impl Waiting {
     }
 }
 
+impl Waiting {
+    /// A step to `now` held for the open actions on disk that expire by
+    /// then, if there are any (at the end, `time` is what was reported).
+    fn for_expiry(layer: &mut ValueLayer, now: i64, end: bool, reported: u64) -> Option<Waiting> {
+        let ask = layer.take_cold_due(now, end);
+        (!ask.is_empty()).then(|| Waiting {
+            time: if end { reported } else { now as u64 + 1 },
+            updates: Vec::new(),
+            ask,
+            asked: 0,
+            end,
+        })
+    }
+}
+
+/// What the operator does next with its held time and complete times.
+enum Next {
+    /// Apply the updates of complete time `t`, then step to `t - 1`.
+    Step(u64, Vec<(ValueIn, isize)>),
+    /// The end step, which waited for the ledger.
+    End,
+    /// Nothing until the ledger answers or a time completes.
+    Idle,
+    /// The ledger's queue was full: try again soon.
+    Wake,
+}
+
+/// The next step: the held time once the ledger has answered for it, or
+/// the next complete time, unless it needs actions back from the ledger
+/// first (then it is held).
+fn next(
+    waiting: &mut Option<Waiting>,
+    pending: &mut TimeBuffer<ValueIn>,
+    frontier: &timely::progress::frontier::MutableAntichain<u64>,
+    layer: &mut ValueLayer,
+    ledger: Option<&Ledger>,
+) -> Next {
+    if let Some(mut w) = waiting.take() {
+        if let Some(l) = ledger {
+            w.ask_from(l);
+        }
+        if !w.ask.is_empty() || w.asked > 0 {
+            let full = !w.ask.is_empty();
+            *waiting = Some(w);
+            return if full { Next::Wake } else { Next::Idle };
+        }
+        return match w.end {
+            true => Next::End,
+            false => Next::Step(w.time, w.updates),
+        };
+    }
+    let Some((t, updates)) = pending.pop_complete(frontier) else {
+        return Next::Idle;
+    };
+    // Updates for actions the layer keeps on disk, and open ones there
+    // that expire by `t - 1`: fetch them first.
+    let Some(l) = ledger else {
+        return Next::Step(t, updates);
+    };
+    let mut ask = wanted_back(layer, &updates, t);
+    ask.extend(layer.take_cold_due(t as i64 - 1, false));
+    ask.sort();
+    ask.dedup();
+    if ask.is_empty() {
+        return Next::Step(t, updates);
+    }
+    let mut w = Waiting {
+        time: t,
+        updates,
+        ask,
+        asked: 0,
+        end: false,
+    };
+    w.ask_from(l);
+    let full = !w.ask.is_empty();
+    *waiting = Some(w);
+    if full {
+        Next::Wake
+    } else {
+        Next::Idle
+    }
+}
+
 /// The actions on disk that `updates` at time `t` need back first, once each.
 fn wanted_back(layer: &ValueLayer, updates: &[(ValueIn, isize)], t: u64) -> Vec<String> {
     let mut ask: Vec<String> = updates
@@ -131,55 +214,21 @@ pub fn value_op<'s, F, P>(
                 // are consolidated first: a join may carry +1 +1 −1 for one row, and
                 // aged-out retractions are recognised by their net sign.
                 loop {
-                    let (t, updates) = match waiting.take() {
-                        Some(mut w) => {
-                            if let Some((l, _)) = &ledger {
-                                w.ask_from(l);
-                            }
-                            if !w.ask.is_empty() || w.asked > 0 {
-                                if !w.ask.is_empty() {
-                                    me.activate();
-                                }
-                                waiting = Some(w);
-                                break;
-                            }
-                            if w.end {
-                                // The input ended while expiring actions came back.
-                                let now = last.unwrap_or(i64::MIN);
-                                step_and_emit(&mut layer, now, true, &mut emit);
-                                (last, ended, cap) = (Some(now), true, None);
-                                break;
-                            }
-                            (w.time, w.updates)
+                    let l = ledger.as_ref().map(|(l, _)| l);
+                    let (t, updates) = match next(&mut waiting, &mut pending, frontier, &mut layer, l) {
+                        Next::Idle => break,
+                        Next::Wake => {
+                            me.activate();
+                            break;
                         }
-                        None => {
-                            let Some((t, updates)) = pending.pop_complete(frontier) else {
-                                break;
-                            };
-                            // Updates for actions the layer keeps on disk, and
-                            // open ones there that expire by `t - 1`: fetch them first.
-                            let ask = match &ledger {
-                                Some(_) => {
-                                    let mut a = wanted_back(&layer, &updates, t);
-                                    a.extend(layer.take_cold_due(t as i64 - 1, false));
-                                    a.sort();
-                                    a.dedup();
-                                    a
-                                }
-                                None => Vec::new(),
-                            };
-                            if !ask.is_empty() {
-                                waiting = Some(Waiting {
-                                    time: t,
-                                    updates,
-                                    ask,
-                                    asked: 0,
-                                    end: false,
-                                });
-                                continue;
-                            }
-                            (t, updates)
+                        Next::End => {
+                            // The input ended while expiring actions came back.
+                            let now = last.unwrap_or(i64::MIN);
+                            step_and_emit(&mut layer, now, true, &mut emit);
+                            (last, ended, cap) = (Some(now), true, None);
+                            break;
                         }
+                        Next::Step(t, updates) => (t, updates),
                     };
                     for (d, r) in updates {
                         layer.apply(d, t as i64, r);
@@ -217,21 +266,12 @@ pub fn value_op<'s, F, P>(
                 };
                 if end || last.is_none_or(|l| now > l) {
                     // Open actions on disk that expire by then come back first.
-                    let due = match &ledger {
-                        Some(_) => layer.take_cold_due(now, end),
-                        None => Vec::new(),
-                    };
-                    if !due.is_empty() {
-                        let time = if end { reported } else { now as u64 + 1 };
-                        waiting = Some(Waiting {
-                            time,
-                            updates: Vec::new(),
-                            ask: due,
-                            asked: 0,
-                            end,
-                        });
-                        me.activate();
-                        return;
+                    if ledger.is_some() {
+                        waiting = Waiting::for_expiry(&mut layer, now, end, reported);
+                        if waiting.is_some() {
+                            me.activate();
+                            return;
+                        }
                     }
                     step_and_emit(&mut layer, now, end, &mut emit);
                     last = Some(now);
@@ -249,7 +289,7 @@ pub fn value_op<'s, F, P>(
                         put(&layer, last, &ck);
                         // Asked now: the snapshot sees every eviction before, none after.
                         let s = ledger.as_ref().and_then(|(l, _)| l.snapshot(at));
-                        ck.barrier.put_cold("value", layer.cold_expiry(), s);
+                        ck.barrier.put_cold("value", layer.cold_index(), s);
                     }
                 }
                 super::output::report_progress(frontier, &mut reported, &mut progress);
@@ -284,7 +324,7 @@ fn restore(layer: &mut ValueLayer, ck: &Checkpoints) -> Option<i64> {
         panic!("cannot read the value layer's state of the checkpoint: {e}");
     }
     if let Some(index) = ck.restore.take_cold("value") {
-        layer.load_cold_expiry(index);
+        layer.load_cold_index(index);
     }
     last
 }
@@ -300,6 +340,17 @@ fn put(layer: &ValueLayer, last: Option<i64>, ck: &Checkpoints) {
 /// Moves the actions the layer no longer needs in memory to the ledger
 /// (they stay if its queue is full, and go at a later period).
 fn evict(layer: &mut ValueLayer, ledger: &Ledger, stats: &Stats) {
+    // Closed actions no correction can reach any more leave the ledger.
+    let gone = layer.take_cold_final();
+    if !gone.is_empty() {
+        let n = gone.len() as u64;
+        match ledger.forget(gone) {
+            Ok(()) => {
+                stats.actions_forgotten.fetch_add(n, Relaxed);
+            }
+            Err(back) => layer.forget_later(back),
+        }
+    }
     let cold = layer.evict();
     if cold.is_empty() {
         return;

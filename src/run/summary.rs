@@ -26,6 +26,8 @@ pub struct RunSummary {
     /// Actions written to the ledger, and read back from it.
     pub actions_evicted: u64,
     pub actions_restored: u64,
+    /// Closed actions the ledger let go once final.
+    pub actions_forgotten: u64,
     /// Findings suppressed: asset in maintenance / action in cool-down.
     pub suppressed_maintenance: u64,
     pub suppressed_cooldown: u64,
@@ -65,6 +67,7 @@ pub(super) fn collect(
         groups_restored: Stats::get(&stats.groups_restored),
         actions_evicted: Stats::get(&stats.actions_evicted),
         actions_restored: Stats::get(&stats.actions_restored),
+        actions_forgotten: Stats::get(&stats.actions_forgotten),
         suppressed_maintenance: Stats::get(&stats.suppressed_maintenance),
         suppressed_cooldown: Stats::get(&stats.suppressed_cooldown),
         dead_letters: stats.dead_letters(),
@@ -205,8 +208,8 @@ impl RunSummary {
         ));
         if self.actions_evicted > 0 {
             s.push_str(&format!(
-                "  on disk      {:>12}  (actions of closed periods kept on disk, {} read back)\n",
-                self.actions_evicted, self.actions_restored
+                "  on disk      {:>12}  (actions of closed periods kept on disk, {} read back, {} final and let go)\n",
+                self.actions_evicted, self.actions_restored, self.actions_forgotten
             ));
         }
         for (owner, action, n, v) in tally.by_owner() {

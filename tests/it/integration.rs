@@ -1365,6 +1365,8 @@ fn actions_nobody_acknowledges_expire_on_time_from_memory_and_from_disk() {
     run(&with("0s"), &input, &memory, 1);
     let s = run(&with("10m"), &input, &disk, 2);
     assert!(s.actions_evicted > 0, "actions went to the ledger");
+    // Closed ones (expired) leave it once past the retention.
+    assert!(s.actions_forgotten > 0, "final actions left the ledger");
     // The data's end: the last window's end (the last sample's time, to a
     // minute; expiries fall 25 minutes or more from it either way).
     let end = all_aggregates(&memory)

@@ -181,9 +181,18 @@ impl ValueLayer {
             .rules
             .get(g.0 as usize)
             .and_then(|r| r.expire_after_ms);
-        if let (Some(after), "open") = (after, e.row.status.as_str()) {
-            let at = e.row.status_at.saturating_add(after);
-            self.cold_expiry.entry(at).or_default().push(id.to_string());
+        match (after, e.row.status.as_str()) {
+            (Some(after), "open") => {
+                let at = e.row.status_at.saturating_add(after);
+                self.cold.expire.entry(at).or_default().push(id.to_string());
+            }
+            // Waits for a person: stays until an update brings it back.
+            (_, "open" | "acknowledged") => {}
+            // Closed: final once no correction of its finding can come.
+            _ => {
+                let at = self.aging.retract_at(e.row.period_end);
+                self.cold.forget.entry(at).or_default().push(id.to_string());
+            }
         }
         let seen = seen.statuses();
         Some(ColdAction {
@@ -204,28 +213,29 @@ impl ValueLayer {
     /// `now`, and their groups replay with the expiry.
     pub fn take_cold_due(&mut self, now: i64, end: bool) -> Vec<String> {
         let now = if end { now.max(self.d.data_end) } else { now };
-        if self
-            .cold_expiry
-            .first_key_value()
-            .is_none_or(|(at, _)| *at > now)
-        {
-            return Vec::new();
-        }
-        let later = self.cold_expiry.split_off(&now.saturating_add(1));
-        std::mem::replace(&mut self.cold_expiry, later)
-            .into_values()
-            .flatten()
-            .collect()
+        due(&mut self.cold.expire, now)
     }
 
-    /// The cold expiry index, for a checkpoint.
-    pub fn cold_expiry(&self) -> &BTreeMap<i64, Vec<String>> {
-        &self.cold_expiry
+    /// Takes out of the cold index the closed actions in the cold store
+    /// that are final by now (their finding past the retention): the
+    /// engine tells the store to let them go.
+    pub fn take_cold_final(&mut self) -> Vec<String> {
+        due(&mut self.cold.forget, self.d.now)
     }
 
-    /// Starts from a checkpoint's cold expiry index.
-    pub fn load_cold_expiry(&mut self, index: BTreeMap<i64, Vec<String>>) {
-        self.cold_expiry = index;
+    /// Puts back ids the store could not take yet.
+    pub fn forget_later(&mut self, ids: Vec<String>) {
+        self.cold.forget.entry(self.d.now).or_default().extend(ids);
+    }
+
+    /// The cold index, for a checkpoint.
+    pub fn cold_index(&self) -> &ColdIndex {
+        &self.cold
+    }
+
+    /// Starts from a checkpoint's cold index.
+    pub fn load_cold_index(&mut self, index: ColdIndex) {
+        self.cold = index;
     }
 
     /// Puts an evicted action back, as it was when it left.
@@ -311,4 +321,16 @@ impl ValueLayer {
             }
         }
     }
+}
+
+/// Takes the ids of `index` due at or before `now`.
+fn due(index: &mut BTreeMap<i64, Vec<String>>, now: i64) -> Vec<String> {
+    if index.first_key_value().is_none_or(|(at, _)| *at > now) {
+        return Vec::new();
+    }
+    let later = index.split_off(&now.saturating_add(1));
+    std::mem::replace(index, later)
+        .into_values()
+        .flatten()
+        .collect()
 }

@@ -268,9 +268,18 @@ pub struct ValueLayer {
     part_actions: usize,
     /// Everything the layer learnt from its input: what a checkpoint keeps.
     d: Data,
-    /// Open actions in the cold store by when they expire: their ids. A
-    /// checkpoint keeps it beside the ledger's snapshot.
-    cold_expiry: BTreeMap<i64, Vec<String>>,
+    /// What happens next to actions in the cold store (a checkpoint keeps
+    /// it beside the ledger's snapshot).
+    cold: ColdIndex,
+}
+
+/// Actions in the cold store by what happens to them next, and when: open
+/// ones come back to expire; closed ones are let go once no correction
+/// can reach them (nothing can change them any more).
+#[derive(Default, Serialize, Deserialize)]
+pub struct ColdIndex {
+    expire: BTreeMap<i64, Vec<String>>,
+    forget: BTreeMap<i64, Vec<String>>,
 }
 
 /// The value layer's state (see [`ValueLayer::save`]).
@@ -318,7 +327,7 @@ impl ValueLayer {
             plan,
             aging,
             part_actions: PART_ACTIONS,
-            cold_expiry: BTreeMap::new(),
+            cold: ColdIndex::default(),
             d: Data {
                 now: i64::MIN,
                 data_end: i64::MIN,
