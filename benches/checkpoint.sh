@@ -9,6 +9,7 @@
 #
 #   bash benches/checkpoint.sh
 #   TAGS=500 SECONDS_=600 bash benches/checkpoint.sh
+#   VARIANTS="10s 10s:0s 0s" bash benches/checkpoint.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAGS=${TAGS:-2000}
@@ -48,7 +49,7 @@ open(out, "w").write(t)
 PY
   echo "$work/flow-$1.toml"
 }
-variants=("1s" "10s" "1s:0s" "10s:0s" "0s" "0s:0s")
+read -r -a variants <<< "${VARIANTS:-1s 10s 1s:0s 10s:0s 0s 0s:0s}"
 declare -A times
 for r in $(seq "$ROUNDS"); do
   for v in "${variants[@]}"; do
