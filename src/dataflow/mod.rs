@@ -16,6 +16,7 @@ use crate::config::{take_type, ConfigErrors, Diagnostic, Loader, Plan};
 use crate::mqtt::publish::PublishPlan;
 use crate::mqtt::MqttSourcePlan;
 use crate::opcua::OpcUaSourcePlan;
+use crate::sinks::jsonl::JsonlPlan;
 use crate::sinks::parquet::ParquetPlan;
 use crate::sources::replay::ReplayPlan;
 
@@ -29,6 +30,8 @@ pub struct Dataflow {
     pub sink: ParquetPlan,
     /// `mqtt_publish` sinks.
     pub publish: Vec<PublishPlan>,
+    /// `jsonl` sinks.
+    pub jsonl: Vec<JsonlPlan>,
     /// A hash of the dataflow file's content (its TOML, comments and layout
     /// aside): the lake's commit record says which file wrote it.
     pub fingerprint: String,
@@ -69,6 +72,7 @@ impl SourcePlan {
 enum SinkPlan {
     Parquet(ParquetPlan),
     Publish(Box<PublishPlan>),
+    Jsonl(JsonlPlan),
 }
 
 /// What a component's validator gets: the loader, its table's key path
@@ -98,6 +102,9 @@ const SINKS: &[(&str, Validate<SinkPlan>)] = &[
     }),
     ("mqtt_publish", |l, key, v, name, env| {
         crate::mqtt::config::publish(l, key, v, name, env).map(|p| SinkPlan::Publish(Box::new(p)))
+    }),
+    ("jsonl", |l, key, v, _, _| {
+        crate::sinks::jsonl::config::plan(l, key, v).map(SinkPlan::Jsonl)
     }),
 ];
 
@@ -141,7 +148,7 @@ fn validate_text(
     let sources = sources(&mut l, std::mem::take(&mut raw.sources), &name, env);
     let sinks = std::mem::take(&mut raw.sinks);
     let plan = crate::config::plan(&mut l, file, raw, env);
-    let (sink, mut publish) = sinks_of(&mut l, sinks, &name, env);
+    let (sink, mut publish, jsonl) = sinks_of(&mut l, sinks, &name, env);
     l.finish()?;
     for p in &mut publish {
         p.metrics = plan.metrics.iter().map(|m| m.name.clone()).collect();
@@ -151,6 +158,7 @@ fn validate_text(
         sources,
         sink: sink.expect("a sink was validated above"),
         publish,
+        jsonl,
         fingerprint: fingerprint(text),
     })
 }
@@ -222,15 +230,17 @@ fn sources(
     sources
 }
 
-/// `[[sinks]]`: exactly one Parquet sink (the lake), any number of MQTT publishers.
+/// `[[sinks]]`: exactly one Parquet sink (the lake), any number of MQTT
+/// publishers and JSON-lines files.
 fn sinks_of(
     l: &mut Loader<'_>,
     raw: Vec<toml::Value>,
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> (Option<ParquetPlan>, Vec<PublishPlan>) {
+) -> (Option<ParquetPlan>, Vec<PublishPlan>, Vec<JsonlPlan>) {
     let mut sink = None;
     let mut publish = Vec::new();
+    let mut jsonl = Vec::new();
     let parquet_count = raw
         .iter()
         .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("parquet"))
@@ -247,10 +257,11 @@ fn sinks_of(
         match validate(l, &key, v, SINKS, "sink type", name, env) {
             Some(SinkPlan::Parquet(p)) => sink = Some(p),
             Some(SinkPlan::Publish(p)) => publish.push(*p),
+            Some(SinkPlan::Jsonl(p)) => jsonl.push(p),
             None => {}
         }
     }
-    (sink, publish)
+    (sink, publish, jsonl)
 }
 
 #[cfg(test)]

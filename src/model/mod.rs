@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 mod batch;
 pub mod edit;
 mod intern;
+pub mod message;
 pub mod tables;
 pub mod tariff;
 mod text;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::model::message::{action_json, row_json};
 use crate::model::SinkBatch;
 use crate::mqtt::conn::{Conn, ConnPlan, Incoming};
 use crate::mqtt::topic::TagTemplate;
@@ -69,35 +70,6 @@ pub struct PublishStats {
 }
 
 use crate::model::rfc3339_ms as ms_string;
-
-/// One message of an actions, outcomes or billing row: the row's own fields
-/// and `table`, `dataflow`, `revision` (and, for actions, RFC 3339 copies of
-/// the period start and status time), serialised straight from the row.
-#[derive(serde::Serialize)]
-struct RowMessage<'a, R: serde::Serialize> {
-    #[serde(flatten)]
-    row: &'a R,
-    table: &'static str,
-    dataflow: &'a str,
-    revision: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    period_start_time: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status_time: Option<Option<String>>,
-}
-
-impl<'a, R: serde::Serialize> RowMessage<'a, R> {
-    fn new(table: &'static str, dataflow: &'a str, revision: i64, row: &'a R) -> Self {
-        RowMessage {
-            row,
-            table,
-            dataflow,
-            revision,
-            period_start_time: None,
-            status_time: None,
-        }
-    }
-}
 
 /// One `aggregates` message: the window's fields, its context, the metrics
 /// by name, and `table`, `dataflow`, `revision`. Non-finite numbers are `null`.
@@ -267,11 +239,6 @@ fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl
         }
         SinkBatch::Actions(rows) if want("actions") => {
             for (a, rev) in rows {
-                let msg = RowMessage {
-                    period_start_time: Some(ms_string(a.period_start)),
-                    status_time: Some(ms_string(a.status_at)),
-                    ..RowMessage::new("actions", dataflow, *rev, a)
-                };
                 let fields = [
                     ("site", a.site.as_str()),
                     ("line", &a.line),
@@ -281,11 +248,7 @@ fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl
                     ("action_id", &a.action_id),
                     ("status", &a.status),
                 ];
-                emit(
-                    "actions",
-                    serde_json::to_vec(&msg).unwrap_or_default(),
-                    &fields,
-                );
+                emit("actions", action_json(dataflow, *rev, a), &fields);
             }
         }
         SinkBatch::Outcomes(rows) if want("outcomes") => {
@@ -297,20 +260,14 @@ fn each_row(plan: &PublishPlan, dataflow: &str, batch: &SinkBatch, mut out: impl
                     ("action_id", &o.action_id),
                     ("status", &o.verdict),
                 ];
-                emit(
-                    "outcomes",
-                    serde_json::to_vec(&RowMessage::new("outcomes", dataflow, *rev, o))
-                        .unwrap_or_default(),
-                    &fields,
-                );
+                emit("outcomes", row_json("outcomes", dataflow, *rev, o), &fields);
             }
         }
         SinkBatch::Billing(rows) if want("billing") => {
             for (b, rev) in rows {
                 emit(
                     "billing",
-                    serde_json::to_vec(&RowMessage::new("billing", dataflow, *rev, b))
-                        .unwrap_or_default(),
+                    row_json("billing", dataflow, *rev, b),
                     &[("site", &b.site)],
                 );
             }

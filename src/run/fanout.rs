@@ -9,6 +9,7 @@ use crate::config::Plan;
 use crate::http::board::Board;
 use crate::model::{SinkBatch, Stamped};
 use crate::mqtt::publish::PublishPlan;
+use crate::sinks::jsonl::{JsonlPlan, JsonlWriter};
 use crate::sinks::parquet::{run_writer, ParquetPlan, ParquetWriter, WriterReport};
 
 use super::supervise::{Component, Supervisor};
@@ -104,12 +105,72 @@ fn tap(
     Ok(out)
 }
 
+/// With `jsonl` sinks: a tap on the sinks' channel that hands the value
+/// tables' batches to each sink's writer (a task of its own, behind a
+/// bounded queue: a slow disk holds the tap, it never drops a line). A
+/// resumed run wrote the rows before its commit's time already.
+fn files(
+    rt: &tokio::runtime::Runtime,
+    jsonl: &[JsonlPlan],
+    dataflow: &str,
+    resume_before: u64,
+    rx: std::sync::mpsc::Receiver<Stamped>,
+    sup: &Arc<Supervisor>,
+) -> Result<(std::sync::mpsc::Receiver<Stamped>, Vec<JoinHandle<()>>), String> {
+    if jsonl.is_empty() {
+        return Ok((rx, Vec::new()));
+    }
+    let mut txs = Vec::new();
+    let mut tasks = Vec::new();
+    for p in jsonl {
+        let who = Component(format!("sink `{}` ({})", p.id, p.key));
+        let mut w = JsonlWriter::open(p.clone(), dataflow).map_err(|e| format!("{who}: {e}"))?;
+        let (tx, batches) = std::sync::mpsc::sync_channel::<Arc<SinkBatch>>(1024);
+        txs.push(tx);
+        let sup = sup.clone();
+        tasks.push(rt.spawn_blocking(move || {
+            let done = batches
+                .iter()
+                .try_for_each(|b| w.write(&b))
+                .and_then(|()| w.sync());
+            if let Err(e) = done {
+                sup.fail(&who, &e, super::supervise::EXIT_FAILED);
+            }
+        }));
+    }
+    let (tx, out) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("plantflow-jsonl-tap".into())
+        .spawn(move || {
+            for batch in rx {
+                // (the value tables' batches are small: a copy each)
+                let copy = match &batch.batch {
+                    SinkBatch::Actions(r) => Some(SinkBatch::Actions(r.clone())),
+                    SinkBatch::Outcomes(r) => Some(SinkBatch::Outcomes(r.clone())),
+                    SinkBatch::Billing(r) => Some(SinkBatch::Billing(r.clone())),
+                    _ => None,
+                };
+                if let Some(c) = copy.filter(|_| batch.time.is_none_or(|t| t >= resume_before)) {
+                    let c = Arc::new(c);
+                    for w in &txs {
+                        let _ = w.send(c.clone());
+                    }
+                }
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the jsonl tap: {e}"))?;
+    Ok((out, tasks))
+}
+
 /// Starts the Parquet writer and the publishers on `rt`, fed from `sink_rx`.
 pub(super) fn start(
     rt: &tokio::runtime::Runtime,
     sink_rx: std::sync::mpsc::Receiver<Stamped>,
     lake: Lake<'_>,
-    publish: &[PublishPlan],
+    (publish, jsonl): (&[PublishPlan], &[JsonlPlan]),
     sup: &Arc<Supervisor>,
     stats: Arc<Stats>,
 ) -> Result<Writers, String> {
@@ -121,6 +182,7 @@ pub(super) fn start(
     } = lake;
     let resume_before = open.resume.before;
     let lock = open.lock;
+    let (sink_rx, files) = files(rt, jsonl, &plan.name, resume_before, sink_rx, sup)?;
     let writer = ParquetWriter::new(
         sink.clone(),
         &plan.name,
@@ -146,7 +208,7 @@ pub(super) fn start(
     };
     // With `mqtt_publish` sinks, batches are shared (`Arc`) between the
     // Parquet writer and an encoder thread that turns them into messages.
-    let mut publishers = Vec::new();
+    let mut publishers = files;
     let writer = if publish.is_empty() {
         rt.spawn_blocking(move || guarded(Box::new(move || run_writer(sink_rx, writer))))
     } else {

@@ -211,6 +211,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         sources,
         sink,
         publish,
+        jsonl,
         fingerprint,
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
@@ -263,7 +264,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             tally_actions_only: opts.tally_actions_only,
             open: lake,
         },
-        &publish,
+        (&publish, &jsonl),
         &sup,
         stats.clone(),
     )?;

@@ -4,5 +4,6 @@
 //! - [`parquet`]: the lake (every table, partitioned, rolled, committed atomically).
 //! - [`tally`]: the run summary's bounded view of actions.
 
+pub mod jsonl;
 pub mod parquet;
 pub mod tally;

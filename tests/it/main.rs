@@ -18,6 +18,7 @@
 //! - [`operator`]: the operator surface (`[http]`): health, readiness and
 //!   metrics of a running node, read as a scraper would; the actions API.
 //! - [`tags`]: the tag-quality view and table.
+//! - [`jsonl`]: the JSON-lines sink against the lake it writes beside.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -30,6 +31,7 @@ mod demo;
 mod durable;
 mod house;
 mod integration;
+mod jsonl;
 mod mqtt;
 mod opcua;
 mod operator;
