@@ -35,6 +35,7 @@ use crate::value::rules::Compiled;
 mod actions;
 mod billing;
 mod cold;
+mod compact;
 mod verify;
 
 /// What the engine sends the value layer (all to one worker).
@@ -271,6 +272,11 @@ pub struct ValueLayer {
     /// What happens next to actions in the cold store (a checkpoint keeps
     /// it beside the ledger's snapshot).
     cold: ColdIndex,
+    /// The last period bucket [`ValueLayer::compact`] went through (not
+    /// kept: after a restart the next step compacts again).
+    compacted_bucket: i64,
+    /// Settled actions of `one_per = "group"` rules that left memory.
+    compacted: u64,
 }
 
 /// Actions in the cold store by what happens to them next, and when: open
@@ -328,6 +334,8 @@ impl ValueLayer {
             aging,
             part_actions: PART_ACTIONS,
             cold: ColdIndex::default(),
+            compacted_bucket: i64::MIN,
+            compacted: 0,
             d: Data {
                 now: i64::MIN,
                 data_end: i64::MIN,
@@ -641,6 +649,7 @@ impl ValueLayer {
         }
         self.d.unmatched = still;
         self.prune();
+        self.compact();
         out
     }
 }

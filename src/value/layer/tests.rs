@@ -228,3 +228,71 @@ fn evicted_actions_come_back_for_updates_and_corrections_with_the_same_results()
     assert_eq!(a, b);
     assert!(!cold.knows(&m1) && !cold.knows(&m2) && !cold.knows(&m7));
 }
+
+/// Workload v1's rule as `one_per = "group"` with expiry after 2 h: a
+/// group with a finding every hour for two days (every fifth in
+/// maintenance) opens an action, it expires, the next finding opens the
+/// next. The compacting layer's output equals one that never compacts,
+/// step by step, with the same suppression counts, while it holds a few
+/// findings and actions instead of all of them.
+#[test]
+fn a_compacted_group_gives_the_same_actions_and_forgets_its_settled_past() {
+    const H: i64 = 3_600_000;
+    let mk = || {
+        let mut l = layer();
+        let mut plan = (*l.plan).clone();
+        plan.rules[0].one_per_group = true;
+        plan.rules[0].expire_after_ms = Some(2 * H);
+        l.plan = Arc::new(plan);
+        l.compiled = Compiled::new(&l.plan);
+        l
+    };
+    let (mut a, mut b) = (mk(), mk());
+    b.compacted_bucket = i64::MAX; // never compacts
+    let group: Group = vec!["s".into(), "l".into(), "m1".into()].into();
+    for h in 0..48 {
+        let f = Finding {
+            rule: 0,
+            group: group.clone(),
+            period_start: h * H,
+            period_end: (h + 1) * H,
+            value: F64(1.0 + h as f64),
+            windows: 60,
+            in_maintenance: h % 5 == 4,
+            measures: format!("{{\"waste_kwh\": {}}}", 5.0 + h as f64),
+            site: "s".into(),
+            line: "l".into(),
+            asset: "m1".into(),
+            kind: "compressor".into(),
+        };
+        for l in [&mut a, &mut b] {
+            l.apply(ValueIn::Finding(f.clone()), (h + 1) * H + 1, 1);
+        }
+        let t = (h + 1) * H + 1;
+        let (x, y) = (
+            a.step(t, false, &mut |_| panic!("no parts")),
+            b.step(t, false, &mut |_| panic!("no parts")),
+        );
+        assert_eq!(x.actions, y.actions, "hour {h}");
+        assert_eq!(a.counters(), b.counters(), "hour {h}");
+    }
+    let (x, y) = (
+        a.step(49 * H, true, &mut |_| panic!("no parts")),
+        b.step(49 * H, true, &mut |_| panic!("no parts")),
+    );
+    assert_eq!(x.actions, y.actions, "at the end");
+    assert_eq!(a.counters(), b.counters());
+    assert!(a.counters().suppressed_maintenance > 0);
+    let held = |l: &ValueLayer| l.d.findings.values().map(|m| m.0.len()).sum::<usize>();
+    assert_eq!(
+        held(&b),
+        48,
+        "the layer that never compacts holds every finding"
+    );
+    assert!(held(&a) <= 12, "the compacting one holds {}", held(&a));
+    assert!(
+        a.d.actions.len() <= 4 && a.compacted > 0,
+        "{} actions held",
+        a.d.actions.len()
+    );
+}
