@@ -17,7 +17,7 @@
 //! closed periods, one postcard file per `(rule, period)` and worker.
 //!
 //! On a node that takes checkpoints the files are part of them: each file
-//! is written once (a new file, `fsync`'d) and only ever removed, so a
+//! is written once (always a new file) and only ever removed, so a
 //! checkpoint at time `C` hard-links the files the store holds at `C` into
 //! `checkpoint-<C>.spill/<store>/` beside the checkpoint
 //! ([`Store::snapshot`]); the request goes through the store's queue, so it
@@ -51,8 +51,8 @@ pub struct SpillPlan {
     pub dir: PathBuf,
     /// Counts windows written and read back (the run summary's `spilled`).
     pub stats: Arc<Stats>,
-    /// Where checkpoints go, on a node that takes them: files are then
-    /// synced when written and linked into each checkpoint.
+    /// Where checkpoints go, on a node that takes them: the files are then
+    /// linked into each checkpoint (and synced by the checkpoint's thread).
     pub checkpoints: Option<PathBuf>,
     /// The spill directory of the checkpoint the run starts from.
     pub seed: Option<PathBuf>,
