@@ -401,19 +401,36 @@ fn inspect_log(dir: &Path) {
         ),
         Err(e) => eprintln!("plantflow state inspect: {e}"),
     }
-    let mut checkpoints: Vec<(String, u64)> = std::fs::read_dir(dir)
+    let mut checkpoints: Vec<(String, u64, usize)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
         .map(|e| {
-            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-            (e.file_name().to_string_lossy().into_owned(), size)
+            let (size, files) = tree_size(&e.path());
+            (e.file_name().to_string_lossy().into_owned(), size, files)
         })
         .collect();
     checkpoints.sort();
-    for (name, size) in checkpoints {
-        println!("  checkpoint {name} ({size} bytes)");
+    for (name, size, files) in checkpoints {
+        match name.ends_with(".spill") {
+            true => println!(
+                "  spilled    {name} ({files} files, {size} bytes of closed windows, rule \
+                 periods and ledger actions, hard-linked)"
+            ),
+            false => println!("  checkpoint {name} ({size} bytes)"),
+        }
+    }
+}
+
+/// The bytes and the number of files under `path` (a file: itself).
+fn tree_size(path: &Path) -> (u64, usize) {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| tree_size(&e.path()))
+            .fold((0, 0), |(b, n), (b2, n2)| (b + b2, n + n2)),
+        Err(_) => (std::fs::metadata(path).map_or(0, |m| m.len()), 1),
     }
 }
 

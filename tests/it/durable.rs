@@ -931,6 +931,18 @@ fn spilled_windows_periods_and_actions_come_back_from_checkpoints_after_kills() 
         }
     }
     assert_no_revision_twice(&got);
+    // `state inspect` shows what the checkpoints hold on disk.
+    let o = Command::new(PLANTFLOW)
+        .args(["state", "inspect"])
+        .arg(&got)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(".spill (") && !l.contains("(0 files")),
+        "{text}"
+    );
     // No spill directory of a killed process is left behind.
     let scratch = files_named(&got.join(".plantflow"), "plantflow-");
     assert!(scratch.is_empty(), "{scratch:?} (held {held:?})");
