@@ -8,8 +8,8 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// `dataflows/off_hours.toml`-free: workload v1 with a `jsonl` sink of
-/// actions and outcomes appended (its `extra` lines inside the table).
+/// Workload v1 with a `jsonl` sink of actions and outcomes appended (its
+/// `extra` lines inside the sink's table).
 fn with_jsonl(dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
     let df = dir.join("jsonl.toml");
@@ -42,6 +42,14 @@ fn lines(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A line's or a row's (action_id, revision).
+fn key_of(v: &serde_json::Value) -> (String, i64) {
+    (
+        v["action_id"].as_str().unwrap().to_string(),
+        v["revision"].as_i64().unwrap(),
+    )
+}
+
 /// The (key, revision) → row of a lake table, as JSON values.
 fn lake(out: &Path, table: &str) -> BTreeMap<(String, i64), BTreeMap<String, serde_json::Value>> {
     rows(out, table)
@@ -67,10 +75,7 @@ fn every_action_and_outcome_version_of_the_lake_is_one_line_of_the_file() {
     assert!(!want.is_empty());
     let mut seen = BTreeSet::new();
     for l in got.iter().filter(|l| l["table"] == "actions") {
-        let k = (
-            l["action_id"].as_str().unwrap().to_string(),
-            l["revision"].as_i64().unwrap(),
-        );
+        let k = key_of(l);
         assert!(seen.insert(k.clone()), "{k:?} twice");
         let row = &want[&k];
         // The lake's fields, the same values (times as epoch ms in both).
@@ -111,10 +116,7 @@ fn the_file_rotates_at_its_size_and_keeps_the_newest() {
     }
     let want = lake(&out, "actions");
     for l in lines(dir.path()).iter().filter(|l| l["table"] == "actions") {
-        let k = (
-            l["action_id"].as_str().unwrap().to_string(),
-            l["revision"].as_i64().unwrap(),
-        );
+        let k = key_of(l);
         assert_eq!(l["status"], want[&k]["status"], "{k:?}");
     }
 }
