@@ -1422,3 +1422,22 @@ fn actions_nobody_acknowledges_expire_on_time_from_memory_and_from_disk() {
         assert_eq!(all(&disk), all(&memory), "{t}");
     }
 }
+
+/// The fixture's samples saved by a spreadsheet (a UTF-8 byte order mark
+/// before the header) replay to the DuckDB oracle's aggregates.
+#[test]
+fn a_csv_with_a_byte_order_mark_replays_like_the_fixture() {
+    let input = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture_dir()).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), input.path().join(e.file_name())).unwrap();
+        }
+    }
+    let samples = input.path().join("samples.csv");
+    let mut bytes = b"\xef\xbb\xbf".to_vec();
+    bytes.extend(std::fs::read(&samples).unwrap());
+    std::fs::write(&samples, bytes).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run(&dataflow("workload_v1.toml"), input.path(), out.path(), 1);
+    assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());
+}

@@ -88,7 +88,10 @@ impl CsvReader {
         reader
             .read_line(&mut header)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // A spreadsheet's export often starts with a UTF-8 byte order mark.
         let cols: Vec<&str> = header
+            .strip_prefix('\u{feff}')
+            .unwrap_or(&header)
             .trim_end()
             .split(',')
             .map(|c| c.trim().trim_matches('"'))
@@ -459,6 +462,18 @@ mod tests {
             Some(("6".into(), "b".into(), "2".into(), "0".into()))
         );
         assert!(matches!(r.next_line(true).unwrap(), CsvLine::Partial));
+    }
+
+    /// A byte order mark before the header (a spreadsheet's CSV export) is
+    /// not part of the first column's name; positions still count it.
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_skipped() {
+        let (_d, mut r) = reader(b"\xef\xbb\xbfts,tag,value\n10,a,1.5\n");
+        assert_eq!(r.line_start, 16, "the mark's 3 bytes and the header's 13");
+        assert_eq!(
+            fields(r.next_line(false).unwrap()),
+            Some(("10".into(), "a".into(), "1.5".into(), "".into()))
+        );
     }
 
     #[test]
