@@ -163,6 +163,22 @@ impl Loader<'_> {
         }
     }
 
+    /// A size in bytes (`64MiB`) of at least `min` (written `min_text` in
+    /// the error); none (reported at `key`) if it is not.
+    pub fn size(&mut self, key: &str, s: &str, (min, min_text): (u64, &str)) -> Option<u64> {
+        match units::parse_size_bytes(s) {
+            Ok(b) if b >= min => Some(b),
+            Ok(_) => {
+                self.at_value(key, format!("must be at least {min_text}"), None);
+                None
+            }
+            Err(e) => {
+                self.at_value(key, e, Some(units::SIZE_HINT.into()));
+                None
+            }
+        }
+    }
+
     /// A duration that must be greater than zero (periods, intervals).
     pub fn positive_duration(&mut self, key: &str, s: &str) -> Option<i64> {
         let ms = self.duration(key, s)?;

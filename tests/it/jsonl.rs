@@ -140,6 +140,13 @@ fn a_table_it_cannot_write_is_a_config_error_on_its_line() {
         errs.contains(&format!(":{line}:")) && errs.contains("sinks[1].tables[1]"),
         "{errs}"
     );
+    // A file smaller than a line or two would rotate at every line.
+    let df = with_jsonl(dir.path(), "rotate_size = \"100B\"");
+    let errs = render_errors(df.to_str().unwrap());
+    assert!(
+        errs.contains("must be at least 1KiB") && errs.contains("sinks[1].rotate_size"),
+        "{errs}"
+    );
 }
 
 fn render_errors(file: &str) -> String {

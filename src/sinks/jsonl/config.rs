@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{strip_type, units, Loader};
+use crate::config::{strip_type, Loader};
 
 /// A validated `jsonl` sink.
 #[derive(Clone, Debug)]
@@ -45,25 +45,9 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<JsonlPlan> 
         l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
     }
     let rotate_bytes = match &p.rotate_size {
-        Some(s) => match units::parse_size_bytes(s) {
-            Ok(b) if b >= 1 << 10 => b,
-            Ok(_) => {
-                l.at_value(
-                    &format!("{key}.rotate_size"),
-                    "must be at least 1KiB".into(),
-                    None,
-                );
-                1 << 10
-            }
-            Err(e) => {
-                l.at_value(
-                    &format!("{key}.rotate_size"),
-                    e,
-                    Some(units::SIZE_HINT.into()),
-                );
-                1 << 10
-            }
-        },
+        Some(s) => l
+            .size(&format!("{key}.rotate_size"), s, (1 << 10, "1KiB"))
+            .unwrap_or(1 << 10),
         None => 64 << 20,
     };
     Some(JsonlPlan {

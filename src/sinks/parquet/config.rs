@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{strip_type, units, Loader};
+use crate::config::{strip_type, Loader};
 use crate::model::tables::ALL as LAKE_TABLES;
 
 #[derive(Clone, Debug)]
@@ -72,39 +72,15 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         l.one_of(&format!("{key}.tables[{j}]"), t, &names, "table");
     }
     let roll_bytes = match &p.roll_size {
-        Some(s) => match units::parse_size_bytes(s) {
-            Ok(b) => b,
-            Err(e) => {
-                l.at_value(
-                    &format!("{key}.roll_size"),
-                    e,
-                    Some(units::SIZE_HINT.into()),
-                );
-                0
-            }
-        },
+        Some(s) => l
+            .size(&format!("{key}.roll_size"), s, (0, "0B"))
+            .unwrap_or(0),
         None => 128 << 20,
     };
     let max_queue_bytes = match &p.max_queue {
-        Some(s) => match units::parse_size_bytes(s) {
-            Ok(b) if b >= 64 << 10 => b,
-            Ok(_) => {
-                l.at_value(
-                    &format!("{key}.max_queue"),
-                    "must be at least 64KiB".into(),
-                    None,
-                );
-                0
-            }
-            Err(e) => {
-                l.at_value(
-                    &format!("{key}.max_queue"),
-                    e,
-                    Some(units::SIZE_HINT.into()),
-                );
-                0
-            }
-        },
+        Some(s) => l
+            .size(&format!("{key}.max_queue"), s, (64 << 10, "64KiB"))
+            .unwrap_or(0),
         None => 256 << 20,
     };
     let roll_interval_ms = match &p.roll_interval {
