@@ -29,6 +29,12 @@ enum StateCommand {
 }
 
 #[derive(Subcommand)]
+enum ImportCommand {
+    /// Guess a historian export's layout and print a ready [sources.format] block.
+    Inspect { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a dataflow until its sources end (or, with --follow, until stopped).
     Run {
@@ -58,6 +64,11 @@ enum Command {
         /// for the next start.
         #[arg(long)]
         drain: bool,
+    },
+    /// Historian exports (CSV): their layout.
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
     },
     /// Durable state of a lake.
     State {
@@ -221,6 +232,9 @@ fn main() -> ExitCode {
             what: StateCommand::Inspect { path },
         } => state_inspect(&path),
         Command::Validate { dataflows } => validate(&dataflows),
+        Command::Import {
+            what: ImportCommand::Inspect { file },
+        } => import_inspect(&file),
         Command::SimOpcua {
             input,
             port,
@@ -436,6 +450,19 @@ fn tree_size(path: &Path) -> (u64, usize) {
 
 /// `plantflow state inspect`: a lake's commit record (read only: no lock,
 /// no repair).
+fn import_inspect(file: &Path) -> ExitCode {
+    match plantflow::sources::replay::format::inspect::inspect(file) {
+        Ok(g) => {
+            print!("{}", g.render(file));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn state_inspect(path: &Path) -> ExitCode {
     let has_log = |d: &Path| plantflow::ingest::wal::segments(d).is_ok_and(|s| !s.is_empty());
     let (lake, log) = if path.is_dir() {

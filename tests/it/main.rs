@@ -19,6 +19,8 @@
 //!   metrics of a running node, read as a scraper would; the actions API.
 //! - [`tags`]: the tag-quality view and table.
 //! - [`jsonl`]: the JSON-lines sink against the lake it writes beside.
+//! - [`import`]: historian exports (wide, long, `;`, decimal commas, local
+//!   times) through `[sources.format]` and `import inspect`, against the oracle.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -30,6 +32,7 @@ mod common;
 mod demo;
 mod durable;
 mod house;
+mod import;
 mod integration;
 mod jsonl;
 mod mqtt;

@@ -19,15 +19,19 @@ pub struct ReplayPlan {
     pub format: ReplayFormat,
     pub batch_rows: usize,
     pub poll_interval_ms: u64,
+    /// How the export is laid out (`[sources.format]`); none: a plain long
+    /// file, read by the fast reader.
+    pub export: Option<Box<super::format::Format>>,
 }
 
 #[derive(Deserialize, Debug)]
 pub struct RawReplay {
     pub id: String,
     pub path: String,
-    /// `csv` or `parquet`; by file extension when absent.
+    /// `csv` or `parquet` (by file extension when absent), or a table
+    /// describing the export (`[sources.format]`).
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: Option<toml::Value>,
     /// Rows per batch handed to the engine.
     #[serde(default)]
     pub batch_rows: Option<usize>,
@@ -48,7 +52,25 @@ const REPLAY_KEYS: &[&str] = &[
 /// Validates a `replay` source table at `key`.
 pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ReplayPlan> {
     let r = l.de::<RawReplay>(key, strip_type(v), REPLAY_KEYS)?;
-    let format = match r.format.as_deref() {
+    let (kind, export) = match r.format {
+        Some(toml::Value::String(s)) => (Some(s), None),
+        Some(t @ toml::Value::Table(_)) => {
+            match super::format::config::plan(l, &format!("{key}.format"), t) {
+                Some((f, kind)) => (kind, Some(Box::new(f))),
+                None => (None, None),
+            }
+        }
+        Some(_) => {
+            l.at_value(
+                &format!("{key}.format"),
+                "wrong type: expected \"csv\", \"parquet\" or a [sources.format] table".into(),
+                None,
+            );
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let format = match kind.as_deref() {
         Some("csv") => ReplayFormat::Csv,
         Some("parquet") => ReplayFormat::Parquet,
         Some(other) => {
@@ -64,6 +86,17 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ReplayPlan>
         None => ReplayFormat::Csv,
     };
     let path = l.file_exists(&format!("{key}.path"), &r.path);
+    // The block is checked against the file's header while it is there.
+    let export = export.filter(|f| !f.is_plain());
+    if let (Some(f), true) = (&export, path.is_file()) {
+        if let Err(e) = super::format::read::header_of(&path, &format, f) {
+            let mut leaf = super::format::config::header_key(&e);
+            if leaf == "tag" && f.layout == super::format::Layout::Wide {
+                leaf = "tags";
+            }
+            l.at_value(&format!("{key}.format.{leaf}"), e, None);
+        }
+    }
     let poll = match &r.poll_interval {
         Some(s) => l
             .positive_duration(&format!("{key}.poll_interval"), s)
@@ -76,5 +109,6 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ReplayPlan>
         format,
         batch_rows: r.batch_rows.unwrap_or(8192).max(1),
         poll_interval_ms: poll as u64,
+        export,
     })
 }

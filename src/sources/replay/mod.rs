@@ -17,6 +17,7 @@ use arrow::datatypes::{
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
 pub mod config;
+pub mod format;
 
 pub use config::{ReplayFormat, ReplayPlan};
 
@@ -26,9 +27,14 @@ use crate::model::Quality;
 /// Reads the whole source (or tails it), then ends it.
 pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
     let mut n = Normalizer::new(ctx, plan.batch_rows);
-    let r = match plan.format {
-        ReplayFormat::Csv => run_csv(plan, &mut n),
-        ReplayFormat::Parquet => run_parquet(plan, &mut n),
+    let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
+    let r = match (&plan.format, &plan.export) {
+        (ReplayFormat::Csv, None) => run_csv(plan, &mut n),
+        (ReplayFormat::Parquet, None) => run_parquet(plan, &mut n),
+        (ReplayFormat::Csv, Some(f)) => format::read::run_csv(&plan.path, f, &mut n, poll),
+        (ReplayFormat::Parquet, Some(f)) => {
+            format::read::run_parquet(&plan.path, f, &mut n, plan.batch_rows)
+        }
     };
     n.end();
     r
