@@ -65,6 +65,8 @@ enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Print the JSON Schema of dataflow files (for editors: see README).
+    Schema,
     /// Historian exports (CSV): their layout.
     Import {
         #[command(subcommand)]
@@ -232,6 +234,10 @@ fn main() -> ExitCode {
             what: StateCommand::Inspect { path },
         } => state_inspect(&path),
         Command::Validate { dataflows } => validate(&dataflows),
+        Command::Schema => {
+            print!("{}", plantflow::dataflow::schema::text());
+            ExitCode::SUCCESS
+        }
         Command::Import {
             what: ImportCommand::Inspect { file },
         } => import_inspect(&file),

@@ -19,8 +19,8 @@ pub struct HttpPlan {
     pub token: Option<Secret>,
 }
 
-#[derive(Deserialize, Debug)]
-struct RawHttp {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawHttp {
     listen: String,
     token_env: Option<String>,
     token_file: Option<String>,

@@ -22,8 +22,8 @@ pub struct MemoryPlan {
 /// Paused this long by default before the run ends.
 pub const DEFAULT_GRACE_MS: u64 = 60_000;
 
-#[derive(Deserialize, Debug)]
-struct RawMemory {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawMemory {
     #[serde(default)]
     max: Option<String>,
     #[serde(default)]

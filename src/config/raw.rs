@@ -6,45 +6,61 @@
 
 use serde::Deserialize;
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawDataflow {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
     pub currency: Option<String>,
+    /// Where samples come from (`type` = replay, mqtt or opcua).
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub sources: Vec<toml::Value>,
+    #[schemars(with = "RawContext")]
     pub context: toml::Value,
+    #[schemars(with = "RawWindow")]
     pub window: toml::Value,
+    /// Derived per window, in order: name = expression.
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
     pub metrics: toml::Table,
     #[serde(default)]
+    #[schemars(with = "Vec<RawRule>")]
     pub rules: Vec<toml::Value>,
+    /// Where results go (`type` = parquet, mqtt or jsonl).
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub sinks: Vec<toml::Value>,
     /// The plant's IANA timezone (tariffs, billing periods, day buckets).
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<RawBilling>")]
     pub billing: Option<toml::Value>,
     #[serde(default)]
+    #[schemars(with = "Option<RawLifecycle>")]
     pub lifecycle: Option<toml::Value>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawRoute>")]
     pub routing: Vec<toml::Value>,
     /// How much of bad input `dead_letter` keeps.
     #[serde(default)]
+    #[schemars(with = "Option<RawDeadLetter>")]
     pub dead_letter: Option<toml::Value>,
     /// How much memory the node may use.
     #[serde(default)]
+    #[schemars(with = "Option<super::memory::RawMemory>")]
     pub memory: Option<toml::Value>,
     /// The operator surface.
     #[serde(default)]
+    #[schemars(with = "Option<super::http::RawHttp>")]
     pub http: Option<toml::Value>,
     /// When tags count as stale, flat-lining or out of range.
     #[serde(default)]
+    #[schemars(with = "Option<super::tag_quality::RawTagQuality>")]
     pub tag_quality: Option<toml::Value>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawDeadLetter {
     #[serde(default)]
     pub max_raw: Option<String>,
@@ -52,7 +68,7 @@ pub struct RawDeadLetter {
     pub per_message: Option<i64>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawBilling {
     /// The metric holding each window's kWh.
     pub energy: String,
@@ -65,7 +81,7 @@ pub struct RawBilling {
     pub period: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawLifecycle {
     /// JSON-lines file of status updates (tailed in `--follow`).
     #[serde(default)]
@@ -75,7 +91,7 @@ pub struct RawLifecycle {
     pub expire_after: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawRoute {
     #[serde(default)]
     pub category: Option<String>,
@@ -91,7 +107,7 @@ pub struct RawRoute {
     pub value_category: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawTariff {
     pub path: String,
     /// Local dates (`YYYY-MM-DD`) priced as holidays.
@@ -99,7 +115,7 @@ pub struct RawTariff {
     pub holidays: Vec<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawVerify {
     pub baseline: String,
     pub reporting: String,
@@ -116,7 +132,7 @@ pub struct RawVerify {
     pub max_fsu: Option<f64>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawContext {
     pub assets: RawTable,
     pub tariff: RawTariff,
@@ -126,12 +142,12 @@ pub struct RawContext {
     pub maintenance: Option<RawTable>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawTable {
     pub path: String,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawWindow {
     pub size: String,
     pub allowed_lateness: String,
@@ -149,7 +165,7 @@ pub struct RawWindow {
     pub checkpoint_interval: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawRule {
     pub id: String,
     #[serde(default)]
@@ -166,7 +182,9 @@ pub struct RawRule {
     pub group_by: Option<Vec<String>>,
     #[serde(default)]
     pub period: Option<String>,
+    /// name = { sum | mean | min | max = expression } over the period's windows.
     #[serde(default)]
+    #[schemars(with = "Option<std::collections::BTreeMap<String, RawMeasure>>")]
     pub measures: Option<toml::Table>,
     #[serde(default)]
     pub condition: Option<String>,
@@ -175,7 +193,18 @@ pub struct RawRule {
     pub verify: Option<RawVerify>,
 }
 
-#[derive(Deserialize, Debug)]
+/// One aggregate of an expression (the schema's view of a measure; the
+/// rule's validation reads the table itself).
+#[derive(Debug, schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct RawMeasure {
+    sum: Option<String>,
+    mean: Option<String>,
+    min: Option<String>,
+    max: Option<String>,
+}
+
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawAction {
     pub owner: String,
     pub action_type: String,
@@ -195,7 +224,7 @@ pub struct RawAction {
     pub expire_after: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawSeverity {
     pub medium: f64,
     pub high: f64,

@@ -53,8 +53,8 @@ impl RangePlan {
     }
 }
 
-#[derive(Deserialize, Debug)]
-struct RawTagQuality {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawTagQuality {
     stale_after: Option<f64>,
     flatline_after: Option<String>,
     every: Option<String>,
@@ -62,8 +62,8 @@ struct RawTagQuality {
     range: Vec<RawRange>,
 }
 
-#[derive(Deserialize, Debug)]
-struct RawRange {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawRange {
     tags: Option<String>,
     kind: Option<String>,
     min: Option<f64>,

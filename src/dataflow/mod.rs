@@ -8,6 +8,8 @@
 //! [`crate::config::plan`]. Adding a source type adds a line here, a
 //! variant to [`SourcePlan`] and an arm in `run/`'s `spawn_source`.
 
+pub mod schema;
+
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 

@@ -94,9 +94,6 @@ pub struct Normalizer {
     topic: Option<String>,
     /// Dead letters of the message being normalised, while one is.
     message: Option<MessageDead>,
-    /// A file row with several samples (a wide export's row) is being read:
-    /// its samples stay in one batch, so a restart resumes at a row.
-    holding: bool,
     /// Hashes of the whole messages whose rows are in `batch`: logged with
     /// them, so their redelivery after a restart is recognised.
     messages: Vec<u64>,
@@ -150,7 +147,6 @@ impl Normalizer {
             counts: Counts::default(),
             topic: None,
             message: None,
-            holding: false,
             seen: Default::default(),
             merged: std::time::Instant::now(),
         }
@@ -437,16 +433,7 @@ impl Normalizer {
             quality,
         });
         // A message's rows stay in one batch (see `end_message`).
-        if self.batch.len() >= self.batch_rows && self.message.is_none() && !self.holding {
-            self.flush();
-        }
-    }
-
-    /// A row of several samples begins (`true`) or ends: while it is read,
-    /// a full batch waits for the row's end (see [`Normalizer::set_position`]).
-    pub fn hold(&mut self, on: bool) {
-        self.holding = on;
-        if !on && self.batch.len() >= self.batch_rows && self.message.is_none() {
+        if self.batch.len() >= self.batch_rows && self.message.is_none() {
             self.flush();
         }
     }

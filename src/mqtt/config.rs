@@ -12,7 +12,7 @@ use crate::mqtt::topic::{TagTemplate, TopicTemplate};
 use crate::mqtt::{Format, MqttSourcePlan, Route};
 
 /// Connection keys shared by the source and the publish sink.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawConn {
     pub url: String,
     #[serde(default)]
@@ -60,8 +60,8 @@ pub const CONN_KEYS: &[&str] = &[
     "inflight",
 ];
 
-#[derive(Deserialize, Debug)]
-struct RawMqtt {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawMqtt {
     id: String,
     #[serde(default)]
     qos: Option<u8>,
@@ -73,6 +73,7 @@ struct RawMqtt {
     request_rebirth: Option<bool>,
     #[serde(default)]
     stall_after: Option<String>,
+    #[schemars(with = "Vec<RawTopic>")]
     topics: Vec<toml::Value>,
 }
 
@@ -90,8 +91,8 @@ const MQTT_KEYS: &[&str] = &[
     "topics",
 ];
 
-#[derive(Deserialize, Debug)]
-struct RawTopic {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawTopic {
     #[serde(default)]
     topic: Option<String>,
     #[serde(default)]
@@ -513,8 +514,8 @@ fn sp_naming(l: &mut Loader<'_>, tk: &str, t: &RawTopic) -> SpNaming {
     naming
 }
 
-#[derive(Deserialize, Debug)]
-struct RawPublish {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawPublish {
     id: String,
     #[serde(default)]
     topic: Option<String>,

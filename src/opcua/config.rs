@@ -8,8 +8,8 @@ use crate::opcua::nodes::{self, BrowseSpec, NodeRef, NodeSpec};
 use crate::opcua::{Deadband, GroupPlan, OpcUaSourcePlan};
 use opcua::types::{DataChangeTrigger, MessageSecurityMode};
 
-#[derive(Deserialize, Debug)]
-struct RawOpcUa {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawOpcUa {
     id: String,
     endpoint: String,
     #[serde(default)]
@@ -43,10 +43,13 @@ struct RawOpcUa {
     #[serde(default)]
     batch_rows: Option<usize>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawNode>")]
     nodes: Vec<toml::Value>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawBrowse>")]
     browse: Vec<toml::Value>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawGroup>")]
     groups: Vec<toml::Value>,
 }
 
@@ -74,8 +77,8 @@ const KEYS: &[&str] = &[
     "groups",
 ];
 
-#[derive(Deserialize, Debug)]
-struct RawNode {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawNode {
     #[serde(default)]
     node_id: Option<String>,
     #[serde(default)]
@@ -88,8 +91,8 @@ struct RawNode {
 
 const NODE_KEYS: &[&str] = &["node_id", "browse_path", "tag", "group"];
 
-#[derive(Deserialize, Debug)]
-struct RawBrowse {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawBrowse {
     #[serde(default)]
     root: Option<String>,
     #[serde(default)]
@@ -116,8 +119,8 @@ const BROWSE_KEYS: &[&str] = &[
     "group",
 ];
 
-#[derive(Deserialize, Debug)]
-struct RawGroup {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawGroup {
     name: String,
     #[serde(default)]
     publishing_interval: Option<String>,

@@ -801,6 +801,95 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     assert!(stdout.contains("resumed"), "{stdout}");
 }
 
+/// A wide export (issue 32) in two sources: times rounded to the second,
+/// so a row holds the value and quality of every tag sampled in it (about
+/// sixty). Killed at random points, each source goes on from the row the
+/// input log recorded, and a row is never half in the log: the lake ends as
+/// an uninterrupted run's over the same samples as one long file.
+#[test]
+fn two_wide_exports_killed_go_on_from_their_logged_rows() {
+    let s = setup(120, 3600);
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| {
+            let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
+            f[0] = (f[0].parse::<i64>().unwrap() / 1000 * 1000).to_string();
+            f
+        })
+        .collect();
+    let long: String = rows.iter().map(|f| f.join(",") + "\n").collect();
+    std::fs::write(s.input.join("samples.csv"), format!("{header}\n{long}")).unwrap();
+    let want = s.want();
+    for (file, parity) in [("a.csv", 0), ("b.csv", 1)] {
+        let mine: Vec<&Vec<String>> = rows
+            .iter()
+            .filter(|f| f[1].bytes().map(|c| c as u32).sum::<u32>() % 2 == parity)
+            .collect();
+        let tags: Vec<&str> = mine
+            .iter()
+            .map(|f| f[1].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut out = String::from("time");
+        for t in &tags {
+            out += &format!(",{t},{t}.q");
+        }
+        out.push('\n');
+        let mut row: Vec<String> = Vec::new();
+        let mut row_ts = String::new();
+        let flush = |row: &mut Vec<String>, ts: &str, out: &mut String| {
+            if !row.is_empty() {
+                *out += &format!("{ts},{}\n", row.join(","));
+            }
+            *row = vec![String::new(); 2 * tags.len()];
+        };
+        flush(&mut row, "", &mut out);
+        let mut filled = false;
+        for f in mine {
+            let i = 2 * tags.iter().position(|t| *t == f[1]).unwrap();
+            if f[0] != row_ts || !row[i].is_empty() {
+                if filled {
+                    flush(&mut row, &row_ts, &mut out);
+                }
+                row_ts = f[0].clone();
+            }
+            (row[i], row[i + 1], filled) = (f[2].clone(), f[3].clone(), true);
+        }
+        flush(&mut row, &row_ts, &mut out);
+        std::fs::write(s.input.join(file), out).unwrap();
+    }
+    let block = "[sources.format]\nlayout = \"wide\"\ntimestamp = \"time\"\n\
+                 time_format = \"epoch_ms\"\nquality = \"{tag}.q\"\n";
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let two = df.replace(
+        "path = \"${INPUT_DIR}/${SAMPLES_FILE:-samples.csv}\"",
+        &format!(
+            "path = \"${{INPUT_DIR}}/a.csv\"\n{block}\n[[sources]]\ntype = \"replay\"\n\
+             id = \"more\"\npath = \"${{INPUT_DIR}}/b.csv\"\n{block}"
+        ),
+    );
+    assert_ne!(two, df);
+    std::fs::write(&s.dataflow, two).unwrap();
+    let got = s.dir.path().join("got");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(32);
+    for _ in 0..5 {
+        let mut child = s
+            .command(&got, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (stdout, _) = s.finish_from_checkpoint(&got, &want);
+    assert!(stdout.contains("resumed"), "{stdout}");
+}
+
 /// What the spilled state of the checkpoint the lake's record names holds:
 /// (window starts, rule periods, ledger index bytes), if it has any.
 fn named_spill(out: &Path) -> Option<(usize, usize, u64)> {

@@ -337,6 +337,97 @@ fn the_documented_examples_are_the_shapes_tested() {
     }
 }
 
+/// Writes `columns` as one Parquet file.
+fn write_parquet(path: &Path, columns: Vec<(&str, arrow::array::ArrayRef)>) {
+    let batch = arrow::array::RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Parquet exports by column name: a long one with other names, a
+/// timestamp column and quality words; a wide one with epoch-millisecond
+/// times, a nullable value column and an OPC UA code column per tag.
+#[test]
+fn parquet_exports_long_and_wide_replay_to_the_oracle_aggregates() {
+    use arrow::array::{
+        ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    use std::sync::Arc;
+    let s = samples();
+    let value = |x: &Sample| x.value.parse::<f64>().unwrap();
+    let long: Vec<(&str, ArrayRef)> = vec![
+        (
+            "time",
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(s.iter().map(|x| x.ts))
+                    .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|x| x.tag.as_str()),
+            )),
+        ),
+        (
+            "val",
+            Arc::new(Float64Array::from_iter_values(s.iter().map(value))),
+        ),
+        (
+            "status",
+            Arc::new(StringArray::from_iter_values(
+                s.iter()
+                    .map(|x| ["Good", "Uncertain", "Bad"][x.quality as usize]),
+            )),
+        ),
+    ];
+    let tags: Vec<String> = s
+        .iter()
+        .map(|x| x.tag.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = wide_rows(&s);
+    let mut wide: Vec<(String, ArrayRef)> = vec![(
+        "t".into(),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r[0].ts))),
+    )];
+    for t in &tags {
+        let cells: Vec<Option<&Sample>> = rows
+            .iter()
+            .map(|r| r.iter().find(|x| x.tag == *t))
+            .collect();
+        let v: Float64Array = cells.iter().map(|c| c.map(value)).collect();
+        let q: Int64Array = cells.iter().map(|c| c.map(|x| x.quality as i64)).collect();
+        wide.push((t.clone(), Arc::new(v)));
+        wide.push((format!("{t}|q"), Arc::new(q)));
+    }
+    type Columns<'a> = Vec<(&'a str, ArrayRef)>;
+    let cases: [(&str, Columns, &str); 2] = [
+        (
+            "long.parquet",
+            long,
+            "[sources.format]\ntimestamp = \"time\"\ntag = \"name\"\nvalue = \"val\"\nquality = \"status\"",
+        ),
+        (
+            "wide.parquet",
+            wide.iter().map(|(n, a)| (n.as_str(), a.clone())).collect(),
+            "[sources.format]\nlayout = \"wide\"\ntimestamp = \"t\"\nquality = \"{tag}|q\"",
+        ),
+    ];
+    for (file, columns, block) in cases {
+        let input = input_with("unused", b"");
+        write_parquet(&input.path().join(file), columns);
+        let out = tempfile::tempdir().unwrap();
+        let df = dataflow_with(input.path(), file, block);
+        let summary = run(&df, input.path(), out.path(), 2);
+        assert_eq!(summary.rows_accepted, accepted_in_fixture(), "{file}");
+        assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());
+    }
+}
+
 #[test]
 fn a_wrong_format_block_is_a_config_error_with_file_and_line() {
     let s = samples();

@@ -21,6 +21,7 @@
 //! - [`jsonl`]: the JSON-lines sink against the lake it writes beside.
 //! - [`import`]: historian exports (wide, long, `;`, decimal commas, local
 //!   times) through `[sources.format]` and `import inspect`, against the oracle.
+//! - [`schema`]: the JSON Schema of dataflow files, against an independent validator.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
 //! The suites against independent peers (Mosquitto, Python asyncua and a
@@ -39,5 +40,6 @@ mod mqtt;
 mod opcua;
 mod operator;
 mod reliability;
+mod schema;
 mod tags;
 mod value;

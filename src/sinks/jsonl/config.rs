@@ -20,8 +20,8 @@ pub struct JsonlPlan {
     pub keep: usize,
 }
 
-#[derive(Deserialize, Debug)]
-struct RawJsonlSink {
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawJsonlSink {
     id: String,
     path: String,
     #[serde(default)]

@@ -26,7 +26,7 @@ pub struct ParquetPlan {
     pub max_queue_bytes: u64,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawParquetSink {
     pub id: String,
     pub path: String,

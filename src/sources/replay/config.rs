@@ -24,13 +24,14 @@ pub struct ReplayPlan {
     pub export: Option<Box<super::format::Format>>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawReplay {
     pub id: String,
     pub path: String,
     /// `csv` or `parquet` (by file extension when absent), or a table
     /// describing the export (`[sources.format]`).
     #[serde(default)]
+    #[schemars(with = "Option<FormatSchema>")]
     pub format: Option<toml::Value>,
     /// Rows per batch handed to the engine.
     #[serde(default)]
@@ -38,6 +39,23 @@ pub struct RawReplay {
     /// How often a followed file is polled for new rows.
     #[serde(default)]
     pub poll_interval: Option<String>,
+}
+
+/// `format`: a file kind, or a table describing the export.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum FormatSchema {
+    Kind(FileKind),
+    Table(Box<super::format::config::RawFormat>),
+}
+
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum FileKind {
+    Csv,
+    Parquet,
 }
 
 const REPLAY_KEYS: &[&str] = &[

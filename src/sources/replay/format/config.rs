@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{Format, Layout, QualityCodes, TimeFormat};
 use crate::config::Loader;
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, schemars::JsonSchema)]
 pub struct RawFormat {
     /// `csv` or `parquet` (by the file's extension when absent).
     #[serde(default)]

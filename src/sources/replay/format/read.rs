@@ -131,8 +131,9 @@ impl<'f> Reader<'f> {
                     Ok(t) => t,
                     Err(e) => return n.reject(&format!("invalid timestamp: {e}"), r.text()),
                 };
-                // A row's samples go in one batch: a restart resumes at a row.
-                n.hold(true);
+                // A restart resumes at the row the input log recorded; the
+                // row's samples it already has are each a tag's last logged
+                // sample, not counted twice (the normaliser's `sent_again`).
                 for (k, col) in tags.iter().enumerate() {
                     let cell = r.cell(col.value);
                     let raw = || {
@@ -167,7 +168,6 @@ impl<'f> Reader<'f> {
                         }
                     }
                 }
-                n.hold(false);
             }
         }
     }
