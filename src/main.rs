@@ -427,7 +427,7 @@ fn inspect_log(dir: &Path) {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
         .map(|e| {
-            let (size, files) = tree_size(&e.path());
+            let (size, files) = plantflow::run::tree_size(&e.path());
             (e.file_name().to_string_lossy().into_owned(), size, files)
         })
         .collect();
@@ -440,17 +440,6 @@ fn inspect_log(dir: &Path) {
             ),
             false => println!("  checkpoint {name} ({size} bytes)"),
         }
-    }
-}
-
-/// The bytes and the number of files under `path` (a file: itself).
-fn tree_size(path: &Path) -> (u64, usize) {
-    match std::fs::read_dir(path) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| tree_size(&e.path()))
-            .fold((0, 0), |(b, n), (b2, n2)| (b + b2, n + n2)),
-        Err(_) => (std::fs::metadata(path).map_or(0, |m| m.len()), 1),
     }
 }
 

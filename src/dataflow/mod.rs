@@ -20,6 +20,7 @@ use crate::mqtt::MqttSourcePlan;
 use crate::opcua::OpcUaSourcePlan;
 use crate::sinks::jsonl::JsonlPlan;
 use crate::sinks::parquet::ParquetPlan;
+use crate::sinks::webhook::WebhookPlan;
 use crate::sources::replay::ReplayPlan;
 
 /// A validated dataflow, ready to run: the core [`Plan`] (which it derefs
@@ -34,6 +35,8 @@ pub struct Dataflow {
     pub publish: Vec<PublishPlan>,
     /// `jsonl` sinks.
     pub jsonl: Vec<JsonlPlan>,
+    /// `webhook` sinks.
+    pub webhooks: Vec<WebhookPlan>,
     /// A hash of the dataflow file's content (its TOML, comments and layout
     /// aside): the lake's commit record says which file wrote it.
     pub fingerprint: String,
@@ -75,6 +78,7 @@ enum SinkPlan {
     Parquet(ParquetPlan),
     Publish(Box<PublishPlan>),
     Jsonl(JsonlPlan),
+    Webhook(Box<WebhookPlan>),
 }
 
 /// What a component's validator gets: the loader, its table's key path
@@ -107,6 +111,9 @@ const SINKS: &[(&str, Validate<SinkPlan>)] = &[
     }),
     ("jsonl", |l, key, v, _, _| {
         crate::sinks::jsonl::config::plan(l, key, v).map(SinkPlan::Jsonl)
+    }),
+    ("webhook", |l, key, v, _, env| {
+        crate::sinks::webhook::config::plan(l, key, v, env).map(|p| SinkPlan::Webhook(Box::new(p)))
     }),
 ];
 
@@ -150,7 +157,12 @@ fn validate_text(
     let sources = sources(&mut l, std::mem::take(&mut raw.sources), &name, env);
     let sinks = std::mem::take(&mut raw.sinks);
     let plan = crate::config::plan(&mut l, file, raw, env);
-    let (sink, mut publish, jsonl) = sinks_of(&mut l, sinks, &name, env);
+    let Sinks {
+        sink,
+        mut publish,
+        jsonl,
+        webhooks,
+    } = sinks_of(&mut l, sinks, &name, env);
     l.finish()?;
     for p in &mut publish {
         p.metrics = plan.metrics.iter().map(|m| m.name.clone()).collect();
@@ -161,6 +173,7 @@ fn validate_text(
         sink: sink.expect("a sink was validated above"),
         publish,
         jsonl,
+        webhooks,
         fingerprint: fingerprint(text),
     })
 }
@@ -233,16 +246,14 @@ fn sources(
 }
 
 /// `[[sinks]]`: exactly one Parquet sink (the lake), any number of MQTT
-/// publishers and JSON-lines files.
+/// publishers, JSON-lines files and webhooks.
 fn sinks_of(
     l: &mut Loader<'_>,
     raw: Vec<toml::Value>,
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> (Option<ParquetPlan>, Vec<PublishPlan>, Vec<JsonlPlan>) {
-    let mut sink = None;
-    let mut publish = Vec::new();
-    let mut jsonl = Vec::new();
+) -> Sinks {
+    let mut s = Sinks::default();
     let parquet_count = raw
         .iter()
         .filter(|v| v.get("type").and_then(|t| t.as_str()) == Some("parquet"))
@@ -257,13 +268,23 @@ fn sinks_of(
     for (i, v) in raw.into_iter().enumerate() {
         let key = format!("sinks[{i}]");
         match validate(l, &key, v, SINKS, "sink type", name, env) {
-            Some(SinkPlan::Parquet(p)) => sink = Some(p),
-            Some(SinkPlan::Publish(p)) => publish.push(*p),
-            Some(SinkPlan::Jsonl(p)) => jsonl.push(p),
+            Some(SinkPlan::Parquet(p)) => s.sink = Some(p),
+            Some(SinkPlan::Publish(p)) => s.publish.push(*p),
+            Some(SinkPlan::Jsonl(p)) => s.jsonl.push(p),
+            Some(SinkPlan::Webhook(p)) => s.webhooks.push(*p),
             None => {}
         }
     }
-    (sink, publish, jsonl)
+    s
+}
+
+/// A dataflow's sinks by kind.
+#[derive(Default)]
+struct Sinks {
+    sink: Option<ParquetPlan>,
+    publish: Vec<PublishPlan>,
+    jsonl: Vec<JsonlPlan>,
+    webhooks: Vec<WebhookPlan>,
 }
 
 #[cfg(test)]

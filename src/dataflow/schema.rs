@@ -16,6 +16,7 @@ use crate::mqtt::config::{RawConn, RawMqtt, RawPublish};
 use crate::opcua::config::RawOpcUa;
 use crate::sinks::jsonl::config::RawJsonlSink;
 use crate::sinks::parquet::config::RawParquetSink;
+use crate::sinks::webhook::config::RawWebhookSink;
 use crate::sources::replay::config::RawReplay;
 
 /// A kind's schema: the properties of its tables' raw types, merged.
@@ -42,6 +43,7 @@ pub const SINK_KINDS: &[(&str, Parts)] = &[
     ("parquet", || vec![of::<RawParquetSink>()]),
     ("mqtt_publish", || vec![of::<RawConn>(), of::<RawPublish>()]),
     ("jsonl", || vec![of::<RawJsonlSink>()]),
+    ("webhook", || vec![of::<RawWebhookSink>()]),
 ];
 
 /// One `oneOf` branch: the parts' properties and required keys, and

@@ -463,6 +463,17 @@ pub(super) fn start(
     }))
 }
 
+/// Bytes and files under `path` (a spilled checkpoint's tree; `state inspect`).
+pub fn tree_size(path: &Path) -> (u64, usize) {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| tree_size(&e.path()))
+            .fold((0, 0), |(b, n), (b2, n2)| (b + b2, n + n2)),
+        Err(_) => (std::fs::metadata(path).map_or(0, |m| m.len()), 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

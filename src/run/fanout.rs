@@ -11,6 +11,7 @@ use crate::model::{SinkBatch, Stamped};
 use crate::mqtt::publish::PublishPlan;
 use crate::sinks::jsonl::{JsonlPlan, JsonlWriter};
 use crate::sinks::parquet::{run_writer, ParquetPlan, ParquetWriter, WriterReport};
+use crate::sinks::webhook::{self, WebhookPlan};
 
 use super::supervise::{Component, Supervisor};
 use crate::stats::Stats;
@@ -109,15 +110,18 @@ fn tap(
 /// tables' batches to each sink's writer (a task of its own, behind a
 /// bounded queue: a slow disk holds the tap, it never drops a line). A
 /// resumed run wrote the rows before its commit's time already.
+///
+/// With `webhook` sinks, the tap also queues each revision for its sender
+/// (a thread of its own); a full queue dead-letters the revision instead of
+/// holding the tap.
 fn files(
     rt: &tokio::runtime::Runtime,
-    jsonl: &[JsonlPlan],
-    dataflow: &str,
-    resume_before: u64,
+    (jsonl, webhooks): (&[JsonlPlan], &[WebhookPlan]),
+    (dataflow, resume_before): (&str, u64),
     rx: std::sync::mpsc::Receiver<Stamped>,
-    sup: &Arc<Supervisor>,
+    (sup, stats): (&Arc<Supervisor>, &Arc<Stats>),
 ) -> Result<(std::sync::mpsc::Receiver<Stamped>, Vec<JoinHandle<()>>), String> {
-    if jsonl.is_empty() {
+    if jsonl.is_empty() && webhooks.is_empty() {
         return Ok((rx, Vec::new()));
     }
     let mut txs = Vec::new();
@@ -139,6 +143,20 @@ fn files(
         }));
     }
     let (tx, out) = std::sync::mpsc::channel();
+    let mut hooks = Vec::new();
+    for p in webhooks {
+        let who = Component(format!("sink `{}` ({})", p.id, p.key));
+        let stopping: webhook::Stopping = {
+            let sup = sup.clone();
+            Arc::new(move || sup.is_stopping())
+        };
+        let s = webhook::Sender::new(p.clone(), tx.clone(), stats.clone(), stopping)
+            .map_err(|e| format!("{who}: {e}"))?;
+        let (queue_tx, queue) = std::sync::mpsc::sync_channel::<webhook::Delivery>(p.max_queue);
+        hooks.push((p.clone(), queue_tx, tx.clone()));
+        tasks.push(rt.spawn_blocking(move || s.run(queue)));
+    }
+    let (dataflow, stats) = (dataflow.to_string(), stats.clone());
     std::thread::Builder::new()
         .name("plantflow-jsonl-tap".into())
         .spawn(move || {
@@ -151,6 +169,13 @@ fn files(
                     _ => None,
                 };
                 if let Some(c) = copy.filter(|_| batch.time.is_none_or(|t| t >= resume_before)) {
+                    for (p, queue, dead) in &hooks {
+                        for d in webhook::deliveries(&p.tables, &dataflow, &c) {
+                            if let Err(std::sync::mpsc::TrySendError::Full(d)) = queue.try_send(d) {
+                                let _ = dead.send(webhook::queue_full(p, &d, &stats));
+                            }
+                        }
+                    }
                     let c = Arc::new(c);
                     for w in &txs {
                         let _ = w.send(c.clone());
@@ -170,7 +195,7 @@ pub(super) fn start(
     rt: &tokio::runtime::Runtime,
     sink_rx: std::sync::mpsc::Receiver<Stamped>,
     lake: Lake<'_>,
-    (publish, jsonl): (&[PublishPlan], &[JsonlPlan]),
+    (publish, jsonl, webhooks): (&[PublishPlan], &[JsonlPlan], &[WebhookPlan]),
     sup: &Arc<Supervisor>,
     stats: Arc<Stats>,
 ) -> Result<Writers, String> {
@@ -182,7 +207,13 @@ pub(super) fn start(
     } = lake;
     let resume_before = open.resume.before;
     let lock = open.lock;
-    let (sink_rx, files) = files(rt, jsonl, &plan.name, resume_before, sink_rx, sup)?;
+    let (sink_rx, files) = files(
+        rt,
+        (jsonl, webhooks),
+        (&plan.name, resume_before),
+        sink_rx,
+        (sup, &stats),
+    )?;
     let writer = ParquetWriter::new(
         sink.clone(),
         &plan.name,

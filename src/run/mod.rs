@@ -16,6 +16,7 @@
 
 mod checkpoint;
 pub use checkpoint::log_totals;
+pub use checkpoint::tree_size;
 mod durable;
 mod fanout;
 mod lake;
@@ -212,6 +213,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         sink,
         publish,
         jsonl,
+        webhooks,
         fingerprint,
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
@@ -264,7 +266,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             tally_actions_only: opts.tally_actions_only,
             open: lake,
         },
-        (&publish, &jsonl),
+        (&publish, &jsonl, &webhooks),
         &sup,
         stats.clone(),
     )?;

@@ -126,6 +126,15 @@ impl Supervisor {
         self.stop.clone()
     }
 
+    /// Whether the run is stopping on a signal or a failure (not only
+    /// ending because its input did).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// The run is stopping (a signal): start the shutdown clock.
     pub fn stopping(&self) {
         let mut s = self

@@ -7,3 +7,4 @@
 pub mod jsonl;
 pub mod parquet;
 pub mod tally;
+pub mod webhook;

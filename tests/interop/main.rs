@@ -1,6 +1,7 @@
 //! Interop suites against independent peers, installed by `.ci/run`:
 //! Mosquitto and a Python Sparkplug B node ([`mosquitto`]), a Python asyncua
-//! OPC UA server ([`asyncua`]). Run with `cargo test --features interop
+//! OPC UA server ([`asyncua`]), Python's http.server as a work-order
+//! endpoint ([`webhook`]). Run with `cargo test --features interop
 //! --test interop`.
 
 #[path = "../common/mod.rs"]
@@ -8,3 +9,4 @@ mod common;
 
 mod asyncua;
 mod mosquitto;
+mod webhook;

@@ -21,6 +21,7 @@
 //! - [`jsonl`]: the JSON-lines sink against the lake it writes beside.
 //! - [`import`]: historian exports (wide, long, `;`, decimal commas, local
 //!   times) through `[sources.format]` and `import inspect`, against the oracle.
+//! - [`webhook`]: the webhook sink's config errors (delivery: `tests/interop`).
 //! - [`schema`]: the JSON Schema of dataflow files, against an independent validator.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
@@ -43,3 +44,4 @@ mod reliability;
 mod schema;
 mod tags;
 mod value;
+mod webhook;

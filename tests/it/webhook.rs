@@ -1,0 +1,56 @@
+//! The `webhook` sink's table (issue 32): a wrong address, a secret whose
+//! variable is not set, a template that does not compile, a table it cannot
+//! send are config errors at their line (exit 78). Delivery itself is tested
+//! against Python's http.server in `tests/interop/webhook.rs`.
+
+use crate::common::*;
+
+#[test]
+fn a_wrong_webhook_table_is_a_config_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_template = dir.path().join("bad.json");
+    std::fs::write(&bad_template, "{\n  \"asset\": {{ asset \n}").unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let cases = [
+        ("url = \"ftp://cmms.example.com/x\"", "url", "is not an http:// or https:// address"),
+        (
+            "url = \"https://cmms.example.com/x\"\nheaders_env = { Authorization = \"PLANTFLOW_TEST_UNSET_7\" }",
+            "headers_env",
+            "the environment variable `PLANTFLOW_TEST_UNSET_7` is not set",
+        ),
+        (
+            &format!("url = \"https://cmms.example.com/x\"\ntemplate = \"{}\"", bad_template.display()),
+            "template",
+            "the template does not compile",
+        ),
+        (
+            "url = \"https://cmms.example.com/x\"\ntables = [\"aggregates\"]",
+            "tables",
+            "unknown table `aggregates`",
+        ),
+    ];
+    for (table, key, message) in cases {
+        let df = dir.path().join("webhook.toml");
+        let whole = format!("{text}\n[[sinks]]\ntype = \"webhook\"\nid = \"cmms\"\n{table}\n");
+        std::fs::write(&df, &whole).unwrap();
+        let line = whole
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap()
+            + 1;
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .arg("validate")
+            .arg(&df)
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", dir.path().join("out"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(78), "{key}: {stderr}");
+        assert!(stderr.contains(message), "{key}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{line}:", df.display())),
+            "{key}: line {line}: {stderr}"
+        );
+    }
+}
