@@ -65,6 +65,27 @@ enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// What a dataflow's rules would have found over history, and its worth (no lake kept).
+    Backtest {
+        dataflow: PathBuf,
+        /// The history: the directory the dataflow reads as ${INPUT_DIR}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Only this rule's actions.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Another version of the dataflow to compare with (actions added, removed, changed).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// The page written (HTML, with a chart).
+        #[arg(long, default_value = "backtest.html")]
+        page: PathBuf,
+        /// Print the actions as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+    },
     /// Print the JSON Schema of dataflow files (for editors: see README).
     Schema,
     /// Historian exports (CSV): their layout.
@@ -232,8 +253,26 @@ fn main() -> ExitCode {
         }
         Command::State {
             what: StateCommand::Inspect { path },
-        } => state_inspect(&path),
+        } => plantflow::run::state_inspect(&path),
         Command::Validate { dataflows } => validate(&dataflows),
+        Command::Backtest {
+            dataflow,
+            input,
+            rule,
+            baseline,
+            page,
+            json,
+            workers,
+        } => {
+            let o = plantflow::report::backtest::Options {
+                dataflow,
+                input,
+                rule,
+                baseline,
+                workers,
+            };
+            plantflow::report::backtest::main(&o, &page, json)
+        }
         Command::Schema => {
             print!("{}", plantflow::dataflow::schema::text());
             ExitCode::SUCCESS
@@ -397,54 +436,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
     }
 }
 
-/// The input log's segments and checkpoints in a state directory.
-fn inspect_log(dir: &Path) {
-    let segments = plantflow::ingest::wal::segments(dir).unwrap_or_default();
-    let bytes: u64 = segments
-        .iter()
-        .map(|seq| plantflow::ingest::wal::segment(dir, *seq))
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    println!(
-        "input log    {} ({} segment(s), {bytes} bytes)",
-        dir.display(),
-        segments.len()
-    );
-    match plantflow::run::log_totals(dir) {
-        Ok((c, _)) => println!(
-            "  holds      {} samples from {} messages, {} context changes, {} restarts \
-             (since it began: checkpoints hold what is gone)",
-            c.samples,
-            c.messages,
-            c.context,
-            c.runs.saturating_sub(1)
-        ),
-        Err(e) => eprintln!("plantflow state inspect: {e}"),
-    }
-    let mut checkpoints: Vec<(String, u64, usize)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
-        .map(|e| {
-            let (size, files) = plantflow::run::tree_size(&e.path());
-            (e.file_name().to_string_lossy().into_owned(), size, files)
-        })
-        .collect();
-    checkpoints.sort();
-    for (name, size, files) in checkpoints {
-        match name.ends_with(".spill") {
-            true => println!(
-                "  spilled    {name} ({files} files, {size} bytes of closed windows, rule \
-                 periods and ledger actions, hard-linked)"
-            ),
-            false => println!("  checkpoint {name} ({size} bytes)"),
-        }
-    }
-}
-
-/// `plantflow state inspect`: a lake's commit record (read only: no lock,
-/// no repair).
+/// `plantflow import inspect`: the guessed `[sources.format]` block.
 fn import_inspect(file: &Path) -> ExitCode {
     match plantflow::sources::replay::format::inspect::inspect(file) {
         Ok(g) => {
@@ -454,80 +446,6 @@ fn import_inspect(file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
-        }
-    }
-}
-
-fn state_inspect(path: &Path) -> ExitCode {
-    let has_log = |d: &Path| plantflow::ingest::wal::segments(d).is_ok_and(|s| !s.is_empty());
-    let (lake, log) = if path.is_dir() {
-        // A lake: its default state directory's log, if there is one.
-        let logs = std::fs::read_dir(path.join(".plantflow"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| has_log(p));
-        (path.to_path_buf(), logs)
-    } else {
-        match dataflow::load(path) {
-            Ok(d) => {
-                let state = d.window.state_dir.clone();
-                let state = state.unwrap_or_else(|| d.sink.path.join(".plantflow"));
-                (d.sink.path.clone(), Some(state.join(&d.name)))
-            }
-            Err(e) => {
-                eprintln!("{}", e.render());
-                return ExitCode::from(plantflow::EXIT_CONFIG as u8);
-            }
-        }
-    };
-    if let Some(dir) = log.filter(|d| has_log(d)) {
-        inspect_log(&dir);
-    }
-    match plantflow::sinks::parquet::commit::read(&lake) {
-        Ok(Some(m)) => {
-            println!("lake         {}", lake.display());
-            println!(
-                "dataflow     {} (file fingerprint {})",
-                m.dataflow, m.fingerprint
-            );
-            println!(
-                "format       {} (written by plantflow {})",
-                m.format, m.version
-            );
-            println!("commits      {}", m.seq);
-            println!(
-                "before       {} (rows of earlier timely times are in the lake)",
-                m.before
-            );
-            println!("finished     {}", m.finished);
-            println!(
-                "last commit  {} file(s) at {} ms",
-                m.files.len(),
-                m.committed_at
-            );
-            for f in &m.files {
-                println!("  {f}");
-            }
-            if let Some(c) = &m.checkpoint {
-                println!(
-                    "checkpoint   {} (state before time {}; the input log goes on from segment {})",
-                    c.file, c.at, c.segment
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            println!(
-                "{}: no commit record (nothing committed yet)",
-                lake.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("plantflow state inspect: {e}");
-            ExitCode::FAILURE
         }
     }
 }

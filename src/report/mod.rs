@@ -18,6 +18,7 @@
 
 use std::path::Path;
 
+pub mod backtest;
 mod charts;
 mod fmt;
 mod html;

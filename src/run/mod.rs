@@ -17,6 +17,8 @@
 mod checkpoint;
 pub use checkpoint::log_totals;
 pub use checkpoint::tree_size;
+mod inspect;
+pub use inspect::state_inspect;
 mod durable;
 mod fanout;
 mod lake;

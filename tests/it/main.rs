@@ -21,6 +21,7 @@
 //! - [`jsonl`]: the JSON-lines sink against the lake it writes beside.
 //! - [`import`]: historian exports (wide, long, `;`, decimal commas, local
 //!   times) through `[sources.format]` and `import inspect`, against the oracle.
+//! - [`backtest`]: `plantflow backtest` against a run's lake and the lake's evidence.
 //! - [`webhook`]: the webhook sink's config errors (delivery: `tests/interop`).
 //! - [`schema`]: the JSON Schema of dataflow files, against an independent validator.
 //! - [`house`]: the code's layout stays one-way and readable.
@@ -31,6 +32,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backtest;
 mod demo;
 mod durable;
 mod house;
