@@ -167,11 +167,11 @@ impl Format {
                 };
                 let template = self.quality.as_deref().filter(|q| !q.is_empty());
                 let quality_of = |tag: &str| template.map(|q| q.replace("{tag}", tag));
-                let is_quality = |name: &str| {
-                    header
-                        .iter()
-                        .any(|t| quality_of(t).as_deref() == Some(name))
-                };
+                // Every column's quality column name, once (a wide export
+                // has thousands of columns).
+                let qualities: std::collections::HashSet<String> =
+                    header.iter().filter_map(|t| quality_of(t)).collect();
+                let is_quality = |name: &str| qualities.contains(name);
                 let mut tags = Vec::new();
                 let chosen: Vec<usize> = if self.tags.is_empty() {
                     (0..header.len())
