@@ -34,7 +34,7 @@ pub struct RawWebhookSink {
     id: String,
     /// `http://` or `https://` address the documents are POSTed to.
     url: String,
-    /// actions (default), outcomes, billing.
+    /// actions (default), outcomes.
     #[serde(default)]
     tables: Option<Vec<String>>,
     /// A MiniJinja template file making each body (JSON) from the row's fields.
@@ -59,6 +59,9 @@ pub struct RawWebhookSink {
     #[serde(default)]
     max_queue: Option<usize>,
 }
+
+/// The tables a webhook sends: revisions someone acts on.
+pub const TABLES: &[&str] = &["actions", "outcomes"];
 
 const KEYS: &[&str] = &[
     "type",
@@ -92,12 +95,7 @@ pub fn plan(
     let k = |leaf: &str| format!("{key}.{leaf}");
     let tables = p.tables.clone().unwrap_or_else(|| vec!["actions".into()]);
     for (j, t) in tables.iter().enumerate() {
-        l.one_of(
-            &format!("{key}.tables[{j}]"),
-            t,
-            super::super::jsonl::config::TABLES,
-            "table",
-        );
+        l.one_of(&format!("{key}.tables[{j}]"), t, TABLES, "table");
     }
     match ureq::http::Uri::try_from(p.url.as_str()) {
         Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}

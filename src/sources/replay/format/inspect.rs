@@ -70,7 +70,7 @@ pub fn inspect(path: &Path) -> Result<Guess, String> {
     if path.extension().is_some_and(|x| x == "parquet") || bytes.starts_with(b"PAR1") {
         return Err(format!(
             "{}: a Parquet file has its column names and types; write a [sources.format] block \
-             naming its columns (see docs/import.md)",
+             naming its columns (schemas/dataflow.md, Historian exports)",
             path.display()
         ));
     }
