@@ -647,7 +647,7 @@ fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
         .unwrap();
     assert!(gen.status.success());
     let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
-    let run = |name: &str, extra: &str| {
+    let run = |name: &str, extra: &str, slow_ms: u64| {
         let df = dir.path().join(format!("{name}.toml"));
         let t = text.replace(
             "roll_interval = \"1m\"",
@@ -660,7 +660,7 @@ fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
             .arg(&df)
             .env("INPUT_DIR", &input)
             .env("OUT_DIR", &out)
-            .env("PLANTFLOW_TEST_SLOW_WRITER_MS", "100")
+            .env("PLANTFLOW_TEST_SLOW_WRITER_MS", slow_ms.to_string())
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -668,10 +668,22 @@ fn a_slow_writer_bounds_the_engine_output_waiting_for_it() {
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         (s["sink_queue_peak_bytes"].as_u64().unwrap(), out)
     };
-    let (free, free_out) = run("free", "");
-    let (bounded, bounded_out) = run("bounded", "\nmax_queue = \"64KiB\"");
-    eprintln!("peak output waiting for the writer: {free} bytes unbounded, {bounded} with 64 KiB");
-    assert!(bounded < free / 4, "{bounded} against {free}");
+    // The writer sleeps for each engine batch it finds already queued: on
+    // a machine busy with other tests the engine may not outrun it, so a
+    // slower writer is tried until the unbounded run piles up.
+    let mut tries = Vec::new();
+    let (free, free_out, bounded, bounded_out) = loop {
+        let slow = [100, 400, 1600][tries.len()];
+        let (free, free_out) = run(&format!("free-{slow}"), "", slow);
+        let (bounded, bounded_out) =
+            run(&format!("bounded-{slow}"), "\nmax_queue = \"64KiB\"", slow);
+        eprintln!("peak output waiting for the writer ({slow} ms a batch): {free} bytes unbounded, {bounded} with 64 KiB");
+        tries.push((slow, free, bounded));
+        if bounded < free / 4 || tries.len() == 3 {
+            break (free, free_out, bounded, bounded_out);
+        }
+    };
+    assert!(bounded < free / 4, "{tries:?}");
     assert!(bounded < 1 << 20, "{bounded}");
     assert_eq!(
         latest_aggregates(&bounded_out),
