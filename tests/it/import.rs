@@ -348,7 +348,8 @@ fn write_parquet(path: &Path, columns: Vec<(&str, arrow::array::ArrayRef)>) {
 
 /// Parquet exports by column name: a long one with other names, a
 /// timestamp column and quality words; a wide one with epoch-millisecond
-/// times, a nullable value column and an OPC UA code column per tag.
+/// times, a nullable value column and an OPC UA code column per tag. The
+/// block `import inspect` guesses for each reads it to the oracle.
 #[test]
 fn parquet_exports_long_and_wide_replay_to_the_oracle_aggregates() {
     use arrow::array::{
@@ -420,8 +421,27 @@ fn parquet_exports_long_and_wide_replay_to_the_oracle_aggregates() {
     for (file, columns, block) in cases {
         let input = input_with("unused", b"");
         write_parquet(&input.path().join(file), columns);
+        // `import inspect` reads the schema and first rows and guesses the
+        // block: every line of the hand-written one is in it.
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .args(["import", "inspect"])
+            .arg(input.path().join(file))
+            .output()
+            .unwrap();
+        let guessed = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for line in block.lines() {
+            assert!(
+                guessed.lines().any(|l| l == line),
+                "{file}: `{line}` not guessed:\n{guessed}"
+            );
+        }
         let out = tempfile::tempdir().unwrap();
-        let df = dataflow_with(input.path(), file, block);
+        let df = dataflow_with(input.path(), file, &guessed);
         let summary = run(&df, input.path(), out.path(), 2);
         assert_eq!(summary.rows_accepted, accepted_in_fixture(), "{file}");
         assert_aggregates_equal(&latest_aggregates(out.path()), &expected_aggregates());

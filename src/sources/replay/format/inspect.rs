@@ -58,7 +58,7 @@ const PATTERNS: &[&str] = &[
     "%Y-%m-%d %H:%M",
 ];
 
-/// Guesses the layout of a CSV export at `path`.
+/// Guesses the layout of a CSV or Parquet export at `path`.
 pub fn inspect(path: &Path) -> Result<Guess, String> {
     let mut bytes = Vec::with_capacity(SAMPLE_BYTES);
     std::fs::File::open(path)
@@ -68,19 +68,90 @@ pub fn inspect(path: &Path) -> Result<Guess, String> {
     let text =
         String::from_utf8_lossy(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes)).into_owned();
     if path.extension().is_some_and(|x| x == "parquet") || bytes.starts_with(b"PAR1") {
-        return Err(format!(
-            "{}: a Parquet file has its column names and types; write a [sources.format] block \
-             naming its columns (schemas/dataflow.md, Historian exports)",
-            path.display()
-        ));
+        let (header, rows) = parquet_sample(path)?;
+        return guess(path, &header, &rows, (b',', 0, false));
     }
     let (delimiter, header_row, records) = [b',', b';', b'\t', b'|']
         .into_iter()
         .filter_map(|d| split(&text, d, truncated))
         .max_by_key(|(_, h, r)| (r.len() - h, r[*h].len()))
         .ok_or_else(|| format!("{}: no delimited rows found", path.display()))?;
-    let header: Vec<&str> = records[header_row].iter().map(|h| h.trim()).collect();
     let rows = &records[header_row + 1..records.len().min(header_row + 201)];
+    guess(
+        path,
+        &records[header_row],
+        rows,
+        (delimiter, header_row, true),
+    )
+}
+
+/// The first rows of a Parquet file as text (its time column as RFC 3339
+/// or epoch numbers, as Arrow writes them).
+fn parquet_sample(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
+    use arrow::array::{Array, AsArray};
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(200).build())
+        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
+    let batch = match reader.next() {
+        Some(b) => b.map_err(|e| format!("{}: {e}", path.display()))?,
+        None => return Err(format!("{}: no rows", path.display())),
+    };
+    let header: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut rows = vec![vec![String::new(); header.len()]; batch.num_rows()];
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+    let err = |j: usize, e: arrow::error::ArrowError| {
+        format!("{}: column `{}`: {e}", path.display(), header[j])
+    };
+    for (j, c) in batch.columns().iter().enumerate() {
+        if let DataType::Timestamp(unit, _) = c.data_type() {
+            // As RFC 3339 in UTC (Arrow's own text needs the zone database).
+            let per_ms = match unit {
+                TimeUnit::Second => -1000,
+                TimeUnit::Millisecond => 1,
+                TimeUnit::Microsecond => 1000,
+                TimeUnit::Nanosecond => 1_000_000,
+            };
+            let raw = arrow::compute::cast(c, &DataType::Int64).map_err(|e| err(j, e))?;
+            let raw = raw.as_primitive::<Int64Type>();
+            for (i, row) in rows.iter_mut().enumerate() {
+                if !raw.is_null(i) {
+                    let v = raw.value(i);
+                    let ms = if per_ms < 0 { v * 1000 } else { v / per_ms };
+                    row[j] = chrono::DateTime::from_timestamp_millis(ms)
+                        .map_or(ms.to_string(), |t| {
+                            t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+                        });
+                }
+            }
+            continue;
+        }
+        let text = arrow::compute::cast(c, &DataType::Utf8).map_err(|e| err(j, e))?;
+        let text = text.as_string::<i32>();
+        for (i, row) in rows.iter_mut().enumerate() {
+            if !text.is_null(i) {
+                row[j] = text.value(i).to_string();
+            }
+        }
+    }
+    Ok((header, rows))
+}
+
+/// The guess from a header and rows; `delimiter`, the header's index and
+/// whether decimal commas are possible (text files) as read.
+fn guess(
+    path: &Path,
+    header: &[String],
+    rows: &[Vec<String>],
+    (delimiter, header_row, text_file): (u8, usize, bool),
+) -> Result<Guess, String> {
+    let header: Vec<&str> = header.iter().map(|h| h.trim()).collect();
     if rows.is_empty() {
         return Err(format!("{}: a header but no rows", path.display()));
     }
@@ -110,7 +181,7 @@ pub fn inspect(path: &Path) -> Result<Guess, String> {
             .filter(|c| f.number(c, &mut b).is_some())
             .count()
     };
-    if delimiter != b',' {
+    if text_file && delimiter != b',' {
         let comma = Format {
             decimal: b',',
             ..f.clone()
@@ -180,9 +251,17 @@ fn layout_of(f: &mut Format, header: &[&str], rows: &[Vec<String>], others: &[us
     };
     let named_quality = |h: &str| {
         let h = h.to_lowercase();
-        ["quality", "qualität", "qualitaet", "status"]
-            .iter()
-            .any(|q| h.contains(q))
+        // `FIC101.Q`, `FIC101|q`, `FIC101_Q`: a one-letter suffix after a separator.
+        let suffix_q = h.len() > 2
+            && h.ends_with('q')
+            && h[..h.len() - 1]
+                .chars()
+                .last()
+                .is_some_and(|c| !c.is_alphanumeric());
+        suffix_q
+            || ["quality", "qualität", "qualitaet", "status"]
+                .iter()
+                .any(|q| h.contains(q))
     };
     let texts: Vec<usize> = others
         .iter()
