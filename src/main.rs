@@ -30,7 +30,7 @@ enum StateCommand {
 
 #[derive(Subcommand)]
 enum ImportCommand {
-    /// Guess a historian export's layout and print a ready [sources.format] block.
+    /// Guess a historian export's layout (CSV or Parquet) and print a ready [sources.format] block.
     Inspect { file: PathBuf },
 }
 
@@ -88,7 +88,7 @@ enum Command {
     },
     /// Print the JSON Schema of dataflow files (for editors: see README).
     Schema,
-    /// Historian exports (CSV): their layout.
+    /// Historian exports (CSV or Parquet): their layout.
     Import {
         #[command(subcommand)]
         what: ImportCommand,
