@@ -1,10 +1,10 @@
 //! One row version as a JSON document: the row's own fields and `table`,
 //! `dataflow`, `revision` (and, for actions, RFC 3339 copies of the period
 //! start and status time), serialised straight from the row. The
-//! `mqtt_publish` and `jsonl` sinks write the same documents, so a consumer
-//! keeps the highest `revision` per key whichever way they came.
+//! `mqtt_publish`, `jsonl` and `webhook` sinks write the same documents, so
+//! a consumer keeps the highest `revision` per key whichever way they came.
 
-use super::{rfc3339_ms, ActionRow};
+use super::{rfc3339_ms, ActionRow, SinkBatch};
 
 #[derive(serde::Serialize)]
 struct RowMessage<'a, R: serde::Serialize> {
@@ -49,4 +49,41 @@ pub fn action_json(dataflow: &str, revision: i64, a: &ActionRow) -> Vec<u8> {
         status_time: Some(rfc3339_ms(a.status_at)),
     };
     serde_json::to_vec(&m).unwrap_or_default()
+}
+
+/// One version of a value table's row as its document, and the key naming
+/// that version: `<action_id>-<revision>` (an action), `<action_id>-outcome-
+/// <revision>` (an outcome), `<site>-<period_start>-bill-<revision>` (a bill).
+pub struct Version {
+    pub key: String,
+    pub doc: Vec<u8>,
+}
+
+/// The row versions of a batch of the value tables `want` names (none for
+/// the other tables).
+pub fn versions(dataflow: &str, batch: &SinkBatch, want: impl Fn(&str) -> bool) -> Vec<Version> {
+    match batch {
+        SinkBatch::Actions(rows) if want("actions") => rows
+            .iter()
+            .map(|(a, rev)| Version {
+                key: format!("{}-{rev}", a.action_id),
+                doc: action_json(dataflow, *rev, a),
+            })
+            .collect(),
+        SinkBatch::Outcomes(rows) if want("outcomes") => rows
+            .iter()
+            .map(|(o, rev)| Version {
+                key: format!("{}-outcome-{rev}", o.action_id),
+                doc: row_json("outcomes", dataflow, *rev, o),
+            })
+            .collect(),
+        SinkBatch::Billing(rows) if want("billing") => rows
+            .iter()
+            .map(|(b, rev)| Version {
+                key: format!("{}-{}-bill-{rev}", b.site, b.period_start),
+                doc: row_json("billing", dataflow, *rev, b),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }

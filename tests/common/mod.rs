@@ -1120,3 +1120,29 @@ pub fn http_request(
         .unwrap_or_default();
     (code, body)
 }
+
+/// `plantflow validate df` (with `INPUT_DIR` = `input`) fails with exit 78,
+/// `message`, and the file and line of the last line setting `key`.
+pub fn assert_config_error(df: &Path, input: &Path, key: &str, message: &str) {
+    let text = std::fs::read_to_string(df).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines
+        .iter()
+        .rposition(|l| l.starts_with(&format!("{key} =")))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no `{key} =` in {text}"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .arg("validate")
+        .arg(df)
+        .env("INPUT_DIR", input)
+        .env("OUT_DIR", input.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(78), "{key}: {stderr}");
+    assert!(stderr.contains(message), "{key}: {stderr}");
+    assert!(
+        stderr.contains(&format!("{}:{line}:", df.display())),
+        "{key}: expected line {line}: {stderr}"
+    );
+}

@@ -79,6 +79,23 @@ impl Setup {
         c
     }
 
+    /// Runs on `out` (two workers) killed `kills` times, each 0.2–1.5 s
+    /// after its start (random, from `seed`).
+    fn kill_at_random(&self, out: &Path, kills: usize, seed: u64) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for _ in 0..kills {
+            let mut child = self
+                .command(out, 2)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The uninterrupted run's lake (one worker), to compare with.
     fn want(&self) -> PathBuf {
         let want = self.dir.path().join("want");
@@ -785,18 +802,7 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     let want = s.want();
     two_sources(&s);
     let got = s.dir.path().join("got");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
-    for _ in 0..5 {
-        let mut child = s
-            .command(&got, 2)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    s.kill_at_random(&got, 5, 27);
     let (stdout, _) = s.finish_from_checkpoint(&got, &want);
     assert!(stdout.contains("resumed"), "{stdout}");
 }
@@ -874,18 +880,7 @@ fn two_wide_exports_killed_go_on_from_their_logged_rows() {
     assert_ne!(two, df);
     std::fs::write(&s.dataflow, two).unwrap();
     let got = s.dir.path().join("got");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(32);
-    for _ in 0..5 {
-        let mut child = s
-            .command(&got, 2)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    s.kill_at_random(&got, 5, 32);
     let (stdout, _) = s.finish_from_checkpoint(&got, &want);
     assert!(stdout.contains("resumed"), "{stdout}");
 }

@@ -487,25 +487,6 @@ fn a_wrong_format_block_is_a_config_error_with_file_and_line() {
     for (block, key, message) in cases {
         let input = input_with("scada_long_de.csv", &bytes);
         let df = dataflow_with(input.path(), "scada_long_de.csv", &block);
-        let text = std::fs::read_to_string(&df).unwrap();
-        let line = text
-            .lines()
-            .position(|l| l.starts_with(&format!("{key} =")))
-            .map(|i| i + 1)
-            .unwrap_or_else(|| panic!("{key} in {text}"));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-            .arg("validate")
-            .arg(&df)
-            .env("INPUT_DIR", input.path())
-            .env("OUT_DIR", input.path().join("out"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(78), "{key}: {stderr}");
-        assert!(stderr.contains(message), "{key}: {stderr}");
-        assert!(
-            stderr.contains(&format!("{}:{line}:", df.display())),
-            "{key}: expected line {line}: {stderr}"
-        );
+        assert_config_error(&df, input.path(), key, message);
     }
 }

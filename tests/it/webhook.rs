@@ -33,24 +33,6 @@ fn a_wrong_webhook_table_is_a_config_error_at_its_line() {
         let df = dir.path().join("webhook.toml");
         let whole = format!("{text}\n[[sinks]]\ntype = \"webhook\"\nid = \"cmms\"\n{table}\n");
         std::fs::write(&df, &whole).unwrap();
-        let line = whole
-            .lines()
-            .position(|l| l.starts_with(&format!("{key} =")))
-            .unwrap()
-            + 1;
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
-            .arg("validate")
-            .arg(&df)
-            .env("INPUT_DIR", fixture_dir())
-            .env("OUT_DIR", dir.path().join("out"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(78), "{key}: {stderr}");
-        assert!(stderr.contains(message), "{key}: {stderr}");
-        assert!(
-            stderr.contains(&format!("{}:{line}:", df.display())),
-            "{key}: line {line}: {stderr}"
-        );
+        assert_config_error(&df, &fixture_dir(), key, message);
     }
 }

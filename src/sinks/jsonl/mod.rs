@@ -21,7 +21,7 @@ pub mod config;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::model::message::{action_json, row_json};
+use crate::model::message::versions;
 use crate::model::SinkBatch;
 
 pub use config::JsonlPlan;
@@ -54,29 +54,17 @@ impl JsonlWriter {
     /// the file (rotating it first if it is full).
     pub fn write(&mut self, batch: &SinkBatch) -> Result<(), String> {
         let want = |t: &str| self.plan.tables.iter().any(|x| x == t);
-        let df = self.dataflow.as_str();
-        let docs: Vec<Vec<u8>> = match batch {
-            SinkBatch::Actions(rows) if want("actions") => rows
-                .iter()
-                .map(|(a, rev)| action_json(df, *rev, a))
-                .collect(),
-            SinkBatch::Outcomes(rows) if want("outcomes") => rows
-                .iter()
-                .map(|(o, rev)| row_json("outcomes", df, *rev, o))
-                .collect(),
-            SinkBatch::Billing(rows) if want("billing") => rows
-                .iter()
-                .map(|(b, rev)| row_json("billing", df, *rev, b))
-                .collect(),
-            _ => return Ok(()),
-        };
+        let docs = versions(&self.dataflow, batch, want);
+        if docs.is_empty() {
+            return Ok(());
+        }
         let path = self.plan.path.clone();
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
-        for d in docs {
+        for d in docs.iter().map(|v| &v.doc) {
             if self.size > 0 && self.size + d.len() as u64 + 1 > self.plan.rotate_bytes {
                 self.rotate()?;
             }
-            self.file.write_all(&d).map_err(err)?;
+            self.file.write_all(d).map_err(err)?;
             self.file.write_all(b"\n").map_err(err)?;
             self.size += d.len() as u64 + 1;
             self.lines += 1;

@@ -26,17 +26,13 @@ use std::time::{Duration, Instant};
 
 pub use config::WebhookPlan;
 
-use crate::model::message::{action_json, row_json};
 use crate::model::{DeadLetter, SinkBatch};
 
 /// Whether the run is stopping on a signal or a failure.
 pub type Stopping = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// One revision to send: its idempotency key and document.
-pub struct Delivery {
-    pub key: String,
-    pub doc: Vec<u8>,
-}
+pub use crate::model::message::Version as Delivery;
 
 /// A template's environment: JSON output, values written as JSON.
 fn environment(text: &str) -> Result<minijinja::Environment<'static>, minijinja::Error> {
@@ -71,24 +67,7 @@ pub fn redact(url: &str) -> String {
 
 /// The revisions of a batch that `tables` sends.
 pub fn deliveries(tables: &[String], dataflow: &str, batch: &SinkBatch) -> Vec<Delivery> {
-    let want = |t: &str| tables.iter().any(|x| x == t);
-    match batch {
-        SinkBatch::Actions(rows) if want("actions") => rows
-            .iter()
-            .map(|(a, rev)| Delivery {
-                key: format!("{}-{rev}", a.action_id),
-                doc: action_json(dataflow, *rev, a),
-            })
-            .collect(),
-        SinkBatch::Outcomes(rows) if want("outcomes") => rows
-            .iter()
-            .map(|(o, rev)| Delivery {
-                key: format!("{}-outcome-{rev}", o.action_id),
-                doc: row_json("outcomes", dataflow, *rev, o),
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    crate::model::message::versions(dataflow, batch, |t| tables.iter().any(|x| x == t))
 }
 
 /// A revision the queue had no room for: its dead letter (the tap's).

@@ -303,20 +303,15 @@ impl Clock {
             TimeFormat::EpochS => epoch_seconds(s).ok_or_else(|| "not epoch seconds".to_string()),
             TimeFormat::Rfc3339 => rfc3339(s).ok_or_else(|| "not an RFC 3339 time".to_string()),
             TimeFormat::Auto => self.auto(s),
-            TimeFormat::Pattern(p) => {
-                let p = p.clone();
-                self.pattern(s, &p)
-            }
+            TimeFormat::Pattern(p) => self.pattern(s, p),
         }?;
         self.last = Some(ms);
         Ok(ms)
     }
 
-    fn auto(&mut self, s: &str) -> Result<i64, String> {
-        if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) {
-            return s.parse().map_err(|_| "not a time".to_string());
-        }
-        if let Some(ms) = rfc3339(s) {
+    fn auto(&self, s: &str) -> Result<i64, String> {
+        // What the fast reader reads: epoch milliseconds or RFC 3339.
+        if let Some(ms) = crate::ingest::normalize::parse_ts(s).or_else(|| spaced_offset(s)) {
             return Ok(ms);
         }
         for p in AUTO_NAIVE {
@@ -330,7 +325,7 @@ impl Clock {
         Err("not a time (epoch milliseconds, RFC 3339 or YYYY-MM-DD HH:MM:SS)".into())
     }
 
-    fn pattern(&mut self, s: &str, p: &str) -> Result<i64, String> {
+    fn pattern(&self, s: &str, p: &str) -> Result<i64, String> {
         if p.contains("%z") || p.contains("%:z") || p.contains("%#z") {
             return DateTime::parse_from_str(s, p)
                 .map(|d| d.timestamp_millis())
@@ -346,7 +341,7 @@ impl Clock {
     }
 
     /// A local time in the zone.
-    fn local(&mut self, n: NaiveDateTime) -> Result<i64, String> {
+    fn local(&self, n: NaiveDateTime) -> Result<i64, String> {
         use chrono::LocalResult;
         match self.zone.from_local_datetime(&n) {
             LocalResult::Single(t) => Ok(t.timestamp_millis()),
@@ -367,7 +362,14 @@ impl Clock {
 
 fn rfc3339(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s)
-        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .ok()
+        .map(|d| d.timestamp_millis())
+        .or_else(|| spaced_offset(s))
+}
+
+/// `2026-01-05 08:35:00+01:00`: RFC 3339 with a space and an offset.
+fn spaced_offset(s: &str) -> Option<i64> {
+    DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z")
         .ok()
         .map(|d| d.timestamp_millis())
 }
