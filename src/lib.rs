@@ -19,7 +19,8 @@
 //!   normaliser and the bridge onto the workers' bounded channels.
 //! - [`sources`]: historian replay, context tables, action status updates.
 //! - [`mqtt`]: the MQTT source and the `mqtt_publish` sink, one protocol in
-//!   one folder. [`opcua`]: the OPC UA source.
+//!   one folder. [`opcua`]: the OPC UA source. [`modbus`]: the Modbus TCP
+//!   source.
 //! - [`sinks`]: the partitioned, atomic, rolling Parquet lake.
 //! - [`http`]: the operator surface (`[http]`): health, readiness, metrics.
 //! - [`engine`]: the only module that names timely and differential-dataflow:
@@ -49,6 +50,7 @@ pub mod expr;
 pub mod gen;
 pub mod http;
 pub mod ingest;
+pub mod modbus;
 pub mod model;
 pub mod mqtt;
 pub mod opcua;

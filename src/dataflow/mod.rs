@@ -15,6 +15,7 @@ use std::path::Path;
 
 use crate::config::diagnostic::file_diag;
 use crate::config::{take_type, ConfigErrors, Diagnostic, Loader, Plan};
+use crate::modbus::ModbusSourcePlan;
 use crate::mqtt::publish::PublishPlan;
 use crate::mqtt::MqttSourcePlan;
 use crate::opcua::OpcUaSourcePlan;
@@ -61,6 +62,7 @@ pub enum SourcePlan {
     Replay(ReplayPlan),
     Mqtt(Box<MqttSourcePlan>),
     OpcUa(Box<OpcUaSourcePlan>),
+    Modbus(Box<ModbusSourcePlan>),
 }
 
 impl SourcePlan {
@@ -69,6 +71,7 @@ impl SourcePlan {
             SourcePlan::Replay(r) => &r.id,
             SourcePlan::Mqtt(m) => &m.id,
             SourcePlan::OpcUa(o) => &o.id,
+            SourcePlan::Modbus(m) => &m.id,
         }
     }
 }
@@ -98,6 +101,10 @@ pub const SOURCES: &[(&str, Validate<SourcePlan>)] = &[
     ("opcua", |l, key, v, name, env| {
         let v = crate::config::strip_type(v);
         crate::opcua::config::source(l, key, v, name, env).map(|p| SourcePlan::OpcUa(Box::new(p)))
+    }),
+    ("modbus", |l, key, v, _, _| {
+        let v = crate::config::strip_type(v);
+        crate::modbus::config::source(l, key, v).map(|p| SourcePlan::Modbus(Box::new(p)))
     }),
 ];
 

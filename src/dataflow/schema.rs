@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use crate::config::raw::RawDataflow;
+use crate::modbus::config::RawModbus;
 use crate::mqtt::config::{RawConn, RawMqtt, RawPublish};
 use crate::opcua::config::RawOpcUa;
 use crate::sinks::jsonl::config::RawJsonlSink;
@@ -36,6 +37,7 @@ pub const SOURCE_KINDS: &[(&str, Parts)] = &[
     ("replay", || vec![of::<RawReplay>()]),
     ("mqtt", || vec![of::<RawConn>(), of::<RawMqtt>()]),
     ("opcua", || vec![of::<RawOpcUa>()]),
+    ("modbus", || vec![of::<RawModbus>()]),
 ];
 
 /// Sink kinds and the raw types of their tables (see `SINKS`).
@@ -58,7 +60,12 @@ fn kind(name: &str, parts: Vec<Value>, defs: &mut Map<String, Value>) -> Value {
     let mut description = None;
     for mut p in parts {
         if let Some(Value::Object(d)) = p.get_mut("$defs").map(Value::take) {
-            defs.extend(d);
+            for (k, v) in d {
+                // Two raw types of one name would silently share a definition.
+                if let Some(old) = defs.insert(k.clone(), v.clone()) {
+                    assert_eq!(old, v, "two schema definitions named `{k}`: rename one");
+                }
+            }
         }
         if let Some(Value::Object(props)) = p.get_mut("properties").map(Value::take) {
             properties.extend(props);

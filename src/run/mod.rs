@@ -664,6 +664,7 @@ fn spawn_source(
             SourcePlan::Replay(r) => crate::sources::replay::run(r, ctx),
             SourcePlan::Mqtt(m) => crate::mqtt::run(m, ctx, handle),
             SourcePlan::OpcUa(o) => crate::opcua::run(o, ctx, handle),
+            SourcePlan::Modbus(m) => crate::modbus::run(m, ctx, handle),
         });
     })
 }

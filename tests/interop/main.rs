@@ -1,6 +1,6 @@
 //! Interop suites against independent peers, installed by `.ci/run`:
 //! Mosquitto and a Python Sparkplug B node ([`mosquitto`]), a Python asyncua
-//! OPC UA server ([`asyncua`]), Python's http.server as a work-order
+//! OPC UA server ([`asyncua`]), a pymodbus Modbus TCP server ([`modbus`]), Python's http.server as a work-order
 //! endpoint ([`webhook`]). Run with `cargo test --features interop
 //! --test interop`.
 
@@ -8,5 +8,6 @@
 mod common;
 
 mod asyncua;
+mod modbus;
 mod mosquitto;
 mod webhook;

@@ -27,6 +27,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("sources", 4),
     ("mqtt", 4),
     ("opcua", 4),
+    ("modbus", 4),
     ("sinks", 4),
     // The operator surface: health, readiness, metrics.
     ("http", 4),

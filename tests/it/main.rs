@@ -23,6 +23,7 @@
 //!   times) through `[sources.format]` and `import inspect`, against the oracle.
 //! - [`backtest`]: `plantflow backtest` against a run's lake and the lake's evidence.
 //! - [`webhook`]: the webhook sink's config errors (delivery: `tests/interop`).
+//! - [`modbus`]: the Modbus source's config errors (polling: `tests/interop`).
 //! - [`schema`]: the JSON Schema of dataflow files, against an independent validator.
 //! - [`house`]: the code's layout stays one-way and readable.
 //!
@@ -39,6 +40,7 @@ mod house;
 mod import;
 mod integration;
 mod jsonl;
+mod modbus;
 mod mqtt;
 mod opcua;
 mod operator;
