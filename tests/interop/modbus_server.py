@@ -19,6 +19,8 @@ unit 1: kW 100.0 and kvar 75.0 (f32 ABCD at 0 and 2), power factor 800
 (i16 at 4, x 0.001 = 0.8), and at 6-7 the kWh counter (u32, 0.01 kWh a
 count), one count more at each read, from 2**32 - 20.
 
+--map bench: unit 1 holds registers 0-99 = 0..99 (benches/modbus.rs).
+
 --junk-port: a server that answers every request with bytes that are not
 Modbus. --silent-port: a server that accepts connections and never answers.
 Prints "ready" once every port listens.
@@ -102,7 +104,13 @@ async def main():
     a = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     p1 = a.phase == 1
-    if a.map == "meter":
+    if a.map == "bench":
+        # benches/modbus.rs: 50 plain registers.
+        ctx = ModbusServerContext(
+            devices={1: ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, list(range(100))))},
+            single=False,
+        )
+    elif a.map == "meter":
         hr = words("f", 100.0) + words("f", 75.0) + [800, 0, 0, 0] + [0] * 4
         ctx = ModbusServerContext(
             devices={1: ModbusDeviceContext(hr=Holding(hr, None, 6, 2**32 - 20, 1, a.state))},
