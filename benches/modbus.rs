@@ -50,7 +50,11 @@ fn pymodbus_limit(port: u16, secs: u64) -> f64 {
         .args([port, DEVICES as u16, REGISTERS as u16, secs as u16].map(|x| x.to_string()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -136,7 +140,8 @@ path = "{d}/out"
         )
     });
     // Counted from the first answer on (connections are up).
-    let requests = |s: &plantflow::stats::Stats| s.events().get("modbus: requests").copied().unwrap_or(0);
+    let requests =
+        |s: &plantflow::stats::Stats| s.events().get("modbus: requests").copied().unwrap_or(0);
     while requests(&stats) < DEVICES as u64 {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -145,8 +150,15 @@ path = "{d}/out"
     let (n1, t1) = (requests(&stats), Instant::now());
     stop.store(true, SeqCst);
     let summary = run.join().unwrap().expect("the run succeeds");
-    assert!(summary.dead_letters.is_empty(), "{:?}", summary.dead_letters);
-    ((n1 - n0) as f64 / (t1 - t0).as_secs_f64(), summary.rows_accepted)
+    assert!(
+        summary.dead_letters.is_empty(),
+        "{:?}",
+        summary.dead_letters
+    );
+    (
+        (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
+        summary.rows_accepted,
+    )
 }
 
 fn main() {
@@ -170,5 +182,8 @@ fn main() {
         "  plantflow modbus source                      {polls:>9.0} polls/s ({:.0} samples/s; {rows} samples into the lake)",
         polls * REGISTERS as f64
     );
-    println!("  ratio plantflow / pymodbus client            {:>9.2}", polls / limit);
+    println!(
+        "  ratio plantflow / pymodbus client            {:>9.2}",
+        polls / limit
+    );
 }

@@ -209,6 +209,13 @@ impl Normalizer {
         self.resumed_position.take()
     }
 
+    /// The event time of `tag`'s last sample in the input log, if this
+    /// source was resumed and logged one.
+    pub fn resumed_ts(&mut self, tag: &str) -> Option<i64> {
+        let id = self.tag_id(tag)?;
+        self.resumed_last.get(&id).map(|s| s.ts)
+    }
+
     /// The latest event time the input log had for this source (once): a
     /// restarted source that cannot replay marks the outage from there.
     pub fn take_resumed_at(&mut self) -> Option<i64> {

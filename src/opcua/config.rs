@@ -42,6 +42,12 @@ pub struct RawOpcUa {
     request_timeout: Option<String>,
     #[serde(default)]
     batch_rows: Option<usize>,
+    /// After a gap, read what was missed from the server's history (default true).
+    #[serde(default)]
+    backfill: Option<bool>,
+    /// Most values one gap's backfill reads (default 1,000,000).
+    #[serde(default)]
+    backfill_max_values: Option<u64>,
     #[serde(default)]
     #[schemars(with = "Vec<RawNode>")]
     nodes: Vec<toml::Value>,
@@ -72,6 +78,8 @@ const KEYS: &[&str] = &[
     "keep_alive",
     "request_timeout",
     "batch_rows",
+    "backfill",
+    "backfill_max_values",
     "nodes",
     "browse",
     "groups",
@@ -337,6 +345,10 @@ pub fn source(
         groups,
         batch_rows: r.batch_rows.unwrap_or(8192).max(1),
         channel: 256,
+        backfill: r
+            .backfill
+            .unwrap_or(true)
+            .then(|| r.backfill_max_values.unwrap_or(1_000_000).max(1)),
     })
 }
 

@@ -43,6 +43,12 @@ pub(super) struct Decoder {
     seq: HashMap<usize, u32>,
     complete_at: HashMap<usize, i64>,
     lost: Option<(i64, String)>,
+    /// Backfill: budget, the gaps waiting for their history, and per item
+    /// what a running backfill has fed.
+    pub(super) fill: super::backfill::Fills,
+    /// Per subscription: how long the server keeps it without publish
+    /// requests (its revised lifetime, ms).
+    lifetime: HashMap<usize, i64>,
 }
 
 impl Decoder {
@@ -56,6 +62,8 @@ impl Decoder {
             seq: HashMap::new(),
             complete_at: HashMap::new(),
             lost: None,
+            fill: super::backfill::Fills::new(plan.backfill),
+            lifetime: HashMap::new(),
         }
     }
 
@@ -78,20 +86,23 @@ impl Decoder {
             Ev::Items(items) => {
                 self.last = vec![None; items.len()];
                 self.last_good = vec![None; items.len()];
+                self.fill.items(items.len());
                 self.items = items;
-                // A restart from the input log: the server cannot send what
-                // changed while plantflow was down; that time is a gap.
+                // A restart from the input log: the subscription cannot send
+                // what changed while plantflow was down; that time is a gap
+                // (read from the server's history where it keeps one).
                 if let Some(at) = self.n.take_resumed_at() {
                     self.lost = Some((at, "plantflow was down".into()));
                     let reason = "plantflow was down (restarted from its input log)";
-                    self.gap(
-                        None,
-                        reason.into(),
-                        "none: the server's history is not read",
-                    );
+                    self.gap(None, reason.into(), "", ctl);
                     self.lost = None;
                 }
             }
+            Ev::History { id, values } => self.history(id, values, now),
+            Ev::Lifetime { sub, ms } => {
+                self.lifetime.insert(sub, ms);
+            }
+            Ev::HistoryDone(done) => self.history_done(done),
             Ev::Unresolved(list) => {
                 for (what, why) in list {
                     self.dead(format!("cannot monitor {what}: {why}"), &what, what.clone());
@@ -112,7 +123,7 @@ impl Decoder {
                     self.check_seq(sub, seq, ctl);
                     self.complete_at.insert(sub, now);
                 }
-                self.values(values, now);
+                self.values(values, now, false);
             }
             Ev::KeepAlive { sub, seq } => {
                 // A keep-alive carries the next sequence number.
@@ -139,15 +150,18 @@ impl Decoder {
                     Some(sub),
                     format!("notification {missing} missing and not republished ({status})"),
                     "current values read",
+                    ctl,
                 );
                 let _ = ctl.send(Ctl::Read { handles });
             }
-            Ev::Read(values) => self.values(values, now),
+            Ev::Read(values) => self.values(values, now, false),
             Ev::Lost(why) => {
                 if self.lost.is_none() {
                     // Data was complete up to the last message of any subscription.
                     let at = self.complete_at.values().copied().max().unwrap_or(now);
                     self.lost = Some((at, why));
+                    self.fill
+                        .loss_began(self.last.iter().map(|l| l.map(|(ts, _, _)| ts)));
                 }
             }
             Ev::Reconnected { new_session } => {
@@ -163,10 +177,34 @@ impl Decoder {
                         None,
                         format!("new session after: {why}"),
                         "subscriptions recreated, initial values read",
+                        ctl,
                     );
+                    self.fill.loss_ended();
                     self.seq.clear();
                 }
+                // A link down for longer than the subscriptions' lifetime:
+                // per OPC UA Part 4 the server has deleted them (some keep
+                // them half alive, with keep-alives and no data). Start over
+                // on a new session, so the outage is a gap, backfilled.
+                let min_life = self.lifetime.values().copied().min();
+                if let (false, Some((at, _)), Some(life)) = (new_session, &self.lost, min_life) {
+                    if now - at > life {
+                        let why = format!(
+                            "link down for {:.1} s, longer than the subscriptions' lifetime ({:.1} s)",
+                            (now - at) as f64 / 1000.0,
+                            life as f64 / 1000.0
+                        );
+                        tracing::warn!(source = %self.id, "{why}: opening a new session");
+                        self.n
+                            .ctx()
+                            .stats
+                            .event("opcua: sessions restarted after a long outage", 1);
+                        let _ = ctl.send(Ctl::Restart(why));
+                        return;
+                    }
+                }
                 self.lost = None;
+                self.fill.loss_ended();
             }
         }
     }
@@ -190,7 +228,8 @@ impl Decoder {
         }
     }
 
-    fn values(&mut self, values: Vec<(u32, DataValue)>, now: i64) {
+    /// Notifications (or history, `history`) → rows.
+    pub(super) fn values(&mut self, values: Vec<(u32, DataValue)>, now: i64, history: bool) {
         let items = self.items.clone();
         for (h, dv) in values {
             let i = h.wrapping_sub(1) as usize;
@@ -230,7 +269,20 @@ impl Decoder {
                 );
             }
             match value::convert(&dv, self.last_good[i], now) {
+                Ok(c) if history => {
+                    if self.fill.history_new(i, c.ts, &self.n.ctx().stats) {
+                        let raw = || format!("{} {} (history): {dv:?}", item.tag, item.node);
+                        self.n.row(c.ts, &item.tag, c.value, c.quality, &raw);
+                    }
+                }
                 Ok(c) => {
+                    if !self.fill.live_new(i, c.ts) {
+                        self.n
+                            .ctx()
+                            .stats
+                            .event("opcua: values already read from history", 1);
+                        continue;
+                    }
                     let key = (c.ts, c.value.to_bits(), c.quality);
                     if self.last[i] == Some(key) {
                         self.n
@@ -263,7 +315,13 @@ impl Decoder {
     /// Marks a gap for one subscription's items (or all): a bad-quality row
     /// per tag at the last complete instant, and a `gaps` row. Returns the
     /// affected client handles.
-    fn gap(&mut self, sub: Option<usize>, reason: String, recovery: &str) -> Vec<u32> {
+    fn gap(
+        &mut self,
+        sub: Option<usize>,
+        reason: String,
+        recovery: &str,
+        ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
+    ) -> Vec<u32> {
         let now = now_ms();
         let start = match (&self.lost, sub) {
             (Some((at, _)), _) => *at,
@@ -277,6 +335,12 @@ impl Decoder {
                 continue;
             }
             handles.push(i as u32 + 1);
+            // What the item had before the gap (its history after that is new).
+            let after = match self.last[i] {
+                Some((ts, _, _)) => ts,
+                None => self.n.resumed_ts(&item.tag).unwrap_or(start - 1),
+            };
+            self.fill.begin(i, after, now);
             if let Some(v) = self.last_good[i] {
                 let raw = || format!("{}: gap marker", item.tag);
                 self.n.row(start, &item.tag, v, Quality::Bad, &raw);
@@ -285,18 +349,22 @@ impl Decoder {
         }
         tracing::warn!(source = %self.id, tags = handles.len(), "data gap from {start}: {reason}");
         self.n.ctx().stats.event("opcua: gaps marked", 1);
-        let _ = self
-            .n
-            .ctx()
-            .sink
-            .send(Stamped::now(SinkBatch::Gaps(vec![Gap {
-                source: self.id.clone(),
-                start,
-                end: now,
-                tags: handles.len() as i64,
-                reason,
-                recovery: recovery.to_string(),
-            }])));
+        let gap = Gap {
+            source: self.id.clone(),
+            start,
+            end: now,
+            tags: handles.len() as i64,
+            reason,
+            recovery: recovery.to_string(),
+        };
+        // With backfill, the row waits for the history read to say what it found.
+        if let Some(gap) = self.fill.request(gap, &handles, ctl) {
+            let _ = self
+                .n
+                .ctx()
+                .sink
+                .send(Stamped::now(SinkBatch::Gaps(vec![gap])));
+        }
         handles
     }
 }

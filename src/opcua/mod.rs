@@ -25,12 +25,24 @@
 //! and a bad-quality marker per affected tag at the last instant data was
 //! complete, and current values are read (or arrive as the new monitored
 //! items' initial values). Outputs show the gap; nothing is interpolated.
+//!
+//! # Backfill
+//! A gap (and the time the node itself was down, after a restart from its
+//! input log) is then read from the server's history (HistoryRead,
+//! ReadRawModifiedDetails, continuation points followed up to
+//! `backfill_max_values`): those values enter as late data, so the windows
+//! they fall in are corrected as new revisions, and the gap row says how
+//! many were backfilled, or that the server keeps no history of the nodes.
+//! Values the live stream also delivered (a recreated item's initial value)
+//! are counted once.
 //! Repeated notifications (same timestamp, value and status, as after a
 //! transfer or republish) are counted once.
 
+mod backfill;
 pub mod config;
 pub mod conn;
 mod decode;
+mod history;
 pub mod nodes;
 mod session;
 pub mod value;
@@ -116,6 +128,9 @@ pub struct OpcUaSourcePlan {
     pub batch_rows: usize,
     /// Capacity (notification messages) of the session → decoder channel.
     pub channel: usize,
+    /// After a gap, read what was missed from the server's history (at most
+    /// this many values a gap); `None`: do not.
+    pub backfill: Option<u64>,
 }
 
 /// One monitored item as the decoder sees it (index = client handle − 1).
@@ -154,6 +169,17 @@ enum Ev {
     Reconnected {
         new_session: bool,
     },
+    /// Values read from the server's history for backfill `id`.
+    History {
+        id: u64,
+        values: Vec<(u32, DataValue)>,
+    },
+    HistoryDone(history::Done),
+    /// The server keeps subscription `sub` for `ms` without publish requests.
+    Lifetime {
+        sub: usize,
+        ms: i64,
+    },
 }
 
 /// Decoder → session task.
@@ -167,6 +193,8 @@ enum Ctl {
     },
     /// Close the session and open a new one (subscriptions recreated).
     Restart(String),
+    /// Read the history of a gap.
+    History(history::Request),
 }
 
 /// Sends to the decoder; when the channel is full, waits without stalling
@@ -209,6 +237,6 @@ pub fn run(
     let result = rt
         .block_on(task)
         .unwrap_or_else(|e| Err(format!("OPC UA session task: {e}")));
-    dec.n.end();
+    dec.finish();
     result.map_err(|e| format!("opcua source `{}`: {e}", plan.id))
 }

@@ -222,6 +222,19 @@ pub(super) async fn subscribe(
             )
             .await
             .map_err(|e| format!("CreateSubscription (group `{}`): {e}", group.name))?;
+        // How long the server keeps it without publish requests: its revised
+        // publishing interval times its revised lifetime count.
+        let life = {
+            let state = session.subscription_state().lock();
+            state
+                .get(sub_id)
+                .map(|s| s.publishing_interval().as_millis() as i64 * i64::from(s.lifetime_count()))
+        };
+        let life = life.unwrap_or(
+            group.publishing_interval_ms as i64
+                * i64::from(group.lifetime_count.max(3 * group.keep_alive_count)),
+        );
+        send(tx, Ev::Lifetime { sub: key, ms: life });
         let filter = {
             let (dt, v) = match group.deadband {
                 Deadband::None => (DeadbandType::None, 0.0),
@@ -379,6 +392,17 @@ pub(super) async fn session_task(
                         // async-opcua 0.19 does not always restart publishing
                         // after recreating subscriptions; ask for it.
                         session.trigger_publish_now();
+                        // A reactivated session may have lost its
+                        // subscriptions (their lifetime ran out while the
+                        // link was down): the server then sends nothing
+                        // more. Ask; if they are gone, start over.
+                        if !new_session {
+                            if let Some(why) = subscriptions_lost(&session).await {
+                                tracing::warn!(source = %plan.id, "{why}; opening a new session");
+                                let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
+                                break why;
+                            }
+                        }
                         send(&tx, Ev::Reconnected { new_session });
                     }
                     Some(Ok(_)) => {}
@@ -404,6 +428,10 @@ pub(super) async fn session_task(
                                 }
                             }
                         }
+                    }
+                    Some(Ctl::History(req)) => {
+                        let done = super::history::read(&session, items, &req, &tx).await;
+                        send(&tx, Ev::HistoryDone(done));
                     }
                     Some(Ctl::Restart(why)) => {
                         let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
@@ -442,6 +470,21 @@ pub(super) async fn session_task(
         stats.set_connected(&plan.id, false);
         tracing::warn!(source = %plan.id, "{ended}; opening a new session");
         send(&tx, Ev::Lost(ended));
+    }
+}
+
+/// Whether the server still has this session's subscriptions (asked with
+/// SetPublishingMode(enabled), which changes nothing of a live one).
+async fn subscriptions_lost(session: &Session) -> Option<String> {
+    let ids = session.subscription_state().lock().subscription_ids()?;
+    match session.set_publishing_mode(&ids, true).await {
+        Ok(statuses) => statuses
+            .iter()
+            .find(|s| s.is_bad())
+            .map(|s| format!("the server no longer has the subscriptions ({s})")),
+        Err(e) => Some(format!(
+            "the server did not answer for its subscriptions ({e})"
+        )),
     }
 }
 

@@ -47,6 +47,19 @@ fn script() -> PathBuf {
 
 /// Starts the Python server; returns once it listens.
 fn py_server(port: u16, vars: usize, secs: f64, start: u64, dir: &Path, go: &str) -> PyServer {
+    py_server_with(port, vars, secs, start, dir, go, &[])
+}
+
+/// [`py_server`] with more arguments (`--historize`, `--cut-after`, ...).
+fn py_server_with(
+    port: u16,
+    vars: usize,
+    secs: f64,
+    start: u64,
+    dir: &Path,
+    go: &str,
+    extra: &[&str],
+) -> PyServer {
     let mut child = Command::new("python3")
         .arg(script())
         .args(["--port", &port.to_string()])
@@ -60,6 +73,7 @@ fn py_server(port: u16, vars: usize, secs: f64, start: u64, dir: &Path, go: &str
         .arg(dir.join("server-certs"))
         .arg("--go-file")
         .arg(dir.join(go))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -287,6 +301,17 @@ fn asyncua_server_killed_and_restarted_resumes_with_a_gap() {
         .map(|b| b.num_rows())
         .sum();
     assert!(gaps >= 1, "the gap is in the gaps table");
+    // This server keeps no history: the gap row says so.
+    let recovery: Vec<String> = rows(&dir.path().join("out"), "gaps")
+        .iter()
+        .map(|g| g["recovery"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        recovery
+            .iter()
+            .any(|r| r.contains("none: the server keeps no history of these nodes")),
+        "{recovery:?}"
+    );
     assert_matches_log(&dir.path().join("out"), dir.path());
 }
 
@@ -354,4 +379,125 @@ fn a_killed_node_goes_on_from_its_state_against_asyncua() {
     assert_downtime_gap(&out);
     assert_matches_log(&out, dir.path());
     assert_no_revision_twice(&out);
+}
+
+/// The link to a historizing asyncua server cut for 30 s (the server closes
+/// every connection and stops listening, and goes on changing values): the
+/// subscription cannot deliver what changed meanwhile, so plantflow reads it
+/// with HistoryRead once the link is back. Every value the server wrote
+/// arrives exactly once, the windows equal the server's own log, and the
+/// gap row says how many values were backfilled.
+#[test]
+fn a_link_cut_for_30_s_is_backfilled_from_the_servers_history() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let p = port();
+    // 50 variables at 10 Hz for 36 s; the link is cut after 2 s, for 30 s.
+    let s = py_server_with(
+        p,
+        50,
+        36.0,
+        0,
+        dir.path(),
+        "go",
+        &["--historize", "--cut-after", "20", "--cut-for", "30"],
+    );
+    let plan = dataflow_for(dir.path(), 50, &format!("opc.tcp://localhost:{p}/"), "");
+    let (stats, stop, run) = start_run(plan, 1);
+    go_when_subscribed(&stats, dir.path(), "go");
+    wait_for("the server to finish writing", || {
+        (s.done.load(SeqCst) > 0).then_some(())
+    });
+    let (_, n) = written(dir.path());
+    wait_for("every written value, backfilled or live", || {
+        (stats.rows_accepted.load(Relaxed) >= n).then_some(())
+    });
+    wait_for("the gap row", || {
+        (stats
+            .events()
+            .contains_key("opcua: values backfilled from history"))
+        .then_some(())
+    });
+    stop.store(true, SeqCst);
+    let summary = run.join().unwrap().expect("run succeeds");
+    assert_eq!(
+        summary.rows_accepted, n,
+        "every value once: {:?}",
+        summary.events
+    );
+    let backfilled = event_of(&summary, "opcua: values backfilled from history");
+    // 30 s of 50 variables at 10 Hz, less what the subscription's queue
+    // had (and republished) when the link came back.
+    assert!(
+        backfilled >= 50 * 10 * 20,
+        "backfilled {backfilled}: {:?}",
+        summary.events
+    );
+    let gaps = rows(&dir.path().join("out"), "gaps");
+    assert!(
+        gaps.iter().any(|g| g["recovery"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("backfilled {backfilled} values"))),
+        "{gaps:?}"
+    );
+    assert_matches_log(&dir.path().join("out"), dir.path());
+}
+
+fn event_of(summary: &plantflow::run::RunSummary, key: &str) -> u64 {
+    summary.events.get(key).copied().unwrap_or(0)
+}
+
+/// A durable node killed (SIGKILL) while a historizing server goes on
+/// changing values: restarted, it reads from the server's history what
+/// changed while it was down (from the newest time in its input log), and
+/// its lake holds every value the server wrote, once.
+#[test]
+fn a_killed_node_backfills_its_downtime_from_the_servers_history() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let p = port();
+    let url = format!("opc.tcp://localhost:{p}/");
+    let s = py_server_with(p, 50, 8.0, 0, dir.path(), "go", &["--historize"]);
+    dataflow_for(dir.path(), 50, &url, "");
+    let df = dir.path().join("df.toml");
+    let text = std::fs::read_to_string(&df).unwrap();
+    let often = text.replace(
+        "size = \"1m\"",
+        "size = \"1m\"\ncheckpoint_interval = \"200ms\"",
+    );
+    assert_ne!(often, text);
+    std::fs::write(&df, often).unwrap();
+    let mut node = follow_node(&df, &[], dir.path(), 1);
+    wait_for("the subscription", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 50)
+    });
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    wait_for("a second of changes in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 50 * 10)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    // Down for a few seconds while the server goes on.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut node = follow_node_with(&df, &[], dir.path(), 1, &["--drain"]);
+    wait_for("the server to finish writing", || {
+        (s.done.load(SeqCst) > 0).then_some(())
+    });
+    let (_, n) = written(dir.path());
+    wait_for("every written value in the input log", || {
+        logged(&df, &[]).filter(|(got, _)| *got >= n)
+    });
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+    let out = dir.path().join("out");
+    let gaps = rows(&out, "gaps");
+    assert!(
+        gaps.iter().any(|g| {
+            g["reason"].as_str().unwrap().contains("plantflow was down")
+                && g["recovery"].as_str().unwrap().starts_with("backfilled ")
+        }),
+        "{gaps:?}"
+    );
+    assert_matches_log(&out, dir.path());
 }

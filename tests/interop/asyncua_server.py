@@ -10,6 +10,14 @@ made appears in plantflow's output.
 Endpoints: None, and Basic256Sha256 Sign & SignAndEncrypt with a
 self-signed certificate for `localhost` created in --cert-dir.
 
+With --historize, the server keeps every value's history (asyncua's
+in-memory history, HistoryRead ReadRawModifiedDetails). With --cut-after N
+--cut-for S, clients reach the server through a TCP relay on --port (the
+server itself listens on another port, advertising --port), and after N
+steps the relay drops every connection and refuses new ones for S seconds
+while the server goes on changing (and historizing) values: the network
+link is cut; the server does not notice beyond its clients going quiet.
+
 With --go-file, values start changing once that file exists (the client
 has subscribed). Prints `ready` once listening and `done <n>` when finished writing, then
 keeps serving until killed.
@@ -28,6 +36,55 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 APP_URI = "urn:plantflow:interop:asyncua"
 
 
+class Relay:
+    """A TCP relay from a public port to the server's own, which can cut
+    every connection and refuse new ones for a while (a network outage)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.conns = set()
+        self.server = None
+
+    async def handle(self, reader, writer):
+        try:
+            r2, w2 = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        pair = (writer, w2)
+        self.conns.add(pair)
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, w2), pipe(r2, writer))
+        self.conns.discard(pair)
+
+    async def open(self, port):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", port, reuse_address=True)
+
+    def cut(self):
+        self.server.close()
+        for a, b in list(self.conns):
+            a.transport.abort()
+            b.transport.abort()
+        self.conns.clear()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -38,6 +95,9 @@ async def main() -> None:
     ap.add_argument("--log", required=True)
     ap.add_argument("--cert-dir", required=True)
     ap.add_argument("--go-file", help="start changing values once this file exists")
+    ap.add_argument("--historize", action="store_true")
+    ap.add_argument("--cut-after", type=int, help="steps before the link is cut")
+    ap.add_argument("--cut-for", type=float, default=30.0)
     a = ap.parse_args()
 
     certs = pathlib.Path(a.cert_dir)
@@ -53,6 +113,11 @@ async def main() -> None:
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://localhost:{a.port}/")
+    relay = None
+    if a.cut_after is not None:
+        # Clients come through the relay on --port; the server listens behind it.
+        relay = Relay(free_port())
+        server.socket_address = ("127.0.0.1", relay.target)
     server.set_server_name("plantflow interop asyncua server")
     await server.set_application_uri(APP_URI)
     server.set_security_policy([
@@ -93,14 +158,27 @@ async def main() -> None:
         return len(nodes)
 
     async with server:
+        if relay:
+            await relay.open(a.port)
+        if a.historize:
+            await server.historize_node_data_change([v for _, v in nodes], count=1_000_000)
         n = await write(a.start)  # the initial values are data too
         print("ready", flush=True)
         while a.go_file and not pathlib.Path(a.go_file).exists():
             await asyncio.sleep(0.05)
         step = a.start + 1
         steps = int(a.duration / a.interval)
-        for _ in range(steps):
+        reopen_at = None
+        for k in range(steps):
             await asyncio.sleep(a.interval)
+            if relay and k == a.cut_after:
+                print("cut", flush=True)
+                relay.cut()
+                reopen_at = asyncio.get_running_loop().time() + a.cut_for
+            if reopen_at is not None and asyncio.get_running_loop().time() >= reopen_at:
+                await relay.open(a.port)
+                reopen_at = None
+                print("reopened", flush=True)
             n += await write(step)
             step += 1
         log.close()
