@@ -409,54 +409,11 @@ pub(super) async fn session_task(
                     Some(Err(s)) => break format!("session ended: {s}"),
                     None => break "session event loop ended".to_string(),
                 },
-                c = ctl.recv() => match c {
-                    Some(Ctl::Republish { sub, seqs }) => {
-                        let sub_id = current_sub_id(&session, subs, sub);
-                        for seq in seqs {
-                            let r = match sub_id {
-                                Some(id) => session.republish(id, seq).await.map_err(|e| e.status()),
-                                None => Err(StatusCode::BadSubscriptionIdInvalid),
-                            };
-                            match r {
-                                Ok(msg) => {
-                                    let (values, _) = split(msg.notification_data.unwrap_or_default());
-                                    send(&tx, Ev::Data { sub, seq, values, republished: true });
-                                }
-                                Err(status) => {
-                                    send(&tx, Ev::RepublishFailed { sub, missing: seq, status });
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Some(Ctl::History(req)) => {
-                        let done = super::history::read(&session, items, &req, &tx).await;
-                        send(&tx, Ev::HistoryDone(done));
-                    }
-                    Some(Ctl::Restart(why)) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
+                c = ctl.recv() => {
+                    if let Some(why) = control(&session, &plan, items, subs, lim, &tx, c).await {
                         break why;
                     }
-                    Some(Ctl::Read { handles }) => {
-                        for chunk in handles.chunks(lim.read.max(1)) {
-                            let reads: Vec<ReadValueId> = chunk
-                                .iter()
-                                .map(|h| ReadValueId {
-                                    node_id: items[*h as usize - 1].node.clone(),
-                                    attribute_id: AttributeId::Value as u32,
-                                    ..Default::default()
-                                })
-                                .collect();
-                            match session.read(&reads, TimestampsToReturn::Both, 0.0).await {
-                                Ok(vals) => {
-                                    send(&tx, Ev::Read(chunk.iter().copied().zip(vals).collect()));
-                                }
-                                Err(e) => tracing::warn!(source = %plan.id, "reading current values after a gap: {e}"),
-                            }
-                        }
-                    }
-                    None => {}
-                },
+                }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     if stop.load(Relaxed) {
                         let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
@@ -471,6 +428,84 @@ pub(super) async fn session_task(
         tracing::warn!(source = %plan.id, "{ended}; opening a new session");
         send(&tx, Ev::Lost(ended));
     }
+}
+
+/// Carries out one request of the decoder; `Some(why)` ends the session.
+async fn control(
+    session: &Session,
+    plan: &OpcUaSourcePlan,
+    items: &[Item],
+    subs: &[(usize, Vec<usize>)],
+    lim: Limits,
+    tx: &SyncSender<Ev>,
+    c: Option<Ctl>,
+) -> Option<String> {
+    match c {
+        Some(Ctl::Republish { sub, seqs }) => {
+            let sub_id = current_sub_id(session, subs, sub);
+            for seq in seqs {
+                let r = match sub_id {
+                    Some(id) => session.republish(id, seq).await.map_err(|e| e.status()),
+                    None => Err(StatusCode::BadSubscriptionIdInvalid),
+                };
+                match r {
+                    Ok(msg) => {
+                        let (values, _) = split(msg.notification_data.unwrap_or_default());
+                        send(
+                            tx,
+                            Ev::Data {
+                                sub,
+                                seq,
+                                values,
+                                republished: true,
+                            },
+                        );
+                    }
+                    Err(status) => {
+                        send(
+                            tx,
+                            Ev::RepublishFailed {
+                                sub,
+                                missing: seq,
+                                status,
+                            },
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        Some(Ctl::History(req)) => {
+            let done = super::history::read(session, items, &req, tx).await;
+            send(tx, Ev::HistoryDone(done));
+        }
+        Some(Ctl::Restart(why)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(3), session.disconnect()).await;
+            return Some(why);
+        }
+        Some(Ctl::Read { handles }) => {
+            for chunk in handles.chunks(lim.read.max(1)) {
+                let reads: Vec<ReadValueId> = chunk
+                    .iter()
+                    .map(|h| ReadValueId {
+                        node_id: items[*h as usize - 1].node.clone(),
+                        attribute_id: AttributeId::Value as u32,
+                        ..Default::default()
+                    })
+                    .collect();
+                match session.read(&reads, TimestampsToReturn::Both, 0.0).await {
+                    Ok(vals) => {
+                        send(tx, Ev::Read(chunk.iter().copied().zip(vals).collect()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %plan.id, "reading current values after a gap: {e}")
+                    }
+                }
+            }
+        }
+        None => {}
+    }
+    None
 }
 
 /// Whether the server still has this session's subscriptions (asked with
