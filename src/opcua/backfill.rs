@@ -208,6 +208,10 @@ fn recovery(d: &Done, fed: u64, nodes: usize, budget: u64) -> String {
     if d.refused.len() == nodes {
         return format!("none: the server keeps no history of these nodes ({first})");
     }
+    if d.values == 0 && !d.truncated {
+        return "none: the server's history has no values in the gap (it may not historize these nodes)"
+            .into();
+    }
     let mut s = format!("backfilled {fed} values from the server's history");
     if d.values > fed {
         s += &format!(" (of {} read; the rest had arrived live)", d.values);
