@@ -71,14 +71,7 @@ pub(super) async fn read(
     while !pending.is_empty() {
         let mut next = Vec::new();
         for chunk in pending.chunks(NODES_PER_CALL) {
-            let ids: Vec<HistoryReadValueId> = chunk
-                .iter()
-                .map(|(h, cp)| HistoryReadValueId {
-                    node_id: items[*h as usize - 1].node.clone(),
-                    continuation_point: cp.clone(),
-                    ..Default::default()
-                })
-                .collect();
+            let ids = value_ids(items, chunk);
             let action = HistoryReadAction::ReadRawModifiedDetails(details.clone());
             let results = match session
                 .history_read(action, TimestampsToReturn::Both, false, &ids)
@@ -121,6 +114,18 @@ pub(super) async fn read(
     done
 }
 
+/// What to read of each (client handle, continuation point).
+fn value_ids(items: &[Item], chunk: &[(u32, ByteString)]) -> Vec<HistoryReadValueId> {
+    chunk
+        .iter()
+        .map(|(h, cp)| HistoryReadValueId {
+            node_id: items[*h as usize - 1].node.clone(),
+            continuation_point: cp.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Lets the server free the continuation points of reads not finished.
 async fn release(
     session: &Session,
@@ -129,14 +134,7 @@ async fn release(
     left: &[(u32, ByteString)],
 ) {
     for chunk in left.chunks(NODES_PER_CALL) {
-        let ids: Vec<HistoryReadValueId> = chunk
-            .iter()
-            .map(|(h, cp)| HistoryReadValueId {
-                node_id: items[*h as usize - 1].node.clone(),
-                continuation_point: cp.clone(),
-                ..Default::default()
-            })
-            .collect();
+        let ids = value_ids(items, chunk);
         let action = HistoryReadAction::ReadRawModifiedDetails(details.clone());
         let _ = session
             .history_read(action, TimestampsToReturn::Neither, true, &ids)
