@@ -384,3 +384,65 @@ fn the_library_power_meter_finds_a_low_power_factor_on_pymodbus() {
         assert_close(a.value, want, "reactive charge");
     }
 }
+
+/// A durable node polling pymodbus, killed (SIGKILL) and restarted: what it
+/// logged before the kill is in the lake once, the time it was down is a
+/// `gaps` row (a Modbus device keeps no history), and polling goes on.
+#[test]
+fn a_killed_node_marks_its_downtime_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("counter");
+    let p = port();
+    let _s = py_server(p, 1, &state, &["--map".to_string(), "meter".to_string()]);
+    let mut assets = String::from("tag,asset,site,line,kind,standby_kw\n");
+    for t in ["kw", "kvar", "pf"] {
+        assets.push_str(&format!("meter1/{t},meter1,s1,s1/l1,meter,0\n"));
+    }
+    let source = format!(
+        r#"[[sources]]
+type = "modbus"
+id = "field"
+interval = "50ms"
+
+[[sources.devices]]
+name = "meter1"
+host = "127.0.0.1:{p}"
+registers = [
+  {{ tag = "meter1/kw", address = 0, type = "f32" }},
+  {{ tag = "meter1/kvar", address = 2, type = "f32" }},
+  {{ tag = "meter1/pf", address = 4, type = "i16", scale = 0.001 }},
+]
+"#
+    );
+    source_plan(dir.path(), &source, &assets, &[]);
+    let df = dir.path().join("df.toml");
+    let mut node = follow_node(&df, &[], dir.path(), 1);
+    wait_for("polls in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 60)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    let (before, _) = logged(&df, &[]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut node = follow_node_with(&df, &[], dir.path(), 1, &["--drain"]);
+    wait_for("polls after the restart", || {
+        logged(&df, &[]).filter(|(n, r)| *n >= before + 60 && *r >= 1)
+    });
+    assert!(node.terminate().success());
+    let out = dir.path().join("out");
+    assert_downtime_gap(&out);
+    // Every logged sample once: the lake's counts add up to the log's.
+    let (logged_n, _) = logged(&df, &[]).unwrap();
+    let aggs = latest_aggregates(&out);
+    let counted: i64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(counted as u64, logged_n, "every logged sample once");
+    for ((tag, _), a) in &aggs {
+        let want = match tag.as_str() {
+            "meter1/kw" => 100.0,
+            "meter1/kvar" => 75.0,
+            _ => 0.8,
+        };
+        assert_close(a.min, want, tag);
+        assert_close(a.max, want, tag);
+    }
+}
