@@ -6,8 +6,10 @@
 //! - [`value`]: `DataValue` → event time, number, quality.
 //!
 //! # What it does to the server
-//! It opens one session, browses, reads, creates subscriptions and monitored
-//! items, publishes, republishes, and closes the session. It never writes,
+//! It opens one session, browses, reads (values, and history after a gap),
+//! creates subscriptions and monitored items, publishes, republishes, asks
+//! whether its subscriptions still exist (SetPublishingMode on them), and
+//! closes the session. It never writes,
 //! calls methods, or changes anything beyond its own session and
 //! subscriptions.
 //!
