@@ -273,6 +273,21 @@ impl Normalizer {
         self.dead_flush_check();
     }
 
+    /// Records a bad item of a live source (a node, a register) named by
+    /// `topic`; counted under the reason without its details.
+    pub fn reject_at(&mut self, reason: &str, topic: &str, raw: impl Into<String>) {
+        self.ctx.stats.rows_read.fetch_add(1, Relaxed);
+        self.ctx.stats.dead_letter(&reason_class(reason));
+        if !self.keep(reason) {
+            return;
+        }
+        let mut d =
+            DeadLetter::text_within(&self.ctx.id, reason, raw, self.ctx.dead_letter.max_raw);
+        d.topic = Some(topic.to_string());
+        self.dead.push(d);
+        self.dead_flush_check();
+    }
+
     /// The message topic rows come from until changed (dead letters name it).
     pub fn set_topic(&mut self, topic: Option<&str>) {
         if self.topic.as_deref() != topic {

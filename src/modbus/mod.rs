@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ingest::normalize::{Normalizer, SourceCtx};
-use crate::model::{now_ms, DeadLetter, Gap, Quality, SinkBatch, Stamped};
+use crate::model::{now_ms, Gap, Quality, SinkBatch, Stamped};
 use register::{Decode, Table};
 
 /// A poll group: tags polled together at one interval.
@@ -310,7 +310,7 @@ impl Decoder {
                     dev.unit
                 );
                 let at = format!("{}/{}/{}", dev.name, point.table.name(), point.address);
-                dead_letter(&self.n, &self.id, reason, at);
+                self.n.reject_at(&reason, &at, at.clone());
             }
         }
     }
@@ -366,16 +366,4 @@ impl Decoder {
         }
         self.n.end();
     }
-}
-
-fn dead_letter(n: &Normalizer, source: &str, reason: String, at: String) {
-    let stats = &n.ctx().stats;
-    stats.rows_read.fetch_add(1, Relaxed);
-    stats.dead_letter(&crate::ingest::normalize::reason_class(&reason));
-    let mut d = DeadLetter::text(source, reason, at.clone());
-    d.topic = Some(at);
-    let _ = n
-        .ctx()
-        .sink
-        .send(Stamped::now(SinkBatch::DeadLetters(vec![d])));
 }

@@ -280,6 +280,8 @@ impl Device {
         let mut failed = Vec::new();
         let mut i = 0;
         let mut tries = 0;
+        // Counted once a poll: the stats' events are behind one lock.
+        let mut requests = 0;
         let end = loop {
             if i == self.reads[g].len() {
                 break Polled::Ok;
@@ -293,7 +295,7 @@ impl Device {
                 continue;
             };
             let r = &self.reads[g][i];
-            self.stats.event("modbus: requests", 1);
+            requests += 1;
             match request(ctx, r, t, &mut self.stop).await {
                 Outcome::Words(w) => {
                     self.decode(g, i, &w, &mut values);
@@ -339,6 +341,9 @@ impl Device {
                 }
             }
         };
+        if requests > 0 {
+            self.stats.event("modbus: requests", requests);
+        }
         if !values.is_empty() || !failed.is_empty() {
             let ev = Ev::Polled {
                 device: self.index,

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use super::decode::Decoder;
 use super::history::{Done, Request};
 use super::*;
-use crate::stats::Stats;
 
 /// One item's running backfill.
 struct Fill {
@@ -132,8 +131,9 @@ impl Fills {
         None
     }
 
-    /// Whether a history value of item `i` at `ts` is new.
-    pub(super) fn history_new(&mut self, i: usize, ts: i64, stats: &Stats) -> bool {
+    /// Whether a history value of item `i` at `ts` is new (counted in
+    /// `counts`: new, already had).
+    pub(super) fn history_new(&mut self, i: usize, ts: i64, counts: &mut (u64, u64)) -> bool {
         let (new, id) = match &mut self.items[i] {
             Some(f) => (ts > f.after && ts <= f.until && f.seen.insert(ts), f.id),
             None => (false, 0),
@@ -142,9 +142,9 @@ impl Fills {
             if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
                 p.fed += 1;
             }
-            stats.event("opcua: values backfilled from history", 1);
+            counts.0 += 1;
         } else {
-            stats.event("opcua: history values already had", 1);
+            counts.1 += 1;
         }
         new
     }
@@ -231,6 +231,16 @@ impl Decoder {
     pub(super) fn history(&mut self, id: u64, values: Vec<(u32, DataValue)>, now: i64) {
         tracing::debug!(source = %self.n.ctx().id, id, n = values.len(), "history values");
         self.values(values, now, true);
+        let (new, had) = std::mem::take(&mut self.history_counts);
+        let stats = &self.n.ctx().stats;
+        for (what, n) in [
+            ("opcua: values backfilled from history", new),
+            ("opcua: history values already had", had),
+        ] {
+            if n > 0 {
+                stats.event(what, n);
+            }
+        }
     }
 
     pub(super) fn history_done(&mut self, d: Done) {

@@ -49,6 +49,8 @@ pub(super) struct Decoder {
     /// Per subscription: how long the server keeps it without publish
     /// requests (its revised lifetime, ms).
     lifetime: HashMap<usize, i64>,
+    /// History values of the chunk being fed: (new, already had).
+    pub(super) history_counts: (u64, u64),
 }
 
 impl Decoder {
@@ -64,20 +66,12 @@ impl Decoder {
             lost: None,
             fill: super::backfill::Fills::new(plan.backfill),
             lifetime: HashMap::new(),
+            history_counts: (0, 0),
         }
     }
 
     fn dead(&mut self, reason: String, node: &str, raw: String) {
-        let stats = &self.n.ctx().stats;
-        stats.rows_read.fetch_add(1, Relaxed);
-        stats.dead_letter(&crate::ingest::normalize::reason_class(&reason));
-        let mut d = DeadLetter::text(&self.id, reason, raw);
-        d.topic = Some(node.to_string());
-        let _ = self
-            .n
-            .ctx()
-            .sink
-            .send(Stamped::now(SinkBatch::DeadLetters(vec![d])));
+        self.n.reject_at(&reason, node, raw);
     }
 
     pub(super) fn event(&mut self, ev: Ev, ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>) {
@@ -270,7 +264,7 @@ impl Decoder {
             }
             match value::convert(&dv, self.last_good[i], now) {
                 Ok(c) if history => {
-                    if self.fill.history_new(i, c.ts, &self.n.ctx().stats) {
+                    if self.fill.history_new(i, c.ts, &mut self.history_counts) {
                         let raw = || format!("{} {} (history): {dv:?}", item.tag, item.node);
                         self.n.row(c.ts, &item.tag, c.value, c.quality, &raw);
                     }

@@ -68,7 +68,7 @@ use opcua::types::{
 };
 
 use crate::ingest::normalize::{Normalizer, SourceCtx};
-use crate::model::{now_ms, DeadLetter, Gap, Quality};
+use crate::model::{now_ms, Gap, Quality};
 use crate::model::{SinkBatch, Stamped};
 use conn::ConnPlan;
 use decode::{decode_loop, Decoder};
