@@ -763,6 +763,9 @@ fn a_publish_sink_that_cannot_start_ends_the_run_naming_it() {
 /// one line naming the governor and its key, instead of growing until the
 /// system kills it. Nothing is lost: the same lake, run again without the
 /// limit (which changes nothing the lake keeps), ends as the oracle's.
+/// The limited run follows its file (`--follow`), so it cannot end by
+/// itself between two of the governor's readings (a quarter second; the
+/// whole fixture may take less).
 #[test]
 fn memory_above_its_limit_holds_input_then_ends_the_run_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -778,7 +781,7 @@ fn memory_above_its_limit_holds_input_then_ends_the_run_naming_the_key() {
         "the run to end",
         Command::new(PLANTFLOW)
             .current_dir(dir.path())
-            .args(["run", "--shutdown-timeout", "20s"])
+            .args(["run", "--follow", "--shutdown-timeout", "20s"])
             .arg(&limited)
             .env("INPUT_DIR", fixture_dir())
             .env("OUT_DIR", &lake)
