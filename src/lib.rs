@@ -20,7 +20,7 @@
 //! - [`sources`]: historian replay, context tables, action status updates.
 //! - [`mqtt`]: the MQTT source and the `mqtt_publish` sink, one protocol in
 //!   one folder. [`opcua`]: the OPC UA source. [`modbus`]: the Modbus TCP
-//!   source.
+//!   source. [`bacnet`]: the BACnet/IP source.
 //! - [`sinks`]: the partitioned, atomic, rolling Parquet lake.
 //! - [`http`]: the operator surface (`[http]`): health, readiness, metrics.
 //! - [`engine`]: the only module that names timely and differential-dataflow:
@@ -40,6 +40,7 @@
 //! mode) retract and re-emit exactly the affected rows. In every table the
 //! highest `revision` of a key is the truth.
 
+pub mod bacnet;
 pub mod bench;
 pub mod config;
 pub mod dataflow;

@@ -13,6 +13,7 @@ pub mod schema;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
+use crate::bacnet::BacnetSourcePlan;
 use crate::config::diagnostic::file_diag;
 use crate::config::{take_type, ConfigErrors, Diagnostic, Loader, Plan};
 use crate::modbus::ModbusSourcePlan;
@@ -63,6 +64,7 @@ pub enum SourcePlan {
     Mqtt(Box<MqttSourcePlan>),
     OpcUa(Box<OpcUaSourcePlan>),
     Modbus(Box<ModbusSourcePlan>),
+    Bacnet(Box<BacnetSourcePlan>),
 }
 
 impl SourcePlan {
@@ -72,6 +74,7 @@ impl SourcePlan {
             SourcePlan::Mqtt(m) => &m.id,
             SourcePlan::OpcUa(o) => &o.id,
             SourcePlan::Modbus(m) => &m.id,
+            SourcePlan::Bacnet(b) => &b.id,
         }
     }
 }
@@ -105,6 +108,10 @@ pub const SOURCES: &[(&str, Validate<SourcePlan>)] = &[
     ("modbus", |l, key, v, _, _| {
         let v = crate::config::strip_type(v);
         crate::modbus::config::source(l, key, v).map(|p| SourcePlan::Modbus(Box::new(p)))
+    }),
+    ("bacnet", |l, key, v, _, _| {
+        let v = crate::config::strip_type(v);
+        crate::bacnet::config::source(l, key, v).map(|p| SourcePlan::Bacnet(Box::new(p)))
     }),
 ];
 

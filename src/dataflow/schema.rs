@@ -11,6 +11,7 @@
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::bacnet::config::RawBacnet;
 use crate::config::raw::RawDataflow;
 use crate::modbus::config::RawModbus;
 use crate::mqtt::config::{RawConn, RawMqtt, RawPublish};
@@ -38,6 +39,7 @@ pub const SOURCE_KINDS: &[(&str, Parts)] = &[
     ("mqtt", || vec![of::<RawConn>(), of::<RawMqtt>()]),
     ("opcua", || vec![of::<RawOpcUa>()]),
     ("modbus", || vec![of::<RawModbus>()]),
+    ("bacnet", || vec![of::<RawBacnet>()]),
 ];
 
 /// Sink kinds and the raw types of their tables (see `SINKS`).

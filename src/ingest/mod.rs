@@ -6,6 +6,7 @@
 //! channels on its side.
 
 pub mod bridge;
+pub mod field;
 mod geometry;
 pub mod normalize;
 mod tags;

@@ -35,13 +35,10 @@ pub mod config;
 mod poll;
 pub mod register;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::ingest::normalize::{Normalizer, SourceCtx};
-use crate::model::{now_ms, Gap, Quality, SinkBatch, Stamped};
+use crate::ingest::field::{self, FieldDevice, FieldEv, Protocol};
+use crate::ingest::normalize::SourceCtx;
 use register::{Decode, Table};
 
 /// A poll group: tags polled together at one interval.
@@ -101,44 +98,14 @@ pub struct ModbusSourcePlan {
     pub channel: usize,
 }
 
-/// A device task → the decoder.
-enum Ev {
-    /// One poll of a group: values and the registers that raised exceptions.
-    Polled {
-        device: usize,
-        ts: i64,
-        values: Vec<(u32, f64)>,
-        failed: Vec<(u32, String)>,
-    },
-    Down {
-        device: usize,
-        reason: String,
-    },
-    Up {
-        device: usize,
-        at: i64,
-    },
-}
-
-/// Sends to the decoder; when the channel is full, waits without stalling
-/// the runtime's other tasks.
-fn send(tx: &SyncSender<Ev>, ev: Ev) -> bool {
-    match tx.try_send(ev) {
-        Ok(()) => true,
-        Err(TrySendError::Full(ev)) => tokio::task::block_in_place(|| tx.send(ev).is_ok()),
-        Err(TrySendError::Disconnected(_)) => false,
-    }
-}
-
 /// Runs the source until `ctx.stop`.
 pub fn run(
     plan: &ModbusSourcePlan,
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Ev>(plan.channel.max(4));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FieldEv>(plan.channel.max(4));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop = ctx.stop.clone();
     let tasks: Vec<_> = plan
         .devices
         .iter()
@@ -155,215 +122,47 @@ pub fn run(
         })
         .collect();
     drop(tx);
-    let mut dec = Decoder::new(plan, ctx);
-    decode_loop(&mut dec, &rx, &stop);
-    let _ = stop_tx.send(true);
-    // Stopping: the tasks end at their next await and drop their senders.
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => dec.event(ev),
-            Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) if tasks.iter().all(|t| t.is_finished()) => break,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-    }
+    let devices = plan.devices.iter().map(field_device).collect();
+    field::drive(
+        PROTOCOL,
+        &plan.id,
+        devices,
+        (ctx, plan.batch_rows),
+        &rx,
+        || {
+            let _ = stop_tx.send(true);
+        },
+        || tasks.iter().all(|t| t.is_finished()),
+    );
     for t in tasks {
         let _ = rt.block_on(t);
     }
-    dec.finish();
     Ok(())
 }
 
-fn decode_loop(dec: &mut Decoder, rx: &Receiver<Ev>, stop: &AtomicBool) {
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => {
-                dec.event(ev);
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(ev) => dec.event(ev),
-                        Err(_) => break,
-                    }
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        dec.n.idle();
-        if stop.load(Relaxed) {
-            return;
-        }
-    }
-}
+const PROTOCOL: Protocol = Protocol {
+    name: "Modbus",
+    key: "modbus",
+    point: "register",
+    recovery: "none: Modbus devices keep no history; polling resumed",
+};
 
-/// What the decoder knows of one device.
-#[derive(Default)]
-struct DeviceState {
-    last_ok: Option<i64>,
-    down: Option<(i64, String)>,
-    last_good: Vec<Option<f64>>,
-    failing: Vec<bool>,
-}
-
-/// The blocking half: polls → samples, outages → gaps, exceptions → dead
-/// letters.
-struct Decoder {
-    n: Normalizer,
-    id: String,
-    devices: Vec<DevicePlan>,
-    state: Vec<DeviceState>,
-}
-
-impl Decoder {
-    fn new(plan: &ModbusSourcePlan, ctx: SourceCtx) -> Decoder {
-        let mut d = Decoder {
-            n: Normalizer::new(ctx, plan.batch_rows),
-            id: plan.id.clone(),
-            devices: plan.devices.clone(),
-            state: plan
-                .devices
-                .iter()
-                .map(|d| DeviceState {
-                    last_good: vec![None; d.points.len()],
-                    failing: vec![false; d.points.len()],
-                    ..Default::default()
-                })
-                .collect(),
-        };
-        // A restart from the input log: what the devices read while the
-        // node was down is gone (they keep no history).
-        if let Some(at) = d.n.take_resumed_at() {
-            let tags = d.devices.iter().map(|x| x.points.len()).sum::<usize>();
-            d.gap(
-                at,
-                now_ms(),
-                tags,
-                "plantflow was down (restarted from its input log)".into(),
-            );
-        }
-        d
-    }
-
-    fn event(&mut self, ev: Ev) {
-        match ev {
-            Ev::Polled {
-                device,
-                ts,
-                values,
-                failed,
-            } => self.polled(device, ts, values, failed),
-            Ev::Down { device, reason } => self.down(device, reason),
-            Ev::Up { device, at } => {
-                let dev = &self.devices[device];
-                tracing::info!(source = %self.id, device = %dev.name, "Modbus device answers again");
-                if let Some((start, reason)) = self.state[device].down.take() {
-                    let n = dev.points.len();
-                    let reason =
-                        format!("device {} ({}) unreachable: {reason}", dev.name, dev.host);
-                    self.gap(start, at, n, reason);
-                }
-            }
-        }
-    }
-
-    fn polled(
-        &mut self,
-        device: usize,
-        ts: i64,
-        values: Vec<(u32, f64)>,
-        failed: Vec<(u32, String)>,
-    ) {
-        let dev = &self.devices[device];
-        let st = &mut self.state[device];
-        st.last_ok = Some(ts);
-        for (p, v) in values {
-            let point = &dev.points[p as usize];
-            let raw = || format!("{} {} {}: {v}", dev.name, point.table.name(), point.address);
-            self.n.row(ts, &point.tag, v, Quality::Good, &raw);
-            st.last_good[p as usize] = Some(v);
-            if std::mem::take(&mut st.failing[p as usize]) {
-                self.n.ctx().stats.event("modbus: registers recovered", 1);
-            }
-        }
-        for (p, why) in failed {
-            let point = &dev.points[p as usize];
-            if let Some(v) = st.last_good[p as usize] {
-                let raw = || {
-                    format!(
-                        "{} {} {}: {why}",
-                        dev.name,
-                        point.table.name(),
-                        point.address
-                    )
-                };
-                self.n.row(ts, &point.tag, v, Quality::Bad, &raw);
-            }
-            self.n.ctx().stats.event("modbus: register reads failed", 1);
-            if !std::mem::replace(&mut st.failing[p as usize], true) {
-                let reason = format!(
-                    "Modbus exception {why} reading {} register {} (tag `{}`) of device {} ({} unit {})",
-                    point.table.name(),
-                    point.address,
-                    point.tag,
-                    dev.name,
-                    dev.host,
-                    dev.unit
-                );
-                let at = format!("{}/{}/{}", dev.name, point.table.name(), point.address);
-                self.n.reject_at(&reason, &at, at.clone());
-            }
-        }
-    }
-
-    fn down(&mut self, device: usize, reason: String) {
-        let dev = &self.devices[device];
-        let st = &mut self.state[device];
-        tracing::warn!(source = %self.id, device = %dev.name, host = %dev.host, "Modbus device down: {reason}");
-        self.n.ctx().stats.event("modbus: devices down", 1);
-        let start = st.last_ok.unwrap_or_else(now_ms);
-        if st.down.is_none() {
-            st.down = Some((start, reason));
-        }
-        if let Some(at) = st.last_ok {
-            for (i, point) in dev.points.iter().enumerate() {
-                if let Some(v) = st.last_good[i] {
-                    let raw = || format!("{}: gap marker", point.tag);
-                    self.n.row(at, &point.tag, v, Quality::Bad, &raw);
-                }
-            }
-        }
-    }
-
-    fn gap(&mut self, start: i64, end: i64, tags: usize, reason: String) {
-        tracing::warn!(source = %self.id, tags, "data gap from {start} to {end}: {reason}");
-        self.n.ctx().stats.event("modbus: gaps marked", 1);
-        let _ = self
-            .n
-            .ctx()
-            .sink
-            .send(Stamped::now(SinkBatch::Gaps(vec![Gap {
-                source: self.id.clone(),
-                start,
-                end,
-                tags: tags as i64,
-                reason,
-                recovery: "none: Modbus devices keep no history; polling resumed".into(),
-            }])));
-    }
-
-    /// The source stops: devices still down end their gap now.
-    fn finish(mut self) {
-        let now = now_ms();
-        for i in 0..self.devices.len() {
-            if let Some((start, reason)) = self.state[i].down.take() {
-                let dev = &self.devices[i];
-                let reason = format!(
-                    "device {} ({}) unreachable: {reason} (still when the source stopped)",
-                    dev.name, dev.host
-                );
-                self.gap(start, now, dev.points.len(), reason);
-            }
-        }
-        self.n.end();
+/// What the decoder knows of a device.
+fn field_device(d: &DevicePlan) -> FieldDevice {
+    FieldDevice {
+        name: d.name.clone(),
+        addr: d.host.clone(),
+        detail: format!("{} unit {}", d.host, d.unit),
+        tags: d.points.iter().map(|p| p.tag.clone()).collect(),
+        labels: d
+            .points
+            .iter()
+            .map(|p| format!("{} register {}", p.table.name(), p.address))
+            .collect(),
+        keys: d
+            .points
+            .iter()
+            .map(|p| format!("{}/{}", p.table.name(), p.address))
+            .collect(),
     }
 }

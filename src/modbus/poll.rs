@@ -9,8 +9,9 @@ use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
 
 use super::register::{counter_step, Step, Table};
-use super::{send, DevicePlan, Ev, GroupPlan, Point};
-use crate::model::now_ms;
+use super::{DevicePlan, GroupPlan, Point};
+use crate::ingest::field::{send, FieldEv};
+use crate::model::{now_ms, Quality};
 use crate::stats::Stats;
 
 /// One read request: a run of a table and the points it carries.
@@ -167,7 +168,7 @@ struct Device {
     reads: Vec<Vec<Read>>,
     /// Counters' previous raw readings.
     prev: Vec<Option<f64>>,
-    tx: SyncSender<Ev>,
+    tx: SyncSender<FieldEv>,
     stats: Arc<Stats>,
     stop: Stop,
 }
@@ -178,7 +179,7 @@ pub(super) async fn device_task(
     plan: Arc<DevicePlan>,
     index: usize,
     groups: Vec<GroupPlan>,
-    tx: SyncSender<Ev>,
+    tx: SyncSender<FieldEv>,
     stop: Stop,
     stats: Arc<Stats>,
 ) {
@@ -238,7 +239,7 @@ pub(super) async fn device_task(
             d.up = true;
             let _ = send(
                 &d.tx,
-                Ev::Up {
+                FieldEv::Up {
                     device: d.index,
                     at: now_ms(),
                 },
@@ -263,7 +264,7 @@ impl Device {
             self.up = false;
             let _ = send(
                 &self.tx,
-                Ev::Down {
+                FieldEv::Down {
                     device: self.index,
                     reason,
                 },
@@ -323,7 +324,7 @@ impl Device {
                     self.reads[g].splice(i..i, singles);
                 }
                 Outcome::Exception(e) => {
-                    let why = exception_name(e);
+                    let why = format!("Modbus exception {}", exception_name(e));
                     failed.extend(r.points.iter().map(|&p| (p, why.clone())));
                     i += 1;
                     tries = 0;
@@ -345,7 +346,7 @@ impl Device {
             self.stats.event("modbus: requests", requests);
         }
         if !values.is_empty() || !failed.is_empty() {
-            let ev = Ev::Polled {
+            let ev = FieldEv::Polled {
                 device: self.index,
                 ts,
                 values,
@@ -357,19 +358,19 @@ impl Device {
     }
 
     /// The values of request `i` of group `g` from its words.
-    fn decode(&mut self, g: usize, i: usize, words: &[u16], out: &mut Vec<(u32, f64)>) {
+    fn decode(&mut self, g: usize, i: usize, words: &[u16], out: &mut Vec<(u32, f64, Quality)>) {
         let r = &self.reads[g][i];
         for &p in &r.points {
             let pt = &self.plan.points[p as usize];
             let at = (pt.address - r.start) as usize;
             let raw = pt.decode.raw(&words[at..at + pt.words() as usize]);
             let Some(range) = pt.decode.rollover else {
-                out.push((p, pt.decode.value(raw)));
+                out.push((p, pt.decode.value(raw), Quality::Good));
                 continue;
             };
             match counter_step(self.prev[p as usize].replace(raw), raw, range) {
                 Step::First => {}
-                Step::Increase(d) => out.push((p, d * pt.decode.scale)),
+                Step::Increase(d) => out.push((p, d * pt.decode.scale, Quality::Good)),
                 Step::Reset => self.stats.event("modbus: counter resets", 1),
             }
         }

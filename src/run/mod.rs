@@ -665,6 +665,7 @@ fn spawn_source(
             SourcePlan::Mqtt(m) => crate::mqtt::run(m, ctx, handle),
             SourcePlan::OpcUa(o) => crate::opcua::run(o, ctx, handle),
             SourcePlan::Modbus(m) => crate::modbus::run(m, ctx, handle),
+            SourcePlan::Bacnet(b) => crate::bacnet::run(b, ctx, handle),
         });
     })
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod asyncua;
+mod bacnet;
 mod modbus;
 mod mosquitto;
 mod webhook;

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("mqtt", 4),
     ("opcua", 4),
     ("modbus", 4),
+    ("bacnet", 4),
     ("sinks", 4),
     // The operator surface: health, readiness, metrics.
     ("http", 4),

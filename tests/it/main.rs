@@ -34,6 +34,7 @@
 mod common;
 
 mod backtest;
+mod bacnet;
 mod demo;
 mod durable;
 mod house;

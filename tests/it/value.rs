@@ -789,7 +789,7 @@ fn every_library_dataflow_validates() {
     write(
         dir.path(),
         &[
-            ("assets.csv", "tag,asset,site,line,kind,standby_kw,signal,target_sp,target_kw_per_ton,base_kw\nt,a,s,l,compressor,1,power_kw,6,0.7,3\n".into()),
+            ("assets.csv", "tag,asset,site,line,kind,standby_kw,signal,target_sp,target_kw_per_ton,base_kw,occupied_from,occupied_to\nt,a,s,l,compressor,1,power_kw,6,0.7,3,6,18\n".into()),
             ("tariff.csv", FLAT_012.into()),
             ("production.csv", "line,start_ms,end_ms,units\n".into()),
             ("samples.csv", "ts,tag,value,quality\n".into()),
