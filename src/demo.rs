@@ -75,12 +75,12 @@ const TARIFF_CSV: &str = "start_hour,end_hour,price_per_kwh,day_types
 /// Runs the demo to the end of its simulated duration.
 pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     let plant = Plant::new();
-    let days = (opts.duration_ms + crate::sim::plant::DAY - 1) / crate::sim::plant::DAY;
     let out = &opts.out;
-    let (input, lake, dataflow) = write_inputs(out, &plant, days)?;
+    let (input, lake, dataflow) = write_inputs(out, &plant, opts.duration_ms)?;
 
     // Servers on free loopback ports.
     let broker = crate::sim::broker::start(0, 0)?;
+    let meter = MeterLog::start(&plant)?;
     let opc_tags = opc_tags(&plant);
     let server = PlantServer::start(ServerOptions {
         tags: opc_tags.iter().map(|(_, t)| t.clone()).collect(),
@@ -94,8 +94,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
     };
     say(format!(
-        "plantflow demo: a simulated plant, two sites, {} from {} at {}x\n  MQTT broker   {}  (v3.1.1 on port {})\n  OPC UA server {}\n  output        {}\n",
-        span(opts.duration_ms), iso(T0), opts.speed, broker.url_v5(), broker.v4_port, server.url(), out.display()
+        "plantflow demo: a simulated plant, two sites, {} from {} at {}x\n  MQTT broker   {}  (v3.1.1 on port {})\n  OPC UA server {}\n  Modbus meter  127.0.0.1:{}  (site 1's compressor sub-meter)\n  output        {}\n",
+        span(opts.duration_ms), iso(T0), opts.speed, broker.url_v5(), broker.v4_port, server.url(), meter.port(), out.display()
     ));
 
     // The engine, in follow mode, on its own thread.
@@ -104,7 +104,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         stats,
         stop,
         currency,
-    } = start_engine(opts, &dataflow, &input, &lake, &broker, &server)?;
+    } = start_engine(opts, &dataflow, &input, &lake, (&broker, &server, &meter))?;
     let board = board_url(&stats, &input, &engine)?;
     say(format!(
         "  action board  {board}\n                (the crew leaves one action open: acknowledge it there; --serve keeps the board up after the run)\n"
@@ -148,6 +148,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     let mut sp = SparkplugNode::new(&plant);
     publisher.publish_all(&sp.births(T0, &plant.step(T0, &Fixes::default())))?;
 
+    let mut logger = MeterLog::new(&plant);
     let started = Instant::now();
     let mut published: u64 = 0;
     let mut t = T0;
@@ -177,6 +178,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
         crew.act(t)?;
         let v = plant.step(t, &crew.fixes);
+        logger.step(&meter, t, &v, || engine.is_finished())?;
         server.set(&opc_values(&opc_tags, &v, t))?;
         let mut msgs = json_msgs(t, &v);
         msgs.extend(sp.data(t, &v));
@@ -210,6 +212,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         }
     }
     server.stop();
+    meter.stop();
     let report = out.join("report.html");
     crate::report::write(&lake, &report)?;
     Ok(DemoResult {
@@ -219,6 +222,69 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         samples_published: published,
         currency,
     })
+}
+
+/// The Modbus meter's log: it integrates the compressor's power step by
+/// step and, every `EVERY_MS`, serves a record and waits until the node
+/// has read it (the accelerated clock outruns any poll interval).
+struct MeterLog {
+    measures: usize,
+    kwh: f64,
+}
+
+impl MeterLog {
+    /// Starts the meter with its first record (a logger always has one,
+    /// before the node polls it).
+    fn start(plant: &Plant) -> Result<crate::sim::meter::MeterServer, String> {
+        let meter = crate::sim::meter::MeterServer::start()?;
+        MeterLog::new(plant).record(&meter, T0, &plant.step(T0, &Fixes::default()));
+        Ok(meter)
+    }
+
+    fn new(plant: &Plant) -> MeterLog {
+        let measures = plant
+            .tags
+            .iter()
+            .position(|t| t.tag == crate::sim::meter::MEASURES)
+            .expect("the metered compressor is a plant tag");
+        MeterLog { measures, kwh: 0.0 }
+    }
+
+    /// At `t`: a record of the energy before `t` on every record time, then
+    /// this step's energy counted.
+    fn step(
+        &mut self,
+        meter: &crate::sim::meter::MeterServer,
+        t: i64,
+        v: &[f64],
+        engine_done: impl Fn() -> bool,
+    ) -> Result<(), String> {
+        let kw = v[self.measures];
+        if (t - T0) % crate::sim::meter::EVERY_MS == 0 {
+            self.record(meter, t, v);
+            if !meter.wait_read(Duration::from_secs(60), engine_done) {
+                return Err(format!(
+                    "the dataflow did not read the simulated Modbus meter (127.0.0.1:{}) within 60 s",
+                    meter.port()
+                ));
+            }
+        }
+        self.kwh += kw * STEP_MS as f64 / 3_600_000.0;
+        Ok(())
+    }
+
+    /// Serves the record of time `t`: the power now, the energy before.
+    fn record(&self, meter: &crate::sim::meter::MeterServer, t: i64, v: &[f64]) {
+        use crate::sim::meter::{Record, PF};
+        let kw = v[self.measures];
+        meter.set(Record {
+            t_ms: t,
+            kw: kw as f32,
+            kvar: (kw * PF.acos().tan()) as f32,
+            pf_milli: (PF * 1000.0).round() as i16,
+            kwh_centi: ((self.kwh * 100.0).floor() as u64 % (1 << 32)) as u32,
+        });
+    }
 }
 
 /// A simulated duration in words: `one week`, `36 hours`, `2 days`.
@@ -249,14 +315,18 @@ fn end_or_serve(opts: &DemoOptions, board: &str, stop: &AtomicBool) {
 fn write_inputs(
     out: &Path,
     plant: &Plant,
-    days: i64,
+    duration_ms: i64,
 ) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let days = (duration_ms + crate::sim::plant::DAY - 1) / crate::sim::plant::DAY;
     let input = out.join("input");
     let lake = out.join("lake");
     let _ = std::fs::remove_dir_all(&lake);
     std::fs::create_dir_all(&input)
         .map_err(|e| format!("cannot create {}: {e}", input.display()))?;
-    write(&input.join("assets.csv"), &plant.assets_csv())?;
+    write(
+        &input.join("assets.csv"),
+        &(plant.assets_csv() + crate::sim::meter::ASSET_ROWS),
+    )?;
     write(
         &input.join("production.csv"),
         &Plant::production_csv(days.max(1)),
@@ -330,8 +400,11 @@ fn start_engine(
     dataflow: &Path,
     input: &Path,
     lake: &Path,
-    broker: &crate::sim::broker::Broker,
-    server: &PlantServer,
+    (broker, server, meter): (
+        &crate::sim::broker::Broker,
+        &PlantServer,
+        &crate::sim::meter::MeterServer,
+    ),
 ) -> Result<Engine, String> {
     let publish_ms = 50.0;
     let lateness_s = ((opts.speed * publish_ms * 4.0 / 1000.0) / 60.0)
@@ -343,6 +416,16 @@ fn start_engine(
         ("OUT_DIR".into(), lake.display().to_string()),
         ("MQTT_URL".into(), broker.url_v5()),
         ("OPCUA_URL".into(), server.url()),
+        ("METER_HOST".into(), format!("127.0.0.1:{}", meter.port())),
+        (
+            // A third of a record's interval on the wall clock: every
+            // record is read while the demo waits for it.
+            "METER_POLL".into(),
+            format!(
+                "{}ms",
+                ((crate::sim::meter::EVERY_MS as f64 / opts.speed / 3.0) as i64).clamp(1, 1000)
+            ),
+        ),
         ("DEMO_HTTP".into(), listen_on(opts.http).to_string()),
         ("DEMO_LATENESS".into(), format!("{}s", lateness_s as i64)),
         (

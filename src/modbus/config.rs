@@ -72,12 +72,37 @@ const GROUP_KEYS: &[&str] = &["name", "interval"];
 #[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawModbusMap {
     name: String,
+    /// The device's clock: its register gives every poll's event time.
+    #[serde(default)]
+    #[schemars(with = "Option<RawModbusTime>")]
+    time: Option<toml::Value>,
     #[serde(default)]
     #[schemars(with = "Vec<RawModbusRegister>")]
     registers: Vec<toml::Value>,
 }
 
-const MAP_KEYS: &[&str] = &["name", "registers"];
+const MAP_KEYS: &[&str] = &["name", "time", "registers"];
+
+/// A register holding the device's own time (a logger's record time):
+/// each poll's samples take it as their event time.
+#[derive(Deserialize, Debug, schemars::JsonSchema)]
+pub struct RawModbusTime {
+    /// holding (default) or input.
+    #[serde(default)]
+    table: Option<String>,
+    address: i64,
+    /// u32 (default), u64 or i64.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    /// ABCD (default), CDAB, BADC, DCBA.
+    #[serde(default)]
+    order: Option<String>,
+    /// s (default: Unix seconds) or ms.
+    #[serde(default)]
+    unit: Option<String>,
+}
+
+const TIME_KEYS: &[&str] = &["table", "address", "type", "order", "unit"];
 
 #[derive(Deserialize, Debug, schemars::JsonSchema)]
 pub struct RawModbusDevice {
@@ -90,6 +115,10 @@ pub struct RawModbusDevice {
     /// A `[[sources.maps]]` name.
     #[serde(default)]
     map: Option<String>,
+    /// The device's clock (overrides its map's).
+    #[serde(default)]
+    #[schemars(with = "Option<RawModbusTime>")]
+    time: Option<toml::Value>,
     #[serde(default)]
     timeout: Option<String>,
     #[serde(default)]
@@ -110,6 +139,7 @@ const DEVICE_KEYS: &[&str] = &[
     "host",
     "unit",
     "map",
+    "time",
     "timeout",
     "retries",
     "reconnect_max",
@@ -160,7 +190,7 @@ pub fn source(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ModbusSou
     let r: RawModbus = l.de(key, v, KEYS)?;
     let groups = groups(l, key, &r);
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    let mut maps: HashMap<String, Vec<(String, Point)>> = HashMap::new();
+    let mut maps: HashMap<String, MapPlan> = HashMap::new();
     for (i, m) in r.maps.into_iter().enumerate() {
         let mk = format!("{key}.maps[{i}]");
         let Some(m) = l.de::<RawModbusMap>(&mk, m, MAP_KEYS) else {
@@ -174,7 +204,10 @@ pub fn source(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ModbusSou
             );
         }
         let regs = registers(l, &format!("{mk}.registers"), m.registers, &names);
-        maps.insert(m.name, regs);
+        let time = m
+            .time
+            .and_then(|t| time_register(l, &format!("{mk}.time"), t));
+        maps.insert(m.name, (regs, time));
     }
     let defaults = Defaults {
         timeout_ms: ms(l, &format!("{key}.timeout"), &r.timeout).unwrap_or(1_000),
@@ -230,6 +263,9 @@ pub fn source(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ModbusSou
         channel: 1024,
     })
 }
+
+/// A map's registers (with their keys) and its time register.
+type MapPlan = (Vec<(String, Point)>, Option<(String, Point)>);
 
 struct Defaults {
     timeout_ms: i64,
@@ -294,7 +330,7 @@ fn device(
     dk: &str,
     d: RawModbusDevice,
     def: &Defaults,
-    maps: &HashMap<String, Vec<(String, Point)>>,
+    maps: &HashMap<String, MapPlan>,
     groups: &[&str],
 ) -> Option<(DevicePlan, Vec<(String, Point)>)> {
     let host = if d
@@ -333,9 +369,15 @@ fn device(
         );
     }
     let mut points: Vec<(String, Point)> = Vec::new();
+    let mut time = d
+        .time
+        .and_then(|t| time_register(l, &format!("{dk}.time"), t));
     if let Some(m) = &d.map {
         match maps.get(m) {
-            Some(regs) => points.extend(regs.iter().cloned()),
+            Some((regs, t)) => {
+                points.extend(regs.iter().cloned());
+                time = time.or_else(|| t.clone());
+            }
             None => {
                 let names: Vec<&str> = maps.keys().map(String::as_str).collect();
                 l.one_of(&format!("{dk}.map"), m, &names, "register map");
@@ -358,8 +400,11 @@ fn device(
     for (_, p) in &mut points {
         p.tag = p.tag.replace("{device}", &d.name);
     }
-    overlaps(l, &d.name, &points);
+    let mut all = points.clone();
+    all.extend(time.clone());
+    overlaps(l, &d.name, &all);
     let plan = DevicePlan {
+        time: time.map(|(_, p)| p),
         host,
         unit: unit.clamp(0, 255) as u8,
         timeout_ms: ms(l, &format!("{dk}.timeout"), &d.timeout).unwrap_or(def.timeout_ms) as u64,
@@ -373,6 +418,80 @@ fn device(
         name: d.name,
     };
     Some((plan, points))
+}
+
+/// A device's time register: a point with no tag whose decoded value is
+/// milliseconds (its `scale` turns seconds into them).
+fn time_register(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<(String, Point)> {
+    let t: RawModbusTime = l.de(key, v, TIME_KEYS)?;
+    let k = |s: &str| format!("{key}.{s}");
+    let table = match t.table.as_deref() {
+        None | Some("holding") => Table::Holding,
+        Some("input") => Table::Input,
+        Some(x) => {
+            l.one_of(
+                &k("table"),
+                x,
+                &["holding", "input"],
+                "table of a time register",
+            );
+            return None;
+        }
+    };
+    let kind = match t.kind.as_deref() {
+        None | Some("u32") => DataType::U32,
+        Some("u64") => DataType::U64,
+        Some("i64") => DataType::I64,
+        Some(x) => {
+            l.one_of(
+                &k("type"),
+                x,
+                &["u32", "u64", "i64"],
+                "type of a time register",
+            );
+            return None;
+        }
+    };
+    let order = match t.order.as_deref() {
+        None => Order::BIG,
+        Some(o) => Order::parse(o).unwrap_or_else(|| {
+            l.one_of(&k("order"), o, Order::NAMES, "byte order");
+            Order::BIG
+        }),
+    };
+    let scale = match t.unit.as_deref() {
+        None | Some("s") => 1000.0,
+        Some("ms") => 1.0,
+        Some(x) => {
+            l.one_of(&k("unit"), x, &["s", "ms"], "time unit");
+            return None;
+        }
+    };
+    if !(0..=65535 - i64::from(kind.words()) + 1).contains(&t.address) {
+        l.at_value(
+            &k("address"),
+            format!("address {} is outside 0–65535 for its type", t.address),
+            None,
+        );
+        return None;
+    }
+    Some((
+        key.to_string(),
+        Point {
+            tag: "(device time)".into(),
+            table,
+            address: t.address as u16,
+            decode: Decode {
+                kind,
+                order,
+                scale,
+                offset: 0.0,
+                bit: None,
+                rollover: None,
+            },
+            group: 0,
+        },
+    ))
 }
 
 /// Two registers of a device that share a word are an error, unless they

@@ -85,6 +85,9 @@ pub struct DevicePlan {
     /// Unused registers a request may span to join two runs.
     pub max_gap: u16,
     pub points: Vec<Point>,
+    /// The device's clock: read with every group's poll, its value (ms)
+    /// is the poll's event time; `None`: the poll's own time.
+    pub time: Option<Point>,
 }
 
 /// A validated `modbus` source.

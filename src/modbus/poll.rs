@@ -166,6 +166,12 @@ struct Device {
     up: bool,
     /// Per group: its requests (split where exceptions named registers).
     reads: Vec<Vec<Read>>,
+    /// The device's points and, last, its time register (if it has one).
+    points: Vec<Point>,
+    /// The time register's index in `points`.
+    time: Option<u32>,
+    /// Per group: the device time of its last poll.
+    last_time: Vec<Option<i64>>,
     /// Counters' previous raw readings.
     prev: Vec<Option<f64>>,
     tx: SyncSender<FieldEv>,
@@ -183,11 +189,30 @@ pub(super) async fn device_task(
     stop: Stop,
     stats: Arc<Stats>,
 ) {
+    let mut points = plan.points.clone();
+    let time = plan.time.as_ref().map(|t| {
+        points.push(t.clone());
+        (points.len() - 1) as u32
+    });
+    // The time register is read with every group that has points.
     let reads = (0..groups.len())
-        .map(|g| reads(&plan.points, g, plan.max_read, plan.max_gap))
+        .map(|g| {
+            let mut pts = points.clone();
+            match time {
+                Some(t) if plan.points.iter().any(|p| p.group == g) => {
+                    pts[t as usize].group = g;
+                }
+                Some(t) => pts[t as usize].group = usize::MAX,
+                None => {}
+            }
+            reads(&pts, g, plan.max_read, plan.max_gap)
+        })
         .collect::<Vec<_>>();
     let mut d = Device {
-        prev: vec![None; plan.points.len()],
+        prev: vec![None; points.len()],
+        last_time: vec![None; groups.len()],
+        points,
+        time,
         plan,
         index,
         conn: None,
@@ -310,7 +335,7 @@ impl Device {
                         .points
                         .iter()
                         .map(|&p| {
-                            let pt = &self.plan.points[p as usize];
+                            let pt = &self.points[p as usize];
                             Read {
                                 table: pt.table,
                                 start: pt.address,
@@ -345,6 +370,11 @@ impl Device {
         if requests > 0 {
             self.stats.event("modbus: requests", requests);
         }
+        let ts = match self.device_time(g, &mut values, &mut failed) {
+            Some(t) => t,
+            None if self.time.is_some() => return end,
+            None => ts,
+        };
         if !values.is_empty() || !failed.is_empty() {
             let ev = FieldEv::Polled {
                 device: self.index,
@@ -357,13 +387,51 @@ impl Device {
         end
     }
 
+    /// With a time register: the poll's event time (taken out of the
+    /// values), or `None` when the poll gives no samples: the register
+    /// failed, or the device's time has not moved since the group's last
+    /// poll (a logger with no new record). Without one: `None`.
+    fn device_time(
+        &mut self,
+        g: usize,
+        values: &mut Vec<(u32, f64, Quality)>,
+        failed: &mut Vec<(u32, String)>,
+    ) -> Option<i64> {
+        let t = self.time?;
+        let at = values.iter().position(|v| v.0 == t);
+        let time = at.map(|i| values.remove(i).1 as i64);
+        let lost = failed.len();
+        failed.retain(|f| f.0 != t);
+        if lost != failed.len() || time.is_none() {
+            if !values.is_empty() {
+                self.stats
+                    .event("modbus: polls dropped (no device time)", 1);
+            }
+            values.clear();
+            return None;
+        }
+        if std::mem::replace(&mut self.last_time[g], time) == time {
+            self.stats
+                .event("modbus: polls with an unchanged device time", 1);
+            values.clear();
+            failed.clear();
+            return None;
+        }
+        time
+    }
+
     /// The values of request `i` of group `g` from its words.
     fn decode(&mut self, g: usize, i: usize, words: &[u16], out: &mut Vec<(u32, f64, Quality)>) {
         let r = &self.reads[g][i];
         for &p in &r.points {
-            let pt = &self.plan.points[p as usize];
+            let pt = &self.points[p as usize];
             let at = (pt.address - r.start) as usize;
             let raw = pt.decode.raw(&words[at..at + pt.words() as usize]);
+            if Some(p) == self.time {
+                // Milliseconds: its scale turned seconds into them.
+                out.push((p, pt.decode.value(raw), Quality::Good));
+                continue;
+            }
             let Some(range) = pt.decode.rollover else {
                 out.push((p, pt.decode.value(raw), Quality::Good));
                 continue;

@@ -81,6 +81,20 @@ fn a_wrong_modbus_map_is_a_config_error_at_its_line() {
             "tag",
             "tag `kw` is mapped twice (devices `m1` and `m2`)",
         ),
+        (
+            format!(
+                "{DEVICE}registers = [{{ tag = \"x\", address = 0 }}]\n\n[sources.devices.time]\naddress = 1\ntype = \"u64\"\nunit = \"us\"\n"
+            ),
+            "unit",
+            "unknown time unit `us`",
+        ),
+        (
+            format!(
+                "{DEVICE}\n[sources.devices.time]\naddress = 0\ntype = \"u64\"\nunit = \"ms\"\n\n[[sources.devices.registers]]\ntag = \"x\"\naddress = 3\n"
+            ),
+            "address",
+            "holding register 3 (`x`) overlaps holding 0–3 (`(device time)`)",
+        ),
     ];
     for (table, key, message) in cases {
         let df = dir.path().join("modbus.toml");
