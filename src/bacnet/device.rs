@@ -78,6 +78,7 @@ pub(super) fn spawn(
                 mac: None,
                 up: true,
                 polled: vec![true; plan.devices[i].points.len()],
+                refused: vec![false; plan.devices[i].points.len()],
                 units_ok: units[i].clone(),
             };
             rt.spawn(d.run())
@@ -191,6 +192,8 @@ struct Device {
     up: bool,
     /// Per point: read by polling (COV off, or refused).
     polled: Vec<bool>,
+    /// Per point: the device refused its SubscribeCOV last time.
+    refused: Vec<bool>,
     /// Per point: the device reports the unit the config expects.
     units_ok: Units,
 }
@@ -283,6 +286,7 @@ impl Device {
         while Instant::now() < deadline {
             if let Some(d) = self.client.get_device(instance).await {
                 self.mac = Some(d.mac_address.to_vec());
+                self.stats.event("bacnet: devices found by Who-Is", 1);
                 return Try::Ok;
             }
             tokio::select! {
@@ -329,15 +333,19 @@ impl Device {
             match r {
                 Ok(()) => {
                     self.polled[i] = false;
+                    self.refused[i] = false;
                     subscribed += 1;
                 }
                 Err(e) if no_answer(&e) => return self.no_answer("SubscribeCOV", &e),
                 Err(e) => {
-                    if !self.polled[i] {
-                        tracing::info!(device = %self.dev().name, object = %p.object, "SubscribeCOV refused ({e}): polled");
+                    // Asked again at each renewal (the device may take it
+                    // then); said and counted once.
+                    let object = p.object;
+                    if !std::mem::replace(&mut self.refused[i], true) {
+                        tracing::info!(device = %self.dev().name, %object, "SubscribeCOV refused ({e}): polled");
+                        self.stats.event("bacnet: COV refused, objects polled", 1);
                     }
                     self.polled[i] = true;
-                    self.stats.event("bacnet: COV refused, objects polled", 1);
                 }
             }
             if *self.stop.borrow() {

@@ -37,10 +37,24 @@ fn udp_port() -> u16 {
 
 /// Starts the bacpypes3 device on 127.0.0.1:`port`; returns once it is up.
 fn device(port: u16, log: &Path, start: &Path, values: u32) -> Device {
-    let mut child = Command::new("python3")
+    device_in(None, &format!("127.0.0.1/8:{port}"), log, start, values)
+}
+
+/// Starts the device at `address` (`ip/prefix:port`), in network namespace
+/// `ns` if given.
+fn device_in(ns: Option<&str>, address: &str, log: &Path, start: &Path, values: u32) -> Device {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    let mut child = cmd
         .arg(script())
         .args(["--name", "ahu1", "--instance", "1001"])
-        .args(["--address", &format!("127.0.0.1/8:{port}")])
+        .args(["--address", address])
         .arg("--log")
         .arg(log)
         .arg("--start-file")
@@ -385,4 +399,133 @@ fn the_library_air_handler_finds_its_fan_running_after_hours_on_bacpypes3() {
         );
         assert_close(a.value, fan_kwh[start] * 0.2, "fan energy after hours");
     }
+}
+
+/// A network namespace joined to this one by a veth pair: this side
+/// 10.231.`n`.1/24, the namespace's 10.231.`n`.2/24. A real subnet with a
+/// real broadcast address, which loopback is not.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2's ip");
+    assert!(
+        o.status.success(),
+        "ip {}: {} (the test makes a network namespace: it needs root and iproute2)",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Netns {
+    fn new(n: u8) -> Netns {
+        let id = std::process::id() % 100_000;
+        let name = format!("pf-bacnet-{id}");
+        let (a, b) = (format!("pfb{id}a"), format!("pfb{id}b"));
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(&["link", "set", &b, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("10.231.{n}.1/24"), "dev", &a]);
+        ip(&["link", "set", &a, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("10.231.{n}.2/24"), "dev", &b]);
+        inside(&["link", "set", &b, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Discovery as on a site: the device sits on another host of a subnet
+/// (a network namespace), the node knows only its instance, and a Who-Is
+/// broadcast to the subnet finds it; then its COV objects give every value
+/// it sets, once.
+#[test]
+fn a_device_on_another_host_is_found_by_a_who_is_broadcast() {
+    let n = 20 + (std::process::id() % 200) as u8;
+    let ns = Netns::new(n);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, go) = (dir.path().join("log"), dir.path().join("go"));
+    let _d = device_in(
+        Some(&ns.name),
+        &format!("10.231.{n}.2/24:47808"),
+        &log,
+        &go,
+        15,
+    );
+    let mut assets = String::from("tag,asset,site,line,kind,standby_kw\n");
+    for (t, _) in &POINTS[..4] {
+        assets.push_str(&format!("ahu1/{t},ahu1,s1,s1/l1,ahu,0\n"));
+    }
+    let source = format!(
+        r#"[[sources]]
+type = "bacnet"
+id = "bms"
+bind = "10.231.{n}.1:47808"
+broadcast = "10.231.{n}.255"
+interval = "200ms"
+timeout = "500ms"
+
+[[sources.devices]]
+name = "ahu1"
+instance = 1001
+points = [
+  {{ tag = "ahu1/sat", object = "analog-value:1" }},
+  {{ tag = "ahu1/fan_kw", object = "analog-input:2" }},
+  {{ tag = "ahu1/fan", object = "binary-value:3" }},
+  {{ tag = "ahu1/mode", object = "multi-state-value:4" }},
+]
+"#
+    );
+    let (stats, stop, run) = start_run(source_plan(dir.path(), &source, &assets, &[]), 1);
+    wait_for("the device found and subscribed", || {
+        (event(&stats, "bacnet: COV subscriptions made") >= 4).then_some(())
+    });
+    assert_eq!(event(&stats, "bacnet: devices found by Who-Is"), 1);
+    std::fs::write(&go, "").unwrap();
+    wait_for("the device's 15 changes", || {
+        log.with_extension("done").exists().then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    stop.store(true, SeqCst);
+    run.join().unwrap().expect("run succeeds");
+    let l = log_of(&log);
+    let aggs = latest_aggregates(&dir.path().join("out"));
+    for (tag, object) in &POINTS[..4] {
+        let want: Vec<f64> = l[*object].iter().map(|(v, _)| *v).collect();
+        let got: Vec<&Agg> = aggs
+            .iter()
+            .filter(|((t, _), _)| *t == format!("ahu1/{tag}"))
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(
+            got.iter().map(|a| a.count).sum::<i64>() as usize,
+            want.len(),
+            "{tag}"
+        );
+        assert_close(
+            got.iter().map(|a| a.mean * a.count as f64).sum(),
+            want.iter().sum(),
+            tag,
+        );
+    }
+    assert_eq!(event(&stats, "bacnet: devices down"), 0);
 }
