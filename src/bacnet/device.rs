@@ -18,8 +18,9 @@ use bacnet_types::primitives::{ObjectIdentifier, PropertyValue};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{unit_name, BacnetSourcePlan, DevicePlan, Object, Point};
+use super::{unit_name, unit_symbol, BacnetSourcePlan, DevicePlan, Object, Point};
 use crate::ingest::field::{send, FieldEv};
+use crate::ingest::watch::ReportedUnit;
 use crate::model::{now_ms, Quality};
 use crate::stats::Stats;
 
@@ -357,11 +358,12 @@ impl Device {
         Try::Ok
     }
 
-    /// Reads the `units` of points that expect one; another unit is a dead
-    /// letter and makes the point's samples uncertain.
+    /// Reads the `units` of analog points: each goes to the tag-quality
+    /// view; one other than the point's `unit` is a dead letter and makes
+    /// the point's samples uncertain.
     async fn check_units(&mut self, mac: &[u8]) -> Option<Try> {
         let want: Vec<usize> = (0..self.dev().points.len())
-            .filter(|&i| self.dev().points[i].unit.is_some())
+            .filter(|&i| self.dev().points[i].object.is_analog())
             .collect();
         for chunk in want.chunks(self.plan.max_objects) {
             let specs = chunk
@@ -383,6 +385,18 @@ impl Device {
                 let Some(PropertyValue::Enumerated(u)) = got else {
                     continue;
                 };
+                let unit = ReportedUnit {
+                    symbol: unit_symbol(u).to_string(),
+                    name: unit_name(u),
+                };
+                let _ = send(
+                    &self.tx,
+                    FieldEv::Unit {
+                        device: self.index,
+                        point: i as u32,
+                        unit,
+                    },
+                );
                 let want = p.unit.unwrap_or(u);
                 self.units_ok[i].store(u == want, Relaxed);
                 if u != want {

@@ -139,6 +139,44 @@ pub fn unit_name(raw: u32) -> String {
     }
 }
 
+/// A unit's symbol, for the units plants write in their asset tables
+/// (empty where this table has none: the name stands then).
+pub fn unit_symbol(raw: u32) -> &'static str {
+    use EngineeringUnits as U;
+    const SYMBOLS: &[(EngineeringUnits, &str)] = &[
+        (U::DEGREES_CELSIUS, "°C"),
+        (U::DEGREES_FAHRENHEIT, "°F"),
+        (U::DEGREES_KELVIN, "K"),
+        (U::WATTS, "W"),
+        (U::KILOWATTS, "kW"),
+        (U::MEGAWATTS, "MW"),
+        (U::KILOWATT_HOURS, "kWh"),
+        (U::MEGAWATT_HOURS, "MWh"),
+        (U::KILOVOLT_AMPERES, "kVA"),
+        (U::KILOVOLT_AMPERES_REACTIVE, "kvar"),
+        (U::VOLTS, "V"),
+        (U::AMPERES, "A"),
+        (U::HERTZ, "Hz"),
+        (U::PERCENT, "%"),
+        (U::PERCENT_RELATIVE_HUMIDITY, "%RH"),
+        (U::PASCALS, "Pa"),
+        (U::KILOPASCALS, "kPa"),
+        (U::BARS, "bar"),
+        (U::CUBIC_METERS_PER_HOUR, "m³/h"),
+        (U::CUBIC_METERS_PER_SECOND, "m³/s"),
+        (U::LITERS_PER_SECOND, "l/s"),
+        (U::LITERS_PER_MINUTE, "l/min"),
+        (U::REVOLUTIONS_PER_MINUTE, "rpm"),
+        (U::TONS_REFRIGERATION, "tonR"),
+        (U::PARTS_PER_MILLION, "ppm"),
+        (U::SECONDS, "s"),
+        (U::MINUTES, "min"),
+        (U::HOURS, "h"),
+    ];
+    let u = EngineeringUnits::from_raw(raw);
+    SYMBOLS.iter().find(|(x, _)| *x == u).map_or("", |(_, s)| s)
+}
+
 /// One tag's object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
@@ -256,5 +294,9 @@ mod tests {
         assert_eq!(parse_unit("kilowatts"), Some(48));
         assert_eq!(unit_name(62), "degrees-celsius");
         assert_eq!(parse_unit("furlongs"), None);
+        assert_eq!(unit_symbol(62), "°C");
+        assert_eq!(unit_symbol(48), "kW");
+        assert_eq!(unit_symbol(53), "Pa");
+        assert_eq!(unit_symbol(95), "", "no-units has no symbol");
     }
 }

@@ -39,6 +39,7 @@ pub const TAG_STATUSES: &[&str] = &[
     "unmapped",
     "missing",
     "stale",
+    "unit_mismatch",
     "out_of_range",
     "flatline",
     "ok",

@@ -58,6 +58,12 @@ pub enum FieldEv {
         point: u32,
         reason: String,
     },
+    /// The unit a point's device reports, for the tag-quality view.
+    Unit {
+        device: usize,
+        point: u32,
+        unit: crate::ingest::watch::ReportedUnit,
+    },
     Down {
         device: usize,
         reason: String,
@@ -243,6 +249,14 @@ impl Decoder {
                     let at = format!("{}/{}", dev.name, dev.keys[point as usize]);
                     self.n.reject_at(&reason, &at, at.clone());
                 }
+            }
+            FieldEv::Unit {
+                device,
+                point,
+                unit,
+            } => {
+                let tag = &self.devices[device].tags[point as usize];
+                self.n.ctx().watch.report_unit(tag, unit);
             }
             FieldEv::Down { device, reason } => self.down(device, reason),
             FieldEv::Up { device, at } => {

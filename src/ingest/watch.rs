@@ -169,6 +169,17 @@ struct Inner {
     unmapped: HashMap<String, TagStat>,
     /// Samples of unknown tags beyond [`MAX_UNMAPPED`] names.
     unmapped_over: u64,
+    /// The unit a tag's device reports, by tag: (symbol, the protocol's
+    /// name of it).
+    units: HashMap<String, ReportedUnit>,
+}
+
+/// A unit as a device reports it: its symbol (`kW`, `°C`; empty when it
+/// has none here) and the protocol's name (`kilowatts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportedUnit {
+    pub symbol: String,
+    pub name: String,
 }
 
 /// Every source's tags, merged (see the module's doc).
@@ -221,6 +232,19 @@ impl TagWatch {
     }
 
     /// The unknown tags seen, and the samples of those beyond [`MAX_UNMAPPED`].
+    /// A source says which unit `tag`'s device reports.
+    pub fn report_unit(&self, tag: &str, unit: ReportedUnit) {
+        let mut w = self.lock();
+        if w.units.get(tag) != Some(&unit) {
+            w.units.insert(tag.to_string(), unit);
+        }
+    }
+
+    /// The units devices reported, by tag.
+    pub fn reported_units(&self) -> HashMap<String, ReportedUnit> {
+        self.lock().units.clone()
+    }
+
     pub fn unmapped(&self) -> (Vec<(String, TagStat)>, u64) {
         let w = self.lock();
         let mut v: Vec<_> = w.unmapped.iter().map(|(k, s)| (k.clone(), *s)).collect();

@@ -400,7 +400,7 @@ pub struct Gap {
 }
 
 /// One tag's data quality at one moment (`tag_quality` table, `GET /api/v1/tags`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TagQualityRow {
     /// When this snapshot was taken (epoch ms; the time statuses are judged at).
     pub snapshot_at: i64,
@@ -410,7 +410,8 @@ pub struct TagQualityRow {
     pub asset: String,
     pub kind: String,
     pub unit: String,
-    /// `ok`, `unmapped`, `missing`, `stale`, `flatline` or `out_of_range`.
+    /// `ok`, `unmapped`, `missing`, `stale`, `unit_mismatch`, `flatline`
+    /// or `out_of_range`.
     pub status: &'static str,
     /// Why, in words (empty when `ok`).
     pub detail: String,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::TagQualityPlan;
-use crate::ingest::watch::TagStat;
+use crate::ingest::watch::{ReportedUnit, TagStat};
 use crate::ingest::{TagRegistry, TagWatch};
 use crate::model::{AssetRow, Scalar, SinkBatch, Stamped, TagQualityRow};
 use crate::sources::context::ContextStore;
@@ -90,6 +90,32 @@ pub fn judge(
         return ("flatline", format!("unchanged at {v} for {}", human(still)));
     }
     ("ok", String::new())
+}
+
+/// What a device reports of a tag's unit, in its row: the unit where the
+/// assets table gives none; `unit_mismatch` where it gives another (the
+/// table's unit matches by the device's symbol or name, in any case), unless
+/// an earlier status applies (`schemas/tag_quality.md`).
+fn reported(r: &mut TagQualityRow, unit: Option<&ReportedUnit>) {
+    let Some(u) = unit else { return };
+    let shown = if u.symbol.is_empty() {
+        &u.name
+    } else {
+        &u.symbol
+    };
+    if r.unit.is_empty() {
+        r.unit = shown.clone();
+        return;
+    }
+    let same = |x: &str| !x.is_empty() && x.eq_ignore_ascii_case(r.unit.trim());
+    if !same(&u.symbol) && !same(&u.name) && matches!(r.status, "out_of_range" | "flatline" | "ok")
+    {
+        r.status = "unit_mismatch";
+        r.detail = format!(
+            "its device reports {} ({}); the assets table says {}",
+            u.name, shown, r.unit
+        );
+    }
 }
 
 /// The mean interval between a tag's samples (two or more).
@@ -174,22 +200,28 @@ impl TagQuality {
             }
         });
         let assets = self.store.assets();
+        let units = self.watch.reported_units();
+        let row = |tag: &str, a: Option<&Arc<AssetRow>>, s: Option<&TagStat>| {
+            let mut r = self.row(tag, a, s, at);
+            reported(&mut r, units.get(tag));
+            r
+        };
         let mut out = Vec::with_capacity(assets.len());
         let mut mapped: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for a in &assets {
             let tag: &str = &a.tag;
             mapped.insert(tag);
-            out.push(self.row(tag, Some(a), seen.get(tag), at));
+            out.push(row(tag, Some(a), seen.get(tag)));
         }
         // Known once (an earlier assets table), not now.
         for (tag, s) in &seen {
             if !mapped.contains(tag) {
-                out.push(self.row(tag, None, Some(s), at));
+                out.push(row(tag, None, Some(s)));
             }
         }
         let (unmapped, _) = self.watch.unmapped();
         for (tag, s) in &unmapped {
-            out.push(self.row(tag, None, Some(s), at));
+            out.push(row(tag, None, Some(s)));
         }
         let rank = |s: &str| STATUSES.iter().position(|x| *x == s).unwrap_or(0);
         out.sort_by(|a, b| {
@@ -297,6 +329,38 @@ mod tests {
             min: v,
             max: v,
         }
+    }
+
+    #[test]
+    fn a_reported_unit_fills_the_row_or_flags_a_mismatch() {
+        let row = |unit: &str, status: &'static str| TagQualityRow {
+            unit: unit.into(),
+            status,
+            ..Default::default()
+        };
+        let kw = ReportedUnit {
+            symbol: "kW".into(),
+            name: "kilowatts".into(),
+        };
+        let mut r = row("", "ok");
+        reported(&mut r, Some(&kw));
+        assert_eq!((r.unit.as_str(), r.status), ("kW", "ok"));
+        for same in ["kW", "KW", "kilowatts", " kw "] {
+            let mut r = row(same, "ok");
+            reported(&mut r, Some(&kw));
+            assert_eq!(r.status, "ok", "{same}");
+        }
+        let mut r = row("W", "flatline");
+        reported(&mut r, Some(&kw));
+        assert_eq!(r.status, "unit_mismatch");
+        assert_eq!(
+            r.detail,
+            "its device reports kilowatts (kW); the assets table says W"
+        );
+        // An earlier status stands.
+        let mut r = row("W", "stale");
+        reported(&mut r, Some(&kw));
+        assert_eq!(r.status, "stale");
     }
 
     #[test]

@@ -102,11 +102,18 @@ const POINTS: &[(&str, &str)] = &[
 ];
 
 fn plan(dir: &Path, port: u16, ghost: u16) -> plantflow::dataflow::Dataflow {
-    let mut assets = String::from("tag,asset,site,line,kind,standby_kw\n");
+    // The tag registry's units: the supply air's is the device's; the
+    // outside air's is not (the device reports °F); the others are left to
+    // the device.
+    let mut assets = String::from("tag,asset,site,line,kind,standby_kw,unit\n");
     for (t, _) in POINTS {
-        assets.push_str(&format!("ahu1/{t},ahu1,s1,s1/l1,ahu,0\n"));
+        let unit = match *t {
+            "sat" | "oat" => "°C",
+            _ => "",
+        };
+        assets.push_str(&format!("ahu1/{t},ahu1,s1,s1/l1,ahu,0,{unit}\n"));
     }
-    assets.push_str("ghost/x,ghost,s1,s1/l1,ahu,0\n");
+    assets.push_str("ghost/x,ghost,s1,s1/l1,ahu,0,\n");
     let source = format!(
         r#"[[sources]]
 type = "bacnet"
@@ -136,6 +143,9 @@ name = "ghost"
 instance = 2002
 address = "127.0.0.1:{ghost}"
 points = [{{ tag = "ghost/x", object = "analog-input:1" }}]
+
+[tag_quality]
+stale_after = 100000                   # the test's last look comes after the device stopped
 "#
     );
     source_plan(dir, &source, &assets, &[])
@@ -286,6 +296,38 @@ fn bacpypes3_ahu_by_cov_and_polling_equals_the_devices_log() {
     assert!(!aggs
         .keys()
         .any(|(t, _)| t == "ahu1/missing" || t == "ghost/x"));
+
+    // Units in the tag registry (the final tag-quality snapshot): the
+    // device's where the assets table has none, a mismatch where it has
+    // another.
+    let tq = rows(&out, "tag_quality");
+    let last = tq
+        .iter()
+        .filter_map(|r| r["snapshot_at"].as_i64())
+        .max()
+        .expect("a tag-quality snapshot");
+    let tag_row = |tag: &str| {
+        tq.iter()
+            .find(|r| r["snapshot_at"].as_i64() == Some(last) && r["tag"] == tag)
+            .unwrap_or_else(|| panic!("{tag} in the snapshot"))
+            .clone()
+    };
+    let oat = tag_row("ahu1/oat");
+    assert_eq!(oat["status"], "unit_mismatch", "{oat:?}");
+    assert!(oat["detail"]
+        .as_str()
+        .unwrap()
+        .contains("degrees-fahrenheit (°F); the assets table says °C"));
+    for (tag, unit) in [
+        ("ahu1/sat", "°C"),
+        ("ahu1/fan_kw", "kW"),
+        ("ahu1/dp", "Pa"),
+        ("ahu1/fan", ""),
+    ] {
+        let r = tag_row(tag);
+        assert_eq!(r["unit"], unit, "{r:?}");
+        assert_ne!(r["status"], "unit_mismatch", "{r:?}");
+    }
 
     // Outages: the device's restart, and the device that never answered.
     let gaps: Vec<String> = rows(&out, "gaps")
