@@ -47,7 +47,7 @@ use std::str::FromStr;
 
 use bacnet_types::enums::{EngineeringUnits, ObjectType};
 
-use crate::ingest::field::{self, FieldDevice, FieldEv, Protocol};
+use crate::ingest::field::{self, FieldDevice, Protocol};
 use crate::ingest::normalize::SourceCtx;
 
 /// A BACnet object the source reads: its type and instance.
@@ -233,28 +233,17 @@ pub fn run(
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<FieldEv>(plan.channel.max(4));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = rt
         .block_on(device::start(plan))
         .map_err(|e| format!("BACnet/IP port {}: {e}", plan.bind))?;
-    let tasks = device::spawn(&rt, plan, &client, &tx, &stop_rx, &ctx.stats);
-    drop(tx);
-    let devices = plan.devices.iter().map(field_device).collect();
-    field::drive(
-        PROTOCOL,
-        &plan.id,
-        devices,
-        (ctx, plan.batch_rows),
-        &rx,
-        || {
-            let _ = stop_tx.send(true);
-        },
-        || tasks.iter().all(|t| t.is_finished()),
+    let stats = ctx.stats.clone();
+    field::run(
+        (PROTOCOL, &plan.id),
+        plan.devices.iter().map(field_device).collect(),
+        (ctx, plan.batch_rows, plan.channel),
+        &rt,
+        |(tx, stop)| device::spawn(&rt, plan, &client, tx, stop, &stats),
     );
-    for t in tasks {
-        let _ = rt.block_on(t);
-    }
     rt.block_on(device::stop(client));
     Ok(())
 }

@@ -97,30 +97,38 @@ pub struct Protocol {
     pub recovery: &'static str,
 }
 
-/// Runs the decoder on this thread until `ctx.stop`, then stops the device
-/// tasks (`stop_tasks`) and drains what they still send; `done` says when
-/// every task has ended.
-pub fn drive(
-    proto: Protocol,
-    id: &str,
+/// What a protocol's device tasks get: where to send, and when to stop.
+pub type TaskEnds = (SyncSender<FieldEv>, tokio::sync::watch::Receiver<bool>);
+
+/// Runs a field source until `ctx.stop`: `spawn` starts the protocol's
+/// device tasks (each with a clone of the sender and the stop signal), the
+/// decoder runs on this thread, and at the end the tasks are told to stop
+/// and what they still send is drained.
+pub fn run(
+    (proto, id): (Protocol, &str),
     devices: Vec<FieldDevice>,
-    (ctx, batch_rows): (SourceCtx, usize),
-    rx: &Receiver<FieldEv>,
-    stop_tasks: impl FnOnce(),
-    done: impl Fn() -> bool,
+    (ctx, batch_rows, channel): (SourceCtx, usize, usize),
+    rt: &tokio::runtime::Handle,
+    spawn: impl FnOnce(&TaskEnds) -> Vec<tokio::task::JoinHandle<()>>,
 ) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FieldEv>(channel.max(4));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = spawn(&(tx, stop_rx));
     let stop = ctx.stop.clone();
     let mut dec = Decoder::new(proto, id, devices, ctx, batch_rows);
-    decode_loop(&mut dec, rx, &stop);
-    stop_tasks();
+    decode_loop(&mut dec, &rx, &stop);
+    let _ = stop_tx.send(true);
     // Stopping: the tasks end at their next await and drop their senders.
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ev) => dec.event(ev),
             Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) if done() => break,
+            Err(RecvTimeoutError::Timeout) if tasks.iter().all(|t| t.is_finished()) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
+    }
+    for t in tasks {
+        let _ = rt.block_on(t);
     }
     dec.finish();
 }

@@ -37,7 +37,7 @@ pub mod register;
 
 use std::sync::Arc;
 
-use crate::ingest::field::{self, FieldDevice, FieldEv, Protocol};
+use crate::ingest::field::{self, FieldDevice, Protocol};
 use crate::ingest::normalize::SourceCtx;
 use register::{Decode, Table};
 
@@ -107,39 +107,29 @@ pub fn run(
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<FieldEv>(plan.channel.max(4));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks: Vec<_> = plan
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            rt.spawn(poll::device_task(
-                Arc::new(d.clone()),
-                i,
-                plan.groups.clone(),
-                tx.clone(),
-                stop_rx.clone(),
-                ctx.stats.clone(),
-            ))
-        })
-        .collect();
-    drop(tx);
-    let devices = plan.devices.iter().map(field_device).collect();
-    field::drive(
-        PROTOCOL,
-        &plan.id,
-        devices,
-        (ctx, plan.batch_rows),
-        &rx,
-        || {
-            let _ = stop_tx.send(true);
+    let stats = ctx.stats.clone();
+    field::run(
+        (PROTOCOL, &plan.id),
+        plan.devices.iter().map(field_device).collect(),
+        (ctx, plan.batch_rows, plan.channel),
+        &rt,
+        |(tx, stop)| {
+            plan.devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    rt.spawn(poll::device_task(
+                        Arc::new(d.clone()),
+                        i,
+                        plan.groups.clone(),
+                        tx.clone(),
+                        stop.clone(),
+                        stats.clone(),
+                    ))
+                })
+                .collect()
         },
-        || tasks.iter().all(|t| t.is_finished()),
     );
-    for t in tasks {
-        let _ = rt.block_on(t);
-    }
     Ok(())
 }
 
