@@ -251,12 +251,9 @@ impl Device {
                         );
                     }
                     // A device back from an outage may have restarted and
-                    // forgotten its subscriptions; found by Who-Is, it may
-                    // have moved.
+                    // forgotten its subscriptions. One found by Who-Is keeps
+                    // the address its I-Am gave (the client's device table).
                     setup_due = true;
-                    if self.dev().address.is_none() {
-                        self.mac = None;
-                    }
                     next = Instant::now() + backoff;
                     backoff = (backoff * 2).min(Duration::from_millis(self.plan.reconnect_max_ms));
                 }
