@@ -142,3 +142,98 @@ fn every_action_revision_arrives_once_per_key_across_a_server_that_fails_then_re
         "the retries are logged: {stderr}"
     );
 }
+
+/// A work-order endpoint behind a plant's own CA (HTTPS, its certificate
+/// signed by a CA made now): without `ca_file` nothing is delivered (the
+/// public roots do not know that CA; the revisions are dead-lettered after
+/// `retry_for`), with it every action revision is, once per key.
+#[test]
+fn a_webhook_to_an_https_endpoint_trusts_the_plants_own_ca_from_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "plant CA (test)");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let srv_key = rcgen::KeyPair::generate().unwrap();
+    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &issuer)
+        .unwrap();
+    std::fs::write(d.join("server.pem"), srv.pem()).unwrap();
+    std::fs::write(d.join("server.key"), srv_key.serialize_pem()).unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let run = |name: &str, extra: &str| {
+        let log = d.join(format!("{name}.jsonl"));
+        let mut server = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/webhook_server.py"))
+            .arg(&log)
+            .arg("0")
+            .arg(d.join("server.pem"))
+            .arg(d.join("server.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut port = String::new();
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let port: u16 = port.trim().parse().unwrap();
+        let df = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &df,
+            format!(
+                "{text}\n[[sinks]]\ntype = \"webhook\"\nid = \"cmms\"\n\
+                 url = \"https://localhost:{port}/api/work-requests\"\nretry_for = \"1s\"\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let out = d.join(format!("{name}-out"));
+        let o = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+            .arg("run")
+            .arg(&df)
+            .env("INPUT_DIR", fixture_dir())
+            .env("OUT_DIR", &out)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let requests: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out, requests)
+    };
+    // The public roots: the handshake fails, nothing arrives, every
+    // revision is a dead letter naming the certificate.
+    let (out, requests) = run("public", "");
+    assert!(requests.is_empty(), "{requests:?}");
+    let want = lake_revisions(&out);
+    assert!(want.len() >= 5);
+    let dead = dead_letters(&out);
+    let tls: Vec<_> = dead
+        .iter()
+        .filter(|(r, _)| r.to_lowercase().contains("certificate") || r.contains("UnknownIssuer"))
+        .collect();
+    assert_eq!(tls.len(), want.len(), "{dead:?}");
+    // The plant's CA: every revision arrives once.
+    let (out, requests) = run(
+        "plant-ca",
+        &format!("ca_file = \"{}\"", d.join("ca.pem").display()),
+    );
+    let want = lake_revisions(&out);
+    let got: BTreeSet<String> = requests
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(requests.len(), want.len(), "once per key");
+    assert_eq!(got, want);
+}

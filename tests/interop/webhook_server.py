@@ -1,11 +1,12 @@
 """A work-order endpoint for the webhook interop test (Python's own http.server).
 
-Usage: webhook_server.py LOG FAIL_FIRST
+Usage: webhook_server.py LOG FAIL_FIRST [CERT KEY]
 
 Listens on 127.0.0.1 at a free port and prints it on stdout. Answers the
 first FAIL_FIRST POSTs with HTTP 500 (a CMMS that is down for a while), then
 201. Every request is one JSON line in LOG: its status, the headers
-`Idempotency-Key` and `Authorization`, and the parsed body.
+`Idempotency-Key` and `Authorization`, and the parsed body. With CERT and
+KEY (PEM files) it speaks HTTPS with that certificate.
 """
 import json
 import sys
@@ -45,5 +46,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 4:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

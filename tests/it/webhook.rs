@@ -10,6 +10,8 @@ fn a_wrong_webhook_table_is_a_config_error_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad_template = dir.path().join("bad.json");
     std::fs::write(&bad_template, "{\n  \"asset\": {{ asset \n}").unwrap();
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "our CA is on the intranet\n").unwrap();
     let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
     let cases = [
         ("url = \"ftp://cmms.example.com/x\"", "url", "is not an http:// or https:// address"),
@@ -27,6 +29,16 @@ fn a_wrong_webhook_table_is_a_config_error_at_its_line() {
             "url = \"https://cmms.example.com/x\"\ntables = [\"aggregates\"]",
             "tables",
             "unknown table `aggregates`",
+        ),
+        (
+            &format!("url = \"http://cmms.example.com/x\"\nca_file = \"{}\"", not_pem.display()),
+            "ca_file",
+            "a CA file is for an https:// url",
+        ),
+        (
+            &format!("url = \"https://cmms.example.com/x\"\nca_file = \"{}\"", not_pem.display()),
+            "ca_file",
+            "holds no PEM certificate",
         ),
     ];
     for (table, key, message) in cases {

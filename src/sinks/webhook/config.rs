@@ -27,6 +27,9 @@ pub struct WebhookPlan {
     pub retry_for_ms: u64,
     /// Revisions waiting to be sent; past it, a revision is dead-lettered.
     pub max_queue: usize,
+    /// The CA certificates (DER) an https:// endpoint is checked against
+    /// instead of the public roots (a plant's own CA).
+    pub ca: Option<Vec<Vec<u8>>>,
 }
 
 #[derive(Deserialize, Debug, schemars::JsonSchema)]
@@ -58,6 +61,10 @@ pub struct RawWebhookSink {
     /// Revisions waiting to be sent (default 10000).
     #[serde(default)]
     max_queue: Option<usize>,
+    /// PEM file of the CA(s) an https:// endpoint's certificate must chain
+    /// to, instead of the public (WebPKI) roots: a plant's own CA.
+    #[serde(default)]
+    ca_file: Option<String>,
 }
 
 /// The tables a webhook sends: revisions someone acts on.
@@ -75,6 +82,7 @@ const KEYS: &[&str] = &[
     "timeout",
     "retry_for",
     "max_queue",
+    "ca_file",
 ];
 
 /// A header name as HTTP allows it (a token).
@@ -164,6 +172,26 @@ pub fn plan(
     if max_queue == 0 {
         l.at_value(&k("max_queue"), "max_queue must be at least 1".into(), None);
     }
+    let ca = p.ca_file.as_ref().map(|f| {
+        if !p.url.starts_with("https://") {
+            l.at_value(
+                &k("ca_file"),
+                "a CA file is for an https:// url".into(),
+                None,
+            );
+        }
+        let path = l.file_exists(&k("ca_file"), f);
+        let pem = std::fs::read(&path).unwrap_or_default();
+        let certs = ca_certs(&pem);
+        if certs.is_empty() && path.exists() {
+            l.at_value(
+                &k("ca_file"),
+                format!("{} holds no PEM certificate", path.display()),
+                Some("a file of `-----BEGIN CERTIFICATE-----` blocks".into()),
+            );
+        }
+        certs
+    });
     Some(WebhookPlan {
         id: p.id,
         key: key.to_string(),
@@ -176,5 +204,16 @@ pub fn plan(
         timeout_ms,
         retry_for_ms,
         max_queue: max_queue.max(1),
+        ca,
     })
+}
+
+/// The certificates of a PEM file, in DER (other PEM items are skipped).
+fn ca_certs(pem: &[u8]) -> Vec<Vec<u8>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.der().to_vec()),
+            _ => None,
+        })
+        .collect()
 }

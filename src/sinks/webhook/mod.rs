@@ -129,10 +129,19 @@ impl Sender {
             }
             None => None,
         };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &plan.ca {
+            let certs: Vec<_> = ca
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(plan.timeout_ms)))
             .http_status_as_error(false)
             .user_agent(concat!("plantflow/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
             .build()
             .new_agent();
         Ok(Sender {
