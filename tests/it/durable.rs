@@ -469,6 +469,8 @@ fn a_kill_inside_a_commit_is_finished_or_undone_at_the_next_start() {
         assert_eq!(code, Some(0), "{at}: {err}");
         assert!(stdout.contains("repaired"), "{at}: {stdout}");
         assert!(stdout.contains(repaired), "{at}: {stdout}");
+        // Said first: a failure below then names its crash point.
+        println!("{at}: the repaired lake against the uninterrupted one");
         assert_same_lake(&got, &want);
         let left = TABLES
             .iter()
