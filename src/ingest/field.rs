@@ -245,7 +245,7 @@ impl Decoder {
                     return;
                 }
                 *last = Some((value, quality));
-                self.polled(device, ts, vec![(point, value, quality)], Vec::new());
+                self.polled(device, ts, [(point, value, quality)], Vec::new());
             }
             FieldEv::Reject {
                 device,
@@ -287,7 +287,7 @@ impl Decoder {
         &mut self,
         device: usize,
         ts: i64,
-        values: Vec<(u32, f64, Quality)>,
+        values: impl IntoIterator<Item = (u32, f64, Quality)>,
         failed: Vec<(u32, String)>,
     ) {
         let dev = &self.devices[device];

@@ -277,6 +277,27 @@ pub fn assert_close(got: f64, want: f64, what: &str) {
     assert!(close(got, want), "{what}: got {got}, want {want}");
 }
 
+/// A CA made now and a `localhost` server certificate it signed, as PEM
+/// files in `dir`: `ca.pem`, `server.pem`, `server.key` (rcgen).
+pub fn test_ca(dir: &Path, ca_name: &str) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let srv_key = rcgen::KeyPair::generate().unwrap();
+    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), srv.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), srv_key.serialize_pem()).unwrap();
+}
+
 /// Kills the child if the test fails before it exits on its own.
 pub struct KillOnDrop(pub std::process::Child);
 

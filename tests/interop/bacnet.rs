@@ -8,19 +8,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::common::*;
-
-struct Device(Child);
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/bacnet_device.py")
@@ -36,13 +27,13 @@ fn udp_port() -> u16 {
 }
 
 /// Starts the bacpypes3 device on 127.0.0.1:`port`; returns once it is up.
-fn device(port: u16, log: &Path, start: &Path, values: u32) -> Device {
+fn device(port: u16, log: &Path, start: &Path, values: u32) -> KillOnDrop {
     device_in(None, &format!("127.0.0.1/8:{port}"), log, start, values)
 }
 
 /// Starts the device at `address` (`ip/prefix:port`), in network namespace
 /// `ns` if given.
-fn device_in(ns: Option<&str>, address: &str, log: &Path, start: &Path, values: u32) -> Device {
+fn device_in(ns: Option<&str>, address: &str, log: &Path, start: &Path, values: u32) -> KillOnDrop {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -71,7 +62,7 @@ fn device_in(ns: Option<&str>, address: &str, log: &Path, start: &Path, values: 
         Some("device up"),
         "the bacpypes3 device starts (is bacpypes3 installed?)"
     );
-    Device(child)
+    KillOnDrop(child)
 }
 
 /// The device's log: each object's values in the order it set them, and

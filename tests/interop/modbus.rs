@@ -9,19 +9,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::common::*;
-
-struct PyServer(Child);
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/modbus_server.py")
@@ -32,7 +23,7 @@ fn port() -> u16 {
 }
 
 /// Starts the Python server; returns once it listens.
-fn py_server(port: u16, phase: u8, state: &Path, extra: &[String]) -> PyServer {
+fn py_server(port: u16, phase: u8, state: &Path, extra: &[String]) -> KillOnDrop {
     let mut child = Command::new("python3")
         .arg(script())
         .args(["--port", &port.to_string(), "--phase", &phase.to_string()])
@@ -50,7 +41,7 @@ fn py_server(port: u16, phase: u8, state: &Path, extra: &[String]) -> PyServer {
         Some("ready"),
         "the pymodbus server starts (is pymodbus installed?)"
     );
-    PyServer(child)
+    KillOnDrop(child)
 }
 
 fn event(stats: &plantflow::stats::Stats, key: &str) -> u64 {

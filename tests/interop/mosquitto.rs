@@ -30,23 +30,7 @@ fn free_port() -> u16 {
 fn mosquitto() -> Mosquitto {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Certificates.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "plantflow test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let srv_key = rcgen::KeyPair::generate().unwrap();
-    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&srv_key, &issuer)
-        .unwrap();
-    std::fs::write(d.join("server.pem"), srv.pem()).unwrap();
-    std::fs::write(d.join("server.key"), srv_key.serialize_pem()).unwrap();
+    test_ca(d, "plantflow test CA");
     // Password file.
     let st = Command::new("mosquitto_passwd")
         .args(["-c", "-b"])

@@ -151,22 +151,7 @@ fn every_action_revision_arrives_once_per_key_across_a_server_that_fails_then_re
 fn a_webhook_to_an_https_endpoint_trusts_the_plants_own_ca_from_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "plant CA (test)");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let srv_key = rcgen::KeyPair::generate().unwrap();
-    let srv = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&srv_key, &issuer)
-        .unwrap();
-    std::fs::write(d.join("server.pem"), srv.pem()).unwrap();
-    std::fs::write(d.join("server.key"), srv_key.serialize_pem()).unwrap();
+    test_ca(d, "plant CA (test)");
     let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
     let run = |name: &str, extra: &str| {
         let log = d.join(format!("{name}.jsonl"));
