@@ -499,7 +499,10 @@ impl ParquetWriter {
         self.uncommitted_since = None;
         let staged = std::mem::take(&mut self.staged);
         if let Some(d) = &mut self.durable {
-            let finished = d.finished.load(std::sync::atomic::Ordering::Relaxed);
+            // Only the last commit says the run is finished: the sources
+            // end before the engine has closed their last windows, and a
+            // commit between the two holds none of those yet.
+            let finished = self.ending && d.finished.load(std::sync::atomic::Ordering::Relaxed);
             // Rows stamped before `appended` are written; at the end every
             // output has passed everything, and the last stamp bounds it.
             let before = match self.appended {
@@ -681,4 +684,59 @@ pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
     }
     writer.ending = true;
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The sources end before the engine closes their last windows: a
+    /// commit in between (a roll) must not tell the next start that the
+    /// lake holds the whole run; only the last commit does.
+    #[test]
+    fn only_the_last_commit_says_the_run_is_finished() {
+        let lake = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(lake.path().join(super::super::commit::DIR)).unwrap();
+        let plan = ParquetPlan {
+            id: "lake".into(),
+            key: "sinks[0]".into(),
+            path: lake.path().to_path_buf(),
+            tables: vec!["aggregates".into()],
+            roll_rows: 1000,
+            roll_bytes: 1 << 20,
+            roll_interval_ms: 1,
+            roll_event_time: false,
+            row_group_rows: 1000,
+            max_queue_bytes: 1 << 20,
+        };
+        let finished = Arc::new(AtomicBool::new(false));
+        let durable = Durable {
+            identity: super::super::commit::Identity {
+                dataflow: "df".into(),
+                fingerprint: "abc".into(),
+            },
+            seq: 0,
+            finished: finished.clone(),
+            checkpoints: None,
+            named: None,
+            previous: None,
+            drain: false,
+            logged: false,
+        };
+        let stats = Arc::new(Stats::default());
+        let mut w = ParquetWriter::new(plan, "df", "EUR", Vec::new(), stats)
+            .durable(durable, Resume::default());
+        finished.store(true, Ordering::Relaxed);
+        w.commit_all().unwrap();
+        let record = super::super::commit::read(lake.path()).unwrap();
+        assert!(
+            record.as_ref().is_none_or(|m| !m.finished),
+            "a roll after the sources ended is not the run's end"
+        );
+        w.ending = true;
+        w.finish().unwrap();
+        let record = super::super::commit::read(lake.path()).unwrap().unwrap();
+        assert!(record.finished, "the last commit is");
+    }
 }
