@@ -38,7 +38,7 @@ impl OpenLake {
     /// kill cut short, deletes orphans, and reads the revisions it holds.
     pub fn open(
         sink: &ParquetPlan,
-        dataflow: &str,
+        (dataflow, metrics): (&str, &[crate::config::MetricPlan]),
         fingerprint: String,
         opts: &RunOptions,
     ) -> Result<OpenLake, RunError> {
@@ -72,6 +72,12 @@ impl OpenLake {
                 ),
             });
         }
+        let delta = match sink.delta {
+            true => {
+                Some(open_delta(sink, dataflow, metrics, opened.marker.as_ref()).map_err(failed)?)
+            }
+            false => None,
+        };
         let mut resume = Resume::default();
         let mut resumed = (opened.orphans > 0).then_some(Resumed {
             seq: 0,
@@ -105,6 +111,7 @@ impl OpenLake {
                 finished: Arc::default(),
                 drain: opts.drain,
                 logged: false,
+                delta,
                 checkpoints: None,
                 named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
                 previous: opened
@@ -156,4 +163,32 @@ impl OpenLake {
         });
         Some(s)
     }
+}
+
+/// Opens the Delta logs of the lake's tables (`format = "delta"`): creates
+/// the missing ones and adds the files of a commit a kill cut short.
+fn open_delta(
+    sink: &ParquetPlan,
+    dataflow: &str,
+    metrics: &[crate::config::MetricPlan],
+    record: Option<&commit::Marker>,
+) -> Result<crate::sinks::parquet::delta::DeltaLake, String> {
+    let all = crate::sinks::parquet::table_schemas(metrics);
+    let schemas: Vec<_> = sink
+        .tables
+        .iter()
+        .filter_map(|t| Some((t.clone(), all.get(t)?.clone())))
+        .collect();
+    let app = format!("plantflow/{dataflow}");
+    let record = record.map(|m| (m.seq, m.files.as_slice()));
+    let (lake, opened) =
+        crate::sinks::parquet::delta::DeltaLake::open(&sink.path, &app, &schemas, record)?;
+    if opened.created > 0 || opened.repaired > 0 {
+        tracing::info!(
+            created = opened.created,
+            repaired = opened.repaired,
+            "Delta logs of the lake's tables opened"
+        );
+    }
+    Ok(lake)
 }

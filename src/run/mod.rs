@@ -220,7 +220,8 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     } = dataflow;
     let plan = Arc::new(with_state_dir(plan, &sink.path));
     // The lake is locked for the run (`_lock`) and its last commit finished.
-    let mut lake = lake::OpenLake::open(&sink, &plan.name, fingerprint.clone(), &opts)?;
+    let who = (plan.name.as_str(), plan.metrics.as_slice());
+    let mut lake = lake::OpenLake::open(&sink, who, fingerprint.clone(), &opts)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }

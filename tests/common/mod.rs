@@ -53,7 +53,8 @@ pub fn parquet_files(root: &Path, table: &str) -> Vec<PathBuf> {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let p = e.path();
-                if p.is_dir() {
+                let hidden = p.file_name().unwrap().to_string_lossy().starts_with('_');
+                if p.is_dir() && !hidden {
                     walk(&p, out);
                 } else if p.extension().is_some_and(|x| x == "parquet")
                     && !p.file_name().unwrap().to_string_lossy().starts_with('.')

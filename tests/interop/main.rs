@@ -1,7 +1,8 @@
 //! Interop suites against independent peers, installed by `.ci/run`:
 //! Mosquitto and a Python Sparkplug B node ([`mosquitto`]), a Python asyncua
 //! OPC UA server ([`asyncua`]), a pymodbus Modbus TCP server ([`modbus`]), Python's http.server as a work-order
-//! endpoint ([`webhook`]). Run with `cargo test --features interop
+//! endpoint ([`webhook`]), Python's deltalake reading the lake's Delta tables
+//! ([`delta`]). Run with `cargo test --features interop
 //! --test interop`.
 
 #[path = "../common/mod.rs"]
@@ -9,6 +10,7 @@ mod common;
 
 mod asyncua;
 mod bacnet;
+mod delta;
 mod modbus;
 mod mosquitto;
 mod webhook;

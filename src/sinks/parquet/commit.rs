@@ -354,7 +354,11 @@ fn committed_files(table: &Path) -> Vec<PathBuf> {
     let Ok(parts) = std::fs::read_dir(table) else {
         return out;
     };
-    for part in parts.flatten() {
+    // Not a Delta table's `_delta_log` (its checkpoints are Parquet too).
+    for part in parts
+        .flatten()
+        .filter(|p| !p.file_name().to_string_lossy().starts_with('_'))
+    {
         let Ok(files) = std::fs::read_dir(part.path()) else {
             continue;
         };

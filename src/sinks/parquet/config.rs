@@ -24,6 +24,8 @@ pub struct ParquetPlan {
     /// The most the engine's output may hold waiting for this writer (a
     /// slow disk): past it, the engine stops taking input (`max_queue`).
     pub max_queue_bytes: u64,
+    /// Each table is also a Delta Lake table (`format = "delta"`).
+    pub delta: bool,
 }
 
 #[derive(Deserialize, Debug, schemars::JsonSchema)]
@@ -45,6 +47,10 @@ pub struct RawParquetSink {
     pub row_group_rows: Option<usize>,
     #[serde(default)]
     pub max_queue: Option<String>,
+    /// `parquet` (default): Hive-partitioned Parquet files; `delta`: the
+    /// same files, each table a Delta Lake table (a `_delta_log` of commits).
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 const PARQUET_KEYS: &[&str] = &[
@@ -58,6 +64,7 @@ const PARQUET_KEYS: &[&str] = &[
     "roll_by",
     "row_group_rows",
     "max_queue",
+    "format",
 ];
 
 /// Validates a `parquet` sink table at `key`.
@@ -94,7 +101,15 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         &["processing_time", "event_time"],
         "roll_by",
     );
+    let format = p.format.as_deref().unwrap_or("parquet");
+    l.one_of(
+        &format!("{key}.format"),
+        format,
+        &["parquet", "delta"],
+        "lake format",
+    );
     Some(ParquetPlan {
+        delta: format == "delta",
         roll_event_time: roll_by == "event_time",
         id: p.id,
         key: key.to_string(),

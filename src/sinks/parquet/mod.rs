@@ -28,6 +28,7 @@ use parquet::file::properties::WriterProperties;
 
 pub mod commit;
 pub mod config;
+pub mod delta;
 pub mod read;
 mod tables;
 mod writer;

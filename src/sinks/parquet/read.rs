@@ -482,7 +482,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> 
         let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') {
+        // Hidden: staged files, and the `_delta_log` of a Delta table.
+        if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         let path = entry.path();

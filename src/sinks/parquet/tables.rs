@@ -5,6 +5,21 @@ use super::*;
 use crate::model::tables::{self, ColKind, Table};
 use crate::model::TagQualityRow;
 
+/// Each lake table's Arrow schema, by name (the aggregates' columns follow
+/// the dataflow's metrics).
+pub fn table_schemas(metrics: &[MetricPlan]) -> HashMap<String, SchemaRef> {
+    HashMap::from([
+        ("aggregates".to_string(), aggregates_schema(metrics)),
+        ("actions".to_string(), actions_schema()),
+        ("outcomes".to_string(), outcomes_schema()),
+        ("billing".to_string(), billing_schema()),
+        ("dead_letter".to_string(), dead_letter_schema()),
+        ("gaps".to_string(), gaps_schema()),
+        ("tag_quality".to_string(), tag_quality_schema()),
+        ("outcome_buckets".to_string(), outcome_buckets_schema()),
+    ])
+}
+
 pub(super) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }

@@ -103,6 +103,8 @@ pub struct Durable {
     /// so their dead letters and gaps held at a stop are written, not left
     /// to be made again (a replay read again from its start makes them again).
     pub logged: bool,
+    /// The tables' Delta logs (`format = "delta"`).
+    pub delta: Option<super::delta::DeltaLake>,
 }
 
 /// Where a resumed run starts writing.
@@ -122,15 +124,7 @@ impl ParquetWriter {
         metrics: Vec<MetricPlan>,
         stats: Arc<Stats>,
     ) -> ParquetWriter {
-        let mut schemas = HashMap::new();
-        schemas.insert("aggregates".to_string(), aggregates_schema(&metrics));
-        schemas.insert("actions".to_string(), actions_schema());
-        schemas.insert("outcomes".to_string(), outcomes_schema());
-        schemas.insert("billing".to_string(), billing_schema());
-        schemas.insert("dead_letter".to_string(), dead_letter_schema());
-        schemas.insert("gaps".to_string(), gaps_schema());
-        schemas.insert("tag_quality".to_string(), tag_quality_schema());
-        schemas.insert("outcome_buckets".to_string(), outcome_buckets_schema());
+        let schemas = table_schemas(&metrics);
         ParquetWriter {
             plan,
             dataflow: dataflow.to_string(),
@@ -563,6 +557,21 @@ impl ParquetWriter {
         for d in dirs {
             super::commit::sync_dir(&d)?;
         }
+        if let Some(d) = self.durable.as_mut().filter(|_| !staged.is_empty()) {
+            if let Some(delta) = &mut d.delta {
+                crate::model::crash_point("before-delta", d.seq);
+                let added: Vec<super::delta::Added<'_>> = staged
+                    .iter()
+                    .map(|f| super::delta::Added {
+                        table: &f.table,
+                        path: &f.target,
+                        bytes: f.bytes,
+                        rows: f.rows,
+                    })
+                    .collect();
+                delta.commit(&added, d.seq)?;
+            }
+        }
         for f in &staged {
             self.stats.lake_committed(&f.table, f.rows, f.bytes);
         }
@@ -709,6 +718,7 @@ mod tests {
             roll_event_time: false,
             row_group_rows: 1000,
             max_queue_bytes: 1 << 20,
+            delta: false,
         };
         let finished = Arc::new(AtomicBool::new(false));
         let durable = Durable {
@@ -723,6 +733,7 @@ mod tests {
             previous: None,
             drain: false,
             logged: false,
+            delta: None,
         };
         let stats = Arc::new(Stats::default());
         let mut w = ParquetWriter::new(plan, "df", "EUR", Vec::new(), stats)
