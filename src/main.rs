@@ -29,6 +29,33 @@ enum StateCommand {
 }
 
 #[derive(Subcommand)]
+enum LakeCommand {
+    /// Rewrite each partition's small files into files of about --target-size: one Delta
+    /// version removes them and adds the new ones (readers see one or the other). Safe
+    /// while a node writes the lake. Delta tables only (`format = "delta"`).
+    Compact {
+        /// The lake: the Parquet sink's `path`.
+        lake: PathBuf,
+        #[arg(long, default_value = "128MiB")]
+        target_size: String,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Delete the files no current Delta version names: compacted away, or never
+    /// committed (a cut compaction), longer than --retain ago. Readers of older
+    /// versions (time travel) lose them.
+    Vacuum {
+        lake: PathBuf,
+        #[arg(long, default_value = "7d")]
+        retain: String,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ImportCommand {
     /// Guess a historian export's layout (CSV or Parquet) and print a ready [sources.format] block.
     Inspect { file: PathBuf },
@@ -97,6 +124,11 @@ enum Command {
     State {
         #[command(subcommand)]
         what: StateCommand,
+    },
+    /// Upkeep of a lake's Delta tables: compaction and retention.
+    Lake {
+        #[command(subcommand)]
+        what: LakeCommand,
     },
     /// Check dataflow files and report every problem (exit 78 on any).
     Validate {
@@ -254,6 +286,18 @@ fn main() -> ExitCode {
         Command::State {
             what: StateCommand::Inspect { path },
         } => plantflow::run::state_inspect(&path),
+        Command::Lake { what } => match what {
+            LakeCommand::Compact {
+                lake,
+                target_size,
+                table,
+            } => plantflow::run::lake_compact(&lake, &target_size, table.as_deref()),
+            LakeCommand::Vacuum {
+                lake,
+                retain,
+                dry_run,
+            } => plantflow::run::lake_vacuum(&lake, &retain, dry_run),
+        },
         Command::Validate { dataflows } => validate(&dataflows),
         Command::Backtest {
             dataflow,

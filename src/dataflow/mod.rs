@@ -197,6 +197,7 @@ fn validate_text(
 /// node may use), `[http]` (where it answers operators) and `[tag_quality]`
 /// (when a tag is reported stale) change nothing it keeps, so raising a
 /// limit or adding the surface must not make the lake another dataflow's.
+/// Nor does a sink's `format` (bare Parquet or Delta tables: the same rows).
 fn fingerprint(text: &str) -> String {
     let canonical = toml::from_str::<toml::Value>(text)
         .map(|mut v| {
@@ -204,6 +205,12 @@ fn fingerprint(text: &str) -> String {
                 t.remove("memory");
                 t.remove("http");
                 t.remove("tag_quality");
+                // The lake's format changes what readers get, not its rows.
+                if let Some(toml::Value::Array(sinks)) = t.get_mut("sinks") {
+                    for s in sinks.iter_mut().filter_map(|s| s.as_table_mut()) {
+                        s.remove("format");
+                    }
+                }
             }
             v.to_string()
         })
@@ -310,5 +317,12 @@ mod tests {
         assert_eq!(super::fingerprint(base), super::fingerprint(&same));
         let other = base.replace("1m", "5m");
         assert_ne!(super::fingerprint(base), super::fingerprint(&other));
+        let sink = format!("{base}[[sinks]]\ntype = \"parquet\"\npath = \"out\"\n");
+        let delta = format!("{sink}format = \"delta\"\n");
+        assert_eq!(super::fingerprint(&sink), super::fingerprint(&delta));
+        assert_ne!(
+            super::fingerprint(&sink),
+            super::fingerprint(&sink.replace("out", "o2"))
+        );
     }
 }

@@ -76,7 +76,10 @@ impl OpenLake {
             true => {
                 Some(open_delta(sink, dataflow, metrics, opened.marker.as_ref()).map_err(failed)?)
             }
-            false => None,
+            false => {
+                refuse_bare_files_into_delta(sink)?;
+                None
+            }
         };
         let mut resume = Resume::default();
         let mut resumed = (opened.orphans > 0).then_some(Resumed {
@@ -107,7 +110,11 @@ impl OpenLake {
         Ok(OpenLake {
             durable: Durable {
                 identity,
-                seq: opened.marker.as_ref().map_or(0, |m| m.seq),
+                seq: opened
+                    .marker
+                    .as_ref()
+                    .map_or(0, |m| m.seq)
+                    .max(delta.as_ref().map_or(0, |d| d.last_txn())),
                 finished: Arc::default(),
                 drain: opts.drain,
                 logged: false,
@@ -179,7 +186,7 @@ fn open_delta(
         .iter()
         .filter_map(|t| Some((t.clone(), all.get(t)?.clone())))
         .collect();
-    let app = format!("plantflow/{dataflow}");
+    let app = crate::sinks::parquet::delta::app_id(dataflow);
     let record = record.map(|m| (m.seq, m.files.as_slice()));
     let (lake, opened) =
         crate::sinks::parquet::delta::DeltaLake::open(&sink.path, &app, &schemas, record)?;
@@ -191,4 +198,28 @@ fn open_delta(
         );
     }
     Ok(lake)
+}
+
+/// A lake whose tables are Delta tables goes on as Delta tables: bare files
+/// written into them would be missing from their logs, so Delta readers
+/// would silently miss rows.
+fn refuse_bare_files_into_delta(sink: &ParquetPlan) -> Result<(), RunError> {
+    let delta = sink
+        .tables
+        .iter()
+        .map(|t| sink.path.join(t).join("_delta_log"))
+        .find(|l| l.is_dir());
+    match delta {
+        Some(log) => Err(RunError {
+            code: supervise::EXIT_CONFIG,
+            message: format!(
+                "{}.format: the lake's tables are Delta tables ({} exists), and a run writing \
+                 bare Parquet files into them would leave their logs behind: set format = \"delta\" \
+                 (or write to a new lake)",
+                sink.key,
+                log.display()
+            ),
+        }),
+        None => Ok(()),
+    }
 }

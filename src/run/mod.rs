@@ -22,6 +22,8 @@ pub use inspect::state_inspect;
 mod durable;
 mod fanout;
 mod lake;
+mod maintain;
+pub use maintain::{lake_compact, lake_vacuum};
 mod memory;
 pub mod progress;
 mod summary;

@@ -279,3 +279,133 @@ fn assert_same_rows(got: &Path, want: &Path, what: &str) {
     let (g, w) = (latest_actions(got), latest_actions(want));
     assert_eq!(g.len(), w.len(), "{what}: actions");
 }
+
+fn plantflow(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(PLANTFLOW).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The operations of a table's log, version by version.
+fn operations(table: &Path) -> Vec<String> {
+    let log = table.join("_delta_log");
+    let mut names: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(log.join(n)).unwrap();
+            let info = text.lines().find(|l| l.contains("commitInfo")).unwrap();
+            let v: serde_json::Value = serde_json::from_str(info).unwrap();
+            v["commitInfo"]["operation"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// `plantflow lake compact` run again and again while a node writes the
+/// lake: each table ends with every row once (as an uncompacted run's),
+/// the node's commits go on after the compactions' versions, and vacuum
+/// deletes the compacted files only once they are older than `--retain`.
+#[test]
+fn compaction_while_the_node_writes_keeps_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let df = delta_dataflow(dir.path());
+    let input = generated(dir.path());
+    let want = dir.path().join("want");
+    run_ok(&df, &input, &want);
+    let full = check(&["files", want.to_str().unwrap()]);
+    let out = dir.path().join("lake");
+    let mut node = KillOnDrop(
+        command(&df, &input, &out)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lake = out.to_str().unwrap();
+    let mut compactions = 0;
+    while node.0.try_wait().unwrap().is_none() {
+        if out.join("aggregates/_delta_log").exists() {
+            let (ok, stdout, err) = plantflow(&["lake", "compact", "--target-size", "1MiB", lake]);
+            assert!(ok, "{err}");
+            compactions += stdout.matches(" at version ").count();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.0.wait().unwrap().success());
+    let ops = operations(&out.join("aggregates"));
+    let first = ops.iter().position(|o| o == "OPTIMIZE");
+    assert!(
+        first.is_some_and(|i| ops[i..].iter().any(|o| o == "WRITE")),
+        "a node commit after a compaction's ({compactions} compactions): {ops:?}"
+    );
+    // Compacted files stay for readers of older versions until --retain.
+    let (ok, stdout, err) = plantflow(&["lake", "vacuum", lake]);
+    assert!(
+        ok && stdout.contains("aggregates       deleted 0 files"),
+        "{stdout}{err}"
+    );
+    let (ok, stdout, err) = plantflow(&["lake", "vacuum", "--retain", "0s", lake]);
+    assert!(ok, "{err}");
+    let deleted: usize = stdout
+        .lines()
+        .filter_map(|l| {
+            l.split("deleted ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(deleted > 0, "{stdout}");
+    // Now the folders hold exactly what the logs name, row for row.
+    let got = check(&["files", lake]);
+    assert_eq!(rows_per_table(&got), rows_per_table(&full));
+    assert_same_rows(&out, &want, "compacted");
+}
+
+/// A lake written as bare Parquet goes on as Delta tables (its files in
+/// version 0); a run writing bare files into Delta tables is refused.
+#[test]
+fn a_parquet_lake_goes_on_as_delta_tables_and_not_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let df = delta_dataflow(dir.path());
+    let bare = dir.path().join("bare.toml");
+    let text = std::fs::read_to_string(&df).unwrap();
+    std::fs::write(
+        &bare,
+        text.replace("format = \"delta\"", "format = \"parquet\""),
+    )
+    .unwrap();
+    let input = generated(dir.path());
+    let want = dir.path().join("want");
+    run_ok(&df, &input, &want);
+    let out = dir.path().join("lake");
+    let o = command(&bare, &input, &out)
+        .env("PLANTFLOW_TEST_CRASH", "after-record:6")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!out.join("aggregates/_delta_log").exists());
+    let stdout = run_ok(&df, &input, &out);
+    assert!(stdout.contains("repaired"), "{stdout}");
+    let got = check(&["files", out.to_str().unwrap()]);
+    let full = check(&["files", want.to_str().unwrap()]);
+    assert_eq!(rows_per_table(&got), rows_per_table(&full));
+    assert_same_rows(&out, &want, "converted");
+    let o = command(&bare, &input, &out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("sinks[0].format") && err.contains("Delta tables"),
+        "{err}"
+    );
+}

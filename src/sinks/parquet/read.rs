@@ -465,6 +465,11 @@ pub(crate) fn table_files(lake: &Path, table: &str) -> Result<Vec<PathBuf>, Stri
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
+    // A Delta table: the files its log names.
+    if let Some(mut files) = super::delta::live_files(&dir)? {
+        files.sort();
+        return Ok(files);
+    }
     let mut out = Vec::new();
     walk(&dir, 0, &mut out)?;
     out.sort();

@@ -28,6 +28,7 @@ pub struct State {
     pub meta: Option<Meta>,
     pub adds: Vec<AddFile>,
     pub txns: BTreeMap<String, (i64, i64)>,
+    pub removed: BTreeMap<String, i64>,
 }
 
 fn checkpoint_name(version: u64) -> String {
@@ -80,11 +81,12 @@ struct Rows<'a> {
     meta: &'a Meta,
     txns: Vec<(&'a String, &'a (i64, i64))>,
     adds: &'a [&'a AddFile],
+    removed: Vec<(&'a String, &'a i64)>,
 }
 
 impl Rows<'_> {
     fn n(&self) -> usize {
-        2 + self.txns.len() + self.adds.len()
+        2 + self.txns.len() + self.adds.len() + self.removed.len()
     }
 
     fn kind(&self, i: usize) -> char {
@@ -92,8 +94,13 @@ impl Rows<'_> {
             0 => 'p',
             1 => 'm',
             i if i < 2 + self.txns.len() => 't',
-            _ => 'a',
+            i if i < 2 + self.txns.len() + self.adds.len() => 'a',
+            _ => 'r',
         }
+    }
+
+    fn removed_at(&self, i: usize) -> Option<(&String, &i64)> {
+        (self.kind(i) == 'r').then(|| self.removed[i - 2 - self.txns.len() - self.adds.len()])
     }
 
     fn is(&self, k: char) -> Vec<bool> {
@@ -224,19 +231,24 @@ impl Rows<'_> {
         )
     }
 
-    /// No file is ever removed yet: a column of nulls, as readers expect it.
+    /// The tombstones of compacted files (for `plantflow lake vacuum`).
     fn remove(&self) -> ArrayRef {
         let n = self.n();
+        let at = |i| self.removed_at(i);
+        let changes: BooleanArray = (0..n).map(|i| at(i).map(|_| false)).collect();
         struct_col(
             vec![
-                ("path", strings((0..n).map(|_| None))),
-                ("deletionTimestamp", longs((0..n).map(|_| None))),
                 (
-                    "dataChange",
-                    Arc::new((0..n).map(|_| None).collect::<BooleanArray>()),
+                    "path",
+                    strings((0..n).map(|i| at(i).map(|(p, _)| p.as_str()))),
                 ),
+                (
+                    "deletionTimestamp",
+                    longs((0..n).map(|i| at(i).map(|(_, t)| *t))),
+                ),
+                ("dataChange", Arc::new(changes)),
             ],
-            &vec![false; n],
+            &self.is('r'),
         )
     }
 }
@@ -248,13 +260,14 @@ pub fn write(
     name: &str,
     meta: &Meta,
     adds: &[&AddFile],
-    txns: &BTreeMap<String, (i64, i64)>,
+    (txns, removed): (&super::Txns, &super::Tombstones),
 ) -> Result<(), String> {
     let rows = Rows {
         name,
         meta,
         txns: txns.iter().collect(),
         adds,
+        removed: removed.iter().collect(),
     };
     let columns = vec![
         ("txn", rows.txn()),
@@ -363,6 +376,13 @@ fn read_batch(b: &RecordBatch, st: &mut State) -> Result<(), String> {
             let v = long_at(t, "version", i).unwrap_or(0);
             st.txns
                 .insert(app, (v, long_at(t, "lastUpdated", i).unwrap_or(0)));
+        }
+    }
+    if let Some(r) = col("remove") {
+        for i in (0..b.num_rows()).filter(|i| r.is_valid(*i)) {
+            let path = str_at(r, "path", i).ok_or("remove without a path")?;
+            st.removed
+                .insert(path, long_at(r, "deletionTimestamp", i).unwrap_or(0));
         }
     }
     if let Some(a) = col("add") {

@@ -15,6 +15,7 @@
 //! (`checkpoint.rs`), so readers stay fast after thousands of commits.
 
 mod checkpoint;
+pub mod maintain;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -61,6 +62,11 @@ pub struct Meta {
     pub created_time: i64,
 }
 
+/// `txn` versions by application id, with their `lastUpdated`.
+pub type Txns = BTreeMap<String, (i64, i64)>;
+/// Removed files with their deletion time (ms).
+pub type Tombstones = BTreeMap<String, i64>;
+
 /// What a table's log holds at its latest version.
 #[derive(Default)]
 struct TableLog {
@@ -71,6 +77,9 @@ struct TableLog {
     adds: BTreeMap<String, AddFile>,
     /// `txn` versions by application id, with their `lastUpdated`.
     txns: BTreeMap<String, (i64, i64)>,
+    /// Files removed from the table (compacted), with when: `plantflow lake
+    /// vacuum` deletes them once no reader can still be reading them.
+    removed: BTreeMap<String, i64>,
     /// The version of the last checkpoint.
     checkpointed: Option<u64>,
 }
@@ -161,6 +170,7 @@ impl TableLog {
                 .map(|a| (a.path.clone(), a))
                 .collect();
             t.txns = state.txns;
+            t.removed = state.removed;
             t.check_protocol(state.protocol)?;
         }
         let after = t.version;
@@ -168,17 +178,32 @@ impl TableLog {
             .into_iter()
             .filter(|v| after.is_none_or(|c| *v > c))
         {
-            let path = version_path(dir, v);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let a: Value = serde_json::from_str(line)
-                    .map_err(|e| format!("{} is not a Delta commit: {e}", path.display()))?;
-                t.apply(&a, &path)?;
-            }
-            t.version = Some(v);
+            t.read_version(v)?;
         }
         Ok(t)
+    }
+
+    /// Applies version `v` of the log; false when there is none.
+    fn read_version(&mut self, v: u64) -> Result<bool, String> {
+        let path = version_path(&self.dir, v);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let a: Value = serde_json::from_str(line)
+                .map_err(|e| format!("{} is not a Delta commit: {e}", path.display()))?;
+            self.apply(&a, &path)?;
+        }
+        self.version = Some(v);
+        Ok(true)
+    }
+
+    /// Reads the versions another writer made since this one's last.
+    fn catch_up(&mut self) -> Result<(), String> {
+        while self.read_version(self.version.map_or(0, |v| v + 1))? {}
+        Ok(())
     }
 
     /// Applies one action of a commit.
@@ -191,6 +216,7 @@ impl TableLog {
         };
         if let Some(add) = a.get("add") {
             let add: AddFile = serde_json::from_value(add.clone()).map_err(|_| bad("add"))?;
+            self.removed.remove(&add.path);
             self.adds.insert(add.path.clone(), add);
         } else if let Some(r) = a.get("remove") {
             let path = r
@@ -198,6 +224,8 @@ impl TableLog {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("remove"))?;
             self.adds.remove(path);
+            let at = r.get("deletionTimestamp").and_then(Value::as_i64);
+            self.removed.insert(path.to_string(), at.unwrap_or(0));
         } else if let Some(m) = a.get("metaData") {
             let s = |k: &str| m.get(k).and_then(Value::as_str).map(String::from);
             self.meta = Some(Meta {
@@ -234,8 +262,20 @@ impl TableLog {
         }
     }
 
-    /// Appends one version with `actions`, failing if it exists already.
+    /// Appends one version with `actions`, after whatever another writer
+    /// committed meanwhile.
     fn append(&mut self, actions: Vec<Value>, op: &str) -> Result<u64, String> {
+        self.append_removing(actions, op, &[])
+    }
+
+    /// [`Self::append`] for a commit that removes `inputs`: it fails if
+    /// another writer removed one of them first.
+    fn append_removing(
+        &mut self,
+        actions: Vec<Value>,
+        op: &str,
+        inputs: &[String],
+    ) -> Result<u64, String> {
         let version = self.version.map_or(0, |v| v + 1);
         let now = crate::model::now_ms();
         let mut lines = actions;
@@ -256,7 +296,21 @@ impl TableLog {
             text.push_str(&l.to_string());
             text.push('\n');
         }
-        write_new(&version_path(&self.dir, version), text.as_bytes())?;
+        let mut version = version;
+        // Another writer (`plantflow lake compact`) may have made this
+        // version: read what it did and go on after it. Its removes never
+        // touch the files added here (new ones), so nothing conflicts.
+        while !write_new(&version_path(&self.dir, version), text.as_bytes())? {
+            self.catch_up()?;
+            if let Some(gone) = inputs.iter().find(|p| !self.adds.contains_key(*p)) {
+                return Err(format!(
+                    "{}: {gone} was removed by another writer (another compaction?) \
+                     meanwhile; nothing committed",
+                    self.dir.display()
+                ));
+            }
+            version = self.version.map_or(0, |v| v + 1);
+        }
         for l in &lines {
             self.apply(l, &version_path(&self.dir, version))?;
         }
@@ -276,13 +330,17 @@ impl TableLog {
             .clone()
             .ok_or_else(|| format!("the Delta table {} has no metaData", self.dir.display()))?;
         let adds: Vec<&AddFile> = self.adds.values().collect();
+        // Tombstones stay for a week (Delta's default retention for them).
+        let week_ago = crate::model::now_ms() - 7 * 86_400_000;
+        self.removed.retain(|_, at| *at >= week_ago);
+        let state = (&self.txns, &self.removed);
         checkpoint::write(
             &log_dir(&self.dir),
             version,
             &self.name,
             &meta,
             &adds,
-            &self.txns,
+            state,
         )?;
         self.checkpointed = Some(version);
         Ok(())
@@ -325,6 +383,11 @@ fn table_id(name: &str, now: i64) -> String {
         b >> 52,
         b & 0xffff_ffff_ffff
     )
+}
+
+/// The `txn` application id of a dataflow's lake commits.
+pub fn app_id(dataflow: &str) -> String {
+    format!("plantflow/{dataflow}")
 }
 
 /// The `add` action of a committed file.
@@ -449,7 +512,11 @@ impl DeltaLake {
                 };
                 actions.push(metadata(name, &meta));
             }
-            if let Some((seq, files)) = record {
+            // The last lake commit made no Delta commit in this table yet
+            // (its txn is older): its files go in now. Once it did, a file
+            // of it the log lacks was compacted away since, and stays out.
+            let behind = |seq: u64| t.txns.get(app).is_none_or(|(v, _)| *v < seq as i64);
+            if let Some((seq, files)) = record.filter(|(seq, _)| behind(*seq)) {
                 let prefix = format!("{name}/");
                 let mut missing = 0;
                 for f in files.iter().filter_map(|f| f.strip_prefix(&prefix)) {
@@ -480,6 +547,14 @@ impl DeltaLake {
         ))
     }
 
+    /// The highest lake commit any table's log holds (its `txn`): a lake
+    /// whose record was forgotten (`--reset-state`) numbers its commits on
+    /// from there, so each table's `txn` only grows.
+    pub fn last_txn(&self) -> u64 {
+        let txns = self.tables.values().filter_map(|t| t.txns.get(&self.app));
+        txns.map(|(v, _)| (*v).max(0) as u64).max().unwrap_or(0)
+    }
+
     /// Appends one Delta commit per table for `files` (just renamed into
     /// place by the lake's commit `seq`).
     pub fn commit(&mut self, files: &[Added<'_>], seq: u64) -> Result<(), String> {
@@ -505,9 +580,24 @@ impl DeltaLake {
     }
 }
 
+/// The files a Delta table's current version names (none: `table_dir` is
+/// not a Delta table). Readers of the lake use these, not the directory:
+/// after a compaction both the old and the new files are there until a vacuum.
+pub fn live_files(table_dir: &Path) -> Result<Option<Vec<PathBuf>>, String> {
+    if !log_dir(table_dir).is_dir() {
+        return Ok(None);
+    }
+    let name = table_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let t = TableLog::read(table_dir, &name.unwrap_or_default())?;
+    Ok(Some(t.adds.keys().map(|p| table_dir.join(p)).collect()))
+}
+
 /// Writes `bytes` as a new file at `path`: a temporary file made durable,
-/// then linked to `path`, which fails if another writer made that version.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// then linked to `path`; false (and nothing written) if another writer
+/// made that version first.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, String> {
     let tmp = path.with_file_name(format!(
         ".{}.{}.tmp",
         path.file_name()
@@ -522,14 +612,13 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
-    linked.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => format!(
-            "{} exists: another writer committed this Delta version",
-            path.display()
-        ),
-        _ => format!("cannot create {}: {e}", path.display()),
-    })?;
-    super::commit::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    }
+    super::commit::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(true)
 }
 
 /// Replaces `path` with `bytes` (temporary file, `fsync`, rename).
