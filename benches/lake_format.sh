@@ -2,7 +2,8 @@
 # The Delta log's cost on a replay: workload v1 (2,000 tags x 1 h, 7.2M rows,
 # CSV -> lake, 1 worker) written as bare Parquet (`format = "parquet"`) and
 # as Delta tables (`format = "delta"`), with a commit once a minute (the
-# library dataflow's roll_interval) and every second; interleaved, 3 rounds,
+# library dataflow's roll_interval) and every 50 ms (a Delta version per table
+# and commit: ~20 in the run); interleaved, 5 rounds,
 # medians, ratios against bare Parquet at the same commit interval.
 #
 #   bash benches/lake_format.sh
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TAGS=${TAGS:-2000}
 SECS=${SECONDS_:-3600}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 cargo build --release --quiet
 bin=target/release/plantflow
 work=target/bench-data/lake-format
@@ -24,7 +25,7 @@ flow() { # format roll_interval -> dataflow file
   sed "s/^roll_interval = \"1m\"/roll_interval = \"$2\"\nformat = \"$1\"/" dataflows/workload_v1.toml > "$work/flow-$1-$2.toml"
   echo "$work/flow-$1-$2.toml"
 }
-variants=("parquet 1m" "delta 1m" "parquet 1s" "delta 1s")
+variants=("parquet 1m" "delta 1m" "parquet 50ms" "delta 50ms")
 declare -A times
 for r in $(seq "$ROUNDS"); do
   for v in "${variants[@]}"; do
