@@ -209,6 +209,7 @@ fn fingerprint(text: &str) -> String {
                 if let Some(toml::Value::Array(sinks)) = t.get_mut("sinks") {
                     for s in sinks.iter_mut().filter_map(|s| s.as_table_mut()) {
                         s.remove("format");
+                        s.remove("local");
                     }
                 }
             }

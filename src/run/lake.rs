@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::sinks::parquet::commit::{self, OpenError};
+use crate::sinks::parquet::ship;
 use crate::sinks::parquet::{Durable, ParquetPlan, Resume};
 use crate::stats::Stats;
 
@@ -81,6 +82,23 @@ impl OpenLake {
                 None
             }
         };
+        // A lake on object storage: what the bucket lacks of the local
+        // copy (a kill before a commit was shipped) goes up first.
+        let ship = match &sink.remote {
+            Some(url) => {
+                let mut s = ship::Shipper::connect(url, &sink.path).map_err(failed)?;
+                let shipped = s.sync().map_err(failed)?;
+                if shipped.versions > 0 {
+                    tracing::info!(
+                        versions = shipped.versions,
+                        files = shipped.files,
+                        "shipped what the bucket lacked"
+                    );
+                }
+                Some(s)
+            }
+            None => None,
+        };
         let mut resume = Resume::default();
         let mut resumed = (opened.orphans > 0).then_some(Resumed {
             seq: 0,
@@ -119,6 +137,7 @@ impl OpenLake {
                 drain: opts.drain,
                 logged: false,
                 delta,
+                ship,
                 checkpoints: None,
                 named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
                 previous: opened

@@ -13,6 +13,10 @@ usage:
       lake: the last commit's, which a kill may have cut off from its Delta
       commit); the table holds exactly the rows of the files it names.
       Prints `<table> <version> <rows>` per table.
+  delta_check.py shipped[-whole] S3_LAKE LOCAL_LAKE
+      every table in the bucket (S3 server and key from AWS_* variables) reads,
+      at a version the node's local copy has (its last, with -whole), with
+      the local copy's rows at that version.
 """
 import glob
 import os
@@ -25,9 +29,43 @@ TABLES = ["aggregates", "actions", "outcomes", "billing", "dead_letter", "gaps",
           "tag_quality", "outcome_buckets"]
 
 
-def read(lake, table):
-    dt = DeltaTable(os.path.join(lake, table))
+def options(lake):
+    """A lake in a bucket: the S3 server and key from the environment."""
+    if not lake.startswith("s3://"):
+        return None
+    keys = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+            "AWS_ALLOW_HTTP"]
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def read(lake, table, version=None):
+    dt = DeltaTable(f"{lake}/{table}", version=version, storage_options=options(lake))
     return dt, dt.to_pyarrow_table()
+
+
+def same_rows(a, b, what):
+    con = duckdb.connect()
+    con.register("a", a)
+    con.register("b", b)
+    cols = ", ".join(f'"{c}"' for c in a.column_names)
+    extra = con.sql(f"SELECT count(*) FROM (SELECT {cols} FROM a EXCEPT ALL SELECT {cols} FROM b)").fetchall()[0][0]
+    missing = con.sql(f"SELECT count(*) FROM (SELECT {cols} FROM b EXCEPT ALL SELECT {cols} FROM a)").fetchall()[0][0]
+    assert extra == 0 and missing == 0, f"{what}: {extra} rows more, {missing} fewer"
+
+
+def shipped(remote, local, whole):
+    """Each table in the bucket reads, at a version the local copy has,
+    with the local copy's rows at that version (all of them when whole)."""
+    for t in TABLES:
+        rdt, rows = read(remote, t)
+        ldt = DeltaTable(os.path.join(local, t))
+        v = rdt.version()
+        assert v <= ldt.version(), f"{t}: the bucket is at {v}, the local copy at {ldt.version()}"
+        if whole:
+            assert v == ldt.version(), f"{t}: the bucket is at {v}, the local copy at {ldt.version()}"
+        _, want = read(local, t, version=v)
+        same_rows(rows, want, f"{t} at version {v}")
+        print(t, v, rows.num_rows)
 
 
 def oracle(lake, expected, app, seq, last):
@@ -99,6 +137,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "oracle":
         oracle(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), set(sys.argv[6:]))
+    elif mode in ("shipped", "shipped-whole"):
+        shipped(sys.argv[2], sys.argv[3], mode == "shipped-whole")
     elif mode == "files":
         files(sys.argv[2], set(sys.argv[3:]))
     else:

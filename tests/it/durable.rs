@@ -1264,3 +1264,34 @@ fn a_status_line_appended_while_down_is_applied_after_the_replay() {
     let a = &latest(rows(&out, "actions"), &["action_id"])[&format!("\"{id}\"")];
     assert_eq!(a["status"], "verified");
 }
+
+/// The lake sink's object-storage keys, wrong: at their file and line,
+/// exit 78, before anything runs.
+#[test]
+fn object_storage_settings_are_checked_at_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let cases = [
+        (
+            "path = \"s3://lake/plant\"",
+            "path",
+            "a lake on object storage is written as Delta tables",
+        ),
+        (
+            "path = \"${OUT_DIR:-out}\"\nlocal = \"copy\"",
+            "local",
+            "`local` is the local copy of a lake on object storage",
+        ),
+        (
+            "path = \"s3://lake/plant\"\nformat = \"delta\"\nlocal = \"\"",
+            "local",
+            "the path is empty",
+        ),
+    ];
+    for (sink, key, message) in cases {
+        let df = dir.path().join("df.toml");
+        assert!(text.contains("path = \"${OUT_DIR:-out}\""));
+        std::fs::write(&df, text.replacen("path = \"${OUT_DIR:-out}\"", sink, 1)).unwrap();
+        assert_config_error(&df, &fixture_dir(), key, message);
+    }
+}

@@ -26,6 +26,9 @@ pub struct ParquetPlan {
     pub max_queue_bytes: u64,
     /// Each table is also a Delta Lake table (`format = "delta"`).
     pub delta: bool,
+    /// The object store the lake is shipped to (`path = "s3://…"`); `path`
+    /// is then the node's local copy (`local`).
+    pub remote: Option<String>,
 }
 
 #[derive(Deserialize, Debug, schemars::JsonSchema)]
@@ -51,6 +54,11 @@ pub struct RawParquetSink {
     /// same files, each table a Delta Lake table (a `_delta_log` of commits).
     #[serde(default)]
     pub format: Option<String>,
+    /// With an object-storage `path`: the node's local copy of the lake,
+    /// written first and shipped commit by commit (default
+    /// `.plantflow-lake/<id>`).
+    #[serde(default)]
+    pub local: Option<String>,
 }
 
 const PARQUET_KEYS: &[&str] = &[
@@ -65,6 +73,7 @@ const PARQUET_KEYS: &[&str] = &[
     "row_group_rows",
     "max_queue",
     "format",
+    "local",
 ];
 
 /// Validates a `parquet` sink table at `key`.
@@ -102,6 +111,33 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         "roll_by",
     );
     let format = p.format.as_deref().unwrap_or("parquet");
+    let remote = super::ship::is_remote(&p.path).then(|| p.path.trim_end_matches('/').to_string());
+    if remote.is_some() && format != "delta" {
+        l.at_value(
+            &format!("{key}.path"),
+            "a lake on object storage is written as Delta tables: bare files cannot be \
+             committed atomically on S3"
+                .into(),
+            Some("add format = \"delta\" to this sink".into()),
+        );
+    }
+    if remote.is_none() && p.local.is_some() {
+        l.at_value(
+            &format!("{key}.local"),
+            "`local` is the local copy of a lake on object storage; this `path` is local".into(),
+            Some("remove `local`, or give an s3://, az:// or gs:// path".into()),
+        );
+    }
+    let path = match &remote {
+        Some(_) => {
+            let default = format!(".plantflow-lake/{}", p.id);
+            l.output_path(
+                &format!("{key}.local"),
+                p.local.as_deref().unwrap_or(&default),
+            )
+        }
+        None => l.output_path(&format!("{key}.path"), &p.path),
+    };
     l.one_of(
         &format!("{key}.format"),
         format,
@@ -113,7 +149,8 @@ pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan
         roll_event_time: roll_by == "event_time",
         id: p.id,
         key: key.to_string(),
-        path: l.output_path(&format!("{key}.path"), &p.path),
+        path,
+        remote,
         tables,
         roll_rows: p.roll_rows.unwrap_or(5_000_000),
         roll_bytes,

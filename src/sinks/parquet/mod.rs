@@ -30,6 +30,7 @@ pub mod commit;
 pub mod config;
 pub mod delta;
 pub mod read;
+pub mod ship;
 mod tables;
 mod writer;
 

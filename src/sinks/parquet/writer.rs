@@ -105,6 +105,8 @@ pub struct Durable {
     pub logged: bool,
     /// The tables' Delta logs (`format = "delta"`).
     pub delta: Option<super::delta::DeltaLake>,
+    /// The object store each commit is shipped to (`path = "s3://…"`).
+    pub ship: Option<super::ship::Shipper>,
 }
 
 /// Where a resumed run starts writing.
@@ -572,6 +574,19 @@ impl ParquetWriter {
                 delta.commit(&added, d.seq)?;
             }
         }
+        // A lake on object storage: the bucket gets what this commit made
+        // (and, at the end, the last record).
+        let ending = self.ending;
+        if let Some(d) = self
+            .durable
+            .as_mut()
+            .filter(|_| !staged.is_empty() || ending)
+        {
+            if let Some(ship) = &mut d.ship {
+                crate::model::crash_point("before-ship", d.seq);
+                ship.sync()?;
+            }
+        }
         for f in &staged {
             self.stats.lake_committed(&f.table, f.rows, f.bytes);
         }
@@ -719,6 +734,7 @@ mod tests {
             row_group_rows: 1000,
             max_queue_bytes: 1 << 20,
             delta: false,
+            remote: None,
         };
         let finished = Arc::new(AtomicBool::new(false));
         let durable = Durable {
@@ -734,6 +750,7 @@ mod tests {
             drain: false,
             logged: false,
             delta: None,
+            ship: None,
         };
         let stats = Arc::new(Stats::default());
         let mut w = ParquetWriter::new(plan, "df", "EUR", Vec::new(), stats)

@@ -1,0 +1,239 @@
+//! Interop suite: the lake on object storage (`path = "s3://…"`), against
+//! moto's S3 server on loopback with request signing enforced (installed by
+//! `.ci/run`; nobody here wrote it), read back by Python's `deltalake`. Run
+//! with `cargo test --features interop --test interop s3::`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// The S3 server, its endpoint and a key it knows.
+struct S3 {
+    _server: KillOnDrop,
+    endpoint: String,
+    key: String,
+    secret: String,
+}
+
+fn s3(bucket: &str) -> S3 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/s3_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(bucket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with moto[server] (installed by .ci/run)");
+    let out = child.stdout.take().unwrap();
+    let server = KillOnDrop(child);
+    let line = BufReader::new(out).lines().next().and_then(Result::ok);
+    let v: serde_json::Value = serde_json::from_str(&line.expect("the S3 server starts")).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    S3 {
+        _server: server,
+        endpoint: s("endpoint"),
+        key: s("key"),
+        secret: s("secret"),
+    }
+}
+
+impl S3 {
+    /// The environment a process reading or writing the bucket gets.
+    fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true");
+    }
+
+    fn check(&self, args: &[&str]) -> String {
+        let mut c = Command::new("python3");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/delta_check.py"))
+            .args(args);
+        self.env(&mut c);
+        let o = c.output().expect("python3 with deltalake");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "delta_check.py {args:?}:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+}
+
+/// The reference dataflow writing to `url` (local copy `local`), as Delta
+/// tables, committing every 30 ms.
+fn s3_dataflow(dir: &Path, url: &str, local: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(dataflow("workload_v1.toml")).unwrap();
+    let path = dir.join("workload_v1.toml");
+    let text = text
+        .replacen(
+            "path = \"${OUT_DIR:-out}\"",
+            &format!("path = \"{url}\"\nlocal = \"{}\"", local.display()),
+            1,
+        )
+        .replacen(
+            "roll_interval = \"1m\"",
+            "roll_interval = \"30ms\"\nformat = \"delta\"",
+            1,
+        );
+    assert!(text.contains(url));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn node(s3: &S3, df: &Path, input: &Path) -> Command {
+    let mut c = Command::new(PLANTFLOW);
+    c.args(["run", "-w", "2"])
+        .arg(df)
+        .env("INPUT_DIR", input)
+        .stdin(Stdio::null());
+    s3.env(&mut c);
+    c
+}
+
+fn run_ok(s3: &S3, df: &Path, input: &Path) -> String {
+    let o = node(s3, df, input).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn seq(local: &Path) -> u64 {
+    let text = std::fs::read_to_string(local.join("_plantflow/commit.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["seq"].as_u64().unwrap()
+}
+
+/// The reference workload written to a bucket: Python's `deltalake` reads
+/// every table from S3, equal to the oracle's CSVs and to the node's copy.
+#[test]
+fn the_workload_in_a_bucket_equals_the_oracle() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let url = "s3://lake/plant";
+    let df = s3_dataflow(dir.path(), url, &local);
+    run_ok(&s3, &df, &fixture_dir());
+    let expected = fixture_dir().join("expected");
+    let n = seq(&local).to_string();
+    let shown = s3.check(&[
+        "oracle",
+        url,
+        expected.to_str().unwrap(),
+        "plantflow/workload_v1",
+        &n,
+    ]);
+    assert!(shown.contains("delta oracle: ok"), "{shown}");
+    s3.check(&["shipped-whole", url, local.to_str().unwrap()]);
+}
+
+/// Wrong credentials and a missing bucket end the run before it reads
+/// anything, with what to check (and never the secret).
+#[test]
+fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let df = s3_dataflow(dir.path(), "s3://lake/plant", &local);
+    let o = node(&s3, &df, &fixture_dir())
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("s3://lake/plant") && err.contains("credentials"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-secret") && !err.contains(&s3.secret),
+        "{err}"
+    );
+    let df = s3_dataflow(dir.path(), "s3://no-such-bucket/plant", &local);
+    let o = node(&s3, &df, &fixture_dir()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("s3://no-such-bucket/plant") && err.contains("bucket"),
+        "{err}"
+    );
+}
+
+/// Kills while a node ships its commits (a crash point before a commit's
+/// upload, then SIGKILLs at random): every table in the bucket stays
+/// readable at a version of the node's copy, with that version's rows; the
+/// next start ships what the bucket lacks, and the last run ends with the
+/// bucket equal to the copy and the copy equal to an uninterrupted run.
+#[test]
+fn kills_while_shipping_leave_every_table_readable() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let o = Command::new(PLANTFLOW)
+        .args([
+            "gen",
+            "workload",
+            "--tags",
+            "100",
+            "--seconds",
+            "14400",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let want_local = dir.path().join("want");
+    run_ok(
+        &s3,
+        &s3_dataflow(dir.path(), "s3://lake/want", &want_local),
+        &input,
+    );
+    let local = dir.path().join("local");
+    let url = "s3://lake/plant";
+    let df = s3_dataflow(dir.path(), url, &local);
+    let o = node(&s3, &df, &input)
+        .env("PLANTFLOW_TEST_CRASH", "before-ship:5")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("test crash at before-ship of commit 5"),
+        "{err}"
+    );
+    s3.check(&["shipped", url, local.to_str().unwrap()]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2028);
+    for _ in 0..3 {
+        let mut child = node(&s3, &df, &input)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        let _ = child.kill();
+        let _ = child.wait();
+        s3.check(&["shipped", url, local.to_str().unwrap()]);
+    }
+    run_ok(&s3, &df, &input);
+    s3.check(&["shipped-whole", url, local.to_str().unwrap()]);
+    let (g, w) = (latest_aggregates(&local), latest_aggregates(&want_local));
+    assert_eq!(g.len(), w.len());
+    for (k, a) in &w {
+        let b = g.get(k).unwrap_or_else(|| panic!("{k:?} missing"));
+        assert_eq!((a.count, a.revision), (b.count, b.revision), "{k:?}");
+    }
+    assert_eq!(
+        latest_actions(&local).len(),
+        latest_actions(&want_local).len()
+    );
+}
