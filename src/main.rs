@@ -52,6 +52,10 @@ enum LakeCommand {
         /// List what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The bucket the lake is shipped to (its sink's `path`): what the local
+        /// copy has not shipped yet goes up first, then the same files go there too.
+        #[arg(long)]
+        remote: Option<String>,
     },
 }
 
@@ -296,7 +300,8 @@ fn main() -> ExitCode {
                 lake,
                 retain,
                 dry_run,
-            } => plantflow::run::lake_vacuum(&lake, &retain, dry_run),
+                remote,
+            } => plantflow::run::lake_vacuum(&lake, &retain, dry_run, remote.as_deref()),
         },
         Command::Validate { dataflows } => validate(&dataflows),
         Command::Backtest {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::sinks::parquet::delta::maintain;
+use crate::sinks::parquet::ship;
 
 /// Exit 78 for a value the command line got wrong.
 fn usage(e: String) -> ExitCode {
@@ -42,12 +43,35 @@ pub fn lake_compact(lake: &Path, target: &str, table: Option<&str>) -> ExitCode 
     }
 }
 
-pub fn lake_vacuum(lake: &Path, retain: &str, dry: bool) -> ExitCode {
+pub fn lake_vacuum(lake: &Path, retain: &str, dry: bool, remote: Option<&str>) -> ExitCode {
     let retain_ms = match crate::config::units::parse_duration_ms(retain) {
         Ok(r) => r,
         Err(e) => return usage(format!("--retain {retain}: {e}")),
     };
-    match maintain::vacuum(lake, retain_ms, dry) {
+    // The bucket first gets every version that removed what goes now: its
+    // readers must not be left with a version naming a deleted file.
+    let ship = match remote.map(|url| {
+        let mut s = ship::Shipper::connect(url, lake)?;
+        s.sync().map(|_| s)
+    }) {
+        Some(Err(e)) => {
+            eprintln!("plantflow lake vacuum: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
+    let done = maintain::vacuum(lake, retain_ms, dry).and_then(|done| {
+        if let Some(s) = ship.as_ref().filter(|_| !dry) {
+            for v in &done {
+                let rels: Vec<String> =
+                    v.files.iter().map(|f| format!("{}/{f}", v.table)).collect();
+                s.delete(&rels)?;
+            }
+        }
+        Ok(done)
+    });
+    match done {
         Ok(done) => {
             let verb = if dry { "would delete" } else { "deleted" };
             // A closed pipe (`| head`) ends the listing, not the process.

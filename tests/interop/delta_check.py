@@ -13,6 +13,8 @@ usage:
       lake: the last commit's, which a kill may have cut off from its Delta
       commit); the table holds exactly the rows of the files it names.
       Prints `<table> <version> <rows>` per table.
+  delta_check.py objects S3_LAKE TABLE
+      prints how many data files of TABLE the bucket holds.
   delta_check.py shipped[-whole] S3_LAKE LOCAL_LAKE
       every table in the bucket (S3 server and key from AWS_* variables) reads,
       at a version the node's local copy has (its last, with -whole), with
@@ -57,6 +59,8 @@ def shipped(remote, local, whole):
     """Each table in the bucket reads, at a version the local copy has,
     with the local copy's rows at that version (all of them when whole)."""
     for t in TABLES:
+        if not os.path.isdir(os.path.join(local, t, "_delta_log")):
+            continue
         rdt, rows = read(remote, t)
         ldt = DeltaTable(os.path.join(local, t))
         v = rdt.version()
@@ -137,6 +141,15 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "oracle":
         oracle(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), set(sys.argv[6:]))
+    elif mode == "objects":
+        # The data files of a table in the bucket: objects under date=*/.
+        import boto3
+        bucket, _, prefix = sys.argv[2].removeprefix("s3://").partition("/")
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                          region_name=os.environ["AWS_REGION"])
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}/{sys.argv[3]}/date=")
+        print(sum(1 for p in pages for o in p.get("Contents", []) if o["Key"].endswith(".parquet")))
     elif mode in ("shipped", "shipped-whole"):
         shipped(sys.argv[2], sys.argv[3], mode == "shipped-whole")
     elif mode == "files":

@@ -237,3 +237,99 @@ fn kills_while_shipping_leave_every_table_readable() {
         latest_actions(&want_local).len()
     );
 }
+
+/// A data file above the part size goes up as a multipart upload: a
+/// 20 MiB file of random doubles (it does not compress) shipped byte for
+/// byte, and the table read back from the bucket row for row.
+#[test]
+fn a_large_file_goes_up_in_parts() {
+    use arrow::array::{Float64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let part = local.join("aggregates/date=2026-01-01");
+    std::fs::create_dir_all(&part).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let values: Vec<f64> = (0..2_700_000).map(|_| rng.random::<f64>()).collect();
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))]).unwrap();
+    let file = part.join("part-big.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        schema.clone(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 16 << 20, "{size} bytes: more than two parts");
+    // A Delta table over it, as a lake written as bare Parquet becomes one.
+    let tables = vec![("aggregates".to_string(), schema)];
+    plantflow::sinks::parquet::delta::DeltaLake::open(&local, "test", &tables, None).unwrap();
+    let settings = [
+        ("aws_endpoint", s3.endpoint.as_str()),
+        ("aws_access_key_id", s3.key.as_str()),
+        ("aws_secret_access_key", s3.secret.as_str()),
+        ("aws_region", "us-east-1"),
+        ("aws_allow_http", "true"),
+    ];
+    let connect = plantflow::sinks::parquet::ship::Shipper::connect_with;
+    let mut ship = connect("s3://lake/big", &local, &settings).unwrap();
+    let shipped = ship.sync().unwrap();
+    assert_eq!((shipped.versions, shipped.files), (1, 1), "{shipped:?}");
+    let got = s3.check(&["shipped-whole", "s3://lake/big", local.to_str().unwrap()]);
+    assert!(got.contains("aggregates 0 2700000"), "{got}");
+}
+
+/// `plantflow lake compact` on the node's copy reaches the bucket at the
+/// next shipping, and `plantflow lake vacuum --remote` deletes the
+/// compacted files there too, once the bucket has the version that removed
+/// them: its tables stay readable, with the copy's rows.
+#[test]
+fn compaction_and_vacuum_reach_the_bucket() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let url = "s3://lake/plant";
+    let df = s3_dataflow(dir.path(), url, &local);
+    let input = dir.path().join("in");
+    let o = Command::new(PLANTFLOW)
+        .args([
+            "gen",
+            "workload",
+            "--tags",
+            "100",
+            "--seconds",
+            "7200",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    run_ok(&s3, &df, &input);
+    let count = |what: &str| -> usize { s3.check(&["objects", url, what]).trim().parse().unwrap() };
+    let before = count("aggregates");
+    assert!(before > 5, "{before} files");
+    let lake = local.to_str().unwrap();
+    let o = Command::new(PLANTFLOW)
+        .args(["lake", "compact", lake])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut c = Command::new(PLANTFLOW);
+    c.args(["lake", "vacuum", "--retain", "0s", "--remote", url, lake]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        count("aggregates"),
+        1,
+        "one compacted file left in the bucket"
+    );
+    s3.check(&["shipped-whole", url, lake]);
+}

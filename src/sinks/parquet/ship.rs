@@ -101,14 +101,24 @@ impl Shipper {
     /// Builds the store for `url` from the environment and checks it
     /// answers (a listing of the lake's prefix).
     pub fn connect(url: &str, local: &Path) -> Result<Shipper, String> {
+        Self::connect_with(url, local, &[])
+    }
+
+    /// [`Self::connect`] with S3 settings (`aws_endpoint`, `aws_region`, …,
+    /// as object_store names them) over the environment's.
+    pub fn connect_with(url: &str, local: &Path, s3: &[(&str, &str)]) -> Result<Shipper, String> {
         // reqwest builds its TLS client with the process's default provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let parsed = url::Url::parse(url).map_err(|e| format!("{url}: not a URL: {e}"))?;
         let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match parsed.scheme() {
-            "s3" | "s3a" => object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url)
-                .build()
-                .map(|s| Arc::new(s) as _),
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                for (k, v) in s3 {
+                    let key = k.parse().map_err(|e| format!("{url}: {k}: {e}"))?;
+                    b = b.with_config(key, *v);
+                }
+                b.build().map(|s| Arc::new(s) as _)
+            }
             "az" | "azure" | "abfs" | "abfss" => {
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
@@ -236,6 +246,18 @@ impl Shipper {
             })
             .map_err(|e| format!("{}: {what}: {e}", self.url))?;
         Ok(len)
+    }
+
+    /// Deletes files of the lake (paths relative to it) from the bucket.
+    pub fn delete(&self, rels: &[String]) -> Result<(), String> {
+        for rel in rels {
+            let to = self.object(rel);
+            match self.rt.block_on(self.store.delete(&to)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(explain(&self.url, &format!("a delete of {rel}"), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Ships every table's versions the bucket lacks (their files first),
