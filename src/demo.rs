@@ -48,6 +48,9 @@ pub struct DemoOptions {
     /// Keep the node and its board running after the simulated time, until
     /// SIGINT or SIGTERM.
     pub serve: bool,
+    /// Ship the lake to this object store (`s3://bucket/prefix`) as Delta
+    /// tables; `out/lake` is then its local copy.
+    pub lake_url: Option<String>,
 }
 
 /// What a demo run produced.
@@ -76,7 +79,7 @@ const TARIFF_CSV: &str = "start_hour,end_hour,price_per_kwh,day_types
 pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
     let plant = Plant::new();
     let out = &opts.out;
-    let (input, lake, dataflow) = write_inputs(out, &plant, opts.duration_ms)?;
+    let (input, lake, dataflow) = write_inputs(out, &plant, opts)?;
 
     // Servers on free loopback ports.
     let broker = crate::sim::broker::start(0, 0)?;
@@ -105,7 +108,17 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         stop,
         currency,
     } = start_engine(opts, &dataflow, &input, &lake, (&broker, &server, &meter))?;
-    let board = board_url(&stats, &input, &engine)?;
+    let board = match board_url(&stats, &input, &engine) {
+        Ok(b) => b,
+        // A node that ended before it listened says why.
+        Err(e) if engine.is_finished() => {
+            return Err(match engine.join() {
+                Ok(Err(run)) => run.message,
+                _ => e,
+            })
+        }
+        Err(e) => return Err(e),
+    };
     say(format!(
         "  action board  {board}\n                (the crew leaves one action open: acknowledge it there; --serve keeps the board up after the run)\n"
     ));
@@ -315,9 +328,9 @@ fn end_or_serve(opts: &DemoOptions, board: &str, stop: &AtomicBool) {
 fn write_inputs(
     out: &Path,
     plant: &Plant,
-    duration_ms: i64,
+    opts: &DemoOptions,
 ) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let days = (duration_ms + crate::sim::plant::DAY - 1) / crate::sim::plant::DAY;
+    let days = (opts.duration_ms + crate::sim::plant::DAY - 1) / crate::sim::plant::DAY;
     let input = out.join("input");
     let lake = out.join("lake");
     let _ = std::fs::remove_dir_all(&lake);
@@ -335,7 +348,16 @@ fn write_inputs(
     write(&input.join("status.jsonl"), "")?;
     write(&input.join("http.token"), &new_token())?;
     let dataflow = input.join("demo.toml");
-    write(&dataflow, DEMO_TOML)?;
+    let text = match &opts.lake_url {
+        // The lake in a bucket: Delta tables, shipped from `out/lake`.
+        Some(url) => DEMO_TOML.replacen(
+            "path = \"${OUT_DIR:-out}\"",
+            &format!("path = \"{url}\"\nformat = \"delta\"\nlocal = \"${{OUT_DIR:-out}}\""),
+            1,
+        ),
+        None => DEMO_TOML.to_string(),
+    };
+    write(&dataflow, &text)?;
     Ok((input, lake, dataflow))
 }
 

@@ -209,6 +209,10 @@ enum Command {
         /// Keep the node and its board running after the simulated time, until Ctrl-C.
         #[arg(long)]
         serve: bool,
+        /// Ship the lake to an object store as Delta tables (`s3://bucket/prefix`, an
+        /// empty prefix; credentials from AWS_* variables); OUT/lake is its local copy.
+        #[arg(long)]
+        lake: Option<String>,
     },
     /// Build the self-contained HTML report from a Parquet lake.
     Report {
@@ -355,7 +359,8 @@ fn main() -> ExitCode {
             quiet,
             http,
             serve,
-        } => demo(out, speed, &duration, workers, (quiet, http, serve)),
+            lake,
+        } => demo(out, speed, &duration, workers, (quiet, http, serve), lake),
         Command::Report { lake, out } => match plantflow::report::write(&lake, &out) {
             Ok(r) => {
                 println!(
@@ -567,6 +572,7 @@ fn demo(
     duration: &str,
     workers: usize,
     (quiet, http, serve): (bool, std::net::SocketAddr, bool),
+    lake_url: Option<String>,
 ) -> ExitCode {
     let duration_ms = match plantflow::config::units::parse_duration_ms(duration) {
         Ok(ms) if ms >= 3_600_000 => ms as i64,
@@ -591,6 +597,7 @@ fn demo(
         interactive: !quiet,
         http,
         serve,
+        lake_url,
     };
     match plantflow::demo::run(&opts) {
         Ok(r) => {

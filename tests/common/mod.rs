@@ -1168,3 +1168,16 @@ pub fn assert_config_error(df: &Path, input: &Path, key: &str, message: &str) {
         "{key}: expected line {line}: {stderr}"
     );
 }
+
+/// `plantflow gen workload` into `<dir>/in`: `tags` tags for `seconds`.
+pub fn gen_workload(dir: &Path, tags: u32, seconds: u32) -> PathBuf {
+    let input = dir.join("in");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+        .args(["gen", "workload", "--tags", &tags.to_string()])
+        .args(["--seconds", &seconds.to_string(), "--out"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    input
+}

@@ -85,22 +85,34 @@ fn record(lake: &Path) -> (u64, Vec<String>) {
 
 /// A generated workload: 100 tags for 4 hours (~40 lake commits at 30 ms).
 fn generated(dir: &Path) -> PathBuf {
-    let input = dir.join("in");
-    let o = Command::new(PLANTFLOW)
-        .args([
-            "gen",
-            "workload",
-            "--tags",
-            "100",
-            "--seconds",
-            "14400",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    input
+    gen_workload(dir, 100, 14400)
+}
+
+/// A generated workload, the Delta dataflow, an uninterrupted run's lake
+/// and what `delta_check.py files` says of it.
+struct Reference {
+    dir: tempfile::TempDir,
+    df: PathBuf,
+    input: PathBuf,
+    want: PathBuf,
+    full: String,
+}
+
+fn reference() -> Reference {
+    let Reference {
+        dir,
+        df,
+        input,
+        want,
+        full,
+    } = reference();
+    Reference {
+        dir,
+        df,
+        input,
+        want,
+        full,
+    }
 }
 
 /// The reference workload written as Delta tables: Python's `deltalake`
@@ -175,12 +187,13 @@ fn a_log_of_many_commits_is_checkpointed() {
 /// what the log lacks, and the tables end as an uninterrupted run's.
 #[test]
 fn a_kill_inside_a_commit_leaves_every_table_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let df = delta_dataflow(dir.path());
-    let input = generated(dir.path());
-    let want = dir.path().join("want");
-    run_ok(&df, &input, &want);
-    let full = check(&["files", want.to_str().unwrap()]);
+    let Reference {
+        dir,
+        df,
+        input,
+        want,
+        full,
+    } = reference();
     for at in ["before-delta", "after-record", "before-record"] {
         let out = dir.path().join(at);
         let o = command(&df, &input, &out)
@@ -316,12 +329,13 @@ fn operations(table: &Path) -> Vec<String> {
 /// deletes the compacted files only once they are older than `--retain`.
 #[test]
 fn compaction_while_the_node_writes_keeps_every_row_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let df = delta_dataflow(dir.path());
-    let input = generated(dir.path());
-    let want = dir.path().join("want");
-    run_ok(&df, &input, &want);
-    let full = check(&["files", want.to_str().unwrap()]);
+    let Reference {
+        dir,
+        df,
+        input,
+        want,
+        full,
+    } = reference();
     let out = dir.path().join("lake");
     let mut node = KillOnDrop(
         command(&df, &input, &out)

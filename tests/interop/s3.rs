@@ -178,21 +178,7 @@ fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
 fn kills_while_shipping_leave_every_table_readable() {
     let s3 = s3("lake");
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    let o = Command::new(PLANTFLOW)
-        .args([
-            "gen",
-            "workload",
-            "--tags",
-            "100",
-            "--seconds",
-            "14400",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let input = gen_workload(dir.path(), 100, 14400);
     let want_local = dir.path().join("want");
     run_ok(
         &s3,
@@ -296,21 +282,7 @@ fn compaction_and_vacuum_reach_the_bucket() {
     let local = dir.path().join("local");
     let url = "s3://lake/plant";
     let df = s3_dataflow(dir.path(), url, &local);
-    let input = dir.path().join("in");
-    let o = Command::new(PLANTFLOW)
-        .args([
-            "gen",
-            "workload",
-            "--tags",
-            "100",
-            "--seconds",
-            "7200",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let input = gen_workload(dir.path(), 100, 7200);
     run_ok(&s3, &df, &input);
     let count = |what: &str| -> usize { s3.check(&["objects", url, what]).trim().parse().unwrap() };
     let before = count("aggregates");
@@ -332,4 +304,36 @@ fn compaction_and_vacuum_reach_the_bucket() {
         "one compacted file left in the bucket"
     );
     s3.check(&["shipped-whole", url, lake]);
+}
+
+/// The demo plant's lake shipped to a bucket (`plantflow demo --lake`):
+/// every table read from the bucket equals the demo's local copy; a second
+/// demo to the same prefix (another lake) is refused, naming the prefix.
+#[test]
+fn the_demo_ships_its_lake_and_another_lake_at_its_prefix_is_refused() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let demo = || {
+        let mut c = Command::new(PLANTFLOW);
+        c.args(["demo", "--quiet", "--duration", "1d", "--speed", "60000"])
+            .args(["--http", "127.0.0.1:0", "--lake", "s3://lake/demo", "--out"])
+            .arg(&out)
+            .stdin(Stdio::null());
+        s3.env(&mut c);
+        c.output().unwrap()
+    };
+    let o = demo();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lake = out.join("lake");
+    assert!(lake.join("aggregates/_delta_log").is_dir());
+    s3.check(&["shipped-whole", "s3://lake/demo", lake.to_str().unwrap()]);
+    // The demo starts from an empty local copy: another lake, refused.
+    let o = demo();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("s3://lake/demo") && err.contains("another lake at this prefix"),
+        "{err}"
+    );
 }

@@ -78,7 +78,11 @@ const PARQUET_KEYS: &[&str] = &[
 
 /// Validates a `parquet` sink table at `key`.
 pub fn plan(l: &mut Loader<'_>, key: &str, v: toml::Value) -> Option<ParquetPlan> {
-    let p = l.de::<RawParquetSink>(key, strip_type(v), PARQUET_KEYS)?;
+    let mut p = l.de::<RawParquetSink>(key, strip_type(v), PARQUET_KEYS)?;
+    // `file:///data/lake` is the local directory `/data/lake`.
+    if let Some(local) = p.path.strip_prefix("file://") {
+        p.path = local.to_string();
+    }
     let names: Vec<&str> = LAKE_TABLES.iter().map(|t| t.name).collect();
     let tables = p
         .tables

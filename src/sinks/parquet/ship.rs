@@ -260,6 +260,27 @@ impl Shipper {
         Ok(())
     }
 
+    /// The bucket's latest version of `table` is the local copy's version
+    /// `v`, byte for byte: else the prefix holds another lake.
+    fn same_version(&self, table: &str, v: u64) -> Result<(), String> {
+        let rel = format!("{table}/_delta_log/{v:020}.json");
+        let mine = std::fs::read(self.local.join(&rel)).ok();
+        let there = self
+            .rt
+            .block_on(async { self.store.get(&self.object(&rel)).await?.bytes().await })
+            .map_err(|e| explain(&self.url, &format!("a read of {rel}"), e))?;
+        if mine.as_deref() == Some(there.as_ref()) {
+            return Ok(());
+        }
+        Err(format!(
+            "{}/{table} holds a Delta version {v} that is not the local copy's ({}): another \
+             lake at this prefix, or a local copy that was lost (a node does not start from \
+             the bucket alone yet); give another prefix",
+            self.url,
+            self.local.display()
+        ))
+    }
+
     /// Ships every table's versions the bucket lacks (their files first),
     /// the newest checkpoint, and the lake's commit record.
     pub fn sync(&mut self) -> Result<Shipped, String> {
@@ -268,7 +289,13 @@ impl Shipper {
         for (table, dir) in tables {
             let (mut version, mut checkpoint) = match self.shipped.get(&table) {
                 Some(s) => *s,
-                None => self.remote_state(&table)?,
+                None => {
+                    let state = self.remote_state(&table)?;
+                    if let Some(v) = state.0 {
+                        self.same_version(&table, v)?;
+                    }
+                    state
+                }
             };
             let log = dir.join("_delta_log");
             let next = |v: Option<u64>| v.map_or(0, |v| v + 1);

@@ -598,18 +598,7 @@ pub fn live_files(table_dir: &Path) -> Result<Option<Vec<PathBuf>>, String> {
 /// then linked to `path`; false (and nothing written) if another writer
 /// made that version first.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, String> {
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let tmp = synced_beside(path, bytes)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
@@ -621,13 +610,12 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Replaces `path` with `bytes` (temporary file, `fsync`, rename).
-fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Writes `bytes` to a hidden temporary file beside `path`, synced.
+fn synced_beside(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(
         ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name.unwrap_or_default(),
         std::process::id()
     ));
     let mut f =
@@ -635,6 +623,12 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Replaces `path` with `bytes` (temporary file, `fsync`, rename).
+fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = synced_beside(path, bytes)?;
     std::fs::rename(&tmp, path)
         .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
     super::commit::sync_dir(path.parent().unwrap_or(Path::new(".")))
