@@ -108,17 +108,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoResult, String> {
         stop,
         currency,
     } = start_engine(opts, &dataflow, &input, &lake, (&broker, &server, &meter))?;
-    let board = match board_url(&stats, &input, &engine) {
-        Ok(b) => b,
-        // A node that ended before it listened says why.
-        Err(e) if engine.is_finished() => {
-            return Err(match engine.join() {
-                Ok(Err(run)) => run.message,
-                _ => e,
-            })
-        }
-        Err(e) => return Err(e),
-    };
+    let (board, engine) = board_url(&stats, &input, engine)?;
     say(format!(
         "  action board  {board}\n                (the crew leaves one action open: acknowledge it there; --serve keeps the board up after the run)\n"
     ));
@@ -380,20 +370,29 @@ fn new_token() -> String {
     b.iter().map(|v| format!("{v:02x}")).collect()
 }
 
+type EngineThread = std::thread::JoinHandle<Result<crate::run::RunSummary, crate::run::RunError>>;
+
 /// The board's address once the node listens, with the token (the page
 /// keeps it and takes it out of the address bar).
+/// A node that ended before it listened says why.
 fn board_url(
     stats: &Stats,
     input: &Path,
-    engine: &std::thread::JoinHandle<Result<crate::run::RunSummary, crate::run::RunError>>,
-) -> Result<String, String> {
+    engine: EngineThread,
+) -> Result<(String, EngineThread), String> {
     let token = std::fs::read_to_string(input.join("http.token")).map_err(|e| e.to_string())?;
     let since = Instant::now();
     loop {
         if let Some(a) = stats.http_addr() {
-            return Ok(format!("http://{a}/#token={}", token.trim()));
+            return Ok((format!("http://{a}/#token={}", token.trim()), engine));
         }
-        if engine.is_finished() || since.elapsed() > Duration::from_secs(60) {
+        if engine.is_finished() {
+            return Err(match engine.join() {
+                Ok(Err(e)) => e.message,
+                _ => "the demo's node ended before it started its HTTP surface".into(),
+            });
+        }
+        if since.elapsed() > Duration::from_secs(60) {
             return Err("the demo's node did not start its HTTP surface".into());
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -99,13 +99,12 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let Reference {
-        dir,
-        df,
-        input,
-        want,
-        full,
-    } = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let df = delta_dataflow(dir.path());
+    let input = generated(dir.path());
+    let want = dir.path().join("want");
+    run_ok(&df, &input, &want);
+    let full = check(&["files", want.to_str().unwrap()]);
     Reference {
         dir,
         df,
