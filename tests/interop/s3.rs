@@ -337,3 +337,51 @@ fn the_demo_ships_its_lake_and_another_lake_at_its_prefix_is_refused() {
         "{err}"
     );
 }
+
+/// Keys from an AWS profile (`AWS_PROFILE` in a shared credentials file,
+/// its region in the config file) when the environment has none; a
+/// profile that is not there is named, with the file looked in.
+#[test]
+fn keys_from_an_aws_profile() {
+    let s3 = s3("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let text = format!(
+        "[default]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other\n\n\
+         [plant]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        s3.key, s3.secret
+    );
+    std::fs::write(&credentials, text).unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(&config, "[profile plant]\nregion = us-east-1\n").unwrap();
+    let local = dir.path().join("local");
+    let url = "s3://lake/plant";
+    let df = s3_dataflow(dir.path(), url, &local);
+    let run = |profile: &str| {
+        let mut c = Command::new(PLANTFLOW);
+        c.args(["run", "-w", "2"])
+            .arg(&df)
+            .env("INPUT_DIR", fixture_dir())
+            .env("AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_PROFILE", profile)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", &config)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let o = run("plant");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    s3.check(&["shipped-whole", url, local.to_str().unwrap()]);
+    let o = run("elsewhere");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("AWS_PROFILE=elsewhere") && err.contains("credentials"),
+        "{err}"
+    );
+}

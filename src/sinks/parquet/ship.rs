@@ -113,6 +113,22 @@ impl Shipper {
         let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match parsed.scheme() {
             "s3" | "s3a" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                // No keys in the environment: a profile's, if there is one.
+                let env = |k: &str| std::env::var_os(k).is_some();
+                if !env("AWS_ACCESS_KEY_ID") {
+                    if let Some(p) = aws_profile().map_err(|e| format!("{url}: {e}"))? {
+                        b = b.with_access_key_id(p.key).with_secret_access_key(p.secret);
+                        if let Some(t) = p.token {
+                            b = b.with_token(t);
+                        }
+                        if let Some(r) = p
+                            .region
+                            .filter(|_| !env("AWS_REGION") && !env("AWS_DEFAULT_REGION"))
+                        {
+                            b = b.with_region(r);
+                        }
+                    }
+                }
                 for (k, v) in s3 {
                     let key = k.parse().map_err(|e| format!("{url}: {k}: {e}"))?;
                     b = b.with_config(key, *v);
@@ -344,4 +360,78 @@ impl Shipper {
         }
         Ok(done)
     }
+}
+
+/// Static keys of an AWS profile (`~/.aws/credentials`), with its region
+/// (`~/.aws/config`), for a node whose environment has no keys.
+struct Profile {
+    key: String,
+    secret: String,
+    token: Option<String>,
+    region: Option<String>,
+}
+
+/// `[section]` → key → value of an INI file (`~/.aws/credentials` style).
+fn ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.trim().to_string();
+        } else if let Some((k, v)) = line.split_once('=') {
+            let entry = out.entry(section.clone()).or_default();
+            entry.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The profile `AWS_PROFILE` names (else `default`) in the shared
+/// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+/// `~/.aws/credentials`): none when there is no such file or section and
+/// no profile was asked for; an error when the one asked for is missing.
+fn aws_profile() -> Result<Option<Profile>, String> {
+    let asked = std::env::var("AWS_PROFILE").ok();
+    let name = asked.clone().unwrap_or_else(|| "default".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let file = |var: &str, default: &str| {
+        std::env::var_os(var).map_or_else(|| home.join(".aws").join(default), PathBuf::from)
+    };
+    let credentials = file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
+    let sections = ini(&std::fs::read_to_string(&credentials).unwrap_or_default());
+    let Some(s) = sections.get(&name) else {
+        return match asked {
+            Some(p) => Err(format!(
+                "AWS_PROFILE={p}: no [{p}] with keys in {}",
+                credentials.display()
+            )),
+            None => Ok(None),
+        };
+    };
+    let (Some(key), Some(secret)) = (s.get("aws_access_key_id"), s.get("aws_secret_access_key"))
+    else {
+        return Err(format!(
+            "profile [{name}] in {} has no aws_access_key_id and aws_secret_access_key \
+             (only static keys are read from profiles)",
+            credentials.display()
+        ));
+    };
+    let config =
+        ini(&std::fs::read_to_string(file("AWS_CONFIG_FILE", "config")).unwrap_or_default());
+    let section = if name == "default" {
+        name.clone()
+    } else {
+        format!("profile {name}")
+    };
+    Ok(Some(Profile {
+        key: key.clone(),
+        secret: secret.clone(),
+        token: s.get("aws_session_token").cloned(),
+        region: config.get(&section).and_then(|c| c.get("region")).cloned(),
+    }))
 }
