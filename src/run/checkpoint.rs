@@ -420,11 +420,17 @@ pub(super) fn start(
     log: Option<&super::durable::InputLog>,
     plan: &crate::config::Plan,
     lake: &mut super::lake::OpenLake,
-    ingest: &crate::ingest::Ingest,
+    ingest: &Arc<crate::ingest::Ingest>,
     (tags, stats, workers): (&Arc<TagRegistry>, &Arc<crate::stats::Stats>, usize),
 ) -> Result<Option<crate::engine::CheckpointTo>, String> {
     // (a logged lake writes its sources' held dead letters at a stop)
     lake.durable.logged = log.is_some();
+    // The log is synced every 100 ms; a commit syncs it first, so the lake
+    // never holds a row whose input a kill could take from the log.
+    if log.is_some() {
+        let ingest = ingest.clone();
+        lake.durable.sync_log = Some(Box::new(move || ingest.sync()));
+    }
     let (Some(log), Some(ms)) = (log, plan.window.checkpoint_ms) else {
         return Ok(None);
     };

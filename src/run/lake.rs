@@ -138,6 +138,7 @@ impl OpenLake {
                 logged: false,
                 delta,
                 ship,
+                sync_log: None,
                 checkpoints: None,
                 named: opened.marker.as_ref().and_then(|m| m.checkpoint.clone()),
                 previous: opened

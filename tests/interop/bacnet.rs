@@ -562,3 +562,67 @@ points = [
     }
     assert_eq!(event(&stats, "bacnet: devices down"), 0);
 }
+
+/// A durable node reading the bacpypes3 device (a COV object and a polled
+/// one), SIGKILLed and restarted while the device goes on: every sample
+/// its input log holds is in the lake once, each is a value the device set,
+/// and the time the node was down is a `gaps` row (the device's trend logs
+/// are not read back).
+#[test]
+fn a_killed_node_marks_its_downtime_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = udp_port();
+    let (log, go) = (dir.path().join("log"), dir.path().join("go"));
+    std::fs::write(&go, "").unwrap();
+    let _d = device(p, &log, &go, 1_000_000);
+    let assets = "tag,asset,site,line,kind,standby_kw\nahu1/sat,ahu1,s1,s1/l1,ahu,0\nahu1/dp,ahu1,s1,s1/l1,ahu,0\n";
+    let source = format!(
+        r#"[[sources]]
+type = "bacnet"
+id = "bms"
+bind = "127.0.0.1:0"
+interval = "100ms"
+timeout = "300ms"
+
+[[sources.devices]]
+name = "ahu1"
+instance = 1001
+address = "127.0.0.1:{p}"
+points = [
+  {{ tag = "ahu1/sat", object = "analog-value:1" }},
+  {{ tag = "ahu1/dp", object = "analog-value:5" }},
+]
+"#
+    );
+    source_plan(dir.path(), &source, assets, &[]);
+    let df = dir.path().join("df.toml");
+    let mut node = follow_node(&df, &[], dir.path(), 1);
+    wait_for("samples in the input log", || {
+        logged(&df, &[]).filter(|(n, _)| *n >= 40)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    let (before, _) = logged(&df, &[]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut node = follow_node_with(&df, &[], dir.path(), 1, &["--drain"]);
+    wait_for("samples after the restart", || {
+        logged(&df, &[]).filter(|(n, r)| *n >= before + 40 && *r >= 1)
+    });
+    assert!(node.terminate().success());
+    let out = dir.path().join("out");
+    assert_downtime_gap(&out);
+    let (logged_n, _) = logged(&df, &[]).unwrap();
+    let aggs = latest_aggregates(&out);
+    let counted: i64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(counted as u64, logged_n, "every logged sample once");
+    let l = log_of(&log);
+    for ((tag, _), a) in &aggs {
+        let object = if tag == "ahu1/sat" {
+            "analog-value:1"
+        } else {
+            "analog-value:5"
+        };
+        let set: Vec<f64> = l[object].iter().map(|(v, _)| *v).collect();
+        assert!(set.contains(&a.min) && set.contains(&a.max), "{tag}: {a:?}");
+    }
+}

@@ -107,6 +107,11 @@ pub struct Durable {
     pub delta: Option<super::delta::DeltaLake>,
     /// The object store each commit is shipped to (`path = "s3://…"`).
     pub ship: Option<super::ship::Shipper>,
+    /// Makes the input log durable (a node with one): done before each
+    /// commit record, so every row a commit holds came from input the log
+    /// holds on disk, and a kill right after the record finds it there.
+    #[allow(clippy::type_complexity)]
+    pub sync_log: Option<Box<dyn Fn() -> Result<(), String> + Send>>,
 }
 
 /// Where a resumed run starts writing.
@@ -539,6 +544,9 @@ impl ParquetWriter {
                         None => d.previous.clone(),
                     },
                 };
+                if let Some(sync) = &d.sync_log {
+                    sync()?;
+                }
                 crate::model::crash_point("before-record", d.seq);
                 super::commit::write(lake, &m)?;
                 crate::model::crash_point("after-record", d.seq);
@@ -751,6 +759,7 @@ mod tests {
             logged: false,
             delta: None,
             ship: None,
+            sync_log: None,
         };
         let stats = Arc::new(Stats::default());
         let mut w = ParquetWriter::new(plan, "df", "EUR", Vec::new(), stats)
