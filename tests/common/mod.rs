@@ -1181,3 +1181,42 @@ pub fn gen_workload(dir: &Path, tags: u32, seconds: u32) -> PathBuf {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     input
 }
+
+/// Runs `cmd` (output discarded) and SIGKILLs it after `after`.
+pub fn kill_after(cmd: &mut std::process::Command, after: std::time::Duration) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A field-device node (`df`, logged, in `dir`) SIGKILLed once `n`
+/// samples are in its input log and started again with `--drain` until
+/// `n` more are: the downtime is a gap row and the lake counts every
+/// logged sample once. Returns the lake's latest aggregates.
+pub fn killed_and_restarted(df: &Path, dir: &Path, n: u64) -> HashMap<(String, i64), Agg> {
+    let mut node = follow_node(df, &[], dir, 1);
+    wait_for("samples in the input log", || {
+        logged(df, &[]).filter(|(got, _)| *got >= n)
+    });
+    let _ = node.0.kill();
+    let _ = node.0.wait();
+    let (before, _) = logged(df, &[]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut node = follow_node_with(df, &[], dir, 1, &["--drain"]);
+    wait_for("samples after the restart", || {
+        logged(df, &[]).filter(|(got, r)| *got >= before + n && *r >= 1)
+    });
+    assert!(node.terminate().success());
+    let out = dir.join("out");
+    assert_downtime_gap(&out);
+    let (logged_n, _) = logged(df, &[]).unwrap();
+    let aggs = latest_aggregates(&out);
+    let counted: i64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(counted as u64, logged_n, "every logged sample once");
+    aggs
+}

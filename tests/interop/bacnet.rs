@@ -596,25 +596,7 @@ points = [
     );
     source_plan(dir.path(), &source, assets, &[]);
     let df = dir.path().join("df.toml");
-    let mut node = follow_node(&df, &[], dir.path(), 1);
-    wait_for("samples in the input log", || {
-        logged(&df, &[]).filter(|(n, _)| *n >= 40)
-    });
-    let _ = node.0.kill();
-    let _ = node.0.wait();
-    let (before, _) = logged(&df, &[]).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let mut node = follow_node_with(&df, &[], dir.path(), 1, &["--drain"]);
-    wait_for("samples after the restart", || {
-        logged(&df, &[]).filter(|(n, r)| *n >= before + 40 && *r >= 1)
-    });
-    assert!(node.terminate().success());
-    let out = dir.path().join("out");
-    assert_downtime_gap(&out);
-    let (logged_n, _) = logged(&df, &[]).unwrap();
-    let aggs = latest_aggregates(&out);
-    let counted: i64 = aggs.values().map(|a| a.count).sum();
-    assert_eq!(counted as u64, logged_n, "every logged sample once");
+    let aggs = killed_and_restarted(&df, dir.path(), 40);
     let l = log_of(&log);
     for ((tag, _), a) in &aggs {
         let object = if tag == "ahu1/sat" {

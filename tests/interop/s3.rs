@@ -200,28 +200,13 @@ fn kills_while_shipping_leave_every_table_readable() {
     s3.check(&["shipped", url, local.to_str().unwrap()]);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2028);
     for _ in 0..3 {
-        let mut child = node(&s3, &df, &input)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
-        let _ = child.kill();
-        let _ = child.wait();
+        let after = Duration::from_millis(rng.random_range(300..1500));
+        kill_after(&mut node(&s3, &df, &input), after);
         s3.check(&["shipped", url, local.to_str().unwrap()]);
     }
     run_ok(&s3, &df, &input);
     s3.check(&["shipped-whole", url, local.to_str().unwrap()]);
-    let (g, w) = (latest_aggregates(&local), latest_aggregates(&want_local));
-    assert_eq!(g.len(), w.len());
-    for (k, a) in &w {
-        let b = g.get(k).unwrap_or_else(|| panic!("{k:?} missing"));
-        assert_eq!((a.count, a.revision), (b.count, b.revision), "{k:?}");
-    }
-    assert_eq!(
-        latest_actions(&local).len(),
-        latest_actions(&want_local).len()
-    );
+    assert_latest_equal(&local, &want_local);
 }
 
 /// A data file above the part size goes up as a multipart upload: a

@@ -84,15 +84,8 @@ impl Setup {
     fn kill_at_random(&self, out: &Path, kills: usize, seed: u64) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for _ in 0..kills {
-            let mut child = self
-                .command(out, 2)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
-            let _ = child.kill();
-            let _ = child.wait();
+            let after = Duration::from_millis(rng.random_range(200..1500));
+            kill_after(&mut self.command(out, 2), after);
         }
     }
 
