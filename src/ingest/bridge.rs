@@ -191,6 +191,11 @@ impl Ingest {
         self.lock().time as i64
     }
 
+    /// How many workers the rows go to.
+    pub fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
     /// Registers worker `index`'s thread so sends can unpark it.
     pub fn register_worker(&self, index: usize, thread: Thread) {
         if let Ok(mut t) = self.threads.lock() {

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod field;
 mod geometry;
 pub mod normalize;
+mod parse;
 mod tags;
 mod track;
 pub mod wal;

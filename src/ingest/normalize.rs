@@ -18,6 +18,8 @@ use crate::model::{now_ms, DeadLetter, DeadLetterLimits, Quality, Sample};
 use crate::model::{SinkBatch, Stamped};
 use crate::stats::{Stats, MAX_QUEUED_DEAD_LETTERS};
 
+pub use super::parse::{parse_f64, parse_text, parse_ts, trim};
+
 /// Earliest plausible event time: 2000-01-01T00:00:00Z.
 const MIN_TS: i64 = 946_684_800_000;
 
@@ -327,23 +329,10 @@ impl Normalizer {
         quality: &str,
         raw: &dyn Fn() -> String,
     ) {
-        let Some(ts) = parse_ts(ts) else {
-            return self.reject("invalid timestamp", raw());
-        };
-        let Ok(value) = trim(value).parse::<f64>() else {
-            return self.reject("non-numeric value", raw());
-        };
-        let quality = match trim(quality).as_bytes() {
-            [] => Some(0),
-            [d @ b'0'..=b'9'] => Some((d - b'0') as u64),
-            q => std::str::from_utf8(q)
-                .ok()
-                .and_then(|q| q.parse::<u64>().ok()),
-        };
-        let Some(quality) = quality.and_then(Quality::from_code) else {
-            return self.reject("invalid quality", raw());
-        };
-        self.row(ts, trim(tag), value, quality, raw);
+        match parse_text(ts, value, quality) {
+            Ok((ts, value, quality)) => self.row(ts, trim(tag), value, quality, raw),
+            Err(reason) => self.reject(reason, raw()),
+        }
     }
 
     /// Checks and accepts one typed row.
@@ -575,38 +564,6 @@ pub fn reason_class(reason: &str) -> String {
         .collect()
 }
 
-/// `str::trim` without its Unicode scan when the ends are plain ASCII
-/// (the common case, per row).
-fn trim(s: &str) -> &str {
-    match (s.as_bytes().first(), s.as_bytes().last()) {
-        (Some(a), Some(b))
-            if !a.is_ascii_whitespace()
-                && !b.is_ascii_whitespace()
-                && a.is_ascii()
-                && b.is_ascii() =>
-        {
-            s
-        }
-        _ => s.trim(),
-    }
-}
-
-/// Epoch milliseconds, or RFC 3339.
-pub fn parse_ts(s: &str) -> Option<i64> {
-    let s = trim(s);
-    // Fast path: 1 to 18 ASCII digits cannot overflow an i64.
-    let b = s.as_bytes();
-    if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
-        return Some(b.iter().fold(0i64, |n, d| n * 10 + (d - b'0') as i64));
-    }
-    if let Ok(ms) = s.parse::<i64>() {
-        return Some(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.timestamp_millis())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,24 +608,5 @@ mod tests {
             reason_class("topic matches no route"),
             "topic matches no route"
         );
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(parse_ts("1767596100032"), Some(1_767_596_100_032));
-        assert_eq!(
-            parse_ts("2026-01-05T07:35:00.032Z"),
-            Some(1_767_598_500_032)
-        );
-        assert_eq!(parse_ts("yesterday"), None);
-        assert_eq!(parse_ts(" 42 "), Some(42));
-        assert_eq!(parse_ts("-1000"), Some(-1000));
-        assert_eq!(
-            parse_ts("999999999999999999"),
-            Some(999_999_999_999_999_999)
-        );
-        assert_eq!(parse_ts("99999999999999999999"), None);
-        assert_eq!(trim("\u{a0}x\u{a0}"), "x");
-        assert_eq!(trim("a b"), "a b");
     }
 }

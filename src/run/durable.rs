@@ -466,7 +466,7 @@ impl Replay {
         // every GiB, so its size is never a surprise.
         let mut gib = ingest.log_bytes() >> 30;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            super::nap(stop, std::time::Duration::from_millis(100));
             ingest.sync()?;
             if ingest.log_bytes() >> 30 > gib {
                 gib = ingest.log_bytes() >> 30;

@@ -155,7 +155,7 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .collect();
     while !stop.load(Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
+        nap(&stop, Duration::from_millis(250));
         store.prune();
         for (i, f) in files.iter().enumerate() {
             let m = mtime(f);
@@ -184,6 +184,20 @@ fn watch_context(plan: Arc<Plan>, store: Arc<ContextStore>, stop: Arc<AtomicBool
                 }
             }
         }
+    }
+}
+
+/// Sleeps for `d`, or less when `stop` is set meanwhile (looked at every
+/// 10 ms): a background loop sees the end of the run at once, and the run
+/// does not wait out its period.
+pub(crate) fn nap(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(10)));
     }
 }
 
@@ -627,7 +641,7 @@ struct StatusTail {
 impl StatusTail {
     fn follow(mut self) {
         while !self.stop.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
+            nap(&self.stop, Duration::from_millis(200));
             match crate::sources::status::read_from(&self.path, self.offset) {
                 Ok((ups, dead, pos)) => {
                     self.offset = pos;

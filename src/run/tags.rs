@@ -284,7 +284,7 @@ impl TagQuality {
         let every = self.plan.every_ms.max(1);
         let mut next: Option<i64> = None;
         while !stop.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(250));
+            super::nap(stop, Duration::from_millis(250));
             let at = self.at();
             if at <= 0 {
                 continue;

@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderB
 
 pub mod config;
 pub mod format;
+pub mod parallel;
 
 pub use config::{ReplayFormat, ReplayPlan};
 
@@ -67,9 +68,8 @@ pub enum CsvLine<'a> {
 pub struct CsvReader {
     reader: BufReader<File>,
     line: Vec<u8>,
-    /// Column positions of ts, tag, value, quality.
-    at: [usize; 4],
-    width: usize,
+    columns: Columns,
+    header_end: u64,
     /// A partial line is held until its newline arrives.
     partial: bool,
     /// Bytes read from the file, and where the current line starts.
@@ -120,8 +120,11 @@ impl CsvReader {
         Ok(CsvReader {
             reader,
             line: Vec::with_capacity(256),
-            at: [its, itag, ival, pos("quality").unwrap_or(usize::MAX)],
-            width,
+            columns: Columns {
+                at: [its, itag, ival, pos("quality").unwrap_or(usize::MAX)],
+                width,
+            },
+            header_end: header.len() as u64,
             partial: false,
             consumed: header.len() as u64,
             line_start: header.len() as u64,
@@ -183,6 +186,32 @@ impl CsvReader {
         if text.is_empty() {
             return Ok(CsvLine::Empty);
         }
+        Ok(self.columns.split(text))
+    }
+
+    /// The header's columns.
+    pub fn columns(&self) -> Columns {
+        self.columns
+    }
+
+    /// Where the header ends (the first row starts).
+    pub fn header_end(&self) -> u64 {
+        self.header_end
+    }
+}
+
+/// Where a CSV file's columns are: positions of ts, tag, value, quality
+/// (`usize::MAX` when absent), and how many there are.
+#[derive(Clone, Copy, Debug)]
+pub struct Columns {
+    pub(super) at: [usize; 4],
+    pub(super) width: usize,
+}
+
+impl Columns {
+    /// Splits a complete, non-empty line into its fields (no allocation;
+    /// quotes are only trimmed when present).
+    pub fn split<'a>(&self, text: &'a str) -> CsvLine<'a> {
         let mut fields = [""; 16];
         let mut count = 0;
         let mut from = 0;
@@ -194,13 +223,13 @@ impl CsvReader {
             from = comma + 1;
         }
         if count != self.width {
-            return Ok(CsvLine::Malformed {
+            return CsvLine::Malformed {
                 reason: format!("malformed row ({count} fields, expected {})", self.width),
                 text: text.to_string(),
-            });
+            };
         }
         let [its, itag, ival, iq] = self.at;
-        Ok(CsvLine::Row {
+        CsvLine::Row {
             ts: unquote(fields[its]),
             tag: unquote(fields[itag]),
             value: unquote(fields[ival]),
@@ -210,14 +239,21 @@ impl CsvReader {
                 unquote(fields[iq])
             },
             text,
-        })
+        }
     }
 }
 
 fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     let csv = CsvReader::open(&plan.path)?;
     let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
-    pump_csv(csv, n, poll).map_err(|e| format!("cannot read {}: {e}", plan.path.display()))
+    let err = |e| format!("cannot read {}: {e}", plan.path.display());
+    // A file read to its end is decoded in chunks, by as many threads as
+    // there are workers (a followed file grows: one reader tails it).
+    let decoders = n.ctx().ingest.workers();
+    if !n.ctx().follow && parallel::worth_it(&plan.path) {
+        return parallel::pump(csv, &plan.path, n, decoders).map_err(err);
+    }
+    pump_csv(csv, n, poll).map_err(err)
 }
 
 /// Feeds every line of `csv` to the normaliser until the end of the file
