@@ -1,6 +1,8 @@
-//! Throughput harness: workload v1 through `plantflow run` (1 and 2 workers)
-//! and through a plain single-pass Rust program doing the same job, in the
-//! same run, on the same files. Prints medians, rows/s, ratios and peak RSS.
+//! Throughput harness: workload v1 through `plantflow run` (1 and 2 workers),
+//! through a plain single-pass Rust program doing the same job, and (CSV,
+//! when Python has them) through DuckDB and Polars (`benches/analysts.py`),
+//! in the same run, on the same files. Prints medians, rows/s, ratios to the
+//! single-pass program and peak RSS.
 //!
 //! ```text
 //! cargo bench --bench pipeline                       # default: 2,000 tags x 3,600 s (7.2M rows), 3 runs
@@ -353,6 +355,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// (seconds since start, RSS MiB) samples of one run.
 type RssTrace = Vec<(f64, f64)>;
 
+/// The analysts' tools `benches/analysts.py` can run here (DuckDB and
+/// Polars, when Python imports them; none with PLANTFLOW_BENCH_ANALYSTS=0).
+fn analysts() -> Vec<String> {
+    if env_or("PLANTFLOW_BENCH_ANALYSTS", 1) == 0 {
+        return vec![];
+    }
+    ["duckdb", "polars"]
+        .into_iter()
+        .filter(|t| {
+            Command::new("python3")
+                .args(["-c", &format!("import {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(String::from)
+        .collect()
+}
+
 /// Resident set of a running process, MiB.
 fn rss_of(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -389,15 +409,25 @@ fn run_sampled(cmd: &mut Command) -> (std::process::Output, RssTrace) {
         std::io::Read::read_to_end(&mut err, &mut b).ok();
         b
     });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if let Some(r) = rss_of(pid) {
-            trace.push((started.elapsed().as_secs_f64(), r));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // RSS is sampled on a thread; this one waits for the exit itself, so
+    // the wall time ends when the child does (not at the next sample).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut trace = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(r) = rss_of(pid) {
+                    trace.push((started.elapsed().as_secs_f64(), r));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            trace
+        })
     };
+    let status = child.wait().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    trace.extend(sampler.join().unwrap());
     let output = std::process::Output {
         status,
         stdout: t_out.join().unwrap(),
@@ -476,6 +506,13 @@ fn main() {
             ("plantflow run --workers 1".into(), vec![], vec![]),
             ("plantflow run --workers 2".into(), vec![], vec![]),
         ];
+        // What an analyst would use instead, when Python has it (CSV only).
+        let tools = if format == "csv" { analysts() } else { vec![] };
+        results.extend(
+            tools
+                .iter()
+                .map(|t| (format!("{t} (benches/analysts.py)"), vec![], vec![])),
+        );
         for _ in 0..runs {
             for (k, (_, samples_k, trace_k)) in results.iter_mut().enumerate() {
                 let out = root.join(format!("out-{k}"));
@@ -487,6 +524,15 @@ fn main() {
                             .arg("--baseline")
                             .arg(&input)
                             .arg(&samples)
+                            .arg(&out),
+                    )
+                } else if k >= 3 {
+                    run_sampled(
+                        Command::new("python3")
+                            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/analysts.py"))
+                            .args(["--one", &tools[k - 3], "--input"])
+                            .arg(&input)
+                            .arg("--out")
                             .arg(&out),
                     )
                 } else {
@@ -506,7 +552,9 @@ fn main() {
                     String::from_utf8_lossy(&output.stderr)
                 );
                 let stdout = String::from_utf8_lossy(&output.stdout);
-                let rss_mib = if k == 0 {
+                let rss_mib = if k >= 3 {
+                    trace.iter().map(|t| t.1).fold(0.0, f64::max)
+                } else if k == 0 {
                     let mut it = stdout.split_whitespace();
                     assert_eq!(it.next().and_then(|x| x.parse().ok()), Some(rows));
                     it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0)
@@ -539,6 +587,19 @@ fn main() {
                 rss
             );
         }
+        // How `--workers 2` compares with each other program (time over its time).
+        let medians: Vec<f64> = results
+            .iter()
+            .map(|r| median(r.1.iter().map(|s| s.secs).collect()))
+            .collect();
+        let versus: Vec<String> = results
+            .iter()
+            .zip(&medians)
+            .enumerate()
+            .filter(|(k, _)| *k != 2)
+            .map(|(_, ((name, _, _), m))| format!("{:.2}x {name}", m / medians[2]))
+            .collect();
+        println!("{format:<8} `--workers 2` is {}", versus.join(", "));
         // RSS over the last two-worker run: flat once the retention is full.
         let trace = &results[2].2;
         if trace.len() >= 10 {

@@ -35,6 +35,25 @@ mod tables;
 mod writer;
 
 pub use config::ParquetPlan;
+
+/// How the lake's files are written: zstd, and dictionaries for text
+/// columns only (names repeat; measurements rarely do, and a dictionary
+/// that overflows costs a hash of every value before falling back).
+pub fn file_properties(schema: &Schema, row_group_rows: Option<usize>) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_enabled(false);
+    if let Some(rows) = row_group_rows {
+        b = b.set_max_row_group_row_count(Some(rows));
+    }
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+            let col = parquet::schema::types::ColumnPath::from(f.name().as_str());
+            b = b.set_column_dictionary_enabled(col, true);
+        }
+    }
+    b.build()
+}
 pub use tables::*;
 pub use writer::*;
 

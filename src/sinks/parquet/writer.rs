@@ -452,10 +452,7 @@ impl ParquetWriter {
         let tmp = dir.join(format!(".{name}.inprogress"));
         let file =
             File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(self.plan.row_group_rows))
-            .build();
+        let props = file_properties(&self.schemas[table], Some(self.plan.row_group_rows));
         let writer = ArrowWriter::try_new(file, self.schemas[table].clone(), Some(props))
             .map_err(|e| format!("cannot start {}: {e}", tmp.display()))?;
         Ok(OpenFile {

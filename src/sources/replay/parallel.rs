@@ -126,9 +126,11 @@ pub fn pump(
     let stop = n.ctx().stop.clone();
     let k = decoders.max(1);
     // Bytes read: from the start (the header too), or where it resumed.
+    let spare = Spare::default();
     let mut feed = Feed {
         counted: resumed.unwrap_or(0),
         end: start,
+        spare: &spare,
     };
     if k == 1 {
         // One decoder: this thread, chunk after chunk.
@@ -137,8 +139,7 @@ pub fn pump(
             path,
             jobs(header_end, start, len, CHUNK),
             columns,
-            &tags,
-            &stop,
+            (&tags, &stop, &spare),
             |c| {
                 match c {
                     Ok(c) => feed.take(n, c),
@@ -158,12 +159,13 @@ pub fn pump(
         for d in 0..k {
             let (tx, rx) = sync_channel(2);
             chunks.push(rx);
-            let (tags, stop) = (tags.clone(), stop.clone());
+            let (tags, stop, spare) = (&tags, &stop, &spare);
             let mine = jobs(header_end, start, len, CHUNK).skip(d).step_by(k);
             let spawned = std::thread::Builder::new()
                 .name("plantflow-decode".into())
                 .spawn_scoped(scope, move || {
-                    decode_jobs(path, mine, columns, &tags, &stop, |c| tx.send(c).is_ok());
+                    let emit = |c| tx.send(c).is_ok();
+                    decode_jobs(path, mine, columns, (tags, stop, spare), emit);
                 });
             spawned?;
         }
@@ -182,15 +184,42 @@ pub fn pump(
     })
 }
 
-/// Hands decoded chunks to the normaliser, with their positions and bytes.
-struct Feed {
-    counted: u64,
-    end: u64,
+/// Buffers of chunks handed over, for the decoders to fill again (a fresh
+/// megabyte per chunk costs page faults).
+#[derive(Default)]
+struct Spare(std::sync::Mutex<Vec<(Vec<u8>, Vec<Row>)>>);
+
+impl Spare {
+    fn take(&self) -> (Vec<u8>, Vec<Row>) {
+        let spare = self.0.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_else(|| {
+            (
+                Vec::with_capacity(CHUNK as usize + 64 * 1024),
+                Vec::with_capacity(CHUNK as usize / 48),
+            )
+        })
+    }
+
+    fn give(&self, mut buf: Vec<u8>, mut rows: Vec<Row>) {
+        buf.clear();
+        rows.clear();
+        if let Ok(mut s) = self.0.lock() {
+            s.push((buf, rows));
+        }
+    }
 }
 
-impl Feed {
+/// Hands decoded chunks to the normaliser, with their positions and bytes.
+struct Feed<'a> {
+    counted: u64,
+    end: u64,
+    spare: &'a Spare,
+}
+
+impl Feed<'_> {
     fn take(&mut self, n: &mut Normalizer, mut chunk: Decoded) {
-        for row in std::mem::take(&mut chunk.rows) {
+        let mut rows = std::mem::take(&mut chunk.rows);
+        for row in rows.drain(..) {
             let at = row.at();
             n.set_position(at);
             n.bytes_in(at.saturating_sub(self.counted));
@@ -198,6 +227,7 @@ impl Feed {
             hand_over(n, row, &chunk);
         }
         self.end = chunk.end;
+        self.spare.give(chunk.buf, rows);
     }
 
     /// Everything before the end of the last chunk has been handed over.
@@ -235,8 +265,7 @@ fn decode_jobs(
     path: &Path,
     jobs: impl Iterator<Item = Job>,
     columns: Columns,
-    tags: &Arc<TagRegistry>,
-    stop: &std::sync::atomic::AtomicBool,
+    (tags, stop, spare): (&Arc<TagRegistry>, &std::sync::atomic::AtomicBool, &Spare),
     mut emit: impl FnMut(std::io::Result<Decoded>) -> bool,
 ) {
     let mut file = match File::open(path) {
@@ -246,17 +275,17 @@ fn decode_jobs(
             return;
         }
     };
-    let mut lookup = Lookup {
-        tags: tags.clone(),
-        view: tags.view(),
-    };
+    let mut lookup = Lookup::new(tags);
+    let mut marks = Vec::new();
     for job in jobs {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let mut buf = Vec::with_capacity(CHUNK as usize + 64 * 1024);
-        let decoded = read_job(&mut file, job, &mut buf)
-            .map(|first| decode(buf, first, job, columns, &mut lookup));
+        let (mut buf, rows) = spare.take();
+        let decoded = read_job(&mut file, job, &mut buf).map(|first| {
+            let into = (rows, &mut marks);
+            decode(buf, first, job, columns, &mut lookup, into)
+        });
         let failed = decoded.is_err();
         if !emit(decoded) || failed {
             return;
@@ -264,14 +293,67 @@ fn decode_jobs(
     }
 }
 
-/// Tag ids from the registry, refreshed on a miss (an assets reload).
+/// Tag ids from the registry, refreshed on a miss (an assets reload),
+/// with a decoder's own table of the tags it has met: the name's bytes
+/// inline beside the id, so a lookup reads one entry (the registry's
+/// needs its table, its names and each name's bytes). Ids never change,
+/// so entries stay right.
 struct Lookup {
     tags: Arc<TagRegistry>,
     view: crate::ingest::TagView,
+    met: hashbrown::HashTable<Met>,
 }
 
+/// A tag of up to [`MET_BYTES`] bytes and its id.
+struct Met {
+    hash: u64,
+    id: TagId,
+    len: u8,
+    name: [u8; MET_BYTES],
+}
+
+const MET_BYTES: usize = 46;
+
 impl Lookup {
+    fn new(tags: &Arc<TagRegistry>) -> Lookup {
+        Lookup {
+            tags: tags.clone(),
+            view: tags.view(),
+            met: hashbrown::HashTable::new(),
+        }
+    }
+
     fn id(&mut self, tag: &str) -> Option<TagId> {
+        let b = tag.as_bytes();
+        if b.len() > MET_BYTES {
+            return self.registered(tag);
+        }
+        let hash = {
+            use std::hash::BuildHasher;
+            rustc_hash::FxBuildHasher.hash_one(b)
+        };
+        let same = |m: &Met| m.hash == hash && &m.name[..m.len as usize] == b;
+        if let Some(m) = self.met.find(hash, same) {
+            return Some(m.id);
+        }
+        let id = self.registered(tag)?;
+        let mut name = [0; MET_BYTES];
+        name[..b.len()].copy_from_slice(b);
+        let len = b.len() as u8;
+        self.met.insert_unique(
+            hash,
+            Met {
+                hash,
+                id,
+                len,
+                name,
+            },
+            |m| m.hash,
+        );
+        Some(id)
+    }
+
+    fn registered(&mut self, tag: &str) -> Option<TagId> {
         if let Some(id) = self.view.get(tag) {
             return Some(id);
         }
@@ -322,10 +404,16 @@ fn job_base(job: Job) -> u64 {
 
 /// Parses the lines that start in the chunk, as [`CsvReader::next_line`]
 /// and [`Normalizer::text_row`] would.
-fn decode(buf: Vec<u8>, first: usize, job: Job, columns: Columns, tags: &mut Lookup) -> Decoded {
+fn decode(
+    buf: Vec<u8>,
+    first: usize,
+    job: Job,
+    columns: Columns,
+    tags: &mut Lookup,
+    (mut rows, marks): (Vec<Row>, &mut Vec<u32>),
+) -> Decoded {
     let base = job_base(job);
     let limit = (job.to - base) as usize;
-    let mut rows = Vec::with_capacity(CHUNK as usize / 48);
     // The chunk's lines: through the newline of the line at `limit - 1`.
     let stop = match limit
         .checked_sub(1)
@@ -339,7 +427,7 @@ fn decode(buf: Vec<u8>, first: usize, job: Job, columns: Columns, tags: &mut Loo
         base + first as u64,
         columns,
         tags,
-        &mut rows,
+        (&mut rows, marks),
     ) {
         Some(done) => first + done,
         None => {
@@ -363,7 +451,7 @@ fn fast(
     base: u64,
     columns: Columns,
     tags: &mut Lookup,
-    rows: &mut Vec<Row>,
+    (rows, marks): (&mut Vec<Row>, &mut Vec<u32>),
 ) -> Option<usize> {
     if memchr::memchr(b'"', region).is_some() {
         return None;
@@ -377,11 +465,11 @@ fn fast(
     if region.len() >= u32::MAX as usize {
         return None;
     }
-    let mut marks = Vec::with_capacity(region.len() / 8);
-    structurals(region, &mut marks);
+    marks.clear();
+    structurals(region, marks);
     let ends = marks
-        .into_iter()
-        .map(|m| m as usize)
+        .iter()
+        .map(|m| *m as usize)
         .chain(std::iter::once(region.len()));
     for at in ends {
         let newline = at == region.len() || region[at] == b'\n';
@@ -661,10 +749,7 @@ mod tests {
         let tags = Arc::new(TagRegistry::default());
         tags.intern("a");
         tags.intern("b");
-        let mut lookup = Lookup {
-            tags: tags.clone(),
-            view: tags.view(),
-        };
+        let mut lookup = Lookup::new(&tags);
         // One reader, line by line.
         let mut csv = CsvReader::open(&path).unwrap();
         let (header_end, columns) = (csv.header_end(), csv.columns());
@@ -705,7 +790,7 @@ mod tests {
                 for job in jobs(header_end, start, len, chunk) {
                     let mut buf = Vec::new();
                     let first = read_job(&mut file, job, &mut buf).unwrap();
-                    let d = decode(buf, first, job, columns, &mut lookup);
+                    let d = decode(buf, first, job, columns, &mut lookup, (vec![], &mut vec![]));
                     assert!(d.end >= end, "chunk {chunk}: ends go forward");
                     end = d.end;
                     got.extend(d.rows.iter().map(show));

@@ -17,8 +17,6 @@ use std::fs::File;
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use super::*;
 
@@ -107,9 +105,7 @@ fn merge(dir: &Path, files: &[&AddFile], n: usize) -> Result<AddFile, String> {
             if writer.is_none() {
                 let out = File::create(&tmp)
                     .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                    .build();
+                let props = crate::sinks::parquet::file_properties(&batch.schema(), None);
                 let w = ArrowWriter::try_new(out, batch.schema(), Some(props))
                     .map_err(|e| format!("cannot start {}: {e}", tmp.display()))?;
                 writer = Some(w);
