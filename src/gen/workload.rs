@@ -255,8 +255,18 @@ fn write_production(
 /// Converts a `ts,tag,value,quality` CSV (as [`generate`] writes it) into a
 /// zstd Parquet file with the same rows in the same order, the way historians
 /// export: `ts` as a UTC millisecond timestamp, `tag` as a string (dictionary
-/// encoded by the writer), `value` double, `quality` uint8. Returns the rows.
+/// encoded by the writer), `value` double, `quality` uint8, in row groups
+/// of 2^20 rows. Returns the rows.
 pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
+    samples_to_parquet_in_groups(csv, parquet, 1 << 20)
+}
+
+/// [`samples_to_parquet`] in row groups of `group_rows` rows.
+pub fn samples_to_parquet_in_groups(
+    csv: &Path,
+    parquet: &Path,
+    group_rows: usize,
+) -> std::io::Result<u64> {
     use std::io::BufRead;
     use std::sync::Arc;
 
@@ -282,7 +292,7 @@ pub fn samples_to_parquet(csv: &Path, parquet: &Path) -> std::io::Result<u64> {
     ]));
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(group_rows.max(1)))
         .build();
     let tmp = parquet.with_extension("parquet.tmp");
     let mut writer =

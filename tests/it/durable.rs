@@ -810,6 +810,33 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     assert!(stdout.contains("resumed"), "{stdout}");
 }
 
+/// The same with the two files as Parquet in row groups of 20,000 rows,
+/// read by row groups on both workers: each source goes on from the row
+/// its log recorded, inside a group or at its start.
+#[test]
+fn two_parquet_replays_read_by_row_groups_killed_go_on_from_their_logged_rows() {
+    let s = setup(120, 3600);
+    let want = s.want();
+    two_sources(&s);
+    for f in ["a", "b"] {
+        let (csv, parquet) = (
+            s.input.join(format!("{f}.csv")),
+            s.input.join(format!("{f}.parquet")),
+        );
+        let rows = plantflow::gen::workload::samples_to_parquet_in_groups(&csv, &parquet, 20_000);
+        assert!(rows.unwrap() > 100_000);
+    }
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let df = df
+        .replace("/a.csv\"", "/a.parquet\"")
+        .replace("/b.csv\"", "/b.parquet\"");
+    std::fs::write(&s.dataflow, df).unwrap();
+    let got = s.dir.path().join("got");
+    s.kill_at_random(&got, 5, 29);
+    let (stdout, _) = s.finish_from_checkpoint(&got, &want);
+    assert!(stdout.contains("resumed"), "{stdout}");
+}
+
 /// A wide export (issue 32) in two sources: times rounded to the second,
 /// so a row holds the value and quality of every tag sampled in it (about
 /// sixty). Killed at random points, each source goes on from the row the

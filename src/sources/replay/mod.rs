@@ -8,22 +8,15 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, UInt64Type,
-};
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
-
+mod chunks;
 pub mod config;
 pub mod format;
-pub mod parallel;
+mod groups;
+mod parallel;
 
 pub use config::{ReplayFormat, ReplayPlan};
 
 use crate::ingest::normalize::{Normalizer, SourceCtx};
-use crate::model::Quality;
 
 /// Reads the whole source (or tails it), then ends it.
 pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
@@ -31,7 +24,10 @@ pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
     let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
     let r = match (&plan.format, &plan.export) {
         (ReplayFormat::Csv, None) => run_csv(plan, &mut n),
-        (ReplayFormat::Parquet, None) => run_parquet(plan, &mut n),
+        (ReplayFormat::Parquet, None) => {
+            let decoders = n.ctx().ingest.workers();
+            groups::pump(&plan.path, &mut n, plan.batch_rows, decoders)
+        }
         (ReplayFormat::Csv, Some(f)) => format::read::run_csv(&plan.path, f, &mut n, poll),
         (ReplayFormat::Parquet, Some(f)) => {
             format::read::run_parquet(&plan.path, f, &mut n, plan.batch_rows)
@@ -250,8 +246,8 @@ fn run_csv(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
     // A file read to its end is decoded in chunks, by as many threads as
     // there are workers (a followed file grows: one reader tails it).
     let decoders = n.ctx().ingest.workers();
-    if !n.ctx().follow && parallel::worth_it(&plan.path) {
-        return parallel::pump(csv, &plan.path, n, decoders).map_err(err);
+    if !n.ctx().follow && chunks::worth_it(&plan.path) {
+        return chunks::pump(csv, &plan.path, n, decoders);
     }
     pump_csv(csv, n, poll).map_err(err)
 }
@@ -294,143 +290,6 @@ pub fn pump_csv(mut csv: CsvReader, n: &mut Normalizer, poll: Duration) -> std::
             CsvLine::Eof => break,
         }
     }
-    Ok(())
-}
-
-fn run_parquet(plan: &ReplayPlan, n: &mut Normalizer) -> Result<(), String> {
-    let path = &plan.path;
-    let open = || File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
-        .map_err(|e| format!("{}: not a Parquet file: {e}", path.display()))?;
-    // Read a string `tag` column as a dictionary: historian exports are
-    // dictionary-encoded, so each distinct tag is looked up once per
-    // dictionary instead of once per row.
-    let schema = builder.schema().clone();
-    let builder = match schema.index_of("tag") {
-        Ok(i) if schema.field(i).data_type() == &DataType::Utf8 => {
-            let mut fields: Vec<Field> =
-                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields[i] = fields[i].clone().with_data_type(DataType::Dictionary(
-                Box::new(DataType::Int32),
-                Box::new(DataType::Utf8),
-            ));
-            let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-            ParquetRecordBatchReaderBuilder::try_new_with_options(
-                open()?,
-                ArrowReaderOptions::new().with_schema(hint),
-            )
-            .unwrap_or(builder)
-        }
-        _ => builder,
-    };
-    // A restart goes on after the rows the input log has.
-    let skip = n.take_resumed_position().unwrap_or(0);
-    let reader = builder
-        .with_batch_size(plan.batch_rows.max(1024))
-        .with_offset(skip as usize)
-        .build()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut row = skip;
-    // Tag ids of the current dictionary's entries, filled on first use.
-    let mut dict_key: (usize, usize) = (0, 0);
-    let mut dict_ids: Vec<Option<Option<crate::model::TagId>>> = Vec::new();
-    for batch in reader {
-        if n.ctx().stopped() {
-            break;
-        }
-        let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
-        let col = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef, String> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| format!("{}: no `{name}` column", path.display()))?;
-            let c = match c.data_type() {
-                DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                    arrow::compute::cast(c, &DataType::Int64)
-                }
-                DataType::Timestamp(_, _) => {
-                    arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                        .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
-                }
-                DataType::Dictionary(_, _) if to == &DataType::Utf8 => Ok(c.clone()),
-                _ => arrow::compute::cast(c, to),
-            };
-            c.map_err(|e| format!("{}: column `{name}`: {e}", path.display()))
-        };
-        let ts = col("ts", &DataType::Int64)?;
-        let tag = col("tag", &DataType::Utf8)?;
-        let value = col("value", &DataType::Float64)?;
-        let quality = match batch.column_by_name("quality") {
-            Some(_) => Some(col("quality", &DataType::UInt64)?),
-            None => None,
-        };
-        let ts = ts.as_primitive::<Int64Type>();
-        let dict = tag.as_dictionary_opt::<Int32Type>();
-        let (keys, names) = match dict {
-            Some(d) => (Some(d.keys()), d.values().as_string::<i32>()),
-            None => (None, tag.as_string::<i32>()),
-        };
-        if let Some(d) = dict {
-            let key = (
-                d.values().to_data().buffers()[1].as_ptr() as usize,
-                names.len(),
-            );
-            if key != dict_key {
-                dict_key = key;
-                dict_ids.clear();
-                dict_ids.resize(names.len(), None);
-            }
-        }
-        let value = value.as_primitive::<Float64Type>();
-        let quality = quality.as_ref().map(|q| q.as_primitive::<UInt64Type>());
-        for i in 0..batch.num_rows() {
-            n.set_position(row);
-            row += 1;
-            let tag_at = |i: usize| match keys {
-                Some(k) => names.value(k.value(i) as usize),
-                None => names.value(i),
-            };
-            let raw = || {
-                format!(
-                    "{},{},{},{}",
-                    ts.value(i),
-                    if tag.is_null(i) { "" } else { tag_at(i) },
-                    value.value(i),
-                    quality.map(|q| q.value(i)).unwrap_or(0)
-                )
-            };
-            if ts.is_null(i) || tag.is_null(i) || value.is_null(i) {
-                n.reject("null field", raw());
-                continue;
-            }
-            let q = quality
-                .filter(|q| !q.is_null(i))
-                .map(|q| q.value(i))
-                .unwrap_or(0);
-            let Some(q) = Quality::from_code(q) else {
-                n.reject("invalid quality", raw());
-                continue;
-            };
-            match keys {
-                Some(k) => {
-                    let key = k.value(i) as usize;
-                    let id = match dict_ids[key] {
-                        Some(id) => id,
-                        None => {
-                            let id = n.tag_id(names.value(key));
-                            dict_ids[key] = Some(id);
-                            id
-                        }
-                    };
-                    match id {
-                        Some(id) => n.row_id(ts.value(i), id, value.value(i), q, &raw),
-                        None => n.unknown_tag(names.value(key), ts.value(i), value.value(i), &raw),
-                    }
-                }
-                None => n.row(ts.value(i), names.value(i), value.value(i), q, &raw),
-            }
-        }
-    }
-    n.set_position(row);
     Ok(())
 }
 

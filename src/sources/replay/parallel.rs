@@ -1,34 +1,30 @@
-//! A CSV replay file decoded by several threads.
+//! A replay file decoded on several threads and handed over in order.
 //!
-//! The file (after its header) is cut into 1 MiB chunks; decoder `k` of `K`
-//! reads and parses chunks `k, k + K, …` (a line belongs to the chunk its
-//! first byte is in). The source's own thread takes the decoded chunks back
-//! in file order and hands their rows to the normaliser, so event-time
-//! order, watermarks, lateness, dead letters and resume positions are
-//! exactly those of one reader: only the parsing runs in parallel. Each
-//! decoder has two chunks in flight at most.
+//! The file is cut into jobs (a CSV file's 1 MiB chunks, see
+//! [`super::chunks`]; a Parquet file's row groups, see [`super::groups`]);
+//! decoder `k` of `K` parses jobs `k, k + K, …` into [`Row`]s. The source's
+//! own thread takes the decoded pieces back in file order ([`in_order`])
+//! and hands their rows to the normaliser ([`Feed`]), so event-time order,
+//! watermarks, lateness, dead letters and resume positions are exactly
+//! those of one reader: only the parsing runs in parallel. Each decoder has
+//! two pieces in flight at most.
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-use super::{Columns, CsvLine, CsvReader};
-use crate::ingest::normalize::{parse_text, trim, Normalizer};
+use crate::ingest::normalize::Normalizer;
 use crate::ingest::TagRegistry;
 use crate::model::{Quality, TagId};
 
-/// Bytes of a chunk.
-const CHUNK: u64 = 1 << 20;
-
-/// One decoded line.
-enum Row {
+/// One decoded row.
+pub(super) enum Row {
     Sample {
         at: u64,
-        /// The line's length (its text is in the chunk's buffer).
-        len: u32,
+        /// What rebuilds the row's text for a dead letter: the line's
+        /// length (a CSV chunk's text is in its buffer), or the quality
+        /// code as read (a Parquet batch).
+        aux: u32,
         ts: i64,
         tag: TagId,
         value: f64,
@@ -57,129 +53,116 @@ impl Row {
     }
 }
 
-/// A chunk's rows, its bytes (from file position `base`), and where its
-/// lines end.
-struct Decoded {
-    rows: Vec<Row>,
-    buf: Vec<u8>,
-    base: u64,
-    end: u64,
+/// A chunk's rows, its bytes (from file position `base`; none for a
+/// Parquet batch), and where its rows end. Positions are byte offsets in a
+/// CSV file, row indexes in a Parquet one.
+pub(super) struct Decoded {
+    pub(super) rows: Vec<Row>,
+    pub(super) buf: Vec<u8>,
+    pub(super) base: u64,
+    pub(super) end: u64,
 }
 
 impl Decoded {
-    /// The text of a sample's line (for a dead letter).
-    fn line(&self, at: u64, len: u32) -> String {
+    /// The text of a sample's row (for a dead letter).
+    fn text(
+        &self,
+        at: u64,
+        (ts, tag, value, aux): (i64, TagId, f64, u32),
+        tags: &TagRegistry,
+    ) -> String {
+        if self.buf.is_empty() {
+            let name = tags.view().key(tag).to_string();
+            return format!("{ts},{name},{value},{aux}");
+        }
         let from = (at - self.base) as usize;
-        String::from_utf8_lossy(&self.buf[from..from + len as usize]).into_owned()
+        String::from_utf8_lossy(&self.buf[from..from + aux as usize]).into_owned()
     }
 }
 
-/// A chunk: lines starting in `[from, to)`; `exact`: a line starts at `from`.
-#[derive(Clone, Copy)]
-struct Job {
-    from: u64,
-    to: u64,
-    exact: bool,
+/// What a decoder sends: a piece of its current job, or the job's end.
+enum Piece {
+    Part(Decoded),
+    Done,
+    Failed(String),
 }
 
-/// The chunks of `chunk` bytes from `start` (a line start) to the end of the file.
-fn jobs(header_end: u64, start: u64, len: u64, chunk: u64) -> impl Iterator<Item = Job> {
-    let first = (start - header_end) / chunk + 1;
-    let next = move |j: u64| header_end + j * chunk;
-    let head = Job {
-        from: start,
-        to: next(first).min(len.max(start)),
-        exact: true,
-    };
-    let rest = (first..)
-        .map(move |j| Job {
-            from: next(j),
-            to: next(j + 1).min(len),
-            exact: false,
-        })
-        .take_while(move |j| j.from < len);
-    std::iter::once(head).chain(rest)
-}
-
-/// Whether a file is worth decoding in parallel: more than two chunks.
-pub fn worth_it(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() > 2 * CHUNK)
-}
-
-/// Feeds every line of `csv`'s file to the normaliser, decoded by
-/// `decoders` threads, until the end of the file or a stop.
-pub fn pump(
-    csv: CsvReader,
-    path: &Path,
-    n: &mut Normalizer,
-    decoders: usize,
-) -> std::io::Result<()> {
-    let len = std::fs::metadata(path)?.len();
-    let header_end = csv.header_end();
-    let columns = csv.columns();
-    drop(csv);
-    let resumed = n.take_resumed_position();
-    let start = resumed
-        .unwrap_or(header_end)
-        .clamp(header_end, len.max(header_end));
-    let tags = n.ctx().tags.clone();
-    let stop = n.ctx().stop.clone();
-    let k = decoders.max(1);
-    // Bytes read: from the start (the header too), or where it resumed.
-    let spare = Spare::default();
-    let mut feed = Feed {
-        counted: resumed.unwrap_or(0),
-        end: start,
-        spare: &spare,
-    };
+/// Decodes `jobs` on `threads` threads (job `j` on thread `j % threads`,
+/// each with its own `decoder` state; each thread two pieces ahead at most)
+/// and hands their pieces to `take` on this thread, in job order. With one
+/// thread, all of it runs on this one. Ends early at a stop.
+pub(super) fn in_order<J: Send, D>(
+    jobs: Vec<J>,
+    threads: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    decoder: impl Fn() -> Result<D, String> + Sync,
+    decode: impl Fn(&mut D, J, &mut dyn FnMut(Decoded) -> bool) -> Result<(), String> + Sync,
+    mut take: impl FnMut(Decoded),
+) -> Result<(), String> {
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+    let k = threads.max(1).min(jobs.len().max(1));
     if k == 1 {
-        // One decoder: this thread, chunk after chunk.
-        let mut failed = None;
-        decode_jobs(
-            path,
-            jobs(header_end, start, len, CHUNK),
-            columns,
-            (&tags, &stop, &spare),
-            |c| {
-                match c {
-                    Ok(c) => feed.take(n, c),
-                    Err(e) => failed = Some(e),
-                }
-                failed.is_none()
-            },
-        );
-        if let Some(e) = failed {
-            return Err(e);
+        let mut d = decoder()?;
+        for job in jobs {
+            if stopped() {
+                break;
+            }
+            decode(&mut d, job, &mut |c| {
+                take(c);
+                true
+            })?;
         }
-        feed.finish(n);
         return Ok(());
     }
+    let mut mine: Vec<Vec<J>> = (0..k).map(|_| Vec::new()).collect();
+    let count = jobs.len();
+    for (j, job) in jobs.into_iter().enumerate() {
+        mine[j % k].push(job);
+    }
     std::thread::scope(|scope| {
-        let mut chunks: Vec<Receiver<std::io::Result<Decoded>>> = Vec::new();
-        for d in 0..k {
+        let mut pieces: Vec<Receiver<Piece>> = Vec::new();
+        for list in mine {
             let (tx, rx) = sync_channel(2);
-            chunks.push(rx);
-            let (tags, stop, spare) = (&tags, &stop, &spare);
-            let mine = jobs(header_end, start, len, CHUNK).skip(d).step_by(k);
+            pieces.push(rx);
+            let (decoder, decode) = (&decoder, &decode);
             let spawned = std::thread::Builder::new()
                 .name("plantflow-decode".into())
                 .spawn_scoped(scope, move || {
-                    let emit = |c| tx.send(c).is_ok();
-                    decode_jobs(path, mine, columns, (tags, stop, spare), emit);
+                    let mut d = match decoder() {
+                        Ok(d) => d,
+                        Err(e) => return drop(tx.send(Piece::Failed(e))),
+                    };
+                    for job in list {
+                        if stopped() {
+                            return;
+                        }
+                        let sent = decode(&mut d, job, &mut |c| tx.send(Piece::Part(c)).is_ok());
+                        let end = match sent {
+                            Ok(()) => Piece::Done,
+                            Err(e) => Piece::Failed(e),
+                        };
+                        let failed = matches!(end, Piece::Failed(_));
+                        if tx.send(end).is_err() || failed {
+                            return;
+                        }
+                    }
                 });
-            spawned?;
+            spawned.map_err(|e| format!("cannot start a decoder: {e}"))?;
         }
-        for i in 0.. {
-            if n.ctx().stopped() {
-                return Ok(());
+        for j in 0..count {
+            loop {
+                if stopped() {
+                    return Ok(());
+                }
+                match pieces[j % k].recv() {
+                    Ok(Piece::Part(c)) => take(c),
+                    Ok(Piece::Done) => break,
+                    Ok(Piece::Failed(e)) => return Err(e),
+                    // A decoder stopped (the run is stopping).
+                    Err(_) => return Ok(()),
+                }
             }
-            // A decoder without a next chunk: the file is done.
-            let Ok(chunk) = chunks[i % k].recv() else {
-                break;
-            };
-            feed.take(n, chunk?);
         }
-        feed.finish(n);
         Ok(())
     })
 }
@@ -187,15 +170,15 @@ pub fn pump(
 /// Buffers of chunks handed over, for the decoders to fill again (a fresh
 /// megabyte per chunk costs page faults).
 #[derive(Default)]
-struct Spare(std::sync::Mutex<Vec<(Vec<u8>, Vec<Row>)>>);
+pub(super) struct Spare(std::sync::Mutex<Vec<(Vec<u8>, Vec<Row>)>>);
 
 impl Spare {
-    fn take(&self) -> (Vec<u8>, Vec<Row>) {
+    pub(super) fn take(&self) -> (Vec<u8>, Vec<Row>) {
         let spare = self.0.lock().ok().and_then(|mut s| s.pop());
         spare.unwrap_or_else(|| {
             (
-                Vec::with_capacity(CHUNK as usize + 64 * 1024),
-                Vec::with_capacity(CHUNK as usize / 48),
+                Vec::with_capacity(super::chunks::CHUNK as usize + 64 * 1024),
+                Vec::with_capacity(super::chunks::CHUNK as usize / 48),
             )
         })
     }
@@ -209,44 +192,56 @@ impl Spare {
     }
 }
 
-/// Hands decoded chunks to the normaliser, with their positions and bytes.
-struct Feed<'a> {
-    counted: u64,
-    end: u64,
-    spare: &'a Spare,
+/// Hands decoded chunks to the normaliser, with their positions (and,
+/// for a CSV file, the bytes read).
+pub(super) struct Feed<'a> {
+    pub(super) tags: Arc<TagRegistry>,
+    pub(super) counted: u64,
+    pub(super) end: u64,
+    pub(super) spare: Option<&'a Spare>,
 }
 
 impl Feed<'_> {
-    fn take(&mut self, n: &mut Normalizer, mut chunk: Decoded) {
+    pub(super) fn take(&mut self, n: &mut Normalizer, mut chunk: Decoded) {
         let mut rows = std::mem::take(&mut chunk.rows);
+        let bytes = self.spare.is_some();
         for row in rows.drain(..) {
             let at = row.at();
             n.set_position(at);
-            n.bytes_in(at.saturating_sub(self.counted));
+            if bytes {
+                n.bytes_in(at.saturating_sub(self.counted));
+            }
             self.counted = at;
-            hand_over(n, row, &chunk);
+            hand_over(n, row, &chunk, &self.tags);
         }
         self.end = chunk.end;
-        self.spare.give(chunk.buf, rows);
+        if let Some(spare) = self.spare {
+            spare.give(chunk.buf, rows);
+        }
     }
 
     /// Everything before the end of the last chunk has been handed over.
-    fn finish(&mut self, n: &mut Normalizer) {
+    pub(super) fn finish(&mut self, n: &mut Normalizer) {
         n.set_position(self.end);
-        n.bytes_in(self.end.saturating_sub(self.counted));
+        if self.spare.is_some() {
+            n.bytes_in(self.end.saturating_sub(self.counted));
+        }
     }
 }
 
-fn hand_over(n: &mut Normalizer, row: Row, chunk: &Decoded) {
+fn hand_over(n: &mut Normalizer, row: Row, chunk: &Decoded, tags: &TagRegistry) {
     match row {
         Row::Sample {
             at,
-            len,
+            aux,
             ts,
             tag,
             value,
             quality,
-        } => n.row_id(ts, tag, value, quality, &|| chunk.line(at, len)),
+        } => {
+            let text = || chunk.text(at, (ts, tag, value, aux), tags);
+            n.row_id(ts, tag, value, quality, &text)
+        }
         Row::Unknown {
             ts,
             value,
@@ -258,47 +253,12 @@ fn hand_over(n: &mut Normalizer, row: Row, chunk: &Decoded) {
     }
 }
 
-/// One decoder: reads and parses its chunks, in order, handing each to
-/// `emit` until they are done, `emit` says stop (or had an error), or the
-/// run stops.
-fn decode_jobs(
-    path: &Path,
-    jobs: impl Iterator<Item = Job>,
-    columns: Columns,
-    (tags, stop, spare): (&Arc<TagRegistry>, &std::sync::atomic::AtomicBool, &Spare),
-    mut emit: impl FnMut(std::io::Result<Decoded>) -> bool,
-) {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            emit(Err(e));
-            return;
-        }
-    };
-    let mut lookup = Lookup::new(tags);
-    let mut marks = Vec::new();
-    for job in jobs {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        let (mut buf, rows) = spare.take();
-        let decoded = read_job(&mut file, job, &mut buf).map(|first| {
-            let into = (rows, &mut marks);
-            decode(buf, first, job, columns, &mut lookup, into)
-        });
-        let failed = decoded.is_err();
-        if !emit(decoded) || failed {
-            return;
-        }
-    }
-}
-
 /// Tag ids from the registry, refreshed on a miss (an assets reload),
 /// with a decoder's own table of the tags it has met: the name's bytes
 /// inline beside the id, so a lookup reads one entry (the registry's
 /// needs its table, its names and each name's bytes). Ids never change,
 /// so entries stay right.
-struct Lookup {
+pub(super) struct Lookup {
     tags: Arc<TagRegistry>,
     view: crate::ingest::TagView,
     met: hashbrown::HashTable<Met>,
@@ -315,7 +275,7 @@ struct Met {
 const MET_BYTES: usize = 46;
 
 impl Lookup {
-    fn new(tags: &Arc<TagRegistry>) -> Lookup {
+    pub(super) fn new(tags: &Arc<TagRegistry>) -> Lookup {
         Lookup {
             tags: tags.clone(),
             view: tags.view(),
@@ -323,7 +283,7 @@ impl Lookup {
         }
     }
 
-    fn id(&mut self, tag: &str) -> Option<TagId> {
+    pub(super) fn id(&mut self, tag: &str) -> Option<TagId> {
         let b = tag.as_bytes();
         if b.len() > MET_BYTES {
             return self.registered(tag);
@@ -366,464 +326,26 @@ impl Lookup {
     }
 }
 
-/// Reads a chunk's bytes into `buf`, from the byte before `from` (or
-/// `from` itself when a line starts there) through the end of the line
-/// that holds byte `to - 1`. Returns where the first line starts in `buf`
-/// (`buf`'s first byte is at file position `job_base(job)`).
-fn read_job(file: &mut File, job: Job, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let base = job_base(job);
-    buf.clear();
-    file.seek(SeekFrom::Start(base))?;
-    (&mut *file).take(job.to - base).read_to_end(buf)?;
-    // The last line may go on past `to`: read on to its newline.
-    let mut from = buf.len().saturating_sub(1);
-    loop {
-        if memchr::memchr(b'\n', &buf[from..]).is_some() {
-            break;
-        }
-        from = buf.len();
-        let n = (&mut *file).take(64 * 1024).read_to_end(buf)?;
-        if n == 0 {
-            break;
-        }
-    }
-    if job.exact {
-        return Ok(0);
-    }
-    // The line the byte before `from` is in belongs to the chunk before.
-    Ok(memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1))
-}
-
-fn job_base(job: Job) -> u64 {
-    if job.exact {
-        job.from
-    } else {
-        job.from - 1
-    }
-}
-
-/// Parses the lines that start in the chunk, as [`CsvReader::next_line`]
-/// and [`Normalizer::text_row`] would.
-fn decode(
-    buf: Vec<u8>,
-    first: usize,
-    job: Job,
-    columns: Columns,
-    tags: &mut Lookup,
-    (mut rows, marks): (Vec<Row>, &mut Vec<u32>),
-) -> Decoded {
-    let base = job_base(job);
-    let limit = (job.to - base) as usize;
-    // The chunk's lines: through the newline of the line at `limit - 1`.
-    let stop = match limit
-        .checked_sub(1)
-        .filter(|l| *l >= first && *l < buf.len())
-    {
-        Some(l) => memchr::memchr(b'\n', &buf[l..]).map_or(buf.len(), |i| l + i + 1),
-        None => first.max(limit).min(buf.len()),
-    };
-    let end = match fast(
-        &buf[first..stop],
-        base + first as u64,
-        columns,
-        tags,
-        (&mut rows, marks),
-    ) {
-        Some(done) => first + done,
-        None => {
-            rows.clear();
-            slow(&buf, first, limit, base, columns, tags, &mut rows)
-        }
-    };
-    Decoded {
-        rows,
-        buf,
-        base,
-        end: base + end as u64,
-    }
-}
-
-/// The common case in one pass: text that is valid UTF-8 and has no
-/// quotes, its commas and newlines found by one vectorised scan. Returns
-/// the length decoded, or `None` to decode the chunk line by line.
-fn fast(
-    region: &[u8],
-    base: u64,
-    columns: Columns,
-    tags: &mut Lookup,
-    (rows, marks): (&mut Vec<Row>, &mut Vec<u32>),
-) -> Option<usize> {
-    if memchr::memchr(b'"', region).is_some() {
-        return None;
-    }
-    let text = std::str::from_utf8(region).ok()?;
-    let [its, itag, ival, iq] = columns.at;
-    // Field bounds of the current line: starts of fields, then its end.
-    let mut bounds = [0usize; 17];
-    let mut count = 1;
-    let mut line = 0;
-    if region.len() >= u32::MAX as usize {
-        return None;
-    }
-    marks.clear();
-    structurals(region, marks);
-    let ends = marks
-        .iter()
-        .map(|m| *m as usize)
-        .chain(std::iter::once(region.len()));
-    for at in ends {
-        let newline = at == region.len() || region[at] == b'\n';
-        if !newline {
-            if count < bounds.len() - 1 {
-                bounds[count] = at + 1;
-            }
-            count += 1;
-            continue;
-        }
-        if at == region.len() && at == line {
-            break;
-        }
-        // The line without its trailing returns.
-        let mut end = at;
-        while end > line && region[end - 1] == b'\r' {
-            end -= 1;
-        }
-        let start = line;
-        let fields = count;
-        (line, count) = (at + 1, 1);
-        if end == start {
-            continue;
-        }
-        if fields != columns.width {
-            rows.push(Row::Bad {
-                at: base + start as u64,
-                reason: Cow::Owned(format!(
-                    "malformed row ({fields} fields, expected {})",
-                    columns.width
-                )),
-                raw: text[start..end].to_string(),
-            });
-            continue;
-        }
-        bounds[0] = start;
-        bounds[fields] = end + 1;
-        let field = |i: usize| &text[bounds[i]..bounds[i + 1] - 1];
-        let quality = if iq == usize::MAX { "" } else { field(iq) };
-        rows.push(row(
-            base + start as u64,
-            (field(its), field(itag), field(ival), quality),
-            &text[start..end],
-            tags,
-        ));
-    }
-    Some(line.min(region.len()))
-}
-
-/// The offsets of every comma and newline in `text`, in order: 64 bytes
-/// at a time into a bit mask, then one offset per set bit.
-fn structurals(text: &[u8], out: &mut Vec<u32>) {
-    let mut base = 0u32;
-    let mut blocks = text.chunks_exact(64);
-    for block in &mut blocks {
-        let mut m = mask64(block);
-        while m != 0 {
-            out.push(base + m.trailing_zeros());
-            m &= m - 1;
-        }
-        base += 64;
-    }
-    let mut m = mask_scalar(blocks.remainder());
-    while m != 0 {
-        out.push(base + m.trailing_zeros());
-        m &= m - 1;
-    }
-}
-
-/// Bit `i` set where `block[i]` (of up to 64 bytes) is a comma or a newline.
-fn mask_scalar(block: &[u8]) -> u64 {
-    let mut m = 0u64;
-    for (i, &c) in block.iter().enumerate() {
-        m |= ((c == b',' || c == b'\n') as u64) << i;
-    }
-    m
-}
-
-/// [`mask_scalar`] of 64 bytes with SSE2 (part of every x86-64 CPU):
-/// sixteen compares per instruction.
-#[cfg(target_arch = "x86_64")]
-fn mask64(block: &[u8]) -> u64 {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    assert!(block.len() >= 64);
-    let mut m = 0u64;
-    // SAFETY: SSE2 is in the x86-64 baseline; each unaligned load reads 16
-    // bytes at offsets 0, 16, 32 and 48 of a block of at least 64 (asserted).
-    unsafe {
-        let (comma, newline) = (_mm_set1_epi8(b',' as i8), _mm_set1_epi8(b'\n' as i8));
-        for k in 0..4 {
-            let v = _mm_loadu_si128(block.as_ptr().add(16 * k) as *const __m128i);
-            let hits = _mm_or_si128(_mm_cmpeq_epi8(v, comma), _mm_cmpeq_epi8(v, newline));
-            m |= (_mm_movemask_epi8(hits) as u16 as u64) << (16 * k);
-        }
-    }
-    m
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn mask64(block: &[u8]) -> u64 {
-    mask_scalar(&block[..64])
-}
-
-/// Line by line, as [`CsvReader::next_line`] splits them.
-fn slow(
-    buf: &[u8],
-    first: usize,
-    limit: usize,
-    base: u64,
-    columns: Columns,
-    tags: &mut Lookup,
-    rows: &mut Vec<Row>,
-) -> usize {
-    let mut start = first;
-    while start < limit && start < buf.len() {
-        let (line_end, next) = match memchr::memchr(b'\n', &buf[start..]) {
-            Some(i) => (start + i, start + i + 1),
-            None => (buf.len(), buf.len()),
-        };
-        let (line, at) = (start, base + start as u64);
-        let mut end = line_end;
-        while end > line && matches!(buf[end - 1], b'\n' | b'\r') {
-            end -= 1;
-        }
-        start = next;
-        let Ok(text) = std::str::from_utf8(&buf[line..end]) else {
-            rows.push(Row::Bad {
-                at,
-                reason: Cow::Borrowed("row is not UTF-8"),
-                raw: String::from_utf8_lossy(&buf[line..end]).into_owned(),
-            });
-            continue;
-        };
-        if text.is_empty() {
-            continue;
-        }
-        rows.push(match columns.split(text) {
-            CsvLine::Row {
-                ts,
-                tag,
-                value,
-                quality,
-                text,
-            } => row(at, (ts, tag, value, quality), text, tags),
-            CsvLine::Malformed { reason, text } => Row::Bad {
-                at,
-                reason: Cow::Owned(reason),
-                raw: text,
-            },
-            CsvLine::Empty | CsvLine::Partial | CsvLine::Eof => continue,
-        });
-    }
-    start.min(buf.len())
-}
-
-/// One row's fields, checked as [`Normalizer::text_row`] and
-/// [`Normalizer::row`] check them.
-fn row(
-    at: u64,
-    (ts, tag, value, quality): (&str, &str, &str, &str),
-    text: &str,
-    tags: &mut Lookup,
-) -> Row {
-    let bad = |reason: &'static str| Row::Bad {
-        at,
-        reason: Cow::Borrowed(reason),
-        raw: text.to_string(),
-    };
-    let (ts, value, quality) = match parse_text(ts, value, quality) {
-        Ok(v) => v,
-        Err(reason) => return bad(reason),
-    };
-    if !value.is_finite() {
-        return bad("value is NaN or infinite");
-    }
-    let tag = trim(tag);
-    match tags.id(tag) {
-        Some(tag) => Row::Sample {
+/// What a row says, for comparing in tests.
+#[cfg(test)]
+pub(super) fn show(r: &Row) -> String {
+    match r {
+        Row::Sample {
             at,
-            len: text.len() as u32,
+            aux,
             ts,
             tag,
             value,
             quality,
-        },
-        None => Row::Unknown {
+        } => format!("{at}+{aux} {ts} #{tag} {value:?} {quality:?}"),
+        Row::Unknown {
             at,
             ts,
             value,
-            tag: tag.into(),
-            raw: text.into(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_the_file_once() {
-        let h = 21;
-        let all: Vec<Job> = jobs(h, h, h + 3 * CHUNK + 5, CHUNK).collect();
-        assert_eq!(all.len(), 4);
-        assert_eq!((all[0].from, all[0].to, all[0].exact), (h, h + CHUNK, true));
-        assert_eq!((all[3].from, all[3].to), (h + 3 * CHUNK, h + 3 * CHUNK + 5));
-        // A resume inside chunk 1 starts exactly there.
-        let resumed: Vec<Job> = jobs(h, h + CHUNK + 7, h + 3 * CHUNK, CHUNK).collect();
-        assert_eq!(resumed.len(), 2);
-        assert_eq!(
-            (resumed[0].from, resumed[0].to),
-            (h + CHUNK + 7, h + 2 * CHUNK)
-        );
-        // A resume at the end: one empty chunk.
-        let done: Vec<Job> = jobs(h, h + 10, h + 10, CHUNK).collect();
-        assert_eq!(done.len(), 1);
-        assert_eq!((done[0].from, done[0].to), (h + 10, h + 10));
-    }
-
-    /// What a row says, for comparing.
-    fn show(r: &Row) -> String {
-        match r {
-            Row::Sample {
-                at,
-                len,
-                ts,
-                tag,
-                value,
-                quality,
-            } => format!("{at}+{len} {ts} #{tag} {value:?} {quality:?}"),
-            Row::Unknown {
-                at,
-                ts,
-                value,
-                tag,
-                raw,
-                ..
-            } => format!("{at} unknown {tag} {ts} {value:?} {raw}"),
-            Row::Bad { at, reason, raw } => format!("{at} bad {reason}: {raw}"),
-        }
-    }
-
-    /// Every chunking of a file of awkward lines decodes to what one
-    /// reader reads, line for line, at the same positions.
-    #[test]
-    fn any_chunking_reads_what_one_reader_reads() {
-        let mut text = b"\xef\xbb\xbfts,tag,value,quality\n".to_vec();
-        for i in 0..40u64 {
-            let line = match i % 10 {
-                0 => format!("{},a,{}.5,0\n", 1_767_596_100_000 + i, i),
-                1 => format!("{},\"b\",{},1\r\n", 1_767_596_100_000 + i, i),
-                2 => "\n\r\n".to_string(),
-                3 => format!("{},a,x{i},0\n", 1_767_596_100_000 + i),
-                4 => format!("{},a,1,0,extra\n", i),
-                5 => format!("{},zz,2,0\n", 1_767_596_100_000 + i),
-                6 => format!(
-                    "{},b,{},{}\n",
-                    1_767_596_100_000 + i,
-                    "9".repeat(40),
-                    "1073741824"
-                ),
-                7 => format!("{},a,NaN,0\n", 1_767_596_100_000 + i),
-                8 => format!(" {} , a ,  3 , 2 \n", 1_767_596_100_000 + i),
-                _ => format!("{},b,{},0\r\r\n", 1_767_596_100_000 + i, i as f64 / 7.0),
-            };
-            text.extend_from_slice(line.as_bytes());
-            if i == 17 {
-                text.extend_from_slice(b"1767596100017,\xff\xfe,1,0\n");
-            }
-        }
-        text.extend_from_slice(b"1767596100999,a,4,0");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.csv");
-        std::fs::write(&path, &text).unwrap();
-        let tags = Arc::new(TagRegistry::default());
-        tags.intern("a");
-        tags.intern("b");
-        let mut lookup = Lookup::new(&tags);
-        // One reader, line by line.
-        let mut csv = CsvReader::open(&path).unwrap();
-        let (header_end, columns) = (csv.header_end(), csv.columns());
-        let mut want = Vec::new();
-        loop {
-            let at = csv.resume_point();
-            match csv.next_line(false).unwrap() {
-                CsvLine::Row {
-                    ts,
-                    tag,
-                    value,
-                    quality,
-                    text,
-                } => want.push(show(&row(at, (ts, tag, value, quality), text, &mut lookup))),
-                CsvLine::Malformed { reason, text } => want.push(show(&Row::Bad {
-                    at,
-                    reason: Cow::Owned(reason),
-                    raw: text,
-                })),
-                CsvLine::Empty | CsvLine::Partial => {}
-                CsvLine::Eof => break,
-            }
-        }
-        assert!(want.len() > 30, "{want:?}");
-        let len = text.len() as u64;
-        for chunk in [1, 5, 13, 64, 333, 1 << 20] {
-            for start in [header_end, header_end + 20] {
-                // A resume starts at a line start.
-                let start = if start == header_end {
-                    start
-                } else {
-                    let from = start as usize;
-                    from as u64 + memchr::memchr(b'\n', &text[from..]).unwrap() as u64 + 1
-                };
-                let mut file = File::open(&path).unwrap();
-                let mut got = Vec::new();
-                let mut end = start;
-                for job in jobs(header_end, start, len, chunk) {
-                    let mut buf = Vec::new();
-                    let first = read_job(&mut file, job, &mut buf).unwrap();
-                    let d = decode(buf, first, job, columns, &mut lookup, (vec![], &mut vec![]));
-                    assert!(d.end >= end, "chunk {chunk}: ends go forward");
-                    end = d.end;
-                    got.extend(d.rows.iter().map(show));
-                }
-                assert_eq!(end, len, "chunk {chunk}: read to the end");
-                let skip = want
-                    .iter()
-                    .position(|w| {
-                        w.split([' ', '+']).next().unwrap().parse::<u64>().unwrap() >= start
-                    })
-                    .unwrap();
-                assert_eq!(got, want[skip..], "chunk {chunk}, start {start}");
-            }
-        }
-    }
-
-    #[test]
-    fn vector_masks_equal_scalar_ones() {
-        let text: Vec<u8> = (0..4096u32)
-            .map(|i| b"a,\n9x\r,,\n\"\xff"[(i * 7 % 11) as usize])
-            .collect();
-        for off in 0..64 {
-            let block = &text[off..off + 64];
-            assert_eq!(mask64(block), mask_scalar(block));
-        }
-        let mut marks = Vec::new();
-        structurals(&text[3..], &mut marks);
-        let want: Vec<u32> = text[3..]
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c == b',' || **c == b'\n')
-            .map(|(i, _)| i as u32)
-            .collect();
-        assert_eq!(marks, want);
+            tag,
+            raw,
+            ..
+        } => format!("{at} unknown {tag} {ts} {value:?} {raw}"),
+        Row::Bad { at, reason, raw } => format!("{at} bad {reason}: {raw}"),
     }
 }
