@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::parallel::{in_order, Decoded, Feed, Lookup, Row, Spare};
+use super::parallel::{in_order, Bad, Decoded, Feed, Lookup, Row, Spare, Unknown};
 use super::{Columns, CsvLine, CsvReader};
 use crate::ingest::normalize::{parse_text, trim, Normalizer};
 
@@ -223,14 +223,14 @@ fn fast(
             continue;
         }
         if fields != columns.width {
-            rows.push(Row::Bad {
+            rows.push(Row::Bad(Box::new(Bad {
                 at: base + start as u64,
                 reason: Cow::Owned(format!(
                     "malformed row ({fields} fields, expected {})",
                     columns.width
                 )),
                 raw: text[start..end].to_string(),
-            });
+            })));
             continue;
         }
         bounds[0] = start;
@@ -326,11 +326,11 @@ fn slow(
         }
         start = next;
         let Ok(text) = std::str::from_utf8(&buf[line..end]) else {
-            rows.push(Row::Bad {
+            rows.push(Row::Bad(Box::new(Bad {
                 at,
                 reason: Cow::Borrowed("row is not UTF-8"),
                 raw: String::from_utf8_lossy(&buf[line..end]).into_owned(),
-            });
+            })));
             continue;
         };
         if text.is_empty() {
@@ -344,11 +344,11 @@ fn slow(
                 quality,
                 text,
             } => row(at, (ts, tag, value, quality), text, tags),
-            CsvLine::Malformed { reason, text } => Row::Bad {
+            CsvLine::Malformed { reason, text } => Row::Bad(Box::new(Bad {
                 at,
                 reason: Cow::Owned(reason),
                 raw: text,
-            },
+            })),
             CsvLine::Empty | CsvLine::Partial | CsvLine::Eof => continue,
         });
     }
@@ -363,10 +363,12 @@ fn row(
     text: &str,
     tags: &mut Lookup,
 ) -> Row {
-    let bad = |reason: &'static str| Row::Bad {
-        at,
-        reason: Cow::Borrowed(reason),
-        raw: text.to_string(),
+    let bad = |reason: &'static str| {
+        Row::Bad(Box::new(Bad {
+            at,
+            reason: Cow::Borrowed(reason),
+            raw: text.to_string(),
+        }))
     };
     let (ts, value, quality) = match parse_text(ts, value, quality) {
         Ok(v) => v,
@@ -385,13 +387,13 @@ fn row(
             value,
             quality,
         },
-        None => Row::Unknown {
+        None => Row::Unknown(Box::new(Unknown {
             at,
             ts,
             value,
             tag: tag.into(),
             raw: text.into(),
-        },
+        })),
     }
 }
 
@@ -472,11 +474,11 @@ mod tests {
                     quality,
                     text,
                 } => want.push(show(&row(at, (ts, tag, value, quality), text, &mut lookup))),
-                CsvLine::Malformed { reason, text } => want.push(show(&Row::Bad {
+                CsvLine::Malformed { reason, text } => want.push(show(&Row::Bad(Box::new(Bad {
                     at,
                     reason: Cow::Owned(reason),
                     raw: text,
-                })),
+                })))),
                 CsvLine::Empty | CsvLine::Partial => {}
                 CsvLine::Eof => break,
             }

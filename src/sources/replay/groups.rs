@@ -12,9 +12,12 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt64Type,
 };
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
+};
 
-use super::parallel::{in_order, Decoded, Feed, Lookup, Row};
+use super::parallel::{in_order, Bad, Decoded, Feed, Lookup, Row, Unknown};
 use crate::ingest::normalize::Normalizer;
 use crate::model::{Quality, TagId};
 
@@ -30,8 +33,8 @@ pub fn pump(
     let skip = n.take_resumed_position().unwrap_or(0).min(file.total);
     let tags = n.ctx().tags.clone();
     let stop = n.ctx().stop.clone();
-    let decoder = || Ok((Lookup::new(&tags), Dict::default()));
-    let decode = |state: &mut (Lookup, Dict), job, emit: &mut dyn FnMut(Decoded) -> bool| {
+    let decoder = || Ok((Lookup::new(&tags), Dict::default(), None));
+    let decode = |state: &mut State, job, emit: &mut dyn FnMut(Decoded) -> bool| {
         file.decode(state, job, emit)
     };
     let mut feed = Feed {
@@ -40,9 +43,14 @@ pub fn pump(
         end: skip,
         spare: None,
     };
-    in_order(file.jobs(skip), decoders, &stop, decoder, decode, |c| {
-        feed.take(n, c)
-    })?;
+    in_order(
+        file.jobs(skip, JOB_ROWS, decoders),
+        decoders,
+        &stop,
+        decoder,
+        decode,
+        |c| feed.take(n, c),
+    )?;
     if !n.ctx().stopped() {
         feed.finish(n);
     }
@@ -60,8 +68,33 @@ struct Groups<'a> {
     batch_rows: usize,
 }
 
-/// A group to read: its index, its first row to read and that row's offset in it.
-type Job = (usize, u64, usize);
+/// Rows of a group to read: the group's index, the first row (of the
+/// file) and how many; and every part (offset in the group, rows) of the
+/// group the same decoder reads (one reader selects them all, so a page is
+/// decoded once per decoder, not once per job).
+#[derive(Clone)]
+struct Job {
+    group: usize,
+    at: u64,
+    rows: usize,
+    mine: Arc<Vec<(usize, usize)>>,
+}
+
+/// A decoder's reader over the parts of a group it reads, and the rows
+/// of its last batch not handed over yet.
+struct Reading {
+    mine: Arc<Vec<(usize, usize)>>,
+    reader: ParquetRecordBatchReader,
+    left: Option<RecordBatch>,
+}
+
+/// A decoder's state.
+type State = (Lookup, Dict, Option<Reading>);
+
+/// Rows of a job: a decoder runs two jobs ahead of the hand-over at most
+/// (a row group can hold millions), and a page a job boundary cuts is
+/// decoded by both decoders.
+const JOB_ROWS: u64 = 1 << 16;
 
 impl<'a> Groups<'a> {
     fn open(path: &'a Path, batch_rows: usize) -> Result<Groups<'a>, String> {
@@ -82,24 +115,44 @@ impl<'a> Groups<'a> {
         })
     }
 
-    /// The groups from row `skip` on.
-    fn jobs(&self, skip: u64) -> Vec<Job> {
-        (0..self.first.len())
-            .filter_map(|g| {
-                let start = self.first[g];
-                let end = self.first.get(g + 1).copied().unwrap_or(self.total);
-                (end > skip).then(|| (g, start.max(skip), skip.saturating_sub(start) as usize))
+    /// The rows from row `skip` on, in jobs of at most `job_rows` rows
+    /// within a group, for `decoders` decoders (job `j` on decoder `j %
+    /// decoders`, as [`in_order`] deals them).
+    fn jobs(&self, skip: u64, job_rows: u64, decoders: usize) -> Vec<Job> {
+        let mut parts = Vec::new();
+        for (g, &start) in self.first.iter().enumerate() {
+            let end = self.first.get(g + 1).copied().unwrap_or(self.total);
+            let mut at = start.max(skip);
+            while at < end {
+                let rows = (end - at).min(job_rows.max(1));
+                parts.push((g, at, (at - start) as usize, rows as usize));
+                at += rows;
+            }
+        }
+        let k = decoders.max(1).min(parts.len().max(1));
+        let mut mine: std::collections::HashMap<(usize, usize), Vec<(usize, usize)>> =
+            Default::default();
+        for (j, (g, _, offset, rows)) in parts.iter().enumerate() {
+            mine.entry((j % k, *g)).or_default().push((*offset, *rows));
+        }
+        let mine: std::collections::HashMap<_, _> = mine
+            .into_iter()
+            .map(|(key, v)| (key, Arc::new(v)))
+            .collect();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(j, (group, at, _, rows))| Job {
+                group,
+                at,
+                rows,
+                mine: mine[&(j % k, group)].clone(),
             })
             .collect()
     }
 
-    /// Decodes a group's rows in batches, handing each to `emit`.
-    fn decode(
-        &self,
-        (lookup, dict): &mut (Lookup, Dict),
-        (group, at, offset): Job,
-        emit: &mut dyn FnMut(Decoded) -> bool,
-    ) -> Result<(), String> {
+    /// A reader over the parts of `job`'s group that its decoder reads.
+    fn reading(&self, job: &Job) -> Result<Reading, String> {
         let file = open(self.path)?;
         let builder = match &self.hint {
             Some(h) => ParquetRecordBatchReaderBuilder::try_new_with_options(
@@ -108,30 +161,75 @@ impl<'a> Groups<'a> {
             ),
             None => ParquetRecordBatchReaderBuilder::try_new(file),
         };
-        let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", self.path.display());
+        let mut selectors = Vec::new();
+        let mut pos = 0;
+        for &(offset, rows) in job.mine.iter() {
+            if offset > pos {
+                selectors.push(RowSelector::skip(offset - pos));
+            }
+            selectors.push(RowSelector::select(rows));
+            pos = offset + rows;
+        }
         let reader = builder
             .and_then(|b| {
-                b.with_row_groups(vec![group])
-                    .with_offset(offset)
+                b.with_row_groups(vec![job.group])
+                    .with_row_selection(RowSelection::from(selectors))
                     .with_batch_size(self.batch_rows.max(1024))
                     .build()
             })
-            .map_err(|e| failed(&e))?;
-        let mut at = at;
-        for batch in reader {
-            let batch = batch.map_err(|e| failed(&e))?;
-            let rows = decode_batch(&batch, at, self.path, lookup, dict)?;
-            at += batch.num_rows() as u64;
-            let piece = Decoded {
-                rows,
-                buf: Vec::new(),
-                base: 0,
-                end: at,
-            };
-            if !emit(piece) {
-                break;
-            }
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(Reading {
+            mine: job.mine.clone(),
+            reader,
+            left: None,
+        })
+    }
+
+    /// Decodes a job's rows in batches, handing each to `emit`.
+    fn decode(
+        &self,
+        (lookup, dict, reading): &mut State,
+        job: Job,
+        emit: &mut dyn FnMut(Decoded) -> bool,
+    ) -> Result<(), String> {
+        let fresh = !matches!(reading, Some(r) if Arc::ptr_eq(&r.mine, &job.mine));
+        if fresh {
+            *reading = Some(self.reading(&job)?);
         }
+        let Some(r) = reading.as_mut() else {
+            return Ok(());
+        };
+        // The job is handed over whole: a decoder runs up to two jobs ahead.
+        let mut rows = Vec::with_capacity(job.rows);
+        let (mut at, mut need) = (job.at, job.rows);
+        while need > 0 {
+            let batch = match r.left.take() {
+                Some(b) => b,
+                None => match r.reader.next() {
+                    Some(b) => b.map_err(|e| format!("{}: {e}", self.path.display()))?,
+                    None => {
+                        let g = job.group;
+                        return Err(format!(
+                            "{}: row group {g} ended early",
+                            self.path.display()
+                        ));
+                    }
+                },
+            };
+            let take = batch.num_rows().min(need);
+            if take < batch.num_rows() {
+                r.left = Some(batch.slice(take, batch.num_rows() - take));
+            }
+            let batch = batch.slice(0, take);
+            decode_batch(&batch, at, self.path, lookup, dict, &mut rows)?;
+            (at, need) = (at + take as u64, need - take);
+        }
+        emit(Decoded {
+            rows,
+            buf: Vec::new(),
+            base: 0,
+            end: at,
+        });
         Ok(())
     }
 }
@@ -206,7 +304,8 @@ fn decode_batch(
     path: &Path,
     lookup: &mut Lookup,
     dict: &mut Dict,
-) -> Result<Vec<Row>, String> {
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
     let ts = column(batch, "ts", &DataType::Int64, path)?;
     let tag = column(batch, "tag", &DataType::Utf8, path)?;
     let value = column(batch, "value", &DataType::Float64, path)?;
@@ -229,7 +328,6 @@ fn decode_batch(
     }
     let value = value.as_primitive::<Float64Type>();
     let quality = quality.as_ref().map(|q| q.as_primitive::<UInt64Type>());
-    let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let at = at + i as u64;
         let name = |i: usize| match keys {
@@ -245,10 +343,12 @@ fn decode_batch(
             let (ts, value) = (ts.unwrap_or_default(), value.unwrap_or_default());
             format!("{ts},{tag},{value},{code}")
         };
-        let bad = |reason: &'static str| Row::Bad {
-            at,
-            reason: Cow::Borrowed(reason),
-            raw: raw(),
+        let bad = |reason: &'static str| {
+            Row::Bad(Box::new(Bad {
+                at,
+                reason: Cow::Borrowed(reason),
+                raw: raw(),
+            }))
         };
         if ts.is_null(i) || tag.is_null(i) || value.is_null(i) {
             rows.push(bad("null field"));
@@ -287,16 +387,16 @@ fn decode_batch(
                 value: v,
                 quality: q,
             },
-            None => Row::Unknown {
+            None => Row::Unknown(Box::new(Unknown {
                 at,
                 ts,
                 value: v,
                 tag: name(i).into(),
                 raw: raw().into(),
-            },
+            })),
         });
     }
-    Ok(rows)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -362,15 +462,15 @@ mod tests {
         assert_eq!((groups.first.clone(), groups.total), (vec![0, 4, 8], 12));
         let stop = std::sync::atomic::AtomicBool::new(false);
         for threads in [1, 2, 3] {
-            for skip in [0, 5, 8, 12] {
+            for (skip, job_rows) in [(0, 1 << 16), (5, 1 << 16), (8, 3), (12, 1), (1, 3), (2, 1)] {
                 let mut got = Vec::new();
                 let mut ends = Vec::new();
                 in_order(
-                    groups.jobs(skip),
+                    groups.jobs(skip, job_rows, threads),
                     threads,
                     &stop,
-                    || Ok((Lookup::new(&tags), Dict::default())),
-                    |s: &mut (Lookup, Dict), job, emit: &mut dyn FnMut(Decoded) -> bool| {
+                    || Ok((Lookup::new(&tags), Dict::default(), None)),
+                    |s: &mut State, job, emit: &mut dyn FnMut(Decoded) -> bool| {
                         groups.decode(s, job, emit)
                     },
                     |d| {

@@ -31,24 +31,33 @@ pub(super) enum Row {
         quality: Quality,
     },
     /// A good row of a tag the assets table does not know.
-    Unknown {
-        at: u64,
-        ts: i64,
-        value: f64,
-        tag: Box<str>,
-        raw: Box<str>,
-    },
-    Bad {
-        at: u64,
-        reason: Cow<'static, str>,
-        raw: String,
-    },
+    Unknown(Box<Unknown>),
+    Bad(Box<Bad>),
+}
+
+/// A good row of a tag the assets table does not know (boxed: rare, and a
+/// row stays the size of a sample).
+pub(super) struct Unknown {
+    pub(super) at: u64,
+    pub(super) ts: i64,
+    pub(super) value: f64,
+    pub(super) tag: Box<str>,
+    pub(super) raw: Box<str>,
+}
+
+/// A rejected row.
+pub(super) struct Bad {
+    pub(super) at: u64,
+    pub(super) reason: Cow<'static, str>,
+    pub(super) raw: String,
 }
 
 impl Row {
     fn at(&self) -> u64 {
         match self {
-            Row::Sample { at, .. } | Row::Unknown { at, .. } | Row::Bad { at, .. } => *at,
+            Row::Sample { at, .. } => *at,
+            Row::Unknown(u) => u.at,
+            Row::Bad(b) => b.at,
         }
     }
 }
@@ -242,14 +251,8 @@ fn hand_over(n: &mut Normalizer, row: Row, chunk: &Decoded, tags: &TagRegistry) 
             let text = || chunk.text(at, (ts, tag, value, aux), tags);
             n.row_id(ts, tag, value, quality, &text)
         }
-        Row::Unknown {
-            ts,
-            value,
-            tag,
-            raw,
-            ..
-        } => n.unknown_tag(&tag, ts, value, &|| raw.to_string()),
-        Row::Bad { reason, raw, .. } => n.reject(&reason, raw),
+        Row::Unknown(u) => n.unknown_tag(&u.tag, u.ts, u.value, &|| u.raw.to_string()),
+        Row::Bad(b) => n.reject(&b.reason, b.raw),
     }
 }
 
@@ -338,14 +341,10 @@ pub(super) fn show(r: &Row) -> String {
             value,
             quality,
         } => format!("{at}+{aux} {ts} #{tag} {value:?} {quality:?}"),
-        Row::Unknown {
-            at,
-            ts,
-            value,
-            tag,
-            raw,
-            ..
-        } => format!("{at} unknown {tag} {ts} {value:?} {raw}"),
-        Row::Bad { at, reason, raw } => format!("{at} bad {reason}: {raw}"),
+        Row::Unknown(u) => format!(
+            "{} unknown {} {} {:?} {}",
+            u.at, u.tag, u.ts, u.value, u.raw
+        ),
+        Row::Bad(b) => format!("{} bad {}: {}", b.at, b.reason, b.raw),
     }
 }
