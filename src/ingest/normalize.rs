@@ -369,16 +369,7 @@ impl Normalizer {
 
     /// The interned id of a tag, if the assets table knows it.
     pub fn tag_id(&mut self, tag: &str) -> Option<crate::model::TagId> {
-        if let Some(id) = self.tags.get(tag) {
-            return Some(id);
-        }
-        // The registry may have grown since (an assets reload).
-        let now = self.ctx.tags.view();
-        if Arc::ptr_eq(&now, &self.tags) {
-            return None;
-        }
-        self.tags = now;
-        self.tags.get(tag)
+        self.ctx.tags.get_fresh(&mut self.tags, tag)
     }
 
     /// Checks and accepts one typed row whose tag is already interned.

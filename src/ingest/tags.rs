@@ -53,6 +53,20 @@ impl TagRegistry {
         }
     }
 
+    /// The id of `tag` in `view`, or on a miss in the current table, which
+    /// then replaces `view` (an assets reload may have added the tag).
+    pub fn get_fresh(&self, view: &mut TagView, tag: &str) -> Option<TagId> {
+        if let Some(id) = view.get(tag) {
+            return Some(id);
+        }
+        let now = self.view();
+        if Arc::ptr_eq(&now, view) {
+            return None;
+        }
+        *view = now;
+        view.get(tag)
+    }
+
     /// The current table, for lookups without the lock.
     pub fn view(&self) -> TagView {
         self.map.read().unwrap_or_else(|p| p.into_inner()).clone()

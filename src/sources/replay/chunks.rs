@@ -70,6 +70,7 @@ pub fn pump(
     // Bytes read: from the start (the header too), or where it resumed.
     let mut feed = Feed {
         tags: tags.clone(),
+        bytes: true,
         counted: resumed.unwrap_or(0),
         end: start,
         spare: Some(&spare),

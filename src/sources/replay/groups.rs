@@ -39,6 +39,7 @@ pub fn pump(
     };
     let mut feed = Feed {
         tags: tags.clone(),
+        bytes: false,
         counted: skip,
         end: skip,
         spare: None,

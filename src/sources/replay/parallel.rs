@@ -201,23 +201,24 @@ impl Spare {
     }
 }
 
-/// Hands decoded chunks to the normaliser, with their positions (and,
-/// for a CSV file, the bytes read).
+/// Hands decoded chunks to the normaliser, with their positions.
 pub(super) struct Feed<'a> {
     pub(super) tags: Arc<TagRegistry>,
+    /// Positions are byte offsets (a CSV file): the bytes read are counted.
+    pub(super) bytes: bool,
     pub(super) counted: u64,
     pub(super) end: u64,
+    /// Where a chunk's buffers go back to, for the next chunk.
     pub(super) spare: Option<&'a Spare>,
 }
 
 impl Feed<'_> {
     pub(super) fn take(&mut self, n: &mut Normalizer, mut chunk: Decoded) {
         let mut rows = std::mem::take(&mut chunk.rows);
-        let bytes = self.spare.is_some();
         for row in rows.drain(..) {
             let at = row.at();
             n.set_position(at);
-            if bytes {
+            if self.bytes {
                 n.bytes_in(at.saturating_sub(self.counted));
             }
             self.counted = at;
@@ -232,7 +233,7 @@ impl Feed<'_> {
     /// Everything before the end of the last chunk has been handed over.
     pub(super) fn finish(&mut self, n: &mut Normalizer) {
         n.set_position(self.end);
-        if self.spare.is_some() {
+        if self.bytes {
             n.bytes_in(self.end.saturating_sub(self.counted));
         }
     }
@@ -317,15 +318,7 @@ impl Lookup {
     }
 
     fn registered(&mut self, tag: &str) -> Option<TagId> {
-        if let Some(id) = self.view.get(tag) {
-            return Some(id);
-        }
-        let now = self.tags.view();
-        if Arc::ptr_eq(&now, &self.view) {
-            return None;
-        }
-        self.view = now;
-        self.view.get(tag)
+        self.tags.get_fresh(&mut self.view, tag)
     }
 }
 
