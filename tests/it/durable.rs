@@ -217,9 +217,13 @@ fn a_kill_inside_a_checkpoint_goes_on_from_the_one_before() {
     two_sources(&s);
     let got = s.dir.path().join("got");
     for n in [3, 4] {
+        // Each source hands over 11 chunks of 1 MiB, 60 ms apart: the run
+        // lasts long enough for n checkpoints 50 ms apart on any machine
+        // (without the pause, a fast one finished before the fourth).
         let o = s
             .command(&got, 2)
             .env("PLANTFLOW_TEST_CRASH", format!("checkpoint:{n}"))
+            .env("PLANTFLOW_TEST_SLOW_SOURCE_MS", "60")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);

@@ -109,6 +109,18 @@ pub(super) fn in_order<J: Send, D>(
     mut take: impl FnMut(Decoded),
 ) -> Result<(), String> {
     let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+    // The test hook of a slow input: a pause per piece handed over, so a
+    // run lasts long enough for its checkpoints to be cut at any of them.
+    let pause = std::env::var("PLANTFLOW_TEST_SLOW_SOURCE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis);
+    let mut take = move |c: Decoded| {
+        if let Some(d) = pause {
+            std::thread::sleep(d);
+        }
+        take(c)
+    };
     let k = threads.max(1).min(jobs.len().max(1));
     if k == 1 {
         let mut d = decoder()?;
