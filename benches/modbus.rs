@@ -136,6 +136,7 @@ path = "{d}/out"
                 reset_state: true,
                 no_input_log: false,
                 drain: true,
+                cluster: None,
             },
         )
     });

@@ -121,6 +121,7 @@ fn run_one(items: usize, secs: u64) {
                 reset_state: false,
                 no_input_log: false,
                 drain: true,
+                cluster: None,
             },
         )
     });

@@ -125,6 +125,7 @@ fn main() {
                 reset_state: true,
                 no_input_log: false,
                 drain: true,
+                cluster: None,
             },
         )
     });

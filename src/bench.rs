@@ -104,6 +104,7 @@ pub fn decode_csv(dir: &Path) -> Result<Vec<(u64, Vec<Sample>)>, String> {
         context: None,
         dead_letter: Default::default(),
         watch: Default::default(),
+        share: (0, 1),
     };
     let mut n = Normalizer::new(ctx, 8192);
     let csv = CsvReader::open(&dir.join("samples.csv"))?;

@@ -483,6 +483,7 @@ fn start_engine(
                         // The simulated plant has ended when the demo stops
                         // the run: everything it sent is final.
                         drain: true,
+                        cluster: None,
                     },
                 )
             })

@@ -66,6 +66,22 @@ enum ImportCommand {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Run a dataflow on N processes on loopback, with one summary.
+    Local {
+        dataflow: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+        /// Worker threads per process.
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a dataflow until its sources end (or, with --follow, until stopped).
     Run {
@@ -95,6 +111,23 @@ enum Command {
         /// for the next start.
         #[arg(long)]
         drain: bool,
+        /// Run the dataflow on this many processes together (a cluster on
+        /// timely's own communication); each reads its share of the input.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// This process's index in the cluster, 0..processes (process 0
+        /// writes the lake).
+        #[arg(long, default_value_t = 0)]
+        process: usize,
+        /// Every process's host:port, one per line in process order
+        /// (default: 127.0.0.1:2101 and on).
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+    },
+    /// Try a cluster on this machine: the processes of one dataflow on loopback.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCommand,
     },
     /// What a dataflow's rules would have found over history, and its worth (no lake kept).
     Backtest {
@@ -280,7 +313,24 @@ fn main() -> ExitCode {
             shutdown_timeout,
             reset_state,
             drain,
+            processes,
+            process,
+            hostfile,
         } => {
+            let cluster = match processes {
+                1 if hostfile.is_none() && process == 0 => None,
+                _ => match plantflow::config::cluster::Cluster::new(
+                    processes,
+                    process,
+                    hostfile.as_deref(),
+                ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(plantflow::EXIT_CONFIG as u8);
+                    }
+                },
+            };
             let how = RunHow {
                 workers,
                 follow,
@@ -288,9 +338,19 @@ fn main() -> ExitCode {
                 shutdown_timeout,
                 reset_state,
                 drain,
+                cluster,
             };
             run_dataflow(&dataflow, how)
         }
+        Command::Cluster {
+            what:
+                ClusterCommand::Local {
+                    dataflow,
+                    processes,
+                    workers,
+                    json,
+                },
+        } => plantflow::run::cluster::main_local(&dataflow, processes, workers, json),
         Command::State {
             what: StateCommand::Inspect { path },
         } => plantflow::run::state_inspect(&path),
@@ -340,7 +400,7 @@ fn main() -> ExitCode {
             delay,
             user,
             pki,
-        } => sim_opcua(&input, port, speed, delay, user, pki),
+        } => plantflow::sim::opcua_cli::main(&input, port, speed, delay, user, pki),
         Command::Gen {
             what:
                 GenCommand::Workload {
@@ -397,6 +457,7 @@ struct RunHow {
     shutdown_timeout: std::time::Duration,
     reset_state: bool,
     drain: bool,
+    cluster: Option<plantflow::config::cluster::Cluster>,
 }
 
 fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
@@ -407,6 +468,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
         shutdown_timeout,
         reset_state,
         drain,
+        cluster,
     } = how;
     let plan = match dataflow::load(dataflow) {
         Ok(p) => p,
@@ -431,6 +493,7 @@ fn run_dataflow(dataflow: &Path, how: RunHow) -> ExitCode {
         shutdown_timeout: Some(shutdown_timeout),
         reset_state,
         drain,
+        cluster,
         ..Default::default()
     };
     // A panic outside every component (the panic hook has said where).
@@ -671,97 +734,4 @@ fn action(
             ExitCode::from(1)
         }
     }
-}
-
-/// `plantflow sim-opcua`: the simulated plant's OPC UA server fed from CSV.
-fn sim_opcua(
-    input: &std::path::Path,
-    port: u16,
-    speed: f64,
-    delay: u64,
-    user: Option<String>,
-    pki: PathBuf,
-) -> ExitCode {
-    use plantflow::sim::opcua::{replay_csv, sleep_until, PlantServer, ServerOptions, SimTag};
-    let assets = match std::fs::read_to_string(input.join("assets.csv")) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("plantflow: {}: {e}", input.join("assets.csv").display());
-            return ExitCode::from(66);
-        }
-    };
-    let tags: Vec<String> = assets
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next())
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let users: Vec<(String, String)> = user
-        .iter()
-        .filter_map(|u| u.split_once(':'))
-        .map(|(u, p)| (u.to_string(), p.to_string()))
-        .collect();
-    let server = match PlantServer::start(ServerOptions {
-        port,
-        tags: tags.iter().map(|t| SimTag::new(t, "kW", 1000.0)).collect(),
-        anonymous: users.is_empty(),
-        users,
-        pki_dir: pki,
-        ..Default::default()
-    }) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("plantflow: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    println!(
-        "OPC UA simulator on {} ({} variables under Objects/Plant; None, Basic256Sha256, \
-         Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss)",
-        server.url(),
-        tags.len()
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        let _ = ctrlc_like(s);
-    }
-    sleep_until(
-        std::time::Instant::now() + std::time::Duration::from_secs(delay),
-        &stop,
-    );
-    match replay_csv(&server, &tags, &input.join("samples.csv"), speed, &stop) {
-        Ok(n) => println!("wrote {n} values; serving until Ctrl-C"),
-        Err(e) => {
-            eprintln!("plantflow: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    server.stop();
-    ExitCode::SUCCESS
-}
-
-/// Sets `stop` on SIGINT/SIGTERM (on a small tokio runtime).
-fn ctrlc_like(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut i), Ok(mut t)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        })
-    });
-    Ok(())
 }

@@ -12,6 +12,7 @@
 //! [`crate::dataflow`] puts a whole file together.
 
 mod billing;
+pub mod cluster;
 mod context;
 pub mod diagnostic;
 mod http;

@@ -23,7 +23,10 @@
 //! input (timely has no backpressure of its own), and parks when idle.
 
 pub mod checkpoint;
+pub mod cluster;
+mod outlets;
 pub use checkpoint::{spill_dir, CheckpointTo, EngineRestore, WorkerParts};
+use outlets::{to_sinks, Initial, Outlets};
 pub mod context;
 pub mod ledger;
 pub mod output;
@@ -40,17 +43,18 @@ use std::time::Duration;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Exchange as _, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
+use crate::config::cluster::Cluster;
 use crate::config::Plan;
 use crate::ingest::bridge::{ContextChange, WorkerMsg};
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
 use crate::model::Interval;
 use crate::model::{Enriched, Sample, SharedName, StatusUpdate, TagId, F64};
-use crate::model::{SinkBatch, Stamped};
+use crate::model::{SideRows, SinkBatch, Stamped};
 use crate::value::layer::{self as value_layer, Aging, ValueIn, ValueLayer};
 use crate::value::rules::Compiled;
 use context::{AssetCtx, Context, CtxUpdate};
@@ -72,8 +76,15 @@ impl Versioned for Enriched {
     }
 }
 
+/// Rows for the lake a cluster's other processes send to worker 0, with
+/// their stamps.
+type Side = (Option<u64>, SideRows);
+
 struct Inputs {
     samples: InputHandle<u64, CapacityContainerBuilder<Vec<Sample>>>,
+    side: InputHandle<u64, CapacityContainerBuilder<Vec<Side>>>,
+    /// This worker's index among all (a cluster's) workers.
+    index: usize,
     assets: InputSession<u64, (TagId, AssetCtx), isize>,
     tariff: InputSession<u64, (u32, F64), isize>,
     production: InputSession<u64, Interval, isize>,
@@ -85,6 +96,7 @@ impl Inputs {
     fn advance(&mut self, t: u64) {
         if t > *self.samples.time() {
             self.samples.advance_to(t);
+            self.side.advance_to(t);
             self.assets.advance_to(t);
             self.tariff.advance_to(t);
             self.production.advance_to(t);
@@ -103,25 +115,20 @@ impl Inputs {
     }
 
     /// Starts from a checkpoint at `at` (the operators hold everything
-    /// before it, context included), or worker 0 feeds the initial context.
+    /// before it, context included), or feeds the initial context.
     fn start(
         &mut self,
         at: Option<u64>,
-        index: usize,
-        initial: &Mutex<Option<InitialContext>>,
+        initial: &InitialContext,
         (tags, names): (&TagRegistry, &Names),
     ) {
         match at {
             Some(at) => self.advance(at),
-            None if index == 0 => {
-                let init = initial.lock().ok().and_then(|mut i| i.take());
-                self.insert_initial(init.unwrap_or_default(), tags, names);
-            }
-            None => {}
+            None => self.insert_initial(initial.clone(), tags, names),
         }
     }
 
-    /// The context every worker starts with (worker 0 feeds it), at time 0.
+    /// The context every worker starts with (each feeds its own), at time 0.
     fn insert_initial(&mut self, init: InitialContext, tags: &TagRegistry, names: &Names) {
         fn inserts<T>(rows: Vec<T>) -> Vec<(T, isize)> {
             rows.into_iter().map(|r| (r, 1)).collect()
@@ -162,6 +169,11 @@ impl Inputs {
                     self.apply(change, tags, names);
                     self.flush_context();
                 }
+                Ok(WorkerMsg::Side(batch)) => {
+                    if let Some(side) = SideRows::of(batch) {
+                        self.side.send(side);
+                    }
+                }
                 Ok(WorkerMsg::End) | Err(TryRecvError::Disconnected) => return (progressed, true),
                 Err(TryRecvError::Empty) => break,
             }
@@ -201,7 +213,11 @@ impl Inputs {
             ContextChange::Maintenance(rows) => rows
                 .into_iter()
                 .for_each(|(x, r)| self.maintenance.update(x, r)),
-            ContextChange::Status(rows) => rows.into_iter().for_each(|u| self.status.update(u, 1)),
+            // Status updates are the value layer's (on worker 0) alone.
+            ContextChange::Status(rows) if self.index == 0 => {
+                rows.into_iter().for_each(|u| self.status.update(u, 1))
+            }
+            ContextChange::Status(_) => {}
         }
     }
 }
@@ -262,6 +278,9 @@ pub struct EngineArgs {
     pub checkpoints: Option<CheckpointTo>,
     /// The checkpoint the workers start from, if any.
     pub restore: Option<EngineRestore>,
+    /// This process's place in a cluster (`None`: the dataflow runs here
+    /// alone), and the dataflow file's fingerprint its peers must share.
+    pub cluster: Option<(Cluster, u64)>,
 }
 
 /// Runs the dataflow on `workers` threads until the ingest says `End` and
@@ -279,11 +298,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         max_sink_queue,
         checkpoints,
         restore,
+        cluster,
     } = args;
-    let (checkpoints, state) = match checkpoints {
-        Some(c) => (Some(c.parts), Some(c.dir)),
-        None => (None, None),
-    };
+    // This process's workers are `first..first + workers` of all.
+    let first = cluster.as_ref().map_or(0, |(c, _)| c.process * workers);
+    let in_cluster = cluster.is_some();
+    let (checkpoints, state) = checkpoints.map_or((None, None), |c| (Some(c.parts), Some(c.dir)));
     let names = Arc::new(Names::default());
     let shared = Arc::new(checkpoint::Shared::new(
         restore,
@@ -295,37 +315,45 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         receivers.into_iter().map(Some).collect::<Vec<_>>(),
     ));
     let sink = Arc::new(Mutex::new(sink));
-    // Worker 0 takes the initial context (the only copy: it is not kept for
-    // the run once it has been fed to the inputs).
-    let initial = Arc::new(Mutex::new(Some(initial)));
+    let initial = Arc::new(Initial::new(initial, workers));
     // timely reports a worker's panic without its message: keep it here.
     let panics: Arc<Panics> = Arc::default();
     let caught = panics.clone();
-    let guards = timely::execute(timely_config(workers), move |worker| {
+    let body = move |worker: &mut timely::worker::Worker| {
         catching(&caught, worker, |worker| {
             let index = worker.index();
             let peers = worker.peers();
-            let Some(rx) = receivers.lock().ok().and_then(|mut r| r[index].take()) else {
+            let local = index - first;
+            let Some(rx) = receivers.lock().ok().and_then(|mut r| r[local].take()) else {
                 return;
             };
-            ingest.register_worker(index, std::thread::current());
-            let (ck, parts_tx) = shared.for_worker(index);
+            ingest.register_worker(local, std::thread::current());
+            let (ck, parts_tx) = shared.for_worker(local);
             let compiled = Rc::new(Compiled::new(&plan));
             // A stopped run's outputs go nowhere (see `Ingest::abandoned`).
             let tx_agg = sink
                 .lock()
                 .map(|s| Outlet(s.clone(), ingest.abandoned()))
                 .ok();
-            let tx_val = tx_agg.clone();
+            let (tx_val, tx_side) = (tx_agg.clone(), tx_agg.clone());
             let stats = stats.clone();
-            let (queued, pressure) = (stats.clone(), stats.clone());
+            let (queued, pressure, side_stats) = (stats.clone(), stats.clone(), stats.clone());
             let mut samples = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
+            let mut side = InputHandle::<u64, CapacityContainerBuilder<Vec<Side>>>::new();
             let probe = ProbeHandle::new();
             let window_name = format!("window:{}", plan.name);
 
             let (assets, tariff, production, maintenance, status) =
                 worker.dataflow::<u64, _, _>(|scope| {
-                    let stream = samples.to_stream(scope);
+                    // Rows reach their tag's worker: the bridge partitions
+                    // a process's rows among its workers, and in a cluster
+                    // the exchange moves them on to the owner of the tag.
+                    let stream = if in_cluster {
+                        samples.to_stream(scope).exchange(|s: &Sample| s.tag as u64)
+                    } else {
+                        samples.to_stream(scope)
+                    };
+                    cluster::side_to_writer(side.to_stream(scope), tx_side, side_stats);
                     let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                     let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
                     let (prod_in, prod) = scope.new_collection::<Interval, isize>();
@@ -351,60 +379,52 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         rules::findings(contributions.inner, compiled.clone(), spill.clone(), &ck)
                             .as_collection()
                             .map(ValueIn::Finding);
+                    // Production runs reach the value layer once (every
+                    // worker feeds its own copy of the context).
+                    let prod = prod.filter(move |_| index == 0);
                     let value_in = value_inputs(findings, &enriched, status, prod, &compiled);
 
                     let enriched = enriched.inner.probe_with(&probe);
                     let value_in = value_in.inner.probe_with(&probe);
-                    let agg_progress = progress_marker(tx_agg.clone(), index, 2 * peers);
-                    let val_progress = progress_marker(tx_val.clone(), peers + index, 2 * peers);
-                    let to_sink = send_aggregates(tx_agg, queued);
-                    output::revisions(enriched, "sink:aggregates", geo, to_sink, agg_progress, &ck);
+                    let outlets = Outlets {
+                        agg: tx_agg,
+                        val: tx_val,
+                        queued,
+                        stats,
+                    };
                     let layer = ValueLayer::new(plan.clone(), aging(geo));
-                    value::value_op(
-                        value_in,
-                        layer,
-                        ledger,
-                        move |t, out, c| send_value_out(tx_val.as_ref(), &stats, t, out, c),
-                        val_progress,
-                        &ck,
-                    );
+                    let at = (local, workers, in_cluster);
+                    to_sinks(enriched, (value_in, layer, ledger), outlets, at, geo, &ck);
                     (assets_in, tariff_in, prod_in, maint_in, status_in)
                 });
 
             let mut inputs = Inputs {
                 samples,
+                side,
+                index,
                 assets,
                 tariff,
                 production,
                 maintenance,
                 status,
             };
-            inputs.start(shared.at, index, &initial, (&tags, &names));
+            initial.feed(&mut inputs, shared.at, (&tags, &names));
             let pace = Pace {
                 max_lag: 2 * geo.size_ms as u64,
                 max_sink_queue,
                 stats: &pressure,
             };
-            while !pace.step(
+            let feed = (&rx, &*tags, &*names);
+            drive(
                 worker,
-                &mut inputs,
-                &probe,
-                (&rx, &tags, &names),
-                &ck.barrier,
-            ) {
-                if let Some(taken) = ck.barrier.take() {
-                    checkpoint::send(parts_tx.as_ref(), index, &names.0, taken);
-                }
-                crate::model::test_panic("worker", index as u64);
-                if caught.any() {
-                    return;
-                }
-            }
-            drop(inputs);
-            while !caught.any() && worker.step_or_park(Some(Duration::from_millis(1))) {}
+                inputs,
+                (&pace, &probe, feed),
+                (&ck, parts_tx.as_ref()),
+                &caught,
+            );
         })
-    })
-    .map_err(|e| format!("cannot start workers: {e}"))?;
+    };
+    let guards = cluster::execute(cluster.as_ref(), workers, body)?;
     if guards.join().iter().any(|r| r.is_err()) {
         let first = panics.first();
         return Err(format!(
@@ -414,6 +434,36 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Runs a worker until its input ends (and its dataflow completes), or
+/// another worker panicked: takes input at `pace`, hands checkpoint parts
+/// over when a checkpoint asks for them.
+fn drive(
+    worker: &mut timely::worker::Worker,
+    mut inputs: Inputs,
+    (pace, probe, feed): (&Pace<'_>, &ProbeHandle<u64>, Feed<'_>),
+    (ck, parts_tx): (
+        &checkpoint::Checkpoints,
+        Option<&std::sync::mpsc::Sender<WorkerParts>>,
+    ),
+    caught: &Panics,
+) {
+    let index = inputs.index;
+    while !pace.step(worker, &mut inputs, probe, feed, &ck.barrier) {
+        if let Some(taken) = ck.barrier.take() {
+            checkpoint::send(parts_tx, index, &feed.2 .0, taken);
+        }
+        crate::model::test_panic("worker", index as u64);
+        if caught.any() {
+            return;
+        }
+    }
+    drop(inputs);
+    while !caught.any() && worker.step_or_park(Some(Duration::from_millis(1))) {}
+}
+
+/// A worker's input channel, and the interners its input needs.
+type Feed<'a> = (&'a Receiver<WorkerMsg>, &'a TagRegistry, &'a Names);
 
 /// When a worker takes input: only while its output keeps up, less than
 /// two epochs behind the input (timely has no backpressure of its own) and
@@ -512,7 +562,7 @@ fn catching(
     }
 }
 
-/// Context updates as one stream for every worker (broadcast): the window
+/// Context updates as one stream (each worker's own copy): the window
 /// operator looks each window's context up as it emits it, and re-emits
 /// the retained windows a context change alters.
 fn context_updates<'s>(
@@ -528,7 +578,6 @@ fn context_updates<'s>(
         .concat(tariff.map(|((k, p), t, r)| (CtxUpdate::Tariff(k, p), t, r)))
         .concat(production.map(|(iv, t, r)| (CtxUpdate::Production(iv), t, r)))
         .concat(maintenance.map(|(iv, t, r)| (CtxUpdate::Maintenance(iv), t, r)))
-        .broadcast()
 }
 
 /// What the value layer takes: findings, status updates, each window's

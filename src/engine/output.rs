@@ -97,7 +97,7 @@ pub trait Versioned: Clone + Ord + 'static {
 pub fn revisions<'s, D, F, P>(
     stream: Stream<'s, u64, Vec<(D, u64, isize)>>,
     name: &str,
-    geo: Geometry,
+    (geo, to_one): (Geometry, bool),
     mut emit: F,
     mut progress: P,
     ck: &Checkpoints,
@@ -107,7 +107,16 @@ pub fn revisions<'s, D, F, P>(
     P: FnMut(u64) + 'static,
 {
     let mut reported = 0u64;
-    let exchange = Exchange::new(|u: &(D, u64, isize)| u.0.key_hash());
+    // `to_one`: every key on worker 0 (a cluster's one writer).
+    let exchange = Exchange::new(
+        move |u: &(D, u64, isize)| {
+            if to_one {
+                0
+            } else {
+                u.0.key_hash()
+            }
+        },
+    );
     let mut pending = TimeBuffer::default();
     // Revisions above 0 (and of keys retracted without replacement) by key.
     let mut revision: HashMap<D::Key, i64> = ck.restore.take("revisions").unwrap_or_default();

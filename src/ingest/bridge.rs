@@ -50,8 +50,12 @@ pub enum WorkerMsg {
     /// Take a checkpoint at `time` (before the `Advance` to it): no more
     /// input until every operator has its state of the times before it.
     Checkpoint(u64),
-    /// Apply a context change at `time` (worker 0 only).
+    /// Apply a context change at `time` (every worker: each feeds its own
+    /// copy of the context tables).
     Context { time: u64, change: ContextChange },
+    /// Rows for the lake from a source of another process than the
+    /// writer's (a cluster's): the engine carries them to worker 0.
+    Side(crate::model::Stamped),
     /// No more input: close the inputs and drain.
     End,
 }
@@ -106,6 +110,9 @@ pub struct Ingest {
     /// Intake held: sources wait in [`Ingest::samples_of`] (the memory
     /// governor's degraded mode).
     held: AtomicBool,
+    /// A cluster's process other than the writer's: what its sources send
+    /// for the lake, and the count of dead letters queued for the writer.
+    side: Mutex<Option<(Receiver<crate::model::Stamped>, Arc<crate::stats::Stats>)>>,
 }
 
 /// The log and the names it needs for tag ids.
@@ -174,6 +181,7 @@ impl Ingest {
             stop: Mutex::new(None),
             abandon: Arc::default(),
             held: AtomicBool::new(false),
+            side: Mutex::new(None),
         };
         (Arc::new(ingest), receivers)
     }
@@ -307,6 +315,7 @@ impl Ingest {
             *e = (*e).max(epoch);
         }
         self.advance(&mut st);
+        self.drain_side(&st);
         if rows.is_empty() {
             return;
         }
@@ -347,9 +356,51 @@ impl Ingest {
             t.counts.context += 1;
         }
         let time = st.time;
-        self.send(0, WorkerMsg::Context { time, change });
+        let last = self.senders.len() - 1;
+        for w in 0..last {
+            let change = change.clone();
+            self.send(w, WorkerMsg::Context { time, change });
+        }
+        self.send(last, WorkerMsg::Context { time, change });
         st.dirty = true;
         self.settle_locked(&mut st);
+    }
+
+    /// A cluster's process other than the writer's: the dead letters and
+    /// gaps its sources send on `rx` go to the engine (which carries them
+    /// to worker 0's writer) with the rows after them, so they are in
+    /// before the input ends (`stats` counts the dead letters queued).
+    pub fn forward_side(
+        &self,
+        rx: Receiver<crate::model::Stamped>,
+        stats: Arc<crate::stats::Stats>,
+    ) {
+        if let Ok(mut s) = self.side.lock() {
+            *s = Some((rx, stats));
+        }
+    }
+
+    /// Forwards what the sources sent for the lake so far (the state lock
+    /// is held: a source's rows for the lake come before its next samples).
+    fn drain_side(&self, st: &State) {
+        if st.ended {
+            return;
+        }
+        let Ok(side) = self.side.lock() else { return };
+        let Some((rx, stats)) = side.as_ref() else {
+            return;
+        };
+        use crate::model::SinkBatch;
+        while let Ok(s) = rx.try_recv() {
+            match &s.batch {
+                SinkBatch::DeadLetters(d) => {
+                    stats.dead_letters_queued.fetch_sub(d.len() as u64, Relaxed);
+                }
+                SinkBatch::Gaps(_) => {}
+                _ => continue,
+            }
+            self.send(0, WorkerMsg::Side(s));
+        }
     }
 
     /// Completes the current time when updates were sent at it: advances one
@@ -438,6 +489,7 @@ impl Ingest {
                 self.checkpoint_at_stop(st);
                 self.abandon.store(true, Relaxed);
             }
+            self.drain_side(st);
             st.ended = true;
             for w in 0..self.senders.len() {
                 self.send(w, WorkerMsg::End);

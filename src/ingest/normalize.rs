@@ -51,11 +51,34 @@ pub struct SourceCtx {
     pub dead_letter: DeadLetterLimits,
     /// What the node has seen of each tag.
     pub watch: Arc<super::watch::TagWatch>,
+    /// This process's share of the input, `(process, processes)` (a
+    /// cluster's; `(0, 1)` alone): a file read in jobs takes every
+    /// `processes`-th job from `process` on; any other source runs whole
+    /// on the process its index modulo `processes` names.
+    pub share: (usize, usize),
 }
 
 impl SourceCtx {
     pub fn stopped(&self) -> bool {
         self.stop.load(Relaxed)
+    }
+
+    /// Whether this process reads the source when it is not read in jobs.
+    pub fn runs_whole(&self) -> bool {
+        self.index % self.share.1.max(1) == self.share.0
+    }
+
+    /// This process's jobs of a file read in jobs (every one alone).
+    pub fn share_of<J>(&self, jobs: Vec<J>) -> Vec<J> {
+        let (me, of) = (self.share.0, self.share.1.max(1));
+        if of == 1 {
+            return jobs;
+        }
+        jobs.into_iter()
+            .enumerate()
+            .filter(|(j, _)| j % of == me)
+            .map(|(_, job)| job)
+            .collect()
     }
 
     /// Applies context edits from a message.

@@ -73,7 +73,7 @@ impl TagRegistry {
     }
 }
 
-/// The context every worker 0 starts with, inserted at time 0.
+/// The context every worker starts with, inserted at time 0.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct InitialContext {
     /// Shared with the context store and the engine's context input: one

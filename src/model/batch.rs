@@ -81,3 +81,32 @@ impl Stamped {
         Stamped { time: None, batch }
     }
 }
+
+/// Rows for the lake from a cluster's process other than the writer's: its
+/// sources' dead letters and gaps, carried by the engine to worker 0 with
+/// their stamp.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum SideRows {
+    DeadLetters(Vec<DeadLetter>),
+    Gaps(Vec<Gap>),
+}
+
+impl SideRows {
+    /// The rows of `s` that travel to the writer's process (`None` for
+    /// the others: progress markers and tag snapshots stay where they are).
+    pub fn of(s: Stamped) -> Option<(Option<u64>, SideRows)> {
+        match s.batch {
+            SinkBatch::DeadLetters(r) => Some((s.time, SideRows::DeadLetters(r))),
+            SinkBatch::Gaps(r) => Some((s.time, SideRows::Gaps(r))),
+            _ => None,
+        }
+    }
+
+    pub fn stamped(time: Option<u64>, rows: SideRows) -> Stamped {
+        let batch = match rows {
+            SideRows::DeadLetters(r) => SinkBatch::DeadLetters(r),
+            SideRows::Gaps(r) => SinkBatch::Gaps(r),
+        };
+        Stamped { time, batch }
+    }
+}

@@ -15,7 +15,7 @@ pub mod tables;
 pub mod tariff;
 mod text;
 
-pub use batch::{SinkBatch, Stamped};
+pub use batch::{SideRows, SinkBatch, Stamped};
 pub use intern::{shrink_sparse, Interner};
 pub use text::did_you_mean;
 
@@ -385,7 +385,7 @@ fn raw_hash(bytes: &[u8]) -> String {
 
 /// A stretch of time a source could not observe (connection lost, data
 /// the server no longer had): outputs show it instead of inventing data.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
     pub source: String,
     /// Last instant data is known to be complete (epoch ms).

@@ -15,6 +15,7 @@
 //! and its config key (`source \`plant\` (sources[0]) failed: …`).
 
 mod checkpoint;
+pub mod cluster;
 pub use checkpoint::log_totals;
 pub use checkpoint::tree_size;
 mod inspect;
@@ -80,6 +81,8 @@ pub struct RunOptions {
     /// it (the lake cannot be resumed then); without it, a stop commits
     /// only what is final.
     pub drain: bool,
+    /// This process's place in a cluster (`--processes`), if any.
+    pub cluster: Option<crate::config::cluster::Cluster>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -216,15 +219,66 @@ fn spawn_sources(
             replayed: matches!(s, SourcePlan::Replay(_)),
             ..base.clone()
         };
+        // A cluster's source that runs on another process ends here at once.
+        if !cluster::starts_here(s, &ctx) {
+            ctx.ingest.end_source(i);
+            continue;
+        }
         let who = Component(format!("source `{}` (sources[{i}])", s.id()));
         tasks.push(spawn_source(rt, s, ctx, sup, who));
     }
     tasks
 }
 
+/// What every source of a run shares (its index and id are set per source).
+fn source_base(
+    plan: &Plan,
+    (ingest, tags, store, watch): (
+        &Arc<Ingest>,
+        &Arc<TagRegistry>,
+        &Arc<ContextStore>,
+        &Arc<crate::ingest::watch::TagWatch>,
+    ),
+    (sink, stats, stop): (
+        &std::sync::mpsc::Sender<Stamped>,
+        &Arc<Stats>,
+        &Arc<AtomicBool>,
+    ),
+    opts: &RunOptions,
+) -> SourceCtx {
+    let context: Arc<dyn crate::ingest::normalize::ContextEdits> = store.clone();
+    SourceCtx {
+        index: 0,
+        id: String::new(),
+        ingest: ingest.clone(),
+        tags: tags.clone(),
+        sink: sink.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        window: plan.window.clone(),
+        geometry: geometry(plan),
+        follow: opts.follow,
+        replayed: false,
+        context: Some(context),
+        dead_letter: plan.dead_letter,
+        watch: watch.clone(),
+        share: opts
+            .cluster
+            .as_ref()
+            .map_or((0, 1), |c| (c.process, c.processes)),
+    }
+}
+
 /// Runs a plan to completion (or until stopped).
-pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError> {
+pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunError> {
+    if let Some(c) = opts.cluster.clone().filter(|c| !c.writes()) {
+        return cluster::run_peer(dataflow, opts, c);
+    }
     let started = Instant::now();
+    // A cluster keeps no input log or checkpoints yet (each process's
+    // would hold its share): it starts from an empty lake.
+    opts.no_input_log |= opts.cluster.is_some();
+    let cluster_fingerprint = cluster::fingerprint(&dataflow.fingerprint);
     let Dataflow {
         plan,
         sources,
@@ -238,6 +292,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
     // The lake is locked for the run (`_lock`) and its last commit finished.
     let who = (plan.name.as_str(), plan.metrics.as_slice());
     let mut lake = lake::OpenLake::open(&sink, who, fingerprint.clone(), &opts)?;
+    cluster::refuse_resume(opts.cluster.as_ref(), &lake, &sink.path)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }
@@ -300,22 +355,12 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
         let after = durable::AfterReplay::new(&store, files, new_status, &stats);
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
-    let base = SourceCtx {
-        index: 0,
-        id: String::new(),
-        ingest: ingest.clone(),
-        tags: tags.clone(),
-        sink: sink_tx.clone(),
-        stats: stats.clone(),
-        stop: stop.clone(),
-        window: plan.window.clone(),
-        geometry: geo,
-        follow: opts.follow,
-        replayed: false,
-        context: Some(store.clone()),
-        dead_letter: plan.dead_letter,
-        watch: tag_quality.watch.clone(),
-    };
+    let base = source_base(
+        &plan,
+        (&ingest, &tags, &store, &tag_quality.watch),
+        (&sink_tx, &stats, &stop),
+        &opts,
+    );
     let source_tasks = spawn_sources(&rt, &sources, base, &sup);
     let background = spawn_background(
         &rt,
@@ -348,6 +393,7 @@ pub fn run(dataflow: Dataflow, opts: RunOptions) -> Result<RunSummary, RunError>
             max_sink_queue: sink.max_queue_bytes,
             checkpoints,
             restore,
+            cluster: opts.cluster.clone().map(|c| (c, cluster_fingerprint)),
         },
     );
     // Every source ended by itself (no signal, no failure): the last

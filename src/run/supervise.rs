@@ -84,6 +84,19 @@ pub fn install_panic_hook() {
             .map(|l| format!(" (at {}:{})", l.file(), l.line()))
             .unwrap_or_default();
         let text = format!("{msg}{at}");
+        // A cluster's peer is gone (timely's connection threads panic):
+        // the dataflow cannot complete without it, so this process stops,
+        // naming it.
+        let thread = std::thread::current();
+        if let Some((p, addr)) =
+            crate::engine::cluster::peer_lost(thread.name().unwrap_or(""), &msg)
+        {
+            eprintln!(
+                "plantflow: process {p} of the cluster ({addr}) is gone ({msg}); \
+                 the dataflow cannot go on without it: stopping"
+            );
+            std::process::exit(super::cluster::EXIT_PEER_LOST);
+        }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some(text.clone()));
         if !SUPERVISED.with(|s| s.get()) {
             let thread = std::thread::current();

@@ -13,4 +13,5 @@ pub mod crew;
 pub mod edge;
 pub mod meter;
 pub mod opcua;
+pub mod opcua_cli;
 pub mod plant;

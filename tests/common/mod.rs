@@ -585,6 +585,7 @@ pub fn start_run(
                 // A live stream has no end: setting `stop` ends the run,
                 // closing every window (as the oracles do).
                 drain: true,
+                cluster: None,
             },
         )
     });

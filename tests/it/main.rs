@@ -35,6 +35,7 @@ mod common;
 
 mod backtest;
 mod bacnet;
+mod cluster;
 mod demo;
 mod durable;
 mod house;

@@ -87,7 +87,9 @@ pub fn pump(
         emit(decode(buf, first, job, columns, lookup, (rows, marks)));
         Ok(())
     };
-    let jobs: Vec<Job> = jobs(header_end, start, len, CHUNK).collect();
+    let jobs = n
+        .ctx()
+        .share_of(jobs(header_end, start, len, CHUNK).collect());
     in_order(jobs, decoders, &stop, decoder, decode, |c| feed.take(n, c))?;
     if !stop.load(std::sync::atomic::Ordering::Relaxed) {
         feed.finish(n);

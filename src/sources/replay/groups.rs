@@ -45,7 +45,7 @@ pub fn pump(
         spare: None,
     };
     in_order(
-        file.jobs(skip, JOB_ROWS, decoders),
+        n.ctx().share_of(file.jobs(skip, JOB_ROWS, decoders)),
         decoders,
         &stop,
         decoder,

@@ -21,6 +21,16 @@ use crate::ingest::normalize::{Normalizer, SourceCtx};
 /// Reads the whole source (or tails it), then ends it.
 pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
     let mut n = Normalizer::new(ctx, plan.batch_rows);
+    // A file read whole (not in jobs) is read by one process of a cluster.
+    let in_jobs = match (&plan.format, &plan.export) {
+        (ReplayFormat::Csv, None) => !n.ctx().follow && chunks::worth_it(&plan.path),
+        (ReplayFormat::Parquet, None) => true,
+        _ => false,
+    };
+    if !in_jobs && !n.ctx().runs_whole() {
+        n.end();
+        return Ok(());
+    }
     let poll = Duration::from_millis(plan.poll_interval_ms.max(1));
     let r = match (&plan.format, &plan.export) {
         (ReplayFormat::Csv, None) => run_csv(plan, &mut n),

@@ -1,0 +1,340 @@
+//! A dataflow on several processes (timely's cluster mode): the run of a
+//! process other than the writer's, and `plantflow cluster local`.
+//!
+//! Every process runs the same dataflow file on its share of the input
+//! (see [`SourceCtx::share`]); the engine exchanges samples by tag between
+//! all workers and carries every output row to worker 0, in process 0,
+//! which alone writes the lake, serves the operator surface and publishes.
+//! The other processes' sources hand their dead letters and gaps to the
+//! engine too ([`Ingest::forward_side`]).
+
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::supervise::{RunError, Supervisor};
+use super::{RunOptions, RunSummary};
+use crate::config::cluster::Cluster;
+use crate::dataflow::{Dataflow, SourcePlan};
+use crate::engine::{self, EngineArgs};
+use crate::ingest::normalize::SourceCtx;
+use crate::ingest::Ingest;
+use crate::model::Stamped;
+
+/// The exit code of a process whose peer was lost (EX_UNAVAILABLE).
+pub const EXIT_PEER_LOST: i32 = 69;
+
+/// The fingerprint every process of a cluster must share (its dataflow
+/// file's), as a number for the handshake.
+pub(super) fn fingerprint(text: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// A cluster starts from an empty lake: its processes' shares of the
+/// input are not what one process's record of positions describes.
+pub(super) fn refuse_resume(
+    cluster: Option<&Cluster>,
+    lake: &super::lake::OpenLake,
+    path: &Path,
+) -> Result<(), RunError> {
+    if cluster.is_none() || lake.resumed.is_none() {
+        return Ok(());
+    }
+    Err(RunError {
+        code: super::supervise::EXIT_CONFIG,
+        message: format!(
+            "{} already holds a run's files: a cluster (--processes) starts from an empty \
+             lake (resuming one is not supported yet); give it an empty directory",
+            path.display()
+        ),
+    })
+}
+
+/// Runs process `c.process` (not 0) of a cluster: its share of the
+/// sources and its workers, no lake, no operator surface, no publishing.
+pub(super) fn run_peer(
+    dataflow: Dataflow,
+    opts: RunOptions,
+    c: Cluster,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let Dataflow {
+        plan,
+        sources,
+        sink,
+        fingerprint: text,
+        ..
+    } = dataflow;
+    let plan = Arc::new(super::with_state_dir(plan, &sink.path));
+    let workers = opts.workers.max(1);
+    let stats = opts.stats.clone().unwrap_or_default();
+    let stop = opts.stop.clone().unwrap_or_default();
+    let initial = super::load_initial(&plan)?;
+    let tags = super::registry(&[], &initial);
+    let geo = super::geometry(&plan);
+    let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
+    let rt = super::io_runtime()?;
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
+    ingest.forward_side(sink_rx, stats.clone());
+    let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
+    let _done = super::watchdog(&sup, &opts);
+    super::on_signals(&rt, &stop, &sup, opts.drain);
+    let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
+    let store = super::context_store(&plan, &initial, editable, &ingest, &tags, &geo);
+    let quality = super::tags::TagQuality::new(&tags, &store, &plan, &stats, false);
+    let base = super::source_base(
+        &plan,
+        (&ingest, &tags, &store, &quality.watch),
+        (&sink_tx, &stats, &stop),
+        &opts,
+    );
+    let mut tasks = super::spawn_sources(&rt, &sources, base, &sup);
+    if opts.follow {
+        tasks.push(super::spawn_watcher(&rt, &sup, &plan, &store, &stop));
+    }
+    let result = engine::run(
+        plan.clone(),
+        EngineArgs {
+            workers,
+            receivers,
+            ingest: ingest.clone(),
+            tags,
+            initial,
+            sink: sink_tx.clone(),
+            geometry: geo,
+            stats: stats.clone(),
+            max_sink_queue: sink.max_queue_bytes,
+            checkpoints: None,
+            restore: None,
+            cluster: Some((c, fingerprint(&text))),
+        },
+    );
+    stop.store(true, Relaxed);
+    ingest.finish();
+    drop(sink_tx);
+    for t in tasks {
+        let _ = rt.block_on(t);
+    }
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Some(f) = sup.failure() {
+        return Err(f);
+    }
+    result.map_err(super::engine_failed)?;
+    let report = crate::sinks::parquet::WriterReport::default();
+    Ok(super::summary::collect(
+        &stats,
+        report,
+        sink.path,
+        started.elapsed(),
+        workers,
+    ))
+}
+
+/// Whether the source at `index` starts on this process: a replay file
+/// decides for itself (it may be read in jobs, shared by all processes);
+/// any other source runs on one process.
+pub(super) fn starts_here(s: &SourcePlan, ctx: &SourceCtx) -> bool {
+    matches!(s, SourcePlan::Replay(_)) || ctx.runs_whole()
+}
+
+/// What `plantflow cluster local` runs: `processes` children of this
+/// program on loopback, each `run --processes N --process I` with a
+/// hostfile of free ports, the summary of them all (process 0's lake).
+pub struct Local<'a> {
+    pub exe: &'a Path,
+    pub dataflow: &'a Path,
+    pub processes: usize,
+    pub workers: usize,
+    pub json: bool,
+}
+
+/// Starts the processes and waits for them; when one fails, the others
+/// are stopped and the failure named. Returns the exit code and the
+/// merged summary (JSON) when all succeeded.
+pub fn local(l: &Local<'_>) -> Result<serde_json::Value, (i32, String)> {
+    use std::process::{Command, Stdio};
+    let ports: Vec<u16> = (0..l.processes)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| (1, format!("no free port on loopback: {e}")))?;
+    let hostfile = std::env::temp_dir().join(format!("plantflow-hosts-{}", std::process::id()));
+    let _gone = RemoveOnDrop(hostfile.clone());
+    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hostfile, text).map_err(|e| (1, e.to_string()))?;
+    let mut children = Vec::new();
+    for i in 0..l.processes {
+        let child = Command::new(l.exe)
+            .args(["run", "--json", "-w", &l.workers.to_string()])
+            .args([
+                "--processes",
+                &l.processes.to_string(),
+                "--process",
+                &i.to_string(),
+            ])
+            .arg("--hostfile")
+            .arg(&hostfile)
+            .arg(l.dataflow)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| (1, format!("cannot start process {i}: {e}")))?;
+        children.push(Some(child));
+    }
+    let mut outputs: Vec<Option<String>> = vec![None; l.processes];
+    let mut failed: Option<(usize, i32, String)> = None;
+    while outputs.iter().any(Option::is_none) {
+        for i in 0..l.processes {
+            let Some(child) = children[i].as_mut() else {
+                continue;
+            };
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            let child = children[i].take().expect("a running child");
+            let out = child
+                .wait_with_output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            outputs[i] = Some(String::from_utf8_lossy(&out).into_owned());
+            if !status.success() && failed.is_none() {
+                let how = match status.code() {
+                    Some(c) => format!("exited with code {c}"),
+                    None => "was killed by a signal".to_string(),
+                };
+                failed = Some((i, status.code().unwrap_or(1), how));
+            }
+        }
+        if let Some((_, _, _)) = &failed {
+            // The others lose their peer and stop by themselves; a second
+            // wait bounds it.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            for c in children.iter_mut().flatten() {
+                let _ = c.kill();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if let Some((i, code, how)) = failed {
+        return Err((code, format!("process {i} of {} {how}", l.processes)));
+    }
+    let summaries: Vec<serde_json::Value> = outputs
+        .iter()
+        .map(|o| serde_json::from_str(o.as_deref().unwrap_or("")).unwrap_or_default())
+        .collect();
+    Ok(merge(&summaries))
+}
+
+/// `plantflow cluster local`: the processes on loopback, one summary.
+pub fn main_local(
+    dataflow: &Path,
+    processes: usize,
+    workers: usize,
+    json: bool,
+) -> std::process::ExitCode {
+    if let Err(e) = crate::dataflow::load(dataflow) {
+        eprintln!("{}", e.render());
+        return std::process::ExitCode::from(crate::EXIT_CONFIG as u8);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("plantflow: cannot find this program to start its processes: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let how = Local {
+        exe: &exe,
+        dataflow,
+        processes: processes.max(1),
+        workers: workers.max(1),
+        json,
+    };
+    match local(&how) {
+        Ok(summary) if json => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!(
+                "cluster of {} processes: {} rows read, {} accepted, {} windows, {} actions, {} files in {}",
+                processes,
+                s["rows_read"],
+                s["rows_accepted"],
+                s["windows"],
+                s["actions"],
+                s["files"],
+                s["out_dir"].as_str().unwrap_or("the lake")
+            );
+            for (i, p) in s["processes"].as_array().into_iter().flatten().enumerate() {
+                println!(
+                    "  process {i}: {} rows read in {} s",
+                    p["rows_read"], p["elapsed_s"]
+                );
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("plantflow: the cluster failed: {message}");
+            std::process::ExitCode::from(code.clamp(1, 255) as u8)
+        }
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One summary of a cluster's: the lake's figures from process 0 (it
+/// writes it), the input's counters summed over every process, and each
+/// process's own beside them.
+pub fn merge(summaries: &[serde_json::Value]) -> serde_json::Value {
+    use serde_json::Value;
+    let mut out = summaries.first().cloned().unwrap_or_default();
+    const SUMMED: [&str; 9] = [
+        "rows_read",
+        "rows_accepted",
+        "dropped_quality",
+        "late_rows",
+        "windows",
+        "corrections",
+        "windows_spilled",
+        "windows_restored",
+        "groups_spilled",
+    ];
+    for key in SUMMED {
+        let total: u64 = summaries.iter().filter_map(|s| s[key].as_u64()).sum();
+        out[key] = Value::from(total);
+    }
+    let mut dead = serde_json::Map::new();
+    for s in summaries {
+        for (k, v) in s["dead_letters"].as_object().into_iter().flatten() {
+            let n = dead.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
+            dead.insert(k.clone(), Value::from(n));
+        }
+    }
+    out["dead_letters"] = Value::Object(dead);
+    out["processes"] = Value::Array(
+        summaries
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "rows_read": s["rows_read"],
+                    "windows": s["windows"],
+                    "elapsed_s": s["elapsed_s"],
+                    "peak_rss_bytes": s["peak_rss_bytes"],
+                })
+            })
+            .collect(),
+    );
+    out
+}

@@ -1,0 +1,259 @@
+//! A dataflow on several processes (issue 27, docs/cluster.md): 2 and 3
+//! processes on loopback, each reading its share of a replay file, write
+//! the lake of one process (latest revision per key, every dead letter
+//! once); a killed process makes the others stop, naming it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const PLANTFLOW: &str = env!("CARGO_BIN_EXE_plantflow");
+
+/// A generated workload (21 MB of samples: read in 1 MiB chunks, shared by
+/// the processes) with malformed lines spread through it, and the
+/// reference dataflow.
+struct Setup {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    dataflow: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let out = Command::new(PLANTFLOW)
+        .args([
+            "gen",
+            "workload",
+            "--tags",
+            "120",
+            "--seconds",
+            "3600",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bad line every 20,000: dead letters from every process's chunks.
+    let path = input.join("samples.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut with_bad = String::with_capacity(text.len() + 4096);
+    for (i, line) in text.lines().enumerate() {
+        with_bad.push_str(line);
+        with_bad.push('\n');
+        if i > 0 && i % 20_000 == 0 {
+            with_bad.push_str(&format!("not-a-time,line-{i},1.0\n"));
+        }
+    }
+    std::fs::write(&path, with_bad).unwrap();
+    let dataflow = dir.path().join("workload_v1.toml");
+    std::fs::copy(crate::common::dataflow("workload_v1.toml"), &dataflow).unwrap();
+    Setup {
+        dir,
+        input,
+        dataflow,
+    }
+}
+
+impl Setup {
+    fn env(&self, c: &mut Command, out: &Path) {
+        c.env("INPUT_DIR", &self.input)
+            .env("OUT_DIR", out)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+    }
+
+    /// One process, two workers: the lake to compare with, and its summary.
+    fn one(&self) -> (PathBuf, serde_json::Value) {
+        let out = self.dir.path().join("one");
+        let mut c = Command::new(PLANTFLOW);
+        c.args(["run", "--json", "-w", "2"]).arg(&self.dataflow);
+        self.env(&mut c, &out);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (out, serde_json::from_slice(&o.stdout).unwrap())
+    }
+
+    /// `cluster local` with `n` processes of one worker.
+    fn cluster(&self, n: usize) -> (PathBuf, serde_json::Value) {
+        let out = self.dir.path().join(format!("cluster-{n}"));
+        let mut c = Command::new(PLANTFLOW);
+        c.args(["cluster", "local", "--json", "--processes", &n.to_string()])
+            .arg(&self.dataflow);
+        self.env(&mut c, &out);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (out, serde_json::from_slice(&o.stdout).unwrap())
+    }
+}
+
+/// The latest revision of every key of the lake's tables, by key, without
+/// the revision number (a cluster may correct a row more or fewer times on
+/// its way), and the dead letters without their wall-clock `received_at`.
+fn latest_rows(out: &Path) -> BTreeMap<&'static str, Vec<(String, Value)>> {
+    let keys: [(&str, &[&str]); 4] = [
+        ("aggregates", &["tag", "window_start"]),
+        ("actions", &["action_id"]),
+        ("outcomes", &["action_id"]),
+        ("billing", &["site", "period_start"]),
+    ];
+    let mut m = BTreeMap::new();
+    for (t, key) in keys {
+        let mut v: Vec<(String, Value)> = latest(rows(out, t), key)
+            .into_iter()
+            .map(|(k, mut r)| {
+                r.remove("revision");
+                (k, Value::Object(r.into_iter().collect()))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        m.insert(t, v);
+    }
+    let mut dead: Vec<(String, Value)> = rows(out, "dead_letter")
+        .into_iter()
+        .map(|mut r| {
+            r.remove("received_at");
+            let v = Value::Object(r.into_iter().collect());
+            (v.to_string(), v)
+        })
+        .collect();
+    dead.sort_by(|a, b| a.0.cmp(&b.0));
+    m.insert("dead_letter", dead);
+    m
+}
+
+/// Equal, but for the last bits of fractional numbers: a window's rows on
+/// both sides of a chunk edge reach its worker from two processes in
+/// either order, and a floating-point sum depends on the order (texts that
+/// are JSON, like an action's evidence, are compared the same way).
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::String(x), Value::String(y)) if x != y => {
+            match (
+                serde_json::from_str::<Value>(x),
+                serde_json::from_str::<Value>(y),
+            ) {
+                (Ok(x @ Value::Object(_)), Ok(y @ Value::Object(_))) => close(&x, &y),
+                _ => false,
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| close(v, w))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn two_and_three_processes_write_the_lake_of_one() {
+    let s = setup();
+    let (one, one_summary) = s.one();
+    let want = latest_rows(&one);
+    assert_eq!(
+        want["aggregates"].len(),
+        120 * 60,
+        "a window per tag and minute"
+    );
+    assert!(!want["actions"].is_empty());
+    assert_eq!(want["dead_letter"].len(), 21, "the malformed lines");
+    for n in [2, 3] {
+        let (out, summary) = s.cluster(n);
+        let got = latest_rows(&out);
+        for (t, rows) in &want {
+            let g = &got[t];
+            assert_eq!(g.len(), rows.len(), "{n} processes, {t}: row counts differ");
+            if let Some(i) =
+                (0..g.len()).find(|&i| g[i].0 != rows[i].0 || !close(&g[i].1, &rows[i].1))
+            {
+                panic!(
+                    "{n} processes, {t}: rows differ first at {i}:\n got  {:?}\n want {:?}",
+                    g[i], rows[i]
+                );
+            }
+        }
+        assert_eq!(summary["rows_read"], one_summary["rows_read"], "{summary}");
+        let per: Vec<u64> = summary["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rows_read"].as_u64().unwrap())
+            .collect();
+        assert_eq!(per.len(), n);
+        assert!(
+            per.iter().all(|r| *r > 0),
+            "every process read its share: {per:?}"
+        );
+    }
+}
+
+/// Three processes (slowed, so they are mid-run): process 1 is killed with
+/// SIGKILL; the other two stop with exit code 69, naming it.
+#[test]
+fn a_killed_process_stops_the_others_naming_it() {
+    let s = setup();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hosts = s.dir.path().join("hosts");
+    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hosts, text).unwrap();
+    let out = s.dir.path().join("lake");
+    let mut children: Vec<(std::process::Child, PathBuf)> = (0..3)
+        .map(|i| {
+            let err = s.dir.path().join(format!("stderr-{i}"));
+            let mut c = Command::new(PLANTFLOW);
+            c.args(["run", "--processes", "3", "--process", &i.to_string()])
+                .arg("--hostfile")
+                .arg(&hosts)
+                .arg(&s.dataflow)
+                .env("PLANTFLOW_LOG", "info")
+                .env("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&err).unwrap());
+            s.env(&mut c, &out);
+            (c.spawn().unwrap(), err)
+        })
+        .collect();
+    for (_, err) in &children {
+        wait_for("the cluster connected", || {
+            std::fs::read_to_string(err)
+                .ok()
+                .filter(|t| t.contains("processes is connected"))
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    children[1].0.kill().unwrap();
+    children[1].0.wait().unwrap();
+    for i in [0, 2] {
+        let status = wait_for("the survivor's exit", || children[i].0.try_wait().unwrap());
+        let err = std::fs::read_to_string(&children[i].1).unwrap();
+        assert_eq!(status.code(), Some(69), "process {i}: {err}");
+        assert!(
+            err.contains("process 1 of the cluster") && err.contains(&ports[1].to_string()),
+            "process {i}: {err}"
+        );
+    }
+}
