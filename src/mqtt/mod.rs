@@ -85,6 +85,25 @@ pub struct MqttSourcePlan {
     pub stall_after: Option<Duration>,
 }
 
+impl MqttSourcePlan {
+    /// Whether the broker splits this source's samples between subscribers:
+    /// every route of samples is a shared subscription (`share`), and none
+    /// is Sparkplug (whose births must reach every member). Such a source
+    /// runs on every process of a cluster; context routes, not shared,
+    /// reach them all.
+    pub fn split_by_broker(&self) -> bool {
+        let mut samples = self
+            .routes
+            .iter()
+            .filter(|r| !matches!(r.format, Format::Context(_)))
+            .peekable();
+        samples.peek().is_some()
+            && samples.all(|r| {
+                r.filter.starts_with("$share/") && !matches!(r.format, Format::Sparkplug(_))
+            })
+    }
+}
+
 impl Route {
     /// Whether `topic` belongs to this route, and its captures.
     fn captures<'t>(&self, topic: &'t str) -> Option<Vec<(&str, &'t str)>> {
@@ -133,7 +152,14 @@ pub fn run(
     ctx: SourceCtx,
     rt: tokio::runtime::Handle,
 ) -> Result<(), String> {
-    let conn = Conn::new(&plan.conn, true, None, 256)?;
+    // In a cluster every process subscribes to the shared routes under its
+    // own client id (one id for two connections would have the broker drop
+    // one of them).
+    let mut conn_plan = plan.conn.clone();
+    if ctx.share.1 > 1 && plan.split_by_broker() {
+        conn_plan.client_id = format!("{}-p{}", conn_plan.client_id, ctx.share.0);
+    }
+    let conn = Conn::new(&conn_plan, true, None, 256)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(plan.channel.max(16));
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
     let stop = ctx.stop.clone();

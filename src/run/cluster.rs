@@ -135,7 +135,38 @@ pub(super) fn run_peer(
 /// decides for itself (it may be read in jobs, shared by all processes);
 /// any other source runs on one process.
 pub(super) fn starts_here(s: &SourcePlan, ctx: &SourceCtx) -> bool {
-    matches!(s, SourcePlan::Replay(_)) || ctx.runs_whole()
+    match s {
+        SourcePlan::Replay(_) => true,
+        SourcePlan::Mqtt(m) if m.split_by_broker() => true,
+        _ => ctx.runs_whole(),
+    }
+}
+
+/// A cluster's process logs its input every second (`PLANTFLOW_LOG=info`):
+/// only process 0 has an operator surface, so this is where the others'
+/// progress shows.
+pub(super) fn log_progress(
+    rt: &tokio::runtime::Runtime,
+    stats: Arc<crate::stats::Stats>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    process: usize,
+) -> tokio::task::JoinHandle<()> {
+    rt.spawn_blocking(move || {
+        let mut last = u64::MAX;
+        loop {
+            let done = stop.load(Relaxed);
+            let read = stats.rows_read.load(Relaxed);
+            if read != last {
+                let accepted = stats.rows_accepted.load(Relaxed);
+                tracing::info!("process {process}: {read} rows read, {accepted} accepted");
+                last = read;
+            }
+            if done {
+                break;
+            }
+            super::nap(&stop, std::time::Duration::from_secs(1));
+        }
+    })
 }
 
 /// What `plantflow cluster local` runs: `processes` children of this

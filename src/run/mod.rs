@@ -212,6 +212,10 @@ fn spawn_sources(
     sup: &Arc<Supervisor>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if base.share.1 > 1 {
+        let (stats, stop) = (base.stats.clone(), base.stop.clone());
+        tasks.push(cluster::log_progress(rt, stats, stop, base.share.0));
+    }
     for (i, s) in sources.iter().enumerate() {
         let ctx = SourceCtx {
             index: i,

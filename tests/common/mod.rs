@@ -1221,3 +1221,97 @@ pub fn killed_and_restarted(df: &Path, dir: &Path, n: u64) -> HashMap<(String, i
     assert_eq!(counted as u64, logged_n, "every logged sample once");
     aggs
 }
+
+/// `processes` processes of `workload_v1_mqtt.toml` (its samples route a
+/// shared subscription) on the broker at `url` (plantflow's side; the
+/// fixture is published through `peer_url`), each started with `--drain`,
+/// writing the lake `out`: the fixture's 90,000 messages are published once
+/// every process has connected, and every process is sent SIGTERM once
+/// they have read them all together. Returns each process's rows read.
+pub fn mqtt_cluster(
+    url: &str,
+    peer_url: &str,
+    processes: usize,
+    dir: &Path,
+    out: &Path,
+) -> Vec<u64> {
+    use std::process::{Command, Stdio};
+    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
+    let shared = text.replace(
+        "topic = \"plant/{tag+}\"",
+        "topic = \"plant/{tag+}\"\nshare = \"plantflow\"",
+    );
+    assert_ne!(shared, text);
+    let df = dir.join("workload_v1_mqtt.toml");
+    std::fs::write(&df, shared).unwrap();
+    let hosts = dir.join("hosts");
+    let ports: Vec<u16> = (0..processes)
+        .map(|_| plantflow::sim::broker::free_port().unwrap())
+        .collect();
+    let lines: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let client = format!("pf-cluster-{}", std::process::id());
+    let mut children: Vec<(KillOnDrop, PathBuf)> = (0..processes)
+        .map(|i| {
+            let err = dir.join(format!("stderr-{i}"));
+            let child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+                .args(["run", "--drain", "--processes", &processes.to_string()])
+                .args(["--process", &i.to_string(), "--hostfile"])
+                .arg(&hosts)
+                .arg(&df)
+                .env("INPUT_DIR", fixture_dir())
+                .env("OUT_DIR", out)
+                .env("MQTT_URL", url)
+                .env("MQTT_CLIENT_ID", &client)
+                .env("PLANTFLOW_LOG", "info,rumqttd=off")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
+            (KillOnDrop(child), err)
+        })
+        .collect();
+    let log = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    for (_, err) in &children {
+        wait_for("every process connected to the broker", || {
+            log(err).contains("MQTT connected").then_some(())
+        });
+    }
+    // The subscription goes out just after the connection.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    peer::publish_all(peer_url, "fixture-publisher", fixture_messages(), 1);
+    // Each process logs its rows read every second.
+    let read = |p: &Path| -> u64 {
+        log(p)
+            .lines()
+            .filter_map(|l| {
+                l.split(" rows read")
+                    .next()?
+                    .rsplit(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .last()
+            .unwrap_or(0)
+    };
+    wait_for("all 90,000 messages read by the processes together", || {
+        let total: u64 = children.iter().map(|(_, e)| read(e)).sum();
+        (total >= 90_000).then_some(())
+    });
+    for (c, _) in &children {
+        let st = Command::new("kill")
+            .args(["-TERM", &c.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let mut per = Vec::new();
+    for (c, err) in children.iter_mut() {
+        let status = wait_for("the process's exit", || c.0.try_wait().unwrap());
+        assert!(status.success(), "{}", log(err));
+        per.push(read(err));
+    }
+    per
+}

@@ -390,6 +390,31 @@ fn shared_subscription_splits_the_stream_between_two_processes() {
     );
 }
 
+/// 2 and 3 plantflow processes of one cluster read workload v1 through a
+/// shared subscription on Mosquitto: each message once, and the lake equals
+/// the DuckDB oracle's aggregates and actions.
+#[test]
+fn a_cluster_sharing_a_subscription_on_mosquitto_writes_the_oracle_lake() {
+    let m = mosquitto();
+    let url = format!("mqtt://127.0.0.1:{}", m.plain);
+    for n in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("lake");
+        let per = mqtt_cluster(&url, &url, n, dir.path(), &out);
+        assert_eq!(
+            per.iter().sum::<u64>(),
+            90_000,
+            "each message once: {per:?}"
+        );
+        assert!(
+            per.iter().all(|r| *r > 0),
+            "Mosquitto split the stream: {per:?}"
+        );
+        assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+        assert!(assert_actions_match_oracle(&out) > 0);
+    }
+}
+
 #[test]
 fn sparkplug_from_an_independent_python_edge_node_with_death_and_rebirth() {
     let m = mosquitto();
