@@ -1285,7 +1285,8 @@ pub fn mqtt_cluster(
     let read = |p: &Path| -> u64 {
         log(p)
             .lines()
-            .filter_map(|l| {
+            .rev()
+            .find_map(|l| {
                 l.split(" rows read")
                     .next()?
                     .rsplit(' ')
@@ -1293,7 +1294,6 @@ pub fn mqtt_cluster(
                     .parse()
                     .ok()
             })
-            .last()
             .unwrap_or(0)
     };
     wait_for("all 90,000 messages read by the processes together", || {
