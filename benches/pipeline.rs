@@ -1,5 +1,5 @@
 //! Throughput harness: workload v1 through `plantflow run` (1 and 2 workers),
-//! through a plain single-pass Rust program doing the same job, and (CSV,
+//! through `plantflow cluster local` (2 processes of 1 worker), through a plain single-pass Rust program doing the same job, and (CSV,
 //! when Python has them) through DuckDB and Polars (`benches/analysts.py`),
 //! in the same run, on the same files. Prints medians, rows/s, ratios to the
 //! single-pass program and peak RSS.
@@ -505,6 +505,7 @@ fn main() {
             ("single-pass Rust baseline".into(), vec![], vec![]),
             ("plantflow run --workers 1".into(), vec![], vec![]),
             ("plantflow run --workers 2".into(), vec![], vec![]),
+            ("plantflow 2 processes x 1 worker".into(), vec![], vec![]),
         ];
         // What an analyst would use instead, when Python has it (CSV only).
         let tools = if format == "csv" { analysts() } else { vec![] };
@@ -526,14 +527,24 @@ fn main() {
                             .arg(&samples)
                             .arg(&out),
                     )
-                } else if k >= 3 {
+                } else if k >= 4 {
                     run_sampled(
                         Command::new("python3")
                             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/analysts.py"))
-                            .args(["--one", &tools[k - 3], "--input"])
+                            .args(["--one", &tools[k - 4], "--input"])
                             .arg(&input)
                             .arg("--out")
                             .arg(&out),
+                    )
+                } else if k == 3 {
+                    // `cluster local`: two processes on loopback, one summary.
+                    run_sampled(
+                        Command::new(bin)
+                            .args(["cluster", "local", "--json", "--processes", "2", "-w", "1"])
+                            .arg(&dataflow)
+                            .env("INPUT_DIR", &input)
+                            .env("SAMPLES_FILE", format!("samples.{format}"))
+                            .env("OUT_DIR", &out),
                     )
                 } else {
                     run_sampled(
@@ -552,7 +563,7 @@ fn main() {
                     String::from_utf8_lossy(&output.stderr)
                 );
                 let stdout = String::from_utf8_lossy(&output.stdout);
-                let rss_mib = if k >= 3 {
+                let rss_mib = if k >= 4 {
                     trace.iter().map(|t| t.1).fold(0.0, f64::max)
                 } else if k == 0 {
                     let mut it = stdout.split_whitespace();
@@ -567,7 +578,12 @@ fn main() {
                             v["windows_spilled"], v["windows_restored"]
                         );
                     }
-                    v["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+                    // A cluster's memory is its processes' together.
+                    let bytes = match v["processes"].as_array() {
+                        Some(ps) => ps.iter().filter_map(|p| p["peak_rss_bytes"].as_f64()).sum(),
+                        None => v["peak_rss_bytes"].as_f64().unwrap_or(0.0),
+                    };
+                    bytes / (1 << 20) as f64
                 };
                 samples_k.push(Sample { secs, rss_mib });
                 *trace_k = trace;

@@ -285,9 +285,12 @@ fn init_tracing() {
                 "warn,opcua_client=error,opcua_server=error,opcua_core=error,rumqttd=off",
             )
         });
+    // Colours only on a terminal: a log file keeps plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -174,7 +174,7 @@ fn connect(
                 sockets[p] = Some(s);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(Duration::from_millis(2))
             }
             Err(e) => return Err(format!("process {me}: accepting a connection: {e}")),
         }

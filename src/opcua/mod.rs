@@ -223,7 +223,7 @@ pub fn run(
         tx,
         ctl_rx,
         stop.clone(),
-        ctx.stats.clone(),
+        (ctx.stats.clone(), ctx.share),
     ));
     let mut dec = Decoder::new(plan, ctx);
     decode_loop(&mut dec, &rx, &ctl_tx, &stop);

@@ -64,6 +64,19 @@ pub struct Item {
     pub group: usize,
 }
 
+/// Keeps the items of process `share.0` of `share.1`: those whose node id's
+/// text hashes (xxh3, the same on every process and every run) to it.
+/// Returns whether any is left.
+pub fn keep_share(items: &mut Vec<Item>, (me, of): (usize, usize)) -> bool {
+    if of > 1 {
+        items.retain(|i| {
+            let h = xxhash_rust::xxh3::xxh3_64(i.node.to_string().as_bytes());
+            h % of as u64 == me as u64
+        });
+    }
+    !items.is_empty()
+}
+
 /// Compiles include/exclude globs (also used by config validation).
 pub fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
@@ -260,6 +273,38 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three processes' shares of 300 nodes: disjoint, all of them, none
+    /// empty, and the same on every call (a stable hash of the id's text).
+    #[test]
+    fn processes_share_the_nodes_by_a_stable_hash() {
+        let all: Vec<Item> = (0..300)
+            .map(|i| Item {
+                tag: format!("t{i}"),
+                node: NodeId::new(2, format!("Plant/m{i}/power_kw")),
+                group: 0,
+            })
+            .collect();
+        let share = |p: usize| {
+            let mut v = all.clone();
+            assert!(keep_share(&mut v, (p, 3)));
+            v.into_iter().map(|i| i.tag).collect::<Vec<_>>()
+        };
+        let shares: Vec<Vec<String>> = (0..3).map(share).collect();
+        assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), 300);
+        let mut tags: Vec<&String> = shares.iter().flatten().collect();
+        tags.sort();
+        tags.dedup();
+        assert_eq!(tags.len(), 300, "each node on one process");
+        assert!(
+            shares.iter().all(|s| s.len() > 50),
+            "{:?}",
+            shares.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(share(1), shares[1]);
+        let mut one = all.clone();
+        assert!(keep_share(&mut one, (0, 1)) && one.len() == 300);
+    }
 
     #[test]
     fn globs_respect_segments() {

@@ -313,7 +313,7 @@ pub(super) async fn session_task(
     tx: SyncSender<Ev>,
     mut ctl: tokio::sync::mpsc::UnboundedReceiver<Ctl>,
     stop: Arc<AtomicBool>,
-    stats: Arc<crate::stats::Stats>,
+    (stats, share): (Arc<crate::stats::Stats>, (usize, usize)),
 ) -> Result<(), String> {
     let mut client = conn::client(&plan.conn)?;
     stats.set_connected(&plan.id, false);
@@ -328,9 +328,10 @@ pub(super) async fn session_task(
         };
         let lim = limits(&session).await;
         if resolved.is_none() {
-            let (items, failed) = nodes::resolve(&session, &plan.nodes, &plan.browse, lim.browse)
-                .await
-                .map_err(|e| conn::explain(&plan.conn, StatusCode::Good, &e))?;
+            let (mut items, failed) =
+                nodes::resolve(&session, &plan.nodes, &plan.browse, lim.browse)
+                    .await
+                    .map_err(|e| conn::explain(&plan.conn, StatusCode::Good, &e))?;
             if items.is_empty() {
                 let why: Vec<String> = failed.iter().map(|(w, y)| format!("{w}: {y}")).collect();
                 return Err(format!(
@@ -338,6 +339,11 @@ pub(super) async fn session_task(
                     plan.conn.endpoint,
                     why.join("; ")
                 ));
+            }
+            // A cluster's process monitors its share of the nodes.
+            if !nodes::keep_share(&mut items, share) {
+                tracing::info!(source = %plan.id, "OPC UA nodes resolved: none is this process's");
+                return Ok(());
             }
             let (subs, info) = plan_subscriptions(&plan, &items);
             tracing::info!(source = %plan.id, items = items.len(), subscriptions = subs.len(), "OPC UA nodes resolved");

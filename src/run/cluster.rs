@@ -25,6 +25,44 @@ use crate::model::Stamped;
 /// The exit code of a process whose peer was lost (EX_UNAVAILABLE).
 pub const EXIT_PEER_LOST: i32 = 69;
 
+/// The peers found gone, in the order their connections broke.
+static GONE: std::sync::Mutex<Vec<(usize, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A peer's connection broke (from the panic hook, on timely's connection
+/// thread): the first to see one waits a moment for the others, so the
+/// message names the process that died first (the survivors of a lost
+/// process leave too, and their connections break after it), then ends
+/// this process with [`EXIT_PEER_LOST`].
+pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
+    let first = match GONE.lock() {
+        Ok(mut g) => {
+            g.push(lost);
+            g.len() == 1
+        }
+        Err(_) => true,
+    };
+    if !first {
+        return;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let gone = GONE.lock().map(|g| g.clone()).unwrap_or_default();
+    let (p, addr) = &gone[0];
+    let after: Vec<String> = gone[1..]
+        .iter()
+        .map(|(p, _)| format!("process {p}"))
+        .collect();
+    let then = if after.is_empty() {
+        String::new()
+    } else {
+        format!(" (then {} left too)", after.join(", "))
+    };
+    eprintln!(
+        "plantflow: process {p} of the cluster ({addr}) is gone ({cause}){then}; \
+         the dataflow cannot go on without it: stopping"
+    );
+    std::process::exit(EXIT_PEER_LOST);
+}
+
 /// The fingerprint every process of a cluster must share (its dataflow
 /// file's), as a number for the handshake.
 pub(super) fn fingerprint(text: &str) -> u64 {
@@ -138,6 +176,8 @@ pub(super) fn starts_here(s: &SourcePlan, ctx: &SourceCtx) -> bool {
     match s {
         SourcePlan::Replay(_) => true,
         SourcePlan::Mqtt(m) if m.split_by_broker() => true,
+        // Each process monitors the nodes whose id hashes to it.
+        SourcePlan::OpcUa(_) => true,
         _ => ctx.runs_whole(),
     }
 }
@@ -214,48 +254,46 @@ pub fn local(l: &Local<'_>) -> Result<serde_json::Value, (i32, String)> {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| (1, format!("cannot start process {i}: {e}")))?;
-        children.push(Some(child));
+        children.push(child);
     }
-    let mut outputs: Vec<Option<String>> = vec![None; l.processes];
-    let mut failed: Option<(usize, i32, String)> = None;
-    while outputs.iter().any(Option::is_none) {
-        for i in 0..l.processes {
-            let Some(child) = children[i].as_mut() else {
-                continue;
-            };
-            let Ok(Some(status)) = child.try_wait() else {
-                continue;
-            };
-            let child = children[i].take().expect("a running child");
-            let out = child
-                .wait_with_output()
-                .map(|o| o.stdout)
-                .unwrap_or_default();
-            outputs[i] = Some(String::from_utf8_lossy(&out).into_owned());
-            if !status.success() && failed.is_none() {
-                let how = match status.code() {
-                    Some(c) => format!("exited with code {c}"),
-                    None => "was killed by a signal".to_string(),
-                };
-                failed = Some((i, status.code().unwrap_or(1), how));
+    // One reader per child: its summary (stdout) ends when it exits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, c) in children.iter_mut().enumerate() {
+        let (tx, out) = (tx.clone(), c.stdout.take());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut out) = out {
+                let _ = std::io::Read::read_to_string(&mut out, &mut text);
             }
-        }
-        if let Some((_, _, _)) = &failed {
-            // The others lose their peer and stop by themselves; a second
-            // wait bounds it.
+            let _ = tx.send((i, text));
+        });
+    }
+    drop(tx);
+    let mut outputs: Vec<String> = vec![String::new(); l.processes];
+    let mut failed: Option<(usize, i32, String)> = None;
+    for (i, text) in rx {
+        outputs[i] = text;
+        let status = children[i].wait().map_err(|e| (1, e.to_string()))?;
+        if !status.success() && failed.is_none() {
+            let how = match status.code() {
+                Some(c) => format!("exited with code {c}"),
+                None => "was killed by a signal".to_string(),
+            };
+            failed = Some((i, status.code().unwrap_or(1), how));
+            // The others lose their peer and stop by themselves; this
+            // bounds it.
             std::thread::sleep(std::time::Duration::from_millis(200));
-            for c in children.iter_mut().flatten() {
+            for c in children.iter_mut() {
                 let _ = c.kill();
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     if let Some((i, code, how)) = failed {
         return Err((code, format!("process {i} of {} {how}", l.processes)));
     }
     let summaries: Vec<serde_json::Value> = outputs
         .iter()
-        .map(|o| serde_json::from_str(o.as_deref().unwrap_or("")).unwrap_or_default())
+        .map(|o| serde_json::from_str(o).unwrap_or_default())
         .collect();
     Ok(merge(&summaries))
 }

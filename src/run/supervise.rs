@@ -88,14 +88,9 @@ pub fn install_panic_hook() {
         // the dataflow cannot complete without it, so this process stops,
         // naming it.
         let thread = std::thread::current();
-        if let Some((p, addr)) =
-            crate::engine::cluster::peer_lost(thread.name().unwrap_or(""), &msg)
-        {
-            eprintln!(
-                "plantflow: process {p} of the cluster ({addr}) is gone ({msg}); \
-                 the dataflow cannot go on without it: stopping"
-            );
-            std::process::exit(super::cluster::EXIT_PEER_LOST);
+        if let Some(lost) = crate::engine::cluster::peer_lost(thread.name().unwrap_or(""), &msg) {
+            super::cluster::peer_gone(lost, &msg);
+            return;
         }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some(text.clone()));
         if !SUPERVISED.with(|s| s.get()) {

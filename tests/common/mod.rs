@@ -1224,10 +1224,10 @@ pub fn killed_and_restarted(df: &Path, dir: &Path, n: u64) -> HashMap<(String, i
 
 /// `processes` processes of `workload_v1_mqtt.toml` (its samples route a
 /// shared subscription) on the broker at `url` (plantflow's side; the
-/// fixture is published through `peer_url`), each started with `--drain`,
-/// writing the lake `out`: the fixture's 90,000 messages are published once
-/// every process has connected, and every process is sent SIGTERM once
-/// they have read them all together. Returns each process's rows read.
+/// fixture is published through `peer_url`), writing the lake `out`: the
+/// fixture's 90,000 messages are published once every process has
+/// connected, and the processes are stopped once they have read them all
+/// together. Returns each process's rows read.
 pub fn mqtt_cluster(
     url: &str,
     peer_url: &str,
@@ -1235,7 +1235,6 @@ pub fn mqtt_cluster(
     dir: &Path,
     out: &Path,
 ) -> Vec<u64> {
-    use std::process::{Command, Stdio};
     let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
     let shared = text.replace(
         "topic = \"plant/{tag+}\"",
@@ -1244,46 +1243,83 @@ pub fn mqtt_cluster(
     assert_ne!(shared, text);
     let df = dir.join("workload_v1_mqtt.toml");
     std::fs::write(&df, shared).unwrap();
-    let hosts = dir.join("hosts");
-    let ports: Vec<u16> = (0..processes)
-        .map(|_| plantflow::sim::broker::free_port().unwrap())
-        .collect();
-    let lines: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-    std::fs::write(&hosts, lines).unwrap();
     let client = format!("pf-cluster-{}", std::process::id());
-    let mut children: Vec<(KillOnDrop, PathBuf)> = (0..processes)
-        .map(|i| {
-            let err = dir.join(format!("stderr-{i}"));
-            let child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
-                .args(["run", "--drain", "--processes", &processes.to_string()])
-                .args(["--process", &i.to_string(), "--hostfile"])
-                .arg(&hosts)
-                .arg(&df)
-                .env("INPUT_DIR", fixture_dir())
-                .env("OUT_DIR", out)
-                .env("MQTT_URL", url)
-                .env("MQTT_CLIENT_ID", &client)
-                .env("PLANTFLOW_LOG", "info,rumqttd=off")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&err).unwrap())
-                .spawn()
-                .unwrap();
-            (KillOnDrop(child), err)
-        })
-        .collect();
-    let log = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    for (_, err) in &children {
-        wait_for("every process connected to the broker", || {
-            log(err).contains("MQTT connected").then_some(())
-        });
-    }
+    let vars = vec![
+        ("INPUT_DIR", fixture_dir().display().to_string()),
+        ("OUT_DIR", out.display().to_string()),
+        ("MQTT_URL", url.to_string()),
+        ("MQTT_CLIENT_ID", client),
+    ];
+    let c = LocalCluster::start(&df, processes, dir, |_| vars.clone());
+    c.wait_logged("MQTT connected");
     // The subscription goes out just after the connection.
     std::thread::sleep(std::time::Duration::from_millis(500));
     peer::publish_all(peer_url, "fixture-publisher", fixture_messages(), 1);
-    // Each process logs its rows read every second.
-    let read = |p: &Path| -> u64 {
-        log(p)
+    c.stop_after(90_000)
+}
+
+/// Processes of one cluster (`run --drain --processes N`), each logging at
+/// info level to its own file.
+pub struct LocalCluster {
+    children: Vec<(KillOnDrop, PathBuf)>,
+}
+
+impl LocalCluster {
+    /// Starts `processes` processes of `df` on loopback ports, process `i`
+    /// with the environment `vars(i)`.
+    pub fn start(
+        df: &Path,
+        processes: usize,
+        dir: &Path,
+        vars: impl Fn(usize) -> Vec<(&'static str, String)>,
+    ) -> LocalCluster {
+        use std::process::{Command, Stdio};
+        let hosts = dir.join("hosts");
+        let lines: String = (0..processes)
+            .map(|_| {
+                format!(
+                    "127.0.0.1:{}\n",
+                    plantflow::sim::broker::free_port().unwrap()
+                )
+            })
+            .collect();
+        std::fs::write(&hosts, lines).unwrap();
+        let children = (0..processes)
+            .map(|i| {
+                let err = dir.join(format!("stderr-{i}"));
+                let child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
+                    .args(["run", "--drain", "--processes", &processes.to_string()])
+                    .args(["--process", &i.to_string(), "--hostfile"])
+                    .arg(&hosts)
+                    .arg(df)
+                    .envs(vars(i))
+                    .env("PLANTFLOW_LOG", "info,rumqttd=off,opcua_client=warn,opcua_server=warn,opcua_core=warn,opcua_crypto=warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&err).unwrap())
+                    .spawn()
+                    .unwrap();
+                (KillOnDrop(child), err)
+            })
+            .collect();
+        LocalCluster { children }
+    }
+
+    /// Process `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.children[i].1).unwrap_or_default()
+    }
+
+    /// Waits until every process's log has `needle`.
+    pub fn wait_logged(&self, needle: &str) {
+        for i in 0..self.children.len() {
+            wait_for(needle, || self.log(i).contains(needle).then_some(()));
+        }
+    }
+
+    /// Process `i`'s rows read, as it last logged them (every second).
+    pub fn read(&self, i: usize) -> u64 {
+        self.log(i)
             .lines()
             .rev()
             .find_map(|l| {
@@ -1295,23 +1331,30 @@ pub fn mqtt_cluster(
                     .ok()
             })
             .unwrap_or(0)
-    };
-    wait_for("all 90,000 messages read by the processes together", || {
-        let total: u64 = children.iter().map(|(_, e)| read(e)).sum();
-        (total >= 90_000).then_some(())
-    });
-    for (c, _) in &children {
-        let st = Command::new("kill")
-            .args(["-TERM", &c.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
     }
-    let mut per = Vec::new();
-    for (c, err) in children.iter_mut() {
-        let status = wait_for("the process's exit", || c.0.try_wait().unwrap());
-        assert!(status.success(), "{}", log(err));
-        per.push(read(err));
+
+    /// Once the processes have read `n` rows together, sends each SIGTERM
+    /// and waits for its clean exit; returns each one's rows read.
+    pub fn stop_after(mut self, n: u64) -> Vec<u64> {
+        let count = self.children.len();
+        wait_for("every row read by the processes together", || {
+            ((0..count).map(|i| self.read(i)).sum::<u64>() >= n).then_some(())
+        });
+        for (c, _) in &self.children {
+            let st = std::process::Command::new("kill")
+                .args(["-TERM", &c.0.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let mut per = Vec::new();
+        for i in 0..count {
+            let status = wait_for("the process's exit", || {
+                self.children[i].0 .0.try_wait().unwrap()
+            });
+            assert!(status.success(), "process {i}: {}", self.log(i));
+            per.push(self.read(i));
+        }
+        per
     }
-    per
 }

@@ -282,3 +282,77 @@ fn processes_sharing_an_mqtt_subscription_write_the_oracle_lake() {
         assert!(assert_actions_match_oracle(&out) > 0);
     }
 }
+
+/// 2 processes read workload v1 from the project's OPC UA server (100
+/// variables, every change queued): each monitors the nodes whose id hashes
+/// to it (a disjoint share of all 100), and the lake equals the DuckDB
+/// oracle's aggregates and actions.
+#[test]
+fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
+    use plantflow::sim::opcua::{replay_csv, PlantServer, ServerOptions, SimTag};
+    let text = std::fs::read_to_string(fixture_dir().join("assets.csv")).unwrap();
+    let tags: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let server = PlantServer::start(ServerOptions {
+        port: 0,
+        tags: tags.iter().map(|t| SimTag::new(t, "kW", 500.0)).collect(),
+        anonymous: true,
+        users: vec![],
+        pki_dir: dir.path().join("server-pki"),
+        odd_nodes: false,
+        min_publishing_interval_ms: 20,
+        offer_none: true,
+    })
+    .expect("the simulator starts");
+    let out = dir.path().join("lake");
+    let (url, d) = (server.url(), dir.path().to_path_buf());
+    let vars = |i: usize| {
+        vec![
+            ("INPUT_DIR", fixture_dir().display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+            ("OPCUA_URL", url.clone()),
+            (
+                "OPCUA_PKI_DIR",
+                d.join(format!("client-pki-{i}")).display().to_string(),
+            ),
+            ("OPCUA_PUBLISHING_INTERVAL", "50ms".to_string()),
+        ]
+    };
+    let c = LocalCluster::start(&dataflow("opcua_plant.toml"), 2, dir.path(), vars);
+    c.wait_logged("OPC UA nodes resolved");
+    let items = |i: usize| -> u64 {
+        let log = c.log(i);
+        let at = log.find("OPC UA nodes resolved").unwrap();
+        let line = log[at..].lines().next().unwrap().to_string();
+        let n = line
+            .split("items=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        n.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let per_items = [items(0), items(1)];
+    assert_eq!(per_items.iter().sum::<u64>(), 100, "{per_items:?}");
+    assert!(per_items.iter().all(|n| *n > 0), "{per_items:?}");
+    // Every monitored item exists before the first value is written.
+    c.wait_logged("OPC UA subscriptions active");
+    let no_stop = std::sync::atomic::AtomicBool::new(false);
+    let samples = fixture_dir().join("samples.csv");
+    assert_eq!(
+        replay_csv(&server, &tags, &samples, 0.0, &no_stop).unwrap(),
+        90_000
+    );
+    let per = c.stop_after(90_000);
+    server.stop();
+    assert_eq!(
+        per.iter().sum::<u64>(),
+        90_000,
+        "every change once: {per:?}"
+    );
+    assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
+    assert!(assert_actions_match_oracle(&out) > 0);
+}
