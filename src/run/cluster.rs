@@ -69,13 +69,50 @@ pub(super) fn fingerprint(text: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
-/// A cluster starts from an empty lake: its processes' shares of the
-/// input are not what one process's record of positions describes.
-pub(super) fn refuse_resume(
+/// What a cluster cannot run as configured: an mqtt source with context
+/// routes whose samples are not shared runs on one process, so its context
+/// edits would reach that process's workers alone.
+pub(super) fn check_sources(
     cluster: Option<&Cluster>,
+    sources: &[SourcePlan],
+) -> Result<(), RunError> {
+    if cluster.is_none_or(|c| c.processes < 2) {
+        return Ok(());
+    }
+    for s in sources {
+        if let SourcePlan::Mqtt(m) = s {
+            let context = m
+                .routes
+                .iter()
+                .any(|r| matches!(r.format, crate::mqtt::Format::Context(_)));
+            if context && !m.split_by_broker() {
+                return Err(RunError {
+                    code: super::supervise::EXIT_CONFIG,
+                    message: format!(
+                        "mqtt source `{}` edits context tables, which every process of a \
+                         cluster must see: give its sample topics `share = \"<group>\"` so \
+                         it runs on every process (or put the context topics in a source of \
+                         their own with shared sample topics)",
+                        m.id
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What process 0 of a cluster checks before it starts: its sources (see
+/// [`check_sources`]), and its lake, which must be empty: the processes'
+/// shares of the input are not what one process's record of positions
+/// describes.
+pub(super) fn check(
+    cluster: Option<&Cluster>,
+    sources: &[SourcePlan],
     lake: &super::lake::OpenLake,
     path: &Path,
 ) -> Result<(), RunError> {
+    check_sources(cluster, sources)?;
     if cluster.is_none() || lake.resumed.is_none() {
         return Ok(());
     }
@@ -104,6 +141,7 @@ pub(super) fn run_peer(
         fingerprint: text,
         ..
     } = dataflow;
+    check_sources(Some(&c), &sources)?;
     let plan = Arc::new(super::with_state_dir(plan, &sink.path));
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
@@ -130,6 +168,19 @@ pub(super) fn run_peer(
     let mut tasks = super::spawn_sources(&rt, &sources, base, &sup);
     if opts.follow {
         tasks.push(super::spawn_watcher(&rt, &sup, &plan, &store, &stop));
+    }
+    if plan.memory.max_bytes.is_some() {
+        let (p, s, sup, i, st) = (
+            plan.clone(),
+            stop.clone(),
+            sup.clone(),
+            ingest.clone(),
+            stats.clone(),
+        );
+        tasks.push(rt.spawn_blocking(move || {
+            let who = super::supervise::Component("the memory governor (memory.max)".into());
+            sup.guard(&who, || super::memory::govern(&p.memory, &i, &st, &s));
+        }));
     }
     let result = engine::run(
         plan.clone(),

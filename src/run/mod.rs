@@ -296,7 +296,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     // The lake is locked for the run (`_lock`) and its last commit finished.
     let who = (plan.name.as_str(), plan.metrics.as_slice());
     let mut lake = lake::OpenLake::open(&sink, who, fingerprint.clone(), &opts)?;
-    cluster::refuse_resume(opts.cluster.as_ref(), &lake, &sink.path)?;
+    cluster::check(opts.cluster.as_ref(), &sources, &lake, &sink.path)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
         return Ok(done);
     }

@@ -356,3 +356,63 @@ fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
 }
+
+/// What a cluster refuses before it connects, each with exit 78 and what
+/// to do: a hostfile that names another number of processes (its file and
+/// line), a lake that already holds a run, an mqtt source that edits
+/// context without sharing its samples.
+#[test]
+fn a_cluster_that_cannot_run_as_given_is_refused_at_start() {
+    let s = setup();
+    let hosts = s.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:1\n").unwrap();
+    let run = |df: &Path, out: &Path, process: &str, extra: &[(&str, &str)]| {
+        let mut c = Command::new(PLANTFLOW);
+        c.args([
+            "run",
+            "--processes",
+            "2",
+            "--process",
+            process,
+            "--hostfile",
+        ])
+        .arg(&hosts)
+        .arg(df);
+        s.env(&mut c, out);
+        c.envs(extra.iter().copied());
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&s.dataflow, &s.dir.path().join("a"), "0", &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("hosts:1: names 1 processes, but --processes is 2"),
+        "{err}"
+    );
+    let two: String = (0..2)
+        .map(|_| {
+            format!(
+                "127.0.0.1:{}\n",
+                plantflow::sim::broker::free_port().unwrap()
+            )
+        })
+        .collect();
+    std::fs::write(&hosts, two).unwrap();
+    let (one, _) = s.one();
+    let (code, err) = run(&s.dataflow, &one, "0", &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("already holds a run's files"), "{err}");
+    let mqtt = crate::common::dataflow("workload_v1_mqtt.toml");
+    for p in ["0", "1"] {
+        let out = s.dir.path().join(format!("mqtt-{p}"));
+        let (code, err) = run(&mqtt, &out, p, &[("MQTT_URL", "mqtt://127.0.0.1:1")]);
+        assert_eq!(code, Some(78), "process {p}: {err}");
+        assert!(
+            err.contains("mqtt source `mqtt` edits context tables") && err.contains("share = "),
+            "{err}"
+        );
+    }
+}
