@@ -2,7 +2,7 @@
 //!
 //! Every worker holds a full copy of the (small) context tables: assets by
 //! tag, the tariff by key, production runs by line and maintenance windows by
-//! asset. Their updates reach every worker over a broadcast stream, and the
+//! asset. Every worker feeds their updates to its own inputs, and the
 //! window operator ([`super::window`]) looks a window's context up here when it
 //! emits the window, instead of joining each window through a dozen
 //! differential arrangements. When context changes, [`Context::affected`]
@@ -33,7 +33,7 @@ pub struct AssetCtx {
     pub row: Arc<AssetRow>,
 }
 
-/// One update of a context table, as broadcast to every worker.
+/// One update of a context table, as every worker feeds it.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -219,7 +219,7 @@ impl Context {
     }
 
     /// Keeps only the asset rows of the tags `worker_of` gives worker `index`
-    /// of `peers` (the updates are broadcast to every worker).
+    /// of `peers` (every worker is fed every update).
     pub fn owning(mut self, index: usize, peers: usize) -> Context {
         self.assets.index = index;
         self.assets.peers = peers.max(1);

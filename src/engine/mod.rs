@@ -3,7 +3,7 @@
 //! # Dataflow
 //! ```text
 //! samples (partitioned by tag in the bridge) ──► window (timely op) ─► enriched windows (+ derived metrics) ─► aggregates sink
-//! context: assets, tariff, production, maintenance ─(broadcast)─┘      ├► rules: fold per (rule, group, period) ─► findings ───┐
+//! context: assets, tariff, production, maintenance ─(own copy)──┘      ├► rules: fold per (rule, group, period) ─► findings ───┐
 //!                                                                      └► energy per window (billing, verification) ────────┤
 //!   production runs, status updates ─────────────────────────────────────────────────────────────────────────────────┤
 //!                                      value layer on worker 0: actions, outcomes, bills ◄────────────────────────────┘
@@ -13,8 +13,11 @@
 //! it; a context change retracts and re-emits the retained windows it alters.
 //! The output is a differential collection, so everything downstream (sinks
 //! with revisions, the rules fold) sees corrections as updates.
-//! Context tables are differential inputs fed by worker 0; every other input
-//! only advances. Sinks hand finished rows to the Parquet writer over a
+//! Context tables are differential inputs every worker feeds with its own
+//! copy (their ids are process-local); status updates and the value layer's
+//! production runs come from worker 0 alone. In a cluster (`cluster.rs`)
+//! samples are exchanged by tag between processes and every output row goes
+//! to worker 0, the lake's one writer. Sinks hand finished rows to the Parquet writer over a
 //! channel: no worker does file I/O.
 //!
 //! # Workers
