@@ -348,14 +348,6 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
 
             let (assets, tariff, production, maintenance, status) =
                 worker.dataflow::<u64, _, _>(|scope| {
-                    // Rows reach their tag's worker: the bridge partitions
-                    // a process's rows among its workers, and in a cluster
-                    // the exchange moves them on to the owner of the tag.
-                    let stream = if in_cluster {
-                        samples.to_stream(scope).exchange(|s: &Sample| s.tag as u64)
-                    } else {
-                        samples.to_stream(scope)
-                    };
                     cluster::side_to_writer(side.to_stream(scope), tx_side, side_stats);
                     let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                     let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
@@ -368,13 +360,22 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         .owning(index, peers);
                     let c1 = compiled.clone();
                     let (spill, ledger) = cold_tier(&plan, &stats, state.as_deref(), shared.at);
-                    let enriched =
+                    // Rows reach their tag's worker: the bridge partitions
+                    // a process's rows among its workers; in a cluster each
+                    // worker's rows cross to the tag's worker as partial
+                    // windows (`window::combine`).
+                    let stream = samples.to_stream(scope);
+                    let windows = if in_cluster {
+                        let pieces = window::combine(stream, geo)
+                            .exchange(|p: &window::Piece| p.tag() as u64);
+                        window::window(pieces, context, geo, &window_name, ctx, spill.clone(), &ck)
+                    } else {
                         window::window(stream, context, geo, &window_name, ctx, spill.clone(), &ck)
-                            .as_collection()
-                            .map(move |mut e| {
-                                c1.derive(&mut e);
-                                e
-                            });
+                    };
+                    let enriched = windows.as_collection().map(move |mut e| {
+                        c1.derive(&mut e);
+                        e
+                    });
 
                     let c2 = compiled.clone();
                     let contributions = enriched.clone().flat_map(move |e| c2.contributions(&e));

@@ -65,6 +65,22 @@ impl Acc {
         }
     }
 
+    /// Adds another partial window of the same tag and window (a cluster's
+    /// process's rows, see `combine`): as if its rows were added after this
+    /// one's, one by one.
+    pub(super) fn merge(&mut self, o: &Acc) {
+        self.count = self.count.saturating_add(o.count);
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        if o.first_at < self.first_at {
+            (self.first_at, self.first) = (o.first_at, o.first);
+        }
+        if o.last_at >= self.last_at {
+            (self.last_at, self.last) = (o.last_at, o.last);
+        }
+    }
+
     /// The size of [`Acc::encode`]'s record.
     pub const BYTES: usize = 56;
 
@@ -196,6 +212,29 @@ impl Open {
             self.n += 1;
         } else {
             a.add(s, at);
+        }
+    }
+
+    /// Merges a partial window of one tag (see [`Acc::merge`]).
+    pub(super) fn merge(&mut self, p: Acc, (index, peers): (usize, usize)) {
+        let tag = p.tag as usize;
+        if tag % peers != index {
+            self.other
+                .entry(p.tag)
+                .and_modify(|a| a.merge(&p))
+                .or_insert(p);
+            return;
+        }
+        let slot = tag / peers;
+        if slot >= self.accs.len() {
+            self.accs.resize(slot + 1, Acc::EMPTY);
+        }
+        let a = &mut self.accs[slot];
+        if a.count == 0 {
+            *a = p;
+            self.n += 1;
+        } else {
+            a.merge(&p);
         }
     }
 

@@ -30,9 +30,40 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 mod acc;
+mod combine;
 mod state;
 
 pub use acc::{Acc, Closed};
+pub use combine::{combine, Piece};
+
+/// What the window operator takes: samples (one process) or pieces (a
+/// cluster's, see [`combine`]).
+pub trait Input: Clone + 'static {
+    fn row(self) -> Row;
+}
+
+/// A row for the window operator.
+pub enum Row {
+    Sample(Sample),
+    /// A partial window of one tag, starting at `.0`.
+    Part(i64, Acc),
+}
+
+impl Input for Sample {
+    #[inline]
+    fn row(self) -> Row {
+        Row::Sample(self)
+    }
+}
+
+impl Input for Piece {
+    fn row(self) -> Row {
+        match self {
+            Piece::Part(start, acc) => Row::Part(start, acc),
+            Piece::Late(s) => Row::Sample(s),
+        }
+    }
+}
 use state::State;
 
 use super::checkpoint::{self, Checkpoints};
@@ -137,8 +168,8 @@ impl Emit for Bare {
 /// Builds the window operator over a stream of samples and the broadcast
 /// context updates; `emitter` turns window updates into output rows. With
 /// `spill`, closed windows move to a [`Store`] once they are `after_ms` old.
-pub fn window<'s, E: Emit>(
-    samples: Stream<'s, u64, Vec<Sample>>,
+pub fn window<'s, E: Emit, I: Input>(
+    samples: Stream<'s, u64, Vec<I>>,
     context: Stream<'s, u64, Vec<(CtxUpdate, u64, isize)>>,
     geo: Geometry,
     name: &str,

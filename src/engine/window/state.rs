@@ -118,12 +118,27 @@ impl<E: Emit> State<E> {
 
     /// Takes a batch of samples sent at time `t`: rows of open windows join
     /// them, rows of closed windows wait as late rows.
-    pub fn take(&mut self, t: u64, batch: &mut Vec<Sample>) {
+    pub fn take<I: super::Input>(&mut self, t: u64, batch: &mut Vec<I>) {
         let geo = self.geo;
         // Rows of a batch mostly share a window: look its map up once.
         let mut cur_end = i64::MIN;
         let mut cur: Option<&mut Open> = None;
-        for s in batch.drain(..) {
+        for row in batch.drain(..) {
+            let s = match row.row() {
+                super::Row::Sample(s) => s,
+                // A cluster's partial window: always on time (see `combine`).
+                super::Row::Part(start, acc) => {
+                    (cur, cur_end) = (None, i64::MIN);
+                    let end = start + geo.size_ms;
+                    let slots = self.slots;
+                    let open = self
+                        .open
+                        .entry(end)
+                        .or_insert_with(|| Open::with_capacity(slots));
+                    open.merge(acc, self.me_of);
+                    continue;
+                }
+            };
             let start = geo.start_of(s.ts);
             let end = start + geo.size_ms;
             if (t as i64) < end {
