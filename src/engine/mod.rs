@@ -16,8 +16,9 @@
 //! Context tables are differential inputs every worker feeds with its own
 //! copy (their ids are process-local); status updates and the value layer's
 //! production runs come from worker 0 alone. In a cluster (`cluster.rs`)
-//! samples are exchanged by tag between processes and every output row goes
-//! to worker 0, the lake's one writer. Sinks hand finished rows to the Parquet writer over a
+//! samples cross to their tag's worker as partial windows
+//! (`window::combine`) and every output row goes to worker 0, the lake's
+//! one writer. Sinks hand finished rows to the Parquet writer over a
 //! channel: no worker does file I/O.
 //!
 //! # Workers

@@ -165,8 +165,8 @@ impl Emit for Bare {
     }
 }
 
-/// Builds the window operator over a stream of samples and the broadcast
-/// context updates; `emitter` turns window updates into output rows. With
+/// Builds the window operator over a stream of samples (or a cluster's
+/// pieces) and the worker's own context updates; `emitter` turns window updates into output rows. With
 /// `spill`, closed windows move to a [`Store`] once they are `after_ms` old.
 pub fn window<'s, E: Emit, I: Input>(
     samples: Stream<'s, u64, Vec<I>>,
@@ -179,8 +179,9 @@ pub fn window<'s, E: Emit, I: Input>(
 ) -> Stream<'s, u64, Vec<(E::Out, u64, isize)>> {
     let ck = ck.clone();
     let scope = samples.scope();
-    // The bridge already sent each tag's rows to its worker (`bridge::worker_of`);
-    // the context stream is broadcast.
+    // Each tag's rows are already on its worker (the bridge's partition,
+    // `bridge::worker_of`, or a cluster's exchange of pieces); every worker
+    // feeds its own context.
     samples.binary_frontier::<_, CapacityContainerBuilder<Vec<(E::Out, u64, isize)>>, _, _, _, _>(
         context,
         Pipeline,
