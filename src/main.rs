@@ -321,7 +321,8 @@ fn main() -> ExitCode {
             hostfile,
         } => {
             let cluster = match processes {
-                1 if hostfile.is_none() && process == 0 => None,
+                // One process is no cluster (its hostfile aside).
+                1 if process == 0 => None,
                 _ => match plantflow::config::cluster::Cluster::new(
                     processes,
                     process,

@@ -3,10 +3,11 @@
 //!
 //! Process `i` listens on its address and connects to every process before
 //! it (timely's convention), retrying until [`CONNECT_TIMEOUT`]. Each
-//! connection opens with a greeting (a magic, the process index, the number
-//! of processes and the dataflow file's fingerprint) both ways, so a process
-//! started with another dataflow or another `--processes` is refused by
-//! name instead of exchanging data it would misread. The sockets then go to
+//! connection opens with a greeting both ways: a magic, the process index,
+//! the number of processes, the dataflow file's fingerprint, the workers per
+//! process and a hash of the tag ids (the assets file's order). A process
+//! started with another dataflow, `--processes`, `--workers` or assets file
+//! is refused by name instead of exchanging data it would misread. The sockets then go to
 //! timely's send and receive threads.
 //!
 //! A process that dies closes its sockets; timely's receive thread then
@@ -46,20 +47,47 @@ struct Greeting {
     process: u64,
     processes: u64,
     fingerprint: u64,
+    workers: u64,
+    tags: u64,
+}
+
+/// What every process of a cluster must share, besides its size.
+#[derive(Clone, Copy, Debug)]
+pub struct Shared {
+    /// The dataflow file's fingerprint.
+    pub fingerprint: u64,
+    /// A hash of the tag registry's names in id order.
+    pub tags: u64,
+}
+
+/// The [`Shared::tags`] hash of a registry.
+pub fn tags_hash(tags: &crate::ingest::TagRegistry) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for name in tags.view().keys() {
+        h.update(name.as_bytes());
+        h.update(b"\n");
+    }
+    h.digest()
 }
 
 impl Greeting {
     fn write(&self, s: &mut TcpStream) -> std::io::Result<()> {
-        let mut b = Vec::with_capacity(32);
+        let mut b = Vec::with_capacity(48);
         b.extend_from_slice(&MAGIC);
-        for v in [self.process, self.processes, self.fingerprint] {
+        for v in [
+            self.process,
+            self.processes,
+            self.fingerprint,
+            self.workers,
+            self.tags,
+        ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
         s.write_all(&b)
     }
 
     fn read(s: &mut TcpStream) -> Result<Greeting, String> {
-        let mut b = [0u8; 32];
+        let mut b = [0u8; 48];
         s.read_exact(&mut b)
             .map_err(|e| format!("no greeting: {e}"))?;
         if b[..8] != MAGIC {
@@ -70,6 +98,8 @@ impl Greeting {
             process: word(0),
             processes: word(1),
             fingerprint: word(2),
+            workers: word(3),
+            tags: word(4),
         })
     }
 
@@ -87,6 +117,18 @@ impl Greeting {
                 self.process
             ));
         }
+        if self.workers != mine.workers {
+            return Some(format!(
+                "process {} has --workers {} (this one {}): every process needs the same",
+                self.process, self.workers, mine.workers
+            ));
+        }
+        if self.tags != mine.tags {
+            return Some(format!(
+                "process {} has other tags (its assets file differs): tag ids must be the same everywhere",
+                self.process
+            ));
+        }
         None
     }
 }
@@ -96,10 +138,17 @@ impl Greeting {
 pub(super) fn allocators(
     c: &Cluster,
     threads: usize,
-    fingerprint: u64,
+    shared: Shared,
 ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
     let _ = ADDRESSES.set(c.addresses.clone());
-    let sockets = connect(c, fingerprint, CONNECT_TIMEOUT)?;
+    let mine = Greeting {
+        process: c.process as u64,
+        processes: c.processes as u64,
+        fingerprint: shared.fingerprint,
+        workers: threads as u64,
+        tags: shared.tags,
+    };
+    let sockets = connect(c, &mine, CONNECT_TIMEOUT)?;
     let hooks = timely::communication::Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
@@ -115,15 +164,10 @@ pub(super) fn allocators(
 /// One socket per other process, in process order (`None` at this one).
 fn connect(
     c: &Cluster,
-    fingerprint: u64,
+    mine: &Greeting,
     timeout: Duration,
 ) -> Result<Vec<Option<TcpStream>>, String> {
     let me = c.process;
-    let mine = Greeting {
-        process: me as u64,
-        processes: c.processes as u64,
-        fingerprint,
-    };
     let listener = TcpListener::bind(&c.addresses[me])
         .map_err(|e| format!("process {me} cannot listen on {}: {e}", c.addresses[me]))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -157,21 +201,31 @@ fn connect(
             tracing::info!("process {me}: waiting for processes {left:?} to connect");
         }
         for p in left.iter().copied().filter(|p| *p < me) {
-            if let Ok(mut s) = TcpStream::connect(&c.addresses[p]) {
-                greet(&mut s, &mine, Some(p))?;
-                sockets[p] = Some(s);
+            if let Some(mut s) = dial(&c.addresses[p]) {
+                match greet(&mut s, mine, Some(p)) {
+                    Ok(_) => sockets[p] = Some(s),
+                    Err(Greet::Refused(e)) => return Err(e),
+                    // Not ready, or not a peer: try again.
+                    Err(Greet::Stray(e)) => tracing::debug!("{e}"),
+                }
             }
         }
         match listener.accept() {
-            Ok((mut s, _)) => {
+            Ok((mut s, from)) => {
                 s.set_nonblocking(false).map_err(|e| e.to_string())?;
-                let p = greet(&mut s, &mine, None)?;
-                if p <= me || p >= c.processes || sockets[p].is_some() {
-                    return Err(format!(
-                        "process {me}: an unexpected connection from process {p}"
-                    ));
+                match greet(&mut s, mine, None) {
+                    Ok(p) if p > me && p < c.processes && sockets[p].is_none() => {
+                        sockets[p] = Some(s)
+                    }
+                    Ok(p) => tracing::warn!(
+                        "process {me}: an unexpected connection as process {p} from {from}, dropped"
+                    ),
+                    Err(Greet::Refused(e)) => return Err(e),
+                    // A port scanner or a health check: not a peer.
+                    Err(Greet::Stray(e)) => {
+                        tracing::warn!("process {me}: a connection from {from} dropped: {e}")
+                    }
                 }
-                sockets[p] = Some(s);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2))
@@ -189,34 +243,61 @@ fn connect(
     Ok(sockets)
 }
 
+/// A connection to `address` within a second (a host that is down does
+/// not hold the loop for the system's connect timeout).
+fn dial(address: &str) -> Option<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let addrs = address.to_socket_addrs().ok()?;
+    addrs
+        .into_iter()
+        .find_map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
+}
+
+/// Why a greeting failed: a peer of another cluster (the run cannot go
+/// on), or a connection that is no peer, or not yet one (try again).
+enum Greet {
+    Refused(String),
+    Stray(String),
+}
+
 /// Greets a peer and checks its greeting; returns its process index.
-fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<usize, String> {
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let peer = mine
-        .write(s)
+fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<usize, Greet> {
+    let me = mine.process;
+    let peer = s
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .and_then(|()| mine.write(s))
         .map_err(|e| e.to_string())
         .and_then(|()| Greeting::read(s));
     let peer = peer.map_err(|e| {
-        let who = expect.map_or("a connecting peer".to_string(), |p| format!("process {p}"));
-        format!("process {}: {who}: {e}", mine.process)
+        let who = expect.map_or("a connection".to_string(), |p| format!("process {p}"));
+        Greet::Stray(format!("process {me}: {who}: {e}"))
     })?;
     if let Some(why) = peer.mismatch(mine) {
-        return Err(format!(
-            "process {} refuses the cluster: {why}",
-            mine.process
-        ));
+        return Err(Greet::Refused(format!(
+            "process {me} refuses the cluster: {why}"
+        )));
     }
     if expect.is_some_and(|p| p as u64 != peer.process) {
-        return Err(format!(
-            "process {}: {} answered as process {}: check the hostfile's order",
-            mine.process,
+        return Err(Greet::Refused(format!(
+            "process {me}: {} answered as process {}: check the hostfile's order",
             expect.map_or(String::new(), |p| format!("the address of process {p}")),
             peer.process
-        ));
+        )));
     }
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    s.set_read_timeout(None)
+        .map_err(|e| Greet::Stray(e.to_string()))?;
     Ok(peer.process as usize)
+}
+
+/// Where this process's `workers` are among a cluster's: the first one's
+/// index (they are `first..first + workers`), whether there is a cluster,
+/// and whether this process writes (process 0: the others' workers send
+/// nothing to a writer, since every row goes to worker 0).
+pub(super) fn place(cluster: Option<&Cluster>, workers: usize) -> (usize, bool, bool) {
+    match cluster {
+        Some(c) => (c.process * workers, true, c.writes()),
+        None => (0, false, true),
+    }
 }
 
 /// The process a panic on this thread says was lost (timely's send and
@@ -241,6 +322,7 @@ pub fn peer_lost(thread: &str, message: &str) -> Option<(usize, String)> {
 /// Starts the workers: this process's alone, or its part of a cluster.
 pub(super) fn execute<F>(
     cluster: Option<&(Cluster, u64)>,
+    tags: &crate::ingest::TagRegistry,
     workers: usize,
     body: F,
 ) -> Result<timely::communication::WorkerGuards<()>, String>
@@ -249,7 +331,11 @@ where
 {
     match cluster {
         Some((c, fingerprint)) => {
-            let (builders, others) = allocators(c, workers, *fingerprint)?;
+            let shared = Shared {
+                fingerprint: *fingerprint,
+                tags: tags_hash(tags),
+            };
+            let (builders, others) = allocators(c, workers, shared)?;
             timely::execute::execute_from(builders, others, timely::WorkerConfig::default(), body)
         }
         None => timely::execute(super::timely_config(workers), body),
@@ -306,8 +392,18 @@ mod tests {
                         addresses: addresses.clone(),
                     };
                     std::thread::spawn(move || {
-                        connect(&c, fingerprints[i], Duration::from_secs(3))
-                            .map(|s| s.iter().filter(|x| x.is_some()).count())
+                        connect(
+                            &c,
+                            &Greeting {
+                                process: i as u64,
+                                processes: 3,
+                                fingerprint: fingerprints[i],
+                                workers: 1,
+                                tags: 9,
+                            },
+                            Duration::from_secs(3),
+                        )
+                        .map(|s| s.iter().filter(|x| x.is_some()).count())
                     })
                 })
                 .collect();
@@ -316,6 +412,17 @@ mod tests {
                 .map(|h| h.join().unwrap())
                 .collect::<Vec<_>>()
         };
+        // A stray connection (a port scanner, a health check) is dropped.
+        let first = addresses[0].clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                if let Ok(mut s) = TcpStream::connect(&first) {
+                    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
         assert_eq!(run([7, 7, 7]), vec![Ok(2), Ok(2), Ok(2)]);
         let r = run([7, 7, 8]);
         assert!(

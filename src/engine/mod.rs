@@ -304,10 +304,9 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         restore,
         cluster,
     } = args;
-    // This process's workers are `first..first + workers` of all.
-    let first = cluster.as_ref().map_or(0, |(c, _)| c.process * workers);
-    let in_cluster = cluster.is_some();
+    let (first, in_cluster, writes) = cluster::place(cluster.as_ref().map(|c| &c.0), workers);
     let (checkpoints, state) = checkpoints.map_or((None, None), |c| (Some(c.parts), Some(c.dir)));
+    let tags_now = tags.clone();
     let names = Arc::new(Names::default());
     let shared = Arc::new(checkpoint::Shared::new(
         restore,
@@ -338,7 +337,8 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             let tx_agg = sink
                 .lock()
                 .map(|s| Outlet(s.clone(), ingest.abandoned()))
-                .ok();
+                .ok()
+                .filter(|_| writes);
             let (tx_val, tx_side) = (tx_agg.clone(), tx_agg.clone());
             let stats = stats.clone();
             let (queued, pressure, side_stats) = (stats.clone(), stats.clone(), stats.clone());
@@ -429,7 +429,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             );
         })
     };
-    let guards = cluster::execute(cluster.as_ref(), workers, body)?;
+    let guards = cluster::execute(cluster.as_ref(), &tags_now, workers, body)?;
     if guards.join().iter().any(|r| r.is_err()) {
         let first = panics.first();
         return Err(format!(

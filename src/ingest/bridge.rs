@@ -22,6 +22,8 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Thread;
 
+mod side;
+
 pub use super::track::{BridgePart, LogCounts, SourceTrack, Tracked, Written};
 use super::wal::{Entry, EntryRef, Wal};
 use super::{InitialContext, TagRegistry};
@@ -113,6 +115,9 @@ pub struct Ingest {
     /// A cluster's process other than the writer's: what its sources send
     /// for the lake, and the count of dead letters queued for the writer.
     side: Mutex<Option<(Receiver<crate::model::Stamped>, Arc<crate::stats::Stats>)>>,
+    /// A cluster's process other than the writer's: what to do instead of
+    /// ending the input when it is cut short (see [`Ingest::on_cut`]).
+    cut: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// The log and the names it needs for tag ids.
@@ -182,6 +187,7 @@ impl Ingest {
             abandon: Arc::default(),
             held: AtomicBool::new(false),
             side: Mutex::new(None),
+            cut: Mutex::new(None),
         };
         (Arc::new(ingest), receivers)
     }
@@ -366,43 +372,6 @@ impl Ingest {
         self.settle_locked(&mut st);
     }
 
-    /// A cluster's process other than the writer's: the dead letters and
-    /// gaps its sources send on `rx` go to the engine (which carries them
-    /// to worker 0's writer) with the rows after them, so they are in
-    /// before the input ends (`stats` counts the dead letters queued).
-    pub fn forward_side(
-        &self,
-        rx: Receiver<crate::model::Stamped>,
-        stats: Arc<crate::stats::Stats>,
-    ) {
-        if let Ok(mut s) = self.side.lock() {
-            *s = Some((rx, stats));
-        }
-    }
-
-    /// Forwards what the sources sent for the lake so far (the state lock
-    /// is held: a source's rows for the lake come before its next samples).
-    fn drain_side(&self, st: &State) {
-        if st.ended {
-            return;
-        }
-        let Ok(side) = self.side.lock() else { return };
-        let Some((rx, stats)) = side.as_ref() else {
-            return;
-        };
-        use crate::model::SinkBatch;
-        while let Ok(s) = rx.try_recv() {
-            match &s.batch {
-                SinkBatch::DeadLetters(d) => {
-                    stats.dead_letters_queued.fetch_sub(d.len() as u64, Relaxed);
-                }
-                SinkBatch::Gaps(_) => {}
-                _ => continue,
-            }
-            self.send(0, WorkerMsg::Side(s));
-        }
-    }
-
     /// Completes the current time when updates were sent at it: advances one
     /// millisecond (never onto a window boundary), so corrections from late
     /// rows or context changes flush while the source is idle.
@@ -483,6 +452,11 @@ impl Ingest {
     }
 
     fn finish_locked(&self, st: &mut State) {
+        if !st.ended && self.stop_set() {
+            if let Some(leave) = self.cut.lock().ok().as_deref().and_then(|c| c.as_ref()) {
+                leave();
+            }
+        }
         if !st.ended {
             if self.stopping() {
                 // A stop: checkpoint first, so the next start replays nothing.

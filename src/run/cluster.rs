@@ -154,6 +154,7 @@ pub(super) fn run_peer(
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     ingest.forward_side(sink_rx, stats.clone());
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
+    leave_when_cut(&ingest, &sup, opts.drain, c.process);
     let _done = super::watchdog(&sup, &opts);
     super::on_signals(&rt, &stop, &sup, opts.drain);
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
@@ -218,6 +219,29 @@ pub(super) fn run_peer(
         started.elapsed(),
         workers,
     ))
+}
+
+/// A process other than the writer's whose input is cut short (it failed,
+/// or was stopped without `--drain`) leaves the cluster at once instead of
+/// ending its input: the others then stop, naming it (exit 69), rather than
+/// close and commit windows without its share. A stop with `--drain` ends
+/// its input as if read to its end (every process of a cluster is to be
+/// stopped so).
+fn leave_when_cut(ingest: &Arc<Ingest>, sup: &Arc<Supervisor>, drain: bool, me: usize) {
+    let sup = Arc::downgrade(sup);
+    ingest.on_cut(Box::new(move || {
+        let failure = sup.upgrade().and_then(|s| s.failure());
+        let (code, why) = match failure {
+            Some(f) => (i32::from(f.code), f.message),
+            None if drain => return,
+            None => (
+                i32::from(super::supervise::EXIT_ABORTED),
+                "stopped without --drain".to_string(),
+            ),
+        };
+        eprintln!("plantflow: process {me}: {why}; leaving the cluster, which stops with it");
+        std::process::exit(code);
+    }));
 }
 
 /// Whether the source at `index` starts on this process: a replay file

@@ -204,56 +204,71 @@ fn two_and_three_processes_write_the_lake_of_one() {
 }
 
 /// Three processes (slowed, so they are mid-run): process 1 is killed with
-/// SIGKILL; the other two stop with exit code 69, naming it.
+/// SIGKILL, or stopped with SIGTERM without `--drain` (it leaves at once,
+/// exit 130, rather than end its input and let the others commit windows
+/// without its share); the other two stop with exit code 69, naming it.
 #[test]
-fn a_killed_process_stops_the_others_naming_it() {
+fn a_killed_or_stopped_process_stops_the_others_naming_it() {
     let s = setup();
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let hosts = s.dir.path().join("hosts");
-    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-    std::fs::write(&hosts, text).unwrap();
-    let out = s.dir.path().join("lake");
-    let mut children: Vec<(std::process::Child, PathBuf)> = (0..3)
-        .map(|i| {
-            let err = s.dir.path().join(format!("stderr-{i}"));
-            let mut c = Command::new(PLANTFLOW);
-            c.args(["run", "--processes", "3", "--process", &i.to_string()])
-                .arg("--hostfile")
-                .arg(&hosts)
-                .arg(&s.dataflow)
-                .env("PLANTFLOW_LOG", "info")
-                .env("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&err).unwrap());
-            s.env(&mut c, &out);
-            (c.spawn().unwrap(), err)
-        })
-        .collect();
-    for (_, err) in &children {
-        wait_for("the cluster connected", || {
-            std::fs::read_to_string(err)
-                .ok()
-                .filter(|t| t.contains("processes is connected"))
-        });
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    children[1].0.kill().unwrap();
-    children[1].0.wait().unwrap();
-    for i in [0, 2] {
-        let status = wait_for("the survivor's exit", || children[i].0.try_wait().unwrap());
-        let err = std::fs::read_to_string(&children[i].1).unwrap();
-        assert_eq!(status.code(), Some(69), "process {i}: {err}");
+    for signal in ["KILL", "TERM"] {
+        let ports: Vec<u16> = (0..3)
+            .map(|_| plantflow::sim::broker::free_port().unwrap())
+            .collect();
+        let hosts = s.dir.path().join("hosts");
+        let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+        std::fs::write(&hosts, text).unwrap();
+        let out = s.dir.path().join(format!("lake-{signal}"));
+        let mut children: Vec<(std::process::Child, PathBuf)> = (0..3)
+            .map(|i| {
+                let err = s.dir.path().join(format!("stderr-{signal}-{i}"));
+                let mut c = Command::new(PLANTFLOW);
+                c.args(["run", "--processes", "3", "--process", &i.to_string()])
+                    .arg("--hostfile")
+                    .arg(&hosts)
+                    .arg(&s.dataflow)
+                    .env("PLANTFLOW_LOG", "info")
+                    .env("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&err).unwrap());
+                s.env(&mut c, &out);
+                (c.spawn().unwrap(), err)
+            })
+            .collect();
+        let log = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        for (_, err) in &children {
+            wait_for("the cluster connected", || {
+                log(err).contains("processes is connected").then_some(())
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = children[1].0.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let gone = children[1].0.wait().unwrap();
+        if signal == "TERM" {
+            let err = log(&children[1].1);
+            assert_eq!(gone.code(), Some(130), "{err}");
+            assert!(
+                err.contains("process 1: stopped without --drain; leaving the cluster"),
+                "{err}"
+            );
+        }
+        for i in [0, 2] {
+            let status = wait_for("the survivor's exit", || children[i].0.try_wait().unwrap());
+            let err = log(&children[i].1);
+            assert_eq!(status.code(), Some(69), "{signal}, process {i}: {err}");
+            assert!(
+                err.contains("process 1 of the cluster") && err.contains(&ports[1].to_string()),
+                "{signal}, process {i}: {err}"
+            );
+        }
+        // Process 0 committed nothing the stop could have cut short.
         assert!(
-            err.contains("process 1 of the cluster") && err.contains(&ports[1].to_string()),
-            "process {i}: {err}"
+            !out.join("_plantflow/commit.json").exists()
+                || rows(&out, "aggregates").len() < 120 * 60
         );
     }
 }

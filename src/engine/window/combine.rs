@@ -8,12 +8,14 @@
 //! and sends one per window once no on-time row of it can come any more:
 //! on workload v1, 60 samples of a minute cross as one record.
 //!
-//! The partial keeps the time of its first row, so the window operator sees
-//! it on time, as it would have seen the rows; timely holds the operator's
-//! frontier there until it is sent. A late row (its window already closed
-//! at the time it is sent) goes on alone at its own time
-//! ([`Piece::Late`]), so the window operator corrects the window with it
-//! exactly as it would without combining.
+//! The partial is sent at the last time before its window's end, so the
+//! window operator takes it on time, as it would have taken the rows, and
+//! closes the window when it would have. This operator's capability follows
+//! its input's frontier (it is below a window's end until the window is
+//! sent), so nothing downstream waits for it longer than for the rows. A
+//! late row (its window already closed at the time it is sent) goes on
+//! alone at its own time ([`Piece::Late`]), so the window operator corrects
+//! the window with it exactly as it would without combining.
 
 use std::collections::BTreeMap;
 
@@ -45,15 +47,8 @@ impl Piece {
     }
 }
 
-/// One window end's partial windows on this worker, and the earliest time
-/// a row of them was sent at.
-struct Partials {
-    first: u64,
-    by_tag: FxHashMap<TagId, Acc>,
-}
-
 /// Folds `samples` into partial windows, each sent once the input frontier
-/// passes its window's end (at the time of its first row); late rows pass.
+/// reaches its window's end (at the time just before it); late rows pass.
 pub fn combine<'s>(
     samples: Stream<'s, u64, Vec<Sample>>,
     geo: Geometry,
@@ -63,7 +58,7 @@ pub fn combine<'s>(
         "combine",
         move |cap, _info| {
             let mut cap = Some(cap);
-            let mut open: BTreeMap<i64, Partials> = BTreeMap::new();
+            let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
             let mut late: Vec<(u64, Sample)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, data| {
@@ -77,12 +72,8 @@ pub fn combine<'s>(
                                 continue;
                             }
                             let at = (s.ts - start) as u32;
-                            let w = open.entry(end).or_insert_with(|| Partials {
-                                first: t,
-                                by_tag: FxHashMap::default(),
-                            });
-                            w.first = w.first.min(t);
-                            w.by_tag
+                            open.entry(end)
+                                .or_default()
                                 .entry(s.tag)
                                 .and_modify(|a| a.add(&s, at))
                                 .or_insert_with(|| Acc::new(&s, at));
@@ -101,15 +92,16 @@ pub fn combine<'s>(
                     }
                     let (end, w) = entry.remove_entry();
                     let start = end - geo.size_ms;
-                    let mut parts: Vec<Acc> = w.by_tag.into_values().collect();
+                    let mut parts: Vec<Acc> = w.into_values().collect();
                     parts.sort_unstable_by_key(|a| a.tag);
-                    let at = c.delayed(&w.first);
+                    // The capability is at the frontier of the last
+                    // activation, which was below `end`.
+                    let at = c.delayed(&(end as u64 - 1));
                     output
                         .session(&at)
                         .give_iterator(parts.into_iter().map(|a| Piece::Part(start, a)));
                 }
-                let held = open.values().map(|w| w.first).min();
-                match [f, held].into_iter().flatten().min() {
+                match f {
                     Some(h) if h > *c.time() => c.downgrade(&h),
                     Some(_) => {}
                     None => cap = None,
