@@ -193,48 +193,45 @@ impl Open {
         }
     }
 
-    pub(super) fn add(&mut self, s: &Sample, at: u32, (index, peers): (usize, usize)) {
-        let tag = s.tag as usize;
-        if tag % peers != index {
-            self.other
-                .entry(s.tag)
-                .and_modify(|a| a.add(s, at))
-                .or_insert_with(|| Acc::new(s, at));
-            return;
-        }
-        let slot = tag / peers;
-        if slot >= self.accs.len() {
-            self.accs.resize(slot + 1, Acc::EMPTY);
-        }
-        let a = &mut self.accs[slot];
-        if a.count == 0 {
-            *a = Acc::new(s, at);
-            self.n += 1;
-        } else {
-            a.add(s, at);
-        }
+    pub(super) fn add(&mut self, s: &Sample, at: u32, me_of: (usize, usize)) {
+        self.put(s.tag, me_of, || Acc::new(s, at), |a| a.add(s, at));
     }
 
     /// Merges a partial window of one tag (see [`Acc::merge`]).
-    pub(super) fn merge(&mut self, p: Acc, (index, peers): (usize, usize)) {
-        let tag = p.tag as usize;
-        if tag % peers != index {
-            self.other
-                .entry(p.tag)
-                .and_modify(|a| a.merge(&p))
-                .or_insert(p);
+    pub(super) fn merge(&mut self, p: Acc, me_of: (usize, usize)) {
+        self.put(p.tag, me_of, || p.clone(), |a| a.merge(&p));
+    }
+
+    /// Puts a row (or a partial window) into its tag's window: `new` makes
+    /// the window's first, `fold` adds to one there is.
+    #[inline]
+    fn put(
+        &mut self,
+        tag: TagId,
+        (index, peers): (usize, usize),
+        new: impl FnOnce() -> Acc,
+        fold: impl FnOnce(&mut Acc),
+    ) {
+        let t = tag as usize;
+        if t % peers != index {
+            match self.other.entry(tag) {
+                std::collections::hash_map::Entry::Occupied(mut e) => fold(e.get_mut()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(new());
+                }
+            }
             return;
         }
-        let slot = tag / peers;
+        let slot = t / peers;
         if slot >= self.accs.len() {
             self.accs.resize(slot + 1, Acc::EMPTY);
         }
         let a = &mut self.accs[slot];
         if a.count == 0 {
-            *a = p;
+            *a = new();
             self.n += 1;
         } else {
-            a.merge(&p);
+            fold(a);
         }
     }
 
