@@ -2,8 +2,8 @@
 //! process other than the writer's, and `plantflow cluster local`.
 //!
 //! Every process runs the same dataflow file on its share of the input
-//! (see [`SourceCtx::share`]); the engine exchanges samples by tag between
-//! all workers and carries every output row to worker 0, in process 0,
+//! (see [`SourceCtx::share`]); the engine sends samples to their tag's
+//! worker as partial windows and carries every output row to worker 0, in process 0,
 //! which alone writes the lake, serves the operator surface and publishes.
 //! The other processes' sources hand their dead letters and gaps to the
 //! engine too ([`Ingest::forward_side`]).
@@ -34,18 +34,22 @@ static GONE: std::sync::Mutex<Vec<(usize, String)>> = std::sync::Mutex::new(Vec:
 /// process leave too, and their connections break after it), then ends
 /// this process with [`EXIT_PEER_LOST`].
 pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
-    let first = match GONE.lock() {
-        Ok(mut g) => {
-            g.push(lost);
-            g.len() == 1
+    // A peer's send and receive threads both break: it counts once.
+    if let Ok(mut g) = GONE.lock() {
+        if !g.iter().any(|(p, _)| *p == lost.0) {
+            g.push(lost.clone());
         }
-        Err(_) => true,
-    };
-    if !first {
+    }
+    // The first thread to see a loss reports; the others leave it to it.
+    static REPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if REPORTING.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let gone = GONE.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut gone = GONE.lock().map(|g| g.clone()).unwrap_or_default();
+    if gone.is_empty() {
+        gone.push(lost);
+    }
     let (p, addr) = &gone[0];
     let after: Vec<String> = gone[1..]
         .iter()
