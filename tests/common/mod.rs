@@ -1281,6 +1281,17 @@ pub fn assert_mqtt_cluster(url: &str, peer_url: &str, n: usize) {
     assert!(assert_actions_match_oracle(&out) > 0);
 }
 
+/// A hostfile in `dir` naming `n` free loopback ports; returns it and them.
+pub fn hostfile(dir: &Path, n: usize) -> (PathBuf, Vec<u16>) {
+    let ports: Vec<u16> = (0..n)
+        .map(|_| plantflow::sim::broker::free_port().unwrap())
+        .collect();
+    let path = dir.join("hosts");
+    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    (path, ports)
+}
+
 /// Processes of one cluster (`run --drain --processes N`), each logging at
 /// info level to its own file.
 pub struct LocalCluster {
@@ -1297,16 +1308,7 @@ impl LocalCluster {
         vars: impl Fn(usize) -> Vec<(&'static str, String)>,
     ) -> LocalCluster {
         use std::process::{Command, Stdio};
-        let hosts = dir.join("hosts");
-        let lines: String = (0..processes)
-            .map(|_| {
-                format!(
-                    "127.0.0.1:{}\n",
-                    plantflow::sim::broker::free_port().unwrap()
-                )
-            })
-            .collect();
-        std::fs::write(&hosts, lines).unwrap();
+        let (hosts, _) = hostfile(dir, processes);
         let children = (0..processes)
             .map(|i| {
                 let err = dir.join(format!("stderr-{i}"));

@@ -25,25 +25,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    let out = Command::new(PLANTFLOW)
-        .args([
-            "gen",
-            "workload",
-            "--tags",
-            "120",
-            "--seconds",
-            "3600",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let input = gen_workload(dir.path(), 120, 3600);
     // A bad line every 20,000: dead letters from every process's chunks.
     let path = input.join("samples.csv");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -211,12 +193,7 @@ fn two_and_three_processes_write_the_lake_of_one() {
 fn a_killed_or_stopped_process_stops_the_others_naming_it() {
     let s = setup();
     for signal in ["KILL", "TERM"] {
-        let ports: Vec<u16> = (0..3)
-            .map(|_| plantflow::sim::broker::free_port().unwrap())
-            .collect();
-        let hosts = s.dir.path().join("hosts");
-        let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-        std::fs::write(&hosts, text).unwrap();
+        let (hosts, ports) = hostfile(s.dir.path(), 3);
         let out = s.dir.path().join(format!("lake-{signal}"));
         let mut children: Vec<(std::process::Child, PathBuf)> = (0..3)
             .map(|i| {
@@ -394,15 +371,7 @@ fn a_cluster_that_cannot_run_as_given_is_refused_at_start() {
         err.contains("hosts:1: names 1 processes, but --processes is 2"),
         "{err}"
     );
-    let two: String = (0..2)
-        .map(|_| {
-            format!(
-                "127.0.0.1:{}\n",
-                plantflow::sim::broker::free_port().unwrap()
-            )
-        })
-        .collect();
-    std::fs::write(&hosts, two).unwrap();
+    assert_eq!(hostfile(s.dir.path(), 2).0, hosts);
     let (one, _) = s.one();
     let (code, err) = run(&s.dataflow, &one, "0", &[]);
     assert_eq!(code, Some(78), "{err}");
