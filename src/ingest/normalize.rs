@@ -395,6 +395,12 @@ impl Normalizer {
         self.ctx.tags.get_fresh(&mut self.tags, tag)
     }
 
+    /// A row of `tag` comes soon (see [`crate::model::hint`]).
+    #[inline]
+    pub fn prefetch(&self, tag: crate::model::TagId) {
+        self.seen.prefetch(tag);
+    }
+
     /// Checks and accepts one typed row whose tag is already interned.
     pub fn row_id(
         &mut self,

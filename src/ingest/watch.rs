@@ -36,9 +36,10 @@ pub struct TagStat {
 /// No change of value within the part.
 const UNCHANGED: i64 = i64::MIN;
 
-/// One tag since the source's last merge: 64 bytes, one cache line; `n`
-/// 0 is an empty slot.
+/// One tag since the source's last merge: 64 bytes, aligned to one cache
+/// line; `n` 0 is an empty slot.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
 struct Part {
     n: u64,
     first_ts: i64,
@@ -131,6 +132,14 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// A sample of `tag` comes soon: load its slot (see [`crate::model::hint`]).
+    #[inline]
+    pub fn prefetch(&self, tag: TagId) {
+        if let Some(p) = self.parts.get(tag as usize) {
+            crate::model::hint::prefetch(p);
+        }
+    }
+
     /// A sample of a known tag was taken.
     #[inline]
     pub fn sample(&mut self, tag: TagId, ts: i64, v: f64) {

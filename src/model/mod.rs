@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod batch;
 pub mod edit;
+pub mod hint;
 mod intern;
 pub mod message;
 pub mod tables;

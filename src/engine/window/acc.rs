@@ -193,6 +193,21 @@ impl Open {
         }
     }
 
+    /// A row of `tag` comes soon: load its window's slot (see
+    /// [`crate::model::hint`]; a slot may straddle two cache lines).
+    #[inline]
+    pub(super) fn prefetch(&self, tag: TagId, (index, peers): (usize, usize)) {
+        let t = tag as usize;
+        if t % peers != index {
+            return;
+        }
+        if let Some(a) = self.accs.get(t / peers) {
+            let p = a as *const Acc as *const u8;
+            crate::model::hint::prefetch(p);
+            crate::model::hint::prefetch(p.wrapping_add(std::mem::size_of::<Acc>() - 1));
+        }
+    }
+
     pub(super) fn add(&mut self, s: &Sample, at: u32, me_of: (usize, usize)) {
         self.put(s.tag, me_of, || Acc::new(s, at), |a| a.add(s, at));
     }

@@ -40,6 +40,8 @@ pub use combine::{combine, Piece};
 /// cluster's, see [`combine`]).
 pub trait Input: Clone + 'static {
     fn row(self) -> Row;
+    /// The row's tag (to prefetch its window's slot).
+    fn tag(&self) -> crate::model::TagId;
 }
 
 /// A row for the window operator.
@@ -54,6 +56,10 @@ impl Input for Sample {
     fn row(self) -> Row {
         Row::Sample(self)
     }
+    #[inline]
+    fn tag(&self) -> crate::model::TagId {
+        self.tag
+    }
 }
 
 impl Input for Piece {
@@ -61,6 +67,12 @@ impl Input for Piece {
         match self {
             Piece::Part(start, acc) => Row::Part(start, acc),
             Piece::Late(s) => Row::Sample(s),
+        }
+    }
+    fn tag(&self) -> crate::model::TagId {
+        match self {
+            Piece::Part(_, acc) => acc.tag,
+            Piece::Late(s) => s.tag,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::Emit;
 use crate::engine::context::CtxUpdate;
 use crate::engine::spill::{Reply, Store};
 use crate::ingest::Geometry;
+use crate::model::hint::AHEAD;
 use crate::model::{Sample, TagId, WindowAgg};
 
 /// The next event of the operator, in time order.
@@ -123,7 +124,11 @@ impl<E: Emit> State<E> {
         // Rows of a batch mostly share a window: look its map up once.
         let mut cur_end = i64::MIN;
         let mut cur: Option<&mut Open> = None;
-        for row in batch.drain(..) {
+        let mut rest = batch.drain(..);
+        while let Some(row) = rest.next() {
+            if let (Some(m), Some(next)) = (cur.as_deref(), rest.as_slice().get(AHEAD)) {
+                m.prefetch(next.tag(), self.me_of);
+            }
             let s = match row.row() {
                 super::Row::Sample(s) => s,
                 // A cluster's partial window: always on time (see `combine`).

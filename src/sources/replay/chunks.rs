@@ -8,9 +8,11 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::parallel::{in_order, Bad, Decoded, Feed, Lookup, Row, Spare, Unknown};
+use super::lookup::Lookup;
+use super::parallel::{in_order, Bad, Decoded, Feed, Row, Spare, Unknown};
 use super::{Columns, CsvLine, CsvReader};
 use crate::ingest::normalize::{parse_text, trim, Normalizer};
+use crate::model::hint::AHEAD;
 
 /// Bytes of a chunk.
 pub(super) const CHUNK: u64 = 1 << 20;
@@ -193,6 +195,7 @@ fn fast(
     let mut bounds = [0usize; 17];
     let mut count = 1;
     let mut line = 0;
+    let mut ahead = std::collections::VecDeque::with_capacity(AHEAD + 1);
     if region.len() >= u32::MAX as usize {
         return None;
     }
@@ -225,29 +228,62 @@ fn fast(
         if end == start {
             continue;
         }
-        if fields != columns.width {
-            rows.push(Row::Bad(Box::new(Bad {
-                at: base + start as u64,
-                reason: Cow::Owned(format!(
-                    "malformed row ({fields} fields, expected {})",
-                    columns.width
-                )),
-                raw: text[start..end].to_string(),
-            })));
-            continue;
+        let split = if fields != columns.width {
+            Line::Malformed(start, end, fields)
+        } else {
+            bounds[0] = start;
+            bounds[fields] = end + 1;
+            let field = |i: usize| (bounds[i], bounds[i + 1] - 1);
+            let quality = if iq == usize::MAX { (0, 0) } else { field(iq) };
+            let (from, to) = field(itag);
+            let hash = Lookup::hash(trim(&text[from..to]));
+            tags.prefetch(hash);
+            let fields = [field(its), (from, to), field(ival), quality];
+            Line::Fields(start, end, fields, hash)
+        };
+        // The line waits while the next few are split, so that its tag's
+        // slot has arrived in the cache when it is looked up.
+        ahead.push_back(split);
+        if ahead.len() > AHEAD {
+            let split = ahead.pop_front().expect("queued");
+            rows.push(split.row(text, base, columns.width, tags));
         }
-        bounds[0] = start;
-        bounds[fields] = end + 1;
-        let field = |i: usize| &text[bounds[i]..bounds[i + 1] - 1];
-        let quality = if iq == usize::MAX { "" } else { field(iq) };
-        rows.push(row(
-            base + start as u64,
-            (field(its), field(itag), field(ival), quality),
-            &text[start..end],
-            tags,
-        ));
+    }
+    for split in ahead {
+        rows.push(split.row(text, base, columns.width, tags));
     }
     Some(line.min(region.len()))
+}
+
+/// A line [`fast`] has split: `(start, end)` in the region, and either its
+/// field count (not the header's) or its fields' bounds (time, tag, value,
+/// quality) and its tag's [`Lookup::hash`].
+enum Line {
+    Malformed(usize, usize, usize),
+    Fields(usize, usize, [(usize, usize); 4], u64),
+}
+
+impl Line {
+    fn row(self, text: &str, base: u64, width: usize, tags: &mut Lookup) -> Row {
+        match self {
+            Line::Malformed(start, end, fields) => Row::Bad(Box::new(Bad {
+                at: base + start as u64,
+                reason: Cow::Owned(format!("malformed row ({fields} fields, expected {width})")),
+                raw: text[start..end].to_string(),
+            })),
+            Line::Fields(start, end, f, hash) => {
+                let field = |(a, b): (usize, usize)| &text[a..b];
+                let fields = (field(f[0]), field(f[1]), field(f[2]), field(f[3]));
+                row(
+                    base + start as u64,
+                    fields,
+                    &text[start..end],
+                    tags,
+                    Some(hash),
+                )
+            }
+        }
+    }
 }
 
 /// The offsets of every comma and newline in `text`, in order: 64 bytes
@@ -346,7 +382,7 @@ fn slow(
                 value,
                 quality,
                 text,
-            } => row(at, (ts, tag, value, quality), text, tags),
+            } => row(at, (ts, tag, value, quality), text, tags, None),
             CsvLine::Malformed { reason, text } => Row::Bad(Box::new(Bad {
                 at,
                 reason: Cow::Owned(reason),
@@ -365,6 +401,7 @@ fn row(
     (ts, tag, value, quality): (&str, &str, &str, &str),
     text: &str,
     tags: &mut Lookup,
+    hash: Option<u64>,
 ) -> Row {
     let bad = |reason: &'static str| {
         Row::Bad(Box::new(Bad {
@@ -381,7 +418,11 @@ fn row(
         return bad("value is NaN or infinite");
     }
     let tag = trim(tag);
-    match tags.id(tag) {
+    let id = match hash {
+        Some(hash) => tags.id_hashed(tag, hash),
+        None => tags.id(tag),
+    };
+    match id {
         Some(tag) => Row::Sample {
             at,
             aux: text.len() as u32,
@@ -476,7 +517,13 @@ mod tests {
                     value,
                     quality,
                     text,
-                } => want.push(show(&row(at, (ts, tag, value, quality), text, &mut lookup))),
+                } => want.push(show(&row(
+                    at,
+                    (ts, tag, value, quality),
+                    text,
+                    &mut lookup,
+                    None,
+                ))),
                 CsvLine::Malformed { reason, text } => want.push(show(&Row::Bad(Box::new(Bad {
                     at,
                     reason: Cow::Owned(reason),

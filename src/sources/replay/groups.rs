@@ -17,7 +17,8 @@ use parquet::arrow::arrow_reader::{
     RowSelector,
 };
 
-use super::parallel::{in_order, Bad, Decoded, Feed, Lookup, Row, Unknown};
+use super::lookup::Lookup;
+use super::parallel::{in_order, Bad, Decoded, Feed, Row, Unknown};
 use crate::ingest::normalize::Normalizer;
 use crate::model::{Quality, TagId};
 

@@ -12,6 +12,7 @@ mod chunks;
 pub mod config;
 pub mod format;
 mod groups;
+mod lookup;
 mod parallel;
 
 pub use config::{ReplayFormat, ReplayPlan};

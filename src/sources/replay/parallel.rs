@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::ingest::normalize::Normalizer;
 use crate::ingest::TagRegistry;
+use crate::model::hint::AHEAD;
 use crate::model::{Quality, TagId};
 
 /// One decoded row.
@@ -227,7 +228,11 @@ pub(super) struct Feed<'a> {
 impl Feed<'_> {
     pub(super) fn take(&mut self, n: &mut Normalizer, mut chunk: Decoded) {
         let mut rows = std::mem::take(&mut chunk.rows);
-        for row in rows.drain(..) {
+        let mut rest = rows.drain(..);
+        while let Some(row) = rest.next() {
+            if let Some(Row::Sample { tag, .. }) = rest.as_slice().get(AHEAD) {
+                n.prefetch(*tag);
+            }
             let at = row.at();
             n.set_position(at);
             if self.bytes {
@@ -236,6 +241,7 @@ impl Feed<'_> {
             self.counted = at;
             hand_over(n, row, &chunk, &self.tags);
         }
+        drop(rest);
         self.end = chunk.end;
         if let Some(spare) = self.spare {
             spare.give(chunk.buf, rows);
@@ -266,71 +272,6 @@ fn hand_over(n: &mut Normalizer, row: Row, chunk: &Decoded, tags: &TagRegistry) 
         }
         Row::Unknown(u) => n.unknown_tag(&u.tag, u.ts, u.value, &|| u.raw.to_string()),
         Row::Bad(b) => n.reject(&b.reason, b.raw),
-    }
-}
-
-/// Tag ids from the registry, refreshed on a miss (an assets reload),
-/// with a decoder's own table of the tags it has met: the name's bytes
-/// inline beside the id, so a lookup reads one entry (the registry's
-/// needs its table, its names and each name's bytes). Ids never change,
-/// so entries stay right.
-pub(super) struct Lookup {
-    tags: Arc<TagRegistry>,
-    view: crate::ingest::TagView,
-    met: hashbrown::HashTable<Met>,
-}
-
-/// A tag of up to [`MET_BYTES`] bytes and its id.
-struct Met {
-    hash: u64,
-    id: TagId,
-    len: u8,
-    name: [u8; MET_BYTES],
-}
-
-const MET_BYTES: usize = 46;
-
-impl Lookup {
-    pub(super) fn new(tags: &Arc<TagRegistry>) -> Lookup {
-        Lookup {
-            tags: tags.clone(),
-            view: tags.view(),
-            met: hashbrown::HashTable::new(),
-        }
-    }
-
-    pub(super) fn id(&mut self, tag: &str) -> Option<TagId> {
-        let b = tag.as_bytes();
-        if b.len() > MET_BYTES {
-            return self.registered(tag);
-        }
-        let hash = {
-            use std::hash::BuildHasher;
-            rustc_hash::FxBuildHasher.hash_one(b)
-        };
-        let same = |m: &Met| m.hash == hash && &m.name[..m.len as usize] == b;
-        if let Some(m) = self.met.find(hash, same) {
-            return Some(m.id);
-        }
-        let id = self.registered(tag)?;
-        let mut name = [0; MET_BYTES];
-        name[..b.len()].copy_from_slice(b);
-        let len = b.len() as u8;
-        self.met.insert_unique(
-            hash,
-            Met {
-                hash,
-                id,
-                len,
-                name,
-            },
-            |m| m.hash,
-        );
-        Some(id)
-    }
-
-    fn registered(&mut self, tag: &str) -> Option<TagId> {
-        self.tags.get_fresh(&mut self.view, tag)
     }
 }
 
