@@ -36,7 +36,14 @@ use super::Side;
 /// How long a process waits for the others to start and answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
-const MAGIC: [u8; 8] = *b"plntflw1";
+const MAGIC: [u8; 8] = *b"plntflw2";
+
+/// The greeting's size: the magic and six words.
+const GREETING: usize = 56;
+
+/// What a process of a cluster hears when process 0 found its lake already
+/// holding this whole (deterministic) run: there is nothing to do.
+pub const NOTHING_TO_DO: &str = "process 0: the lake already holds this whole run, nothing to do";
 
 /// Every process's address, for naming a lost one.
 static ADDRESSES: OnceLock<Vec<String>> = OnceLock::new();
@@ -49,6 +56,8 @@ struct Greeting {
     fingerprint: u64,
     workers: u64,
     tags: u64,
+    /// 1 from process 0 with nothing to do (see [`NOTHING_TO_DO`]).
+    done: u64,
 }
 
 /// What every process of a cluster must share, besides its size.
@@ -72,7 +81,7 @@ pub fn tags_hash(tags: &crate::ingest::TagRegistry) -> u64 {
 
 impl Greeting {
     fn write(&self, s: &mut TcpStream) -> std::io::Result<()> {
-        let mut b = Vec::with_capacity(48);
+        let mut b = Vec::with_capacity(GREETING);
         b.extend_from_slice(&MAGIC);
         for v in [
             self.process,
@@ -80,6 +89,7 @@ impl Greeting {
             self.fingerprint,
             self.workers,
             self.tags,
+            self.done,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
@@ -87,7 +97,7 @@ impl Greeting {
     }
 
     fn read(s: &mut TcpStream) -> Result<Greeting, String> {
-        let mut b = [0u8; 48];
+        let mut b = [0u8; GREETING];
         s.read_exact(&mut b)
             .map_err(|e| format!("no greeting: {e}"))?;
         if b[..8] != MAGIC {
@@ -100,6 +110,7 @@ impl Greeting {
             fingerprint: word(2),
             workers: word(3),
             tags: word(4),
+            done: word(5),
         })
     }
 
@@ -147,6 +158,7 @@ pub(super) fn allocators(
         fingerprint: shared.fingerprint,
         workers: threads as u64,
         tags: shared.tags,
+        done: 0,
     };
     let sockets = connect(c, &mine, CONNECT_TIMEOUT)?;
     let hooks = timely::communication::Hooks::default();
@@ -203,6 +215,7 @@ fn connect(
         for p in left.iter().copied().filter(|p| *p < me) {
             if let Some(mut s) = dial(&c.addresses[p]) {
                 match greet(&mut s, mine, Some(p)) {
+                    Ok((_, true)) => return Err(NOTHING_TO_DO.into()),
                     Ok(_) => sockets[p] = Some(s),
                     Err(Greet::Refused(e)) => return Err(e),
                     // Not ready, or not a peer: try again.
@@ -214,10 +227,10 @@ fn connect(
             Ok((mut s, from)) => {
                 s.set_nonblocking(false).map_err(|e| e.to_string())?;
                 match greet(&mut s, mine, None) {
-                    Ok(p) if p > me && p < c.processes && sockets[p].is_none() => {
+                    Ok((p, _)) if p > me && p < c.processes && sockets[p].is_none() => {
                         sockets[p] = Some(s)
                     }
-                    Ok(p) => tracing::warn!(
+                    Ok((p, _)) => tracing::warn!(
                         "process {me}: an unexpected connection as process {p} from {from}, dropped"
                     ),
                     Err(Greet::Refused(e)) => return Err(e),
@@ -277,8 +290,13 @@ enum Greet {
     Stray(String),
 }
 
-/// Greets a peer and checks its greeting; returns its process index.
-fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<usize, Greet> {
+/// Greets a peer and checks its greeting; returns its process index, and
+/// whether it has nothing to do.
+fn greet(
+    s: &mut TcpStream,
+    mine: &Greeting,
+    expect: Option<usize>,
+) -> Result<(usize, bool), Greet> {
     let me = mine.process;
     let peer = s
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -303,7 +321,23 @@ fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<us
     }
     s.set_read_timeout(None)
         .map_err(|e| Greet::Stray(e.to_string()))?;
-    Ok(peer.process as usize)
+    Ok((peer.process as usize, peer.done == 1 && peer.process == 0))
+}
+
+/// Process 0 with nothing to do tells the others so: it greets each as it
+/// connects, saying so, and returns once all have heard (or after
+/// [`CONNECT_TIMEOUT`]: a process that never came has nothing to hear).
+pub fn dismiss(c: &Cluster, workers: usize, shared: Shared) -> Result<(), String> {
+    let _ = ADDRESSES.set(c.addresses.clone());
+    let mine = Greeting {
+        process: c.process as u64,
+        processes: c.processes as u64,
+        fingerprint: shared.fingerprint,
+        workers: workers as u64,
+        tags: shared.tags,
+        done: 1,
+    };
+    connect(c, &mine, CONNECT_TIMEOUT).map(drop)
 }
 
 /// Where this process's `workers` are among a cluster's: the first one's
@@ -400,7 +434,7 @@ mod tests {
             })
             .collect();
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let run = |fingerprints: [u64; 3]| {
+        let run = |fingerprints: [u64; 3], done: u64| {
             let handles: Vec<_> = (0..3)
                 .map(|i| {
                     let c = Cluster {
@@ -417,6 +451,7 @@ mod tests {
                                 fingerprint: fingerprints[i],
                                 workers: 1,
                                 tags: 9,
+                                done: if i == 0 { done } else { 0 },
                             },
                             Duration::from_secs(3),
                         )
@@ -446,8 +481,17 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        assert_eq!(run([7, 7, 7]), vec![Ok(2), Ok(2), Ok(2)]);
-        let r = run([7, 7, 8]);
+        assert_eq!(run([7, 7, 7], 0), vec![Ok(2), Ok(2), Ok(2)]);
+        // Process 0 with nothing to do sends the others home.
+        let r = run([7, 7, 7], 1);
+        assert_eq!(r[0], Ok(2), "{r:?}");
+        assert!(
+            r[1..]
+                .iter()
+                .all(|x| x.as_ref().is_err_and(|e| e == NOTHING_TO_DO)),
+            "{r:?}"
+        );
+        let r = run([7, 7, 8], 0);
         assert!(
             r.iter().any(|x| x
                 .as_ref()

@@ -112,22 +112,54 @@ pub(super) fn check_sources(
 /// describes.
 pub(super) fn check(
     cluster: Option<&Cluster>,
-    sources: &[SourcePlan],
+    (sources, follow): (&[SourcePlan], bool),
     lake: &super::lake::OpenLake,
     path: &Path,
 ) -> Result<(), RunError> {
     check_sources(cluster, sources)?;
-    if cluster.is_none() || lake.resumed.is_none() {
+    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, follow) {
         return Ok(());
     }
     Err(RunError {
         code: super::supervise::EXIT_CONFIG,
         message: format!(
-            "{} already holds a run's files: a cluster (--processes) starts from an empty \
-             lake (resuming one is not supported yet); give it an empty directory",
+            "{} already holds a run's files: a cluster (--processes) goes on from a lake only \
+             when its input is one replay file (read again, what the lake has is skipped); \
+             with live sources it starts from an empty lake (their input logs are not kept \
+             in a cluster yet): give it an empty directory",
             path.display()
         ),
     })
+}
+
+/// Whether every run of these sources reads the same rows: one replay file
+/// (not followed). A cluster goes on from a lake of such a run as one
+/// process does: every process reads its share again, and process 0's
+/// writer skips what the lake's last commit holds (the rows' timely times
+/// are those of event time, the same in every run).
+fn replays_alike(sources: &[SourcePlan], follow: bool) -> bool {
+    !super::durable::logged(sources, follow)
+}
+
+/// Process 0 of a cluster whose lake already holds the whole run tells the
+/// other processes, which are waiting to connect, that there is nothing to do.
+pub(super) fn dismiss(
+    cluster: Option<&Cluster>,
+    plan: &crate::config::Plan,
+    fingerprint: u64,
+    opts: &RunOptions,
+) -> Result<(), RunError> {
+    let Some(c) = cluster else { return Ok(()) };
+    let initial = super::load_initial(plan)?;
+    let tags = super::registry(&[], &initial);
+    let shared = engine::cluster::Shared {
+        fingerprint,
+        tags: engine::cluster::tags_hash(&tags),
+    };
+    if let Err(e) = engine::cluster::dismiss(c, opts.workers.max(1), shared) {
+        tracing::warn!("not every process heard that there is nothing to do: {e}");
+    }
+    Ok(())
 }
 
 /// Runs process `c.process` (not 0) of a cluster: its share of the
@@ -204,6 +236,13 @@ pub(super) fn run_peer(
             cluster: Some((c, fingerprint(&text))),
         },
     );
+    let nothing_to_do = result
+        .as_ref()
+        .is_err_and(|e| e == engine::cluster::NOTHING_TO_DO);
+    if nothing_to_do {
+        // The sources stop, and the cluster has no run to leave.
+        ingest.on_cut(Box::new(|| {}));
+    }
     stop.store(true, Relaxed);
     ingest.finish();
     drop(sink_tx);
@@ -213,6 +252,21 @@ pub(super) fn run_peer(
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Some(f) = sup.failure() {
         return Err(f);
+    }
+    if nothing_to_do {
+        tracing::info!("{}", engine::cluster::NOTHING_TO_DO);
+        let mut s = super::summary::collect(
+            &Default::default(),
+            Default::default(),
+            sink.path,
+            started.elapsed(),
+            workers,
+        );
+        s.resumed = Some(super::summary::Resumed {
+            nothing_to_do: true,
+            ..Default::default()
+        });
+        return Ok(s);
     }
     result.map_err(super::engine_failed)?;
     let report = crate::sinks::parquet::WriterReport::default();
@@ -418,6 +472,18 @@ pub fn main_local(
                 s["files"],
                 s["out_dir"].as_str().unwrap_or("the lake")
             );
+            let resumed = &s["resumed"];
+            if resumed["nothing_to_do"].as_bool() == Some(true) {
+                println!(
+                    "  the lake already holds this run to its end (commit {}): nothing new to write",
+                    resumed["after_commit"]
+                );
+            } else if resumed.is_object() {
+                println!(
+                    "  resumed after commit {} (rows before timely time {} were in the lake)",
+                    resumed["after_commit"], resumed["before"]
+                );
+            }
             for (i, p) in s["processes"].as_array().into_iter().flatten().enumerate() {
                 println!(
                     "  process {i}: {} rows read in {} s",

@@ -280,7 +280,8 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     }
     let started = Instant::now();
     // A cluster keeps no input log or checkpoints yet (each process's
-    // would hold its share): it starts from an empty lake.
+    // would hold its share): it goes on only from a lake of one replay
+    // source, which every process reads again (see `cluster::check`).
     opts.no_input_log |= opts.cluster.is_some();
     let cluster_fingerprint = cluster::fingerprint(&dataflow.fingerprint);
     let Dataflow {
@@ -296,8 +297,14 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     // The lake is locked for the run (`_lock`) and its last commit finished.
     let who = (plan.name.as_str(), plan.metrics.as_slice());
     let mut lake = lake::OpenLake::open(&sink, who, fingerprint.clone(), &opts)?;
-    cluster::check(opts.cluster.as_ref(), &sources, &lake, &sink.path)?;
+    cluster::check(
+        opts.cluster.as_ref(),
+        (&sources, opts.follow),
+        &lake,
+        &sink.path,
+    )?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
+        cluster::dismiss(opts.cluster.as_ref(), &plan, cluster_fingerprint, &opts)?;
         return Ok(done);
     }
     let (resumed, finished) = (lake.resumed.clone(), lake.durable.finished.clone());

@@ -118,7 +118,7 @@ impl Resumed {
 }
 
 /// A run that found a commit record in its lake.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Resumed {
     /// The record's commit count and resume time.
     pub seq: u64,

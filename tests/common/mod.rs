@@ -1330,6 +1330,19 @@ impl LocalCluster {
         LocalCluster { children }
     }
 
+    /// Kills process `i` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        let child = &mut self.children[i].0 .0;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for process `i`'s exit.
+    pub fn wait(&mut self, i: usize) -> std::process::ExitStatus {
+        let child = &mut self.children[i].0 .0;
+        wait_for("the process's exit", || child.try_wait().unwrap())
+    }
+
     /// Process `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.children[i].1).unwrap_or_default()
