@@ -41,6 +41,25 @@ const MAGIC: [u8; 8] = *b"plntflw2";
 /// The greeting's size: the magic and six words.
 const GREETING: usize = 56;
 
+/// A greeting's flag: process 0 has nothing to do (see [`NOTHING_TO_DO`]).
+const DONE: u64 = 1;
+/// A greeting's flag: the connection carries heartbeats, not timely's data.
+const CONTROL: u64 = 2;
+
+/// How often a process says it is alive on its heartbeat connections.
+const BEAT: Duration = Duration::from_secs(1);
+
+/// How long a peer may stay silent before it counts as lost, unless
+/// `PLANTFLOW_PEER_TIMEOUT` (a duration: `20s`, `500ms`) says otherwise.
+const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A heartbeat connection's bytes: alive, or (from process 0, followed by
+/// the process index as 8 bytes) a process was lost.
+const ALIVE: u8 = 1;
+const LOST: u8 = 2;
+
+/// How a heartbeat watcher's panic begins (see [`peer_lost`]).
+const HEARTBEAT_LOST: &str = "cluster heartbeat: process ";
 /// What a process of a cluster hears when process 0 found its lake already
 /// holding this whole (deterministic) run: there is nothing to do.
 pub const NOTHING_TO_DO: &str = "process 0: the lake already holds this whole run, nothing to do";
@@ -49,15 +68,15 @@ pub const NOTHING_TO_DO: &str = "process 0: the lake already holds this whole ru
 static ADDRESSES: OnceLock<Vec<String>> = OnceLock::new();
 
 /// What opens a connection, both ways.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Greeting {
     process: u64,
     processes: u64,
     fingerprint: u64,
     workers: u64,
     tags: u64,
-    /// 1 from process 0 with nothing to do (see [`NOTHING_TO_DO`]).
-    done: u64,
+    /// [`DONE`] and [`CONTROL`].
+    flags: u64,
 }
 
 /// What every process of a cluster must share, besides its size.
@@ -89,7 +108,7 @@ impl Greeting {
             self.fingerprint,
             self.workers,
             self.tags,
-            self.done,
+            self.flags,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
@@ -110,7 +129,7 @@ impl Greeting {
             fingerprint: word(2),
             workers: word(3),
             tags: word(4),
-            done: word(5),
+            flags: word(5),
         })
     }
 
@@ -158,9 +177,10 @@ pub(super) fn allocators(
         fingerprint: shared.fingerprint,
         workers: threads as u64,
         tags: shared.tags,
-        done: 0,
+        flags: 0,
     };
-    let sockets = connect(c, &mine, CONNECT_TIMEOUT)?;
+    let (sockets, control) = connect(c, &mine, CONNECT_TIMEOUT)?;
+    heartbeat(control, peer_timeout());
     let hooks = timely::communication::Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
@@ -173,27 +193,33 @@ pub(super) fn allocators(
     ))
 }
 
-/// One socket per other process, in process order (`None` at this one).
-fn connect(
-    c: &Cluster,
-    mine: &Greeting,
-    timeout: Duration,
-) -> Result<Vec<Option<TcpStream>>, String> {
+/// The connections of one process: for timely, one socket per other
+/// process in process order (`None` at this one); for heartbeats, process
+/// 0's to every other, or another's to process 0.
+type Links = (Vec<Option<TcpStream>>, Vec<(usize, TcpStream)>);
+
+/// Connects to every other process (see [`Links`]).
+fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, String> {
     let me = c.process;
     let listener = TcpListener::bind(&c.addresses[me])
         .map_err(|e| format!("process {me} cannot listen on {}: {e}", c.addresses[me]))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
     let mut sockets: Vec<Option<TcpStream>> = (0..c.processes).map(|_| None).collect();
+    let mut control: Vec<Option<TcpStream>> = (0..c.processes).map(|_| None).collect();
     let mut told = Instant::now();
     // Connect to the processes before this one; accept the ones after it.
-    let missing = |s: &[Option<TcpStream>]| {
+    // Process 0 with nothing to do has no run to watch: no heartbeats.
+    let heartbeats = mine.flags & DONE == 0;
+    let missing = |s: &[Option<TcpStream>], h: &[Option<TcpStream>]| {
         (0..c.processes)
             .filter(|p| *p != me && s[*p].is_none())
-            .collect::<Vec<_>>()
+            .chain((heartbeats && me > 0 && h[0].is_none()).then_some(0))
+            .chain((1..c.processes).filter(|p| heartbeats && me == 0 && h[*p].is_none()))
+            .collect::<std::collections::BTreeSet<_>>()
     };
     loop {
-        let left = missing(&sockets);
+        let left = missing(&sockets, &control);
         if left.is_empty() {
             break;
         }
@@ -213,9 +239,16 @@ fn connect(
             tracing::info!("process {me}: waiting for processes {left:?} to connect");
         }
         for p in left.iter().copied().filter(|p| *p < me) {
+            // Process 0's heartbeat connection, once its data connection is made.
+            let beat = sockets[p].is_some();
+            let mut hello = mine.clone();
+            if beat {
+                hello.flags |= CONTROL;
+            }
             if let Some(mut s) = dial(&c.addresses[p]) {
-                match greet(&mut s, mine, Some(p)) {
-                    Ok((_, true)) => return Err(NOTHING_TO_DO.into()),
+                match greet(&mut s, &hello, Some(p)) {
+                    Ok((_, flags)) if flags & DONE != 0 => return Err(NOTHING_TO_DO.into()),
+                    Ok(_) if beat => control[p] = Some(s),
                     Ok(_) => sockets[p] = Some(s),
                     Err(Greet::Refused(e)) => return Err(e),
                     // Not ready, or not a peer: try again.
@@ -227,7 +260,17 @@ fn connect(
             Ok((mut s, from)) => {
                 s.set_nonblocking(false).map_err(|e| e.to_string())?;
                 match greet(&mut s, mine, None) {
-                    Ok((p, _)) if p > me && p < c.processes && sockets[p].is_none() => {
+                    Ok((p, flags))
+                        if flags & CONTROL != 0 && me == 0 && p > 0 && p < c.processes =>
+                    {
+                        control[p] = Some(s)
+                    }
+                    Ok((p, flags))
+                        if flags & CONTROL == 0
+                            && p > me
+                            && p < c.processes
+                            && sockets[p].is_none() =>
+                    {
                         sockets[p] = Some(s)
                     }
                     Ok((p, _)) => tracing::warn!(
@@ -246,7 +289,7 @@ fn connect(
             Err(e) => return Err(format!("process {me}: accepting a connection: {e}")),
         }
     }
-    for s in sockets.iter().flatten() {
+    for s in sockets.iter().chain(&control).flatten() {
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         watch_link(s).map_err(|e| format!("process {me}: a connection's keepalive: {e}"))?;
     }
@@ -254,7 +297,104 @@ fn connect(
         "process {me}: the cluster of {} processes is connected",
         c.processes
     );
-    Ok(sockets)
+    let control = control
+        .into_iter()
+        .enumerate()
+        .filter_map(|(p, s)| Some((p, s?)))
+        .collect();
+    Ok((sockets, control))
+}
+
+/// [`PEER_TIMEOUT`], or `PLANTFLOW_PEER_TIMEOUT`.
+fn peer_timeout() -> Duration {
+    let set = std::env::var("PLANTFLOW_PEER_TIMEOUT").ok();
+    match set.map(|v| crate::config::units::parse_duration_ms(&v)) {
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            tracing::warn!(
+                "PLANTFLOW_PEER_TIMEOUT is not a duration (`20s`), using {PEER_TIMEOUT:?}"
+            );
+            PEER_TIMEOUT
+        }
+        None => PEER_TIMEOUT,
+    }
+}
+
+/// Says this process is alive every [`BEAT`] on each heartbeat connection,
+/// and watches each peer's: one silent for `timeout` (stopped with SIGSTOP,
+/// hung, or behind a link that drops packets without closing) counts as
+/// lost, as one whose connection broke. Process 0 first tells the others
+/// which process it lost, so that every survivor names it. A heartbeat
+/// connection that closes says nothing: the process's timely connections
+/// break too, and they report it.
+fn heartbeat(links: Vec<(usize, TcpStream)>, timeout: Duration) {
+    let writers: Vec<(usize, TcpStream)> = links
+        .iter()
+        .filter_map(|(p, s)| Some((*p, s.try_clone().ok()?)))
+        .collect();
+    let writers = Arc::new(std::sync::Mutex::new(writers));
+    let w = writers.clone();
+    let _ = std::thread::Builder::new()
+        .name("plantflow-beat".into())
+        .spawn(move || loop {
+            std::thread::sleep(BEAT);
+            if let Ok(mut w) = w.lock() {
+                for (_, s) in w.iter_mut() {
+                    let _ = s.write_all(&[ALIVE]);
+                }
+            }
+        });
+    for (q, mut s) in links {
+        let writers = writers.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("plantflow:heartbeat-{q}"))
+            .spawn(move || {
+                let lost = watch_peer(&mut s, timeout);
+                let Some(p) = lost else { return };
+                let p = p.unwrap_or(q);
+                // (process 0 tells the others first)
+                if let Ok(mut w) = writers.lock() {
+                    let mut said = vec![LOST];
+                    said.extend_from_slice(&(p as u64).to_be_bytes());
+                    for (_, s) in w.iter_mut().filter(|(o, _)| *o != p) {
+                        let _ = s.write_all(&said);
+                    }
+                }
+                panic!(
+                    "{HEARTBEAT_LOST}{p}: no heartbeat for {:.1} s (stopped, hung or cut off)",
+                    timeout.as_secs_f64()
+                );
+            });
+    }
+}
+
+/// Reads a peer's heartbeats until it falls silent for `timeout`
+/// (`Some(None)`), says another process was lost (`Some(Some(p))`), or
+/// closes the connection (`None`).
+fn watch_peer(s: &mut TcpStream, timeout: Duration) -> Option<Option<usize>> {
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return None,
+            Ok(_) if b[0] == LOST => {
+                let mut p = [0u8; 8];
+                s.read_exact(&mut p).ok()?;
+                return Some(Some(u64::from_be_bytes(p) as usize));
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Some(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// A host that vanishes without closing its connections (power lost, a
@@ -291,12 +431,8 @@ enum Greet {
 }
 
 /// Greets a peer and checks its greeting; returns its process index, and
-/// whether it has nothing to do.
-fn greet(
-    s: &mut TcpStream,
-    mine: &Greeting,
-    expect: Option<usize>,
-) -> Result<(usize, bool), Greet> {
+/// its flags ([`DONE`] from process 0 only).
+fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<(usize, u64), Greet> {
     let me = mine.process;
     let peer = s
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -321,7 +457,8 @@ fn greet(
     }
     s.set_read_timeout(None)
         .map_err(|e| Greet::Stray(e.to_string()))?;
-    Ok((peer.process as usize, peer.done == 1 && peer.process == 0))
+    let done = if peer.process == 0 { DONE } else { 0 };
+    Ok((peer.process as usize, peer.flags & (done | CONTROL)))
 }
 
 /// Process 0 with nothing to do tells the others so: it greets each as it
@@ -335,7 +472,7 @@ pub fn dismiss(c: &Cluster, workers: usize, shared: Shared) -> Result<(), String
         fingerprint: shared.fingerprint,
         workers: workers as u64,
         tags: shared.tags,
-        done: 1,
+        flags: DONE,
     };
     connect(c, &mine, CONNECT_TIMEOUT).map(drop)
 }
@@ -356,13 +493,18 @@ pub(super) fn place(cluster: Option<&Cluster>, workers: usize) -> (usize, bool, 
 /// with "timely communication error" when a peer's socket closes), with its
 /// address.
 pub fn peer_lost(thread: &str, message: &str) -> Option<(usize, String)> {
-    let n = thread
-        .strip_prefix("timely:recv-")
-        .or_else(|| thread.strip_prefix("timely:send-"))?;
-    if !message.contains("timely communication error") {
-        return None;
-    }
-    let p: usize = n.parse().ok()?;
+    let p: usize = if thread.starts_with("plantflow:heartbeat-") {
+        let n = message.strip_prefix(HEARTBEAT_LOST)?.split(':').next()?;
+        n.parse().ok()?
+    } else {
+        let n = thread
+            .strip_prefix("timely:recv-")
+            .or_else(|| thread.strip_prefix("timely:send-"))?;
+        if !message.contains("timely communication error") {
+            return None;
+        }
+        n.parse().ok()?
+    };
     let addr = ADDRESSES
         .get()
         .and_then(|a| a.get(p).cloned())
@@ -451,15 +593,19 @@ mod tests {
                                 fingerprint: fingerprints[i],
                                 workers: 1,
                                 tags: 9,
-                                done: if i == 0 { done } else { 0 },
+                                flags: if i == 0 { done } else { 0 },
                             },
                             Duration::from_secs(3),
                         )
-                        .map(|s| {
+                        .map(|(s, h)| {
                             // Every connection is watched for a vanished host.
                             let kept = |x: &&TcpStream| {
                                 socket2::SockRef::from(*x).keepalive().unwrap_or(false)
                             };
+                            // Heartbeats go between process 0 and each other.
+                            let beats: Vec<usize> = h.iter().map(|(p, _)| *p).collect();
+                            let want = if i == 0 { vec![1, 2] } else { vec![0] };
+                            assert!(beats == want || done == DONE, "{i}: {beats:?}");
                             s.iter().flatten().filter(kept).count()
                         })
                     })
@@ -483,7 +629,7 @@ mod tests {
         });
         assert_eq!(run([7, 7, 7], 0), vec![Ok(2), Ok(2), Ok(2)]);
         // Process 0 with nothing to do sends the others home.
-        let r = run([7, 7, 7], 1);
+        let r = run([7, 7, 7], DONE);
         assert_eq!(r[0], Ok(2), "{r:?}");
         assert!(
             r[1..]
@@ -507,5 +653,11 @@ mod tests {
         assert_eq!(peer_lost("timely:send-0", m).map(|p| p.0), Some(0));
         assert_eq!(peer_lost("plantflow-io", m), None);
         assert_eq!(peer_lost("timely:recv-1", "index out of bounds"), None);
+        let silent =
+            format!("{HEARTBEAT_LOST}3: no heartbeat for 20.0 s (stopped, hung or cut off)");
+        assert_eq!(
+            peer_lost("plantflow:heartbeat-0", &silent).map(|p| p.0),
+            Some(3)
+        );
     }
 }

@@ -1330,6 +1330,11 @@ impl LocalCluster {
         LocalCluster { children }
     }
 
+    /// Process `i`'s process id.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].0 .0.id()
+    }
+
     /// Kills process `i` (SIGKILL) and reaps it.
     pub fn kill(&mut self, i: usize) {
         let child = &mut self.children[i].0 .0;

@@ -371,6 +371,44 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
     assert_eq!(files(&out), got.len(), "nothing was written");
 }
 
+/// A process that stops answering without closing its connections
+/// (SIGSTOP: its kernel still keeps them open) is lost once its heartbeats
+/// stop for `PLANTFLOW_PEER_TIMEOUT`: process 0 names it, tells the
+/// other process, and both exit 69 naming it.
+#[test]
+fn a_process_that_stops_answering_stops_the_others_naming_it() {
+    let s = setup();
+    let out = s.dir.path().join("stopped");
+    let logs = s.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let vars = |_| {
+        vec![
+            ("INPUT_DIR", s.input.display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+            ("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500".to_string()),
+            ("PLANTFLOW_PEER_TIMEOUT", "2s".to_string()),
+        ]
+    };
+    let mut c = LocalCluster::start(&s.dataflow, 3, &logs, vars);
+    c.wait_logged("processes is connected");
+    let pid = c.pid(1).to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for i in [0, 2] {
+        let status = c.wait(i);
+        let err = c.log(i);
+        assert_eq!(status.code(), Some(69), "process {i}: {err}");
+        assert!(
+            err.contains("process 1 of the cluster") && err.contains("no heartbeat for 2.0 s"),
+            "process {i}: {err}"
+        );
+    }
+    c.kill(1);
+}
+
 /// 2 and 3 processes read workload v1 over MQTT from the embedded broker
 /// (rumqttd) through a shared subscription: the broker gives each message
 /// to one of them, and the lake equals the DuckDB oracle's aggregates and
