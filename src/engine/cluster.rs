@@ -57,6 +57,72 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(20);
 /// the process index as 8 bytes) a process was lost.
 const ALIVE: u8 = 1;
 const LOST: u8 = 2;
+/// Process 0 stops the cluster; another process asks it to.
+const STOP: u8 = 3;
+const ASK_STOP: u8 = 4;
+
+/// This process's heartbeat connections, to write on (see [`tell_stop`]),
+/// with this process's index.
+static LINKS: std::sync::Mutex<Option<(usize, Beats)>> = std::sync::Mutex::new(None);
+
+/// Heartbeat connections by the other process's index.
+type Beats = Vec<(usize, TcpStream)>;
+
+/// What a stop from the cluster does here (see [`on_stop`]).
+type OnStop = Box<dyn Fn(usize) + Send + Sync>;
+static ON_STOP: std::sync::Mutex<Option<OnStop>> = std::sync::Mutex::new(None);
+
+/// What this process does when the cluster stops: `f(p)` with the process
+/// that stopped it (process 0 hears `ASK_STOP` from process `p`; the others
+/// hear `STOP` from process 0).
+pub fn on_stop(f: OnStop) {
+    if let Ok(mut s) = ON_STOP.lock() {
+        *s = Some(f);
+    }
+}
+
+/// Whom a stop was told to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Told {
+    /// No cluster here (or its connections are gone): stop alone.
+    Nobody,
+    /// Process 0 told every other process to stop (and stops itself).
+    Peers,
+    /// Another process asked process 0 to stop the cluster: its own stop
+    /// comes back from process 0.
+    Zero,
+}
+
+/// A stop (a signal) for the whole cluster: process 0 tells the others to
+/// stop; another process asks process 0 to, and stops when it hears back.
+pub fn tell_stop() -> Told {
+    let Ok(mut links) = LINKS.lock() else {
+        return Told::Nobody;
+    };
+    let Some((me, links)) = links.as_mut() else {
+        return Told::Nobody;
+    };
+    let byte = if *me == 0 { STOP } else { ASK_STOP };
+    let mut sent = 0;
+    for (_, s) in links.iter_mut() {
+        if s.write_all(&[byte]).is_ok() {
+            sent += 1;
+        }
+    }
+    match (sent, *me) {
+        (0, _) => Told::Nobody,
+        (_, 0) => Told::Peers,
+        _ => Told::Zero,
+    }
+}
+
+fn stopped_by(p: usize) {
+    if let Ok(f) = ON_STOP.lock() {
+        if let Some(f) = f.as_ref() {
+            f(p);
+        }
+    }
+}
 
 /// How a heartbeat watcher's panic begins (see [`peer_lost`]).
 const HEARTBEAT_LOST: &str = "cluster heartbeat: process ";
@@ -180,7 +246,7 @@ pub(super) fn allocators(
         flags: 0,
     };
     let (sockets, control) = connect(c, &mine, CONNECT_TIMEOUT)?;
-    heartbeat(control, peer_timeout());
+    heartbeat(c.process, control, peer_timeout());
     let hooks = timely::communication::Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
@@ -327,36 +393,36 @@ fn peer_timeout() -> Duration {
 /// which process it lost, so that every survivor names it. A heartbeat
 /// connection that closes says nothing: the process's timely connections
 /// break too, and they report it.
-fn heartbeat(links: Vec<(usize, TcpStream)>, timeout: Duration) {
+fn heartbeat(me: usize, links: Vec<(usize, TcpStream)>, timeout: Duration) {
     let writers: Vec<(usize, TcpStream)> = links
         .iter()
         .filter_map(|(p, s)| Some((*p, s.try_clone().ok()?)))
         .collect();
-    let writers = Arc::new(std::sync::Mutex::new(writers));
-    let w = writers.clone();
+    if let Ok(mut l) = LINKS.lock() {
+        *l = Some((me, writers));
+    }
     let _ = std::thread::Builder::new()
         .name("plantflow-beat".into())
         .spawn(move || loop {
             std::thread::sleep(BEAT);
-            if let Ok(mut w) = w.lock() {
-                for (_, s) in w.iter_mut() {
+            if let Ok(mut l) = LINKS.lock() {
+                for (_, s) in l.iter_mut().flat_map(|l| l.1.iter_mut()) {
                     let _ = s.write_all(&[ALIVE]);
                 }
             }
         });
     for (q, mut s) in links {
-        let writers = writers.clone();
         let _ = std::thread::Builder::new()
             .name(format!("plantflow:heartbeat-{q}"))
             .spawn(move || {
-                let lost = watch_peer(&mut s, timeout);
+                let lost = watch_peer(&mut s, timeout, q);
                 let Some(p) = lost else { return };
                 let p = p.unwrap_or(q);
                 // (process 0 tells the others first)
-                if let Ok(mut w) = writers.lock() {
+                if let Ok(mut l) = LINKS.lock() {
                     let mut said = vec![LOST];
                     said.extend_from_slice(&(p as u64).to_be_bytes());
-                    for (_, s) in w.iter_mut().filter(|(o, _)| *o != p) {
+                    for (_, s) in l.iter_mut().flat_map(|l| l.1.iter_mut()) {
                         let _ = s.write_all(&said);
                     }
                 }
@@ -371,7 +437,7 @@ fn heartbeat(links: Vec<(usize, TcpStream)>, timeout: Duration) {
 /// Reads a peer's heartbeats until it falls silent for `timeout`
 /// (`Some(None)`), says another process was lost (`Some(Some(p))`), or
 /// closes the connection (`None`).
-fn watch_peer(s: &mut TcpStream, timeout: Duration) -> Option<Option<usize>> {
+fn watch_peer(s: &mut TcpStream, timeout: Duration, q: usize) -> Option<Option<usize>> {
     s.set_read_timeout(Some(timeout)).ok()?;
     let mut b = [0u8; 1];
     loop {
@@ -382,6 +448,7 @@ fn watch_peer(s: &mut TcpStream, timeout: Duration) -> Option<Option<usize>> {
                 s.read_exact(&mut p).ok()?;
                 return Some(Some(u64::from_be_bytes(p) as usize));
             }
+            Ok(_) if b[0] == STOP || b[0] == ASK_STOP => stopped_by(q),
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -538,24 +605,36 @@ where
 
 /// Hands the rows a cluster's other processes sent for the lake to worker
 /// 0's writer (counted as queued dead letters there, as the writer expects).
+/// `progress` (worker 0's, in a cluster) hears the stream's frontier: the
+/// writer commits a time only once every such row before it has come,
+/// since they travel apart from the outputs.
 pub(super) fn side_to_writer(
     side: Stream<'_, u64, Vec<Side>>,
     tx: Option<super::Outlet>,
     stats: Arc<crate::stats::Stats>,
+    mut progress: Option<impl FnMut(u64) + 'static>,
 ) {
-    side.sink(Exchange::new(|_: &Side| 0u64), "side", move |(input, _)| {
-        input.for_each_stamp(|_, data| {
-            for (time, rows) in data.flat_map(|b| b.drain(..)) {
-                if let SideRows::DeadLetters(d) = &rows {
-                    let queued = &stats.dead_letters_queued;
-                    queued.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut reported = 0;
+    side.sink(
+        Exchange::new(|_: &Side| 0u64),
+        "side",
+        move |(input, frontier)| {
+            input.for_each_stamp(|_, data| {
+                for (time, rows) in data.flat_map(|b| b.drain(..)) {
+                    if let SideRows::DeadLetters(d) = &rows {
+                        let queued = &stats.dead_letters_queued;
+                        queued.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Some(tx) = &tx {
+                        tx.send(SideRows::stamped(time, rows));
+                    }
                 }
-                if let Some(tx) = &tx {
-                    tx.send(SideRows::stamped(time, rows));
-                }
+            });
+            if let Some(p) = progress.as_mut() {
+                super::output::report_progress(frontier, &mut reported, p);
             }
-        });
-    });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -349,7 +349,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
 
             let (assets, tariff, production, maintenance, status) =
                 worker.dataflow::<u64, _, _>(|scope| {
-                    cluster::side_to_writer(side.to_stream(scope), tx_side, side_stats);
+                    // (in a cluster, worker 0 hears the side rows' progress too)
+                    let of = outlets::progress_sources(workers, in_cluster);
+                    let side_progress = (in_cluster && local == 0)
+                        .then(|| progress_marker(tx_side.clone(), 2 * workers, of));
+                    let side_stream = side.to_stream(scope);
+                    cluster::side_to_writer(side_stream, tx_side, side_stats, side_progress);
                     let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                     let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
                     let (prod_in, prod) = scope.new_collection::<Interval, isize>();

@@ -58,6 +58,13 @@ pub(super) struct Outlets {
     pub(super) stats: Arc<crate::stats::Stats>,
 }
 
+/// How many progress markers the writer hears from: each worker's two sink
+/// operators, and in a cluster worker 0's side rows (see
+/// `cluster::side_to_writer`).
+pub(super) fn progress_sources(workers: usize, in_cluster: bool) -> usize {
+    2 * workers + usize::from(in_cluster)
+}
+
 /// The sink operators: the aggregates' revisions and the value layer, each
 /// with progress markers for the writer, which hears from its own
 /// process's workers (`local` of `workers`; in a cluster every row goes to
@@ -70,8 +77,9 @@ pub(super) fn to_sinks<'s>(
     geo: Geometry,
     ck: &checkpoint::Checkpoints,
 ) {
-    let agg_progress = progress_marker(o.agg.clone(), local, 2 * workers);
-    let val_progress = progress_marker(o.val.clone(), workers + local, 2 * workers);
+    let of = progress_sources(workers, in_cluster);
+    let agg_progress = progress_marker(o.agg.clone(), local, of);
+    let val_progress = progress_marker(o.val.clone(), workers + local, of);
     let to_sink = send_aggregates(o.agg, o.queued);
     let out = (geo, in_cluster);
     output::revisions(enriched, "sink:aggregates", out, to_sink, agg_progress, ck);

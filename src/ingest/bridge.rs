@@ -320,8 +320,11 @@ impl Ingest {
         if let Some(e) = st.source_epochs[source].as_mut() {
             *e = (*e).max(epoch);
         }
-        self.advance(&mut st);
+        // A cluster's rows for the lake go before the time moves on: they
+        // are stamped with the epoch they were read in, and process 0's
+        // writer commits a time once the side stream has passed it.
         self.drain_side(&st);
+        self.advance(&mut st);
         if rows.is_empty() {
             return;
         }

@@ -111,13 +111,14 @@ pub(super) fn check_sources(
 /// shares of the input are not what one process's record of positions
 /// describes.
 pub(super) fn check(
-    cluster: Option<&Cluster>,
-    (sources, follow): (&[SourcePlan], bool),
+    opts: &RunOptions,
+    sources: &[SourcePlan],
     lake: &super::lake::OpenLake,
     path: &Path,
 ) -> Result<(), RunError> {
+    let cluster = opts.cluster.as_ref();
     check_sources(cluster, sources)?;
-    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, follow) {
+    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, opts.follow) {
         return Ok(());
     }
     Err(RunError {
@@ -144,12 +145,13 @@ fn replays_alike(sources: &[SourcePlan], follow: bool) -> bool {
 /// Process 0 of a cluster whose lake already holds the whole run tells the
 /// other processes, which are waiting to connect, that there is nothing to do.
 pub(super) fn dismiss(
-    cluster: Option<&Cluster>,
     plan: &crate::config::Plan,
     fingerprint: u64,
     opts: &RunOptions,
 ) -> Result<(), RunError> {
-    let Some(c) = cluster else { return Ok(()) };
+    let Some(c) = opts.cluster.as_ref() else {
+        return Ok(());
+    };
     let initial = super::load_initial(plan)?;
     let tags = super::registry(&[], &initial);
     let shared = engine::cluster::Shared {
@@ -192,7 +194,8 @@ pub(super) fn run_peer(
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
     leave_when_cut(&ingest, &sup, opts.drain, c.process);
     let _done = super::watchdog(&sup, &opts);
-    super::on_signals(&rt, &stop, &sup, opts.drain);
+    let role = super::signals::Role::Peer(&ingest);
+    super::signals::on_signals(&rt, (&stop, &sup), opts.drain, role);
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = super::context_store(&plan, &initial, editable, &ingest, &tags, &geo);
     let quality = super::tags::TagQuality::new(&tags, &store, &plan, &stats, false);
@@ -277,6 +280,77 @@ pub(super) fn run_peer(
         started.elapsed(),
         workers,
     ))
+}
+
+/// How long a process other than 0 that asked process 0 to stop the
+/// cluster waits to hear back before it stops alone.
+pub(super) const ASKED_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What this process does when the cluster stops (see
+/// `engine::cluster::tell_stop`): process 0 (`zero`), asked by another,
+/// stops every process and itself; another process, told by process 0,
+/// stops without leaving the cluster. Every process then ends its input;
+/// process 0 (whose `--drain` decides) commits what is final, and each
+/// exits 0.
+pub(super) fn stop_with_cluster(
+    sup: &Arc<Supervisor>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    (ingest, zero): (&Arc<Ingest>, bool),
+    drain: bool,
+) {
+    let (sup, stop, ingest) = (Arc::downgrade(sup), stop.clone(), Arc::downgrade(ingest));
+    engine::cluster::on_stop(Box::new(move |p| {
+        if stop.load(Relaxed) {
+            return;
+        }
+        let Some(i) = ingest.upgrade() else { return };
+        if zero {
+            eprintln!("plantflow: process {p} asks the cluster to stop: stopping every process");
+            engine::cluster::tell_stop();
+            keep_what_is_final(&i, drain);
+        } else {
+            eprintln!("plantflow: process 0 stops the cluster: stopping");
+            // Process 0 stops too: this input ends instead of leaving.
+            i.on_cut(Box::new(|| {}));
+        }
+        if let Some(s) = sup.upgrade() {
+            s.stopping();
+        }
+        stop.store(true, Relaxed);
+    }));
+}
+
+/// Process 0 of a cluster that stops without `--drain` writes nothing
+/// from now on but what is final already: its own input may have ended
+/// before (its share read), and the other processes' inputs end now, which
+/// would close windows that lack the rest of their input. Everything the
+/// writer has before its last progress is complete, so the commit stays
+/// whole (see `Ingest::abandoned`).
+pub(super) fn keep_what_is_final(ingest: &Ingest, drain: bool) {
+    if !drain {
+        ingest.abandoned().store(true, Relaxed);
+    }
+}
+
+/// A process that asked process 0 to stop the cluster stops alone (it
+/// leaves the cluster) if process 0 has not stopped it within `wait`.
+pub(super) fn stop_alone_after(
+    sup: &Arc<Supervisor>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    wait: std::time::Duration,
+) {
+    let (sup, stop) = (Arc::downgrade(sup), stop.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(wait);
+        if stop.load(Relaxed) {
+            return;
+        }
+        eprintln!("plantflow: process 0 did not answer within {wait:?}: stopping alone");
+        if let Some(s) = sup.upgrade() {
+            s.stopping();
+        }
+        stop.store(true, Relaxed);
+    });
 }
 
 /// A process other than the writer's whose input is cut short (it failed,

@@ -27,6 +27,7 @@ mod maintain;
 pub use maintain::{lake_compact, lake_vacuum};
 mod memory;
 pub mod progress;
+mod signals;
 mod summary;
 pub mod supervise;
 pub mod tags;
@@ -297,15 +298,9 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     // The lake is locked for the run (`_lock`) and its last commit finished.
     let who = (plan.name.as_str(), plan.metrics.as_slice());
     let mut lake = lake::OpenLake::open(&sink, who, fingerprint.clone(), &opts)?;
-    cluster::check(
-        opts.cluster.as_ref(),
-        (&sources, opts.follow),
-        &lake,
-        &sink.path,
-    )?;
+    cluster::check(&opts, &sources, &lake, &sink.path)?;
     if let Some(done) = lake.nothing_to_do(&sources, &sink.path, started, &opts) {
-        cluster::dismiss(opts.cluster.as_ref(), &plan, cluster_fingerprint, &opts)?;
-        return Ok(done);
+        return cluster::dismiss(&plan, cluster_fingerprint, &opts).map(|()| done);
     }
     let (resumed, finished) = (lake.resumed.clone(), lake.durable.finished.clone());
     let workers = opts.workers.max(1);
@@ -356,7 +351,12 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
         stats.clone(),
     )?;
 
-    on_signals(&rt, &stop, &sup, opts.drain);
+    signals::on_signals(
+        &rt,
+        (&stop, &sup),
+        opts.drain,
+        signals::Role::of(&opts, &ingest),
+    );
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
@@ -529,52 +529,6 @@ fn registry(checkpoint: &[crate::model::SharedName], initial: &InitialContext) -
     }
     tags.shrink();
     tags
-}
-
-/// Signals: the first stops sources (a clean shutdown), the second exits at once.
-fn on_signals(
-    rt: &tokio::runtime::Runtime,
-    stop: &Arc<AtomicBool>,
-    sup: &Arc<Supervisor>,
-    drain: bool,
-) {
-    let stop = stop.clone();
-    let sup = sup.clone();
-    rt.spawn(async move {
-        let mut signals = 0;
-        loop {
-            #[cfg(unix)]
-            {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    return;
-                }
-            }
-            signals += 1;
-            if signals == 1 {
-                if drain {
-                    eprintln!("plantflow: stopping (draining: closing every window and committing files; signal again to abort)");
-                } else {
-                    eprintln!("plantflow: stopping (committing what is final; open windows go on at the next start; signal again to abort)");
-                }
-                sup.stopping();
-                stop.store(true, Relaxed);
-            } else {
-                eprintln!("plantflow: aborted");
-                std::process::exit(supervise::EXIT_ABORTED as i32);
-            }
-        }
-    });
 }
 
 /// What runs beside the sources (see [`spawn_background`]).

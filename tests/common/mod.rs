@@ -1307,13 +1307,23 @@ impl LocalCluster {
         dir: &Path,
         vars: impl Fn(usize) -> Vec<(&'static str, String)>,
     ) -> LocalCluster {
+        Self::start_with(df, (processes, "--drain"), dir, vars)
+    }
+
+    /// [`LocalCluster::start`] with another flag of `run` than `--drain`.
+    pub fn start_with(
+        df: &Path,
+        (processes, flag): (usize, &str),
+        dir: &Path,
+        vars: impl Fn(usize) -> Vec<(&'static str, String)>,
+    ) -> LocalCluster {
         use std::process::{Command, Stdio};
         let (hosts, _) = hostfile(dir, processes);
         let children = (0..processes)
             .map(|i| {
                 let err = dir.join(format!("stderr-{i}"));
                 let child = Command::new(env!("CARGO_BIN_EXE_plantflow"))
-                    .args(["run", "--drain", "--processes", &processes.to_string()])
+                    .args(["run", flag, "--processes", &processes.to_string()])
                     .args(["--process", &i.to_string(), "--hostfile"])
                     .arg(&hosts)
                     .arg(df)

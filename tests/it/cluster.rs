@@ -187,11 +187,11 @@ fn two_and_three_processes_write_the_lake_of_one() {
 }
 
 /// Three processes (slowed, so they are mid-run): process 1 is killed with
-/// SIGKILL, or stopped with SIGTERM without `--drain` (it leaves at once,
-/// exit 130, rather than end its input and let the others commit windows
-/// without its share); the other two stop with exit code 69, naming it.
+/// SIGKILL, and the other two stop with exit code 69, naming it; or it is
+/// stopped with SIGTERM (without `--drain`), and asks process 0 to stop the
+/// cluster: every process stops and exits 0, the open windows uncommitted.
 #[test]
-fn a_killed_or_stopped_process_stops_the_others_naming_it() {
+fn a_killed_process_stops_the_others_naming_it_and_a_stopped_one_stops_them_all() {
     let s = setup();
     for signal in ["KILL", "TERM"] {
         let (hosts, ports) = hostfile(s.dir.path(), 3);
@@ -227,12 +227,26 @@ fn a_killed_or_stopped_process_stops_the_others_naming_it() {
         assert!(sent.success());
         let gone = children[1].0.wait().unwrap();
         if signal == "TERM" {
-            let err = log(&children[1].1);
-            assert_eq!(gone.code(), Some(130), "{err}");
+            // A stop of any process stops the cluster through process 0:
+            // every process ends its input, process 0 commits what is
+            // final, and all exit 0.
+            let said = [
+                "process 1 asks the cluster to stop: stopping every process",
+                "asking process 0 to stop the cluster",
+                "process 0 stops the cluster: stopping",
+            ];
+            for (i, said) in said.iter().enumerate() {
+                let status = wait_for("the exit", || children[i].0.try_wait().unwrap());
+                let err = log(&children[i].1);
+                assert_eq!(status.code(), Some(0), "TERM, process {i}: {err}");
+                assert!(err.contains(said), "TERM, process {i}: {err}");
+            }
+            assert_eq!(gone.code(), Some(0));
             assert!(
-                err.contains("process 1: stopped without --drain; leaving the cluster"),
-                "{err}"
+                rows(&out, "aggregates").len() < 120 * 60,
+                "the open windows wait"
             );
+            continue;
         }
         for i in [0, 2] {
             let status = wait_for("the survivor's exit", || children[i].0.try_wait().unwrap());
@@ -243,7 +257,7 @@ fn a_killed_or_stopped_process_stops_the_others_naming_it() {
                 "{signal}, process {i}: {err}"
             );
         }
-        // Process 0 committed nothing the stop could have cut short.
+        // Process 0 committed nothing the kill could have cut short.
         assert!(
             !out.join("_plantflow/commit.json").exists()
                 || rows(&out, "aggregates").len() < 120 * 60
@@ -269,6 +283,26 @@ fn versions(out: &Path) -> BTreeMap<String, usize> {
         }
     }
     m
+}
+
+/// Every row of `want` once in `got`, and no other.
+fn same_versions(got: &BTreeMap<String, usize>, want: &BTreeMap<String, usize>) {
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "rows written twice: {twice:?}");
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = got
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
 }
 
 /// A cluster killed mid-run (process 1 SIGKILLed once process 0 has
@@ -335,22 +369,7 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
         "{resumed}"
     );
     let got = versions(&out);
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "rows written twice: {twice:?}");
-    let missing: Vec<_> = want
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = got
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, extra {extra:?}"
-    );
+    same_versions(&got, &want);
     // And the values are one process's (latest revision per key).
     let (w, g) = (latest_rows(&one), latest_rows(&out));
     for (t, rows) in &w {
@@ -369,6 +388,74 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
     assert_eq!(third["resumed"]["nothing_to_do"], true, "{third}");
     assert_eq!(third["rows_read"], 0, "{third}");
     assert_eq!(files(&out), got.len(), "nothing was written");
+}
+
+/// A stop while process 0 has read its share and waits for the others
+/// (they read slowly): process 0 commits only what was final, not the
+/// windows the others' input ends would close without the rest of their
+/// rows, and the cluster started again ends with the uninterrupted lake.
+#[test]
+fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
+    let s = setup();
+    let text = std::fs::read_to_string(&s.dataflow).unwrap();
+    let text = text.replace("roll_interval = \"1m\"", "roll_interval = \"30ms\"");
+    std::fs::write(&s.dataflow, text).unwrap();
+    let (one, _) = s.one();
+    let (whole, _) = s.cluster(3);
+    let want = versions(&whole);
+    let out = s.dir.path().join("stopped");
+    let logs = s.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let vars = |i: usize| {
+        let slow = if i == 0 { "0" } else { "300" };
+        vec![
+            ("INPUT_DIR", s.input.display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+            ("PLANTFLOW_TEST_SLOW_SOURCE_MS", slow.to_string()),
+        ]
+    };
+    let mut c = LocalCluster::start_with(&s.dataflow, (3, "--json"), &logs, vars);
+    c.wait_logged("processes is connected");
+    // Process 0's share is read at once; the others' take seconds.
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = c.pid(1).to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for i in 0..3 {
+        let status = c.wait(i);
+        assert_eq!(status.code(), Some(0), "process {i}: {}", c.log(i));
+    }
+    let cut = versions(&out);
+    assert!(cut.len() < want.len(), "the stop landed mid-run");
+    let extra: Vec<_> = cut
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "rows no uninterrupted run writes: {extra:?}"
+    );
+    let mut again = Command::new(PLANTFLOW);
+    again
+        .args(["cluster", "local", "--json", "--processes", "3"])
+        .arg(&s.dataflow);
+    s.env(&mut again, &out);
+    let o = again.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    same_versions(&versions(&out), &want);
+    let (w, g) = (latest_rows(&one), latest_rows(&out));
+    for (t, rows) in &w {
+        let same = rows.len() == g[t].len()
+            && rows
+                .iter()
+                .zip(&g[t])
+                .all(|(a, b)| a.0 == b.0 && close(&a.1, &b.1));
+        assert!(same, "{t}: the lake differs from one process's");
+    }
 }
 
 /// A process that stops answering without closing its connections
