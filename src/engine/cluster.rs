@@ -165,6 +165,20 @@ pub fn tags_hash(tags: &crate::ingest::TagRegistry) -> u64 {
 }
 
 impl Greeting {
+    /// This process's greeting (and every process's address, for naming a
+    /// lost one).
+    fn mine(c: &Cluster, workers: usize, shared: Shared, flags: u64) -> Greeting {
+        let _ = ADDRESSES.set(c.addresses.clone());
+        Greeting {
+            process: c.process as u64,
+            processes: c.processes as u64,
+            fingerprint: shared.fingerprint,
+            workers: workers as u64,
+            tags: shared.tags,
+            flags,
+        }
+    }
+
     fn write(&self, s: &mut TcpStream) -> std::io::Result<()> {
         let mut b = Vec::with_capacity(GREETING);
         b.extend_from_slice(&MAGIC);
@@ -236,15 +250,7 @@ pub(super) fn allocators(
     threads: usize,
     shared: Shared,
 ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
-    let _ = ADDRESSES.set(c.addresses.clone());
-    let mine = Greeting {
-        process: c.process as u64,
-        processes: c.processes as u64,
-        fingerprint: shared.fingerprint,
-        workers: threads as u64,
-        tags: shared.tags,
-        flags: 0,
-    };
+    let mine = Greeting::mine(c, threads, shared, 0);
     let (sockets, control) = connect(c, &mine, CONNECT_TIMEOUT)?;
     heartbeat(c.process, control, peer_timeout());
     let hooks = timely::communication::Hooks::default();
@@ -394,9 +400,15 @@ fn peer_timeout() -> Duration {
 /// connection that closes says nothing: the process's timely connections
 /// break too, and they report it.
 fn heartbeat(me: usize, links: Vec<(usize, TcpStream)>, timeout: Duration) {
+    // (a write to a peer that stopped reading gives up rather than hold
+    // the others' heartbeats)
     let writers: Vec<(usize, TcpStream)> = links
         .iter()
-        .filter_map(|(p, s)| Some((*p, s.try_clone().ok()?)))
+        .filter_map(|(p, s)| {
+            let w = s.try_clone().ok()?;
+            w.set_write_timeout(Some(BEAT)).ok()?;
+            Some((*p, w))
+        })
         .collect();
     if let Ok(mut l) = LINKS.lock() {
         *l = Some((me, writers));
@@ -532,15 +544,7 @@ fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<(u
 /// connects, saying so, and returns once all have heard (or after
 /// [`CONNECT_TIMEOUT`]: a process that never came has nothing to hear).
 pub fn dismiss(c: &Cluster, workers: usize, shared: Shared) -> Result<(), String> {
-    let _ = ADDRESSES.set(c.addresses.clone());
-    let mine = Greeting {
-        process: c.process as u64,
-        processes: c.processes as u64,
-        fingerprint: shared.fingerprint,
-        workers: workers as u64,
-        tags: shared.tags,
-        flags: DONE,
-    };
+    let mine = Greeting::mine(c, workers, shared, DONE);
     connect(c, &mine, CONNECT_TIMEOUT).map(drop)
 }
 
@@ -605,15 +609,19 @@ where
 
 /// Hands the rows a cluster's other processes sent for the lake to worker
 /// 0's writer (counted as queued dead letters there, as the writer expects).
-/// `progress` (worker 0's, in a cluster) hears the stream's frontier: the
-/// writer commits a time only once every such row before it has come,
-/// since they travel apart from the outputs.
+/// In a cluster, worker 0 (`local` 0 of `workers` of process 0) reports
+/// the stream's frontier as progress: the writer commits a time only once
+/// every such row before it has come, since they travel apart from the
+/// outputs.
 pub(super) fn side_to_writer(
     side: Stream<'_, u64, Vec<Side>>,
     tx: Option<super::Outlet>,
     stats: Arc<crate::stats::Stats>,
-    mut progress: Option<impl FnMut(u64) + 'static>,
+    (local, workers, in_cluster): (usize, usize, bool),
 ) {
+    let of = super::outlets::progress_sources(workers, in_cluster);
+    let mut progress =
+        (in_cluster && local == 0).then(|| super::progress_marker(tx.clone(), 2 * workers, of));
     let mut reported = 0;
     side.sink(
         Exchange::new(|_: &Side| 0u64),

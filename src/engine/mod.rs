@@ -346,15 +346,11 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
             let mut side = InputHandle::<u64, CapacityContainerBuilder<Vec<Side>>>::new();
             let probe = ProbeHandle::new();
             let window_name = format!("window:{}", plan.name);
+            let at = (local, workers, in_cluster);
 
             let (assets, tariff, production, maintenance, status) =
                 worker.dataflow::<u64, _, _>(|scope| {
-                    // (in a cluster, worker 0 hears the side rows' progress too)
-                    let of = outlets::progress_sources(workers, in_cluster);
-                    let side_progress = (in_cluster && local == 0)
-                        .then(|| progress_marker(tx_side.clone(), 2 * workers, of));
-                    let side_stream = side.to_stream(scope);
-                    cluster::side_to_writer(side_stream, tx_side, side_stats, side_progress);
+                    cluster::side_to_writer(side.to_stream(scope), tx_side, side_stats, at);
                     let (assets_in, assets) = scope.new_collection::<(TagId, AssetCtx), isize>();
                     let (tariff_in, tariff) = scope.new_collection::<(u32, F64), isize>();
                     let (prod_in, prod) = scope.new_collection::<Interval, isize>();
@@ -403,7 +399,6 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                         stats,
                     };
                     let layer = ValueLayer::new(plan.clone(), aging(geo));
-                    let at = (local, workers, in_cluster);
                     to_sinks(enriched, (value_in, layer, ledger), outlets, at, geo, &ck);
                     (assets_in, tariff_in, prod_in, maint_in, status_in)
                 });

@@ -67,6 +67,15 @@ pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
     std::process::exit(EXIT_PEER_LOST);
 }
 
+/// Process 0 of a cluster (or a process alone): a cluster keeps no input
+/// log or checkpoints yet (each process's would hold its share), so it goes
+/// on only from a lake of one replay source, which every process reads
+/// again (see [`check`]). Returns the dataflow's [`fingerprint`].
+pub(super) fn writer_options(opts: &mut RunOptions, dataflow: &Dataflow) -> u64 {
+    opts.no_input_log |= opts.cluster.is_some();
+    fingerprint(&dataflow.fingerprint)
+}
+
 /// The fingerprint every process of a cluster must share (its dataflow
 /// file's), as a number for the handshake.
 pub(super) fn fingerprint(text: &str) -> u64 {

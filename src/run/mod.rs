@@ -280,11 +280,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
         return cluster::run_peer(dataflow, opts, c);
     }
     let started = Instant::now();
-    // A cluster keeps no input log or checkpoints yet (each process's
-    // would hold its share): it goes on only from a lake of one replay
-    // source, which every process reads again (see `cluster::check`).
-    opts.no_input_log |= opts.cluster.is_some();
-    let cluster_fingerprint = cluster::fingerprint(&dataflow.fingerprint);
+    let cluster_fingerprint = cluster::writer_options(&mut opts, &dataflow);
     let Dataflow {
         plan,
         sources,
@@ -351,12 +347,8 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
         stats.clone(),
     )?;
 
-    signals::on_signals(
-        &rt,
-        (&stop, &sup),
-        opts.drain,
-        signals::Role::of(&opts, &ingest),
-    );
+    let role = signals::Role::of(&opts, &ingest);
+    signals::on_signals(&rt, (&stop, &sup), opts.drain, role);
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);

@@ -70,13 +70,36 @@ impl Setup {
     /// `cluster local` with `n` processes of one worker.
     fn cluster(&self, n: usize) -> (PathBuf, serde_json::Value) {
         let out = self.dir.path().join(format!("cluster-{n}"));
+        let summary = self.cluster_on(n, &out);
+        (out, summary)
+    }
+
+    /// The environment of processes started one by one, writing to `out`,
+    /// with `extra`; and a directory for their logs.
+    fn by_hand(
+        &self,
+        out: &Path,
+        extra: &[(&'static str, &str)],
+    ) -> (Vec<(&'static str, String)>, PathBuf) {
+        let logs = self.dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut vars = vec![
+            ("INPUT_DIR", self.input.display().to_string()),
+            ("OUT_DIR", out.display().to_string()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        (vars, logs)
+    }
+
+    /// `cluster local` with `n` processes of one worker on the lake `out`.
+    fn cluster_on(&self, n: usize, out: &Path) -> serde_json::Value {
         let mut c = Command::new(PLANTFLOW);
         c.args(["cluster", "local", "--json", "--processes", &n.to_string()])
             .arg(&self.dataflow);
-        self.env(&mut c, &out);
+        self.env(&mut c, out);
         let o = c.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (out, serde_json::from_slice(&o.stdout).unwrap())
+        serde_json::from_slice(&o.stdout).unwrap()
     }
 }
 
@@ -285,6 +308,19 @@ fn versions(out: &Path) -> BTreeMap<String, usize> {
     m
 }
 
+/// The latest revision of every key in `out` is one process's (in `one`).
+fn same_latest(one: &Path, out: &Path) {
+    let (w, g) = (latest_rows(one), latest_rows(out));
+    for (t, rows) in &w {
+        let same = rows.len() == g[t].len()
+            && rows
+                .iter()
+                .zip(&g[t])
+                .all(|(a, b)| a.0 == b.0 && close(&a.1, &b.1));
+        assert!(same, "{t}: the lake differs from one process's");
+    }
+}
+
 /// Every row of `want` once in `got`, and no other.
 fn same_versions(got: &BTreeMap<String, usize>, want: &BTreeMap<String, usize>) {
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
@@ -327,16 +363,8 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
         "an uninterrupted cluster writes each row once"
     );
     let out = s.dir.path().join("killed");
-    let logs = s.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let vars = |_| {
-        vec![
-            ("INPUT_DIR", s.input.display().to_string()),
-            ("OUT_DIR", out.display().to_string()),
-            ("PLANTFLOW_TEST_SLOW_SOURCE_MS", "300".to_string()),
-        ]
-    };
-    let mut c = LocalCluster::start(&s.dataflow, 3, &logs, vars);
+    let (vars, logs) = s.by_hand(&out, &[("PLANTFLOW_TEST_SLOW_SOURCE_MS", "300")]);
+    let mut c = LocalCluster::start(&s.dataflow, 3, &logs, |_| vars.clone());
     wait_for("process 0's first committed windows", || {
         let committed = out.join("_plantflow/commit.json").exists();
         (committed && !rows(&out, "aggregates").is_empty()).then_some(())
@@ -353,15 +381,7 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
         cut.len(),
         want.len()
     );
-    let again = || {
-        let mut cmd = Command::new(PLANTFLOW);
-        cmd.args(["cluster", "local", "--json", "--processes", "3"])
-            .arg(&s.dataflow);
-        s.env(&mut cmd, &out);
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()
-    };
+    let again = || s.cluster_on(3, &out);
     let resumed = again();
     assert!(
         resumed["resumed"]["after_commit"].as_u64() > Some(0)
@@ -371,18 +391,7 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
     let got = versions(&out);
     same_versions(&got, &want);
     // And the values are one process's (latest revision per key).
-    let (w, g) = (latest_rows(&one), latest_rows(&out));
-    for (t, rows) in &w {
-        let same = rows.len() == g[t].len()
-            && rows
-                .iter()
-                .zip(&g[t])
-                .all(|(a, b)| a.0 == b.0 && close(&a.1, &b.1));
-        assert!(
-            same,
-            "{t}: the resumed cluster's lake differs from one process's"
-        );
-    }
+    same_latest(&one, &out);
     let files = |out: &Path| versions(out).len();
     let third = again();
     assert_eq!(third["resumed"]["nothing_to_do"], true, "{third}");
@@ -404,16 +413,9 @@ fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
     let (whole, _) = s.cluster(3);
     let want = versions(&whole);
     let out = s.dir.path().join("stopped");
-    let logs = s.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let vars = |i: usize| {
-        let slow = if i == 0 { "0" } else { "300" };
-        vec![
-            ("INPUT_DIR", s.input.display().to_string()),
-            ("OUT_DIR", out.display().to_string()),
-            ("PLANTFLOW_TEST_SLOW_SOURCE_MS", slow.to_string()),
-        ]
-    };
+    let (fast, logs) = s.by_hand(&out, &[]);
+    let (slow, _) = s.by_hand(&out, &[("PLANTFLOW_TEST_SLOW_SOURCE_MS", "300")]);
+    let vars = |i: usize| if i == 0 { fast.clone() } else { slow.clone() };
     let mut c = LocalCluster::start_with(&s.dataflow, (3, "--json"), &logs, vars);
     c.wait_logged("processes is connected");
     // Process 0's share is read at once; the others' take seconds.
@@ -439,23 +441,9 @@ fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
         extra.is_empty(),
         "rows no uninterrupted run writes: {extra:?}"
     );
-    let mut again = Command::new(PLANTFLOW);
-    again
-        .args(["cluster", "local", "--json", "--processes", "3"])
-        .arg(&s.dataflow);
-    s.env(&mut again, &out);
-    let o = again.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    s.cluster_on(3, &out);
     same_versions(&versions(&out), &want);
-    let (w, g) = (latest_rows(&one), latest_rows(&out));
-    for (t, rows) in &w {
-        let same = rows.len() == g[t].len()
-            && rows
-                .iter()
-                .zip(&g[t])
-                .all(|(a, b)| a.0 == b.0 && close(&a.1, &b.1));
-        assert!(same, "{t}: the lake differs from one process's");
-    }
+    same_latest(&one, &out);
 }
 
 /// A process that stops answering without closing its connections
@@ -466,17 +454,12 @@ fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
 fn a_process_that_stops_answering_stops_the_others_naming_it() {
     let s = setup();
     let out = s.dir.path().join("stopped");
-    let logs = s.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let vars = |_| {
-        vec![
-            ("INPUT_DIR", s.input.display().to_string()),
-            ("OUT_DIR", out.display().to_string()),
-            ("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500".to_string()),
-            ("PLANTFLOW_PEER_TIMEOUT", "2s".to_string()),
-        ]
-    };
-    let mut c = LocalCluster::start(&s.dataflow, 3, &logs, vars);
+    let extra = [
+        ("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500"),
+        ("PLANTFLOW_PEER_TIMEOUT", "2s"),
+    ];
+    let (vars, logs) = s.by_hand(&out, &extra);
+    let mut c = LocalCluster::start(&s.dataflow, 3, &logs, |_| vars.clone());
     c.wait_logged("processes is connected");
     let pid = c.pid(1).to_string();
     assert!(Command::new("kill")
