@@ -50,8 +50,16 @@ const CONTROL: u64 = 2;
 const BEAT: Duration = Duration::from_secs(1);
 
 /// How long a peer may stay silent before it counts as lost, unless
-/// `PLANTFLOW_PEER_TIMEOUT` (a duration: `20s`, `500ms`) says otherwise.
+/// `PLANTFLOW_PEER_TIMEOUT` (a duration: `20s`, `5s`; at least three beats)
+/// says otherwise.
 const PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shortest peer timeout: three beats.
+const MIN_PEER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A stop was asked for (see [`tell_stop`]); process 0 passes it on once
+/// its heartbeat connections are made, if it came before them.
+static STOP_WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A heartbeat connection's bytes: alive, or (from process 0, followed by
 /// the process index as 8 bytes) a process was lost.
@@ -96,6 +104,7 @@ pub enum Told {
 /// A stop (a signal) for the whole cluster: process 0 tells the others to
 /// stop; another process asks process 0 to, and stops when it hears back.
 pub fn tell_stop() -> Told {
+    STOP_WANTED.store(true, std::sync::atomic::Ordering::SeqCst);
     let Ok(mut links) = LINKS.lock() else {
         return Told::Nobody;
     };
@@ -381,8 +390,14 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
 fn peer_timeout() -> Duration {
     let set = std::env::var("PLANTFLOW_PEER_TIMEOUT").ok();
     match set.map(|v| crate::config::units::parse_duration_ms(&v)) {
-        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
-        Some(_) => {
+        Some(Ok(ms)) if Duration::from_millis(ms) >= MIN_PEER_TIMEOUT => Duration::from_millis(ms),
+        Some(Ok(_)) => {
+            tracing::warn!(
+                "PLANTFLOW_PEER_TIMEOUT is below three heartbeats, using {MIN_PEER_TIMEOUT:?}"
+            );
+            MIN_PEER_TIMEOUT
+        }
+        Some(Err(_)) => {
             tracing::warn!(
                 "PLANTFLOW_PEER_TIMEOUT is not a duration (`20s`), using {PEER_TIMEOUT:?}"
             );
@@ -413,6 +428,11 @@ fn heartbeat(me: usize, links: Vec<(usize, TcpStream)>, timeout: Duration) {
     if let Ok(mut l) = LINKS.lock() {
         *l = Some((me, writers));
     }
+    // A stop that came while the cluster was forming: process 0 passes it
+    // on now (another process stopped alone then).
+    if me == 0 && STOP_WANTED.load(std::sync::atomic::Ordering::SeqCst) {
+        tell_stop();
+    }
     let _ = std::thread::Builder::new()
         .name("plantflow-beat".into())
         .spawn(move || loop {
@@ -430,8 +450,8 @@ fn heartbeat(me: usize, links: Vec<(usize, TcpStream)>, timeout: Duration) {
                 let lost = watch_peer(&mut s, timeout, q);
                 let Some(p) = lost else { return };
                 let p = p.unwrap_or(q);
-                // (process 0 tells the others first)
-                if let Ok(mut l) = LINKS.lock() {
+                // Process 0 tells the others first, so that they name the same process.
+                if let (0, Ok(mut l)) = (me, LINKS.lock()) {
                     let mut said = vec![LOST];
                     said.extend_from_slice(&(p as u64).to_be_bytes());
                     for (_, s) in l.iter_mut().flat_map(|l| l.1.iter_mut()) {

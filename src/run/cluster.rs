@@ -315,8 +315,8 @@ pub(super) fn stop_with_cluster(
         let Some(i) = ingest.upgrade() else { return };
         if zero {
             eprintln!("plantflow: process {p} asks the cluster to stop: stopping every process");
-            engine::cluster::tell_stop();
             keep_what_is_final(&i, drain);
+            engine::cluster::tell_stop();
         } else {
             eprintln!("plantflow: process 0 stops the cluster: stopping");
             // Process 0 stops too: this input ends instead of leaving.

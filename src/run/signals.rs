@@ -74,17 +74,20 @@ pub(super) fn on_signals(
             }
             signals += 1;
             if signals == 1 {
-                // In a cluster, process 0 stops every process; another asks
-                // it to, and stops when process 0 says so.
+                // In a cluster, process 0 stops every process (keeping only
+                // what is final first); another asks it to, and stops when
+                // process 0 says so.
+                if let Some(zero) = &zero {
+                    cluster::keep_what_is_final(zero, drain);
+                }
                 let told = engine::cluster::tell_stop();
                 if told == engine::cluster::Told::Zero {
                     eprintln!("plantflow: asking process 0 to stop the cluster (signal again to abort)");
                     cluster::stop_alone_after(&sup, &stop, cluster::ASKED_STOP_WAIT);
                     continue;
                 }
-                if let (engine::cluster::Told::Peers, Some(zero)) = (told, &zero) {
+                if told == engine::cluster::Told::Peers {
                     eprintln!("plantflow: stopping the cluster's other processes too");
-                    cluster::keep_what_is_final(zero, drain);
                 }
                 if drain {
                     eprintln!("plantflow: stopping (draining: closing every window and committing files; signal again to abort)");

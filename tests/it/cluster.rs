@@ -212,16 +212,18 @@ fn two_and_three_processes_write_the_lake_of_one() {
 /// Three processes (slowed, so they are mid-run): process 1 is killed with
 /// SIGKILL, and the other two stop with exit code 69, naming it; or it is
 /// stopped with SIGTERM (without `--drain`), and asks process 0 to stop the
-/// cluster: every process stops and exits 0, the open windows uncommitted.
+/// cluster: every process stops and exits 0, the open windows uncommitted;
+/// or process 0 gets SIGTERM and stops the others alike.
 #[test]
 fn a_killed_process_stops_the_others_naming_it_and_a_stopped_one_stops_them_all() {
     let s = setup();
-    for signal in ["KILL", "TERM"] {
+    // (TERM to process 1, then to process 0)
+    for (signal, to) in [("KILL", 1), ("TERM", 1), ("TERM", 0)] {
         let (hosts, ports) = hostfile(s.dir.path(), 3);
-        let out = s.dir.path().join(format!("lake-{signal}"));
+        let out = s.dir.path().join(format!("lake-{signal}-{to}"));
         let mut children: Vec<(std::process::Child, PathBuf)> = (0..3)
             .map(|i| {
-                let err = s.dir.path().join(format!("stderr-{signal}-{i}"));
+                let err = s.dir.path().join(format!("stderr-{signal}-{to}-{i}"));
                 let mut c = Command::new(PLANTFLOW);
                 c.args(["run", "--processes", "3", "--process", &i.to_string()])
                     .arg("--hostfile")
@@ -242,35 +244,42 @@ fn a_killed_process_stops_the_others_naming_it_and_a_stopped_one_stops_them_all(
             });
         }
         std::thread::sleep(Duration::from_millis(300));
-        let pid = children[1].0.id().to_string();
+        let pid = children[to].0.id().to_string();
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap();
         assert!(sent.success());
-        let gone = children[1].0.wait().unwrap();
         if signal == "TERM" {
             // A stop of any process stops the cluster through process 0:
             // every process ends its input, process 0 commits what is
             // final, and all exit 0.
-            let said = [
-                "process 1 asks the cluster to stop: stopping every process",
-                "asking process 0 to stop the cluster",
-                "process 0 stops the cluster: stopping",
-            ];
+            let stopped = "process 0 stops the cluster: stopping";
+            let said = match to {
+                1 => [
+                    "process 1 asks the cluster to stop: stopping every process",
+                    "asking process 0 to stop the cluster",
+                    stopped,
+                ],
+                _ => [
+                    "stopping the cluster's other processes too",
+                    stopped,
+                    stopped,
+                ],
+            };
             for (i, said) in said.iter().enumerate() {
                 let status = wait_for("the exit", || children[i].0.try_wait().unwrap());
                 let err = log(&children[i].1);
-                assert_eq!(status.code(), Some(0), "TERM, process {i}: {err}");
-                assert!(err.contains(said), "TERM, process {i}: {err}");
+                assert_eq!(status.code(), Some(0), "TERM to {to}, process {i}: {err}");
+                assert!(err.contains(said), "TERM to {to}, process {i}: {err}");
             }
-            assert_eq!(gone.code(), Some(0));
             assert!(
                 rows(&out, "aggregates").len() < 120 * 60,
                 "the open windows wait"
             );
             continue;
         }
+        children[1].0.wait().unwrap();
         for i in [0, 2] {
             let status = wait_for("the survivor's exit", || children[i].0.try_wait().unwrap());
             let err = log(&children[i].1);
@@ -456,7 +465,7 @@ fn a_process_that_stops_answering_stops_the_others_naming_it() {
     let out = s.dir.path().join("stopped");
     let extra = [
         ("PLANTFLOW_TEST_SLOW_SOURCE_MS", "500"),
-        ("PLANTFLOW_PEER_TIMEOUT", "2s"),
+        ("PLANTFLOW_PEER_TIMEOUT", "3s"),
     ];
     let (vars, logs) = s.by_hand(&out, &extra);
     let mut c = LocalCluster::start(&s.dataflow, 3, &logs, |_| vars.clone());
@@ -472,7 +481,7 @@ fn a_process_that_stops_answering_stops_the_others_naming_it() {
         let err = c.log(i);
         assert_eq!(status.code(), Some(69), "process {i}: {err}");
         assert!(
-            err.contains("process 1 of the cluster") && err.contains("no heartbeat for 2.0 s"),
+            err.contains("process 1 of the cluster") && err.contains("no heartbeat for 3.0 s"),
             "process {i}: {err}"
         );
     }
