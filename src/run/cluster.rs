@@ -267,18 +267,10 @@ pub(super) fn run_peer(
     }
     if nothing_to_do {
         tracing::info!("{}", engine::cluster::NOTHING_TO_DO);
-        let mut s = super::summary::collect(
-            &Default::default(),
-            Default::default(),
-            sink.path,
-            started.elapsed(),
-            workers,
-        );
-        s.resumed = Some(super::summary::Resumed {
-            nothing_to_do: true,
-            ..Default::default()
-        });
-        return Ok(s);
+        let (took, resumed) = (started.elapsed(), Default::default());
+        return Ok(super::summary::nothing_to_do(
+            sink.path, took, workers, resumed,
+        ));
     }
     result.map_err(super::engine_failed)?;
     let report = crate::sinks::parquet::WriterReport::default();

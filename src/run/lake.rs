@@ -10,7 +10,6 @@ use std::time::Instant;
 use crate::sinks::parquet::commit::{self, OpenError};
 use crate::sinks::parquet::ship;
 use crate::sinks::parquet::{Durable, ParquetPlan, Resume};
-use crate::stats::Stats;
 
 use super::summary::{self, Resumed};
 use super::supervise::{self, RunError};
@@ -177,18 +176,13 @@ impl OpenLake {
         if !(deterministic && self.finished_run) {
             return None;
         }
-        let mut s = summary::collect(
-            &Stats::default(),
-            Default::default(),
+        let (took, workers) = (started.elapsed(), opts.workers.max(1));
+        Some(summary::nothing_to_do(
             lake.to_path_buf(),
-            started.elapsed(),
-            opts.workers.max(1),
-        );
-        s.resumed = Some(Resumed {
-            nothing_to_do: true,
-            ..r.clone()
-        });
-        Some(s)
+            took,
+            workers,
+            r.clone(),
+        ))
     }
 }
 

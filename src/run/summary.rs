@@ -117,6 +117,23 @@ impl Resumed {
     }
 }
 
+/// The summary of a run that had nothing to do: the lake already held the
+/// whole run (`resumed` says from which commit; a cluster's other process
+/// does not know it).
+pub(super) fn nothing_to_do(
+    lake: PathBuf,
+    took: Duration,
+    workers: usize,
+    resumed: Resumed,
+) -> RunSummary {
+    let mut s = collect(&Stats::default(), Default::default(), lake, took, workers);
+    s.resumed = Some(Resumed {
+        nothing_to_do: true,
+        ..resumed
+    });
+    s
+}
+
 /// A run that found a commit record in its lake.
 #[derive(Debug, Clone, Default)]
 pub struct Resumed {

@@ -1340,9 +1340,14 @@ impl LocalCluster {
         LocalCluster { children }
     }
 
-    /// Process `i`'s process id.
-    pub fn pid(&self, i: usize) -> u32 {
-        self.children[i].0 .0.id()
+    /// Sends process `i` a signal (`"TERM"`, `"STOP"`).
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.children[i].0 .0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     /// Kills process `i` (SIGKILL) and reaps it.
@@ -1393,12 +1398,8 @@ impl LocalCluster {
         wait_for("every row read by the processes together", || {
             ((0..count).map(|i| self.read(i)).sum::<u64>() >= n).then_some(())
         });
-        for (c, _) in &self.children {
-            let st = std::process::Command::new("kill")
-                .args(["-TERM", &c.0.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(st.success());
+        for i in 0..count {
+            self.signal(i, "TERM");
         }
         let mut per = Vec::new();
         for i in 0..count {

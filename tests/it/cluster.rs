@@ -429,12 +429,7 @@ fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
     c.wait_logged("processes is connected");
     // Process 0's share is read at once; the others' take seconds.
     std::thread::sleep(Duration::from_millis(800));
-    let pid = c.pid(1).to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    c.signal(1, "TERM");
     for i in 0..3 {
         let status = c.wait(i);
         assert_eq!(status.code(), Some(0), "process {i}: {}", c.log(i));
@@ -470,12 +465,7 @@ fn a_process_that_stops_answering_stops_the_others_naming_it() {
     let (vars, logs) = s.by_hand(&out, &extra);
     let mut c = LocalCluster::start(&s.dataflow, 3, &logs, |_| vars.clone());
     c.wait_logged("processes is connected");
-    let pid = c.pid(1).to_string();
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    c.signal(1, "STOP");
     for i in [0, 2] {
         let status = c.wait(i);
         let err = c.log(i);
