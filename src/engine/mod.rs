@@ -52,7 +52,6 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::{Exchange as _, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
-use crate::config::cluster::Cluster;
 use crate::config::Plan;
 use crate::ingest::bridge::{ContextChange, WorkerMsg};
 use crate::ingest::{Geometry, Ingest, InitialContext, TagRegistry};
@@ -284,7 +283,7 @@ pub struct EngineArgs {
     pub restore: Option<EngineRestore>,
     /// This process's place in a cluster (`None`: the dataflow runs here
     /// alone), and the dataflow file's fingerprint its peers must share.
-    pub cluster: Option<(Cluster, u64)>,
+    pub cluster: Option<cluster::Joined>,
 }
 
 /// Runs the dataflow on `workers` threads until the ingest says `End` and
@@ -304,9 +303,8 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
         restore,
         cluster,
     } = args;
-    let (first, in_cluster, writes) = cluster::place(cluster.as_ref().map(|c| &c.0), workers);
+    let (first, in_cluster, writes) = cluster::place(cluster.as_ref().map(|c| &c.cluster), workers);
     let (checkpoints, state) = checkpoints.map_or((None, None), |c| (Some(c.parts), Some(c.dir)));
-    let tags_now = tags.clone();
     let names = Arc::new(Names::default());
     let shared = Arc::new(checkpoint::Shared::new(
         restore,
@@ -424,12 +422,12 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                 worker,
                 inputs,
                 (&pace, &probe, feed),
-                (&ck, parts_tx.as_ref()),
+                (&ck, parts_tx.as_ref(), local),
                 &caught,
             );
         })
     };
-    let guards = cluster::execute(cluster.as_ref(), &tags_now, workers, body)?;
+    let guards = cluster::execute(cluster, workers, body)?;
     if guards.join().iter().any(|r| r.is_err()) {
         let first = panics.first();
         return Err(format!(
@@ -447,16 +445,18 @@ fn drive(
     worker: &mut timely::worker::Worker,
     mut inputs: Inputs,
     (pace, probe, feed): (&Pace<'_>, &ProbeHandle<u64>, Feed<'_>),
-    (ck, parts_tx): (
+    (ck, parts_tx, local): (
         &checkpoint::Checkpoints,
         Option<&std::sync::mpsc::Sender<WorkerParts>>,
+        usize,
     ),
     caught: &Panics,
 ) {
     let index = inputs.index;
     while !pace.step(worker, &mut inputs, probe, feed, &ck.barrier) {
         if let Some(taken) = ck.barrier.take() {
-            checkpoint::send(parts_tx, index, &feed.2 .0, taken);
+            // (a checkpoint holds this process's workers, by local index)
+            checkpoint::send(parts_tx, local, &feed.2 .0, taken);
         }
         crate::model::test_panic("worker", index as u64);
         if caught.any() {

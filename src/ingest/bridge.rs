@@ -80,12 +80,30 @@ struct State {
 
 /// When the bridge takes checkpoints, and where their parts go.
 struct Checkpointing {
-    every: std::time::Duration,
+    /// How often (`None`: where a cluster's process 0 cuts, see [`Cut`]).
+    every: Option<std::time::Duration>,
     last: std::time::Instant,
+    cut: Cut,
     tx: std::sync::mpsc::Sender<BridgePart>,
     /// The time of the last checkpoint written (set by whoever writes them).
     written: Arc<Written>,
 }
+
+/// A cluster's checkpoint round on this process (see
+/// [`Ingest::prepare_cut`]): the time is held while process 0 picks a cut
+/// after every process's time, and the checkpoint is taken where this
+/// process's time passes it.
+#[derive(Default)]
+struct Cut {
+    /// Held since then: the time waits to move on.
+    preparing: Option<std::time::Instant>,
+    /// The checkpoint to take where the time reaches it.
+    at: Option<u64>,
+}
+
+/// How long the time waits for process 0's cut at most: then it goes on
+/// (and a cut that comes after it has passed is not taken).
+const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a stopping node waits for its last checkpoint.
 const STOP_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -105,6 +123,8 @@ pub struct Ingest {
     /// What the replay left for each source.
     resumed: Mutex<HashMap<usize, Resumed>>,
     checkpointing: Mutex<Option<Checkpointing>>,
+    /// A held time hears of its cut ([`Ingest::cut_at`]).
+    cut_heard: Condvar,
     /// The run's stop flag: input that ends because of a stop is abandoned
     /// (see [`Ingest::abandoned`]), unless the run drains.
     stop: Mutex<Option<(Arc<AtomicBool>, bool)>>,
@@ -183,6 +203,7 @@ impl Ingest {
             ready: (Mutex::new(true), Condvar::new()),
             resumed: Mutex::new(HashMap::new()),
             checkpointing: Mutex::new(None),
+            cut_heard: Condvar::new(),
             stop: Mutex::new(None),
             abandon: Arc::default(),
             held: AtomicBool::new(false),
@@ -242,6 +263,7 @@ impl Ingest {
         let min = st.source_epochs.iter().flatten().min().copied();
         if let Some(m) = min {
             if m > st.time {
+                self.cut_before(st, m);
                 st.time = m;
                 st.dirty = false;
                 self.broadcast_advance(m);
@@ -395,6 +417,7 @@ impl Ingest {
         }
         let next = st.time + 1;
         if !next.is_multiple_of(self.epoch_ms) {
+            self.cut_before(st, next);
             st.time = next;
             st.dirty = false;
             self.broadcast_advance(next);
@@ -651,11 +674,102 @@ impl Ingest {
     ) {
         if let Ok(mut c) = self.checkpointing.lock() {
             *c = Some(Checkpointing {
-                every,
+                every: Some(every),
                 last: std::time::Instant::now(),
+                cut: Cut::default(),
                 tx,
                 written,
             });
+        }
+    }
+
+    /// A cluster's process: takes checkpoints where process 0 cuts (see
+    /// [`Ingest::prepare_cut`]), not by the clock.
+    pub fn checkpoint_at_cuts(
+        &self,
+        tx: std::sync::mpsc::Sender<BridgePart>,
+        written: Arc<Written>,
+    ) {
+        if let Ok(mut c) = self.checkpointing.lock() {
+            *c = Some(Checkpointing {
+                every: None,
+                last: std::time::Instant::now(),
+                cut: Cut::default(),
+                tx,
+                written,
+            });
+        }
+    }
+
+    /// A cluster's checkpoint round: holds the time where it is (until
+    /// [`Ingest::cut_at`], or [`HOLD`]) and returns it; `None` when this
+    /// process cannot take part (its input has ended, or its log is still
+    /// being replayed).
+    pub fn prepare_cut(&self) -> Option<u64> {
+        let st = self.lock();
+        if st.ended || !self.logging.load(Relaxed) {
+            return None;
+        }
+        let mut c = self.checkpointing.lock().ok()?;
+        let ck = c.as_mut().filter(|c| c.every.is_none())?;
+        ck.cut.preparing = Some(std::time::Instant::now());
+        Some(st.time)
+    }
+
+    /// Process 0's cut of the round being prepared (`None`: no cut this
+    /// round): the time goes on, and the checkpoint is taken where it
+    /// passes `at` (if it has not already).
+    pub fn cut_at(&self, at: Option<u64>) {
+        if let Ok(mut c) = self.checkpointing.lock() {
+            if let Some(ck) = c.as_mut() {
+                ck.cut.preparing = None;
+                ck.cut.at = at;
+            }
+        }
+        self.cut_heard.notify_all();
+    }
+
+    /// Before a cluster's time moves from `st.time` to `next`: waits while
+    /// a cut is prepared (at most [`HOLD`]), then takes the checkpoint of a
+    /// cut this move passes. A cut the time has passed already is dropped
+    /// (process 0 then names no checkpoint for that round).
+    fn cut_before(&self, st: &State, next: u64) -> bool {
+        if !self.logging.load(Relaxed) {
+            return false;
+        }
+        let Ok(mut c) = self.checkpointing.lock() else {
+            return false;
+        };
+        loop {
+            let Some(ck) = c.as_mut().filter(|c| c.every.is_none()) else {
+                return false;
+            };
+            match ck.cut.preparing {
+                Some(since) if since.elapsed() < HOLD => {}
+                _ => {
+                    ck.cut.preparing = None;
+                    break;
+                }
+            }
+            let waited = self
+                .cut_heard
+                .wait_timeout(c, std::time::Duration::from_millis(20));
+            c = match waited {
+                Ok((c, _)) => c,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        let Some(ck) = c.as_mut() else { return false };
+        match ck.cut.at {
+            Some(at) if at <= st.time => {
+                ck.cut.at = None;
+                false
+            }
+            Some(at) if at <= next => {
+                ck.cut.at = None;
+                self.take_checkpoint(st, at, ck)
+            }
+            _ => false,
         }
     }
 
@@ -666,9 +780,21 @@ impl Ingest {
         let Ok(mut c) = self.checkpointing.lock() else {
             return false;
         };
-        let Some(ck) = c.as_mut().filter(|c| c.last.elapsed() >= c.every) else {
+        if c.as_ref().is_some_and(|c| c.every.is_none()) {
+            drop(c);
+            return self.cut_before(st, at);
+        }
+        let due = |c: &&mut Checkpointing| c.every.is_some_and(|e| c.last.elapsed() >= e);
+        let Some(ck) = c.as_mut().filter(due) else {
             return false;
         };
+        self.take_checkpoint(st, at, ck)
+    }
+
+    /// Takes a checkpoint at `at`: the workers hear of it before the time
+    /// reaches `at`, the log goes on in a new segment, and the bridge's
+    /// part is handed over (state lock held).
+    fn take_checkpoint(&self, st: &State, at: u64, ck: &mut Checkpointing) -> bool {
         let Some(track) = st.track.clone() else {
             return false;
         };
@@ -705,12 +831,19 @@ impl Ingest {
         }
         let written = match self.checkpointing.lock() {
             Ok(mut c) => match c.as_mut() {
-                Some(c) => {
+                // (a cluster's checkpoints are taken where process 0 cuts:
+                // a stop goes on from the last one)
+                Some(Checkpointing {
+                    every: Some(every),
+                    last,
+                    written,
+                    ..
+                }) => {
                     // Due at once.
-                    c.last = std::time::Instant::now() - c.every;
-                    c.written.clone()
+                    *last = std::time::Instant::now() - *every;
+                    written.clone()
                 }
-                None => return,
+                _ => return,
             },
             Err(_) => return,
         };

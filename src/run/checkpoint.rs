@@ -56,6 +56,16 @@ fn file_name(at: u64) -> String {
     format!("checkpoint-{at:020}.bin")
 }
 
+/// The checkpoint at `at` as a commit names it, but for its segment (a
+/// cluster's process reads its own file of that time).
+pub fn named(at: u64) -> CheckpointRef {
+    CheckpointRef {
+        at,
+        segment: 0,
+        file: file_name(at),
+    }
+}
+
 /// Writes `c` to `dir` (temporary file, `fsync`, rename, directory `fsync`):
 /// after a crash the file is whole or absent.
 fn write(dir: &Path, c: &Checkpoint, n: u64) -> Result<CheckpointRef, String> {
@@ -244,11 +254,10 @@ pub struct Checkpointer {
     pub fingerprint: String,
     pub workers: usize,
     pub tags: Arc<TagRegistry>,
-    pub slot: Arc<CheckpointSlot>,
+    /// Where each checkpoint written goes (see [`start`]).
+    pub publish: Publish,
     /// Checkpoints written by this process.
     pub written: std::cell::Cell<u64>,
-    /// Tells the bridge (a stopping node waits for its last checkpoint).
-    pub told: Arc<crate::ingest::bridge::Written>,
     pub stats: Arc<crate::stats::Stats>,
 }
 
@@ -395,10 +404,7 @@ impl Checkpointer {
                     ms = started.elapsed().as_millis() as u64,
                     "checkpoint written"
                 );
-                if let Ok(mut slot) = self.slot.ready.lock() {
-                    *slot = Some(r);
-                }
-                self.told.set(at);
+                (self.publish)(r);
             }
             Err(e) => {
                 self.remove_spilled(at);
@@ -412,56 +418,96 @@ impl Checkpointer {
     }
 }
 
+/// What the checkpoint thread does with each checkpoint it wrote.
+pub type Publish = Box<dyn Fn(CheckpointRef) + Send>;
+
 /// Starts checkpoints for a node with an input log: the bridge is told how
-/// often, the lake's writer where to find them, and the thread that writes
-/// them starts (it ends when the engine does). Returns where the workers'
-/// parts go.
+/// often (or, in a cluster, to take them where process 0 cuts, see
+/// `cuts.rs`), the lake's writer where to find them (process 0, or a
+/// process alone: `lake`), and the thread that writes them starts (it ends
+/// when the engine does). Returns where the workers' parts go.
 pub(super) fn start(
     log: Option<&super::durable::InputLog>,
     plan: &crate::config::Plan,
-    lake: &mut super::lake::OpenLake,
+    mut lake: Option<&mut super::lake::OpenLake>,
     ingest: &Arc<crate::ingest::Ingest>,
     (tags, stats, workers): (&Arc<TagRegistry>, &Arc<crate::stats::Stats>, usize),
+    rounds: Option<&Arc<super::cuts::Rounds>>,
 ) -> Result<Option<crate::engine::CheckpointTo>, String> {
-    // (a logged lake writes its sources' held dead letters at a stop)
-    lake.durable.logged = log.is_some();
-    // The log is synced every 100 ms; a commit syncs it first, so the lake
-    // never holds a row whose input a kill could take from the log.
-    if log.is_some() {
-        let ingest = ingest.clone();
-        lake.durable.sync_log = Some(Box::new(move || ingest.sync()));
+    if let Some(lake) = lake.as_mut() {
+        // (a logged lake writes its sources' held dead letters at a stop)
+        lake.durable.logged = log.is_some();
+        // The log is synced every 100 ms; a commit syncs it first, so the
+        // lake never holds a row whose input a kill could take from the log.
+        if log.is_some() {
+            let ingest = ingest.clone();
+            lake.durable.sync_log = Some(Box::new(move || ingest.sync()));
+        }
     }
     let (Some(log), Some(ms)) = (log, plan.window.checkpoint_ms) else {
         return Ok(None);
     };
     let dir = log.dir().to_path_buf();
-    let slot = Arc::new(CheckpointSlot {
-        ready: Default::default(),
-        writer: Default::default(),
-        committed: Box::new({
-            let dir = dir.clone();
-            move |now, before| committed(&dir, now, before)
-        }),
-    });
-    lake.durable.checkpoints = Some(slot.clone());
     let (bridge_tx, bridge_rx) = std::sync::mpsc::channel();
     let (workers_tx, workers_rx) = std::sync::mpsc::channel();
     let told = Arc::new(crate::ingest::bridge::Written::default());
-    ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx, told.clone());
+    let slot = lake.map(|lake| {
+        let slot = Arc::new(CheckpointSlot {
+            ready: Default::default(),
+            writer: Default::default(),
+            committed: Box::new({
+                let (dir, rounds) = (dir.clone(), rounds.cloned());
+                move |now, before| {
+                    committed(&dir, now, before);
+                    if let Some(r) = &rounds {
+                        r.tell_committed(now, before);
+                    }
+                }
+            }),
+        });
+        lake.durable.checkpoints = Some(slot.clone());
+        slot
+    });
+    let publish: Publish = match (rounds, &slot) {
+        (Some(r), _) => {
+            if let Some(slot) = &slot {
+                r.to_lake(slot.clone());
+            }
+            ingest.checkpoint_at_cuts(bridge_tx, told);
+            let r = r.clone();
+            Box::new(move |c| r.written(c))
+        }
+        (None, Some(slot)) => {
+            ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx, told.clone());
+            let slot = slot.clone();
+            Box::new(move |c: CheckpointRef| {
+                let at = c.at;
+                if let Ok(mut ready) = slot.ready.lock() {
+                    *ready = Some(c);
+                }
+                // (a stopping node waits for its last checkpoint)
+                told.set(at);
+            })
+        }
+        (None, None) => return Ok(None),
+    };
     let thread = Checkpointer {
         dir,
         fingerprint: log.fingerprint().to_string(),
         workers,
         tags: tags.clone(),
-        slot: slot.clone(),
+        publish,
         written: Default::default(),
-        told,
         stats: stats.clone(),
     }
     .spawn(bridge_rx, workers_rx)
     .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
-    if let Ok(mut w) = slot.writer.lock() {
-        *w = Some(thread);
+    // (another process of a cluster leaves its thread be: a kill cuts no
+    // checkpoint short, and what is written at the end is not named)
+    if let Some(slot) = slot {
+        if let Ok(mut w) = slot.writer.lock() {
+            *w = Some(thread);
+        }
     }
     Ok(Some(crate::engine::CheckpointTo {
         parts: workers_tx,

@@ -67,13 +67,63 @@ pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
     std::process::exit(EXIT_PEER_LOST);
 }
 
-/// Process 0 of a cluster (or a process alone): a cluster keeps no input
-/// log or checkpoints yet (each process's would hold its share), so it goes
-/// on only from a lake of one replay source, which every process reads
-/// again (see [`check`]). Returns the dataflow's [`fingerprint`].
+/// Process 0 of a cluster (or a process alone): a cluster of live sources
+/// keeps an input log and checkpoints on every process (see `cuts.rs`); one
+/// with replay files keeps none, and goes on only from a lake of one replay
+/// source, which every process reads again (see [`check`]). Returns the
+/// dataflow's [`fingerprint`].
 pub(super) fn writer_options(opts: &mut RunOptions, dataflow: &Dataflow) -> u64 {
-    opts.no_input_log |= opts.cluster.is_some();
+    opts.no_input_log |= opts.cluster.is_some() && !all_live(&dataflow.sources);
     fingerprint(&dataflow.fingerprint)
+}
+
+/// Whether every source is live (no replay file): a cluster of them logs
+/// its input on every process.
+fn all_live(sources: &[SourcePlan]) -> bool {
+    !sources.iter().any(|s| matches!(s, SourcePlan::Replay(_)))
+}
+
+/// Joins the cluster of `opts` (none: `None`): every process's connections
+/// are made, and process 0 says where every input log starts (`start` is
+/// this process's own; the result holds process 0's).
+pub(super) fn join(
+    opts: &RunOptions,
+    fingerprint: u64,
+    files: &crate::ingest::InitialContext,
+    start: engine::cluster::Start,
+) -> Result<Option<engine::cluster::Joined>, String> {
+    let Some(c) = opts.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let shared = engine::cluster::Shared {
+        fingerprint,
+        // (the assets file's order: a checkpoint's ids are each process's own)
+        tags: engine::cluster::tags_hash(&super::registry(&[], files)),
+    };
+    engine::cluster::join(c, opts.workers.max(1), shared, start).map(Some)
+}
+
+/// A cluster's checkpoint rounds on this process, when its input is
+/// logged and checkpoints are on (process 0 runs them until `stop`).
+pub(super) fn rounds(
+    opts: &RunOptions,
+    plan: &crate::config::Plan,
+    log: Option<&super::durable::InputLog>,
+    (ingest, stop): (&Arc<Ingest>, &Arc<std::sync::atomic::AtomicBool>),
+) -> Option<Arc<super::cuts::Rounds>> {
+    let c = opts.cluster.as_ref()?;
+    let every = plan.window.checkpoint_ms?;
+    let log = log?;
+    let at = (c.process, c.processes);
+    let dir = log.dir().to_path_buf();
+    let rounds = super::cuts::Rounds::new(ingest, at, plan.window.size_ms as u64, dir);
+    if c.writes() {
+        let every = std::time::Duration::from_millis(every as u64);
+        rounds.coordinate(every, stop.clone());
+    } else if let Some(r) = log.checkpoint_ref() {
+        rounds.restored(r);
+    }
+    Some(rounds)
 }
 
 /// The fingerprint every process of a cluster must share (its dataflow
@@ -127,16 +177,19 @@ pub(super) fn check(
 ) -> Result<(), RunError> {
     let cluster = opts.cluster.as_ref();
     check_sources(cluster, sources)?;
-    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, opts.follow) {
+    let logged = all_live(sources) && !opts.no_input_log;
+    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, opts.follow) || logged
+    {
         return Ok(());
     }
     Err(RunError {
         code: super::supervise::EXIT_CONFIG,
         message: format!(
-            "{} already holds a run's files: a cluster (--processes) goes on from a lake only \
-             when its input is one replay file (read again, what the lake has is skipped); \
-             with live sources it starts from an empty lake (their input logs are not kept \
-             in a cluster yet): give it an empty directory",
+            "{} already holds a run's files: a cluster (--processes) goes on from a lake \
+             when its input is one replay file (read again, what the lake has is skipped) \
+             or only live sources (each process's input log and checkpoints); with several \
+             replay files or --follow it starts from an empty lake (their input logs are \
+             not kept in a cluster yet): give it an empty directory",
             path.display()
         ),
     })
@@ -175,6 +228,7 @@ pub(super) fn dismiss(
 
 /// Runs process `c.process` (not 0) of a cluster: its share of the
 /// sources and its workers, no lake, no operator surface, no publishing.
+/// Its input log (live sources) starts where process 0 says.
 pub(super) fn run_peer(
     dataflow: Dataflow,
     opts: RunOptions,
@@ -193,21 +247,44 @@ pub(super) fn run_peer(
     let workers = opts.workers.max(1);
     let stats = opts.stats.clone().unwrap_or_default();
     let stop = opts.stop.clone().unwrap_or_default();
-    let initial = super::load_initial(&plan)?;
-    let tags = super::registry(&[], &initial);
-    let geo = super::geometry(&plan);
+    let files = super::load_initial(&plan)?;
     let (ingest, receivers) = Ingest::new(workers, sources.len(), plan.window.size_ms as u64, 64);
     let rt = super::io_runtime()?;
-    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
-    ingest.forward_side(sink_rx, stats.clone());
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
     leave_when_cut(&ingest, &sup, opts.drain, c.process);
     let _done = super::watchdog(&sup, &opts);
     let role = super::signals::Role::Peer(&ingest);
     super::signals::on_signals(&rt, (&stop, &sup), opts.drain, role);
+    let joined = match join(&opts, fingerprint(&text), &files, Default::default()) {
+        Err(e) if e == engine::cluster::NOTHING_TO_DO => {
+            tracing::info!("{e}");
+            // The sources stop, and the cluster has no run to leave.
+            ingest.on_cut(Box::new(|| {}));
+            let (took, resumed) = (started.elapsed(), Default::default());
+            let done = super::summary::nothing_to_do(sink.path, took, workers, resumed);
+            return Ok(done);
+        }
+        joined => joined.map_err(super::engine_failed)?,
+    };
+    let from = joined.as_ref().map_or(Default::default(), |j| j.start);
+    let (here, refs) = super::durable::follow_zero(from, &opts);
+    let began = super::durable::start_from(&plan, &sources, &here, (&text, &refs), &stats)?;
+    let (log, files, mut initial, tags, restore) = began.into_parts();
+    let geo = super::geometry(&plan);
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
+    ingest.forward_side(sink_rx, stats.clone());
+    let (held, new_status) = super::durable::held(log.as_ref(), &mut initial);
+    let rounds = rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
+    let at = (&tags, &stats, workers);
+    let checkpoints =
+        super::checkpoint::start(log.as_ref(), &plan, None, &ingest, at, rounds.as_ref())?;
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
-    let store = super::context_store(&plan, &initial, editable, &ingest, &tags, &geo);
+    let store = super::context_store(&plan, &held, editable, &ingest, &tags, &geo);
     let quality = super::tags::TagQuality::new(&tags, &store, &plan, &stats, false);
+    if let Some(l) = log {
+        let after = super::durable::AfterReplay::new(&store, files, new_status, &stats);
+        l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
+    }
     let base = super::source_base(
         &plan,
         (&ingest, &tags, &store, &quality.watch),
@@ -243,18 +320,11 @@ pub(super) fn run_peer(
             geometry: geo,
             stats: stats.clone(),
             max_sink_queue: sink.max_queue_bytes,
-            checkpoints: None,
-            restore: None,
-            cluster: Some((c, fingerprint(&text))),
+            checkpoints,
+            restore,
+            cluster: joined,
         },
     );
-    let nothing_to_do = result
-        .as_ref()
-        .is_err_and(|e| e == engine::cluster::NOTHING_TO_DO);
-    if nothing_to_do {
-        // The sources stop, and the cluster has no run to leave.
-        ingest.on_cut(Box::new(|| {}));
-    }
     stop.store(true, Relaxed);
     ingest.finish();
     drop(sink_tx);
@@ -264,13 +334,6 @@ pub(super) fn run_peer(
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Some(f) = sup.failure() {
         return Err(f);
-    }
-    if nothing_to_do {
-        tracing::info!("{}", engine::cluster::NOTHING_TO_DO);
-        let (took, resumed) = (started.elapsed(), Default::default());
-        return Ok(super::summary::nothing_to_do(
-            sink.path, took, workers, resumed,
-        ));
     }
     result.map_err(super::engine_failed)?;
     let report = crate::sinks::parquet::WriterReport::default();

@@ -70,11 +70,23 @@ pub(super) fn start(
     stats: &crate::stats::Stats,
 ) -> Result<Started, RunError> {
     let fingerprint = &lake.durable.identity.fingerprint;
+    start_from(plan, sources, opts, (fingerprint, &lake.checkpoints), stats)
+}
+
+/// [`start`] from the checkpoints `refs` (latest first) of the dataflow
+/// file `fingerprint` (a cluster's other process: the one process 0 names).
+pub(super) fn start_from(
+    plan: &Plan,
+    sources: &[SourcePlan],
+    opts: &super::RunOptions,
+    (fingerprint, refs): (&str, &[CheckpointRef]),
+    stats: &crate::stats::Stats,
+) -> Result<Started, RunError> {
     // (the lake is locked: no other run of this dataflow uses them)
     if let Some(dir) = &plan.window.state_dir {
         crate::engine::spill::remove_stale(dir, &plan.name);
     }
-    let mut log = InputLog::open(plan, sources, fingerprint, opts, &lake.checkpoints)?;
+    let mut log = InputLog::open(plan, sources, fingerprint, opts, refs)?;
     let files = super::load_initial(plan)?;
     let initial = log
         .as_ref()
@@ -91,7 +103,7 @@ pub(super) fn start(
                 message: format!(
                     "the last checkpoint of {} was taken with {was} workers, this run has \
                      {now}: run with --workers {was} (or --reset-state to start over)",
-                    dir(plan).unwrap_or_default().display()
+                    dir(plan, opts).unwrap_or_default().display()
                 ),
             });
         }
@@ -138,10 +150,32 @@ pub(super) fn logged(sources: &[SourcePlan], follow: bool) -> bool {
 }
 
 /// The state directory of a dataflow: `<state_dir>/<dataflow>/`, with the
-/// input log's segments (`input-NNNNNN.wal`) and its checkpoints.
-pub(super) fn dir(plan: &Plan) -> Option<PathBuf> {
-    let dir = plan.window.state_dir.as_ref()?;
-    Some(dir.join(&plan.name))
+/// input log's segments (`input-NNNNNN.wal`) and its checkpoints; a
+/// cluster's process `i` has its own, `<state_dir>/<dataflow>/process-<i>/`.
+pub(super) fn dir(plan: &Plan, opts: &super::RunOptions) -> Option<PathBuf> {
+    let dir = plan.window.state_dir.as_ref()?.join(&plan.name);
+    Some(match &opts.cluster {
+        Some(c) => dir.join(format!("process-{}", c.process)),
+        None => dir,
+    })
+}
+
+/// Where a cluster's other processes start from, as process 0 says (see
+/// `cuts.rs`): the run of another process, with its checkpoint to read.
+pub(super) fn follow_zero(
+    start: crate::engine::cluster::Start,
+    opts: &super::RunOptions,
+) -> (super::RunOptions, Vec<CheckpointRef>) {
+    use crate::engine::cluster::Start;
+    let mut opts = opts.clone();
+    let mut refs = Vec::new();
+    match start {
+        Start::Unlogged => opts.no_input_log = true,
+        Start::Fresh => opts.reset_state = true,
+        Start::Whole => {}
+        Start::At(at) => refs.push(super::checkpoint::named(at)),
+    }
+    (opts, refs)
 }
 
 /// Deletes the log's segments and checkpoints (`--reset-state`).
@@ -180,7 +214,7 @@ impl InputLog {
     ) -> Result<Option<InputLog>, RunError> {
         let (follow, reset_state) = (opts.follow, opts.reset_state);
         let wanted = logged(sources, follow) && !opts.no_input_log;
-        let Some(dir) = dir(plan).filter(|_| wanted) else {
+        let Some(dir) = dir(plan, opts).filter(|_| wanted) else {
             return Ok(None);
         };
         if reset_state {
@@ -274,6 +308,26 @@ impl InputLog {
             scan,
             fingerprint: fingerprint.to_string(),
             checkpoint,
+        })
+    }
+
+    /// Where a cluster's other processes go on from: this log's checkpoint,
+    /// or its beginning (or a new log, if this one holds nothing).
+    pub fn cluster_start(&self) -> crate::engine::cluster::Start {
+        use crate::engine::cluster::Start;
+        match &self.checkpoint {
+            Some(c) => Start::At(c.bridge.at),
+            None if self.scan.entries > 0 => Start::Whole,
+            None => Start::Fresh,
+        }
+    }
+
+    /// The checkpoint this log goes on from, as a commit names it.
+    pub fn checkpoint_ref(&self) -> Option<CheckpointRef> {
+        let c = self.checkpoint.as_ref()?;
+        Some(CheckpointRef {
+            segment: c.bridge.segment,
+            ..super::checkpoint::named(c.bridge.at)
         })
     }
 

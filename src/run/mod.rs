@@ -16,6 +16,7 @@
 
 mod checkpoint;
 pub mod cluster;
+mod cuts;
 pub use checkpoint::log_totals;
 pub use checkpoint::tree_size;
 mod inspect;
@@ -316,14 +317,16 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let (held, new_status) = durable::held(log.as_ref(), &mut initial);
+    let rounds = cluster::rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
     // A node with an input log checkpoints its state, so a restart
     // replays only the log after the last one.
     let checkpoints = checkpoint::start(
         log.as_ref(),
         &plan,
-        &mut lake,
+        Some(&mut lake),
         &ingest,
         (&tags, &stats, workers),
+        rounds.as_ref(),
     )?;
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
     // Whatever way this function returns, the watchdog stands down.
@@ -349,6 +352,12 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
 
     let role = signals::Role::of(&opts, &ingest);
     signals::on_signals(&rt, (&stop, &sup), opts.drain, role);
+    // A cluster's process 0 says where every process's input log starts.
+    let from = log
+        .as_ref()
+        .map_or(Default::default(), |l| l.cluster_start());
+    let joined = cluster::join(&opts, cluster_fingerprint, &files, from);
+    let joined = joined.map_err(engine_failed)?;
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
@@ -396,7 +405,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
             max_sink_queue: sink.max_queue_bytes,
             checkpoints,
             restore,
-            cluster: opts.cluster.clone().map(|c| (c, cluster_fingerprint)),
+            cluster: joined,
         },
     );
     // Every source ended by itself (no signal, no failure): the last

@@ -33,108 +33,23 @@ use crate::model::SideRows;
 
 use super::Side;
 
+mod control;
+use control::{heartbeat, peer_timeout, HEARTBEAT_LOST};
+pub use control::{linked, on_control, on_stop, send_control, tell_stop, Control, Told};
+
 /// How long a process waits for the others to start and answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
-const MAGIC: [u8; 8] = *b"plntflw2";
+const MAGIC: [u8; 8] = *b"plntflw3";
 
-/// The greeting's size: the magic and six words.
-const GREETING: usize = 56;
+/// The greeting's size: the magic and eight words.
+const GREETING: usize = 72;
 
 /// A greeting's flag: process 0 has nothing to do (see [`NOTHING_TO_DO`]).
 const DONE: u64 = 1;
 /// A greeting's flag: the connection carries heartbeats, not timely's data.
 const CONTROL: u64 = 2;
 
-/// How often a process says it is alive on its heartbeat connections.
-const BEAT: Duration = Duration::from_secs(1);
-
-/// How long a peer may stay silent before it counts as lost, unless
-/// `PLANTFLOW_PEER_TIMEOUT` (a duration: `20s`, `5s`; at least three beats)
-/// says otherwise.
-const PEER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The shortest peer timeout: three beats.
-const MIN_PEER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A stop was asked for (see [`tell_stop`]); process 0 passes it on once
-/// its heartbeat connections are made, if it came before them.
-static STOP_WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// A heartbeat connection's bytes: alive, or (from process 0, followed by
-/// the process index as 8 bytes) a process was lost.
-const ALIVE: u8 = 1;
-const LOST: u8 = 2;
-/// Process 0 stops the cluster; another process asks it to.
-const STOP: u8 = 3;
-const ASK_STOP: u8 = 4;
-
-/// This process's heartbeat connections, to write on (see [`tell_stop`]),
-/// with this process's index.
-static LINKS: std::sync::Mutex<Option<(usize, Beats)>> = std::sync::Mutex::new(None);
-
-/// Heartbeat connections by the other process's index.
-type Beats = Vec<(usize, TcpStream)>;
-
-/// What a stop from the cluster does here (see [`on_stop`]).
-type OnStop = Box<dyn Fn(usize) + Send + Sync>;
-static ON_STOP: std::sync::Mutex<Option<OnStop>> = std::sync::Mutex::new(None);
-
-/// What this process does when the cluster stops: `f(p)` with the process
-/// that stopped it (process 0 hears `ASK_STOP` from process `p`; the others
-/// hear `STOP` from process 0).
-pub fn on_stop(f: OnStop) {
-    if let Ok(mut s) = ON_STOP.lock() {
-        *s = Some(f);
-    }
-}
-
-/// Whom a stop was told to.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Told {
-    /// No cluster here (or its connections are gone): stop alone.
-    Nobody,
-    /// Process 0 told every other process to stop (and stops itself).
-    Peers,
-    /// Another process asked process 0 to stop the cluster: its own stop
-    /// comes back from process 0.
-    Zero,
-}
-
-/// A stop (a signal) for the whole cluster: process 0 tells the others to
-/// stop; another process asks process 0 to, and stops when it hears back.
-pub fn tell_stop() -> Told {
-    STOP_WANTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    let Ok(mut links) = LINKS.lock() else {
-        return Told::Nobody;
-    };
-    let Some((me, links)) = links.as_mut() else {
-        return Told::Nobody;
-    };
-    let byte = if *me == 0 { STOP } else { ASK_STOP };
-    let mut sent = 0;
-    for (_, s) in links.iter_mut() {
-        if s.write_all(&[byte]).is_ok() {
-            sent += 1;
-        }
-    }
-    match (sent, *me) {
-        (0, _) => Told::Nobody,
-        (_, 0) => Told::Peers,
-        _ => Told::Zero,
-    }
-}
-
-fn stopped_by(p: usize) {
-    if let Ok(f) = ON_STOP.lock() {
-        if let Some(f) = f.as_ref() {
-            f(p);
-        }
-    }
-}
-
-/// How a heartbeat watcher's panic begins (see [`peer_lost`]).
-const HEARTBEAT_LOST: &str = "cluster heartbeat: process ";
 /// What a process of a cluster hears when process 0 found its lake already
 /// holding this whole (deterministic) run: there is nothing to do.
 pub const NOTHING_TO_DO: &str = "process 0: the lake already holds this whole run, nothing to do";
@@ -152,6 +67,53 @@ struct Greeting {
     tags: u64,
     /// [`DONE`] and [`CONTROL`].
     flags: u64,
+    /// Process 0's: where every process's input log starts.
+    start: Start,
+}
+
+/// Where every process's input log starts, as process 0 says in its
+/// greeting (it read its lake's last commit): the others follow it, so
+/// that every process's input goes on from the same time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// The cluster keeps no input logs.
+    #[default]
+    Unlogged,
+    /// New logs: any a process has are from another run, and go.
+    Fresh,
+    /// Every log from its beginning (no checkpoint named yet).
+    Whole,
+    /// From the checkpoint at this time, which every process wrote.
+    At(u64),
+}
+
+impl Start {
+    fn words(self) -> (u64, u64) {
+        match self {
+            Start::Unlogged => (0, 0),
+            Start::Fresh => (1, 0),
+            Start::Whole => (2, 0),
+            Start::At(at) => (3, at),
+        }
+    }
+
+    fn of(kind: u64, at: u64) -> Start {
+        match kind {
+            1 => Start::Fresh,
+            2 => Start::Whole,
+            3 => Start::At(at),
+            _ => Start::Unlogged,
+        }
+    }
+}
+
+/// This process's connections to the others, made before its engine
+/// starts (see [`join`]).
+pub struct Joined {
+    pub cluster: Cluster,
+    sockets: Vec<Option<TcpStream>>,
+    /// Where process 0 says every process's input log starts.
+    pub start: Start,
 }
 
 /// What every process of a cluster must share, besides its size.
@@ -176,7 +138,7 @@ pub fn tags_hash(tags: &crate::ingest::TagRegistry) -> u64 {
 impl Greeting {
     /// This process's greeting (and every process's address, for naming a
     /// lost one).
-    fn mine(c: &Cluster, workers: usize, shared: Shared, flags: u64) -> Greeting {
+    fn mine(c: &Cluster, workers: usize, shared: Shared, (flags, start): (u64, Start)) -> Greeting {
         let _ = ADDRESSES.set(c.addresses.clone());
         Greeting {
             process: c.process as u64,
@@ -185,6 +147,7 @@ impl Greeting {
             workers: workers as u64,
             tags: shared.tags,
             flags,
+            start,
         }
     }
 
@@ -198,6 +161,8 @@ impl Greeting {
             self.workers,
             self.tags,
             self.flags,
+            self.start.words().0,
+            self.start.words().1,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
@@ -219,6 +184,7 @@ impl Greeting {
             workers: word(3),
             tags: word(4),
             flags: word(5),
+            start: Start::of(word(6), word(7)),
         })
     }
 
@@ -252,16 +218,33 @@ impl Greeting {
     }
 }
 
-/// Connects to every other process of `c` and hands the sockets to
-/// timely: the allocators of this process's `threads` workers.
-pub(super) fn allocators(
-    c: &Cluster,
-    threads: usize,
-    shared: Shared,
-) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
-    let mine = Greeting::mine(c, threads, shared, 0);
-    let (sockets, control) = connect(c, &mine, CONNECT_TIMEOUT)?;
+/// Connects to every other process of `c` (waiting for them, up to
+/// [`CONNECT_TIMEOUT`]) and starts the heartbeats: this process's place in
+/// the cluster, with where process 0 says the input logs start (`start`
+/// is this process's own: process 0's goes to the others). The engine
+/// hands the connections to timely ([`execute`]).
+pub fn join(c: &Cluster, workers: usize, shared: Shared, start: Start) -> Result<Joined, String> {
+    let mine = Greeting::mine(c, workers, shared, (0, start));
+    let (sockets, control, zero) = connect(c, &mine, CONNECT_TIMEOUT)?;
     heartbeat(c.process, control, peer_timeout());
+    Ok(Joined {
+        cluster: c.clone(),
+        sockets,
+        start: zero.unwrap_or(start),
+    })
+}
+
+/// Hands a cluster's connections to timely: the allocators of this
+/// process's `threads` workers.
+fn allocators(
+    joined: Joined,
+    threads: usize,
+) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
+    let Joined {
+        cluster: c,
+        sockets,
+        ..
+    } = joined;
     let hooks = timely::communication::Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
@@ -276,8 +259,13 @@ pub(super) fn allocators(
 
 /// The connections of one process: for timely, one socket per other
 /// process in process order (`None` at this one); for heartbeats, process
-/// 0's to every other, or another's to process 0.
-type Links = (Vec<Option<TcpStream>>, Vec<(usize, TcpStream)>);
+/// 0's to every other, or another's to process 0; and process 0's
+/// [`Start`] (another process's, as it said).
+type Links = (
+    Vec<Option<TcpStream>>,
+    Vec<(usize, TcpStream)>,
+    Option<Start>,
+);
 
 /// Connects to every other process (see [`Links`]).
 fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, String> {
@@ -289,6 +277,7 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
     let mut sockets: Vec<Option<TcpStream>> = (0..c.processes).map(|_| None).collect();
     let mut control: Vec<Option<TcpStream>> = (0..c.processes).map(|_| None).collect();
     let mut told = Instant::now();
+    let mut zero = None;
     // Connect to the processes before this one; accept the ones after it.
     // Process 0 with nothing to do has no run to watch: no heartbeats.
     let heartbeats = mine.flags & DONE == 0;
@@ -328,9 +317,14 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
             }
             if let Some(mut s) = dial(&c.addresses[p]) {
                 match greet(&mut s, &hello, Some(p)) {
-                    Ok((_, flags)) if flags & DONE != 0 => return Err(NOTHING_TO_DO.into()),
+                    Ok((_, flags, _)) if flags & DONE != 0 => return Err(NOTHING_TO_DO.into()),
                     Ok(_) if beat => control[p] = Some(s),
-                    Ok(_) => sockets[p] = Some(s),
+                    Ok((q, _, start)) => {
+                        if q == 0 {
+                            zero = Some(start);
+                        }
+                        sockets[p] = Some(s)
+                    }
                     Err(Greet::Refused(e)) => return Err(e),
                     // Not ready, or not a peer: try again.
                     Err(Greet::Stray(e)) => tracing::debug!("{e}"),
@@ -341,12 +335,12 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
             Ok((mut s, from)) => {
                 s.set_nonblocking(false).map_err(|e| e.to_string())?;
                 match greet(&mut s, mine, None) {
-                    Ok((p, flags))
+                    Ok((p, flags, _))
                         if flags & CONTROL != 0 && me == 0 && p > 0 && p < c.processes =>
                     {
                         control[p] = Some(s)
                     }
-                    Ok((p, flags))
+                    Ok((p, flags, _))
                         if flags & CONTROL == 0
                             && p > me
                             && p < c.processes
@@ -354,7 +348,7 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
                     {
                         sockets[p] = Some(s)
                     }
-                    Ok((p, _)) => tracing::warn!(
+                    Ok((p, _, _)) => tracing::warn!(
                         "process {me}: an unexpected connection as process {p} from {from}, dropped"
                     ),
                     Err(Greet::Refused(e)) => return Err(e),
@@ -383,117 +377,7 @@ fn connect(c: &Cluster, mine: &Greeting, timeout: Duration) -> Result<Links, Str
         .enumerate()
         .filter_map(|(p, s)| Some((p, s?)))
         .collect();
-    Ok((sockets, control))
-}
-
-/// [`PEER_TIMEOUT`], or `PLANTFLOW_PEER_TIMEOUT`.
-fn peer_timeout() -> Duration {
-    let set = std::env::var("PLANTFLOW_PEER_TIMEOUT").ok();
-    match set.map(|v| crate::config::units::parse_duration_ms(&v)) {
-        Some(Ok(ms)) if Duration::from_millis(ms) >= MIN_PEER_TIMEOUT => Duration::from_millis(ms),
-        Some(Ok(_)) => {
-            tracing::warn!(
-                "PLANTFLOW_PEER_TIMEOUT is below three heartbeats, using {MIN_PEER_TIMEOUT:?}"
-            );
-            MIN_PEER_TIMEOUT
-        }
-        Some(Err(_)) => {
-            tracing::warn!(
-                "PLANTFLOW_PEER_TIMEOUT is not a duration (`20s`), using {PEER_TIMEOUT:?}"
-            );
-            PEER_TIMEOUT
-        }
-        None => PEER_TIMEOUT,
-    }
-}
-
-/// Says this process is alive every [`BEAT`] on each heartbeat connection,
-/// and watches each peer's: one silent for `timeout` (stopped with SIGSTOP,
-/// hung, or behind a link that drops packets without closing) counts as
-/// lost, as one whose connection broke. Process 0 first tells the others
-/// which process it lost, so that every survivor names it. A heartbeat
-/// connection that closes says nothing: the process's timely connections
-/// break too, and they report it.
-fn heartbeat(me: usize, links: Vec<(usize, TcpStream)>, timeout: Duration) {
-    // (a write to a peer that stopped reading gives up rather than hold
-    // the others' heartbeats)
-    let writers: Vec<(usize, TcpStream)> = links
-        .iter()
-        .filter_map(|(p, s)| {
-            let w = s.try_clone().ok()?;
-            w.set_write_timeout(Some(BEAT)).ok()?;
-            Some((*p, w))
-        })
-        .collect();
-    if let Ok(mut l) = LINKS.lock() {
-        *l = Some((me, writers));
-    }
-    // A stop that came while the cluster was forming: process 0 passes it
-    // on now (another process stopped alone then).
-    if me == 0 && STOP_WANTED.load(std::sync::atomic::Ordering::SeqCst) {
-        tell_stop();
-    }
-    let _ = std::thread::Builder::new()
-        .name("plantflow-beat".into())
-        .spawn(move || loop {
-            std::thread::sleep(BEAT);
-            if let Ok(mut l) = LINKS.lock() {
-                for (_, s) in l.iter_mut().flat_map(|l| l.1.iter_mut()) {
-                    let _ = s.write_all(&[ALIVE]);
-                }
-            }
-        });
-    for (q, mut s) in links {
-        let _ = std::thread::Builder::new()
-            .name(format!("plantflow:heartbeat-{q}"))
-            .spawn(move || {
-                let lost = watch_peer(&mut s, timeout, q);
-                let Some(p) = lost else { return };
-                let p = p.unwrap_or(q);
-                // Process 0 tells the others first, so that they name the same process.
-                if let (0, Ok(mut l)) = (me, LINKS.lock()) {
-                    let mut said = vec![LOST];
-                    said.extend_from_slice(&(p as u64).to_be_bytes());
-                    for (_, s) in l.iter_mut().flat_map(|l| l.1.iter_mut()) {
-                        let _ = s.write_all(&said);
-                    }
-                }
-                panic!(
-                    "{HEARTBEAT_LOST}{p}: no heartbeat for {:.1} s (stopped, hung or cut off)",
-                    timeout.as_secs_f64()
-                );
-            });
-    }
-}
-
-/// Reads a peer's heartbeats until it falls silent for `timeout`
-/// (`Some(None)`), says another process was lost (`Some(Some(p))`), or
-/// closes the connection (`None`).
-fn watch_peer(s: &mut TcpStream, timeout: Duration, q: usize) -> Option<Option<usize>> {
-    s.set_read_timeout(Some(timeout)).ok()?;
-    let mut b = [0u8; 1];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return None,
-            Ok(_) if b[0] == LOST => {
-                let mut p = [0u8; 8];
-                s.read_exact(&mut p).ok()?;
-                return Some(Some(u64::from_be_bytes(p) as usize));
-            }
-            Ok(_) if b[0] == STOP || b[0] == ASK_STOP => stopped_by(q),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Some(None)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    Ok((sockets, control, zero))
 }
 
 /// A host that vanishes without closing its connections (power lost, a
@@ -529,9 +413,13 @@ enum Greet {
     Stray(String),
 }
 
-/// Greets a peer and checks its greeting; returns its process index, and
-/// its flags ([`DONE`] from process 0 only).
-fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<(usize, u64), Greet> {
+/// Greets a peer and checks its greeting; returns its process index, its
+/// flags ([`DONE`] from process 0 only) and its [`Start`].
+fn greet(
+    s: &mut TcpStream,
+    mine: &Greeting,
+    expect: Option<usize>,
+) -> Result<(usize, u64, Start), Greet> {
     let me = mine.process;
     let peer = s
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -557,14 +445,18 @@ fn greet(s: &mut TcpStream, mine: &Greeting, expect: Option<usize>) -> Result<(u
     s.set_read_timeout(None)
         .map_err(|e| Greet::Stray(e.to_string()))?;
     let done = if peer.process == 0 { DONE } else { 0 };
-    Ok((peer.process as usize, peer.flags & (done | CONTROL)))
+    Ok((
+        peer.process as usize,
+        peer.flags & (done | CONTROL),
+        peer.start,
+    ))
 }
 
 /// Process 0 with nothing to do tells the others so: it greets each as it
 /// connects, saying so, and returns once all have heard (or after
 /// [`CONNECT_TIMEOUT`]: a process that never came has nothing to hear).
 pub fn dismiss(c: &Cluster, workers: usize, shared: Shared) -> Result<(), String> {
-    let mine = Greeting::mine(c, workers, shared, DONE);
+    let mine = Greeting::mine(c, workers, shared, (DONE, Start::Unlogged));
     connect(c, &mine, CONNECT_TIMEOUT).map(drop)
 }
 
@@ -605,8 +497,7 @@ pub fn peer_lost(thread: &str, message: &str) -> Option<(usize, String)> {
 
 /// Starts the workers: this process's alone, or its part of a cluster.
 pub(super) fn execute<F>(
-    cluster: Option<&(Cluster, u64)>,
-    tags: &crate::ingest::TagRegistry,
+    cluster: Option<Joined>,
     workers: usize,
     body: F,
 ) -> Result<timely::communication::WorkerGuards<()>, String>
@@ -614,12 +505,8 @@ where
     F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
 {
     match cluster {
-        Some((c, fingerprint)) => {
-            let shared = Shared {
-                fingerprint: *fingerprint,
-                tags: tags_hash(tags),
-            };
-            let (builders, others) = allocators(c, workers, shared)?;
+        Some(joined) => {
+            let (builders, others) = allocators(joined, workers)?;
             timely::execute::execute_from(builders, others, timely::WorkerConfig::default(), body)
         }
         None => timely::execute(super::timely_config(workers), body),
@@ -701,10 +588,11 @@ mod tests {
                                 workers: 1,
                                 tags: 9,
                                 flags: if i == 0 { done } else { 0 },
+                                start: Start::Unlogged,
                             },
                             Duration::from_secs(3),
                         )
-                        .map(|(s, h)| {
+                        .map(|(s, h, _)| {
                             // Every connection is watched for a vanished host.
                             let kept = |x: &&TcpStream| {
                                 socket2::SockRef::from(*x).keepalive().unwrap_or(false)

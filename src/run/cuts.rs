@@ -1,0 +1,258 @@
+//! A cluster's checkpoints: every process keeps its own input log and
+//! checkpoints, taken at the same timely time on every process, so that a
+//! restart of the whole cluster goes on from one of them.
+//!
+//! A checkpoint holds the state of every operator at a time `C`: on each
+//! worker, all input before `C`, from every process (the rows of other
+//! processes cross to a tag's worker). So every process must split its log
+//! at `C`: its input before `C` is in the checkpoint, the rest in the log
+//! after it. Process 0 runs a *round* every `checkpoint_interval`:
+//!
+//! 1. It holds its own time where it is and asks every other process to do
+//!    the same (`Prepare`); each answers with its time (`Time`). A held
+//!    time does not move on, so sources wait (for a round trip, at most
+//!    [`ANSWERS`]).
+//! 2. It picks the cut `C` just after the latest of those times (a free
+//!    millisecond, never a window's boundary) and tells every process
+//!    (`Cut`). Each goes on, and takes its checkpoint where its own time
+//!    passes `C` (a process behind the others gets there later: its
+//!    workers' checkpoint waits for it, as a worker's does for another's).
+//! 3. Each process writes its own `checkpoint-C.bin` and tells process 0
+//!    (`Written`). Once every process has written `C`, the lake's next
+//!    commit that reaches `C` names it; process 0 then tells the others
+//!    (`Committed`), and each deletes what it replaces, as one process does.
+//!
+//! At a start, process 0 reads the checkpoint its lake's record names and
+//! says in its greeting where every process goes on from
+//! ([`crate::engine::cluster::Start`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::cluster::{self, Control};
+use crate::ingest::Ingest;
+use crate::sinks::parquet::commit::{CheckpointRef, CheckpointSlot};
+
+/// How long process 0 waits for every process's time in a round: a round
+/// without all of them takes no checkpoint.
+const ANSWERS: Duration = Duration::from_secs(2);
+
+/// A cluster's checkpoint rounds, on one process.
+pub(super) struct Rounds {
+    ingest: Arc<Ingest>,
+    processes: usize,
+    me: usize,
+    /// The window size: a cut never falls on a window's boundary.
+    epoch_ms: u64,
+    /// The state directory of this process's input log.
+    dir: PathBuf,
+    /// Process 0: the round in progress, and where its times go.
+    round: AtomicU64,
+    times: Mutex<Option<Sender<(u64, Option<u64>)>>>,
+    /// Process 0: the checkpoints written so far, by time: its own (once
+    /// written) and which other processes wrote theirs.
+    gate: Mutex<BTreeMap<u64, (Option<CheckpointRef>, BTreeSet<usize>)>>,
+    /// Process 0: where a checkpoint every process wrote goes (the lake's
+    /// next commit names it).
+    slot: Mutex<Option<Arc<CheckpointSlot>>>,
+    /// Another process: its checkpoints, by time (a commit that names one
+    /// deletes what it replaces).
+    mine: Mutex<BTreeMap<u64, CheckpointRef>>,
+}
+
+impl Rounds {
+    /// Rounds for process `me` of `processes`, whose log is in `dir`:
+    /// control messages are handled from now on.
+    pub fn new(
+        ingest: &Arc<Ingest>,
+        (me, processes): (usize, usize),
+        epoch_ms: u64,
+        dir: PathBuf,
+    ) -> Arc<Rounds> {
+        let rounds = Arc::new(Rounds {
+            ingest: ingest.clone(),
+            processes,
+            me,
+            epoch_ms: epoch_ms.max(1),
+            dir,
+            round: AtomicU64::new(0),
+            times: Mutex::new(None),
+            gate: Mutex::new(BTreeMap::new()),
+            slot: Mutex::new(None),
+            mine: Mutex::new(BTreeMap::new()),
+        });
+        // The heartbeat thread hands messages over and goes on reading:
+        // preparing a cut may wait for the bridge.
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Control)>();
+        let tx = Mutex::new(tx);
+        cluster::on_control(Box::new(move |p, m| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send((p, m));
+            }
+        }));
+        let weak = Arc::downgrade(&rounds);
+        let _ = std::thread::Builder::new()
+            .name("plantflow-cuts".into())
+            .spawn(move || {
+                for (p, m) in rx {
+                    let Some(r) = weak.upgrade() else { return };
+                    r.heard(p, m);
+                }
+            });
+        rounds
+    }
+
+    /// Process 0: a checkpoint every process wrote goes to `slot`.
+    pub fn to_lake(&self, slot: Arc<CheckpointSlot>) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = Some(slot);
+        }
+    }
+
+    /// Another process: the checkpoint it starts from (a commit that
+    /// names a later one deletes it).
+    pub fn restored(&self, r: CheckpointRef) {
+        if let Ok(mut m) = self.mine.lock() {
+            m.insert(r.at, r);
+        }
+    }
+
+    fn heard(&self, p: usize, m: Control) {
+        match m {
+            Control::Time(round, t) => {
+                let t = (t != u64::MAX).then_some(t);
+                if let Some(tx) = self.times.lock().ok().as_deref().and_then(|t| t.as_ref()) {
+                    let _ = tx.send((round, t));
+                }
+            }
+            Control::Written(at) => self.gate(at, |(_, peers)| {
+                peers.insert(p);
+            }),
+            Control::Prepare(round) => {
+                let t = self.ingest.prepare_cut();
+                cluster::send_control(Control::Time(round, t.unwrap_or(u64::MAX)));
+            }
+            Control::Cut(_, at) => self.ingest.cut_at((at != 0).then_some(at)),
+            Control::Committed(now, before) => self.clean(now, before),
+        }
+    }
+
+    /// This process wrote its checkpoint `r` (from the checkpoint thread).
+    pub fn written(&self, r: CheckpointRef) {
+        let at = r.at;
+        if self.me == 0 {
+            self.gate(at, |(mine, _)| *mine = Some(r));
+        } else {
+            if let Ok(mut m) = self.mine.lock() {
+                m.insert(at, r);
+            }
+            cluster::send_control(Control::Written(at));
+        }
+    }
+
+    /// Process 0: notes what `f` says of the checkpoint at `at`; once this
+    /// process's and every other's are written, the lake may name it (and
+    /// older ones are of no use).
+    fn gate(&self, at: u64, f: impl FnOnce(&mut (Option<CheckpointRef>, BTreeSet<usize>))) {
+        let Ok(mut g) = self.gate.lock() else { return };
+        let e = g.entry(at).or_default();
+        f(e);
+        if e.0.is_none() || e.1.len() + 1 < self.processes {
+            return;
+        }
+        let ready = e.0.clone();
+        *g = g.split_off(&(at + 1));
+        if let Some(slot) = self.slot.lock().ok().and_then(|s| s.clone()) {
+            if let Ok(mut r) = slot.ready.lock() {
+                *r = ready;
+            }
+        }
+        tracing::debug!(at, "every process wrote the checkpoint");
+    }
+
+    /// Process 0: a commit named the checkpoint at `now.at`: the others
+    /// delete what it replaces.
+    pub fn tell_committed(&self, now: &CheckpointRef, before: Option<&CheckpointRef>) {
+        let before = before.map_or(0, |b| b.at);
+        cluster::send_control(Control::Committed(now.at, before));
+    }
+
+    /// Another process: process 0's commit named the checkpoint at `now`
+    /// (replacing the one at `before`): deletes what they replace here.
+    fn clean(&self, now: u64, before: u64) {
+        let Ok(mut m) = self.mine.lock() else { return };
+        let Some(n) = m.get(&now).cloned() else {
+            return;
+        };
+        let b = m.get(&before).cloned();
+        super::checkpoint::committed(&self.dir, &n, b.as_ref());
+        let keep = b.map_or(now, |b| b.at);
+        *m = m.split_off(&keep);
+    }
+
+    /// Process 0: runs a round every `every` until `stop`.
+    pub fn coordinate(self: &Arc<Self>, every: Duration, stop: Arc<AtomicBool>) {
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("plantflow-rounds".into())
+            .spawn(move || {
+                while !stop.load(Relaxed) {
+                    super::nap(&stop, every);
+                    if !stop.load(Relaxed) {
+                        me.round();
+                    }
+                }
+            });
+    }
+
+    /// One round (see the module's text).
+    fn round(&self) {
+        let Some(mine) = self.ingest.prepare_cut() else {
+            return;
+        };
+        let round = self.round.fetch_add(1, Relaxed) + 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut t) = self.times.lock() {
+            *t = Some(tx);
+        }
+        cluster::send_control(Control::Prepare(round));
+        let latest = self.answers(round, &rx).map(|t| t.max(mine));
+        let cut = latest
+            .map(|t| t + 1)
+            .filter(|c| !c.is_multiple_of(self.epoch_ms));
+        cluster::send_control(Control::Cut(round, cut.unwrap_or(0)));
+        self.ingest.cut_at(cut);
+        if let Ok(mut t) = self.times.lock() {
+            *t = None;
+        }
+        match cut {
+            Some(at) => tracing::debug!(round, at, "checkpoint round: cut"),
+            None => tracing::debug!(round, "checkpoint round: no cut (a process did not answer)"),
+        }
+    }
+
+    /// Every other process's time in `round`: the latest, or `None` if one
+    /// could not take part or did not answer within [`ANSWERS`].
+    fn answers(&self, round: u64, rx: &Receiver<(u64, Option<u64>)>) -> Option<u64> {
+        let until = Instant::now() + ANSWERS;
+        let mut latest = 0;
+        let mut heard = 0;
+        while heard + 1 < self.processes {
+            let left = until.checked_duration_since(Instant::now())?;
+            match rx.recv_timeout(left) {
+                Ok((r, Some(t))) if r == round => {
+                    latest = latest.max(t);
+                    heard += 1;
+                }
+                Ok((r, None)) if r == round => return None,
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(latest)
+    }
+}
