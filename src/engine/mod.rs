@@ -366,7 +366,7 @@ pub fn run(plan: Arc<Plan>, args: EngineArgs) -> Result<(), String> {
                     // windows (`window::combine`).
                     let stream = samples.to_stream(scope);
                     let windows = if in_cluster {
-                        let pieces = window::combine(stream, geo)
+                        let pieces = window::combine(stream, geo, &ck)
                             .exchange(|p: &window::Piece| p.tag() as u64);
                         window::window(pieces, context, geo, &window_name, ctx, spill.clone(), &ck)
                     } else {

@@ -50,11 +50,32 @@ fn inspect_log(dir: &Path) {
     }
 }
 
+/// The input logs of a dataflow's state directory `dir`: its own, or a
+/// cluster's, one per process (`process-<i>/`, in process order).
+fn logs_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let has_log = |d: &Path| crate::ingest::wal::segments(d).is_ok_and(|s| !s.is_empty());
+    if has_log(dir) {
+        return vec![dir.to_path_buf()];
+    }
+    let mut processes: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let i = name.strip_prefix("process-")?.parse().ok()?;
+            Some((i, e.path()))
+        })
+        .filter(|(_, p)| has_log(p))
+        .collect();
+    processes.sort();
+    processes.into_iter().map(|(_, p)| p).collect()
+}
+
 /// `plantflow state inspect`: what a lake's commit record and its state
 /// directory hold (a dataflow file or a lake directory; read only: no
 /// lock, no repair).
 pub fn state_inspect(path: &Path) -> ExitCode {
-    let has_log = |d: &Path| crate::ingest::wal::segments(d).is_ok_and(|s| !s.is_empty());
     let (lake, log) = if path.is_dir() {
         // A lake: its default state directory's log, if there is one.
         let logs = std::fs::read_dir(path.join(".plantflow"))
@@ -62,7 +83,7 @@ pub fn state_inspect(path: &Path) -> ExitCode {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .find(|p| has_log(p));
+            .find(|p| !logs_in(p).is_empty());
         (path.to_path_buf(), logs)
     } else {
         match crate::dataflow::load(path) {
@@ -77,7 +98,7 @@ pub fn state_inspect(path: &Path) -> ExitCode {
             }
         }
     };
-    if let Some(dir) = log.filter(|d| has_log(d)) {
+    for dir in log.map(|d| logs_in(&d)).unwrap_or_default() {
         inspect_log(&dir);
     }
     match crate::sinks::parquet::commit::read(&lake) {

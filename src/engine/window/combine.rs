@@ -16,6 +16,9 @@
 //! late row (its window already closed at the time it is sent) goes on
 //! alone at its own time ([`Piece::Late`]), so the window operator corrects
 //! the window with it exactly as it would without combining.
+//!
+//! The partial windows not sent yet are state: a checkpoint holds them
+//! (part `combine`), or a cluster started again would lose their rows.
 
 use std::collections::BTreeMap;
 
@@ -52,13 +55,21 @@ impl Piece {
 pub fn combine<'s>(
     samples: Stream<'s, u64, Vec<Sample>>,
     geo: Geometry,
+    ck: &crate::engine::checkpoint::Checkpoints,
 ) -> Stream<'s, u64, Vec<Piece>> {
+    let (barrier, restore) = (ck.barrier.clone(), ck.restore.clone());
+    let scope = samples.scope();
     samples.unary_frontier::<CapacityContainerBuilder<Vec<Piece>>, _, _, _>(
         Pipeline,
         "combine",
-        move |cap, _info| {
+        move |cap, info| {
             let mut cap = Some(cap);
             let mut open: BTreeMap<i64, FxHashMap<TagId, Acc>> = BTreeMap::new();
+            let saved: Option<Vec<(i64, Vec<Acc>)>> = restore.take("combine");
+            for (end, parts) in saved.into_iter().flatten() {
+                open.insert(end, parts.into_iter().map(|a| (a.tag, a)).collect());
+            }
+            barrier.register("combine", Some(scope.activator_for(info.address.clone())));
             let mut late: Vec<(u64, Sample)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, data| {
@@ -100,6 +111,13 @@ pub fn combine<'s>(
                     output
                         .session(&at)
                         .give_iterator(parts.into_iter().map(|a| Piece::Part(start, a)));
+                }
+                // Every row before a checkpoint's time is in: what is open
+                // is its part (nothing after it comes until it is over).
+                if let Some(at) = barrier.wants("combine") {
+                    if crate::engine::checkpoint::ready(at, f, None) {
+                        barrier.put("combine", &saved_parts(&open));
+                    }
                 }
                 match f {
                     Some(h) if h > *c.time() => c.downgrade(&h),
@@ -183,4 +201,16 @@ mod tests {
             (want.count, want.min, want.max, want.first, want.last)
         );
     }
+}
+
+/// The open partial windows as a checkpoint keeps them: by window end,
+/// each window's parts in tag order.
+fn saved_parts(open: &BTreeMap<i64, FxHashMap<TagId, Acc>>) -> Vec<(i64, Vec<Acc>)> {
+    open.iter()
+        .map(|(end, w)| {
+            let mut parts: Vec<Acc> = w.values().cloned().collect();
+            parts.sort_unstable_by_key(|a| a.tag);
+            (*end, parts)
+        })
+        .collect()
 }
