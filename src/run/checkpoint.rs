@@ -63,6 +63,7 @@ pub fn named(at: u64) -> CheckpointRef {
         at,
         segment: 0,
         file: file_name(at),
+        processes: 1,
     }
 }
 
@@ -90,6 +91,7 @@ fn write(dir: &Path, c: &Checkpoint, n: u64) -> Result<CheckpointRef, String> {
         at: c.bridge.at,
         segment: c.bridge.segment,
         file: name,
+        processes: 1,
     })
 }
 
@@ -534,7 +536,7 @@ mod tests {
         CheckpointRef {
             at,
             segment,
-            file: file_name(at),
+            ..named(at)
         }
     }
 

@@ -268,7 +268,19 @@ pub(super) fn run_peer(
     };
     let from = joined.as_ref().map_or(Default::default(), |j| j.start);
     let (here, refs) = super::durable::follow_zero(from, &opts);
-    let began = super::durable::start_from(&plan, &sources, &here, (&text, &refs), &stats)?;
+    let began = super::durable::start_from(&plan, &sources, &here, (&text, &refs), &stats);
+    let began = began.map_err(|e| match from {
+        engine::cluster::Start::At(at) => RunError {
+            message: format!(
+                "process 0 goes on from the checkpoint at {at}, which every process wrote, \
+                 but this one cannot read its own: {}. Run process 0 with --reset-state \
+                 to start every process over",
+                e.message
+            ),
+            ..e
+        },
+        _ => e,
+    })?;
     let (log, files, mut initial, tags, restore) = began.into_parts();
     let geo = super::geometry(&plan);
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();

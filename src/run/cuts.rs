@@ -41,6 +41,14 @@ use crate::sinks::parquet::commit::{CheckpointRef, CheckpointSlot};
 /// without all of them takes no checkpoint.
 const ANSWERS: Duration = Duration::from_secs(2);
 
+/// A process's answer in a round: the round, and its time (`None`: it
+/// cannot take part).
+type Answer = (u64, Option<u64>);
+
+/// Process 0's checkpoint at a time: its own ref (once written), and the
+/// other processes that wrote theirs.
+type Gate = (Option<CheckpointRef>, BTreeSet<usize>);
+
 /// A cluster's checkpoint rounds, on one process.
 pub(super) struct Rounds {
     ingest: Arc<Ingest>,
@@ -52,10 +60,10 @@ pub(super) struct Rounds {
     dir: PathBuf,
     /// Process 0: the round in progress, and where its times go.
     round: AtomicU64,
-    times: Mutex<Option<Sender<(u64, Option<u64>)>>>,
+    times: Mutex<Option<Sender<Answer>>>,
     /// Process 0: the checkpoints written so far, by time: its own (once
     /// written) and which other processes wrote theirs.
-    gate: Mutex<BTreeMap<u64, (Option<CheckpointRef>, BTreeSet<usize>)>>,
+    gate: Mutex<BTreeMap<u64, Gate>>,
     /// Process 0: where a checkpoint every process wrote goes (the lake's
     /// next commit names it).
     slot: Mutex<Option<Arc<CheckpointSlot>>>,
@@ -157,14 +165,17 @@ impl Rounds {
     /// Process 0: notes what `f` says of the checkpoint at `at`; once this
     /// process's and every other's are written, the lake may name it (and
     /// older ones are of no use).
-    fn gate(&self, at: u64, f: impl FnOnce(&mut (Option<CheckpointRef>, BTreeSet<usize>))) {
+    fn gate(&self, at: u64, f: impl FnOnce(&mut Gate)) {
         let Ok(mut g) = self.gate.lock() else { return };
         let e = g.entry(at).or_default();
         f(e);
         if e.0.is_none() || e.1.len() + 1 < self.processes {
             return;
         }
-        let ready = e.0.clone();
+        let ready = e.0.clone().map(|r| CheckpointRef {
+            processes: self.processes,
+            ..r
+        });
         *g = g.split_off(&(at + 1));
         if let Some(slot) = self.slot.lock().ok().and_then(|s| s.clone()) {
             if let Ok(mut r) = slot.ready.lock() {
@@ -237,7 +248,7 @@ impl Rounds {
 
     /// Every other process's time in `round`: the latest, or `None` if one
     /// could not take part or did not answer within [`ANSWERS`].
-    fn answers(&self, round: u64, rx: &Receiver<(u64, Option<u64>)>) -> Option<u64> {
+    fn answers(&self, round: u64, rx: &Receiver<Answer>) -> Option<u64> {
         let until = Instant::now() + ANSWERS;
         let mut latest = 0;
         let mut heard = 0;
@@ -254,5 +265,46 @@ impl Rounds {
             }
         }
         Some(latest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Arc<CheckpointSlot> {
+        Arc::new(CheckpointSlot {
+            ready: Default::default(),
+            writer: Default::default(),
+            committed: Box::new(|_, _| {}),
+        })
+    }
+
+    /// Process 0 of three hands a checkpoint to the lake only once it and
+    /// both others wrote it, marked as taken by three processes; one that
+    /// another process did not write is never handed over.
+    #[test]
+    fn the_lake_names_a_checkpoint_once_every_process_wrote_it() {
+        let (ingest, _rx) = Ingest::new(1, 1, 60_000, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let r = Rounds::new(&ingest, (0, 3), 60_000, dir.path().to_path_buf());
+        let s = slot();
+        r.to_lake(s.clone());
+        let named = |at| super::super::checkpoint::named(at);
+        let ready = || s.ready.lock().unwrap().clone();
+        r.written(named(5));
+        r.heard(1, Control::Written(5));
+        assert_eq!(ready(), None, "process 2 has not written it");
+        r.heard(2, Control::Written(5));
+        let got = ready().expect("every process wrote it");
+        assert_eq!((got.at, got.processes), (5, 3));
+        // At 9 process 1 wrote none: 9 is never named, 12 is.
+        r.written(named(9));
+        r.heard(2, Control::Written(9));
+        r.heard(1, Control::Written(12));
+        r.heard(2, Control::Written(12));
+        assert_eq!(ready().map(|r| r.at), Some(5));
+        r.written(named(12));
+        assert_eq!(ready().map(|r| r.at), Some(12));
     }
 }

@@ -70,6 +70,21 @@ pub(super) fn start(
     stats: &crate::stats::Stats,
 ) -> Result<Started, RunError> {
     let fingerprint = &lake.durable.identity.fingerprint;
+    let processes = opts.cluster.as_ref().map_or(1, |c| c.processes);
+    let took = lake.checkpoints.first().map(|r| r.processes);
+    if let Some(n) = took.filter(|n| *n != processes && !opts.reset_state) {
+        let by = match n {
+            1 => "one process: run it without --processes".to_string(),
+            n => format!("a cluster of {n} processes: run it with --processes {n}"),
+        };
+        return Err(RunError {
+            code: supervise::EXIT_CONFIG,
+            message: format!(
+                "the lake's last checkpoint was taken by {by} (each process keeps its own \
+                 part of the state), or with --reset-state to start over"
+            ),
+        });
+    }
     start_from(plan, sources, opts, (fingerprint, &lake.checkpoints), stats)
 }
 

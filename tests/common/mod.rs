@@ -1482,27 +1482,54 @@ pub fn mqtt_cluster_killed(url: &str, peer_url: &str) {
     });
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
     let mut from_checkpoint = 0;
-    for (round, killed) in [1, 0, 1].into_iter().enumerate() {
+    // SIGKILL to process 1, SIGTERM to process 0 (a clean stop of the
+    // whole cluster, as for an upgrade), SIGKILL to process 1.
+    for (round, (p, kill)) in [(1, true), (0, false), (1, true)].into_iter().enumerate() {
         std::thread::sleep(Duration::from_millis(rng.random_range(400..1200)));
-        c.kill(killed);
-        let other = 1 - killed;
-        let status = c.wait(other);
-        assert_eq!(status.code(), Some(69), "{}", c.log(other));
-        assert!(
-            c.log(other).contains(&format!("process {killed}")),
-            "{}",
-            c.log(other)
-        );
+        if kill {
+            c.kill(p);
+            let other = 1 - p;
+            let status = c.wait(other);
+            assert_eq!(status.code(), Some(69), "{}", c.log(other));
+            let named = format!("process {p}");
+            assert!(c.log(other).contains(&named), "{}", c.log(other));
+        } else {
+            c.signal(p, "TERM");
+            for i in 0..2 {
+                let status = c.wait(i);
+                assert!(status.success(), "process {i}: {}", c.log(i));
+            }
+            // One process cannot go on from the cluster's checkpoints.
+            let alone = std::process::Command::new(env!("CARGO_BIN_EXE_plantflow"))
+                .arg("run")
+                .arg(&df)
+                .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&alone.stderr);
+            assert_eq!(alone.status.code(), Some(78), "{said}");
+            assert!(said.contains("a cluster of 2 processes"), "{said}");
+        }
         c = start(if round == 2 { "--drain" } else { "--follow" });
         c.wait_logged("MQTT connected");
         from_checkpoint += usize::from(c.log(0).contains("starting from a checkpoint"));
     }
     publisher.join().unwrap();
     // The manifest's 77 bad-quality rows are dropped before the logs.
-    let (samples, logs) = wait_for("the cluster to log the whole stream", || {
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    let (samples, logs) = loop {
         let (n, logs) = logged_by_all(&df, &vars);
-        (n >= 90_000 - 77).then_some((n, logs))
-    });
+        if n >= 90_000 - 77 {
+            break (n, logs);
+        }
+        let (zero, one) = (c.log(0), c.log(1));
+        assert!(
+            std::time::Instant::now() < until,
+            "the cluster logged {n} samples of {}:\n{zero}\n{one}",
+            90_000 - 77
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(logs, 2, "one input log per process");
     assert_eq!(
         samples,

@@ -129,6 +129,18 @@ pub fn combine<'s>(
     )
 }
 
+/// The open partial windows as a checkpoint keeps them: by window end,
+/// each window's parts in tag order.
+fn saved_parts(open: &BTreeMap<i64, FxHashMap<TagId, Acc>>) -> Vec<(i64, Vec<Acc>)> {
+    open.iter()
+        .map(|(end, w)| {
+            let mut parts: Vec<Acc> = w.values().cloned().collect();
+            parts.sort_unstable_by_key(|a| a.tag);
+            (*end, parts)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,16 +213,4 @@ mod tests {
             (want.count, want.min, want.max, want.first, want.last)
         );
     }
-}
-
-/// The open partial windows as a checkpoint keeps them: by window end,
-/// each window's parts in tag order.
-fn saved_parts(open: &BTreeMap<i64, FxHashMap<TagId, Acc>>) -> Vec<(i64, Vec<Acc>)> {
-    open.iter()
-        .map(|(end, w)| {
-            let mut parts: Vec<Acc> = w.values().cloned().collect();
-            parts.sort_unstable_by_key(|a| a.tag);
-            (*end, parts)
-        })
-        .collect()
 }

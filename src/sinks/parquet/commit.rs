@@ -69,6 +69,18 @@ pub struct CheckpointRef {
     pub segment: u64,
     /// Its file in the state directory.
     pub file: String,
+    /// The processes of the cluster that took it, each with its own file
+    /// of this time in its own state directory (1: a process alone).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Checkpoints written and waiting to be named by a commit (`ready`), and
