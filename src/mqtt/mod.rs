@@ -8,6 +8,7 @@
 //! - [`sparkplug`]: Sparkplug B protobuf and the host's edge-node state machine.
 //! - [`context`]: context rows (assets, tariff, production, maintenance) from messages.
 //! - [`stall`]: a subscription gone quiet, reported.
+//! - `parse`: payloads parsed on several threads, ahead of the normaliser.
 //!
 //! # Delivery
 //! A tokio task drives the connection and hands messages to this source's
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod conn;
 pub mod context;
+mod parse;
 pub mod payload;
 pub mod publish;
 pub mod sparkplug;
@@ -34,6 +36,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use conn::{AckToken, Conn, ConnPlan, Incoming, Msg};
+use parse::{Item, Parsed};
 use payload::JsonFields;
 use sparkplug::{Host, SpNaming};
 use topic::{TagTemplate, TopicTemplate};
@@ -128,6 +131,9 @@ impl Route {
     }
 }
 
+/// At most this many messages are parsed together (see `parse`).
+const BATCH: usize = 256;
+
 /// Control messages from the decoder thread to the connection task.
 enum Ctl {
     Ack(Vec<(u64, AckToken)>),
@@ -165,15 +171,28 @@ pub fn run(
     let stop = ctx.stop.clone();
     let conn_task = rt.spawn(connection(plan, conn, tx, ctl_rx, ctx.stats.clone()));
 
+    // Payloads are parsed on as many threads as the process has workers.
+    let threads = ctx.ingest.workers();
     let mut dec = Decoder::new(plan, ctx);
     let mut pending: Vec<(u64, AckToken)> = Vec::new();
     loop {
         match rx.try_recv() {
             Ok(m) => {
-                dec.message(m, &mut pending, &ctl_tx);
-                if pending.len() >= 4096 {
-                    dec.n.flush();
-                    ack(&dec, &mut pending, &ctl_tx)?;
+                // What the broker has sent so far, parsed together.
+                let mut batch = vec![m];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let parsed = parse::parse_all(plan, &batch, threads);
+                for (m, p) in batch.into_iter().zip(parsed) {
+                    dec.message(m, p, &mut pending, &ctl_tx);
+                    if pending.len() >= 4096 {
+                        dec.n.flush();
+                        ack(&dec, &mut pending, &ctl_tx)?;
+                    }
                 }
                 continue;
             }
@@ -189,7 +208,7 @@ pub fn run(
         match rt
             .block_on(async { tokio::time::timeout(Duration::from_millis(100), rx.recv()).await })
         {
-            Ok(Some(m)) => dec.message(m, &mut pending, &ctl_tx),
+            Ok(Some(m)) => dec.message(m, Parsed::InOrder, &mut pending, &ctl_tx),
             Ok(None) => break,
             Err(_) => {}
         }
@@ -387,9 +406,11 @@ impl<'p> Decoder<'p> {
         }
     }
 
+    /// Hands message `m` (`parsed` ahead, or not) to the normaliser.
     fn message(
         &mut self,
         m: Msg,
+        parsed: Parsed,
         pending: &mut Vec<(u64, AckToken)>,
         ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>,
     ) {
@@ -400,17 +421,21 @@ impl<'p> Decoder<'p> {
             return;
         }
         self.n.begin_message();
-        self.decode(&m, ctl);
+        self.decode(&m, parsed, ctl);
         self.n.end_message(&m.topic, &m.payload);
         if let Some(t) = m.token {
             pending.push(t);
         }
     }
 
-    fn decode(&mut self, m: &Msg, ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>) {
+    fn decode(&mut self, m: &Msg, parsed: Parsed, ctl: &tokio::sync::mpsc::UnboundedSender<Ctl>) {
         let recv = now_ms();
         let topic = m.topic.as_str();
         self.n.set_topic(Some(topic));
+        if let Parsed::Items(items) = parsed {
+            self.apply(m, items);
+            return;
+        }
         if m.payload.len() > self.plan.max_payload {
             let head = &m.payload[..1024.min(m.payload.len())];
             self.n.reject_message(
@@ -424,7 +449,7 @@ impl<'p> Decoder<'p> {
             );
             return;
         }
-        let Some((ri, caps)) = self
+        let Some((ri, _)) = self
             .plan
             .routes
             .iter()
@@ -437,37 +462,11 @@ impl<'p> Decoder<'p> {
         };
         let route = &self.plan.routes[ri];
         match &route.format {
-            Format::Number => match payload::decode_number(&m.payload) {
-                Ok(r) => {
-                    let tag = route.tag_of(topic, &caps);
-                    self.row(&tag, r.ts.unwrap_or(recv), r.value, r.quality, &m.payload);
+            Format::Number | Format::Json(_) => {
+                if let Parsed::Items(items) = parse::parse(self.plan, m, recv) {
+                    self.apply(m, items);
                 }
-                Err(e) => self.n.reject_message(&e, topic, &m.payload),
-            },
-            Format::Json(fields) => match payload::decode_json(&m.payload, fields) {
-                Ok(rows) => {
-                    let topic_tag = route.tag_of(topic, &caps);
-                    for r in rows {
-                        match r {
-                            Ok(r) => {
-                                let tag = r.tag.as_deref().unwrap_or(&topic_tag).to_string();
-                                self.row(
-                                    &tag,
-                                    r.ts.unwrap_or(recv),
-                                    r.value,
-                                    r.quality,
-                                    &m.payload,
-                                );
-                            }
-                            Err(bad) => {
-                                self.n
-                                    .reject_message(&bad.reason, topic, bad.raw.as_bytes())
-                            }
-                        }
-                    }
-                }
-                Err(e) => self.n.reject_message(&e, topic, &m.payload),
-            },
+            }
             Format::Sparkplug(_) => {
                 let host = self.hosts[ri].as_mut().expect("a host per Sparkplug route");
                 let out = host.handle(topic, &m.payload, recv);
@@ -497,6 +496,24 @@ impl<'p> Decoder<'p> {
                         }
                     }
                     Err(e) => self.n.reject_message(&e, topic, &m.payload),
+                }
+            }
+        }
+    }
+
+    /// A parsed message's rows and dead letters, in its payload's order.
+    fn apply(&mut self, m: &Msg, items: Vec<Item>) {
+        for item in items {
+            match item {
+                Item::Row {
+                    tag,
+                    ts,
+                    value,
+                    quality,
+                } => self.row(&tag, ts, value, quality, &m.payload),
+                Item::Reject { reason, raw } => {
+                    let raw = raw.as_ref().map_or(&m.payload[..], |r| r.as_bytes());
+                    self.n.reject_message(&reason, &m.topic, raw)
                 }
             }
         }

@@ -103,6 +103,18 @@ pub(super) fn join(
     engine::cluster::join(c, opts.workers.max(1), shared, start).map(Some)
 }
 
+/// [`join`] for process 0 (or a process alone: `None`), whose input log
+/// `log` says where every process's starts.
+pub(super) fn join_as_zero(
+    opts: &RunOptions,
+    fingerprint: u64,
+    files: &crate::ingest::InitialContext,
+    log: Option<&super::durable::InputLog>,
+) -> Result<Option<engine::cluster::Joined>, RunError> {
+    let from = log.map_or(Default::default(), |l| l.cluster_start());
+    join(opts, fingerprint, files, from).map_err(super::engine_failed)
+}
+
 /// A cluster's checkpoint rounds on this process, when its input is
 /// logged and checkpoints are on (process 0 runs them until `stop`).
 pub(super) fn rounds(

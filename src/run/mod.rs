@@ -317,17 +317,12 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     // Status updates already in the lifecycle file.
     let status_offset = initial_status(&plan, &mut initial, &stats, &sink_tx)?;
     let (held, new_status) = durable::held(log.as_ref(), &mut initial);
-    let rounds = cluster::rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
     // A node with an input log checkpoints its state, so a restart
-    // replays only the log after the last one.
-    let checkpoints = checkpoint::start(
-        log.as_ref(),
-        &plan,
-        Some(&mut lake),
-        &ingest,
-        (&tags, &stats, workers),
-        rounds.as_ref(),
-    )?;
+    // replays only the log after the last one (a cluster: see `cuts.rs`).
+    let rounds = cluster::rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
+    let (at, lake_at) = ((&tags, &stats, workers), Some(&mut lake));
+    let checkpoints =
+        checkpoint::start(log.as_ref(), &plan, lake_at, &ingest, at, rounds.as_ref())?;
     let sup = Supervisor::new(stop.clone(), ingest.clone(), opts.drain);
     // Whatever way this function returns, the watchdog stands down.
     let _done = watchdog(&sup, &opts);
@@ -353,11 +348,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     let role = signals::Role::of(&opts, &ingest);
     signals::on_signals(&rt, (&stop, &sup), opts.drain, role);
     // A cluster's process 0 says where every process's input log starts.
-    let from = log
-        .as_ref()
-        .map_or(Default::default(), |l| l.cluster_start());
-    let joined = cluster::join(&opts, cluster_fingerprint, &files, from);
-    let joined = joined.map_err(engine_failed)?;
+    let joined = cluster::join_as_zero(&opts, cluster_fingerprint, &files, log.as_ref())?;
 
     let editable = opts.follow || sources.iter().any(|s| matches!(s, SourcePlan::Mqtt(_)));
     let store = context_store(&plan, &held, editable, &ingest, &tags, &geo);
