@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench mqtt                                   # 2,000 tags x 3,600 s (7.2M samples)
 //! PLANTFLOW_BENCH_TAGS=500 PLANTFLOW_BENCH_SECONDS=600 cargo bench --bench mqtt
+//! PLANTFLOW_BENCH_ONLY_DECODE=1 cargo bench --bench mqtt      # payloads parsed on 1 thread against 2
 //! ```
 //!
 //! Two payload shapes: one sample per message (`plant/<tag>`, JSON object)
@@ -214,6 +215,13 @@ fn main() {
         })
         .unwrap_or_default();
     println!("MQTT end to end through Mosquitto on loopback: {tags} tags x {seconds} s, QoS 1, {} cores ({cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    // PLANTFLOW_BENCH_ONLY_DECODE=1: only payloads parsed on 1 thread against 2.
+    if env_or("PLANTFLOW_BENCH_ONLY_DECODE", 0) == 1 {
+        decoding_spread(dir.path(), &input, port);
+        let _ = broker.kill();
+        let _ = broker.wait();
+        return;
+    }
     println!(
         "{:<12} {:>10} {:>12} {:>12} {:>7} {:>12} {:>8} {:>8} {:>8}",
         "payload",
@@ -285,6 +293,7 @@ fn main() {
         qos2_against_qos1(dir.path(), &input, port);
     }
     scrape_cost(dir.path(), &input, port);
+    decoding_spread(dir.path(), &input, port);
     let _ = broker.kill();
     let _ = broker.wait();
 }
@@ -642,6 +651,67 @@ fn qos2_against_qos1(dir: &Path, input: &Path, port: u16) {
     println!(
         "  plantflow, held by the broker for its session, then delivered: QoS 1 {k1:>8.0}/s  QoS 2 {k2:>8.0}/s ({:.2}x)",
         k2 / k1
+    );
+}
+
+/// Payloads parsed on one thread against two (the process's workers, the
+/// default): the broker holds the batched messages (100 samples each, QoS
+/// 1) for plantflow's persistent session while it is away, then delivers
+/// them as fast as plantflow takes them (2 workers, not durable, so the
+/// decoder and the dataflow set the pace), timed from the first sample read
+/// to the last; each way `PLANTFLOW_BENCH_DECODE_RUNS` times (default 3),
+/// alternating, medians.
+fn decoding_spread(dir: &Path, input: &Path, port: u16) {
+    let (msgs, samples) = messages(input, 100);
+    let runs = env_or("PLANTFLOW_BENCH_DECODE_RUNS", 3);
+    let start = |name: &str, threads: usize| {
+        let out = dir.join(format!("out{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut plan = load(dir, input, &out, port, name);
+        if let plantflow::dataflow::SourcePlan::Mqtt(m) = &mut plan.sources[0] {
+            m.conn.clean = false;
+            m.decode_threads = threads;
+        }
+        spawn_run(plan, true)
+    };
+    let held = |threads: usize, round: u64| {
+        let name = format!("decode-{threads}-{round}");
+        let (_, stop, run) = start(&name, threads);
+        std::thread::sleep(Duration::from_millis(800));
+        stop.store(true, Relaxed);
+        run.join().unwrap().unwrap();
+        publish(port, &msgs);
+        let (stats, stop, run) = start(&name, threads);
+        while stats.rows_read.load(Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t0 = Instant::now();
+        while stats.rows_read.load(Relaxed) < samples {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        stop.store(true, Relaxed);
+        let s = run.join().unwrap().unwrap();
+        assert_eq!(s.rows_read, samples, "every sample once");
+        samples as f64 / secs
+    };
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for round in 0..runs {
+        one.push(held(1, round));
+        two.push(held(0, round));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut one), median(&mut two));
+    println!(
+        "payloads parsed on 1 thread against 2 ({} held messages of 100 samples, 2 workers, medians of {runs}):",
+        msgs.len()
+    );
+    println!(
+        "  1 thread {a:>10.0} samples/s   2 threads {b:>10.0} samples/s   ({:.2}x)",
+        b / a
     );
 }
 

@@ -344,6 +344,7 @@ pub fn source(
         channel: 1024,
         stall_after: (stall_after > 0)
             .then(|| std::time::Duration::from_millis(stall_after as u64)),
+        decode_threads: 0,
     })
 }
 

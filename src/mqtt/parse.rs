@@ -156,6 +156,7 @@ mod tests {
             request_rebirth: false,
             channel: 64,
             stall_after: None,
+            decode_threads: 0,
         }
     }
 
