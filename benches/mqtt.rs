@@ -655,8 +655,8 @@ fn qos2_against_qos1(dir: &Path, input: &Path, port: u16) {
 }
 
 /// Payloads parsed on one thread against two (the process's workers, the
-/// default): the broker holds the batched messages (100 samples each, QoS
-/// 1) for plantflow's persistent session while it is away, then delivers
+/// default): the broker holds the batched messages (100 samples each, at
+/// QoS 1) for plantflow's persistent session while it is away, then delivers
 /// them as fast as plantflow takes them (2 workers, not durable, so the
 /// decoder and the dataflow set the pace), timed from the first sample read
 /// to the last; each way `PLANTFLOW_BENCH_DECODE_RUNS` times (default 3),

@@ -73,8 +73,33 @@ pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
 /// source, which every process reads again (see [`check`]). Returns the
 /// dataflow's [`fingerprint`].
 pub(super) fn writer_options(opts: &mut RunOptions, dataflow: &Dataflow) -> u64 {
-    opts.no_input_log |= opts.cluster.is_some() && !all_live(&dataflow.sources);
+    let sources = &dataflow.sources;
+    if let Some(c) = &opts.cluster {
+        let everywhere = every_process_reads(sources, c.processes);
+        opts.no_input_log |= !all_live(sources) || !everywhere;
+        if all_live(sources) && !everywhere {
+            tracing::warn!(
+                "a process of this cluster runs no source (each of its sources runs on one \
+                 process), so the cluster keeps no input log or checkpoints: it starts from an \
+                 empty lake"
+            );
+        }
+    }
     fingerprint(&dataflow.fingerprint)
+}
+
+/// Whether every one of `processes` processes runs a source: one that
+/// runs on every process (a shared MQTT subscription, OPC UA), or enough
+/// sources that run whole on one each (source `i` on process `i % n`). A
+/// process without a source ends its input at once, so it cannot hold its
+/// time for a checkpoint: such a cluster is not logged.
+fn every_process_reads(sources: &[SourcePlan], processes: usize) -> bool {
+    let everywhere = |s: &SourcePlan| match s {
+        SourcePlan::Mqtt(m) => m.split_by_broker(),
+        SourcePlan::OpcUa(_) | SourcePlan::Replay(_) => true,
+        _ => false,
+    };
+    sources.iter().any(everywhere) || sources.len() >= processes
 }
 
 /// Whether every source is live (no replay file): a cluster of them logs
@@ -111,7 +136,7 @@ pub(super) fn join_as_zero(
     files: &crate::ingest::InitialContext,
     log: Option<&super::durable::InputLog>,
 ) -> Result<Option<engine::cluster::Joined>, RunError> {
-    let from = log.map_or(Default::default(), |l| l.cluster_start());
+    let from = log.map_or(Default::default(), |l| l.cluster_start(opts.reset_state));
     join(opts, fingerprint, files, from).map_err(super::engine_failed)
 }
 

@@ -200,6 +200,10 @@ impl Rounds {
             return;
         };
         let b = m.get(&before).cloned();
+        if before != 0 && b.is_none() {
+            // (the one before is the lake's fallback: unknown here, nothing goes)
+            return;
+        }
         super::checkpoint::committed(&self.dir, &n, b.as_ref());
         let keep = b.map_or(now, |b| b.at);
         *m = m.split_off(&keep);

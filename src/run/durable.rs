@@ -327,13 +327,15 @@ impl InputLog {
     }
 
     /// Where a cluster's other processes go on from: this log's checkpoint,
-    /// or its beginning (or a new log, if this one holds nothing).
-    pub fn cluster_start(&self) -> crate::engine::cluster::Start {
+    /// or their logs' beginning; new logs when process 0 starts over
+    /// (`reset`: `--reset-state`). A log of process 0 that holds nothing
+    /// says nothing of the others', which may hold acknowledged input.
+    pub fn cluster_start(&self, reset: bool) -> crate::engine::cluster::Start {
         use crate::engine::cluster::Start;
         match &self.checkpoint {
+            _ if reset => Start::Fresh,
             Some(c) => Start::At(c.bridge.at),
-            None if self.scan.entries > 0 => Start::Whole,
-            None => Start::Fresh,
+            None => Start::Whole,
         }
     }
 

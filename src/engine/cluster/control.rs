@@ -295,11 +295,13 @@ pub fn send_control(m: Control) -> usize {
         return 0;
     };
     let bytes = m.encode();
-    let mut sent = 0;
-    for (_, s) in links.iter_mut().flat_map(|l| l.1.iter_mut()) {
-        sent += usize::from(s.write_all(&bytes).is_ok());
-    }
-    sent
+    let Some((_, links)) = links.as_mut() else {
+        return 0;
+    };
+    // A connection a write failed on (perhaps part-way) is not written
+    // again: its reader would be out of step.
+    links.retain_mut(|(_, s)| s.write_all(&bytes).is_ok());
+    links.len()
 }
 
 /// How many other processes this one has heartbeat connections to (process

@@ -96,29 +96,39 @@ pub fn combine<'s>(
                     output.session(&c.delayed(&t)).give(Piece::Late(s));
                 }
                 let f = frontier.frontier().iter().min().copied();
-                // Windows no on-time row can reach any more.
-                while let Some(entry) = open.first_entry() {
-                    if f.is_some_and(|f| (f as i64) < *entry.key()) {
-                        break;
+                // Every row before a checkpoint's time is in (nothing after
+                // it comes until it is over): the windows sent before that
+                // time go, then what is open is its part. A window sent at
+                // or after it (its end is past the time: the input may pass
+                // both at once) is in the part, not sent before it.
+                let asked = barrier.wants("combine");
+                let asked = asked.filter(|at| crate::engine::checkpoint::ready(*at, f, None));
+                let upto =
+                    |limit: Option<u64>| move |end: i64| limit.is_none_or(|l| (l as i64) >= end);
+                let mut send = |open: &mut BTreeMap<i64, FxHashMap<TagId, Acc>>,
+                                due: &dyn Fn(i64) -> bool| {
+                    // Windows no on-time row can reach any more.
+                    while let Some(entry) = open.first_entry() {
+                        if !due(*entry.key()) {
+                            break;
+                        }
+                        let (end, w) = entry.remove_entry();
+                        let start = end - geo.size_ms;
+                        let mut parts: Vec<Acc> = w.into_values().collect();
+                        parts.sort_unstable_by_key(|a| a.tag);
+                        // The capability is at the frontier of the last
+                        // activation, which was below `end`.
+                        let at = c.delayed(&(end as u64 - 1));
+                        output
+                            .session(&at)
+                            .give_iterator(parts.into_iter().map(|a| Piece::Part(start, a)));
                     }
-                    let (end, w) = entry.remove_entry();
-                    let start = end - geo.size_ms;
-                    let mut parts: Vec<Acc> = w.into_values().collect();
-                    parts.sort_unstable_by_key(|a| a.tag);
-                    // The capability is at the frontier of the last
-                    // activation, which was below `end`.
-                    let at = c.delayed(&(end as u64 - 1));
-                    output
-                        .session(&at)
-                        .give_iterator(parts.into_iter().map(|a| Piece::Part(start, a)));
+                };
+                if let Some(at) = asked {
+                    send(&mut open, &upto(Some(at.min(f.unwrap_or(at)))));
+                    barrier.put("combine", &saved_parts(&open));
                 }
-                // Every row before a checkpoint's time is in: what is open
-                // is its part (nothing after it comes until it is over).
-                if let Some(at) = barrier.wants("combine") {
-                    if crate::engine::checkpoint::ready(at, f, None) {
-                        barrier.put("combine", &saved_parts(&open));
-                    }
-                }
+                send(&mut open, &upto(f));
                 match f {
                     Some(h) if h > *c.time() => c.downgrade(&h),
                     Some(_) => {}
@@ -212,5 +222,69 @@ mod tests {
             (got.count, got.min, got.max, got.first, got.last),
             (want.count, want.min, want.max, want.first, want.last)
         );
+    }
+
+    /// A checkpoint whose time the input passes together with a window's
+    /// end: the window is in the checkpoint's part (its rows are before
+    /// the checkpoint) and sent after it, at the last time before its end.
+    /// Before, it was sent first and the part left it out, so a cluster
+    /// started from that checkpoint lost its rows.
+    #[test]
+    fn a_window_whose_end_comes_with_a_checkpoint_is_in_the_checkpoint() {
+        use crate::engine::checkpoint::Checkpoints;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use timely::dataflow::operators::core::Inspect;
+        use timely::dataflow::operators::Probe;
+        use timely::dataflow::{InputHandle, ProbeHandle};
+        let geo = Geometry {
+            size_ms: 60_000,
+            period_ms: 60_000,
+            retention_ms: 3_600_000,
+        };
+        let (saved, sent) = timely::execute_directly(move |worker| {
+            let ck = Checkpoints::default();
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Sample>>>::new();
+            let probe = ProbeHandle::new();
+            let sent: Rc<RefCell<Vec<(u64, i64, u32)>>> = Rc::default();
+            let s2 = sent.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                combine(input.to_stream(scope), geo, &ck)
+                    .inspect_core(move |c| {
+                        if let Ok((t, data)) = c {
+                            for p in data.iter() {
+                                if let Piece::Part(start, a) = p {
+                                    let t = t.iter().next().copied().unwrap_or(0);
+                                    s2.borrow_mut().push((t, *start, agg(a).count as u32));
+                                }
+                            }
+                        }
+                    })
+                    .probe_with(&probe);
+            });
+            input.advance_to(1);
+            input.send(sample(1_000, 2.0));
+            input.send(sample(2_000, 3.0));
+            input.advance_to(2);
+            while probe.less_than(&2) {
+                worker.step();
+            }
+            // A cut at 5, then the input passes it and the window's end.
+            ck.barrier.ask(5);
+            input.advance_to(60_001);
+            while probe.less_than(&60_001) {
+                worker.step();
+            }
+            let (at, parts, _) = ck.barrier.take().expect("combine put its part");
+            assert_eq!(at, 5);
+            let saved: Vec<(i64, Vec<Acc>)> = postcard::from_bytes(&parts[0].1).unwrap();
+            drop(input);
+            while worker.step() {}
+            let sent = sent.borrow().clone();
+            (saved, sent)
+        });
+        assert_eq!(saved.len(), 1, "the open window is in the part: {saved:?}");
+        assert_eq!((saved[0].0, agg(&saved[0].1[0]).count), (60_000, 2));
+        assert_eq!(sent, vec![(59_999, 0, 2)], "sent after the checkpoint");
     }
 }

@@ -98,8 +98,11 @@ impl Ingest {
     pub fn cut_at(&self, at: Option<u64>) {
         if let Ok(mut c) = self.checkpointing.lock() {
             if let Some(ck) = c.as_mut() {
+                // A cut that comes after the hold ended is not taken: the
+                // time may have moved on, and rows may be between the two.
+                let held = ck.cut.preparing.is_some_and(|s| s.elapsed() < HOLD);
                 ck.cut.preparing = None;
-                ck.cut.at = at;
+                ck.cut.at = at.filter(|_| held);
             }
         }
         self.cut_heard.notify_all();
