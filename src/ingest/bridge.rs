@@ -566,6 +566,7 @@ impl Ingest {
                 }
                 Entry::Context(change) => self.context(change),
                 Entry::Settle => self.settle(),
+                Entry::Advance(t) => self.reach(t),
             }
         }
         let resumed = self

@@ -50,6 +50,8 @@ pub enum Entry {
     Context(ContextChange),
     /// `Ingest::settle`.
     Settle,
+    /// `Ingest::reach_cut`: a cluster's time moved to a checkpoint's cut.
+    Advance(u64),
 }
 
 /// The borrowed form of [`Entry`] for writing (the same encoding).
@@ -70,6 +72,7 @@ pub enum EntryRef<'a> {
     },
     Context(&'a ContextChange),
     Settle,
+    Advance(u64),
 }
 
 /// The log, open for appending.

@@ -12,11 +12,13 @@
 //!    the same (`Prepare`); each answers with its time (`Time`). A held
 //!    time does not move on, so sources wait (for a round trip, at most
 //!    [`ANSWERS`]).
-//! 2. It picks the cut `C` just after the latest of those times (a free
-//!    millisecond, never a window's boundary) and tells every process
-//!    (`Cut`). Each goes on, and takes its checkpoint where its own time
-//!    passes `C` (a process behind the others gets there later: its
-//!    workers' checkpoint waits for it, as a worker's does for another's).
+//! 2. If every time is in one epoch, it picks the cut `C` just after the
+//!    latest of them (a free millisecond of that epoch, never a window's
+//!    boundary) and tells every process (`Cut`). Each goes on, takes its
+//!    checkpoint where its own time passes `C`, and moves a time still
+//!    below `C` to it at once (`Ingest::reach_cut`): the workers past `C`
+//!    take no input until every process is there, so a quiet process
+//!    would hold them all.
 //! 3. Each process writes its own `checkpoint-C.bin` and tells process 0
 //!    (`Written`). Once every process has written `C`, the lake's next
 //!    commit that reaches `C` names it; process 0 then tells the others
@@ -144,7 +146,10 @@ impl Rounds {
                 let t = self.ingest.prepare_cut();
                 cluster::send_control(Control::Time(round, t.unwrap_or(u64::MAX)));
             }
-            Control::Cut(_, at) => self.ingest.cut_at((at != 0).then_some(at)),
+            Control::Cut(_, at) => {
+                self.ingest.cut_at((at != 0).then_some(at));
+                self.ingest.reach_cut();
+            }
             Control::Committed(now, before) => self.clean(now, before),
         }
     }
@@ -235,31 +240,44 @@ impl Rounds {
             *t = Some(tx);
         }
         cluster::send_control(Control::Prepare(round));
-        let latest = self.answers(round, &rx).map(|t| t.max(mine));
-        let cut = latest
-            .map(|t| t + 1)
-            .filter(|c| !c.is_multiple_of(self.epoch_ms));
+        // Every time in one epoch: the cut is a free millisecond of it,
+        // which every process can move to at once (see `reach_cut`).
+        let span = self
+            .answers(round, &rx)
+            .map(|(a, b)| (a.min(mine), b.max(mine)));
+        let s = self.epoch_ms;
+        let cut = span
+            .filter(|(a, b)| a / s == b / s)
+            .map(|(_, b)| b + 1)
+            .filter(|c| !c.is_multiple_of(s));
         cluster::send_control(Control::Cut(round, cut.unwrap_or(0)));
         self.ingest.cut_at(cut);
+        self.ingest.reach_cut();
         if let Ok(mut t) = self.times.lock() {
             *t = None;
         }
         match cut {
             Some(at) => tracing::debug!(round, at, "checkpoint round: cut"),
-            None => tracing::debug!(round, "checkpoint round: no cut (a process did not answer)"),
+            None => tracing::debug!(
+                round,
+                "checkpoint round: no cut (a process did not answer, or the processes' times \
+                 were in different epochs)"
+            ),
         }
     }
 
-    /// Every other process's time in `round`: the latest, or `None` if one
-    /// could not take part or did not answer within [`ANSWERS`].
-    fn answers(&self, round: u64, rx: &Receiver<Answer>) -> Option<u64> {
+    /// Every other process's time in `round`: the earliest and the latest,
+    /// or `None` if one could not take part or did not answer within
+    /// [`ANSWERS`].
+    fn answers(&self, round: u64, rx: &Receiver<Answer>) -> Option<(u64, u64)> {
         let until = Instant::now() + ANSWERS;
-        let mut latest = 0;
+        let (mut earliest, mut latest) = (u64::MAX, 0);
         let mut heard = 0;
         while heard + 1 < self.processes {
             let left = until.checked_duration_since(Instant::now())?;
             match rx.recv_timeout(left) {
                 Ok((r, Some(t))) if r == round => {
+                    earliest = earliest.min(t);
                     latest = latest.max(t);
                     heard += 1;
                 }
@@ -268,7 +286,7 @@ impl Rounds {
                 Err(_) => return None,
             }
         }
-        Some(latest)
+        Some((earliest, latest))
     }
 }
 

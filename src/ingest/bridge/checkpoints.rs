@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{BridgePart, Ingest, State, WorkerMsg, Written};
+use super::{BridgePart, EntryRef, Ingest, State, WorkerMsg, Written};
 
 /// When the bridge takes checkpoints, and where their parts go.
 pub(super) struct Checkpointing {
@@ -106,6 +106,39 @@ impl Ingest {
             }
         }
         self.cut_heard.notify_all();
+    }
+
+    /// After a cut (from the thread that heard it): a time below the cut
+    /// in the same epoch moves to it now, so that a process whose sources
+    /// are quiet does not hold the others' workers at the cut (they take
+    /// no input after it until every process is there). The move is a
+    /// free millisecond: no window closes. It is logged, so a replay moves
+    /// the time the same way.
+    pub fn reach_cut(&self) {
+        let at = match self.checkpointing.lock() {
+            Ok(c) => c.as_ref().and_then(|c| c.cut.at),
+            Err(_) => None,
+        };
+        if let Some(at) = at {
+            self.reach(at);
+        }
+    }
+
+    /// Moves the time to `at` if it is below it in the same epoch (taking
+    /// the checkpoint of a cut there), and logs it.
+    pub(super) fn reach(&self, at: u64) {
+        let mut st = self.lock();
+        let same_epoch = st.time / self.epoch_ms == at / self.epoch_ms;
+        if st.ended || st.time >= at || !same_epoch || at.is_multiple_of(self.epoch_ms) {
+            return;
+        }
+        if !self.log_with(|l| l.wal.append(&EntryRef::Advance(at))) {
+            return;
+        }
+        self.cut_before(&st, at);
+        st.time = at;
+        st.dirty = false;
+        self.broadcast_advance(at);
     }
 
     /// Before a cluster's time moves from `st.time` to `next`: waits while
@@ -310,5 +343,23 @@ mod tests {
         ingest.samples(0, 120_001, rows());
         assert_eq!(heard(&rx[0]), ["advance 120001", "samples 120001"]);
         assert!(parts.try_recv().is_err());
+
+        // A quiet process moves to a cut in its epoch at once (and takes
+        // the checkpoint there); one in a later epoch it leaves alone.
+        assert_eq!(ingest.prepare_cut(), Some(120_001));
+        ingest.cut_at(Some(120_002));
+        ingest.reach_cut();
+        assert_eq!(heard(&rx[0]), ["checkpoint 120002", "advance 120002"]);
+        assert_eq!(
+            parts.recv_timeout(Duration::from_secs(1)).unwrap().at,
+            120_002
+        );
+        assert_eq!(ingest.prepare_cut(), Some(120_002));
+        ingest.cut_at(Some(180_002));
+        ingest.reach_cut();
+        assert!(
+            heard(&rx[0]).is_empty(),
+            "a cut in another epoch is not reached"
+        );
     }
 }
