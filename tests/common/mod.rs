@@ -839,6 +839,27 @@ pub enum Stop {
     Term,
 }
 
+/// `workload_v1_mqtt.toml` written to `dir`, committing the lake and
+/// checkpointing every 100 ms, so stops land before, inside and after
+/// them; its samples on a shared subscription (`share`) when `shared`.
+pub fn mqtt_dataflow_often(dir: &Path, shared: bool) -> PathBuf {
+    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
+    let mut often = text
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"100ms\"",
+        );
+    if shared {
+        let topic = "topic = \"plant/{tag+}\"";
+        often = often.replace(topic, &format!("{topic}\nshare = \"plantflow\""));
+    }
+    assert_ne!(often, text);
+    let df = dir.join("workload_v1_mqtt.toml");
+    std::fs::write(&df, often).unwrap();
+    df
+}
+
 /// `mqtt_stream_killed` with the node stopped `how`, and checkpoints and
 /// commits many times a second, so stops land before, inside and after them.
 pub fn mqtt_stream_stopped(url: &str, peer_url: &str, client: &str, stops: usize, how: Stop) {
@@ -846,16 +867,7 @@ pub fn mqtt_stream_stopped(url: &str, peer_url: &str, client: &str, stops: usize
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
-    let often = text
-        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
-        .replace(
-            "size = \"1m\"",
-            "size = \"1m\"\ncheckpoint_interval = \"100ms\"",
-        );
-    assert_ne!(often, text);
-    let df = dir.path().join("workload_v1_mqtt.toml");
-    std::fs::write(&df, often).unwrap();
+    let df = mqtt_dataflow_often(dir.path(), false);
     let env = vec![
         ("INPUT_DIR", fixture_dir().display().to_string()),
         ("OUT_DIR", out.display().to_string()),
@@ -1449,20 +1461,7 @@ pub fn mqtt_cluster_killed(url: &str, peer_url: &str) {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lake");
-    let text = std::fs::read_to_string(dataflow("workload_v1_mqtt.toml")).unwrap();
-    let often = text
-        .replace(
-            "topic = \"plant/{tag+}\"",
-            "topic = \"plant/{tag+}\"\nshare = \"plantflow\"",
-        )
-        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
-        .replace(
-            "size = \"1m\"",
-            "size = \"1m\"\ncheckpoint_interval = \"100ms\"",
-        );
-    assert_ne!(often, text);
-    let df = dir.path().join("workload_v1_mqtt.toml");
-    std::fs::write(&df, often).unwrap();
+    let df = mqtt_dataflow_often(dir.path(), true);
     let vars = vec![
         ("INPUT_DIR", fixture_dir().display().to_string()),
         ("OUT_DIR", out.display().to_string()),
