@@ -452,7 +452,6 @@ pub(super) fn start(
     let dir = log.dir().to_path_buf();
     let (bridge_tx, bridge_rx) = std::sync::mpsc::channel();
     let (workers_tx, workers_rx) = std::sync::mpsc::channel();
-    let told = Arc::new(crate::ingest::bridge::Written::default());
     let slot = lake.map(|lake| {
         let slot = Arc::new(CheckpointSlot {
             ready: Default::default(),
@@ -475,11 +474,12 @@ pub(super) fn start(
             if let Some(slot) = &slot {
                 r.to_lake(slot.clone());
             }
-            ingest.checkpoint_at_cuts(bridge_tx, told);
+            ingest.checkpoint_at_cuts(bridge_tx);
             let r = r.clone();
             Box::new(move |c| r.written(c))
         }
         (None, Some(slot)) => {
+            let told = Arc::new(crate::ingest::bridge::Written::default());
             ingest.checkpoint_every(Duration::from_millis(ms as u64), bridge_tx, told.clone());
             let slot = slot.clone();
             Box::new(move |c: CheckpointRef| {

@@ -94,12 +94,19 @@ pub(super) fn writer_options(opts: &mut RunOptions, dataflow: &Dataflow) -> u64 
 /// process without a source ends its input at once, so it cannot hold its
 /// time for a checkpoint: such a cluster is not logged.
 fn every_process_reads(sources: &[SourcePlan], processes: usize) -> bool {
-    let everywhere = |s: &SourcePlan| match s {
+    sources.iter().any(runs_everywhere) || sources.len() >= processes
+}
+
+/// Whether a source runs on every process of a cluster (each reads its
+/// share): a replay file (its chunks), an `mqtt` source the broker splits,
+/// `opcua` (the nodes whose id hashes to the process). Any other runs
+/// whole on one process.
+fn runs_everywhere(s: &SourcePlan) -> bool {
+    match s {
+        SourcePlan::Replay(_) | SourcePlan::OpcUa(_) => true,
         SourcePlan::Mqtt(m) => m.split_by_broker(),
-        SourcePlan::OpcUa(_) | SourcePlan::Replay(_) => true,
         _ => false,
-    };
-    sources.iter().any(everywhere) || sources.len() >= processes
+    }
 }
 
 /// Whether every source is live (no replay file): a cluster of them logs
@@ -489,17 +496,11 @@ fn leave_when_cut(ingest: &Arc<Ingest>, sup: &Arc<Supervisor>, drain: bool, me: 
     }));
 }
 
-/// Whether the source at `index` starts on this process: a replay file
-/// decides for itself (it may be read in jobs, shared by all processes);
-/// any other source runs on one process.
+/// Whether the source at `index` starts on this process: on every one
+/// (see [`runs_everywhere`]: a replay file decides for itself which jobs
+/// it reads), or whole on one.
 pub(super) fn starts_here(s: &SourcePlan, ctx: &SourceCtx) -> bool {
-    match s {
-        SourcePlan::Replay(_) => true,
-        SourcePlan::Mqtt(m) if m.split_by_broker() => true,
-        // Each process monitors the nodes whose id hashes to it.
-        SourcePlan::OpcUa(_) => true,
-        _ => ctx.runs_whole(),
-    }
+    runs_everywhere(s) || ctx.runs_whole()
 }
 
 /// A cluster's process logs its input every second (`PLANTFLOW_LOG=info`):

@@ -331,19 +331,15 @@ fn same_latest(one: &Path, out: &Path) {
 }
 
 /// Every row of `want` once in `got`, and no other.
+/// Up to five keys of `a` that `b` lacks.
+fn absent<'a>(a: &'a BTreeMap<String, usize>, b: &BTreeMap<String, usize>) -> Vec<&'a String> {
+    a.keys().filter(|k| !b.contains_key(*k)).take(5).collect()
+}
+
 fn same_versions(got: &BTreeMap<String, usize>, want: &BTreeMap<String, usize>) {
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(twice.is_empty(), "rows written twice: {twice:?}");
-    let missing: Vec<_> = want
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = got
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .take(5)
-        .collect();
+    let (missing, extra) = (absent(want, got), absent(got, want));
     assert!(
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}, extra {extra:?}"
@@ -436,11 +432,7 @@ fn a_cluster_stopped_while_process_0_waits_commits_only_what_is_final() {
     }
     let cut = versions(&out);
     assert!(cut.len() < want.len(), "the stop landed mid-run");
-    let extra: Vec<_> = cut
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .take(5)
-        .collect();
+    let extra = absent(&cut, &want);
     assert!(
         extra.is_empty(),
         "rows no uninterrupted run writes: {extra:?}"
