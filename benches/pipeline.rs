@@ -8,6 +8,7 @@
 //! cargo bench --bench pipeline                       # default: 2,000 tags x 3,600 s (7.2M rows), 3 runs
 //! PLANTFLOW_BENCH_TAGS=200 PLANTFLOW_BENCH_SECONDS=600 PLANTFLOW_BENCH_RUNS=1 cargo bench --bench pipeline
 //! PLANTFLOW_BENCH_SPILL=10m cargo bench --bench pipeline   # closed windows on disk after 10 minutes
+//! PLANTFLOW_BENCH_PINNED=1 cargo bench --bench pipeline    # also 1 worker on 1 core against 2 on 2
 //! ```
 //!
 //! The baseline (`baseline()` below) reads `samples.csv` once, aggregates
@@ -436,6 +437,48 @@ fn run_sampled(cmd: &mut Command) -> (std::process::Output, RssTrace) {
     (output, trace)
 }
 
+/// `PLANTFLOW_BENCH_PINNED=1`: what a second core gives plantflow. One
+/// worker with the whole process held to one core (`taskset -c 0`: its
+/// source thread, worker and writer share it) against two workers on both
+/// cores, alternately, medians. On a 2-core machine this is the only way
+/// to see a worker's scaling: unpinned, one worker's threads already use
+/// both cores.
+fn pinned(
+    formats: &[String],
+    (input, root, dataflow): (&Path, &Path, &Path),
+    (bin, rows, runs): (&str, u64, u64),
+) {
+    for format in formats {
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..runs {
+            for (k, t) in times.iter_mut().enumerate() {
+                let out = root.join(format!("out-pinned-{k}"));
+                let _ = std::fs::remove_dir_all(&out);
+                let mut c = Command::new(if k == 0 { "taskset" } else { bin });
+                if k == 0 {
+                    c.args(["-c", "0", bin]);
+                }
+                c.args(["run", "--json", "--workers", &(k + 1).to_string()])
+                    .arg(dataflow)
+                    .env("INPUT_DIR", input)
+                    .env("SAMPLES_FILE", format!("samples.{format}"))
+                    .env("OUT_DIR", &out);
+                let started = Instant::now();
+                let (o, _) = run_sampled(&mut c);
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                t.push(started.elapsed().as_secs_f64());
+            }
+        }
+        let [one, two] = times.map(median);
+        println!(
+            "{format:<8} 1 worker on 1 core {one:.2} s ({:.2} M rows/s), 2 workers on 2 cores {two:.2} s ({:.2} M rows/s): {:.2}x",
+            rows as f64 / one / 1e6,
+            rows as f64 / two / 1e6,
+            one / two
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--baseline") {
@@ -514,8 +557,9 @@ fn main() {
                 .iter()
                 .map(|t| (format!("{t} (benches/analysts.py)"), vec![], vec![])),
         );
+        let mut same = None;
         for _ in 0..runs {
-            for (k, (_, samples_k, trace_k)) in results.iter_mut().enumerate() {
+            for (k, (results_k, samples_k, trace_k)) in results.iter_mut().enumerate() {
                 let out = root.join(format!("out-{k}"));
                 let _ = std::fs::remove_dir_all(&out);
                 let started = Instant::now();
@@ -572,6 +616,11 @@ fn main() {
                 } else {
                     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
                     assert_eq!(v["rows_read"].as_u64(), Some(rows));
+                    // Every plantflow run computes the same windows and
+                    // actions (a cluster that split its input wrongly did not).
+                    let made = (v["windows"].clone(), v["actions"].clone());
+                    let first = same.get_or_insert_with(|| made.clone());
+                    assert_eq!(*first, made, "{}: windows and actions differ", results_k);
                     if spill.is_some() {
                         eprintln!(
                             "  plantflow --workers {k}: {} windows spilled, {} read back",
@@ -633,6 +682,9 @@ fn main() {
                 deciles.join(" ")
             );
         }
+    }
+    if env_or("PLANTFLOW_BENCH_PINNED", 0) == 1 {
+        pinned(&formats, (&input, &root, &dataflow), (bin, rows, runs));
     }
     if stages {
         let csv = input.join("samples.csv");

@@ -23,12 +23,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Thread;
 
 mod checkpoints;
+mod dead;
 mod side;
 use checkpoints::Checkpointing;
 
 pub use super::track::{BridgePart, LogCounts, SourceTrack, Tracked, Written};
 use super::wal::{Entry, EntryRef, Wal};
 use super::{InitialContext, TagRegistry};
+pub use dead::DeadLetters;
 
 use crate::model::Interval;
 use crate::model::{AssetRow, Sample, StatusUpdate, TagId, F64};
@@ -64,6 +66,17 @@ pub enum WorkerMsg {
     End,
 }
 
+/// Logged rows with the tag ids of this process (a log's ids are those of
+/// the run that wrote it; `remap` maps them by name).
+fn remapped(mut rows: Vec<Sample>, remap: &HashMap<TagId, TagId>) -> Result<Vec<Sample>, String> {
+    for s in &mut rows {
+        s.tag = *remap
+            .get(&s.tag)
+            .ok_or_else(|| format!("the input log names no tag {}", s.tag))?;
+    }
+    Ok(rows)
+}
+
 /// The worker that owns a tag's windows.
 pub fn worker_of(tag: crate::model::TagId, workers: usize) -> usize {
     tag as usize % workers
@@ -78,6 +91,8 @@ struct State {
     dirty: bool,
     /// What a durable node keeps of its input (with a log attached).
     track: Option<Tracked>,
+    /// Dead letters sent with a stamp ahead of the time (see `dead.rs`).
+    pending: dead::Pending,
 }
 
 /// Orders and distributes source output to the workers.
@@ -166,6 +181,7 @@ impl Ingest {
                 ended: sources == 0,
                 dirty: false,
                 track: None,
+                pending: Default::default(),
             }),
             senders,
             threads: Mutex::new(vec![None; workers]),
@@ -245,18 +261,20 @@ impl Ingest {
 
     /// Source `source` delivers `rows` whose arrival watermark epoch is `epoch`.
     pub fn samples(&self, source: usize, epoch: u64, rows: Vec<Sample>) {
-        self.samples_of(source, epoch, rows, &[], None);
+        self.samples_of(source, epoch, rows, (&[], DeadLetters::none()), None);
     }
 
     /// [`Ingest::samples`] for rows of whole messages, with their hashes
     /// (logged, to recognise redeliveries after a restart), and for rows of
-    /// a file with where it goes on after them (logged, to resume there).
+    /// a file with where it goes on after them (logged, to resume there)
+    /// and the dead letters of the bad lines among them (logged with them,
+    /// then sent to the lake from here: see `bridge/dead.rs`).
     pub fn samples_of(
         &self,
         source: usize,
         epoch: u64,
         rows: Vec<Sample>,
-        messages: &[u64],
+        (messages, dead): (&[u64], DeadLetters<'_>),
         position: Option<u64>,
     ) {
         // Held (memory above its limit): the source waits here, so MQTT
@@ -294,18 +312,32 @@ impl Ingest {
             t.counts.samples += rows.len() as u64;
             t.counts.messages += messages.len() as u64;
         }
+        // (see `dead.rs`: never before the time the rows enter at)
+        let stamp = dead.stamp.unwrap_or(epoch.max(st.time));
         let kept = self.log_with(|l| {
             let tags = l.tags.view();
             let names = l.wal.unnamed(&rows, |id| tags.key(id).to_string());
             if !names.is_empty() {
                 l.wal.append(&EntryRef::Tags(&names));
             }
-            l.wal.append(&EntryRef::Samples {
-                source: source as u32,
-                epoch,
-                rows: &rows,
-                messages,
-                position,
+            let source = source as u32;
+            l.wal.append(&match dead.rows.as_slice() {
+                [] => EntryRef::Samples {
+                    source,
+                    epoch,
+                    rows: &rows,
+                    messages,
+                    position,
+                },
+                dead => EntryRef::SamplesWithDead {
+                    source,
+                    epoch,
+                    rows: &rows,
+                    messages,
+                    position,
+                    dead,
+                    stamp,
+                },
             });
         });
         if !kept {
@@ -315,10 +347,13 @@ impl Ingest {
             *e = (*e).max(epoch);
         }
         // A cluster's rows for the lake go before the time moves on: they
-        // are stamped with the epoch they were read in, and process 0's
-        // writer commits a time once the side stream has passed it.
+        // are stamped no earlier than the time, and process 0's writer
+        // commits a time once the side stream has passed it (`cut_before`
+        // drains them at every move).
         self.drain_side(&st);
         self.advance(&mut st);
+        self.send_dead(&mut st, (stamp, (source as u32, position)), dead);
+        self.settle_dead(&mut st);
         if rows.is_empty() {
             return;
         }
@@ -488,6 +523,11 @@ impl Ingest {
         true
     }
 
+    /// Whether calls are logged now (a durable node's log is replayed).
+    pub fn logs(&self) -> bool {
+        self.logging.load(Relaxed)
+    }
+
     /// Makes the node durable: `entries` (the log so far) are replayed by
     /// [`Ingest::replay`] before sources start, then calls go to `wal`.
     /// `from` is where the log's replay starts: a checkpoint's bridge part,
@@ -530,8 +570,12 @@ impl Ingest {
         &self,
         entries: impl IntoIterator<Item = Entry>,
         tags: &TagRegistry,
+        lake: &std::sync::mpsc::Sender<crate::model::Stamped>,
     ) -> Result<(), String> {
         let mut remap: HashMap<TagId, TagId> = HashMap::new();
+        // Dead letters logged again after a checkpoint (see `dead.rs`):
+        // each batch is sent once.
+        let mut dead_sent: HashSet<dead::Batch> = HashSet::new();
         for (i, e) in entries.into_iter().enumerate() {
             // A run stopped while replaying (a signal, a failure) stops reading.
             if i % 1024 == 0 && self.lock().ended {
@@ -553,16 +597,46 @@ impl Ingest {
                 Entry::Samples {
                     source,
                     epoch,
-                    mut rows,
+                    rows,
                     messages,
                     position,
                 } => {
-                    for s in &mut rows {
-                        s.tag = *remap
-                            .get(&s.tag)
-                            .ok_or_else(|| format!("the input log names no tag {}", s.tag))?;
+                    let rows = remapped(rows, &remap)?;
+                    let none = DeadLetters::none();
+                    self.samples_of(source as usize, epoch, rows, (&messages, none), position);
+                }
+                Entry::SamplesWithDead {
+                    source,
+                    epoch,
+                    rows,
+                    messages,
+                    position,
+                    dead,
+                    stamp,
+                } => {
+                    let rows = remapped(rows, &remap)?;
+                    let first = dead_sent.insert((source, position));
+                    let dead = DeadLetters {
+                        rows: dead,
+                        to: first.then_some(lake),
+                        stamp: Some(stamp),
+                    };
+                    self.samples_of(source as usize, epoch, rows, (&messages, dead), position);
+                }
+                Entry::Dead {
+                    stamp,
+                    source,
+                    position,
+                    rows,
+                } => {
+                    if dead_sent.insert((source, position)) {
+                        let dead = DeadLetters {
+                            rows,
+                            to: Some(lake),
+                            stamp: Some(stamp),
+                        };
+                        self.send_dead(&mut self.lock(), (stamp, (source, position)), dead);
                     }
-                    self.samples_of(source as usize, epoch, rows, &messages, position);
                 }
                 Entry::Context(change) => self.context(change),
                 Entry::Settle => self.settle(),

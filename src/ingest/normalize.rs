@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
+use super::bridge::DeadLetters;
 use crate::config::{QualityPolicy, WindowPlan};
 use crate::ingest::{Geometry, Ingest, TagRegistry};
 use crate::model::edit::Edit;
@@ -37,8 +38,9 @@ pub struct SourceCtx {
     pub ingest: Arc<Ingest>,
     pub tags: Arc<TagRegistry>,
     pub sink: Sender<Stamped>,
-    /// The source is read again from its start on a resume (a replay):
-    /// its dead letters are stamped with its epoch, so the lake keeps them once.
+    /// The source is a file (a replay): its dead letters are stamped, so
+    /// the lake keeps them once (see `flush`; unlogged, a resumed run reads
+    /// it again from its start, and the stamp is its epoch).
     pub replayed: bool,
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
@@ -68,17 +70,10 @@ impl SourceCtx {
         self.index % self.share.1.max(1) == self.share.0
     }
 
-    /// This process's jobs of a file read in jobs (every one alone).
-    pub fn share_of<J>(&self, jobs: Vec<J>) -> Vec<J> {
-        let (me, of) = (self.share.0, self.share.1.max(1));
-        if of == 1 {
-            return jobs;
-        }
-        jobs.into_iter()
-            .enumerate()
-            .filter(|(j, _)| j % of == me)
-            .map(|(_, job)| job)
-            .collect()
+    /// Whether job `j` of a file read in jobs is this process's (jobs are
+    /// numbered from the file's start, so a resumed process keeps its own).
+    pub fn reads_job(&self, j: usize) -> bool {
+        j % self.share.1.max(1) == self.share.0
     }
 
     /// Applies context edits from a message.
@@ -109,6 +104,10 @@ pub struct Normalizer {
     batch: Vec<Sample>,
     batch_rows: usize,
     dead: Vec<DeadLetter>,
+    /// How many of `dead` are of rows before `position` (a file source's):
+    /// the rest, of the row at the position, wait for a later flush, so the
+    /// log never holds a dead letter of a row a restart reads again.
+    dead_before: usize,
     now: i64,
     /// The registry's tags as of the last lookup that missed: no lock per row.
     tags: crate::ingest::TagView,
@@ -167,6 +166,7 @@ impl Normalizer {
             batch: Vec::with_capacity(batch_rows),
             batch_rows,
             dead: Vec::new(),
+            dead_before: 0,
             now: now_ms(),
             tags,
             counts: Counts::default(),
@@ -227,6 +227,7 @@ impl Normalizer {
     /// (call it before each row, and at the end of what there is).
     pub fn set_position(&mut self, at: u64) {
         self.position = Some(at);
+        self.dead_before = self.dead.len();
     }
 
     /// Where the input log says this file source goes on (once).
@@ -339,8 +340,20 @@ impl Normalizer {
 
     fn dead_flush_check(&mut self) {
         if self.dead.len() >= 1024 {
-            self.flush_dead();
+            // (a logged file's go with its rows, see `flush`)
+            if self.logs_dead() {
+                self.flush();
+            } else {
+                self.flush_dead();
+            }
         }
+    }
+
+    /// Whether this source's dead letters are logged with its rows (and
+    /// sent to the lake by the bridge, see `bridge/dead.rs`): a file's,
+    /// while the input is logged.
+    fn logs_dead(&self) -> bool {
+        self.ctx.replayed && self.ctx.ingest.logs()
     }
 
     /// Parses and accepts one text row.
@@ -473,12 +486,30 @@ impl Normalizer {
     pub fn flush(&mut self) {
         // Refresh the clock the plausibility check uses (long --follow runs).
         self.now = now_ms();
-        if !self.batch.is_empty() {
+        // A logged file's dead letters are logged with the rows and position
+        // they came with (a restart after the position cannot lose them); a
+        // message's are not (it is delivered again if not logged).
+        // The bridge sends them to the lake (see `DeadLetters`).
+        let (dead, later) = match self.logs_dead() {
+            true => {
+                let later = self.dead.split_off(self.dead_before.min(self.dead.len()));
+                self.wait_for_time();
+                self.queue_dead();
+                (std::mem::take(&mut self.dead), later)
+            }
+            false => (Vec::new(), Vec::new()),
+        };
+        if !self.batch.is_empty() || !dead.is_empty() {
             let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
             let (index, epoch, at) = (self.ctx.index, self.epoch, self.position);
+            let dead = DeadLetters {
+                rows: dead,
+                to: Some(&self.ctx.sink),
+                stamp: None,
+            };
             self.ctx
                 .ingest
-                .samples_of(index, epoch, rows, &self.messages, at);
+                .samples_of(index, epoch, rows, (&self.messages, dead), at);
         }
         self.messages.clear();
         if self.merged.elapsed() >= super::watch::MERGE_EVERY {
@@ -486,6 +517,7 @@ impl Normalizer {
         }
         self.publish_counts();
         self.flush_dead();
+        (self.dead, self.dead_before) = (later, 0);
     }
 
     /// Hands what the source has seen of its tags to the tag watch.
@@ -520,19 +552,46 @@ impl Normalizer {
         }
     }
 
+    /// Before a logged file's dead letters go: waits while many of them wait
+    /// for the time (this source far ahead of another, see
+    /// `Ingest::dead_ahead`).
+    fn wait_for_time(&self) {
+        if self.dead.is_empty() {
+            return;
+        }
+        let mut waited = false;
+        while self.ctx.ingest.dead_ahead() as u64 > MAX_QUEUED_DEAD_LETTERS && !self.ctx.stopped() {
+            waited = true;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if waited {
+            let event = "dead letters: reading paused until the other sources caught up";
+            self.ctx.stats.event(event, 1);
+        }
+    }
+
+    /// Counts the dead letters about to go to the writer, after waiting
+    /// while it is behind on them.
+    fn queue_dead(&self) {
+        if self.dead.is_empty() {
+            return;
+        }
+        let stats = &self.ctx.stats;
+        if wait_for_writer(
+            &stats.dead_letters_queued,
+            MAX_QUEUED_DEAD_LETTERS,
+            &self.ctx.stop,
+        ) {
+            stats.event("dead letters: reading paused until the writer caught up", 1);
+        }
+        stats
+            .dead_letters_queued
+            .fetch_add(self.dead.len() as u64, Relaxed);
+    }
+
     fn flush_dead(&mut self) {
         if !self.dead.is_empty() {
-            let stats = &self.ctx.stats;
-            if wait_for_writer(
-                &stats.dead_letters_queued,
-                MAX_QUEUED_DEAD_LETTERS,
-                &self.ctx.stop,
-            ) {
-                stats.event("dead letters: reading paused until the writer caught up", 1);
-            }
-            stats
-                .dead_letters_queued
-                .fetch_add(self.dead.len() as u64, Relaxed);
+            self.queue_dead();
             let _ = self.ctx.sink.send(Stamped {
                 time: self.ctx.replayed.then_some(self.epoch),
                 batch: SinkBatch::DeadLetters(std::mem::take(&mut self.dead)),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bridge::ContextChange;
 use super::tags::InitialContext;
-use crate::model::{Sample, TagId};
+use crate::model::{DeadLetter, Sample, TagId};
 
 /// One record of the log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +52,28 @@ pub enum Entry {
     Settle,
     /// `Ingest::reach_cut`: a cluster's time moved to a checkpoint's cut.
     Advance(u64),
+    /// [`Entry::Samples`] of a file source with the dead letters of its bad
+    /// lines among them and the stamp they went to the lake with: replayed,
+    /// they go again with it (the writer skips those it has). In one
+    /// record, so the position never passes a bad line whose dead letter
+    /// the log lacks (see `bridge/dead.rs`).
+    SamplesWithDead {
+        source: u32,
+        epoch: u64,
+        rows: Vec<Sample>,
+        messages: Vec<u64>,
+        position: Option<u64>,
+        dead: Vec<DeadLetter>,
+        stamp: u64,
+    },
+    /// Dead letters logged before a checkpoint with a stamp not before it,
+    /// logged again after it (see `bridge/dead.rs`).
+    Dead {
+        stamp: u64,
+        source: u32,
+        position: Option<u64>,
+        rows: Vec<DeadLetter>,
+    },
 }
 
 /// The borrowed form of [`Entry`] for writing (the same encoding).
@@ -73,6 +95,21 @@ pub enum EntryRef<'a> {
     Context(&'a ContextChange),
     Settle,
     Advance(u64),
+    SamplesWithDead {
+        source: u32,
+        epoch: u64,
+        rows: &'a [Sample],
+        messages: &'a [u64],
+        position: Option<u64>,
+        dead: &'a [DeadLetter],
+        stamp: u64,
+    },
+    Dead {
+        stamp: u64,
+        source: u32,
+        position: Option<u64>,
+        rows: &'a [DeadLetter],
+    },
 }
 
 /// The log, open for appending.
@@ -389,7 +426,8 @@ impl Scan {
                     initial,
                 } if s.entries == 1 => s.begin = Some((fingerprint, initial)),
                 Entry::Run => s.runs += 1,
-                Entry::Samples { rows, messages, .. } => {
+                Entry::Samples { rows, messages, .. }
+                | Entry::SamplesWithDead { rows, messages, .. } => {
                     s.samples += rows.len() as u64;
                     s.messages += messages.len() as u64;
                 }

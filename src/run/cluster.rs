@@ -67,34 +67,57 @@ pub(super) fn peer_gone(lost: (usize, String), cause: &str) {
     std::process::exit(EXIT_PEER_LOST);
 }
 
-/// Process 0 of a cluster (or a process alone): a cluster of live sources
-/// keeps an input log and checkpoints on every process (see `cuts.rs`); one
-/// with replay files keeps none, and goes on only from a lake of one replay
-/// source, which every process reads again (see [`check`]). Returns the
-/// dataflow's [`fingerprint`].
+/// Process 0 of a cluster (or a process alone): a cluster whose input is
+/// logged on one node (all but one replay file read to its end) keeps an
+/// input log and checkpoints on every process (see `cuts.rs`), if every
+/// process runs a source; one replay file is read again by every process
+/// (see [`check`]). Returns the dataflow's [`fingerprint`].
 pub(super) fn writer_options(opts: &mut RunOptions, dataflow: &Dataflow) -> u64 {
     let sources = &dataflow.sources;
     if let Some(c) = &opts.cluster {
-        let everywhere = every_process_reads(sources, c.processes);
-        opts.no_input_log |= !all_live(sources) || !everywhere;
-        if all_live(sources) && !everywhere {
+        let everywhere = every_process_reads(sources, c.processes, opts.follow);
+        let logged = super::durable::logged(sources, opts.follow) && !opts.no_input_log;
+        opts.no_input_log |= !everywhere;
+        if logged && !everywhere {
             tracing::warn!(
-                "a process of this cluster runs no source (each of its sources runs on one \
-                 process), so the cluster keeps no input log or checkpoints: it starts from an \
-                 empty lake"
+                "a process of this cluster runs no source that goes on as long as the input \
+                 does (each of its sources runs on one process, or a process reads only a \
+                 share of a file that ends beside live sources), so the cluster keeps no input \
+                 log or checkpoints: it starts from an empty lake"
             );
         }
     }
     fingerprint(&dataflow.fingerprint)
 }
 
-/// Whether every one of `processes` processes runs a source: one that
-/// runs on every process (a shared MQTT subscription, OPC UA), or enough
-/// sources that run whole on one each (source `i` on process `i % n`). A
-/// process without a source ends its input at once, so it cannot hold its
-/// time for a checkpoint: such a cluster is not logged.
-fn every_process_reads(sources: &[SourcePlan], processes: usize) -> bool {
-    sources.iter().any(runs_everywhere) || sources.len() >= processes
+/// Whether every one of `processes` processes can hold its time for a
+/// checkpoint round for as long as the input goes on (a process whose
+/// sources have all ended cannot take part: logs kept then would grow with
+/// no checkpoint). Either every source is a file read to its end (each
+/// process reads its share, then ends; rounds take no checkpoint once one
+/// has, and the logs end with the input), or every process runs a source
+/// that does not end: a live one on every process (a shared MQTT
+/// subscription, OPC UA) or one run whole on it (source `i` on process
+/// `i % n`: a followed CSV file, an unshared MQTT source, Modbus, BACnet).
+/// Otherwise the cluster is not logged.
+fn every_process_reads(sources: &[SourcePlan], processes: usize, follow: bool) -> bool {
+    if all_files(sources, follow) {
+        return true;
+    }
+    let everywhere = |s: &SourcePlan| !matches!(s, SourcePlan::Replay(_)) && runs_everywhere(s);
+    let endless = |s: &SourcePlan| match s {
+        SourcePlan::Replay(r) => {
+            follow && matches!(r.format, crate::sources::replay::ReplayFormat::Csv)
+        }
+        _ => true,
+    };
+    let on = |p: usize| {
+        sources
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i % processes.max(1) == p && endless(s) && !everywhere(s))
+    };
+    sources.iter().any(everywhere) || (0..processes).all(on)
 }
 
 /// Whether a source runs on every process of a cluster (each reads its
@@ -109,10 +132,11 @@ fn runs_everywhere(s: &SourcePlan) -> bool {
     }
 }
 
-/// Whether every source is live (no replay file): a cluster of them logs
-/// its input on every process.
-fn all_live(sources: &[SourcePlan]) -> bool {
-    !sources.iter().any(|s| matches!(s, SourcePlan::Replay(_)))
+/// Whether every source is a replay file read to its end: every process's
+/// time then moves on until its share is read, so a checkpoint round may
+/// cut across epochs (see `cuts.rs`).
+fn all_files(sources: &[SourcePlan], follow: bool) -> bool {
+    !follow && sources.iter().all(|s| matches!(s, SourcePlan::Replay(_)))
 }
 
 /// Joins the cluster of `opts` (none: `None`): every process's connections
@@ -151,7 +175,7 @@ pub(super) fn join_as_zero(
 /// logged and checkpoints are on (process 0 runs them until `stop`).
 pub(super) fn rounds(
     opts: &RunOptions,
-    plan: &crate::config::Plan,
+    (plan, sources): (&crate::config::Plan, &[SourcePlan]),
     log: Option<&super::durable::InputLog>,
     (ingest, stop): (&Arc<Ingest>, &Arc<std::sync::atomic::AtomicBool>),
 ) -> Option<Arc<super::cuts::Rounds>> {
@@ -160,7 +184,8 @@ pub(super) fn rounds(
     let log = log?;
     let at = (c.process, c.processes);
     let dir = log.dir().to_path_buf();
-    let rounds = super::cuts::Rounds::new(ingest, at, plan.window.size_ms as u64, dir);
+    let epochs = (plan.window.size_ms as u64, all_files(sources, opts.follow));
+    let rounds = super::cuts::Rounds::new(ingest, at, epochs, dir);
     if c.writes() {
         let every = std::time::Duration::from_millis(every as u64);
         rounds.coordinate(every, stop.clone());
@@ -210,9 +235,8 @@ pub(super) fn check_sources(
 }
 
 /// What process 0 of a cluster checks before it starts: its sources (see
-/// [`check_sources`]), and its lake, which must be empty: the processes'
-/// shares of the input are not what one process's record of positions
-/// describes.
+/// [`check_sources`]), and its lake, which must be empty if the cluster
+/// keeps no input logs and its input is not one replay file.
 pub(super) fn check(
     opts: &RunOptions,
     sources: &[SourcePlan],
@@ -221,19 +245,20 @@ pub(super) fn check(
 ) -> Result<(), RunError> {
     let cluster = opts.cluster.as_ref();
     check_sources(cluster, sources)?;
-    let logged = all_live(sources) && !opts.no_input_log;
-    if cluster.is_none() || lake.resumed.is_none() || replays_alike(sources, opts.follow) || logged
+    if cluster.is_none()
+        || lake.resumed.is_none()
+        || replays_alike(sources, opts.follow)
+        || !opts.no_input_log
     {
         return Ok(());
     }
     Err(RunError {
         code: super::supervise::EXIT_CONFIG,
         message: format!(
-            "{} already holds a run's files: a cluster (--processes) goes on from a lake \
-             when its input is one replay file (read again, what the lake has is skipped) \
-             or only live sources (each process's input log and checkpoints); with several \
-             replay files or --follow it starts from an empty lake (their input logs are \
-             not kept in a cluster yet): give it an empty directory",
+            "{} already holds a run's files, and this cluster keeps no input logs (a process \
+             runs no source that goes on as long as the input does): it goes on from a lake only when \
+             its input is one replay file (read again, what the lake has is skipped) or when \
+             every process keeps its input log: give it an empty directory",
             path.display()
         ),
     })
@@ -272,7 +297,7 @@ pub(super) fn dismiss(
 
 /// Runs process `c.process` (not 0) of a cluster: its share of the
 /// sources and its workers, no lake, no operator surface, no publishing.
-/// Its input log (live sources) starts where process 0 says.
+/// Its input log (if the cluster keeps them) starts where process 0 says.
 pub(super) fn run_peer(
     dataflow: Dataflow,
     opts: RunOptions,
@@ -330,7 +355,7 @@ pub(super) fn run_peer(
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<Stamped>();
     ingest.forward_side(sink_rx, stats.clone());
     let (held, new_status) = super::durable::held(log.as_ref(), &mut initial);
-    let rounds = rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
+    let rounds = rounds(&opts, (&plan, &sources), log.as_ref(), (&ingest, &stop));
     let at = (&tags, &stats, workers);
     let checkpoints =
         super::checkpoint::start(log.as_ref(), &plan, None, &ingest, at, rounds.as_ref())?;
@@ -338,7 +363,7 @@ pub(super) fn run_peer(
     let store = super::context_store(&plan, &held, editable, &ingest, &tags, &geo);
     let quality = super::tags::TagQuality::new(&tags, &store, &plan, &stats, false);
     if let Some(l) = log {
-        let after = super::durable::AfterReplay::new(&store, files, new_status, &stats);
+        let after = super::durable::AfterReplay::new(&store, files, new_status, (&stats, &sink_tx));
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
     let base = super::source_base(

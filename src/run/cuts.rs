@@ -18,7 +18,14 @@
 //!    checkpoint where its own time passes `C`, and moves a time still
 //!    below `C` to it at once (`Ingest::reach_cut`): the workers past `C`
 //!    take no input until every process is there, so a quiet process
-//!    would hold them all.
+//!    would hold them all. When every source is a replay file read to its
+//!    end, the times may be in different epochs: no process is quiet (each
+//!    reads on until its share ends), so one behind reaches `C` by reading,
+//!    while the others wait at `C` (their files' times far apart, the
+//!    processes take turns). A process whose share has ended cannot take
+//!    part, and a round then takes no checkpoint; one whose share ends
+//!    before it reaches `C` never writes `C`, so the lake never names it
+//!    (the others' files of `C` go when a later checkpoint is named).
 //! 3. Each process writes its own `checkpoint-C.bin` and tells process 0
 //!    (`Written`). Once every process has written `C`, the lake's next
 //!    commit that reaches `C` names it; process 0 then tells the others
@@ -58,6 +65,9 @@ pub(super) struct Rounds {
     me: usize,
     /// The window size: a cut never falls on a window's boundary.
     epoch_ms: u64,
+    /// Whether a cut may be in another epoch than a process's time (every
+    /// source is a file read to its end).
+    across_epochs: bool,
     /// The state directory of this process's input log.
     dir: PathBuf,
     /// Process 0: the round in progress, and where its times go.
@@ -75,12 +85,13 @@ pub(super) struct Rounds {
 }
 
 impl Rounds {
-    /// Rounds for process `me` of `processes`, whose log is in `dir`:
-    /// control messages are handled from now on.
+    /// Rounds for process `me` of `processes`, whose log is in `dir`, with
+    /// epochs of `epoch_ms` (and whether a cut may be in another epoch than
+    /// a process's time): control messages are handled from now on.
     pub fn new(
         ingest: &Arc<Ingest>,
         (me, processes): (usize, usize),
-        epoch_ms: u64,
+        (epoch_ms, across_epochs): (u64, bool),
         dir: PathBuf,
     ) -> Arc<Rounds> {
         let rounds = Arc::new(Rounds {
@@ -88,6 +99,7 @@ impl Rounds {
             processes,
             me,
             epoch_ms: epoch_ms.max(1),
+            across_epochs,
             dir,
             round: AtomicU64::new(0),
             times: Mutex::new(None),
@@ -247,7 +259,7 @@ impl Rounds {
             .map(|(a, b)| (a.min(mine), b.max(mine)));
         let s = self.epoch_ms;
         let cut = span
-            .filter(|(a, b)| a / s == b / s)
+            .filter(|(a, b)| self.across_epochs || a / s == b / s)
             .map(|(_, b)| b + 1)
             .filter(|c| !c.is_multiple_of(s));
         cluster::send_control(Control::Cut(round, cut.unwrap_or(0)));
@@ -309,7 +321,7 @@ mod tests {
     fn the_lake_names_a_checkpoint_once_every_process_wrote_it() {
         let (ingest, _rx) = Ingest::new(1, 1, 60_000, 8);
         let dir = tempfile::tempdir().unwrap();
-        let r = Rounds::new(&ingest, (0, 3), 60_000, dir.path().to_path_buf());
+        let r = Rounds::new(&ingest, (0, 3), (60_000, false), dir.path().to_path_buf());
         let s = slot();
         r.to_lake(s.clone());
         let named = |at| super::super::checkpoint::named(at);

@@ -15,8 +15,9 @@ use crate::sinks::parquet::commit::CheckpointRef;
 
 use super::checkpoint::{self, Checkpoint};
 use crate::ingest::{Ingest, InitialContext, TagRegistry};
-use crate::model::StatusUpdate;
+use crate::model::{Stamped, StatusUpdate};
 use crate::sources::context::{ContextStore, Snapshot};
+use std::sync::mpsc::Sender;
 
 use std::sync::atomic::AtomicBool;
 
@@ -428,7 +429,7 @@ impl AfterReplay {
         store: &Arc<ContextStore>,
         files: InitialContext,
         status: Vec<StatusUpdate>,
-        stats: &Arc<crate::stats::Stats>,
+        (stats, sink): (&Arc<crate::stats::Stats>, &Sender<Stamped>),
     ) -> Self {
         AfterReplay {
             store: store.clone(),
@@ -436,6 +437,7 @@ impl AfterReplay {
             began: InitialContext::default(),
             status,
             stats: stats.clone(),
+            sink: sink.clone(),
         }
     }
 }
@@ -457,6 +459,9 @@ pub(super) struct AfterReplay {
     pub status: Vec<StatusUpdate>,
     /// The run's counters (an event says when the replay is over).
     pub stats: Arc<crate::stats::Stats>,
+    /// Where the log's dead letters go again (the lake's writer, or on a
+    /// cluster's other process the engine); dropped after the replay.
+    pub sink: Sender<Stamped>,
 }
 
 impl Replay {
@@ -489,6 +494,16 @@ impl Replay {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<(), String> {
         {
+            let AfterReplay {
+                store,
+                files,
+                began,
+                status,
+                stats,
+                sink,
+            } = after;
+            // A file's dead letters in the log go to the lake again, with
+            // the stamps they had: the writer skips those it has.
             let n = self.entries;
             let started = std::time::Instant::now();
             if n > 0 {
@@ -498,17 +513,11 @@ impl Replay {
                         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                     all.push(records);
                 }
-                ingest.replay(all.into_iter().flatten(), &tags)?;
+                ingest.replay(all.into_iter().flatten(), &tags, &sink)?;
             } else {
-                ingest.replay(std::iter::empty(), &tags)?;
+                ingest.replay(std::iter::empty(), &tags, &sink)?;
             }
-            let AfterReplay {
-                store,
-                files,
-                began,
-                status,
-                stats,
-            } = after;
+            drop(sink);
             // (always counted, so a restart's end of replay can be watched)
             stats.event("input log: entries replayed at start", n);
             if n > 0 {

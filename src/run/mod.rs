@@ -319,7 +319,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     let (held, new_status) = durable::held(log.as_ref(), &mut initial);
     // A node with an input log checkpoints its state, so a restart
     // replays only the log after the last one (a cluster: see `cuts.rs`).
-    let rounds = cluster::rounds(&opts, &plan, log.as_ref(), (&ingest, &stop));
+    let rounds = cluster::rounds(&opts, (&plan, &sources), log.as_ref(), (&ingest, &stop));
     let (at, lake_at) = ((&tags, &stats, workers), Some(&mut lake));
     let checkpoints =
         checkpoint::start(log.as_ref(), &plan, lake_at, &ingest, at, rounds.as_ref())?;
@@ -355,7 +355,7 @@ pub fn run(dataflow: Dataflow, mut opts: RunOptions) -> Result<RunSummary, RunEr
     let live = sources.iter().any(|s| !matches!(s, SourcePlan::Replay(_)));
     let tag_quality = tags::TagQuality::new(&tags, &store, &plan, &stats, live);
     if let Some(l) = log {
-        let after = durable::AfterReplay::new(&store, files, new_status, &stats);
+        let after = durable::AfterReplay::new(&store, files, new_status, (&stats, &sink_tx));
         l.start(&ingest, &tags, &initial, after, (&sup, &stop))?;
     }
     let base = source_base(

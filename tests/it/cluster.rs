@@ -22,6 +22,8 @@ struct Setup {
     dir: tempfile::TempDir,
     input: PathBuf,
     dataflow: PathBuf,
+    /// The samples file, when not `samples.csv`.
+    samples: Option<&'static str>,
 }
 
 fn setup() -> Setup {
@@ -39,21 +41,54 @@ fn setup() -> Setup {
         }
     }
     std::fs::write(&path, with_bad).unwrap();
-    let dataflow = dir.path().join("workload_v1.toml");
-    std::fs::copy(crate::common::dataflow("workload_v1.toml"), &dataflow).unwrap();
-    Setup {
-        dir,
-        input,
-        dataflow,
-    }
+    Setup::new(dir, input, None)
+}
+
+/// The same workload as a Parquet export (one row group of 432,000 rows:
+/// read in jobs of 65,536 rows, shared by the processes).
+fn setup_parquet() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let o = Command::new(PLANTFLOW)
+        .args([
+            "gen",
+            "workload",
+            "--tags",
+            "120",
+            "--seconds",
+            "3600",
+            "--parquet",
+        ])
+        .arg("--out")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Setup::new(dir, input, Some("samples.parquet"))
 }
 
 impl Setup {
+    /// The input in `input` (samples in `samples`, when not `samples.csv`)
+    /// and a copy of the reference dataflow, in `dir`.
+    fn new(dir: tempfile::TempDir, input: PathBuf, samples: Option<&'static str>) -> Setup {
+        let dataflow = dir.path().join("workload_v1.toml");
+        std::fs::copy(crate::common::dataflow("workload_v1.toml"), &dataflow).unwrap();
+        Setup {
+            dir,
+            input,
+            dataflow,
+            samples,
+        }
+    }
+
     fn env(&self, c: &mut Command, out: &Path) {
         c.env("INPUT_DIR", &self.input)
             .env("OUT_DIR", out)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
+        if let Some(f) = self.samples {
+            c.env("SAMPLES_FILE", f);
+        }
     }
 
     /// One process, two workers: the lake to compare with, and its summary.
@@ -87,6 +122,7 @@ impl Setup {
             ("INPUT_DIR", self.input.display().to_string()),
             ("OUT_DIR", out.display().to_string()),
         ];
+        vars.extend(self.samples.map(|f| ("SAMPLES_FILE", f.to_string())));
         vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         (vars, logs)
     }
@@ -103,10 +139,13 @@ impl Setup {
     }
 }
 
+/// A lake's rows by table, see [`latest_rows`].
+type Latest = BTreeMap<&'static str, Vec<(String, Value)>>;
+
 /// The latest revision of every key of the lake's tables, by key, without
 /// the revision number (a cluster may correct a row more or fewer times on
 /// its way), and the dead letters without their wall-clock `received_at`.
-fn latest_rows(out: &Path) -> BTreeMap<&'static str, Vec<(String, Value)>> {
+fn latest_rows(out: &Path) -> Latest {
     let keys: [(&str, &[&str]); 4] = [
         ("aggregates", &["tag", "window_start"]),
         ("actions", &["action_id"]),
@@ -172,17 +211,36 @@ fn two_and_three_processes_write_the_lake_of_one() {
     let s = setup();
     let (one, one_summary) = s.one();
     let want = latest_rows(&one);
+    assert_eq!(want["dead_letter"].len(), 21, "the malformed lines");
+    clusters_write(&s, (&want, &one_summary));
+}
+
+/// The same on a Parquet export: each process reads its share of a row
+/// group's jobs. (The first version dealt the jobs to the decoders before
+/// taking the process's share, and a decoder read another job's rows: 2
+/// processes wrote 6,600 of 12,000 windows on a larger file.)
+#[test]
+fn two_and_three_processes_on_a_parquet_export_write_the_lake_of_one() {
+    let s = setup_parquet();
+    let (one, one_summary) = s.one();
+    let want = latest_rows(&one);
+    assert!(want["dead_letter"].is_empty());
+    clusters_write(&s, (&want, &one_summary));
+}
+
+/// 2 and 3 processes write `want`, one process's lake (whose summary is
+/// `one`), each process reading a share.
+fn clusters_write(s: &Setup, (want, one_summary): (&Latest, &Value)) {
     assert_eq!(
         want["aggregates"].len(),
         120 * 60,
         "a window per tag and minute"
     );
     assert!(!want["actions"].is_empty());
-    assert_eq!(want["dead_letter"].len(), 21, "the malformed lines");
     for n in [2, 3] {
         let (out, summary) = s.cluster(n);
         let got = latest_rows(&out);
-        for (t, rows) in &want {
+        for (t, rows) in want {
             let g = &got[t];
             assert_eq!(g.len(), rows.len(), "{n} processes, {t}: row counts differ");
             if let Some(i) =
@@ -326,7 +384,18 @@ fn same_latest(one: &Path, out: &Path) {
                 .iter()
                 .zip(&g[t])
                 .all(|(a, b)| a.0 == b.0 && close(&a.1, &b.1));
-        assert!(same, "{t}: the lake differs from one process's");
+        if !same {
+            let first = rows
+                .iter()
+                .zip(&g[t])
+                .find(|(a, b)| a.0 != b.0 || !close(&a.1, &b.1));
+            panic!(
+                "{t}: the lake differs from one process's ({} rows, one process {}); first \
+                 difference: {first:?}",
+                g[t].len(),
+                rows.len()
+            );
+        }
     }
 }
 
@@ -402,6 +471,212 @@ fn a_killed_cluster_started_again_goes_on_from_its_lake() {
     assert_eq!(third["resumed"]["nothing_to_do"], true, "{third}");
     assert_eq!(third["rows_read"], 0, "{third}");
     assert_eq!(files(&out), got.len(), "nothing was written");
+}
+
+/// The setup's samples as two replay files (tags split by the sum of their
+/// bytes), each over 2 MiB (read in jobs: every process reads a share of
+/// both), with checkpoints every 200 ms and commits every 30 ms.
+fn two_files(s: &Setup) {
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let (mut a, mut b) = (format!("{header}\n"), format!("{header}\n"));
+    for l in lines {
+        let tag = l.split(',').nth(1).unwrap();
+        let f = if tag.bytes().map(u32::from).sum::<u32>() % 2 == 0 {
+            &mut a
+        } else {
+            &mut b
+        };
+        f.push_str(l);
+        f.push('\n');
+    }
+    assert!(a.len() > 4 << 20 && b.len() > 4 << 20);
+    std::fs::write(s.input.join("a.csv"), a).unwrap();
+    std::fs::write(s.input.join("b.csv"), b).unwrap();
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let two = df
+        .replace(
+            "path = \"${INPUT_DIR}/${SAMPLES_FILE:-samples.csv}\"",
+            "path = \"${INPUT_DIR}/a.csv\"\n\n[[sources]]\ntype = \"replay\"\nid = \"more\"\n\
+             path = \"${INPUT_DIR}/b.csv\"",
+        )
+        .replace("roll_interval = \"1m\"", "roll_interval = \"30ms\"")
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"200ms\"",
+        );
+    assert_eq!(two.matches("[[sources]]").count(), 2);
+    assert!(two.contains("checkpoint_interval"));
+    std::fs::write(&s.dataflow, two).unwrap();
+}
+
+/// The time of the checkpoint the lake's last commit names, if it names
+/// one every process of a cluster of 2 wrote.
+fn named_checkpoint(out: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(out.join("_plantflow/commit.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let c = &v["checkpoint"];
+    (c["processes"] == 2).then(|| c["at"].as_u64())?
+}
+
+/// A cluster of two replay files (not one: their rows interleave by
+/// timing) keeps an input log and checkpoints on every process, cut in
+/// rounds as for live sources. Killed twice mid-run (SIGKILL to process 1,
+/// then to process 0, each once the lake names a checkpoint both wrote),
+/// each start goes on from that checkpoint: every process replays its own
+/// log and reads on in its share of each file from the position its log
+/// recorded. The lake ends as one process's (latest revision per key, the
+/// malformed lines' dead letters once), with no (key, revision) twice.
+/// Before, such a cluster kept no log and refused its own lake (exit 78).
+#[test]
+fn a_killed_cluster_of_two_replay_files_goes_on_from_its_checkpoints() {
+    let s = setup();
+    two_files(&s);
+    let (one, _) = s.one();
+    let out = s.dir.path().join("killed");
+    let (vars, logs) = s.by_hand(&out, &[("PLANTFLOW_TEST_SLOW_SOURCE_MS", "400")]);
+    let mut last = 0;
+    for p in [1, 0] {
+        let mut c = LocalCluster::start(&s.dataflow, 2, &logs, |_| vars.clone());
+        let at = wait_for(
+            "rows and a newer checkpoint both wrote, named by the lake",
+            || {
+                let after = named_checkpoint(&out).filter(|at| *at > last)?;
+                (!rows(&out, "aggregates").is_empty()).then_some(after)
+            },
+        );
+        c.kill(p);
+        let status = c.wait(1 - p);
+        assert_eq!(status.code(), Some(69), "{}", c.log(1 - p));
+        if p == 0 {
+            assert!(
+                c.log(0).contains("starting from a checkpoint"),
+                "{}",
+                c.log(0)
+            );
+        }
+        let cut = versions(&out).len();
+        assert!(cut > 0, "process {p} killed after the lake had rows");
+        last = at;
+    }
+    let summary = s.cluster_on(2, &out);
+    assert_eq!(
+        summary["source_events"]["started from a checkpoint"], 1,
+        "{summary}"
+    );
+    let read = summary["rows_read"].as_u64().unwrap();
+    assert!(
+        read > 0 && read < 432_000,
+        "the last start read the rest: {summary}"
+    );
+    ends_as_one(&one, &out);
+}
+
+/// The lake `out` ends as one process's (`one`): latest revision per key,
+/// no (key, revision) twice, the 21 malformed lines' dead letters once.
+fn ends_as_one(one: &Path, out: &Path) {
+    same_latest(one, out);
+    let got = versions(out);
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "rows written twice: {twice:?}");
+    assert_eq!(latest_rows(out)["dead_letter"].len(), 21);
+}
+
+/// Two followed files in a cluster of 2 (a followed file runs whole on one
+/// process: file `i` on process `i`), logged on every process. Killed
+/// (SIGKILL to process 1 once the lake names a checkpoint both wrote) while
+/// the files hold their first half hour, the files grown to their whole
+/// hour while the cluster is down, and started again (drained at a stop):
+/// each process goes on from that checkpoint and its file from the line its
+/// log recorded. The lake's latest rows equal one process's over the whole
+/// files, with no (key, revision) twice and each malformed line's dead
+/// letter once.
+#[test]
+fn a_followed_cluster_killed_and_grown_goes_on_from_its_logged_lines() {
+    let s = setup();
+    two_files(&s);
+    let (one, one_summary) = s.one();
+    let accepted = one_summary["rows_accepted"].as_u64().unwrap();
+    // The first half hour of each file (the same time in both, half a
+    // window past a boundary: both processes go quiet in one epoch).
+    let whole: Vec<(PathBuf, String)> = ["a.csv", "b.csv"]
+        .iter()
+        .map(|f| {
+            let p = s.input.join(f);
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    let start = first_ts(&whole[0].1);
+    let half = start - start % 60_000 + 30 * 60_000 + 30_000;
+    for (p, text) in &whole {
+        // (a prefix: the file grows by appending)
+        let cut: String = text
+            .lines()
+            .take_while(|l| {
+                l.split(',')
+                    .next()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .is_none_or(|t| t < half)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(text.starts_with(&cut) && cut.len() < text.len());
+        std::fs::write(p, cut).unwrap();
+    }
+    let out = s.dir.path().join("followed");
+    let (vars, logs) = s.by_hand(&out, &[]);
+    let mut c = LocalCluster::start_with(&s.dataflow, (2, "--follow"), &logs, |_| vars.clone());
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while named_checkpoint(&out).is_none() {
+        let (zero, one) = (c.log(0), c.log(1));
+        assert!(
+            std::time::Instant::now() < until,
+            "no checkpoint named by the lake ({:?}):\n{zero}\n{one}",
+            std::fs::read_to_string(out.join("_plantflow/commit.json"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill(1);
+    let status = c.wait(0);
+    assert_eq!(status.code(), Some(69), "{}", c.log(0));
+    assert!(!versions(&out).is_empty(), "the lake had rows");
+    for (p, text) in &whole {
+        std::fs::write(p, text).unwrap();
+    }
+    let mut c = LocalCluster::start_with(&s.dataflow, (2, "--follow --drain"), &logs, |_| {
+        vars.clone()
+    });
+    let df = s.dataflow.clone();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while logged_by_all(&df, &vars).0 < accepted {
+        let (zero, one) = (c.log(0), c.log(1));
+        let n = logged_by_all(&df, &vars);
+        assert!(
+            std::time::Instant::now() < until,
+            "the logs hold {n:?} of {accepted} rows:\n{zero}\n{one}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        logged_by_all(&df, &vars),
+        (accepted, 2),
+        "each row once, in one log"
+    );
+    assert!(
+        c.log(0).contains("starting from a checkpoint"),
+        "{}",
+        c.log(0)
+    );
+    for i in 0..2 {
+        c.signal(i, "TERM");
+    }
+    for i in 0..2 {
+        let status = c.wait(i);
+        assert!(status.success(), "process {i}: {}", c.log(i));
+    }
+    ends_as_one(&one, &out);
 }
 
 /// A stop while process 0 has read its share and waits for the others
@@ -482,13 +757,14 @@ fn processes_sharing_an_mqtt_subscription_write_the_oracle_lake() {
     }
 }
 
-/// 2 processes read workload v1 from the project's OPC UA server (100
-/// variables, every change queued): each monitors the nodes whose id hashes
-/// to it (a disjoint share of all 100), and the lake equals the DuckDB
-/// oracle's aggregates and actions.
-#[test]
-fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
-    use plantflow::sim::opcua::{replay_csv, PlantServer, ServerOptions, SimTag};
+/// The project's OPC UA server with a node per tag of the fixture's assets
+/// (100), in a new directory: the directory, the tags, the server.
+fn opcua_plant() -> (
+    tempfile::TempDir,
+    Vec<String>,
+    plantflow::sim::opcua::PlantServer,
+) {
+    use plantflow::sim::opcua::{PlantServer, ServerOptions, SimTag};
     let text = std::fs::read_to_string(fixture_dir().join("assets.csv")).unwrap();
     let tags: Vec<String> = text
         .lines()
@@ -507,9 +783,18 @@ fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
         offer_none: true,
     })
     .expect("the simulator starts");
-    let out = dir.path().join("lake");
-    let (url, d) = (server.url(), dir.path().to_path_buf());
-    let vars = |i: usize| {
+    (dir, tags, server)
+}
+
+/// Process `i`'s environment for `opcua_plant.toml` against `server`,
+/// writing to `out` (each process its own client certificates in `dir`).
+fn opcua_vars(
+    server: &plantflow::sim::opcua::PlantServer,
+    dir: &Path,
+    out: &Path,
+) -> impl Fn(usize) -> Vec<(&'static str, String)> {
+    let (url, d, out) = (server.url(), dir.to_path_buf(), out.to_path_buf());
+    move |i: usize| {
         vec![
             ("INPUT_DIR", fixture_dir().display().to_string()),
             ("OUT_DIR", out.display().to_string()),
@@ -520,7 +805,19 @@ fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
             ),
             ("OPCUA_PUBLISHING_INTERVAL", "50ms".to_string()),
         ]
-    };
+    }
+}
+
+/// 2 processes read workload v1 from the project's OPC UA server (100
+/// variables, every change queued): each monitors the nodes whose id hashes
+/// to it (a disjoint share of all 100), and the lake equals the DuckDB
+/// oracle's aggregates and actions.
+#[test]
+fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
+    use plantflow::sim::opcua::replay_csv;
+    let (dir, tags, server) = opcua_plant();
+    let out = dir.path().join("lake");
+    let vars = opcua_vars(&server, dir.path(), &out);
     let c = LocalCluster::start(&dataflow("opcua_plant.toml"), 2, dir.path(), vars);
     c.wait_logged("OPC UA nodes resolved");
     let items = |i: usize| -> u64 {
@@ -554,6 +851,96 @@ fn processes_sharing_an_opcua_node_set_write_the_oracle_lake() {
     );
     assert_aggregates_equal(&latest_aggregates(&out), &expected_aggregates());
     assert!(assert_actions_match_oracle(&out) > 0);
+}
+
+/// A cluster of 2 on the project's OPC UA server (100 nodes, each process
+/// monitoring its share) keeps every process's input log and checkpoints.
+/// Process 1 is killed (SIGKILL) once both logs hold the first ten values
+/// of every node and the lake names a checkpoint both wrote; the cluster
+/// started again (drained when stopped) reads the next ten. Every change
+/// logged counts once, after the restart too (the new subscriptions send
+/// the current values again): each node's window holds the 20 values
+/// written while the cluster was up, summing to 0 + … + 9 + 30 + … + 39 =
+/// 390, and the time the cluster was down is a gap row.
+#[test]
+fn a_killed_cluster_on_opcua_keeps_its_logged_changes_and_marks_its_downtime() {
+    use opcua::types::StatusCode;
+    let (dir, tags, server) = opcua_plant();
+    let df = dir.path().join("opcua_plant.toml");
+    let text = std::fs::read_to_string(dataflow("opcua_plant.toml")).unwrap();
+    let often = text
+        .replace("roll_interval = \"1m\"", "roll_interval = \"100ms\"")
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"200ms\"",
+        );
+    assert_eq!(
+        often.matches("100ms").count() + often.matches("200ms").count(),
+        2
+    );
+    std::fs::write(&df, often).unwrap();
+    let out = dir.path().join("lake");
+    let vars = opcua_vars(&server, dir.path(), &out);
+    // Event times a minute boundary ten minutes ago: one window per node.
+    let base = (plantflow::model::now_ms() / 60_000 - 10) * 60_000;
+    let write = |from: i64, to: i64| {
+        for k in from..to {
+            let u: Vec<_> = (0..tags.len())
+                .map(|i| (i, k as f64, base + k * 1_000, StatusCode::Good))
+                .collect();
+            server.set(&u).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let n = tags.len() as u64;
+    let logged = || logged_by_all(&df, &vars(0));
+    let mut c = LocalCluster::start(&df, 2, dir.path(), &vars);
+    c.wait_logged("OPC UA subscriptions active");
+    std::thread::sleep(Duration::from_millis(500));
+    write(0, 10);
+    wait_for("the first ten values of every node logged", || {
+        (logged().0 >= 10 * n).then_some(())
+    });
+    wait_for(
+        "a checkpoint both processes wrote, named by the lake",
+        || named_checkpoint(&out),
+    );
+    c.kill(1);
+    let status = c.wait(0);
+    assert_eq!(status.code(), Some(69), "{}", c.log(0));
+    let mut c = LocalCluster::start_with(&df, (2, "--drain"), dir.path(), &vars);
+    c.wait_logged("OPC UA subscriptions active");
+    assert!(
+        c.log(0).contains("starting from a checkpoint"),
+        "{}",
+        c.log(0)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    write(30, 40);
+    wait_for("the next ten values logged", || {
+        (logged().0 >= 20 * n).then_some(())
+    });
+    assert_eq!(
+        logged(),
+        (20 * n, 2),
+        "each change once, in one process's log"
+    );
+    for i in 0..2 {
+        c.signal(i, "TERM");
+    }
+    for i in 0..2 {
+        let status = c.wait(i);
+        assert!(status.success(), "process {i}: {}", c.log(i));
+    }
+    server.stop();
+    assert_downtime_gap(&out);
+    let agg = latest_aggregates(&out);
+    for t in &tags {
+        let a = &agg[&(t.clone(), base)];
+        assert_eq!(a.count, 20, "{t}");
+        assert!((a.mean * 20.0 - 390.0).abs() < 1e-9, "{t}: {}", a.mean);
+    }
+    assert_no_revision_twice(&out);
 }
 
 /// What a cluster refuses before it connects, each with exit 78 and what

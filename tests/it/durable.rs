@@ -168,14 +168,21 @@ fn marker(out: &Path) -> Option<serde_json::Value> {
 /// Splits the setup's samples into two replay sources by tag (their input
 /// is logged: the interleaving of two files depends on timing).
 fn two_sources(s: &Setup) {
+    two_sources_by(s, |l, _| {
+        let tag = l.split(',').nth(1).unwrap();
+        tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0
+    });
+}
+
+/// The samples in two replay sources, `a.csv` with the lines `first` picks
+/// (a line and its number), `b.csv` with the others.
+fn two_sources_by(s: &Setup, first: impl Fn(&str, usize) -> bool) {
     let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
     let (mut a, mut b) = (format!("{header}\n"), format!("{header}\n"));
-    for l in lines {
-        let tag = l.split(',').nth(1).unwrap();
-        let even = tag.bytes().map(|c| c as u32).sum::<u32>() % 2 == 0;
-        let f = if even { &mut a } else { &mut b };
+    for (i, l) in lines.enumerate() {
+        let f = if first(l, i) { &mut a } else { &mut b };
         f.push_str(l);
         f.push('\n');
     }
@@ -809,10 +816,103 @@ fn two_replay_sources_killed_go_on_from_their_logged_positions() {
     let s = setup(120, 3600);
     let want = s.want();
     two_sources(&s);
+    // Malformed lines in both files: each one's dead letter reaches the
+    // lake once across the kills (it is logged with the rows around it).
+    let mut bad = bad_lines(&s.input.join("a.csv"), "a", 9_000);
+    bad.extend(bad_lines(&s.input.join("b.csv"), "b", 11_000));
     let got = s.dir.path().join("got");
     s.kill_at_random(&got, 5, 27);
     let (stdout, _) = s.finish_from_checkpoint(&got, &want);
     assert!(stdout.contains("resumed"), "{stdout}");
+    assert_dead_once(&got, bad);
+}
+
+/// Two files whose times do not overlap (the first and the second half of
+/// the hour), with malformed lines: the second file's dead letters go to
+/// the lake stamped ahead of the time (its epoch), held until the first
+/// file's time catches up, and logged again at every checkpoint before
+/// them. Stopped with SIGTERM mid-run (not drained), then killed, then run
+/// to its end: each malformed line's dead letter is in the lake once (the
+/// stop wrote held ones the next start sent again, before the writer left
+/// those to it), and the latest rows are an uninterrupted run's.
+#[test]
+fn two_files_apart_in_time_stopped_and_killed_keep_each_dead_letter_once() {
+    let s = setup(120, 3600);
+    let want = s.want();
+    // Split at a window's start, so every window is in one file.
+    let text = std::fs::read_to_string(s.input.join("samples.csv")).unwrap();
+    let start = first_ts(&text);
+    let half = start - start % 60_000 + 30 * 60_000;
+    two_sources_by(&s, |l, _| {
+        l.split(',').next().unwrap().parse::<i64>().unwrap() < half
+    });
+    let mut bad = bad_lines(&s.input.join("a.csv"), "a", 9_000);
+    bad.extend(bad_lines(&s.input.join("b.csv"), "b", 11_000));
+    let got = s.dir.path().join("got");
+    let slow = |c: &mut Command| {
+        c.env("PLANTFLOW_TEST_SLOW_SOURCE_MS", "150")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    let mut c = s.command(&got, 2);
+    slow(&mut c);
+    let mut node = KillOnDrop(c.spawn().unwrap());
+    // Stopped while the first file is read: the second file's dead letters
+    // read so far wait for the time.
+    wait_for("the first file's dead letters in the lake", || {
+        let dead = rows(&got, "dead_letter");
+        let of = |f: &str| {
+            dead.iter()
+                .filter(|r| r["raw"].as_str().unwrap().contains(f))
+                .count()
+        };
+        (of(",a-") >= 4).then_some(())
+    });
+    assert!(node.terminate().success());
+    let mut c = s.command(&got, 2);
+    slow(&mut c);
+    kill_after(&mut c, Duration::from_millis(1200));
+    let (code, stdout, err) = s.run(&got, 2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("started from a checkpoint"), "{stdout}");
+    // (A window of the first file is at times written again after the
+    // stop, the same, as a new revision; so it was before the dead letters
+    // were logged: noticed, not looked into yet.)
+    assert_latest_alike(&got, &want, true);
+    assert_no_revision_twice(&got);
+    assert_dead_once(&got, bad);
+}
+
+/// The lake at `out` holds a dead letter for each of the `bad` lines once,
+/// and no other.
+fn assert_dead_once(out: &Path, mut bad: Vec<String>) {
+    let mut dead: Vec<String> = rows(out, "dead_letter")
+        .into_iter()
+        .map(|r| r["raw"].as_str().unwrap().to_string())
+        .collect();
+    dead.sort();
+    bad.sort();
+    assert_eq!(dead, bad, "every malformed line's dead letter once");
+}
+
+/// Puts a malformed line (its text names `file` and its place) after every
+/// `every` lines of the file at `path`; returns them.
+fn bad_lines(path: &Path, file: &str, every: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut out, mut bad) = (String::with_capacity(text.len() + 4096), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if i > 0 && i % every == 0 {
+            let b = format!("not-a-time,{file}-{i},1.0");
+            out.push_str(&b);
+            out.push('\n');
+            bad.push(b);
+        }
+    }
+    std::fs::write(path, out).unwrap();
+    assert!(bad.len() > 10);
+    bad
 }
 
 /// The same with the two files as Parquet in row groups of 20,000 rows,

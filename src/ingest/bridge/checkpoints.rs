@@ -143,6 +143,9 @@ impl Ingest {
     /// cut this move passes. A cut the time has passed already is dropped
     /// (process 0 then names no checkpoint for that round).
     pub(super) fn cut_before(&self, st: &State, next: u64) -> bool {
+        // A cluster's rows for the lake go before the time moves on (and
+        // before a checkpoint: the log before it is not replayed).
+        self.drain_side(st);
         if !self.logging.load(Relaxed) {
             return false;
         }
@@ -217,6 +220,7 @@ impl Ingest {
             return false;
         };
         ck.last = std::time::Instant::now();
+        self.relog_dead(st, at);
         for w in 0..self.senders.len() {
             self.send(w, WorkerMsg::Checkpoint(at));
         }
@@ -312,7 +316,9 @@ mod tests {
         let tags = Arc::new(crate::ingest::TagRegistry::default());
         tags.intern("a/b");
         ingest.attach_log(wal, tags.clone(), LogStart::Began(Default::default()));
-        ingest.replay(std::iter::empty(), &tags).unwrap();
+        ingest
+            .replay(std::iter::empty(), &tags, &std::sync::mpsc::channel().0)
+            .unwrap();
         let (tx, parts) = std::sync::mpsc::channel();
         ingest.checkpoint_at_cuts(tx);
         ingest.samples(0, 1, rows());

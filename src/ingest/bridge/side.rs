@@ -46,7 +46,11 @@ impl Ingest {
         while let Ok(s) = rx.try_recv() {
             match &s.batch {
                 SinkBatch::DeadLetters(d) => {
-                    stats.dead_letters_queued.fetch_sub(d.len() as u64, Relaxed);
+                    // (a replay of the log sends dead letters not counted:
+                    // the count stops at 0)
+                    let n = d.len() as u64;
+                    let queued = &stats.dead_letters_queued;
+                    let _ = queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
                 }
                 SinkBatch::Gaps(_) => {}
                 _ => continue,

@@ -13,6 +13,9 @@
 
 use super::*;
 
+mod run;
+pub use run::run_writer;
+
 pub(super) struct OpenFile {
     writer: ArrowWriter<File>,
     tmp: PathBuf,
@@ -172,6 +175,22 @@ impl ParquetWriter {
         b: B,
         held: &mut Vec<B>,
     ) -> Result<(), String> {
+        // The sources' dead letters are taken as they come: written, skipped
+        // or held. Held ones wait for the time (their source is ahead of
+        // another; they are in the input log): counted as queued, they made
+        // a source at the time wait for rows only the time releases.
+        if let SinkBatch::DeadLetters(rows) = &b.borrow().batch {
+            self.dead_letters_taken(rows.len());
+        }
+        self.place(b, held)
+    }
+
+    /// [`Self::take`] once counted.
+    fn place<B: std::borrow::Borrow<Stamped>>(
+        &mut self,
+        b: B,
+        held: &mut Vec<B>,
+    ) -> Result<(), String> {
         let s = b.borrow();
         let timed = matches!(
             s.batch,
@@ -198,7 +217,7 @@ impl ParquetWriter {
                         .into_iter()
                         .partition(|b| b.borrow().time.is_some_and(|t| t < self.appended));
                     for b in ready {
-                        self.take(b, held)?;
+                        self.place(b, held)?;
                     }
                 }
                 Ok(())
@@ -308,14 +327,6 @@ impl ParquetWriter {
                 );
             }
             SinkBatch::DeadLetters(rows) => {
-                // The sources' rows are taken: they may send more (rows from
-                // the value layer were never counted; the count stops at 0).
-                let n = rows.len() as u64;
-                let _ = self.stats.dead_letters_queued.fetch_update(
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                    |q| Some(q.saturating_sub(n)),
-                );
                 if !self.enabled("dead_letter") {
                     return Ok(());
                 }
@@ -496,24 +507,12 @@ impl ParquetWriter {
         }
         self.uncommitted_since = None;
         let staged = std::mem::take(&mut self.staged);
+        let (before, ready) = (self.before(), self.ready(self.before()));
         if let Some(d) = &mut self.durable {
             // Only the last commit says the run is finished: the sources
             // end before the engine has closed their last windows, and a
             // commit between the two holds none of those yet.
             let finished = self.ending && d.finished.load(std::sync::atomic::Ordering::Relaxed);
-            // Rows stamped before `appended` are written; at the end every
-            // output has passed everything, and the last stamp bounds it.
-            let before = match self.appended {
-                u64::MAX => self.max_stamp.map_or(0, |m| m + 1),
-                a => a,
-            }
-            .max(self.resume.before);
-            // A checkpoint of everything before `before` or earlier.
-            let ready = d
-                .checkpoints
-                .as_ref()
-                .and_then(|c| c.ready.lock().ok().and_then(|r| r.clone()))
-                .filter(|r| r.at <= before && d.named.as_ref().is_none_or(|n| r.at > n.at));
             if !staged.is_empty() || finished || ready.is_some() {
                 d.seq += 1;
                 let lake = &self.plan.path;
@@ -618,10 +617,44 @@ impl ParquetWriter {
             return Ok(());
         }
         let limit = Duration::from_millis(self.plan.roll_interval_ms);
-        if self.uncommitted_since.is_some_and(|t| t.elapsed() >= limit) {
+        // A node whose input went quiet (no row waiting) names a ready
+        // checkpoint too: a restart then replays only the log after it.
+        let quiet = self.uncommitted_since.is_none() && self.ready(self.before()).is_some();
+        if self.uncommitted_since.is_some_and(|t| t.elapsed() >= limit) || quiet {
             self.commit_all()?;
         }
         Ok(())
+    }
+
+    /// The sources' dead letters are taken: they may send more (rows from
+    /// the value layer were never counted, nor those a replay of the input
+    /// log sends: the count stops at 0).
+    fn dead_letters_taken(&self, n: usize) {
+        let _ = self.stats.dead_letters_queued.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |q| Some(q.saturating_sub(n as u64)),
+        );
+    }
+
+    /// The `before` of a commit now: rows stamped before `appended` are
+    /// written; at the end every output has passed everything, and the
+    /// last stamp bounds it.
+    fn before(&self) -> u64 {
+        match self.appended {
+            u64::MAX => self.max_stamp.map_or(0, |m| m + 1),
+            a => a,
+        }
+        .max(self.resume.before)
+    }
+
+    /// The checkpoint a commit with `before` names anew: one of everything
+    /// before `before` or earlier, newer than the one named.
+    fn ready(&self, before: u64) -> Option<super::commit::CheckpointRef> {
+        let d = self.durable.as_ref()?;
+        let ready = d.checkpoints.as_ref()?.ready.lock().ok()?.clone()?;
+        let newer = d.named.as_ref().is_none_or(|n| ready.at > n.at);
+        (ready.at <= before && newer).then_some(ready)
     }
 
     /// Commits everything still open.
@@ -647,72 +680,6 @@ fn newer<T>(parts: BTreeMap<String, Vec<&T>>, new: impl Fn(&T) -> bool) -> Vec<(
         .map(|(d, rs)| (d, rs.into_iter().filter(|r| new(r)).collect::<Vec<_>>()))
         .filter(|(_, rs)| !rs.is_empty())
         .collect()
-}
-
-/// The writer loop: runs until every sender is gone, then commits all files.
-pub fn run_writer<B: std::borrow::Borrow<Stamped>>(
-    rx: Receiver<B>,
-    mut writer: ParquetWriter,
-) -> Result<WriterReport, String> {
-    let tick = Duration::from_millis(100);
-    // Stamped rows of times some engine output has not passed yet.
-    let mut held = Vec::new();
-    // The test hook of a slow disk: a pause per batch of the engine's rows.
-    let slow = std::env::var("PLANTFLOW_TEST_SLOW_WRITER_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
-    loop {
-        match rx.recv_timeout(tick) {
-            Ok(batch) => {
-                writer.take(batch, &mut held)?;
-                // Drain what is queued before committing on event time.
-                while let Ok(batch) = rx.try_recv() {
-                    if let Some(d) = slow.filter(|_| batch.borrow().batch.engine_bytes() > 0) {
-                        std::thread::sleep(d);
-                    }
-                    writer.take(batch, &mut held)?;
-                }
-                writer.roll_event_time()?;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        writer.roll_aged()?;
-    }
-    // The engine has ended: so does the thread that writes checkpoints;
-    // the last commit names the last one it wrote.
-    if let Some(c) = writer.durable.as_ref().and_then(|d| d.checkpoints.clone()) {
-        let thread = c.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
-    }
-    // Every sender is gone. A run that read its input to its end (or
-    // drains) has nothing before any time still to come; a stopped one
-    // leaves what is after its progress to the next start (the engine sent
-    // nothing after the stop, and these rows are made again then).
-    if writer.stopped() {
-        if writer.durable.as_ref().is_some_and(|d| d.logged) {
-            let progress = writer.appended;
-            writer.appended = u64::MAX;
-            for b in held {
-                let kept = &b.borrow().batch;
-                if matches!(kept, SinkBatch::DeadLetters(_) | SinkBatch::Gaps(_)) {
-                    writer.take(b, &mut Vec::new())?;
-                }
-            }
-            writer.appended = progress;
-        }
-        writer.ending = true;
-        return writer.finish();
-    }
-    writer.appended = u64::MAX;
-    for b in held {
-        writer.take(b, &mut Vec::new())?;
-    }
-    writer.ending = true;
-    writer.finish()
 }
 
 #[cfg(test)]

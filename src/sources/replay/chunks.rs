@@ -25,8 +25,11 @@ struct Job {
     exact: bool,
 }
 
-/// The chunks of `chunk` bytes from `start` (a line start) to the end of the file.
-fn jobs(header_end: u64, start: u64, len: u64, chunk: u64) -> impl Iterator<Item = Job> {
+/// The chunks of `chunk` bytes from `start` (a line start) to the end of
+/// the file, each with its number: chunk `j` holds the lines that start
+/// in `[header_end + j * chunk, header_end + (j + 1) * chunk)`, and the first
+/// one starts at `start`.
+fn jobs(header_end: u64, start: u64, len: u64, chunk: u64) -> impl Iterator<Item = (usize, Job)> {
     let first = (start - header_end) / chunk + 1;
     let next = move |j: u64| header_end + j * chunk;
     let head = Job {
@@ -41,7 +44,11 @@ fn jobs(header_end: u64, start: u64, len: u64, chunk: u64) -> impl Iterator<Item
             exact: false,
         })
         .take_while(move |j| j.from < len);
-    std::iter::once(head).chain(rest)
+    let number = (first - 1) as usize;
+    std::iter::once(head)
+        .chain(rest)
+        .enumerate()
+        .map(move |(i, job)| (number + i, job))
 }
 
 /// Whether a file is worth decoding in parallel: more than two chunks.
@@ -89,9 +96,12 @@ pub fn pump(
         emit(decode(buf, first, job, columns, lookup, (rows, marks)));
         Ok(())
     };
-    let jobs = n
-        .ctx()
-        .share_of(jobs(header_end, start, len, CHUNK).collect());
+    // Chunks are numbered from the header's end: a process that goes on
+    // from its logged position keeps its own share.
+    let jobs = jobs(header_end, start, len, CHUNK)
+        .filter(|(j, _)| n.ctx().reads_job(*j))
+        .map(|(_, job)| job)
+        .collect();
     in_order(jobs, decoders, &stop, decoder, decode, |c| feed.take(n, c))?;
     if !stop.load(std::sync::atomic::Ordering::Relaxed) {
         feed.finish(n);
@@ -451,21 +461,37 @@ mod tests {
     #[test]
     fn chunks_cover_the_file_once() {
         let h = 21;
-        let all: Vec<Job> = jobs(h, h, h + 3 * CHUNK + 5, CHUNK).collect();
+        let list = |start, len| -> Vec<(usize, u64, u64)> {
+            jobs(h, start, len, CHUNK)
+                .map(|(j, job)| (j, job.from, job.to))
+                .collect()
+        };
+        let all: Vec<(usize, Job)> = jobs(h, h, h + 3 * CHUNK + 5, CHUNK).collect();
         assert_eq!(all.len(), 4);
-        assert_eq!((all[0].from, all[0].to, all[0].exact), (h, h + CHUNK, true));
-        assert_eq!((all[3].from, all[3].to), (h + 3 * CHUNK, h + 3 * CHUNK + 5));
-        // A resume inside chunk 1 starts exactly there.
-        let resumed: Vec<Job> = jobs(h, h + CHUNK + 7, h + 3 * CHUNK, CHUNK).collect();
-        assert_eq!(resumed.len(), 2);
         assert_eq!(
-            (resumed[0].from, resumed[0].to),
-            (h + CHUNK + 7, h + 2 * CHUNK)
+            (all[0].1.from, all[0].1.to, all[0].1.exact),
+            (h, h + CHUNK, true)
+        );
+        assert_eq!(
+            list(h, h + 3 * CHUNK + 5)[3],
+            (3, h + 3 * CHUNK, h + 3 * CHUNK + 5)
+        );
+        // A resume inside chunk 1 starts exactly there, and keeps the
+        // chunks' numbers (a cluster's process keeps its share).
+        assert_eq!(
+            list(h + CHUNK + 7, h + 3 * CHUNK),
+            [
+                (1, h + CHUNK + 7, h + 2 * CHUNK),
+                (2, h + 2 * CHUNK, h + 3 * CHUNK)
+            ]
+        );
+        // A resume at a chunk's first byte: that chunk, whole.
+        assert_eq!(
+            list(h + 2 * CHUNK, h + 3 * CHUNK)[0],
+            (2, h + 2 * CHUNK, h + 3 * CHUNK)
         );
         // A resume at the end: one empty chunk.
-        let done: Vec<Job> = jobs(h, h + 10, h + 10, CHUNK).collect();
-        assert_eq!(done.len(), 1);
-        assert_eq!((done[0].from, done[0].to), (h + 10, h + 10));
+        assert_eq!(list(h + 10, h + 10), [(0, h + 10, h + 10)]);
     }
 
     /// Every chunking of a file of awkward lines decodes to what one
@@ -547,7 +573,7 @@ mod tests {
                 let mut file = File::open(&path).unwrap();
                 let mut got = Vec::new();
                 let mut end = start;
-                for job in jobs(header_end, start, len, chunk) {
+                for (_, job) in jobs(header_end, start, len, chunk) {
                     let mut buf = Vec::new();
                     let first = read_job(&mut file, job, &mut buf).unwrap();
                     let d = decode(buf, first, job, columns, &mut lookup, (vec![], &mut vec![]));

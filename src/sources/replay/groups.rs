@@ -46,7 +46,7 @@ pub fn pump(
         spare: None,
     };
     in_order(
-        n.ctx().share_of(file.jobs(skip, JOB_ROWS, decoders)),
+        file.jobs(skip, (JOB_ROWS, decoders), |j| n.ctx().reads_job(j)),
         decoders,
         &stop,
         decoder,
@@ -117,18 +117,30 @@ impl<'a> Groups<'a> {
         })
     }
 
-    /// The rows from row `skip` on, in jobs of at most `job_rows` rows
-    /// within a group, for `decoders` decoders (job `j` on decoder `j %
-    /// decoders`, as [`in_order`] deals them).
-    fn jobs(&self, skip: u64, job_rows: u64, decoders: usize) -> Vec<Job> {
+    /// The rows from row `skip` on that this process reads, in jobs of at
+    /// most `job_rows` rows within a group, for `decoders` decoders (job
+    /// `j` of the list on decoder `j % decoders`, as [`in_order`] deals
+    /// them). Jobs are cut and numbered from each group's first row, and
+    /// `mine(j)` says whether the file's job `j` is this process's: the
+    /// share is the same whatever `skip` is.
+    fn jobs(
+        &self,
+        skip: u64,
+        (job_rows, decoders): (u64, usize),
+        mine: impl Fn(usize) -> bool,
+    ) -> Vec<Job> {
         let mut parts = Vec::new();
+        let mut j = 0;
         for (g, &start) in self.first.iter().enumerate() {
             let end = self.first.get(g + 1).copied().unwrap_or(self.total);
-            let mut at = start.max(skip);
+            let mut at = start;
             while at < end {
-                let rows = (end - at).min(job_rows.max(1));
-                parts.push((g, at, (at - start) as usize, rows as usize));
-                at += rows;
+                let to = (at + job_rows.max(1)).min(end);
+                if mine(j) && to > skip {
+                    let from = at.max(skip);
+                    parts.push((g, from, (from - start) as usize, (to - from) as usize));
+                }
+                (at, j) = (to, j + 1);
             }
         }
         let k = decoders.max(1).min(parts.len().max(1));
@@ -468,7 +480,7 @@ mod tests {
                 let mut got = Vec::new();
                 let mut ends = Vec::new();
                 in_order(
-                    groups.jobs(skip, job_rows, threads),
+                    groups.jobs(skip, (job_rows, threads), |_| true),
                     threads,
                     &stop,
                     || Ok((Lookup::new(&tags), Dict::default(), None)),
@@ -489,6 +501,46 @@ mod tests {
                 assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
                 assert_eq!(ends.last().copied().unwrap_or(12), 12);
             }
+        }
+        // A cluster's processes: each reads its share of the jobs; together
+        // every row once; and a process going on from any row it reached
+        // reads the rest of its own share, whatever the decoders.
+        let read = |skip, job_rows, threads, share: (usize, usize)| {
+            let mut got = Vec::new();
+            in_order(
+                groups.jobs(skip, (job_rows, threads), |j| j % share.1 == share.0),
+                threads,
+                &stop,
+                || Ok((Lookup::new(&tags), Dict::default(), None)),
+                |s: &mut State, job, emit: &mut dyn FnMut(Decoded) -> bool| {
+                    groups.decode(s, job, emit)
+                },
+                |d| got.extend(d.rows.iter().map(|r| (r.at(), show(r)))),
+            )
+            .unwrap();
+            got
+        };
+        for (threads, job_rows, of) in [(1, 3, 2), (2, 1, 2), (2, 3, 3), (3, 1, 3), (2, 2, 2)] {
+            let mut all = Vec::new();
+            for me in 0..of {
+                let fresh = read(0, job_rows, threads, (me, of));
+                assert!(!fresh.is_empty(), "process {me} of {of} reads a share");
+                for skip in 1..=12 {
+                    let rest: Vec<_> = fresh.iter().filter(|r| r.0 >= skip).cloned().collect();
+                    let got = read(skip, job_rows, threads, (me, of));
+                    assert_eq!(
+                        got, rest,
+                        "process {me} of {of}, {threads} threads, from {skip}"
+                    );
+                }
+                all.extend(fresh);
+            }
+            all.sort();
+            let all: Vec<String> = all.into_iter().map(|r| r.1).collect();
+            assert_eq!(
+                all, want,
+                "{of} processes, {threads} threads, {job_rows} a job"
+            );
         }
     }
 }

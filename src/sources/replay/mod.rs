@@ -19,16 +19,21 @@ pub use config::{ReplayFormat, ReplayPlan};
 
 use crate::ingest::normalize::{Normalizer, SourceCtx};
 
+/// Whether a file is read in jobs (a CSV file over 2 MiB read to its end,
+/// a Parquet file): every process of a cluster reads its share of them. A
+/// file read whole is read by one process.
+pub fn read_in_jobs(plan: &ReplayPlan, follow: bool) -> bool {
+    match (&plan.format, &plan.export) {
+        (ReplayFormat::Csv, None) => !follow && chunks::worth_it(&plan.path),
+        (ReplayFormat::Parquet, None) => true,
+        _ => false,
+    }
+}
+
 /// Reads the whole source (or tails it), then ends it.
 pub fn run(plan: &ReplayPlan, ctx: SourceCtx) -> Result<(), String> {
     let mut n = Normalizer::new(ctx, plan.batch_rows);
-    // A file read whole (not in jobs) is read by one process of a cluster.
-    let in_jobs = match (&plan.format, &plan.export) {
-        (ReplayFormat::Csv, None) => !n.ctx().follow && chunks::worth_it(&plan.path),
-        (ReplayFormat::Parquet, None) => true,
-        _ => false,
-    };
-    if !in_jobs && !n.ctx().runs_whole() {
+    if !read_in_jobs(plan, n.ctx().follow) && !n.ctx().runs_whole() {
         n.end();
         return Ok(());
     }

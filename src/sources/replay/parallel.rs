@@ -54,7 +54,7 @@ pub(super) struct Bad {
 }
 
 impl Row {
-    fn at(&self) -> u64 {
+    pub(super) fn at(&self) -> u64 {
         match self {
             Row::Sample { at, .. } => *at,
             Row::Unknown(u) => u.at,
