@@ -84,8 +84,11 @@ pub fn worker_of(tag: crate::model::TagId, workers: usize) -> usize {
 
 struct State {
     time: u64,
-    /// Latest epoch per source; `None` once the source has ended.
+    /// Latest epoch per source; `None` once the source has ended (a
+    /// source a stop ended keeps its epoch: see [`Ingest::end_source`]).
     source_epochs: Vec<Option<u64>>,
+    /// Sources that have ended, by themselves or at a stop.
+    gone: Vec<bool>,
     ended: bool,
     /// Updates were sent at `time` since it was last advanced.
     dirty: bool,
@@ -178,6 +181,7 @@ impl Ingest {
             state: Mutex::new(State {
                 time: 0,
                 source_epochs: vec![Some(0); sources],
+                gone: vec![false; sources],
                 ended: sources == 0,
                 dirty: false,
                 track: None,
@@ -339,6 +343,9 @@ impl Ingest {
                     stamp,
                 },
             });
+            // In the OS before a worker sees the rows: a cluster's process 0
+            // may commit them before this process's next sync.
+            l.wal.write_through();
         });
         if !kept {
             return;
@@ -434,12 +441,18 @@ impl Ingest {
     /// Source `source` has ended; when all have, the workers are told to finish.
     pub fn end_source(&self, source: usize) {
         let mut st = self.lock();
-        st.source_epochs[source] = None;
-        if st.source_epochs.iter().all(|e| e.is_none()) {
+        st.gone[source] = true;
+        // A source stopped by a stop has not ended: it keeps its epoch, so
+        // the rows the others send until they stop too do not move the time
+        // past windows its rows may still reach (after a restart). (It was
+        // dropped here before: a second file's rows then closed the first
+        // file's open windows with part of their rows.)
+        if !self.stopping() {
+            st.source_epochs[source] = None;
+        }
+        if st.gone.iter().all(|g| *g) {
             self.finish_locked(&mut st);
-        } else if !self.stopping() {
-            // A source stopped by a stop has not ended: the others must not
-            // close windows its rows may still reach (after a restart).
+        } else {
             self.advance(&mut st);
         }
     }
@@ -543,6 +556,7 @@ impl Ingest {
                     for (e, was) in st.source_epochs.iter_mut().zip(p.source_epochs) {
                         *e = Some(was.map_or(p.at, |w| w.max(p.at)));
                     }
+                    st.gone.fill(false);
                     st.track = Some(p.track);
                 }
                 LogStart::Began(began) => {

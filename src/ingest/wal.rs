@@ -231,6 +231,21 @@ impl Wal {
         out
     }
 
+    /// Hands what is buffered to the operating system, without waiting
+    /// for the disk: a kill of this process (SIGKILL, a crash) after it
+    /// loses none of it; only the host's own crash before the next
+    /// [`Wal::sync`] may.
+    pub fn write_through(&mut self) {
+        if self.failed.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.failed = Some(format!(
+                    "writing the input log {}: {e}",
+                    self.path.display()
+                ));
+            }
+        }
+    }
+
     /// Writes what is buffered and waits until it is on disk (a group
     /// commit: one call covers every entry before it).
     pub fn sync(&mut self) -> Result<(), String> {

@@ -950,24 +950,11 @@ pub fn assert_no_revision_twice(out: &Path) {
 /// The latest row of every key of every versioned table is the same in
 /// both lakes.
 pub fn assert_latest_equal(got: &Path, want: &Path) {
-    assert_latest_alike(got, want, false);
-}
-
-/// [`assert_latest_equal`], but for the revision numbers if
-/// `any_revision` (a run may write a row again, the same, as a new one).
-pub fn assert_latest_alike(got: &Path, want: &Path, any_revision: bool) {
-    let without = |mut r: HashMap<String, serde_json::Value>| {
-        if any_revision {
-            r.remove("revision");
-        }
-        r
-    };
     for (t, key) in KEYED {
         let (g, w) = (latest(rows(got, t), key), latest(rows(want, t), key));
         assert_eq!(g.len(), w.len(), "{t}");
-        for (k, row) in w {
-            let got = g.get(&k).cloned().map(without);
-            assert_eq!(got, Some(without(row)), "{t} {k}");
+        for (k, row) in &w {
+            assert_eq!(g.get(k), Some(row), "{t} {k}");
         }
     }
 }
@@ -1445,6 +1432,91 @@ impl LocalCluster {
         }
         per
     }
+}
+
+/// The time of the checkpoint the lake's last commit names, if it names
+/// one every process of a cluster of 2 wrote.
+pub fn named_checkpoint(out: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(out.join("_plantflow/commit.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let c = &v["checkpoint"];
+    (c["processes"] == 2).then(|| c["at"].as_u64())?
+}
+
+/// A durable cluster of 2 processes on `df` (in `dir`; its sources, named
+/// `sources`, poll live devices), with checkpoints every 200 ms and commits
+/// every 100 ms. Process 1 is killed (SIGKILL) once both input logs hold
+/// `n` samples together and the lake names a checkpoint both processes
+/// wrote: process 0 stops with exit 69, naming it. Started again (drained
+/// when stopped) once the logs hold `n` more, each process goes on from
+/// that checkpoint: every sample in the two logs is in the lake once
+/// (their windows' counts sum to it), no (key, revision) twice, and the
+/// time the cluster was down is a `gaps` row of each source. Returns the
+/// latest aggregates.
+pub fn cluster_killed_and_restarted(
+    df: &Path,
+    dir: &Path,
+    n: u64,
+    sources: &[&str],
+) -> HashMap<(String, i64), Agg> {
+    let text = std::fs::read_to_string(df).unwrap();
+    let often = text
+        .replace(
+            "size = \"1m\"",
+            "size = \"1m\"\ncheckpoint_interval = \"200ms\"",
+        )
+        .replace("id = \"lake\"", "id = \"lake\"\nroll_interval = \"100ms\"");
+    assert!(often.contains("checkpoint_interval") && often.contains("roll_interval"));
+    std::fs::write(df, often).unwrap();
+    let out = dir.join("out");
+    let none = |_: usize| Vec::new();
+    let logged = || logged_by_all(df, &[]);
+    let mut c = LocalCluster::start(df, 2, dir, none);
+    wait_for("samples in both processes' logs", || {
+        let (got, logs) = logged();
+        (got >= n && logs == 2).then_some(())
+    });
+    wait_for(
+        "a checkpoint both processes wrote, named by the lake",
+        || named_checkpoint(&out),
+    );
+    c.kill(1);
+    let status = c.wait(0);
+    assert_eq!(status.code(), Some(69), "{}", c.log(0));
+    assert!(c.log(0).contains("process 1"), "{}", c.log(0));
+    let (before, _) = logged();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut c = LocalCluster::start(df, 2, dir, none);
+    wait_for("samples after the restart", || {
+        (logged().0 >= before + n).then_some(())
+    });
+    assert!(
+        c.log(0).contains("starting from a checkpoint"),
+        "{}",
+        c.log(0)
+    );
+    for i in 0..2 {
+        c.signal(i, "TERM");
+    }
+    for i in 0..2 {
+        let status = c.wait(i);
+        assert!(status.success(), "process {i}: {}", c.log(i));
+    }
+    let (total, logs) = logged();
+    assert_eq!(logs, 2);
+    let down: Vec<String> = rows(&out, "gaps")
+        .into_iter()
+        .filter(|g| g["reason"].as_str().unwrap().contains("plantflow was down"))
+        .map(|g| g["source"].as_str().unwrap().to_string())
+        .collect();
+    for s in sources {
+        assert!(down.iter().any(|d| d == s), "{s}: {down:?}");
+    }
+    let aggs = latest_aggregates(&out);
+    let counted: i64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(counted as u64, total, "every logged sample once");
+    assert_no_revision_twice(&out);
+    aggs
 }
 
 /// Samples in the input logs of every process of `df`'s cluster, as

@@ -608,3 +608,71 @@ points = [
         assert!(set.contains(&a.min) && set.contains(&a.max), "{tag}: {a:?}");
     }
 }
+
+/// A durable cluster of 2 on the bacpypes3 device: two `bacnet` sources,
+/// each run whole on one process and each reading two of the device's
+/// objects, killed and started again as [`cluster_killed_and_restarted`]
+/// says: every logged sample in the lake once, no (key, revision) twice,
+/// the downtime a gap of each source, and every window's extremes values
+/// the device set (its log).
+#[test]
+fn a_killed_cluster_of_two_bacnet_sources_goes_on_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = udp_port();
+    let (log, go) = (dir.path().join("log"), dir.path().join("go"));
+    std::fs::write(&go, "").unwrap();
+    let _d = device(p, &log, &go, 1_000_000);
+    let objects = [
+        ("a", "sat", "analog-value:1"),
+        ("a", "dp", "analog-value:5"),
+        ("b", "fan_kw", "analog-input:2"),
+        ("b", "oat", "analog-value:6"),
+    ];
+    let mut assets = String::from("tag,asset,site,line,kind,standby_kw\n");
+    for (_, t, _) in objects {
+        assets.push_str(&format!("ahu1/{t},ahu1,s1,s1/l1,ahu,0\n"));
+    }
+    let mut source = String::new();
+    for s in ["a", "b"] {
+        let points: Vec<String> = objects
+            .iter()
+            .filter(|(of, _, _)| *of == s)
+            .map(|(_, t, o)| format!("{{ tag = \"ahu1/{t}\", object = \"{o}\" }}"))
+            .collect();
+        source.push_str(&format!(
+            r#"[[sources]]
+type = "bacnet"
+id = "bms-{s}"
+bind = "127.0.0.1:0"
+interval = "100ms"
+timeout = "300ms"
+
+[[sources.devices]]
+name = "ahu1"
+instance = 1001
+address = "127.0.0.1:{p}"
+points = [{}]
+
+"#,
+            points.join(", ")
+        ));
+    }
+    source_plan(dir.path(), &source, &assets, &[]);
+    let aggs = cluster_killed_and_restarted(
+        &dir.path().join("df.toml"),
+        dir.path(),
+        40,
+        &["bms-a", "bms-b"],
+    );
+    let l = log_of(&log);
+    for ((tag, _), a) in &aggs {
+        let (_, _, object) = objects
+            .iter()
+            .find(|(_, t, _)| format!("ahu1/{t}") == *tag)
+            .unwrap();
+        let set: Vec<f64> = l[*object].iter().map(|(v, _)| *v).collect();
+        assert!(set.contains(&a.min) && set.contains(&a.max), "{tag}: {a:?}");
+    }
+    let tags: std::collections::BTreeSet<_> = aggs.keys().map(|(t, _)| t).collect();
+    assert_eq!(tags.len(), 4, "{tags:?}");
+}

@@ -511,15 +511,6 @@ fn two_files(s: &Setup) {
     std::fs::write(&s.dataflow, two).unwrap();
 }
 
-/// The time of the checkpoint the lake's last commit names, if it names
-/// one every process of a cluster of 2 wrote.
-fn named_checkpoint(out: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(out.join("_plantflow/commit.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let c = &v["checkpoint"];
-    (c["processes"] == 2).then(|| c["at"].as_u64())?
-}
-
 /// A cluster of two replay files (not one: their rows interleave by
 /// timing) keeps an input log and checkpoints on every process, cut in
 /// rounds as for live sources. Killed twice mid-run (SIGKILL to process 1,
@@ -533,6 +524,39 @@ fn named_checkpoint(out: &Path) -> Option<u64> {
 fn a_killed_cluster_of_two_replay_files_goes_on_from_its_checkpoints() {
     let s = setup();
     two_files(&s);
+    killed_twice_goes_on(&s, 21);
+}
+
+/// The same on two Parquet files (rows as the CSV files', without the
+/// malformed lines, in row groups of 50,000 rows): each process goes on in
+/// its share of each file's row-group jobs from the row its log recorded.
+#[test]
+fn a_killed_cluster_of_two_parquet_files_goes_on_from_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen_workload(dir.path(), 120, 3600);
+    let s = Setup::new(dir, input, None);
+    two_files(&s);
+    for f in ["a", "b"] {
+        let csv = s.input.join(format!("{f}.csv"));
+        let parquet = s.input.join(format!("{f}.parquet"));
+        let n =
+            plantflow::gen::workload::samples_to_parquet_in_groups(&csv, &parquet, 50_000).unwrap();
+        assert!(n > 150_000, "{f}: {n} rows");
+        std::fs::remove_file(csv).unwrap();
+    }
+    let df = std::fs::read_to_string(&s.dataflow).unwrap();
+    let df = df
+        .replace("/a.csv\"", "/a.parquet\"")
+        .replace("/b.csv\"", "/b.parquet\"");
+    assert!(df.contains("a.parquet") && df.contains("b.parquet"));
+    std::fs::write(&s.dataflow, df).unwrap();
+    killed_twice_goes_on(&s, 0);
+}
+
+/// Kills the cluster of two processes on `s` twice mid-run and runs it to
+/// its end (see above); the lake ends as one process's, with `dead` dead
+/// letters.
+fn killed_twice_goes_on(s: &Setup, dead: usize) {
     let (one, _) = s.one();
     let out = s.dir.path().join("killed");
     let (vars, logs) = s.by_hand(&out, &[("PLANTFLOW_TEST_SLOW_SOURCE_MS", "400")]);
@@ -570,17 +594,18 @@ fn a_killed_cluster_of_two_replay_files_goes_on_from_its_checkpoints() {
         read > 0 && read < 432_000,
         "the last start read the rest: {summary}"
     );
-    ends_as_one(&one, &out);
+    ends_as_one(&one, &out, dead);
 }
 
 /// The lake `out` ends as one process's (`one`): latest revision per key,
-/// no (key, revision) twice, the 21 malformed lines' dead letters once.
-fn ends_as_one(one: &Path, out: &Path) {
+/// no (key, revision) twice, the `dead` malformed lines' dead letters
+/// once.
+fn ends_as_one(one: &Path, out: &Path, dead: usize) {
     same_latest(one, out);
     let got = versions(out);
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(twice.is_empty(), "rows written twice: {twice:?}");
-    assert_eq!(latest_rows(out)["dead_letter"].len(), 21);
+    assert_eq!(latest_rows(out)["dead_letter"].len(), dead);
 }
 
 /// Two followed files in a cluster of 2 (a followed file runs whole on one
@@ -676,7 +701,7 @@ fn a_followed_cluster_killed_and_grown_goes_on_from_its_logged_lines() {
         let status = c.wait(i);
         assert!(status.success(), "process {i}: {}", c.log(i));
     }
-    ends_as_one(&one, &out);
+    ends_as_one(&one, &out, 21);
 }
 
 /// A stop while process 0 has read its share and waits for the others

@@ -875,10 +875,10 @@ fn two_files_apart_in_time_stopped_and_killed_keep_each_dead_letter_once() {
     let (code, stdout, err) = s.run(&got, 2, &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("started from a checkpoint"), "{stdout}");
-    // (A window of the first file is at times written again after the
-    // stop, the same, as a new revision; so it was before the dead letters
-    // were logged: noticed, not looked into yet.)
-    assert_latest_alike(&got, &want, true);
+    // Revisions too: the stop once let the second file's rows close the
+    // first file's open windows with part of their rows (revision 0 with 50
+    // of 60 samples, corrected after the restart; 5 runs in 7 failed so).
+    assert_latest_equal(&got, &want);
     assert_no_revision_twice(&got);
     assert_dead_once(&got, bad);
 }
