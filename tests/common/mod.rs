@@ -1412,6 +1412,17 @@ impl LocalCluster {
             .unwrap_or(0)
     }
 
+    /// Sends every process SIGTERM and waits for each one's clean exit.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.children.len() {
+            self.signal(i, "TERM");
+        }
+        for i in 0..self.children.len() {
+            let status = self.wait(i);
+            assert!(status.success(), "process {i}: {}", self.log(i));
+        }
+    }
+
     /// Once the processes have read `n` rows together, sends each SIGTERM
     /// and waits for its clean exit; returns each one's rows read.
     pub fn stop_after(mut self, n: u64) -> Vec<u64> {
@@ -1495,13 +1506,7 @@ pub fn cluster_killed_and_restarted(
         "{}",
         c.log(0)
     );
-    for i in 0..2 {
-        c.signal(i, "TERM");
-    }
-    for i in 0..2 {
-        let status = c.wait(i);
-        assert!(status.success(), "process {i}: {}", c.log(i));
-    }
+    c.stop_all();
     let (total, logs) = logged();
     assert_eq!(logs, 2);
     let down: Vec<String> = rows(&out, "gaps")
@@ -1630,13 +1635,7 @@ pub fn mqtt_cluster_killed(url: &str, peer_url: &str) {
         "each message once, in one process's log"
     );
     assert!(from_checkpoint >= 1, "a restart went on from a checkpoint");
-    for i in 0..2 {
-        c.signal(i, "TERM");
-    }
-    for i in 0..2 {
-        let status = c.wait(i);
-        assert!(status.success(), "process {i}: {}", c.log(i));
-    }
+    c.stop_all();
     // Each process deletes what a named checkpoint replaces (process 0
     // tells the others): a few are left (the two the last commit it heard
     // of named, and those written since), not one per round (131 on

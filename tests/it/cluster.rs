@@ -694,13 +694,7 @@ fn a_followed_cluster_killed_and_grown_goes_on_from_its_logged_lines() {
         "{}",
         c.log(0)
     );
-    for i in 0..2 {
-        c.signal(i, "TERM");
-    }
-    for i in 0..2 {
-        let status = c.wait(i);
-        assert!(status.success(), "process {i}: {}", c.log(i));
-    }
+    c.stop_all();
     ends_as_one(&one, &out, 21);
 }
 
@@ -950,13 +944,7 @@ fn a_killed_cluster_on_opcua_keeps_its_logged_changes_and_marks_its_downtime() {
         (20 * n, 2),
         "each change once, in one process's log"
     );
-    for i in 0..2 {
-        c.signal(i, "TERM");
-    }
-    for i in 0..2 {
-        let status = c.wait(i);
-        assert!(status.success(), "process {i}: {}", c.log(i));
-    }
+    c.stop_all();
     server.stop();
     assert_downtime_gap(&out);
     let agg = latest_aggregates(&out);
