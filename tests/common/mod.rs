@@ -1412,6 +1412,20 @@ impl LocalCluster {
             .unwrap_or(0)
     }
 
+    /// Once the lake at `out` names a checkpoint both processes of a
+    /// cluster of 2 wrote, kills process 1 (SIGKILL): process 0 exits 69,
+    /// naming it.
+    pub fn kill_1_at_a_checkpoint(&mut self, out: &Path) {
+        wait_for(
+            "a checkpoint both processes wrote, named by the lake",
+            || named_checkpoint(out),
+        );
+        self.kill(1);
+        let status = self.wait(0);
+        assert_eq!(status.code(), Some(69), "{}", self.log(0));
+        assert!(self.log(0).contains("process 1"), "{}", self.log(0));
+    }
+
     /// Sends every process SIGTERM and waits for each one's clean exit.
     pub fn stop_all(&mut self) {
         for i in 0..self.children.len() {
@@ -1487,14 +1501,7 @@ pub fn cluster_killed_and_restarted(
         let (got, logs) = logged();
         (got >= n && logs == 2).then_some(())
     });
-    wait_for(
-        "a checkpoint both processes wrote, named by the lake",
-        || named_checkpoint(&out),
-    );
-    c.kill(1);
-    let status = c.wait(0);
-    assert_eq!(status.code(), Some(69), "{}", c.log(0));
-    assert!(c.log(0).contains("process 1"), "{}", c.log(0));
+    c.kill_1_at_a_checkpoint(&out);
     let (before, _) = logged();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let mut c = LocalCluster::start(df, 2, dir, none);

@@ -920,13 +920,7 @@ fn a_killed_cluster_on_opcua_keeps_its_logged_changes_and_marks_its_downtime() {
     wait_for("the first ten values of every node logged", || {
         (logged().0 >= 10 * n).then_some(())
     });
-    wait_for(
-        "a checkpoint both processes wrote, named by the lake",
-        || named_checkpoint(&out),
-    );
-    c.kill(1);
-    let status = c.wait(0);
-    assert_eq!(status.code(), Some(69), "{}", c.log(0));
+    c.kill_1_at_a_checkpoint(&out);
     let mut c = LocalCluster::start_with(&df, (2, "--drain"), dir.path(), &vars);
     c.wait_logged("OPC UA subscriptions active");
     assert!(
